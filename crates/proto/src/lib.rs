@@ -1,0 +1,20 @@
+//! Generated gRPC contracts of Roster.
+//!
+//! `directory` holds `roster.directory.v1` (users, groups, memberships and the
+//! `WatchChanges` stream); `admin` holds `roster.admin.v1` (directories and
+//! bearer tokens). [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection.
+
+#![allow(clippy::all, missing_docs)]
+
+/// `roster.directory.v1`.
+pub mod directory {
+    tonic::include_proto!("roster.directory.v1");
+}
+
+/// `roster.admin.v1`.
+pub mod admin {
+    tonic::include_proto!("roster.admin.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every Roster proto, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/roster_descriptor.bin"));

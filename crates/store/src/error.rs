@@ -1,0 +1,42 @@
+//! Store errors. Database-specific failures (unique violations, serialization
+//! failures, lost connections) are mapped to these variants in one place per
+//! backend, so callers never see a raw SQL error.
+
+/// What went wrong in a store call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The resource does not exist (in this directory).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A unique attribute is already taken (userName, group displayName, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// `if_version` did not match the stored version.
+    #[error("version mismatch: expected {expected}, found {actual}")]
+    VersionMismatch { expected: i64, actual: i64 },
+    /// The request is not valid for the stored state (e.g. unknown member id).
+    #[error("{0}")]
+    Invalid(String),
+    /// The filter or sort cannot be evaluated (unknown attribute, bad type).
+    #[error("{0}")]
+    InvalidFilter(String),
+    /// A limit was hit (e.g. more than two live tokens).
+    #[error("{0}")]
+    Limit(String),
+    /// The cursor points before the retained change log.
+    #[error("cursor {requested} is older than the retained change log (oldest valid: {oldest})")]
+    CursorExpired { requested: i64, oldest: i64 },
+    /// A transient failure the caller may retry (serialization failure,
+    /// deadlock, lost connection, database unavailable).
+    #[error("transient database failure: {0}")]
+    Unavailable(String),
+    /// Anything else; logged, never shown to clients in detail.
+    #[error("internal store error: {0}")]
+    Internal(String),
+    /// A callback (e.g. the PATCH engine) rejected the change.
+    #[error("rejected: {0}")]
+    Rejected(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Result of store calls.
+pub type StoreResult<T> = Result<T, StoreError>;

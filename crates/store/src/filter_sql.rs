@@ -1,0 +1,1 @@
+//! Translation of SCIM filters and sort keys into SQL.

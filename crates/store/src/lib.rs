@@ -1,0 +1,145 @@
+//! Roster's state: directories, tokens, users, groups, memberships and the
+//! change log, in PostgreSQL (production) or SQLite (embedded default).
+//!
+//! Every mutation writes its change-log rows in the same transaction as the
+//! state change (transactional outbox). All SQL of Roster lives in this crate.
+//!
+//! # Change-log ordering
+//! Each change gets a `revision` from a sequence taken as the last step of its
+//! transaction (after every row lock is held), so two changes of one resource
+//! are always in commit order. Independent transactions can still commit out
+//! of revision order; readers therefore deliver only up to the *stable head*:
+//! the highest revision below which every revision is either committed or
+//! known to belong to an aborted transaction. See `docs/watch.md`.
+
+pub mod error;
+pub mod model;
+mod filter_sql;
+pub mod postgres;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+pub use error::{StoreError, StoreResult};
+pub use model::*;
+
+/// Rewrites a user inside the transaction that holds its row lock: gets the
+/// stored user, returns the new state or rejects.
+pub type UserUpdateFn =
+    Box<dyn FnOnce(&User) -> Result<UserWrite, Box<dyn std::error::Error + Send + Sync>> + Send>;
+
+/// Rewrites a group's attributes and members inside its transaction: gets the
+/// stored group (without members) and returns the operations to apply.
+pub type GroupUpdateFn =
+    Box<dyn FnOnce(&Group) -> Result<Vec<GroupOp>, Box<dyn std::error::Error + Send + Sync>> + Send>;
+
+/// The storage contract shared by the PostgreSQL and SQLite backends. The same
+/// conformance suite (`tests/conformance.rs` in this crate) runs against both.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- directories and tokens ---
+    async fn create_directory(&self, new: NewDirectory) -> StoreResult<Directory>;
+    async fn get_directory(&self, id: DirectoryId) -> StoreResult<Directory>;
+    async fn list_directories(&self, organization: Option<&str>) -> StoreResult<Vec<Directory>>;
+    async fn update_directory(&self, id: DirectoryId, update: DirectoryUpdate) -> StoreResult<Directory>;
+    /// Deletes the directory's users, groups and memberships, revokes its
+    /// tokens and emits `directory.deleted`.
+    async fn delete_directory(&self, id: DirectoryId) -> StoreResult<()>;
+    /// Fails with [`StoreError::Limit`] when the directory already has two live tokens.
+    async fn create_token(&self, new: NewToken) -> StoreResult<Token>;
+    async fn list_tokens(&self, directory: DirectoryId, include_revoked: bool) -> StoreResult<Vec<Token>>;
+    async fn revoke_token(&self, directory: DirectoryId, id: TokenId) -> StoreResult<()>;
+    /// Finds the live token with this SHA-256 hash.
+    async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>>;
+
+    // --- users ---
+    async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User>;
+    async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User>;
+    async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>>;
+    /// Replaces the user when `if_version` (if any) matches.
+    async fn replace_user(
+        &self,
+        dir: DirectoryId,
+        id: UserId,
+        if_version: Option<i64>,
+        user: UserWrite,
+    ) -> StoreResult<User>;
+    /// Read-modify-write under the row lock (PATCH).
+    async fn update_user(
+        &self,
+        dir: DirectoryId,
+        id: UserId,
+        if_version: Option<i64>,
+        update: UserUpdateFn,
+    ) -> StoreResult<User>;
+    /// Deletes the user, removing it from every group (with member.removed events).
+    async fn delete_user(&self, dir: DirectoryId, id: UserId, if_version: Option<i64>) -> StoreResult<()>;
+
+    // --- groups ---
+    async fn create_group(&self, dir: DirectoryId, group: GroupWrite) -> StoreResult<Group>;
+    async fn get_group(&self, dir: DirectoryId, id: GroupId, include_members: bool) -> StoreResult<Group>;
+    async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>>;
+    async fn replace_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        if_version: Option<i64>,
+        group: GroupWrite,
+    ) -> StoreResult<Group>;
+    /// Read-modify-write under the row lock (PATCH); member operations touch
+    /// only the named membership rows.
+    async fn update_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        if_version: Option<i64>,
+        update: GroupUpdateFn,
+    ) -> StoreResult<Group>;
+    async fn delete_group(&self, dir: DirectoryId, id: GroupId, if_version: Option<i64>) -> StoreResult<()>;
+    /// Idempotent: members already present are skipped. Returns (added, new group version).
+    async fn add_members(&self, dir: DirectoryId, group: GroupId, members: &[MemberRef]) -> StoreResult<(i64, i64)>;
+    /// Idempotent: members already absent are skipped. Returns (removed, new group version).
+    async fn remove_members(&self, dir: DirectoryId, group: GroupId, members: &[uuid::Uuid]) -> StoreResult<(i64, i64)>;
+    /// Keyset-paginated members, ordered by member id.
+    async fn list_members(
+        &self,
+        dir: DirectoryId,
+        group: GroupId,
+        after: Option<uuid::Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<Member>>;
+
+    // --- change log ---
+    /// Bounds of the change log (pruned-through and stable head).
+    async fn log_bounds(&self) -> StoreResult<LogBounds>;
+    /// Changes with `after < revision <= up_to` passing `filter`, in revision
+    /// order, at most `limit`. `up_to` must not exceed a stable head.
+    async fn read_changes(
+        &self,
+        filter: &ChangeFilter,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ChangeRecord>>;
+    /// Advances the stable head past `after` and returns the new one: the
+    /// tailer calls this when woken. Resolves holes left by in-flight or
+    /// aborted transactions.
+    async fn advance_stable_head(&self, after: i64) -> StoreResult<i64>;
+    /// Consistent snapshot of a directory (or all) for initial-state watches:
+    /// items are streamed; the cursor says which changes they reflect.
+    async fn snapshot(
+        &self,
+        dir: Option<DirectoryId>,
+    ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)>;
+    /// Deletes change-log rows older than `keep_secs` seconds (keeps at least
+    /// up to the stable head minus nothing); returns the new pruned-through.
+    async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64>;
+    /// Waits until another process may have committed changes (LISTEN/NOTIFY
+    /// on PostgreSQL) or `timeout` passes.
+    async fn wait_for_changes(&self, timeout: std::time::Duration) -> StoreResult<()>;
+    /// Tells other processes that changes were committed (debounced by the caller).
+    async fn notify_changes(&self) -> StoreResult<()>;
+    /// Whether the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}

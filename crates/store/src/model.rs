@@ -1,0 +1,524 @@
+//! Domain types stored and returned by a [`crate::Store`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new random id.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Id of a directory (one customer's IdP connection).
+    DirectoryId
+);
+id_type!(
+    /// Id of a user.
+    UserId
+);
+id_type!(
+    /// Id of a group.
+    GroupId
+);
+id_type!(
+    /// Id of a bearer token.
+    TokenId
+);
+
+/// The identity provider a directory is connected to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    #[default]
+    Generic,
+    Okta,
+    Entra,
+    Onelogin,
+    Jumpcloud,
+    Google,
+    Pingone,
+    Rippling,
+}
+
+impl ProviderKind {
+    /// Every provider kind, for CLIs and validation.
+    pub const ALL: [ProviderKind; 8] = [
+        Self::Generic,
+        Self::Okta,
+        Self::Entra,
+        Self::Onelogin,
+        Self::Jumpcloud,
+        Self::Google,
+        Self::Pingone,
+        Self::Rippling,
+    ];
+
+    /// The stable lowercase name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Generic => "generic",
+            Self::Okta => "okta",
+            Self::Entra => "entra",
+            Self::Onelogin => "onelogin",
+            Self::Jumpcloud => "jumpcloud",
+            Self::Google => "google",
+            Self::Pingone => "pingone",
+            Self::Rippling => "rippling",
+        }
+    }
+}
+
+impl FromStr for ProviderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown provider kind {s:?}"))
+    }
+}
+
+/// What a SCIM DELETE of a user does in a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeprovisionPolicy {
+    #[default]
+    Delete,
+    Deactivate,
+}
+
+impl DeprovisionPolicy {
+    /// The stable lowercase name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delete => "delete",
+            Self::Deactivate => "deactivate",
+        }
+    }
+}
+
+impl FromStr for DeprovisionPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "delete" => Ok(Self::Delete),
+            "deactivate" => Ok(Self::Deactivate),
+            _ => Err(format!("unknown deprovision policy {s:?}")),
+        }
+    }
+}
+
+/// Maps an IdP attribute path onto a normalized field or `custom:<key>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttributeMapping {
+    pub source: String,
+    pub target: String,
+}
+
+/// One customer's IdP connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Directory {
+    pub id: DirectoryId,
+    pub name: String,
+    pub organization: String,
+    pub provider: ProviderKind,
+    pub deprovision_policy: DeprovisionPolicy,
+    pub attribute_mappings: Vec<AttributeMapping>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Fields of a directory to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewDirectory {
+    pub name: String,
+    pub organization: String,
+    pub provider: ProviderKind,
+    pub deprovision_policy: DeprovisionPolicy,
+    pub attribute_mappings: Vec<AttributeMapping>,
+}
+
+/// Fields of a directory to update; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryUpdate {
+    pub name: Option<String>,
+    pub organization: Option<String>,
+    pub provider: Option<ProviderKind>,
+    pub deprovision_policy: Option<DeprovisionPolicy>,
+    pub attribute_mappings: Option<Vec<AttributeMapping>>,
+}
+
+/// A bearer token's metadata; the secret itself is never stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Token {
+    pub id: TokenId,
+    pub directory_id: DirectoryId,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A token to store: its SHA-256 hash and a displayable prefix.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub directory_id: DirectoryId,
+    pub name: String,
+    pub prefix: String,
+    pub hash: [u8; 32],
+}
+
+/// An e-mail address of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Email {
+    pub value: String,
+    #[serde(default)]
+    pub r#type: String,
+    #[serde(default)]
+    pub primary: bool,
+}
+
+/// The normalized fields of a user, derived from its SCIM JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct UserFields {
+    pub user_name: String,
+    pub external_id: Option<String>,
+    pub active: bool,
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub emails: Vec<Email>,
+    pub title: Option<String>,
+    pub department: Option<String>,
+    pub manager_id: Option<String>,
+    pub employee_number: Option<String>,
+    pub custom_attributes: BTreeMap<String, String>,
+}
+
+/// A user to write: normalized fields plus the SCIM JSON (without `id`/`meta`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserWrite {
+    pub fields: UserFields,
+    pub raw: serde_json::Value,
+}
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub directory_id: DirectoryId,
+    #[serde(flatten)]
+    pub fields: UserFields,
+    pub raw: serde_json::Value,
+    pub group_ids: Vec<GroupId>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Kind of a group member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberKind {
+    User,
+    Group,
+}
+
+impl MemberKind {
+    /// The stable lowercase name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Group => "group",
+        }
+    }
+}
+
+/// A reference to a member (a user or a nested group of the same directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberRef {
+    pub id: uuid::Uuid,
+    pub kind: MemberKind,
+}
+
+/// A member as listed, with its display name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: uuid::Uuid,
+    pub kind: MemberKind,
+    pub display: Option<String>,
+}
+
+/// A group to write. `members: None` leaves memberships as they are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupWrite {
+    pub display_name: String,
+    pub external_id: Option<String>,
+    /// SCIM JSON without `id`, `meta` and `members`.
+    pub raw: serde_json::Value,
+    pub members: Option<Vec<MemberRef>>,
+}
+
+/// A stored group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub id: GroupId,
+    pub directory_id: DirectoryId,
+    pub display_name: String,
+    pub external_id: Option<String>,
+    pub raw: serde_json::Value,
+    pub member_count: i64,
+    /// Loaded only when asked for.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub members: Option<Vec<Member>>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One step of a group PATCH, applied in order inside one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupOp {
+    /// New display name / external id / raw JSON (from the SCIM PATCH engine).
+    SetAttributes {
+        display_name: String,
+        external_id: Option<String>,
+        raw: serde_json::Value,
+    },
+    AddMembers(Vec<MemberRef>),
+    RemoveMembers(Vec<uuid::Uuid>),
+    ReplaceMembers(Vec<MemberRef>),
+    RemoveAllMembers,
+}
+
+/// Kinds of change events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChangeKind {
+    #[serde(rename = "user.created")]
+    UserCreated,
+    #[serde(rename = "user.updated")]
+    UserUpdated,
+    #[serde(rename = "user.deactivated")]
+    UserDeactivated,
+    #[serde(rename = "user.reactivated")]
+    UserReactivated,
+    #[serde(rename = "user.deleted")]
+    UserDeleted,
+    #[serde(rename = "group.created")]
+    GroupCreated,
+    #[serde(rename = "group.updated")]
+    GroupUpdated,
+    #[serde(rename = "group.deleted")]
+    GroupDeleted,
+    #[serde(rename = "member.added")]
+    MemberAdded,
+    #[serde(rename = "member.removed")]
+    MemberRemoved,
+    #[serde(rename = "directory.created")]
+    DirectoryCreated,
+    #[serde(rename = "directory.updated")]
+    DirectoryUpdated,
+    #[serde(rename = "directory.deleted")]
+    DirectoryDeleted,
+}
+
+impl ChangeKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ChangeKind; 13] = [
+        Self::UserCreated,
+        Self::UserUpdated,
+        Self::UserDeactivated,
+        Self::UserReactivated,
+        Self::UserDeleted,
+        Self::GroupCreated,
+        Self::GroupUpdated,
+        Self::GroupDeleted,
+        Self::MemberAdded,
+        Self::MemberRemoved,
+        Self::DirectoryCreated,
+        Self::DirectoryUpdated,
+        Self::DirectoryDeleted,
+    ];
+
+    /// The stable dotted name stored in the change log, e.g. `user.created`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UserCreated => "user.created",
+            Self::UserUpdated => "user.updated",
+            Self::UserDeactivated => "user.deactivated",
+            Self::UserReactivated => "user.reactivated",
+            Self::UserDeleted => "user.deleted",
+            Self::GroupCreated => "group.created",
+            Self::GroupUpdated => "group.updated",
+            Self::GroupDeleted => "group.deleted",
+            Self::MemberAdded => "member.added",
+            Self::MemberRemoved => "member.removed",
+            Self::DirectoryCreated => "directory.created",
+            Self::DirectoryUpdated => "directory.updated",
+            Self::DirectoryDeleted => "directory.deleted",
+        }
+    }
+
+    /// Whether the event is a deletion (its payload is a tombstone).
+    pub fn is_tombstone(self) -> bool {
+        matches!(self, Self::UserDeleted | Self::GroupDeleted | Self::DirectoryDeleted)
+    }
+}
+
+impl FromStr for ChangeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown change kind {s:?}"))
+    }
+}
+
+/// One field changed by an update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub previous: serde_json::Value,
+    pub current: serde_json::Value,
+}
+
+/// The payload of a membership event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    pub group_id: GroupId,
+    pub member_id: uuid::Uuid,
+    pub member_kind: MemberKind,
+}
+
+/// A committed change-log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    /// Position in the global change log; strictly increasing in delivery order.
+    pub revision: i64,
+    pub event_id: uuid::Uuid,
+    pub directory_id: DirectoryId,
+    pub kind: ChangeKind,
+    pub resource_id: uuid::Uuid,
+    /// Version of the resource after the change.
+    pub version: i64,
+    pub occurred_at: DateTime<Utc>,
+    /// Post-change state: a serialized [`User`], [`Group`] (without members),
+    /// [`Membership`] or [`Directory`]; the last state for deletions.
+    pub payload: serde_json::Value,
+    pub changed_fields: Vec<FieldChange>,
+}
+
+/// A sort key for list queries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sort {
+    pub path: roster_scim::filter::AttrPath,
+    pub descending: bool,
+}
+
+/// A list query. `filter` and `sort` come from the SCIM crate's parser.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub filter: Option<roster_scim::filter::Filter>,
+    /// `None` sorts by creation order (stable while rows are inserted).
+    pub sort: Option<Sort>,
+    /// 1-based offset (SCIM `startIndex`); ignored when `page_token` is set.
+    pub start_index: i64,
+    /// Page size; the caller caps it.
+    pub count: i64,
+    /// Keyset continuation from [`Page::next_page_token`].
+    pub page_token: Option<String>,
+    /// Groups only: load members.
+    pub include_members: bool,
+}
+
+/// Where a watch resumes: every change with revision <= `after` has been
+/// seen, plus the listed revisions above it (a snapshot may include changes
+/// committed out of revision order).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Cursor {
+    pub after: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_seen: Vec<i64>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Every match across all pages.
+    pub total: i64,
+    pub next_page_token: Option<String>,
+    /// The snapshot the page was read at.
+    pub cursor: Cursor,
+}
+
+/// Filter of change-log reads.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeFilter {
+    /// `None` = every directory.
+    pub directory_id: Option<DirectoryId>,
+    /// Empty = every kind.
+    pub kinds: Vec<ChangeKind>,
+}
+
+impl ChangeFilter {
+    /// Whether a record passes the filter.
+    pub fn matches(&self, c: &ChangeRecord) -> bool {
+        self.directory_id.is_none_or(|d| d == c.directory_id)
+            && (self.kinds.is_empty() || self.kinds.contains(&c.kind))
+    }
+}
+
+/// One item of an initial-state snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SnapshotItem {
+    User(User),
+    Group(Group),
+    Membership(Membership),
+}
+
+/// Oldest and newest revisions kept in the change log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogBounds {
+    /// Revisions <= this are pruned; a cursor below it is out of range.
+    pub pruned_through: i64,
+    /// Highest revision whose predecessors are all resolved (committed or
+    /// known aborted): a reader may deliver everything up to it.
+    pub stable_head: i64,
+}
