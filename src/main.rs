@@ -1,1 +1,42 @@
-fn main() {}
+//! The `roster` binary: `serve`, `gateway`, `directory`, `migrate`, `admin`, `watch`.
+
+mod cli;
+mod config;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => return fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        // Client subcommands print JSON on stdout; keep their logs quiet unless asked.
+        let quiet = matches!(cli.command, Command::Admin(_) | Command::Watch(_));
+        telemetry::init(&cli.log, quiet)?;
+        match cli.command {
+            Command::Serve(args) => cli::serve::serve(args).await,
+            Command::Gateway(args) => cli::serve::gateway(args).await,
+            Command::Directory(args) => cli::serve::directory(args).await,
+            Command::Migrate(args) => cli::serve::migrate(args).await,
+            Command::Admin(args) => cli::admin::run(args).await,
+            Command::Watch(args) => cli::watch::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Bad configuration ends with one clear sentence, not a backtrace.
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("roster: {e:#}");
+    ExitCode::FAILURE
+}

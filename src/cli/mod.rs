@@ -1,0 +1,31 @@
+//! Subcommand implementations.
+
+pub mod admin;
+pub mod serve;
+pub mod watch;
+
+use anyhow::Context;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::ClientArgs;
+
+/// Connects to a directory service for the client subcommands.
+pub async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(args.endpoint.clone())
+        .with_context(|| format!("malformed directory endpoint {:?} (expected e.g. http://127.0.0.1:50051)", args.endpoint))?;
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the directory service at {} (is `roster serve` or `roster directory` running?)", args.endpoint))
+}
+
+/// Adds the internal secret, when configured, to a request.
+pub fn authorize<T>(req: &mut tonic::Request<T>, secret: &Option<String>) -> anyhow::Result<()> {
+    if let Some(secret) = secret {
+        let value = format!("Bearer {secret}")
+            .parse()
+            .context("the internal secret contains characters not allowed in a header")?;
+        req.metadata_mut().insert("authorization", value);
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! `serve`, `gateway`, `directory` and `migrate`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use roster_proto::admin::admin_service_client::AdminServiceClient;
+use roster_proto::admin::{
+    CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ListDirectoriesRequest, ProviderKind,
+};
+use roster_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{ClientArgs, DirectoryArgs, DirectoryServiceArgs, GatewayArgs, GatewayHttpArgs, ServeArgs, StoreArgs};
+
+/// Where the state lives, for the banner.
+enum StoreKind {
+    Postgres,
+    Sqlite(std::path::PathBuf),
+}
+
+/// `roster serve`: both halves in one process, talking gRPC over loopback.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (store, kind) = open_store(&args.store).await?;
+    let grpc = bind(args.directory.grpc_addr, "--grpc-addr / ROSTER_GRPC_ADDR").await?;
+    let http = bind(args.http.http_addr, "--http-addr / ROSTER_HTTP_ADDR").await?;
+    let grpc_addr = grpc.local_addr()?;
+    let http_addr = http.local_addr()?;
+    let public_url = args.http.public_url(http_addr);
+    let (stop, stopped) = shutdown_channel();
+
+    let directory = tokio::spawn(roster_directory::serve(
+        store,
+        directory_config(&args.directory),
+        grpc,
+        wait(stopped.clone()),
+    ));
+    let endpoint = format!("http://{}", loopback(grpc_addr));
+    let gateway = tokio::spawn(roster_gateway::serve(
+        gateway_config(&args.http, &public_url, &endpoint, args.directory.internal_secret.clone()),
+        http,
+        wait(stopped),
+    ));
+    let client = ClientArgs { endpoint, internal_secret: args.directory.internal_secret.clone() };
+    print_banner(&client, &public_url, grpc_addr, &kind).await?;
+
+    tokio::select! {
+        r = directory => r.context("directory service task failed")?.map_err(|e| anyhow!("directory service stopped: {e}"))?,
+        r = gateway => r.context("gateway task failed")?.map_err(|e| anyhow!("gateway stopped: {e}"))?,
+        () = signal() => { let _ = stop.send(true); }
+    }
+    Ok(())
+}
+
+/// `roster gateway`.
+pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    check_endpoint(&args.directory_endpoint)?;
+    let http = bind(args.http.http_addr, "--http-addr / ROSTER_HTTP_ADDR").await?;
+    let public_url = args.http.public_url(http.local_addr()?);
+    let (stop, stopped) = shutdown_channel();
+    tracing::info!(%public_url, directory = %args.directory_endpoint, "gateway listening");
+    let config = gateway_config(&args.http, &public_url, &args.directory_endpoint, args.internal_secret.clone());
+    let server = tokio::spawn(roster_gateway::serve(config, http, wait(stopped)));
+    run_until_signal(server, stop, "gateway").await
+}
+
+/// `roster directory`.
+pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
+    let (store, _) = open_store(&args.store).await?;
+    let grpc = bind(args.directory.grpc_addr, "--grpc-addr / ROSTER_GRPC_ADDR").await?;
+    tracing::info!(addr = %grpc.local_addr()?, "directory service listening");
+    let (stop, stopped) = shutdown_channel();
+    let server = tokio::spawn(roster_directory::serve(store, directory_config(&args.directory), grpc, wait(stopped)));
+    run_until_signal(server, stop, "directory service").await
+}
+
+/// `roster migrate`.
+pub async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
+    let args = StoreArgs { migrate: true, ..args };
+    let (_, kind) = open_store(&args).await?;
+    match kind {
+        StoreKind::Postgres => println!("PostgreSQL schema is up to date."),
+        StoreKind::Sqlite(path) => println!("SQLite schema at {} is up to date.", path.display()),
+    }
+    Ok(())
+}
+
+async fn run_until_signal<E: std::fmt::Display>(
+    server: tokio::task::JoinHandle<Result<(), E>>,
+    stop: watch::Sender<bool>,
+    what: &str,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        r = server => r.with_context(|| format!("{what} task failed"))?.map_err(|e| anyhow!("{what} stopped: {e}")),
+        () = signal() => { let _ = stop.send(true); Ok(()) }
+    }
+}
+
+/// Opens PostgreSQL when a URL is given, else the embedded SQLite file.
+async fn open_store(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, StoreKind)> {
+    match &args.database_url {
+        Some(url) => {
+            let shown = redact(url);
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(anyhow!("malformed DATABASE_URL {shown:?}: expected postgres://user@host:port/database"));
+            }
+            let store = roster_store::postgres::PgStore::connect(url, args.db_max_connections)
+                .await
+                .map_err(|e| anyhow!("cannot connect to PostgreSQL at {shown}: {e}"))?;
+            if args.migrate {
+                store.migrate().await.map_err(|e| anyhow!("cannot migrate PostgreSQL at {shown}: {e}"))?;
+            }
+            Ok((Arc::new(store), StoreKind::Postgres))
+        }
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("cannot use data directory {}", args.data_dir.display()))?;
+            let path = args.data_dir.join("roster.db");
+            let store = roster_store::sqlite::SqliteStore::open(&path)
+                .await
+                .map_err(|e| anyhow!("cannot open the SQLite store at {}: {e}", path.display()))?;
+            if args.migrate {
+                store.migrate().await.map_err(|e| anyhow!("cannot migrate the SQLite store at {}: {e}", path.display()))?;
+            }
+            Ok((Arc::new(store), StoreKind::Sqlite(path)))
+        }
+    }
+}
+
+fn directory_config(args: &DirectoryServiceArgs) -> roster_directory::DirectoryConfig {
+    roster_directory::DirectoryConfig {
+        progress_interval: args.progress_interval(),
+        retention_secs: args.retention_secs,
+        internal_secret: args.internal_secret.clone(),
+        ..Default::default()
+    }
+}
+
+fn gateway_config(
+    args: &GatewayHttpArgs,
+    public_url: &str,
+    directory_endpoint: &str,
+    internal_secret: Option<String>,
+) -> roster_gateway::GatewayConfig {
+    roster_gateway::GatewayConfig {
+        public_url: public_url.to_string(),
+        directory_endpoint: directory_endpoint.to_string(),
+        internal_secret,
+        max_body_bytes: args.max_body_bytes,
+        rate_limit_per_directory: args.rate_limit_per_directory,
+        ..Default::default()
+    }
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (choose another address with {flag})"))
+}
+
+/// The address to dial for a listener bound to `addr` (0.0.0.0 → 127.0.0.1).
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+/// Hides the password of a database URL.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn shutdown_channel() -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    watch::channel(false)
+}
+
+async fn wait(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down");
+}
+
+/// Creates the first directory and token on first start and prints where to point an IdP.
+async fn print_banner(client: &ClientArgs, public_url: &str, grpc: SocketAddr, kind: &StoreKind) -> anyhow::Result<()> {
+    let channel = super::connect(client).await?;
+    let mut admin = AdminServiceClient::new(channel);
+    let mut list = tonic::Request::new(ListDirectoriesRequest::default());
+    super::authorize(&mut list, &client.internal_secret)?;
+    let existing = admin.list_directories(list).await.context("cannot list directories")?.into_inner();
+    let (directory, secret) = match existing.directories.into_iter().next() {
+        Some(d) => (d, None),
+        None => {
+            let mut create = tonic::Request::new(CreateDirectoryRequest {
+                name: "default".into(),
+                organization: "default".into(),
+                provider: ProviderKind::Generic as i32,
+                deprovision_policy: DeprovisionPolicy::Delete as i32,
+                attribute_mappings: vec![],
+            });
+            super::authorize(&mut create, &client.internal_secret)?;
+            let d = admin.create_directory(create).await.context("cannot create the first directory")?;
+            let d = d.into_inner().directory.context("directory service returned no directory")?;
+            let mut token = tonic::Request::new(CreateTokenRequest { directory_id: d.id.clone(), name: "default".into() });
+            super::authorize(&mut token, &client.internal_secret)?;
+            let t = admin.create_token(token).await.context("cannot create the first token")?;
+            (d, Some(t.into_inner().secret))
+        }
+    };
+    let store = match kind {
+        StoreKind::Postgres => "PostgreSQL (DATABASE_URL)".to_string(),
+        StoreKind::Sqlite(path) => format!("SQLite at {}", path.display()),
+    };
+    println!("Roster is running.");
+    println!("  SCIM base URL: {public_url}/scim/v2/{}", directory.id);
+    match secret {
+        Some(s) => println!("  Bearer token:  {s}\n                 (shown once; Roster stores only its hash)"),
+        None => println!(
+            "  Bearer token:  shown at first start; make another with `roster admin create-token {}`",
+            directory.id
+        ),
+    }
+    println!("  Directory id:  {}", directory.id);
+    println!("  gRPC:          {grpc} (DirectoryService, AdminService, WatchChanges; reflection on)");
+    println!("  Store:         {store}");
+    Ok(())
+}
+
+/// Validates endpoint URLs up front so a typo is one clear sentence.
+fn check_endpoint(url: &str) -> anyhow::Result<()> {
+    tonic::transport::Endpoint::from_shared(url.to_string())
+        .map(|_| ())
+        .map_err(|_| anyhow!("malformed directory endpoint {url:?} (expected e.g. http://127.0.0.1:50051)"))
+}

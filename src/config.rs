@@ -1,0 +1,265 @@
+//! Configuration: one typed struct per subcommand, from flags and `ROSTER_*`
+//! environment variables (flags win), with defaults that make `roster serve`
+//! work on a fresh machine.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Roster: SCIM 2.0 directory sync. Identity providers provision users and
+/// groups over SCIM; your services follow every change through `WatchChanges`.
+#[derive(Debug, Parser)]
+#[command(name = "roster", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway and the directory service in one process (they talk
+    /// gRPC over loopback). Without a database URL, state goes to an embedded
+    /// SQLite file; on first start a directory and a token are created.
+    Serve(ServeArgs),
+    /// Run only the SCIM gateway (HTTP), calling a directory service.
+    Gateway(GatewayArgs),
+    /// Run only the directory service (gRPC) on PostgreSQL.
+    Directory(DirectoryArgs),
+    /// Apply database migrations and exit.
+    Migrate(StoreArgs),
+    /// Manage directories and tokens through a running directory service.
+    Admin(AdminArgs),
+    /// Tail `WatchChanges` as JSON lines.
+    Watch(WatchArgs),
+}
+
+/// Logging.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "ROSTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info,roster_gateway=debug`.
+    #[arg(long, env = "ROSTER_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with span fields.
+    Json,
+}
+
+/// Where state lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// PostgreSQL URL (production store). When unset, `serve` uses the
+    /// embedded SQLite store in `--data-dir`.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory of the embedded SQLite store.
+    #[arg(long, env = "ROSTER_DATA_DIR", default_value = "./roster-data")]
+    pub data_dir: PathBuf,
+    /// Maximum PostgreSQL connections of this process.
+    #[arg(long, env = "ROSTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// Apply pending migrations at start-up.
+    #[arg(long, env = "ROSTER_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+}
+
+/// Settings of the directory service.
+#[derive(Debug, Clone, Args)]
+pub struct DirectoryServiceArgs {
+    /// Address the gRPC directory service listens on.
+    #[arg(long, env = "ROSTER_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Shared secret that gRPC callers must present as `authorization: Bearer
+    /// <secret>`; unset allows any caller that can reach the port.
+    #[arg(long, env = "ROSTER_INTERNAL_SECRET", hide_env_values = true)]
+    pub internal_secret: Option<String>,
+    /// How long the change log is kept, in seconds (cursors older than this
+    /// get OUT_OF_RANGE).
+    #[arg(long, env = "ROSTER_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    pub retention_secs: i64,
+    /// Progress-marker interval of idle WatchChanges streams, in milliseconds.
+    #[arg(long, env = "ROSTER_PROGRESS_INTERVAL_MS", default_value_t = 5000)]
+    pub progress_interval_ms: u64,
+}
+
+/// Settings of the SCIM gateway.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayHttpArgs {
+    /// Address the SCIM gateway listens on.
+    #[arg(long, env = "ROSTER_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Public base URL of the gateway as IdPs reach it (used in SCIM
+    /// `meta.location`); defaults to `http://<http-addr>`.
+    #[arg(long, env = "ROSTER_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "ROSTER_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Requests per second allowed per directory (0 disables the limit).
+    #[arg(long, env = "ROSTER_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit_per_directory: u32,
+}
+
+/// `roster serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub directory: DirectoryServiceArgs,
+    #[command(flatten)]
+    pub http: GatewayHttpArgs,
+}
+
+/// `roster gateway`.
+#[derive(Debug, Clone, Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub http: GatewayHttpArgs,
+    /// gRPC endpoint of the directory service.
+    #[arg(long, env = "ROSTER_DIRECTORY_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    pub directory_endpoint: String,
+    /// Shared secret to present to the directory service.
+    #[arg(long, env = "ROSTER_INTERNAL_SECRET", hide_env_values = true)]
+    pub internal_secret: Option<String>,
+}
+
+/// `roster directory`.
+#[derive(Debug, Clone, Args)]
+pub struct DirectoryArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub directory: DirectoryServiceArgs,
+}
+
+/// Connection to a running directory service, for the client subcommands.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// gRPC endpoint of the directory service.
+    #[arg(long, env = "ROSTER_DIRECTORY_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    pub endpoint: String,
+    /// Shared secret to present to the directory service.
+    #[arg(long, env = "ROSTER_INTERNAL_SECRET", hide_env_values = true)]
+    pub internal_secret: Option<String>,
+}
+
+/// `roster admin`.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// Admin operations.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// List directories.
+    ListDirectories {
+        /// Only this organization's directories.
+        #[arg(long)]
+        organization: Option<String>,
+    },
+    /// Create a directory and print it as JSON.
+    CreateDirectory {
+        #[arg(long)]
+        name: String,
+        /// Tenant key of your customer.
+        #[arg(long, default_value = "")]
+        organization: String,
+        /// okta, entra, onelogin, jumpcloud, google, pingone, rippling or generic.
+        #[arg(long, default_value = "generic")]
+        provider: String,
+        /// What a SCIM DELETE of a user does: delete or deactivate.
+        #[arg(long, default_value = "delete")]
+        deprovision_policy: String,
+    },
+    /// Show a directory.
+    GetDirectory { id: String },
+    /// Delete a directory with all its data and tokens.
+    DeleteDirectory { id: String },
+    /// Map an IdP attribute onto a normalized field or `custom:<key>`
+    /// (replaces the mapping of the same source).
+    MapAttribute {
+        directory_id: String,
+        /// SCIM path in the IdP's payload, e.g. urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter
+        source: String,
+        /// Normalized field (department, title, employee_number, ...) or custom:<key>.
+        target: String,
+    },
+    /// Create a bearer token; the secret is printed once.
+    CreateToken {
+        directory_id: String,
+        #[arg(long, default_value = "token")]
+        name: String,
+    },
+    /// List a directory's tokens (never their secrets).
+    ListTokens {
+        directory_id: String,
+        #[arg(long)]
+        include_revoked: bool,
+    },
+    /// Revoke a token.
+    RevokeToken { directory_id: String, token_id: String },
+}
+
+/// `roster watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Directory to watch; omit to watch every directory.
+    #[arg(long)]
+    pub directory: Option<String>,
+    /// Resume after this cursor (from an earlier line's `cursor`).
+    #[arg(long, conflicts_with_all = ["after_revision", "initial_state"])]
+    pub cursor: Option<String>,
+    /// Start after this change-log revision (0 = everything retained).
+    #[arg(long, conflicts_with = "initial_state")]
+    pub after_revision: Option<i64>,
+    /// Start with the current state as synthetic events, then a SYNCED line.
+    #[arg(long)]
+    pub initial_state: bool,
+    /// Only these kinds, e.g. user.created,member.added.
+    #[arg(long, value_delimiter = ',')]
+    pub kinds: Vec<String>,
+    /// Exit after this many change events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Also print progress markers.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+impl DirectoryServiceArgs {
+    /// Progress-marker interval as a duration.
+    pub fn progress_interval(&self) -> Duration {
+        Duration::from_millis(self.progress_interval_ms.max(10))
+    }
+}
+
+impl GatewayHttpArgs {
+    /// The public base URL, given the address actually bound.
+    pub fn public_url(&self, bound: SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
