@@ -1,0 +1,48 @@
+//! Bad configuration exits non-zero with one clear sentence, not a backtrace.
+
+mod support;
+
+use std::net::TcpListener;
+
+fn run_fails(args: &[&str], expect: &str) {
+    let out = support::roster().args(args).output().expect("run roster");
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].contains(expect), "{:?} does not mention {expect:?}", lines[0]);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn port_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = support::temp_dir("port");
+    let data = data.to_str().unwrap();
+    run_fails(&["serve", "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--http-addr", &addr], "cannot listen on");
+}
+
+#[test]
+fn unreachable_database() {
+    // Port 1 is never a PostgreSQL server.
+    run_fails(&["migrate", "--database-url", "postgres://postgres@127.0.0.1:1/roster"], "cannot connect to PostgreSQL");
+}
+
+#[test]
+fn malformed_database_url() {
+    run_fails(&["migrate", "--database-url", "mysql://nope"], "malformed DATABASE_URL");
+}
+
+#[test]
+fn unusable_data_directory() {
+    let dir = support::temp_dir("file");
+    let file = dir.join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    run_fails(&["migrate", "--data-dir", file.to_str().unwrap()], "data directory");
+}
+
+#[test]
+fn malformed_directory_endpoint() {
+    run_fails(&["watch", "--endpoint", "not a url"], "malformed directory endpoint");
+}
