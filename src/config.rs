@@ -113,9 +113,20 @@ pub struct GatewayHttpArgs {
     pub rate_limit_per_directory: u32,
 }
 
+/// Where Prometheus metrics are served.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Address of the Prometheus `/metrics` endpoint (its own port, so it is
+    /// never exposed with the SCIM surface); `off` disables it.
+    #[arg(long, env = "ROSTER_METRICS_ADDR", default_value = "127.0.0.1:9090")]
+    pub metrics_addr: String,
+}
+
 /// `roster serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -127,6 +138,8 @@ pub struct ServeArgs {
 /// `roster gateway`.
 #[derive(Debug, Clone, Args)]
 pub struct GatewayArgs {
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub http: GatewayHttpArgs,
     /// gRPC endpoint of the directory service.
@@ -140,6 +153,8 @@ pub struct GatewayArgs {
 /// `roster directory`.
 #[derive(Debug, Clone, Args)]
 pub struct DirectoryArgs {
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]

@@ -19,15 +19,23 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         // Client subcommands print JSON on stdout; keep their logs quiet unless asked.
         let quiet = matches!(cli.command, Command::Admin(_) | Command::Watch(_));
-        telemetry::init(&cli.log, quiet)?;
-        match cli.command {
+        let service = match &cli.command {
+            Command::Gateway(_) => "roster-gateway",
+            Command::Directory(_) => "roster-directory",
+            _ => "roster",
+        };
+        let telemetry = telemetry::init(&cli.log, quiet, service)?;
+        let result = match cli.command {
             Command::Serve(args) => cli::serve::serve(args).await,
             Command::Gateway(args) => cli::serve::gateway(args).await,
             Command::Directory(args) => cli::serve::directory(args).await,
             Command::Migrate(args) => cli::serve::migrate(args).await,
             Command::Admin(args) => cli::admin::run(args).await,
             Command::Watch(args) => cli::watch::run(args).await,
-        }
+        };
+        // Flush spans off the runtime threads.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,7 +20,8 @@ fn port_in_use() {
     let addr = taken.local_addr().unwrap().to_string();
     let data = support::temp_dir("port");
     let data = data.to_str().unwrap();
-    run_fails(&["serve", "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--http-addr", &addr], "cannot listen on");
+    let args = ["serve", "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "off", "--http-addr", &addr];
+    run_fails(&args, "cannot listen on");
 }
 
 #[test]

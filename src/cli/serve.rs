@@ -12,7 +12,9 @@ use roster_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{ClientArgs, DirectoryArgs, DirectoryServiceArgs, GatewayArgs, GatewayHttpArgs, ServeArgs, StoreArgs};
+use crate::config::{
+    ClientArgs, DirectoryArgs, DirectoryServiceArgs, GatewayArgs, GatewayHttpArgs, MetricsArgs, ServeArgs, StoreArgs,
+};
 
 /// Where the state lives, for the banner.
 enum StoreKind {
@@ -29,6 +31,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_addr = http.local_addr()?;
     let public_url = args.http.public_url(http_addr);
     let (stop, stopped) = shutdown_channel();
+    spawn_metrics(&args.metrics, stopped.clone()).await?;
 
     let directory = tokio::spawn(roster_directory::serve(
         store,
@@ -59,6 +62,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let http = bind(args.http.http_addr, "--http-addr / ROSTER_HTTP_ADDR").await?;
     let public_url = args.http.public_url(http.local_addr()?);
     let (stop, stopped) = shutdown_channel();
+    spawn_metrics(&args.metrics, stopped.clone()).await?;
     tracing::info!(%public_url, directory = %args.directory_endpoint, "gateway listening");
     let config = gateway_config(&args.http, &public_url, &args.directory_endpoint, args.internal_secret.clone());
     let server = tokio::spawn(roster_gateway::serve(config, http, wait(stopped)));
@@ -71,6 +75,7 @@ pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
     let grpc = bind(args.directory.grpc_addr, "--grpc-addr / ROSTER_GRPC_ADDR").await?;
     tracing::info!(addr = %grpc.local_addr()?, "directory service listening");
     let (stop, stopped) = shutdown_channel();
+    spawn_metrics(&args.metrics, stopped.clone()).await?;
     let server = tokio::spawn(roster_directory::serve(store, directory_config(&args.directory), grpc, wait(stopped)));
     run_until_signal(server, stop, "directory service").await
 }
@@ -151,6 +156,24 @@ fn gateway_config(
         rate_limit_per_directory: args.rate_limit_per_directory,
         ..Default::default()
     }
+}
+
+/// Serves Prometheus metrics on their own port unless disabled with `off`.
+async fn spawn_metrics(args: &MetricsArgs, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {
+    if args.metrics_addr.eq_ignore_ascii_case("off") {
+        return Ok(());
+    }
+    let addr: SocketAddr = args
+        .metrics_addr
+        .parse()
+        .with_context(|| format!("malformed metrics address {:?} (expected host:port or off)", args.metrics_addr))?;
+    let listener = bind(addr, "--metrics-addr / ROSTER_METRICS_ADDR").await?;
+    tokio::spawn(async move {
+        if let Err(e) = roster_telemetry::metrics::serve(listener, wait(stopped)).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(())
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {

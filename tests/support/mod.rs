@@ -43,7 +43,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// Starts `roster serve` on free ports and waits for its banner.
 pub fn serve(data_dir: &Path) -> Served {
     let mut child = roster()
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
         .arg(data_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,0 +1,275 @@
+//! Prometheus metrics of a Roster process, served on their own port.
+//!
+//! One process-wide registry (metrics are process state by nature); the
+//! gateway records HTTP metrics through [`track_http`], the directory service
+//! records gRPC metrics through [`GrpcMetricsLayer`] and sets the gauges.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of HTTP request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    /// The route template (`/scim/v2/{directory_id}/Users/{id}`), never the raw path.
+    pub route: String,
+    pub status: u16,
+}
+
+/// Labels of HTTP latency histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+/// Labels of gRPC request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// `/package.Service/Method`.
+    pub method: String,
+    /// gRPC status code name (`OK`, `NOT_FOUND`, …).
+    pub code: String,
+}
+
+/// Labels of gRPC latency histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: String,
+}
+
+/// Labels of pool gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// `idle`, `in_use` or `max`.
+    pub state: String,
+}
+
+/// Every metric Roster exports.
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_duration: Family<RouteLabels, Histogram>,
+    pub grpc_requests: Family<GrpcLabels, Counter>,
+    pub grpc_duration: Family<MethodLabels, Histogram>,
+    /// Open `WatchChanges` streams.
+    pub watch_streams: Gauge,
+    /// Newest stable revision of the change log.
+    pub change_log_head: Gauge,
+    /// Newest stable revision minus the lowest revision sent to an open stream.
+    pub watch_lag: Gauge,
+    /// Database pool connections by state.
+    pub db_pool: Family<PoolLabels, Gauge>,
+    /// Requests rejected by the per-directory rate limit.
+    pub rate_limited: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ~16 s
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("roster");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        let grpc_duration = Family::<MethodLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let watch_streams = Gauge::default();
+        let change_log_head = Gauge::default();
+        let watch_lag = Gauge::default();
+        let db_pool = Family::<PoolLabels, Gauge>::default();
+        let rate_limited = Counter::default();
+        registry.register("http_requests", "SCIM HTTP requests by route and status", http_requests.clone());
+        registry.register("http_request_duration_seconds", "SCIM HTTP request latency", http_duration.clone());
+        registry.register("grpc_requests", "gRPC requests by method and status code", grpc_requests.clone());
+        registry.register("grpc_request_duration_seconds", "gRPC request latency (to first response)", grpc_duration.clone());
+        registry.register("watch_streams", "Open WatchChanges streams", watch_streams.clone());
+        registry.register("change_log_head_revision", "Newest stable change-log revision", change_log_head.clone());
+        registry.register("watch_lag_revisions", "Stable head minus the oldest revision sent to an open stream", watch_lag.clone());
+        registry.register("db_pool_connections", "Database pool connections by state", db_pool.clone());
+        registry.register("rate_limited_requests", "Requests rejected by the per-directory rate limit", rate_limited.clone());
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            grpc_requests,
+            grpc_duration,
+            watch_streams,
+            change_log_head,
+            watch_lag,
+            db_pool,
+            rate_limited,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records the pool's connection counts.
+    pub fn set_pool(&self, size: u32, idle: u32, max: u32) {
+        let set = |state: &str, v: u32| {
+            self.db_pool.get_or_create(&PoolLabels { state: state.into() }).set(i64::from(v));
+        };
+        set("idle", idle);
+        set("in_use", size.saturating_sub(idle));
+        set("max", max);
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let app = axum::Router::new().route("/metrics", axum::routing::get(render_handler));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn render_handler() -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics().render(),
+    )
+}
+
+/// axum middleware recording request counts and latency by route template.
+pub async fn track_http(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let m = metrics();
+    m.http_duration
+        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    m.http_requests
+        .get_or_create(&HttpLabels { method, route, status: response.status().as_u16() })
+        .inc();
+    response
+}
+
+/// Tower layer for a tonic server recording gRPC counts and latency.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcMetricsLayer;
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics { inner }
+    }
+}
+
+/// See [`GrpcMetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = req.uri().path().to_string();
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let result = fut.await;
+            let code = match &result {
+                // Errors are sent trailers-only, so their status is in the headers;
+                // a response without one started successfully.
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .map(|c| code_name(tonic::Code::from_i32(c)))
+                    .unwrap_or("OK"),
+                Err(_) => "TRANSPORT_ERROR",
+            };
+            let m = metrics();
+            m.grpc_duration
+                .get_or_create(&MethodLabels { method: method.clone() })
+                .observe(started.elapsed().as_secs_f64());
+            m.grpc_requests.get_or_create(&GrpcLabels { method, code: code.into() }).inc();
+            result
+        })
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_registered_metrics() {
+        let m = metrics();
+        m.rate_limited.inc();
+        m.http_requests
+            .get_or_create(&HttpLabels { method: "GET".into(), route: "/scim/v2/{directory_id}/Users".into(), status: 200 })
+            .inc();
+        let text = m.render();
+        assert!(text.contains("roster_rate_limited_requests_total"), "{text}");
+        assert!(text.contains("route=\"/scim/v2/{directory_id}/Users\""), "{text}");
+        assert!(text.contains("roster_watch_streams"), "{text}");
+    }
+}
