@@ -16,6 +16,8 @@ pub struct Served {
     pub directory_id: String,
     pub grpc: String,
     pub banner: Vec<String>,
+    /// The server's stderr (its logs).
+    pub log_path: PathBuf,
 }
 
 impl Drop for Served {
@@ -40,14 +42,54 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// Starts `roster serve` on free ports and waits for its banner.
+/// Starts `roster serve` on the embedded SQLite store in `data_dir`.
 pub fn serve(data_dir: &Path) -> Served {
-    let mut child = roster()
-        .args(["serve", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(data_dir)
+    let mut cmd = roster();
+    cmd.arg("serve").arg("--data-dir").arg(data_dir);
+    spawn_serve(cmd)
+}
+
+/// Starts `roster serve` on a fresh PostgreSQL database (from the testkit).
+pub async fn serve_postgres(prefix: &str) -> Served {
+    let url = roster_testkit::fresh_database(prefix).await;
+    let mut cmd = roster();
+    cmd.arg("serve").arg("--database-url").arg(url);
+    spawn_serve(cmd)
+}
+
+/// A directory of a given provider kind with its own token, on a running server.
+pub struct TestDirectory {
+    pub id: String,
+    pub base_url: String,
+    pub token: String,
+}
+
+impl Served {
+    /// Creates a directory with `roster admin` (as an operator would) and a token for it.
+    pub fn directory(&self, provider: &str, deprovision_policy: &str) -> TestDirectory {
+        let endpoint = format!("http://{}", self.grpc);
+        let created = admin(&endpoint, &["create-directory", "--name", provider, "--provider", provider, "--deprovision-policy", deprovision_policy]);
+        let id = created["id"].as_str().expect("directory id").to_string();
+        let token = admin(&endpoint, &["create-token", &id]);
+        let token = token["secret"].as_str().expect("token secret").to_string();
+        let root = self.base_url.rsplit_once("/scim/v2/").expect("base url").0;
+        TestDirectory { base_url: format!("{root}/scim/v2/{id}"), id, token }
+    }
+}
+
+/// Runs `roster admin <args>` against `endpoint` and parses its JSON output.
+pub fn admin(endpoint: &str, args: &[&str]) -> serde_json::Value {
+    let out = roster().args(["admin", "--endpoint", endpoint]).args(args).output().expect("roster admin");
+    assert!(out.status.success(), "roster admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("admin JSON")
+}
+
+fn spawn_serve(mut cmd: Command) -> Served {
+    let log_path = temp_dir("log").join("roster.log");
+    let mut child = cmd
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log_path).expect("log file")))
         .spawn()
         .expect("spawn roster serve");
     let stdout = child.stdout.take().expect("stdout");
@@ -63,7 +105,10 @@ pub fn serve(data_dir: &Path) -> Served {
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("roster serve printed no complete banner; got {banner:?}"));
+            .unwrap_or_else(|_| {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("roster serve printed no complete banner; got {banner:?}; log:\n{log}")
+            });
         let done = line.trim_start().starts_with("Store:");
         banner.push(line);
         if done {
@@ -80,5 +125,5 @@ pub fn serve(data_dir: &Path) -> Served {
     let token = Some(field("Bearer token:")).filter(|t| t.starts_with("rst_"));
     let directory_id = field("Directory id:");
     let grpc = field("gRPC:").split_whitespace().next().unwrap_or_default().to_string();
-    Served { child, base_url, token, directory_id, grpc, banner }
+    Served { child, base_url, token, directory_id, grpc, banner, log_path }
 }
