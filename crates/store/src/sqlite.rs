@@ -1,1 +1,364 @@
 //! SQLite backend (embedded default).
+//!
+//! `roster serve` without a `DATABASE_URL` keeps its state in one SQLite file
+//! and runs as a single process. SQLite allows one writer at a time, so the
+//! store has exactly one writer connection (every write is a
+//! `BEGIN IMMEDIATE` transaction on it, queued in-process instead of failing
+//! with SQLITE_BUSY) and a small pool of reader connections that read
+//! consistent WAL snapshots concurrently with the writer.
+//!
+//! Because writes are serialized, change-log revisions are dense and in commit
+//! order: the committed head is the stable head, list cursors carry no
+//! `also_seen`, and waking watchers needs no more than an in-process signal.
+
+mod codec;
+mod directories;
+mod errors;
+mod groups;
+mod list;
+mod log;
+mod tx;
+mod users;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::watch;
+
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+use crate::{GroupUpdateFn, Store, UserUpdateFn};
+use errors::map_sqlx;
+use tx::WriteTx;
+
+/// How long a connection waits for a lock held by another connection (e.g.
+/// `roster migrate` run against the same file) before giving up with
+/// SQLITE_BUSY, mapped to [`StoreError::Unavailable`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reader connections: enough for concurrent list/get/watch reads.
+const READERS: u32 = 4;
+
+/// How long a write waits for the writer connection while other writes run.
+/// Generous because writes queue here instead of failing on a lock.
+const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The embedded store: one SQLite file, one process.
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// The only connection that writes.
+    writer: SqlitePool,
+    /// Connections for reads; they never write.
+    readers: SqlitePool,
+    /// The committed head revision, published after every commit that
+    /// appended events; wakes `wait_for_changes`.
+    heads: Arc<watch::Sender<i64>>,
+    /// The highest head `advance_stable_head` returned: `wait_for_changes`
+    /// returns at once when a later commit exists.
+    observed_head: Arc<AtomicI64>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its parent directory when missing) the database
+    /// file at `path`. Call [`SqliteStore::migrate`] before use.
+    pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot create data directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+        Self::open_with(SqliteConnectOptions::new().filename(path)).await
+    }
+
+    /// Opens a database from a `sqlite:` URL, e.g. `sqlite://roster.db`.
+    pub async fn open_url(url: &str) -> StoreResult<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("bad SQLite URL: {e}")))?;
+        Self::open_with(options).await
+    }
+
+    async fn open_with(options: SqliteConnectOptions) -> StoreResult<SqliteStore> {
+        let options = options
+            .create_if_missing(true)
+            // WAL: readers see a consistent snapshot while the writer writes.
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an acknowledged write survives a power loss, not only a
+            // process crash (NORMAL may lose the last commits in WAL mode).
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        // The writer opens first: it creates the file and switches it to WAL
+        // before any reader connects.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .map_err(map_sqlx)?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(options)
+            .await
+            .map_err(map_sqlx)?;
+        Ok(SqliteStore {
+            writer,
+            readers,
+            heads: Arc::new(watch::channel(0).0),
+            observed_head: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// Applies the embedded migrations (`migrations/sqlite`).
+    pub async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&self.writer)
+            .await
+            .map_err(|e| StoreError::Internal(format!("SQLite migration failed: {e}")))?;
+        let head = log::read_bounds(&mut *self.read_conn().await?)
+            .await?
+            .stable_head;
+        self.heads.send_replace(head);
+        Ok(())
+    }
+
+    /// Closes every connection (checkpointing the WAL into the file).
+    pub async fn close(&self) {
+        self.readers.close().await;
+        self.writer.close().await;
+    }
+
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
+        WriteTx::begin(&self.writer).await
+    }
+
+    /// Commits a write and wakes watchers when it appended events.
+    async fn commit(&self, tx: WriteTx) -> StoreResult<()> {
+        if let Some(head) = tx.commit().await? {
+            self.heads.send_if_modified(|current| {
+                let newer = head > *current;
+                *current = (*current).max(head);
+                newer
+            });
+        }
+        Ok(())
+    }
+
+    async fn read_conn(&self) -> StoreResult<PoolConnection<Sqlite>> {
+        self.readers.acquire().await.map_err(map_sqlx)
+    }
+
+    /// A read transaction: every statement in it sees the same snapshot.
+    async fn read_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.readers.begin().await.map_err(map_sqlx)
+    }
+}
+
+/// Fails with [`StoreError::VersionMismatch`] when `expected` is set and
+/// differs from the stored version.
+fn check_version(expected: Option<i64>, actual: i64) -> StoreResult<()> {
+    match expected {
+        Some(expected) if expected != actual => {
+            Err(StoreError::VersionMismatch { expected, actual })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_directory(&self, new: NewDirectory) -> StoreResult<Directory> {
+        self.create_directory_impl(new).await
+    }
+    async fn get_directory(&self, id: DirectoryId) -> StoreResult<Directory> {
+        self.get_directory_impl(id).await
+    }
+    async fn list_directories(&self, organization: Option<&str>) -> StoreResult<Vec<Directory>> {
+        self.list_directories_impl(organization).await
+    }
+    async fn update_directory(
+        &self,
+        id: DirectoryId,
+        update: DirectoryUpdate,
+    ) -> StoreResult<Directory> {
+        self.update_directory_impl(id, update).await
+    }
+    async fn delete_directory(&self, id: DirectoryId) -> StoreResult<()> {
+        self.delete_directory_impl(id).await
+    }
+    async fn create_token(&self, new: NewToken) -> StoreResult<Token> {
+        self.create_token_impl(new).await
+    }
+    async fn list_tokens(
+        &self,
+        directory: DirectoryId,
+        include_revoked: bool,
+    ) -> StoreResult<Vec<Token>> {
+        self.list_tokens_impl(directory, include_revoked).await
+    }
+    async fn revoke_token(&self, directory: DirectoryId, id: TokenId) -> StoreResult<()> {
+        self.revoke_token_impl(directory, id).await
+    }
+    async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>> {
+        self.find_token_impl(hash).await
+    }
+
+    async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User> {
+        self.create_user_impl(dir, user).await
+    }
+    async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
+        self.get_user_impl(dir, id).await
+    }
+    async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>> {
+        self.list_users_impl(dir, query).await
+    }
+    async fn replace_user(
+        &self,
+        dir: DirectoryId,
+        id: UserId,
+        if_version: Option<i64>,
+        user: UserWrite,
+    ) -> StoreResult<User> {
+        self.replace_user_impl(dir, id, if_version, user).await
+    }
+    async fn update_user(
+        &self,
+        dir: DirectoryId,
+        id: UserId,
+        if_version: Option<i64>,
+        update: UserUpdateFn,
+    ) -> StoreResult<User> {
+        self.update_user_impl(dir, id, if_version, update).await
+    }
+    async fn delete_user(
+        &self,
+        dir: DirectoryId,
+        id: UserId,
+        if_version: Option<i64>,
+    ) -> StoreResult<()> {
+        self.delete_user_impl(dir, id, if_version).await
+    }
+
+    async fn create_group(&self, dir: DirectoryId, group: GroupWrite) -> StoreResult<Group> {
+        self.create_group_impl(dir, group).await
+    }
+    async fn get_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        include_members: bool,
+    ) -> StoreResult<Group> {
+        self.get_group_impl(dir, id, include_members).await
+    }
+    async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {
+        self.list_groups_impl(dir, query).await
+    }
+    async fn replace_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        if_version: Option<i64>,
+        group: GroupWrite,
+    ) -> StoreResult<Group> {
+        self.replace_group_impl(dir, id, if_version, group).await
+    }
+    async fn update_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        if_version: Option<i64>,
+        update: GroupUpdateFn,
+    ) -> StoreResult<Group> {
+        self.update_group_impl(dir, id, if_version, update).await
+    }
+    async fn delete_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        if_version: Option<i64>,
+    ) -> StoreResult<()> {
+        self.delete_group_impl(dir, id, if_version).await
+    }
+    async fn add_members(
+        &self,
+        dir: DirectoryId,
+        group: GroupId,
+        members: &[MemberRef],
+    ) -> StoreResult<(i64, i64)> {
+        self.add_members_impl(dir, group, members).await
+    }
+    async fn remove_members(
+        &self,
+        dir: DirectoryId,
+        group: GroupId,
+        members: &[uuid::Uuid],
+    ) -> StoreResult<(i64, i64)> {
+        self.remove_members_impl(dir, group, members).await
+    }
+    async fn list_members(
+        &self,
+        dir: DirectoryId,
+        group: GroupId,
+        after: Option<uuid::Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<Member>> {
+        self.list_members_impl(dir, group, after, limit).await
+    }
+
+    async fn log_bounds(&self) -> StoreResult<LogBounds> {
+        self.log_bounds_impl().await
+    }
+    async fn read_changes(
+        &self,
+        filter: &ChangeFilter,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        self.read_changes_impl(filter, after, up_to, limit).await
+    }
+    async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
+        self.advance_stable_head_impl(after).await
+    }
+    async fn snapshot(
+        &self,
+        dir: Option<DirectoryId>,
+    ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)> {
+        self.snapshot_impl(dir).await
+    }
+    async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64> {
+        self.prune_changes_impl(keep_secs).await
+    }
+    async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {
+        self.wait_for_changes_impl(timeout).await
+    }
+    /// A no-op: the only process on the file already wakes its watchers on
+    /// commit.
+    async fn notify_changes(&self) -> StoreResult<()> {
+        Ok(())
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map_err(map_sqlx)?;
+        Ok(())
+    }
+}

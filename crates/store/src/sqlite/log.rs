@@ -1,0 +1,281 @@
+//! The change log: bounds, reads, pruning, snapshots and wake-ups.
+//!
+//! SQLite has a single writer, and every write transaction takes its
+//! revisions from `log_state.head` right before committing, so committed
+//! revisions are dense and in commit order: the committed head *is* the stable
+//! head, and there are never holes to resolve.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::stream::{self, BoxStream, StreamExt};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Sqlite, SqliteConnection, Transaction};
+
+use super::SqliteStore;
+use super::codec::{Col, id_text, json_text, parse_id, time_text};
+use super::errors::map_sqlx;
+use super::groups::{GROUP_COLUMNS, decode_group, parse_member_kind};
+use super::users::{USER_COLUMNS, decode_user, group_ids_of};
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+
+/// Rows fetched per query while streaming a snapshot.
+const SNAPSHOT_PAGE: i64 = 500;
+
+impl SqliteStore {
+    pub(super) async fn log_bounds_impl(&self) -> StoreResult<LogBounds> {
+        let mut conn = self.read_conn().await?;
+        read_bounds(&mut conn).await
+    }
+
+    pub(super) async fn read_changes_impl(
+        &self,
+        filter: &ChangeFilter,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        // One read transaction: the retention check and the rows come from the
+        // same snapshot, so a concurrent prune cannot open a silent gap.
+        let mut tx = self.read_tx().await?;
+        let bounds = read_bounds(&mut tx).await?;
+        if after < bounds.pruned_through {
+            return Err(StoreError::CursorExpired {
+                requested: after,
+                oldest: bounds.pruned_through,
+            });
+        }
+        let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, \
+             changed_fields FROM change_log \
+             WHERE revision > ?1 AND revision <= ?2 AND (?3 IS NULL OR directory_id = ?3) \
+               AND (?4 = '[]' OR kind IN (SELECT value FROM json_each(?4))) \
+             ORDER BY revision LIMIT ?5",
+        )
+        .bind(after)
+        .bind(up_to)
+        .bind(filter.directory_id.map(|d| id_text(d.0)))
+        .bind(json_text(&kinds)?)
+        .bind(limit.max(0))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter().map(decode_change).collect()
+    }
+
+    pub(super) async fn advance_stable_head_impl(&self, after: i64) -> StoreResult<i64> {
+        let head = self.log_bounds_impl().await?.stable_head;
+        self.observed_head.fetch_max(head, Ordering::SeqCst);
+        Ok(head.max(after))
+    }
+
+    pub(super) async fn prune_changes_impl(&self, keep_secs: i64) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let cutoff = tx.now - chrono::Duration::seconds(keep_secs.max(0));
+        // Prune a prefix only: everything up to the first revision still
+        // inside the retention window, so pruned_through has no holes below.
+        let pruned_through: i64 = sqlx::query_scalar(
+            "SELECT max(pruned_through, COALESCE( \
+                (SELECT min(revision) - 1 FROM change_log WHERE occurred_at >= ?), head)) \
+             FROM log_state WHERE id = 1",
+        )
+        .bind(time_text(cutoff))
+        .fetch_one(tx.conn())
+        .await
+        .map_err(map_sqlx)?;
+        sqlx::query("DELETE FROM change_log WHERE revision <= ?")
+            .bind(pruned_through)
+            .execute(tx.conn())
+            .await
+            .map_err(map_sqlx)?;
+        sqlx::query("UPDATE log_state SET pruned_through = ? WHERE id = 1")
+            .bind(pruned_through)
+            .execute(tx.conn())
+            .await
+            .map_err(map_sqlx)?;
+        self.commit(tx).await?;
+        Ok(pruned_through)
+    }
+
+    pub(super) async fn snapshot_impl(
+        &self,
+        dir: Option<DirectoryId>,
+    ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)> {
+        let mut tx = self.read_tx().await?;
+        // Reading the head starts the read snapshot: every item streamed
+        // below comes from the same snapshot, so it reflects exactly the
+        // changes up to the head.
+        let head = read_bounds(&mut tx).await?.stable_head;
+        let cursor = Cursor {
+            after: head,
+            also_seen: Vec::new(),
+        };
+        let reader = SnapshotReader {
+            tx,
+            dir: dir.map(|d| id_text(d.0)),
+            phase: Phase::Users,
+            after: String::new(),
+            after_member: String::new(),
+        };
+        let items = stream::try_unfold(reader, |mut reader| async move {
+            let page = reader.next_page().await?;
+            Ok::<_, StoreError>(page.map(|items| (stream::iter(items.into_iter().map(Ok)), reader)))
+        })
+        .map(|page| match page {
+            Ok(items) => items.left_stream(),
+            Err(e) => stream::once(async { Err(e) }).right_stream(),
+        })
+        .flatten();
+        Ok((cursor, items.boxed()))
+    }
+
+    /// Waits for a commit after the head last returned by
+    /// `advance_stable_head`, or for `timeout`. Checking against that head
+    /// (rather than only waiting for the next signal) means a commit that
+    /// lands between the tailer's read and this call still wakes it at once.
+    pub(super) async fn wait_for_changes_impl(&self, timeout: Duration) -> StoreResult<()> {
+        let mut heads = self.heads.subscribe();
+        let observed = self.observed_head.load(Ordering::SeqCst);
+        let _ = tokio::time::timeout(timeout, heads.wait_for(|head| *head > observed)).await;
+        Ok(())
+    }
+}
+
+pub(super) async fn read_bounds(conn: &mut SqliteConnection) -> StoreResult<LogBounds> {
+    let (stable_head, pruned_through): (i64, i64) =
+        sqlx::query_as("SELECT head, pruned_through FROM log_state WHERE id = 1")
+            .fetch_one(conn)
+            .await
+            .map_err(map_sqlx)?;
+    Ok(LogBounds {
+        pruned_through,
+        stable_head,
+    })
+}
+
+fn decode_change(row: &SqliteRow) -> StoreResult<ChangeRecord> {
+    Ok(ChangeRecord {
+        revision: row.int("revision")?,
+        event_id: row.id("event_id")?,
+        directory_id: DirectoryId(row.id("directory_id")?),
+        kind: row.parsed("kind")?,
+        resource_id: row.id("resource_id")?,
+        version: row.int("version")?,
+        occurred_at: row.time("occurred_at")?,
+        payload: row.json("payload")?,
+        changed_fields: row.json("changed_fields")?,
+    })
+}
+
+/// Which table a snapshot is streaming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Users,
+    Groups,
+    Memberships,
+    Done,
+}
+
+/// Streams a snapshot page by page inside one read transaction, keyset
+/// paginated by id so memory stays bounded.
+struct SnapshotReader {
+    tx: Transaction<'static, Sqlite>,
+    dir: Option<String>,
+    phase: Phase,
+    /// Keyset position inside the current phase (the group id for memberships).
+    after: String,
+    /// Keyset position of the member id, for memberships.
+    after_member: String,
+}
+
+impl SnapshotReader {
+    /// The next non-empty page, or `None` when the snapshot is complete.
+    async fn next_page(&mut self) -> StoreResult<Option<Vec<SnapshotItem>>> {
+        loop {
+            let page = match self.phase {
+                Phase::Users => self.users().await?,
+                Phase::Groups => self.groups().await?,
+                Phase::Memberships => self.memberships().await?,
+                Phase::Done => return Ok(None),
+            };
+            if page.is_empty() {
+                self.phase = match self.phase {
+                    Phase::Users => Phase::Groups,
+                    Phase::Groups => Phase::Memberships,
+                    Phase::Memberships | Phase::Done => Phase::Done,
+                };
+                self.after.clear();
+                self.after_member.clear();
+            } else {
+                return Ok(Some(page));
+            }
+        }
+    }
+
+    async fn users(&mut self) -> StoreResult<Vec<SnapshotItem>> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE (?1 IS NULL OR users.directory_id = ?1) AND users.id > ?2 \
+             ORDER BY users.id LIMIT ?3"
+        );
+        let rows = self.page(sql).await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut user = decode_user(row)?;
+            user.group_ids = group_ids_of(&mut self.tx, user.id).await?;
+            self.after = id_text(user.id.0);
+            items.push(SnapshotItem::User(user));
+        }
+        Ok(items)
+    }
+
+    async fn groups(&mut self) -> StoreResult<Vec<SnapshotItem>> {
+        let sql = format!(
+            "SELECT {GROUP_COLUMNS} FROM groups WHERE (?1 IS NULL OR groups.directory_id = ?1) \
+             AND groups.id > ?2 ORDER BY groups.id LIMIT ?3"
+        );
+        let rows = self.page(sql).await?;
+        let groups = rows
+            .iter()
+            .map(decode_group)
+            .collect::<StoreResult<Vec<_>>>()?;
+        if let Some(last) = groups.last() {
+            self.after = id_text(last.id.0);
+        }
+        Ok(groups.into_iter().map(SnapshotItem::Group).collect())
+    }
+
+    async fn memberships(&mut self) -> StoreResult<Vec<SnapshotItem>> {
+        // Keyset over (group_id, member_id), the primary key.
+        let sql = "SELECT group_id, member_id, member_kind FROM memberships \
+             WHERE (?1 IS NULL OR directory_id = ?1) AND (group_id, member_id) > (?2, ?4) \
+             ORDER BY group_id, member_id LIMIT ?3"
+            .to_owned();
+        let rows = self.page(sql).await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (group, member) = (row.text("group_id")?, row.text("member_id")?);
+            items.push(SnapshotItem::Membership(Membership {
+                group_id: GroupId(parse_id(&group)?),
+                member_id: parse_id(&member)?,
+                member_kind: parse_member_kind(&row.text("member_kind")?)?,
+            }));
+            (self.after, self.after_member) = (group, member);
+        }
+        Ok(items)
+    }
+
+    /// Runs a page query: `?1` directory (or NULL), `?2` keyset position,
+    /// `?3` page size and, for memberships, `?4` the member keyset position.
+    async fn page(&mut self, sql: String) -> StoreResult<Vec<SqliteRow>> {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(self.dir.clone())
+            .bind(self.after.clone())
+            .bind(SNAPSHOT_PAGE);
+        if self.phase == Phase::Memberships {
+            query = query.bind(self.after_member.clone());
+        }
+        query.fetch_all(&mut *self.tx).await.map_err(map_sqlx)
+    }
+}
