@@ -1,1 +1,167 @@
-//! SCIM REST gateway.
+//! Roster's SCIM 2.0 REST gateway.
+//!
+//! Identity providers call `{public_url}/scim/v2/{directory_id}/...` with a
+//! bearer token of that directory. The gateway holds no database: it checks
+//! the token through `AdminService.AuthenticateToken`, turns each SCIM call
+//! into `DirectoryService` gRPC and renders the answer as SCIM JSON
+//! (RFC 7643 / RFC 7644). See `docs/scim.md` for the surface and its limits.
+
+pub mod auth;
+pub mod body;
+pub mod bulk;
+pub mod config;
+pub mod discovery;
+pub mod error;
+pub mod etag;
+pub mod handlers;
+pub mod observe;
+pub mod query;
+pub mod ratelimit;
+pub mod render;
+pub mod resources;
+pub mod response;
+mod scim_shim;
+pub mod state;
+
+use std::future::Future;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::response::Response;
+use axum::routing::{get, post};
+use roster_scim::error::ScimError;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+pub use config::GatewayConfig;
+pub use error::GatewayError;
+pub use state::{AppState, StartError};
+
+use crate::handlers as h;
+use crate::observe::CallMeta;
+use crate::render::Kind;
+use crate::resources::Ctx;
+use crate::response::scim_json;
+
+/// Prefix of every SCIM route.
+const SCIM: &str = "/scim/v2/{directory_id}";
+
+/// Serves the gateway on `listener` until `shutdown` completes, then drains
+/// in-flight requests.
+pub async fn serve(
+    config: GatewayConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let state = AppState::new(config)?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The complete HTTP application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(scim_routes(state.clone()))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), observe::observe))
+        .with_state(state)
+}
+
+/// The `/scim/v2/{directory_id}` routes, all behind the token check.
+fn scim_routes(state: AppState) -> Router<AppState> {
+    let r = |path: &str| format!("{SCIM}{path}");
+    Router::new()
+        .route(
+            &r("/Users"),
+            get(|c: Ctx, q| h::list(Kind::User, c, q))
+                .post(|c: Ctx, q, b| h::create(Kind::User, c, q, b)),
+        )
+        .route(
+            &r("/Groups"),
+            get(|c: Ctx, q| h::list(Kind::Group, c, q))
+                .post(|c: Ctx, q, b| h::create(Kind::Group, c, q, b)),
+        )
+        .route(
+            &r("/Users/{id}"),
+            get(|c: Ctx, i, q, hd| h::get(Kind::User, c, i, q, hd))
+                .put(|c: Ctx, i, q, hd, b| h::replace(Kind::User, c, i, q, hd, b))
+                .patch(|c: Ctx, i, q, hd, b| h::patch(Kind::User, c, i, q, hd, b))
+                .delete(|c: Ctx, i, hd| h::delete(Kind::User, c, i, hd)),
+        )
+        .route(
+            &r("/Groups/{id}"),
+            get(|c: Ctx, i, q, hd| h::get(Kind::Group, c, i, q, hd))
+                .put(|c: Ctx, i, q, hd, b| h::replace(Kind::Group, c, i, q, hd, b))
+                .patch(|c: Ctx, i, q, hd, b| h::patch(Kind::Group, c, i, q, hd, b))
+                .delete(|c: Ctx, i, hd| h::delete(Kind::Group, c, i, hd)),
+        )
+        .route(
+            &r("/Users/.search"),
+            post(|c: Ctx, b| h::search(Kind::User, c, b)),
+        )
+        .route(
+            &r("/Groups/.search"),
+            post(|c: Ctx, b| h::search(Kind::Group, c, b)),
+        )
+        .route(&r("/.search"), post(h::search_all))
+        .route(&r("/Bulk"), post(bulk::handle))
+        .route(
+            &r("/ServiceProviderConfig"),
+            get(discovery::get_service_provider_config),
+        )
+        .route(&r("/Schemas"), get(discovery::list_schemas))
+        .route(&r("/Schemas/{id}"), get(discovery::get_schema))
+        .route(&r("/ResourceTypes"), get(discovery::list_resource_types))
+        .route(&r("/ResourceTypes/{id}"), get(discovery::get_resource_type))
+        .route(&r("/Me"), get(me).post(me).put(me).patch(me).delete(me))
+        .route_layer(from_fn_with_state(state, auth::require_directory_token))
+}
+
+/// `/healthz`: the process is up.
+async fn healthz() -> Response {
+    scim_json(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+/// `/readyz`: the directory service answers its health check with SERVING.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    let request = state.grpc(
+        HealthCheckRequest {
+            service: String::new(),
+        },
+        &CallMeta::generate(),
+    );
+    let serving = match state.health().check(request).await {
+        Ok(r) => r.into_inner().status() == ServingStatus::Serving,
+        Err(_) => false,
+    };
+    if serving {
+        scim_json(StatusCode::OK, &json!({ "status": "ready" }))
+    } else {
+        scim_json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "directory service not serving" }),
+        )
+    }
+}
+
+/// `/Me` is not offered: tokens belong to directories, not users
+/// (RFC 7644 §3.11 allows 501).
+async fn me() -> Result<Response, GatewayError> {
+    Err(ScimError::new(501, None, "the /Me endpoint is not supported").into())
+}
+
+async fn not_found() -> GatewayError {
+    ScimError::not_found("no such endpoint").into()
+}
+
+async fn method_not_allowed() -> GatewayError {
+    ScimError::new(405, None, "method not allowed on this endpoint").into()
+}

@@ -1,0 +1,70 @@
+//! Gateway configuration.
+
+use std::time::Duration;
+
+/// Settings of one gateway process.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Externally visible base URL (scheme, host, optional prefix, no
+    /// trailing slash), used in `meta.location`, `$ref` and discovery.
+    pub public_url: String,
+    /// gRPC endpoint of the directory service, e.g. `http://127.0.0.1:50051`.
+    pub directory_endpoint: String,
+    /// Shared secret sent to the directory service on every call, when the
+    /// directory service requires one.
+    pub internal_secret: Option<String>,
+    /// Largest accepted request body, except for `/Bulk`.
+    pub max_body_bytes: usize,
+    /// Largest page a list or search returns (`filter.maxResults`).
+    pub max_results: i64,
+    /// Page size when the client sends no `count`.
+    pub default_page_size: i64,
+    /// Most operations accepted in one bulk request (`bulk.maxOperations`).
+    pub bulk_max_operations: usize,
+    /// Largest accepted bulk request body (`bulk.maxPayloadSize`).
+    pub bulk_max_payload_bytes: usize,
+    /// Time allowed for one request, gRPC calls included.
+    pub request_timeout: Duration,
+    /// Sustained requests per second allowed per directory; 0 disables
+    /// rate limiting.
+    pub rate_limit_per_directory: u32,
+    /// Requests a directory may send at once after an idle period; 0 means
+    /// the same as `rate_limit_per_directory`.
+    pub rate_limit_burst: u32,
+    /// How long a token check result is reused before asking again.
+    pub auth_cache_ttl: Duration,
+    /// Optional documentation link advertised in ServiceProviderConfig.
+    pub documentation_uri: Option<String>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            directory_endpoint: "http://127.0.0.1:50051".to_owned(),
+            internal_secret: None,
+            max_body_bytes: 1024 * 1024,
+            max_results: 1000,
+            default_page_size: 100,
+            bulk_max_operations: 1000,
+            bulk_max_payload_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            rate_limit_per_directory: 0,
+            rate_limit_burst: 0,
+            auth_cache_ttl: Duration::from_secs(5),
+            documentation_uri: None,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// `public_url` without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+
+    /// Base URL of one directory's SCIM endpoints.
+    pub fn scim_base(&self, directory_id: &str) -> String {
+        format!("{}/scim/v2/{directory_id}", self.base_url())
+    }
+}

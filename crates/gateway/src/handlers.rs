@@ -1,0 +1,207 @@
+//! HTTP handlers of the resource endpoints (RFC 7644 §3.3–§3.6).
+
+use crate::scim_shim::list::list_response;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use roster_scim::error::ScimError;
+use serde_json::Value;
+
+use crate::body::JsonBody;
+use crate::error::GatewayError;
+use crate::etag::{IfMatch, format_etag, if_none_match_hits, parse_if_match};
+use crate::query::{PageLimits, RawListParams, projection_from_pairs};
+use crate::render::Kind;
+use crate::resources::{Ctx, Outcome};
+use crate::response::{empty, scim_json, with_etag, with_location};
+use crate::state::AppState;
+
+/// Result of every handler: a response or a SCIM error.
+pub type HandlerResult = Result<Response, GatewayError>;
+
+/// Query-string pairs; a malformed query string is a SCIM 400.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl FromRequestParts<AppState> for QueryPairs {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let query: Result<Query<Vec<(String, String)>>, QueryRejection> =
+            Query::from_request_parts(parts, state).await;
+        query
+            .map(|Query(pairs)| Self(pairs))
+            .map_err(|e| ScimError::invalid_value(format!("malformed query string: {e}")).into())
+    }
+}
+
+/// The `{id}` of a `/Users/{id}` or `/Groups/{id}` route.
+pub struct ResourceId(pub String);
+
+impl FromRequestParts<AppState> for ResourceId {
+    type Rejection = GatewayError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let path: Result<Path<(String, String)>, _> = Path::from_request_parts(parts, state).await;
+        path.map(|Path((_, id))| Self(id))
+            .map_err(|_| ScimError::not_found("resource not found").into())
+    }
+}
+
+fn limits(ctx: &Ctx) -> PageLimits {
+    let config = ctx.state().config();
+    PageLimits {
+        max_results: config.max_results,
+        default_page_size: config.default_page_size.min(config.max_results),
+    }
+}
+
+/// Renders an operation's outcome with its `ETag` and, for 201, `Location`.
+pub fn outcome_response(outcome: Outcome) -> Response {
+    let response = match &outcome.body {
+        Some(body) => scim_json(outcome.status, body),
+        None => empty(outcome.status),
+    };
+    let response = with_etag(response, outcome.etag.as_deref());
+    if outcome.status == StatusCode::CREATED {
+        with_location(response, outcome.location.as_deref())
+    } else {
+        response
+    }
+}
+
+fn if_match(headers: &HeaderMap) -> Option<IfMatch> {
+    headers
+        .get(header::IF_MATCH)
+        .map(|v| v.to_str().map_or(IfMatch::Never, parse_if_match))
+}
+
+/// `GET /Users`, `GET /Groups`.
+pub async fn list(kind: Kind, ctx: Ctx, QueryPairs(pairs): QueryPairs) -> HandlerResult {
+    let query = RawListParams::from_pairs(&pairs).validate(limits(&ctx))?;
+    let body = ctx.list(kind, &query).await?;
+    Ok(scim_json(StatusCode::OK, &body))
+}
+
+/// `POST /Users/.search`, `POST /Groups/.search` (RFC 7644 §3.4.3).
+pub async fn search(kind: Kind, ctx: Ctx, JsonBody(body): JsonBody) -> HandlerResult {
+    let query = RawListParams::from_search_request(&body)?.validate(limits(&ctx))?;
+    let body = ctx.list(kind, &query).await?;
+    Ok(scim_json(StatusCode::OK, &body))
+}
+
+/// `POST /.search`: users, then groups, paged as one sequence.
+pub async fn search_all(ctx: Ctx, JsonBody(body): JsonBody) -> HandlerResult {
+    let query = RawListParams::from_search_request(&body)?.validate(limits(&ctx))?;
+    let users = ctx.list(Kind::User, &query).await?;
+    let users_total = users["totalResults"].as_i64().unwrap_or(0);
+    let mut resources = resources_of(&users);
+    let remaining = query.count - resources.len() as i64;
+    // Skip the users that precede startIndex; groups continue the sequence.
+    let mut group_query = query.clone();
+    group_query.start_index = (query.start_index - users_total).max(1);
+    group_query.count = if query.start_index + resources.len() as i64 > users_total {
+        remaining
+    } else {
+        0
+    };
+    let groups = ctx.list(Kind::Group, &group_query).await?;
+    let groups_total = groups["totalResults"].as_i64().unwrap_or(0);
+    resources.extend(resources_of(&groups));
+    resources.truncate(usize::try_from(query.count).unwrap_or(usize::MAX));
+    let body = list_response(resources, users_total + groups_total, query.start_index);
+    Ok(scim_json(StatusCode::OK, &body))
+}
+
+fn resources_of(list: &Value) -> Vec<Value> {
+    list["Resources"].as_array().cloned().unwrap_or_default()
+}
+
+/// `POST /Users`, `POST /Groups`.
+pub async fn create(
+    kind: Kind,
+    ctx: Ctx,
+    QueryPairs(pairs): QueryPairs,
+    JsonBody(body): JsonBody,
+) -> HandlerResult {
+    let projection = projection_from_pairs(&pairs)?;
+    Ok(outcome_response(
+        ctx.create(kind, &body, &projection).await?,
+    ))
+}
+
+/// `GET /Users/{id}`, `GET /Groups/{id}`; `If-None-Match` with the current
+/// version answers 304.
+pub async fn get(
+    kind: Kind,
+    ctx: Ctx,
+    ResourceId(id): ResourceId,
+    QueryPairs(pairs): QueryPairs,
+    headers: HeaderMap,
+) -> HandlerResult {
+    let projection = projection_from_pairs(&pairs)?;
+    let found = ctx.get(kind, &id, &projection).await?;
+    let etag = format_etag(found.version);
+    let not_modified = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| if_none_match_hits(v, found.version));
+    if not_modified {
+        return Ok(with_etag(empty(StatusCode::NOT_MODIFIED), Some(&etag)));
+    }
+    Ok(with_etag(
+        scim_json(StatusCode::OK, &found.body),
+        Some(&etag),
+    ))
+}
+
+/// `PUT /Users/{id}`, `PUT /Groups/{id}`.
+pub async fn replace(
+    kind: Kind,
+    ctx: Ctx,
+    ResourceId(id): ResourceId,
+    QueryPairs(pairs): QueryPairs,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> HandlerResult {
+    let projection = projection_from_pairs(&pairs)?;
+    let outcome = ctx
+        .replace(kind, &id, &body, if_match(&headers), &projection)
+        .await?;
+    Ok(outcome_response(outcome))
+}
+
+/// `PATCH /Users/{id}`, `PATCH /Groups/{id}`.
+pub async fn patch(
+    kind: Kind,
+    ctx: Ctx,
+    ResourceId(id): ResourceId,
+    QueryPairs(pairs): QueryPairs,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> HandlerResult {
+    let projection = projection_from_pairs(&pairs)?;
+    let outcome = ctx
+        .patch(kind, &id, &body, if_match(&headers), &projection)
+        .await?;
+    Ok(outcome_response(outcome))
+}
+
+/// `DELETE /Users/{id}`, `DELETE /Groups/{id}`.
+pub async fn delete(
+    kind: Kind,
+    ctx: Ctx,
+    ResourceId(id): ResourceId,
+    headers: HeaderMap,
+) -> HandlerResult {
+    Ok(outcome_response(
+        ctx.delete(kind, &id, if_match(&headers)).await?,
+    ))
+}

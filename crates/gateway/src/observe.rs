@@ -1,0 +1,188 @@
+//! Request ids, W3C trace context, tracing spans, access log and timeouts.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::{Instrument, field};
+
+use crate::auth::directory_in_path;
+use crate::error::GatewayError;
+use crate::state::AppState;
+
+/// Header carrying the request id, echoed on every response.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// W3C trace-context header.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// Longest client-supplied request id that is echoed instead of replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Per-request values forwarded to the directory service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallMeta {
+    /// The request id (client's, when acceptable, else generated).
+    pub request_id: String,
+    /// `traceparent` of the gateway's span for this request.
+    pub traceparent: String,
+}
+
+impl CallMeta {
+    /// Fresh ids for a request without usable headers.
+    pub fn generate() -> Self {
+        Self {
+            request_id: new_request_id(),
+            traceparent: child_traceparent(None),
+        }
+    }
+
+    fn from_request(request: &Request) -> Self {
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        Self {
+            request_id: header(REQUEST_ID_HEADER)
+                .filter(|id| acceptable_request_id(id))
+                .map_or_else(new_request_id, str::to_owned),
+            traceparent: child_traceparent(header(TRACEPARENT_HEADER)),
+        }
+    }
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn acceptable_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A `traceparent` for the gateway's own span: a child of `incoming` when
+/// that is a valid version-00 header, else the root of a new trace.
+pub fn child_traceparent(incoming: Option<&str>) -> String {
+    let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    match incoming.and_then(parse_traceparent) {
+        Some((trace_id, flags)) => format!("00-{trace_id}-{span_id}-{flags}"),
+        None => format!("00-{}-{span_id}-01", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+/// Trace id and flags of a valid `traceparent` (W3C Trace Context §3.2).
+fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
+    let mut parts = value.trim().split('-');
+    let (version, trace_id, parent_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, len: usize| {
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    let valid = hex(version, 2)
+        && version != "ff"
+        && (version != "00" || parts.next().is_none())
+        && hex(trace_id, 32)
+        && nonzero(trace_id)
+        && hex(parent_id, 16)
+        && nonzero(parent_id)
+        && hex(flags, 2);
+    valid.then_some((trace_id, flags))
+}
+
+/// Outermost middleware: assigns ids, opens the request span, enforces the
+/// request timeout and writes one access-log line. The Authorization header
+/// is never recorded.
+pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let call = CallMeta::from_request(&request);
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let directory_id = directory_in_path(request.uri().path())
+        .unwrap_or("")
+        .to_owned();
+    let span = tracing::info_span!(
+        "http_request",
+        %method,
+        route = %route,
+        directory_id = %directory_id,
+        request_id = %call.request_id,
+        status = field::Empty,
+        latency_ms = field::Empty,
+    );
+    request.extensions_mut().insert(call.clone());
+    let timeout = state.config().request_timeout;
+    let mut response = async move {
+        match tokio::time::timeout(timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => GatewayError::Timeout.into_response(),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    if let Ok(v) = HeaderValue::from_str(&call.request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.record("status", status);
+    span.record("latency_ms", latency_ms);
+    span.in_scope(|| {
+        tracing::info!(
+            target: "roster_gateway::access",
+            %method,
+            route = %route,
+            directory_id = %directory_id,
+            request_id = %call.request_id,
+            status,
+            latency_ms,
+            "request"
+        );
+    });
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continues_valid_traces() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let out = child_traceparent(Some(incoming));
+        let parts: Vec<&str> = out.split('-').collect();
+        assert_eq!(parts[0], "00");
+        assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(parts[2], "00f067aa0ba902b7");
+        assert_eq!(parts[2].len(), 16);
+        assert_eq!(parts[3], "01");
+    }
+
+    #[test]
+    fn starts_new_traces_for_invalid_headers() {
+        for bad in [
+            "",
+            "garbage",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            let out = child_traceparent(Some(bad));
+            assert!(parse_traceparent(&out).is_some(), "{out}");
+            assert!(!out.contains("4bf92f3577b34da6a3ce929d0e0e4736"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(acceptable_request_id("abc-123"));
+        assert!(!acceptable_request_id(""));
+        assert!(!acceptable_request_id("has space"));
+        assert!(!acceptable_request_id(&"x".repeat(129)));
+        assert_eq!(new_request_id().len(), 32);
+    }
+}

@@ -1,0 +1,125 @@
+//! Shared state: configuration, gRPC clients, caches.
+
+use std::sync::Arc;
+
+use roster_proto::admin::admin_service_client::AdminServiceClient;
+use roster_proto::directory::directory_service_client::DirectoryServiceClient;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::auth::TokenCache;
+use crate::config::GatewayConfig;
+use crate::observe::CallMeta;
+use crate::ratelimit::RateLimiter;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// `directory_endpoint` is not a usable URI.
+    #[error("invalid directory endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The configured endpoint.
+        endpoint: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The internal secret cannot travel in a gRPC header.
+    #[error("the internal secret contains characters not allowed in a header")]
+    InvalidSecret,
+    /// Serving HTTP failed.
+    #[error("HTTP server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// State shared by every request; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    config: GatewayConfig,
+    directory: DirectoryServiceClient<Channel>,
+    admin: AdminServiceClient<Channel>,
+    health: HealthClient<Channel>,
+    internal_auth: Option<AsciiMetadataValue>,
+    tokens: TokenCache,
+    limiter: Option<RateLimiter>,
+}
+
+impl AppState {
+    /// Builds the state. The gRPC channel connects lazily, so the gateway
+    /// starts (and answers 503) while the directory service is down.
+    pub fn new(config: GatewayConfig) -> Result<Self, StartError> {
+        let endpoint = Endpoint::from_shared(config.directory_endpoint.clone())
+            .map_err(|e| StartError::InvalidEndpoint {
+                endpoint: config.directory_endpoint.clone(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        let internal_auth = config
+            .internal_secret
+            .as_ref()
+            .map(|s| MetadataValue::try_from(format!("Bearer {s}")))
+            .transpose()
+            .map_err(|_| StartError::InvalidSecret)?;
+        Ok(Self(Arc::new(Inner {
+            directory: DirectoryServiceClient::new(channel.clone()),
+            admin: AdminServiceClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+            internal_auth,
+            tokens: TokenCache::new(config.auth_cache_ttl),
+            limiter: RateLimiter::new(config.rate_limit_per_directory, config.rate_limit_burst),
+            config,
+        })))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.0.config
+    }
+
+    /// A DirectoryService client on the shared channel.
+    pub fn directory(&self) -> DirectoryServiceClient<Channel> {
+        self.0.directory.clone()
+    }
+
+    /// An AdminService client on the shared channel.
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        self.0.admin.clone()
+    }
+
+    /// A gRPC health client on the shared channel.
+    pub fn health(&self) -> HealthClient<Channel> {
+        self.0.health.clone()
+    }
+
+    /// The token cache.
+    pub fn tokens(&self) -> &TokenCache {
+        &self.0.tokens
+    }
+
+    /// The rate limiter, when limiting is on.
+    pub fn limiter(&self) -> Option<&RateLimiter> {
+        self.0.limiter.as_ref()
+    }
+
+    /// A gRPC request carrying the deadline, the request id, the trace
+    /// context and the internal secret.
+    pub fn grpc<T>(&self, message: T, call: &CallMeta) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.0.config.request_timeout);
+        let metadata = request.metadata_mut();
+        if let Ok(v) = MetadataValue::try_from(call.request_id.as_str()) {
+            metadata.insert("x-request-id", v);
+        }
+        if let Ok(v) = MetadataValue::try_from(call.traceparent.as_str()) {
+            metadata.insert("traceparent", v);
+        }
+        if let Some(secret) = &self.0.internal_auth {
+            metadata.insert("authorization", secret.clone());
+        }
+        request
+    }
+}
