@@ -1,0 +1,150 @@
+//! The gateway over real HTTP while its directory service is unreachable:
+//! it must start, report not-ready, refuse unauthenticated calls and answer
+//! 503 with Retry-After rather than hang or fail with 500.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use roster_gateway::{GatewayConfig, serve};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A gateway pointed at a loopback port nothing listens on.
+struct OfflineGateway {
+    base: String,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn unused_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+async fn start() -> OfflineGateway {
+    let dead = unused_port().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = GatewayConfig {
+        public_url: format!("http://{addr}"),
+        directory_endpoint: format!("http://{dead}"),
+        request_timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    OfflineGateway {
+        base: format!("http://{addr}"),
+        _stop: stop,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/scim+json"),
+        "{content_type}"
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let gw = start().await;
+    let health = client()
+        .get(format!("{}/healthz", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = client()
+        .get(format!("{}/readyz", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+}
+
+#[tokio::test]
+async fn missing_token_is_401_with_challenge() {
+    let gw = start().await;
+    let response = client()
+        .get(format!("{}/scim/v2/some-directory/Users", gw.base))
+        .header("x-request-id", "req-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"roster\""
+    );
+    assert_eq!(response.headers()["x-request-id"], "req-123");
+    let body = json_of(response).await;
+    assert_eq!(
+        body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
+    assert_eq!(body["status"], "401");
+}
+
+#[tokio::test]
+async fn malformed_authorization_is_401() {
+    let gw = start().await;
+    for value in ["Basic dXNlcjpwdw==", "Bearer", "Bearer a b"] {
+        let response = client()
+            .get(format!("{}/scim/v2/d/ServiceProviderConfig", gw.base))
+            .header("authorization", value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{value}");
+    }
+}
+
+#[tokio::test]
+async fn unreachable_directory_service_is_503_with_retry_after() {
+    let gw = start().await;
+    let response = client()
+        .get(format!("{}/scim/v2/d/Users", gw.base))
+        .bearer_auth("some-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(response.headers().contains_key("x-request-id"));
+    let body = json_of(response).await;
+    assert_eq!(body["status"], "503");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_scim_errors() {
+    let gw = start().await;
+    let response = client()
+        .get(format!("{}/nope", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(json_of(response).await["status"], "404");
+    let response = client()
+        .delete(format!("{}/scim/v2/d/Users", gw.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(json_of(response).await["status"], "405");
+}
