@@ -1,1 +1,22 @@
-//! gRPC directory service.
+//! Roster's gRPC directory service.
+//!
+//! - [`service::DirectoryApi`] implements `roster.directory.v1.DirectoryService`
+//!   (users, groups, memberships, `WatchChanges`);
+//! - [`admin::AdminApi`] implements `roster.admin.v1.AdminService`
+//!   (directories and bearer tokens);
+//! - [`watch`] holds the per-process change tailer and the watch streams;
+//! - [`serve`] runs both services with health checking and reflection.
+//!
+//! Every failure is a [`error::ServiceError`], mapped to a `tonic::Status`
+//! in one place.
+
+pub mod admin;
+pub mod convert;
+pub mod cursor;
+pub mod error;
+pub mod mapping;
+pub mod server;
+pub mod service;
+pub mod watch;
+
+pub use server::{Directory, DirectoryConfig, Error, serve};

@@ -1,0 +1,241 @@
+//! The one mapping of every failure of this service onto a gRPC status.
+//!
+//! Handlers return [`ServiceError`]; [`From<ServiceError> for Status`] is
+//! the only place that picks codes, messages and metadata. Besides the code,
+//! each status carries metadata the SCIM gateway uses to render the exact
+//! SCIM error:
+//! - `roster-scim-status`: the HTTP status of the equivalent SCIM error;
+//! - `roster-scim-type`: the RFC 7644 `scimType`, when there is one;
+//! - `roster-oldest-cursor`: on `OUT_OF_RANGE`, the oldest cursor a watch
+//!   can still resume from.
+
+use roster_scim::error::{ScimError, ScimType};
+use roster_store::{Cursor, StoreError};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+use crate::cursor;
+
+/// Metadata key carrying the SCIM `scimType` of an error.
+pub const SCIM_TYPE_KEY: &str = "roster-scim-type";
+/// Metadata key carrying the HTTP status of the equivalent SCIM error.
+pub const SCIM_STATUS_KEY: &str = "roster-scim-status";
+/// Metadata key carrying the oldest resumable cursor on `OUT_OF_RANGE`.
+pub const OLDEST_CURSOR_KEY: &str = "roster-oldest-cursor";
+
+/// Everything that can fail in a directory-service call.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A store call failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The SCIM engine rejected the request (bad JSON, bad PATCH, bad filter).
+    #[error(transparent)]
+    Scim(#[from] ScimError),
+    /// A request field is malformed (an id that is not a UUID, a bad cursor).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A resource id that cannot exist (not a UUID), reported like any
+    /// unknown id so clients see the same 404 either way.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// A watcher did not read its stream for too long.
+    #[error("consumer too slow; resume from your last cursor")]
+    SlowConsumer,
+    /// The server is stopping; watchers should reconnect elsewhere.
+    #[error("server shutting down; resume from your last cursor")]
+    ShuttingDown,
+}
+
+/// Result of handler logic.
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+impl From<ServiceError> for Status {
+    fn from(err: ServiceError) -> Status {
+        match err {
+            ServiceError::Store(e) => store_status(e),
+            ServiceError::Scim(e) => scim_status(&e),
+            ServiceError::InvalidArgument(m) => with_scim(
+                Status::invalid_argument(m),
+                400,
+                Some(ScimType::InvalidValue),
+            ),
+            ServiceError::NotFound(what) => {
+                with_scim(Status::not_found(format!("{what} not found")), 404, None)
+            }
+            ServiceError::Unauthenticated(m) => with_scim(Status::unauthenticated(m), 401, None),
+            e @ ServiceError::SlowConsumer => Status::resource_exhausted(e.to_string()),
+            e @ ServiceError::ShuttingDown => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+fn store_status(err: StoreError) -> Status {
+    match err {
+        StoreError::NotFound(what) => {
+            with_scim(Status::not_found(format!("{what} not found")), 404, None)
+        }
+        StoreError::Conflict(m) => {
+            with_scim(Status::already_exists(m), 409, Some(ScimType::Uniqueness))
+        }
+        e @ StoreError::VersionMismatch { .. } => {
+            with_scim(Status::failed_precondition(e.to_string()), 412, None)
+        }
+        StoreError::Invalid(m) => with_scim(
+            Status::invalid_argument(m),
+            400,
+            Some(ScimType::InvalidValue),
+        ),
+        StoreError::InvalidFilter(m) => with_scim(
+            Status::invalid_argument(m),
+            400,
+            Some(ScimType::InvalidFilter),
+        ),
+        // A quota (e.g. two live tokens): retrying will not help until
+        // something is removed, and no SCIM resource call hits it.
+        StoreError::Limit(m) => with_scim(Status::resource_exhausted(m), 409, None),
+        StoreError::CursorExpired { requested, oldest } => cursor_expired(requested, oldest),
+        StoreError::Unavailable(detail) => {
+            tracing::warn!(%detail, "transient store failure");
+            with_scim(
+                Status::unavailable("database temporarily unavailable; retry"),
+                503,
+                None,
+            )
+        }
+        StoreError::Internal(detail) => {
+            tracing::error!(%detail, "internal store error");
+            internal()
+        }
+        StoreError::Rejected(inner) => match inner.downcast::<ScimError>() {
+            Ok(scim) => scim_status(&scim),
+            Err(other) => match other.downcast::<ServiceError>() {
+                Ok(service) => Status::from(*service),
+                Err(other) => {
+                    tracing::error!(detail = %other, "update callback failed");
+                    internal()
+                }
+            },
+        },
+    }
+}
+
+/// `OUT_OF_RANGE` for a cursor older than the retained change log.
+pub fn cursor_expired(requested: i64, oldest: i64) -> Status {
+    let oldest_cursor = cursor::encode(&Cursor {
+        after: oldest,
+        also_seen: Vec::new(),
+    });
+    let mut status = Status::out_of_range(format!(
+        "cursor at revision {requested} is older than the retained change log; \
+         re-list and resume from the list's cursor (oldest valid cursor: {oldest_cursor})"
+    ));
+    insert(&mut status, OLDEST_CURSOR_KEY, &oldest_cursor);
+    status
+}
+
+fn scim_status(err: &ScimError) -> Status {
+    let code = match err.status {
+        400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::AlreadyExists,
+        412 => Code::FailedPrecondition,
+        413 => Code::ResourceExhausted,
+        501 => Code::Unimplemented,
+        503 => Code::Unavailable,
+        s if s >= 500 => Code::Internal,
+        _ => Code::InvalidArgument,
+    };
+    with_scim(
+        Status::new(code, err.detail.clone()),
+        err.status,
+        err.scim_type,
+    )
+}
+
+fn internal() -> Status {
+    with_scim(Status::internal("internal error"), 500, None)
+}
+
+fn with_scim(mut status: Status, http_status: u16, scim_type: Option<ScimType>) -> Status {
+    insert(&mut status, SCIM_STATUS_KEY, &http_status.to_string());
+    if let Some(t) = scim_type {
+        insert(&mut status, SCIM_TYPE_KEY, t.as_str());
+    }
+    status
+}
+
+fn insert(status: &mut Status, key: &'static str, value: &str) {
+    // Values here are ASCII we produced ourselves; a failure would only drop
+    // the hint, never the error.
+    if let Ok(v) = MetadataValue::try_from(value) {
+        status.metadata_mut().insert(key, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(status: &Status, key: &str) -> Option<String> {
+        status
+            .metadata()
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn conflicts_are_already_exists_with_uniqueness() {
+        let s = Status::from(ServiceError::Store(StoreError::Conflict(
+            "userName taken".into(),
+        )));
+        assert_eq!(s.code(), Code::AlreadyExists);
+        assert_eq!(meta(&s, SCIM_TYPE_KEY).as_deref(), Some("uniqueness"));
+        assert_eq!(meta(&s, SCIM_STATUS_KEY).as_deref(), Some("409"));
+    }
+
+    #[test]
+    fn internal_errors_hide_their_detail() {
+        let s = Status::from(ServiceError::Store(StoreError::Internal(
+            "password=hunter2".into(),
+        )));
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("hunter2"));
+    }
+
+    #[test]
+    fn rejected_scim_errors_keep_their_type_and_status() {
+        let rejected = StoreError::Rejected(Box::new(ScimError::no_target("no such path")));
+        let s = Status::from(ServiceError::Store(rejected));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(meta(&s, SCIM_TYPE_KEY).as_deref(), Some("noTarget"));
+        assert_eq!(meta(&s, SCIM_STATUS_KEY).as_deref(), Some("400"));
+    }
+
+    #[test]
+    fn expired_cursors_carry_the_oldest_valid_cursor() {
+        let s = Status::from(ServiceError::Store(StoreError::CursorExpired {
+            requested: 3,
+            oldest: 10,
+        }));
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert_eq!(meta(&s, OLDEST_CURSOR_KEY).as_deref(), Some("r10"));
+        assert!(s.message().contains("r10"));
+    }
+
+    #[test]
+    fn version_mismatch_is_failed_precondition() {
+        let s = Status::from(ServiceError::Store(StoreError::VersionMismatch {
+            expected: 1,
+            actual: 2,
+        }));
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(meta(&s, SCIM_STATUS_KEY).as_deref(), Some("412"));
+    }
+}

@@ -1,0 +1,303 @@
+//! Assembling and running the gRPC server: the two Roster services behind an
+//! optional shared-secret check, `grpc.health.v1`, server reflection, and
+//! the background tasks (change tailer, notifier, pruning, health checks).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use roster_proto::admin::admin_service_server::AdminServiceServer;
+use roster_proto::directory::directory_service_server::DirectoryServiceServer;
+use roster_store::Store;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::service::Interceptor;
+use tonic::transport::server::Router;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::admin::AdminApi;
+use crate::service::DirectoryApi;
+use crate::watch::{ChangeHub, WatchConfig};
+
+/// Settings of the directory service.
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    /// A watch stream sends a progress marker after this long without any
+    /// other message.
+    pub progress_interval: Duration,
+    /// A watcher whose send buffer stays full this long is cut off with
+    /// `RESOURCE_EXHAUSTED`.
+    pub slow_consumer_timeout: Duration,
+    /// How long the change log is kept, in seconds.
+    pub retention_secs: i64,
+    /// How often old change-log rows are pruned.
+    pub prune_interval: Duration,
+    /// The change tailer re-checks the log at least this often, even when no
+    /// notification arrives (a lost notification, an aborted transaction).
+    pub poll_interval: Duration,
+    /// How often the database is pinged for the health service.
+    pub health_interval: Duration,
+    /// When set, every DirectoryService/AdminService call must carry
+    /// `authorization: Bearer <secret>` (health and reflection stay open for
+    /// probes).
+    pub internal_secret: Option<String>,
+    /// Messages buffered per watcher before it counts as slow.
+    pub watch_buffer: usize,
+}
+
+impl Default for DirectoryConfig {
+    fn default() -> Self {
+        let watch = WatchConfig::default();
+        Self {
+            progress_interval: watch.progress_interval,
+            slow_consumer_timeout: watch.slow_consumer_timeout,
+            retention_secs: 7 * 24 * 3600,
+            prune_interval: Duration::from_secs(60),
+            poll_interval: watch.poll_interval,
+            health_interval: Duration::from_secs(5),
+            internal_secret: None,
+            watch_buffer: watch.buffer,
+        }
+    }
+}
+
+impl DirectoryConfig {
+    fn watch(&self) -> WatchConfig {
+        WatchConfig {
+            progress_interval: self.progress_interval,
+            slow_consumer_timeout: self.slow_consumer_timeout,
+            poll_interval: self.poll_interval,
+            buffer: self.watch_buffer,
+        }
+    }
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The reflection service could not load the descriptor set.
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("gRPC transport error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A built server: the router plus the background tasks it needs. Dropping
+/// it stops the tasks.
+pub struct Directory {
+    router: Router,
+    hub: Arc<ChangeHub>,
+    tasks: BackgroundTasks,
+}
+
+impl Directory {
+    /// Builds the services over `store` and starts the background tasks
+    /// (must run inside a Tokio runtime).
+    pub fn new(store: Arc<dyn Store>, config: DirectoryConfig) -> Result<Self, Error> {
+        let hub = ChangeHub::new(Arc::clone(&store), config.watch());
+        let mut tasks = BackgroundTasks(hub.spawn_tasks());
+        tasks.0.push(tokio::spawn(prune_loop(
+            Arc::clone(&store),
+            config.retention_secs,
+            config.prune_interval,
+        )));
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        tasks.0.push(tokio::spawn(health_loop(
+            Arc::clone(&store),
+            health,
+            config.health_interval,
+        )));
+
+        let auth = SharedSecret::new(config.internal_secret.as_deref());
+        let directory =
+            DirectoryServiceServer::new(DirectoryApi::new(Arc::clone(&store), Arc::clone(&hub)));
+        let admin = AdminServiceServer::new(AdminApi::new(store, Arc::clone(&hub)));
+
+        let router = tonic::transport::Server::builder()
+            .trace_fn(request_span)
+            .add_service(health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?)
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                directory,
+                auth.clone(),
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                admin, auth,
+            ));
+        Ok(Self { router, hub, tasks })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves. On shutdown, open
+    /// watch streams end with `UNAVAILABLE` (resume from the last cursor) so
+    /// the graceful shutdown does not wait on them forever.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let Self { router, hub, tasks } = self;
+        let incoming = TcpListenerStream::new(listener);
+        let signal = async move {
+            shutdown.await;
+            hub.close();
+        };
+        let result = router.serve_with_incoming_shutdown(incoming, signal).await;
+        drop(tasks);
+        Ok(result?)
+    }
+}
+
+/// Runs the directory service on `listener` until `shutdown` resolves.
+pub async fn serve(
+    store: Arc<dyn Store>,
+    config: DirectoryConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    Directory::new(store, config)?
+        .serve(listener, shutdown)
+        .await
+}
+
+/// Background tasks, aborted when dropped.
+struct BackgroundTasks(Vec<JoinHandle<()>>);
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Reflection over Roster's protos and the health service; v1alpha is
+/// served too because older grpcurl releases only speak it.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(roster_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// One span per call, named by its gRPC path; `x-request-id` is recorded
+/// when the gateway sends one. Nothing else from the headers is logged, so
+/// no credential ends up in a log line.
+fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("grpc", path = %request.uri().path(), request_id)
+}
+
+async fn prune_loop(store: Arc<dyn Store>, retention_secs: i64, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match store.prune_changes(retention_secs).await {
+            Ok(pruned_through) => tracing::debug!(pruned_through, "change log pruned"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the change log"),
+        }
+    }
+}
+
+const SERVICE_NAMES: [&str; 3] = [
+    "",
+    <DirectoryServiceServer<DirectoryApi> as NamedService>::NAME,
+    <AdminServiceServer<AdminApi> as NamedService>::NAME,
+];
+
+/// Reports SERVING while the database answers and NOT_SERVING while it does not.
+async fn health_loop(store: Arc<dyn Store>, health: HealthReporter, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = None;
+    loop {
+        ticker.tick().await;
+        let status = match store.ping().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(e) => {
+                tracing::warn!(error = %e, "database ping failed; reporting NOT_SERVING");
+                ServingStatus::NotServing
+            }
+        };
+        if last != Some(status) {
+            for name in SERVICE_NAMES {
+                health.set_service_status(name, status).await;
+            }
+            last = Some(status);
+        }
+    }
+}
+
+/// Checks `authorization: Bearer <internal secret>` when a secret is
+/// configured. Compares SHA-256 digests in constant time, so neither the
+/// content nor the length of the secret leaks through timing.
+#[derive(Clone)]
+pub struct SharedSecret {
+    expected: Option<[u8; 32]>,
+}
+
+impl SharedSecret {
+    /// A check for `secret`; `None` (or an empty secret) lets every call through.
+    pub fn new(secret: Option<&str>) -> Self {
+        let expected = secret
+            .filter(|s| !s.is_empty())
+            .map(|s| Sha256::digest(s.as_bytes()).into());
+        Self { expected }
+    }
+
+    fn allows(&self, header: Option<&str>) -> bool {
+        let Some(expected) = &self.expected else {
+            return true;
+        };
+        let presented = header.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        bool::from(digest.ct_eq(expected))
+    }
+}
+
+impl Interceptor for SharedSecret {
+    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if self.allows(header) {
+            Ok(request)
+        } else {
+            Err(tonic::Status::unauthenticated(
+                "missing or wrong internal credentials",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_secret_allows_everything() {
+        assert!(SharedSecret::new(None).allows(None));
+        assert!(SharedSecret::new(Some("")).allows(None));
+    }
+
+    #[test]
+    fn a_secret_requires_the_exact_bearer() {
+        let check = SharedSecret::new(Some("s3cret"));
+        assert!(check.allows(Some("Bearer s3cret")));
+        assert!(!check.allows(Some("Bearer s3cre")));
+        assert!(!check.allows(Some("s3cret")));
+        assert!(!check.allows(None));
+    }
+}

@@ -1,0 +1,448 @@
+//! WatchChanges over real gRPC on a real PostgreSQL: ordering, resume,
+//! list-then-watch, initial state, progress, retention, replicas and
+//! out-of-order commits.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use roster_directory::DirectoryConfig;
+use roster_directory::error::OLDEST_CURSOR_KEY;
+use roster_proto::directory::change::Resource;
+use roster_proto::directory::watch_changes_request::Start;
+use roster_proto::directory::watch_changes_response::Payload;
+use roster_proto::directory::{ChangeKind, ListOptions, ListUsersRequest, WatchChangesRequest};
+
+#[tokio::test]
+async fn from_now_delivers_later_changes_in_order_with_cursors() {
+    let mut env = Env::new("watch_from_now").await;
+    let d = env.directory("from-now").await;
+    let before = env.user(&d, "before@example.com").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    let a = env.user(&d, "a@example.com").await;
+    let b = env.user(&d, "b@example.com").await;
+
+    let (m1, c1) = next_change(&mut stream).await;
+    let (m2, c2) = next_change(&mut stream).await;
+    assert_eq!(
+        (kind(&c1), c1.resource_id.as_str()),
+        (ChangeKind::UserCreated, a.id.as_str())
+    );
+    assert_eq!(
+        (kind(&c2), c2.resource_id.as_str()),
+        (ChangeKind::UserCreated, b.id.as_str())
+    );
+    assert_ne!(
+        c1.resource_id, before.id,
+        "from_now must not replay earlier changes"
+    );
+    assert!(m1.revision < m2.revision);
+    assert!(!m1.cursor.is_empty() && m1.cursor != m2.cursor);
+    assert_eq!(c1.directory_id, d);
+    assert_eq!(c1.version, 1);
+    assert!(!c1.synthetic && !c1.tombstone);
+    match c1.resource {
+        Some(Resource::User(u)) => assert_eq!(u.user_name, "a@example.com"),
+        other => panic!("expected the user payload, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn resuming_from_a_cursor_has_no_gap_and_no_duplicate() {
+    let mut env = Env::new("watch_resume").await;
+    let d = env.directory("resume").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    let u1 = env.user(&d, "u1@example.com").await;
+    let u2 = env.user(&d, "u2@example.com").await;
+    let (m1, c1) = next_change(&mut stream).await;
+    let (_, c2) = next_change(&mut stream).await;
+    assert_eq!(
+        (c1.resource_id.as_str(), c2.resource_id.as_str()),
+        (u1.id.as_str(), u2.id.as_str())
+    );
+    drop(stream); // the consumer disconnects having persisted m1's cursor
+
+    let u3 = env.user(&d, "u3@example.com").await;
+    let mut resumed = watch(&mut env.dir, &d, &[], Start::AfterCursor(m1.cursor.clone())).await;
+    let (_, r1) = next_change(&mut resumed).await;
+    let (_, r2) = next_change(&mut resumed).await;
+    assert_eq!(
+        r1.resource_id, u2.id,
+        "the first change after the cursor comes next"
+    );
+    assert_eq!(r1.event_id, c2.event_id, "redelivered events keep their id");
+    assert_eq!(r2.resource_id, u3.id);
+    let rest = messages_during(&mut resumed, Duration::from_millis(500)).await;
+    assert!(
+        rest.iter()
+            .all(|m| !matches!(m.payload, Some(Payload::Change(_)))),
+        "no duplicates: {rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn list_then_watch_is_exact() {
+    let mut env = Env::new("watch_list_then").await;
+    let d = env.directory("list-then-watch").await;
+    env.user(&d, "listed@example.com").await;
+    let list = env
+        .dir
+        .list_users(ListUsersRequest {
+            directory_id: d.clone(),
+            options: Some(ListOptions::default()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.users.len(), 1);
+    assert!(!list.cursor.is_empty());
+    let after_list = env.user(&d, "after@example.com").await;
+
+    let mut stream = watch(
+        &mut env.dir,
+        &d,
+        &[],
+        Start::AfterCursor(list.cursor.clone()),
+    )
+    .await;
+    let (_, c) = next_change(&mut stream).await;
+    assert_eq!(
+        c.resource_id, after_list.id,
+        "the listed user is not delivered again"
+    );
+
+    let mut by_revision = watch(&mut env.dir, &d, &[], Start::AfterRevision(list.revision)).await;
+    let (_, c) = next_change(&mut by_revision).await;
+    assert_eq!(c.resource_id, after_list.id);
+}
+
+#[tokio::test]
+async fn initial_state_then_synced_then_live_changes() {
+    let mut env = Env::new("watch_initial").await;
+    let d = env.directory("initial").await;
+    let other = env.directory("other").await;
+    let u1 = env.user(&d, "u1@example.com").await;
+    let u2 = env.user(&d, "u2@example.com").await;
+    env.user(&other, "elsewhere@example.com").await;
+    let group = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "Engineering",
+        "members": [{"value": u1.id, "type": "User"}]
+    });
+    let g = env
+        .dir
+        .create_group(roster_proto::directory::CreateGroupRequest {
+            directory_id: d.clone(),
+            resource: group.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+
+    let mut stream = watch(&mut env.dir, &d, &[], Start::InitialState(())).await;
+    let mut synthetic = Vec::new();
+    let synced = loop {
+        let msg = next_message(&mut stream).await;
+        match msg.payload.clone() {
+            Some(Payload::Change(c)) => {
+                assert!(c.synthetic, "initial-state events are synthetic");
+                assert_eq!(c.directory_id, d);
+                synthetic.push(c);
+            }
+            Some(Payload::Synced(_)) => break msg,
+            other => panic!("unexpected message before SYNCED: {other:?}"),
+        }
+    };
+    let mut users: Vec<_> = synthetic
+        .iter()
+        .filter(|c| kind(c) == ChangeKind::UserCreated)
+        .map(|c| c.resource_id.clone())
+        .collect();
+    users.sort();
+    let mut expected = vec![u1.id.clone(), u2.id.clone()];
+    expected.sort();
+    assert_eq!(users, expected, "exactly this directory's users");
+    assert!(
+        synthetic
+            .iter()
+            .any(|c| kind(c) == ChangeKind::GroupCreated && c.resource_id == g.id)
+    );
+    let memberships: Vec<_> = synthetic
+        .iter()
+        .filter_map(|c| match &c.resource {
+            Some(Resource::Membership(m)) if kind(c) == ChangeKind::MemberAdded => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(memberships.len(), 1);
+    assert_eq!(
+        (
+            memberships[0].group_id.as_str(),
+            memberships[0].member_id.as_str()
+        ),
+        (g.id.as_str(), u1.id.as_str())
+    );
+    assert!(!synced.cursor.is_empty());
+
+    let live = env.user(&d, "live@example.com").await;
+    let (_, c) = next_change(&mut stream).await;
+    assert_eq!(
+        (c.resource_id.as_str(), c.synthetic),
+        (live.id.as_str(), false)
+    );
+
+    // The SYNCED cursor resumes right after the snapshot.
+    let mut resumed = watch(&mut env.dir, &d, &[], Start::AfterCursor(synced.cursor)).await;
+    let (_, c) = next_change(&mut resumed).await;
+    assert_eq!(c.resource_id, live.id);
+}
+
+#[tokio::test]
+async fn progress_markers_advance_past_filtered_out_events() {
+    let mut env = Env::new("watch_progress").await;
+    let d = env.directory("progress").await;
+    let mut stream = watch(
+        &mut env.dir,
+        &d,
+        &[ChangeKind::GroupDeleted],
+        Start::FromNow(()),
+    )
+    .await;
+    env.user(&d, "hidden@example.com").await;
+    let revision = env
+        .dir
+        .list_users(ListUsersRequest {
+            directory_id: d.clone(),
+            options: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    assert!(revision > 0);
+    let progressed = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            let msg = stream.message().await.unwrap().unwrap();
+            match msg.payload {
+                Some(Payload::Progress(_)) if msg.revision >= revision => return msg,
+                Some(Payload::Progress(_)) => {}
+                other => panic!("only progress markers pass this filter, got {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a progress marker past the hidden change");
+    // Resuming from the marker does not replay the hidden change either.
+    let mut all_kinds = watch(&mut env.dir, &d, &[], Start::AfterCursor(progressed.cursor)).await;
+    let later = env.user(&d, "later@example.com").await;
+    let (_, c) = next_change(&mut all_kinds).await;
+    assert_eq!(c.resource_id, later.id);
+}
+
+#[tokio::test]
+async fn a_pruned_cursor_is_out_of_range_with_the_oldest_valid_cursor() {
+    let mut env = Env::new("watch_pruned").await;
+    let d = env.directory("pruned").await;
+    for i in 0..3 {
+        env.user(&d, &format!("u{i}@example.com")).await;
+    }
+    let pruned_through = env.store.prune_changes(0).await.expect("pruning");
+    assert!(
+        pruned_through > 1,
+        "the test needs pruned changes (pruned through {pruned_through})"
+    );
+
+    let req = WatchChangesRequest {
+        directory_id: d.clone(),
+        kinds: vec![],
+        start: Some(Start::AfterRevision(1)),
+    };
+    let status = env
+        .dir
+        .watch_changes(req)
+        .await
+        .expect_err("an expired cursor must fail");
+    assert_eq!(status.code(), tonic::Code::OutOfRange);
+    let oldest = status
+        .metadata()
+        .get(OLDEST_CURSOR_KEY)
+        .expect("oldest cursor metadata")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(status.message().contains(&oldest), "{}", status.message());
+
+    // The oldest valid cursor is accepted and delivers what follows.
+    let mut stream = watch(&mut env.dir, &d, &[], Start::AfterCursor(oldest)).await;
+    let next = env.user(&d, "next@example.com").await;
+    let (_, c) = next_change(&mut stream).await;
+    assert_eq!(c.resource_id, next.id);
+}
+
+#[tokio::test]
+async fn malformed_watch_requests_are_invalid_arguments() {
+    let mut env = Env::new("watch_invalid").await;
+    let d = env.directory("invalid").await;
+    for start in [
+        Start::AfterCursor("garbage".into()),
+        Start::AfterRevision(-5),
+    ] {
+        let req = WatchChangesRequest {
+            directory_id: d.clone(),
+            kinds: vec![],
+            start: Some(start),
+        };
+        let status = env.dir.watch_changes(req).await.expect_err("must fail");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    }
+    let req = WatchChangesRequest {
+        directory_id: d.clone(),
+        kinds: vec![999],
+        start: None,
+    };
+    assert_eq!(
+        env.dir.watch_changes(req).await.unwrap_err().code(),
+        tonic::Code::InvalidArgument
+    );
+}
+
+#[tokio::test]
+async fn a_write_through_one_replica_reaches_a_watcher_on_another_promptly() {
+    // With a 30 s fallback poll, only the cross-process notification can
+    // deliver the change within the 10 s the test waits.
+    let config = DirectoryConfig {
+        poll_interval: Duration::from_secs(30),
+        ..test_config()
+    };
+    let (store_a, url) = pg_store("watch_replicas").await;
+    let store_b = replica_store(&url).await;
+    let replica_a = Server::start(store_a, config.clone()).await;
+    let replica_b = Server::start(store_b, config).await;
+    let mut admin_a = replica_a.admin().await;
+    let mut dir_a = replica_a.directory().await;
+    let mut dir_b = replica_b.directory().await;
+    let d = create_directory(&mut admin_a, "replicas").await;
+
+    let mut on_b = watch(&mut dir_b, &d, &[], Start::FromNow(())).await;
+    // A first message proves B's watcher is established before the write.
+    next_message(&mut on_b).await;
+    let started = tokio::time::Instant::now();
+    let u = create_user(&mut dir_a, &d, "cross@example.com").await;
+    let (_, c) = next_change(&mut on_b).await;
+    assert_eq!(c.resource_id, u.id);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "arrived only by the fallback poll"
+    );
+
+    replica_a.shutdown().await;
+    replica_b.shutdown().await;
+}
+
+/// Opens a raw transaction that takes a revision and writes a change row for
+/// `directory`, as a slow writer would; returns it uncommitted.
+async fn hold_revision(
+    url: &str,
+    directory: &str,
+) -> (sqlx::Transaction<'static, sqlx::Postgres>, i64, uuid::Uuid) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .expect("raw connection");
+    let mut tx = pool.begin().await.expect("begin");
+    let event_id = uuid::Uuid::new_v4();
+    let directory: uuid::Uuid = directory.parse().unwrap();
+    let revision: i64 = sqlx::query_scalar(
+        "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
+         VALUES (nextval('change_revision'), $1, $2, 'user.updated', $3, 1, '{}'::jsonb) RETURNING revision",
+    )
+    .bind(event_id)
+    .bind(directory)
+    .bind(uuid::Uuid::new_v4())
+    .fetch_one(&mut *tx)
+    .await
+    .expect("taking a revision");
+    (tx, revision, event_id)
+}
+
+#[tokio::test]
+async fn out_of_order_commits_are_delivered_in_revision_order() {
+    let mut env = Env::new("watch_out_of_order").await;
+    let d = env.directory("out-of-order").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+
+    let (slow_tx, early_revision, early_event) = hold_revision(&env.url, &d).await;
+    let mut later = Vec::new();
+    for i in 0..3 {
+        later.push(env.user(&d, &format!("later{i}@example.com")).await);
+    }
+    // Longer than the 1 s fallback poll: the tailer has re-read the log
+    // meanwhile, and must still hold the later commits back.
+    let held = messages_during(&mut stream, Duration::from_millis(1500)).await;
+    for m in &held {
+        assert!(
+            !matches!(m.payload, Some(Payload::Change(_))),
+            "delivered past an open revision: {m:?}"
+        );
+        assert!(
+            m.revision < early_revision,
+            "progress past an open revision: {m:?}"
+        );
+    }
+
+    slow_tx.commit().await.expect("commit");
+    let (m0, c0) = next_change(&mut stream).await;
+    assert_eq!(
+        (m0.revision, c0.event_id.as_str()),
+        (early_revision, early_event.to_string().as_str())
+    );
+    let mut last = m0.revision;
+    for u in &later {
+        let (m, c) = next_change(&mut stream).await;
+        assert_eq!(c.resource_id, u.id);
+        assert!(m.revision > last, "revision order");
+        last = m.revision;
+    }
+}
+
+#[tokio::test]
+async fn an_aborted_revision_is_skipped() {
+    let mut env = Env::new("watch_aborted").await;
+    let d = env.directory("aborted").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+
+    let (slow_tx, aborted_revision, _) = hold_revision(&env.url, &d).await;
+    let after = env.user(&d, "after-hole@example.com").await;
+    slow_tx.rollback().await.expect("rollback");
+    let (m, c) = next_change(&mut stream).await;
+    assert_eq!(
+        c.resource_id, after.id,
+        "the aborted revision is never delivered"
+    );
+    assert!(m.revision > aborted_revision);
+}
+
+#[tokio::test]
+async fn watchers_end_with_unavailable_on_shutdown() {
+    let (store, _) = pg_store("watch_shutdown").await;
+    let server = Server::start(store, test_config()).await;
+    let mut client = server.directory().await;
+    let mut stream = watch(&mut client, "", &[], Start::FromNow(())).await;
+    server.shutdown().await;
+    let end = tokio::time::timeout(PROMPTLY, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(status) => return Some(status.code()),
+            }
+        }
+    })
+    .await
+    .expect("the stream must end on shutdown");
+    assert_eq!(end, Some(tonic::Code::Unavailable));
+}
