@@ -19,6 +19,12 @@ pub(crate) fn get_ci<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a 
     obj.get(key)
 }
 
+/// Removes `obj[name]` ignoring ASCII case.
+pub(crate) fn remove_ci(obj: &mut Map<String, Value>, name: &str) -> Option<Value> {
+    let key = key_ci(obj, name)?.clone();
+    obj.remove(&key)
+}
+
 /// Whether `urn` names a core schema, whose attributes live at the top level.
 pub(crate) fn is_core_schema(urn: &str) -> bool {
     urn.eq_ignore_ascii_case(crate::schema::USER_SCHEMA)

@@ -6,8 +6,11 @@
 pub mod error;
 pub mod filter;
 mod json;
+pub mod patch;
 pub mod path;
+pub mod resource;
 pub mod schema;
+pub mod tolerance;
 
 pub use error::{ERROR_SCHEMA, ScimError, ScimType};
 pub use schema::ResourceKind;

@@ -66,6 +66,23 @@ pub(crate) fn matches_kind(filter: &Filter, resource: &Value, kind: ResourceKind
     eval(filter, resource, Ctx { kind, parent: None })
 }
 
+/// Evaluates a value filter against one element of `parent`.
+pub(crate) fn matches_element(
+    filter: &Filter,
+    element: &Value,
+    kind: ResourceKind,
+    parent: &AttrPath,
+) -> bool {
+    eval(
+        filter,
+        element,
+        Ctx {
+            kind,
+            parent: Some(parent),
+        },
+    )
+}
+
 fn eval(filter: &Filter, node: &Value, ctx: Ctx<'_>) -> bool {
     match filter {
         Filter::And(l, r) => eval(l, node, ctx) && eval(r, node, ctx),

@@ -100,5 +100,16 @@ pub fn matches_kind(filter: &Filter, resource: &serde_json::Value, kind: Resourc
     eval::matches_kind(filter, resource, kind)
 }
 
+/// Whether one element of the multi-valued attribute `parent` matches a
+/// value filter whose paths are relative to the element (PATCH paths).
+pub fn matches_element(
+    filter: &Filter,
+    element: &serde_json::Value,
+    kind: ResourceKind,
+    parent: &AttrPath,
+) -> bool {
+    eval::matches_element(filter, element, kind, parent)
+}
+
 #[cfg(test)]
 mod tests;
