@@ -183,11 +183,12 @@ async fn admit(
         return Err(GatewayError::Unauthorized);
     }
     if let Some(limiter) = state.limiter() {
-        limiter
-            .acquire(&directory.directory_id)
-            .map_err(|wait| GatewayError::RateLimited {
+        limiter.acquire(&directory.directory_id).map_err(|wait| {
+            roster_telemetry::metrics::metrics().rate_limited.inc();
+            GatewayError::RateLimited {
                 retry_after_secs: retry_after_secs(wait),
-            })?;
+            }
+        })?;
     }
     Ok(directory)
 }

@@ -112,6 +112,9 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         status = field::Empty,
         latency_ms = field::Empty,
     );
+    // With OpenTelemetry installed the span continues the caller's trace and
+    // is what travels to the directory service; CallMeta covers the rest.
+    roster_telemetry::propagation::adopt_parent(&span, request.headers());
     request.extensions_mut().insert(call.clone());
     let timeout = state.config().request_timeout;
     let mut response = async move {

@@ -114,7 +114,10 @@ impl AppState {
         if let Ok(v) = MetadataValue::try_from(call.request_id.as_str()) {
             metadata.insert("x-request-id", v);
         }
-        if let Ok(v) = MetadataValue::try_from(call.traceparent.as_str()) {
+        roster_telemetry::propagation::inject_current(metadata);
+        if !metadata.contains_key("traceparent")
+            && let Ok(v) = MetadataValue::try_from(call.traceparent.as_str())
+        {
             metadata.insert("traceparent", v);
         }
         if let Some(secret) = &self.0.internal_auth {
