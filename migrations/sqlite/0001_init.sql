@@ -21,7 +21,7 @@ INSERT INTO log_state (id, head, pruned_through) VALUES (1, 0, 0);
 CREATE TABLE directories (
     -- Creation order; AUTOINCREMENT never reuses a value, so keyset pages stay
     -- correct after deletes.
-    seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id                 TEXT NOT NULL UNIQUE,
     name               TEXT NOT NULL,
     organization       TEXT NOT NULL,
@@ -32,10 +32,10 @@ CREATE TABLE directories (
     created_at         TEXT NOT NULL,
     updated_at         TEXT NOT NULL
 );
-CREATE INDEX directories_organization ON directories (organization, seq);
+CREATE INDEX directories_organization ON directories (organization, created_seq);
 
 CREATE TABLE tokens (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id           TEXT NOT NULL UNIQUE,
     directory_id TEXT NOT NULL REFERENCES directories (id) ON DELETE CASCADE,
     name         TEXT NOT NULL,
@@ -45,10 +45,10 @@ CREATE TABLE tokens (
     created_at   TEXT NOT NULL,
     revoked_at   TEXT
 );
-CREATE INDEX tokens_directory ON tokens (directory_id, seq);
+CREATE INDEX tokens_directory ON tokens (directory_id, created_seq);
 
 CREATE TABLE users (
-    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id                TEXT NOT NULL UNIQUE,
     directory_id      TEXT NOT NULL REFERENCES directories (id) ON DELETE CASCADE,
     user_name         TEXT NOT NULL,
@@ -72,11 +72,11 @@ CREATE TABLE users (
     updated_at        TEXT NOT NULL,
     UNIQUE (directory_id, user_name_key)
 );
-CREATE INDEX users_directory_seq ON users (directory_id, seq);
+CREATE INDEX users_directory_created_seq ON users (directory_id, created_seq);
 CREATE INDEX users_directory_external_id ON users (directory_id, external_id);
 
 CREATE TABLE groups (
-    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id               TEXT NOT NULL UNIQUE,
     directory_id     TEXT NOT NULL REFERENCES directories (id) ON DELETE CASCADE,
     display_name     TEXT NOT NULL,
@@ -91,7 +91,7 @@ CREATE TABLE groups (
     updated_at       TEXT NOT NULL,
     UNIQUE (directory_id, display_name_key)
 );
-CREATE INDEX groups_directory_seq ON groups (directory_id, seq);
+CREATE INDEX groups_directory_created_seq ON groups (directory_id, created_seq);
 CREATE INDEX groups_directory_external_id ON groups (directory_id, external_id);
 
 -- One row per (group, member): a member change touches only its own row.
@@ -106,7 +106,7 @@ CREATE INDEX memberships_member ON memberships (member_id, group_id);
 CREATE INDEX memberships_directory ON memberships (directory_id);
 
 -- The transactional outbox: written in the same transaction as the state.
-CREATE TABLE change_log (
+CREATE TABLE changes (
     revision       INTEGER PRIMARY KEY,
     event_id       TEXT NOT NULL,
     -- No foreign key: a directory's events outlive it (directory.deleted).
@@ -118,4 +118,4 @@ CREATE TABLE change_log (
     payload        TEXT NOT NULL,
     changed_fields TEXT NOT NULL DEFAULT '[]'
 );
-CREATE INDEX change_log_directory ON change_log (directory_id, revision);
+CREATE INDEX changes_directory_revision ON changes (directory_id, revision);

@@ -1155,3 +1155,296 @@ async fn open_url_and_bad_urls() {
     let unwritable = SqliteStore::open(std::path::Path::new("/proc/roster/none.db")).await;
     assert!(unwritable.is_err(), "an unusable path is an error");
 }
+
+fn filtered(filter: &str) -> ListQuery {
+    ListQuery {
+        filter: Some(roster_scim::filter::parse(filter).expect("filter parses")),
+        ..list(100)
+    }
+}
+
+async fn user_names(store: &SqliteStore, dir: DirectoryId, query: &ListQuery) -> Vec<String> {
+    let page = store
+        .list_users(dir, query)
+        .await
+        .unwrap_or_else(|e| panic!("{query:?}: {e}"));
+    assert!(page.total as usize >= page.items.len());
+    page.items.into_iter().map(|u| u.fields.user_name).collect()
+}
+
+#[tokio::test]
+async fn filters_are_evaluated_in_sql() {
+    let (store, _dir) = fresh().await;
+    let d = directory(&store).await;
+    let mut alice = user("Alice@Example.com");
+    alice.fields.department = Some("Eng".into());
+    alice.raw = json!({ "userName": "Alice@Example.com", "nickName": "ally", "x": { "level": 3 } });
+    let alice = store.create_user(d.id, alice).await.unwrap();
+    let mut bob = user("bob@example.org");
+    bob.fields.active = false;
+    bob.fields.emails[0].r#type = "home".into();
+    store.create_user(d.id, bob).await.unwrap();
+    store
+        .create_user(d.id, user("carol_x@example.com"))
+        .await
+        .unwrap();
+    let g = store
+        .create_group(d.id, group("Admins", Some(vec![member(&alice)])))
+        .await
+        .unwrap();
+
+    let cases: &[(&str, &[&str])] = &[
+        (r#"userName eq "alice@example.com""#, &["Alice@Example.com"]),
+        (
+            r#"userName ne "alice@example.com""#,
+            &["bob@example.org", "carol_x@example.com"],
+        ),
+        (
+            r#"userName co "EXAMPLE.COM""#,
+            &["Alice@Example.com", "carol_x@example.com"],
+        ),
+        (r#"userName sw "b""#, &["bob@example.org"]),
+        (r#"userName ew ".org""#, &["bob@example.org"]),
+        (r#"userName co "_""#, &["carol_x@example.com"]),
+        (
+            r#"userName gt "bob""#,
+            &["bob@example.org", "carol_x@example.com"],
+        ),
+        ("active eq false", &["bob@example.org"]),
+        (
+            r#"emails[type eq "work" and value co "alice"]"#,
+            &["Alice@Example.com"],
+        ),
+        (r#"emails.type eq "home""#, &["bob@example.org"]),
+        (
+            r#"not (emails.type eq "home")"#,
+            &["Alice@Example.com", "carol_x@example.com"],
+        ),
+        (
+            r#"userName sw "a" or userName sw "c""#,
+            &["Alice@Example.com", "carol_x@example.com"],
+        ),
+        (
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "eng""#,
+            &["Alice@Example.com"],
+        ),
+        ("title pr", &[]),
+        (r#"nickName eq "ally""#, &["Alice@Example.com"]),
+        ("x.level ge 3", &["Alice@Example.com"]),
+        (
+            r#"meta.created gt "2000-01-01T00:00:00Z""#,
+            &[
+                "Alice@Example.com",
+                "bob@example.org",
+                "carol_x@example.com",
+            ],
+        ),
+        (r#"meta.created lt "2000-01-01T00:00:00Z""#, &[]),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(
+            user_names(&store, d.id, &filtered(filter)).await,
+            *expected,
+            "{filter}"
+        );
+    }
+    let by_group = filtered(&format!(r#"groups.value eq "{}""#, g.id));
+    assert_eq!(
+        user_names(&store, d.id, &by_group).await,
+        ["Alice@Example.com"]
+    );
+    let page = store
+        .list_users(
+            d.id,
+            &ListQuery {
+                count: 1,
+                ..filtered(r#"userName co "example""#)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.items.len(), page.total),
+        (1, 3),
+        "total counts every match"
+    );
+
+    let groups = store
+        .list_groups(
+            d.id,
+            &ListQuery {
+                filter: filtered(&format!(r#"members.value eq "{}""#, alice.id)).filter,
+                ..list(10)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        groups
+            .items
+            .iter()
+            .map(|g| g.display_name.as_str())
+            .collect::<Vec<_>>(),
+        ["Admins"]
+    );
+    let admins = ListQuery {
+        filter: filtered(r#"displayName eq "admins""#).filter,
+        ..list(10)
+    };
+    assert_eq!(store.list_groups(d.id, &admins).await.unwrap().total, 1);
+
+    let bad = store.list_users(d.id, &filtered("active eq \"yes\"")).await;
+    assert!(matches!(bad, Err(StoreError::InvalidFilter(_))), "{bad:?}");
+}
+
+#[tokio::test]
+async fn sorted_lists_page_by_keyset_in_both_directions() {
+    let (store, _dir) = fresh().await;
+    let d = directory(&store).await;
+    for name in ["delta", "Alpha", "charlie", "bravo", "echo"] {
+        store.create_user(d.id, user(name)).await.unwrap();
+    }
+    let sort = |descending| Sort {
+        path: roster_scim::filter::parse_attr_path("userName").unwrap(),
+        descending,
+    };
+    for (descending, expected) in [
+        (false, ["Alpha", "bravo", "charlie", "delta", "echo"]),
+        (true, ["echo", "delta", "charlie", "bravo", "Alpha"]),
+    ] {
+        let query = ListQuery {
+            sort: Some(sort(descending)),
+            ..list(2)
+        };
+        let mut seen = Vec::new();
+        let mut page = store.list_users(d.id, &query).await.unwrap();
+        loop {
+            seen.extend(page.items.iter().map(|u| u.fields.user_name.clone()));
+            let Some(token) = page.next_page_token.take() else {
+                break;
+            };
+            page = store
+                .list_users(
+                    d.id,
+                    &ListQuery {
+                        page_token: Some(token),
+                        ..query.clone()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(seen, expected, "descending: {descending}");
+        let third = store
+            .list_users(
+                d.id,
+                &ListQuery {
+                    start_index: 3,
+                    count: 1,
+                    ..query.clone()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(third.items[0].fields.user_name, expected[2]);
+    }
+
+    // A user inserted behind the keyset position is not repeated; existing
+    // users are neither skipped nor repeated.
+    let query = ListQuery {
+        sort: Some(sort(false)),
+        ..list(2)
+    };
+    let first = store.list_users(d.id, &query).await.unwrap();
+    store.create_user(d.id, user("aaron")).await.unwrap();
+    store.create_user(d.id, user("zulu")).await.unwrap();
+    let mut seen: Vec<String> = first
+        .items
+        .iter()
+        .map(|u| u.fields.user_name.clone())
+        .collect();
+    let mut token = first.next_page_token;
+    while let Some(t) = token {
+        let page = store
+            .list_users(
+                d.id,
+                &ListQuery {
+                    page_token: Some(t),
+                    ..query.clone()
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|u| u.fields.user_name.clone()));
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, ["Alpha", "bravo", "charlie", "delta", "echo", "zulu"]);
+
+    let by_created = Sort {
+        path: roster_scim::filter::parse_attr_path("meta.created").unwrap(),
+        descending: true,
+    };
+    let newest = store
+        .list_users(
+            d.id,
+            &ListQuery {
+                sort: Some(by_created.clone()),
+                ..list(1)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(newest.items[0].fields.user_name, "zulu");
+    let next = ListQuery {
+        sort: Some(by_created),
+        page_token: newest.next_page_token,
+        ..list(1)
+    };
+    assert_eq!(
+        store.list_users(d.id, &next).await.unwrap().items[0]
+            .fields
+            .user_name,
+        "aaron"
+    );
+
+    // Boolean sort keys continue by keyset too (ties in creation order).
+    let bob = store
+        .list_users(d.id, &filtered(r#"userName eq "bravo""#))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let mut inactive = user("bravo");
+    inactive.fields.active = false;
+    store
+        .replace_user(d.id, bob.id, None, inactive)
+        .await
+        .unwrap();
+    let by_active = Sort {
+        path: roster_scim::filter::parse_attr_path("active").unwrap(),
+        descending: false,
+    };
+    let query = ListQuery {
+        sort: Some(by_active),
+        ..list(3)
+    };
+    let first = store.list_users(d.id, &query).await.unwrap();
+    let rest = ListQuery {
+        page_token: first.next_page_token.clone(),
+        count: 100,
+        ..query.clone()
+    };
+    let rest = store.list_users(d.id, &rest).await.unwrap();
+    let order: Vec<String> = first
+        .items
+        .iter()
+        .chain(&rest.items)
+        .map(|u| u.fields.user_name.clone())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "bravo", "delta", "Alpha", "charlie", "echo", "aaron", "zulu"
+        ]
+    );
+}

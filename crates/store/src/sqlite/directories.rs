@@ -65,7 +65,7 @@ impl SqliteStore {
         organization: Option<&str>,
     ) -> StoreResult<Vec<Directory>> {
         let sql = format!(
-            "SELECT {DIRECTORY_COLUMNS} FROM directories WHERE (?1 IS NULL OR organization = ?1) ORDER BY seq"
+            "SELECT {DIRECTORY_COLUMNS} FROM directories WHERE (?1 IS NULL OR organization = ?1) ORDER BY created_seq"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(organization)
@@ -180,7 +180,7 @@ impl SqliteStore {
         let mut conn = self.read_conn().await?;
         load_directory(&mut conn, directory).await?;
         let sql = format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE directory_id = ? AND (? OR revoked_at IS NULL) ORDER BY seq"
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE directory_id = ? AND (? OR revoked_at IS NULL) ORDER BY created_seq"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id_text(directory.0))

@@ -2,15 +2,15 @@
 //!
 //! Every page is read in one read transaction together with the change-log
 //! head, so `Page::cursor` says exactly which changes the page reflects.
-//! Without a sort key, rows come in creation order (`seq`, never reused) and
+//! Without a sort key, rows come in creation order (`created_seq`, never reused) and
 //! `next_page_token` is a keyset position: rows inserted or deleted between
 //! pages neither repeat nor skip existing rows.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Sqlite, Transaction};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Arguments, Row, Sqlite, Transaction};
 
 use super::SqliteStore;
 use super::codec::id_text;
@@ -19,6 +19,9 @@ use super::groups::{GROUP_COLUMNS, decode_group, members_of};
 use super::log::read_bounds;
 use super::users::{USER_COLUMNS, decode_user, group_ids_of};
 use crate::error::{StoreError, StoreResult};
+use crate::filter_sql::{
+    self, Dialect, ResourceTable, SortKey, SortType, SqlArg, sqlite_timestamp,
+};
 use crate::model::*;
 
 /// The listable tables.
@@ -36,6 +39,13 @@ impl Table {
         }
     }
 
+    fn resource(self) -> ResourceTable {
+        match self {
+            Self::Users => ResourceTable::Users,
+            Self::Groups => ResourceTable::Groups,
+        }
+    }
+
     fn columns(self) -> &'static str {
         match self {
             Self::Users => USER_COLUMNS,
@@ -44,10 +54,13 @@ impl Table {
     }
 }
 
-/// Where the next page starts: after the row with this creation sequence.
+/// Where the next page starts: after the row with this sort key (when the
+/// list is sorted) and creation sequence.
 #[derive(Debug, Serialize, Deserialize)]
 struct PageToken {
     seq: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key: Option<serde_json::Value>,
 }
 
 impl PageToken {
@@ -60,7 +73,7 @@ impl PageToken {
             .decode(token)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(|| StoreError::Invalid("malformed page token".into()))
+            .ok_or_else(malformed_token)
     }
 }
 
@@ -124,26 +137,14 @@ async fn read_page(
     dir: DirectoryId,
     query: &ListQuery,
 ) -> StoreResult<RawPage> {
-    if query.filter.is_some() || query.sort.is_some() {
-        return Err(StoreError::InvalidFilter(
-            "filters and sorting are not supported yet".into(),
-        ));
-    }
+    let plan = ListPlan::new(table, dir, query)?;
     // The head first: it opens the read snapshot the rows come from.
     let head = read_bounds(tx).await?.stable_head;
     let cursor = Cursor {
         after: head,
         also_seen: Vec::new(),
     };
-    let name = table.name();
-    let dir = id_text(dir.0);
-    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM {name} WHERE {name}.directory_id = ?"
-    )))
-    .bind(&dir)
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(map_sqlx)?;
+    let total = plan.count(tx).await?;
     if query.count <= 0 {
         return Ok(RawPage {
             rows: Vec::new(),
@@ -152,32 +153,10 @@ async fn read_page(
             cursor,
         });
     }
-    let (after_seq, offset) = match &query.page_token {
-        Some(token) => (PageToken::decode(token)?.seq, 0),
-        None => (0, (query.start_index - 1).max(0)),
-    };
-    let sql = format!(
-        "SELECT {columns}, {name}.seq AS seq FROM {name} WHERE {name}.directory_id = ? AND {name}.seq > ? \
-         ORDER BY {name}.seq LIMIT ? OFFSET ?",
-        columns = table.columns()
-    );
-    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&dir)
-        .bind(after_seq)
-        // One row more than asked for tells whether a next page exists.
-        .bind(query.count.saturating_add(1))
-        .bind(offset)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(map_sqlx)?;
+    let mut rows = plan.rows(tx, query).await?;
     let next_page_token = if rows.len() as i64 > query.count {
         rows.truncate(query.count as usize);
-        let last = rows
-            .last()
-            .map(|row| sqlx::Row::try_get::<i64, _>(row, "seq"))
-            .transpose()
-            .map_err(map_sqlx)?;
-        last.map(|seq| PageToken { seq }.encode())
+        rows.last().map(|row| plan.token_after(row)).transpose()?
     } else {
         None
     };
@@ -187,4 +166,171 @@ async fn read_page(
         next_page_token,
         cursor,
     })
+}
+
+/// The SQL of one list query: the filter and the sort key, translated once.
+struct ListPlan {
+    table: Table,
+    /// `directory_id = ?1 [AND (filter)]`.
+    condition: String,
+    sort: Option<(SortKey, bool)>,
+    args: Vec<SqlArg>,
+}
+
+impl ListPlan {
+    fn new(table: Table, dir: DirectoryId, query: &ListQuery) -> StoreResult<Self> {
+        let name = table.name();
+        let mut args = vec![SqlArg::Text(id_text(dir.0))];
+        let mut condition = format!("{name}.directory_id = ?1");
+        if let Some(filter) = &query.filter {
+            let sql = filter_sql::to_sql(filter, table.resource(), Dialect::Sqlite, &mut args)?;
+            condition = format!("{condition} AND COALESCE({sql}, FALSE)");
+        }
+        let sort = match &query.sort {
+            Some(sort) => Some((
+                filter_sql::sort_sql(&sort.path, table.resource(), Dialect::Sqlite, &mut args)?,
+                sort.descending,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            table,
+            condition,
+            sort,
+            args,
+        })
+    }
+
+    async fn count(&self, tx: &mut Transaction<'static, Sqlite>) -> StoreResult<i64> {
+        let sql = format!(
+            "SELECT count(*) FROM {name} WHERE {}",
+            self.condition,
+            name = self.table.name()
+        );
+        let mut args = SqliteArguments::default();
+        bind_all(&mut args, &self.args)?;
+        sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(map_sqlx)
+    }
+
+    /// Up to `count + 1` rows: the extra row tells whether a next page exists.
+    async fn rows(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        query: &ListQuery,
+    ) -> StoreResult<Vec<SqliteRow>> {
+        let name = self.table.name();
+        let mut args = self.args.clone();
+        let mut condition = self.condition.clone();
+        let offset = match &query.page_token {
+            Some(token) => {
+                condition = format!(
+                    "{condition} AND {}",
+                    self.after_token(&PageToken::decode(token)?, &mut args)?
+                );
+                0
+            }
+            None => (query.start_index - 1).max(0),
+        };
+        let (key, order) = match &self.sort {
+            Some((key, descending)) => {
+                let direction = if *descending { "DESC" } else { "ASC" };
+                (
+                    key.expr.clone(),
+                    format!("sort_key {direction}, {name}.created_seq"),
+                )
+            }
+            None => ("NULL".to_owned(), format!("{name}.created_seq")),
+        };
+        let n = args.len();
+        let sql = format!(
+            "SELECT {columns}, {name}.created_seq AS seq, {key} AS sort_key FROM {name} WHERE {condition} \
+             ORDER BY {order} LIMIT ?{limit} OFFSET ?{offset_arg}",
+            columns = self.table.columns(),
+            limit = n + 1,
+            offset_arg = n + 2,
+        );
+        let mut bound = SqliteArguments::default();
+        bind_all(&mut bound, &args)?;
+        bound
+            .add(query.count.saturating_add(1))
+            .map_err(bind_error)?;
+        bound.add(offset).map_err(bind_error)?;
+        sqlx::query_with(sqlx::AssertSqlSafe(sql), bound)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(map_sqlx)
+    }
+
+    /// The keyset condition "after the token's row" in this plan's order:
+    /// by sort key (in its direction), then by creation sequence.
+    fn after_token(&self, token: &PageToken, args: &mut Vec<SqlArg>) -> StoreResult<String> {
+        let seq_column = format!("{}.created_seq", self.table.name());
+        args.push(SqlArg::Number(token.seq.into()));
+        let seq = format!("?{}", args.len());
+        let Some((key, descending)) = &self.sort else {
+            return Ok(format!("{seq_column} > {seq}"));
+        };
+        let value = match &token.key {
+            Some(serde_json::Value::String(s)) => SqlArg::Text(s.clone()),
+            Some(serde_json::Value::Number(n)) => SqlArg::Number(n.clone()),
+            _ => return Err(malformed_token()),
+        };
+        args.push(value);
+        let value = format!("?{}", args.len());
+        let beyond = if *descending { "<" } else { ">" };
+        let expr = &key.expr;
+        Ok(format!(
+            "({expr} {beyond} {value} OR ({expr} = {value} AND {seq_column} > {seq}))"
+        ))
+    }
+
+    /// The token continuing after `row` (the last row of a page).
+    fn token_after(&self, row: &SqliteRow) -> StoreResult<String> {
+        let seq: i64 = row.try_get("seq").map_err(map_sqlx)?;
+        let key = match &self.sort {
+            None => None,
+            Some((key, _)) => Some(match key.ty {
+                SortType::Bool => {
+                    serde_json::Value::from(row.try_get::<i64, _>("sort_key").map_err(map_sqlx)?)
+                }
+                SortType::Text | SortType::Timestamp => {
+                    serde_json::Value::from(row.try_get::<String, _>("sort_key").map_err(map_sqlx)?)
+                }
+            }),
+        };
+        Ok(PageToken { seq, key }.encode())
+    }
+}
+
+/// Binds filter values in placeholder order (`?1`, `?2`, ...).
+fn bind_all(bound: &mut SqliteArguments, args: &[SqlArg]) -> StoreResult<()> {
+    for arg in args {
+        match arg {
+            SqlArg::Text(s) => bound.add(s.clone()),
+            SqlArg::Bool(b) => bound.add(*b),
+            SqlArg::Number(n) => match n.as_i64() {
+                Some(i) => bound.add(i),
+                None => bound.add(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            SqlArg::Timestamp(t) => bound.add(sqlite_timestamp(*t)),
+            SqlArg::TextArray(_) => {
+                return Err(StoreError::Internal(
+                    "text arrays have no SQLite binding".into(),
+                ));
+            }
+        }
+        .map_err(bind_error)?;
+    }
+    Ok(())
+}
+
+fn bind_error(e: sqlx::error::BoxDynError) -> StoreError {
+    StoreError::Internal(format!("cannot bind a list argument: {e}"))
+}
+
+fn malformed_token() -> StoreError {
+    StoreError::Invalid("malformed page token".into())
 }

@@ -49,7 +49,7 @@ impl SqliteStore {
         let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
         let rows = sqlx::query(
             "SELECT revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, \
-             changed_fields FROM change_log \
+             changed_fields FROM changes \
              WHERE revision > ?1 AND revision <= ?2 AND (?3 IS NULL OR directory_id = ?3) \
                AND (?4 = '[]' OR kind IN (SELECT value FROM json_each(?4))) \
              ORDER BY revision LIMIT ?5",
@@ -78,14 +78,14 @@ impl SqliteStore {
         // inside the retention window, so pruned_through has no holes below.
         let pruned_through: i64 = sqlx::query_scalar(
             "SELECT max(pruned_through, COALESCE( \
-                (SELECT min(revision) - 1 FROM change_log WHERE occurred_at >= ?), head)) \
+                (SELECT min(revision) - 1 FROM changes WHERE occurred_at >= ?), head)) \
              FROM log_state WHERE id = 1",
         )
         .bind(time_text(cutoff))
         .fetch_one(tx.conn())
         .await
         .map_err(map_sqlx)?;
-        sqlx::query("DELETE FROM change_log WHERE revision <= ?")
+        sqlx::query("DELETE FROM changes WHERE revision <= ?")
             .bind(pruned_through)
             .execute(tx.conn())
             .await

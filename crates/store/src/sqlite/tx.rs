@@ -92,7 +92,7 @@ impl WriteTx {
         let events = std::mem::take(&mut self.events);
         for (revision, event) in (head - count + 1..).zip(events) {
             sqlx::query(
-                "INSERT INTO change_log (revision, event_id, directory_id, kind, resource_id, version, \
+                "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, \
                  occurred_at, payload, changed_fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(revision)
