@@ -3,14 +3,17 @@
 //! Everything here is pure and safe on hostile input: no panics, no
 //! unbounded recursion, linear-time parsing.
 
+pub mod discovery;
 pub mod error;
 pub mod filter;
 mod json;
+pub mod list;
 pub mod patch;
 pub mod path;
+pub mod projection;
 pub mod resource;
 pub mod schema;
-pub mod tolerance;
+mod tolerance;
 
 pub use error::{ERROR_SCHEMA, ScimError, ScimType};
 pub use schema::ResourceKind;

@@ -2,7 +2,7 @@
 //! a resource atomically, and planning Group member changes.
 //!
 //! The strict semantics follow the RFC; every deviation accepted from real
-//! IdPs goes through [`crate::tolerance`].
+//! IdPs goes through the crate's `tolerance` module.
 
 use serde_json::{Map, Value};
 
