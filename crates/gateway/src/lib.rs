@@ -46,6 +46,9 @@ use crate::render::Kind;
 use crate::resources::Ctx;
 use crate::response::scim_json;
 
+/// Health-checked service name: SERVING only while its database answers.
+const DIRECTORY_SERVICE_NAME: &str = "roster.directory.v1.DirectoryService";
+
 /// Prefix of every SCIM route.
 const SCIM: &str = "/scim/v2/{directory_id}";
 
@@ -135,7 +138,7 @@ async fn healthz() -> Response {
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let request = state.grpc(
         HealthCheckRequest {
-            service: String::new(),
+            service: DIRECTORY_SERVICE_NAME.to_owned(),
         },
         &CallMeta::generate(),
     );
