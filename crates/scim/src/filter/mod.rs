@@ -94,7 +94,7 @@ pub fn matches(filter: &Filter, resource: &serde_json::Value) -> bool {
     eval::matches(filter, resource)
 }
 
-/// [`matches`] with an explicit resource kind (for resources whose
+/// [`matches()`] with an explicit resource kind (for resources whose
 /// `schemas` member is missing).
 pub fn matches_kind(filter: &Filter, resource: &serde_json::Value, kind: ResourceKind) -> bool {
     eval::matches_kind(filter, resource, kind)

@@ -187,9 +187,9 @@ impl<'a> Parser<'a> {
         let end = self.scan_while(start + 1, is_number_byte);
         self.pos = end;
         let raw = &self.src[start..end];
-        serde_json::from_str::<serde_json::Number>(raw)
+        parse_json_number(raw)
             .map(Tok::Num)
-            .map_err(|_| self.error(start, format!("invalid number '{}'", truncate(raw))))
+            .ok_or_else(|| self.error(start, format!("invalid number '{}'", truncate(raw))))
     }
 
     fn peek(&mut self) -> Result<&(usize, Tok<'a>), ScimError> {
@@ -429,6 +429,17 @@ impl<'a> Parser<'a> {
         }
         Ok(path)
     }
+}
+
+/// A JSON number. serde_json checks the grammar and handles integers;
+/// fractions go through `str::parse::<f64>`, which is correctly rounded
+/// (serde_json's fast path is not, so rendered floats would not round-trip).
+fn parse_json_number(raw: &str) -> Option<serde_json::Number> {
+    let n = serde_json::from_str::<serde_json::Number>(raw).ok()?;
+    if n.is_i64() || n.is_u64() {
+        return Some(n);
+    }
+    serde_json::Number::from_f64(raw.parse::<f64>().ok()?)
 }
 
 /// `co`, `sw`, `ew` only make sense on strings; ordering never on
