@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::scim_shim::resource::BULK_RESPONSE_SCHEMA;
+use roster_scim::resource::BULK_RESPONSE_SCHEMA;
 use axum::http::StatusCode;
 use roster_scim::error::ScimError;
 use serde_json::{Map, Value, json};

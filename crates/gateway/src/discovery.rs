@@ -2,10 +2,10 @@
 //! ResourceTypes. They require a token like every SCIM endpoint, because
 //! the IdPs send one anyway and the URL carries a directory id.
 
-use crate::scim_shim::discovery::{
+use roster_scim::discovery::{
     ServiceProviderOptions, resource_type, resource_types, schema, schemas, service_provider_config,
 };
-use crate::scim_shim::list::list_response;
+use roster_scim::list::list_response;
 use axum::http::StatusCode;
 use roster_scim::error::ScimError;
 use serde_json::Value;

@@ -1,6 +1,6 @@
 //! HTTP handlers of the resource endpoints (RFC 7644 §3.3–§3.6).
 
-use crate::scim_shim::list::list_response;
+use roster_scim::list::list_response;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;

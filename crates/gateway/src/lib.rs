@@ -20,7 +20,6 @@ pub mod ratelimit;
 pub mod render;
 pub mod resources;
 pub mod response;
-mod scim_shim;
 pub mod state;
 
 use std::future::Future;

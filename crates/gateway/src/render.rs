@@ -1,6 +1,6 @@
 //! Rendering directory-service resources as SCIM JSON (RFC 7643 §3.1, §4).
 
-use crate::scim_shim::resource::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
+use roster_scim::resource::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 use chrono::{DateTime, SecondsFormat};
 use roster_proto::directory::{Group, Member, MemberType, Meta, User};
 use serde_json::{Map, Value, json};
@@ -34,10 +34,10 @@ impl Kind {
     }
 
     /// The kind of the projection engine.
-    pub fn scim_kind(self) -> crate::scim_shim::patch::ResourceKind {
+    pub fn scim_kind(self) -> roster_scim::patch::ResourceKind {
         match self {
-            Self::User => crate::scim_shim::patch::ResourceKind::User,
-            Self::Group => crate::scim_shim::patch::ResourceKind::Group,
+            Self::User => roster_scim::patch::ResourceKind::User,
+            Self::Group => roster_scim::patch::ResourceKind::Group,
         }
     }
 }

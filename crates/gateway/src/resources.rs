@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::scim_shim::list::list_response;
-use crate::scim_shim::projection::project;
+use roster_scim::list::list_response;
+use roster_scim::projection::project;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
