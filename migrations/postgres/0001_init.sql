@@ -12,6 +12,7 @@ CREATE TABLE directories (
     provider           text NOT NULL,
     deprovision_policy text NOT NULL,
     attribute_mappings jsonb NOT NULL DEFAULT '[]'::jsonb,
+    version            bigint NOT NULL DEFAULT 1,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now()
 );

@@ -67,7 +67,9 @@ pub(crate) enum SqlArg {
     /// A JSON number; PostgreSQL binds it as text cast to `numeric`.
     Number(serde_json::Number),
     Timestamp(DateTime<Utc>),
-    /// A list of JSON keys (PostgreSQL `text[]`), for `#>>` sort keys.
+    /// A list of strings (PostgreSQL `text[]`). Not produced by the
+    /// translation today; backends' binders handle it.
+    #[allow(dead_code, reason = "kept for the backends' exhaustive binders")]
     TextArray(Vec<String>),
 }
 
@@ -153,11 +155,15 @@ fn json_path(keys: &[&str]) -> String {
 /// The type of a scalar SQL expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ty {
-    Text { case_exact: bool },
+    Text {
+        case_exact: bool,
+    },
     Bool,
     Timestamp,
     /// A JSON value of unknown type: `type_expr` gives its JSON type.
-    Json { case_exact: bool },
+    Json {
+        case_exact: bool,
+    },
 }
 
 /// One value per row (a column), or any of a set of values (an element of a
@@ -246,10 +252,22 @@ impl Translator<'_> {
     }
 
     /// `parent` is the multi-valued attribute inside a value path.
-    fn filter(&mut self, filter: &Filter, parent: Option<(&ElementSet, &AttrPath)>) -> Result<String, StoreError> {
+    fn filter(
+        &mut self,
+        filter: &Filter,
+        parent: Option<(&ElementSet, &AttrPath)>,
+    ) -> Result<String, StoreError> {
         Ok(match filter {
-            Filter::And(l, r) => format!("({} AND {})", self.filter(l, parent)?, self.filter(r, parent)?),
-            Filter::Or(l, r) => format!("({} OR {})", self.filter(l, parent)?, self.filter(r, parent)?),
+            Filter::And(l, r) => format!(
+                "({} AND {})",
+                self.filter(l, parent)?,
+                self.filter(r, parent)?
+            ),
+            Filter::Or(l, r) => format!(
+                "({} OR {})",
+                self.filter(l, parent)?,
+                self.filter(r, parent)?
+            ),
             Filter::Not(inner) => format!("(NOT COALESCE({}, FALSE))", self.filter(inner, parent)?),
             Filter::Present(path) => {
                 let operand = self.operand(path, parent, true)?;
@@ -261,7 +279,9 @@ impl Translator<'_> {
             }
             Filter::ValuePath { attr, filter } => {
                 if parent.is_some() {
-                    return Err(invalid("a value path cannot be nested in another value path"));
+                    return Err(invalid(
+                        "a value path cannot be nested in another value path",
+                    ));
                 }
                 self.value_path(attr, filter)?
             }
@@ -270,7 +290,9 @@ impl Translator<'_> {
 
     fn value_path(&mut self, attr: &AttrPath, inner: &Filter) -> Result<String, StoreError> {
         if attr.sub_attr.is_some() {
-            return Err(invalid(format!("invalid value path on {attr}: it names a sub-attribute")));
+            return Err(invalid(format!(
+                "invalid value path on {attr}: it names a sub-attribute"
+            )));
         }
         match self.operand(attr, None, true)? {
             Operand::Set(set, _) => {
@@ -295,12 +317,21 @@ impl Translator<'_> {
             Operand::Set(set, sub) => {
                 let item = self.element_item(&set, sub.as_deref(), true);
                 let cond = self.non_empty(&item);
-                format!("EXISTS (SELECT 1 FROM {} WHERE {} AND {cond})", set.from, set.correlate)
+                format!(
+                    "EXISTS (SELECT 1 FROM {} WHERE {} AND {cond})",
+                    set.from, set.correlate
+                )
             }
         }
     }
 
-    fn compare(&mut self, operand: Operand, op: CompareOp, value: &CompValue, path: &AttrPath) -> Result<String, StoreError> {
+    fn compare(
+        &mut self,
+        operand: Operand,
+        op: CompareOp,
+        value: &CompValue,
+        path: &AttrPath,
+    ) -> Result<String, StoreError> {
         if op == CompareOp::Ne {
             let eq = self.compare(operand, CompareOp::Eq, value, path)?;
             return Ok(format!("(NOT COALESCE({eq}, FALSE))"));
@@ -325,7 +356,10 @@ impl Translator<'_> {
                     ));
                 }
                 let cond = self.compare_scalar(&item, op, value, path)?;
-                Ok(format!("EXISTS (SELECT 1 FROM {} WHERE {} AND {cond})", set.from, set.correlate))
+                Ok(format!(
+                    "EXISTS (SELECT 1 FROM {} WHERE {} AND {cond})",
+                    set.from, set.correlate
+                ))
             }
         }
     }
@@ -362,19 +396,33 @@ impl Translator<'_> {
         }
     }
 
-    fn compare_scalar(&mut self, s: &Scalar, op: CompareOp, value: &CompValue, path: &AttrPath) -> Result<String, StoreError> {
+    fn compare_scalar(
+        &mut self,
+        s: &Scalar,
+        op: CompareOp,
+        value: &CompValue,
+        path: &AttrPath,
+    ) -> Result<String, StoreError> {
         match s.ty {
             Ty::Text { case_exact } => match value {
                 CompValue::String(v) => Ok(self.compare_text(&s.expr, case_exact, op, v)),
-                other => Err(invalid(format!("{path} is a string attribute and cannot be compared with {}", describe(other)))),
+                other => Err(invalid(format!(
+                    "{path} is a string attribute and cannot be compared with {}",
+                    describe(other)
+                ))),
             },
             Ty::Bool => match (value, op) {
                 (CompValue::Bool(b), CompareOp::Eq) => {
                     let p = self.bind(SqlArg::Bool(*b));
                     Ok(format!("({} = {p})", s.expr))
                 }
-                (CompValue::Bool(_), _) => Err(invalid(format!("{path} is a boolean: only eq and ne apply"))),
-                (other, _) => Err(invalid(format!("{path} is a boolean attribute and cannot be compared with {}", describe(other)))),
+                (CompValue::Bool(_), _) => Err(invalid(format!(
+                    "{path} is a boolean: only eq and ne apply"
+                ))),
+                (other, _) => Err(invalid(format!(
+                    "{path} is a boolean attribute and cannot be compared with {}",
+                    describe(other)
+                ))),
             },
             Ty::Timestamp => self.compare_timestamp(&s.expr, op, value, path),
             Ty::Json { case_exact } => Ok(self.compare_json(s, case_exact, op, value)),
@@ -382,6 +430,15 @@ impl Translator<'_> {
     }
 
     fn compare_text(&mut self, expr: &str, case_exact: bool, op: CompareOp, v: &str) -> String {
+        // SQLite's lower() folds ASCII only: fold the operand in Rust (the
+        // userName / displayName columns are Unicode-folded keys there).
+        let folded;
+        let v = if !case_exact && self.dialect == Dialect::Sqlite {
+            folded = v.to_lowercase();
+            folded.as_str()
+        } else {
+            v
+        };
         let (lhs, fold) = if case_exact {
             (expr.to_string(), false)
         } else {
@@ -420,15 +477,30 @@ impl Translator<'_> {
         }
     }
 
-    fn compare_timestamp(&mut self, expr: &str, op: CompareOp, value: &CompValue, path: &AttrPath) -> Result<String, StoreError> {
+    fn compare_timestamp(
+        &mut self,
+        expr: &str,
+        op: CompareOp,
+        value: &CompValue,
+        path: &AttrPath,
+    ) -> Result<String, StoreError> {
         let CompValue::String(v) = value else {
-            return Err(invalid(format!("{path} is a dateTime and cannot be compared with {}", describe(value))));
+            return Err(invalid(format!(
+                "{path} is a dateTime and cannot be compared with {}",
+                describe(value)
+            )));
         };
         if matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
-            return Err(invalid(format!("{path} is a dateTime: co, sw and ew do not apply")));
+            return Err(invalid(format!(
+                "{path} is a dateTime: co, sw and ew do not apply"
+            )));
         }
         let at = DateTime::parse_from_rfc3339(v)
-            .map_err(|_| invalid(format!("{path} is a dateTime: {v:?} is not an RFC 3339 date-time")))?
+            .map_err(|_| {
+                invalid(format!(
+                    "{path} is a dateTime: {v:?} is not an RFC 3339 date-time"
+                ))
+            })?
             .with_timezone(&Utc);
         let p = match self.dialect {
             Dialect::Postgres => self.bind(SqlArg::Timestamp(at)),
@@ -440,7 +512,13 @@ impl Translator<'_> {
 
     /// A JSON value: compared only with a value of the same JSON type, and a
     /// complex value through its `value` member (like the evaluator).
-    fn compare_json(&mut self, s: &Scalar, case_exact: bool, op: CompareOp, value: &CompValue) -> String {
+    fn compare_json(
+        &mut self,
+        s: &Scalar,
+        case_exact: bool,
+        op: CompareOp,
+        value: &CompValue,
+    ) -> String {
         let (x, t) = match self.dialect {
             Dialect::Postgres => {
                 let x = format!(
@@ -461,11 +539,15 @@ impl Translator<'_> {
                 let text = self.compare_text(&x, case_exact, op, v);
                 format!("({t} = 'text' AND {text})")
             }
-            (CompValue::Number(n), _) if !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) => {
+            (CompValue::Number(n), _)
+                if !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) =>
+            {
                 let p = self.bind(SqlArg::Number(n.clone()));
                 let sql_op = ordering_sql(op);
                 match self.dialect {
-                    Dialect::Postgres => format!("({t} = 'number' AND ({x} #>> '{{}}')::numeric {sql_op} {p})"),
+                    Dialect::Postgres => {
+                        format!("({t} = 'number' AND ({x} #>> '{{}}')::numeric {sql_op} {p})")
+                    }
                     Dialect::Sqlite => format!("({t} IN ('integer', 'real') AND {x} {sql_op} {p})"),
                 }
             }
@@ -481,13 +563,24 @@ impl Translator<'_> {
     }
 
     /// Resolves a path (relative to `parent` inside a value path).
-    fn operand(&mut self, path: &AttrPath, parent: Option<(&ElementSet, &AttrPath)>, presence: bool) -> Result<Operand, StoreError> {
+    fn operand(
+        &mut self,
+        path: &AttrPath,
+        parent: Option<(&ElementSet, &AttrPath)>,
+        presence: bool,
+    ) -> Result<Operand, StoreError> {
         if let Some((set, parent_path)) = parent {
             if path.sub_attr.is_some() || path.schema.is_some() {
-                return Err(invalid(format!("{path} inside {parent_path}[...] must be a plain sub-attribute name")));
+                return Err(invalid(format!(
+                    "{path} inside {parent_path}[...] must be a plain sub-attribute name"
+                )));
             }
             let _ = presence;
-            return Ok(Operand::Scalar(self.element_item(set, Some(&path.name), false)));
+            return Ok(Operand::Scalar(self.element_item(
+                set,
+                Some(&path.name),
+                false,
+            )));
         }
         match self.table {
             ResourceTable::Users => self.user_operand(path),
@@ -500,12 +593,14 @@ impl Translator<'_> {
         let sub = path.sub_attr.as_deref().map(str::to_ascii_lowercase);
         let text = |exact: bool| Ty::Text { case_exact: exact };
         let column = match path.schema.as_deref() {
-            Some(urn) if urn.eq_ignore_ascii_case(ENTERPRISE_PREFIX) => match (name.as_str(), sub.as_deref()) {
-                ("employeenumber", None) => Some(("employee_number", text(false))),
-                ("department", None) => Some(("department", text(false))),
-                ("manager", None | Some("value")) => Some(("manager_id", text(false))),
-                _ => None,
-            },
+            Some(urn) if urn.eq_ignore_ascii_case(ENTERPRISE_PREFIX) => {
+                match (name.as_str(), sub.as_deref()) {
+                    ("employeenumber", None) => Some(("employee_number", text(false))),
+                    ("department", None) => Some(("department", text(false))),
+                    ("manager", None | Some("value")) => Some(("manager_id", text(false))),
+                    _ => None,
+                }
+            }
             Some(urn) if !urn.eq_ignore_ascii_case(schema::USER_SCHEMA) => None,
             _ => match (name.as_str(), sub.as_deref()) {
                 ("id", None) => Some(("id", text(true))),
@@ -519,7 +614,9 @@ impl Translator<'_> {
                 ("meta", Some("created")) => Some(("created_at", Ty::Timestamp)),
                 ("meta", Some("lastmodified")) => Some(("updated_at", Ty::Timestamp)),
                 ("emails", _) => return Ok(Operand::Set(self.emails_set(), path.sub_attr.clone())),
-                ("groups", _) => return Ok(Operand::Set(self.user_groups_set(), path.sub_attr.clone())),
+                ("groups", _) => {
+                    return Ok(Operand::Set(self.user_groups_set(), path.sub_attr.clone()));
+                }
                 _ => None,
             },
         };
@@ -530,7 +627,11 @@ impl Translator<'_> {
     }
 
     fn group_operand(&mut self, path: &AttrPath) -> Result<Operand, StoreError> {
-        if path.schema.as_deref().is_some_and(|u| !u.eq_ignore_ascii_case(schema::GROUP_SCHEMA)) {
+        if path
+            .schema
+            .as_deref()
+            .is_some_and(|u| !u.eq_ignore_ascii_case(schema::GROUP_SCHEMA))
+        {
             return self.json_operand(path);
         }
         let name = path.name.to_ascii_lowercase();
@@ -551,6 +652,11 @@ impl Translator<'_> {
         let qualified = self.col(column);
         let expr = match (column, self.dialect) {
             ("id", Dialect::Postgres) => format!("{qualified}::text"),
+            // SQLite: the Unicode-lowercased key columns (see compare_text).
+            ("user_name", Dialect::Sqlite) => self.col("user_name_key"),
+            ("display_name", Dialect::Sqlite) if self.table == ResourceTable::Groups => {
+                self.col("display_name_key")
+            }
             _ => qualified,
         };
         Scalar::column(expr, ty)
@@ -601,7 +707,10 @@ impl Translator<'_> {
                     .map(|keys| {
                         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                         let p = self.bind(SqlArg::Text(json_path(&keys)));
-                        format!("SELECT jsonb_path_query({}, {p}::jsonpath) AS j", self.col("raw"))
+                        format!(
+                            "SELECT jsonb_path_query({}, {p}::jsonpath) AS j",
+                            self.col("raw")
+                        )
                     })
                     .collect();
                 ElementSet {
@@ -611,7 +720,10 @@ impl Translator<'_> {
                 }
             }
             Dialect::Sqlite => {
-                let sources: Vec<String> = key_paths.iter().map(|keys| self.sqlite_json_values(keys)).collect();
+                let sources: Vec<String> = key_paths
+                    .iter()
+                    .map(|keys| self.sqlite_json_values(keys))
+                    .collect();
                 ElementSet {
                     from: format!("({}) AS el", sources.join(" UNION ALL ")),
                     correlate: "TRUE".into(),
@@ -630,7 +742,8 @@ impl Translator<'_> {
         def: Option<&'static AttributeDef>,
     ) -> Vec<Vec<String>> {
         let extension = path.schema.as_deref().filter(|u| {
-            !u.eq_ignore_ascii_case(schema::USER_SCHEMA) && !u.eq_ignore_ascii_case(schema::GROUP_SCHEMA)
+            !u.eq_ignore_ascii_case(schema::USER_SCHEMA)
+                && !u.eq_ignore_ascii_case(schema::GROUP_SCHEMA)
         });
         let canonical_urn = extension.map(|u| {
             if u.eq_ignore_ascii_case(ENTERPRISE_PREFIX) {
@@ -682,10 +795,13 @@ impl Translator<'_> {
                 from = format!("{from} JOIN json_each({source}) AS {alias}");
             }
             // The next key is looked up in objects only.
-            current_doc = format!("(CASE WHEN {alias}.type = 'object' THEN {alias}.value ELSE '{{}}' END)");
+            current_doc =
+                format!("(CASE WHEN {alias}.type = 'object' THEN {alias}.value ELSE '{{}}' END)");
         }
         let last = format!("s{}", keys.len() - 1);
-        format!("SELECT {last}.value AS v, {last}.type AS t FROM {from} WHERE {last}.type IS NOT NULL")
+        format!(
+            "SELECT {last}.value AS v, {last}.type AS t FROM {from} WHERE {last}.type IS NOT NULL"
+        )
     }
 
     /// The value of an element (or of its sub-attribute) of a set.
@@ -718,17 +834,32 @@ impl Translator<'_> {
                         type_expr: "el.type".into(),
                         ty: Ty::Json { case_exact: false },
                     },
-                    (Some("primary"), true) => Scalar::column("((el.j ->> 'primary')::boolean)", Ty::Bool),
-                    (Some("primary"), false) => Scalar::column("(json_extract(el.value, '$.primary') = 1)", Ty::Bool),
-                    (Some(f), true) => Scalar::column(format!("(el.j ->> '{f}')"), Ty::Text { case_exact: false }),
-                    (Some(f), false) => {
-                        Scalar::column(format!("json_extract(el.value, '$.{f}')"), Ty::Text { case_exact: false })
+                    (Some("primary"), true) => {
+                        Scalar::column("((el.j ->> 'primary')::boolean)", Ty::Bool)
                     }
+                    (Some("primary"), false) => {
+                        Scalar::column("(json_extract(el.value, '$.primary') = 1)", Ty::Bool)
+                    }
+                    (Some(f), true) => {
+                        Scalar::column(format!("(el.j ->> '{f}')"), Ty::Text { case_exact: false })
+                    }
+                    (Some(f), false) => Scalar::column(
+                        format!("json_extract(el.value, '$.{f}')"),
+                        Ty::Text { case_exact: false },
+                    ),
                 }
             }
             ElementKind::Members | ElementKind::UserGroups => {
-                let id_col = if set.kind == ElementKind::Members { "m.member_id" } else { "m.group_id" };
-                let id_expr = if pg { format!("{id_col}::text") } else { id_col.to_string() };
+                let id_col = if set.kind == ElementKind::Members {
+                    "m.member_id"
+                } else {
+                    "m.group_id"
+                };
+                let id_expr = if pg {
+                    format!("{id_col}::text")
+                } else {
+                    id_col.to_string()
+                };
                 match sub_lc.as_deref() {
                     None | Some("value") => Scalar::column(id_expr, Ty::Text { case_exact: false }),
                     Some("type") if set.kind == ElementKind::Members => {
@@ -802,8 +933,12 @@ impl Translator<'_> {
                 let item = self.element_item(&set, sub.as_deref(), false);
                 // Multi-valued: sort by the primary value (RFC 7644 §3.4.2.3).
                 let order = match (set.kind, pg) {
-                    (ElementKind::Emails, true) => " ORDER BY COALESCE((el.j ->> 'primary')::boolean, FALSE) DESC",
-                    (ElementKind::Emails, false) => " ORDER BY COALESCE(json_extract(el.value, '$.primary'), 0) DESC",
+                    (ElementKind::Emails, true) => {
+                        " ORDER BY COALESCE((el.j ->> 'primary')::boolean, FALSE) DESC"
+                    }
+                    (ElementKind::Emails, false) => {
+                        " ORDER BY COALESCE(json_extract(el.value, '$.primary'), 0) DESC"
+                    }
                     _ => " ORDER BY 1",
                 };
                 let first = format!(
@@ -821,7 +956,9 @@ impl Translator<'_> {
 fn prefix_paths(filter: &Filter, parent: &AttrPath) -> Result<Filter, StoreError> {
     let nest = |p: &AttrPath| -> Result<AttrPath, StoreError> {
         if p.sub_attr.is_some() || p.schema.is_some() {
-            return Err(invalid(format!("{p} inside {parent}[...] must be a plain sub-attribute name")));
+            return Err(invalid(format!(
+                "{p} inside {parent}[...] must be a plain sub-attribute name"
+            )));
         }
         Ok(AttrPath {
             schema: parent.schema.clone(),
@@ -836,10 +973,20 @@ fn prefix_paths(filter: &Filter, parent: &AttrPath) -> Result<Filter, StoreError
             value: value.clone(),
         },
         Filter::Present(path) => Filter::Present(nest(path)?),
-        Filter::And(l, r) => Filter::And(Box::new(prefix_paths(l, parent)?), Box::new(prefix_paths(r, parent)?)),
-        Filter::Or(l, r) => Filter::Or(Box::new(prefix_paths(l, parent)?), Box::new(prefix_paths(r, parent)?)),
+        Filter::And(l, r) => Filter::And(
+            Box::new(prefix_paths(l, parent)?),
+            Box::new(prefix_paths(r, parent)?),
+        ),
+        Filter::Or(l, r) => Filter::Or(
+            Box::new(prefix_paths(l, parent)?),
+            Box::new(prefix_paths(r, parent)?),
+        ),
         Filter::Not(inner) => Filter::Not(Box::new(prefix_paths(inner, parent)?)),
-        Filter::ValuePath { .. } => return Err(invalid("a value path cannot be nested in another value path")),
+        Filter::ValuePath { .. } => {
+            return Err(invalid(
+                "a value path cannot be nested in another value path",
+            ));
+        }
     })
 }
 
@@ -891,7 +1038,10 @@ mod tests {
     fn like_wildcards_are_escaped() {
         assert_eq!(escape_like(r"50%_off\"), r"50\%\_off\\");
         let (sql, args) = pg(r#"userName co "a%b""#, ResourceTable::Users);
-        assert!(sql.contains("LIKE '%' || lower($1::text) || '%' ESCAPE '\\'"), "{sql}");
+        assert!(
+            sql.contains("LIKE '%' || lower($1::text) || '%' ESCAPE '\\'"),
+            "{sql}"
+        );
         assert_eq!(args, vec![SqlArg::Text(r"a\%b".into())]);
     }
 
@@ -920,8 +1070,16 @@ mod tests {
             "displayName lt 5",
         ] {
             let mut args = Vec::new();
-            let err = to_sql(&parse(f).unwrap(), ResourceTable::Users, Dialect::Postgres, &mut args);
-            assert!(matches!(err, Err(StoreError::InvalidFilter(_))), "{f}: {err:?}");
+            let err = to_sql(
+                &parse(f).unwrap(),
+                ResourceTable::Users,
+                Dialect::Postgres,
+                &mut args,
+            );
+            assert!(
+                matches!(err, Err(StoreError::InvalidFilter(_))),
+                "{f}: {err:?}"
+            );
         }
     }
 

@@ -1,0 +1,242 @@
+//! Writing and reading the change log.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::errors::{json_error, map_db};
+use super::head::Observation;
+use crate::error::{StoreError, StoreResult};
+use crate::model::{ChangeFilter, ChangeKind, ChangeRecord, DirectoryId, FieldChange};
+
+/// How many revisions one stable-head query reads at most.
+pub(crate) const HEAD_BATCH: i64 = 10_000;
+
+/// A change to append at the end of a write transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct NewChange {
+    pub directory_id: DirectoryId,
+    pub kind: ChangeKind,
+    pub resource_id: Uuid,
+    pub version: i64,
+    pub payload: serde_json::Value,
+    pub changed_fields: Vec<FieldChange>,
+}
+
+impl NewChange {
+    pub fn new<T: Serialize>(
+        directory_id: DirectoryId,
+        kind: ChangeKind,
+        resource_id: Uuid,
+        version: i64,
+        payload: &T,
+        changed_fields: Vec<FieldChange>,
+    ) -> StoreResult<Self> {
+        Ok(Self {
+            directory_id,
+            kind,
+            resource_id,
+            version,
+            payload: serde_json::to_value(payload).map_err(json_error)?,
+            changed_fields,
+        })
+    }
+}
+
+/// Appends `changes` in order. Must be the last statement of the write
+/// transaction: revisions are taken here, after every row lock is held.
+///
+/// `pg_current_xact_id()` in the WHERE clause runs before the `nextval`
+/// calls of the projection and makes sure the transaction has an xid before
+/// it takes a revision (fact 1 of `head.rs`), even if it wrote nothing else.
+pub(crate) async fn insert_changes(
+    conn: &mut PgConnection,
+    changes: &[NewChange],
+) -> StoreResult<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut directory_ids = Vec::with_capacity(changes.len());
+    let mut kinds = Vec::with_capacity(changes.len());
+    let mut resource_ids = Vec::with_capacity(changes.len());
+    let mut versions = Vec::with_capacity(changes.len());
+    let mut payloads = Vec::with_capacity(changes.len());
+    let mut fields = Vec::with_capacity(changes.len());
+    for c in changes {
+        directory_ids.push(c.directory_id.0);
+        kinds.push(c.kind.as_str());
+        resource_ids.push(c.resource_id);
+        versions.push(c.version);
+        payloads.push(c.payload.clone());
+        fields.push(serde_json::to_value(&c.changed_fields).map_err(json_error)?);
+    }
+    let event_ids: Vec<Uuid> = changes.iter().map(|_| Uuid::new_v4()).collect();
+    sqlx::query(
+        "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload, changed_fields) \
+         SELECT nextval('change_revision'), c.event_id, c.directory_id, c.kind, c.resource_id, c.version, \
+                c.payload, c.changed_fields \
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::bigint[], $6::jsonb[], $7::jsonb[]) \
+              WITH ORDINALITY AS c(event_id, directory_id, kind, resource_id, version, payload, changed_fields, ord) \
+         WHERE pg_current_xact_id() IS NOT NULL \
+         ORDER BY c.ord",
+    )
+    .bind(&event_ids)
+    .bind(&directory_ids)
+    .bind(&kinds)
+    .bind(&resource_ids)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&fields)
+    .execute(conn)
+    .await
+    .map_err(map_db)?;
+    Ok(())
+}
+
+/// Reads what the stable head needs, in one statement (so one snapshot).
+pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<Observation> {
+    let row = sqlx::query(
+        "WITH s AS (SELECT pg_current_snapshot() AS snap) \
+         SELECT pg_snapshot_xmax(s.snap)::text::bigint AS xmax, \
+                ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.snap) AS x) AS xip, \
+                ARRAY(SELECT revision FROM changes WHERE revision > $1 ORDER BY revision LIMIT $2) AS revisions, \
+                (SELECT max(revision) FROM changes) AS max_revision, \
+                (SELECT pruned_through FROM change_log_state) AS pruned_through \
+         FROM s",
+    )
+    .bind(after)
+    .bind(HEAD_BATCH)
+    .fetch_one(conn)
+    .await
+    .map_err(map_db)?;
+    Ok(Observation {
+        xmax: row.try_get("xmax").map_err(map_db)?,
+        xip: row.try_get("xip").map_err(map_db)?,
+        revisions: row.try_get("revisions").map_err(map_db)?,
+        max_revision: row.try_get("max_revision").map_err(map_db)?,
+        pruned_through: row
+            .try_get::<Option<i64>, _>("pruned_through")
+            .map_err(map_db)?
+            .unwrap_or(0),
+    })
+}
+
+/// Revisions above `after` visible in the current snapshot (for cursors).
+pub(crate) async fn visible_after(conn: &mut PgConnection, after: i64) -> StoreResult<Vec<i64>> {
+    sqlx::query_scalar("SELECT revision FROM changes WHERE revision > $1 ORDER BY revision")
+        .bind(after)
+        .fetch_all(conn)
+        .await
+        .map_err(map_db)
+}
+
+pub(crate) async fn pruned_through(conn: &mut PgConnection) -> StoreResult<i64> {
+    sqlx::query_scalar("SELECT pruned_through FROM change_log_state")
+        .fetch_optional(conn)
+        .await
+        .map_err(map_db)
+        .map(Option::unwrap_or_default)
+}
+
+/// Changes with `after < revision <= up_to` passing `filter`.
+pub(crate) async fn read(
+    conn: &mut PgConnection,
+    filter: &ChangeFilter,
+    after: i64,
+    up_to: i64,
+    limit: i64,
+) -> StoreResult<Vec<ChangeRecord>> {
+    let oldest = pruned_through(conn).await?;
+    if after < oldest {
+        return Err(StoreError::CursorExpired {
+            requested: after,
+            oldest,
+        });
+    }
+    if up_to <= after || limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+    // Two statements rather than `directory_id = $1 OR $1 IS NULL`, so the
+    // filtered one uses the (directory_id, revision) index.
+    let rows = match filter.directory_id {
+        Some(dir) => {
+            sqlx::query(
+                "SELECT revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, \
+                 changed_fields FROM changes \
+                 WHERE directory_id = $1 AND revision > $2 AND revision <= $3 \
+                   AND (cardinality($4::text[]) = 0 OR kind = ANY($4)) \
+                 ORDER BY revision LIMIT $5",
+            )
+            .bind(dir.0)
+            .bind(after)
+            .bind(up_to)
+            .bind(&kinds)
+            .bind(limit)
+            .fetch_all(conn)
+            .await
+        }
+        None => {
+            sqlx::query(
+                "SELECT revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, \
+                 changed_fields FROM changes \
+                 WHERE revision > $1 AND revision <= $2 AND (cardinality($3::text[]) = 0 OR kind = ANY($3)) \
+                 ORDER BY revision LIMIT $4",
+            )
+            .bind(after)
+            .bind(up_to)
+            .bind(&kinds)
+            .bind(limit)
+            .fetch_all(conn)
+            .await
+        }
+    }
+    .map_err(map_db)?;
+    rows.iter().map(decode_change).collect()
+}
+
+fn decode_change(row: &PgRow) -> StoreResult<ChangeRecord> {
+    let kind: String = row.try_get("kind").map_err(map_db)?;
+    let fields: serde_json::Value = row.try_get("changed_fields").map_err(map_db)?;
+    Ok(ChangeRecord {
+        revision: row.try_get("revision").map_err(map_db)?,
+        event_id: row.try_get("event_id").map_err(map_db)?,
+        directory_id: DirectoryId(row.try_get("directory_id").map_err(map_db)?),
+        kind: kind
+            .parse()
+            .map_err(|e: String| StoreError::Internal(format!("stored change: {e}")))?,
+        resource_id: row.try_get("resource_id").map_err(map_db)?,
+        version: row.try_get("version").map_err(map_db)?,
+        occurred_at: row
+            .try_get::<DateTime<Utc>, _>("occurred_at")
+            .map_err(map_db)?,
+        payload: row.try_get("payload").map_err(map_db)?,
+        changed_fields: serde_json::from_value(fields).map_err(json_error)?,
+    })
+}
+
+/// Deletes the prefix of the log up to the newest change that is older than
+/// `keep_secs` and at or below `stable_head` (a prefix, so a cursor is either
+/// complete or expired), recording the new pruned-through in one statement.
+pub(crate) async fn prune(
+    conn: &mut PgConnection,
+    keep_secs: i64,
+    stable_head: i64,
+) -> StoreResult<i64> {
+    let pruned: i64 = sqlx::query_scalar(
+        "WITH cutoff AS ( \
+            SELECT COALESCE(max(revision), 0) AS r FROM changes \
+             WHERE revision <= $1 AND occurred_at < now() - make_interval(secs => $2)), \
+         doomed AS (DELETE FROM changes WHERE revision <= (SELECT r FROM cutoff) RETURNING 1) \
+         UPDATE change_log_state SET pruned_through = GREATEST(pruned_through, (SELECT r FROM cutoff)) \
+         RETURNING pruned_through",
+    )
+    .bind(stable_head)
+    .bind(keep_secs as f64)
+    .fetch_one(conn)
+    .await
+    .map_err(map_db)?;
+    Ok(pruned)
+}

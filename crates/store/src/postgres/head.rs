@@ -1,0 +1,187 @@
+//! The stable head of the change log: the highest revision below which no
+//! revision can still appear. See the module docs of `postgres.rs` for why
+//! this is needed; this file holds the bookkeeping and its proof sketch.
+//!
+//! Facts the algorithm relies on (enforced by the write path):
+//! 1. every writing transaction has a transaction id *before* it takes a
+//!    revision (`nextval`), and takes its revisions as its last statement;
+//! 2. `change_revision` hands out values in call order (CACHE 1);
+//! 3. change rows are only deleted by pruning, at or below a stable head.
+//!
+//! Claim: in a snapshot S, if revision M is visible, every absent revision
+//! h < M belongs to a transaction that is in S's `xip` list (in progress) or
+//! that aborted. Proof: the taker T of h called `nextval` before the taker
+//! of M did (2), and M's transaction committed before S; T had an xid before
+//! that (1), so T's xid < S.xmax. T is not committed in S (h would be
+//! visible, 3), so T was in progress at S (in `xip`) or aborted.
+//!
+//! Hence a *barrier* (M, S.xip): once every xid of S.xip has finished, each
+//! revision <= M is committed (visible to every later snapshot) or will never
+//! exist, and the head may jump to M. Between barriers, the head also walks
+//! over revisions that are present consecutively (they are committed).
+
+use std::collections::VecDeque;
+
+/// At most this many barriers are remembered; more are dropped (they only
+/// speed things up: a later call records a new one).
+const MAX_BARRIERS: usize = 32;
+
+/// What one query saw, all in one snapshot.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Observation {
+    /// `pg_snapshot_xmax` of the snapshot: the first xid not yet assigned.
+    pub xmax: i64,
+    /// `pg_snapshot_xip`: xids in progress at the snapshot.
+    pub xip: Vec<i64>,
+    /// Visible revisions above the head the query started from, ascending
+    /// (possibly truncated to a limit).
+    pub revisions: Vec<i64>,
+    /// The highest visible revision, if any.
+    pub max_revision: Option<i64>,
+    /// Revisions at or below this are pruned (so resolved).
+    pub pruned_through: i64,
+}
+
+impl Observation {
+    /// Whether transaction `xid` had finished (committed or aborted) when
+    /// this snapshot was taken.
+    fn finished(&self, xid: i64) -> bool {
+        xid < self.xmax && !self.xip.contains(&xid)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Barrier {
+    up_to: i64,
+    xids: Vec<i64>,
+}
+
+/// The stable head and the barriers that will let it move past holes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HeadState {
+    head: i64,
+    barriers: VecDeque<Barrier>,
+}
+
+impl HeadState {
+    /// The current stable head.
+    pub fn head(&self) -> i64 {
+        self.head
+    }
+
+    /// Folds an observation in and returns the new head. Observations may
+    /// come from concurrent callers in any order: each one is sound on its
+    /// own and the head only moves forward.
+    pub fn observe(&mut self, obs: &Observation) -> i64 {
+        self.head = self.head.max(obs.pruned_through);
+        let head = &mut self.head;
+        self.barriers.retain(|b| {
+            if b.xids.iter().all(|x| obs.finished(*x)) {
+                *head = (*head).max(b.up_to);
+                false
+            } else {
+                b.up_to > *head
+            }
+        });
+        for &r in &obs.revisions {
+            if r <= self.head {
+                continue;
+            }
+            if r == self.head + 1 {
+                self.head = r;
+            } else {
+                break;
+            }
+        }
+        if let Some(max) = obs.max_revision.filter(|m| *m > self.head) {
+            if obs.xip.is_empty() {
+                // Nothing was in progress: every revision <= max is final.
+                self.head = max;
+            } else {
+                self.push_barrier(Barrier {
+                    up_to: max,
+                    xids: obs.xip.clone(),
+                });
+            }
+        }
+        let head = self.head;
+        self.barriers.retain(|b| b.up_to > head);
+        self.head
+    }
+
+    fn push_barrier(&mut self, barrier: Barrier) {
+        if self
+            .barriers
+            .back()
+            .is_some_and(|b| b.up_to >= barrier.up_to)
+        {
+            return;
+        }
+        if self.barriers.len() < MAX_BARRIERS {
+            self.barriers.push_back(barrier);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(xmax: i64, xip: &[i64], revisions: &[i64]) -> Observation {
+        Observation {
+            xmax,
+            xip: xip.to_vec(),
+            revisions: revisions.to_vec(),
+            max_revision: revisions.iter().copied().max(),
+            pruned_through: 0,
+        }
+    }
+
+    #[test]
+    fn walks_over_consecutive_revisions() {
+        let mut s = HeadState::default();
+        assert_eq!(s.observe(&obs(100, &[50], &[1, 2, 3])), 3);
+    }
+
+    #[test]
+    fn stops_at_a_hole_while_its_taker_may_be_in_progress() {
+        let mut s = HeadState::default();
+        // 2 is missing and xid 50 was in progress: it may hold revision 2.
+        assert_eq!(s.observe(&obs(100, &[50], &[1, 3])), 1);
+        // Still in progress in a later snapshot.
+        assert_eq!(s.observe(&obs(110, &[50, 105], &[1, 3, 4])), 1);
+        // 50 committed revision 2: consecutive again.
+        assert_eq!(s.observe(&obs(120, &[105], &[2, 3, 4])), 4);
+    }
+
+    #[test]
+    fn skips_a_hole_once_every_possible_taker_finished() {
+        let mut s = HeadState::default();
+        assert_eq!(s.observe(&obs(100, &[50], &[1, 3])), 1);
+        // 50 aborted: 2 never appears; 60 (started later) is irrelevant.
+        assert_eq!(s.observe(&obs(130, &[120], &[3, 5])), 3);
+        // Revision 4 (beyond the first barrier) waits for the new barrier.
+        assert_eq!(s.observe(&obs(140, &[], &[3, 5])), 5);
+    }
+
+    #[test]
+    fn nothing_in_progress_resolves_everything_visible() {
+        let mut s = HeadState::default();
+        assert_eq!(s.observe(&obs(100, &[], &[2, 7])), 7);
+    }
+
+    #[test]
+    fn a_stale_observation_never_moves_the_head_back() {
+        let mut s = HeadState::default();
+        assert_eq!(s.observe(&obs(100, &[], &[1, 2, 3])), 3);
+        assert_eq!(s.observe(&obs(90, &[80], &[1])), 3);
+    }
+
+    #[test]
+    fn pruned_revisions_count_as_resolved() {
+        let mut s = HeadState::default();
+        let mut o = obs(100, &[99], &[11, 12]);
+        o.pruned_through = 10;
+        assert_eq!(s.observe(&o), 12);
+    }
+}

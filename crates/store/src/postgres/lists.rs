@@ -1,0 +1,311 @@
+//! Filtered, sorted, paginated lists. Each list runs in one REPEATABLE READ
+//! READ ONLY transaction and returns the exact change-log cursor of its
+//! snapshot (see the module docs of `postgres.rs`).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres, Row};
+use uuid::Uuid;
+
+use super::errors::map_db;
+use super::groups::{GROUP_COLUMNS, decode_group, members_of_groups};
+use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
+use super::{PgStore, changes};
+use crate::error::{StoreError, StoreResult};
+use crate::filter_sql::{Dialect, ResourceTable, SortKey, SortType, SqlArg, sort_sql, to_sql};
+use crate::model::*;
+
+/// A keyset continuation: the sort key and creation sequence of the last
+/// row of the previous page, plus what the query sorted by (a token is only
+/// valid for the same sort).
+#[derive(Debug, Serialize, Deserialize)]
+struct PageToken {
+    /// Sort fingerprint.
+    s: String,
+    /// Sort key value of the last row (absent for creation order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    k: Option<serde_json::Value>,
+    /// `created_seq` of the last row.
+    q: i64,
+}
+
+impl PageToken {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(token: &str) -> StoreResult<Self> {
+        let bad = || StoreError::Invalid("malformed page token".into());
+        let bytes = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| bad())?;
+        serde_json::from_slice(&bytes).map_err(|_| bad())
+    }
+}
+
+/// The parts of a list statement shared by the count and the page queries.
+struct ListSql {
+    table: ResourceTable,
+    columns: &'static str,
+    where_sql: String,
+    args: Vec<SqlArg>,
+    sort: Option<(SortKey, bool)>,
+    fingerprint: String,
+}
+
+impl PgStore {
+    pub(super) async fn list_users_impl(
+        &self,
+        dir: DirectoryId,
+        query: &ListQuery,
+    ) -> StoreResult<Page<User>> {
+        let sql = build(ResourceTable::Users, USER_COLUMNS, dir, query)?;
+        let mut tx = self.pool.begin().await.map_err(map_db)?;
+        let cursor = self.read_only_snapshot(&mut tx).await?;
+        let (rows, total, next) = run(&mut tx, &sql, query).await?;
+        let mut users = rows
+            .iter()
+            .map(decode_user)
+            .collect::<StoreResult<Vec<_>>>()?;
+        attach_group_ids(&mut tx, &mut users).await?;
+        tx.commit().await.map_err(map_db)?;
+        Ok(Page {
+            items: users,
+            total,
+            next_page_token: next,
+            cursor,
+        })
+    }
+
+    pub(super) async fn list_groups_impl(
+        &self,
+        dir: DirectoryId,
+        query: &ListQuery,
+    ) -> StoreResult<Page<Group>> {
+        let sql = build(ResourceTable::Groups, GROUP_COLUMNS, dir, query)?;
+        let mut tx = self.pool.begin().await.map_err(map_db)?;
+        let cursor = self.read_only_snapshot(&mut tx).await?;
+        let (rows, total, next) = run(&mut tx, &sql, query).await?;
+        let mut groups = rows
+            .iter()
+            .map(decode_group)
+            .collect::<StoreResult<Vec<_>>>()?;
+        if query.include_members {
+            let ids: Vec<Uuid> = groups.iter().map(|g| g.id.0).collect();
+            let mut members = members_of_groups(&mut tx, &ids).await?;
+            for g in &mut groups {
+                g.members = Some(members.remove(&g.id.0).unwrap_or_default());
+            }
+        }
+        tx.commit().await.map_err(map_db)?;
+        Ok(Page {
+            items: groups,
+            total,
+            next_page_token: next,
+            cursor,
+        })
+    }
+
+    /// Makes the fresh transaction REPEATABLE READ READ ONLY and returns the
+    /// cursor of its snapshot: the stable head H advanced *in* that snapshot,
+    /// plus the revisions above H it already sees.
+    pub(super) async fn read_only_snapshot(&self, conn: &mut PgConnection) -> StoreResult<Cursor> {
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *conn)
+            .await
+            .map_err(map_db)?;
+        let after = self.advance_on(conn, 0).await?;
+        let also_seen = changes::visible_after(conn, after).await?;
+        Ok(Cursor { after, also_seen })
+    }
+}
+
+fn build(
+    table: ResourceTable,
+    columns: &'static str,
+    dir: DirectoryId,
+    query: &ListQuery,
+) -> StoreResult<ListSql> {
+    let name = match table {
+        ResourceTable::Users => "users",
+        ResourceTable::Groups => "groups",
+    };
+    let mut args = vec![SqlArg::Text(dir.0.to_string())];
+    let mut where_sql = format!("{name}.directory_id = $1::text::uuid");
+    if let Some(filter) = &query.filter {
+        let cond = to_sql(filter, table, Dialect::Postgres, &mut args)?;
+        where_sql.push_str(&format!(" AND {cond}"));
+    }
+    let (sort, fingerprint) = match &query.sort {
+        Some(s) => {
+            let key = sort_sql(&s.path, table, Dialect::Postgres, &mut args)?;
+            let fp = format!(
+                "{}:{}",
+                s.path.to_string().to_ascii_lowercase(),
+                s.descending
+            );
+            (Some((key, s.descending)), fp)
+        }
+        None => (None, "created".to_string()),
+    };
+    Ok(ListSql {
+        table,
+        columns,
+        where_sql,
+        args,
+        sort,
+        fingerprint,
+    })
+}
+
+/// Runs the count and the page; returns the page rows, the total and the
+/// next page token.
+async fn run(
+    conn: &mut PgConnection,
+    sql: &ListSql,
+    query: &ListQuery,
+) -> StoreResult<(Vec<PgRow>, i64, Option<String>)> {
+    let name = match sql.table {
+        ResourceTable::Users => "users",
+        ResourceTable::Groups => "groups",
+    };
+    let count_sql = format!("SELECT count(*) FROM {name} WHERE {}", sql.where_sql);
+    let total: i64 = bind_all(sqlx::query(sqlx::AssertSqlSafe(count_sql)), &sql.args)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_db)?
+        .try_get(0)
+        .map_err(map_db)?;
+
+    let mut args = sql.args.clone();
+    let mut where_sql = sql.where_sql.clone();
+    let token = query
+        .page_token
+        .as_deref()
+        .map(PageToken::decode)
+        .transpose()?;
+    if let Some(token) = &token {
+        if token.s != sql.fingerprint {
+            return Err(StoreError::Invalid(
+                "page token belongs to another sort order".into(),
+            ));
+        }
+        where_sql.push_str(&format!(" AND {}", keyset(sql, token, &mut args, name)?));
+    }
+    let seq = format!("{name}.created_seq");
+    let (key_select, order) = match &sql.sort {
+        Some((key, desc)) => (
+            format!(", {} AS sort_key", key.expr),
+            format!("{} {}, {seq}", key.expr, if *desc { "DESC" } else { "ASC" }),
+        ),
+        None => (String::new(), seq.clone()),
+    };
+    let count = query.count.max(0);
+    let offset = if token.is_some() {
+        0
+    } else {
+        (query.start_index - 1).max(0)
+    };
+    args.push(SqlArg::Text((count + 1).to_string()));
+    let limit_n = args.len();
+    args.push(SqlArg::Text(offset.to_string()));
+    let offset_n = args.len();
+    let page_sql = format!(
+        "SELECT {}{key_select} FROM {name} WHERE {where_sql} ORDER BY {order} \
+         LIMIT ${limit_n}::text::bigint OFFSET ${offset_n}::text::bigint",
+        sql.columns
+    );
+    let mut rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(page_sql)), &args)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_db)?;
+    let more = rows.len() as i64 > count;
+    rows.truncate(count as usize);
+    let next = match (more, rows.last()) {
+        (true, Some(last)) => Some(next_token(sql, last)?),
+        _ => None,
+    };
+    Ok((rows, total, next))
+}
+
+/// The keyset condition "after the token's row" in (sort key, created_seq) order.
+fn keyset(
+    sql: &ListSql,
+    token: &PageToken,
+    args: &mut Vec<SqlArg>,
+    name: &str,
+) -> StoreResult<String> {
+    args.push(SqlArg::Text(token.q.to_string()));
+    let seq_n = args.len();
+    let seq = format!("{name}.created_seq > ${seq_n}::text::bigint");
+    let Some((key, desc)) = &sql.sort else {
+        return Ok(seq);
+    };
+    let bad = || StoreError::Invalid("malformed page token".into());
+    let value = token.k.as_ref().ok_or_else(bad)?;
+    let (arg, cast) = match key.ty {
+        SortType::Text => (
+            SqlArg::Text(value.as_str().ok_or_else(bad)?.to_string()),
+            "text",
+        ),
+        SortType::Bool => (SqlArg::Bool(value.as_bool().ok_or_else(bad)?), "boolean"),
+        SortType::Timestamp => {
+            let at: DateTime<Utc> = value
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(bad)?;
+            (SqlArg::Timestamp(at), "timestamptz")
+        }
+    };
+    args.push(arg);
+    let k = format!("${}::{cast}", args.len());
+    let cmp = if *desc { "<" } else { ">" };
+    Ok(format!(
+        "({expr} {cmp} {k} OR ({expr} = {k} AND {seq}))",
+        expr = key.expr
+    ))
+}
+
+fn next_token(sql: &ListSql, last: &PgRow) -> StoreResult<String> {
+    let q: i64 = last.try_get("created_seq").map_err(map_db)?;
+    let k = match &sql.sort {
+        None => None,
+        Some((key, _)) => Some(match key.ty {
+            SortType::Text => {
+                serde_json::Value::String(last.try_get::<String, _>("sort_key").map_err(map_db)?)
+            }
+            SortType::Bool => {
+                serde_json::Value::Bool(last.try_get::<bool, _>("sort_key").map_err(map_db)?)
+            }
+            SortType::Timestamp => {
+                let at: DateTime<Utc> = last.try_get("sort_key").map_err(map_db)?;
+                serde_json::Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            }
+        }),
+    };
+    Ok(PageToken {
+        s: sql.fingerprint.clone(),
+        k,
+        q,
+    }
+    .encode())
+}
+
+/// Binds the translated filter's values in placeholder order.
+pub(super) fn bind_all<'q>(
+    mut query: Query<'q, Postgres, PgArguments>,
+    args: &[SqlArg],
+) -> Query<'q, Postgres, PgArguments> {
+    for arg in args {
+        query = match arg.clone() {
+            SqlArg::Text(v) => query.bind(v),
+            SqlArg::Bool(v) => query.bind(v),
+            SqlArg::Number(n) => query.bind(n.to_string()),
+            SqlArg::Timestamp(v) => query.bind(v),
+            SqlArg::TextArray(v) => query.bind(v),
+        };
+    }
+    query
+}

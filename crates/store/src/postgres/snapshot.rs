@@ -1,0 +1,175 @@
+//! Initial-state snapshots: users, then groups, then memberships of one
+//! directory (or all), read in chunks from one REPEATABLE READ transaction
+//! held by a task that feeds a bounded channel, so a million rows are never
+//! in memory at once and a slow consumer slows the reads down.
+
+use futures::stream::{self, BoxStream, StreamExt};
+use sqlx::{Postgres, Transaction};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::PgStore;
+use super::errors::map_db;
+use super::groups::{GROUP_COLUMNS, decode_group, parse_member_kind};
+use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+use sqlx::Row;
+
+/// Rows per query.
+const CHUNK: i64 = 500;
+/// Items buffered between the reading task and the consumer.
+const BUFFER: usize = 1024;
+
+type Items = mpsc::Sender<StoreResult<SnapshotItem>>;
+
+impl PgStore {
+    pub(super) async fn snapshot_impl(
+        &self,
+        dir: Option<DirectoryId>,
+    ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)> {
+        let mut tx = self.pool.begin().await.map_err(map_db)?;
+        let cursor = self.read_only_snapshot(&mut tx).await?;
+        let (items_tx, items_rx) = mpsc::channel(BUFFER);
+        tokio::spawn(async move {
+            if let Err(e) = stream_all(tx, dir, &items_tx).await {
+                let _ = items_tx.send(Err(e)).await;
+            }
+        });
+        let items = stream::unfold(items_rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        Ok((cursor, items.boxed()))
+    }
+}
+
+/// Sends every item; stops early (without error) when the consumer is gone.
+async fn stream_all(
+    mut tx: Transaction<'static, Postgres>,
+    dir: Option<DirectoryId>,
+    out: &Items,
+) -> StoreResult<()> {
+    let dir = dir.map(|d| d.0);
+    if !stream_users(&mut tx, dir, out).await? {
+        return Ok(());
+    }
+    if !stream_groups(&mut tx, dir, out).await? {
+        return Ok(());
+    }
+    stream_memberships(&mut tx, dir, out).await?;
+    tx.commit().await.map_err(map_db)
+}
+
+/// Returns false when the consumer went away.
+async fn send_all(out: &Items, items: Vec<SnapshotItem>) -> bool {
+    for item in items {
+        if out.send(Ok(item)).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+async fn stream_users(
+    tx: &mut Transaction<'static, Postgres>,
+    dir: Option<Uuid>,
+    out: &Items,
+) -> StoreResult<bool> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE ($1::uuid IS NULL OR users.directory_id = $1) \
+         AND users.created_seq > $2 ORDER BY users.created_seq LIMIT $3"
+    );
+    let mut after = 0i64;
+    loop {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(dir)
+            .bind(after)
+            .bind(CHUNK)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(map_db)?;
+        let Some(last) = rows.last() else {
+            return Ok(true);
+        };
+        after = last.try_get("created_seq").map_err(map_db)?;
+        let mut users = rows
+            .iter()
+            .map(decode_user)
+            .collect::<StoreResult<Vec<_>>>()?;
+        attach_group_ids(tx, &mut users).await?;
+        if !send_all(out, users.into_iter().map(SnapshotItem::User).collect()).await {
+            return Ok(false);
+        }
+    }
+}
+
+async fn stream_groups(
+    tx: &mut Transaction<'static, Postgres>,
+    dir: Option<Uuid>,
+    out: &Items,
+) -> StoreResult<bool> {
+    let sql = format!(
+        "SELECT {GROUP_COLUMNS} FROM groups WHERE ($1::uuid IS NULL OR groups.directory_id = $1) \
+         AND groups.created_seq > $2 ORDER BY groups.created_seq LIMIT $3"
+    );
+    let mut after = 0i64;
+    loop {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .bind(dir)
+            .bind(after)
+            .bind(CHUNK)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(map_db)?;
+        let Some(last) = rows.last() else {
+            return Ok(true);
+        };
+        after = last.try_get("created_seq").map_err(map_db)?;
+        let groups = rows
+            .iter()
+            .map(decode_group)
+            .collect::<StoreResult<Vec<_>>>()?;
+        if !send_all(out, groups.into_iter().map(SnapshotItem::Group).collect()).await {
+            return Ok(false);
+        }
+    }
+}
+
+async fn stream_memberships(
+    tx: &mut Transaction<'static, Postgres>,
+    dir: Option<Uuid>,
+    out: &Items,
+) -> StoreResult<bool> {
+    let mut after = (Uuid::nil(), Uuid::nil());
+    loop {
+        let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
+            "SELECT group_id, member_id, member_kind FROM memberships \
+             WHERE ($1::uuid IS NULL OR directory_id = $1) AND (group_id, member_id) > ($2, $3) \
+             ORDER BY group_id, member_id LIMIT $4",
+        )
+        .bind(dir)
+        .bind(after.0)
+        .bind(after.1)
+        .bind(CHUNK * 4)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(map_db)?;
+        let Some(last) = rows.last() else {
+            return Ok(true);
+        };
+        after = (last.0, last.1);
+        let items = rows
+            .into_iter()
+            .map(|(group, member, kind)| {
+                Ok(SnapshotItem::Membership(Membership {
+                    group_id: GroupId(group),
+                    member_id: member,
+                    member_kind: parse_member_kind(&kind)?,
+                }))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if !send_all(out, items).await {
+            return Ok(false);
+        }
+    }
+}
