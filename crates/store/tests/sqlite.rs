@@ -1248,6 +1248,28 @@ async fn filters_are_evaluated_in_sql() {
             "{filter}"
         );
     }
+    // Case-insensitive beyond ASCII, like PostgreSQL's lower().
+    store
+        .create_user(d.id, user("Éva@Example.com"))
+        .await
+        .unwrap();
+    for filter in [r#"userName eq "éVA@example.COM""#, r#"userName sw "éva""#] {
+        assert_eq!(
+            user_names(&store, d.id, &filtered(filter)).await,
+            ["Éva@Example.com"],
+            "{filter}"
+        );
+    }
+    store
+        .create_group(d.id, group("Ärzte", None))
+        .await
+        .unwrap();
+    let doctors = ListQuery {
+        filter: filtered(r#"displayName eq "ärzte""#).filter,
+        ..list(10)
+    };
+    assert_eq!(store.list_groups(d.id, &doctors).await.unwrap().total, 1);
+
     let by_group = filtered(&format!(r#"groups.value eq "{}""#, g.id));
     assert_eq!(
         user_names(&store, d.id, &by_group).await,
@@ -1265,7 +1287,7 @@ async fn filters_are_evaluated_in_sql() {
         .unwrap();
     assert_eq!(
         (page.items.len(), page.total),
-        (1, 3),
+        (1, 4),
         "total counts every match"
     );
 

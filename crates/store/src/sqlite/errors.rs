@@ -1,55 +1,81 @@
-//! The one place where SQLite failures become [`StoreError`]s.
+//! The one place where SQLite failures become [`StoreError`]s. Messages never
+//! carry SQL or database detail: that is logged, not returned.
 
 use crate::error::StoreError;
 
 /// SQLite primary result codes (the low byte of an extended code).
 const SQLITE_BUSY: i64 = 5;
 const SQLITE_LOCKED: i64 = 6;
+const SQLITE_IOERR: i64 = 10;
 const SQLITE_FULL: i64 = 13;
 const SQLITE_CANTOPEN: i64 = 14;
 const SQLITE_PROTOCOL: i64 = 15;
+const SQLITE_TOOBIG: i64 = 18;
+const SQLITE_MISMATCH: i64 = 20;
 
 /// Maps a sqlx error from the SQLite backend:
-/// unique violations become [`StoreError::Conflict`] naming the attribute,
-/// lock contention and pool exhaustion become [`StoreError::Unavailable`]
-/// (the caller may retry), everything else is [`StoreError::Internal`].
+/// * unique violation → [`StoreError::Conflict`] naming the attribute;
+/// * foreign-key violation → [`StoreError::NotFound`] of the parent;
+/// * SQLITE_BUSY / LOCKED (another process holds the file), I/O errors, a
+///   full disk, pool timeouts → [`StoreError::Unavailable`] (retryable);
+/// * a value SQLite cannot store (too big, type mismatch) → [`StoreError::Invalid`];
+/// * anything else → [`StoreError::Internal`].
 pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) => {
             if db.is_unique_violation() {
                 return StoreError::Conflict(conflict_message(db.message()));
             }
-            let primary = db
+            if db.is_foreign_key_violation() {
+                return StoreError::NotFound("directory");
+            }
+            let code = db
                 .code()
                 .and_then(|c| c.parse::<i64>().ok())
-                .map(|c| c & 0xff);
-            match primary {
-                Some(
-                    SQLITE_BUSY | SQLITE_LOCKED | SQLITE_PROTOCOL | SQLITE_FULL | SQLITE_CANTOPEN,
-                ) => StoreError::Unavailable(db.message().to_owned()),
-                _ => StoreError::Internal(error.to_string()),
+                .unwrap_or_default();
+            match code & 0xff {
+                SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN
+                | SQLITE_PROTOCOL => {
+                    tracing::warn!(code, error = %db.message(), "SQLite database unavailable");
+                    StoreError::Unavailable(format!("database unavailable (SQLite code {code})"))
+                }
+                SQLITE_TOOBIG | SQLITE_MISMATCH => {
+                    tracing::debug!(code, error = %db.message(), "value rejected by SQLite");
+                    StoreError::Invalid(format!("invalid value (SQLite code {code})"))
+                }
+                _ => {
+                    tracing::error!(code, error = %db.message(), "SQLite error");
+                    StoreError::Internal(format!("database error (SQLite code {code})"))
+                }
             }
         }
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            StoreError::Unavailable(error.to_string())
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => {
+            tracing::warn!(error = %error, "SQLite database unavailable");
+            StoreError::Unavailable("database unavailable".into())
         }
-        _ => StoreError::Internal(error.to_string()),
+        sqlx::Error::RowNotFound => StoreError::NotFound("resource"),
+        _ => {
+            tracing::error!(error = %error, "SQLite client error");
+            StoreError::Internal("database client error".into())
+        }
     }
 }
 
-/// Names the SCIM attribute behind a unique constraint. SQLite reports
-/// `UNIQUE constraint failed: users.directory_id, users.user_name_key`.
+/// Names the SCIM attribute behind a unique constraint. SQLite reports the
+/// columns: `UNIQUE constraint failed: users.directory_id, users.user_name_key`.
 fn conflict_message(message: &str) -> String {
-    let attribute = if message.contains("users.user_name_key") {
-        "userName"
+    if message.contains("users.user_name_key") {
+        "userName is already taken in this directory".into()
     } else if message.contains("groups.display_name_key") {
-        "displayName"
+        "displayName is already taken in this directory".into()
     } else if message.contains("tokens.hash") {
-        "token"
+        "token already exists".into()
     } else {
-        "id"
-    };
-    format!("{attribute} is already taken in this directory")
+        "id is already taken".into()
+    }
 }
 
 #[cfg(test)]
