@@ -5,9 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use roster_scim::resource::BULK_RESPONSE_SCHEMA;
 use axum::http::StatusCode;
 use roster_scim::error::ScimError;
+use roster_scim::resource::BULK_RESPONSE_SCHEMA;
 use serde_json::{Map, Value, json};
 
 use crate::body::BulkBody;

@@ -2,12 +2,12 @@
 //! ResourceTypes. They require a token like every SCIM endpoint, because
 //! the IdPs send one anyway and the URL carries a directory id.
 
+use axum::http::StatusCode;
 use roster_scim::discovery::{
     ServiceProviderOptions, resource_type, resource_types, schema, schemas, service_provider_config,
 };
-use roster_scim::list::list_response;
-use axum::http::StatusCode;
 use roster_scim::error::ScimError;
+use roster_scim::list::list_response;
 use serde_json::Value;
 
 use crate::config::GatewayConfig;

@@ -1,12 +1,12 @@
 //! HTTP handlers of the resource endpoints (RFC 7644 §3.3–§3.6).
 
-use roster_scim::list::list_response;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use roster_scim::error::ScimError;
+use roster_scim::list::list_response;
 use serde_json::Value;
 
 use crate::body::JsonBody;

@@ -1,10 +1,10 @@
 //! Query parameters of list and search requests (RFC 7644 §3.4.2, §3.4.3, §3.9).
 
-use roster_scim::projection::parse_attribute_list;
-use roster_scim::resource::GROUP_SCHEMA;
 use roster_proto::directory::SortOrder;
 use roster_scim::error::ScimError;
 use roster_scim::filter::{AttrPath, parse as parse_filter, parse_attr_path};
+use roster_scim::projection::parse_attribute_list;
+use roster_scim::resource::GROUP_SCHEMA;
 use serde_json::Value;
 
 /// Limits that clamp paging parameters.

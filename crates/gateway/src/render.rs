@@ -1,8 +1,8 @@
 //! Rendering directory-service resources as SCIM JSON (RFC 7643 §3.1, §4).
 
-use roster_scim::resource::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 use chrono::{DateTime, SecondsFormat};
 use roster_proto::directory::{Group, Member, MemberType, Meta, User};
+use roster_scim::resource::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
 use serde_json::{Map, Value, json};
 
 use crate::etag::format_etag;

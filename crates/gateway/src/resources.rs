@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use roster_scim::list::list_response;
-use roster_scim::projection::project;
 use axum::extract::FromRequestParts;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -15,6 +13,8 @@ use roster_proto::directory::{
     PatchUserRequest, ReplaceGroupRequest, ReplaceUserRequest, User,
 };
 use roster_scim::error::ScimError;
+use roster_scim::list::list_response;
+use roster_scim::projection::project;
 use serde_json::Value;
 
 use crate::auth::AuthedDirectory;
@@ -133,7 +133,8 @@ impl Ctx {
                     directory_id: dir,
                     resource,
                 });
-                self.group_found(client.create_group(req).await?.into_inner().group, true)?
+                let group = client.create_group(req).await?.into_inner().group;
+                self.group_found(self.load_members(group, projection).await?, true)?
             }
         };
         Ok(self.outcome(kind, StatusCode::CREATED, rendered, projection))
@@ -206,7 +207,8 @@ impl Ctx {
                     resource,
                     if_version,
                 });
-                self.group_found(client.replace_group(req).await?.into_inner().group, true)?
+                let group = client.replace_group(req).await?.into_inner().group;
+                self.group_found(self.load_members(group, projection).await?, true)?
             }
         };
         Ok(self.outcome(kind, StatusCode::OK, rendered, projection))
@@ -360,6 +362,33 @@ impl Ctx {
             apply_projection(r, kind, &query.projection);
         }
         Ok(list_response(resources, total, query.start_index))
+    }
+
+    /// Write RPCs may answer without the member list; when the response
+    /// will show members and the group has some, they are read back.
+    async fn load_members(
+        &self,
+        group: Option<Group>,
+        projection: &Projection,
+    ) -> Result<Option<Group>, GatewayError> {
+        let needs_members = |g: &Group| {
+            g.members.is_empty() && g.member_count > 0 && !projection.excludes_members()
+        };
+        let group = match group {
+            Some(g) if needs_members(&g) => g,
+            other => return Ok(other),
+        };
+        let req = self.grpc(GetGroupRequest {
+            directory_id: self.dir_id(),
+            id: group.id.clone(),
+            exclude_members: false,
+        });
+        match self.state.directory().get_group(req).await {
+            Ok(response) => Ok(response.into_inner().group.or(Some(group))),
+            // Deleted in between: answer with what the write returned.
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(Some(group)),
+            Err(status) => Err(status.into()),
+        }
     }
 
     fn user_found(&self, user: Option<User>) -> Result<Found, GatewayError> {
