@@ -1,0 +1,155 @@
+//! The store conformance suite: written once against `Arc<dyn Store>`,
+//! stamped into one `#[tokio::test]` per case for each backend by
+//! [`conformance_suite!`]. A backend's test file provides
+//! `async fn fixture() -> Fixture` (a fresh, migrated, empty store) and
+//! calls `conformance::conformance_suite!(fixture);`.
+
+#![allow(
+    dead_code,
+    reason = "each backend's test binary uses the suite through the macro"
+)]
+
+pub mod cases;
+pub mod oracle;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use roster_store::*;
+use serde_json::json;
+
+/// A fresh store and whatever must live as long as it (a temp dir, ...).
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    pub guard: Box<dyn Any + Send + Sync>,
+}
+
+/// Stamps one test per conformance case, each on a fresh store from `$make`.
+macro_rules! conformance_suite {
+    ($make:path) => {
+        $crate::conformance::conformance_suite!(@cases $make;
+            directories_crud_and_events,
+            token_limit_revoke_and_lookup,
+            user_crud_versions_and_events,
+            no_op_update_changes_nothing,
+            user_name_is_unique_case_insensitively,
+            group_display_name_is_unique_case_insensitively,
+            version_mismatch_is_rejected,
+            rejected_patch_leaves_state_unchanged,
+            membership_changes_are_idempotent_and_counted,
+            unknown_members_are_invalid,
+            concurrent_member_changes_lose_nothing,
+            group_patch_applies_ops_in_one_version,
+            user_delete_removes_memberships_with_events,
+            group_delete_removes_its_memberships,
+            directory_delete_removes_everything,
+            list_offset_pagination_and_totals,
+            list_keyset_pagination_survives_inserts,
+            list_sorting,
+            list_cursor_is_exact,
+            read_changes_filters,
+            snapshot_streams_current_state,
+            filters_agree_with_the_evaluator,
+            invalid_filters_are_typed_errors,
+        );
+    };
+    (@cases $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture = $make().await;
+                $crate::conformance::cases::$case(fixture.store.clone()).await;
+                drop(fixture);
+            }
+        )*
+    };
+}
+pub(crate) use conformance_suite;
+
+/// A directory for tests.
+pub async fn directory(store: &dyn Store, name: &str) -> Directory {
+    store
+        .create_directory(NewDirectory {
+            name: name.into(),
+            organization: format!("org-{name}"),
+            provider: ProviderKind::Okta,
+            ..Default::default()
+        })
+        .await
+        .expect("create directory")
+}
+
+/// A user write whose normalized fields match its SCIM JSON.
+pub fn user(name: &str) -> UserWrite {
+    UserWrite {
+        fields: UserFields {
+            user_name: name.into(),
+            active: true,
+            emails: vec![Email {
+                value: format!("{name}@example.com"),
+                r#type: "work".into(),
+                primary: true,
+            }],
+            ..Default::default()
+        },
+        raw: json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": name,
+            "active": true,
+            "emails": [{"value": format!("{name}@example.com"), "type": "work", "primary": true}],
+        }),
+    }
+}
+
+pub fn group(name: &str) -> GroupWrite {
+    GroupWrite {
+        display_name: name.into(),
+        external_id: None,
+        raw: json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": name,
+        }),
+        members: None,
+    }
+}
+
+pub fn member(user: &User) -> MemberRef {
+    MemberRef {
+        id: user.id.0,
+        kind: MemberKind::User,
+    }
+}
+
+/// Every change of the log up to the stable head, optionally of one directory.
+pub async fn all_changes(store: &dyn Store, dir: Option<DirectoryId>) -> Vec<ChangeRecord> {
+    let head = store.advance_stable_head(0).await.expect("advance");
+    let filter = ChangeFilter {
+        directory_id: dir,
+        kinds: Vec::new(),
+    };
+    store
+        .read_changes(&filter, 0, head, 1_000_000)
+        .await
+        .expect("read changes")
+}
+
+/// The kinds of `changes`, in order.
+pub fn kinds(changes: &[ChangeRecord]) -> Vec<&'static str> {
+    changes.iter().map(|c| c.kind.as_str()).collect()
+}
+
+/// Parses a filter with the SCIM crate's parser.
+pub fn filter(text: &str) -> roster_scim::filter::Filter {
+    roster_scim::filter::parse(text).unwrap_or_else(|e| panic!("bad test filter {text:?}: {e:?}"))
+}
+
+pub fn query(filter_text: Option<&str>) -> ListQuery {
+    ListQuery {
+        filter: filter_text.map(filter),
+        sort: None,
+        start_index: 1,
+        count: 1000,
+        page_token: None,
+        include_members: false,
+    }
+}
