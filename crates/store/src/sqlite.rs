@@ -47,6 +47,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reader connections: enough for concurrent list/get/watch reads.
 const READERS: u32 = 4;
 
+/// Concurrent snapshot streams (initial-state watches); more wait for one
+/// to finish.
+const SNAPSHOT_READERS: u32 = 8;
+
 /// How long a write waits for the writer connection while other writes run.
 /// Generous because writes queue here instead of failing on a lock.
 const WRITER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -58,6 +62,10 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Connections for reads; they never write.
     readers: SqlitePool,
+    /// Connections for snapshot streams, which hold a read transaction for
+    /// as long as their (possibly slow) consumer reads: kept apart so they
+    /// can never starve ordinary reads.
+    snapshots: SqlitePool,
     /// The committed head revision, published after every commit that
     /// appended events; wakes `wait_for_changes`.
     heads: Arc<watch::Sender<i64>>,
@@ -95,6 +103,7 @@ impl SqliteStore {
     }
 
     async fn open_with(options: SqliteConnectOptions) -> StoreResult<SqliteStore> {
+        let path = options.get_filename().display().to_string();
         let options = options
             .create_if_missing(true)
             // WAL: readers see a consistent snapshot while the writer writes.
@@ -104,6 +113,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
+        let cannot_open = |e: sqlx::Error| {
+            StoreError::Unavailable(format!("cannot open the SQLite database {path}: {e}"))
+        };
         // The writer opens first: it creates the file and switches it to WAL
         // before any reader connects.
         let writer = SqlitePoolOptions::new()
@@ -112,15 +124,20 @@ impl SqliteStore {
             .acquire_timeout(WRITER_ACQUIRE_TIMEOUT)
             .connect_with(options.clone())
             .await
-            .map_err(map_sqlx)?;
+            .map_err(cannot_open)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(READERS)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
-            .map_err(map_sqlx)?;
+            .map_err(cannot_open)?;
+        let snapshots = SqlitePoolOptions::new()
+            .max_connections(SNAPSHOT_READERS)
+            .min_connections(0)
+            .connect_lazy_with(options);
         Ok(SqliteStore {
             writer,
             readers,
+            snapshots,
             heads: Arc::new(watch::channel(0).0),
             observed_head: Arc::new(AtomicI64::new(0)),
         })
@@ -141,6 +158,7 @@ impl SqliteStore {
 
     /// Closes every connection (checkpointing the WAL into the file).
     pub async fn close(&self) {
+        self.snapshots.close().await;
         self.readers.close().await;
         self.writer.close().await;
     }

@@ -1470,3 +1470,89 @@ async fn sorted_lists_page_by_keyset_in_both_directions() {
         ]
     );
 }
+
+#[tokio::test]
+async fn open_snapshots_do_not_starve_reads() {
+    let (store, _dir) = fresh().await;
+    let d = directory(&store).await;
+    store.create_user(d.id, user("alice")).await.unwrap();
+    // More unconsumed snapshot streams than there are reader connections.
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(store.snapshot(Some(d.id)).await.unwrap());
+    }
+    let page = tokio::time::timeout(Duration::from_secs(30), store.list_users(d.id, &list(10)))
+        .await
+        .expect("reads proceed while snapshots are open")
+        .unwrap();
+    assert_eq!(page.total, 1);
+    store
+        .create_user(d.id, user("bob"))
+        .await
+        .expect("writes proceed too");
+    let (cursor, items) = held.pop().unwrap();
+    let items: Vec<SnapshotItem> = items.try_collect().await.unwrap();
+    assert_eq!(
+        (cursor.after, items.len()),
+        (2, 1),
+        "the snapshot predates bob"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_wait_for_each_other() {
+    let dir = TempDir::new();
+    let first = open(&dir).await;
+    let second = open(&dir).await;
+    let d = directory(&first).await;
+    let writes = |store: SqliteStore, prefix: &'static str| {
+        tokio::spawn(async move {
+            for i in 0..25 {
+                store
+                    .create_user(d.id, user(&format!("{prefix}{i}")))
+                    .await?;
+            }
+            Ok::<_, StoreError>(())
+        })
+    };
+    let (a, b) = (writes(first.clone(), "a"), writes(second.clone(), "b"));
+    a.await
+        .unwrap()
+        .expect("no SQLITE_BUSY for the first store");
+    b.await
+        .unwrap()
+        .expect("no SQLITE_BUSY for the second store");
+    assert_eq!(second.list_users(d.id, &list(0)).await.unwrap().total, 50);
+    let revisions: Vec<i64> = all_changes(&first, &ChangeFilter::default())
+        .await
+        .iter()
+        .map(|c| c.revision)
+        .collect();
+    assert_eq!(
+        revisions,
+        (1..=51).collect::<Vec<_>>(),
+        "one dense log across both"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_path_is_a_clear_error() {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(&dir.0).unwrap();
+    // A file where the data directory should be.
+    let blocker = dir.0.join("blocker");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    match SqliteStore::open(&blocker.join("roster.db")).await {
+        Err(StoreError::Unavailable(message)) => assert!(message.contains("blocker"), "{message}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // A file that is not a database.
+    let garbage = dir.0.join("garbage.db");
+    std::fs::write(&garbage, vec![7u8; 8192]).unwrap();
+    let opened = SqliteStore::open(&garbage).await;
+    let migrated = match opened {
+        Ok(store) => store.migrate().await,
+        Err(e) => Err(e),
+    };
+    assert!(migrated.is_err(), "a corrupt file is refused");
+}

@@ -103,7 +103,7 @@ impl SqliteStore {
         &self,
         dir: Option<DirectoryId>,
     ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)> {
-        let mut tx = self.read_tx().await?;
+        let mut tx = self.snapshots.begin().await.map_err(map_sqlx)?;
         // Reading the head starts the read snapshot: every item streamed
         // below comes from the same snapshot, so it reflects exactly the
         // changes up to the head.
