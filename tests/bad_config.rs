@@ -8,10 +8,11 @@ fn run_fails(args: &[&str], expect: &str) {
     let out = support::roster().args(args).output().expect("run roster");
     assert!(!out.status.success(), "{args:?} succeeded");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
-    assert!(lines[0].contains(expect), "{:?} does not mention {expect:?}", lines[0]);
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Log lines may precede it; the verdict is the last line, one sentence.
+    let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
+    assert!(last.starts_with("roster: "), "last line is not the error: {stderr}");
+    assert!(last.contains(expect), "{last:?} does not mention {expect:?}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "{stderr}");
 }
 
 #[test]

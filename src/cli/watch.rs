@@ -1,6 +1,6 @@
 //! `roster watch`: tails `WatchChanges` as JSON lines, one per message.
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use roster_proto::directory::change::Resource;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start;
@@ -141,6 +141,7 @@ fn parse(s: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use anyhow::Context;
 
     #[test]
     fn kind_names_round_trip() {
