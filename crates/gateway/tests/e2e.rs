@@ -353,3 +353,408 @@ async fn group_membership_lifecycle() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn bulk_with_references_and_fail_on_errors() {
+    let stack = Stack::start("gw_bulk").await;
+    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+
+    // The group is listed first but references the user created after it.
+    let request = json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "POST", "path": "/Groups", "bulkId": "g1", "data": group("Sales", &["bulkId:u1"])},
+            {"method": "POST", "path": "/Users", "bulkId": "u1", "data": user("bulk1@example.com")},
+            {"method": "POST", "path": "/Users", "bulkId": "u2", "data": user("bulk2@example.com")},
+            {"method": "PATCH", "path": "/Groups/bulkId:g1", "data": {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": "bulkId:u2"}]}]}},
+            {"method": "DELETE", "path": "/Users/00000000-0000-4000-8000-000000000000"},
+            {"method": "DELETE", "path": "/Users/bulkId:nobody"}
+        ]
+    });
+    let response = scim.post("/Bulk", &request).await;
+    assert_eq!(response.status, 200, "{:?}", response.body);
+    assert_eq!(
+        response.body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
+    );
+    let ops = response.body["Operations"].as_array().unwrap();
+    let statuses: Vec<&str> = ops.iter().map(|o| o["status"].as_str().unwrap()).collect();
+    assert_eq!(
+        statuses,
+        ["201", "201", "201", "204", "404", "409"],
+        "{ops:?}"
+    );
+    assert_eq!(ops[0]["bulkId"], "g1");
+    let group_location = ops[0]["location"].as_str().unwrap();
+    let user1_location = ops[1]["location"].as_str().unwrap();
+    assert!(ops[1]["version"].as_str().unwrap().starts_with("W/"));
+    assert_eq!(ops[4]["response"]["status"], "404");
+
+    let group_doc = scim
+        .get(group_location.strip_prefix(scim.base.as_str()).unwrap())
+        .await;
+    let user1_id = user1_location.rsplit('/').next().unwrap();
+    let user2_id = ops[2]["location"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let mut expected = vec![user1_id.to_owned(), user2_id.to_owned()];
+    expected.sort();
+    assert_eq!(member_ids(&group_doc.body), expected);
+
+    // failOnErrors stops at the first error.
+    let stop = scim
+        .post(
+            "/Bulk",
+            &json!({"failOnErrors": 1, "Operations": [
+                {"method": "POST", "path": "/Users", "bulkId": "dup", "data": user("bulk1@example.com")},
+                {"method": "POST", "path": "/Users", "bulkId": "new", "data": user("bulk3@example.com")}
+            ]}),
+        )
+        .await;
+    assert_eq!(stop.status, 200);
+    let ops = stop.body["Operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0]["status"], "409");
+    assert_eq!(ops[0]["response"]["scimType"], "uniqueness");
+    let third = scim
+        .get("/Users?filter=userName%20eq%20%22bulk3%40example.com%22")
+        .await;
+    assert_eq!(third.body["totalResults"], 0);
+
+    // Too many operations for the advertised maximum: 413 for the request.
+    let ops: Vec<_> = (0..1001)
+        .map(|_| json!({"method": "DELETE", "path": "/Users/x"}))
+        .collect();
+    let too_many = scim.post("/Bulk", &json!({"Operations": ops})).await;
+    assert_eq!(too_many.status, 413, "{:?}", too_many.body);
+}
+
+#[tokio::test]
+async fn discovery_endpoints() {
+    let stack = Stack::start("gw_discovery").await;
+    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+
+    let spc = scim.get("/ServiceProviderConfig").await;
+    assert_eq!(spc.status, 200, "{:?}", spc.body);
+    assert_eq!(spc.body["patch"]["supported"], true);
+    assert_eq!(spc.body["bulk"]["supported"], true);
+    assert_eq!(spc.body["bulk"]["maxOperations"], 1000);
+    assert_eq!(spc.body["bulk"]["maxPayloadSize"], 4 * 1024 * 1024);
+    assert_eq!(spc.body["filter"]["supported"], true);
+    assert_eq!(spc.body["filter"]["maxResults"], 1000);
+    assert_eq!(spc.body["etag"]["supported"], true);
+    assert_eq!(spc.body["sort"]["supported"], true);
+    assert_eq!(spc.body["changePassword"]["supported"], false);
+    assert_eq!(
+        spc.body["authenticationSchemes"][0]["type"],
+        "oauthbearertoken"
+    );
+    assert_eq!(
+        spc.body["meta"]["location"],
+        format!("{}/ServiceProviderConfig", scim.base)
+    );
+
+    let schemas = scim.get("/Schemas").await;
+    assert_eq!(schemas.status, 200);
+    let ids: Vec<_> = schemas
+        .resources()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(ids.contains(&USER_SCHEMA.to_owned()), "{ids:?}");
+    assert!(ids.contains(&"urn:ietf:params:scim:schemas:core:2.0:Group".to_owned()));
+    assert_eq!(
+        schemas.body["totalResults"].as_u64(),
+        Some(ids.len() as u64)
+    );
+    let user_schema = scim.get(&format!("/Schemas/{USER_SCHEMA}")).await;
+    assert_eq!(user_schema.status, 200);
+    assert_eq!(user_schema.body["id"], USER_SCHEMA);
+    assert_eq!(scim.get("/Schemas/urn:nope").await.status, 404);
+
+    let types = scim.get("/ResourceTypes").await;
+    assert_eq!(types.body["totalResults"], 2);
+    let user_type = scim.get("/ResourceTypes/User").await;
+    assert_eq!(user_type.status, 200);
+    assert_eq!(user_type.body["endpoint"], "/Users");
+    assert_eq!(scim.get("/ResourceTypes/Printer").await.status, 404);
+    assert_eq!(scim.get("/Me").await.status, 501);
+}
+
+#[tokio::test]
+async fn authentication_failures_and_revocation() {
+    let stack = Stack::start_with("gw_auth", |c| {
+        c.auth_cache_ttl = std::time::Duration::from_millis(200)
+    })
+    .await;
+    let a = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let b = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    assert_eq!(a.get("/Users").await.status, 200);
+
+    let anonymous = common::read(
+        stack
+            .http()
+            .get(format!("{}/Users", a.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some("Bearer realm=\"roster\"")
+    );
+    assert_eq!(
+        anonymous.body["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
+
+    let wrong = a.with_token("not-a-real-token").get("/Users").await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.header("www-authenticate").is_some());
+
+    // B's token is live, but not for A's directory.
+    let foreign = a.with_token(&b.token).get("/Users").await;
+    assert_eq!(foreign.status, 401);
+    assert!(foreign.header("www-authenticate").is_some());
+    let foreign_discovery = a.with_token(&b.token).get("/ServiceProviderConfig").await;
+    assert_eq!(foreign_discovery.status, 401);
+
+    // An unknown directory id looks the same as a foreign one.
+    let unknown = common::read(
+        stack
+            .http()
+            .get(format!(
+                "{}/scim/v2/00000000-0000-4000-8000-000000000000/Users",
+                stack.base
+            ))
+            .bearer_auth(&a.token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(unknown.status, 401);
+
+    // A revoked token stops working once the cache entry expires.
+    let mut admin = stack.admin.clone();
+    admin
+        .revoke_token(roster_proto::admin::RevokeTokenRequest {
+            directory_id: a.directory_id.clone(),
+            token_id: a.token_id.clone(),
+        })
+        .await
+        .expect("revoke");
+    roster_testkit::eventually(
+        "revoked token rejected",
+        std::time::Duration::from_secs(10),
+        || {
+            let a = a.clone();
+            async move { (a.get("/Users").await.status == 401).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(b.get("/Users").await.status, 200);
+}
+
+#[tokio::test]
+async fn conditional_requests() {
+    let stack = Stack::start("gw_etag").await;
+    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let id = scim.create_user("etag@example.com").await;
+    let path = format!("/Users/{id}");
+    let v1 = scim.get(&path).await.header("etag").unwrap().to_owned();
+
+    let not_modified = common::read(
+        scim.request(reqwest::Method::GET, &path)
+            .header("if-none-match", &v1)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(not_modified.header("etag"), Some(v1.as_str()));
+
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "title", "value": "CTO"}]});
+    let matched = common::read(
+        scim.request(reqwest::Method::PATCH, &path)
+            .header("if-match", &v1)
+            .header("content-type", "application/scim+json")
+            .body(patch.to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(matched.status, 200, "{:?}", matched.body);
+    let v2 = matched.header("etag").unwrap().to_owned();
+    assert_ne!(v1, v2);
+
+    let modified = common::read(
+        scim.request(reqwest::Method::GET, &path)
+            .header("if-none-match", &v1)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(modified.status, 200);
+
+    let stale = common::read(
+        scim.request(reqwest::Method::PUT, &path)
+            .header("if-match", &v1)
+            .header("content-type", "application/scim+json")
+            .body(user("etag@example.com").to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stale.status, 412, "{:?}", stale.body);
+    assert_eq!(stale.body["status"], "412");
+
+    let stale_delete = common::read(
+        scim.request(reqwest::Method::DELETE, &path)
+            .header("if-match", "W/\"999\"")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(stale_delete.status, 412);
+    let any = common::read(
+        scim.request(reqwest::Method::DELETE, &path)
+            .header("if-match", "*")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(any.status, 204);
+}
+
+#[tokio::test]
+async fn deactivate_policy_turns_delete_into_deactivation() {
+    let stack = Stack::start("gw_deprov").await;
+    let scim = stack
+        .directory_with_token(DeprovisionPolicy::Deactivate)
+        .await;
+    let id = scim.create_user("leaver@example.com").await;
+    let deleted = scim.delete(&format!("/Users/{id}")).await;
+    assert_eq!(deleted.status, 204);
+    let still_there = scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(still_there.status, 200);
+    assert_eq!(still_there.body["active"], false);
+    // Groups are still deleted.
+    let g = scim.post("/Groups", &group("Temp", &[&id])).await;
+    let gid = g.body["id"].as_str().unwrap();
+    assert_eq!(scim.delete(&format!("/Groups/{gid}")).await.status, 204);
+    assert_eq!(scim.get(&format!("/Groups/{gid}")).await.status, 404);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_scim_400_never_a_500() {
+    let stack = Stack::start_with("gw_badinput", |c| c.max_body_bytes = 64 * 1024).await;
+    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let raw = |body: &'static [u8], content_type: &'static str| {
+        let scim = scim.clone();
+        async move {
+            common::read(
+                scim.request(reqwest::Method::POST, "/Users")
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    for (body, what) in [
+        (&b"{\"userName\":"[..], "truncated JSON"),
+        (b"\xff\xfe{}", "invalid UTF-8"),
+        (b"", "empty body"),
+    ] {
+        let r = raw(body, "application/scim+json").await;
+        assert_eq!(
+            (r.status, r.scim_type()),
+            (400, "invalidSyntax"),
+            "{what}: {:?}",
+            r.body
+        );
+    }
+    let deep: &'static [u8] = Box::leak(
+        format!("{}{}", "[".repeat(100), "]".repeat(100))
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let r = raw(deep, "application/json").await;
+    assert_eq!((r.status, r.scim_type()), (400, "invalidSyntax"));
+    let r = raw(b"[1,2]", "application/json").await;
+    assert_eq!(r.status, 400);
+    let r = raw(b"{\"displayName\": \"no userName\"}", "application/json").await;
+    assert_eq!(r.status, 400, "{:?}", r.body);
+    let r = raw(b"<user/>", "application/xml").await;
+    assert_eq!(r.status, 415);
+
+    // No Content-Type at all is tolerated when the body is JSON.
+    let untyped = common::read(
+        scim.request(reqwest::Method::POST, "/Users")
+            .body(user("untyped@example.com").to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(untyped.status, 201, "{:?}", untyped.body);
+
+    let big: &'static [u8] = Box::leak(
+        format!("{{\"userName\":\"{}\"}}", "x".repeat(70 * 1024))
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let r = raw(big, "application/scim+json").await;
+    assert_eq!(r.status, 413, "{:?}", r.body);
+
+    let bad_patch = scim
+        .patch(
+            "/Users/00000000-0000-4000-8000-000000000000",
+            json!("nonsense"),
+        )
+        .await;
+    assert_eq!(bad_patch.status, 400, "{:?}", bad_patch.body);
+    let bad_id = scim.get("/Users/not-a-uuid").await;
+    assert_eq!(bad_id.status, 404);
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let stack = Stack::start_with("gw_ratelimit", |c| {
+        c.rate_limit_per_directory = 1;
+        c.rate_limit_burst = 3;
+    })
+    .await;
+    let limited = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let other = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..10 {
+        let r = limited.get("/Users?count=1").await;
+        if r.status == 429 {
+            retry_after = r.header("retry-after").map(str::to_owned);
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses[..3], [200, 200, 200], "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(retry_after.unwrap().parse::<u64>().unwrap() >= 1);
+    // Another directory has its own budget.
+    assert_eq!(other.get("/Users?count=1").await.status, 200);
+}
