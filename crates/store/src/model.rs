@@ -507,6 +507,10 @@ impl ChangeFilter {
 
 /// One item of an initial-state snapshot.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "items are streamed one at a time; boxing would only add allocations"
+)]
 pub enum SnapshotItem {
     User(User),
     Group(Group),

@@ -226,7 +226,7 @@ pub async fn check_filters_against_evaluator(store: &dyn Store) {
         }
         out
     };
-    let groups = vec![
+    let groups = [
         store.get_group(dir.id, team.id, true).await.unwrap(),
         store.get_group(dir.id, empty.id, true).await.unwrap(),
     ];
