@@ -1,5 +1,8 @@
 //! The SQLite store against real database files: every test opens a fresh
-//! file in its own temporary directory.
+//! file in its own temporary directory. The shared conformance suite runs
+//! first (module `conformance_suite`), then the SQLite-specific tests.
+
+mod conformance;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -31,6 +34,21 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// A fresh, migrated store for the conformance suite; the temporary
+/// directory lives as long as the fixture.
+async fn fixture() -> conformance::Fixture {
+    let dir = TempDir::new();
+    let store = open(&dir).await;
+    conformance::Fixture {
+        store: Arc::new(store),
+        guard: Box::new(dir),
+    }
+}
+
+mod conformance_suite {
+    crate::conformance::conformance_suite!(super::fixture);
 }
 
 async fn open(dir: &TempDir) -> SqliteStore {
