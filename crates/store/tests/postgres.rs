@@ -10,10 +10,16 @@ use conformance::Fixture;
 use roster_store::postgres::PgStore;
 
 async fn store() -> PgStore {
+    store_and_url().await.0
+}
+
+/// A migrated store on a fresh database, and the database's URL (for a
+/// second store: another replica).
+async fn store_and_url() -> (PgStore, String) {
     let url = roster_testkit::fresh_database("store").await;
     let store = PgStore::connect(&url, 8).await.expect("connect");
     store.migrate().await.expect("migrate");
-    store
+    (store, url)
 }
 
 async fn fixture() -> Fixture {
@@ -24,3 +30,234 @@ async fn fixture() -> Fixture {
 }
 
 conformance::conformance_suite!(fixture);
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use roster_store::{ChangeFilter, NewDirectory, Store};
+use sqlx::{Connection, PgConnection};
+
+/// How long a test waits for a condition before failing.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Opens a raw connection to the store's database (to drive transactions by hand).
+async fn raw(store: &PgStore) -> PgConnection {
+    let options = store.pool().connect_options();
+    PgConnection::connect_with(&options)
+        .await
+        .expect("raw connection")
+}
+
+/// Mimics the store's write path by hand: gets an xid, then appends one
+/// change taking a revision; returns the revision. The transaction stays open.
+async fn take_revision(conn: &mut PgConnection) -> i64 {
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
+         VALUES (nextval('change_revision'), gen_random_uuid(), gen_random_uuid(), 'directory.updated', \
+                 gen_random_uuid(), 1, '{}'::jsonb) RETURNING revision",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+async fn finish(conn: &mut PgConnection, commit: bool) {
+    let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+    sqlx::query(sql).execute(&mut *conn).await.unwrap();
+}
+
+/// Polls the stable head until it reaches `at_least`.
+async fn head_reaches(store: &PgStore, at_least: i64) -> i64 {
+    roster_testkit::eventually("the stable head to advance", DEADLINE, || async {
+        let head = store.advance_stable_head(0).await.unwrap();
+        (head >= at_least).then_some(head)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn stable_head_waits_for_out_of_order_commits_and_skips_aborted_holes() {
+    let (store, url) = store_and_url().await;
+    store
+        .create_directory(NewDirectory {
+            name: "d".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let base = head_reaches(&store, 1).await;
+
+    // A takes a revision; B takes a later one and commits first.
+    let (mut a, mut b) = (raw(&store).await, raw(&store).await);
+    let ra = take_revision(&mut a).await;
+    let rb = take_revision(&mut b).await;
+    assert!(rb > ra);
+    finish(&mut b, true).await;
+    for _ in 0..3 {
+        // B's revision is visible, but A may still commit below it.
+        assert_eq!(store.advance_stable_head(0).await.unwrap(), ra - 1);
+        let visible = store
+            .read_changes(&ChangeFilter::default(), base, ra - 1, 100)
+            .await
+            .unwrap();
+        assert!(visible.is_empty());
+    }
+    finish(&mut a, true).await;
+    assert_eq!(head_reaches(&store, rb).await, rb);
+    let delivered = store
+        .read_changes(&ChangeFilter::default(), base, rb, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        delivered.iter().map(|c| c.revision).collect::<Vec<_>>(),
+        vec![ra, rb]
+    );
+
+    // C takes a revision and will abort; D commits after it.
+    let (mut c, mut d) = (raw(&store).await, raw(&store).await);
+    let rc = take_revision(&mut c).await;
+    let rd = take_revision(&mut d).await;
+    finish(&mut d, true).await;
+    assert_eq!(store.advance_stable_head(0).await.unwrap(), rc - 1);
+    finish(&mut c, false).await;
+    // The hole left by C is permanent: the head moves past it.
+    assert_eq!(head_reaches(&store, rd).await, rd);
+    let delivered = store
+        .read_changes(&ChangeFilter::default(), rb, rd, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        delivered.iter().map(|c| c.revision).collect::<Vec<_>>(),
+        vec![rd]
+    );
+    // A second store (another replica) computes the same head from scratch.
+    let replica = PgStore::connect(&url, 2).await.unwrap();
+    assert_eq!(head_reaches(&replica, rd).await, rd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_are_delivered_exactly_once_in_order() {
+    let store = store().await;
+    let dir = store
+        .create_directory(NewDirectory {
+            name: "busy".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let writers_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let reader = {
+        let (store, done) = (store.clone(), writers_done.clone());
+        tokio::spawn(async move {
+            let mut seen: Vec<i64> = Vec::new();
+            let mut position = 0;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                let head = store.advance_stable_head(position).await.unwrap();
+                let batch = store
+                    .read_changes(&ChangeFilter::default(), position, head, 100_000)
+                    .await
+                    .unwrap();
+                seen.extend(batch.iter().map(|c| c.revision));
+                position = head;
+                if finished {
+                    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM changes")
+                        .fetch_one(store.pool())
+                        .await
+                        .unwrap();
+                    if seen.len() as i64 == all {
+                        return seen;
+                    }
+                }
+                store
+                    .wait_for_changes(Duration::from_millis(20))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let u = store
+                    .create_user(dir.id, conformance::user(&format!("w{w}-{i}")))
+                    .await
+                    .unwrap();
+                store.delete_user(dir.id, u.id, None).await.unwrap();
+            }
+        }));
+    }
+    // Aborted transactions that took revisions: holes interleaved with commits.
+    let aborter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut conn = raw(&store).await;
+            for _ in 0..40 {
+                take_revision(&mut conn).await;
+                tokio::task::yield_now().await;
+                finish(&mut conn, false).await;
+            }
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    aborter.await.unwrap();
+    writers_done.store(true, std::sync::atomic::Ordering::Release);
+
+    let seen = tokio::time::timeout(DEADLINE, reader)
+        .await
+        .expect("reader caught up")
+        .unwrap();
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates"
+    );
+    let committed: BTreeSet<i64> = sqlx::query_scalar("SELECT revision FROM changes")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(seen.iter().copied().collect::<BTreeSet<_>>(), committed);
+    assert_eq!(committed.len(), 1 + 4 * 40 * 2);
+}
+
+#[tokio::test]
+async fn a_write_through_one_replica_wakes_a_watcher_on_another() {
+    let (writer, url) = store_and_url().await;
+    let watcher = PgStore::connect(&url, 2).await.unwrap();
+    let long = Duration::from_secs(3600);
+    // The first wait returns once the LISTEN connection is up.
+    tokio::time::timeout(DEADLINE, watcher.wait_for_changes(long))
+        .await
+        .expect("listener connects")
+        .unwrap();
+    let waiting = {
+        let watcher = watcher.clone();
+        tokio::spawn(async move { watcher.wait_for_changes(long).await })
+    };
+    writer
+        .create_directory(NewDirectory {
+            name: "wake".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    writer.notify_changes().await.unwrap();
+    tokio::time::timeout(DEADLINE, waiting)
+        .await
+        .expect("the watcher was woken by NOTIFY")
+        .unwrap()
+        .unwrap();
+    assert!(watcher.advance_stable_head(0).await.unwrap() >= 1);
+}
