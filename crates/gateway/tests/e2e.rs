@@ -758,3 +758,79 @@ async fn rate_limit_answers_429_with_retry_after() {
     // Another directory has its own budget.
     assert_eq!(other.get("/Users?count=1").await.status, 200);
 }
+
+#[tokio::test]
+async fn every_change_appears_in_order_on_watch_changes() {
+    use roster_proto::directory::watch_changes_request::Start;
+    use roster_proto::directory::watch_changes_response::Payload;
+    use roster_proto::directory::{ChangeKind, WatchChangesRequest};
+
+    let stack = Stack::start("gw_watch").await;
+    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let id = scim.create_user("watched@example.com").await;
+    let path = format!("/Users/{id}");
+    scim.patch(
+        &path,
+        json!([{"op": "replace", "path": "title", "value": "Dev"}]),
+    )
+    .await;
+    scim.patch(
+        &path,
+        json!([{"op": "replace", "path": "active", "value": false}]),
+    )
+    .await;
+    scim.patch(
+        &path,
+        json!([{"op": "replace", "path": "active", "value": true}]),
+    )
+    .await;
+    let gid = scim.post("/Groups", &group("Watchers", &[])).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    scim.patch(
+        &format!("/Groups/{gid}"),
+        json!([{"op": "add", "path": "members", "value": [{"value": id}]}]),
+    )
+    .await;
+    assert_eq!(scim.delete(&path).await.status, 204);
+
+    let expected = [
+        ChangeKind::UserCreated,
+        ChangeKind::UserUpdated,
+        ChangeKind::UserDeactivated,
+        ChangeKind::UserReactivated,
+        ChangeKind::GroupCreated,
+        ChangeKind::MemberAdded,
+        ChangeKind::MemberRemoved,
+        ChangeKind::UserDeleted,
+    ];
+    let mut directory = stack.directory.clone();
+    let mut stream = directory
+        .watch_changes(WatchChangesRequest {
+            directory_id: scim.directory_id.clone(),
+            // Resource changes only; the directory's own creation is not ours.
+            kinds: expected.iter().map(|k| *k as i32).collect(),
+            start: Some(Start::AfterRevision(0)),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut seen = Vec::new();
+    let collect = async {
+        while seen.len() < expected.len() {
+            let message = stream
+                .message()
+                .await
+                .expect("stream")
+                .expect("open stream");
+            if let Some(Payload::Change(change)) = message.payload {
+                seen.push(change.kind());
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), collect)
+        .await
+        .unwrap_or_else(|_| panic!("watch ended early: {seen:?}"));
+    assert_eq!(seen, expected);
+}
