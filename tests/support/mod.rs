@@ -20,6 +20,30 @@ pub struct Served {
     pub log_path: PathBuf,
 }
 
+impl Served {
+    /// The gateway's root URL (`http://host:port`).
+    pub fn http_root(&self) -> String {
+        self.base_url
+            .rsplit_once("/scim/v2/")
+            .map(|(root, _)| root.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The server's logs so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM (as Kubernetes does on pod termination).
+    pub fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot send SIGTERM");
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -37,7 +61,10 @@ pub fn roster() -> Command {
 
 /// A fresh, empty data directory under the target dir.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("roster-test-{name}-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "roster-test-{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
@@ -51,9 +78,15 @@ pub fn serve(data_dir: &Path) -> Served {
 
 /// Starts `roster serve` on a fresh PostgreSQL database (from the testkit).
 pub async fn serve_postgres(prefix: &str) -> Served {
-    let url = roster_testkit::fresh_database(prefix).await;
+    serve_database(&roster_testkit::fresh_database(prefix).await, &[])
+}
+
+/// Starts `roster serve` on the PostgreSQL database at `url`, with extra
+/// environment variables.
+pub fn serve_database(url: &str, env: &[(&str, &str)]) -> Served {
     let mut cmd = roster();
     cmd.arg("serve").arg("--database-url").arg(url);
+    cmd.envs(env.iter().copied());
     spawn_serve(cmd)
 }
 
@@ -68,28 +101,60 @@ impl Served {
     /// Creates a directory with `roster admin` (as an operator would) and a token for it.
     pub fn directory(&self, provider: &str, deprovision_policy: &str) -> TestDirectory {
         let endpoint = format!("http://{}", self.grpc);
-        let created = admin(&endpoint, &["create-directory", "--name", provider, "--provider", provider, "--deprovision-policy", deprovision_policy]);
+        let created = admin(
+            &endpoint,
+            &[
+                "create-directory",
+                "--name",
+                provider,
+                "--provider",
+                provider,
+                "--deprovision-policy",
+                deprovision_policy,
+            ],
+        );
         let id = created["id"].as_str().expect("directory id").to_string();
         let token = admin(&endpoint, &["create-token", &id]);
         let token = token["secret"].as_str().expect("token secret").to_string();
         let root = self.base_url.rsplit_once("/scim/v2/").expect("base url").0;
-        TestDirectory { base_url: format!("{root}/scim/v2/{id}"), id, token }
+        TestDirectory {
+            base_url: format!("{root}/scim/v2/{id}"),
+            id,
+            token,
+        }
     }
 }
 
 /// Runs `roster admin <args>` against `endpoint` and parses its JSON output.
 pub fn admin(endpoint: &str, args: &[&str]) -> serde_json::Value {
-    let out = roster().args(["admin", "--endpoint", endpoint]).args(args).output().expect("roster admin");
-    assert!(out.status.success(), "roster admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = roster()
+        .args(["admin", "--endpoint", endpoint])
+        .args(args)
+        .output()
+        .expect("roster admin");
+    assert!(
+        out.status.success(),
+        "roster admin {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("admin JSON")
 }
 
 fn spawn_serve(mut cmd: Command) -> Served {
     let log_path = temp_dir("log").join("roster.log");
     let mut child = cmd
-        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(&log_path).expect("log file")))
+        .stderr(Stdio::from(
+            std::fs::File::create(&log_path).expect("log file"),
+        ))
         .spawn()
         .expect("spawn roster serve");
     let stdout = child.stdout.take().expect("stdout");
@@ -118,12 +183,28 @@ fn spawn_serve(mut cmd: Command) -> Served {
     let field = |label: &str| {
         banner
             .iter()
-            .find_map(|l| l.trim_start().strip_prefix(label).map(|v| v.trim().to_string()))
+            .find_map(|l| {
+                l.trim_start()
+                    .strip_prefix(label)
+                    .map(|v| v.trim().to_string())
+            })
             .unwrap_or_else(|| panic!("banner has no {label:?}: {banner:?}"))
     };
     let base_url = field("SCIM base URL:");
     let token = Some(field("Bearer token:")).filter(|t| t.starts_with("rst_"));
     let directory_id = field("Directory id:");
-    let grpc = field("gRPC:").split_whitespace().next().unwrap_or_default().to_string();
-    Served { child, base_url, token, directory_id, grpc, banner, log_path }
+    let grpc = field("gRPC:")
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Served {
+        child,
+        base_url,
+        token,
+        directory_id,
+        grpc,
+        banner,
+        log_path,
+    }
 }

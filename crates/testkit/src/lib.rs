@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::OnceCell;
 
+mod owned;
+pub use owned::{OwnedCluster, owned_cluster};
+
 /// The message of the panic when no PostgreSQL can be found or started.
 pub const NO_POSTGRES: &str = "PostgreSQL is needed for the tests: set DATABASE_URL or install the \
      PostgreSQL server binaries (Debian/Ubuntu: apt-get install postgresql)";
