@@ -9,6 +9,7 @@ use std::time::Duration;
 use roster_proto::admin::admin_service_server::AdminServiceServer;
 use roster_proto::directory::directory_service_server::DirectoryServiceServer;
 use roster_store::Store;
+use roster_telemetry::metrics::GrpcMetricsLayer;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -88,11 +90,15 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The middleware stack of the server: gRPC metrics per method and code.
+type Layers = tower::layer::util::Stack<GrpcMetricsLayer, tower::layer::util::Identity>;
+
 /// A built server: the router plus the background tasks it needs. Dropping
 /// it stops the tasks.
 pub struct Directory {
-    router: Router,
+    router: Router<Layers>,
     hub: Arc<ChangeHub>,
+    health: HealthCheck,
     tasks: BackgroundTasks,
 }
 
@@ -102,37 +108,43 @@ impl Directory {
     pub fn new(store: Arc<dyn Store>, config: DirectoryConfig) -> Result<Self, Error> {
         let hub = ChangeHub::new(Arc::clone(&store), config.watch());
         let mut tasks = BackgroundTasks(hub.spawn_tasks());
+        let retention = config.retention_secs;
         tasks.0.push(tokio::spawn(prune_loop(
             Arc::clone(&store),
-            config.retention_secs,
+            retention,
             config.prune_interval,
         )));
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        tasks.0.push(tokio::spawn(health_loop(
-            Arc::clone(&store),
-            health,
-            config.health_interval,
-        )));
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = HealthCheck {
+            store: Arc::clone(&store),
+            reporter,
+            every: config.health_interval,
+        };
 
         let auth = SharedSecret::new(config.internal_secret.as_deref());
-        let directory =
-            DirectoryServiceServer::new(DirectoryApi::new(Arc::clone(&store), Arc::clone(&hub)));
-        let admin = AdminServiceServer::new(AdminApi::new(store, Arc::clone(&hub)));
-
+        let directory = DirectoryApi::new(Arc::clone(&store), Arc::clone(&hub));
+        let admin = AdminApi::new(store, Arc::clone(&hub));
         let router = tonic::transport::Server::builder()
             .trace_fn(request_span)
+            .layer(GrpcMetricsLayer)
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                directory,
+            .add_service(InterceptedService::new(
+                DirectoryServiceServer::new(directory),
                 auth.clone(),
             ))
-            .add_service(tonic::service::interceptor::InterceptedService::new(
-                admin, auth,
+            .add_service(InterceptedService::new(
+                AdminServiceServer::new(admin),
+                auth,
             ));
-        Ok(Self { router, hub, tasks })
+        Ok(Self {
+            router,
+            hub,
+            health,
+            tasks,
+        })
     }
 
     /// Serves on `listener` until `shutdown` resolves. On shutdown, open
@@ -143,7 +155,15 @@ impl Directory {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
-        let Self { router, hub, tasks } = self;
+        let Self {
+            router,
+            hub,
+            health,
+            mut tasks,
+        } = self;
+        // The real status is known before the first request can ask for it.
+        let first = health.report(None).await;
+        tasks.0.push(tokio::spawn(health.run(first)));
         let incoming = TcpListenerStream::new(listener);
         let signal = async move {
             shutdown.await;
@@ -217,13 +237,16 @@ const SERVICE_NAMES: [&str; 3] = [
 ];
 
 /// Reports SERVING while the database answers and NOT_SERVING while it does not.
-async fn health_loop(store: Arc<dyn Store>, health: HealthReporter, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = None;
-    loop {
-        ticker.tick().await;
-        let status = match store.ping().await {
+struct HealthCheck {
+    store: Arc<dyn Store>,
+    reporter: HealthReporter,
+    every: Duration,
+}
+
+impl HealthCheck {
+    /// Pings the database and publishes the status when it changed.
+    async fn report(&self, last: Option<ServingStatus>) -> ServingStatus {
+        let status = match self.store.ping().await {
             Ok(()) => ServingStatus::Serving,
             Err(e) => {
                 tracing::warn!(error = %e, "database ping failed; reporting NOT_SERVING");
@@ -232,9 +255,19 @@ async fn health_loop(store: Arc<dyn Store>, health: HealthReporter, every: Durat
         };
         if last != Some(status) {
             for name in SERVICE_NAMES {
-                health.set_service_status(name, status).await;
+                self.reporter.set_service_status(name, status).await;
             }
-            last = Some(status);
+        }
+        status
+    }
+
+    async fn run(self, mut last: ServingStatus) {
+        let mut ticker = tokio::time::interval(self.every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await; // the first tick is immediate; `last` is fresh
+        loop {
+            ticker.tick().await;
+            last = self.report(Some(last)).await;
         }
     }
 }

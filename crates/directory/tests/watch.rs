@@ -355,7 +355,10 @@ async fn hold_revision(
         .expect("raw connection");
     let mut tx = pool.begin().await.expect("begin");
     // Like the store's writers: hold a transaction id before taking a revision.
-    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *tx).await.expect("assigning an xid");
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *tx)
+        .await
+        .expect("assigning an xid");
     let event_id = uuid::Uuid::new_v4();
     let directory: uuid::Uuid = directory.parse().unwrap();
     let revision: i64 = sqlx::query_scalar(
