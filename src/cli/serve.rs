@@ -6,14 +6,16 @@ use std::sync::Arc;
 use anyhow::{Context, anyhow};
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::admin::{
-    CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ListDirectoriesRequest, ProviderKind,
+    CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ListDirectoriesRequest,
+    ProviderKind,
 };
 use roster_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{
-    ClientArgs, DirectoryArgs, DirectoryServiceArgs, GatewayArgs, GatewayHttpArgs, MetricsArgs, ServeArgs, StoreArgs,
+    ClientArgs, DirectoryArgs, DirectoryServiceArgs, GatewayArgs, GatewayHttpArgs, MetricsArgs,
+    ServeArgs, StoreArgs,
 };
 
 /// Where the state lives, for the banner.
@@ -30,30 +32,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
     let public_url = args.http.public_url(http_addr);
-    let (stop, stopped) = shutdown_channel();
-    spawn_metrics(&args.metrics, stopped.clone()).await?;
+    let (stop_directory, directory_stopped) = shutdown_channel();
+    let (stop_gateway, gateway_stopped) = shutdown_channel();
+    spawn_metrics(&args.metrics, directory_stopped.clone()).await?;
 
-    let directory = tokio::spawn(roster_directory::serve(
+    let mut directory = tokio::spawn(roster_directory::serve(
         store,
         directory_config(&args.directory),
         grpc,
-        wait(stopped.clone()),
+        wait(directory_stopped),
     ));
     let endpoint = format!("http://{}", loopback(grpc_addr));
-    let gateway = tokio::spawn(roster_gateway::serve(
-        gateway_config(&args.http, &public_url, &endpoint, args.directory.internal_secret.clone()),
+    let mut gateway = tokio::spawn(roster_gateway::serve(
+        gateway_config(
+            &args.http,
+            &public_url,
+            &endpoint,
+            args.directory.internal_secret.clone(),
+        ),
         http,
-        wait(stopped),
+        wait(gateway_stopped),
     ));
-    let client = ClientArgs { endpoint, internal_secret: args.directory.internal_secret.clone() };
+    let client = ClientArgs {
+        endpoint,
+        internal_secret: args.directory.internal_secret.clone(),
+    };
     print_banner(&client, &public_url, grpc_addr, &kind).await?;
 
     tokio::select! {
-        r = directory => r.context("directory service task failed")?.map_err(|e| anyhow!("directory service stopped: {e}"))?,
-        r = gateway => r.context("gateway task failed")?.map_err(|e| anyhow!("gateway stopped: {e}"))?,
-        () = signal() => { let _ = stop.send(true); }
+        r = &mut directory => return finished(r, "directory service"),
+        r = &mut gateway => return finished(r, "gateway"),
+        () = signal() => {}
     }
-    Ok(())
+    // The gateway goes first: its in-flight requests still need the directory service.
+    let _ = stop_gateway.send(true);
+    drain(gateway, "gateway").await?;
+    let _ = stop_directory.send(true);
+    drain(directory, "directory service").await
 }
 
 /// `roster gateway`.
@@ -64,7 +79,12 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let (stop, stopped) = shutdown_channel();
     spawn_metrics(&args.metrics, stopped.clone()).await?;
     tracing::info!(%public_url, directory = %args.directory_endpoint, "gateway listening");
-    let config = gateway_config(&args.http, &public_url, &args.directory_endpoint, args.internal_secret.clone());
+    let config = gateway_config(
+        &args.http,
+        &public_url,
+        &args.directory_endpoint,
+        args.internal_secret.clone(),
+    );
     let server = tokio::spawn(roster_gateway::serve(config, http, wait(stopped)));
     run_until_signal(server, stop, "gateway").await
 }
@@ -76,13 +96,21 @@ pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %grpc.local_addr()?, "directory service listening");
     let (stop, stopped) = shutdown_channel();
     spawn_metrics(&args.metrics, stopped.clone()).await?;
-    let server = tokio::spawn(roster_directory::serve(store, directory_config(&args.directory), grpc, wait(stopped)));
+    let server = tokio::spawn(roster_directory::serve(
+        store,
+        directory_config(&args.directory),
+        grpc,
+        wait(stopped),
+    ));
     run_until_signal(server, stop, "directory service").await
 }
 
 /// `roster migrate`.
 pub async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
-    let args = StoreArgs { migrate: true, ..args };
+    let args = StoreArgs {
+        migrate: true,
+        ..args
+    };
     let (_, kind) = open_store(&args).await?;
     match kind {
         StoreKind::Postgres => println!("PostgreSQL schema is up to date."),
@@ -96,10 +124,39 @@ async fn run_until_signal<E: std::fmt::Display>(
     stop: watch::Sender<bool>,
     what: &str,
 ) -> anyhow::Result<()> {
+    let mut server = server;
     tokio::select! {
-        r = server => r.with_context(|| format!("{what} task failed"))?.map_err(|e| anyhow!("{what} stopped: {e}")),
-        () = signal() => { let _ = stop.send(true); Ok(()) }
+        r = &mut server => return finished(r, what),
+        () = signal() => {}
     }
+    let _ = stop.send(true);
+    drain(server, what).await
+}
+
+/// How long in-flight requests may take to finish after SIGTERM; inside
+/// Kubernetes' default 30 s termination grace period.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// Waits for a server that was told to stop to finish its in-flight work.
+async fn drain<E: std::fmt::Display>(
+    server: tokio::task::JoinHandle<Result<(), E>>,
+    what: &str,
+) -> anyhow::Result<()> {
+    match tokio::time::timeout(DRAIN_DEADLINE, server).await {
+        Ok(r) => finished(r, what),
+        Err(_) => Err(anyhow!(
+            "{what} did not finish its in-flight requests within {DRAIN_DEADLINE:?}"
+        )),
+    }
+}
+
+/// A server task's end, as this command's result.
+fn finished<E: std::fmt::Display>(
+    r: Result<Result<(), E>, tokio::task::JoinError>,
+    what: &str,
+) -> anyhow::Result<()> {
+    r.with_context(|| format!("{what} task failed"))?
+        .map_err(|e| anyhow!("{what} stopped: {e}"))
 }
 
 /// Opens PostgreSQL when a URL is given, else the embedded SQLite file.
@@ -108,25 +165,33 @@ async fn open_store(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, StoreKi
         Some(url) => {
             let shown = redact(url);
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(anyhow!("malformed DATABASE_URL {shown:?}: expected postgres://user@host:port/database"));
+                return Err(anyhow!(
+                    "malformed DATABASE_URL {shown:?}: expected postgres://user@host:port/database"
+                ));
             }
             let store = roster_store::postgres::PgStore::connect(url, args.db_max_connections)
                 .await
                 .map_err(|e| anyhow!("cannot connect to PostgreSQL at {shown}: {e}"))?;
             if args.migrate {
-                store.migrate().await.map_err(|e| anyhow!("cannot migrate PostgreSQL at {shown}: {e}"))?;
+                store
+                    .migrate()
+                    .await
+                    .map_err(|e| anyhow!("cannot migrate PostgreSQL at {shown}: {e}"))?;
             }
             Ok((Arc::new(store), StoreKind::Postgres))
         }
         None => {
-            std::fs::create_dir_all(&args.data_dir)
-                .with_context(|| format!("cannot use data directory {}", args.data_dir.display()))?;
+            std::fs::create_dir_all(&args.data_dir).with_context(|| {
+                format!("cannot use data directory {}", args.data_dir.display())
+            })?;
             let path = args.data_dir.join("roster.db");
             let store = roster_store::sqlite::SqliteStore::open(&path)
                 .await
                 .map_err(|e| anyhow!("cannot open the SQLite store at {}: {e}", path.display()))?;
             if args.migrate {
-                store.migrate().await.map_err(|e| anyhow!("cannot migrate the SQLite store at {}: {e}", path.display()))?;
+                store.migrate().await.map_err(|e| {
+                    anyhow!("cannot migrate the SQLite store at {}: {e}", path.display())
+                })?;
             }
             Ok((Arc::new(store), StoreKind::Sqlite(path)))
         }
@@ -163,10 +228,12 @@ async fn spawn_metrics(args: &MetricsArgs, stopped: watch::Receiver<bool>) -> an
     if args.metrics_addr.eq_ignore_ascii_case("off") {
         return Ok(());
     }
-    let addr: SocketAddr = args
-        .metrics_addr
-        .parse()
-        .with_context(|| format!("malformed metrics address {:?} (expected host:port or off)", args.metrics_addr))?;
+    let addr: SocketAddr = args.metrics_addr.parse().with_context(|| {
+        format!(
+            "malformed metrics address {:?} (expected host:port or off)",
+            args.metrics_addr
+        )
+    })?;
     let listener = bind(addr, "--metrics-addr / ROSTER_METRICS_ADDR").await?;
     tokio::spawn(async move {
         if let Err(e) = roster_telemetry::metrics::serve(listener, wait(stopped)).await {
@@ -197,7 +264,12 @@ fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
             match creds.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
                 None => url.to_string(),
             }
         }
@@ -234,12 +306,21 @@ async fn signal() {
 }
 
 /// Creates the first directory and token on first start and prints where to point an IdP.
-async fn print_banner(client: &ClientArgs, public_url: &str, grpc: SocketAddr, kind: &StoreKind) -> anyhow::Result<()> {
+async fn print_banner(
+    client: &ClientArgs,
+    public_url: &str,
+    grpc: SocketAddr,
+    kind: &StoreKind,
+) -> anyhow::Result<()> {
     let channel = super::connect(client).await?;
     let mut admin = AdminServiceClient::new(channel);
     let mut list = tonic::Request::new(ListDirectoriesRequest::default());
     super::authorize(&mut list, &client.internal_secret)?;
-    let existing = admin.list_directories(list).await.context("cannot list directories")?.into_inner();
+    let existing = admin
+        .list_directories(list)
+        .await
+        .context("cannot list directories")?
+        .into_inner();
     let (directory, secret) = match existing.directories.into_iter().next() {
         Some(d) => (d, None),
         None => {
@@ -251,11 +332,23 @@ async fn print_banner(client: &ClientArgs, public_url: &str, grpc: SocketAddr, k
                 attribute_mappings: vec![],
             });
             super::authorize(&mut create, &client.internal_secret)?;
-            let d = admin.create_directory(create).await.context("cannot create the first directory")?;
-            let d = d.into_inner().directory.context("directory service returned no directory")?;
-            let mut token = tonic::Request::new(CreateTokenRequest { directory_id: d.id.clone(), name: "default".into() });
+            let d = admin
+                .create_directory(create)
+                .await
+                .context("cannot create the first directory")?;
+            let d = d
+                .into_inner()
+                .directory
+                .context("directory service returned no directory")?;
+            let mut token = tonic::Request::new(CreateTokenRequest {
+                directory_id: d.id.clone(),
+                name: "default".into(),
+            });
             super::authorize(&mut token, &client.internal_secret)?;
-            let t = admin.create_token(token).await.context("cannot create the first token")?;
+            let t = admin
+                .create_token(token)
+                .await
+                .context("cannot create the first token")?;
             (d, Some(t.into_inner().secret))
         }
     };
@@ -266,14 +359,18 @@ async fn print_banner(client: &ClientArgs, public_url: &str, grpc: SocketAddr, k
     println!("Roster is running.");
     println!("  SCIM base URL: {public_url}/scim/v2/{}", directory.id);
     match secret {
-        Some(s) => println!("  Bearer token:  {s}\n                 (shown once; Roster stores only its hash)"),
+        Some(s) => println!(
+            "  Bearer token:  {s}\n                 (shown once; Roster stores only its hash)"
+        ),
         None => println!(
             "  Bearer token:  shown at first start; make another with `roster admin create-token {}`",
             directory.id
         ),
     }
     println!("  Directory id:  {}", directory.id);
-    println!("  gRPC:          {grpc} (DirectoryService, AdminService, WatchChanges; reflection on)");
+    println!(
+        "  gRPC:          {grpc} (DirectoryService, AdminService, WatchChanges; reflection on)"
+    );
     println!("  Store:         {store}");
     Ok(())
 }
@@ -282,5 +379,7 @@ async fn print_banner(client: &ClientArgs, public_url: &str, grpc: SocketAddr, k
 fn check_endpoint(url: &str) -> anyhow::Result<()> {
     tonic::transport::Endpoint::from_shared(url.to_string())
         .map(|_| ())
-        .map_err(|_| anyhow!("malformed directory endpoint {url:?} (expected e.g. http://127.0.0.1:50051)"))
+        .map_err(|_| {
+            anyhow!("malformed directory endpoint {url:?} (expected e.g. http://127.0.0.1:50051)")
+        })
 }
