@@ -1,0 +1,143 @@
+//! Command line of `roster-bench`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// PostgreSQL used when neither `--database-url` nor `DATABASE_URL` is given.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Roster's benchmark suite. Each scenario creates its own database
+/// (`roster_bench_<uuid8>`), starts the server under test in a separate
+/// process, prints a table and writes the same figures as JSON.
+#[derive(Debug, Parser)]
+#[command(name = "roster-bench", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A scenario to run, or the hidden server half.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Users, groups and memberships created through the SCIM gateway as an IdP does.
+    Onboarding(BenchArgs),
+    /// `eq`, `co` and `sw` filters on userName/externalId at scale, through the gateway.
+    Lookup(BenchArgs),
+    /// Single-member PATCH add/remove on a huge group versus a small one.
+    Churn(BenchArgs),
+    /// SCIM write response to WatchChanges event, under onboarding load.
+    WatchLatency(BenchArgs),
+    /// Many concurrent WatchChanges streams while writes flow: delivery latency and RSS.
+    Fanout(BenchArgs),
+    /// Raw one-row INSERTs straight into PostgreSQL versus Roster's onboarding rate.
+    Limit(BenchArgs),
+    /// Every scenario, one after the other.
+    All(BenchArgs),
+    /// The server under test (directory service + gateway); started by the bench itself.
+    #[command(name = "__serve", hide = true)]
+    Serve(ServeArgs),
+}
+
+impl Command {
+    /// The scenario's name as typed on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Onboarding(_) => "onboarding",
+            Self::Lookup(_) => "lookup",
+            Self::Churn(_) => "churn",
+            Self::WatchLatency(_) => "watch-latency",
+            Self::Fanout(_) => "fanout",
+            Self::Limit(_) => "limit",
+            Self::All(_) => "all",
+            Self::Serve(_) => "__serve",
+        }
+    }
+}
+
+/// Flags shared by every scenario; each scenario reads the ones it needs.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// PostgreSQL server to run on (the bench creates and drops its own database there).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+    /// Where to write the JSON report (default `target/bench/<scenario>.json`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Keep the bench database afterwards (to `EXPLAIN ANALYZE` against it).
+    #[arg(long)]
+    pub keep_database: bool,
+    /// Concurrent HTTP workers, as an IdP's parallel connections.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// PostgreSQL connections of the server under test (`roster serve`'s default).
+    #[arg(long, default_value_t = 16)]
+    pub server_db_connections: u32,
+
+    /// Onboarding, watch-latency and limit: users to create.
+    #[arg(long, default_value_t = 75_000)]
+    pub users: usize,
+    /// Onboarding: groups to create.
+    #[arg(long, default_value_t = 500)]
+    pub groups: usize,
+    /// Onboarding: members added per PATCH (IdPs push memberships in batches).
+    #[arg(long, default_value_t = 50)]
+    pub patch_batch: usize,
+
+    /// Lookup: users in the single big directory.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub lookup_users: usize,
+    /// Lookup: directories of the multi-directory case.
+    #[arg(long, default_value_t = 100)]
+    pub directories: usize,
+    /// Lookup: users in each directory of the multi-directory case.
+    #[arg(long, default_value_t = 10_000)]
+    pub users_per_directory: usize,
+    /// Lookup: requests per filter kind.
+    #[arg(long, default_value_t = 2_000)]
+    pub lookups: usize,
+    /// Lookup and churn: concurrent writers seeding rows through the Store API.
+    #[arg(long, default_value_t = 32)]
+    pub seed_concurrency: usize,
+
+    /// Churn: members of the big group.
+    #[arg(long, default_value_t = 100_000)]
+    pub group_size: usize,
+    /// Churn: members of the small group.
+    #[arg(long, default_value_t = 10)]
+    pub small_group_size: usize,
+    /// Churn: single-member PATCHes per group.
+    #[arg(long, default_value_t = 2_000)]
+    pub churn_ops: usize,
+
+    /// Fan-out: concurrent WatchChanges streams.
+    #[arg(long, default_value_t = 10_000)]
+    pub streams: usize,
+    /// Fan-out: streams multiplexed on one HTTP/2 connection.
+    #[arg(long, default_value_t = 200)]
+    pub streams_per_connection: usize,
+    /// Fan-out: users created while the streams are open.
+    #[arg(long, default_value_t = 200)]
+    pub fanout_writes: usize,
+    /// Fan-out: streams whose arrival times are recorded (spread evenly).
+    #[arg(long, default_value_t = 100)]
+    pub sample_streams: usize,
+}
+
+/// Flags of the hidden `__serve` subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// PostgreSQL database of the server under test.
+    #[arg(long)]
+    pub database_url: String,
+    /// Gateway listen address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http_addr: SocketAddr,
+    /// Directory service listen address.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub grpc_addr: SocketAddr,
+    /// PostgreSQL connections of the store.
+    #[arg(long, default_value_t = 16)]
+    pub db_max_connections: u32,
+}

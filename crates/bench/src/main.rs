@@ -1,0 +1,61 @@
+//! `roster-bench`: Roster's benchmark suite. See `docs/performance.md`.
+//!
+//! ```sh
+//! cargo run --release -p roster-bench -- onboarding --users 75000 --concurrency 16
+//! ```
+
+mod cli;
+mod db;
+mod env;
+mod load;
+mod report;
+mod scenarios;
+mod scim;
+mod seed;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use clap::Parser;
+
+use crate::cli::{BenchArgs, Cli, Command};
+
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// Seconds since the bench started, for progress lines on stderr.
+pub fn elapsed_tag() -> String {
+    format!(
+        "{:7.1}s",
+        STARTED.get_or_init(Instant::now).elapsed().as_secs_f64()
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    STARTED.get_or_init(Instant::now);
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let name = cli.command.name();
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(server::serve(args)),
+        Command::Onboarding(args)
+        | Command::Lookup(args)
+        | Command::Churn(args)
+        | Command::WatchLatency(args)
+        | Command::Fanout(args)
+        | Command::Limit(args)
+        | Command::All(args) => runtime.block_on(bench(name, args)),
+    }
+}
+
+async fn bench(name: &str, args: BenchArgs) -> anyhow::Result<()> {
+    let json = args
+        .json
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("target/bench/{name}.json")));
+    let output = scenarios::run(name, &args).await?;
+    report::write_json(&json, &output)
+}

@@ -1,0 +1,200 @@
+//! The server under test, in its own process so that its CPU time and RSS
+//! are its own: the bench re-executes itself with the hidden `__serve`
+//! subcommand, which wires the directory service and the gateway exactly as
+//! `roster serve` does (see `src/cli/serve.rs` of the root package).
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use roster_proto::admin::admin_service_client::AdminServiceClient;
+use roster_proto::admin::{
+    CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ProviderKind,
+};
+use roster_store::Store;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+use crate::cli::ServeArgs;
+
+/// First word of the line the child prints once it accepts requests.
+const READY: &str = "READY";
+/// How long the child may take to migrate and start listening.
+const START_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Child side: runs the directory service and the gateway until stdin is
+/// closed (the parent died or dropped its handle) so no server outlives
+/// its bench.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store =
+        roster_store::postgres::PgStore::connect(&args.database_url, args.db_max_connections)
+            .await
+            .map_err(|e| anyhow!("cannot connect to PostgreSQL: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow!("cannot migrate: {e}"))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let grpc = TcpListener::bind(args.grpc_addr)
+        .await
+        .context("cannot bind the gRPC address")?;
+    let http = TcpListener::bind(args.http_addr)
+        .await
+        .context("cannot bind the HTTP address")?;
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    let endpoint = format!("http://{grpc_addr}");
+    let gateway_config = roster_gateway::GatewayConfig {
+        public_url: format!("http://{http_addr}"),
+        directory_endpoint: endpoint,
+        ..Default::default()
+    };
+    let directory = tokio::spawn(roster_directory::serve(
+        store,
+        roster_directory::DirectoryConfig::default(),
+        grpc,
+        std::future::pending(),
+    ));
+    let gateway = tokio::spawn(roster_gateway::serve(
+        gateway_config,
+        http,
+        std::future::pending(),
+    ));
+    println!("{READY} http={http_addr} grpc={grpc_addr}");
+    tokio::select! {
+        r = directory => bail!("directory service stopped: {:?}", r?.err()),
+        r = gateway => bail!("gateway stopped: {:?}", r?.err()),
+        () = stdin_closed() => Ok(()),
+    }
+}
+
+async fn stdin_closed() {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// Parent side: a running server process and where it listens.
+pub struct ServerProcess {
+    child: Child,
+    /// Gateway root, e.g. `http://127.0.0.1:41234`.
+    pub http_root: String,
+    /// Directory service endpoint, e.g. `http://127.0.0.1:41235`.
+    pub grpc_endpoint: String,
+}
+
+impl ServerProcess {
+    /// Starts `<this executable> __serve` on `database_url` and waits until it listens.
+    pub async fn start(database_url: &str, db_connections: u32) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the bench executable")?;
+        let mut child = Command::new(exe)
+            .args(["__serve", "--database-url", database_url])
+            .args(["--db-max-connections", &db_connections.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start the server process")?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let line = tokio::time::timeout(START_DEADLINE, first_ready_line(stdout))
+            .await
+            .map_err(|_| anyhow!("the server process did not start within {START_DEADLINE:?}"))??;
+        let (http, grpc) = parse_ready(&line)?;
+        Ok(Self {
+            child,
+            http_root: format!("http://{http}"),
+            grpc_endpoint: format!("http://{grpc}"),
+        })
+    }
+
+    /// Resident set size of the server process, in bytes (`VmRSS`).
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let pid = self.child.id().context("the server process has exited")?;
+        rss_of(pid)
+    }
+
+    /// A gRPC channel to the directory service.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        Channel::from_shared(self.grpc_endpoint.clone())?
+            .connect()
+            .await
+            .context("cannot connect to the directory service")
+    }
+
+    /// Creates a directory and a bearer token for it; returns (id, secret).
+    pub async fn create_directory(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let mut admin = AdminServiceClient::new(self.channel().await?);
+        let created = admin
+            .create_directory(CreateDirectoryRequest {
+                name: name.to_owned(),
+                organization: "bench".into(),
+                provider: ProviderKind::Generic as i32,
+                deprovision_policy: DeprovisionPolicy::Delete as i32,
+                attribute_mappings: vec![],
+            })
+            .await?
+            .into_inner();
+        let id = created
+            .directory
+            .context("no directory in the response")?
+            .id;
+        let token = admin
+            .create_token(CreateTokenRequest {
+                directory_id: id.clone(),
+                name: "bench".into(),
+            })
+            .await?
+            .into_inner();
+        Ok((id, token.secret))
+    }
+
+    /// Stops the server and waits for it to exit.
+    pub async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+async fn first_ready_line(stdout: tokio::process::ChildStdout) -> anyhow::Result<String> {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(line) = lines.next_line().await? {
+        if line.starts_with(READY) {
+            return Ok(line);
+        }
+    }
+    bail!("the server process exited before listening (see its stderr above)")
+}
+
+fn parse_ready(line: &str) -> anyhow::Result<(String, String)> {
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("malformed ready line {line:?}"))
+    };
+    Ok((field("http=")?, field("grpc=")?))
+}
+
+/// `VmRSS` of a process from `/proc/<pid>/status`, in bytes.
+pub fn rss_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .context("cannot read /proc status")?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS in /proc status")?;
+    Ok(kib * 1024)
+}
