@@ -1574,3 +1574,44 @@ async fn an_unusable_path_is_a_clear_error() {
     };
     assert!(migrated.is_err(), "a corrupt file is refused");
 }
+
+#[tokio::test]
+async fn pruning_removes_old_rows_of_large_transactions_and_keeps_young_ones() {
+    let (store, _dir) = fresh().await;
+    let d = directory(&store).await;
+    let g = store.create_group(d.id, group("big", None)).await.unwrap();
+    // One transaction with more events than a pruning batch.
+    let mut members = Vec::new();
+    for i in 0..120 {
+        members.push(member(
+            &store
+                .create_user(d.id, user(&format!("u{i}")))
+                .await
+                .unwrap(),
+        ));
+    }
+    store.add_members(d.id, g.id, &members).await.unwrap();
+    let head = store.log_bounds().await.unwrap().stable_head;
+    assert_eq!(head, 2 + 120 + 120);
+    assert_eq!(store.prune_changes(0).await.unwrap(), head);
+    assert_eq!(store.log_bounds().await.unwrap().pruned_through, head);
+    assert!(
+        store
+            .read_changes(&ChangeFilter::default(), head, head, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Rows younger than the window stay, and so does everything after them.
+    store.create_user(d.id, user("young")).await.unwrap();
+    assert_eq!(store.prune_changes(3600).await.unwrap(), head);
+    assert_eq!(
+        store
+            .read_changes(&ChangeFilter::default(), head, head + 1, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}

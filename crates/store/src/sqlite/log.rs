@@ -20,6 +20,9 @@ use super::users::{USER_COLUMNS, decode_user, group_ids_of};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 
+/// Change-log rows deleted per pruning transaction.
+const PRUNE_BATCH: i64 = 10_000;
+
 /// Rows fetched per query while streaming a snapshot.
 const SNAPSHOT_PAGE: i64 = 500;
 
@@ -71,32 +74,53 @@ impl SqliteStore {
         Ok(head.max(after))
     }
 
+    /// Prunes a prefix of the log: everything up to the first revision still
+    /// inside the retention window (so `pruned_through` has no holes below
+    /// it). Deletes in batches, each its own short write transaction, so a
+    /// large prune never holds the write lock for long.
     pub(super) async fn prune_changes_impl(&self, keep_secs: i64) -> StoreResult<i64> {
-        let mut tx = self.begin_write().await?;
-        let cutoff = tx.now - chrono::Duration::seconds(keep_secs.max(0));
-        // Prune a prefix only: everything up to the first revision still
-        // inside the retention window, so pruned_through has no holes below.
-        let pruned_through: i64 = sqlx::query_scalar(
-            "SELECT max(pruned_through, COALESCE( \
-                (SELECT min(revision) - 1 FROM changes WHERE occurred_at >= ?), head)) \
+        let cutoff = super::codec::now() - chrono::Duration::seconds(keep_secs.max(0));
+        let target = self.prune_target(cutoff).await?;
+        loop {
+            let mut tx = self.begin_write().await?;
+            let pruned: i64 =
+                sqlx::query_scalar("SELECT pruned_through FROM log_state WHERE id = 1")
+                    .fetch_one(tx.conn())
+                    .await
+                    .map_err(map_sqlx)?;
+            if pruned >= target {
+                return Ok(pruned);
+            }
+            let through = target.min(pruned + PRUNE_BATCH);
+            sqlx::query("DELETE FROM changes WHERE revision <= ?")
+                .bind(through)
+                .execute(tx.conn())
+                .await
+                .map_err(map_sqlx)?;
+            sqlx::query("UPDATE log_state SET pruned_through = ? WHERE id = 1")
+                .bind(through)
+                .execute(tx.conn())
+                .await
+                .map_err(map_sqlx)?;
+            self.commit(tx).await?;
+        }
+    }
+
+    /// The last revision older than `cutoff` with no younger revision
+    /// below it (the head when every row is older).
+    async fn prune_target(&self, cutoff: chrono::DateTime<chrono::Utc>) -> StoreResult<i64> {
+        let mut conn = self.read_conn().await?;
+        sqlx::query_scalar(
+            // Walks the log in revision order and stops at the first young
+            // row: costs the rows to prune, not the whole retained log.
+            "SELECT COALESCE((SELECT revision - 1 FROM changes WHERE occurred_at >= ? \
+               ORDER BY revision LIMIT 1), head) \
              FROM log_state WHERE id = 1",
         )
         .bind(time_text(cutoff))
-        .fetch_one(tx.conn())
+        .fetch_one(&mut *conn)
         .await
-        .map_err(map_sqlx)?;
-        sqlx::query("DELETE FROM changes WHERE revision <= ?")
-            .bind(pruned_through)
-            .execute(tx.conn())
-            .await
-            .map_err(map_sqlx)?;
-        sqlx::query("UPDATE log_state SET pruned_through = ? WHERE id = 1")
-            .bind(pruned_through)
-            .execute(tx.conn())
-            .await
-            .map_err(map_sqlx)?;
-        self.commit(tx).await?;
-        Ok(pruned_through)
+        .map_err(map_sqlx)
     }
 
     pub(super) async fn snapshot_impl(
