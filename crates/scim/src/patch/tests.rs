@@ -514,3 +514,33 @@ fn remove_multi_valued_by_value_array() {
         ok(json!([{"op": "remove", "path": "emails", "value": [{"value": "babs@jensen.org"}]}]));
     assert_eq!(out["emails"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn okta_replace_members_with_empty_array_empties_the_group() {
+    let ops = req(json!([{"op": "replace", "path": "members", "value": []}]));
+    assert_eq!(
+        plan_group_patch(&ops).unwrap(),
+        vec![GroupPatchStep::ReplaceMembers(vec![])]
+    );
+}
+
+#[test]
+fn entra_members_with_null_ref_and_capitalised_remove() {
+    let ops = req(json!([
+        {"op": "Add", "path": "members", "value": [{"$ref": null, "value": "u1"}]},
+        {"op": "Remove", "path": "members", "value": [{"$ref": null, "value": "u2"}]}
+    ]));
+    let plan = plan_group_patch(&ops).unwrap();
+    assert!(matches!(&plan[0], GroupPatchStep::AddMembers(m) if m[0].value == "u1"));
+    assert_eq!(plan[1], GroupPatchStep::RemoveMembers(vec!["u2".into()]));
+}
+
+#[test]
+fn add_on_existing_single_valued_replaces() {
+    // Entra ID deprovisions with `Add` on `active`; add on a filtered
+    // sub-attribute that exists replaces it (pingidentity/scim2#281).
+    let out = ok(json!([{"op": "Add", "path": "active", "value": "False"},
+                       {"op": "Add", "path": "addresses[type eq \"work\"].locality", "value": "Beaver"}]));
+    assert_eq!(out["active"], false);
+    assert_eq!(out["addresses"][0]["locality"], "Beaver");
+}
