@@ -147,6 +147,11 @@ impl Directory {
         })
     }
 
+    /// The change fan-out of this server (counters, tests).
+    pub fn hub(&self) -> Arc<ChangeHub> {
+        Arc::clone(&self.hub)
+    }
+
     /// Serves on `listener` until `shutdown` resolves. On shutdown, open
     /// watch streams end with `UNAVAILABLE` (resume from the last cursor) so
     /// the graceful shutdown does not wait on them forever.
@@ -215,7 +220,10 @@ fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("grpc", path = %request.uri().path(), request_id)
+    let span = tracing::info_span!("grpc", path = %request.uri().path(), request_id);
+    // Continue the caller's trace (the gateway sends `traceparent`).
+    roster_telemetry::propagation::adopt_parent(&span, request.headers());
+    span
 }
 
 async fn prune_loop(store: Arc<dyn Store>, retention_secs: i64, every: Duration) {

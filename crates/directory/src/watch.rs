@@ -21,6 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -107,6 +108,39 @@ pub struct ChangeHub {
     /// Wakes the notifier, which tells other replicas (coalescing).
     peer_wake: Notify,
     shutdown: watch::Sender<bool>,
+    stats: Counters,
+}
+
+/// Live counters of the fan-out, for operators and tests.
+#[derive(Debug, Default)]
+struct Counters {
+    open_watchers: AtomicUsize,
+    slow_consumers_cut: AtomicU64,
+}
+
+/// A snapshot of the fan-out's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WatchStats {
+    /// Watch streams currently served by this process.
+    pub open_watchers: usize,
+    /// Streams ended because their consumer did not read for too long.
+    pub slow_consumers_cut: u64,
+}
+
+/// Counts a watcher as open for as long as it lives.
+struct OpenWatcher(Arc<ChangeHub>);
+
+impl OpenWatcher {
+    fn new(hub: &Arc<ChangeHub>) -> Self {
+        hub.stats.open_watchers.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(hub))
+    }
+}
+
+impl Drop for OpenWatcher {
+    fn drop(&mut self) {
+        self.0.stats.open_watchers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ChangeHub {
@@ -120,6 +154,7 @@ impl ChangeHub {
             tailer_wake: Notify::new(),
             peer_wake: Notify::new(),
             shutdown: watch::channel(false).0,
+            stats: Counters::default(),
         })
     }
 
@@ -144,6 +179,14 @@ impl ChangeHub {
     /// Ends the tailer and every watcher (their streams end with UNAVAILABLE).
     pub fn close(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    /// The fan-out's counters.
+    pub fn stats(&self) -> WatchStats {
+        WatchStats {
+            open_watchers: self.stats.open_watchers.load(Ordering::Relaxed),
+            slow_consumers_cut: self.stats.slow_consumers_cut.load(Ordering::Relaxed),
+        }
     }
 
     /// The highest revision published to watchers.
@@ -432,6 +475,7 @@ struct Watcher {
 
 impl Watcher {
     async fn run(mut self, start: StartAt, abort: oneshot::Sender<Status>) {
+        let _open = OpenWatcher::new(&self.hub);
         let result = match start {
             StartAt::Position(pos) => {
                 self.pos = pos;
@@ -443,6 +487,12 @@ impl Watcher {
             },
         };
         if let Err(Stop::Failed(e)) = result {
+            if matches!(e, ServiceError::SlowConsumer) {
+                self.hub
+                    .stats
+                    .slow_consumers_cut
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             let status = Status::from(e);
             tracing::debug!(code = ?status.code(), message = status.message(), "watch ended");
             // Ignored when the client already left.

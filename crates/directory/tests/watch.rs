@@ -10,6 +10,7 @@ use common::*;
 use roster_directory::DirectoryConfig;
 use roster_directory::error::OLDEST_CURSOR_KEY;
 use roster_proto::directory::change::Resource;
+use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{ChangeKind, ListOptions, ListUsersRequest, WatchChangesRequest};
@@ -450,4 +451,181 @@ async fn watchers_end_with_unavailable_on_shutdown() {
     .await
     .expect("the stream must end on shutdown");
     assert_eq!(end, Some(tonic::Code::Unavailable));
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_reading_is_cut_off_and_resumes_without_loss() {
+    let config = DirectoryConfig {
+        watch_buffer: 1,
+        slow_consumer_timeout: Duration::from_millis(300),
+        ..test_config()
+    };
+    let mut env = Env::with_config("watch_slow", config).await;
+    let d = env.directory("slow").await;
+    let mut narrow = DirectoryServiceClient::new(env.server.narrow_channel().await);
+    let mut stream = watch(
+        &mut narrow,
+        &d,
+        &[ChangeKind::UserCreated],
+        Start::FromNow(()),
+    )
+    .await;
+    // Big payloads fill the HTTP/2 window and the server's send buffer
+    // quickly; then the watcher's own buffer stays full.
+    let padding = "x".repeat(16 * 1024);
+    let mut created = Vec::new();
+    for i in 0..64 {
+        let resource = serde_json::json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": format!("slow{i}@example.com"),
+            "nickName": padding,
+        });
+        let req = roster_proto::directory::CreateUserRequest {
+            directory_id: d.clone(),
+            resource: resource.to_string(),
+        };
+        created.push(
+            env.dir
+                .create_user(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .user
+                .unwrap()
+                .id,
+        );
+    }
+    let hub = env.server.hub.clone();
+    roster_testkit::eventually("the slow consumer to be cut off", PROMPTLY, || {
+        let hub = hub.clone();
+        async move { (hub.stats().slow_consumers_cut == 1).then_some(()) }
+    })
+    .await;
+
+    // What was already on the wire still arrives, then the error.
+    let mut received = Vec::new();
+    let mut last_cursor = String::new();
+    let status = loop {
+        match tokio::time::timeout(PROMPTLY, stream.message())
+            .await
+            .expect("stream stalled")
+        {
+            Ok(Some(msg)) => {
+                if let Some(Payload::Change(c)) = &msg.payload {
+                    received.push(c.resource_id.clone());
+                }
+                last_cursor = msg.cursor;
+            }
+            Ok(None) => panic!("the stream must end with an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains("resume from your last cursor"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        received.len() < created.len(),
+        "the consumer was cut off early"
+    );
+
+    let mut resumed = watch(
+        &mut env.dir,
+        &d,
+        &[ChangeKind::UserCreated],
+        Start::AfterCursor(last_cursor),
+    )
+    .await;
+    while received.len() < created.len() {
+        let (_, c) = next_change(&mut resumed).await;
+        received.push(c.resource_id);
+    }
+    assert_eq!(received, created, "every change exactly once, in order");
+}
+
+#[tokio::test]
+async fn a_watcher_ends_when_its_client_goes_away() {
+    let mut env = Env::new("watch_disconnect").await;
+    let d = env.directory("disconnect").await;
+    let stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    let hub = env.server.hub.clone();
+    let open = |n: usize| {
+        let hub = hub.clone();
+        move || {
+            let hub = hub.clone();
+            async move { (hub.stats().open_watchers == n).then_some(()) }
+        }
+    };
+    roster_testkit::eventually("one open watcher", PROMPTLY, open(1)).await;
+    drop(stream);
+    roster_testkit::eventually("the watcher to end", PROMPTLY, open(0)).await;
+}
+
+#[tokio::test]
+async fn lifecycle_events_carry_changed_fields_and_tombstones() {
+    let mut env = Env::new("watch_lifecycle").await;
+    let d = env.directory("lifecycle").await;
+    let u = env.user(&d, "life@example.com").await;
+    let group = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "Ops",
+        "members": [{"value": u.id}]
+    });
+    let g = env
+        .dir
+        .create_group(roster_proto::directory::CreateGroupRequest {
+            directory_id: d.clone(),
+            resource: group.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+
+    let deactivate = roster_proto::directory::PatchUserRequest {
+        directory_id: d.clone(),
+        id: u.id.clone(),
+        patch: roster_directory::service::DEACTIVATE_PATCH.into(),
+        if_version: None,
+    };
+    env.dir.patch_user(deactivate).await.unwrap();
+    let (_, c) = next_change(&mut stream).await;
+    assert_eq!(kind(&c), ChangeKind::UserDeactivated);
+    let active = c
+        .changed_fields
+        .iter()
+        .find(|f| f.field == "active")
+        .expect("active in changed_fields");
+    assert_eq!(
+        (active.previous.as_str(), active.current.as_str()),
+        ("true", "false")
+    );
+    assert!(matches!(c.resource, Some(Resource::User(ref user)) if !user.active));
+
+    let delete = roster_proto::directory::DeleteUserRequest {
+        directory_id: d.clone(),
+        id: u.id.clone(),
+        if_version: None,
+    };
+    env.dir.delete_user(delete).await.unwrap();
+    let (_, removed) = next_change(&mut stream).await;
+    assert_eq!(kind(&removed), ChangeKind::MemberRemoved);
+    match &removed.resource {
+        Some(Resource::Membership(m)) => assert_eq!(
+            (m.group_id.as_str(), m.member_id.as_str()),
+            (g.id.as_str(), u.id.as_str())
+        ),
+        other => panic!("expected a membership, got {other:?}"),
+    }
+    let (_, deleted) = next_change(&mut stream).await;
+    assert_eq!(kind(&deleted), ChangeKind::UserDeleted);
+    assert!(deleted.tombstone);
+    assert!(
+        matches!(deleted.resource, Some(Resource::User(ref user)) if user.id == u.id),
+        "the last state"
+    );
 }

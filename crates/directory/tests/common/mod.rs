@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use roster_directory::watch::ChangeHub;
 use roster_directory::{Directory, DirectoryConfig};
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::admin::{CreateDirectoryRequest, ProviderKind};
@@ -57,6 +58,7 @@ pub fn test_config() -> DirectoryConfig {
 /// A directory service running on a loopback port.
 pub struct Server {
     pub addr: SocketAddr,
+    pub hub: Arc<ChangeHub>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), roster_directory::Error>>>,
 }
@@ -70,11 +72,13 @@ impl Server {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let directory = Directory::new(store, config).expect("building the directory service");
+        let hub = directory.hub();
         let task = tokio::spawn(directory.serve(listener, async {
             let _ = stopped.await;
         }));
         Server {
             addr,
+            hub,
             stop: Some(stop),
             task: Some(task),
         }
@@ -84,6 +88,18 @@ impl Server {
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
+            .connect()
+            .await
+            .expect("connecting to the server")
+    }
+
+    /// A channel that lets the server send at most 64 KiB ahead of what
+    /// the client reads (HTTP/2 flow control), to play a slow consumer.
+    pub async fn narrow_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
             .connect()
             .await
             .expect("connecting to the server")
