@@ -219,7 +219,7 @@ pub fn apply(resource: &Value, kind: ResourceKind, ops: &[PatchOp]) -> Result<Va
     for (i, op) in ops.iter().enumerate() {
         apply_op(&mut doc, kind, op).map_err(|e| prefix(e, i))?;
     }
-    tolerance::coerce_booleans(&mut doc, kind);
+    tolerance::normalize_shapes(&mut doc, kind);
     if kind == ResourceKind::User {
         list_present_extensions(&mut doc);
     }

@@ -114,7 +114,7 @@ pub fn prepare_user(body: Value) -> Result<(Value, NormalizedUser), ScimError> {
         remove_ci(obj, "groups");
         remove_ci(obj, "password");
     }
-    tolerance::coerce_booleans(&mut raw, ResourceKind::User);
+    tolerance::normalize_shapes(&mut raw, ResourceKind::User);
     list_present_extensions(&mut raw);
     let normalized = normalize_user(&raw)?;
     Ok((raw, normalized))
@@ -136,6 +136,7 @@ pub fn prepare_user(body: Value) -> Result<(Value, NormalizedUser), ScimError> {
 /// ```
 pub fn prepare_group(body: Value) -> Result<(Value, PreparedGroup), ScimError> {
     let mut raw = prepare_common(body, ResourceKind::Group)?;
+    tolerance::normalize_shapes(&mut raw, ResourceKind::Group);
     let members_json = raw
         .as_object_mut()
         .and_then(|o| remove_ci(o, "members"))

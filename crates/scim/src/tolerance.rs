@@ -64,27 +64,54 @@ pub(crate) fn bool_from_string(v: &Value) -> Option<bool> {
     }
 }
 
-/// Coerces string booleans (Entra ID's `"False"`) in every boolean
-/// attribute the schema defines, top-level (`active`) and in sub-attributes
-/// of complex and multi-valued attributes (`emails[].primary`).
-pub(crate) fn coerce_booleans(doc: &mut Value, kind: ResourceKind) {
+/// Repairs value shapes in every attribute the schema defines, top-level
+/// and in extension objects: string booleans, single values where arrays
+/// belong, bare strings where complex values belong. See the functions it
+/// calls for the IdP behaviour behind each repair.
+pub(crate) fn normalize_shapes(doc: &mut Value, kind: ResourceKind) {
     let Some(obj) = doc.as_object_mut() else {
         return;
     };
-    let ext_keys: Vec<String> = obj.keys().filter(|k| k.contains(':')).cloned().collect();
     for (key, value) in obj.iter_mut() {
         if let Some(def) = top_level_def(kind, None, key) {
-            coerce_value(value, def);
-        }
-    }
-    for key in ext_keys {
-        if let Some(Value::Object(ext)) = obj.get_mut(&key) {
-            for (name, value) in ext.iter_mut() {
-                if let Some(def) = top_level_def(kind, Some(&key), name) {
-                    coerce_value(value, def);
+            repair_value(value, def);
+        } else if let Value::Object(ext) = value
+            && key.contains(':')
+        {
+            for (name, v) in ext.iter_mut() {
+                if let Some(def) = top_level_def(kind, Some(key), name) {
+                    repair_value(v, def);
                 }
             }
         }
+    }
+}
+
+fn repair_value(value: &mut Value, def: &AttributeDef) {
+    if def.multi_valued && !value.is_array() && !value.is_null() {
+        *value = Value::Array(as_array(value));
+    }
+    if let Value::Array(items) = value {
+        items
+            .iter_mut()
+            .for_each(|item| wrap_scalar_in_complex(item, def));
+    } else {
+        wrap_scalar_in_complex(value, def);
+    }
+    coerce_value(value, def);
+}
+
+/// A bare string where a complex attribute with a `value` sub-attribute
+/// belongs becomes `{"value": …}`: Entra ID sends the enterprise `manager`
+/// as `"value": "<manager id>"`, and some clients send `"emails": ["a@b"]`.
+pub(crate) fn wrap_scalar_in_complex(value: &mut Value, def: &AttributeDef) {
+    if def.ty != AttrType::Complex || def.sub("value").is_none() {
+        return;
+    }
+    if matches!(value, Value::String(_) | Value::Number(_)) {
+        let mut o = Map::new();
+        o.insert("value".into(), value.take());
+        *value = Value::Object(o);
     }
 }
 
@@ -283,11 +310,28 @@ mod tests {
         assert_eq!(bool_from_string(&json!("yes")), None);
         let mut doc = json!({"active": "False", "emails": [{"value": "a", "primary": "True"}],
                              "title": "True"});
-        coerce_booleans(&mut doc, ResourceKind::User);
+        normalize_shapes(&mut doc, ResourceKind::User);
         assert_eq!(
             doc,
             json!({"active": false, "emails": [{"value": "a", "primary": true}], "title": "True"})
         );
+    }
+
+    #[test]
+    fn shapes_are_repaired_from_the_schema() {
+        let ext = crate::schema::ENTERPRISE_USER_SCHEMA;
+        let mut doc = json!({"emails": {"value": "a@b", "primary": "true"}, "phoneNumbers": ["+1"],
+            "name": "not complex", ext: {"manager": "m1"}, "urn:other:1.0:User": {"manager": "x"}});
+        normalize_shapes(&mut doc, ResourceKind::User);
+        assert_eq!(
+            doc,
+            json!({"emails": [{"value": "a@b", "primary": true}],
+            "phoneNumbers": [{"value": "+1"}], "name": "not complex",
+            ext: {"manager": {"value": "m1"}}, "urn:other:1.0:User": {"manager": "x"}})
+        );
+        let mut group = json!({"members": {"value": "u1"}});
+        normalize_shapes(&mut group, ResourceKind::Group);
+        assert_eq!(group, json!({"members": [{"value": "u1"}]}));
     }
 
     #[test]

@@ -544,3 +544,18 @@ fn add_on_existing_single_valued_replaces() {
     assert_eq!(out["active"], false);
     assert_eq!(out["addresses"][0]["locality"], "Beaver");
 }
+
+#[test]
+fn entra_manager_as_bare_id_is_stored_as_complex() {
+    let ext = crate::schema::ENTERPRISE_USER_SCHEMA;
+    let out = ok(json!([{"op": "Add", "path": format!("{ext}:manager"), "value": "m-42"}]));
+    assert_eq!(out[ext]["manager"], json!({"value": "m-42"}));
+    let n = crate::resource::normalize_user(&out).unwrap();
+    assert_eq!(n.manager_id.as_deref(), Some("m-42"));
+}
+
+#[test]
+fn scalar_values_for_complex_multi_valued_are_wrapped() {
+    let out = ok(json!([{"op": "add", "path": "phoneNumbers", "value": "+1 555"}]));
+    assert_eq!(out["phoneNumbers"], json!([{"value": "+1 555"}]));
+}
