@@ -1,0 +1,93 @@
+//! One trace spans gateway → directory service: with the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a local OTLP receiver started
+//! here, a SCIM request exports spans of both halves under one trace id.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// (trace id, span name, instrumentation target) of every exported span.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<(Vec<u8>, String)>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            for scope in resource.scope_spans {
+                for span in scope.spans {
+                    spans.push((span.trace_id, span.name));
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scim_request_is_one_trace_across_gateway_and_directory_service() {
+    let receiver = Receiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(receiver.clone()))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+
+    let db = roster_testkit::fresh_database("tracing").await;
+    let served = support::serve_database(
+        &db,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let token = served.token.clone().expect("token");
+    let created = reqwest::Client::new()
+        .post(format!("{}/Users", served.base_url))
+        .bearer_auth(token)
+        .header("content-type", "application/scim+json")
+        .body(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"traced@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    // A trace holding both the gateway's HTTP span and the directory service's gRPC span.
+    roster_testkit::eventually(
+        "one trace with gateway and directory spans",
+        Duration::from_secs(30),
+        || {
+            let spans = receiver.spans.lock().unwrap().clone();
+            async move {
+                let mut names: HashMap<Vec<u8>, HashSet<String>> = HashMap::new();
+                for (trace, name) in spans {
+                    names.entry(trace).or_default().insert(name);
+                }
+                names
+                    .into_values()
+                    .find(|n| n.contains("grpc") && n.contains("http_request"))
+            }
+        },
+    )
+    .await;
+}
