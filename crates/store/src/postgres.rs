@@ -157,16 +157,30 @@ impl PgStore {
         }
     }
 
-    /// Advances the stable head using `conn` (whose snapshot the observation
-    /// is read in) and returns it.
+    /// Advances the stable head using `conn` and returns it (possibly moved
+    /// further by concurrent callers).
     async fn advance_on(&self, conn: &mut PgConnection, after: i64) -> StoreResult<i64> {
+        self.advance_in_snapshot(conn, after).await?;
+        Ok(self.known_head())
+    }
+
+    /// Advances the stable head with observations read on `conn` and returns
+    /// the head *as established by those observations alone*: when `conn` is
+    /// in a REPEATABLE READ transaction, every revision at or below the
+    /// returned head is visible in its snapshot. (The shared head may have
+    /// been moved further meanwhile by a caller with a newer snapshot, so it
+    /// cannot be used for a cursor.) The state is copied before the first
+    /// query, i.e. before the snapshot is taken, so what it already knows was
+    /// resolved before that snapshot.
+    async fn advance_in_snapshot(&self, conn: &mut PgConnection, after: i64) -> StoreResult<i64> {
+        let mut local = self.head.lock().unwrap_or_else(|p| p.into_inner()).clone();
         loop {
-            let from = self.known_head().max(after);
+            let from = local.head().max(after);
             let obs = changes::observe(conn, from).await?;
             let batch_full = obs.revisions.len() as i64 >= changes::HEAD_BATCH;
             let last_read = obs.revisions.last().copied();
-            let head = self
-                .head
+            let head = local.observe(&obs);
+            self.head
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .observe(&obs);

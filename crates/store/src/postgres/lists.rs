@@ -116,7 +116,7 @@ impl PgStore {
             .execute(&mut *conn)
             .await
             .map_err(map_db)?;
-        let after = self.advance_on(conn, 0).await?;
+        let after = self.advance_in_snapshot(conn, 0).await?;
         let also_seen = changes::visible_after(conn, after).await?;
         Ok(Cursor { after, also_seen })
     }
