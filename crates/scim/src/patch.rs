@@ -523,8 +523,12 @@ fn apply_plain(
                 *slot = Value::Array(tolerance::as_array(slot));
             }
             if let Value::Array(items) = slot {
+                // RFC 7644 §3.5.2.1: a value already present is not added
+                // again. Hashed so that large adds stay linear.
+                let mut present: std::collections::HashSet<String> =
+                    items.iter().map(Value::to_string).collect();
                 for item in tolerance::as_array(v) {
-                    if !items.contains(&item) {
+                    if present.insert(item.to_string()) {
                         items.push(item);
                     }
                 }
@@ -703,9 +707,10 @@ fn remove_matched(items: &mut Vec<Value>, matched: &[usize], sub: Option<&str>) 
             }
         }
         None => {
+            // `matched` is ascending, so a binary search keeps this n·log m.
             let mut index = 0;
             items.retain(|_| {
-                let keep = !matched.contains(&index);
+                let keep = matched.binary_search(&index).is_err();
                 index += 1;
                 keep
             });

@@ -177,16 +177,18 @@ pub(crate) fn is_unchanged_read_only(current: Option<&Value>, sent: &Value) -> b
 /// `{"op":"remove","path":"members","value":[{"value":"id"}]}`.
 /// Elements are matched by their `value` sub-attribute, else by equality.
 pub(crate) fn remove_listed_values(items: &mut Vec<Value>, listed: &Value) {
-    let listed = as_array(listed);
-    items.retain(|item| !listed.iter().any(|l| same_element(item, l)));
+    // Hash the identities so that removing many values stays linear.
+    let listed: std::collections::HashSet<String> =
+        as_array(listed).iter().map(element_identity).collect();
+    items.retain(|item| !listed.contains(&element_identity(item)));
 }
 
-fn same_element(item: &Value, listed: &Value) -> bool {
-    let item_value = item.as_object().and_then(|o| get_ci(o, "value"));
-    let listed_value = listed.as_object().and_then(|o| get_ci(o, "value"));
-    match (item_value, listed_value) {
-        (Some(a), Some(b)) => a == b,
-        _ => item == listed,
+/// What identifies an element of a multi-valued attribute: its `value`
+/// sub-attribute when it has one, else the whole element.
+pub(crate) fn element_identity(item: &Value) -> String {
+    match item.as_object().and_then(|o| get_ci(o, "value")) {
+        Some(v) => format!("v{v}"),
+        None => format!("e{item}"),
     }
 }
 

@@ -21,23 +21,36 @@ pub struct AttrPath {
 /// Comparison operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CompareOp {
+    /// `eq`: equal.
     Eq,
+    /// `ne`: not equal (evaluated as `not eq`).
     Ne,
+    /// `co`: contains (strings only).
     Co,
+    /// `sw`: starts with (strings only).
     Sw,
+    /// `ew`: ends with (strings only).
     Ew,
+    /// `gt`: greater than (strings, numbers, dateTimes).
     Gt,
+    /// `ge`: greater than or equal.
     Ge,
+    /// `lt`: less than.
     Lt,
+    /// `le`: less than or equal.
     Le,
 }
 
 /// A comparison value (`compValue` in the RFC grammar).
 #[derive(Debug, Clone, PartialEq)]
 pub enum CompValue {
+    /// `null`
     Null,
+    /// `true` / `false`
     Bool(bool),
+    /// A JSON number.
     Number(serde_json::Number),
+    /// A JSON string (escapes already decoded).
     String(String),
 }
 
@@ -52,8 +65,11 @@ pub enum Filter {
     },
     /// `attrPath pr`
     Present(AttrPath),
+    /// `filter and filter`. Parsed chains are balanced trees.
     And(Box<Filter>, Box<Filter>),
+    /// `filter or filter`. Parsed chains are balanced trees.
     Or(Box<Filter>, Box<Filter>),
+    /// `not (filter)`
     Not(Box<Filter>),
     /// `attrPath "[" valFilter "]"`, e.g. `emails[type eq "work"]`; the inner
     /// filter's paths are relative to the elements of `attr`.
