@@ -268,7 +268,8 @@ fn apply_op(doc: &mut Value, kind: ResourceKind, op: &PatchOp) -> Result<(), Sci
 
 /// One member of a path-less value object. Keys may be plain attribute
 /// names, extension URNs holding an object, or paths (`name.familyName`,
-/// `urn:…:User:employeeNumber`) — Entra ID sends the latter.
+/// `urn:…:User:employeeNumber`) — Entra ID sends the latter
+/// (Captain-P-Goldfish/scim-for-keycloak#26).
 fn apply_key(
     doc: &mut Value,
     kind: ResourceKind,
@@ -297,10 +298,11 @@ fn names_extension_object(doc: &Value, kind: ResourceKind, key: &str, value: &Va
     if !key.contains(':') {
         return false;
     }
-    let known = kind
-        .extensions()
-        .iter()
-        .any(|s| s.id.eq_ignore_ascii_case(key));
+    let known = is_core_schema(key)
+        || kind
+            .extensions()
+            .iter()
+            .any(|s| s.id.eq_ignore_ascii_case(key));
     let present = doc.as_object().is_some_and(|o| key_ci(o, key).is_some());
     if known || present {
         return true;
@@ -350,7 +352,11 @@ fn apply_extension_object(
         .iter()
         .find(|s| s.id.eq_ignore_ascii_case(urn))
         .map_or(urn, |s| s.id);
+    let core = is_core_schema(urn);
     if op == PatchOpKind::Remove {
+        if core {
+            return Err(ScimError::invalid_path("the core schema cannot be removed"));
+        }
         if let Some(obj) = doc.as_object_mut() {
             remove_ci(obj, urn);
         }
@@ -361,10 +367,13 @@ fn apply_extension_object(
             "the value for '{urn}' must be an object"
         )));
     };
-    merge_schemas(doc, &Value::String(canonical.to_owned()));
+    if !core {
+        merge_schemas(doc, &Value::String(canonical.to_owned()));
+    }
     for (name, v) in fields {
+        // A core-URN object holds top-level attributes.
         let path = PatchPath::attribute(AttrPath {
-            schema: Some(canonical.to_owned()),
+            schema: (!core).then(|| canonical.to_owned()),
             name: name.clone(),
             sub_attr: None,
         });
@@ -386,7 +395,10 @@ fn is_extension_path(kind: ResourceKind, doc: &Value, path: &PatchPath) -> Optio
     let present = doc
         .as_object()
         .is_some_and(|o| get_ci(o, &full).is_some_and(Value::is_object));
-    (known || present).then_some(full)
+    // Extension URNs conventionally end in the resource type
+    // (`urn:…:2.0:User`), so a new custom extension is recognised too.
+    let conventional = path.attr.name.eq_ignore_ascii_case(kind.name());
+    (known || present || conventional).then_some(full)
 }
 
 fn apply_path(

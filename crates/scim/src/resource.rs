@@ -176,8 +176,8 @@ fn prepare_common(body: Value, kind: ResourceKind) -> Result<Value, ScimError> {
 fn check_schemas(obj: &mut Map<String, Value>, kind: ResourceKind) -> Result<(), ScimError> {
     let core = kind.core_schema().id;
     let Some(key) = key_ci(obj, "schemas").cloned() else {
-        // Tolerance: clients that omit `schemas` (seen on PUT from several
-        // IdPs) get the core URN filled in.
+        // Tolerance: clients that omit `schemas` get the core URN filled in;
+        // the endpoint already says which resource type this is.
         obj.insert("schemas".into(), Value::Array(vec![core.into()]));
         return Ok(());
     };
@@ -265,8 +265,8 @@ fn manager_id(ext: &Map<String, Value>) -> Result<Option<String>, ScimError> {
     match get_ci(ext, "manager") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(m)) => optional_string(m, "value"),
-        // Tolerance: manager sent as a bare id string (older Entra ID
-        // mappings and several HR sources).
+        // Tolerance: Entra ID sends the manager as a bare string
+        // (apache/directory-scimple#1242); stored data may predate repair.
         Some(Value::String(s)) => Ok(Some(s.clone()).filter(|s| !s.is_empty())),
         Some(_) => Err(ScimError::invalid_value(
             "'manager' must be an object with a 'value'",

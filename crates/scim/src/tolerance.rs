@@ -10,14 +10,17 @@ use crate::filter::{AttrPath, CompValue, CompareOp, Filter};
 use crate::json::{get_ci, key_ci};
 use crate::schema::{AttrType, AttributeDef, ResourceKind, top_level_def};
 
-/// Operation names in any case: Entra ID sends `Replace`/`Add`/`Remove`,
-/// OneLogin has been seen sending `ADD`; RFC 7644 says lower case.
+/// Operation names in any case: Entra ID sends `Replace`/`Add`/`Remove`
+/// (Microsoft's SCIM guidance asks servers not to match `op` case-sensitively;
+/// see also thomaspoignant/scim-patch#6);
+/// RFC 7644 spells them in lower case.
 pub(crate) fn op_name_matches(sent: &str, canonical: &str) -> bool {
     sent.trim().eq_ignore_ascii_case(canonical)
 }
 
-/// The `Operations` member under any casing (`operations` is sent by some
-/// hand-written clients and SDKs); a single operation object is wrapped.
+/// The `Operations` member under any casing (RFC 7643 §2.1 makes attribute
+/// names case-insensitive, and hand-written clients send `operations`); a
+/// single operation object is wrapped.
 pub(crate) fn operations(body: &Map<String, Value>) -> Option<Vec<Value>> {
     match get_ci(body, "Operations")? {
         Value::Array(ops) => Some(ops.clone()),
@@ -27,8 +30,9 @@ pub(crate) fn operations(body: &Map<String, Value>) -> Option<Vec<Value>> {
     }
 }
 
-/// A missing `schemas` member on a PatchOp body is accepted: several
-/// clients (and older Okta/JumpCloud integrations) omit it.
+/// A missing `schemas` member on a PatchOp body is accepted: hand-written
+/// and SDK-based clients omit it (not attributed to a specific IdP; the
+/// operations alone are unambiguous).
 pub(crate) fn patch_schemas_missing_ok(body: &Map<String, Value>) -> bool {
     key_ci(body, "schemas").is_none()
 }
@@ -40,7 +44,8 @@ pub(crate) fn empty_path_is_absent(path: &str) -> bool {
 }
 
 /// A PATCH `value` sent as a JSON-encoded string (`"value": "{\"active\":false}"`
-/// or `"[{\"value\":\"id\"}]"`), seen from clients that double-encode.
+/// or `"[{\"value\":\"id\"}]"`) by clients that double-encode (not
+/// attributed to a specific IdP).
 /// Only decoded where a complex value is expected, so that a string
 /// attribute whose text happens to start with `{` is left alone.
 pub(crate) fn decode_json_string_value(value: &Value, complex_expected: bool) -> Option<Value> {
@@ -54,7 +59,7 @@ pub(crate) fn decode_json_string_value(value: &Value, complex_expected: bool) ->
 }
 
 /// Booleans as strings (`"True"`, `"False"`): Entra ID sends
-/// `{"op":"Replace","path":"active","value":"False"}`.
+/// `{"op":"Replace","path":"active","value":"False"}` (rancher/rancher#54025).
 pub(crate) fn bool_from_string(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
@@ -102,8 +107,9 @@ fn repair_value(value: &mut Value, def: &AttributeDef) {
 }
 
 /// A bare string where a complex attribute with a `value` sub-attribute
-/// belongs becomes `{"value": …}`: Entra ID sends the enterprise `manager`
-/// as `"value": "<manager id>"`, and some clients send `"emails": ["a@b"]`.
+/// belongs becomes `{"value": …}`: Entra ID's manager mapping sends the
+/// enterprise `manager` as a bare string (apache/directory-scimple#1242); `"emails": ["a@b"]`
+/// from custom clients is repaired the same way.
 pub(crate) fn wrap_scalar_in_complex(value: &mut Value, def: &AttributeDef) {
     if def.ty != AttrType::Complex || def.sub("value").is_none() {
         return;
@@ -145,8 +151,9 @@ fn coerce_sub_attributes(item: &mut Value, def: &AttributeDef) {
     }
 }
 
-/// A single value where an array is expected: OneLogin and others send
-/// `"value": {"value": "id"}` for `add members`; `"emails": {...}` too.
+/// A single value where an array is expected (`"value": {"value": "id"}`
+/// for `add members`, `"emails": {...}`): a common client mistake, not
+/// attributed to a specific IdP.
 pub(crate) fn as_array(value: &Value) -> Vec<Value> {
     match value {
         Value::Array(items) => items.clone(),
@@ -156,8 +163,8 @@ pub(crate) fn as_array(value: &Value) -> Vec<Value> {
 }
 
 /// A path-less operation whose value is an array of objects
-/// (`"value": [{"active": false}]`), sent by some PingOne and custom
-/// connectors: each object is applied in order.
+/// (`"value": [{"active": false}]`), a shape some custom connectors
+/// produce (not attributed to a specific IdP): each object is applied in order.
 pub(crate) fn pathless_values(value: &Value) -> Option<Vec<&Map<String, Value>>> {
     match value {
         Value::Object(obj) => Some(vec![obj]),
@@ -196,7 +203,8 @@ pub(crate) fn element_identity(item: &Value) -> String {
 /// from the filter's `eq` clauses. Entra ID sends
 /// `{"op":"Add","path":"emails[type eq \"work\"].value","value":"a@b"}` (and
 /// `Replace`) for users without a work email and relies on creation; RFC
-/// 7644 §3.5.2.3 would answer `noTarget` for `replace`.
+/// 7644 §3.5.2.3 would answer `noTarget` for `replace` (see
+/// sourcegraph/sourcegraph-public-snapshot#49200, Captain-P-Goldfish/SCIM-SDK#416).
 pub(crate) fn element_from_filter(filter: &Filter) -> Option<Map<String, Value>> {
     let mut element = Map::new();
     collect_equalities(filter, &mut element).then_some(element)
@@ -229,7 +237,8 @@ fn collect_equalities(filter: &Filter, out: &mut Map<String, Value>) -> bool {
 }
 
 /// A member given as a bare string id (`"value": ["id1", "id2"]`) or only
-/// by `$ref` (`.../Users/<id>`): some custom connectors send these.
+/// by `$ref` (`.../Users/<id>`): defensive, for custom connectors (not
+/// attributed to a specific IdP).
 pub(crate) fn member_id_from_loose(entry: &Value) -> Option<String> {
     match entry {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
@@ -242,8 +251,9 @@ pub(crate) fn member_id_from_loose(entry: &Value) -> Option<String> {
     }
 }
 
-/// A scalar where a string is expected: `employeeNumber` sent as a JSON
-/// number (seen from HR-driven sources such as Rippling and Workday).
+/// A scalar where a string is expected: `employeeNumber` and similar
+/// identifiers sent as JSON numbers when an IdP maps them from numeric HR
+/// fields (defensive; not attributed to a specific IdP).
 pub(crate) fn string_from_scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -252,8 +262,8 @@ pub(crate) fn string_from_scalar(v: &Value) -> Option<String> {
     }
 }
 
-/// A member `value` sent as a JSON number (numeric ids from JumpCloud-style
-/// exports) is read as its decimal string.
+/// A member `value` sent as a JSON number is read as its decimal string
+/// (defensive, same reasoning as [`string_from_scalar`]).
 pub(crate) fn member_value_string(v: &Value) -> Option<String> {
     string_from_scalar(v).filter(|s| !s.trim().is_empty())
 }

@@ -73,10 +73,7 @@ pub enum Filter {
     Not(Box<Filter>),
     /// `attrPath "[" valFilter "]"`, e.g. `emails[type eq "work"]`; the inner
     /// filter's paths are relative to the elements of `attr`.
-    ValuePath {
-        attr: AttrPath,
-        filter: Box<Filter>,
-    },
+    ValuePath { attr: AttrPath, filter: Box<Filter> },
 }
 
 impl fmt::Display for AttrPath {

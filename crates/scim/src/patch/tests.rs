@@ -517,6 +517,7 @@ fn remove_multi_valued_by_value_array() {
 
 #[test]
 fn okta_replace_members_with_empty_array_empties_the_group() {
+    // Okta's "Push now" for an empty group (Captain-P-Goldfish/SCIM-SDK#757).
     let ops = req(json!([{"op": "replace", "path": "members", "value": []}]));
     assert_eq!(
         plan_group_patch(&ops).unwrap(),
@@ -558,4 +559,41 @@ fn entra_manager_as_bare_id_is_stored_as_complex() {
 fn scalar_values_for_complex_multi_valued_are_wrapped() {
     let out = ok(json!([{"op": "add", "path": "phoneNumbers", "value": "+1 555"}]));
     assert_eq!(out["phoneNumbers"], json!([{"value": "+1 555"}]));
+}
+
+#[test]
+fn new_custom_extension_by_whole_urn_path() {
+    let out =
+        ok(json!([{"op": "add", "path": "urn:example:custom:2.0:User", "value": {"badge": "42"}}]));
+    assert_eq!(out["urn:example:custom:2.0:User"], json!({"badge": "42"}));
+    assert!(
+        out["schemas"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("urn:example:custom:2.0:User"))
+    );
+    let out = run(
+        &out,
+        json!([{"op": "replace", "path": "urn:example:custom:2.0:User:badge", "value": "43"}]),
+    )
+    .unwrap();
+    assert_eq!(out["urn:example:custom:2.0:User"], json!({"badge": "43"}));
+}
+
+#[test]
+fn core_urn_objects_hold_top_level_attributes() {
+    let core = crate::schema::USER_SCHEMA;
+    let out = ok(
+        json!([{"op": "replace", "value": {core: {"displayName": "Babs"}}},
+                       {"op": "replace", "path": core, "value": {"title": "T"}}]),
+    );
+    assert_eq!(
+        (out["displayName"].clone(), out["title"].clone()),
+        (json!("Babs"), json!("T"))
+    );
+    assert!(out.get(core).is_none());
+    assert_eq!(
+        fails(json!([{"op": "remove", "path": core}])).scim_type,
+        Some(ScimType::InvalidPath)
+    );
 }
