@@ -59,7 +59,11 @@ pub fn render_user(user: &User, scim_base: &str) -> Value {
     if has_key(&obj, ENTERPRISE_USER_SCHEMA) {
         ensure_schemas(&mut obj, ENTERPRISE_USER_SCHEMA);
     }
-    set_key(&mut obj, "active", json!(user.active));
+    // `active` keeps the directory's normalized boolean (IdPs send "False"
+    // strings), but stays absent once the IdP removed it (RFC 7644 §3.5.2.2).
+    if has_key(&obj, "active") {
+        set_key(&mut obj, "active", json!(user.active));
+    }
     if !user.group_ids.is_empty() {
         let groups: Vec<Value> = user
             .group_ids
@@ -167,6 +171,7 @@ fn raw_object(raw: &str) -> Option<Map<String, Value>> {
 fn user_fallback(user: &User) -> Map<String, Value> {
     let mut obj = Map::new();
     obj.insert("userName".into(), json!(user.user_name));
+    obj.insert("active".into(), json!(user.active));
     if !user.external_id.is_empty() {
         obj.insert("externalId".into(), json!(user.external_id));
     }
@@ -240,7 +245,7 @@ mod tests {
             user_name: "alice".into(),
             active: false,
             group_ids: vec!["g1".into()],
-            raw: r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice","password":"hunter2","active":true,"meta":{"x":1},"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"R&D"}}"#.into(),
+            raw: r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"alice","password":"hunter2","active":"True","meta":{"x":1},"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User":{"department":"R&D"}}"#.into(),
             meta: Some(meta(3)),
             ..Default::default()
         };
@@ -270,9 +275,21 @@ mod tests {
         };
         let v = render_user(&user, BASE);
         assert_eq!(v["userName"], "bob");
+        assert_eq!(v["active"], true);
         assert_eq!(v["schemas"], json!([USER_SCHEMA]));
         assert!(v.get("groups").is_none());
         assert!(v["meta"].get("version").is_none());
+    }
+
+    #[test]
+    fn removed_active_stays_absent() {
+        let user = User {
+            id: "u3".into(),
+            active: true,
+            raw: r#"{"userName":"c"}"#.into(),
+            ..Default::default()
+        };
+        assert!(render_user(&user, BASE).get("active").is_none());
     }
 
     #[test]
