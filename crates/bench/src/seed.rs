@@ -116,7 +116,7 @@ impl Seeder {
 }
 
 /// The store write the directory service makes for [`user_body`]`(prefix, i)`.
-fn user_write(prefix: &str, i: usize) -> anyhow::Result<UserWrite> {
+pub fn user_write(prefix: &str, i: usize) -> anyhow::Result<UserWrite> {
     let (raw, u) =
         roster_scim::resource::prepare_user(user_body(prefix, i)).map_err(|e| anyhow!("{e}"))?;
     let fields = UserFields {

@@ -1,18 +1,74 @@
 //! The scenarios of issue #9.
 
+pub mod churn;
+pub mod fanout;
+pub mod limit;
+pub mod lookup;
 pub mod onboarding;
+pub mod watch;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::cli::BenchArgs;
 use crate::report::Report;
 
-/// Runs scenario `name`, prints its table and returns its JSON.
+/// Every scenario, in the order `all` runs them.
+pub const ALL: [&str; 6] = [
+    "onboarding",
+    "limit",
+    "lookup",
+    "churn",
+    "watch-latency",
+    "fanout",
+];
+
+/// Runs scenario `name` (or `all`), prints its tables and returns its JSON.
 pub async fn run(name: &str, args: &BenchArgs) -> anyhow::Result<Value> {
-    let report = match name {
-        "onboarding" => onboarding::run(args).await?,
-        other => anyhow::bail!("unknown scenario {other}"),
-    };
+    if name == "all" {
+        return run_all(args).await;
+    }
+    let report = run_one(name, args).await?;
     report.print();
     Ok(serde_json::to_value(report)?)
+}
+
+async fn run_one(name: &str, args: &BenchArgs) -> anyhow::Result<Report> {
+    match name {
+        "onboarding" => onboarding::run(args).await,
+        "lookup" => lookup::run(args).await,
+        "churn" => churn::run(args).await,
+        "watch-latency" => watch::run(args).await,
+        "fanout" => fanout::run(args).await,
+        "limit" => limit::run(args).await,
+        other => anyhow::bail!("unknown scenario {other}"),
+    }
+}
+
+/// Runs every scenario; prints Roster's onboarding rate as a fraction of
+/// the raw-insert limit, measured in this same run.
+async fn run_all(args: &BenchArgs) -> anyhow::Result<Value> {
+    let mut reports = Vec::new();
+    for name in ALL {
+        let report = run_one(name, args).await?;
+        report.print();
+        reports.push(report);
+    }
+    let rate = |scenario: &str, row: &str| {
+        reports
+            .iter()
+            .find(|r| r.scenario == scenario)
+            .and_then(|r| r.measurement(row))
+            .map(|m| m.throughput_per_s)
+    };
+    let onboarding = rate("onboarding", onboarding::POST_USERS);
+    let raw = rate("limit", limit::RAW_INSERT);
+    let fraction = match (onboarding, raw) {
+        (Some(o), Some(r)) if r > 0.0 => Some((o / r * 1000.0).round() / 1000.0),
+        _ => None,
+    };
+    println!();
+    println!(
+        "onboarding {onboarding:?} users/s vs raw-insert limit {raw:?} rows/s: fraction {fraction:?}"
+    );
+    Ok(json!({ "scenarios": reports, "onboarding_fraction_of_limit": fraction }))
 }

@@ -1,0 +1,191 @@
+//! Smoke runs of every scenario with tiny sizes against real PostgreSQL, so
+//! the benchmark code cannot rot. Figures are checked for shape and sanity
+//! only: benchmarks are not tests, and no timing is asserted.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Tiny sizes for every scenario.
+const TINY: &[&str] = &[
+    "--concurrency",
+    "4",
+    "--seed-concurrency",
+    "4",
+    "--server-db-connections",
+    "4",
+    "--users",
+    "50",
+    "--groups",
+    "3",
+    "--patch-batch",
+    "10",
+    "--lookup-users",
+    "50",
+    "--directories",
+    "3",
+    "--users-per-directory",
+    "20",
+    "--lookups",
+    "20",
+    "--group-size",
+    "20",
+    "--small-group-size",
+    "5",
+    "--churn-ops",
+    "20",
+    "--streams",
+    "3",
+    "--streams-per-connection",
+    "2",
+    "--fanout-writes",
+    "10",
+    "--sample-streams",
+    "2",
+];
+
+/// Runs `roster-bench <scenario>` with [`TINY`] sizes and returns its JSON report.
+async fn run(scenario: &str) -> Value {
+    let server = roster_testkit::postgres().await;
+    let json = json_path(scenario);
+    let output = Command::new(env!("CARGO_BIN_EXE_roster-bench"))
+        .arg(scenario)
+        .args(TINY)
+        .arg("--database-url")
+        .arg(server.url())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("cannot run roster-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "roster-bench {scenario} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("cores:"), "no table header in:\n{stdout}");
+    let text = std::fs::read_to_string(&json).expect("the JSON report was not written");
+    serde_json::from_str(&text).expect("the JSON report does not parse")
+}
+
+fn json_path(scenario: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "roster-bench-smoke-{scenario}-{}.json",
+        std::process::id()
+    ))
+}
+
+/// The report carries the machine, PostgreSQL settings and sane measurements.
+fn assert_report(report: &Value, scenario: &str, rows: usize) {
+    assert_eq!(report["scenario"], scenario);
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        report["machine"]["load_average"].as_array().unwrap().len(),
+        3
+    );
+    for key in [
+        "server_version",
+        "synchronous_commit",
+        "fsync",
+        "shared_buffers",
+        "max_connections",
+        "wal_level",
+    ] {
+        assert!(
+            !report["postgres"][key].as_str().unwrap().is_empty(),
+            "postgres.{key} missing"
+        );
+    }
+    let measurements = report["measurements"].as_array().unwrap();
+    assert_eq!(
+        measurements.len(),
+        rows,
+        "measurements of {scenario}: {measurements:#?}"
+    );
+    for m in measurements {
+        assert!(m["n"].as_u64().unwrap() > 0, "{m}");
+        assert!(m["concurrency"].as_u64().unwrap() > 0, "{m}");
+        assert!(m["throughput_per_s"].as_f64().unwrap() > 0.0, "{m}");
+        assert!(m["total_secs"].as_f64().unwrap() > 0.0, "{m}");
+        let l = &m["latency"];
+        let (p50, p99, max) = (
+            l["p50_ms"].as_f64().unwrap(),
+            l["p99_ms"].as_f64().unwrap(),
+            l["max_ms"].as_f64().unwrap(),
+        );
+        assert!(0.0 <= p50 && p50 <= p99 && p99 <= max, "{m}");
+    }
+}
+
+fn figure(report: &Value, key: &str) -> f64 {
+    report["figures"][key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("figure {key} missing: {}", report["figures"]))
+}
+
+#[tokio::test]
+async fn onboarding() {
+    let report = run("onboarding").await;
+    assert_report(&report, "onboarding", 3);
+    assert_eq!(report["measurements"][0]["n"], 50);
+    assert_eq!(report["measurements"][1]["n"], 3);
+    assert_eq!(figure(&report, "memberships"), 50.0);
+    assert!(figure(&report, "users_per_s") > 0.0);
+}
+
+#[tokio::test]
+async fn lookup() {
+    let report = run("lookup").await;
+    // Seeding plus four filters, for each of the two layouts.
+    assert_report(&report, "lookup", 10);
+    assert_eq!(report["measurements"][0]["n"], 50);
+    assert_eq!(report["measurements"][5]["n"], 60);
+    assert_eq!(report["measurements"][1]["n"], 20);
+}
+
+#[tokio::test]
+async fn churn() {
+    let report = run("churn").await;
+    assert_report(&report, "churn", 3);
+    assert!(
+        report["measurements"][1]["name"]
+            .as_str()
+            .unwrap()
+            .contains("group of 20")
+    );
+    assert!(figure(&report, "big_vs_small_p99_ratio") > 0.0);
+    assert!(figure(&report, "big_vs_small_throughput_ratio") > 0.0);
+}
+
+#[tokio::test]
+async fn watch_latency() {
+    let report = run("watch-latency").await;
+    assert_report(&report, "watch-latency", 2);
+    assert_eq!(
+        report["measurements"][1]["n"], 50,
+        "one latency per created user"
+    );
+    assert!(figure(&report, "events_before_http_response") >= 0.0);
+}
+
+#[tokio::test]
+async fn fanout() {
+    let report = run("fanout").await;
+    assert_report(&report, "fanout", 3);
+    assert_eq!(
+        report["measurements"][1]["n"], 20,
+        "2 sampled streams × 10 writes"
+    );
+    assert_eq!(figure(&report, "streams"), 3.0);
+    assert_eq!(figure(&report, "connections"), 2.0);
+    assert!(figure(&report, "server_rss_mib_no_streams") > 0.0);
+    assert!(figure(&report, "server_rss_kib_per_stream") >= 0.0);
+}
+
+#[tokio::test]
+async fn limit() {
+    let report = run("limit").await;
+    assert_report(&report, "limit", 2);
+    assert!(figure(&report, "onboarding_fraction_of_limit") > 0.0);
+}
