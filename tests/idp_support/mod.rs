@@ -277,6 +277,17 @@ pub fn kinds_where(events: &[Change], keep: impl Fn(&Change) -> bool) -> Vec<&'s
         .collect()
 }
 
+/// The user carried by the last event of user `user_id` that has one.
+pub fn last_user_payload(
+    events: &[Change],
+    user_id: &str,
+) -> Option<roster_proto::directory::User> {
+    events.iter().rev().find_map(|e| match &e.resource {
+        Some(change::Resource::User(user)) if e.resource_id == user_id => Some(user.clone()),
+        _ => None,
+    })
+}
+
 /// Reads the directory's change stream from the beginning until `done` holds
 /// for the events seen so far, or panics after a deadline with what it saw.
 pub async fn watch_until(
