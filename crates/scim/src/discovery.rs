@@ -138,6 +138,12 @@ pub fn schemas(base_url: &str) -> Vec<Value> {
 }
 
 /// One schema document by URN (case-insensitive).
+///
+/// ```
+/// let doc = roster_scim::discovery::schema("https://h/v2",
+///     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user").unwrap();
+/// assert_eq!(doc["name"], "EnterpriseUser");
+/// ```
 pub fn schema(base_url: &str, id: &str) -> Option<Value> {
     ALL_SCHEMAS
         .iter()
@@ -182,6 +188,11 @@ pub fn resource_types(base_url: &str) -> Vec<Value> {
 }
 
 /// One resource type by id (`User`, `Group`; case-insensitive).
+///
+/// ```
+/// let group = roster_scim::discovery::resource_type("https://h/v2", "group").unwrap();
+/// assert_eq!(group["schema"], "urn:ietf:params:scim:schemas:core:2.0:Group");
+/// ```
 pub fn resource_type(base_url: &str, id: &str) -> Option<Value> {
     [ResourceKind::User, ResourceKind::Group]
         .into_iter()

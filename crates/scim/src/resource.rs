@@ -226,6 +226,18 @@ pub(crate) fn list_present_extensions(raw: &mut Value) {
 
 /// Extracts the normalized fields of a stored User (used after PATCH).
 /// Errors are `invalidValue` naming the offending attribute.
+///
+/// ```
+/// use roster_scim::resource::normalize_user;
+/// use serde_json::json;
+/// let user = normalize_user(&json!({"userName": "bjensen", "name": {"familyName": "Jensen"},
+///     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": {"value": "m1"}}}))?;
+/// assert_eq!(user.family_name.as_deref(), Some("Jensen"));
+/// assert_eq!(user.manager_id.as_deref(), Some("m1"));
+/// assert!(user.active);
+/// assert!(normalize_user(&json!({"userName": ""})).is_err());
+/// # Ok::<(), roster_scim::error::ScimError>(())
+/// ```
 pub fn normalize_user(raw: &Value) -> Result<NormalizedUser, ScimError> {
     let obj = as_object(raw)?;
     let ext = get_ci(obj, ENTERPRISE_USER_SCHEMA).and_then(Value::as_object);
@@ -317,6 +329,15 @@ fn optional_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String
 /// [`MemberValue`]s. A member without a usable `value` (e.g. `display`
 /// only) is rejected with `invalidValue`: it cannot be resolved to a
 /// resource, and silently dropping it would leave the group wrong.
+///
+/// ```
+/// use roster_scim::resource::parse_members;
+/// use serde_json::json;
+/// let members = parse_members(&json!([{"value": "u1", "type": "User"}, "u2"]))?;
+/// assert_eq!(members[1].value, "u2");
+/// assert!(parse_members(&json!([{"display": "Bob"}])).is_err());
+/// # Ok::<(), roster_scim::error::ScimError>(())
+/// ```
 pub fn parse_members(v: &Value) -> Result<Vec<MemberValue>, ScimError> {
     tolerance::as_array(v).iter().map(parse_member).collect()
 }

@@ -96,12 +96,29 @@ pub fn matches(filter: &Filter, resource: &serde_json::Value) -> bool {
 
 /// [`matches()`] with an explicit resource kind (for resources whose
 /// `schemas` member is missing).
+///
+/// ```
+/// use roster_scim::{filter::{matches_kind, parse}, ResourceKind};
+/// use serde_json::json;
+/// let f = parse(r#"externalId eq "ABC""#)?;
+/// assert!(!matches_kind(&f, &json!({"externalId": "abc"}), ResourceKind::Group)); // caseExact
+/// # Ok::<(), roster_scim::error::ScimError>(())
+/// ```
 pub fn matches_kind(filter: &Filter, resource: &serde_json::Value, kind: ResourceKind) -> bool {
     eval::matches_kind(filter, resource, kind)
 }
 
 /// Whether one element of the multi-valued attribute `parent` matches a
 /// value filter whose paths are relative to the element (PATCH paths).
+///
+/// ```
+/// use roster_scim::{filter::{matches_element, parse, AttrPath}, ResourceKind};
+/// use serde_json::json;
+/// let f = parse(r#"type eq "WORK""#)?;
+/// let email = json!({"type": "work", "value": "a@b"});
+/// assert!(matches_element(&f, &email, ResourceKind::User, &AttrPath::new("emails")));
+/// # Ok::<(), roster_scim::error::ScimError>(())
+/// ```
 pub fn matches_element(
     filter: &Filter,
     element: &serde_json::Value,
