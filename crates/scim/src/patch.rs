@@ -364,7 +364,8 @@ fn apply_extension_object(
     }
     let Some(Value::Object(fields)) = value else {
         return Err(ScimError::invalid_value(format!(
-            "the value for '{urn}' must be an object"
+            "the value for '{}' must be an object",
+            shorten(urn)
         )));
     };
     if !core {
@@ -625,7 +626,9 @@ fn apply_sub_attribute(
             Ok(())
         }
         Value::Array(_) => Err(ScimError::no_target(format!(
-            "'{name}' has no values to set '{sub}' on; use a value filter"
+            "'{}' has no values to set '{}' on; use a value filter",
+            shorten(name),
+            shorten(sub)
         ))),
         other => {
             // A scalar where an object belongs: replace it with the object.
@@ -739,7 +742,7 @@ fn create_from_filter(
     let Some(mut element) = tolerance::element_from_filter(filter) else {
         return Err(ScimError::no_target(format!(
             "no value of '{}' matches the filter, and the filter does not describe a new value",
-            path.attr
+            shorten(&path.attr.to_string())
         )));
     };
     match (&path.sub_attr, v) {
@@ -875,7 +878,8 @@ fn plan_members_path(op: &PatchOp, path: &PatchPath) -> Result<GroupPatchStep, S
             .map(GroupPatchStep::RemoveMembers)
             .ok_or_else(|| {
                 ScimError::invalid_filter(format!(
-                    "unsupported member filter '{filter}': only 'value eq \"<id>\"', optionally joined with 'or', is supported"
+                    "unsupported member filter '{}': only 'value eq \"<id>\"', optionally joined with 'or', is supported",
+                    shorten(&filter.to_string())
                 ))
             }),
         (Some(_), _) => Err(ScimError::no_target(
@@ -894,6 +898,15 @@ fn plan_members_path(op: &PatchOp, path: &PatchPath) -> Result<GroupPatchStep, S
         (None, PatchOpKind::Replace) => Ok(GroupPatchStep::ReplaceMembers(parse_members(
             op.value.as_ref().unwrap_or(&Value::Null),
         )?)),
+    }
+}
+
+/// Keeps error details short when they quote client input.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 120;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
     }
 }
 

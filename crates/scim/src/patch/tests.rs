@@ -597,3 +597,13 @@ fn core_urn_objects_hold_top_level_attributes() {
         Some(ScimType::InvalidPath)
     );
 }
+
+#[test]
+fn error_details_quoting_filters_stay_short() {
+    let long = "x".repeat(5000);
+    let e = plan_group_patch(&req(
+        json!([{"op": "remove", "path": format!("members[display eq \"{long}\"]")}]),
+    ))
+    .unwrap_err();
+    assert!(e.detail.len() < 400, "{} bytes", e.detail.len());
+}
