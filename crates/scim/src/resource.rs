@@ -320,7 +320,7 @@ fn optional_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String
     match get_ci(obj, name) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => tolerance::string_from_scalar(v)
-            .map(Some)
+            .map(tolerance::blank_is_absent)
             .ok_or_else(|| ScimError::invalid_value(format!("'{name}' must be a string"))),
     }
 }

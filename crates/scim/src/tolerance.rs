@@ -262,6 +262,13 @@ pub(crate) fn string_from_scalar(v: &Value) -> Option<String> {
     }
 }
 
+/// A blank string means "no value" for the normalized fields: OneLogin's
+/// SCIM JSON Template sends `""` for every parameter the user has no value
+/// for (`"title": ""`, `"manager": {"value": ""}`). The raw JSON keeps them.
+pub(crate) fn blank_is_absent(s: String) -> Option<String> {
+    (!s.trim().is_empty()).then_some(s)
+}
+
 /// A member `value` sent as a JSON number is read as its decimal string
 /// (defensive, same reasoning as [`string_from_scalar`]).
 pub(crate) fn member_value_string(v: &Value) -> Option<String> {
@@ -405,6 +412,12 @@ mod tests {
             Some("abc".into())
         );
         assert_eq!(member_id_from_loose(&json!({"display": "Bob"})), None);
+    }
+
+    #[test]
+    fn blank_strings_are_absent() {
+        assert_eq!(blank_is_absent("  ".into()), None);
+        assert_eq!(blank_is_absent("x".into()), Some("x".into()));
     }
 
     #[test]

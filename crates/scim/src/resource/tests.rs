@@ -169,3 +169,20 @@ fn normalize_user_after_patch() {
     let e = normalize_user(&json!({"userName": "a", "emails": ["x"]})).unwrap_err();
     assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
 }
+
+#[test]
+fn onelogin_template_blanks_normalize_to_absent() {
+    let (raw, u) = prepare_user(json!({
+        "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA], "userName": "Jane@Example.com",
+        "name": {"familyName": "Doe", "givenName": ""}, "title": "", "userType": "",
+        "emails": [{"value": "jane@example.com", "type": "work", "primary": true}, {"value": ""}],
+        ENTERPRISE_USER_SCHEMA: {"department": "Engineering", "manager": {"value": "", "displayName": " "}}
+    }))
+    .unwrap();
+    assert_eq!(u.title, None);
+    assert_eq!(u.given_name, None);
+    assert_eq!(u.manager_id, None);
+    assert_eq!(u.emails.len(), 1);
+    assert_eq!(u.department.as_deref(), Some("Engineering"));
+    assert_eq!(raw["title"], "", "raw keeps what the IdP sent");
+}
