@@ -1,0 +1,123 @@
+//! Google Workspace replay: automated user provisioning of a custom SAML app —
+//! users only, a count=1 activation check, full-user updates, suspension and
+//! unsuspension, and the *Delete* deprovisioning choice on a directory whose
+//! policy keeps users (deactivate).
+//!
+//! Sources, cited below: [GOOGLE] Google Workspace Admin Help, automated user
+//! provisioning (support.google.com/a/answer/7681608: users only, "synced every
+//! few hours", active/suspended/deleted users; deprovisioning triggers Suspend
+//! or Delete with a delay); [AUTHN] authn.sh, "SCIM 2.0 with Google Workspace"
+//! (the `/Users?count=1` probe). Google does not publish request bodies; the
+//! requests follow RFC 7644 otherwise.
+
+mod idp_support;
+mod support;
+
+use idp_support::{ENTERPRISE, IdpClient, USER_SCHEMA, watch_user_sequences};
+use serde_json::{Value, json};
+
+/// Google's client.
+fn google(dir: &support::TestDirectory) -> IdpClient {
+    IdpClient::new(
+        dir,
+        &[("accept", "application/scim+json")],
+        "application/json",
+    )
+}
+
+/// A user as mapped from Google's directory: primary e-mail as userName, names, department, employee id.
+fn google_user(primary_email: &str, first: &str, last: &str, employee_id: &str) -> Value {
+    json!({
+        "schemas": [USER_SCHEMA, ENTERPRISE],
+        "userName": primary_email,
+        "name": {"givenName": first, "familyName": last},
+        "emails": [{"value": primary_email, "type": "work", "primary": true}],
+        "active": true,
+        ENTERPRISE: {"department": "Finance", "employeeNumber": employee_id}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn google_provisions_users_suspends_and_deletes_as_deactivation() {
+    let served = support::serve_postgres("idp_google").await;
+    let dir = served.directory("google", "deactivate");
+    let idp = google(&dir);
+
+    // 1. Activation: [AUTHN] "Google fires a probe against /scim/v2/Users?count=1".
+    let probe = idp.get("/Users?count=1").await.expect(200, "probe");
+    assert_eq!(probe.total_results(), 0);
+
+    // 2. Sync: lookup by primary e-mail, then create, for three people in scope.
+    let mut ids = Vec::new();
+    for (mail, first, last, employee) in [
+        ("Maria.Garcia@Example.org", "Maria", "Garcia", "E100"),
+        ("li.wei@example.org", "Li", "Wei", "E101"),
+        ("sam.o@example.org", "Sam", "Okafor", "E102"),
+    ] {
+        let lookup = idp
+            .get(&format!("/Users?filter=userName eq \"{mail}\""))
+            .await;
+        assert_eq!(lookup.expect(200, "lookup").total_results(), 0);
+        let created = idp
+            .post("/Users", &google_user(mail, first, last, employee))
+            .await;
+        ids.push(created.expect(201, "create").id());
+    }
+    let maria = ids[0].clone();
+    let u = format!("/Users/{maria}");
+
+    // 3. The next sync reads page by page; pages are stable and counted exactly.
+    let page = idp
+        .get("/Users?startIndex=2&count=1")
+        .await
+        .expect(200, "page 2");
+    assert_eq!(page.total_results(), 3);
+    assert_eq!(page.body["startIndex"], 2);
+    assert_eq!(page.body["itemsPerPage"], 1);
+    assert_eq!(page.resources()[0]["id"], ids[1].as_str());
+
+    // 4. A changed department arrives as the whole mapped user.
+    let mut update = google_user("Maria.Garcia@Example.org", "Maria", "Garcia", "E100");
+    update[ENTERPRISE]["department"] = json!("Treasury");
+    idp.put(&u, &update).await.expect(200, "PUT user");
+    assert_eq!(
+        idp.get(&u).await.expect(200, "read").body[ENTERPRISE]["department"],
+        "Treasury"
+    );
+
+    // 5. [GOOGLE] "When a user is suspended on Google: Suspend", later unsuspended.
+    let suspend =
+        idp_support::patch_op(json!([{"op": "replace", "path": "active", "value": false}]));
+    idp.patch(&u, &suspend).await.expect_success("suspend");
+    let restore =
+        idp_support::patch_op(json!([{"op": "replace", "path": "active", "value": true}]));
+    idp.patch(&u, &restore).await.expect_success("unsuspend");
+
+    // 6. [GOOGLE] "When a user is deleted from Google: Delete" — the directory keeps the user
+    //    (policy deactivate); a repeated DELETE (Google retries) changes nothing.
+    idp.delete(&u).await.expect(204, "delete");
+    idp.delete(&u).await.expect(204, "repeated delete");
+    let kept = idp.get(&u).await.expect(200, "kept").body;
+    assert_eq!(kept["active"], false);
+    let active = idp
+        .get("/Users?filter=active eq true")
+        .await
+        .expect(200, "active users");
+    assert_eq!(active.total_results(), 2);
+
+    watch_user_sequences(
+        &served.grpc,
+        &dir.id,
+        &[(
+            maria.as_str(),
+            &[
+                "user.created",
+                "user.updated",
+                "user.deactivated",
+                "user.reactivated",
+                "user.deactivated",
+            ],
+        )],
+    )
+    .await;
+}

@@ -1,0 +1,152 @@
+//! Rippling replay: a custom app declaring groups, pagination, "Create &
+//! Delete Groups" and "Use PATCH to edit Groups" with mutually exclusive
+//! groups — discovery, hire with a retried create, profile changes, a move
+//! between groups, termination, then DELETE on a directory that keeps users.
+//!
+//! Sources, cited below: [SETUP] WorkOS "Rippling SCIM" and Kombo "Rippling
+//! SCIM" setup guides (declared features and supported attributes
+//! externalId, emails.primary, name.givenName, name.familyName,
+//! employeeNumber); [AUTHN] authn.sh "SCIM 2.0 with Rippling" (Test connection
+//! probes /ServiceProviderConfig); [RETRY] integration notes that Rippling
+//! retries and may POST the same person twice. Rippling does not publish
+//! bodies; the requests follow RFC 7644 otherwise.
+
+mod idp_support;
+mod support;
+
+use idp_support::{
+    ENTERPRISE, GROUP_SCHEMA, IdpClient, USER_SCHEMA, member_ids, patch_op, sorted,
+    watch_user_sequences,
+};
+use serde_json::json;
+
+/// Rippling's client.
+fn rippling(dir: &support::TestDirectory) -> IdpClient {
+    IdpClient::new(
+        dir,
+        &[("accept", "application/scim+json")],
+        "application/scim+json",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rippling_hires_moves_and_terminates() {
+    let served = support::serve_postgres("idp_rippling").await;
+    let dir = served.directory("rippling", "deactivate");
+    let idp = rippling(&dir);
+
+    // 1. Test connection: [AUTHN] GET /ServiceProviderConfig; the declared features must be there.
+    let config = idp
+        .get("/ServiceProviderConfig")
+        .await
+        .expect(200, "ServiceProviderConfig")
+        .body;
+    assert_eq!(config["patch"]["supported"], true);
+    assert_eq!(config["filter"]["supported"], true);
+    let import = idp
+        .get("/Users?startIndex=1&count=100")
+        .await
+        .expect(200, "import");
+    assert_eq!(import.total_results(), 0);
+
+    // 2. Hire: [SETUP] attributes externalId, emails.primary, names, employeeNumber.
+    let manager = json!({"schemas": [USER_SCHEMA], "userName": "ceo@acme.io", "externalId": "rp-1",
+        "name": {"givenName": "Chris", "familyName": "Eo"},
+        "emails": [{"value": "ceo@acme.io", "primary": true}], "active": true});
+    let manager = idp
+        .post("/Users", &manager)
+        .await
+        .expect(201, "hire manager")
+        .id();
+    let hire = json!({
+        "schemas": [USER_SCHEMA, ENTERPRISE],
+        "externalId": "rp-42",
+        "userName": "noor@acme.io",
+        "name": {"givenName": "Noor", "familyName": "Haddad"},
+        "emails": [{"value": "noor@acme.io", "primary": true}],
+        "title": "Analyst",
+        "active": true,
+        ENTERPRISE: {"employeeNumber": "42"}
+    });
+    let noor = idp.post("/Users", &hire).await.expect(201, "hire").id();
+    let u = format!("/Users/{noor}");
+
+    // 3. [RETRY] the same hire posted again: 409 uniqueness, and the filter finds the existing user.
+    let retry = idp.post("/Users", &hire).await.expect(409, "retried hire");
+    assert_eq!(retry.body["scimType"], "uniqueness");
+    let found = idp
+        .get("/Users?filter=userName eq \"noor@acme.io\"")
+        .await
+        .expect(200, "find");
+    assert_eq!(found.resources()[0]["id"], noor.as_str());
+
+    // 4. Promotion with a new manager (object form) and department, in one PATCH.
+    let promote = patch_op(json!([
+        {"op": "replace", "path": "title", "value": "Senior Analyst"},
+        {"op": "replace", "path": format!("{ENTERPRISE}:manager"), "value": {"value": manager}},
+        {"op": "add", "path": format!("{ENTERPRISE}:department"), "value": "Finance"}
+    ]));
+    idp.patch(&u, &promote).await.expect_success("promotion");
+    let read = idp.get(&u).await.expect(200, "promoted").body;
+    assert_eq!(read["title"], "Senior Analyst");
+    assert_eq!(read[ENTERPRISE]["manager"]["value"], manager.as_str());
+
+    // 5. Mutually exclusive groups ([SETUP]): groups are created by Rippling, a move is a remove
+    //    from one group and an add to the other.
+    let mut groups = Vec::new();
+    for name in ["Finance", "Strategy"] {
+        let group = json!({"schemas": [GROUP_SCHEMA], "displayName": name});
+        groups.push(format!(
+            "/Groups/{}",
+            idp.post("/Groups", &group)
+                .await
+                .expect(201, "create group")
+                .id()
+        ));
+    }
+    let add = patch_op(json!([{"op": "add", "path": "members", "value": [{"value": noor}]}]));
+    idp.patch(&groups[0], &add)
+        .await
+        .expect_success("join Finance");
+    let remove =
+        patch_op(json!([{"op": "remove", "path": format!("members[value eq \"{noor}\"]")}]));
+    idp.patch(&groups[0], &remove)
+        .await
+        .expect_success("leave Finance");
+    idp.patch(&groups[1], &add)
+        .await
+        .expect_success("join Strategy");
+    assert!(member_ids(&idp.get(&groups[0]).await.expect(200, "Finance").body).is_empty());
+    assert_eq!(
+        member_ids(&idp.get(&groups[1]).await.expect(200, "Strategy").body),
+        sorted(&[&noor])
+    );
+
+    // 6. Termination: active false; Rippling's later DELETE changes nothing more on a directory
+    //    that keeps users (policy deactivate) and emits nothing.
+    let terminate = patch_op(json!([{"op": "replace", "path": "active", "value": false}]));
+    idp.patch(&u, &terminate).await.expect_success("terminate");
+    idp.delete(&u).await.expect(204, "delete after termination");
+    assert_eq!(idp.get(&u).await.expect(200, "kept").body["active"], false);
+
+    // 7. The Strategy group is deleted ("Create & Delete Groups").
+    idp.delete(&groups[1]).await.expect(204, "delete group");
+
+    watch_user_sequences(
+        &served.grpc,
+        &dir.id,
+        &[(
+            noor.as_str(),
+            &[
+                "user.created",
+                "user.updated",
+                "member.added",
+                "member.removed",
+                "member.added",
+                "user.deactivated",
+                "member.removed",
+            ],
+        )],
+    )
+    .await;
+}
