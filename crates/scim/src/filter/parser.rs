@@ -493,8 +493,10 @@ pub(crate) fn attr_path_from_word(word: &str) -> Result<AttrPath, String> {
         Some((urn, rest)) => (Some(urn), rest),
         None => (None, word),
     };
+    // A URI always has a scheme and a ':'; without this, `id:n` would name
+    // attribute `n` inside the top-level `id` (found by cargo fuzz).
     if let Some(urn) = schema
-        && (urn.is_empty() || urn.ends_with(':') || urn.starts_with(':'))
+        && (!urn.contains(':') || urn.ends_with(':') || urn.starts_with(':'))
     {
         return Err(format!("'{}' is not a valid schema URN", truncate(urn)));
     }

@@ -502,3 +502,10 @@ fn parsed_chains_render_flat_and_other_shapes_keep_parentheses() {
     let left_deep4 = and(and(and(a(), a()), a()), a());
     assert_eq!(p(&left_deep4.to_string()), left_deep4);
 }
+
+#[test]
+fn schema_prefix_must_be_a_uri() {
+    // Regression (cargo fuzz, patch_apply): `id:n` must not address `id`.
+    assert!(err("id:n pr").contains("'id' is not a valid schema URN"));
+    assert!(parse("urn:x:n pr").is_ok());
+}

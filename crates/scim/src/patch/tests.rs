@@ -607,3 +607,13 @@ fn error_details_quoting_filters_stay_short() {
     .unwrap_err();
     assert!(e.detail.len() < 400, "{} bytes", e.detail.len());
 }
+
+#[test]
+fn regression_fuzz_path_with_bogus_schema_cannot_overwrite_id() {
+    // cargo fuzz (patch_apply) input `id:n\r` used as a path: it replaced `id`.
+    let e = PatchRequest::parse(
+        &json!({"Operations": [{"op": "add", "path": "id:n\r", "value": "x"}]}),
+    )
+    .unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::InvalidPath));
+}
