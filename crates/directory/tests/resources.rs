@@ -653,3 +653,112 @@ async fn list_users_filters_sorts_and_pages() {
         ]
     );
 }
+
+#[tokio::test]
+async fn concurrent_member_changes_lose_nothing() {
+    let mut env = Env::new("res_concurrent_members").await;
+    let d = env.directory("concurrent").await;
+    let mut users = Vec::new();
+    for i in 0..20 {
+        users.push(env.user(&d, &format!("c{i}@example.com")).await.id);
+    }
+    let g = env
+        .dir
+        .create_group(CreateGroupRequest {
+            directory_id: d.clone(),
+            resource: group_json("crowd", &[]),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+
+    // Half through AddGroupMembers, half through SCIM PATCH, all at once.
+    let adds = users.iter().enumerate().map(|(i, id)| {
+        let mut client = env.dir.clone();
+        let (d, g, id) = (d.clone(), g.id.clone(), id.clone());
+        tokio::spawn(async move {
+            if i % 2 == 0 {
+                let members = vec![MemberRef {
+                    id,
+                    r#type: MemberType::User as i32,
+                }];
+                client
+                    .add_group_members(AddGroupMembersRequest {
+                        directory_id: d,
+                        group_id: g,
+                        members,
+                    })
+                    .await
+                    .map(|_| ())
+            } else {
+                let patch = json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]
+                });
+                let req = PatchGroupRequest {
+                    directory_id: d,
+                    id: g,
+                    patch: patch.to_string(),
+                    if_version: None,
+                    exclude_members: true,
+                };
+                client.patch_group(req).await.map(|_| ())
+            }
+        })
+    });
+    for result in futures::future::join_all(adds).await {
+        result.unwrap().unwrap();
+    }
+    let get = GetGroupRequest {
+        directory_id: d.clone(),
+        id: g.id.clone(),
+        exclude_members: false,
+    };
+    let full = env
+        .dir
+        .get_group(get.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+    assert_eq!(full.member_count, 20);
+    assert_eq!(full.members.len(), 20);
+
+    let removes = users[..10].iter().map(|id| {
+        let mut client = env.dir.clone();
+        let req = RemoveGroupMembersRequest {
+            directory_id: d.clone(),
+            group_id: g.id.clone(),
+            member_ids: vec![id.clone()],
+        };
+        tokio::spawn(async move {
+            client
+                .remove_group_members(req)
+                .await
+                .map(|r| r.into_inner().removed)
+        })
+    });
+    let removed: i64 = futures::future::join_all(removes)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .sum();
+    assert_eq!(removed, 10);
+    let after = env
+        .dir
+        .get_group(get)
+        .await
+        .unwrap()
+        .into_inner()
+        .group
+        .unwrap();
+    assert_eq!(after.member_count, 10);
+    let mut left: Vec<_> = after.members.into_iter().map(|m| m.id).collect();
+    left.sort();
+    let mut expected = users[10..].to_vec();
+    expected.sort();
+    assert_eq!(left, expected);
+}
