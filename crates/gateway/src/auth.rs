@@ -87,8 +87,14 @@ fn digest(token: &str) -> TokenDigest {
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if well formed.
+/// Several `Authorization` headers are ambiguous (a proxy may check one and
+/// the gateway use another), so they authenticate nothing.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next()?.to_str().ok()?;
+    if values.next().is_some() {
+        return None;
+    }
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
     let well_formed = scheme.eq_ignore_ascii_case("bearer")
@@ -213,6 +219,9 @@ mod tests {
         assert_eq!(bearer_token(&headers("Bearer ")), None);
         assert_eq!(bearer_token(&headers("Bearer a b")), None);
         assert_eq!(bearer_token(&HeaderMap::new()), None);
+        let mut twice = headers("Bearer abc");
+        twice.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer def"));
+        assert_eq!(bearer_token(&twice), None);
     }
 
     #[test]

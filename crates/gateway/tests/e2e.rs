@@ -834,3 +834,26 @@ async fn every_change_appears_in_order_on_watch_changes() {
         .unwrap_or_else(|_| panic!("watch ended early: {seen:?}"));
     assert_eq!(seen, expected);
 }
+
+#[tokio::test]
+async fn ready_when_the_directory_service_serves_and_request_ids_echo() {
+    let stack = Stack::start("gw_ready").await;
+    let http = stack.http().clone();
+    let url = format!("{}/readyz", stack.base);
+    roster_testkit::eventually("gateway ready", std::time::Duration::from_secs(20), || {
+        let (http, url) = (http.clone(), url.clone());
+        async move { (http.get(&url).send().await.ok()?.status() == 200).then_some(()) }
+    })
+    .await;
+
+    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let echoed = scim
+        .request(reqwest::Method::GET, "/Users")
+        .header("x-request-id", "idp-req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "idp-req-42");
+    let generated = scim.get("/Users").await;
+    assert_eq!(generated.header("x-request-id").map(str::len), Some(32));
+}
