@@ -380,7 +380,13 @@ async fn plan(hub: &ChangeHub, req: WatchChangesRequest) -> ServiceResult<WatchP
             ServiceError::InvalidArgument(format!("malformed directory_id {id:?}"))
         })?),
     };
-    if let Some(dir) = directory_id {
+    // Resuming needs no live directory: the log still holds the events of a
+    // deleted one (down to its `directory.deleted` tombstone).
+    let resumes = matches!(
+        req.start,
+        Some(Start::AfterCursor(_) | Start::AfterRevision(_))
+    );
+    if let (Some(dir), false) = (directory_id, resumes) {
         hub.store.get_directory(dir).await?;
     }
     let kinds = req
