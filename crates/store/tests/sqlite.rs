@@ -517,6 +517,13 @@ async fn membership_changes_are_idempotent_and_counted() {
         store.get_user(d.id, alice.id).await.unwrap().group_ids,
         vec![g.id]
     );
+    let listed = store.list_users(d.id, &list(10)).await.unwrap().items;
+    let groups_of: Vec<Vec<GroupId>> = listed.iter().map(|u| u.group_ids.clone()).collect();
+    assert_eq!(
+        groups_of,
+        [vec![g.id], vec![g.id], vec![]],
+        "lists carry group ids"
+    );
     assert_eq!(
         store.get_group(d.id, g.id, false).await.unwrap().members,
         None

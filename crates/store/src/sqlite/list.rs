@@ -17,7 +17,7 @@ use super::codec::id_text;
 use super::errors::map_sqlx;
 use super::groups::{GROUP_COLUMNS, decode_group, members_of};
 use super::log::read_bounds;
-use super::users::{USER_COLUMNS, decode_user, group_ids_of};
+use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
 use crate::error::{StoreError, StoreResult};
 use crate::filter_sql::{
     self, Dialect, ResourceTable, SortKey, SortType, SqlArg, sqlite_timestamp,
@@ -93,12 +93,12 @@ impl SqliteStore {
     ) -> StoreResult<Page<User>> {
         let mut tx = self.read_tx().await?;
         let page = read_page(&mut tx, Table::Users, dir, query).await?;
-        let mut users = Vec::with_capacity(page.rows.len());
-        for row in &page.rows {
-            let mut user = decode_user(row)?;
-            user.group_ids = group_ids_of(&mut tx, user.id).await?;
-            users.push(user);
-        }
+        let mut users = page
+            .rows
+            .iter()
+            .map(decode_user)
+            .collect::<StoreResult<Vec<_>>>()?;
+        attach_group_ids(&mut tx, &mut users).await?;
         Ok(Page {
             items: users,
             total: page.total,

@@ -16,7 +16,7 @@ use super::SqliteStore;
 use super::codec::{Col, id_text, json_text, parse_id, time_text};
 use super::errors::map_sqlx;
 use super::groups::{GROUP_COLUMNS, decode_group, parse_member_kind};
-use super::users::{USER_COLUMNS, decode_user, group_ids_of};
+use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 
@@ -244,14 +244,15 @@ impl SnapshotReader {
              ORDER BY users.id LIMIT ?3"
         );
         let rows = self.page(sql).await?;
-        let mut items = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut user = decode_user(row)?;
-            user.group_ids = group_ids_of(&mut self.tx, user.id).await?;
-            self.after = id_text(user.id.0);
-            items.push(SnapshotItem::User(user));
+        let mut users = rows
+            .iter()
+            .map(decode_user)
+            .collect::<StoreResult<Vec<_>>>()?;
+        attach_group_ids(&mut self.tx, &mut users).await?;
+        if let Some(last) = users.last() {
+            self.after = id_text(last.id.0);
         }
-        Ok(items)
+        Ok(users.into_iter().map(SnapshotItem::User).collect())
     }
 
     async fn groups(&mut self) -> StoreResult<Vec<SnapshotItem>> {

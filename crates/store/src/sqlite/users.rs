@@ -1,11 +1,14 @@
 //! Users.
 
+use std::collections::HashMap;
+
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
+use uuid::Uuid;
 
 use super::SqliteStore;
 use super::check_version;
-use super::codec::{Col, fold_key, id_text, json_text, time_text, to_json};
+use super::codec::{Col, fold_key, id_text, json_text, parse_id, time_text, to_json};
 use super::directories::ensure_directory;
 use super::errors::map_sqlx;
 use super::groups::remove_from_all_groups;
@@ -217,9 +220,38 @@ pub(super) async fn group_ids_of(
     .fetch_all(conn)
     .await
     .map_err(map_sqlx)?;
-    ids.iter()
-        .map(|id| super::codec::parse_id(id).map(GroupId))
-        .collect()
+    ids.iter().map(|id| parse_id(id).map(GroupId)).collect()
+}
+
+/// Fills `group_ids` of a page of users with one query.
+pub(super) async fn attach_group_ids(
+    conn: &mut SqliteConnection,
+    users: &mut [User],
+) -> StoreResult<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = users.iter().map(|u| id_text(u.id.0)).collect();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT member_id, group_id FROM memberships \
+         WHERE member_id IN (SELECT value FROM json_each(?)) AND member_kind = 'user' \
+         ORDER BY member_id, group_id",
+    )
+    .bind(json_text(&ids)?)
+    .fetch_all(conn)
+    .await
+    .map_err(map_sqlx)?;
+    let mut groups: HashMap<Uuid, Vec<GroupId>> = HashMap::new();
+    for (user, group) in &rows {
+        groups
+            .entry(parse_id(user)?)
+            .or_default()
+            .push(GroupId(parse_id(group)?));
+    }
+    for user in users {
+        user.group_ids = groups.remove(&user.id.0).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// Decodes a row selected with [`USER_COLUMNS`] (without group ids).
