@@ -132,8 +132,8 @@ impl DirectoryApi {
                 members: Some(kinds.refs(&prepared.members)?),
             };
             match self.store.create_group(dir, write).await {
-                Err(StoreError::Invalid(m)) if kinds.can_resolve(&prepared.members) => {
-                    kinds.resolve(self, dir, &prepared.members, m).await?;
+                Err(StoreError::Invalid(_)) if kinds.can_resolve(&prepared.members) => {
+                    kinds.resolve(self, dir, &prepared.members).await?;
                 }
                 result => {
                     let group = result?;
@@ -170,8 +170,8 @@ impl DirectoryApi {
                 .replace_group(dir, id, req.if_version, write)
                 .await
             {
-                Err(StoreError::Invalid(m)) if kinds.can_resolve(&prepared.members) => {
-                    kinds.resolve(self, dir, &prepared.members, m).await?;
+                Err(StoreError::Invalid(_)) if kinds.can_resolve(&prepared.members) => {
+                    kinds.resolve(self, dir, &prepared.members).await?;
                 }
                 result => {
                     let group = result?;
@@ -196,8 +196,8 @@ impl DirectoryApi {
                 .update_group(dir, id, req.if_version, update)
                 .await
             {
-                Err(StoreError::Invalid(m)) if kinds.can_resolve(&added) => {
-                    kinds.resolve(self, dir, &added, m).await?;
+                Err(StoreError::Invalid(_)) if kinds.can_resolve(&added) => {
+                    kinds.resolve(self, dir, &added).await?;
                 }
                 result => break result?,
             }
@@ -234,8 +234,8 @@ impl DirectoryApi {
         loop {
             let refs = kinds.refs(&values)?;
             match self.store.add_members(dir, group, &refs).await {
-                Err(StoreError::Invalid(m)) if kinds.can_resolve(&values) => {
-                    kinds.resolve(self, dir, &values, m).await?;
+                Err(StoreError::Invalid(_)) if kinds.can_resolve(&values) => {
+                    kinds.resolve(self, dir, &values).await?;
                 }
                 result => {
                     let counts = result?;
@@ -331,7 +331,6 @@ impl MemberKinds {
         api: &DirectoryApi,
         dir: DirectoryId,
         values: &[MemberValue],
-        _store_message: String,
     ) -> ServiceResult<()> {
         self.attempted = true;
         for v in values.iter().filter(|v| explicit_kind(v).is_none()) {
