@@ -711,3 +711,57 @@ async fn a_deleted_directory_can_still_be_resumed_to_its_tombstone() {
         tonic::Code::NotFound
     );
 }
+
+#[tokio::test]
+async fn an_admin_watch_spans_every_directory() {
+    let mut env = Env::new("watch_all_dirs").await;
+    let first = env.directory("first").await;
+    let u = env.user(&first, "one@example.com").await;
+    let group = serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "G",
+        "members": [{"value": u.id}]
+    });
+    env.dir
+        .create_group(roster_proto::directory::CreateGroupRequest {
+            directory_id: first.clone(),
+            resource: group.to_string(),
+        })
+        .await
+        .unwrap();
+
+    // Initial state across directories, memberships only: they carry the
+    // directory of their group.
+    let mut initial = watch(
+        &mut env.dir,
+        "",
+        &[ChangeKind::MemberAdded],
+        Start::InitialState(()),
+    )
+    .await;
+    let (_, m) = next_change(&mut initial).await;
+    assert_eq!(
+        (kind(&m), m.directory_id.as_str(), m.synthetic),
+        (ChangeKind::MemberAdded, first.as_str(), true)
+    );
+    let synced = next_message(&mut initial).await;
+    assert!(
+        matches!(synced.payload, Some(Payload::Synced(_))),
+        "{synced:?}"
+    );
+
+    let mut all = watch(&mut env.dir, "", &[], Start::FromNow(())).await;
+    let second = env.directory("second").await;
+    let v = env.user(&second, "two@example.com").await;
+    let (_, created) = next_change(&mut all).await;
+    assert_eq!(
+        (kind(&created), created.resource_id.as_str()),
+        (ChangeKind::DirectoryCreated, second.as_str())
+    );
+    assert!(matches!(created.resource, Some(Resource::Directory(ref d)) if d.name == "second"));
+    let (_, user) = next_change(&mut all).await;
+    assert_eq!(
+        (user.directory_id.as_str(), user.resource_id.as_str()),
+        (second.as_str(), v.id.as_str())
+    );
+}
