@@ -103,7 +103,9 @@ pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<
                 ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.snap) AS x) AS xip, \
                 ARRAY(SELECT revision FROM changes WHERE revision > $1 ORDER BY revision LIMIT $2) AS revisions, \
                 (SELECT max(revision) FROM changes) AS max_revision, \
-                (SELECT pruned_through FROM change_log_state) AS pruned_through \
+                (SELECT pruned_through FROM change_log_state) AS pruned_through, \
+                ARRAY(SELECT transactionid::text::bigint FROM pg_locks \
+                      WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted) AS running \
          FROM s",
     )
     .bind(after)
@@ -111,8 +113,11 @@ pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<
     .fetch_one(conn)
     .await
     .map_err(map_db)?;
+    let xmax: i64 = row.try_get("xmax").map_err(map_db)?;
+    let running: Vec<i64> = row.try_get("running").map_err(map_db)?;
     Ok(Observation {
-        xmax: row.try_get("xmax").map_err(map_db)?,
+        xmax,
+        running: running.into_iter().map(|x| full_xid(x, xmax)).collect(),
         xip: row.try_get("xip").map_err(map_db)?,
         revisions: row.try_get("revisions").map_err(map_db)?,
         max_revision: row.try_get("max_revision").map_err(map_db)?,
@@ -121,6 +126,34 @@ pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<
             .map_err(map_db)?
             .unwrap_or(0),
     })
+}
+
+/// Widens a 32-bit xid (as `pg_locks` shows it) to the full 64-bit xid
+/// nearest to `reference` (a running xid is within 2^31 of any current xid).
+fn full_xid(xid32: i64, reference: i64) -> i64 {
+    const WRAP: i64 = 1 << 32;
+    let candidate = (reference & !(WRAP - 1)) | (xid32 & (WRAP - 1));
+    if candidate > reference + WRAP / 2 {
+        candidate - WRAP
+    } else if candidate < reference - WRAP / 2 {
+        candidate + WRAP
+    } else {
+        candidate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xids_are_widened_within_the_current_epoch() {
+        use super::full_xid;
+        let epoch = 3i64 << 32;
+        assert_eq!(full_xid(500, epoch + 1000), epoch + 500);
+        // Just before an epoch boundary, a small xid belongs to the next epoch.
+        assert_eq!(full_xid(5, epoch + (1 << 32) - 10), epoch + (1 << 32) + 5);
+        // Just after it, a large xid belongs to the previous one.
+        assert_eq!(full_xid((1 << 32) - 5, epoch + 3), epoch - 5);
+    }
 }
 
 /// Revisions above `after` visible in the current snapshot (for cursors).

@@ -9,16 +9,26 @@
 //! 3. change rows are only deleted by pruning, at or below a stable head.
 //!
 //! Claim: in a snapshot S, if revision M is visible, every absent revision
-//! h < M belongs to a transaction that is in S's `xip` list (in progress) or
-//! that aborted. Proof: the taker T of h called `nextval` before the taker
-//! of M did (2), and M's transaction committed before S; T had an xid before
-//! that (1), so T's xid < S.xmax. T is not committed in S (h would be
-//! visible, 3), so T was in progress at S (in `xip`) or aborted.
+//! h < M belongs to a transaction that was running when S was taken, or that
+//! aborted. Proof: the taker T of h called `nextval` before the taker of M
+//! did (2), and M's transaction committed before S; T had an xid before
+//! that (1). T is not committed in S (h would be visible, 3), so T was
+//! running at S or aborted.
 //!
-//! Hence a *barrier* (M, S.xip): once every xid of S.xip has finished, each
-//! revision <= M is committed (visible to every later snapshot) or will never
-//! exist, and the head may jump to M. Between barriers, the head also walks
-//! over revisions that are present consecutively (they are committed).
+//! Careful: "running at S" is *not* "in S's `xip`": PostgreSQL computes a
+//! snapshot's `xmax` as the latest *completed* xid + 1 and lists in `xip`
+//! only running xids below it, so a running T whose xid is above every
+//! completed one is in neither. The observation therefore also reads the
+//! xids running right after S from `pg_locks` (every transaction holds an
+//! exclusive lock on its own xid from assignment to end): T is there unless
+//! it already finished, in which case any later snapshot sees its outcome.
+//!
+//! Hence a *barrier* (M, running xids): once every one of them has finished
+//! in a *later* observation (xid < xmax and not in xip), each revision <= M
+//! is committed (visible to that observation's snapshot and every later
+//! one) or will never exist, and the head may jump to M. A barrier is never
+//! resolved by the observation that created it. Between barriers, the head
+//! also walks over revisions present consecutively (they are committed).
 
 use std::collections::VecDeque;
 
@@ -31,8 +41,11 @@ const MAX_BARRIERS: usize = 32;
 pub(crate) struct Observation {
     /// `pg_snapshot_xmax` of the snapshot: the first xid not yet assigned.
     pub xmax: i64,
-    /// `pg_snapshot_xip`: xids in progress at the snapshot.
+    /// `pg_snapshot_xip`: xids in progress at the snapshot (below `xmax`).
     pub xip: Vec<i64>,
+    /// Full xids running right after the snapshot (from `pg_locks`),
+    /// including those at or above `xmax`.
+    pub running: Vec<i64>,
     /// Visible revisions above the head the query started from, ascending
     /// (possibly truncated to a limit).
     pub revisions: Vec<i64>,
@@ -94,15 +107,10 @@ impl HeadState {
             }
         }
         if let Some(max) = obs.max_revision.filter(|m| *m > self.head) {
-            if obs.xip.is_empty() {
-                // Nothing was in progress: every revision <= max is final.
-                self.head = max;
-            } else {
-                self.push_barrier(Barrier {
-                    up_to: max,
-                    xids: obs.xip.clone(),
-                });
-            }
+            let mut xids: Vec<i64> = obs.xip.iter().chain(&obs.running).copied().collect();
+            xids.sort_unstable();
+            xids.dedup();
+            self.push_barrier(Barrier { up_to: max, xids });
         }
         let head = self.head;
         self.barriers.retain(|b| b.up_to > head);
@@ -131,6 +139,7 @@ mod tests {
         Observation {
             xmax,
             xip: xip.to_vec(),
+            running: xip.to_vec(),
             revisions: revisions.to_vec(),
             max_revision: revisions.iter().copied().max(),
             pruned_through: 0,
@@ -162,18 +171,33 @@ mod tests {
         assert_eq!(s.observe(&obs(130, &[120], &[3, 5])), 3);
         // Revision 4 (beyond the first barrier) waits for the new barrier.
         assert_eq!(s.observe(&obs(140, &[], &[3, 5])), 5);
+        assert_eq!(s.observe(&obs(150, &[], &[3, 5, 8])), 5);
     }
 
     #[test]
-    fn nothing_in_progress_resolves_everything_visible() {
+    fn nothing_in_progress_resolves_everything_visible_on_the_next_look() {
         let mut s = HeadState::default();
+        assert_eq!(s.observe(&obs(100, &[], &[2, 7])), 0);
         assert_eq!(s.observe(&obs(100, &[], &[2, 7])), 7);
+    }
+
+    #[test]
+    fn a_running_xid_above_xmax_holds_the_barrier() {
+        let mut s = HeadState::default();
+        // Xid 100 runs (took revision 1) but is above xmax, so not in xip.
+        let mut first = obs(100, &[], &[2]);
+        first.running = vec![100];
+        assert_eq!(s.observe(&first), 0);
+        // Still running: xid 100 >= xmax of the next snapshot too.
+        assert_eq!(s.observe(&obs(100, &[], &[2])), 0);
+        // Finished (xmax moved past it, not in xip): the hole is resolved.
+        assert_eq!(s.observe(&obs(101, &[], &[2])), 2);
     }
 
     #[test]
     fn a_stale_observation_never_moves_the_head_back() {
         let mut s = HeadState::default();
-        assert_eq!(s.observe(&obs(100, &[], &[1, 2, 3])), 3);
+        assert_eq!(s.observe(&obs(100, &[50], &[1, 2, 3])), 3);
         assert_eq!(s.observe(&obs(90, &[80], &[1])), 3);
     }
 
