@@ -540,16 +540,24 @@ fn apply_plain(
                 // again. Hashed so that large adds stay linear.
                 let mut present: std::collections::HashSet<String> =
                     items.iter().map(Value::to_string).collect();
+                let mut new_primary = None;
                 for item in tolerance::as_array(v) {
                     if present.insert(item.to_string()) {
+                        if is_primary(&item) {
+                            new_primary = Some(items.len());
+                        }
                         items.push(item);
                     }
                 }
+                keep_single_primary(items, new_primary);
             }
             Ok(())
         }
         (PatchOpKind::Replace, Some(v)) if is_multi => {
-            container.insert(key, Value::Array(tolerance::as_array(v)));
+            let mut items = tolerance::as_array(v);
+            let last_primary = items.iter().rposition(is_primary);
+            keep_single_primary(&mut items, last_primary);
+            container.insert(key, Value::Array(items));
             Ok(())
         }
         (_, Some(v)) => {
@@ -709,7 +717,36 @@ fn edit_matched(
             }
         }
     }
+    let winner = matched
+        .iter()
+        .rev()
+        .copied()
+        .find(|&i| items.get(i).is_some_and(is_primary));
+    keep_single_primary(items, winner);
     Ok(())
+}
+
+fn is_primary(item: &Value) -> bool {
+    item.as_object()
+        .and_then(|o| get_ci(o, "primary"))
+        .and_then(tolerance::bool_from_string)
+        == Some(true)
+}
+
+/// RFC 7643 §2.4: `"primary": true` appears at most once in a multi-valued
+/// attribute. The element the operation just made primary keeps it.
+fn keep_single_primary(items: &mut [Value], winner: Option<usize>) {
+    let Some(winner) = winner else { return };
+    for (i, item) in items.iter_mut().enumerate() {
+        if i == winner || !is_primary(item) {
+            continue;
+        }
+        if let Some(o) = item.as_object_mut()
+            && let Some(k) = key_ci(o, "primary").cloned()
+        {
+            o.insert(k, Value::Bool(false));
+        }
+    }
 }
 
 fn remove_matched(items: &mut Vec<Value>, matched: &[usize], sub: Option<&str>) {
@@ -761,7 +798,13 @@ fn create_from_filter(
             ));
         }
     }
-    items.push(Value::Object(element));
+    let element = Value::Object(element);
+    let primary = is_primary(&element);
+    items.push(element);
+    if primary {
+        let last = items.len() - 1;
+        keep_single_primary(items, Some(last));
+    }
     Ok(())
 }
 

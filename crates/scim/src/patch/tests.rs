@@ -617,3 +617,30 @@ fn regression_fuzz_path_with_bogus_schema_cannot_overwrite_id() {
     .unwrap_err();
     assert_eq!(e.scim_type, Some(ScimType::InvalidPath));
 }
+
+#[test]
+fn primary_appears_at_most_once() {
+    // The sample user's work email is primary.
+    let out = ok(
+        json!([{"op": "add", "path": "emails", "value": [{"value": "new@x", "primary": true}]}]),
+    );
+    let primaries: Vec<bool> = out["emails"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["primary"] == true)
+        .collect();
+    assert_eq!(primaries, [false, false, true]);
+    let out =
+        ok(json!([{"op": "Add", "path": "emails[type eq \"home\"].primary", "value": "True"}]));
+    assert_eq!(out["emails"][0]["primary"], false);
+    assert_eq!(out["emails"][1]["primary"], true);
+    let out = ok(
+        json!([{"op": "add", "path": "phoneNumbers[type eq \"work\"]", "value": {"value": "+1", "primary": true}}]),
+    );
+    assert_eq!(out["phoneNumbers"][0]["primary"], true);
+    assert_eq!(
+        out["emails"][0]["primary"], true,
+        "other attributes untouched"
+    );
+}
