@@ -310,4 +310,27 @@ proptest! {
         prop_assert!(depth(&f) <= (usize::BITS - n.leading_zeros()) as usize + 1);
         prop_assert_eq!(f.to_string(), src);
     }
+
+    #[test]
+    fn patched_values_are_found_by_filters(
+        attr in prop::sample::select(vec!["title", "nickName", "name.middleName", "emails[type eq \"work\"].value",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"]),
+        value in "[^\u{0}]{1,20}",
+    ) {
+        let user = sample_user();
+        let body = json!({"Operations": [{"op": "replace", "path": attr, "value": value}]});
+        let req = PatchRequest::parse(&body).expect("valid PATCH");
+        let out = apply(&user, ResourceKind::User, &req.operations).expect("applies");
+        let filter_path = attr.replace("[type eq \"work\"].value", "[type eq \"work\" and value eq X]");
+        let text = if filter_path.contains(" X]") {
+            filter_path.replace('X', &CompValue::String(value.clone()).to_string())
+        } else {
+            format!("{attr} eq {}", CompValue::String(value.clone()))
+        };
+        let f = filter::parse(&text).expect("filter parses");
+        prop_assert!(filter::matches(&f, &out), "{} on {}", text, out);
+        let removed = apply(&out, ResourceKind::User, &PatchRequest::parse(
+            &json!({"Operations": [{"op": "remove", "path": attr}]})).expect("valid").operations).expect("removes");
+        prop_assert!(!filter::matches(&f, &removed), "{} still matches {}", text, removed);
+    }
 }
