@@ -1622,3 +1622,22 @@ async fn pruning_removes_old_rows_of_large_transactions_and_keeps_young_ones() {
         1
     );
 }
+
+#[tokio::test]
+async fn oversized_filters_are_typed_errors_not_internal() {
+    let (store, _dir) = fresh().await;
+    let d = directory(&store).await;
+    store.create_user(d.id, user("alice")).await.unwrap();
+    let long_value = "x".repeat(60_000);
+    let many_terms = (0..40_000)
+        .map(|i| format!(r#"userName eq "u{i}""#))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    for text in [format!(r#"userName co "{long_value}""#), many_terms] {
+        match store.list_users(d.id, &filtered(&text)).await {
+            Ok(page) => assert_eq!(page.total, 0),
+            Err(StoreError::InvalidFilter(_)) => {}
+            Err(other) => panic!("{}...: {other:?}", &text[..40]),
+        }
+    }
+}

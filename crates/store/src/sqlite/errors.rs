@@ -64,6 +64,32 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// Limits SQLite enforces on one statement (its messages). A list query's
+/// SQL grows with the client's filter, so hitting one is the filter's fault.
+const STATEMENT_LIMITS: [&str; 7] = [
+    "LIKE or GLOB pattern too complex",
+    "too many SQL variables",
+    "variable number must be between",
+    "Expression tree is too large",
+    "parser stack overflow",
+    "string or blob too big",
+    "too many terms",
+];
+
+/// Maps a failure of a list query: a statement limit hit by the filter is
+/// [`StoreError::InvalidFilter`], anything else goes through [`map_sqlx`].
+pub(crate) fn map_list_error(error: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &error
+        && STATEMENT_LIMITS
+            .iter()
+            .any(|limit| db.message().contains(limit))
+    {
+        tracing::debug!(error = %db.message(), "filter exceeds a SQLite statement limit");
+        return StoreError::InvalidFilter("the filter is too large or too complex".into());
+    }
+    map_sqlx(error)
+}
+
 /// Names the SCIM attribute behind a unique constraint. SQLite reports the
 /// columns: `UNIQUE constraint failed: users.directory_id, users.user_name_key`.
 fn conflict_message(message: &str) -> String {

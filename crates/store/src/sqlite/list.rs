@@ -14,7 +14,7 @@ use sqlx::{Arguments, Row, Sqlite, Transaction};
 
 use super::SqliteStore;
 use super::codec::id_text;
-use super::errors::map_sqlx;
+use super::errors::{map_list_error, map_sqlx};
 use super::groups::{GROUP_COLUMNS, decode_group, members_of};
 use super::log::read_bounds;
 use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
@@ -212,7 +212,7 @@ impl ListPlan {
         sqlx::query_scalar_with(sqlx::AssertSqlSafe(sql), args)
             .fetch_one(&mut **tx)
             .await
-            .map_err(map_sqlx)
+            .map_err(map_list_error)
     }
 
     /// Up to `count + 1` rows: the extra row tells whether a next page exists.
@@ -261,7 +261,7 @@ impl ListPlan {
         sqlx::query_with(sqlx::AssertSqlSafe(sql), bound)
             .fetch_all(&mut **tx)
             .await
-            .map_err(map_sqlx)
+            .map_err(map_list_error)
     }
 
     /// The keyset condition "after the token's row" in this plan's order:
