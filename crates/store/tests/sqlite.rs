@@ -1641,3 +1641,79 @@ async fn oversized_filters_are_typed_errors_not_internal() {
         }
     }
 }
+
+/// Set in the child process of `acknowledged_writes_survive_a_crash`: the
+/// database file the child writes to before it aborts.
+const CRASH_CHILD_DB: &str = "ROSTER_SQLITE_CRASH_CHILD_DB";
+
+#[tokio::test]
+async fn acknowledged_writes_survive_a_crash() {
+    if let Ok(path) = std::env::var(CRASH_CHILD_DB) {
+        return write_then_abort(PathBuf::from(path)).await;
+    }
+    let dir = TempDir::new();
+    let store = open(&dir).await;
+    let d = directory(&store).await;
+    store.close().await;
+
+    // The child writes users, prints each id once the write is acknowledged,
+    // then dies without closing anything (no checkpoint, no clean shutdown).
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "acknowledged_writes_survive_a_crash",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD_DB, dir.db())
+        .env("ROSTER_SQLITE_CRASH_CHILD_DIRECTORY", d.id.to_string())
+        .output()
+        .expect("run the child");
+    assert!(!output.status.success(), "the child aborts");
+    let acknowledged: Vec<UserId> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        // The test harness may print on the same line before the child does.
+        .filter_map(|line| line.split_once("acknowledged:").map(|(_, id)| id.trim()))
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(
+        acknowledged.len(),
+        20,
+        "child output: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    let store = open(&dir).await;
+    for id in &acknowledged {
+        store
+            .get_user(d.id, *id)
+            .await
+            .expect("an acknowledged user survives the crash");
+    }
+    let revisions: Vec<i64> = all_changes(&store, &ChangeFilter::default())
+        .await
+        .iter()
+        .map(|c| c.revision)
+        .collect();
+    assert_eq!(revisions, (1..=21).collect::<Vec<_>>());
+}
+
+/// The child side: acknowledged writes, then an abrupt end.
+async fn write_then_abort(path: PathBuf) {
+    use std::io::Write;
+    let dir: DirectoryId = std::env::var("ROSTER_SQLITE_CRASH_CHILD_DIRECTORY")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = SqliteStore::open(&path).await.unwrap();
+    for i in 0..20 {
+        let created = store
+            .create_user(dir, user(&format!("crash{i}")))
+            .await
+            .unwrap();
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "acknowledged:{}", created.id).unwrap();
+        out.flush().unwrap();
+    }
+    std::process::abort();
+}
