@@ -29,7 +29,9 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::watch_changes_response::Payload;
-use roster_proto::directory::{Progress, Synced, WatchChangesRequest, WatchChangesResponse};
+use roster_proto::directory::{
+    Change, Progress, Synced, WatchChangesRequest, WatchChangesResponse,
+};
 use roster_store::{
     ChangeFilter, ChangeKind, ChangeRecord, Cursor, DirectoryId, SnapshotItem, Store, StoreError,
 };
@@ -75,12 +77,26 @@ impl Default for WatchConfig {
 }
 
 /// A contiguous range of the change log: every committed change with
-/// `after < revision <= up_to`, in revision order.
+/// `after < revision <= up_to`, in revision order. Each record is converted
+/// to its proto once, here, rather than once per watcher.
 #[derive(Debug)]
 pub struct Batch {
     after: i64,
     up_to: i64,
     records: Vec<ChangeRecord>,
+    changes: Vec<Change>,
+}
+
+impl Batch {
+    fn new(after: i64, up_to: i64, records: Vec<ChangeRecord>) -> Self {
+        let changes = records.iter().map(convert::change).collect();
+        Self {
+            after,
+            up_to,
+            records,
+            changes,
+        }
+    }
 }
 
 /// What the tailer publishes.
@@ -286,11 +302,7 @@ impl ChangeHub {
                 self.publish_reset();
                 continue;
             }
-            self.publish(Batch {
-                after: *head,
-                up_to,
-                records,
-            });
+            self.publish(Batch::new(*head, up_to, records));
             *head = up_to;
         }
         Ok(())
@@ -606,7 +618,11 @@ impl Watcher {
                 return Err(expired.into());
             }
             let up_to = page_end(&records, head);
-            self.deliver(&records, up_to).await?;
+            let changes = records
+                .iter()
+                .map(|r| (r.revision, convert::change(r)))
+                .collect();
+            self.deliver(changes, up_to).await?;
         }
         Ok(())
     }
@@ -616,35 +632,32 @@ impl Watcher {
         if batch.up_to <= self.pos.after {
             return Ok(());
         }
-        let fresh: Vec<ChangeRecord> = batch
+        let fresh = batch
             .records
             .iter()
-            .filter(|r| r.revision > self.pos.after && self.filter.matches(r))
-            .cloned()
+            .zip(&batch.changes)
+            .filter(|(r, _)| r.revision > self.pos.after && self.filter.matches(r))
+            .map(|(r, c)| (r.revision, c.clone()))
             .collect();
-        self.deliver(&fresh, batch.up_to).await
+        self.deliver(fresh, batch.up_to).await
     }
 
-    /// Sends `records` (already filtered, in revision order, all above our
+    /// Sends `changes` (already filtered, in revision order, all above our
     /// position) and moves the position to `up_to`.
-    async fn deliver(&mut self, records: &[ChangeRecord], up_to: i64) -> Result<(), Stop> {
+    async fn deliver(&mut self, changes: Vec<(i64, Change)>, up_to: i64) -> Result<(), Stop> {
         let already_seen: HashSet<i64> = self.pos.also_seen.iter().copied().collect();
-        for record in records {
-            if already_seen.contains(&record.revision) {
+        for (revision, change) in changes {
+            if already_seen.contains(&revision) {
                 continue;
             }
             let after = Cursor {
-                after: record.revision,
+                after: revision,
                 also_seen: self.pos.also_seen.clone(),
             };
             self.pos = cursor::normalize(after);
             let encoded = cursor::encode(&self.pos);
-            self.send(
-                encoded,
-                record.revision,
-                Payload::Change(convert::change(record)),
-            )
-            .await?;
+            self.send(encoded, revision, Payload::Change(change))
+                .await?;
         }
         let end = Cursor {
             after: up_to.max(self.pos.after),
