@@ -59,11 +59,11 @@ pub fn render_user(user: &User, scim_base: &str) -> Value {
     if has_key(&obj, ENTERPRISE_USER_SCHEMA) {
         ensure_schemas(&mut obj, ENTERPRISE_USER_SCHEMA);
     }
-    // `active` keeps the directory's normalized boolean (IdPs send "False"
-    // strings), but stays absent once the IdP removed it (RFC 7644 §3.5.2.2).
-    if has_key(&obj, "active") {
-        set_key(&mut obj, "active", json!(user.active));
-    }
+    // `userName` and `active` always show the directory's normalized values
+    // (IdPs send "False" strings or numbers; an absent `active` means active),
+    // so the IdP sees exactly the state consumers see.
+    set_key(&mut obj, "userName", json!(user.user_name));
+    set_key(&mut obj, "active", json!(user.active));
     if !user.group_ids.is_empty() {
         let groups: Vec<Value> = user
             .group_ids
@@ -282,14 +282,17 @@ mod tests {
     }
 
     #[test]
-    fn removed_active_stays_absent() {
+    fn active_and_user_name_come_from_the_normalized_state() {
         let user = User {
             id: "u3".into(),
+            user_name: "5".into(),
             active: true,
-            raw: r#"{"userName":"c"}"#.into(),
+            raw: r#"{"userName":5}"#.into(),
             ..Default::default()
         };
-        assert!(render_user(&user, BASE).get("active").is_none());
+        let rendered = render_user(&user, BASE);
+        assert_eq!(rendered["active"], true);
+        assert_eq!(rendered["userName"], "5");
     }
 
     #[test]
