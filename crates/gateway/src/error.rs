@@ -54,6 +54,12 @@ impl From<tonic::Status> for GatewayError {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
                 Self::Unavailable(format!("{:?}: {}", status.code(), status.message()))
             }
+            // An UNKNOWN with a source was made by the client from a broken
+            // connection (e.g. the directory service was killed mid-call),
+            // not sent by the server: the IdP should retry.
+            Code::Unknown if std::error::Error::source(&status).is_some() => {
+                Self::Unavailable(format!("transport: {}", status.message()))
+            }
             Code::Internal | Code::Unknown | Code::DataLoss => {
                 Self::Internal(format!("{:?}: {}", status.code(), status.message()))
             }
@@ -183,5 +189,26 @@ impl IntoResponse for GatewayError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_connections_are_unavailable_but_unknown_answers_are_internal() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let broken = tonic::Status::from_error(Box::new(reset));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(matches!(
+            GatewayError::from(broken),
+            GatewayError::Unavailable(_)
+        ));
+        let answered = tonic::Status::unknown("the server said so");
+        assert!(matches!(
+            GatewayError::from(answered),
+            GatewayError::Internal(_)
+        ));
     }
 }
