@@ -1717,3 +1717,56 @@ async fn write_then_abort(path: PathBuf) {
     }
     std::process::abort();
 }
+
+#[tokio::test]
+async fn text_with_nul_is_invalid_like_on_postgres() {
+    let (store, _dir) = fresh().await;
+    let d = directory(&store).await;
+    let alice = store.create_user(d.id, user("alice")).await.unwrap();
+    let g = store.create_group(d.id, group("g", None)).await.unwrap();
+    let head = store.log_bounds().await.unwrap().stable_head;
+
+    let mut nul_name = user("nul\0name");
+    assert!(matches!(
+        store.create_user(d.id, nul_name.clone()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    nul_name = user("fine");
+    nul_name.raw = json!({ "userName": "fine", "nickName": "a\0b" });
+    assert!(matches!(
+        store.create_user(d.id, nul_name.clone()).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.replace_user(d.id, alice.id, None, nul_name).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.create_group(d.id, group("g\0", None)).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let rename = GroupOp::SetAttributes {
+        display_name: "x\0".into(),
+        external_id: None,
+        raw: json!({}),
+    };
+    let patched = store
+        .update_group(d.id, g.id, None, Box::new(move |_| Ok(vec![rename])))
+        .await;
+    assert!(matches!(patched, Err(StoreError::Invalid(_))));
+    let bad_directory = NewDirectory {
+        name: "a\0".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.create_directory(bad_directory).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    assert_eq!(
+        store.log_bounds().await.unwrap().stable_head,
+        head,
+        "nothing was written"
+    );
+    assert_eq!(store.get_user(d.id, alice.id).await.unwrap(), alice);
+}

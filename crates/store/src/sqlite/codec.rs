@@ -96,6 +96,28 @@ fn decode_error(column: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
     move |e| StoreError::Internal(format!("cannot decode column {column}: {e}"))
 }
 
+/// Rejects text containing NUL characters, anywhere in `value` (strings and
+/// object keys). SQLite would store them, but PostgreSQL refuses them in
+/// `text` and `jsonb`; both backends must accept the same data.
+pub(crate) fn reject_nul<T: Serialize>(value: &T) -> StoreResult<()> {
+    fn has_nul(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(s) => s.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(map) => {
+                map.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
+            }
+            _ => false,
+        }
+    }
+    if has_nul(&to_json(value)?) {
+        return Err(StoreError::Invalid(
+            "text must not contain NUL characters".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The key of case-insensitive uniqueness (userName, group displayName).
 ///
 /// Computed here rather than with SQLite's `lower()`, which folds ASCII only:
@@ -115,6 +137,13 @@ mod tests {
         assert_eq!(parse_time(&time_text(late)).unwrap(), late);
         assert!(time_text(early) < time_text(late));
         assert_eq!(time_text(early).len(), time_text(late).len());
+    }
+
+    #[test]
+    fn nul_is_rejected_anywhere() {
+        assert!(reject_nul(&serde_json::json!({"a": ["ok", "b\0"]})).is_err());
+        assert!(reject_nul(&serde_json::json!({"k\0": 1})).is_err());
+        assert!(reject_nul(&serde_json::json!({"a": ["ok", 1, null]})).is_ok());
     }
 
     #[test]

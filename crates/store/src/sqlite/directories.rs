@@ -4,7 +4,7 @@ use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
-use super::codec::{Col, id_text, json_text, time_text, to_json};
+use super::codec::{Col, id_text, json_text, reject_nul, time_text, to_json};
 use super::errors::map_sqlx;
 use super::tx::Event;
 use crate::error::{StoreError, StoreResult};
@@ -19,6 +19,7 @@ const TOKEN_COLUMNS: &str = "id, directory_id, name, prefix, hash, created_at, r
 
 impl SqliteStore {
     pub(super) async fn create_directory_impl(&self, new: NewDirectory) -> StoreResult<Directory> {
+        reject_nul(&(&new.name, &new.organization, &new.attribute_mappings))?;
         let mut tx = self.begin_write().await?;
         let directory = Directory {
             id: DirectoryId::new(),
@@ -80,6 +81,11 @@ impl SqliteStore {
         id: DirectoryId,
         update: DirectoryUpdate,
     ) -> StoreResult<Directory> {
+        reject_nul(&(
+            &update.name,
+            &update.organization,
+            &update.attribute_mappings,
+        ))?;
         let mut tx = self.begin_write().await?;
         let (old, version) = load_directory(tx.conn(), id).await?;
         let new = apply_directory_update(&old, update, tx.now);
@@ -134,6 +140,7 @@ impl SqliteStore {
     }
 
     pub(super) async fn create_token_impl(&self, new: NewToken) -> StoreResult<Token> {
+        reject_nul(&(&new.name, &new.prefix))?;
         let mut tx = self.begin_write().await?;
         load_directory(tx.conn(), new.directory_id).await?;
         let live: i64 = sqlx::query_scalar(

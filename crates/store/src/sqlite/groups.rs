@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use super::check_version;
-use super::codec::{Col, fold_key, id_text, json_text, parse_id, time_text, to_json};
+use super::codec::{Col, fold_key, id_text, json_text, parse_id, reject_nul, time_text, to_json};
 use super::directories::ensure_directory;
 use super::errors::map_sqlx;
 use super::tx::{Event, WriteTx};
@@ -28,6 +28,7 @@ impl SqliteStore {
         dir: DirectoryId,
         write: GroupWrite,
     ) -> StoreResult<Group> {
+        reject_nul(&(&write.display_name, &write.external_id, &write.raw))?;
         let mut tx = self.begin_write().await?;
         ensure_directory(tx.conn(), dir).await?;
         let group = Group {
@@ -205,6 +206,7 @@ impl GroupChange {
                 external_id,
                 raw,
             } => {
+                reject_nul(&(&display_name, &external_id, &raw))?;
                 self.set_attributes(tx, display_name, external_id, raw);
             }
             GroupOp::AddMembers(members) => {

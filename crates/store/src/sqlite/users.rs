@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use super::check_version;
-use super::codec::{Col, fold_key, id_text, json_text, parse_id, time_text, to_json};
+use super::codec::{Col, fold_key, id_text, json_text, parse_id, reject_nul, time_text, to_json};
 use super::directories::ensure_directory;
 use super::errors::map_sqlx;
 use super::groups::remove_from_all_groups;
@@ -29,6 +29,8 @@ impl SqliteStore {
         dir: DirectoryId,
         user: UserWrite,
     ) -> StoreResult<User> {
+        reject_nul(&user.fields)?;
+        reject_nul(&user.raw)?;
         let mut tx = self.begin_write().await?;
         ensure_directory(tx.conn(), dir).await?;
         let created = User {
@@ -104,6 +106,8 @@ impl SqliteStore {
 /// A write that changes nothing is not stored and emits nothing: IdPs resend
 /// unchanged resources, and consumers should not see no-op events.
 async fn write_user_update(tx: &mut WriteTx, old: &User, write: UserWrite) -> StoreResult<User> {
+    reject_nul(&write.fields)?;
+    reject_nul(&write.raw)?;
     let changed = user_changes(&old.fields, &write.fields)?;
     if changed.is_empty() && old.raw == write.raw {
         return Ok(old.clone());
