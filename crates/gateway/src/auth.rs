@@ -220,7 +220,10 @@ mod tests {
         assert_eq!(bearer_token(&headers("Bearer a b")), None);
         assert_eq!(bearer_token(&HeaderMap::new()), None);
         let mut twice = headers("Bearer abc");
-        twice.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer def"));
+        twice.append(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer def"),
+        );
         assert_eq!(bearer_token(&twice), None);
     }
 
