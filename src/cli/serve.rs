@@ -34,7 +34,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let public_url = args.http.public_url(http_addr);
     let (stop_directory, directory_stopped) = shutdown_channel();
     let (stop_gateway, gateway_stopped) = shutdown_channel();
-    spawn_metrics(&args.metrics, directory_stopped.clone()).await?;
+    let metrics = spawn_metrics(&args.metrics, directory_stopped.clone()).await?;
 
     let mut directory = tokio::spawn(roster_directory::serve(
         store,
@@ -57,7 +57,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         endpoint,
         internal_secret: args.directory.internal_secret.clone(),
     };
-    print_banner(&client, &public_url, grpc_addr, &kind).await?;
+    print_banner(&client, &public_url, grpc_addr, metrics, &kind).await?;
 
     tokio::select! {
         r = &mut directory => return finished(r, "directory service"),
@@ -224,9 +224,12 @@ fn gateway_config(
 }
 
 /// Serves Prometheus metrics on their own port unless disabled with `off`.
-async fn spawn_metrics(args: &MetricsArgs, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {
+async fn spawn_metrics(
+    args: &MetricsArgs,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Option<SocketAddr>> {
     if args.metrics_addr.eq_ignore_ascii_case("off") {
-        return Ok(());
+        return Ok(None);
     }
     let addr: SocketAddr = args.metrics_addr.parse().with_context(|| {
         format!(
@@ -235,12 +238,13 @@ async fn spawn_metrics(args: &MetricsArgs, stopped: watch::Receiver<bool>) -> an
         )
     })?;
     let listener = bind(addr, "--metrics-addr / ROSTER_METRICS_ADDR").await?;
+    let bound = listener.local_addr()?;
     tokio::spawn(async move {
         if let Err(e) = roster_telemetry::metrics::serve(listener, wait(stopped)).await {
             tracing::error!(error = %e, "metrics endpoint stopped");
         }
     });
-    Ok(())
+    Ok(Some(bound))
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
@@ -310,6 +314,7 @@ async fn print_banner(
     client: &ClientArgs,
     public_url: &str,
     grpc: SocketAddr,
+    metrics: Option<SocketAddr>,
     kind: &StoreKind,
 ) -> anyhow::Result<()> {
     let channel = super::connect(client).await?;
@@ -371,6 +376,9 @@ async fn print_banner(
     println!(
         "  gRPC:          {grpc} (DirectoryService, AdminService, WatchChanges; reflection on)"
     );
+    if let Some(addr) = metrics {
+        println!("  Metrics:       http://{addr}/metrics");
+    }
     println!("  Store:         {store}");
     Ok(())
 }

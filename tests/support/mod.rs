@@ -18,6 +18,8 @@ pub struct Served {
     pub banner: Vec<String>,
     /// The server's stderr (its logs).
     pub log_path: PathBuf,
+    /// `http://host:port/metrics`, when the banner printed one.
+    pub metrics_url: Option<String>,
 }
 
 impl Served {
@@ -198,6 +200,11 @@ fn spawn_serve(mut cmd: Command) -> Served {
         .next()
         .unwrap_or_default()
         .to_string();
+    let metrics_url = banner.iter().find_map(|l| {
+        l.trim_start()
+            .strip_prefix("Metrics:")
+            .map(|v| v.trim().to_string())
+    });
     Served {
         child,
         base_url,
@@ -206,5 +213,6 @@ fn spawn_serve(mut cmd: Command) -> Served {
         grpc,
         banner,
         log_path,
+        metrics_url,
     }
 }

@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -132,6 +132,9 @@ pub struct ChangeHub {
 struct Counters {
     open_watchers: AtomicUsize,
     slow_consumers_cut: AtomicU64,
+    /// Last revision sent by each open watcher, for the lag metric.
+    positions: Mutex<HashMap<u64, Arc<AtomicI64>>>,
+    next_watcher: AtomicU64,
 }
 
 /// A snapshot of the fan-out's counters.
@@ -144,19 +147,27 @@ pub struct WatchStats {
 }
 
 /// Counts a watcher as open for as long as it lives.
-struct OpenWatcher(Arc<ChangeHub>);
+struct OpenWatcher(Arc<ChangeHub>, u64);
 
 impl OpenWatcher {
-    fn new(hub: &Arc<ChangeHub>) -> Self {
+    fn new(hub: &Arc<ChangeHub>, sent: &Arc<AtomicI64>) -> Self {
         hub.stats.open_watchers.fetch_add(1, Ordering::Relaxed);
-        Self(Arc::clone(hub))
+        let id = hub.stats.next_watcher.fetch_add(1, Ordering::Relaxed);
+        lock_positions(&hub.stats).insert(id, Arc::clone(sent));
+        Self(Arc::clone(hub), id)
     }
 }
 
 impl Drop for OpenWatcher {
     fn drop(&mut self) {
         self.0.stats.open_watchers.fetch_sub(1, Ordering::Relaxed);
+        lock_positions(&self.0.stats).remove(&self.1);
     }
+}
+
+fn lock_positions(stats: &Counters) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<AtomicI64>>> {
+    // Plain map of counters: a panic elsewhere cannot leave it inconsistent.
+    stats.positions.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ChangeHub {
@@ -180,7 +191,39 @@ impl ChangeHub {
         vec![
             tokio::spawn(Arc::clone(self).run_tailer()),
             tokio::spawn(Arc::clone(self).run_notifier()),
+            tokio::spawn(Arc::clone(self).run_metrics()),
         ]
+    }
+
+    /// Publishes the fan-out's gauges (streams, head, lag, pool) every second.
+    async fn run_metrics(self: Arc<Self>) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.record_metrics(),
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    fn record_metrics(&self) {
+        let m = roster_telemetry::metrics::metrics();
+        let head = self.head();
+        let oldest_sent = lock_positions(&self.stats)
+            .values()
+            .map(|p| p.load(Ordering::Relaxed))
+            .filter(|p| *p > 0)
+            .min();
+        m.change_log_head.set(head);
+        m.watch_lag
+            .set(oldest_sent.map_or(0, |sent| (head - sent).max(0)));
+        m.watch_streams.set(
+            i64::try_from(self.stats.open_watchers.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+        if let Some(pool) = self.store.pool_stats() {
+            m.set_pool(pool.size, pool.idle, pool.max);
+        }
     }
 
     /// Called by RPC handlers after every successful write: wakes the local
@@ -376,6 +419,7 @@ pub async fn open(hub: &Arc<ChangeHub>, req: WatchChangesRequest) -> ServiceResu
         subscribed_head: head,
         out: tx,
         last_sent: Instant::now(),
+        sent: Arc::new(AtomicI64::new(0)),
     };
     tokio::spawn(watcher.run(plan.start, abort_tx));
     Ok(WatchStream {
@@ -489,11 +533,13 @@ struct Watcher {
     subscribed_head: i64,
     out: mpsc::Sender<Result<WatchChangesResponse, Status>>,
     last_sent: Instant,
+    /// Last revision sent, shared with the hub's lag metric.
+    sent: Arc<AtomicI64>,
 }
 
 impl Watcher {
     async fn run(mut self, start: StartAt, abort: oneshot::Sender<Status>) {
-        let _open = OpenWatcher::new(&self.hub);
+        let _open = OpenWatcher::new(&self.hub, &self.sent);
         let result = match start {
             StartAt::Position(pos) => {
                 self.pos = pos;
@@ -688,6 +734,7 @@ impl Watcher {
         };
         permit.send(Ok(message));
         self.last_sent = Instant::now();
+        self.sent.fetch_max(revision, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -13,8 +13,8 @@
 //! known to belong to an aborted transaction. See `docs/watch.md`.
 
 pub mod error;
-pub mod model;
 mod filter_sql;
+pub mod model;
 pub mod postgres;
 pub mod sqlite;
 
@@ -31,8 +31,9 @@ pub type UserUpdateFn =
 
 /// Rewrites a group's attributes and members inside its transaction: gets the
 /// stored group (without members) and returns the operations to apply.
-pub type GroupUpdateFn =
-    Box<dyn FnOnce(&Group) -> Result<Vec<GroupOp>, Box<dyn std::error::Error + Send + Sync>> + Send>;
+pub type GroupUpdateFn = Box<
+    dyn FnOnce(&Group) -> Result<Vec<GroupOp>, Box<dyn std::error::Error + Send + Sync>> + Send,
+>;
 
 /// The storage contract shared by the PostgreSQL and SQLite backends. The same
 /// conformance suite (`tests/conformance.rs` in this crate) runs against both.
@@ -42,13 +43,21 @@ pub trait Store: Send + Sync + 'static {
     async fn create_directory(&self, new: NewDirectory) -> StoreResult<Directory>;
     async fn get_directory(&self, id: DirectoryId) -> StoreResult<Directory>;
     async fn list_directories(&self, organization: Option<&str>) -> StoreResult<Vec<Directory>>;
-    async fn update_directory(&self, id: DirectoryId, update: DirectoryUpdate) -> StoreResult<Directory>;
+    async fn update_directory(
+        &self,
+        id: DirectoryId,
+        update: DirectoryUpdate,
+    ) -> StoreResult<Directory>;
     /// Deletes the directory's users, groups and memberships, revokes its
     /// tokens and emits `directory.deleted`.
     async fn delete_directory(&self, id: DirectoryId) -> StoreResult<()>;
     /// Fails with [`StoreError::Limit`] when the directory already has two live tokens.
     async fn create_token(&self, new: NewToken) -> StoreResult<Token>;
-    async fn list_tokens(&self, directory: DirectoryId, include_revoked: bool) -> StoreResult<Vec<Token>>;
+    async fn list_tokens(
+        &self,
+        directory: DirectoryId,
+        include_revoked: bool,
+    ) -> StoreResult<Vec<Token>>;
     async fn revoke_token(&self, directory: DirectoryId, id: TokenId) -> StoreResult<()>;
     /// Finds the live token with this SHA-256 hash.
     async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>>;
@@ -74,11 +83,21 @@ pub trait Store: Send + Sync + 'static {
         update: UserUpdateFn,
     ) -> StoreResult<User>;
     /// Deletes the user, removing it from every group (with member.removed events).
-    async fn delete_user(&self, dir: DirectoryId, id: UserId, if_version: Option<i64>) -> StoreResult<()>;
+    async fn delete_user(
+        &self,
+        dir: DirectoryId,
+        id: UserId,
+        if_version: Option<i64>,
+    ) -> StoreResult<()>;
 
     // --- groups ---
     async fn create_group(&self, dir: DirectoryId, group: GroupWrite) -> StoreResult<Group>;
-    async fn get_group(&self, dir: DirectoryId, id: GroupId, include_members: bool) -> StoreResult<Group>;
+    async fn get_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        include_members: bool,
+    ) -> StoreResult<Group>;
     async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>>;
     async fn replace_group(
         &self,
@@ -96,11 +115,26 @@ pub trait Store: Send + Sync + 'static {
         if_version: Option<i64>,
         update: GroupUpdateFn,
     ) -> StoreResult<Group>;
-    async fn delete_group(&self, dir: DirectoryId, id: GroupId, if_version: Option<i64>) -> StoreResult<()>;
+    async fn delete_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        if_version: Option<i64>,
+    ) -> StoreResult<()>;
     /// Idempotent: members already present are skipped. Returns (added, new group version).
-    async fn add_members(&self, dir: DirectoryId, group: GroupId, members: &[MemberRef]) -> StoreResult<(i64, i64)>;
+    async fn add_members(
+        &self,
+        dir: DirectoryId,
+        group: GroupId,
+        members: &[MemberRef],
+    ) -> StoreResult<(i64, i64)>;
     /// Idempotent: members already absent are skipped. Returns (removed, new group version).
-    async fn remove_members(&self, dir: DirectoryId, group: GroupId, members: &[uuid::Uuid]) -> StoreResult<(i64, i64)>;
+    async fn remove_members(
+        &self,
+        dir: DirectoryId,
+        group: GroupId,
+        members: &[uuid::Uuid],
+    ) -> StoreResult<(i64, i64)>;
     /// Keyset-paginated members, ordered by member id.
     async fn list_members(
         &self,
@@ -142,4 +176,19 @@ pub trait Store: Send + Sync + 'static {
     async fn notify_changes(&self) -> StoreResult<()>;
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// Connection-pool usage, for metrics; `None` when the backend has no pool to report.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
+}
+
+/// Connection-pool usage of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    /// Open connections (idle and in use).
+    pub size: u32,
+    /// Idle open connections.
+    pub idle: u32,
+    /// The pool's maximum.
+    pub max: u32,
 }

@@ -251,6 +251,14 @@ fn diff_fields(
 
 #[async_trait]
 impl Store for PgStore {
+    fn pool_stats(&self) -> Option<crate::PoolStats> {
+        Some(crate::PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        })
+    }
+
     async fn create_directory(&self, new: NewDirectory) -> StoreResult<Directory> {
         self.retrying(|| self.create_directory_impl(new.clone()))
             .await

@@ -1,0 +1,109 @@
+//! Prometheus metrics on their own port reflect real traffic: SCIM requests
+//! by route template and status, directory-service calls by method and code,
+//! open WatchChanges streams, the change-log head and the database pool.
+
+mod support;
+
+use std::time::Duration;
+
+use roster_proto::directory::WatchChangesRequest;
+use roster_proto::directory::directory_service_client::DirectoryServiceClient;
+use roster_proto::directory::watch_changes_request::Start;
+
+/// The value of the first sample whose line starts with `prefix`.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_reflect_requests_streams_head_and_pool() {
+    let served = support::serve_postgres("metrics").await;
+    let metrics_url = served
+        .metrics_url
+        .clone()
+        .expect("banner prints the metrics address");
+    let token = served.token.clone().expect("token");
+    let http = reqwest::Client::new();
+
+    let mut client = DirectoryServiceClient::connect(format!("http://{}", served.grpc))
+        .await
+        .unwrap();
+    let _stream = client
+        .watch_changes(WatchChangesRequest {
+            directory_id: served.directory_id.clone(),
+            kinds: vec![],
+            start: Some(Start::FromNow(())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let created = http
+        .post(format!("{}/Users", served.base_url))
+        .bearer_auth(&token)
+        .header("content-type", "application/scim+json")
+        .body(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"metered@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let missing = http
+        .get(format!(
+            "{}/Users/{}",
+            served.base_url,
+            uuid::Uuid::new_v4()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let text = roster_testkit::eventually("gauges published", Duration::from_secs(30), || {
+        let http = http.clone();
+        let url = metrics_url.clone();
+        async move {
+            let text = http.get(url).send().await.ok()?.text().await.ok()?;
+            let ready = sample(&text, "roster_watch_streams ").is_some_and(|v| v >= 1.0)
+                && sample(&text, "roster_change_log_head_revision ").is_some_and(|v| v >= 1.0);
+            ready.then_some(text)
+        }
+    })
+    .await;
+    let route = r#"route="/scim/v2/{directory_id}/Users""#;
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("roster_http_requests_total")
+                && l.contains(route)
+                && l.contains(r#"status="201""#)),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("roster_http_requests_total") && l.contains(r#"status="404""#)),
+        "{text}"
+    );
+    assert!(
+        text.contains("roster_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("roster_grpc_requests_total")
+                && l.contains("/roster.directory.v1.DirectoryService/CreateUser")
+                && l.contains(r#"code="OK""#)),
+        "{text}"
+    );
+    assert!(
+        sample(&text, r#"roster_db_pool_connections{state="max"}"#).is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("roster_rate_limited_requests_total"),
+        "{text}"
+    );
+}
