@@ -143,7 +143,11 @@ pub struct GatewayArgs {
     #[command(flatten)]
     pub http: GatewayHttpArgs,
     /// gRPC endpoint of the directory service.
-    #[arg(long, env = "ROSTER_DIRECTORY_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "ROSTER_DIRECTORY_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub directory_endpoint: String,
     /// Shared secret to present to the directory service.
     #[arg(long, env = "ROSTER_INTERNAL_SECRET", hide_env_values = true)]
@@ -165,7 +169,11 @@ pub struct DirectoryArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// gRPC endpoint of the directory service.
-    #[arg(long, env = "ROSTER_DIRECTORY_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "ROSTER_DIRECTORY_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub endpoint: String,
     /// Shared secret to present to the directory service.
     #[arg(long, env = "ROSTER_INTERNAL_SECRET", hide_env_values = true)]
@@ -230,7 +238,10 @@ pub enum AdminCommand {
         include_revoked: bool,
     },
     /// Revoke a token.
-    RevokeToken { directory_id: String, token_id: String },
+    RevokeToken {
+        directory_id: String,
+        token_id: String,
+    },
 }
 
 /// `roster watch`.

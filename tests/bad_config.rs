@@ -9,10 +9,22 @@ fn run_fails(args: &[&str], expect: &str) {
     assert!(!out.status.success(), "{args:?} succeeded");
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Log lines may precede it; the verdict is the last line, one sentence.
-    let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
-    assert!(last.starts_with("roster: "), "last line is not the error: {stderr}");
-    assert!(last.contains(expect), "{last:?} does not mention {expect:?}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "{stderr}");
+    let last = stderr
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    assert!(
+        last.starts_with("roster: "),
+        "last line is not the error: {stderr}"
+    );
+    assert!(
+        last.contains(expect),
+        "{last:?} does not mention {expect:?}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("stack backtrace"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -21,19 +33,39 @@ fn port_in_use() {
     let addr = taken.local_addr().unwrap().to_string();
     let data = support::temp_dir("port");
     let data = data.to_str().unwrap();
-    let args = ["serve", "--data-dir", data, "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "off", "--http-addr", &addr];
+    let args = [
+        "serve",
+        "--data-dir",
+        data,
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "off",
+        "--http-addr",
+        &addr,
+    ];
     run_fails(&args, "cannot listen on");
 }
 
 #[test]
 fn unreachable_database() {
     // Port 1 is never a PostgreSQL server.
-    run_fails(&["migrate", "--database-url", "postgres://postgres@127.0.0.1:1/roster"], "cannot connect to PostgreSQL");
+    run_fails(
+        &[
+            "migrate",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/roster",
+        ],
+        "cannot connect to PostgreSQL",
+    );
 }
 
 #[test]
 fn malformed_database_url() {
-    run_fails(&["migrate", "--database-url", "mysql://nope"], "malformed DATABASE_URL");
+    run_fails(
+        &["migrate", "--database-url", "mysql://nope"],
+        "malformed DATABASE_URL",
+    );
 }
 
 #[test]
@@ -41,10 +73,16 @@ fn unusable_data_directory() {
     let dir = support::temp_dir("file");
     let file = dir.join("not-a-directory");
     std::fs::write(&file, b"x").unwrap();
-    run_fails(&["migrate", "--data-dir", file.to_str().unwrap()], "data directory");
+    run_fails(
+        &["migrate", "--data-dir", file.to_str().unwrap()],
+        "data directory",
+    );
 }
 
 #[test]
 fn malformed_directory_endpoint() {
-    run_fails(&["watch", "--endpoint", "not a url"], "malformed directory endpoint");
+    run_fails(
+        &["watch", "--endpoint", "not a url"],
+        "malformed directory endpoint",
+    );
 }

@@ -28,14 +28,31 @@ async fn readme_walkthrough_creates_a_user_and_watch_shows_it() {
     // The README's `roster watch`.
     let out = support::roster()
         .args(["watch", "--endpoint", &format!("http://{}", served.grpc)])
-        .args(["--directory", &served.directory_id, "--after-revision", "0", "--kinds", "user.created", "--count", "1"])
+        .args([
+            "--directory",
+            &served.directory_id,
+            "--after-revision",
+            "0",
+            "--kinds",
+            "user.created",
+            "--count",
+            "1",
+        ])
         .output()
         .expect("roster watch");
-    assert!(out.status.success(), "watch failed: {}", String::from_utf8_lossy(&out.stderr));
-    let line: Value = serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or_default())
-        .expect("one JSON line");
+    assert!(
+        out.status.success(),
+        "watch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line: Value =
+        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or_default())
+            .expect("one JSON line");
     assert_eq!(line["change"]["kind"], "user.created");
-    assert_eq!(line["change"]["resource"]["user_name"], "bjensen@example.com");
+    assert_eq!(
+        line["change"]["resource"]["user_name"],
+        "bjensen@example.com"
+    );
     assert_eq!(line["change"]["resource_id"], user["id"]);
     assert!(line["cursor"].as_str().is_some_and(|c| !c.is_empty()));
 }
@@ -49,5 +66,9 @@ async fn second_start_reuses_the_directory_and_does_not_reprint_the_token() {
     drop(first);
     let second = support::serve(&data);
     assert_eq!(second.directory_id, directory);
-    assert!(second.token.is_none(), "token printed again: {:?}", second.banner);
+    assert!(
+        second.token.is_none(),
+        "token printed again: {:?}",
+        second.banner
+    );
 }

@@ -11,13 +11,21 @@ use crate::config::{AdminArgs, AdminCommand};
 /// Runs one admin command and prints its result as JSON.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let channel = super::connect(&args.client).await?;
-    let mut admin = Admin { client: AdminServiceClient::new(channel), secret: args.client.internal_secret.clone() };
+    let mut admin = Admin {
+        client: AdminServiceClient::new(channel),
+        secret: args.client.internal_secret.clone(),
+    };
     let out = match args.command {
         AdminCommand::ListDirectories { organization } => {
             let r = admin.call_list(organization.unwrap_or_default()).await?;
             Value::Array(r.directories.iter().map(directory_json).collect())
         }
-        AdminCommand::CreateDirectory { name, organization, provider, deprovision_policy } => {
+        AdminCommand::CreateDirectory {
+            name,
+            organization,
+            provider,
+            deprovision_policy,
+        } => {
             let req = CreateDirectoryRequest {
                 name,
                 organization,
@@ -26,22 +34,34 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 attribute_mappings: vec![],
             };
             let mut client = admin.client.clone();
-            let r = client.create_directory(admin.request(req)?).await.map_err(status)?.into_inner();
+            let r = client
+                .create_directory(admin.request(req)?)
+                .await
+                .map_err(status)?
+                .into_inner();
             directory_json(&r.directory.context("no directory returned")?)
         }
         AdminCommand::GetDirectory { id } => {
             let mut client = admin.client.clone();
-            let r = client.get_directory(admin.request(GetDirectoryRequest { id })?).await.map_err(status)?;
+            let r = client
+                .get_directory(admin.request(GetDirectoryRequest { id })?)
+                .await
+                .map_err(status)?;
             directory_json(&r.into_inner().directory.context("no directory returned")?)
         }
         AdminCommand::DeleteDirectory { id } => {
             let mut client = admin.client.clone();
-            client.delete_directory(admin.request(DeleteDirectoryRequest { id: id.clone() })?).await.map_err(status)?;
+            client
+                .delete_directory(admin.request(DeleteDirectoryRequest { id: id.clone() })?)
+                .await
+                .map_err(status)?;
             json!({ "deleted": id })
         }
-        AdminCommand::MapAttribute { directory_id, source, target } => {
-            admin.map_attribute(directory_id, source, target).await?
-        }
+        AdminCommand::MapAttribute {
+            directory_id,
+            source,
+            target,
+        } => admin.map_attribute(directory_id, source, target).await?,
         AdminCommand::CreateToken { directory_id, name } => {
             let mut client = admin.client.clone();
             let r = client
@@ -53,18 +73,30 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             t["secret"] = json!(r.secret);
             t
         }
-        AdminCommand::ListTokens { directory_id, include_revoked } => {
+        AdminCommand::ListTokens {
+            directory_id,
+            include_revoked,
+        } => {
             let mut client = admin.client.clone();
             let r = client
-                .list_tokens(admin.request(ListTokensRequest { directory_id, include_revoked })?)
+                .list_tokens(admin.request(ListTokensRequest {
+                    directory_id,
+                    include_revoked,
+                })?)
                 .await
                 .map_err(status)?;
             Value::Array(r.into_inner().tokens.iter().map(token_json).collect())
         }
-        AdminCommand::RevokeToken { directory_id, token_id } => {
+        AdminCommand::RevokeToken {
+            directory_id,
+            token_id,
+        } => {
             let mut client = admin.client.clone();
             client
-                .revoke_token(admin.request(RevokeTokenRequest { directory_id, token_id: token_id.clone() })?)
+                .revoke_token(admin.request(RevokeTokenRequest {
+                    directory_id,
+                    token_id: token_id.clone(),
+                })?)
                 .await
                 .map_err(status)?;
             json!({ "revoked": token_id })
@@ -88,15 +120,35 @@ impl Admin {
 
     async fn call_list(&mut self, organization: String) -> anyhow::Result<ListDirectoriesResponse> {
         let req = self.request(ListDirectoriesRequest { organization })?;
-        Ok(self.client.list_directories(req).await.map_err(status)?.into_inner())
+        Ok(self
+            .client
+            .list_directories(req)
+            .await
+            .map_err(status)?
+            .into_inner())
     }
 
     /// Replaces the mapping of `source` (or adds it), keeping the others.
-    async fn map_attribute(&mut self, id: String, source: String, target: String) -> anyhow::Result<Value> {
-        let current = self.client.get_directory(self.request(GetDirectoryRequest { id: id.clone() })?).await;
-        let current = current.map_err(status)?.into_inner().directory.context("no directory returned")?;
-        let mut mappings: Vec<AttributeMapping> =
-            current.attribute_mappings.into_iter().filter(|m| !m.source.eq_ignore_ascii_case(&source)).collect();
+    async fn map_attribute(
+        &mut self,
+        id: String,
+        source: String,
+        target: String,
+    ) -> anyhow::Result<Value> {
+        let current = self
+            .client
+            .get_directory(self.request(GetDirectoryRequest { id: id.clone() })?)
+            .await;
+        let current = current
+            .map_err(status)?
+            .into_inner()
+            .directory
+            .context("no directory returned")?;
+        let mut mappings: Vec<AttributeMapping> = current
+            .attribute_mappings
+            .into_iter()
+            .filter(|m| !m.source.eq_ignore_ascii_case(&source))
+            .collect();
         mappings.push(AttributeMapping { source, target });
         let req = UpdateDirectoryRequest {
             id,
@@ -104,8 +156,14 @@ impl Admin {
             replace_attribute_mappings: true,
             ..Default::default()
         };
-        let r = self.client.update_directory(self.request(req)?).await.map_err(status)?;
-        Ok(directory_json(&r.into_inner().directory.context("no directory returned")?))
+        let r = self
+            .client
+            .update_directory(self.request(req)?)
+            .await
+            .map_err(status)?;
+        Ok(directory_json(
+            &r.into_inner().directory.context("no directory returned")?,
+        ))
     }
 }
 
@@ -145,7 +203,8 @@ fn enum_suffix(name: &str, prefix: &str) -> String {
 
 fn directory_json(d: &Directory) -> Value {
     let provider = ProviderKind::try_from(d.provider).unwrap_or(ProviderKind::Unspecified);
-    let policy = DeprovisionPolicy::try_from(d.deprovision_policy).unwrap_or(DeprovisionPolicy::Unspecified);
+    let policy =
+        DeprovisionPolicy::try_from(d.deprovision_policy).unwrap_or(DeprovisionPolicy::Unspecified);
     json!({
         "id": d.id,
         "name": d.name,

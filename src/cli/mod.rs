@@ -11,8 +11,12 @@ use crate::config::ClientArgs;
 
 /// Connects to a directory service for the client subcommands.
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(args.endpoint.clone())
-        .with_context(|| format!("malformed directory endpoint {:?} (expected e.g. http://127.0.0.1:50051)", args.endpoint))?;
+    let endpoint = Endpoint::from_shared(args.endpoint.clone()).with_context(|| {
+        format!(
+            "malformed directory endpoint {:?} (expected e.g. http://127.0.0.1:50051)",
+            args.endpoint
+        )
+    })?;
     endpoint
         .connect()
         .await

@@ -16,7 +16,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut client = DirectoryServiceClient::new(channel);
     let mut req = tonic::Request::new(request(&args)?);
     super::authorize(&mut req, &args.client.internal_secret)?;
-    let mut stream = client.watch_changes(req).await.map_err(watch_error)?.into_inner();
+    let mut stream = client
+        .watch_changes(req)
+        .await
+        .map_err(watch_error)?
+        .into_inner();
     let mut seen = 0u64;
     while let Some(msg) = stream.message().await.map_err(watch_error)? {
         let is_change = matches!(msg.payload, Some(Payload::Change(_)));
@@ -46,7 +50,11 @@ fn request(args: &WatchArgs) -> anyhow::Result<WatchChangesRequest> {
     let kinds = args
         .kinds
         .iter()
-        .map(|k| kind_from_name(k).ok_or_else(|| anyhow!("unknown change kind {k:?} (e.g. user.created, member.added)")))
+        .map(|k| {
+            kind_from_name(k).ok_or_else(|| {
+                anyhow!("unknown change kind {k:?} (e.g. user.created, member.added)")
+            })
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(WatchChangesRequest {
         directory_id: args.directory.clone().unwrap_or_default(),
@@ -57,20 +65,28 @@ fn request(args: &WatchArgs) -> anyhow::Result<WatchChangesRequest> {
 
 fn watch_error(s: tonic::Status) -> anyhow::Error {
     match s.code() {
-        tonic::Code::OutOfRange => anyhow!("{} — re-list, or start with --initial-state", s.message()),
+        tonic::Code::OutOfRange => {
+            anyhow!("{} — re-list, or start with --initial-state", s.message())
+        }
         _ => anyhow!("watch failed ({:?}): {}", s.code(), s.message()),
     }
 }
 
 /// `user.created` ↔ `CHANGE_KIND_USER_CREATED`.
 fn kind_from_name(name: &str) -> Option<ChangeKind> {
-    let proto = format!("CHANGE_KIND_{}", name.replace('.', "_").to_ascii_uppercase());
+    let proto = format!(
+        "CHANGE_KIND_{}",
+        name.replace('.', "_").to_ascii_uppercase()
+    );
     ChangeKind::from_str_name(&proto).filter(|k| *k != ChangeKind::Unspecified)
 }
 
 fn kind_name(kind: i32) -> String {
     let kind = ChangeKind::try_from(kind).unwrap_or(ChangeKind::Unspecified);
-    let rest = kind.as_str_name().trim_start_matches("CHANGE_KIND_").to_ascii_lowercase();
+    let rest = kind
+        .as_str_name()
+        .trim_start_matches("CHANGE_KIND_")
+        .to_ascii_lowercase();
     match rest.split_once('_') {
         Some((resource, verb)) => format!("{resource}.{verb}"),
         None => rest,
@@ -145,8 +161,16 @@ mod tests {
 
     #[test]
     fn kind_names_round_trip() {
-        for name in ["user.created", "user.deactivated", "member.added", "directory.deleted", "group.updated"] {
-            let kind = kind_from_name(name).with_context(|| name.to_string()).unwrap();
+        for name in [
+            "user.created",
+            "user.deactivated",
+            "member.added",
+            "directory.deleted",
+            "group.updated",
+        ] {
+            let kind = kind_from_name(name)
+                .with_context(|| name.to_string())
+                .unwrap();
             assert_eq!(kind_name(kind as i32), name);
         }
         assert!(kind_from_name("user.exploded").is_none());

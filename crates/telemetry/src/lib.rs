@@ -62,14 +62,23 @@ impl Drop for Telemetry {
 
 /// Installs the global subscriber. Must run inside a Tokio runtime when OTLP
 /// export is configured (the exporter's gRPC channel needs the reactor).
-pub fn init(format: LogFormat, filter: &str, service_name: &str) -> Result<Telemetry, TelemetryError> {
-    let env_filter = EnvFilter::try_new(filter).map_err(|e| TelemetryError::Filter(filter.into(), e.to_string()))?;
+pub fn init(
+    format: LogFormat,
+    filter: &str,
+    service_name: &str,
+) -> Result<Telemetry, TelemetryError> {
+    let env_filter = EnvFilter::try_new(filter)
+        .map_err(|e| TelemetryError::Filter(filter.into(), e.to_string()))?;
     let provider = otlp_provider(service_name)?;
-    let otel_layer = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("roster")).boxed());
+    let otel_layer = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("roster"))
+            .boxed()
+    });
     let fmt_layer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
@@ -94,14 +103,18 @@ fn otlp_provider(service_name: &str) -> Result<Option<SdkTracerProvider>, Teleme
         .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
         .ok()
         .filter(|e| !e.trim().is_empty());
-    let Some(endpoint) = endpoint else { return Ok(None) };
+    let Some(endpoint) = endpoint else {
+        return Ok(None);
+    };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint.clone())
         .build()
         .map_err(|e| TelemetryError::Otlp(endpoint.clone(), e.to_string()))?;
     let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service_name.to_string());
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)

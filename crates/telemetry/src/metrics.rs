@@ -79,30 +79,72 @@ pub struct Metrics {
 
 fn latency_histogram() -> Histogram {
     // 0.5 ms … ~16 s
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16))
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0005, 2.0, 16,
+    ))
 }
 
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("roster");
         let http_requests = Family::<HttpLabels, Counter>::default();
-        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let grpc_requests = Family::<GrpcLabels, Counter>::default();
-        let grpc_duration = Family::<MethodLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let grpc_duration = Family::<MethodLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let watch_streams = Gauge::default();
         let change_log_head = Gauge::default();
         let watch_lag = Gauge::default();
         let db_pool = Family::<PoolLabels, Gauge>::default();
         let rate_limited = Counter::default();
-        registry.register("http_requests", "SCIM HTTP requests by route and status", http_requests.clone());
-        registry.register("http_request_duration_seconds", "SCIM HTTP request latency", http_duration.clone());
-        registry.register("grpc_requests", "gRPC requests by method and status code", grpc_requests.clone());
-        registry.register("grpc_request_duration_seconds", "gRPC request latency (to first response)", grpc_duration.clone());
-        registry.register("watch_streams", "Open WatchChanges streams", watch_streams.clone());
-        registry.register("change_log_head_revision", "Newest stable change-log revision", change_log_head.clone());
-        registry.register("watch_lag_revisions", "Stable head minus the oldest revision sent to an open stream", watch_lag.clone());
-        registry.register("db_pool_connections", "Database pool connections by state", db_pool.clone());
-        registry.register("rate_limited_requests", "Requests rejected by the per-directory rate limit", rate_limited.clone());
+        registry.register(
+            "http_requests",
+            "SCIM HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "SCIM HTTP request latency",
+            http_duration.clone(),
+        );
+        registry.register(
+            "grpc_requests",
+            "gRPC requests by method and status code",
+            grpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "gRPC request latency (to first response)",
+            grpc_duration.clone(),
+        );
+        registry.register(
+            "watch_streams",
+            "Open WatchChanges streams",
+            watch_streams.clone(),
+        );
+        registry.register(
+            "change_log_head_revision",
+            "Newest stable change-log revision",
+            change_log_head.clone(),
+        );
+        registry.register(
+            "watch_lag_revisions",
+            "Stable head minus the oldest revision sent to an open stream",
+            watch_lag.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections by state",
+            db_pool.clone(),
+        );
+        registry.register(
+            "rate_limited_requests",
+            "Requests rejected by the per-directory rate limit",
+            rate_limited.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -128,7 +170,11 @@ impl Metrics {
     /// Records the pool's connection counts.
     pub fn set_pool(&self, size: u32, idle: u32, max: u32) {
         let set = |state: &str, v: u32| {
-            self.db_pool.get_or_create(&PoolLabels { state: state.into() }).set(i64::from(v));
+            self.db_pool
+                .get_or_create(&PoolLabels {
+                    state: state.into(),
+                })
+                .set(i64::from(v));
         };
         set("idle", idle);
         set("in_use", size.saturating_sub(idle));
@@ -143,14 +189,22 @@ pub fn metrics() -> &'static Metrics {
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let app = axum::Router::new().route("/metrics", axum::routing::get(render_handler));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 async fn render_handler() -> impl IntoResponse {
     (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         metrics().render(),
     )
 }
@@ -167,10 +221,17 @@ pub async fn track_http(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let m = metrics();
     m.http_duration
-        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .get_or_create(&RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
         .observe(started.elapsed().as_secs_f64());
     m.http_requests
-        .get_or_create(&HttpLabels { method, route, status: response.status().as_u16() })
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
         .inc();
     response
 }
@@ -225,9 +286,16 @@ where
             };
             let m = metrics();
             m.grpc_duration
-                .get_or_create(&MethodLabels { method: method.clone() })
+                .get_or_create(&MethodLabels {
+                    method: method.clone(),
+                })
                 .observe(started.elapsed().as_secs_f64());
-            m.grpc_requests.get_or_create(&GrpcLabels { method, code: code.into() }).inc();
+            m.grpc_requests
+                .get_or_create(&GrpcLabels {
+                    method,
+                    code: code.into(),
+                })
+                .inc();
             result
         })
     }
@@ -265,11 +333,21 @@ mod tests {
         let m = metrics();
         m.rate_limited.inc();
         m.http_requests
-            .get_or_create(&HttpLabels { method: "GET".into(), route: "/scim/v2/{directory_id}/Users".into(), status: 200 })
+            .get_or_create(&HttpLabels {
+                method: "GET".into(),
+                route: "/scim/v2/{directory_id}/Users".into(),
+                status: 200,
+            })
             .inc();
         let text = m.render();
-        assert!(text.contains("roster_rate_limited_requests_total"), "{text}");
-        assert!(text.contains("route=\"/scim/v2/{directory_id}/Users\""), "{text}");
+        assert!(
+            text.contains("roster_rate_limited_requests_total"),
+            "{text}"
+        );
+        assert!(
+            text.contains("route=\"/scim/v2/{directory_id}/Users\""),
+            "{text}"
+        );
         assert!(text.contains("roster_watch_streams"), "{text}");
     }
 }
