@@ -16,10 +16,13 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use tokio_stream::wrappers::TcpListenerStream;
 
-/// (trace id, span name, instrumentation target) of every exported span.
+/// (trace id, span name) of an exported span.
+type ExportedSpan = (Vec<u8>, String);
+
+/// Collects every exported span.
 #[derive(Clone, Default)]
 struct Receiver {
-    spans: Arc<Mutex<Vec<(Vec<u8>, String)>>>,
+    spans: Arc<Mutex<Vec<ExportedSpan>>>,
 }
 
 #[tonic::async_trait]

@@ -142,20 +142,6 @@ fn full_xid(xid32: i64, reference: i64) -> i64 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn xids_are_widened_within_the_current_epoch() {
-        use super::full_xid;
-        let epoch = 3i64 << 32;
-        assert_eq!(full_xid(500, epoch + 1000), epoch + 500);
-        // Just before an epoch boundary, a small xid belongs to the next epoch.
-        assert_eq!(full_xid(5, epoch + (1 << 32) - 10), epoch + (1 << 32) + 5);
-        // Just after it, a large xid belongs to the previous one.
-        assert_eq!(full_xid((1 << 32) - 5, epoch + 3), epoch - 5);
-    }
-}
-
 /// Revisions above `after` visible in the current snapshot (for cursors).
 pub(crate) async fn visible_after(conn: &mut PgConnection, after: i64) -> StoreResult<Vec<i64>> {
     sqlx::query_scalar("SELECT revision FROM changes WHERE revision > $1 ORDER BY revision")
@@ -272,4 +258,18 @@ pub(crate) async fn prune(
     .await
     .map_err(map_db)?;
     Ok(pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xids_are_widened_within_the_current_epoch() {
+        use super::full_xid;
+        let epoch = 3i64 << 32;
+        assert_eq!(full_xid(500, epoch + 1000), epoch + 500);
+        // Just before an epoch boundary, a small xid belongs to the next epoch.
+        assert_eq!(full_xid(5, epoch + (1 << 32) - 10), epoch + (1 << 32) + 5);
+        // Just after it, a large xid belongs to the previous one.
+        assert_eq!(full_xid((1 << 32) - 5, epoch + 3), epoch - 5);
+    }
 }
