@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::{GroupUpdateFn, Store, UserUpdateFn};
+use crate::{GroupUpdateFn, PoolStats, Store, UserUpdateFn};
 use errors::map_sqlx;
 use tx::WriteTx;
 
@@ -371,6 +371,19 @@ impl Store for SqliteStore {
     /// commit.
     async fn notify_changes(&self) -> StoreResult<()> {
         Ok(())
+    }
+    /// The three pools together: the writer, the readers and the snapshot
+    /// connections.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        let pools = [&self.writer, &self.readers, &self.snapshots];
+        Some(PoolStats {
+            size: pools.iter().map(|p| p.size()).sum(),
+            idle: pools
+                .iter()
+                .map(|p| u32::try_from(p.num_idle()).unwrap_or(u32::MAX))
+                .sum(),
+            max: 1 + READERS + SNAPSHOT_READERS,
+        })
     }
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")

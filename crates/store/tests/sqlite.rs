@@ -1770,3 +1770,18 @@ async fn text_with_nul_is_invalid_like_on_postgres() {
     );
     assert_eq!(store.get_user(d.id, alice.id).await.unwrap(), alice);
 }
+
+#[tokio::test]
+async fn pool_stats_count_every_connection() {
+    let (store, _dir) = fresh().await;
+    store.ping().await.unwrap();
+    let stats = store.pool_stats().expect("SQLite reports its pools");
+    assert!(
+        stats.size >= 2,
+        "the writer and at least one reader are open: {stats:?}"
+    );
+    assert!(
+        stats.idle <= stats.size && stats.size <= stats.max,
+        "{stats:?}"
+    );
+}
