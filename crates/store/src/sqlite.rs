@@ -84,25 +84,31 @@ impl SqliteStore {
     /// Opens (creating it and its parent directory when missing) the database
     /// file at `path`. Call [`SqliteStore::migrate`] before use.
     pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot create data directory {}: {e}",
-                    parent.display()
-                ))
-            })?;
-        }
         Self::open_with(SqliteConnectOptions::new().filename(path)).await
     }
 
-    /// Opens a database from a `sqlite:` URL, e.g. `sqlite://roster.db`.
+    /// Opens a database file from a `sqlite:` URL, e.g. `sqlite://roster.db`.
+    /// In-memory databases are refused: the store's separate writer and
+    /// reader connections would each see a different (or a lock-shared)
+    /// database.
     pub async fn open_url(url: &str) -> StoreResult<SqliteStore> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::Invalid(
+                "a SQLite URL starts with sqlite:".into(),
+            ));
+        }
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StoreError::Invalid(
+                "in-memory SQLite is not supported: give a database file".into(),
+            ));
+        }
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Invalid(format!("bad SQLite URL: {e}")))?;
         Self::open_with(options).await
     }
 
     async fn open_with(options: SqliteConnectOptions) -> StoreResult<SqliteStore> {
+        create_parent_dir(options.get_filename())?;
         let path = options.get_filename().display().to_string();
         let options = options
             .create_if_missing(true)
@@ -186,6 +192,19 @@ impl SqliteStore {
     /// A read transaction: every statement in it sees the same snapshot.
     async fn read_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         self.readers.begin().await.map_err(map_sqlx)
+    }
+}
+
+/// Creates the directory a database file goes in, when missing.
+fn create_parent_dir(file: &Path) -> StoreResult<()> {
+    match file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::create_dir_all(parent).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create data directory {}: {e}",
+                parent.display()
+            ))
+        }),
+        None => Ok(()),
     }
 }
 

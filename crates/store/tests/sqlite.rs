@@ -1177,6 +1177,22 @@ async fn open_url_and_bad_urls() {
     store.migrate().await.unwrap();
     store.ping().await.unwrap();
     assert!(SqliteStore::open_url("postgres://nope").await.is_err());
+    for memory in ["sqlite::memory:", "sqlite://file.db?mode=memory"] {
+        assert!(
+            matches!(
+                SqliteStore::open_url(memory).await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{memory}"
+        );
+    }
+    let nested = format!(
+        "sqlite://{}",
+        dir.0.join("a").join("b").join("nested.db").display()
+    );
+    SqliteStore::open_url(&nested)
+        .await
+        .expect("open_url creates missing parent directories");
     let unwritable = SqliteStore::open(std::path::Path::new("/proc/roster/none.db")).await;
     assert!(unwritable.is_err(), "an unusable path is an error");
 }
