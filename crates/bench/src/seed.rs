@@ -115,6 +115,18 @@ impl Seeder {
     }
 }
 
+/// Refreshes the planner statistics of the users table after a bulk seed.
+/// Autovacuum does the same within a minute or so of a bulk load in
+/// production; without it, the planner still believes the table is empty
+/// and picks per-directory scans for `co`/`sw` (see docs/performance.md).
+pub async fn analyze_users(url: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::raw_sql("ANALYZE users").execute(&mut conn).await?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
 /// The store write the directory service makes for [`user_body`]`(prefix, i)`.
 pub fn user_write(prefix: &str, i: usize) -> anyhow::Result<UserWrite> {
     let (raw, u) =

@@ -16,7 +16,7 @@ use crate::env::Env;
 use crate::load;
 use crate::report::{Measurement, Report};
 use crate::scim::{ScimClient, external_id, user_name};
-use crate::seed::Seeder;
+use crate::seed::{Seeder, analyze_users};
 
 /// Prefix of seeded user names.
 const PREFIX: &str = "l";
@@ -88,6 +88,7 @@ async fn one_directory(env: &Env, args: &BenchArgs, report: &mut Report) -> anyh
         args.lookup_users
     );
     let mut seeded = seeder.users(&dir, PREFIX, 0..args.lookup_users).await?;
+    analyze_users(&env.database.url).await?;
     let label = format!("seed {} users (Store API)", args.lookup_users);
     report.measurements.push(Measurement::new(
         label,
