@@ -396,7 +396,10 @@ impl ChangeKind {
 
     /// Whether the event is a deletion (its payload is a tombstone).
     pub fn is_tombstone(self) -> bool {
-        matches!(self, Self::UserDeleted | Self::GroupDeleted | Self::DirectoryDeleted)
+        matches!(
+            self,
+            Self::UserDeleted | Self::GroupDeleted | Self::DirectoryDeleted
+        )
     }
 }
 
