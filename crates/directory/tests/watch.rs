@@ -1,6 +1,7 @@
-//! WatchChanges over real gRPC on a real PostgreSQL: ordering, resume,
-//! list-then-watch, initial state, progress, retention, replicas and
-//! out-of-order commits.
+//! WatchChanges over real gRPC: ordering, resume, list-then-watch, initial
+//! state, progress, retention, slow consumers — on PostgreSQL and on the
+//! embedded SQLite store — and, on PostgreSQL, replicas and out-of-order
+//! commits.
 
 mod common;
 
@@ -15,9 +16,9 @@ use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{ChangeKind, ListOptions, ListUsersRequest, WatchChangesRequest};
 
-#[tokio::test]
-async fn from_now_delivers_later_changes_in_order_with_cursors() {
-    let mut env = Env::new("watch_from_now").await;
+on_both_backends!(from_now_delivers_later_changes_in_order_with_cursors);
+async fn from_now_delivers_later_changes_in_order_with_cursors(backend: Backend) {
+    let mut env = Env::on(backend, "watch_from_now").await;
     let d = env.directory("from-now").await;
     let before = env.user(&d, "before@example.com").await;
     let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
@@ -49,9 +50,9 @@ async fn from_now_delivers_later_changes_in_order_with_cursors() {
     }
 }
 
-#[tokio::test]
-async fn resuming_from_a_cursor_has_no_gap_and_no_duplicate() {
-    let mut env = Env::new("watch_resume").await;
+on_both_backends!(resuming_from_a_cursor_has_no_gap_and_no_duplicate);
+async fn resuming_from_a_cursor_has_no_gap_and_no_duplicate(backend: Backend) {
+    let mut env = Env::on(backend, "watch_resume").await;
     let d = env.directory("resume").await;
     let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
     let u1 = env.user(&d, "u1@example.com").await;
@@ -82,9 +83,9 @@ async fn resuming_from_a_cursor_has_no_gap_and_no_duplicate() {
     );
 }
 
-#[tokio::test]
-async fn list_then_watch_is_exact() {
-    let mut env = Env::new("watch_list_then").await;
+on_both_backends!(list_then_watch_is_exact);
+async fn list_then_watch_is_exact(backend: Backend) {
+    let mut env = Env::on(backend, "watch_list_then").await;
     let d = env.directory("list-then-watch").await;
     env.user(&d, "listed@example.com").await;
     let list = env
@@ -118,9 +119,9 @@ async fn list_then_watch_is_exact() {
     assert_eq!(c.resource_id, after_list.id);
 }
 
-#[tokio::test]
-async fn initial_state_then_synced_then_live_changes() {
-    let mut env = Env::new("watch_initial").await;
+on_both_backends!(initial_state_then_synced_then_live_changes);
+async fn initial_state_then_synced_then_live_changes(backend: Backend) {
+    let mut env = Env::on(backend, "watch_initial").await;
     let d = env.directory("initial").await;
     let other = env.directory("other").await;
     let u1 = env.user(&d, "u1@example.com").await;
@@ -201,9 +202,9 @@ async fn initial_state_then_synced_then_live_changes() {
     assert_eq!(c.resource_id, live.id);
 }
 
-#[tokio::test]
-async fn progress_markers_advance_past_filtered_out_events() {
-    let mut env = Env::new("watch_progress").await;
+on_both_backends!(progress_markers_advance_past_filtered_out_events);
+async fn progress_markers_advance_past_filtered_out_events(backend: Backend) {
+    let mut env = Env::on(backend, "watch_progress").await;
     let d = env.directory("progress").await;
     let mut stream = watch(
         &mut env.dir,
@@ -243,9 +244,9 @@ async fn progress_markers_advance_past_filtered_out_events() {
     assert_eq!(c.resource_id, later.id);
 }
 
-#[tokio::test]
-async fn a_pruned_cursor_is_out_of_range_with_the_oldest_valid_cursor() {
-    let mut env = Env::new("watch_pruned").await;
+on_both_backends!(a_pruned_cursor_is_out_of_range_with_the_oldest_valid_cursor);
+async fn a_pruned_cursor_is_out_of_range_with_the_oldest_valid_cursor(backend: Backend) {
+    let mut env = Env::on(backend, "watch_pruned").await;
     let d = env.directory("pruned").await;
     for i in 0..3 {
         env.user(&d, &format!("u{i}@example.com")).await;
@@ -283,9 +284,9 @@ async fn a_pruned_cursor_is_out_of_range_with_the_oldest_valid_cursor() {
     assert_eq!(c.resource_id, next.id);
 }
 
-#[tokio::test]
-async fn malformed_watch_requests_are_invalid_arguments() {
-    let mut env = Env::new("watch_invalid").await;
+on_both_backends!(malformed_watch_requests_are_invalid_arguments);
+async fn malformed_watch_requests_are_invalid_arguments(backend: Backend) {
+    let mut env = Env::on(backend, "watch_invalid").await;
     let d = env.directory("invalid").await;
     for start in [
         Start::AfterCursor("garbage".into()),
@@ -453,14 +454,14 @@ async fn watchers_end_with_unavailable_on_shutdown() {
     assert_eq!(end, Some(tonic::Code::Unavailable));
 }
 
-#[tokio::test]
-async fn a_consumer_that_stops_reading_is_cut_off_and_resumes_without_loss() {
+on_both_backends!(a_consumer_that_stops_reading_is_cut_off_and_resumes_without_loss);
+async fn a_consumer_that_stops_reading_is_cut_off_and_resumes_without_loss(backend: Backend) {
     let config = DirectoryConfig {
         watch_buffer: 1,
         slow_consumer_timeout: Duration::from_millis(300),
         ..test_config()
     };
-    let mut env = Env::with_config("watch_slow", config).await;
+    let mut env = Env::on_with_config(backend, "watch_slow", config).await;
     let d = env.directory("slow").await;
     let mut narrow = DirectoryServiceClient::new(env.server.narrow_channel().await);
     let mut stream = watch(
@@ -545,9 +546,9 @@ async fn a_consumer_that_stops_reading_is_cut_off_and_resumes_without_loss() {
     assert_eq!(received, created, "every change exactly once, in order");
 }
 
-#[tokio::test]
-async fn a_watcher_ends_when_its_client_goes_away() {
-    let mut env = Env::new("watch_disconnect").await;
+on_both_backends!(a_watcher_ends_when_its_client_goes_away);
+async fn a_watcher_ends_when_its_client_goes_away(backend: Backend) {
+    let mut env = Env::on(backend, "watch_disconnect").await;
     let d = env.directory("disconnect").await;
     let stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
     let hub = env.server.hub.clone();
@@ -563,9 +564,9 @@ async fn a_watcher_ends_when_its_client_goes_away() {
     roster_testkit::eventually("the watcher to end", PROMPTLY, open(0)).await;
 }
 
-#[tokio::test]
-async fn lifecycle_events_carry_changed_fields_and_tombstones() {
-    let mut env = Env::new("watch_lifecycle").await;
+on_both_backends!(lifecycle_events_carry_changed_fields_and_tombstones);
+async fn lifecycle_events_carry_changed_fields_and_tombstones(backend: Backend) {
+    let mut env = Env::on(backend, "watch_lifecycle").await;
     let d = env.directory("lifecycle").await;
     let u = env.user(&d, "life@example.com").await;
     let group = serde_json::json!({
@@ -680,9 +681,9 @@ async fn list_then_watch_is_exact_across_an_out_of_order_commit() {
     );
 }
 
-#[tokio::test]
-async fn a_deleted_directory_can_still_be_resumed_to_its_tombstone() {
-    let mut env = Env::new("watch_deleted_dir").await;
+on_both_backends!(a_deleted_directory_can_still_be_resumed_to_its_tombstone);
+async fn a_deleted_directory_can_still_be_resumed_to_its_tombstone(backend: Backend) {
+    let mut env = Env::on(backend, "watch_deleted_dir").await;
     let d = env.directory("doomed").await;
     let list = env
         .dir
@@ -712,9 +713,9 @@ async fn a_deleted_directory_can_still_be_resumed_to_its_tombstone() {
     );
 }
 
-#[tokio::test]
-async fn an_admin_watch_spans_every_directory() {
-    let mut env = Env::new("watch_all_dirs").await;
+on_both_backends!(an_admin_watch_spans_every_directory);
+async fn an_admin_watch_spans_every_directory(backend: Backend) {
+    let mut env = Env::on(backend, "watch_all_dirs").await;
     let first = env.directory("first").await;
     let u = env.user(&first, "one@example.com").await;
     let group = serde_json::json!({

@@ -19,6 +19,7 @@ use roster_proto::directory::{
 };
 use roster_store::Store;
 use roster_store::postgres::PgStore;
+use roster_store::sqlite::SqliteStore;
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -45,6 +46,47 @@ async fn connect(url: &str) -> PgStore {
     PgStore::connect(url, 5)
         .await
         .expect("connecting to the test database")
+}
+
+/// The store a test runs on. Every guarantee that applies to a single
+/// process is checked on both (issue #5: the embedded SQLite store keeps the
+/// same promises as PostgreSQL within one process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A migrated SQLite store in a fresh temp directory.
+pub async fn sqlite_store(prefix: &str) -> Arc<dyn Store> {
+    let dir =
+        std::env::temp_dir().join(format!("roster-{prefix}-{}", uuid::Uuid::new_v4().simple()));
+    let store = SqliteStore::open(&dir.join("roster.db"))
+        .await
+        .expect("opening the test SQLite store");
+    store
+        .migrate()
+        .await
+        .expect("migrating the test SQLite store");
+    Arc::new(store)
+}
+
+/// Stamps a test module `name` with one test per backend, each calling
+/// `name(backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await
+            }
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await
+            }
+        }
+    };
 }
 
 /// Settings for tests: fast progress markers, everything else default.
@@ -153,9 +195,27 @@ impl Env {
         Self::with_config(prefix, test_config()).await
     }
 
+    /// A fresh store of `backend` and a server over it with [`test_config`].
+    pub async fn on(backend: Backend, prefix: &str) -> Env {
+        Self::on_with_config(backend, prefix, test_config()).await
+    }
+
+    /// A fresh store of `backend` and a server over it with `config`
+    /// (`url` is empty for SQLite).
+    pub async fn on_with_config(backend: Backend, prefix: &str, config: DirectoryConfig) -> Env {
+        match backend {
+            Backend::Postgres => Self::with_config(prefix, config).await,
+            Backend::Sqlite => Self::over(sqlite_store(prefix).await, String::new(), config).await,
+        }
+    }
+
     /// A fresh database and a server over it with `config`.
     pub async fn with_config(prefix: &str, config: DirectoryConfig) -> Env {
         let (store, url) = pg_store(prefix).await;
+        Self::over(store, url, config).await
+    }
+
+    async fn over(store: Arc<dyn Store>, url: String, config: DirectoryConfig) -> Env {
         let server = Server::start(Arc::clone(&store), config).await;
         let dir = server.directory().await;
         let admin = server.admin().await;
