@@ -51,6 +51,9 @@ struct ListSql {
     columns: &'static str,
     where_sql: String,
     args: Vec<SqlArg>,
+    /// How many of `args` belong to `where_sql`; the sort key's come after
+    /// and must not be bound to the count query, which has no ORDER BY.
+    where_args: usize,
     sort: Option<(SortKey, bool)>,
     fingerprint: String,
 }
@@ -138,6 +141,7 @@ fn build(
         let cond = to_sql(filter, table, Dialect::Postgres, &mut args)?;
         where_sql.push_str(&format!(" AND {cond}"));
     }
+    let where_args = args.len();
     let (sort, fingerprint) = match &query.sort {
         Some(s) => {
             let key = sort_sql(&s.path, table, Dialect::Postgres, &mut args)?;
@@ -155,6 +159,7 @@ fn build(
         columns,
         where_sql,
         args,
+        where_args,
         sort,
         fingerprint,
     })
@@ -172,12 +177,15 @@ async fn run(
         ResourceTable::Groups => "groups",
     };
     let count_sql = format!("SELECT count(*) FROM {name} WHERE {}", sql.where_sql);
-    let total: i64 = bind_all(sqlx::query(sqlx::AssertSqlSafe(count_sql)), &sql.args)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_db)?
-        .try_get(0)
-        .map_err(map_db)?;
+    let total: i64 = bind_all(
+        sqlx::query(sqlx::AssertSqlSafe(count_sql)),
+        &sql.args[..sql.where_args],
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_db)?
+    .try_get(0)
+    .map_err(map_db)?;
 
     let mut args = sql.args.clone();
     let mut where_sql = sql.where_sql.clone();
