@@ -191,43 +191,15 @@ async fn wait_until_accepting(url: &str) {
 /// Runs `initdb` into a temp dir and starts the cluster under a watchdog.
 /// Returns the base URL.
 fn start_throwaway_cluster() -> String {
-    let bin = find_server_binaries().unwrap_or_else(|| panic!("{NO_POSTGRES}"));
-    let root =
-        std::env::temp_dir().join(format!("roster-testkit-{}", uuid::Uuid::new_v4().simple()));
-    let data = root.join("data");
-    std::fs::create_dir_all(&root).expect("cannot create a temp dir for PostgreSQL");
-    // PostgreSQL refuses to run as root: run it as an unprivileged user.
-    let run_as = if is_root() {
-        Some(unprivileged_user())
-    } else {
-        None
-    };
-    if let Some(user) = &run_as {
-        chown(&root, user);
-    }
-    let initdb = bin.join("initdb");
-    let out = as_user(run_as.as_deref(), &initdb)
-        .args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "-D",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap_or_else(|e| panic!("{NO_POSTGRES}\ncannot run {}: {e}", initdb.display()));
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = free_port();
-    spawn_watchdog(&bin, &root, &data, port, run_as.as_deref());
-    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+    owned::start_cluster().url()
+}
+
+/// The `postgres` options of every cluster the testkit starts.
+fn server_options(port: u16, root: &Path) -> String {
+    format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=on -c max_connections=300",
+        root.display()
+    )
 }
 
 /// Starts the cluster in a `sh` that outlives nothing: it stops the cluster
@@ -242,10 +214,7 @@ fn spawn_watchdog(bin: &Path, root: &Path, data: &Path, port: u16, run_as: Optio
         Some(user) => format!("runuser -u {user} --"),
         None => String::new(),
     };
-    let opts = format!(
-        "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=on -c max_connections=300",
-        root.display()
-    );
+    let opts = server_options(port, root);
     let script = format!(
         r#"{as_user} "{pg_ctl}" -D "{data}" -l "{root}/log" -w -t 60 -o "{opts}" start >/dev/null 2>&1
 while [ -d /proc/{parent} ]; do sleep 1; done

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::{
-    NO_POSTGRES, as_user, chown, find_server_binaries, free_port, is_root, spawn_watchdog,
-    unprivileged_user, wait_until_accepting,
+    NO_POSTGRES, as_user, chown, find_server_binaries, free_port, is_root, server_options,
+    spawn_watchdog, unprivileged_user, wait_until_accepting,
 };
 
 /// A private cluster: `url()` reaches its `postgres` database.
@@ -38,11 +38,7 @@ impl OwnedCluster {
 
     /// Starts the server again on the same port and waits until it accepts connections.
     pub async fn start(&self) {
-        let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=on",
-            self.port,
-            self.root.display()
-        );
+        let opts = server_options(self.port, &self.root);
         let out = as_user(self.run_as.as_deref(), &self.bin.join("pg_ctl"))
             .arg("-D")
             .arg(&self.data)
@@ -63,47 +59,53 @@ impl OwnedCluster {
 /// Starts a private cluster from the PostgreSQL server binaries (needed even
 /// when `DATABASE_URL` is set: the shared server must not be stopped).
 pub async fn owned_cluster() -> OwnedCluster {
-    let cluster = tokio::task::spawn_blocking(|| {
-        let bin = find_server_binaries().unwrap_or_else(|| panic!("{NO_POSTGRES}"));
-        let root =
-            std::env::temp_dir().join(format!("roster-owned-pg-{}", uuid::Uuid::new_v4().simple()));
-        let data = root.join("data");
-        std::fs::create_dir_all(&root).expect("temp dir for PostgreSQL");
-        let run_as = is_root().then(unprivileged_user);
-        if let Some(user) = &run_as {
-            chown(&root, user);
-        }
-        let out = as_user(run_as.as_deref(), &bin.join("initdb"))
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ])
-            .arg(&data)
-            .output()
-            .unwrap_or_else(|e| panic!("{NO_POSTGRES}\ncannot run initdb: {e}"));
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = free_port();
-        spawn_watchdog(&bin, &root, &data, port, run_as.as_deref());
-        OwnedCluster {
-            bin,
-            data,
-            root,
-            port,
-            run_as,
-        }
-    })
-    .await
-    .expect("starting an owned cluster panicked");
+    let cluster = tokio::task::spawn_blocking(start_cluster)
+        .await
+        .expect("starting an owned cluster panicked");
     wait_until_accepting(&cluster.url()).await;
     cluster
+}
+
+/// `initdb` into a temp dir, then start under a watchdog that stops the
+/// cluster and removes the dir when this process is gone. Blocking; the
+/// server may not accept connections yet when this returns.
+pub(crate) fn start_cluster() -> OwnedCluster {
+    let bin = find_server_binaries().unwrap_or_else(|| panic!("{NO_POSTGRES}"));
+    let root =
+        std::env::temp_dir().join(format!("roster-testkit-{}", uuid::Uuid::new_v4().simple()));
+    let data = root.join("data");
+    std::fs::create_dir_all(&root).expect("cannot create a temp dir for PostgreSQL");
+    // PostgreSQL refuses to run as root: run it as an unprivileged user.
+    let run_as = is_root().then(unprivileged_user);
+    if let Some(user) = &run_as {
+        chown(&root, user);
+    }
+    let out = as_user(run_as.as_deref(), &bin.join("initdb"))
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "-D",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap_or_else(|e| panic!("{NO_POSTGRES}\ncannot run initdb: {e}"));
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = free_port();
+    spawn_watchdog(&bin, &root, &data, port, run_as.as_deref());
+    OwnedCluster {
+        bin,
+        data,
+        root,
+        port,
+        run_as,
+    }
 }
