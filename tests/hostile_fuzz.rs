@@ -413,7 +413,7 @@ fn check(
         return Err(format!("{what}: {} {}", got.status, truncated(&got.text)));
     }
     let scim_error =
-        got.body["schemas"][0] == ERROR_SCHEMA && got.body["status"] == got.status.to_string();
+        got.body["schemas"][0] == ERROR_SCHEMA && got.body["status"] == *got.status.to_string();
     if got.status >= 400 && !scim_error {
         return Err(format!(
             "{what}: not a SCIM error: {}",
