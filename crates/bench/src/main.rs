@@ -5,6 +5,7 @@
 //! ```
 
 mod cli;
+mod cpu;
 mod db;
 mod env;
 mod load;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::cpu::CpuPerOp;
 use crate::db::PgSettings;
 
 /// p50/p99/max of a set of samples. Every sample is kept and sorted, so the
@@ -58,6 +59,9 @@ pub struct Measurement {
     pub latency: LatencySummary,
     /// Wall time of the whole phase.
     pub total_secs: f64,
+    /// CPU per operation of the client, the server and PostgreSQL, when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_per_op: Option<CpuPerOp>,
 }
 
 impl Measurement {
@@ -81,7 +85,14 @@ impl Measurement {
             },
             latency: LatencySummary::of(samples),
             total_secs: (secs * 1000.0).round() / 1000.0,
+            cpu_per_op: None,
         }
+    }
+
+    /// The same, with the CPU each party spent per operation.
+    pub fn with_cpu(mut self, cpu: CpuPerOp) -> Self {
+        self.cpu_per_op = Some(cpu);
+        self
     }
 }
 
@@ -168,12 +179,16 @@ impl Report {
             pg.wal_level
         );
         println!(
-            "{:<44} {:>9} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}",
+            "{:<44} {:>9} {:>5} {:>12} {:>9} {:>9} {:>9} {:>9}  CPU ms/op client/server/pg",
             "measurement", "N", "conc", "ops/s", "p50 ms", "p99 ms", "max ms", "total s"
         );
         for m in &self.measurements {
+            let cpu = m
+                .cpu_per_op
+                .map(|c| format!("{:.3}/{:.3}/{:.3}", c.client_ms, c.server_ms, c.postgres_ms))
+                .unwrap_or_default();
             println!(
-                "{:<44} {:>9} {:>5} {:>12.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                "{:<44} {:>9} {:>5} {:>12.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {cpu}",
                 m.name,
                 m.n,
                 m.concurrency,

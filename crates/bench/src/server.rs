@@ -120,6 +120,11 @@ impl ServerProcess {
         rss_of(pid)
     }
 
+    /// Process id of the server.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// A gRPC channel to the directory service.
     pub async fn channel(&self) -> anyhow::Result<Channel> {
         Channel::from_shared(self.grpc_endpoint.clone())?

@@ -131,6 +131,12 @@ async fn onboarding() {
     assert_eq!(report["measurements"][0]["n"], 50);
     assert_eq!(report["measurements"][1]["n"], 3);
     assert_eq!(figure(&report, "memberships"), 50.0);
+    let cpu = &report["measurements"][0]["cpu_per_op"];
+    let total: f64 = ["client_ms", "server_ms", "postgres_ms"]
+        .iter()
+        .map(|k| cpu[k].as_f64().unwrap())
+        .sum();
+    assert!(total > 0.0, "CPU per POST /Users: {cpu}");
     assert!(figure(&report, "users_per_s") > 0.0);
 }
 

@@ -14,6 +14,7 @@ use sqlx::{PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::cli::BenchArgs;
+use crate::cpu::CpuMeter;
 use crate::db::BenchDatabase;
 use crate::env::Env;
 use crate::load::{self, Timed};
@@ -57,13 +58,17 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
 
 async fn roster_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measurement> {
     let (_, client) = env.directory("limit", args.concurrency).await?;
+    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let cpu = meter.snapshot().await?;
     let mut users = create_users(&client, "u", args.users, args.concurrency).await?;
-    Ok(Measurement::new(
+    let cpu = meter.per_op(&cpu, args.users).await?;
+    let m = Measurement::new(
         POST_USERS,
         args.concurrency,
         &mut users.latencies,
         users.elapsed,
-    ))
+    );
+    Ok(m.with_cpu(cpu))
 }
 
 async fn raw_inserts(url: &str, args: &BenchArgs) -> anyhow::Result<Measurement> {
@@ -91,13 +96,17 @@ async fn raw_inserts(url: &str, args: &BenchArgs) -> anyhow::Result<Measurement>
         args.users,
         args.concurrency
     );
+    let meter = CpuMeter::new(None, url);
+    let cpu = meter.snapshot().await?;
     let mut timed = insert_rows(pool, dir.id.0, args.users, args.concurrency).await?;
-    Ok(Measurement::new(
+    let cpu = meter.per_op(&cpu, args.users).await?;
+    let m = Measurement::new(
         RAW_INSERT,
         args.concurrency,
         &mut timed.latencies,
         timed.elapsed,
-    ))
+    );
+    Ok(m.with_cpu(cpu))
 }
 
 async fn insert_rows(

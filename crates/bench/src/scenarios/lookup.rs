@@ -12,6 +12,7 @@ use anyhow::ensure;
 use rand::Rng;
 
 use crate::cli::BenchArgs;
+use crate::cpu::CpuMeter;
 use crate::env::Env;
 use crate::load;
 use crate::report::{Measurement, Report};
@@ -105,7 +106,7 @@ async fn one_directory(env: &Env, args: &BenchArgs, report: &mut Report) -> anyh
         );
         report
             .measurements
-            .push(measure(probe, &label, Arc::clone(&clients), args).await?);
+            .push(measure(env, probe, &label, Arc::clone(&clients), args).await?);
     }
     Ok(())
 }
@@ -152,7 +153,7 @@ async fn many_directories(env: &Env, args: &BenchArgs, report: &mut Report) -> a
         );
         report
             .measurements
-            .push(measure(probe, &label, Arc::clone(&clients), args).await?);
+            .push(measure(env, probe, &label, Arc::clone(&clients), args).await?);
     }
     Ok(())
 }
@@ -160,12 +161,15 @@ async fn many_directories(env: &Env, args: &BenchArgs, report: &mut Report) -> a
 /// `--lookups` searches with `probe`, each for a random seeded user of a
 /// random directory; every search must find its user.
 async fn measure(
+    env: &Env,
     probe: Probe,
     label: &str,
     clients: Arc<Vec<(ScimClient, usize)>>,
     args: &BenchArgs,
 ) -> anyhow::Result<Measurement> {
     eprintln!("[{}] {label} × {}", crate::elapsed_tag(), args.lookups);
+    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let cpu = meter.snapshot().await?;
     let mut timed = load::run(args.lookups, args.concurrency, move |_| {
         let clients = Arc::clone(&clients);
         async move {
@@ -186,12 +190,11 @@ async fn measure(
         }
     })
     .await?;
-    Ok(Measurement::new(
-        label,
-        args.concurrency,
-        &mut timed.latencies,
-        timed.elapsed,
-    ))
+    let cpu = meter.per_op(&cpu, args.lookups).await?;
+    Ok(
+        Measurement::new(label, args.concurrency, &mut timed.latencies, timed.elapsed)
+            .with_cpu(cpu),
+    )
 }
 
 #[cfg(test)]

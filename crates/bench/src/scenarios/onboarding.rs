@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::cli::BenchArgs;
+use crate::cpu::CpuMeter;
 use crate::env::Env;
 use crate::load::{self, Timed};
 use crate::report::{Measurement, Report};
@@ -26,13 +27,12 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let (_, client) = env.directory("onboarding", args.concurrency).await?;
     let c = args.concurrency;
 
+    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let cpu = meter.snapshot().await?;
     let mut users = create_users(&client, "u", args.users, c).await?;
-    report.measurements.push(Measurement::new(
-        POST_USERS,
-        c,
-        &mut users.latencies,
-        users.elapsed,
-    ));
+    let cpu = meter.per_op(&cpu, args.users).await?;
+    let m = Measurement::new(POST_USERS, c, &mut users.latencies, users.elapsed);
+    report.measurements.push(m.with_cpu(cpu));
     let user_ids: Vec<String> = users.results.into_iter().map(|u| u.id).collect();
 
     let mut groups = create_groups(&client, args.groups, c).await?;
