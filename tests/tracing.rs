@@ -62,6 +62,7 @@ async fn a_scim_request_is_one_trace_across_gateway_and_directory_service() {
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("ROSTER_LOG_FORMAT", "json"),
         ],
     );
     let token = served.token.clone().expect("token");
@@ -76,7 +77,7 @@ async fn a_scim_request_is_one_trace_across_gateway_and_directory_service() {
     assert_eq!(created.status(), 201);
 
     // A trace holding both the gateway's HTTP span and the directory service's gRPC span.
-    roster_testkit::eventually(
+    let trace_id = roster_testkit::eventually(
         "one trace with gateway and directory spans",
         Duration::from_secs(30),
         || {
@@ -87,9 +88,26 @@ async fn a_scim_request_is_one_trace_across_gateway_and_directory_service() {
                     names.entry(trace).or_default().insert(name);
                 }
                 names
-                    .into_values()
-                    .find(|n| n.contains("grpc") && n.contains("http_request"))
+                    .into_iter()
+                    .find(|(_, n)| n.contains("grpc") && n.contains("http_request"))
+                    .map(|(trace, _)| trace)
             }
+        },
+    )
+    .await;
+
+    // The JSON access-log line of that request carries the same trace id.
+    let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    let needle = format!("\"trace_id\":\"{hex}\"");
+    roster_testkit::eventually(
+        "a JSON log line with the trace id",
+        Duration::from_secs(10),
+        || {
+            let logs = served.logs();
+            let found = logs
+                .lines()
+                .any(|l| l.trim_start().starts_with('{') && l.contains(&needle));
+            async move { found.then_some(()) }
         },
     )
     .await;

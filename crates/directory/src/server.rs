@@ -220,7 +220,12 @@ fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let span = tracing::info_span!("grpc", path = %request.uri().path(), request_id);
+    let span = tracing::info_span!(
+        "grpc",
+        path = %request.uri().path(),
+        request_id,
+        trace_id = tracing::field::Empty
+    );
     // Continue the caller's trace (the gateway sends `traceparent`).
     roster_telemetry::propagation::adopt_parent(&span, request.headers());
     span

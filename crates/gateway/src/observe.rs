@@ -109,6 +109,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         route = %route,
         directory_id = %directory_id,
         request_id = %call.request_id,
+        trace_id = field::Empty,
         status = field::Empty,
         latency_ms = field::Empty,
     );

@@ -1,6 +1,7 @@
 //! W3C trace-context propagation over gRPC metadata (`traceparent`).
 
 use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -41,11 +42,27 @@ pub fn inject_current(metadata: &mut tonic::metadata::MetadataMap) {
     });
 }
 
-/// Makes `span` a child of the trace context carried in incoming headers, if any.
+/// Makes `span` a child of the trace context carried in incoming headers, if
+/// any, and records its trace id in the span's `trace_id` field (declare it
+/// `field::Empty`) so JSON log lines carry it.
 pub fn adopt_parent(span: &tracing::Span, headers: &http::HeaderMap) {
     let parent =
         opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    let _ = span.set_parent(parent);
+    // Without an incoming trace the span stays the root of a new one.
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    record_trace_id(span);
+}
+
+/// Records the span's OpenTelemetry trace id in its `trace_id` field; a no-op
+/// when no exporter is installed (the id is then invalid).
+pub fn record_trace_id(span: &tracing::Span) {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", span_context.trace_id().to_string());
+    }
 }
 
 /// A tonic client interceptor that propagates the caller's trace context.
