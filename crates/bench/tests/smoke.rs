@@ -143,11 +143,13 @@ async fn onboarding() {
 #[tokio::test]
 async fn lookup() {
     let report = run("lookup").await;
-    // Seeding plus four filters, for each of the two layouts.
-    assert_report(&report, "lookup", 10);
-    assert_eq!(report["measurements"][0]["n"], 50);
-    assert_eq!(report["measurements"][5]["n"], 60);
-    assert_eq!(report["measurements"][1]["n"], 20);
+    // Seeding plus four filters at concurrency 1 and 4, for each of the two layouts.
+    assert_report(&report, "lookup", 18);
+    let m = &report["measurements"];
+    assert_eq!(m[0]["n"], 50);
+    assert_eq!(m[9]["n"], 60);
+    assert_eq!((&m[1]["n"], &m[1]["concurrency"]), (&20.into(), &1.into()));
+    assert_eq!((&m[5]["n"], &m[5]["concurrency"]), (&20.into(), &4.into()));
 }
 
 #[tokio::test]

@@ -98,17 +98,8 @@ async fn one_directory(env: &Env, args: &BenchArgs, report: &mut Report) -> anyh
         seeded.elapsed,
     ));
     let clients = Arc::new(vec![(client, args.lookup_users)]);
-    for probe in Probe::ALL {
-        let label = format!(
-            "{} @ {} users, 1 directory",
-            probe.label(),
-            args.lookup_users
-        );
-        report
-            .measurements
-            .push(measure(env, probe, &label, Arc::clone(&clients), args).await?);
-    }
-    Ok(())
+    let layout = format!("{} users, 1 directory", args.lookup_users);
+    measure_all(env, &layout, clients, args, report).await
 }
 
 async fn many_directories(env: &Env, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
@@ -143,34 +134,59 @@ async fn many_directories(env: &Env, args: &BenchArgs, report: &mut Report) -> a
         &mut latencies,
         elapsed,
     ));
-    let clients = Arc::new(clients);
-    for probe in Probe::ALL {
-        let label = format!(
-            "{} @ {} dirs × {} users",
-            probe.label(),
-            args.directories,
-            args.users_per_directory
-        );
-        report
-            .measurements
-            .push(measure(env, probe, &label, Arc::clone(&clients), args).await?);
+    let layout = format!(
+        "{} dirs × {} users",
+        args.directories, args.users_per_directory
+    );
+    measure_all(env, &layout, Arc::new(clients), args, report).await
+}
+
+/// Every probe, first one request at a time (the latency of a lookup on
+/// its own), then at `--concurrency` (throughput, and latency under load).
+async fn measure_all(
+    env: &Env,
+    layout: &str,
+    clients: Arc<Vec<(ScimClient, usize)>>,
+    args: &BenchArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut levels = vec![1, args.concurrency];
+    levels.dedup();
+    for concurrency in levels {
+        for probe in Probe::ALL {
+            let label = format!("{} @ {layout}", probe.label());
+            let m = measure(
+                env,
+                probe,
+                &label,
+                Arc::clone(&clients),
+                args.lookups,
+                concurrency,
+            )
+            .await?;
+            report.measurements.push(m);
+        }
     }
     Ok(())
 }
 
-/// `--lookups` searches with `probe`, each for a random seeded user of a
+/// `lookups` searches with `probe`, each for a random seeded user of a
 /// random directory; every search must find its user.
 async fn measure(
     env: &Env,
     probe: Probe,
     label: &str,
     clients: Arc<Vec<(ScimClient, usize)>>,
-    args: &BenchArgs,
+    lookups: usize,
+    concurrency: usize,
 ) -> anyhow::Result<Measurement> {
-    eprintln!("[{}] {label} × {}", crate::elapsed_tag(), args.lookups);
+    eprintln!(
+        "[{}] {label} × {lookups} at concurrency {concurrency}",
+        crate::elapsed_tag()
+    );
     let meter = CpuMeter::new(env.server.pid(), &env.database.url);
     let cpu = meter.snapshot().await?;
-    let mut timed = load::run(args.lookups, args.concurrency, move |_| {
+    let mut timed = load::run(lookups, concurrency, move |_| {
         let clients = Arc::clone(&clients);
         async move {
             let (client, users, i) = {
@@ -190,11 +206,8 @@ async fn measure(
         }
     })
     .await?;
-    let cpu = meter.per_op(&cpu, args.lookups).await?;
-    Ok(
-        Measurement::new(label, args.concurrency, &mut timed.latencies, timed.elapsed)
-            .with_cpu(cpu),
-    )
+    let cpu = meter.per_op(&cpu, lookups).await?;
+    Ok(Measurement::new(label, concurrency, &mut timed.latencies, timed.elapsed).with_cpu(cpu))
 }
 
 #[cfg(test)]

@@ -67,8 +67,12 @@ async fn run_all(args: &BenchArgs) -> anyhow::Result<Value> {
         _ => None,
     };
     println!();
+    let show = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| v.to_string());
     println!(
-        "onboarding {onboarding:?} users/s vs raw-insert limit {raw:?} rows/s: fraction {fraction:?}"
+        "onboarding POST /Users {} users/s vs raw-insert limit {} rows/s: Roster at {} of the limit",
+        show(onboarding),
+        show(raw),
+        show(fraction)
     );
     Ok(json!({ "scenarios": reports, "onboarding_fraction_of_limit": fraction }))
 }
