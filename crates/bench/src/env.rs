@@ -20,7 +20,13 @@ impl Env {
     pub async fn start(args: &BenchArgs) -> anyhow::Result<Self> {
         let database = BenchDatabase::create(&args.database_url).await?;
         let settings = PgSettings::read(&database.url).await?;
-        let server = match ServerProcess::start(&database.url, args.server_db_connections).await {
+        let server = match ServerProcess::start(
+            &database.url,
+            args.server_db_connections,
+            args.server_nodelay,
+        )
+        .await
+        {
             Ok(s) => s,
             Err(e) => {
                 let _ = database.drop_database().await;

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-use crate::cli::ServeArgs;
+use crate::cli::{NoDelay, ServeArgs};
 
 /// First word of the line the child prints once it accepts requests.
 const READY: &str = "READY";
@@ -38,12 +38,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow!("cannot migrate: {e}"))?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let grpc = TcpListener::bind(args.grpc_addr)
-        .await
-        .context("cannot bind the gRPC address")?;
-    let http = TcpListener::bind(args.http_addr)
-        .await
-        .context("cannot bind the HTTP address")?;
+    let grpc =
+        listen(args.grpc_addr, args.nodelay.grpc()).context("cannot bind the gRPC address")?;
+    let http =
+        listen(args.http_addr, args.nodelay.http()).context("cannot bind the HTTP address")?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let endpoint = format!("http://{grpc_addr}");
     let gateway_config = roster_gateway::GatewayConfig {
@@ -70,6 +68,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
+/// A listener on `addr`. With `nodelay`, TCP_NODELAY is set on the listening
+/// socket, which Linux copies to every accepted connection: the experiment
+/// behind docs/performance.md's "40 ms" finding, without touching the
+/// directory or gateway crates.
+fn listen(addr: std::net::SocketAddr, nodelay: bool) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if nodelay {
+        socket.set_nodelay(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 async fn stdin_closed() {
     let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 64];
@@ -91,11 +107,18 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `<this executable> __serve` on `database_url` and waits until it listens.
-    pub async fn start(database_url: &str, db_connections: u32) -> anyhow::Result<Self> {
+    pub async fn start(
+        database_url: &str,
+        db_connections: u32,
+        nodelay: NoDelay,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench executable")?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["__serve", "--database-url", database_url])
-            .args(["--db-max-connections", &db_connections.to_string()])
+            .args(["--db-max-connections", &db_connections.to_string()]);
+        command.args(["--nodelay", nodelay.as_arg()]);
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

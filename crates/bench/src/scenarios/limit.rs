@@ -98,8 +98,10 @@ async fn raw_inserts(url: &str, args: &BenchArgs) -> anyhow::Result<Measurement>
     );
     let meter = CpuMeter::new(None, url);
     let cpu = meter.snapshot().await?;
-    let mut timed = insert_rows(pool, dir.id.0, args.users, args.concurrency).await?;
+    let mut timed = insert_rows(pool.clone(), dir.id.0, args.users, args.concurrency).await?;
+    // The pool is still open here, so its backends' CPU is counted.
     let cpu = meter.per_op(&cpu, args.users).await?;
+    pool.close().await;
     let m = Measurement::new(
         RAW_INSERT,
         args.concurrency,
