@@ -195,6 +195,7 @@ impl AdminService for AdminApi {
             .update_directory(id, update)
             .await
             .map_err(ServiceError::from)?;
+        self.hub.directories().forget(id);
         self.hub.local_write();
         Ok(Response::new(pa::UpdateDirectoryResponse {
             directory: Some(convert::directory(&directory)),
@@ -211,6 +212,7 @@ impl AdminService for AdminApi {
             .delete_directory(id)
             .await
             .map_err(ServiceError::from)?;
+        self.hub.directories().forget(id);
         self.hub.local_write();
         Ok(Response::new(pa::DeleteDirectoryResponse {}))
     }

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod convert;
 pub mod cursor;
+pub mod directory_cache;
 pub mod error;
 pub mod mapping;
 pub mod server;

@@ -65,7 +65,15 @@ impl DirectoryApi {
     }
 
     async fn directory(&self, id: &str) -> ServiceResult<Directory> {
-        Ok(self.store.get_directory(directory_id(id)?).await?)
+        let id = directory_id(id)?;
+        let cache = self.hub.directories();
+        if let Some(directory) = cache.get(id) {
+            return Ok(directory);
+        }
+        let generation = cache.generation();
+        let directory = self.store.get_directory(id).await?;
+        cache.insert(directory.clone(), generation);
+        Ok(directory)
     }
 
     // --- users ---

@@ -125,6 +125,8 @@ pub struct ChangeHub {
     peer_wake: Notify,
     shutdown: watch::Sender<bool>,
     stats: Counters,
+    /// Directories read by RPC handlers; invalidated by directory events.
+    directories: crate::directory_cache::DirectoryCache,
 }
 
 /// Live counters of the fan-out, for operators and tests.
@@ -182,6 +184,7 @@ impl ChangeHub {
             peer_wake: Notify::new(),
             shutdown: watch::channel(false).0,
             stats: Counters::default(),
+            directories: Default::default(),
         })
     }
 
@@ -248,6 +251,11 @@ impl ChangeHub {
         }
     }
 
+    /// The directory cache shared by this process's RPC handlers.
+    pub fn directories(&self) -> &crate::directory_cache::DirectoryCache {
+        &self.directories
+    }
+
     /// The highest revision published to watchers.
     pub fn head(&self) -> i64 {
         self.lock().head
@@ -267,6 +275,14 @@ impl ChangeHub {
     }
 
     fn publish(&self, batch: Batch) {
+        for r in &batch.records {
+            if matches!(
+                r.kind,
+                ChangeKind::DirectoryUpdated | ChangeKind::DirectoryDeleted
+            ) {
+                self.directories.forget(r.directory_id);
+            }
+        }
         let mut state = self.lock();
         state.head = state.head.max(batch.up_to);
         // No receivers is fine: nobody is watching.
@@ -274,6 +290,7 @@ impl ChangeHub {
     }
 
     fn publish_reset(&self) {
+        self.directories.clear();
         let _ = self.lock().sender.send(HubEvent::Reset);
     }
 

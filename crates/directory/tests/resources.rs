@@ -762,3 +762,68 @@ async fn concurrent_member_changes_lose_nothing() {
     expected.sort();
     assert_eq!(left, expected);
 }
+
+/// Directories are cached per process: a mapping changed through replica A
+/// must reach replica B (whose cache already holds the directory) through the
+/// `directory.updated` event, well before the cache's TTL.
+#[tokio::test]
+async fn a_directory_change_on_one_replica_reaches_the_other_replicas_cache() {
+    let (store_a, url) = pg_store("res_dir_cache").await;
+    let store_b = replica_store(&url).await;
+    let replica_a = Server::start(store_a, test_config()).await;
+    let replica_b = Server::start(store_b, test_config()).await;
+    let mut admin_a = replica_a.admin().await;
+    let mut dir_b = replica_b.directory().await;
+    let d = create_directory(&mut admin_a, "cached").await;
+    // Warm B's cache with the mapping-less directory.
+    let before = create_user(&mut dir_b, &d, "before@example.com").await;
+    assert_eq!(before.display_name, "");
+
+    admin_a
+        .update_directory(UpdateDirectoryRequest {
+            id: d.clone(),
+            attribute_mappings: vec![AttributeMapping {
+                source: "nickName".into(),
+                target: "display_name".into(),
+            }],
+            replace_attribute_mappings: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    let mapped = roster_testkit::eventually(
+        "replica B applies the new mapping",
+        std::time::Duration::from_secs(5),
+        || {
+            attempt += 1;
+            let mut dir_b = dir_b.clone();
+            let d = d.clone();
+            async move {
+                let resource = json!({
+                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": format!("after{attempt}@example.com"),
+                    "nickName": "Mapped",
+                });
+                let u = dir_b
+                    .create_user(CreateUserRequest {
+                        directory_id: d,
+                        resource: resource.to_string(),
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .user?;
+                (u.display_name == "Mapped").then_some(u)
+            }
+        },
+    )
+    .await;
+    assert_eq!(mapped.display_name, "Mapped");
+    // The cache's TTL is 10 s: arriving sooner proves the event invalidated it.
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    replica_a.shutdown().await;
+    replica_b.shutdown().await;
+}
