@@ -59,6 +59,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let state = AppState::new(config)?;
+    // Small responses must not wait for Nagle's algorithm (the directory
+    // service's gRPC listener showed a 40 ms stall per call without it).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
