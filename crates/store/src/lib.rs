@@ -12,6 +12,7 @@
 //! the highest revision below which every revision is either committed or
 //! known to belong to an aborted transaction. See `docs/watch.md`.
 
+mod diff;
 pub mod error;
 mod filter_sql;
 pub mod model;

@@ -3,6 +3,8 @@
 //! `version` in one UPDATE, never rewriting a member list, so concurrent
 //! adds and removes on one group lose nothing.
 
+pub(super) use crate::diff::parse_member_kind;
+use crate::diff::{field_change, merge_changes};
 use std::collections::{HashMap, HashSet};
 
 use sqlx::postgres::PgRow;
@@ -723,36 +725,6 @@ pub(super) fn decode_group(row: &PgRow) -> StoreResult<Group> {
         created_at: row.try_get("created_at").map_err(map_db)?,
         updated_at: row.try_get("updated_at").map_err(map_db)?,
     })
-}
-
-pub(super) fn parse_member_kind(kind: &str) -> StoreResult<MemberKind> {
-    match kind {
-        "user" => Ok(MemberKind::User),
-        "group" => Ok(MemberKind::Group),
-        other => Err(StoreError::Internal(format!(
-            "bad stored member kind {other:?}"
-        ))),
-    }
-}
-
-fn field_change<T: serde::Serialize>(field: &str, previous: &T, current: &T) -> FieldChange {
-    FieldChange {
-        field: field.to_owned(),
-        previous: serde_json::to_value(previous).unwrap_or_default(),
-        current: serde_json::to_value(current).unwrap_or_default(),
-    }
-}
-
-/// Folds later attribute changes into earlier ones: one entry per field,
-/// keeping the first previous value and the last current value.
-fn merge_changes(all: &mut Vec<FieldChange>, later: Vec<FieldChange>) {
-    for change in later {
-        match all.iter_mut().find(|c| c.field == change.field) {
-            Some(existing) => existing.current = change.current,
-            None => all.push(change),
-        }
-    }
-    all.retain(|c| c.previous != c.current);
 }
 
 /// The event of a group change; the payload is the group without members.

@@ -2,6 +2,8 @@
 //! touches only its own row and updates the group's `member_count` and
 //! `version` in place, never rewriting the member list.
 
+pub(super) use crate::diff::parse_member_kind;
+use crate::diff::{field_change, merge_changes};
 use std::collections::HashSet;
 
 use sqlx::SqliteConnection;
@@ -582,36 +584,6 @@ pub(super) fn decode_group(row: &SqliteRow) -> StoreResult<Group> {
         created_at: row.time("created_at")?,
         updated_at: row.time("updated_at")?,
     })
-}
-
-pub(super) fn parse_member_kind(kind: &str) -> StoreResult<MemberKind> {
-    match kind {
-        "user" => Ok(MemberKind::User),
-        "group" => Ok(MemberKind::Group),
-        other => Err(StoreError::Internal(format!(
-            "bad stored member kind {other:?}"
-        ))),
-    }
-}
-
-fn field_change<T: serde::Serialize>(field: &str, previous: &T, current: &T) -> FieldChange {
-    FieldChange {
-        field: field.to_owned(),
-        previous: serde_json::to_value(previous).unwrap_or_default(),
-        current: serde_json::to_value(current).unwrap_or_default(),
-    }
-}
-
-/// Folds later attribute changes into earlier ones: one entry per field,
-/// keeping the first previous value and the last current value.
-fn merge_changes(all: &mut Vec<FieldChange>, later: Vec<FieldChange>) {
-    for change in later {
-        match all.iter_mut().find(|c| c.field == change.field) {
-            Some(existing) => existing.current = change.current,
-            None => all.push(change),
-        }
-    }
-    all.retain(|c| c.previous != c.current);
 }
 
 /// The change-log event of a group change; the payload is the group

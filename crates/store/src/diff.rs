@@ -1,0 +1,40 @@
+//! Backend-neutral pieces of the write path shared by the PostgreSQL and
+//! SQLite backends: stored member kinds and field-change bookkeeping.
+
+use crate::{FieldChange, MemberKind, StoreError, StoreResult};
+
+/// The member kind stored as text in `memberships.member_kind`.
+pub(crate) fn parse_member_kind(kind: &str) -> StoreResult<MemberKind> {
+    match kind {
+        "user" => Ok(MemberKind::User),
+        "group" => Ok(MemberKind::Group),
+        other => Err(StoreError::Internal(format!(
+            "bad stored member kind {other:?}"
+        ))),
+    }
+}
+
+/// One changed field with its JSON-encoded previous and current values.
+pub(crate) fn field_change<T: serde::Serialize>(
+    field: &str,
+    previous: &T,
+    current: &T,
+) -> FieldChange {
+    FieldChange {
+        field: field.to_owned(),
+        previous: serde_json::to_value(previous).unwrap_or_default(),
+        current: serde_json::to_value(current).unwrap_or_default(),
+    }
+}
+
+/// Folds later attribute changes into earlier ones: one entry per field,
+/// keeping the first previous value and the last current value.
+pub(crate) fn merge_changes(all: &mut Vec<FieldChange>, later: Vec<FieldChange>) {
+    for change in later {
+        match all.iter_mut().find(|c| c.field == change.field) {
+            Some(existing) => existing.current = change.current,
+            None => all.push(change),
+        }
+    }
+    all.retain(|c| c.previous != c.current);
+}
