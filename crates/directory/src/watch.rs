@@ -343,10 +343,27 @@ impl ChangeHub {
     async fn advance(&self, head: &mut i64) -> Result<(), StoreError> {
         let target = self.store.advance_stable_head(*head).await?;
         while *head < target {
-            let records = self
+            let read = self
                 .store
                 .read_changes(&ChangeFilter::default(), *head, target, READ_PAGE)
-                .await?;
+                .await;
+            let records = match read {
+                Ok(records) => records,
+                // Pruned past the tailer before it read anything: jump to the
+                // oldest retained revision; watchers re-read and see OUT_OF_RANGE.
+                Err(StoreError::CursorExpired { oldest, .. }) => {
+                    tracing::error!(
+                        head = *head,
+                        oldest,
+                        "change log pruned past the tailer; resetting watchers"
+                    );
+                    *head = oldest.max(*head);
+                    self.set_initial_head(*head);
+                    self.publish_reset();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let up_to = page_end(&records, target);
             let pruned_through = self.store.log_bounds().await?.pruned_through;
             if pruned_through > *head {
