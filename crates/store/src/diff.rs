@@ -1,7 +1,7 @@
 //! Backend-neutral pieces of the write path shared by the PostgreSQL and
 //! SQLite backends: stored member kinds and field-change bookkeeping.
 
-use crate::{FieldChange, MemberKind, StoreError, StoreResult};
+use crate::{FieldChange, Group, MemberKind, StoreError, StoreResult};
 
 /// The member kind stored as text in `memberships.member_kind`.
 pub(crate) fn parse_member_kind(kind: &str) -> StoreResult<MemberKind> {
@@ -37,4 +37,24 @@ pub(crate) fn merge_changes(all: &mut Vec<FieldChange>, later: Vec<FieldChange>)
         }
     }
     all.retain(|c| c.previous != c.current);
+}
+
+/// The normalized group fields a new display name / external id change.
+pub(crate) fn group_attribute_changes(
+    group: &Group,
+    display_name: &str,
+    external_id: &Option<String>,
+) -> Vec<FieldChange> {
+    let mut changed = Vec::new();
+    if display_name != group.display_name {
+        changed.push(field_change(
+            "display_name",
+            &group.display_name.as_str(),
+            &display_name,
+        ));
+    }
+    if *external_id != group.external_id {
+        changed.push(field_change("external_id", &group.external_id, external_id));
+    }
+    changed
 }

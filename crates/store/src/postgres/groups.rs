@@ -4,7 +4,7 @@
 //! adds and removes on one group lose nothing.
 
 pub(super) use crate::diff::parse_member_kind;
-use crate::diff::{field_change, merge_changes};
+use crate::diff::{group_attribute_changes, merge_changes};
 use std::collections::{HashMap, HashSet};
 
 use sqlx::postgres::PgRow;
@@ -264,21 +264,7 @@ impl GroupEditor {
         external_id: Option<String>,
         raw: serde_json::Value,
     ) {
-        let mut changed = Vec::new();
-        if display_name != self.group.display_name {
-            changed.push(field_change(
-                "display_name",
-                &self.group.display_name,
-                &display_name,
-            ));
-        }
-        if external_id != self.group.external_id {
-            changed.push(field_change(
-                "external_id",
-                &self.group.external_id,
-                &external_id,
-            ));
-        }
+        let changed = group_attribute_changes(&self.group, &display_name, &external_id);
         if changed.is_empty() && raw == self.group.raw {
             return;
         }
