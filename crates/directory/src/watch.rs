@@ -48,6 +48,9 @@ pub const READ_PAGE: i64 = 500;
 /// Batches the broadcast keeps for watchers that fall behind before they
 /// must catch up from the database instead.
 const BROADCAST_CAPACITY: usize = 256;
+/// At most one cross-replica notification per this interval (it bounds how
+/// much later than local watchers other replicas' watchers are woken).
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(5);
 /// Delay before retrying after a failed store call in a background loop.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -396,6 +399,11 @@ impl ChangeHub {
             // single permit, so bursts coalesce into one more notification.
             if let Err(e) = self.store.notify_changes().await {
                 tracing::warn!(error = %e, "cannot notify other replicas of changes");
+            }
+            // Under write load a NOTIFY per commit costs the database a
+            // statement each; one per interval wakes peers just as well.
+            if sleep_or_shutdown(NOTIFY_INTERVAL, &mut shutdown).await {
+                return;
             }
         }
     }

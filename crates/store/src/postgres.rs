@@ -475,7 +475,8 @@ impl Store for PgStore {
     }
 
     async fn notify_changes(&self) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify('roster_changes', '')")
+        sqlx::query("SELECT pg_notify('roster_changes', $1)")
+            .bind(self.notifier.origin())
             .execute(&self.pool)
             .await
             .map_err(map_db)?;

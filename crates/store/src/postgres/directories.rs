@@ -255,18 +255,6 @@ pub(super) async fn load_directory(
     decode_directory(&row)
 }
 
-/// Fails with `NotFound("directory")` unless the directory exists; takes a
-/// KEY SHARE lock so it cannot be deleted before this transaction commits.
-pub(super) async fn ensure_directory(conn: &mut PgConnection, id: DirectoryId) -> StoreResult<()> {
-    let found: Option<i32> =
-        sqlx::query_scalar("SELECT 1 FROM directories WHERE id = $1 FOR KEY SHARE")
-            .bind(id.0)
-            .fetch_optional(conn)
-            .await
-            .map_err(map_db)?;
-    found.map(|_| ()).ok_or(StoreError::NotFound("directory"))
-}
-
 fn decode_directory(row: &PgRow) -> StoreResult<(Directory, i64)> {
     let provider: String = row.try_get("provider").map_err(map_db)?;
     let policy: String = row.try_get("deprovision_policy").map_err(map_db)?;

@@ -12,7 +12,6 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::changes::NewChange;
-use super::directories::ensure_directory;
 use super::errors::map_db;
 use super::{PgStore, WriteTx, check_version};
 use crate::GroupUpdateFn;
@@ -29,8 +28,10 @@ impl PgStore {
         dir: DirectoryId,
         write: GroupWrite,
     ) -> StoreResult<Group> {
+        // The foreign key checks the directory (a violation is
+        // `NotFound("directory")`) and holds it `FOR KEY SHARE` from this
+        // first statement on, before any revision is taken.
         let mut tx = self.begin_write().await?;
-        ensure_directory(tx.conn(), dir).await?;
         let sql = format!(
             "INSERT INTO groups (id, directory_id, display_name, external_id, raw) VALUES ($1, $2, $3, $4, $5) \
              RETURNING {GROUP_COLUMNS}"

@@ -22,6 +22,10 @@ pub(crate) struct Notifier {
     /// that arrived between two waits is not lost but returns at once.
     seen: AtomicU64,
     options: PgConnectOptions,
+    /// The payload of this store's notifications: its own come back on its
+    /// LISTEN connection and are ignored, since its commits already woke
+    /// local waiters directly.
+    origin: String,
     /// Dropping the store drops this sender, which stops the listener task.
     listener: Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -32,8 +36,14 @@ impl Notifier {
             epoch: watch::Sender::new(0),
             seen: AtomicU64::new(0),
             options,
+            origin: uuid::Uuid::new_v4().simple().to_string(),
             listener: Mutex::new(None),
         }
+    }
+
+    /// The payload to send with `NOTIFY`.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// A commit through this process: wake local waiters.
@@ -64,7 +74,12 @@ impl Notifier {
         }
         let (stop_tx, stop_rx) = oneshot::channel();
         *guard = Some(stop_tx);
-        tokio::spawn(listen(self.options.clone(), self.epoch.clone(), stop_rx));
+        tokio::spawn(listen(
+            self.options.clone(),
+            self.origin.clone(),
+            self.epoch.clone(),
+            stop_rx,
+        ));
     }
 }
 
@@ -73,6 +88,7 @@ impl Notifier {
 /// epoch once, since notifications may have been missed meanwhile.
 async fn listen(
     options: PgConnectOptions,
+    origin: String,
     epoch: watch::Sender<u64>,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -83,6 +99,7 @@ async fn listen(
             epoch.send_modify(|e| *e += 1);
             loop {
                 match listener.try_recv().await? {
+                    Some(n) if n.payload() == origin => {}
                     Some(_) => epoch.send_modify(|e| *e += 1),
                     None => return Ok::<(), sqlx::Error>(()),
                 }

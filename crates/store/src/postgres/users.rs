@@ -7,7 +7,6 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::changes::NewChange;
-use super::directories::ensure_directory;
 use super::errors::{json_error, map_db};
 use super::groups::remove_from_all_groups;
 use super::{PgStore, WriteTx, check_version};
@@ -28,41 +27,69 @@ const LOCK_UPDATE: &str = " FOR NO KEY UPDATE";
 const LOCK_DELETE: &str = " FOR UPDATE";
 
 impl PgStore {
+    /// One statement, so one round trip and its own transaction: the user
+    /// row, then its `user.created` change row. The revision is taken after
+    /// the row (and its unique-index entry) exists, which is all the
+    /// stable-head rule needs; the directory's existence is checked by the
+    /// foreign key at the end of the statement (a violation is
+    /// `NotFound("directory")`), whose `FOR KEY SHARE` orders the creation
+    /// before a concurrent `directory.deleted` or makes it fail.
     pub(super) async fn create_user_impl(
         &self,
         dir: DirectoryId,
         write: UserWrite,
     ) -> StoreResult<User> {
-        let mut tx = self.begin_write().await?;
-        ensure_directory(tx.conn(), dir).await?;
-        let f = &write.fields;
-        let sql = format!(
-            "INSERT INTO users (id, directory_id, user_name, external_id, active, display_name, given_name, \
-             family_name, emails, title, department, manager_id, employee_number, custom_attributes, raw) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING {USER_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(UserId::new().0)
-            .bind(dir.0)
-            .bind(&f.user_name)
-            .bind(&f.external_id)
-            .bind(f.active)
-            .bind(&f.display_name)
-            .bind(&f.given_name)
-            .bind(&f.family_name)
-            .bind(serde_json::to_value(&f.emails).map_err(json_error)?)
-            .bind(&f.title)
-            .bind(&f.department)
-            .bind(&f.manager_id)
-            .bind(&f.employee_number)
-            .bind(serde_json::to_value(&f.custom_attributes).map_err(json_error)?)
-            .bind(&write.raw)
-            .fetch_one(tx.conn())
-            .await
-            .map_err(map_db)?;
-        let user = decode_user(&row)?;
-        tx.emit(user_change(ChangeKind::UserCreated, &user, Vec::new())?);
-        tx.commit(self).await?;
+        let mut user = User {
+            id: UserId::new(),
+            directory_id: dir,
+            fields: write.fields,
+            raw: write.raw,
+            group_ids: Vec::new(),
+            version: 1,
+            created_at: chrono::Utc::now(),
+            updated_at: chrono::Utc::now(),
+        };
+        let change = user_change(ChangeKind::UserCreated, &user, Vec::new())?;
+        let f = &user.fields;
+        // The payload's timestamps are replaced by the row's (the database
+        // clock), so the event and the stored user agree.
+        let created_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+            "WITH u AS ( \
+               INSERT INTO users (id, directory_id, user_name, external_id, active, display_name, given_name, \
+                 family_name, emails, title, department, manager_id, employee_number, custom_attributes, raw) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+               RETURNING id, directory_id, version, created_at, updated_at), \
+             c AS ( \
+               INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
+               SELECT nextval('change_revision'), $16, u.directory_id, $17, u.id, u.version, \
+                      $18::jsonb || jsonb_build_object('created_at', u.created_at, 'updated_at', u.updated_at) \
+               FROM u WHERE pg_current_xact_id() IS NOT NULL) \
+             SELECT created_at FROM u",
+        )
+        .bind(user.id.0)
+        .bind(dir.0)
+        .bind(&f.user_name)
+        .bind(&f.external_id)
+        .bind(f.active)
+        .bind(&f.display_name)
+        .bind(&f.given_name)
+        .bind(&f.family_name)
+        .bind(serde_json::to_value(&f.emails).map_err(json_error)?)
+        .bind(&f.title)
+        .bind(&f.department)
+        .bind(&f.manager_id)
+        .bind(&f.employee_number)
+        .bind(serde_json::to_value(&f.custom_attributes).map_err(json_error)?)
+        .bind(&user.raw)
+        .bind(uuid::Uuid::new_v4())
+        .bind(change.kind.as_str())
+        .bind(&change.payload)
+        .fetch_one(self.pool())
+        .await
+        .map_err(map_db)?;
+        user.created_at = created_at;
+        user.updated_at = created_at;
+        self.notifier.local_commit();
         Ok(user)
     }
 
