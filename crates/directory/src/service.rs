@@ -528,6 +528,7 @@ fn list_query(options: Option<pd::ListOptions>, include_members: bool) -> Servic
         count: page_size(o.count),
         page_token: Some(o.page_token).filter(|t| !t.is_empty()),
         include_members,
+        omit_cursor: o.omit_cursor,
     })
 }
 
@@ -588,8 +589,8 @@ impl DirectoryService for DirectoryApi {
             next_page_token: page.next_page_token.unwrap_or_default(),
             // Everything up to `after` is in the page; the cursor also names
             // the few later revisions the page already reflects.
-            revision: page.cursor.after,
-            cursor: cursor::encode(&page.cursor),
+            revision: page.cursor.as_ref().map_or(0, |c| c.after),
+            cursor: page.cursor.as_ref().map(cursor::encode).unwrap_or_default(),
         }))
     }
 
@@ -669,8 +670,8 @@ impl DirectoryService for DirectoryApi {
             groups: page.items.iter().map(convert::group).collect(),
             total_results: page.total,
             next_page_token: page.next_page_token.unwrap_or_default(),
-            revision: page.cursor.after,
-            cursor: cursor::encode(&page.cursor),
+            revision: page.cursor.as_ref().map_or(0, |c| c.after),
+            cursor: page.cursor.as_ref().map(cursor::encode).unwrap_or_default(),
         }))
     }
 

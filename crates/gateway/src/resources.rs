@@ -459,6 +459,8 @@ fn list_options(query: &ListQuery) -> ListOptions {
         // The RPC reads 0 as "server default"; ask for one row instead.
         count: i32::try_from(query.count.max(1)).unwrap_or(i32::MAX),
         page_token: String::new(),
+        // SCIM has no list-then-watch: skip the change-log cursor.
+        omit_cursor: true,
     }
 }
 

@@ -468,6 +468,10 @@ pub struct ListQuery {
     pub page_token: Option<String>,
     /// Groups only: load members.
     pub include_members: bool,
+    /// The caller does not need [`Page::cursor`] (the SCIM gateway never
+    /// does): a backend may then skip computing it, which on PostgreSQL
+    /// makes the list a single statement.
+    pub omit_cursor: bool,
 }
 
 /// Where a watch resumes: every change with revision <= `after` has been
@@ -487,8 +491,9 @@ pub struct Page<T> {
     /// Every match across all pages.
     pub total: i64,
     pub next_page_token: Option<String>,
-    /// The snapshot the page was read at.
-    pub cursor: Cursor,
+    /// The snapshot the page was read at: `None` only when the query had
+    /// [`ListQuery::omit_cursor`].
+    pub cursor: Option<Cursor>,
 }
 
 /// Filter of change-log reads.

@@ -291,28 +291,26 @@ async fn list_cursors_stay_exact_under_concurrent_writes() {
             .await
             .unwrap();
         let listed: BTreeSet<uuid::Uuid> = page.items.iter().map(|u| u.id.0).collect();
+        let cursor = page.cursor.clone().expect("a list cursor");
         // Every change the cursor claims must be readable, then the users it
         // claims are exactly the users the list returned.
-        let top = page
-            .cursor
+        let top = cursor
             .also_seen
             .iter()
             .copied()
             .max()
-            .unwrap_or(page.cursor.after);
+            .unwrap_or(cursor.after);
         let head = head_reaches(&store, top).await;
         let claimed: BTreeSet<uuid::Uuid> = store
             .read_changes(&ChangeFilter::default(), 0, head, 100_000)
             .await
             .unwrap()
             .into_iter()
-            .filter(|c| {
-                c.revision <= page.cursor.after || page.cursor.also_seen.contains(&c.revision)
-            })
+            .filter(|c| c.revision <= cursor.after || cursor.also_seen.contains(&c.revision))
             .filter(|c| c.kind == roster_store::ChangeKind::UserCreated)
             .map(|c| c.resource_id)
             .collect();
-        assert_eq!(listed, claimed, "cursor {:?}", page.cursor);
+        assert_eq!(listed, claimed, "cursor {cursor:?}");
         checked += 1;
     }
     for w in writers {

@@ -800,10 +800,10 @@ async fn lists_page_by_offset_and_keyset_in_creation_order() {
     assert_eq!(first.total, 5);
     assert_eq!(
         first.cursor,
-        Cursor {
+        Some(Cursor {
             after: head,
             also_seen: vec![]
-        }
+        })
     );
     let by_offset = store
         .list_users(

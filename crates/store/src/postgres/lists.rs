@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::errors::map_db;
 use super::groups::{GROUP_COLUMNS, decode_group, members_of_groups};
-use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
+use super::users::{USER_COLUMNS, decode_user};
 use super::{PgStore, changes};
 use crate::error::{StoreError, StoreResult};
 use crate::filter_sql::{Dialect, ResourceTable, SortKey, SortType, SqlArg, sort_sql, to_sql};
@@ -58,6 +58,9 @@ struct ListSql {
     fingerprint: String,
 }
 
+/// Starts a list's transaction in one statement.
+pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
 impl PgStore {
     pub(super) async fn list_users_impl(
         &self,
@@ -65,15 +68,16 @@ impl PgStore {
         query: &ListQuery,
     ) -> StoreResult<Page<User>> {
         let sql = build(ResourceTable::Users, USER_COLUMNS, dir, query)?;
-        let mut tx = self.pool.begin().await.map_err(map_db)?;
-        let cursor = self.read_only_snapshot(&mut tx).await?;
-        let (rows, total, next) = run(&mut tx, &sql, query).await?;
-        let mut users = rows
+        let (rows, total, next, cursor) = self.read_page(&sql, query).await?;
+        let users = rows
             .iter()
-            .map(decode_user)
+            .map(|row| {
+                let mut user = decode_user(row)?;
+                let groups: Vec<Uuid> = row.try_get("group_ids").map_err(map_db)?;
+                user.group_ids = groups.into_iter().map(GroupId).collect();
+                Ok(user)
+            })
             .collect::<StoreResult<Vec<_>>>()?;
-        attach_group_ids(&mut tx, &mut users).await?;
-        tx.commit().await.map_err(map_db)?;
         Ok(Page {
             items: users,
             total,
@@ -88,8 +92,16 @@ impl PgStore {
         query: &ListQuery,
     ) -> StoreResult<Page<Group>> {
         let sql = build(ResourceTable::Groups, GROUP_COLUMNS, dir, query)?;
-        let mut tx = self.pool.begin().await.map_err(map_db)?;
-        let cursor = self.read_only_snapshot(&mut tx).await?;
+        // Members need a second statement, so they share the transaction.
+        let query = &ListQuery {
+            omit_cursor: query.omit_cursor && !query.include_members,
+            ..query.clone()
+        };
+        let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await.map_err(map_db)?;
+        let cursor = match query.omit_cursor {
+            true => None,
+            false => Some(self.snapshot_cursor(&mut tx).await?),
+        };
         let (rows, total, next) = run(&mut tx, &sql, query).await?;
         let mut groups = rows
             .iter()
@@ -111,19 +123,35 @@ impl PgStore {
         })
     }
 
-    /// Makes the fresh transaction REPEATABLE READ READ ONLY and returns the
-    /// cursor of its snapshot: the stable head H advanced *in* that snapshot,
-    /// plus the revisions above H it already sees.
-    pub(super) async fn read_only_snapshot(&self, conn: &mut PgConnection) -> StoreResult<Cursor> {
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *conn)
-            .await
-            .map_err(map_db)?;
+    /// Reads one page. Without a cursor the page is one statement outside
+    /// any explicit transaction (one round trip, one snapshot); with one, it
+    /// runs in the REPEATABLE READ transaction whose snapshot the cursor
+    /// describes.
+    async fn read_page(&self, sql: &ListSql, query: &ListQuery) -> StoreResult<PageRows> {
+        if query.omit_cursor {
+            let mut conn = self.conn().await?;
+            let (rows, total, next) = run(&mut conn, sql, query).await?;
+            return Ok((rows, total, next, None));
+        }
+        let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await.map_err(map_db)?;
+        let cursor = self.snapshot_cursor(&mut tx).await?;
+        let (rows, total, next) = run(&mut tx, sql, query).await?;
+        tx.commit().await.map_err(map_db)?;
+        Ok((rows, total, next, Some(cursor)))
+    }
+
+    /// The cursor of the current REPEATABLE READ snapshot: the stable head H
+    /// advanced *in* that snapshot, plus the revisions above H it already
+    /// sees.
+    pub(super) async fn snapshot_cursor(&self, conn: &mut PgConnection) -> StoreResult<Cursor> {
         let after = self.advance_in_snapshot(conn, 0).await?;
         let also_seen = changes::visible_after(conn, after).await?;
         Ok(Cursor { after, also_seen })
     }
 }
+
+/// Page rows, the total, the next page token and the cursor.
+type PageRows = (Vec<PgRow>, i64, Option<String>, Option<Cursor>);
 
 fn build(
     table: ResourceTable,
@@ -176,17 +204,6 @@ async fn run(
         ResourceTable::Users => "users",
         ResourceTable::Groups => "groups",
     };
-    let count_sql = format!("SELECT count(*) FROM {name} WHERE {}", sql.where_sql);
-    let total: i64 = bind_all(
-        sqlx::query(sqlx::AssertSqlSafe(count_sql)),
-        &sql.args[..sql.where_args],
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(map_db)?
-    .try_get(0)
-    .map_err(map_db)?;
-
     let mut args = sql.args.clone();
     let mut where_sql = sql.where_sql.clone();
     let token = query
@@ -220,15 +237,26 @@ async fn run(
     let limit_n = args.len();
     args.push(SqlArg::Text(offset.to_string()));
     let offset_n = args.len();
+    // The total rides along as an uncorrelated subquery (evaluated once, in
+    // the page's snapshot) over the filter alone, without the keyset.
     let page_sql = format!(
-        "SELECT {}{key_select} FROM {name} WHERE {where_sql} ORDER BY {order} \
+        "SELECT {}{}{key_select}, (SELECT count(*) FROM {name} WHERE {}) AS total_count \
+         FROM {name} WHERE {where_sql} ORDER BY {order} \
          LIMIT ${limit_n}::text::bigint OFFSET ${offset_n}::text::bigint",
-        sql.columns
+        sql.columns,
+        extra_columns(sql.table),
+        sql.where_sql,
     );
     let mut rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(page_sql)), &args)
         .fetch_all(&mut *conn)
         .await
         .map_err(map_db)?;
+    let total = match rows.first() {
+        Some(row) => row.try_get("total_count").map_err(map_db)?,
+        // Past the end, or nothing matches: only a separate count can tell.
+        None if offset > 0 || token.is_some() => count_matches(conn, sql, name).await?,
+        None => 0,
+    };
     let more = rows.len() as i64 > count;
     rows.truncate(count as usize);
     let next = match (more, rows.last()) {
@@ -236,6 +264,32 @@ async fn run(
         _ => None,
     };
     Ok((rows, total, next))
+}
+
+/// Columns a page selects besides the resource's own: a user's groups, so
+/// that they come in the same statement.
+fn extra_columns(table: ResourceTable) -> &'static str {
+    match table {
+        ResourceTable::Users => {
+            ", ARRAY(SELECT m.group_id FROM memberships m \
+               WHERE m.member_id = users.id AND m.member_kind = 'user' ORDER BY m.group_id) AS group_ids"
+        }
+        ResourceTable::Groups => "",
+    }
+}
+
+/// Every match of the filter.
+async fn count_matches(conn: &mut PgConnection, sql: &ListSql, name: &str) -> StoreResult<i64> {
+    let count_sql = format!("SELECT count(*) FROM {name} WHERE {}", sql.where_sql);
+    bind_all(
+        sqlx::query(sqlx::AssertSqlSafe(count_sql)),
+        &sql.args[..sql.where_args],
+    )
+    .fetch_one(conn)
+    .await
+    .map_err(map_db)?
+    .try_get(0)
+    .map_err(map_db)
 }
 
 /// The keyset condition "after the token's row" in (sort key, created_seq) order.

@@ -28,8 +28,12 @@ impl PgStore {
         &self,
         dir: Option<DirectoryId>,
     ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)> {
-        let mut tx = self.pool.begin().await.map_err(map_db)?;
-        let cursor = self.read_only_snapshot(&mut tx).await?;
+        let mut tx = self
+            .pool
+            .begin_with(super::lists::BEGIN_SNAPSHOT)
+            .await
+            .map_err(map_db)?;
+        let cursor = self.snapshot_cursor(&mut tx).await?;
         let (items_tx, items_rx) = mpsc::channel(BUFFER);
         tokio::spawn(async move {
             if let Err(e) = stream_all(tx, dir, &items_tx).await {

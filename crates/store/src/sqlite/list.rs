@@ -103,7 +103,7 @@ impl SqliteStore {
             items: users,
             total: page.total,
             next_page_token: page.next_page_token,
-            cursor: page.cursor,
+            cursor: Some(page.cursor),
         })
     }
 
@@ -126,7 +126,7 @@ impl SqliteStore {
             items: groups,
             total: page.total,
             next_page_token: page.next_page_token,
-            cursor: page.cursor,
+            cursor: Some(page.cursor),
         })
     }
 }

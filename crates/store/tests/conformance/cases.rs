@@ -389,6 +389,14 @@ pub async fn membership_changes_are_idempotent_and_counted(store: Arc<dyn Store>
         store.get_user(dir.id, b.id).await.unwrap().group_ids,
         vec![g.id]
     );
+    // Lists carry each user's groups too, with and without a cursor.
+    let filter = format!("userName eq \"{}\"", b.fields.user_name);
+    for omit_cursor in [false, true] {
+        let mut q = query(Some(&filter));
+        q.omit_cursor = omit_cursor;
+        let listed = store.list_users(dir.id, &q).await.unwrap();
+        assert_eq!(listed.items[0].group_ids, vec![g.id], "{omit_cursor}");
+    }
     assert!(
         store
             .get_user(dir.id, a.id)
@@ -733,6 +741,20 @@ pub async fn list_offset_pagination_and_totals(store: Arc<dyn Store>) {
         "creation order"
     );
 
+    // The same page without a change-log cursor (the SCIM gateway's lists).
+    q.omit_cursor = true;
+    let cheap = store.list_users(dir.id, &q).await.unwrap();
+    assert_eq!(cheap.total, 7);
+    assert_eq!(cheap.items.iter().map(|u| u.id).collect::<Vec<_>>(), got);
+
+    // Past the end: no rows, the total still counts every match.
+    for omit_cursor in [false, true] {
+        let mut q = query(None);
+        (q.start_index, q.omit_cursor) = (50, omit_cursor);
+        let past = store.list_users(dir.id, &q).await.unwrap();
+        assert_eq!((past.total, past.items.len()), (7, 0), "{omit_cursor}");
+    }
+
     let mut q = query(Some(r#"userName sw "p" and not (userName eq "p3")"#));
     q.count = 0;
     let page = store.list_users(dir.id, &q).await.unwrap();
@@ -879,16 +901,17 @@ pub async fn list_cursor_is_exact(store: Arc<dyn Store>) {
     store.create_user(dir.id, user("before")).await.unwrap();
     let page = store.list_users(dir.id, &query(None)).await.unwrap();
     assert_eq!(page.items.len(), 1);
+    let cursor = page.cursor.expect("a list cursor");
     let after_list = store.create_user(dir.id, user("after")).await.unwrap();
 
     let head = store.advance_stable_head(0).await.unwrap();
     let changes = store
-        .read_changes(&ChangeFilter::default(), page.cursor.after, head, 1000)
+        .read_changes(&ChangeFilter::default(), cursor.after, head, 1000)
         .await
         .unwrap();
     let unseen: Vec<&ChangeRecord> = changes
         .iter()
-        .filter(|c| !page.cursor.also_seen.contains(&c.revision))
+        .filter(|c| !cursor.also_seen.contains(&c.revision))
         .collect();
     assert_eq!(
         unseen.len(),
@@ -900,7 +923,7 @@ pub async fn list_cursor_is_exact(store: Arc<dyn Store>) {
     let all = all_changes(&*store, None).await;
     let reflected: Vec<i64> = all
         .iter()
-        .filter(|c| c.revision <= page.cursor.after || page.cursor.also_seen.contains(&c.revision))
+        .filter(|c| c.revision <= cursor.after || cursor.also_seen.contains(&c.revision))
         .map(|c| c.revision)
         .collect();
     assert_eq!(reflected.len(), all.len() - 1);

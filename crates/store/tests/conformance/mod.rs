@@ -151,5 +151,6 @@ pub fn query(filter_text: Option<&str>) -> ListQuery {
         count: 1000,
         page_token: None,
         include_members: false,
+        omit_cursor: false,
     }
 }
