@@ -4,6 +4,12 @@
 //! — a lower bound on what any service on this database can do. Roster's
 //! POST /Users rate is measured in the same run, each on an empty table,
 //! and reported as a fraction of it.
+//!
+//! A second baseline inserts what Roster really writes per user: the user
+//! row *and* its change-log row, in one autocommit statement (as
+//! `PgStore::create_user` does). Against the first, the fraction is the
+//! whole price of Roster (change log + service); against the second, only
+//! the service's (HTTP, gRPC, JSON, the change tailer).
 
 use std::sync::Arc;
 
@@ -24,6 +30,8 @@ use crate::seed::user_write;
 
 /// Name of the raw-insert row.
 pub const RAW_INSERT: &str = "raw INSERT users (1 row/statement)";
+/// Name of the raw user + change row measurement.
+pub const RAW_INSERT_WITH_CHANGE: &str = "raw INSERT user + change row (1 stmt)";
 
 /// This is the one SQL statement of Roster outside `crates/store`: it is
 /// the baseline being compared against, not Roster's data path. Columns and
@@ -31,6 +39,38 @@ pub const RAW_INSERT: &str = "raw INSERT users (1 row/statement)";
 const RAW_INSERT_SQL: &str = "INSERT INTO users (id, directory_id, user_name, external_id, active, display_name, \
      given_name, family_name, emails, title, department, manager_id, employee_number, custom_attributes, raw) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+/// [`RAW_INSERT_SQL`] plus the change row, shaped as in `PgStore::create_user`
+/// (without the revision bookkeeping that needs only the sequence).
+const RAW_INSERT_WITH_CHANGE_SQL: &str = "WITH u AS (INSERT INTO users (id, directory_id, user_name, external_id, \
+     active, display_name, given_name, family_name, emails, title, department, manager_id, employee_number, \
+     custom_attributes, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     RETURNING id, directory_id, version) \
+     INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
+     SELECT nextval('change_revision'), $16, u.directory_id, 'user.created', u.id, u.version, $17 FROM u";
+
+/// Which rows a raw baseline inserts per user.
+#[derive(Debug, Clone, Copy)]
+enum RawRows {
+    User,
+    UserAndChange,
+}
+
+impl RawRows {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::User => RAW_INSERT_SQL,
+            Self::UserAndChange => RAW_INSERT_WITH_CHANGE_SQL,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::User => RAW_INSERT,
+            Self::UserAndChange => RAW_INSERT_WITH_CHANGE,
+        }
+    }
+}
 
 /// Runs Roster's user creation, then the raw inserts, each on a fresh database.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
@@ -40,18 +80,25 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     env.finish().await?;
     report.measurements.push(roster?);
 
-    let database = BenchDatabase::create(&args.database_url).await?;
-    let raw = raw_inserts(&database.url, args).await;
-    if !args.keep_database {
-        database.drop_database().await?;
+    for rows in [RawRows::User, RawRows::UserAndChange] {
+        let database = BenchDatabase::create(&args.database_url).await?;
+        let raw = raw_inserts(&database.url, args, rows).await;
+        if !args.keep_database {
+            database.drop_database().await?;
+        }
+        report.measurements.push(raw?);
     }
-    report.measurements.push(raw?);
 
-    let fraction =
-        report.measurements[0].throughput_per_s / report.measurements[1].throughput_per_s.max(1e-9);
+    let roster = report.measurements[0].throughput_per_s;
+    let fraction = |of: f64| (roster / of.max(1e-9) * 1000.0).round() / 1000.0;
+    let (users_only, with_change) = (
+        report.measurements[1].throughput_per_s,
+        report.measurements[2].throughput_per_s,
+    );
+    report.figure("onboarding_fraction_of_limit", fraction(users_only));
     report.figure(
-        "onboarding_fraction_of_limit",
-        (fraction * 1000.0).round() / 1000.0,
+        "onboarding_fraction_of_user_and_change_rows",
+        fraction(with_change),
     );
     Ok(report)
 }
@@ -71,7 +118,7 @@ async fn roster_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measurement
     Ok(m.with_cpu(cpu))
 }
 
-async fn raw_inserts(url: &str, args: &BenchArgs) -> anyhow::Result<Measurement> {
+async fn raw_inserts(url: &str, args: &BenchArgs, rows: RawRows) -> anyhow::Result<Measurement> {
     // Roster's schema and a directory row, through the store as Roster makes them.
     let store = roster_store::postgres::PgStore::connect(url, 2)
         .await
@@ -91,19 +138,20 @@ async fn raw_inserts(url: &str, args: &BenchArgs) -> anyhow::Result<Measurement>
         .connect(url)
         .await?;
     eprintln!(
-        "[{}] raw INSERT × {} at concurrency {}",
+        "[{}] {} × {} at concurrency {}",
         crate::elapsed_tag(),
+        rows.label(),
         args.users,
         args.concurrency
     );
     let meter = CpuMeter::new(None, url);
     let cpu = meter.snapshot().await?;
-    let mut timed = insert_rows(pool.clone(), dir.id.0, args.users, args.concurrency).await?;
+    let mut timed = insert_rows(pool.clone(), dir.id.0, args.users, args.concurrency, rows).await?;
     // The pool is still open here, so its backends' CPU is counted.
     let cpu = meter.per_op(&cpu, args.users).await?;
     pool.close().await;
     let m = Measurement::new(
-        RAW_INSERT,
+        rows.label(),
         args.concurrency,
         &mut timed.latencies,
         timed.elapsed,
@@ -116,15 +164,17 @@ async fn insert_rows(
     dir: Uuid,
     n: usize,
     concurrency: usize,
+    rows: RawRows,
 ) -> anyhow::Result<Timed<()>> {
     let pool = Arc::new(pool);
     load::run(n, concurrency, move |i| {
         let pool = Arc::clone(&pool);
         async move {
             let write = user_write("u", i)?;
+            let id = Uuid::new_v4();
             let f = &write.fields;
-            sqlx::query::<Postgres>(RAW_INSERT_SQL)
-                .bind(Uuid::new_v4())
+            let mut query = sqlx::query::<Postgres>(rows.sql())
+                .bind(id)
                 .bind(dir)
                 .bind(&f.user_name)
                 .bind(&f.external_id)
@@ -138,11 +188,34 @@ async fn insert_rows(
                 .bind(&f.manager_id)
                 .bind(&f.employee_number)
                 .bind(serde_json::to_value(&f.custom_attributes)?)
-                .bind(&write.raw)
-                .execute(&*pool)
-                .await?;
+                .bind(&write.raw);
+            if let RawRows::UserAndChange = rows {
+                let payload = change_payload(dir, id, &write)?;
+                query = query.bind(Uuid::new_v4()).bind(payload);
+            }
+            query.execute(&*pool).await?;
             Ok(())
         }
     })
     .await
+}
+
+/// The `user.created` payload Roster stores for `write`: the whole user.
+fn change_payload(
+    dir: Uuid,
+    id: Uuid,
+    write: &roster_store::UserWrite,
+) -> anyhow::Result<serde_json::Value> {
+    let now = chrono::Utc::now();
+    let user = roster_store::User {
+        id: roster_store::UserId(id),
+        directory_id: roster_store::DirectoryId(dir),
+        fields: write.fields.clone(),
+        raw: write.raw.clone(),
+        group_ids: Vec::new(),
+        version: 1,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok(serde_json::to_value(user)?)
 }
