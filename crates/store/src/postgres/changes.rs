@@ -159,7 +159,12 @@ pub(crate) async fn pruned_through(conn: &mut PgConnection) -> StoreResult<i64> 
         .map(Option::unwrap_or_default)
 }
 
-/// Changes with `after < revision <= up_to` passing `filter`.
+/// Changes with `after < revision <= up_to` passing `filter`, or
+/// [`StoreError::CursorExpired`] when the log was pruned past `after`.
+///
+/// One statement: the pruning bound and the rows come from one snapshot,
+/// and pruning deletes rows and raises the bound in one transaction, so a
+/// bound at or below `after` proves that no row of the range was missing.
 pub(crate) async fn read(
     conn: &mut PgConnection,
     filter: &ChangeFilter,
@@ -167,53 +172,44 @@ pub(crate) async fn read(
     up_to: i64,
     limit: i64,
 ) -> StoreResult<Vec<ChangeRecord>> {
-    let oldest = pruned_through(conn).await?;
+    let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+    // `directory_id = $1 OR $1 IS NULL` would keep the planner from the
+    // (directory_id, revision) index; the two shapes are spelled out.
+    let directory = match filter.directory_id {
+        Some(_) => "c.directory_id = $5 AND ",
+        None => "",
+    };
+    let sql = format!(
+        "SELECT s.pruned_through, c.* FROM change_log_state s LEFT JOIN LATERAL ( \
+           SELECT c.revision, c.event_id, c.directory_id, c.kind, c.resource_id, c.version, c.occurred_at, \
+                  c.payload, c.changed_fields FROM changes c \
+           WHERE {directory}c.revision > $1 AND c.revision <= $2 \
+             AND (cardinality($3::text[]) = 0 OR c.kind = ANY($3)) \
+           ORDER BY c.revision LIMIT $4) c ON true"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after)
+        .bind(up_to.max(after))
+        .bind(&kinds)
+        .bind(limit.max(0));
+    if let Some(dir) = filter.directory_id {
+        query = query.bind(dir.0);
+    }
+    let rows = query.fetch_all(conn).await.map_err(map_db)?;
+    let oldest: i64 = match rows.first() {
+        Some(row) => row.try_get("pruned_through").map_err(map_db)?,
+        None => 0,
+    };
     if after < oldest {
         return Err(StoreError::CursorExpired {
             requested: after,
             oldest,
         });
     }
-    if up_to <= after || limit <= 0 {
-        return Ok(Vec::new());
-    }
-    let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
-    // Two statements rather than `directory_id = $1 OR $1 IS NULL`, so the
-    // filtered one uses the (directory_id, revision) index.
-    let rows = match filter.directory_id {
-        Some(dir) => {
-            sqlx::query(
-                "SELECT revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, \
-                 changed_fields FROM changes \
-                 WHERE directory_id = $1 AND revision > $2 AND revision <= $3 \
-                   AND (cardinality($4::text[]) = 0 OR kind = ANY($4)) \
-                 ORDER BY revision LIMIT $5",
-            )
-            .bind(dir.0)
-            .bind(after)
-            .bind(up_to)
-            .bind(&kinds)
-            .bind(limit)
-            .fetch_all(conn)
-            .await
-        }
-        None => {
-            sqlx::query(
-                "SELECT revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, \
-                 changed_fields FROM changes \
-                 WHERE revision > $1 AND revision <= $2 AND (cardinality($3::text[]) = 0 OR kind = ANY($3)) \
-                 ORDER BY revision LIMIT $4",
-            )
-            .bind(after)
-            .bind(up_to)
-            .bind(&kinds)
-            .bind(limit)
-            .fetch_all(conn)
-            .await
-        }
-    }
-    .map_err(map_db)?;
-    rows.iter().map(decode_change).collect()
+    rows.iter()
+        .filter(|row| matches!(row.try_get::<Option<i64>, _>("revision"), Ok(Some(_))))
+        .map(decode_change)
+        .collect()
 }
 
 fn decode_change(row: &PgRow) -> StoreResult<ChangeRecord> {
