@@ -10,6 +10,12 @@ use clap::Parser;
 
 use config::{Cli, Command};
 
+/// mimalloc rather than glibc malloc: a SCIM call allocates many small JSON
+/// and protobuf values, and glibc's malloc/free were ~19% of the server's
+/// CPU under write load (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

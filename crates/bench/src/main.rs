@@ -23,6 +23,11 @@ use clap::Parser;
 
 use crate::cli::{BenchArgs, Cli, Command};
 
+/// The allocator of the `roster` binary, so that `__serve` runs as
+/// `roster serve` does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
 /// Seconds since the bench started, for progress lines on stderr.
