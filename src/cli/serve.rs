@@ -24,7 +24,8 @@ enum StoreKind {
     Sqlite(std::path::PathBuf),
 }
 
-/// `roster serve`: both halves in one process, talking gRPC over loopback.
+/// `roster serve`: both halves in one process, talking gRPC over an
+/// in-process pipe.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (store, kind) = open_store(&args.store).await?;
     let grpc = bind(args.directory.grpc_addr, "--grpc-addr / ROSTER_GRPC_ADDR").await?;
@@ -36,20 +37,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_gateway, gateway_stopped) = shutdown_channel();
     let metrics = spawn_metrics(&args.metrics, directory_stopped.clone()).await?;
 
-    let mut directory = tokio::spawn(roster_directory::serve(
-        store,
-        directory_config(&args.directory),
-        grpc,
-        wait(directory_stopped),
-    ));
+    // The gateway reaches the directory service over an in-process pipe (the
+    // same gRPC, without loopback TCP); other clients use the TCP listener.
+    let (channel, local) = roster_directory::local_channel();
+    let directory = roster_directory::Directory::new(store, directory_config(&args.directory))?;
+    let mut directory =
+        tokio::spawn(directory.serve_with_local(grpc, Some(local), wait(directory_stopped)));
     let endpoint = format!("http://{}", loopback(grpc_addr));
-    let mut gateway = tokio::spawn(roster_gateway::serve(
+    let state = roster_gateway::AppState::with_channel(
         gateway_config(
             &args.http,
             &public_url,
             &endpoint,
             args.directory.internal_secret.clone(),
         ),
+        channel,
+    )?;
+    let mut gateway = tokio::spawn(roster_gateway::serve_state(
+        state,
         http,
         wait(gateway_stopped),
     ));

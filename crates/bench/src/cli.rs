@@ -78,6 +78,11 @@ pub struct BenchArgs {
     /// not): shows what the 40 ms Nagle/delayed-ACK stall costs, per hop.
     #[arg(long, value_enum, default_value_t = NoDelay::None)]
     pub server_nodelay: NoDelay,
+    /// The server's gateway calls its directory service over loopback TCP
+    /// (as separate `roster gateway` and `roster directory` processes do)
+    /// instead of the in-process pipe `roster serve` uses.
+    #[arg(long)]
+    pub grpc_over_tcp: bool,
 
     /// Onboarding, watch-latency and limit: users to create.
     #[arg(long, default_value_t = 75_000)]
@@ -147,6 +152,9 @@ pub struct ServeArgs {
     /// TCP_NODELAY on the listening sockets (inherited by accepted connections).
     #[arg(long, value_enum, default_value_t = NoDelay::None)]
     pub nodelay: NoDelay,
+    /// The gateway calls the directory service over loopback TCP.
+    #[arg(long)]
+    pub grpc_over_tcp: bool,
 }
 
 /// Which of the server's listeners get TCP_NODELAY.

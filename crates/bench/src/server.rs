@@ -1,7 +1,10 @@
 //! The server under test, in its own process so that its CPU time and RSS
 //! are its own: the bench re-executes itself with the hidden `__serve`
 //! subcommand, which wires the directory service and the gateway exactly as
-//! `roster serve` does (see `src/cli/serve.rs` of the root package).
+//! `roster serve` does (see `src/cli/serve.rs` of the root package): the
+//! gateway reaches the directory service over an in-process pipe, or with
+//! `--grpc-over-tcp` over loopback TCP, as separate `roster gateway` and
+//! `roster directory` processes would.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -49,14 +52,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         directory_endpoint: endpoint,
         ..Default::default()
     };
-    let directory = tokio::spawn(roster_directory::serve(
-        store,
-        roster_directory::DirectoryConfig::default(),
+    let (channel, local) = roster_directory::local_channel();
+    let directory =
+        roster_directory::Directory::new(store, roster_directory::DirectoryConfig::default())?;
+    let directory = tokio::spawn(directory.serve_with_local(
         grpc,
+        (!args.grpc_over_tcp).then_some(local),
         std::future::pending(),
     ));
-    let gateway = tokio::spawn(roster_gateway::serve(
-        gateway_config,
+    let state = if args.grpc_over_tcp {
+        roster_gateway::AppState::new(gateway_config)?
+    } else {
+        roster_gateway::AppState::with_channel(gateway_config, channel)?
+    };
+    let gateway = tokio::spawn(roster_gateway::serve_state(
+        state,
         http,
         std::future::pending(),
     ));
@@ -111,6 +121,7 @@ impl ServerProcess {
         database_url: &str,
         db_connections: u32,
         nodelay: NoDelay,
+        grpc_over_tcp: bool,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench executable")?;
         let mut command = Command::new(exe);
@@ -118,6 +129,9 @@ impl ServerProcess {
             .args(["__serve", "--database-url", database_url])
             .args(["--db-max-connections", &db_connections.to_string()]);
         command.args(["--nodelay", nodelay.as_arg()]);
+        if grpc_over_tcp {
+            command.arg("--grpc-over-tcp");
+        }
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -15,9 +15,11 @@ pub mod convert;
 pub mod cursor;
 pub mod directory_cache;
 pub mod error;
+pub mod local;
 pub mod mapping;
 pub mod server;
 pub mod service;
 pub mod watch;
 
+pub use local::{LocalListener, local_channel};
 pub use server::{Directory, DirectoryConfig, Error, serve};

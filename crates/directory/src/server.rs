@@ -22,6 +22,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::admin::AdminApi;
+use crate::local::LocalListener;
 use crate::service::DirectoryApi;
 use crate::watch::{ChangeHub, WatchConfig};
 
@@ -159,6 +160,17 @@ impl Directory {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
+        self.serve_with_local(listener, None, shutdown).await
+    }
+
+    /// [`Directory::serve`], also serving the in-process connections of
+    /// `local` (see [`crate::local::local_channel`]).
+    pub async fn serve_with_local(
+        self,
+        listener: TcpListener,
+        local: Option<LocalListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
         let Self {
             router,
             hub,
@@ -170,7 +182,8 @@ impl Directory {
         tasks.0.push(tokio::spawn(health.run(first)));
         // Without TCP_NODELAY a response's last HTTP/2 frames wait for the
         // client's delayed ACK: 40 ms per call (docs/performance.md).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = crate::local::incoming(tcp, local);
         let signal = async move {
             shutdown.await;
             hub.close();

@@ -58,7 +58,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let state = AppState::new(config)?;
+    serve_state(AppState::new(config)?, listener, shutdown).await
+}
+
+/// [`serve`] with a state built by the caller (e.g. with
+/// [`AppState::with_channel`]).
+pub async fn serve_state(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     // Small responses must not wait for Nagle's algorithm (the directory
     // service's gRPC listener showed a 40 ms stall per call without it).
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

@@ -57,7 +57,12 @@ impl AppState {
             })?
             .connect_timeout(std::time::Duration::from_secs(5))
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        Self::with_channel(config, endpoint.connect_lazy())
+    }
+
+    /// Builds the state over an existing channel to the directory service
+    /// (e.g. an in-process one); `directory_endpoint` is then not used.
+    pub fn with_channel(config: GatewayConfig, channel: Channel) -> Result<Self, StartError> {
         let internal_auth = config
             .internal_secret
             .as_ref()
