@@ -9,12 +9,18 @@
 /// `roster.directory.v1`.
 pub mod directory {
     tonic::include_proto!("roster.directory.v1");
+    // The server trait, whose `WatchChanges` answers with frames.
+    include!(concat!(env!("OUT_DIR"), "/server/roster.directory.v1.rs"));
+    pub use crate::frame::{WatchChangesFrame, encode_change, watch_changes_frame};
 }
 
 /// `roster.admin.v1`.
 pub mod admin {
     tonic::include_proto!("roster.admin.v1");
+    include!(concat!(env!("OUT_DIR"), "/server/roster.admin.v1.rs"));
 }
+
+mod frame;
 
 /// Encoded `FileDescriptorSet` of every Roster proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
