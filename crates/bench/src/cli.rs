@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// not): shows what the 40 ms Nagle/delayed-ACK stall costs, per hop.
     #[arg(long, value_enum, default_value_t = NoDelay::None)]
     pub server_nodelay: NoDelay,
+    /// Messages buffered per WatchChanges stream in the server under test
+    /// (default: the directory service's own).
+    #[arg(long)]
+    pub server_watch_buffer: Option<usize>,
 
     /// Onboarding, watch-latency and limit: users to create.
     #[arg(long, default_value_t = 75_000)]
@@ -147,6 +151,9 @@ pub struct ServeArgs {
     /// TCP_NODELAY on the listening sockets (inherited by accepted connections).
     #[arg(long, value_enum, default_value_t = NoDelay::None)]
     pub nodelay: NoDelay,
+    /// Messages buffered per watch stream (default: the service's own).
+    #[arg(long)]
+    pub watch_buffer: Option<usize>,
 }
 
 /// Which of the server's listeners get TCP_NODELAY.

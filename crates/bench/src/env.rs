@@ -24,6 +24,7 @@ impl Env {
             &database.url,
             args.server_db_connections,
             args.server_nodelay,
+            args.server_watch_buffer,
         )
         .await
         {

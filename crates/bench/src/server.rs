@@ -49,9 +49,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         directory_endpoint: endpoint,
         ..Default::default()
     };
+    let mut directory_config = roster_directory::DirectoryConfig::default();
+    if let Some(buffer) = args.watch_buffer {
+        directory_config.watch_buffer = buffer;
+    }
     let directory = tokio::spawn(roster_directory::serve(
         store,
-        roster_directory::DirectoryConfig::default(),
+        directory_config,
         grpc,
         std::future::pending(),
     ));
@@ -111,6 +115,7 @@ impl ServerProcess {
         database_url: &str,
         db_connections: u32,
         nodelay: NoDelay,
+        watch_buffer: Option<usize>,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench executable")?;
         let mut command = Command::new(exe);
@@ -118,6 +123,9 @@ impl ServerProcess {
             .args(["__serve", "--database-url", database_url])
             .args(["--db-max-connections", &db_connections.to_string()]);
         command.args(["--nodelay", nodelay.as_arg()]);
+        if let Some(buffer) = watch_buffer {
+            command.args(["--watch-buffer", &buffer.to_string()]);
+        }
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
