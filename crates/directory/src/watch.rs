@@ -63,6 +63,10 @@ pub struct WatchConfig {
     /// wake-up (covers a lost cross-process notification and aborted holes).
     pub poll_interval: Duration,
     /// Messages buffered per watcher between its task and the gRPC stream.
+    /// Small on purpose: it only hands messages over to the stream. A
+    /// watcher that cannot send leaves the shared batches in the broadcast
+    /// (and re-reads the database once those are gone), so a deeper buffer
+    /// only multiplies what 10,000 lagging streams hold each.
     pub buffer: usize,
 }
 
@@ -72,7 +76,7 @@ impl Default for WatchConfig {
             progress_interval: Duration::from_secs(5),
             slow_consumer_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
-            buffer: 64,
+            buffer: 8,
         }
     }
 }
