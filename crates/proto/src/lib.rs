@@ -3,6 +3,11 @@
 //! `directory` holds `roster.directory.v1` (users, groups, memberships and the
 //! `WatchChanges` stream); `admin` holds `roster.admin.v1` (directories and
 //! bearer tokens). [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection.
+//!
+//! Clients use the generated messages as they are. The server traits are
+//! generated apart so that `WatchChanges` answers with
+//! [`directory::WatchChangesFrame`], the wire twin of `WatchChangesResponse`
+//! that carries its change pre-encoded (see `build.rs`).
 
 #![allow(clippy::all, missing_docs)]
 
