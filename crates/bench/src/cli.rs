@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// instead of the in-process pipe `roster serve` uses.
     #[arg(long)]
     pub grpc_over_tcp: bool,
+    /// Messages buffered per WatchChanges stream in the server under test
+    /// (default: the directory service's own).
+    #[arg(long)]
+    pub server_watch_buffer: Option<usize>,
 
     /// Onboarding, watch-latency and limit: users to create.
     #[arg(long, default_value_t = 75_000)]
@@ -155,6 +159,9 @@ pub struct ServeArgs {
     /// The gateway calls the directory service over loopback TCP.
     #[arg(long)]
     pub grpc_over_tcp: bool,
+    /// Messages buffered per watch stream (default: the service's own).
+    #[arg(long)]
+    pub watch_buffer: Option<usize>,
 }
 
 /// Which of the server's listeners get TCP_NODELAY.

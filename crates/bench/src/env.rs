@@ -25,6 +25,7 @@ impl Env {
             args.server_db_connections,
             args.server_nodelay,
             args.grpc_over_tcp,
+            args.server_watch_buffer,
         )
         .await
         {

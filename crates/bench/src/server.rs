@@ -52,9 +52,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         directory_endpoint: endpoint,
         ..Default::default()
     };
+    let mut directory_config = roster_directory::DirectoryConfig::default();
+    if let Some(buffer) = args.watch_buffer {
+        directory_config.watch_buffer = buffer;
+    }
     let (channel, local) = roster_directory::local_channel();
-    let directory =
-        roster_directory::Directory::new(store, roster_directory::DirectoryConfig::default())?;
+    let directory = roster_directory::Directory::new(store, directory_config)?;
     let directory = tokio::spawn(directory.serve_with_local(
         grpc,
         (!args.grpc_over_tcp).then_some(local),
@@ -122,6 +125,7 @@ impl ServerProcess {
         db_connections: u32,
         nodelay: NoDelay,
         grpc_over_tcp: bool,
+        watch_buffer: Option<usize>,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench executable")?;
         let mut command = Command::new(exe);
@@ -131,6 +135,9 @@ impl ServerProcess {
         command.args(["--nodelay", nodelay.as_arg()]);
         if grpc_over_tcp {
             command.arg("--grpc-over-tcp");
+        }
+        if let Some(buffer) = watch_buffer {
+            command.args(["--watch-buffer", &buffer.to_string()]);
         }
         let mut child = command
             .stdin(Stdio::piped())

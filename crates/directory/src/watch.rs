@@ -27,10 +27,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use prost::bytes::Bytes;
+use roster_proto::directory::watch_changes_frame::Payload;
 use roster_proto::directory::watch_changes_request::Start;
-use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{
-    Change, Progress, Synced, WatchChangesRequest, WatchChangesResponse,
+    Progress, Synced, WatchChangesFrame, WatchChangesRequest, encode_change,
 };
 use roster_store::{
     ChangeFilter, ChangeKind, ChangeRecord, Cursor, DirectoryId, SnapshotItem, Store, StoreError,
@@ -65,6 +66,10 @@ pub struct WatchConfig {
     /// wake-up (covers a lost cross-process notification and aborted holes).
     pub poll_interval: Duration,
     /// Messages buffered per watcher between its task and the gRPC stream.
+    /// Small on purpose: it only hands messages over to the stream. A
+    /// watcher that cannot send leaves the shared batches in the broadcast
+    /// (and re-reads the database once those are gone), so a deeper buffer
+    /// only multiplies what 10,000 lagging streams hold each.
     pub buffer: usize,
 }
 
@@ -74,32 +79,40 @@ impl Default for WatchConfig {
             progress_interval: Duration::from_secs(5),
             slow_consumer_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
-            buffer: 64,
+            buffer: 8,
         }
     }
 }
 
 /// A contiguous range of the change log: every committed change with
 /// `after < revision <= up_to`, in revision order. Each record is converted
-/// to its proto once, here, rather than once per watcher.
+/// and encoded once, here; every watcher's frames share those bytes, so
+/// 10,000 watchers cost 10,000 reference counts per change, not 10,000
+/// copies of a `Change` that each stream encodes again.
 #[derive(Debug)]
 pub struct Batch {
     after: i64,
     up_to: i64,
     records: Vec<ChangeRecord>,
-    changes: Vec<Change>,
+    /// The encoded `Change` of each record, in the same order.
+    encoded: Vec<Bytes>,
 }
 
 impl Batch {
     fn new(after: i64, up_to: i64, records: Vec<ChangeRecord>) -> Self {
-        let changes = records.iter().map(convert::change).collect();
+        let encoded = records.iter().map(encoded_change).collect();
         Self {
             after,
             up_to,
             records,
-            changes,
+            encoded,
         }
     }
+}
+
+/// The frame payload of one change-log record.
+fn encoded_change(record: &ChangeRecord) -> Bytes {
+    encode_change(&convert::change(record))
 }
 
 /// What the tailer publishes.
@@ -573,7 +586,7 @@ struct Watcher {
     events: broadcast::Receiver<HubEvent>,
     /// The hub head read together with `events`' subscription.
     subscribed_head: i64,
-    out: mpsc::Sender<Result<WatchChangesResponse, Status>>,
+    out: mpsc::Sender<Result<WatchChangesFrame, Status>>,
     last_sent: Instant,
     /// Last revision sent, shared with the hub's lag metric.
     sent: Arc<AtomicI64>,
@@ -634,8 +647,8 @@ impl Watcher {
                 change.directory_id = dir.map(|d| d.to_string()).unwrap_or_default();
             }
             // A snapshot cannot be resumed half-way: its events carry no cursor.
-            self.send(String::new(), revision, Payload::Change(change))
-                .await?;
+            let payload = Payload::Change(encode_change(&change));
+            self.send(String::new(), revision, payload).await?;
         }
         self.pos = snapshot_cursor;
         let encoded = cursor::encode(&self.pos);
@@ -708,7 +721,7 @@ impl Watcher {
             let up_to = page_end(&records, head);
             let changes = records
                 .iter()
-                .map(|r| (r.revision, convert::change(r)))
+                .map(|r| (r.revision, encoded_change(r)))
                 .collect();
             self.deliver(changes, up_to).await?;
         }
@@ -723,8 +736,9 @@ impl Watcher {
         let fresh = batch
             .records
             .iter()
-            .zip(&batch.changes)
+            .zip(&batch.encoded)
             .filter(|(r, _)| r.revision > self.pos.after && self.filter.matches(r))
+            // A reference to the batch's bytes, not a copy.
             .map(|(r, c)| (r.revision, c.clone()))
             .collect();
         self.deliver(fresh, batch.up_to).await
@@ -732,7 +746,7 @@ impl Watcher {
 
     /// Sends `changes` (already filtered, in revision order, all above our
     /// position) and moves the position to `up_to`.
-    async fn deliver(&mut self, changes: Vec<(i64, Change)>, up_to: i64) -> Result<(), Stop> {
+    async fn deliver(&mut self, changes: Vec<(i64, Bytes)>, up_to: i64) -> Result<(), Stop> {
         let already_seen: HashSet<i64> = self.pos.also_seen.iter().copied().collect();
         for (revision, change) in changes {
             if already_seen.contains(&revision) {
@@ -763,7 +777,7 @@ impl Watcher {
 
     /// Sends one message, cutting the consumer off when its buffer stays full.
     async fn send(&mut self, cursor: String, revision: i64, payload: Payload) -> Result<(), Stop> {
-        let message = WatchChangesResponse {
+        let message = WatchChangesFrame {
             cursor,
             revision,
             payload: Some(payload),
@@ -784,13 +798,13 @@ impl Watcher {
 /// The response stream of one watch: buffered messages, or — as soon as the
 /// watcher gives up (slow consumer, expired cursor, shutdown) — its error.
 pub struct WatchStream {
-    messages: mpsc::Receiver<Result<WatchChangesResponse, Status>>,
+    messages: mpsc::Receiver<Result<WatchChangesFrame, Status>>,
     abort: Option<oneshot::Receiver<Status>>,
     done: bool,
 }
 
 impl Stream for WatchStream {
-    type Item = Result<WatchChangesResponse, Status>;
+    type Item = Result<WatchChangesFrame, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
@@ -822,11 +836,46 @@ mod tests {
         assert_eq!(page_end(&[], 42), 42);
     }
 
+    fn membership_record(revision: i64, kind: ChangeKind) -> ChangeRecord {
+        let membership = roster_store::Membership {
+            group_id: roster_store::GroupId::new(),
+            member_id: uuid::Uuid::new_v4(),
+            member_kind: roster_store::MemberKind::User,
+        };
+        ChangeRecord {
+            revision,
+            event_id: uuid::Uuid::new_v4(),
+            directory_id: DirectoryId::new(),
+            kind,
+            resource_id: membership.group_id.0,
+            version: revision,
+            occurred_at: chrono::Utc::now(),
+            payload: serde_json::to_value(membership).unwrap(),
+            changed_fields: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_batch_encodes_each_record_as_its_change() {
+        use prost::Message;
+        let records = vec![
+            membership_record(11, ChangeKind::MemberAdded),
+            membership_record(12, ChangeKind::MemberRemoved),
+        ];
+        let batch = Batch::new(10, 12, records.clone());
+        assert_eq!(batch.encoded.len(), records.len());
+        for (record, bytes) in records.iter().zip(&batch.encoded) {
+            let decoded = roster_proto::directory::Change::decode(bytes.clone()).unwrap();
+            assert!(decoded.resource.is_some(), "payload not converted");
+            assert_eq!(decoded, convert::change(record));
+        }
+    }
+
     #[tokio::test]
     async fn an_abort_is_delivered_before_buffered_messages() {
         let (tx, rx) = mpsc::channel(4);
         let (abort_tx, abort_rx) = oneshot::channel();
-        tx.send(Ok(WatchChangesResponse::default())).await.unwrap();
+        tx.send(Ok(WatchChangesFrame::default())).await.unwrap();
         abort_tx
             .send(Status::resource_exhausted("too slow"))
             .unwrap();
@@ -844,7 +893,7 @@ mod tests {
     async fn messages_flow_until_the_watcher_ends() {
         let (tx, rx) = mpsc::channel(4);
         let (abort_tx, abort_rx) = oneshot::channel::<Status>();
-        tx.send(Ok(WatchChangesResponse {
+        tx.send(Ok(WatchChangesFrame {
             revision: 7,
             ..Default::default()
         }))
