@@ -39,7 +39,10 @@ pub fn local_channel() -> (Channel, LocalListener) {
         async move {
             let (client, server) = tokio::io::duplex(PIPE_BUFFER);
             tx.send(server).map_err(|_| {
-                io::Error::new(io::ErrorKind::ConnectionRefused, "directory service stopped")
+                io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    "directory service stopped",
+                )
             })?;
             Ok::<_, io::Error>(TokioIo::new(client))
         }

@@ -290,8 +290,11 @@ impl ChangeHub {
         (state.sender.subscribe(), state.head)
     }
 
-    fn publish(&self, batch: Batch) {
-        for r in &batch.records {
+    /// Publishes the records of `(after, up_to]`. Nobody watching, nothing
+    /// is encoded: the head moves under the lock [`ChangeHub::subscribe`]
+    /// takes, so a watcher subscribing later starts from the new head.
+    fn publish(&self, after: i64, up_to: i64, records: Vec<ChangeRecord>) {
+        for r in &records {
             if matches!(
                 r.kind,
                 ChangeKind::DirectoryUpdated | ChangeKind::DirectoryDeleted
@@ -299,10 +302,20 @@ impl ChangeHub {
                 self.directories.forget(r.directory_id);
             }
         }
+        {
+            let mut state = self.lock();
+            if state.sender.receiver_count() == 0 {
+                state.head = state.head.max(up_to);
+                return;
+            }
+        }
+        // Encoded outside the lock; a watcher subscribing meanwhile still
+        // sees the old head and so receives this batch.
+        let batch = Arc::new(Batch::new(after, up_to, records));
         let mut state = self.lock();
-        state.head = state.head.max(batch.up_to);
-        // No receivers is fine: nobody is watching.
-        let _ = state.sender.send(HubEvent::Batch(Arc::new(batch)));
+        state.head = state.head.max(up_to);
+        // Every receiver may have left meanwhile: that is fine.
+        let _ = state.sender.send(HubEvent::Batch(batch));
     }
 
     fn publish_reset(&self) {
@@ -380,22 +393,10 @@ impl ChangeHub {
                 }
                 Err(e) => return Err(e),
             };
+            // `read_changes` checked the pruning bound in the rows' own
+            // snapshot: a page it returns has no holes.
             let up_to = page_end(&records, target);
-            let pruned_through = self.store.log_bounds().await?.pruned_through;
-            if pruned_through > *head {
-                // Rows above our head were pruned before we read them; the
-                // batch may have holes. Watchers re-read and see OUT_OF_RANGE.
-                tracing::error!(
-                    head = *head,
-                    pruned_through,
-                    "change log pruned past the tailer; resetting watchers"
-                );
-                *head = up_to.max(pruned_through);
-                self.set_initial_head(*head);
-                self.publish_reset();
-                continue;
-            }
-            self.publish(Batch::new(*head, up_to, records));
+            self.publish(*head, up_to, records);
             *head = up_to;
         }
         Ok(())
@@ -708,16 +709,8 @@ impl Watcher {
             let records = store
                 .read_changes(&self.filter, self.pos.after, head, READ_PAGE)
                 .await?;
-            // Checked after the read: pruning only moves forward, so if the
-            // bound is still below our position the read saw every row.
-            let bounds = store.log_bounds().await?;
-            if bounds.pruned_through > self.pos.after {
-                let expired = StoreError::CursorExpired {
-                    requested: self.pos.after,
-                    oldest: bounds.pruned_through,
-                };
-                return Err(expired.into());
-            }
+            // An expired position fails the read itself (CursorExpired):
+            // the bound and the rows come from one snapshot.
             let up_to = page_end(&records, head);
             let changes = records
                 .iter()

@@ -149,7 +149,10 @@ pub trait Store: Send + Sync + 'static {
     /// Bounds of the change log (pruned-through and stable head).
     async fn log_bounds(&self) -> StoreResult<LogBounds>;
     /// Changes with `after < revision <= up_to` passing `filter`, in revision
-    /// order, at most `limit`. `up_to` must not exceed a stable head.
+    /// order, at most `limit`. `up_to` must not exceed a stable head. Fails
+    /// with [`StoreError::CursorExpired`] when the log was pruned past
+    /// `after`; otherwise nothing of the range is missing (the pruning bound
+    /// is read in the same snapshot as the rows).
     async fn read_changes(
         &self,
         filter: &ChangeFilter,
