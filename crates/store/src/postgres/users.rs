@@ -34,39 +34,36 @@ impl PgStore {
     /// foreign key at the end of the statement (a violation is
     /// `NotFound("directory")`), whose `FOR KEY SHARE` orders the creation
     /// before a concurrent `directory.deleted` or makes it fail.
+    ///
+    /// The change payload (the serialized [`User`]) is built from the new row
+    /// in SQL: the user's JSON then crosses the wire once, not twice.
     pub(super) async fn create_user_impl(
         &self,
         dir: DirectoryId,
         write: UserWrite,
     ) -> StoreResult<User> {
-        let mut user = User {
-            id: UserId::new(),
-            directory_id: dir,
-            fields: write.fields,
-            raw: write.raw,
-            group_ids: Vec::new(),
-            version: 1,
-            created_at: chrono::Utc::now(),
-            updated_at: chrono::Utc::now(),
-        };
-        let change = user_change(ChangeKind::UserCreated, &user, Vec::new())?;
-        let f = &user.fields;
-        // The payload's timestamps are replaced by the row's (the database
-        // clock), so the event and the stored user agree.
+        let id = UserId::new();
+        let f = &write.fields;
         let created_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
             "WITH u AS ( \
                INSERT INTO users (id, directory_id, user_name, external_id, active, display_name, given_name, \
                  family_name, emails, title, department, manager_id, employee_number, custom_attributes, raw) \
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-               RETURNING id, directory_id, version, created_at, updated_at), \
+               RETURNING *), \
              c AS ( \
                INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
-               SELECT nextval('change_revision'), $16, u.directory_id, $17, u.id, u.version, \
-                      $18::jsonb || jsonb_build_object('created_at', u.created_at, 'updated_at', u.updated_at) \
+               SELECT nextval('change_revision'), $16, u.directory_id, 'user.created', u.id, u.version, \
+                      jsonb_build_object('id', u.id, 'directory_id', u.directory_id, 'user_name', u.user_name, \
+                        'external_id', u.external_id, 'active', u.active, 'display_name', u.display_name, \
+                        'given_name', u.given_name, 'family_name', u.family_name, 'emails', u.emails, \
+                        'title', u.title, 'department', u.department, 'manager_id', u.manager_id, \
+                        'employee_number', u.employee_number, 'custom_attributes', u.custom_attributes, \
+                        'raw', u.raw, 'group_ids', '[]'::jsonb, 'version', u.version, \
+                        'created_at', u.created_at, 'updated_at', u.updated_at) \
                FROM u WHERE pg_current_xact_id() IS NOT NULL) \
              SELECT created_at FROM u",
         )
-        .bind(user.id.0)
+        .bind(id.0)
         .bind(dir.0)
         .bind(&f.user_name)
         .bind(&f.external_id)
@@ -80,17 +77,22 @@ impl PgStore {
         .bind(&f.manager_id)
         .bind(&f.employee_number)
         .bind(serde_json::to_value(&f.custom_attributes).map_err(json_error)?)
-        .bind(&user.raw)
-        .bind(uuid::Uuid::new_v4())
-        .bind(change.kind.as_str())
-        .bind(&change.payload)
+        .bind(&write.raw)
+        .bind(Uuid::new_v4())
         .fetch_one(self.pool())
         .await
         .map_err(map_db)?;
-        user.created_at = created_at;
-        user.updated_at = created_at;
         self.notifier.local_commit();
-        Ok(user)
+        Ok(User {
+            id,
+            directory_id: dir,
+            fields: write.fields,
+            raw: write.raw,
+            group_ids: Vec::new(),
+            version: 1,
+            created_at,
+            updated_at: created_at,
+        })
     }
 
     pub(super) async fn get_user_impl(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {

@@ -195,6 +195,10 @@ pub async fn user_crud_versions_and_events(store: Arc<dyn Store>) {
         .map(|f| f.field.as_str())
         .collect();
     assert_eq!(fields, BTreeSet::from(["active", "display_name"]));
+    // The creation's payload is the user as created (both backends build it
+    // their own way: it must still decode to the same user).
+    let born: User = serde_json::from_value(changes[1].payload.clone()).unwrap();
+    assert_eq!(born, created);
     // Payloads are the post-change user; the tombstone is the last state.
     let payload: User = serde_json::from_value(changes[4].payload.clone()).unwrap();
     assert_eq!((payload.version, payload.fields.active), (4, true));
