@@ -110,6 +110,10 @@ pub struct BenchArgs {
     /// Lookup: requests per filter kind.
     #[arg(long, default_value_t = 2_000)]
     pub lookups: usize,
+    /// Lookup: requests per `co`/`sw` probe, when fewer than `--lookups`
+    /// (a `co` search at 1M users takes tens of milliseconds).
+    #[arg(long)]
+    pub pattern_lookups: Option<usize>,
     /// Lookup and churn: concurrent writers seeding rows through the Store API.
     #[arg(long, default_value_t = 32)]
     pub seed_concurrency: usize,

@@ -48,6 +48,16 @@ impl Probe {
         }
     }
 
+    /// How many searches of this probe to time.
+    fn requests(self, args: &BenchArgs) -> usize {
+        match self {
+            Self::UserNameCo | Self::UserNameSw => {
+                args.pattern_lookups.unwrap_or(args.lookups).min(args.lookups)
+            }
+            Self::UserNameEq | Self::ExternalIdEq => args.lookups,
+        }
+    }
+
     /// The filter for seeded user `i`, and the fewest results it must match.
     fn filter(self, i: usize) -> String {
         let name = user_name(PREFIX, i);
@@ -160,7 +170,7 @@ async fn measure_all(
                 probe,
                 &label,
                 Arc::clone(&clients),
-                args.lookups,
+                probe.requests(args),
                 concurrency,
             )
             .await?;
