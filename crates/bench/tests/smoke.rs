@@ -194,6 +194,7 @@ async fn fanout() {
 #[tokio::test]
 async fn limit() {
     let report = run("limit").await;
-    assert_report(&report, "limit", 2);
+    assert_report(&report, "limit", 3);
     assert!(figure(&report, "onboarding_fraction_of_limit") > 0.0);
+    assert!(figure(&report, "onboarding_fraction_of_user_and_change_rows") > 0.0);
 }
