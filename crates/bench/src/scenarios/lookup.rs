@@ -51,9 +51,10 @@ impl Probe {
     /// How many searches of this probe to time.
     fn requests(self, args: &BenchArgs) -> usize {
         match self {
-            Self::UserNameCo | Self::UserNameSw => {
-                args.pattern_lookups.unwrap_or(args.lookups).min(args.lookups)
-            }
+            Self::UserNameCo | Self::UserNameSw => args
+                .pattern_lookups
+                .unwrap_or(args.lookups)
+                .min(args.lookups),
             Self::UserNameEq | Self::ExternalIdEq => args.lookups,
         }
     }
