@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::changes::NewChange;
@@ -43,8 +44,7 @@ impl PgStore {
         write: UserWrite,
     ) -> StoreResult<User> {
         let id = UserId::new();
-        let f = &write.fields;
-        let created_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        let query = sqlx::query(
             "WITH u AS ( \
                INSERT INTO users (id, directory_id, user_name, external_id, active, display_name, given_name, \
                  family_name, emails, title, department, manager_id, employee_number, custom_attributes, raw) \
@@ -64,24 +64,14 @@ impl PgStore {
              SELECT created_at FROM u",
         )
         .bind(id.0)
-        .bind(dir.0)
-        .bind(&f.user_name)
-        .bind(&f.external_id)
-        .bind(f.active)
-        .bind(&f.display_name)
-        .bind(&f.given_name)
-        .bind(&f.family_name)
-        .bind(serde_json::to_value(&f.emails).map_err(json_error)?)
-        .bind(&f.title)
-        .bind(&f.department)
-        .bind(&f.manager_id)
-        .bind(&f.employee_number)
-        .bind(serde_json::to_value(&f.custom_attributes).map_err(json_error)?)
-        .bind(&write.raw)
-        .bind(Uuid::new_v4())
-        .fetch_one(self.pool())
-        .await
-        .map_err(map_db)?;
+        .bind(dir.0);
+        let row = bind_columns(query, &write)?
+            .bind(Uuid::new_v4())
+            .fetch_one(self.pool())
+            .await
+            .map_err(map_db)?;
+        let created_at: chrono::DateTime<chrono::Utc> =
+            row.try_get("created_at").map_err(map_db)?;
         self.notifier.local_commit();
         Ok(User {
             id,
@@ -164,28 +154,14 @@ async fn write_update(tx: &mut WriteTx, old: &User, write: UserWrite) -> StoreRe
     if changed.is_empty() && old.raw == write.raw {
         return Ok(old.clone());
     }
-    let f = &write.fields;
     let sql = format!(
         "UPDATE users SET user_name = $2, external_id = $3, active = $4, display_name = $5, given_name = $6, \
          family_name = $7, emails = $8, title = $9, department = $10, manager_id = $11, employee_number = $12, \
          custom_attributes = $13, raw = $14, version = version + 1, updated_at = now() \
          WHERE id = $1 RETURNING {USER_COLUMNS}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(old.id.0)
-        .bind(&f.user_name)
-        .bind(&f.external_id)
-        .bind(f.active)
-        .bind(&f.display_name)
-        .bind(&f.given_name)
-        .bind(&f.family_name)
-        .bind(serde_json::to_value(&f.emails).map_err(json_error)?)
-        .bind(&f.title)
-        .bind(&f.department)
-        .bind(&f.manager_id)
-        .bind(&f.employee_number)
-        .bind(serde_json::to_value(&f.custom_attributes).map_err(json_error)?)
-        .bind(&write.raw)
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(old.id.0);
+    let row = bind_columns(query, &write)?
         .fetch_one(tx.conn())
         .await
         .map_err(map_db)?;
@@ -198,6 +174,29 @@ async fn write_update(tx: &mut WriteTx, old: &User, write: UserWrite) -> StoreRe
     };
     tx.emit(user_change(kind, &user, changed)?);
     Ok(user)
+}
+
+/// Binds `write`'s stored columns, `user_name` through `raw` (13 values), in
+/// the order the INSERT and UPDATE statements of this module name them.
+fn bind_columns<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    write: &'q UserWrite,
+) -> StoreResult<Query<'q, Postgres, PgArguments>> {
+    let f = &write.fields;
+    Ok(query
+        .bind(&f.user_name)
+        .bind(&f.external_id)
+        .bind(f.active)
+        .bind(&f.display_name)
+        .bind(&f.given_name)
+        .bind(&f.family_name)
+        .bind(serde_json::to_value(&f.emails).map_err(json_error)?)
+        .bind(&f.title)
+        .bind(&f.department)
+        .bind(&f.manager_id)
+        .bind(&f.employee_number)
+        .bind(serde_json::to_value(&f.custom_attributes).map_err(json_error)?)
+        .bind(&write.raw))
 }
 
 /// Loads a user of `dir` with its group ids (optionally locking the row),
