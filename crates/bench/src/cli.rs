@@ -74,10 +74,6 @@ pub struct BenchArgs {
     /// PostgreSQL connections of the server under test (`roster serve`'s default).
     #[arg(long, default_value_t = 16)]
     pub server_db_connections: u32,
-    /// Set TCP_NODELAY on the server's listening sockets (`roster serve` does
-    /// not): shows what the 40 ms Nagle/delayed-ACK stall costs, per hop.
-    #[arg(long, value_enum, default_value_t = NoDelay::None)]
-    pub server_nodelay: NoDelay,
     /// The server's gateway calls its directory service over loopback TCP
     /// (as separate `roster gateway` and `roster directory` processes do)
     /// instead of the in-process pipe `roster serve` uses.
@@ -157,48 +153,10 @@ pub struct ServeArgs {
     /// PostgreSQL connections of the store.
     #[arg(long, default_value_t = 16)]
     pub db_max_connections: u32,
-    /// TCP_NODELAY on the listening sockets (inherited by accepted connections).
-    #[arg(long, value_enum, default_value_t = NoDelay::None)]
-    pub nodelay: NoDelay,
     /// The gateway calls the directory service over loopback TCP.
     #[arg(long)]
     pub grpc_over_tcp: bool,
     /// Messages buffered per watch stream (default: the service's own).
     #[arg(long)]
     pub watch_buffer: Option<usize>,
-}
-
-/// Which of the server's listeners get TCP_NODELAY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum NoDelay {
-    /// Neither, as `roster serve` does today.
-    None,
-    /// The directory service's gRPC listener.
-    Grpc,
-    /// The gateway's HTTP listener.
-    Http,
-    /// Both.
-    Both,
-}
-
-impl NoDelay {
-    /// Whether the gRPC listener gets TCP_NODELAY.
-    pub fn grpc(self) -> bool {
-        matches!(self, Self::Grpc | Self::Both)
-    }
-
-    /// Whether the HTTP listener gets TCP_NODELAY.
-    pub fn http(self) -> bool {
-        matches!(self, Self::Http | Self::Both)
-    }
-
-    /// The flag's value on the command line.
-    pub fn as_arg(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Grpc => "grpc",
-            Self::Http => "http",
-            Self::Both => "both",
-        }
-    }
 }

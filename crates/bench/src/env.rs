@@ -23,7 +23,6 @@ impl Env {
         let server = match ServerProcess::start(
             &database.url,
             args.server_db_connections,
-            args.server_nodelay,
             args.grpc_over_tcp,
             args.server_watch_buffer,
         )

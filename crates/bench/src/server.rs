@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-use crate::cli::{NoDelay, ServeArgs};
+use crate::cli::ServeArgs;
 
 /// First word of the line the child prints once it accepts requests.
 const READY: &str = "READY";
@@ -41,10 +41,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow!("cannot migrate: {e}"))?;
     let store: Arc<dyn Store> = Arc::new(store);
-    let grpc =
-        listen(args.grpc_addr, args.nodelay.grpc()).context("cannot bind the gRPC address")?;
-    let http =
-        listen(args.http_addr, args.nodelay.http()).context("cannot bind the HTTP address")?;
+    let grpc = listen(args.grpc_addr).context("cannot bind the gRPC address")?;
+    let http = listen(args.http_addr).context("cannot bind the HTTP address")?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let endpoint = format!("http://{grpc_addr}");
     let gateway_config = roster_gateway::GatewayConfig {
@@ -81,20 +79,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-/// A listener on `addr`. With `nodelay`, TCP_NODELAY is set on the listening
-/// socket, which Linux copies to every accepted connection: the experiment
-/// behind docs/performance.md's "40 ms" finding, without touching the
-/// directory or gateway crates.
-fn listen(addr: std::net::SocketAddr, nodelay: bool) -> std::io::Result<TcpListener> {
+/// A listener on `addr` (the servers set TCP_NODELAY on what they accept).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    if nodelay {
-        socket.set_nodelay(true)?;
-    }
     socket.bind(addr)?;
     socket.listen(1024)
 }
@@ -123,7 +115,6 @@ impl ServerProcess {
     pub async fn start(
         database_url: &str,
         db_connections: u32,
-        nodelay: NoDelay,
         grpc_over_tcp: bool,
         watch_buffer: Option<usize>,
     ) -> anyhow::Result<Self> {
@@ -132,7 +123,6 @@ impl ServerProcess {
         command
             .args(["__serve", "--database-url", database_url])
             .args(["--db-max-connections", &db_connections.to_string()]);
-        command.args(["--nodelay", nodelay.as_arg()]);
         if grpc_over_tcp {
             command.arg("--grpc-over-tcp");
         }
