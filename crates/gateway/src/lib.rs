@@ -15,6 +15,7 @@ pub mod error;
 pub mod etag;
 pub mod handlers;
 pub mod observe;
+pub mod path;
 pub mod query;
 pub mod ratelimit;
 pub mod render;
@@ -25,6 +26,7 @@ pub mod state;
 use std::future::Future;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::Response;
@@ -73,9 +75,18 @@ pub async fn serve_state(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // Paths are normalized before routing (a layer on the Router would run
+    // after the route was chosen).
+    let app = tower::Layer::layer(
+        &tower::util::MapRequestLayer::new(path::normalize_request),
+        router(state),
+    );
+    axum::serve(
+        listener,
+        axum::ServiceExt::<Request>::into_make_service(app),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
     Ok(())
 }
 

@@ -857,3 +857,33 @@ async fn ready_when_the_directory_service_serves_and_request_ids_echo() {
     let generated = scim.get("/Users").await;
     assert_eq!(generated.header("x-request-id").map(str::len), Some(32));
 }
+
+#[tokio::test]
+async fn base_urls_pasted_with_trailing_or_doubled_slashes_work() {
+    let stack = Stack::start("gw_slashes").await;
+    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let id = scim.create_user("slash@example.com").await;
+
+    // `$BASE/` pasted into an IdP gives `$BASE//Users`.
+    let doubled = scim.get("//Users").await;
+    assert_eq!(doubled.status, 200, "{:?}", doubled.body);
+    assert_eq!(doubled.body["totalResults"], 1);
+    let trailing = scim
+        .get("/Users/?filter=userName%20eq%20%22slash%40example.com%22")
+        .await;
+    assert_eq!(trailing.status, 200, "{:?}", trailing.body);
+    assert_eq!(trailing.resources()[0]["id"], id.as_str());
+    let one = scim.get(&format!("//Users/{id}/")).await;
+    assert_eq!(one.status, 200, "{:?}", one.body);
+    let created = scim.post("//Groups/", &group("Slashes", &[&id])).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let config = scim.get("/ServiceProviderConfig/").await;
+    assert_eq!(config.status, 200, "{:?}", config.body);
+
+    // A path that does not exist is still a SCIM 404.
+    let missing = scim.get("//Nope/").await;
+    assert_eq!(missing.status, 404);
+    // The token is still checked on the normalized path.
+    let wrong = scim.with_token("rst_wrong").get("//Users/").await;
+    assert_eq!(wrong.status, 401);
+}
