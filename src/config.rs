@@ -22,8 +22,8 @@ pub struct Cli {
 /// What to run.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gateway and the directory service in one process (they talk
-    /// gRPC over loopback). Without a database URL, state goes to an embedded
+    /// Run the gateway and the directory service in one process (the gateway
+    /// calls the directory service over an in-process gRPC channel). Without a database URL, state goes to an embedded
     /// SQLite file; on first start a directory and a token are created.
     Serve(ServeArgs),
     /// Run only the SCIM gateway (HTTP), calling a directory service.
@@ -62,7 +62,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// PostgreSQL URL (production store). When unset, `serve` uses the
-    /// embedded SQLite store in `--data-dir`.
+    /// embedded SQLite store in `--data-dir` (`directory` only with
+    /// `--allow-sqlite`).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Directory of the embedded SQLite store.
@@ -163,20 +164,35 @@ pub struct DirectoryArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub directory: DirectoryServiceArgs,
+    /// Run on the embedded SQLite store in `--data-dir` when no database URL
+    /// is set. A split deployment needs PostgreSQL (the gateway and every
+    /// replica must see one store), so without this flag a missing
+    /// `DATABASE_URL` is an error.
+    #[arg(long, env = "ROSTER_ALLOW_SQLITE", default_value_t = false)]
+    pub allow_sqlite: bool,
 }
 
 /// Connection to a running directory service, for the client subcommands.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
     /// gRPC endpoint of the directory service.
+    /// `host:port` without a scheme means `http://host:port`.
+    // `global` lets the connection flags follow the subcommand too
+    // (`roster admin create-directory … --endpoint X`).
     #[arg(
         long,
         env = "ROSTER_DIRECTORY_ENDPOINT",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        global = true
     )]
     pub endpoint: String,
     /// Shared secret to present to the directory service.
-    #[arg(long, env = "ROSTER_INTERNAL_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ROSTER_INTERNAL_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
     pub internal_secret: Option<String>,
 }
 

@@ -11,7 +11,7 @@ use crate::config::ClientArgs;
 
 /// Connects to a directory service for the client subcommands.
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(args.endpoint.clone()).with_context(|| {
+    let endpoint = Endpoint::from_shared(endpoint_url(&args.endpoint)).with_context(|| {
         format!(
             "malformed directory endpoint {:?} (expected e.g. http://127.0.0.1:50051)",
             args.endpoint
@@ -21,6 +21,16 @@ pub async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
         .connect()
         .await
         .with_context(|| format!("cannot reach the directory service at {} (is `roster serve` or `roster directory` running?)", args.endpoint))
+}
+
+/// The banner prints the gRPC address as `host:port`; operators paste it as
+/// is, so a missing scheme means plain-text HTTP/2.
+pub fn endpoint_url(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("http://{endpoint}")
+    }
 }
 
 /// Adds the internal secret, when configured, to a request.

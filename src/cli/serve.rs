@@ -96,6 +96,12 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
 
 /// `roster directory`.
 pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
+    if args.store.database_url.is_none() && !args.allow_sqlite {
+        return Err(anyhow!(
+            "`roster directory` needs PostgreSQL: set DATABASE_URL or --database-url (the embedded \
+             SQLite store is for `roster serve`; pass --allow-sqlite to run a lone directory service on it)"
+        ));
+    }
     let (store, _) = open_store(&args.store).await?;
     let grpc = bind(args.directory.grpc_addr, "--grpc-addr / ROSTER_GRPC_ADDR").await?;
     tracing::info!(addr = %grpc.local_addr()?, "directory service listening");
