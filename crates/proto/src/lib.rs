@@ -30,3 +30,34 @@ mod frame;
 /// Encoded `FileDescriptorSet` of every Roster proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/roster_descriptor.bin"));
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    /// Consumers generate stubs in other languages from `proto/`; Go's
+    /// generator refuses a file without `go_package`.
+    #[test]
+    fn every_proto_declares_its_package_for_other_languages() {
+        let set = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
+        let ours: Vec<_> = set
+            .file
+            .iter()
+            .filter(|f| f.package().starts_with("roster."))
+            .collect();
+        assert_eq!(ours.len(), 2, "{:?}", set.file.iter().map(|f| f.name()).collect::<Vec<_>>());
+        for file in ours {
+            let options = file.options.as_ref().expect("file options");
+            let version = file.package().rsplit('.').next().unwrap();
+            assert!(
+                options.go_package().ends_with(&format!("/{version};{}{version}", file.package().split('.').nth(1).unwrap())),
+                "{}: go_package {:?}",
+                file.name(),
+                options.go_package()
+            );
+            assert!(options.java_package().starts_with("dev.roster."), "{}", file.name());
+            assert!(options.java_multiple_files(), "{}", file.name());
+            assert!(!options.csharp_namespace().is_empty(), "{}", file.name());
+        }
+    }
+}
