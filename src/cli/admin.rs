@@ -224,5 +224,6 @@ fn token_json(t: &Token) -> Value {
         "prefix": t.prefix,
         "created_at": t.created_at.as_ref().map(ToString::to_string),
         "revoked_at": t.revoked_at.as_ref().map(ToString::to_string),
+        "last_used_at": t.last_used_at.as_ref().map(ToString::to_string),
     })
 }

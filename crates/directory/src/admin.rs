@@ -52,12 +52,31 @@ impl AdminApi {
         if !bool::from(presented.ct_eq(&stored)) || token.revoked_at.is_some() {
             return Err(REJECTED);
         }
+        self.record_use(&token).await;
         let directory = self.store.get_directory(token.directory_id).await?;
         Ok(pa::AuthenticateTokenResponse {
             directory_id: token.directory_id.to_string(),
             token_id: token.id.to_string(),
             directory: Some(convert::directory(&directory)),
         })
+    }
+}
+
+impl AdminApi {
+    /// Keeps `last_used_at` current to within the store's granularity: the
+    /// common case (used within the last minute) writes nothing. A failed
+    /// write must not fail the IdP's request, so it is only logged.
+    async fn record_use(&self, token: &roster_store::Token) {
+        let now = chrono::Utc::now();
+        let fresh = token
+            .last_used_at
+            .is_some_and(|at| now - at < roster_store::TOKEN_USE_GRANULARITY);
+        if fresh {
+            return;
+        }
+        if let Err(error) = self.store.mark_token_used(token.id, now).await {
+            tracing::warn!(%error, token_id = %token.id, "cannot record the token's last use");
+        }
     }
 }
 

@@ -291,6 +291,7 @@ pub fn token(t: &m::Token) -> pa::Token {
         prefix: t.prefix.clone(),
         created_at: Some(timestamp(t.created_at)),
         revoked_at: t.revoked_at.map(timestamp),
+        last_used_at: t.last_used_at.map(timestamp),
     }
 }
 

@@ -19,11 +19,17 @@ pub mod model;
 pub mod postgres;
 pub mod sqlite;
 
+use chrono::{DateTime, Utc};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+
+/// How precisely a token's last use is recorded: the gateway re-checks a
+/// token every few seconds, and a write each time would put a write on the
+/// authentication path for no operator benefit.
+pub const TOKEN_USE_GRANULARITY: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Rewrites a user inside the transaction that holds its row lock: gets the
 /// stored user, returns the new state or rejects.
@@ -62,6 +68,9 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, directory: DirectoryId, id: TokenId) -> StoreResult<()>;
     /// Finds the live token with this SHA-256 hash.
     async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>>;
+    /// Records that the token authenticated a request at `at`, unless it
+    /// was already recorded within [`TOKEN_USE_GRANULARITY`] of `at`.
+    async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()>;
 
     // --- users ---
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User>;

@@ -192,6 +192,9 @@ pub struct Token {
     pub prefix: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it last authenticated a request, to within
+    /// [`TOKEN_USE_GRANULARITY`](crate::TOKEN_USE_GRANULARITY).
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// A token to store: its SHA-256 hash and a displayable prefix.

@@ -43,6 +43,7 @@ mod notify;
 mod snapshot;
 mod users;
 
+use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -303,6 +304,9 @@ impl Store for PgStore {
 
     async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>> {
         self.find_token_impl(hash).await
+    }
+    async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()> {
+        self.mark_token_used_impl(id, at).await
     }
 
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User> {

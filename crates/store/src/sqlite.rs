@@ -20,6 +20,7 @@ mod log;
 mod tx;
 mod users;
 
+use chrono::{DateTime, Utc};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -255,6 +256,9 @@ impl Store for SqliteStore {
     }
     async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>> {
         self.find_token_impl(hash).await
+    }
+    async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()> {
+        self.mark_token_used_impl(id, at).await
     }
 
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User> {

@@ -1,5 +1,6 @@
 //! Directories and bearer tokens.
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
@@ -14,7 +15,7 @@ const MAX_LIVE_TOKENS: i64 = 2;
 
 const DIRECTORY_COLUMNS: &str = "id, name, organization, provider, deprovision_policy, attribute_mappings, version, created_at, updated_at";
 
-const TOKEN_COLUMNS: &str = "id, directory_id, name, prefix, created_at, revoked_at";
+const TOKEN_COLUMNS: &str = "id, directory_id, name, prefix, created_at, revoked_at, last_used_at";
 
 impl PgStore {
     pub(super) async fn create_directory_impl(&self, new: NewDirectory) -> StoreResult<Directory> {
@@ -217,6 +218,24 @@ impl PgStore {
         found.map(|_| ()).ok_or(StoreError::NotFound("token"))
     }
 
+    pub(super) async fn mark_token_used_impl(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tokens SET last_used_at = $2 WHERE id = $1 \
+             AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(id.0)
+        .bind(at)
+        .bind(at - crate::TOKEN_USE_GRANULARITY)
+        .execute(&self.pool)
+        .await
+        .map_err(map_db)?;
+        Ok(())
+    }
+
     pub(super) async fn find_token_impl(
         &self,
         hash: [u8; 32],
@@ -280,6 +299,7 @@ fn decode_token(row: &PgRow) -> StoreResult<Token> {
         prefix: row.try_get("prefix").map_err(map_db)?,
         created_at: row.try_get("created_at").map_err(map_db)?,
         revoked_at: row.try_get("revoked_at").map_err(map_db)?,
+        last_used_at: row.try_get("last_used_at").map_err(map_db)?,
     })
 }
 

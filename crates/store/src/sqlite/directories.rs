@@ -1,5 +1,6 @@
 //! Directories and their bearer tokens.
 
+use chrono::{DateTime, Utc};
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
 
@@ -15,7 +16,8 @@ use crate::model::*;
 const MAX_LIVE_TOKENS: i64 = 2;
 
 const DIRECTORY_COLUMNS: &str = "id, name, organization, provider, deprovision_policy, attribute_mappings, version, created_at, updated_at";
-const TOKEN_COLUMNS: &str = "id, directory_id, name, prefix, hash, created_at, revoked_at";
+const TOKEN_COLUMNS: &str =
+    "id, directory_id, name, prefix, hash, created_at, revoked_at, last_used_at";
 
 impl SqliteStore {
     pub(super) async fn create_directory_impl(&self, new: NewDirectory) -> StoreResult<Directory> {
@@ -162,6 +164,7 @@ impl SqliteStore {
             prefix: new.prefix,
             created_at: tx.now,
             revoked_at: None,
+            last_used_at: None,
         };
         sqlx::query(
             "INSERT INTO tokens (id, directory_id, name, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -219,6 +222,26 @@ impl SqliteStore {
         if found == 0 {
             return Err(StoreError::NotFound("token"));
         }
+        self.commit(tx).await?;
+        Ok(())
+    }
+
+    pub(super) async fn mark_token_used_impl(
+        &self,
+        id: TokenId,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE tokens SET last_used_at = ? WHERE id = ? \
+             AND (last_used_at IS NULL OR last_used_at < ?)",
+        )
+        .bind(time_text(at))
+        .bind(id_text(id.0))
+        .bind(time_text(at - crate::TOKEN_USE_GRANULARITY))
+        .execute(tx.conn())
+        .await
+        .map_err(map_sqlx)?;
         self.commit(tx).await?;
         Ok(())
     }
@@ -294,6 +317,7 @@ fn decode_token(row: &SqliteRow) -> StoreResult<(Token, [u8; 32])> {
         prefix: row.text("prefix")?,
         created_at: row.time("created_at")?,
         revoked_at: row.opt_time("revoked_at")?,
+        last_used_at: row.opt_time("last_used_at")?,
     };
     Ok((token, hash))
 }

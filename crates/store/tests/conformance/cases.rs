@@ -108,6 +108,41 @@ pub async fn token_limit_revoke_and_lookup(store: Arc<dyn Store>) {
     ));
 }
 
+pub async fn token_last_use_is_recorded_to_the_minute(store: Arc<dyn Store>) {
+    let dir = directory(&*store, "used").await;
+    let token = store
+        .create_token(NewToken {
+            directory_id: dir.id,
+            name: "idp".into(),
+            prefix: "rst_used".into(),
+            hash: [3; 32],
+        })
+        .await
+        .unwrap();
+    assert_eq!(token.last_used_at, None, "a new token was never used");
+    let last_used = |store: Arc<dyn Store>| async move {
+        let (found, _) = store.find_token([3; 32]).await.unwrap().unwrap();
+        found.last_used_at
+    };
+
+    let first = chrono::Utc::now() - chrono::Duration::minutes(10);
+    store.mark_token_used(token.id, first).await.unwrap();
+    let recorded = last_used(store.clone()).await.expect("recorded");
+    assert!((recorded - first).num_milliseconds().abs() < 1, "{recorded} vs {first}");
+
+    // Within the granularity nothing is written; past it, the new time is.
+    store
+        .mark_token_used(token.id, first + chrono::Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(last_used(store.clone()).await, Some(recorded));
+    let later = first + chrono::Duration::minutes(5);
+    store.mark_token_used(token.id, later).await.unwrap();
+    let listed = store.list_tokens(dir.id, false).await.unwrap();
+    let shown = listed[0].last_used_at.expect("listed with its last use");
+    assert!((shown - later).num_milliseconds().abs() < 1, "{shown} vs {later}");
+}
+
 pub async fn user_crud_versions_and_events(store: Arc<dyn Store>) {
     let dir = directory(&*store, "u").await;
     let created = store.create_user(dir.id, user("alice")).await.unwrap();

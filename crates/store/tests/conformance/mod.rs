@@ -30,6 +30,7 @@ macro_rules! conformance_suite {
         $crate::conformance::conformance_suite!(@cases $make;
             directories_crud_and_events,
             token_limit_revoke_and_lookup,
+            token_last_use_is_recorded_to_the_minute,
             user_crud_versions_and_events,
             no_op_update_changes_nothing,
             user_name_is_unique_case_insensitively,
