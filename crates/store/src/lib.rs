@@ -26,14 +26,18 @@ pub use error::{StoreError, StoreResult};
 pub use model::*;
 
 /// Rewrites a user inside the transaction that holds its row lock: gets the
-/// stored user, returns the new state or rejects.
+/// stored user, returns the new state or rejects. A `Fn`, not a `FnOnce`:
+/// when the database aborts the transaction (deadlock, serialization
+/// failure) the store replays it, calling the callback again on the state
+/// it then finds, exactly as if the request had arrived a moment later.
 pub type UserUpdateFn =
-    Box<dyn FnOnce(&User) -> Result<UserWrite, Box<dyn std::error::Error + Send + Sync>> + Send>;
+    Box<dyn Fn(&User) -> Result<UserWrite, Box<dyn std::error::Error + Send + Sync>> + Send + Sync>;
 
 /// Rewrites a group's attributes and members inside its transaction: gets the
 /// stored group (without members) and returns the operations to apply.
+/// Replayable like [`UserUpdateFn`].
 pub type GroupUpdateFn = Box<
-    dyn FnOnce(&Group) -> Result<Vec<GroupOp>, Box<dyn std::error::Error + Send + Sync>> + Send,
+    dyn Fn(&Group) -> Result<Vec<GroupOp>, Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
 >;
 
 /// The storage contract shared by the PostgreSQL and SQLite backends. The same

@@ -21,6 +21,28 @@
 //! bookkeeping lives in this process ([`PgStore`] holds it behind a mutex);
 //! every replica computes the same heads from the database alone.
 //!
+//! # The one lock order
+//! Every write that locks more than one row takes its locks in this order,
+//! so two writers can wait for each other but never in a cycle:
+//! 1. the groups whose memberships or counts it changes, `FOR NO KEY
+//!    UPDATE`, in ascending id order when there are several (a group
+//!    PATCH/PUT and the gRPC add/remove paths lock their one group first;
+//!    deleting a user or a group first locks every group holding it);
+//! 2. then member rows: `FOR KEY SHARE` on the users and groups being added
+//!    (`resolve_members`), or `FOR UPDATE` on the user or group being
+//!    deleted, which waits for every add that already holds its key share;
+//! 3. then membership rows, and last the change rows (the revisions).
+//!
+//! A deletion reads the groups holding its member before it can lock the
+//! member, so an add committed in between would be a group it does not
+//! hold: the deletion then rolls back and is replayed (see
+//! `groups::remove_from_locked_groups`) rather than lock a group out of
+//! order. What the order cannot exclude (a cycle of nested groups deleted
+//! at once, a database-initiated serialization failure) is aborted by
+//! PostgreSQL with SQLSTATE 40P01/40001 and replayed by
+//! [`PgStore::retrying`] up to [`ATTEMPTS`] times with a short jittered
+//! backoff; only then does the caller see [`StoreError::Unavailable`].
+//!
 //! A list reads in one REPEATABLE READ transaction whose first statement
 //! advances the stable head H *in the list's own snapshot*; every revision
 //! <= H is then visible in that snapshot, and the list's cursor is
@@ -66,8 +88,13 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 const MIGRATION_LOCK: i64 = 0x526f_7374_6572_4d67; // "RosterMg"
 
 /// How often a transaction that hit a serialization failure or deadlock is
-/// replayed before the caller sees [`StoreError::Unavailable`].
-const ATTEMPTS: usize = 3;
+/// run in all before the caller sees [`StoreError::Unavailable`]. A
+/// deletion that raced an add needs one replay per racing add.
+const ATTEMPTS: u32 = 6;
+
+/// Backoff before the first replay; doubled before each further one, with
+/// jitter so that the transactions that collided do not collide again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(2);
 
 /// The PostgreSQL store. Cheap to clone (shares the pool and the head).
 #[derive(Clone)]
@@ -142,7 +169,9 @@ impl PgStore {
         })
     }
 
-    /// Replays `op` when it failed on a serialization failure or deadlock.
+    /// Replays `op` when it failed on a serialization failure or deadlock
+    /// (or a deletion found a group it had not locked), after a jittered
+    /// exponential backoff.
     async fn retrying<T, F, Fut>(&self, mut op: F) -> StoreResult<T>
     where
         F: FnMut() -> Fut,
@@ -151,7 +180,10 @@ impl PgStore {
         let mut attempt = 1;
         loop {
             match op().await {
-                Err(e) if errors::is_retryable(&e) && attempt < ATTEMPTS => attempt += 1,
+                Err(e) if errors::is_retryable(&e) && attempt < ATTEMPTS => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
                 other => return other,
             }
         }
@@ -220,6 +252,12 @@ impl WriteTx {
         }
         Ok(())
     }
+}
+
+/// A random wait in `[b/2, b]`, `b` = [`FIRST_BACKOFF`] doubled per earlier replay.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = FIRST_BACKOFF * 2u32.pow(attempt.saturating_sub(1).min(8));
+    ceiling.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 /// Fails with [`StoreError::VersionMismatch`] when `expected` is set and differs.
@@ -336,9 +374,9 @@ impl Store for PgStore {
         if_version: Option<i64>,
         update: UserUpdateFn,
     ) -> StoreResult<User> {
-        // The callback runs once: a PATCH is not replayed on a serialization
-        // failure (the caller may retry the whole request).
-        self.update_user_impl(dir, id, if_version, update).await
+        // A replay calls the callback again on the state it then finds.
+        self.retrying(|| self.update_user_impl(dir, id, if_version, &update))
+            .await
     }
 
     async fn delete_user(
@@ -387,7 +425,8 @@ impl Store for PgStore {
         if_version: Option<i64>,
         update: GroupUpdateFn,
     ) -> StoreResult<Group> {
-        self.update_group_impl(dir, id, if_version, update).await
+        self.retrying(|| self.update_group_impl(dir, id, if_version, &update))
+            .await
     }
 
     async fn delete_group(

@@ -598,7 +598,7 @@ async fn group_patch_and_replace_touch_only_changed_members() {
         GroupOp::RemoveMembers(vec![users[0].id.0]),
     ];
     let patched = store
-        .update_group(d.id, g.id, Some(1), Box::new(move |_| Ok(ops)))
+        .update_group(d.id, g.id, Some(1), Box::new(move |_| Ok(ops.clone())))
         .await
         .unwrap();
     assert_eq!(
@@ -1767,7 +1767,12 @@ async fn text_with_nul_is_invalid_like_on_postgres() {
         raw: json!({}),
     };
     let patched = store
-        .update_group(d.id, g.id, None, Box::new(move |_| Ok(vec![rename])))
+        .update_group(
+            d.id,
+            g.id,
+            None,
+            Box::new(move |_| Ok(vec![rename.clone()])),
+        )
         .await;
     assert!(matches!(patched, Err(StoreError::Invalid(_))));
     let bad_directory = NewDirectory {

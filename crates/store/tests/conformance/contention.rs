@@ -1,0 +1,130 @@
+//! Conformance cases about concurrent writers and held resources: the lock
+//! order of membership edits against deletions, and the snapshot cap.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use roster_store::*;
+
+use super::{directory, group, member, user};
+
+/// Users raced in the membership/delete case.
+const RACED_USERS: usize = 40;
+/// Users whose races run at once (each race is four concurrent calls).
+const RACES_AT_ONCE: usize = 2;
+
+/// Each user (already a member of two of four groups) is raced by two
+/// group PATCHes adding it, a direct add (the gRPC path) and its own
+/// deletion. Whatever order the database picks, no call may fail with a
+/// lock conflict, and no membership of a deleted user may survive.
+pub async fn membership_edits_race_user_deletes_without_conflicts(store: Arc<dyn Store>) {
+    let dir = directory(&*store, "race").await;
+    let mut groups = Vec::new();
+    for i in 0..4 {
+        groups.push(
+            store
+                .create_group(dir.id, group(&format!("g{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut users = Vec::new();
+    for i in 0..RACED_USERS {
+        let u = store
+            .create_user(dir.id, user(&format!("racer{i}")))
+            .await
+            .unwrap();
+        for g in &groups[i % 2..i % 2 + 2] {
+            store
+                .add_members(dir.id, g.id, &[member(&u)])
+                .await
+                .unwrap();
+        }
+        users.push(u);
+    }
+    let group_ids: Vec<GroupId> = groups.iter().map(|g| g.id).collect();
+    let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(users.iter().enumerate())
+        .map(|(i, u)| race_one_user(store.clone(), dir.id, &group_ids, i, u))
+        .buffer_unordered(RACES_AT_ONCE)
+        .collect()
+        .await;
+    let conflicts: Vec<&Outcome> = outcomes
+        .iter()
+        .flatten()
+        .filter(|o| matches!(o, Outcome::Failed(_)))
+        .collect();
+    assert!(
+        conflicts.is_empty(),
+        "{} calls failed: {conflicts:?}",
+        conflicts.len()
+    );
+
+    let deleted: HashSet<uuid::Uuid> = users.iter().map(|u| u.id.0).collect();
+    for g in &groups {
+        let got = store.get_group(dir.id, g.id, true).await.unwrap();
+        let members = got.members.unwrap();
+        assert!(
+            members.iter().all(|m| !deleted.contains(&m.id)),
+            "group {} keeps members of deleted users: {members:?}",
+            got.display_name
+        );
+        assert_eq!(
+            got.member_count,
+            members.len() as i64,
+            "member_count of {}",
+            got.display_name
+        );
+    }
+    for u in &users {
+        assert!(matches!(
+            store.get_user(dir.id, u.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
+/// How one raced call ended: as it may (done, or the user was already
+/// gone), or with any other error.
+#[derive(Debug)]
+enum Outcome {
+    Done,
+    UserGone,
+    Failed(String),
+}
+
+impl<T> From<StoreResult<T>> for Outcome {
+    fn from(result: StoreResult<T>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Done,
+            // An add that lost the race names the missing member.
+            Err(StoreError::Invalid(m)) if m.contains("no user") => Outcome::UserGone,
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Runs the four calls on user `i` at once.
+async fn race_one_user(
+    store: Arc<dyn Store>,
+    dir: DirectoryId,
+    groups: &[GroupId],
+    i: usize,
+    u: &User,
+) -> Vec<Outcome> {
+    let m = member(u);
+    let patch = |g: GroupId| {
+        let store = store.clone();
+        async move {
+            let add: GroupUpdateFn = Box::new(move |_| Ok(vec![GroupOp::AddMembers(vec![m])]));
+            Outcome::from(store.update_group(dir, g, None, add).await)
+        }
+    };
+    let (a, b, c, d) = tokio::join!(
+        patch(groups[(i + 1) % 4]),
+        patch(groups[(i + 2) % 4]),
+        async { Outcome::from(store.add_members(dir, groups[(i + 3) % 4], &[m]).await) },
+        async { Outcome::from(store.delete_user(dir, u.id, None).await) },
+    );
+    vec![a, b, c, d]
+}
