@@ -17,6 +17,7 @@ pub mod error;
 mod filter_sql;
 pub mod model;
 pub mod postgres;
+mod snapshot_slots;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -24,6 +25,7 @@ use futures::stream::BoxStream;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use snapshot_slots::DEFAULT_SNAPSHOT_CONNECTIONS;
 
 /// Rewrites a user inside the transaction that holds its row lock: gets the
 /// stored user, returns the new state or rejects. A `Fn`, not a `FnOnce`:
@@ -169,7 +171,10 @@ pub trait Store: Send + Sync + 'static {
     /// aborted transactions.
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64>;
     /// Consistent snapshot of a directory (or all) for initial-state watches:
-    /// items are streamed; the cursor says which changes they reflect.
+    /// items are streamed; the cursor says which changes they reflect. At
+    /// most the store's snapshot cap are open at once (each holds one of
+    /// its own connections until the stream is dropped or read to the end);
+    /// one more fails at once with [`StoreError::Busy`].
     async fn snapshot(
         &self,
         dir: Option<DirectoryId>,

@@ -79,6 +79,7 @@ use self::errors::map_db;
 use self::head::HeadState;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
 use crate::{GroupUpdateFn, Store, UserUpdateFn};
 
 /// The embedded migrations of `migrations/postgres`.
@@ -96,10 +97,15 @@ const ATTEMPTS: u32 = 6;
 /// jitter so that the transactions that collided do not collide again.
 const FIRST_BACKOFF: Duration = Duration::from_millis(2);
 
-/// The PostgreSQL store. Cheap to clone (shares the pool and the head).
+/// The PostgreSQL store. Cheap to clone (shares the pools and the head).
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections of initial-state snapshots, which hold a REPEATABLE READ
+    /// transaction as long as their consumer reads: apart from `pool`, so
+    /// they can never starve writes (see `snapshot_slots`).
+    snapshots: PgPool,
+    snapshot_slots: SnapshotSlots,
     head: Arc<Mutex<HeadState>>,
     notifier: Arc<notify::Notifier>,
 }
@@ -112,7 +118,10 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     /// Connects a pool of at most `max_connections` (plus one dedicated
-    /// LISTEN connection, opened on the first [`Store::wait_for_changes`]).
+    /// LISTEN connection, opened on the first [`Store::wait_for_changes`],
+    /// and up to [`crate::DEFAULT_SNAPSHOT_CONNECTIONS`] snapshot
+    /// connections, opened on demand; see
+    /// [`PgStore::with_snapshot_connections`]).
     /// Does not migrate: call [`PgStore::migrate`].
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PgStore> {
         let options: PgConnectOptions = url
@@ -125,10 +134,22 @@ impl PgStore {
             .await
             .map_err(map_db)?;
         Ok(PgStore {
+            snapshots: snapshot_pool(&options, DEFAULT_SNAPSHOT_CONNECTIONS),
+            snapshot_slots: SnapshotSlots::new(DEFAULT_SNAPSHOT_CONNECTIONS),
             pool,
             head: Arc::new(Mutex::new(HeadState::default())),
             notifier: Arc::new(notify::Notifier::new(options)),
         })
+    }
+
+    /// Caps concurrent initial-state snapshots at `connections` (at least
+    /// one), each on its own connection outside the main pool. Call before
+    /// the store is shared: clones made earlier keep the old cap.
+    pub fn with_snapshot_connections(mut self, connections: u32) -> PgStore {
+        let options = self.pool.connect_options();
+        self.snapshots = snapshot_pool(&options, connections);
+        self.snapshot_slots = SnapshotSlots::new(connections);
+        self
     }
 
     /// Applies the embedded migrations, holding an advisory lock so that
@@ -226,6 +247,16 @@ impl PgStore {
     fn known_head(&self) -> i64 {
         self.head.lock().unwrap_or_else(|p| p.into_inner()).head()
     }
+}
+
+/// The snapshot connections, opened on demand: a slot is taken before a
+/// connection is asked for, so the pool never has a waiter beyond its size.
+fn snapshot_pool(options: &PgConnectOptions, connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(SnapshotSlots::new(connections).cap())
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options.clone())
 }
 
 /// A write transaction collecting the change rows it appends at commit.

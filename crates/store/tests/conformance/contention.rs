@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use roster_store::*;
 
 use super::{directory, group, member, user};
@@ -127,4 +127,59 @@ async fn race_one_user(
         async { Outcome::from(store.delete_user(dir, u.id, None).await) },
     );
     vec![a, b, c, d]
+}
+
+/// More snapshots than any store's cap, none of them read.
+const UNREAD_SNAPSHOTS: usize = 64;
+
+/// Snapshots that nobody reads keep their connections, but only up to the
+/// store's cap: one more is refused at once with a retry hint, and reads
+/// and writes carry on meanwhile (on connections of their own).
+pub async fn open_snapshots_are_capped_and_spare_reads_and_writes(store: Arc<dyn Store>) {
+    let dir = directory(&*store, "snapcap").await;
+    let alice = store.create_user(dir.id, user("alice")).await.unwrap();
+    let mut held = Vec::new();
+    let refused = loop {
+        match store.snapshot(Some(dir.id)).await {
+            Ok(snapshot) => held.push(snapshot),
+            Err(e) => break e,
+        }
+        assert!(
+            held.len() < UNREAD_SNAPSHOTS,
+            "{UNREAD_SNAPSHOTS} snapshots open at once: no cap"
+        );
+    };
+    assert!(
+        matches!(&refused, StoreError::Busy { retry_after, .. } if !retry_after.is_zero()),
+        "past the cap: {refused:?}"
+    );
+
+    let page = store.list_users(dir.id, &super::query(None)).await.unwrap();
+    assert_eq!(page.total, 1);
+    let bob = store
+        .create_user(dir.id, user("bob"))
+        .await
+        .expect("writes proceed");
+    let g = store.create_group(dir.id, group("g")).await.unwrap();
+    store
+        .add_members(dir.id, g.id, &[member(&alice), member(&bob)])
+        .await
+        .expect("multi-row writes proceed");
+    store
+        .delete_user(dir.id, alice.id, None)
+        .await
+        .expect("deletes proceed");
+
+    let (_, items) = held.pop().unwrap();
+    let items: Vec<SnapshotItem> = items.try_collect().await.unwrap();
+    assert!(
+        matches!(&items[..], [SnapshotItem::User(u)] if u.id == alice.id),
+        "the snapshot predates bob: {items:?}"
+    );
+    let (_, items) = store
+        .snapshot(Some(dir.id))
+        .await
+        .expect("a slot is free again");
+    let items: Vec<SnapshotItem> = items.try_collect().await.unwrap();
+    assert_eq!(items.len(), 3, "bob, g and bob's membership: {items:?}");
 }
