@@ -24,6 +24,9 @@
 //! # The one lock order
 //! Every write that locks more than one row takes its locks in this order,
 //! so two writers can wait for each other but never in a cycle:
+//! 0. the directory row, before anything in it: `FOR UPDATE` to delete the
+//!    directory, `FOR KEY SHARE` (the foreign key of a creation's first
+//!    statement) to create a user or group in it;
 //! 1. the groups whose memberships or counts it changes, `FOR NO KEY
 //!    UPDATE`, in ascending id order when there are several (a group
 //!    PATCH/PUT and the gRPC add/remove paths lock their one group first;
