@@ -30,7 +30,8 @@
 //! 1. the groups whose memberships or counts it changes, `FOR NO KEY
 //!    UPDATE`, in ascending id order when there are several (a group
 //!    PATCH/PUT and the gRPC add/remove paths lock their one group first;
-//!    deleting a user or a group first locks every group holding it);
+//!    deleting a user first locks every group holding it, deleting a group
+//!    those and itself);
 //! 2. then member rows: `FOR KEY SHARE` on the users and groups being added
 //!    (`resolve_members`), or `FOR UPDATE` on the user or group being
 //!    deleted, which waits for every add that already holds its key share;
@@ -40,8 +41,8 @@
 //! member, so an add committed in between would be a group it does not
 //! hold: the deletion then rolls back and is replayed (see
 //! `groups::remove_from_locked_groups`) rather than lock a group out of
-//! order. What the order cannot exclude (a cycle of nested groups deleted
-//! at once, a database-initiated serialization failure) is aborted by
+//! order. What the order cannot exclude (a serialization failure, a path
+//! that breaks the rule) is aborted by
 //! PostgreSQL with SQLSTATE 40P01/40001 and replayed by
 //! [`PgStore::retrying`] up to [`ATTEMPTS`] times with a short jittered
 //! backoff; only then does the caller see [`StoreError::Unavailable`].

@@ -132,7 +132,7 @@ impl PgStore {
     /// Emits `member.removed` for every member (stamped with the group's
     /// current version), removes the group from the groups holding it, then
     /// deletes it (`group.deleted`). Locks like a user deletion: the groups
-    /// holding it first, then the group itself `FOR UPDATE`.
+    /// holding it and itself in id order, then itself `FOR UPDATE`.
     pub(super) async fn delete_group_impl(
         &self,
         dir: DirectoryId,
@@ -564,9 +564,10 @@ async fn bump_group(
     version.ok_or(StoreError::NotFound("group"))
 }
 
-/// Locks every group of `dir` holding `member` (a user or group id), in
-/// ascending id order, before the caller locks `member` itself: step 1 of
-/// the one lock order. Returns their ids.
+/// Locks every group of `dir` holding `member` (a user or group id) —
+/// and `member` itself when it is a group, whose memberships change too —
+/// in ascending id order, before the caller locks `member` `FOR UPDATE`:
+/// step 1 of the one lock order. Returns their ids.
 pub(super) async fn lock_groups_holding(
     tx: &mut WriteTx,
     dir: DirectoryId,
@@ -574,7 +575,7 @@ pub(super) async fn lock_groups_holding(
 ) -> StoreResult<Vec<Uuid>> {
     sqlx::query_scalar(
         "SELECT g.id FROM groups g WHERE g.directory_id = $2 \
-         AND g.id IN (SELECT group_id FROM memberships WHERE member_id = $1) \
+         AND (g.id = $1 OR g.id IN (SELECT group_id FROM memberships WHERE member_id = $1)) \
          ORDER BY g.id FOR NO KEY UPDATE",
     )
     .bind(member)

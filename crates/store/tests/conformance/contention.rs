@@ -84,12 +84,12 @@ pub async fn membership_edits_race_user_deletes_without_conflicts(store: Arc<dyn
     }
 }
 
-/// How one raced call ended: as it may (done, or the user was already
-/// gone), or with any other error.
+/// How one raced call ended: as it may (done, or what it names was
+/// already gone), or with any other error.
 #[derive(Debug)]
 enum Outcome {
     Done,
-    UserGone,
+    Gone,
     Failed(String),
 }
 
@@ -97,8 +97,10 @@ impl<T> From<StoreResult<T>> for Outcome {
     fn from(result: StoreResult<T>) -> Outcome {
         match result {
             Ok(_) => Outcome::Done,
-            // An add that lost the race names the missing member.
-            Err(StoreError::Invalid(m)) if m.contains("no user") => Outcome::UserGone,
+            // An add that lost the race names the missing member; an edit
+            // of a group deleted meanwhile finds no group.
+            Err(StoreError::Invalid(m)) if m.starts_with("no ") => Outcome::Gone,
+            Err(StoreError::NotFound(_)) => Outcome::Gone,
             Err(e) => Outcome::Failed(e.to_string()),
         }
     }
@@ -182,4 +184,105 @@ pub async fn open_snapshots_are_capped_and_spare_reads_and_writes(store: Arc<dyn
         .expect("a slot is free again");
     let items: Vec<SnapshotItem> = items.try_collect().await.unwrap();
     assert_eq!(items.len(), 3, "bob, g and bob's membership: {items:?}");
+}
+
+/// Child groups raced in the nested-groups case.
+const RACED_CHILDREN: usize = 24;
+
+/// Nested groups: each child group sits in two of four parents, and its
+/// one user in the child and in the child's first parent. Each child is
+/// raced by its own deletion, its user's deletion, a PATCH of the parent
+/// holding both and a direct add of the child to another parent: the
+/// deletions lock overlapping sets of groups, in one order or deadlock.
+pub async fn nested_group_deletes_race_user_deletes_without_conflicts(store: Arc<dyn Store>) {
+    let dir = directory(&*store, "nested").await;
+    let mut parents = Vec::new();
+    for i in 0..4 {
+        parents.push(
+            store
+                .create_group(dir.id, group(&format!("parent{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut children = Vec::new();
+    for i in 0..RACED_CHILDREN {
+        let u = store
+            .create_user(dir.id, user(&format!("nested{i}")))
+            .await
+            .unwrap();
+        let c = store
+            .create_group(dir.id, group(&format!("child{i}")))
+            .await
+            .unwrap();
+        store
+            .add_members(dir.id, c.id, &[member(&u)])
+            .await
+            .unwrap();
+        let as_member = MemberRef {
+            id: c.id.0,
+            kind: MemberKind::Group,
+        };
+        for p in [&parents[i % 4], &parents[(i + 1) % 4]] {
+            store.add_members(dir.id, p.id, &[as_member]).await.unwrap();
+        }
+        store
+            .add_members(dir.id, parents[i % 4].id, &[member(&u)])
+            .await
+            .unwrap();
+        children.push((c, u));
+    }
+    let parent_ids: Vec<GroupId> = parents.iter().map(|g| g.id).collect();
+    let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(children.iter().enumerate())
+        .map(|(i, (c, u))| {
+            let (store, parents) = (store.clone(), &parent_ids);
+            async move {
+                let child = MemberRef {
+                    id: c.id.0,
+                    kind: MemberKind::Group,
+                };
+                let (m, children) = (member(u), [child]);
+                let add: GroupUpdateFn = Box::new(move |_| Ok(vec![GroupOp::AddMembers(vec![m])]));
+                let (a, b, p, d) = tokio::join!(
+                    store.delete_group(dir.id, c.id, None),
+                    store.delete_user(dir.id, u.id, None),
+                    store.update_group(dir.id, parents[i % 4], None, add),
+                    store.add_members(dir.id, parents[(i + 2) % 4], &children),
+                );
+                vec![a.into(), b.into(), p.into(), d.into()]
+            }
+        })
+        .buffer_unordered(RACES_AT_ONCE)
+        .collect()
+        .await;
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .flatten()
+        .filter(|o| matches!(o, Outcome::Failed(_)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} calls failed: {failed:?}",
+        failed.len()
+    );
+
+    let gone: HashSet<uuid::Uuid> = children
+        .iter()
+        .flat_map(|(c, u)| [c.id.0, u.id.0])
+        .collect();
+    for p in &parents {
+        let got = store.get_group(dir.id, p.id, true).await.unwrap();
+        let members = got.members.unwrap();
+        assert!(
+            members.iter().all(|m| !gone.contains(&m.id)),
+            "{} keeps deleted members: {members:?}",
+            got.display_name
+        );
+        assert_eq!(
+            got.member_count,
+            members.len() as i64,
+            "member_count of {}",
+            got.display_name
+        );
+    }
 }

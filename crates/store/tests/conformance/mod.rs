@@ -30,6 +30,7 @@ macro_rules! conformance_suite {
     ($make:path) => {
         $crate::conformance::conformance_suite!(@in contention $make;
             membership_edits_race_user_deletes_without_conflicts,
+            nested_group_deletes_race_user_deletes_without_conflicts,
             open_snapshots_are_capped_and_spare_reads_and_writes,
         );
         $crate::conformance::conformance_suite!(@cases $make;
