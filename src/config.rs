@@ -69,9 +69,15 @@ pub struct StoreArgs {
     /// Directory of the embedded SQLite store.
     #[arg(long, env = "ROSTER_DATA_DIR", default_value = "./roster-data")]
     pub data_dir: PathBuf,
-    /// Maximum PostgreSQL connections of this process.
+    /// Maximum PostgreSQL connections of this process for writes and reads
+    /// (initial-state snapshots have their own, below; LISTEN takes one more).
     #[arg(long, env = "ROSTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// Initial-state snapshots open at once (each holds its own database
+    /// connection while its watcher reads; both stores); one more is
+    /// answered RESOURCE_EXHAUSTED with a retry hint.
+    #[arg(long, env = "ROSTER_DB_SNAPSHOT_CONNECTIONS", default_value_t = roster_store::DEFAULT_SNAPSHOT_CONNECTIONS)]
+    pub db_snapshot_connections: u32,
     /// Apply pending migrations at start-up.
     #[arg(long, env = "ROSTER_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,

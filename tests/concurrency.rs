@@ -340,3 +340,73 @@ async fn concurrent_creates_of_one_name_yield_exactly_one_resource() {
         );
     }
 }
+
+/// Users in the membership-versus-delete race.
+const LEAVERS: usize = 60;
+
+/// The measured deadlock (issue 13, item 2): each user, a member of two of
+/// four groups, is raced by three PATCHes adding it (to both its groups and
+/// one more) and its own DELETE, four requests in flight. No request may
+/// answer 5xx: a PATCH that loses the race to the DELETE is `400
+/// invalidValue` (unknown member), and no group keeps a deleted user.
+#[tokio::test(flavor = "multi_thread")]
+async fn membership_patches_racing_user_deletes_never_answer_5xx() {
+    let (_served, scim) = serve("conc_leavers").await;
+    let mut groups = Vec::new();
+    for i in 0..4 {
+        groups.push(scim.create_group(&format!("team{i}")).await);
+    }
+    let add =
+        |id: &str| patch_op(json!([{"op": "add", "path": "members", "value": [{"value": id}]}]));
+    let mut users = Vec::new();
+    for i in 0..LEAVERS {
+        let id = scim.create_user(&format!("leaver{i}@example.com")).await;
+        for g in [&groups[i % 4], &groups[(i + 1) % 4]] {
+            let joined = scim.patch(&format!("/Groups/{g}"), &add(&id)).await;
+            assert!(joined.status < 300, "{}", joined.text);
+        }
+        users.push(id);
+    }
+    let mut requests = Vec::new();
+    for (i, id) in users.iter().enumerate() {
+        for g in [&groups[i % 4], &groups[(i + 1) % 4], &groups[(i + 2) % 4]] {
+            requests.push((Method::PATCH, format!("/Groups/{g}"), Some(add(id))));
+        }
+        requests.push((Method::DELETE, format!("/Users/{id}"), None));
+    }
+    let answers: Vec<(String, Reply)> = futures::stream::iter(requests)
+        .map(|(method, path, body)| {
+            let scim = &scim;
+            async move {
+                let reply = scim
+                    .try_send(method, &path, body.as_ref(), &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{path}: {}", e.without_url()));
+                (path, reply)
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let failed: Vec<String> = answers
+        .iter()
+        .filter(|(_, r)| {
+            r.status >= 300 && !(r.status == 400 && r.body["scimType"] == "invalidValue")
+        })
+        .map(|(path, r)| format!("{path}: {} {}", r.status, r.text))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:#?}",
+        failed.len(),
+        answers.len()
+    );
+    for g in &groups {
+        let stored = scim.get(&format!("/Groups/{g}")).await.expect(200, "group");
+        let left: Vec<String> = member_ids(&stored.body)
+            .into_iter()
+            .filter(|m| users.contains(m))
+            .collect();
+        assert!(left.is_empty(), "group {g} keeps deleted users {left:?}");
+    }
+}

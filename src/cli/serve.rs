@@ -182,7 +182,8 @@ async fn open_store(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, StoreKi
             }
             let store = roster_store::postgres::PgStore::connect(url, args.db_max_connections)
                 .await
-                .map_err(|e| anyhow!("cannot connect to PostgreSQL at {shown}: {e}"))?;
+                .map_err(|e| anyhow!("cannot connect to PostgreSQL at {shown}: {e}"))?
+                .with_snapshot_connections(args.db_snapshot_connections);
             if args.migrate {
                 store
                     .migrate()
@@ -198,7 +199,8 @@ async fn open_store(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, StoreKi
             let path = args.data_dir.join("roster.db");
             let store = roster_store::sqlite::SqliteStore::open(&path)
                 .await
-                .map_err(|e| anyhow!("cannot open the SQLite store at {}: {e}", path.display()))?;
+                .map_err(|e| anyhow!("cannot open the SQLite store at {}: {e}", path.display()))?
+                .with_snapshot_connections(args.db_snapshot_connections);
             if args.migrate {
                 store.migrate().await.map_err(|e| {
                     anyhow!("cannot migrate the SQLite store at {}: {e}", path.display())

@@ -7,7 +7,10 @@
 //! - `roster-scim-status`: the HTTP status of the equivalent SCIM error;
 //! - `roster-scim-type`: the RFC 7644 `scimType`, when there is one;
 //! - `roster-oldest-cursor`: on `OUT_OF_RANGE`, the oldest cursor a watch
-//!   can still resume from.
+//!   can still resume from;
+//! - `retry-after` (whole seconds) and `grpc-retry-pushback-ms` (gRPC's own
+//!   retry pushback): on `RESOURCE_EXHAUSTED` for a capacity that frees up
+//!   by itself (every initial-state snapshot slot in use), when to retry.
 
 use roster_scim::error::{ScimError, ScimType};
 use roster_store::{Cursor, StoreError};
@@ -22,6 +25,11 @@ pub const SCIM_TYPE_KEY: &str = "roster-scim-type";
 pub const SCIM_STATUS_KEY: &str = "roster-scim-status";
 /// Metadata key carrying the oldest resumable cursor on `OUT_OF_RANGE`.
 pub const OLDEST_CURSOR_KEY: &str = "roster-oldest-cursor";
+/// Metadata key carrying, in whole seconds, when a busy call may be retried.
+pub const RETRY_AFTER_KEY: &str = "retry-after";
+/// gRPC's retry-pushback metadata key (milliseconds), honoured by clients
+/// with a retry policy.
+pub const RETRY_PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
 
 /// Everything that can fail in a directory-service call.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +106,7 @@ fn store_status(err: StoreError) -> Status {
         // something is removed, and no SCIM resource call hits it.
         StoreError::Limit(m) => with_scim(Status::resource_exhausted(m), 409, None),
         StoreError::CursorExpired { requested, oldest } => cursor_expired(requested, oldest),
+        e @ StoreError::Busy { retry_after, .. } => busy(e.to_string(), retry_after),
         StoreError::Unavailable(detail) => {
             tracing::warn!(%detail, "transient store failure");
             with_scim(
@@ -134,6 +143,20 @@ pub fn cursor_expired(requested: i64, oldest: i64) -> Status {
          re-list and resume from the list's cursor (oldest valid cursor: {oldest_cursor})"
     ));
     insert(&mut status, OLDEST_CURSOR_KEY, &oldest_cursor);
+    status
+}
+
+/// `RESOURCE_EXHAUSTED` with a retry hint, for a capacity that frees up by
+/// itself (SCIM equivalent: 503, as the gateway renders it).
+fn busy(message: String, retry_after: std::time::Duration) -> Status {
+    let mut status = with_scim(Status::resource_exhausted(message), 503, None);
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    insert(&mut status, RETRY_AFTER_KEY, &secs.to_string());
+    insert(
+        &mut status,
+        RETRY_PUSHBACK_KEY,
+        &retry_after.as_millis().to_string(),
+    );
     status
 }
 

@@ -402,10 +402,10 @@ fn group_update(steps: Vec<GroupPatchStep>, kinds: MemberKinds) -> roster_store:
         move |current: &Group| -> Result<Vec<GroupOp>, CallbackError> {
             let mut document = with_id(&current.raw, &current.id.to_string());
             let mut ops = Vec::with_capacity(steps.len());
-            for step in steps {
+            for step in &steps {
                 let op = match step {
                     GroupPatchStep::Attributes(patch_ops) => {
-                        document = apply(&document, ResourceKind::Group, &patch_ops)?;
+                        document = apply(&document, ResourceKind::Group, patch_ops)?;
                         let (raw, prepared) = prepare_group(document.clone())?;
                         GroupOp::SetAttributes {
                             display_name: prepared.display_name,
@@ -413,9 +413,9 @@ fn group_update(steps: Vec<GroupPatchStep>, kinds: MemberKinds) -> roster_store:
                             raw,
                         }
                     }
-                    GroupPatchStep::AddMembers(values) => GroupOp::AddMembers(kinds.refs(&values)?),
+                    GroupPatchStep::AddMembers(values) => GroupOp::AddMembers(kinds.refs(values)?),
                     GroupPatchStep::ReplaceMembers(values) => {
-                        GroupOp::ReplaceMembers(kinds.refs(&values)?)
+                        GroupOp::ReplaceMembers(kinds.refs(values)?)
                     }
                     GroupPatchStep::RemoveMembers(ids) => {
                         // Ids that are not UUIDs cannot be members: nothing to remove.

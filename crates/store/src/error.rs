@@ -30,6 +30,13 @@ pub enum StoreError {
     /// deadlock, lost connection, database unavailable).
     #[error("transient database failure: {0}")]
     Unavailable(String),
+    /// A capped resource is fully in use (every initial-state snapshot
+    /// connection); the same call may succeed after `retry_after`.
+    #[error("{what}; retry in {} s", retry_after.as_secs())]
+    Busy {
+        what: String,
+        retry_after: std::time::Duration,
+    },
     /// Anything else; logged, never shown to clients in detail.
     #[error("internal store error: {0}")]
     Internal(String),

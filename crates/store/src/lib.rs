@@ -17,6 +17,7 @@ pub mod error;
 mod filter_sql;
 pub mod model;
 pub mod postgres;
+mod snapshot_slots;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -25,6 +26,7 @@ use futures::stream::BoxStream;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use snapshot_slots::DEFAULT_SNAPSHOT_CONNECTIONS;
 
 /// How precisely a token's last use is recorded: the gateway re-checks a
 /// token every few seconds, and a write each time would put a write on the
@@ -32,14 +34,18 @@ pub use model::*;
 pub const TOKEN_USE_GRANULARITY: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Rewrites a user inside the transaction that holds its row lock: gets the
-/// stored user, returns the new state or rejects.
+/// stored user, returns the new state or rejects. A `Fn`, not a `FnOnce`:
+/// when the database aborts the transaction (deadlock, serialization
+/// failure) the store replays it, calling the callback again on the state
+/// it then finds, exactly as if the request had arrived a moment later.
 pub type UserUpdateFn =
-    Box<dyn FnOnce(&User) -> Result<UserWrite, Box<dyn std::error::Error + Send + Sync>> + Send>;
+    Box<dyn Fn(&User) -> Result<UserWrite, Box<dyn std::error::Error + Send + Sync>> + Send + Sync>;
 
 /// Rewrites a group's attributes and members inside its transaction: gets the
 /// stored group (without members) and returns the operations to apply.
+/// Replayable like [`UserUpdateFn`].
 pub type GroupUpdateFn = Box<
-    dyn FnOnce(&Group) -> Result<Vec<GroupOp>, Box<dyn std::error::Error + Send + Sync>> + Send,
+    dyn Fn(&Group) -> Result<Vec<GroupOp>, Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
 >;
 
 /// The storage contract shared by the PostgreSQL and SQLite backends. The same
@@ -174,7 +180,10 @@ pub trait Store: Send + Sync + 'static {
     /// aborted transactions.
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64>;
     /// Consistent snapshot of a directory (or all) for initial-state watches:
-    /// items are streamed; the cursor says which changes they reflect.
+    /// items are streamed; the cursor says which changes they reflect. At
+    /// most the store's snapshot cap are open at once (each holds one of
+    /// its own connections until the stream is dropped or read to the end);
+    /// one more fails at once with [`StoreError::Busy`].
     async fn snapshot(
         &self,
         dir: Option<DirectoryId>,

@@ -21,6 +21,32 @@
 //! bookkeeping lives in this process ([`PgStore`] holds it behind a mutex);
 //! every replica computes the same heads from the database alone.
 //!
+//! # The one lock order
+//! Every write that locks more than one row takes its locks in this order,
+//! so two writers can wait for each other but never in a cycle:
+//! 0. the directory row, before anything in it: `FOR UPDATE` to delete the
+//!    directory, `FOR KEY SHARE` (the foreign key of a creation's first
+//!    statement) to create a user or group in it;
+//! 1. the groups whose memberships or counts it changes, `FOR NO KEY
+//!    UPDATE`, in ascending id order when there are several (a group
+//!    PATCH/PUT and the gRPC add/remove paths lock their one group first;
+//!    deleting a user first locks every group holding it, deleting a group
+//!    those and itself);
+//! 2. then member rows: `FOR KEY SHARE` on the users and groups being added
+//!    (`resolve_members`), or `FOR UPDATE` on the user or group being
+//!    deleted, which waits for every add that already holds its key share;
+//! 3. then membership rows, and last the change rows (the revisions).
+//!
+//! A deletion reads the groups holding its member before it can lock the
+//! member, so an add committed in between would be a group it does not
+//! hold: the deletion then rolls back and is replayed (see
+//! `groups::remove_from_locked_groups`) rather than lock a group out of
+//! order. What the order cannot exclude (a serialization failure, a path
+//! that breaks the rule) is aborted by
+//! PostgreSQL with SQLSTATE 40P01/40001 and replayed by
+//! [`PgStore::retrying`] up to [`ATTEMPTS`] times with a short jittered
+//! backoff; only then does the caller see [`StoreError::Unavailable`].
+//!
 //! A list reads in one REPEATABLE READ transaction whose first statement
 //! advances the stable head H *in the list's own snapshot*; every revision
 //! <= H is then visible in that snapshot, and the list's cursor is
@@ -58,6 +84,7 @@ use self::errors::map_db;
 use self::head::HeadState;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
 use crate::{GroupUpdateFn, Store, UserUpdateFn};
 
 /// The embedded migrations of `migrations/postgres`.
@@ -67,13 +94,23 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 const MIGRATION_LOCK: i64 = 0x526f_7374_6572_4d67; // "RosterMg"
 
 /// How often a transaction that hit a serialization failure or deadlock is
-/// replayed before the caller sees [`StoreError::Unavailable`].
-const ATTEMPTS: usize = 3;
+/// run in all before the caller sees [`StoreError::Unavailable`]. A
+/// deletion that raced an add needs one replay per racing add.
+const ATTEMPTS: u32 = 6;
 
-/// The PostgreSQL store. Cheap to clone (shares the pool and the head).
+/// Backoff before the first replay; doubled before each further one, with
+/// jitter so that the transactions that collided do not collide again.
+const FIRST_BACKOFF: Duration = Duration::from_millis(2);
+
+/// The PostgreSQL store. Cheap to clone (shares the pools and the head).
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections of initial-state snapshots, which hold a REPEATABLE READ
+    /// transaction as long as their consumer reads: apart from `pool`, so
+    /// they can never starve writes (see `snapshot_slots`).
+    snapshots: PgPool,
+    snapshot_slots: SnapshotSlots,
     head: Arc<Mutex<HeadState>>,
     notifier: Arc<notify::Notifier>,
 }
@@ -86,7 +123,10 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     /// Connects a pool of at most `max_connections` (plus one dedicated
-    /// LISTEN connection, opened on the first [`Store::wait_for_changes`]).
+    /// LISTEN connection, opened on the first [`Store::wait_for_changes`],
+    /// and up to [`crate::DEFAULT_SNAPSHOT_CONNECTIONS`] snapshot
+    /// connections, opened on demand; see
+    /// [`PgStore::with_snapshot_connections`]).
     /// Does not migrate: call [`PgStore::migrate`].
     pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PgStore> {
         let options: PgConnectOptions = url
@@ -99,10 +139,22 @@ impl PgStore {
             .await
             .map_err(map_db)?;
         Ok(PgStore {
+            snapshots: snapshot_pool(&options, DEFAULT_SNAPSHOT_CONNECTIONS),
+            snapshot_slots: SnapshotSlots::new(DEFAULT_SNAPSHOT_CONNECTIONS),
             pool,
             head: Arc::new(Mutex::new(HeadState::default())),
             notifier: Arc::new(notify::Notifier::new(options)),
         })
+    }
+
+    /// Caps concurrent initial-state snapshots at `connections` (at least
+    /// one), each on its own connection outside the main pool. Call before
+    /// the store is shared: clones made earlier keep the old cap.
+    pub fn with_snapshot_connections(mut self, connections: u32) -> PgStore {
+        let options = self.pool.connect_options();
+        self.snapshots = snapshot_pool(&options, connections);
+        self.snapshot_slots = SnapshotSlots::new(connections);
+        self
     }
 
     /// Applies the embedded migrations, holding an advisory lock so that
@@ -143,7 +195,9 @@ impl PgStore {
         })
     }
 
-    /// Replays `op` when it failed on a serialization failure or deadlock.
+    /// Replays `op` when it failed on a serialization failure or deadlock
+    /// (or a deletion found a group it had not locked), after a jittered
+    /// exponential backoff.
     async fn retrying<T, F, Fut>(&self, mut op: F) -> StoreResult<T>
     where
         F: FnMut() -> Fut,
@@ -152,7 +206,10 @@ impl PgStore {
         let mut attempt = 1;
         loop {
             match op().await {
-                Err(e) if errors::is_retryable(&e) && attempt < ATTEMPTS => attempt += 1,
+                Err(e) if errors::is_retryable(&e) && attempt < ATTEMPTS => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
                 other => return other,
             }
         }
@@ -197,6 +254,16 @@ impl PgStore {
     }
 }
 
+/// The snapshot connections, opened on demand: a slot is taken before a
+/// connection is asked for, so the pool never has a waiter beyond its size.
+fn snapshot_pool(options: &PgConnectOptions, connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(SnapshotSlots::new(connections).cap())
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options.clone())
+}
+
 /// A write transaction collecting the change rows it appends at commit.
 pub(crate) struct WriteTx {
     tx: Transaction<'static, Postgres>,
@@ -221,6 +288,12 @@ impl WriteTx {
         }
         Ok(())
     }
+}
+
+/// A random wait in `[b/2, b]`, `b` = [`FIRST_BACKOFF`] doubled per earlier replay.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = FIRST_BACKOFF * 2u32.pow(attempt.saturating_sub(1).min(8));
+    ceiling.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 /// Fails with [`StoreError::VersionMismatch`] when `expected` is set and differs.
@@ -340,9 +413,9 @@ impl Store for PgStore {
         if_version: Option<i64>,
         update: UserUpdateFn,
     ) -> StoreResult<User> {
-        // The callback runs once: a PATCH is not replayed on a serialization
-        // failure (the caller may retry the whole request).
-        self.update_user_impl(dir, id, if_version, update).await
+        // A replay calls the callback again on the state it then finds.
+        self.retrying(|| self.update_user_impl(dir, id, if_version, &update))
+            .await
     }
 
     async fn delete_user(
@@ -391,7 +464,8 @@ impl Store for PgStore {
         if_version: Option<i64>,
         update: GroupUpdateFn,
     ) -> StoreResult<Group> {
-        self.update_group_impl(dir, id, if_version, update).await
+        self.retrying(|| self.update_group_impl(dir, id, if_version, &update))
+            .await
     }
 
     async fn delete_group(

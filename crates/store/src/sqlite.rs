@@ -36,6 +36,7 @@ use tokio::sync::watch;
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
 use crate::{GroupUpdateFn, PoolStats, Store, UserUpdateFn};
 use errors::map_sqlx;
 use tx::WriteTx;
@@ -47,10 +48,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reader connections: enough for concurrent list/get/watch reads.
 const READERS: u32 = 4;
-
-/// Concurrent snapshot streams (initial-state watches); more wait for one
-/// to finish.
-const SNAPSHOT_READERS: u32 = 8;
 
 /// How long a write waits for the writer connection while other writes run.
 /// Generous because writes queue here instead of failing on a lock.
@@ -65,8 +62,9 @@ pub struct SqliteStore {
     readers: SqlitePool,
     /// Connections for snapshot streams, which hold a read transaction for
     /// as long as their (possibly slow) consumer reads: kept apart so they
-    /// can never starve ordinary reads.
+    /// can never starve ordinary reads; capped by `snapshot_slots`.
     snapshots: SqlitePool,
+    snapshot_slots: SnapshotSlots,
     /// The committed head revision, published after every commit that
     /// appended events; wakes `wait_for_changes`.
     heads: Arc<watch::Sender<i64>>,
@@ -137,17 +135,24 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .map_err(cannot_open)?;
-        let snapshots = SqlitePoolOptions::new()
-            .max_connections(SNAPSHOT_READERS)
-            .min_connections(0)
-            .connect_lazy_with(options);
         Ok(SqliteStore {
             writer,
             readers,
-            snapshots,
+            snapshots: snapshot_pool(options, DEFAULT_SNAPSHOT_CONNECTIONS),
+            snapshot_slots: SnapshotSlots::new(DEFAULT_SNAPSHOT_CONNECTIONS),
             heads: Arc::new(watch::channel(0).0),
             observed_head: Arc::new(AtomicI64::new(0)),
         })
+    }
+
+    /// Caps concurrent snapshot streams at `connections` (at least one;
+    /// default [`crate::DEFAULT_SNAPSHOT_CONNECTIONS`]). Call before the
+    /// store is shared: clones made earlier keep the old cap.
+    pub fn with_snapshot_connections(mut self, connections: u32) -> SqliteStore {
+        let options = (*self.snapshots.connect_options()).clone();
+        self.snapshots = snapshot_pool(options, connections);
+        self.snapshot_slots = SnapshotSlots::new(connections);
+        self
     }
 
     /// Applies the embedded migrations (`migrations/sqlite`).
@@ -194,6 +199,15 @@ impl SqliteStore {
     async fn read_tx(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         self.readers.begin().await.map_err(map_sqlx)
     }
+}
+
+/// The snapshot connections, opened on demand; a slot is taken before a
+/// connection is asked for, so nothing ever waits for one.
+fn snapshot_pool(options: SqliteConnectOptions, connections: u32) -> SqlitePool {
+    SqlitePoolOptions::new()
+        .max_connections(SnapshotSlots::new(connections).cap())
+        .min_connections(0)
+        .connect_lazy_with(options)
 }
 
 /// Creates the directory a database file goes in, when missing.
@@ -405,7 +419,7 @@ impl Store for SqliteStore {
                 .iter()
                 .map(|p| u32::try_from(p.num_idle()).unwrap_or(u32::MAX))
                 .sum(),
-            max: 1 + READERS + SNAPSHOT_READERS,
+            max: 1 + READERS + self.snapshot_slots.cap(),
         })
     }
     async fn ping(&self) -> StoreResult<()> {

@@ -317,3 +317,43 @@ async fn list_cursors_stay_exact_under_concurrent_writes() {
         w.await.unwrap();
     }
 }
+
+/// The contention cases of the conformance suite pass on PostgreSQL even
+/// if some of their transactions deadlock (the store replays them); this
+/// asks the server whether any did. With one lock order, none may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_and_delete_races_deadlock_nowhere() {
+    let (store, url) = store_and_url().await;
+    let store = Arc::new(store);
+    conformance::contention::membership_edits_race_user_deletes_without_conflicts(store.clone())
+        .await;
+    conformance::contention::nested_group_deletes_race_user_deletes_without_conflicts(
+        store.clone(),
+    )
+    .await;
+    store.pool().close().await;
+    // A backend flushes its statistics before it leaves pg_stat_activity.
+    roster_testkit::eventually("the store's sessions to end", DEADLINE, || {
+        let url = url.clone();
+        async move {
+            let mut conn = PgConnection::connect(&url).await.unwrap();
+            let others: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            (others == 0).then_some(())
+        }
+    })
+    .await;
+    let mut conn = PgConnection::connect(&url).await.unwrap();
+    let deadlocks: i64 = sqlx::query_scalar(
+        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(deadlocks, 0, "deadlocks detected by PostgreSQL");
+}

@@ -53,6 +53,13 @@ pub(crate) fn map_db(error: sqlx::Error) -> StoreError {
     }
 }
 
+/// The error that makes [`super::PgStore::retrying`] replay the transaction
+/// (rolled back when the error drops it) although the database reported
+/// nothing: a deletion found a membership it had not locked the group of.
+pub(crate) fn replay() -> StoreError {
+    StoreError::Unavailable(RETRYABLE.into())
+}
+
 /// Whether replaying the whole transaction may succeed.
 pub(crate) fn is_retryable(error: &StoreError) -> bool {
     matches!(error, StoreError::Unavailable(m) if m == RETRYABLE)

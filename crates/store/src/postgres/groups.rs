@@ -22,6 +22,10 @@ use crate::model::*;
 pub(super) const GROUP_COLUMNS: &str = "groups.id, groups.directory_id, groups.display_name, groups.external_id, \
      groups.raw, groups.member_count, groups.version, groups.created_seq, groups.created_at, groups.updated_at";
 
+/// Row lock of a group whose members, count or attributes change: does not
+/// block `FOR KEY SHARE` (taken by memberships that reference the group).
+const LOCK_EDIT: &str = " FOR NO KEY UPDATE";
+
 impl PgStore {
     pub(super) async fn create_group_impl(
         &self,
@@ -91,7 +95,7 @@ impl PgStore {
         dir: DirectoryId,
         id: GroupId,
         if_version: Option<i64>,
-        update: GroupUpdateFn,
+        update: &GroupUpdateFn,
     ) -> StoreResult<Group> {
         self.edit_group(dir, id, if_version, move |g| {
             update(g).map_err(StoreError::Rejected)
@@ -112,7 +116,7 @@ impl PgStore {
         F: FnOnce(&Group) -> StoreResult<Vec<GroupOp>>,
     {
         let mut tx = self.begin_write().await?;
-        let old = load_group(tx.conn(), dir, id, " FOR NO KEY UPDATE").await?;
+        let old = load_group(tx.conn(), dir, id, LOCK_EDIT).await?;
         check_version(if_version, old.version)?;
         let ops = plan(&old)?;
         let next_version = old.version + 1;
@@ -127,7 +131,8 @@ impl PgStore {
 
     /// Emits `member.removed` for every member (stamped with the group's
     /// current version), removes the group from the groups holding it, then
-    /// deletes it (`group.deleted`).
+    /// deletes it (`group.deleted`). Locks like a user deletion: the groups
+    /// holding it and itself in id order, then itself `FOR UPDATE`.
     pub(super) async fn delete_group_impl(
         &self,
         dir: DirectoryId,
@@ -135,6 +140,7 @@ impl PgStore {
         if_version: Option<i64>,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
+        let holders = lock_groups_holding(&mut tx, dir, id.0).await?;
         let group = load_group(tx.conn(), dir, id, " FOR UPDATE").await?;
         check_version(if_version, group.version)?;
         let version = group.version;
@@ -143,7 +149,7 @@ impl PgStore {
         for event in editor.events.drain(..) {
             tx.emit(event);
         }
-        remove_from_all_groups(&mut tx, dir, id.0).await?;
+        remove_from_locked_groups(&mut tx, dir, id.0, &holders).await?;
         sqlx::query("DELETE FROM groups WHERE id = $1")
             .bind(id.0)
             .execute(tx.conn())
@@ -153,10 +159,10 @@ impl PgStore {
         tx.commit(self).await
     }
 
-    /// Locks the members first (`FOR KEY SHARE`, so a concurrent delete of a
-    /// member waits or wins cleanly), then inserts the new membership rows
-    /// and bumps the group with one UPDATE: the same lock order as a user
-    /// deletion (member, then group), so the two cannot deadlock.
+    /// Locks the group, then the members (`FOR KEY SHARE`, so a concurrent
+    /// delete of a member waits or wins cleanly), then inserts the new
+    /// membership rows and bumps the group with one UPDATE: the one lock
+    /// order of the module doc of `postgres` (group, then member).
     pub(super) async fn add_members_impl(
         &self,
         dir: DirectoryId,
@@ -164,7 +170,7 @@ impl PgStore {
         members: &[MemberRef],
     ) -> StoreResult<(i64, i64)> {
         let mut tx = self.begin_write().await?;
-        let current = load_group(tx.conn(), dir, group, "").await?;
+        let current = load_group(tx.conn(), dir, group, LOCK_EDIT).await?;
         let members = resolve_members(tx.conn(), dir, group, members).await?;
         let added = insert_memberships(tx.conn(), dir, group, &members).await?;
         let version = bump_group(tx.conn(), group, added.len() as i64, current.version).await?;
@@ -187,8 +193,9 @@ impl PgStore {
         group: GroupId,
         ids: &[Uuid],
     ) -> StoreResult<(i64, i64)> {
+        // The group before the membership rows, as everywhere.
         let mut tx = self.begin_write().await?;
-        let current = load_group(tx.conn(), dir, group, "").await?;
+        let current = load_group(tx.conn(), dir, group, LOCK_EDIT).await?;
         let removed = delete_memberships(tx.conn(), group, Some(ids)).await?;
         let version =
             bump_group(tx.conn(), group, -(removed.len() as i64), current.version).await?;
@@ -557,39 +564,58 @@ async fn bump_group(
     version.ok_or(StoreError::NotFound("group"))
 }
 
-/// Removes `member` (a user or group id) from every group of `dir` holding
-/// it; each group gets a new version and a `member.removed` event. Groups
-/// are locked in id order so concurrent removals cannot deadlock.
-pub(super) async fn remove_from_all_groups(
+/// Locks every group of `dir` holding `member` (a user or group id) —
+/// and `member` itself when it is a group, whose memberships change too —
+/// in ascending id order, before the caller locks `member` `FOR UPDATE`:
+/// step 1 of the one lock order. Returns their ids.
+pub(super) async fn lock_groups_holding(
     tx: &mut WriteTx,
     dir: DirectoryId,
     member: Uuid,
-) -> StoreResult<()> {
-    let groups: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT g.id FROM groups g JOIN memberships m ON m.group_id = g.id \
-         WHERE m.member_id = $1 AND g.directory_id = $2 ORDER BY g.id FOR NO KEY UPDATE OF g",
+) -> StoreResult<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT g.id FROM groups g WHERE g.directory_id = $2 \
+         AND (g.id = $1 OR g.id IN (SELECT group_id FROM memberships WHERE member_id = $1)) \
+         ORDER BY g.id FOR NO KEY UPDATE",
     )
     .bind(member)
     .bind(dir.0)
     .fetch_all(tx.conn())
     .await
-    .map_err(map_db)?;
-    if groups.is_empty() {
-        return Ok(());
-    }
+    .map_err(map_db)
+}
+
+/// Removes `member`, now locked against new memberships, from every group
+/// holding it; each group gets a new version and a `member.removed` event.
+/// `locked` are the groups [`lock_groups_holding`] locked: a membership in
+/// any other group was added after they were read, and locking that group
+/// now would invert the lock order, so the transaction is rolled back and
+/// replayed instead (the replay reads and locks the new group first).
+pub(super) async fn remove_from_locked_groups(
+    tx: &mut WriteTx,
+    dir: DirectoryId,
+    member: Uuid,
+    locked: &[Uuid],
+) -> StoreResult<()> {
     let removed: Vec<(Uuid, String)> = sqlx::query_as(
-        "DELETE FROM memberships WHERE member_id = $1 AND group_id = ANY($2) RETURNING group_id, member_kind",
+        "DELETE FROM memberships WHERE member_id = $1 RETURNING group_id, member_kind",
     )
     .bind(member)
-    .bind(&groups)
     .fetch_all(tx.conn())
     .await
     .map_err(map_db)?;
+    if removed.iter().any(|(g, _)| !locked.contains(g)) {
+        return Err(super::errors::replay());
+    }
     let kinds: HashMap<Uuid, String> = removed.into_iter().collect();
-    let affected: Vec<Uuid> = groups
-        .into_iter()
+    let affected: Vec<Uuid> = locked
+        .iter()
         .filter(|g| kinds.contains_key(g))
+        .copied()
         .collect();
+    if affected.is_empty() {
+        return Ok(());
+    }
     let versions: Vec<(Uuid, i64)> = sqlx::query_as(
         "UPDATE groups SET member_count = member_count - 1, version = version + 1, updated_at = now() \
          WHERE id = ANY($1) RETURNING id, version",

@@ -1,7 +1,9 @@
 //! Initial-state snapshots: users, then groups, then memberships of one
 //! directory (or all), read in chunks from one REPEATABLE READ transaction
 //! held by a task that feeds a bounded channel, so a million rows are never
-//! in memory at once and a slow consumer slows the reads down.
+//! in memory at once and a slow consumer slows the reads down. The
+//! transaction runs on the capped snapshot pool, never on the pool of
+//! writes (`crate::snapshot_slots`).
 
 use futures::stream::{self, BoxStream, StreamExt};
 use sqlx::{Postgres, Transaction};
@@ -14,6 +16,7 @@ use super::groups::{GROUP_COLUMNS, decode_group, parse_member_kind};
 use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::snapshot_slots::holding;
 use sqlx::Row;
 
 /// Rows per query.
@@ -28,22 +31,25 @@ impl PgStore {
         &self,
         dir: Option<DirectoryId>,
     ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)> {
+        let slot = self.snapshot_slots.take()?;
         let mut tx = self
-            .pool
+            .snapshots
             .begin_with(super::lists::BEGIN_SNAPSHOT)
             .await
             .map_err(map_db)?;
         let cursor = self.snapshot_cursor(&mut tx).await?;
         let (items_tx, items_rx) = mpsc::channel(BUFFER);
+        let task_slot = slot.clone();
         tokio::spawn(async move {
             if let Err(e) = stream_all(tx, dir, &items_tx).await {
                 let _ = items_tx.send(Err(e)).await;
             }
+            drop(task_slot);
         });
         let items = stream::unfold(items_rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
-        Ok((cursor, items.boxed()))
+        Ok((cursor, holding(items.boxed(), slot)))
     }
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::changes::NewChange;
 use super::errors::{json_error, map_db};
-use super::groups::remove_from_all_groups;
+use super::groups::{lock_groups_holding, remove_from_locked_groups};
 use super::{PgStore, WriteTx, check_version};
 use crate::UserUpdateFn;
 use crate::error::{StoreError, StoreResult};
@@ -110,7 +110,7 @@ impl PgStore {
         dir: DirectoryId,
         id: UserId,
         if_version: Option<i64>,
-        update: UserUpdateFn,
+        update: &UserUpdateFn,
     ) -> StoreResult<User> {
         let mut tx = self.begin_write().await?;
         let old = load_user(tx.conn(), dir, id, LOCK_UPDATE).await?;
@@ -124,7 +124,9 @@ impl PgStore {
 
     /// Removes the user from its groups (`member.removed` each, the groups
     /// get new versions), then deletes it (`user.deleted` with its last
-    /// state). The `FOR UPDATE` lock keeps new memberships out meanwhile.
+    /// state). Locks in the one order (module doc of `postgres`): the
+    /// user's groups, then the user `FOR UPDATE`, which keeps new
+    /// memberships out meanwhile.
     pub(super) async fn delete_user_impl(
         &self,
         dir: DirectoryId,
@@ -132,9 +134,10 @@ impl PgStore {
         if_version: Option<i64>,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
+        let groups = lock_groups_holding(&mut tx, dir, id.0).await?;
         let user = load_user(tx.conn(), dir, id, LOCK_DELETE).await?;
         check_version(if_version, user.version)?;
-        remove_from_all_groups(&mut tx, dir, id.0).await?;
+        remove_from_locked_groups(&mut tx, dir, id.0, &groups).await?;
         sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id.0)
             .execute(tx.conn())

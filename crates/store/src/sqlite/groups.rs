@@ -16,7 +16,6 @@ use super::codec::{Col, fold_key, id_text, json_text, parse_id, reject_nul, time
 use super::directories::ensure_directory;
 use super::errors::map_sqlx;
 use super::tx::{Event, WriteTx};
-use crate::GroupUpdateFn;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 
@@ -82,17 +81,21 @@ impl SqliteStore {
             raw: write.raw,
         }];
         ops.extend(write.members.map(GroupOp::ReplaceMembers));
-        self.update_group_impl(dir, id, if_version, Box::new(move |_| Ok(ops)))
+        self.update_group_impl(dir, id, if_version, move |_| Ok(ops))
             .await
     }
 
-    pub(super) async fn update_group_impl(
+    /// `update` is a [`crate::GroupUpdateFn`] or, for a PUT, the replacement ops.
+    pub(super) async fn update_group_impl<F>(
         &self,
         dir: DirectoryId,
         id: GroupId,
         if_version: Option<i64>,
-        update: GroupUpdateFn,
-    ) -> StoreResult<Group> {
+        update: F,
+    ) -> StoreResult<Group>
+    where
+        F: FnOnce(&Group) -> Result<Vec<GroupOp>, Box<dyn std::error::Error + Send + Sync>>,
+    {
         let mut tx = self.begin_write().await?;
         let old = load_group(tx.conn(), dir, id).await?;
         check_version(if_version, old.version)?;

@@ -19,6 +19,7 @@ use super::groups::{GROUP_COLUMNS, decode_group, parse_member_kind};
 use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::snapshot_slots::holding;
 
 /// Change-log rows deleted per pruning transaction.
 const PRUNE_BATCH: i64 = 10_000;
@@ -127,6 +128,7 @@ impl SqliteStore {
         &self,
         dir: Option<DirectoryId>,
     ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)> {
+        let slot = self.snapshot_slots.take()?;
         let mut tx = self.snapshots.begin().await.map_err(map_sqlx)?;
         // Reading the head starts the read snapshot: every item streamed
         // below comes from the same snapshot, so it reflects exactly the
@@ -152,7 +154,7 @@ impl SqliteStore {
             Err(e) => stream::once(async { Err(e) }).right_stream(),
         })
         .flatten();
-        Ok((cursor, items.boxed()))
+        Ok((cursor, holding(items.boxed(), slot)))
     }
 
     /// Waits for a commit after the head last returned by

@@ -13,7 +13,6 @@ use super::directories::ensure_directory;
 use super::errors::map_sqlx;
 use super::groups::remove_from_all_groups;
 use super::tx::{Event, WriteTx};
-use crate::UserUpdateFn;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 
@@ -61,17 +60,22 @@ impl SqliteStore {
         if_version: Option<i64>,
         user: UserWrite,
     ) -> StoreResult<User> {
-        self.update_user_impl(dir, id, if_version, Box::new(move |_| Ok(user)))
+        self.update_user_impl(dir, id, if_version, move |_| Ok(user))
             .await
     }
 
-    pub(super) async fn update_user_impl(
+    /// `update` is a [`crate::UserUpdateFn`] or, for a PUT, the replacement: the
+    /// single writer connection never deadlocks, so nothing is replayed.
+    pub(super) async fn update_user_impl<F>(
         &self,
         dir: DirectoryId,
         id: UserId,
         if_version: Option<i64>,
-        update: UserUpdateFn,
-    ) -> StoreResult<User> {
+        update: F,
+    ) -> StoreResult<User>
+    where
+        F: FnOnce(&User) -> Result<UserWrite, Box<dyn std::error::Error + Send + Sync>>,
+    {
         let mut tx = self.begin_write().await?;
         let old = load_user(tx.conn(), dir, id).await?;
         check_version(if_version, old.version)?;

@@ -10,6 +10,7 @@
 )]
 
 pub mod cases;
+pub mod contention;
 pub mod oracle;
 
 use std::any::Any;
@@ -27,6 +28,11 @@ pub struct Fixture {
 /// Stamps one test per conformance case, each on a fresh store from `$make`.
 macro_rules! conformance_suite {
     ($make:path) => {
+        $crate::conformance::conformance_suite!(@in contention $make;
+            membership_edits_race_user_deletes_without_conflicts,
+            nested_group_deletes_race_user_deletes_without_conflicts,
+            open_snapshots_are_capped_and_spare_reads_and_writes,
+        );
         $crate::conformance::conformance_suite!(@cases $make;
             directories_crud_and_events,
             token_limit_revoke_and_lookup,
@@ -53,6 +59,16 @@ macro_rules! conformance_suite {
             filters_agree_with_the_evaluator,
             invalid_filters_are_typed_errors,
         );
+    };
+    (@in $module:ident $make:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture = $make().await;
+                $crate::conformance::$module::$case(fixture.store.clone()).await;
+                drop(fixture);
+            }
+        )*
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(
