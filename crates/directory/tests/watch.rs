@@ -433,6 +433,73 @@ async fn an_aborted_revision_is_skipped() {
     assert!(m.revision > aborted_revision);
 }
 
+/// Opens a transaction on `url` that wrote a row (so it has a transaction
+/// id) and leaves it open: another application idle in transaction.
+async fn idle_writer(url: &str, table: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("raw connection");
+    for sql in [
+        format!("CREATE TABLE IF NOT EXISTS {table} (x int)"),
+        "BEGIN".to_owned(),
+        format!("INSERT INTO {table} VALUES (1)"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("idle writer");
+    }
+    conn
+}
+
+/// Leaves a permanent hole in the change log: a revision taken and rolled back.
+async fn aborted_revision(url: &str, directory: &str) -> i64 {
+    let (tx, revision, _) = hold_revision(url, directory).await;
+    tx.rollback().await.expect("rollback");
+    revision
+}
+
+#[tokio::test]
+async fn an_open_transaction_in_another_database_does_not_hold_the_head() {
+    let mut env = Env::new("watch_other_database").await;
+    let d = env.directory("other-database").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    // Another application's database on the same server, with a session
+    // idle in a transaction that holds a transaction id.
+    let other = roster_testkit::fresh_database("other_app").await;
+    let mut idle = idle_writer(&other, "orders").await;
+
+    // A hole can only be skipped once every transaction that might hold it
+    // has ended; the other database's transaction cannot.
+    let hole = aborted_revision(&env.url, &d).await;
+    let u = env.user(&d, "past-the-hole@example.com").await;
+    let (m, c) = next_change(&mut stream).await;
+    assert_eq!(c.resource_id, u.id);
+    assert!(m.revision > hole);
+
+    // Still open: the change above arrived while it was.
+    sqlx::query("ROLLBACK").execute(&mut idle).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_open_transaction_that_takes_no_revision_does_not_hold_the_head() {
+    let mut env = Env::new("watch_bystander").await;
+    let d = env.directory("bystander").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    // A session of another tool in Roster's own database, idle in a
+    // transaction that wrote something but never took a revision.
+    let mut idle = idle_writer(&env.url, "bystander_notes").await;
+
+    let hole = aborted_revision(&env.url, &d).await;
+    let u = env.user(&d, "bystander@example.com").await;
+    let (m, c) = next_change(&mut stream).await;
+    assert_eq!(c.resource_id, u.id);
+    assert!(m.revision > hole);
+
+    sqlx::query("ROLLBACK").execute(&mut idle).await.unwrap();
+}
+
 #[tokio::test]
 async fn watchers_end_with_unavailable_on_shutdown() {
     let (store, _) = pg_store("watch_shutdown").await;

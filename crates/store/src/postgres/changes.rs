@@ -96,16 +96,32 @@ pub(crate) async fn insert_changes(
 }
 
 /// Reads what the stable head needs, in one statement (so one snapshot).
+///
+/// `pg_locks` is read once (materialized) so that a transaction's xid lock
+/// and its lock on `change_revision` come from the same read: a transaction
+/// seen holding an xid but no lock on the sequence took no revision before
+/// the snapshot (fact 4 of `head.rs`) and is reported as a bystander. That is
+/// what keeps other databases' (and other tools') open transactions from
+/// holding the stable head: xids are cluster-wide, revisions are not.
 pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<Observation> {
     let row = sqlx::query(
-        "WITH s AS (SELECT pg_current_snapshot() AS snap) \
+        "WITH s AS (SELECT pg_current_snapshot() AS snap), \
+         locks AS MATERIALIZED (SELECT locktype, database, relation, transactionid, virtualtransaction, \
+                                       mode, granted FROM pg_locks), \
+         takers AS (SELECT virtualtransaction FROM locks \
+                    WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' \
+                      AND relation = 'change_revision'::regclass \
+                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())), \
+         xids AS (SELECT transactionid::text::bigint AS xid, \
+                         virtualtransaction IN (SELECT virtualtransaction FROM takers) AS taker \
+                  FROM locks WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted) \
          SELECT pg_snapshot_xmax(s.snap)::text::bigint AS xmax, \
                 ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.snap) AS x) AS xip, \
                 ARRAY(SELECT revision FROM changes WHERE revision > $1 ORDER BY revision LIMIT $2) AS revisions, \
                 (SELECT max(revision) FROM changes) AS max_revision, \
                 (SELECT pruned_through FROM change_log_state) AS pruned_through, \
-                ARRAY(SELECT transactionid::text::bigint FROM pg_locks \
-                      WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted) AS running \
+                ARRAY(SELECT xid FROM xids WHERE taker) AS running, \
+                ARRAY(SELECT xid FROM xids WHERE NOT taker) AS bystanders \
          FROM s",
     )
     .bind(after)
@@ -114,10 +130,14 @@ pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<
     .await
     .map_err(map_db)?;
     let xmax: i64 = row.try_get("xmax").map_err(map_db)?;
-    let running: Vec<i64> = row.try_get("running").map_err(map_db)?;
+    let widen = |column: &str| -> StoreResult<Vec<i64>> {
+        let xids: Vec<i64> = row.try_get(column).map_err(map_db)?;
+        Ok(xids.into_iter().map(|x| full_xid(x, xmax)).collect())
+    };
     Ok(Observation {
         xmax,
-        running: running.into_iter().map(|x| full_xid(x, xmax)).collect(),
+        running: widen("running")?,
+        bystanders: widen("bystanders")?,
         xip: row.try_get("xip").map_err(map_db)?,
         revisions: row.try_get("revisions").map_err(map_db)?,
         max_revision: row.try_get("max_revision").map_err(map_db)?,

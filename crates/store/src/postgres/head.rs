@@ -6,7 +6,9 @@
 //! 1. every writing transaction has a transaction id *before* it takes a
 //!    revision (`nextval`), and takes its revisions as its last statement;
 //! 2. `change_revision` hands out values in call order (CACHE 1);
-//! 3. change rows are only deleted by pruning, at or below a stable head.
+//! 3. change rows are only deleted by pruning, at or below a stable head;
+//! 4. (PostgreSQL) `nextval` takes a `RowExclusiveLock` on the sequence for
+//!    the top-level transaction, held until it ends.
 //!
 //! Claim: in a snapshot S, if revision M is visible, every absent revision
 //! h < M belongs to a transaction that was running when S was taken, or that
@@ -22,6 +24,21 @@
 //! xids running right after S from `pg_locks` (every transaction holds an
 //! exclusive lock on its own xid from assignment to end): T is there unless
 //! it already finished, in which case any later snapshot sees its outcome.
+//!
+//! Xids are cluster-wide, so `xip` and `pg_locks` also list transactions of
+//! every other database on the server, and of other tools in this one; one
+//! of them idle in a transaction would hold every barrier forever. The same
+//! `pg_locks` read therefore says which transactions hold a lock on this
+//! database's `change_revision` (fact 4): a transaction seen there with its
+//! xid but *without* that lock is a *bystander*: it took no revision before
+//! S, since it would have held the lock from then until its end, and it was
+//! still running when its xid lock was read. (`pg_locks` reads the
+//! per-backend fast-path locks, where the sequence lock usually lives,
+//! before the shared table, where xid locks always live; a lock moves
+//! between the two only under the backend's fast-path lock, which that read
+//! takes too. So a taker running at the xid read was seen with its lock.)
+//! Bystanders are left out of barriers. A transaction whose database cannot
+//! be told (it ended before the read) stays in: that is only conservative.
 //!
 //! Hence a *barrier* (M, running xids): once every one of them has finished
 //! in a *later* observation (xid < xmax and not in xip), each revision <= M
@@ -43,9 +60,12 @@ pub(crate) struct Observation {
     pub xmax: i64,
     /// `pg_snapshot_xip`: xids in progress at the snapshot (below `xmax`).
     pub xip: Vec<i64>,
-    /// Full xids running right after the snapshot (from `pg_locks`),
-    /// including those at or above `xmax`.
+    /// Full xids running right after the snapshot (from `pg_locks`) that
+    /// hold a lock on `change_revision`, including those at or above `xmax`.
     pub running: Vec<i64>,
+    /// Full xids running right after the snapshot without a lock on
+    /// `change_revision`: they hold no revision below the snapshot's.
+    pub bystanders: Vec<i64>,
     /// Visible revisions above the head the query started from, ascending
     /// (possibly truncated to a limit).
     pub revisions: Vec<i64>,
@@ -107,7 +127,13 @@ impl HeadState {
             }
         }
         if let Some(max) = obs.max_revision.filter(|m| *m > self.head) {
-            let mut xids: Vec<i64> = obs.xip.iter().chain(&obs.running).copied().collect();
+            let mut xids: Vec<i64> = obs
+                .xip
+                .iter()
+                .chain(&obs.running)
+                .filter(|x| !obs.bystanders.contains(x))
+                .copied()
+                .collect();
             xids.sort_unstable();
             xids.dedup();
             self.push_barrier(Barrier { up_to: max, xids });
@@ -140,6 +166,7 @@ mod tests {
             xmax,
             xip: xip.to_vec(),
             running: xip.to_vec(),
+            bystanders: Vec::new(),
             revisions: revisions.to_vec(),
             max_revision: revisions.iter().copied().max(),
             pruned_through: 0,
@@ -192,6 +219,20 @@ mod tests {
         assert_eq!(s.observe(&obs(100, &[], &[2])), 0);
         // Finished (xmax moved past it, not in xip): the hole is resolved.
         assert_eq!(s.observe(&obs(101, &[], &[2])), 2);
+    }
+
+    #[test]
+    fn a_bystander_does_not_hold_the_barrier() {
+        let mut s = HeadState::default();
+        // Xid 50 (another database) runs throughout and holds no revision.
+        let mut first = obs(100, &[50], &[2]);
+        first.running = vec![];
+        first.bystanders = vec![50];
+        assert_eq!(s.observe(&first), 0);
+        let mut later = obs(110, &[50], &[2]);
+        later.running = vec![];
+        later.bystanders = vec![50];
+        assert_eq!(s.observe(&later), 2);
     }
 
     #[test]
