@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use common::*;
 use roster_directory::DirectoryConfig;
+use roster_directory::cursor;
 use roster_directory::error::OLDEST_CURSOR_KEY;
 use roster_proto::directory::change::Resource;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{ChangeKind, ListOptions, ListUsersRequest, WatchChangesRequest};
+use roster_store::Cursor;
 
 on_both_backends!(from_now_delivers_later_changes_in_order_with_cursors);
 async fn from_now_delivers_later_changes_in_order_with_cursors(backend: Backend) {
@@ -309,6 +311,109 @@ async fn malformed_watch_requests_are_invalid_arguments(backend: Backend) {
         env.dir.watch_changes(req).await.unwrap_err().code(),
         tonic::Code::InvalidArgument
     );
+}
+
+/// The status a watch request fails with.
+async fn refused(env: &mut Env, directory: &str, start: Start) -> tonic::Status {
+    let req = WatchChangesRequest {
+        directory_id: directory.to_owned(),
+        kinds: vec![],
+        start: Some(start),
+    };
+    env.dir
+        .watch_changes(req)
+        .await
+        .expect_err("the watch must be refused")
+}
+
+on_both_backends!(a_position_beyond_the_log_is_out_of_range);
+async fn a_position_beyond_the_log_is_out_of_range(backend: Backend) {
+    let mut env = Env::on(backend, "watch_future").await;
+    let d = env.directory("future").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    env.user(&d, "u@example.com").await;
+    let (m, _) = next_change(&mut stream).await;
+    let issued = cursor::decode(&m.cursor).unwrap();
+    assert!(issued.epoch.is_some(), "issued cursors carry the epoch");
+    let newest = env.store.log_bounds().await.unwrap().allocated_head;
+
+    let ahead = Cursor {
+        after: newest + 100,
+        ..issued.clone()
+    };
+    let seen_ahead = Cursor {
+        also_seen: vec![newest + 1],
+        ..issued.clone()
+    };
+    let legacy_ahead = format!("r{}", newest + 100);
+    for start in [
+        Start::AfterRevision(newest + 1),
+        Start::AfterCursor(cursor::encode(&ahead)),
+        Start::AfterCursor(cursor::encode(&seen_ahead)),
+        Start::AfterCursor(legacy_ahead),
+    ] {
+        let status = refused(&mut env, &d, start.clone()).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::OutOfRange,
+            "{start:?}: {status:?}"
+        );
+        assert!(status.message().contains("ahead"), "{}", status.message());
+    }
+    // The newest revision itself, and cursors without an epoch (issued
+    // before epochs existed), are still fine.
+    let starts: [fn(i64) -> Start; 2] = [Start::AfterRevision, |r| {
+        Start::AfterCursor(format!("r{r}"))
+    }];
+    for (i, start) in starts.into_iter().enumerate() {
+        let newest = env.store.log_bounds().await.unwrap().allocated_head;
+        let mut resumed = watch(&mut env.dir, &d, &[], start(newest)).await;
+        let later = env.user(&d, &format!("later{i}@example.com")).await;
+        let (_, c) = next_change(&mut resumed).await;
+        assert_eq!(c.resource_id, later.id);
+    }
+}
+
+on_both_backends!(a_cursor_from_before_a_restore_is_out_of_range);
+async fn a_cursor_from_before_a_restore_is_out_of_range(backend: Backend) {
+    let mut env = Env::on(backend, "watch_restore").await;
+    let d = env.directory("restore").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    env.user(&d, "before@example.com").await;
+    let (m, _) = next_change(&mut stream).await;
+    drop(stream);
+    let list = env
+        .dir
+        .list_users(ListUsersRequest {
+            directory_id: d.clone(),
+            options: Some(ListOptions::default()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The restore step: the log gets a new epoch. Both cursors' revisions
+    // are still in range; they name the old history.
+    env.store.renew_log_epoch().await.unwrap();
+    for old in [m.cursor, list.cursor] {
+        let status = refused(&mut env, &d, Start::AfterCursor(old.clone())).await;
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{old}: {status:?}");
+        assert!(status.message().contains("history"), "{}", status.message());
+    }
+
+    // Starting again works, and its cursors resume.
+    let mut fresh = watch(&mut env.dir, &d, &[], Start::InitialState(())).await;
+    let synced = loop {
+        let msg = next_message(&mut fresh).await;
+        if matches!(msg.payload, Some(Payload::Synced(_))) {
+            break msg;
+        }
+    };
+    drop(fresh);
+    let after = env.user(&d, "after@example.com").await;
+    let mut resumed = watch(&mut env.dir, &d, &[], Start::AfterCursor(synced.cursor)).await;
+    let (_, c) = next_change(&mut resumed).await;
+    assert_eq!(c.resource_id, after.id);
 }
 
 #[tokio::test]

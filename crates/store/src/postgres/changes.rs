@@ -14,6 +14,10 @@ use crate::model::{ChangeFilter, ChangeKind, ChangeRecord, DirectoryId, FieldCha
 /// How many revisions one stable-head query reads at most.
 pub(crate) const HEAD_BATCH: i64 = 10_000;
 
+/// The highest revision handed out (0 before the first `nextval`).
+const ALLOCATED: &str =
+    "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM change_revision) AS allocated";
+
 /// A change to append at the end of a write transaction.
 #[derive(Debug, Clone)]
 pub(crate) struct NewChange {
@@ -104,7 +108,7 @@ pub(crate) async fn insert_changes(
 /// what keeps other databases' (and other tools') open transactions from
 /// holding the stable head: xids are cluster-wide, revisions are not.
 pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<Observation> {
-    let row = sqlx::query(
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH s AS (SELECT pg_current_snapshot() AS snap), \
          locks AS MATERIALIZED (SELECT locktype, database, relation, transactionid, virtualtransaction, \
                                        mode, granted FROM pg_locks), \
@@ -119,11 +123,11 @@ pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<
                 ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.snap) AS x) AS xip, \
                 ARRAY(SELECT revision FROM changes WHERE revision > $1 ORDER BY revision LIMIT $2) AS revisions, \
                 (SELECT max(revision) FROM changes) AS max_revision, \
-                (SELECT pruned_through FROM change_log_state) AS pruned_through, \
+                (SELECT pruned_through FROM change_log_state) AS pruned_through, {ALLOCATED}, \
                 ARRAY(SELECT xid FROM xids WHERE taker) AS running, \
                 ARRAY(SELECT xid FROM xids WHERE NOT taker) AS bystanders \
-         FROM s",
-    )
+         FROM s"
+    )))
     .bind(after)
     .bind(HEAD_BATCH)
     .fetch_one(conn)
@@ -141,6 +145,7 @@ pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<
         xip: row.try_get("xip").map_err(map_db)?,
         revisions: row.try_get("revisions").map_err(map_db)?,
         max_revision: row.try_get("max_revision").map_err(map_db)?,
+        allocated: row.try_get("allocated").map_err(map_db)?,
         pruned_through: row
             .try_get::<Option<i64>, _>("pruned_through")
             .map_err(map_db)?
@@ -162,21 +167,42 @@ fn full_xid(xid32: i64, reference: i64) -> i64 {
     }
 }
 
-/// Revisions above `after` visible in the current snapshot (for cursors).
-pub(crate) async fn visible_after(conn: &mut PgConnection, after: i64) -> StoreResult<Vec<i64>> {
-    sqlx::query_scalar("SELECT revision FROM changes WHERE revision > $1 ORDER BY revision")
-        .bind(after)
-        .fetch_all(conn)
-        .await
-        .map_err(map_db)
+/// Revisions above `after` visible in the current snapshot, and the log's
+/// epoch in that same snapshot (for cursors).
+pub(crate) async fn visible_after(
+    conn: &mut PgConnection,
+    after: i64,
+) -> StoreResult<(Vec<i64>, i64)> {
+    sqlx::query_as(
+        "SELECT ARRAY(SELECT revision FROM changes WHERE revision > $1 ORDER BY revision), epoch \
+         FROM change_log_state",
+    )
+    .bind(after)
+    .fetch_one(conn)
+    .await
+    .map_err(map_db)
 }
 
-pub(crate) async fn pruned_through(conn: &mut PgConnection) -> StoreResult<i64> {
-    sqlx::query_scalar("SELECT pruned_through FROM change_log_state")
-        .fetch_optional(conn)
-        .await
-        .map_err(map_db)
-        .map(Option::unwrap_or_default)
+/// `(pruned_through, epoch, allocated_head)` of the log. The sequence is
+/// read as it is now, not as of a snapshot: sequences are not transactional.
+pub(crate) async fn log_state(conn: &mut PgConnection) -> StoreResult<(i64, i64, i64)> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT s.pruned_through, s.epoch, {ALLOCATED} FROM change_log_state s"
+    )))
+    .fetch_one(conn)
+    .await
+    .map_err(map_db)
+}
+
+/// Gives the log a new random epoch (same expression as the migration).
+pub(crate) async fn renew_epoch(conn: &mut PgConnection) -> StoreResult<i64> {
+    sqlx::query_scalar(
+        "UPDATE change_log_state \
+         SET epoch = ('x' || left(md5(gen_random_uuid()::text), 16))::bit(64)::bigint RETURNING epoch",
+    )
+    .fetch_one(conn)
+    .await
+    .map_err(map_db)
 }
 
 /// Changes with `after < revision <= up_to` passing `filter`, or

@@ -73,6 +73,8 @@ pub(crate) struct Observation {
     pub max_revision: Option<i64>,
     /// Revisions at or below this are pruned (so resolved).
     pub pruned_through: i64,
+    /// The highest revision handed out when the query ran (for the lag metric).
+    pub allocated: i64,
 }
 
 impl Observation {
@@ -94,6 +96,8 @@ struct Barrier {
 pub(crate) struct HeadState {
     head: i64,
     barriers: VecDeque<Barrier>,
+    /// The highest revision handed out that an observation saw.
+    allocated: i64,
 }
 
 impl HeadState {
@@ -102,11 +106,17 @@ impl HeadState {
         self.head
     }
 
+    /// The highest revision handed out that an observation saw.
+    pub fn allocated(&self) -> i64 {
+        self.allocated
+    }
+
     /// Folds an observation in and returns the new head. Observations may
     /// come from concurrent callers in any order: each one is sound on its
     /// own and the head only moves forward.
     pub fn observe(&mut self, obs: &Observation) -> i64 {
         self.head = self.head.max(obs.pruned_through);
+        self.allocated = self.allocated.max(obs.allocated);
         let head = &mut self.head;
         self.barriers.retain(|b| {
             if b.xids.iter().all(|x| obs.finished(*x)) {
@@ -170,6 +180,7 @@ mod tests {
             revisions: revisions.to_vec(),
             max_revision: revisions.iter().copied().max(),
             pruned_through: 0,
+            allocated: 0,
         }
     }
 
