@@ -23,8 +23,7 @@ const EPOCH_SEPARATOR: char = '.';
 pub fn encode(cursor: &Cursor) -> String {
     if cursor.also_seen.is_empty() {
         return match cursor.epoch {
-            // The epoch's bits as unsigned hex: fixed width, no sign.
-            Some(epoch) => format!("r{}{EPOCH_SEPARATOR}{:016x}", cursor.after, epoch as u64),
+            Some(epoch) => format!("r{}{EPOCH_SEPARATOR}{}", cursor.after, epoch_text(epoch)),
             None => format!("r{}", cursor.after),
         };
     }
@@ -59,7 +58,12 @@ pub fn decode(text: &str) -> Result<Cursor, ServiceError> {
     Ok(normalize(cursor))
 }
 
-/// Exactly 16 hex digits (what [`encode`] writes), as the epoch's bits.
+/// An epoch as cursors spell it: its bits as 16 hex digits.
+pub fn epoch_text(epoch: i64) -> String {
+    format!("{:016x}", epoch as u64)
+}
+
+/// Exactly 16 hex digits (what [`epoch_text`] writes), as the epoch's bits.
 fn parse_epoch(hex: &str) -> Option<i64> {
     let well_formed = hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit());
     well_formed
