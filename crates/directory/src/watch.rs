@@ -43,6 +43,7 @@ use tonic::Status;
 use crate::convert;
 use crate::cursor;
 use crate::error::{ServiceError, ServiceResult};
+use crate::lag::LagClock;
 
 /// Changes read per database query, by the tailer and by catching-up watchers.
 pub const READ_PAGE: i64 = 500;
@@ -218,17 +219,25 @@ impl ChangeHub {
     async fn run_metrics(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         let mut shutdown = self.shutdown.subscribe();
+        let mut clock = LagClock::default();
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.record_metrics(),
+                _ = ticker.tick() => self.record_metrics(&mut clock),
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
     }
 
-    fn record_metrics(&self) {
+    fn record_metrics(&self, clock: &mut LagClock) {
         let m = roster_telemetry::metrics::metrics();
         let head = self.head();
+        // As of the tailer's last look at the log (at least every poll
+        // interval): no query of its own.
+        if let Some(allocated) = self.store.allocated_head() {
+            m.head_lag.set((allocated - head).max(0));
+            let waited = clock.observe(allocated, head, std::time::Instant::now());
+            m.head_lag_seconds.set(waited.as_secs_f64());
+        }
         let oldest_sent = lock_positions(&self.stats)
             .values()
             .map(|p| p.load(Ordering::Relaxed))
