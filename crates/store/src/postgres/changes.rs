@@ -103,10 +103,19 @@ pub(crate) async fn insert_changes(
 ///
 /// `pg_locks` is read once (materialized) so that a transaction's xid lock
 /// and its lock on `change_revision` come from the same read: a transaction
-/// seen holding an xid but no lock on the sequence took no revision before
-/// the snapshot (fact 4 of `head.rs`) and is reported as a bystander. That is
-/// what keeps other databases' (and other tools') open transactions from
-/// holding the stable head: xids are cluster-wide, revisions are not.
+/// seen holding an xid but no lock on the sequence, and still in progress
+/// after that read, took no revision before the snapshot (fact 4 of
+/// `head.rs`) and is reported as a bystander. That is what keeps other
+/// databases' (and other tools') open transactions from holding the stable
+/// head: xids are cluster-wide, revisions are not.
+///
+/// "Still in progress after the read" matters: a transaction leaves the
+/// proc array before it releases its locks, one lock partition at a time,
+/// so one that ended during the read can show its xid lock without its
+/// sequence lock. `pg_lock_status` reads every lock before returning its
+/// first row, so `pg_xact_status` runs after the read. It wants a full
+/// xid: the 32-bit one is widened around the snapshot's `xmax` (as
+/// [`full_xid`] does for the arrays).
 pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<Observation> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "WITH s AS (SELECT pg_current_snapshot() AS snap), \
@@ -118,14 +127,19 @@ pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<
                       AND database = (SELECT oid FROM pg_database WHERE datname = current_database())), \
          xids AS (SELECT transactionid::text::bigint AS xid, \
                          virtualtransaction IN (SELECT virtualtransaction FROM takers) AS taker \
-                  FROM locks WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted) \
+                  FROM locks WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted), \
+         wide AS (SELECT x.xid, x.taker, m.xmax + ((x.xid - m.xmax) % 4294967296 + 6442450944) \
+                         % 4294967296 - 2147483648 AS full_xid \
+                  FROM xids x, (SELECT pg_snapshot_xmax(snap)::text::bigint AS xmax FROM s) m), \
+         seen AS (SELECT xid, NOT taker AND pg_xact_status(full_xid::text::xid8) = 'in progress' \
+                         AS bystander FROM wide) \
          SELECT pg_snapshot_xmax(s.snap)::text::bigint AS xmax, \
                 ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.snap) AS x) AS xip, \
                 ARRAY(SELECT revision FROM changes WHERE revision > $1 ORDER BY revision LIMIT $2) AS revisions, \
                 (SELECT max(revision) FROM changes) AS max_revision, \
                 (SELECT pruned_through FROM change_log_state) AS pruned_through, {ALLOCATED}, \
-                ARRAY(SELECT xid FROM xids WHERE taker) AS running, \
-                ARRAY(SELECT xid FROM xids WHERE NOT taker) AS bystanders \
+                ARRAY(SELECT xid FROM seen WHERE NOT bystander) AS running, \
+                ARRAY(SELECT xid FROM seen WHERE bystander) AS bystanders \
          FROM s"
     )))
     .bind(after)

@@ -30,15 +30,18 @@
 //! of them idle in a transaction would hold every barrier forever. The same
 //! `pg_locks` read therefore says which transactions hold a lock on this
 //! database's `change_revision` (fact 4): a transaction seen there with its
-//! xid but *without* that lock is a *bystander*: it took no revision before
-//! S, since it would have held the lock from then until its end, and it was
-//! still running when its xid lock was read. (`pg_locks` reads the
+//! xid but *without* that lock, and still in progress once the read is over,
+//! is a *bystander*: it took no revision before S, since it would have held
+//! the lock from then until its end. (The in-progress check comes after the
+//! read because a transaction leaves the proc array before releasing its
+//! locks one partition at a time: one that ended during the read may show
+//! its xid lock without its sequence lock. `pg_locks` reads the
 //! per-backend fast-path locks, where the sequence lock usually lives,
 //! before the shared table, where xid locks always live; a lock moves
 //! between the two only under the backend's fast-path lock, which that read
-//! takes too. So a taker running at the xid read was seen with its lock.)
-//! Bystanders are left out of barriers. A transaction whose database cannot
-//! be told (it ended before the read) stays in: that is only conservative.
+//! takes too. So a taker still running after the read was seen with its
+//! lock.) Bystanders are left out of barriers; every other xid stays in,
+//! which is only conservative.
 //!
 //! Hence a *barrier* (M, running xids): once every one of them has finished
 //! in a *later* observation (xid < xmax and not in xip), each revision <= M
@@ -60,8 +63,8 @@ pub(crate) struct Observation {
     pub xmax: i64,
     /// `pg_snapshot_xip`: xids in progress at the snapshot (below `xmax`).
     pub xip: Vec<i64>,
-    /// Full xids running right after the snapshot (from `pg_locks`) that
-    /// hold a lock on `change_revision`, including those at or above `xmax`.
+    /// Full xids running right after the snapshot (from `pg_locks`),
+    /// including those at or above `xmax`, except the bystanders.
     pub running: Vec<i64>,
     /// Full xids running right after the snapshot without a lock on
     /// `change_revision`: they hold no revision below the snapshot's.
