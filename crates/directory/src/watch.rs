@@ -233,9 +233,9 @@ impl ChangeHub {
         let head = self.head();
         // As of the tailer's last look at the log (at least every poll
         // interval): no query of its own.
-        if let Some(allocated) = self.store.allocated_head() {
-            m.head_lag.set((allocated - head).max(0));
-            let waited = clock.observe(allocated, head, std::time::Instant::now());
+        if let Some(newest) = self.store.newest_committed() {
+            m.head_lag.set((newest - head).max(0));
+            let waited = clock.observe(newest, head, std::time::Instant::now());
             m.head_lag_seconds.set(waited.as_secs_f64());
         }
         let oldest_sent = lock_positions(&self.stats)

@@ -178,9 +178,12 @@ pub trait Store: Send + Sync + 'static {
     /// bringing back a backup (the restored log reuses revisions that
     /// consumers may already have seen from the lost history).
     async fn renew_log_epoch(&self) -> StoreResult<i64>;
-    /// The highest revision handed out as of the last stable-head advance,
-    /// without a database call (for the head-lag metric).
-    fn allocated_head(&self) -> Option<i64> {
+    /// The highest committed revision as of the last stable-head advance,
+    /// without a database call (for the head-lag metric). Unlike
+    /// [`LogBounds::allocated_head`] it leaves out revisions that are not
+    /// committed yet or never will be (an aborted write at the end of the
+    /// log is no lag).
+    fn newest_committed(&self) -> Option<i64> {
         None
     }
     /// Waits until another process may have committed changes (LISTEN/NOTIFY

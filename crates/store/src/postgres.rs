@@ -475,13 +475,8 @@ impl Store for PgStore {
         changes::renew_epoch(&mut *self.conn().await?).await
     }
 
-    fn allocated_head(&self) -> Option<i64> {
-        Some(
-            self.head
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .allocated(),
-        )
+    fn newest_committed(&self) -> Option<i64> {
+        Some(self.head.lock().unwrap_or_else(|p| p.into_inner()).newest())
     }
 
     async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {

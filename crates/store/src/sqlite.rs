@@ -386,7 +386,7 @@ impl Store for SqliteStore {
     async fn renew_log_epoch(&self) -> StoreResult<i64> {
         self.renew_log_epoch_impl().await
     }
-    fn allocated_head(&self) -> Option<i64> {
+    fn newest_committed(&self) -> Option<i64> {
         // The last committed revision (every commit publishes it here).
         Some(*self.heads.borrow())
     }

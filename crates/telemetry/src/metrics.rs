@@ -72,9 +72,9 @@ pub struct Metrics {
     pub change_log_head: Gauge,
     /// Newest stable revision minus the lowest revision sent to an open stream.
     pub watch_lag: Gauge,
-    /// Revisions handed out but not yet published to watchers.
+    /// Committed revisions not yet published to watchers.
     pub head_lag: Gauge,
-    /// How long the oldest revision handed out but not yet published has waited.
+    /// How long the oldest committed revision not yet published has waited.
     pub head_lag_seconds: Gauge<f64, AtomicU64>,
     /// Database pool connections by state.
     pub db_pool: Family<PoolLabels, Gauge>,
@@ -144,12 +144,12 @@ impl Metrics {
         );
         registry.register(
             "watch_head_lag_revisions",
-            "Revisions handed out (committed or not) that are not yet published to watchers",
+            "Newest committed change-log revision minus the newest one published to watchers",
             head_lag.clone(),
         );
         registry.register(
             "watch_head_lag_seconds",
-            "How long the oldest revision handed out but not yet published has been waiting",
+            "How long the oldest committed revision not yet published to watchers has waited",
             head_lag_seconds.clone(),
         );
         registry.register(

@@ -117,7 +117,7 @@ pub(crate) async fn insert_changes(
 /// xid: the 32-bit one is widened around the snapshot's `xmax` (as
 /// [`full_xid`] does for the arrays).
 pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<Observation> {
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sqlx::query(
         "WITH s AS (SELECT pg_current_snapshot() AS snap), \
          locks AS MATERIALIZED (SELECT locktype, database, relation, transactionid, virtualtransaction, \
                                        mode, granted FROM pg_locks), \
@@ -137,11 +137,11 @@ pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<
                 ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.snap) AS x) AS xip, \
                 ARRAY(SELECT revision FROM changes WHERE revision > $1 ORDER BY revision LIMIT $2) AS revisions, \
                 (SELECT max(revision) FROM changes) AS max_revision, \
-                (SELECT pruned_through FROM change_log_state) AS pruned_through, {ALLOCATED}, \
+                (SELECT pruned_through FROM change_log_state) AS pruned_through, \
                 ARRAY(SELECT xid FROM seen WHERE NOT bystander) AS running, \
                 ARRAY(SELECT xid FROM seen WHERE bystander) AS bystanders \
-         FROM s"
-    )))
+         FROM s",
+    )
     .bind(after)
     .bind(HEAD_BATCH)
     .fetch_one(conn)
@@ -159,7 +159,6 @@ pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<
         xip: row.try_get("xip").map_err(map_db)?,
         revisions: row.try_get("revisions").map_err(map_db)?,
         max_revision: row.try_get("max_revision").map_err(map_db)?,
-        allocated: row.try_get("allocated").map_err(map_db)?,
         pruned_through: row
             .try_get::<Option<i64>, _>("pruned_through")
             .map_err(map_db)?

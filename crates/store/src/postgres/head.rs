@@ -76,8 +76,6 @@ pub(crate) struct Observation {
     pub max_revision: Option<i64>,
     /// Revisions at or below this are pruned (so resolved).
     pub pruned_through: i64,
-    /// The highest revision handed out when the query ran (for the lag metric).
-    pub allocated: i64,
 }
 
 impl Observation {
@@ -99,8 +97,8 @@ struct Barrier {
 pub(crate) struct HeadState {
     head: i64,
     barriers: VecDeque<Barrier>,
-    /// The highest revision handed out that an observation saw.
-    allocated: i64,
+    /// The highest committed revision an observation saw.
+    newest: i64,
 }
 
 impl HeadState {
@@ -109,9 +107,9 @@ impl HeadState {
         self.head
     }
 
-    /// The highest revision handed out that an observation saw.
-    pub fn allocated(&self) -> i64 {
-        self.allocated
+    /// The highest committed revision an observation saw.
+    pub fn newest(&self) -> i64 {
+        self.newest
     }
 
     /// Folds an observation in and returns the new head. Observations may
@@ -119,7 +117,7 @@ impl HeadState {
     /// own and the head only moves forward.
     pub fn observe(&mut self, obs: &Observation) -> i64 {
         self.head = self.head.max(obs.pruned_through);
-        self.allocated = self.allocated.max(obs.allocated);
+        self.newest = self.newest.max(obs.max_revision.unwrap_or(0));
         let head = &mut self.head;
         self.barriers.retain(|b| {
             if b.xids.iter().all(|x| obs.finished(*x)) {
@@ -183,7 +181,6 @@ mod tests {
             revisions: revisions.to_vec(),
             max_revision: revisions.iter().copied().max(),
             pruned_through: 0,
-            allocated: 0,
         }
     }
 
