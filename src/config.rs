@@ -264,6 +264,14 @@ pub enum AdminCommand {
         directory_id: String,
         token_id: String,
     },
+    /// Give the change log a new epoch, directly in the database (no
+    /// directory service needed): the step after restoring a backup, before
+    /// starting Roster. Every cursor issued before is then refused with
+    /// OUT_OF_RANGE, so consumers start again instead of skipping changes.
+    NewEpoch {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// `roster watch`.

@@ -107,3 +107,58 @@ async fn metrics_reflect_requests_streams_head_and_pool() {
         "{text}"
     );
 }
+
+/// Waits until the metric `name` (unlabelled) satisfies `ok`; returns its value.
+async fn metric_until(url: &str, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let http = reqwest::Client::new();
+    let what = format!("{name} to reach the expected value");
+    let ok = &ok;
+    roster_testkit::eventually(&what, Duration::from_secs(30), || {
+        let http = http.clone();
+        async move {
+            let text = http.get(url).send().await.ok()?.text().await.ok()?;
+            sample(&text, &format!("{name} ")).filter(|v| ok(*v))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_head_lag_shows_a_revision_held_open() {
+    let url = roster_testkit::fresh_database("head_lag").await;
+    let served = support::serve_database(&url, &[]);
+    let metrics_url = served.metrics_url.clone().expect("metrics address");
+    let lag = "roster_watch_head_lag_revisions";
+    let waited = "roster_watch_head_lag_seconds";
+    metric_until(&metrics_url, lag, |v| v == 0.0).await;
+
+    // A writer takes a revision and stays open; a later write commits.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut slow = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    sqlx::query("SELECT nextval('change_revision')")
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    let token = served.token.clone().expect("token");
+    let created = reqwest::Client::new()
+        .post(format!("{}/Users", served.base_url))
+        .bearer_auth(&token)
+        .header("content-type", "application/scim+json")
+        .body(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"lag@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // The user's revision waits behind the open one: both count, and the
+    // wait grows.
+    metric_until(&metrics_url, lag, |v| v >= 2.0).await;
+    metric_until(&metrics_url, waited, |v| v > 0.0).await;
+
+    slow.rollback().await.unwrap();
+    metric_until(&metrics_url, lag, |v| v == 0.0).await;
+    metric_until(&metrics_url, waited, |v| v == 0.0).await;
+}

@@ -6,16 +6,26 @@ use roster_proto::admin::*;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
-use crate::config::{AdminArgs, AdminCommand};
+use crate::config::{AdminArgs, AdminCommand, ClientArgs, StoreArgs};
 
 /// Runs one admin command and prints its result as JSON.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let channel = super::connect(&args.client).await?;
+    let out = match args.command {
+        AdminCommand::NewEpoch { store } => new_epoch(&store).await?,
+        command => remote(&args.client, command).await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// Runs a command through `AdminService`.
+async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Value> {
+    let channel = super::connect(client).await?;
     let mut admin = Admin {
         client: AdminServiceClient::new(channel),
-        secret: args.client.internal_secret.clone(),
+        secret: client.internal_secret.clone(),
     };
-    let out = match args.command {
+    let out = match command {
         AdminCommand::ListDirectories { organization } => {
             let r = admin.call_list(organization.unwrap_or_default()).await?;
             Value::Array(r.directories.iter().map(directory_json).collect())
@@ -101,9 +111,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 .map_err(status)?;
             json!({ "revoked": token_id })
         }
+        AdminCommand::NewEpoch { store } => new_epoch(&store).await?,
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
+    Ok(out)
+}
+
+/// `roster admin new-epoch`: renews the change log's epoch in the database.
+async fn new_epoch(args: &StoreArgs) -> anyhow::Result<Value> {
+    let (store, _) = super::serve::open_store(args).await?;
+    let epoch = store
+        .renew_log_epoch()
+        .await
+        .map_err(|e| anyhow!("cannot renew the change log's epoch: {e}"))?;
+    Ok(json!({ "epoch": roster_directory::cursor::epoch_text(epoch) }))
 }
 
 struct Admin {

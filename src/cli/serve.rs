@@ -19,7 +19,7 @@ use crate::config::{
 };
 
 /// Where the state lives, for the banner.
-enum StoreKind {
+pub(super) enum StoreKind {
     Postgres,
     Sqlite(std::path::PathBuf),
 }
@@ -171,7 +171,7 @@ fn finished<E: std::fmt::Display>(
 }
 
 /// Opens PostgreSQL when a URL is given, else the embedded SQLite file.
-async fn open_store(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, StoreKind)> {
+pub(super) async fn open_store(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, StoreKind)> {
     match &args.database_url {
         Some(url) => {
             let shown = redact(url);

@@ -50,6 +50,19 @@ pub enum ServiceError {
     /// Missing or wrong credentials.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// A resume position beyond the newest revision the change log has
+    /// handed out: from a lost history (a restore) or made up.
+    #[error(
+        "cursor at revision {requested} is ahead of the change log (newest revision {newest}); \
+         was the database restored? Start again with initial_state or a list"
+    )]
+    CursorAhead { requested: i64, newest: i64 },
+    /// A cursor of another history of the change log (its epoch differs).
+    #[error(
+        "cursor belongs to another history of the change log (the database was restored \
+         or its epoch renewed); start again with initial_state or a list"
+    )]
+    CursorOfAnotherHistory,
     /// A watcher did not read its stream for too long.
     #[error("consumer too slow; resume from your last cursor")]
     SlowConsumer,
@@ -75,6 +88,9 @@ impl From<ServiceError> for Status {
                 with_scim(Status::not_found(format!("{what} not found")), 404, None)
             }
             ServiceError::Unauthenticated(m) => with_scim(Status::unauthenticated(m), 401, None),
+            e @ (ServiceError::CursorAhead { .. } | ServiceError::CursorOfAnotherHistory) => {
+                Status::out_of_range(e.to_string())
+            }
             e @ ServiceError::SlowConsumer => Status::resource_exhausted(e.to_string()),
             e @ ServiceError::ShuttingDown => Status::unavailable(e.to_string()),
         }
@@ -134,9 +150,11 @@ fn store_status(err: StoreError) -> Status {
 
 /// `OUT_OF_RANGE` for a cursor older than the retained change log.
 pub fn cursor_expired(requested: i64, oldest: i64) -> Status {
+    // Without an epoch (the store error has none): still accepted, like any
+    // cursor issued before epochs existed.
     let oldest_cursor = cursor::encode(&Cursor {
         after: oldest,
-        also_seen: Vec::new(),
+        ..Cursor::default()
     });
     let mut status = Status::out_of_range(format!(
         "cursor at revision {requested} is older than the retained change log; \

@@ -15,6 +15,7 @@ pub mod convert;
 pub mod cursor;
 pub mod directory_cache;
 pub mod error;
+mod lag;
 pub mod local;
 pub mod mapping;
 pub mod server;

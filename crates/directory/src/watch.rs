@@ -43,6 +43,7 @@ use tonic::Status;
 use crate::convert;
 use crate::cursor;
 use crate::error::{ServiceError, ServiceResult};
+use crate::lag::LagClock;
 
 /// Changes read per database query, by the tailer and by catching-up watchers.
 pub const READ_PAGE: i64 = 500;
@@ -218,17 +219,25 @@ impl ChangeHub {
     async fn run_metrics(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         let mut shutdown = self.shutdown.subscribe();
+        let mut clock = LagClock::default();
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.record_metrics(),
+                _ = ticker.tick() => self.record_metrics(&mut clock),
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
     }
 
-    fn record_metrics(&self) {
+    fn record_metrics(&self, clock: &mut LagClock) {
         let m = roster_telemetry::metrics::metrics();
         let head = self.head();
+        // As of the tailer's last look at the log (at least every poll
+        // interval): no query of its own.
+        if let Some(newest) = self.store.newest_committed() {
+            m.head_lag.set((newest - head).max(0));
+            let waited = clock.observe(newest, head, std::time::Instant::now());
+            m.head_lag_seconds.set(waited.as_secs_f64());
+        }
         let oldest_sent = lock_positions(&self.stats)
             .values()
             .map(|p| p.load(Ordering::Relaxed))
@@ -511,10 +520,11 @@ async fn plan(hub: &ChangeHub, req: WatchChangesRequest) -> ServiceResult<WatchP
         .collect::<ServiceResult<Vec<_>>>()?;
     let start = match req.start {
         None | Some(Start::FromNow(())) => {
-            let stable = hub.store.log_bounds().await?.stable_head;
+            let bounds = hub.store.log_bounds().await?;
             StartAt::Position(Cursor {
-                after: stable.max(hub.head()),
+                after: bounds.stable_head.max(hub.head()),
                 also_seen: Vec::new(),
+                epoch: Some(bounds.epoch),
             })
         }
         Some(Start::AfterCursor(text)) => {
@@ -525,7 +535,7 @@ async fn plan(hub: &ChangeHub, req: WatchChangesRequest) -> ServiceResult<WatchP
                 hub,
                 Cursor {
                     after,
-                    also_seen: Vec::new(),
+                    ..Cursor::default()
                 },
             )
             .await?,
@@ -546,9 +556,25 @@ async fn plan(hub: &ChangeHub, req: WatchChangesRequest) -> ServiceResult<WatchP
     })
 }
 
-/// Rejects a resume position the change log no longer covers.
+/// Rejects a resume position the change log does not cover: of another
+/// history (epoch), beyond what it has handed out, or pruned. Returns it
+/// with the log's epoch, which every cursor of the stream then carries.
+///
+/// "Beyond" compares with the *allocated* head, not the stable one: a
+/// cursor from a replica whose stable head is ahead of this one's is valid
+/// here too, and the watcher simply waits for this replica to catch up.
 async fn checked(hub: &ChangeHub, pos: Cursor) -> ServiceResult<Cursor> {
     let bounds = hub.store.log_bounds().await?;
+    if pos.epoch.is_some_and(|epoch| epoch != bounds.epoch) {
+        return Err(ServiceError::CursorOfAnotherHistory);
+    }
+    let newest = pos.also_seen.iter().copied().fold(pos.after, i64::max);
+    if newest > bounds.allocated_head {
+        return Err(ServiceError::CursorAhead {
+            requested: newest,
+            newest: bounds.allocated_head,
+        });
+    }
     if pos.after < bounds.pruned_through {
         return Err(StoreError::CursorExpired {
             requested: pos.after,
@@ -556,7 +582,10 @@ async fn checked(hub: &ChangeHub, pos: Cursor) -> ServiceResult<Cursor> {
         }
         .into());
     }
-    Ok(pos)
+    Ok(Cursor {
+        epoch: Some(bounds.epoch),
+        ..pos
+    })
 }
 
 /// Why a watcher stopped.
@@ -748,6 +777,7 @@ impl Watcher {
             let after = Cursor {
                 after: revision,
                 also_seen: self.pos.also_seen.clone(),
+                epoch: self.pos.epoch,
             };
             self.pos = cursor::normalize(after);
             let encoded = cursor::encode(&self.pos);
@@ -757,6 +787,7 @@ impl Watcher {
         let end = Cursor {
             after: up_to.max(self.pos.after),
             also_seen: std::mem::take(&mut self.pos.also_seen),
+            epoch: self.pos.epoch,
         };
         self.pos = cursor::normalize(end);
         Ok(())

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use common::*;
 use roster_directory::DirectoryConfig;
+use roster_directory::cursor;
 use roster_directory::error::OLDEST_CURSOR_KEY;
 use roster_proto::directory::change::Resource;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{ChangeKind, ListOptions, ListUsersRequest, WatchChangesRequest};
+use roster_store::Cursor;
 
 on_both_backends!(from_now_delivers_later_changes_in_order_with_cursors);
 async fn from_now_delivers_later_changes_in_order_with_cursors(backend: Backend) {
@@ -311,6 +313,109 @@ async fn malformed_watch_requests_are_invalid_arguments(backend: Backend) {
     );
 }
 
+/// The status a watch request fails with.
+async fn refused(env: &mut Env, directory: &str, start: Start) -> tonic::Status {
+    let req = WatchChangesRequest {
+        directory_id: directory.to_owned(),
+        kinds: vec![],
+        start: Some(start),
+    };
+    env.dir
+        .watch_changes(req)
+        .await
+        .expect_err("the watch must be refused")
+}
+
+on_both_backends!(a_position_beyond_the_log_is_out_of_range);
+async fn a_position_beyond_the_log_is_out_of_range(backend: Backend) {
+    let mut env = Env::on(backend, "watch_future").await;
+    let d = env.directory("future").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    env.user(&d, "u@example.com").await;
+    let (m, _) = next_change(&mut stream).await;
+    let issued = cursor::decode(&m.cursor).unwrap();
+    assert!(issued.epoch.is_some(), "issued cursors carry the epoch");
+    let newest = env.store.log_bounds().await.unwrap().allocated_head;
+
+    let ahead = Cursor {
+        after: newest + 100,
+        ..issued.clone()
+    };
+    let seen_ahead = Cursor {
+        also_seen: vec![newest + 1],
+        ..issued.clone()
+    };
+    let legacy_ahead = format!("r{}", newest + 100);
+    for start in [
+        Start::AfterRevision(newest + 1),
+        Start::AfterCursor(cursor::encode(&ahead)),
+        Start::AfterCursor(cursor::encode(&seen_ahead)),
+        Start::AfterCursor(legacy_ahead),
+    ] {
+        let status = refused(&mut env, &d, start.clone()).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::OutOfRange,
+            "{start:?}: {status:?}"
+        );
+        assert!(status.message().contains("ahead"), "{}", status.message());
+    }
+    // The newest revision itself, and cursors without an epoch (issued
+    // before epochs existed), are still fine.
+    let starts: [fn(i64) -> Start; 2] = [Start::AfterRevision, |r| {
+        Start::AfterCursor(format!("r{r}"))
+    }];
+    for (i, start) in starts.into_iter().enumerate() {
+        let newest = env.store.log_bounds().await.unwrap().allocated_head;
+        let mut resumed = watch(&mut env.dir, &d, &[], start(newest)).await;
+        let later = env.user(&d, &format!("later{i}@example.com")).await;
+        let (_, c) = next_change(&mut resumed).await;
+        assert_eq!(c.resource_id, later.id);
+    }
+}
+
+on_both_backends!(a_cursor_from_before_a_restore_is_out_of_range);
+async fn a_cursor_from_before_a_restore_is_out_of_range(backend: Backend) {
+    let mut env = Env::on(backend, "watch_restore").await;
+    let d = env.directory("restore").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    env.user(&d, "before@example.com").await;
+    let (m, _) = next_change(&mut stream).await;
+    drop(stream);
+    let list = env
+        .dir
+        .list_users(ListUsersRequest {
+            directory_id: d.clone(),
+            options: Some(ListOptions::default()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // The restore step: the log gets a new epoch. Both cursors' revisions
+    // are still in range; they name the old history.
+    env.store.renew_log_epoch().await.unwrap();
+    for old in [m.cursor, list.cursor] {
+        let status = refused(&mut env, &d, Start::AfterCursor(old.clone())).await;
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{old}: {status:?}");
+        assert!(status.message().contains("history"), "{}", status.message());
+    }
+
+    // Starting again works, and its cursors resume.
+    let mut fresh = watch(&mut env.dir, &d, &[], Start::InitialState(())).await;
+    let synced = loop {
+        let msg = next_message(&mut fresh).await;
+        if matches!(msg.payload, Some(Payload::Synced(_))) {
+            break msg;
+        }
+    };
+    drop(fresh);
+    let after = env.user(&d, "after@example.com").await;
+    let mut resumed = watch(&mut env.dir, &d, &[], Start::AfterCursor(synced.cursor)).await;
+    let (_, c) = next_change(&mut resumed).await;
+    assert_eq!(c.resource_id, after.id);
+}
+
 #[tokio::test]
 async fn a_write_through_one_replica_reaches_a_watcher_on_another_promptly() {
     // With a 30 s fallback poll, only the cross-process notification can
@@ -431,6 +536,73 @@ async fn an_aborted_revision_is_skipped() {
         "the aborted revision is never delivered"
     );
     assert!(m.revision > aborted_revision);
+}
+
+/// Opens a transaction on `url` that wrote a row (so it has a transaction
+/// id) and leaves it open: another application idle in transaction.
+async fn idle_writer(url: &str, table: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .expect("raw connection");
+    for sql in [
+        format!("CREATE TABLE IF NOT EXISTS {table} (x int)"),
+        "BEGIN".to_owned(),
+        format!("INSERT INTO {table} VALUES (1)"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .expect("idle writer");
+    }
+    conn
+}
+
+/// Leaves a permanent hole in the change log: a revision taken and rolled back.
+async fn aborted_revision(url: &str, directory: &str) -> i64 {
+    let (tx, revision, _) = hold_revision(url, directory).await;
+    tx.rollback().await.expect("rollback");
+    revision
+}
+
+#[tokio::test]
+async fn an_open_transaction_in_another_database_does_not_hold_the_head() {
+    let mut env = Env::new("watch_other_database").await;
+    let d = env.directory("other-database").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    // Another application's database on the same server, with a session
+    // idle in a transaction that holds a transaction id.
+    let other = roster_testkit::fresh_database("other_app").await;
+    let mut idle = idle_writer(&other, "orders").await;
+
+    // A hole can only be skipped once every transaction that might hold it
+    // has ended; the other database's transaction cannot.
+    let hole = aborted_revision(&env.url, &d).await;
+    let u = env.user(&d, "past-the-hole@example.com").await;
+    let (m, c) = next_change(&mut stream).await;
+    assert_eq!(c.resource_id, u.id);
+    assert!(m.revision > hole);
+
+    // Still open: the change above arrived while it was.
+    sqlx::query("ROLLBACK").execute(&mut idle).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_open_transaction_that_takes_no_revision_does_not_hold_the_head() {
+    let mut env = Env::new("watch_bystander").await;
+    let d = env.directory("bystander").await;
+    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
+    // A session of another tool in Roster's own database, idle in a
+    // transaction that wrote something but never took a revision.
+    let mut idle = idle_writer(&env.url, "bystander_notes").await;
+
+    let hole = aborted_revision(&env.url, &d).await;
+    let u = env.user(&d, "bystander@example.com").await;
+    let (m, c) = next_change(&mut stream).await;
+    assert_eq!(c.resource_id, u.id);
+    assert!(m.revision > hole);
+
+    sqlx::query("ROLLBACK").execute(&mut idle).await.unwrap();
 }
 
 #[tokio::test]

@@ -191,6 +191,19 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes change-log rows older than `keep_secs` seconds (keeps at least
     /// up to the stable head minus nothing); returns the new pruned-through.
     async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64>;
+    /// Gives the change log a new random epoch and returns it: every cursor
+    /// issued before is refused from then on. The restore step after
+    /// bringing back a backup (the restored log reuses revisions that
+    /// consumers may already have seen from the lost history).
+    async fn renew_log_epoch(&self) -> StoreResult<i64>;
+    /// The highest committed revision as of the last stable-head advance,
+    /// without a database call (for the head-lag metric). Unlike
+    /// [`LogBounds::allocated_head`] it leaves out revisions that are not
+    /// committed yet or never will be (an aborted write at the end of the
+    /// log is no lag).
+    fn newest_committed(&self) -> Option<i64> {
+        None
+    }
     /// Waits until another process may have committed changes (LISTEN/NOTIFY
     /// on PostgreSQL) or `timeout` passes.
     async fn wait_for_changes(&self, timeout: std::time::Duration) -> StoreResult<()>;

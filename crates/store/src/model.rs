@@ -485,6 +485,10 @@ pub struct Cursor {
     pub after: i64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub also_seen: Vec<i64>,
+    /// The [`LogBounds::epoch`] of the history this position belongs to;
+    /// `None` in cursors issued before the log had epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// One page of a list.
@@ -536,4 +540,11 @@ pub struct LogBounds {
     /// Highest revision whose predecessors are all resolved (committed or
     /// known aborted): a reader may deliver everything up to it.
     pub stable_head: i64,
+    /// Highest revision handed out so far, committed or not (read after
+    /// `stable_head`, so never below it). No position beyond it exists yet.
+    pub allocated_head: i64,
+    /// Names this history of the log: a random id stored with it and renewed
+    /// when the database is restored (`roster admin new-epoch`), so cursors
+    /// of another history are refused even when their revisions are in range.
+    pub epoch: i64,
 }

@@ -511,10 +511,12 @@ impl Store for PgStore {
     async fn log_bounds(&self) -> StoreResult<LogBounds> {
         let mut conn = self.conn().await?;
         let stable_head = self.advance_on(&mut conn, 0).await?;
-        let pruned_through = changes::pruned_through(&mut conn).await?;
+        let (pruned_through, epoch, allocated_head) = changes::log_state(&mut conn).await?;
         Ok(LogBounds {
             pruned_through,
             stable_head,
+            allocated_head,
+            epoch,
         })
     }
 
@@ -545,6 +547,14 @@ impl Store for PgStore {
         let mut conn = self.conn().await?;
         let head = self.advance_on(&mut conn, 0).await?;
         changes::prune(&mut conn, keep_secs.max(0), head).await
+    }
+
+    async fn renew_log_epoch(&self) -> StoreResult<i64> {
+        changes::renew_epoch(&mut *self.conn().await?).await
+    }
+
+    fn newest_committed(&self) -> Option<i64> {
+        Some(self.head.lock().unwrap_or_else(|p| p.into_inner()).newest())
     }
 
     async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {

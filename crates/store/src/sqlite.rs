@@ -401,6 +401,13 @@ impl Store for SqliteStore {
     async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64> {
         self.prune_changes_impl(keep_secs).await
     }
+    async fn renew_log_epoch(&self) -> StoreResult<i64> {
+        self.renew_log_epoch_impl().await
+    }
+    fn newest_committed(&self) -> Option<i64> {
+        // The last committed revision (every commit publishes it here).
+        Some(*self.heads.borrow())
+    }
     async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {
         self.wait_for_changes_impl(timeout).await
     }

@@ -140,6 +140,39 @@ async fn stable_head_waits_for_out_of_order_commits_and_skips_aborted_holes() {
     assert_eq!(head_reaches(&replica, rd).await, rd);
 }
 
+#[tokio::test]
+async fn a_transaction_of_another_database_does_not_hold_the_stable_head() {
+    let store = store().await;
+    store
+        .create_directory(NewDirectory {
+            name: "d".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    head_reaches(&store, 1).await;
+    // Another application's database on the same server, idle in a
+    // transaction that holds a transaction id.
+    let other_url = roster_testkit::fresh_database("store_other_app").await;
+    let mut other = PgConnection::connect(&other_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    // C takes a revision and aborts; D commits after it: a hole whose
+    // possible takers have all ended, except the other database's.
+    let (mut c, mut d) = (raw(&store).await, raw(&store).await);
+    take_revision(&mut c).await;
+    let rd = take_revision(&mut d).await;
+    finish(&mut d, true).await;
+    finish(&mut c, false).await;
+    assert_eq!(head_reaches(&store, rd).await, rd);
+
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_are_delivered_exactly_once_in_order() {
     let store = store().await;

@@ -794,15 +794,16 @@ async fn lists_page_by_offset_and_keyset_in_creation_order() {
                 .user_name,
         );
     }
-    let head = store.log_bounds().await.unwrap().stable_head;
+    let bounds = store.log_bounds().await.unwrap();
 
     let first = store.list_users(d.id, &list(2)).await.unwrap();
     assert_eq!(first.total, 5);
     assert_eq!(
         first.cursor,
         Some(Cursor {
-            after: head,
-            also_seen: vec![]
+            after: bounds.stable_head,
+            also_seen: vec![],
+            epoch: Some(bounds.epoch),
         })
     );
     let by_offset = store
@@ -959,7 +960,9 @@ async fn change_log_is_dense_filterable_and_prunable() {
         bounds,
         LogBounds {
             pruned_through: 5,
-            stable_head: 5
+            stable_head: 5,
+            allocated_head: 5,
+            epoch: bounds.epoch,
         }
     );
     match store.read_changes(&ChangeFilter::default(), 2, 5, 10).await {
@@ -1003,7 +1006,8 @@ async fn snapshot_streams_a_consistent_state_with_its_cursor() {
         .create_group(d.id, group("g", Some(vec![member(&alice)])))
         .await
         .unwrap();
-    let head = store.log_bounds().await.unwrap().stable_head;
+    let bounds = store.log_bounds().await.unwrap();
+    let head = bounds.stable_head;
 
     let (cursor, items) = store.snapshot(Some(d.id)).await.unwrap();
     // A write after the snapshot started is not in it.
@@ -1013,7 +1017,8 @@ async fn snapshot_streams_a_consistent_state_with_its_cursor() {
         cursor,
         Cursor {
             after: head,
-            also_seen: vec![]
+            also_seen: vec![],
+            epoch: Some(bounds.epoch),
         }
     );
     let alice_now = store.get_user(d.id, alice.id).await.unwrap();

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -71,6 +72,10 @@ pub struct Metrics {
     pub change_log_head: Gauge,
     /// Newest stable revision minus the lowest revision sent to an open stream.
     pub watch_lag: Gauge,
+    /// Committed revisions not yet published to watchers.
+    pub head_lag: Gauge,
+    /// How long the oldest committed revision not yet published has waited.
+    pub head_lag_seconds: Gauge<f64, AtomicU64>,
     /// Database pool connections by state.
     pub db_pool: Family<PoolLabels, Gauge>,
     /// Requests rejected by the per-directory rate limit.
@@ -98,6 +103,8 @@ impl Metrics {
         let watch_streams = Gauge::default();
         let change_log_head = Gauge::default();
         let watch_lag = Gauge::default();
+        let head_lag = Gauge::default();
+        let head_lag_seconds = Gauge::<f64, AtomicU64>::default();
         let db_pool = Family::<PoolLabels, Gauge>::default();
         let rate_limited = Counter::default();
         registry.register(
@@ -136,6 +143,16 @@ impl Metrics {
             watch_lag.clone(),
         );
         registry.register(
+            "watch_head_lag_revisions",
+            "Newest committed change-log revision minus the newest one published to watchers",
+            head_lag.clone(),
+        );
+        registry.register(
+            "watch_head_lag_seconds",
+            "How long the oldest committed revision not yet published to watchers has waited",
+            head_lag_seconds.clone(),
+        );
+        registry.register(
             "db_pool_connections",
             "Database pool connections by state",
             db_pool.clone(),
@@ -154,6 +171,8 @@ impl Metrics {
             watch_streams,
             change_log_head,
             watch_lag,
+            head_lag,
+            head_lag_seconds,
             db_pool,
             rate_limited,
         }
@@ -349,5 +368,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("roster_watch_streams"), "{text}");
+        assert!(text.contains("roster_watch_head_lag_revisions"), "{text}");
+        assert!(text.contains("roster_watch_head_lag_seconds"), "{text}");
     }
 }

@@ -14,6 +14,10 @@ use crate::model::{ChangeFilter, ChangeKind, ChangeRecord, DirectoryId, FieldCha
 /// How many revisions one stable-head query reads at most.
 pub(crate) const HEAD_BATCH: i64 = 10_000;
 
+/// The highest revision handed out (0 before the first `nextval`).
+const ALLOCATED: &str =
+    "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM change_revision) AS allocated";
+
 /// A change to append at the end of a write transaction.
 #[derive(Debug, Clone)]
 pub(crate) struct NewChange {
@@ -96,16 +100,46 @@ pub(crate) async fn insert_changes(
 }
 
 /// Reads what the stable head needs, in one statement (so one snapshot).
+///
+/// `pg_locks` is read once (materialized) so that a transaction's xid lock
+/// and its lock on `change_revision` come from the same read: a transaction
+/// seen holding an xid but no lock on the sequence, and still in progress
+/// after that read, took no revision before the snapshot (fact 4 of
+/// `head.rs`) and is reported as a bystander. That is what keeps other
+/// databases' (and other tools') open transactions from holding the stable
+/// head: xids are cluster-wide, revisions are not.
+///
+/// "Still in progress after the read" matters: a transaction leaves the
+/// proc array before it releases its locks, one lock partition at a time,
+/// so one that ended during the read can show its xid lock without its
+/// sequence lock. `pg_lock_status` reads every lock before returning its
+/// first row, so `pg_xact_status` runs after the read. It wants a full
+/// xid: the 32-bit one is widened around the snapshot's `xmax` (as
+/// [`full_xid`] does for the arrays).
 pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<Observation> {
     let row = sqlx::query(
-        "WITH s AS (SELECT pg_current_snapshot() AS snap) \
+        "WITH s AS (SELECT pg_current_snapshot() AS snap), \
+         locks AS MATERIALIZED (SELECT locktype, database, relation, transactionid, virtualtransaction, \
+                                       mode, granted FROM pg_locks), \
+         takers AS (SELECT virtualtransaction FROM locks \
+                    WHERE locktype = 'relation' AND mode = 'RowExclusiveLock' \
+                      AND relation = 'change_revision'::regclass \
+                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())), \
+         xids AS (SELECT transactionid::text::bigint AS xid, \
+                         virtualtransaction IN (SELECT virtualtransaction FROM takers) AS taker \
+                  FROM locks WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted), \
+         wide AS (SELECT x.xid, x.taker, m.xmax + ((x.xid - m.xmax) % 4294967296 + 6442450944) \
+                         % 4294967296 - 2147483648 AS full_xid \
+                  FROM xids x, (SELECT pg_snapshot_xmax(snap)::text::bigint AS xmax FROM s) m), \
+         seen AS (SELECT xid, NOT taker AND pg_xact_status(full_xid::text::xid8) = 'in progress' \
+                         AS bystander FROM wide) \
          SELECT pg_snapshot_xmax(s.snap)::text::bigint AS xmax, \
                 ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s.snap) AS x) AS xip, \
                 ARRAY(SELECT revision FROM changes WHERE revision > $1 ORDER BY revision LIMIT $2) AS revisions, \
                 (SELECT max(revision) FROM changes) AS max_revision, \
                 (SELECT pruned_through FROM change_log_state) AS pruned_through, \
-                ARRAY(SELECT transactionid::text::bigint FROM pg_locks \
-                      WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted) AS running \
+                ARRAY(SELECT xid FROM seen WHERE NOT bystander) AS running, \
+                ARRAY(SELECT xid FROM seen WHERE bystander) AS bystanders \
          FROM s",
     )
     .bind(after)
@@ -114,10 +148,14 @@ pub(crate) async fn observe(conn: &mut PgConnection, after: i64) -> StoreResult<
     .await
     .map_err(map_db)?;
     let xmax: i64 = row.try_get("xmax").map_err(map_db)?;
-    let running: Vec<i64> = row.try_get("running").map_err(map_db)?;
+    let widen = |column: &str| -> StoreResult<Vec<i64>> {
+        let xids: Vec<i64> = row.try_get(column).map_err(map_db)?;
+        Ok(xids.into_iter().map(|x| full_xid(x, xmax)).collect())
+    };
     Ok(Observation {
         xmax,
-        running: running.into_iter().map(|x| full_xid(x, xmax)).collect(),
+        running: widen("running")?,
+        bystanders: widen("bystanders")?,
         xip: row.try_get("xip").map_err(map_db)?,
         revisions: row.try_get("revisions").map_err(map_db)?,
         max_revision: row.try_get("max_revision").map_err(map_db)?,
@@ -142,21 +180,42 @@ fn full_xid(xid32: i64, reference: i64) -> i64 {
     }
 }
 
-/// Revisions above `after` visible in the current snapshot (for cursors).
-pub(crate) async fn visible_after(conn: &mut PgConnection, after: i64) -> StoreResult<Vec<i64>> {
-    sqlx::query_scalar("SELECT revision FROM changes WHERE revision > $1 ORDER BY revision")
-        .bind(after)
-        .fetch_all(conn)
-        .await
-        .map_err(map_db)
+/// Revisions above `after` visible in the current snapshot, and the log's
+/// epoch in that same snapshot (for cursors).
+pub(crate) async fn visible_after(
+    conn: &mut PgConnection,
+    after: i64,
+) -> StoreResult<(Vec<i64>, i64)> {
+    sqlx::query_as(
+        "SELECT ARRAY(SELECT revision FROM changes WHERE revision > $1 ORDER BY revision), epoch \
+         FROM change_log_state",
+    )
+    .bind(after)
+    .fetch_one(conn)
+    .await
+    .map_err(map_db)
 }
 
-pub(crate) async fn pruned_through(conn: &mut PgConnection) -> StoreResult<i64> {
-    sqlx::query_scalar("SELECT pruned_through FROM change_log_state")
-        .fetch_optional(conn)
-        .await
-        .map_err(map_db)
-        .map(Option::unwrap_or_default)
+/// `(pruned_through, epoch, allocated_head)` of the log. The sequence is
+/// read as it is now, not as of a snapshot: sequences are not transactional.
+pub(crate) async fn log_state(conn: &mut PgConnection) -> StoreResult<(i64, i64, i64)> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT s.pruned_through, s.epoch, {ALLOCATED} FROM change_log_state s"
+    )))
+    .fetch_one(conn)
+    .await
+    .map_err(map_db)
+}
+
+/// Gives the log a new random epoch (same expression as the migration).
+pub(crate) async fn renew_epoch(conn: &mut PgConnection) -> StoreResult<i64> {
+    sqlx::query_scalar(
+        "UPDATE change_log_state \
+         SET epoch = ('x' || left(md5(gen_random_uuid()::text), 16))::bit(64)::bigint RETURNING epoch",
+    )
+    .fetch_one(conn)
+    .await
+    .map_err(map_db)
 }
 
 /// Changes with `after < revision <= up_to` passing `filter`, or

@@ -6,7 +6,9 @@
 //! 1. every writing transaction has a transaction id *before* it takes a
 //!    revision (`nextval`), and takes its revisions as its last statement;
 //! 2. `change_revision` hands out values in call order (CACHE 1);
-//! 3. change rows are only deleted by pruning, at or below a stable head.
+//! 3. change rows are only deleted by pruning, at or below a stable head;
+//! 4. (PostgreSQL) `nextval` takes a `RowExclusiveLock` on the sequence for
+//!    the top-level transaction, held until it ends.
 //!
 //! Claim: in a snapshot S, if revision M is visible, every absent revision
 //! h < M belongs to a transaction that was running when S was taken, or that
@@ -22,6 +24,24 @@
 //! xids running right after S from `pg_locks` (every transaction holds an
 //! exclusive lock on its own xid from assignment to end): T is there unless
 //! it already finished, in which case any later snapshot sees its outcome.
+//!
+//! Xids are cluster-wide, so `xip` and `pg_locks` also list transactions of
+//! every other database on the server, and of other tools in this one; one
+//! of them idle in a transaction would hold every barrier forever. The same
+//! `pg_locks` read therefore says which transactions hold a lock on this
+//! database's `change_revision` (fact 4): a transaction seen there with its
+//! xid but *without* that lock, and still in progress once the read is over,
+//! is a *bystander*: it took no revision before S, since it would have held
+//! the lock from then until its end. (The in-progress check comes after the
+//! read because a transaction leaves the proc array before releasing its
+//! locks one partition at a time: one that ended during the read may show
+//! its xid lock without its sequence lock. `pg_locks` reads the
+//! per-backend fast-path locks, where the sequence lock usually lives,
+//! before the shared table, where xid locks always live; a lock moves
+//! between the two only under the backend's fast-path lock, which that read
+//! takes too. So a taker still running after the read was seen with its
+//! lock.) Bystanders are left out of barriers; every other xid stays in,
+//! which is only conservative.
 //!
 //! Hence a *barrier* (M, running xids): once every one of them has finished
 //! in a *later* observation (xid < xmax and not in xip), each revision <= M
@@ -44,8 +64,11 @@ pub(crate) struct Observation {
     /// `pg_snapshot_xip`: xids in progress at the snapshot (below `xmax`).
     pub xip: Vec<i64>,
     /// Full xids running right after the snapshot (from `pg_locks`),
-    /// including those at or above `xmax`.
+    /// including those at or above `xmax`, except the bystanders.
     pub running: Vec<i64>,
+    /// Full xids running right after the snapshot without a lock on
+    /// `change_revision`: they hold no revision below the snapshot's.
+    pub bystanders: Vec<i64>,
     /// Visible revisions above the head the query started from, ascending
     /// (possibly truncated to a limit).
     pub revisions: Vec<i64>,
@@ -74,6 +97,8 @@ struct Barrier {
 pub(crate) struct HeadState {
     head: i64,
     barriers: VecDeque<Barrier>,
+    /// The highest committed revision an observation saw.
+    newest: i64,
 }
 
 impl HeadState {
@@ -82,11 +107,17 @@ impl HeadState {
         self.head
     }
 
+    /// The highest committed revision an observation saw.
+    pub fn newest(&self) -> i64 {
+        self.newest
+    }
+
     /// Folds an observation in and returns the new head. Observations may
     /// come from concurrent callers in any order: each one is sound on its
     /// own and the head only moves forward.
     pub fn observe(&mut self, obs: &Observation) -> i64 {
         self.head = self.head.max(obs.pruned_through);
+        self.newest = self.newest.max(obs.max_revision.unwrap_or(0));
         let head = &mut self.head;
         self.barriers.retain(|b| {
             if b.xids.iter().all(|x| obs.finished(*x)) {
@@ -107,7 +138,13 @@ impl HeadState {
             }
         }
         if let Some(max) = obs.max_revision.filter(|m| *m > self.head) {
-            let mut xids: Vec<i64> = obs.xip.iter().chain(&obs.running).copied().collect();
+            let mut xids: Vec<i64> = obs
+                .xip
+                .iter()
+                .chain(&obs.running)
+                .filter(|x| !obs.bystanders.contains(x))
+                .copied()
+                .collect();
             xids.sort_unstable();
             xids.dedup();
             self.push_barrier(Barrier { up_to: max, xids });
@@ -140,6 +177,7 @@ mod tests {
             xmax,
             xip: xip.to_vec(),
             running: xip.to_vec(),
+            bystanders: Vec::new(),
             revisions: revisions.to_vec(),
             max_revision: revisions.iter().copied().max(),
             pruned_through: 0,
@@ -192,6 +230,20 @@ mod tests {
         assert_eq!(s.observe(&obs(100, &[], &[2])), 0);
         // Finished (xmax moved past it, not in xip): the hole is resolved.
         assert_eq!(s.observe(&obs(101, &[], &[2])), 2);
+    }
+
+    #[test]
+    fn a_bystander_does_not_hold_the_barrier() {
+        let mut s = HeadState::default();
+        // Xid 50 (another database) runs throughout and holds no revision.
+        let mut first = obs(100, &[50], &[2]);
+        first.running = vec![];
+        first.bystanders = vec![50];
+        assert_eq!(s.observe(&first), 0);
+        let mut later = obs(110, &[50], &[2]);
+        later.running = vec![];
+        later.bystanders = vec![50];
+        assert_eq!(s.observe(&later), 2);
     }
 
     #[test]

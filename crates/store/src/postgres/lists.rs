@@ -145,8 +145,12 @@ impl PgStore {
     /// sees.
     pub(super) async fn snapshot_cursor(&self, conn: &mut PgConnection) -> StoreResult<Cursor> {
         let after = self.advance_in_snapshot(conn, 0).await?;
-        let also_seen = changes::visible_after(conn, after).await?;
-        Ok(Cursor { after, also_seen })
+        let (also_seen, epoch) = changes::visible_after(conn, after).await?;
+        Ok(Cursor {
+            after,
+            also_seen,
+            epoch: Some(epoch),
+        })
     }
 }
 

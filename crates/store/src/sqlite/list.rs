@@ -139,11 +139,7 @@ async fn read_page(
 ) -> StoreResult<RawPage> {
     let plan = ListPlan::new(table, dir, query)?;
     // The head first: it opens the read snapshot the rows come from.
-    let head = read_bounds(tx).await?.stable_head;
-    let cursor = Cursor {
-        after: head,
-        also_seen: Vec::new(),
-    };
+    let cursor = super::log::snapshot_cursor(&read_bounds(tx).await?);
     let total = plan.count(tx).await?;
     if query.count <= 0 {
         return Ok(RawPage {

@@ -133,11 +133,7 @@ impl SqliteStore {
         // Reading the head starts the read snapshot: every item streamed
         // below comes from the same snapshot, so it reflects exactly the
         // changes up to the head.
-        let head = read_bounds(&mut tx).await?.stable_head;
-        let cursor = Cursor {
-            after: head,
-            also_seen: Vec::new(),
-        };
+        let cursor = snapshot_cursor(&read_bounds(&mut tx).await?);
         let reader = SnapshotReader {
             tx,
             dir: dir.map(|d| id_text(d.0)),
@@ -157,6 +153,18 @@ impl SqliteStore {
         Ok((cursor, holding(items.boxed(), slot)))
     }
 
+    pub(super) async fn renew_log_epoch_impl(&self) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let epoch = sqlx::query_scalar(
+            "UPDATE log_state SET epoch = random() WHERE id = 1 RETURNING epoch",
+        )
+        .fetch_one(tx.conn())
+        .await
+        .map_err(map_sqlx)?;
+        self.commit(tx).await?;
+        Ok(epoch)
+    }
+
     /// Waits for a commit after the head last returned by
     /// `advance_stable_head`, or for `timeout`. Checking against that head
     /// (rather than only waiting for the next signal) means a commit that
@@ -170,15 +178,27 @@ impl SqliteStore {
 }
 
 pub(super) async fn read_bounds(conn: &mut SqliteConnection) -> StoreResult<LogBounds> {
-    let (stable_head, pruned_through): (i64, i64) =
-        sqlx::query_as("SELECT head, pruned_through FROM log_state WHERE id = 1")
+    let (stable_head, pruned_through, epoch): (i64, i64, i64) =
+        sqlx::query_as("SELECT head, pruned_through, epoch FROM log_state WHERE id = 1")
             .fetch_one(conn)
             .await
             .map_err(map_sqlx)?;
+    // Revisions are handed out at commit: every one is committed.
     Ok(LogBounds {
         pruned_through,
         stable_head,
+        allocated_head: stable_head,
+        epoch,
     })
+}
+
+/// The cursor of a read transaction's snapshot: its head, nothing above it.
+pub(super) fn snapshot_cursor(bounds: &LogBounds) -> Cursor {
+    Cursor {
+        after: bounds.stable_head,
+        also_seen: Vec::new(),
+        epoch: Some(bounds.epoch),
+    }
 }
 
 fn decode_change(row: &SqliteRow) -> StoreResult<ChangeRecord> {

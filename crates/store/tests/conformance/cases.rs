@@ -1038,6 +1038,36 @@ pub async fn read_changes_filters(store: Arc<dyn Store>) {
     );
 }
 
+pub async fn the_log_epoch_names_its_history(store: Arc<dyn Store>) {
+    assert_eq!(store.log_bounds().await.unwrap().allocated_head, 0);
+    let dir = directory(&*store, "epoch").await;
+    store.create_user(dir.id, user("e")).await.unwrap();
+    let bounds = store.log_bounds().await.unwrap();
+    assert_eq!(
+        (bounds.stable_head, bounds.allocated_head),
+        (2, 2),
+        "{bounds:?}"
+    );
+    // Lists and snapshots say which history their cursor belongs to.
+    let page = store.list_users(dir.id, &query(None)).await.unwrap();
+    assert_eq!(page.cursor.unwrap().epoch, Some(bounds.epoch));
+    let (snapshot, _) = store.snapshot(Some(dir.id)).await.unwrap();
+    assert_eq!(snapshot.epoch, Some(bounds.epoch));
+    // Renewing it (the restore step) changes the epoch and nothing else.
+    let renewed = store.renew_log_epoch().await.unwrap();
+    assert_ne!(renewed, bounds.epoch);
+    let after = store.log_bounds().await.unwrap();
+    assert_eq!(
+        after,
+        LogBounds {
+            epoch: renewed,
+            ..bounds
+        }
+    );
+    let page = store.list_users(dir.id, &query(None)).await.unwrap();
+    assert_eq!(page.cursor.unwrap().epoch, Some(renewed));
+}
+
 pub async fn snapshot_streams_current_state(store: Arc<dyn Store>) {
     let dir = directory(&*store, "snap").await;
     let other = directory(&*store, "snap-other").await;

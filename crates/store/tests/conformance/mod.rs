@@ -55,6 +55,7 @@ macro_rules! conformance_suite {
             list_sorting,
             list_cursor_is_exact,
             read_changes_filters,
+            the_log_epoch_names_its_history,
             snapshot_streams_current_state,
             filters_agree_with_the_evaluator,
             invalid_filters_are_typed_errors,
