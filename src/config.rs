@@ -149,6 +149,11 @@ pub struct GatewayArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub directory_endpoint: String,
+    /// How often the endpoint's host is resolved again, in seconds; calls are
+    /// spread over every address it resolves to (e.g. every pod behind a
+    /// headless Service).
+    #[arg(long, env = "ROSTER_DIRECTORY_REFRESH_SECS", default_value_t = 5)]
+    pub directory_refresh_secs: u64,
     /// Shared secret to present to the directory service.
     #[arg(long, env = "ROSTER_INTERNAL_SECRET", hide_env_values = true)]
     pub internal_secret: Option<String>,

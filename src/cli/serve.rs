@@ -84,12 +84,15 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let (stop, stopped) = shutdown_channel();
     spawn_metrics(&args.metrics, stopped.clone()).await?;
     tracing::info!(%public_url, directory = %args.directory_endpoint, "gateway listening");
-    let config = gateway_config(
-        &args.http,
-        &public_url,
-        &args.directory_endpoint,
-        args.internal_secret.clone(),
-    );
+    let config = roster_gateway::GatewayConfig {
+        directory_refresh: std::time::Duration::from_secs(args.directory_refresh_secs.max(1)),
+        ..gateway_config(
+            &args.http,
+            &public_url,
+            &args.directory_endpoint,
+            args.internal_secret.clone(),
+        )
+    };
     let server = tokio::spawn(roster_gateway::serve(config, http, wait(stopped)));
     run_until_signal(server, stop, "gateway").await
 }

@@ -1,0 +1,255 @@
+//! The gateway's channel to the directory service: one connection per
+//! resolved address of the endpoint's host, balanced, following DNS.
+//!
+//! tonic resolves a host name once per connection, so a single channel to a
+//! headless Service sticks to one pod, and pods added later get no traffic.
+//! Here a background task re-resolves the host every `directory_refresh` and
+//! feeds the differences to tonic's balance channel. When resolution fails or
+//! returns nothing the last known set stays; before anything was ever
+//! resolved the channel holds the endpoint as configured, so calls fail fast
+//! (503) instead of waiting for an address.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc::Sender;
+use tonic::transport::channel::Change;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::config::GatewayConfig;
+use crate::state::StartError;
+
+/// Pending changes the balancer may buffer.
+const CHANGE_BUFFER: usize = 64;
+
+/// Turns the endpoint's host and port into the addresses to connect to.
+/// The gateway uses [`Dns`]; tests inject their own.
+pub trait Resolve: Send + Sync + 'static {
+    /// Every address `host:port` currently stands for.
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>>;
+}
+
+/// The system resolver (`getaddrinfo`, through tokio).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dns;
+
+impl Resolve for Dns {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
+    }
+}
+
+/// What the balancer knows a connection by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    /// The endpoint as configured (tonic resolves it when connecting); only
+    /// present while no address is known.
+    Configured,
+    Addr(SocketAddr),
+}
+
+/// The configured endpoint, split into what resolution needs.
+struct Target {
+    uri: Uri,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn parse(endpoint: &str) -> Result<Self, StartError> {
+        let invalid = |reason: &str| StartError::InvalidEndpoint {
+            endpoint: endpoint.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = endpoint.parse().map_err(|e| invalid(&format!("{e}")))?;
+        let host = uri.host().ok_or_else(|| invalid("no host"))?;
+        // An IPv6 literal comes bracketed; the resolver wants it bare.
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = match (uri.port_u16(), uri.scheme_str()) {
+            (Some(port), _) => port,
+            (None, Some("https")) => 443,
+            (None, _) => 80,
+        };
+        Ok(Self { uri, host, port })
+    }
+
+    /// The URI of one resolved address, with the configured scheme.
+    fn uri_of(&self, addr: SocketAddr) -> Uri {
+        let scheme = self.uri.scheme_str().unwrap_or("http");
+        format!("{scheme}://{addr}")
+            .parse()
+            .expect("a scheme and a socket address form a URI")
+    }
+}
+
+/// Builds the balanced, DNS-following channel and starts its resolver task
+/// (must run inside a Tokio runtime). The task ends when the channel is
+/// dropped.
+pub fn balanced_channel(
+    config: &GatewayConfig,
+    resolver: Arc<dyn Resolve>,
+) -> Result<Channel, StartError> {
+    let target = Target::parse(&config.directory_endpoint)?;
+    let template = Template::new(&target);
+    let (channel, changes) = Channel::balance_channel(CHANGE_BUFFER);
+    changes
+        .try_send(Change::Insert(
+            Key::Configured,
+            template.endpoint(target.uri.clone()),
+        ))
+        .expect("a new balance channel has room for one change");
+    let follower = Follower {
+        target,
+        template,
+        resolver,
+        changes,
+        known: HashSet::new(),
+        failing: false,
+    };
+    tokio::spawn(follower.run(config.directory_refresh));
+    Ok(channel)
+}
+
+/// The settings every connection to the directory service shares.
+struct Template {
+    origin: Uri,
+}
+
+impl Template {
+    fn new(target: &Target) -> Self {
+        Self {
+            origin: target.uri.clone(),
+        }
+    }
+
+    fn endpoint(&self, uri: Uri) -> Endpoint {
+        // Requests keep the configured authority whichever pod they reach.
+        Channel::builder(uri)
+            .origin(self.origin.clone())
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+    }
+}
+
+/// The resolver task's state.
+struct Follower {
+    target: Target,
+    template: Template,
+    resolver: Arc<dyn Resolve>,
+    changes: Sender<Change<Key, Endpoint>>,
+    /// The addresses the balancer holds; empty while it holds `Configured`.
+    known: HashSet<SocketAddr>,
+    /// Whether the last resolution failed (to log only the transitions).
+    failing: bool,
+}
+
+impl Follower {
+    async fn run(mut self, every: Duration) {
+        loop {
+            if self.refresh().await.is_err() {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.changes.closed() => return,
+            }
+        }
+    }
+
+    /// Resolves once and applies the difference; `Err` when the channel is gone.
+    async fn refresh(&mut self) -> Result<(), Closed> {
+        let resolved = self
+            .resolver
+            .resolve(&self.target.host, self.target.port)
+            .await;
+        match resolved {
+            Ok(addrs) if !addrs.is_empty() => {
+                self.failing = false;
+                self.apply(addrs.into_iter().collect()).await
+            }
+            Ok(_) => {
+                self.report("it resolved to no address");
+                Ok(())
+            }
+            Err(e) => {
+                self.report(&e.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn report(&mut self, why: &str) {
+        if !self.failing {
+            tracing::warn!(
+                host = %self.target.host,
+                error = why,
+                "cannot resolve the directory service; keeping the last known addresses"
+            );
+        }
+        self.failing = true;
+    }
+
+    /// Inserts the new addresses before removing anything, so the balancer
+    /// is never left empty.
+    async fn apply(&mut self, addrs: HashSet<SocketAddr>) -> Result<(), Closed> {
+        if addrs == self.known {
+            return Ok(());
+        }
+        let added: Vec<_> = addrs.difference(&self.known).copied().collect();
+        let removed: Vec<_> = self.known.difference(&addrs).copied().collect();
+        for addr in &added {
+            let endpoint = self.template.endpoint(self.target.uri_of(*addr));
+            self.send(Change::Insert(Key::Addr(*addr), endpoint))
+                .await?;
+        }
+        if self.known.is_empty() {
+            self.send(Change::Remove(Key::Configured)).await?;
+        }
+        for addr in &removed {
+            self.send(Change::Remove(Key::Addr(*addr))).await?;
+        }
+        tracing::info!(?added, ?removed, "directory service addresses changed");
+        self.known = addrs;
+        Ok(())
+    }
+
+    async fn send(&self, change: Change<Key, Endpoint>) -> Result<(), Closed> {
+        self.changes.send(change).await.map_err(|_| Closed)
+    }
+}
+
+/// The balance channel was dropped.
+struct Closed;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_split_host_and_port() {
+        let t = Target::parse("http://roster-directory:50051").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("roster-directory", 50051));
+        let t = Target::parse("http://[::1]:7").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 7));
+        assert_eq!(
+            t.uri_of("[::1]:7".parse().unwrap()).to_string(),
+            "http://[::1]:7/"
+        );
+        let t = Target::parse("https://dir.example").unwrap();
+        assert_eq!(t.port, 443);
+        assert!(Target::parse("not a uri").is_err());
+        assert!(Target::parse("/path-only").is_err());
+    }
+}
