@@ -247,6 +247,7 @@ async fn spawn_metrics(
     })?;
     let listener = bind(addr, "--metrics-addr / ROSTER_METRICS_ADDR").await?;
     let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "metrics listening");
     tokio::spawn(async move {
         if let Err(e) = roster_telemetry::metrics::serve(listener, wait(stopped)).await {
             tracing::error!(error = %e, "metrics endpoint stopped");
