@@ -252,4 +252,65 @@ mod tests {
         assert!(Target::parse("not a uri").is_err());
         assert!(Target::parse("/path-only").is_err());
     }
+
+    /// Answers from a script, one per resolution.
+    struct Script(std::sync::Mutex<Vec<io::Result<Vec<SocketAddr>>>>);
+
+    impl Resolve for Script {
+        fn resolve<'a>(&'a self, _: &'a str, _: u16) -> BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+            let next = self.0.lock().unwrap().remove(0);
+            Box::pin(async move { next })
+        }
+    }
+
+    /// The changes sent so far, as (inserted?, key).
+    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Change<Key, Endpoint>>) -> Vec<(bool, Key)> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|c| match c {
+                Change::Insert(k, _) => (true, k),
+                Change::Remove(k) => (false, k),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn failed_or_empty_resolutions_keep_the_last_known_addresses() {
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("10.0.0.1:1".parse().unwrap(), "10.0.0.2:1".parse().unwrap());
+        let script = Script(std::sync::Mutex::new(vec![
+            Err(io::Error::other("SERVFAIL")),
+            Ok(vec![a, b]),
+            Err(io::Error::other("SERVFAIL")),
+            Ok(vec![]),
+            Ok(vec![b]),
+        ]));
+        let (changes, mut rx) = tokio::sync::mpsc::channel(16);
+        let target = Target::parse("http://dir:1").unwrap();
+        let mut follower = Follower {
+            template: Template::new(&target),
+            target,
+            resolver: Arc::new(script),
+            changes,
+            known: HashSet::new(),
+            failing: false,
+        };
+        let mut step = async || {
+            assert!(follower.refresh().await.is_ok());
+            let mut sent = drain(&mut rx);
+            sent.sort_by_key(|(_, k)| format!("{k:?}"));
+            sent
+        };
+        assert_eq!(step().await, vec![], "nothing known: the configured endpoint stays");
+        assert_eq!(
+            step().await,
+            vec![
+                (true, Key::Addr(a)),
+                (true, Key::Addr(b)),
+                (false, Key::Configured)
+            ]
+        );
+        assert_eq!(step().await, vec![], "a failure keeps the set");
+        assert_eq!(step().await, vec![], "an empty answer keeps the set");
+        assert_eq!(step().await, vec![(false, Key::Addr(a))]);
+    }
 }
