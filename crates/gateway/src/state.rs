@@ -25,6 +25,9 @@ pub enum StartError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The TLS certificates for the directory service could not be loaded.
+    #[error("cannot load the TLS certificates for the directory service: {0}")]
+    Tls(#[from] roster_tls::TlsError),
     /// The internal secret cannot travel in a gRPC header.
     #[error("the internal secret contains characters not allowed in a header")]
     InvalidSecret,

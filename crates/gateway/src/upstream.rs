@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use roster_tls::{Pem, Reloading, TlsError, TlsFiles};
 use tokio::sync::mpsc::Sender;
 use tonic::transport::channel::Change;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
 use crate::config::GatewayConfig;
 use crate::state::StartError;
@@ -102,7 +103,20 @@ pub fn balanced_channel(
     resolver: Arc<dyn Resolve>,
 ) -> Result<Channel, StartError> {
     let target = Target::parse(&config.directory_endpoint)?;
-    let template = Template::new(&target);
+    let https = target.uri.scheme_str() == Some("https");
+    if https != config.directory_tls.is_some() {
+        return Err(StartError::InvalidEndpoint {
+            endpoint: config.directory_endpoint.clone(),
+            reason: "an https:// endpoint needs the directory TLS certificate, key and CA, \
+                     and those need an https:// endpoint"
+                .to_owned(),
+        });
+    }
+    let tls = match &config.directory_tls {
+        Some(files) => Some(client_tls(files.clone(), &target.host)?),
+        None => None,
+    };
+    let template = Template::new(&target, tls);
     let (channel, changes) = Channel::balance_channel(CHANGE_BUFFER);
     changes
         .try_send(Change::Insert(
@@ -122,24 +136,61 @@ pub fn balanced_channel(
     Ok(channel)
 }
 
+/// The gateway's side of mutual TLS, following its files. Every address
+/// is verified against the endpoint's host name, not its IP.
+fn client_tls(files: TlsFiles, host: &str) -> Result<Reloading<ClientTlsConfig>, TlsError> {
+    let host = host.to_owned();
+    Reloading::load(files, move |pem: &Pem| {
+        let config = ClientTlsConfig::new()
+            .domain_name(host.clone())
+            .ca_certificate(Certificate::from_pem(&pem.ca_pem))
+            .identity(Identity::from_pem(&pem.cert_pem, &pem.key_pem));
+        // tonic checks the pieces only when an endpoint takes them: do it
+        // now, so bad files fail at start (or are skipped on reload).
+        Channel::builder(Uri::from_static("https://check.invalid"))
+            .tls_config(config.clone())
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(config)
+    })
+}
+
 /// The settings every connection to the directory service shares.
 struct Template {
     origin: Uri,
+    tls: Option<Reloading<ClientTlsConfig>>,
 }
 
 impl Template {
-    fn new(target: &Target) -> Self {
+    fn new(target: &Target, tls: Option<Reloading<ClientTlsConfig>>) -> Self {
         Self {
             origin: target.uri.clone(),
+            tls,
         }
     }
 
     fn endpoint(&self, uri: Uri) -> Endpoint {
         // Requests keep the configured authority whichever pod they reach.
-        Channel::builder(uri)
+        let endpoint = Channel::builder(uri)
             .origin(self.origin.clone())
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        let Some(tls) = &self.tls else {
+            return endpoint;
+        };
+        // Checked when loaded; should it fail anyway, the https endpoint
+        // without TLS refuses to connect (503), it never goes plain.
+        endpoint
+            .clone()
+            .tls_config(tls.get().as_ref().clone())
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot apply the directory TLS configuration");
+                endpoint
+            })
+    }
+
+    /// Whether the TLS files changed (and were reloaded) since the last look.
+    fn tls_rotated(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.reload())
     }
 }
 
@@ -170,6 +221,9 @@ impl Follower {
 
     /// Resolves once and applies the difference; `Err` when the channel is gone.
     async fn refresh(&mut self) -> Result<(), Closed> {
+        if self.template.tls_rotated() {
+            self.reconnect_all().await?;
+        }
         let resolved = self
             .resolver
             .resolve(&self.target.host, self.target.port)
@@ -222,6 +276,25 @@ impl Follower {
         }
         tracing::info!(?added, ?removed, "directory service addresses changed");
         self.known = addrs;
+        Ok(())
+    }
+
+    /// Replaces every connection (new ones present the rotated certificate);
+    /// the balancer swaps each one once its replacement is ready.
+    async fn reconnect_all(&mut self) -> Result<(), Closed> {
+        let keys: Vec<Key> = if self.known.is_empty() {
+            vec![Key::Configured]
+        } else {
+            self.known.iter().copied().map(Key::Addr).collect()
+        };
+        for key in keys {
+            let uri = match &key {
+                Key::Configured => self.target.uri.clone(),
+                Key::Addr(addr) => self.target.uri_of(*addr),
+            };
+            let endpoint = self.template.endpoint(uri);
+            self.send(Change::Insert(key, endpoint)).await?;
+        }
         Ok(())
     }
 
@@ -287,7 +360,7 @@ mod tests {
         let (changes, mut rx) = tokio::sync::mpsc::channel(16);
         let target = Target::parse("http://dir:1").unwrap();
         let mut follower = Follower {
-            template: Template::new(&target),
+            template: Template::new(&target, None),
             target,
             resolver: Arc::new(script),
             changes,

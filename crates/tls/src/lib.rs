@@ -188,6 +188,11 @@ impl<T> Reloading<T> {
     /// The current configuration, rebuilt first if a file changed.
     pub fn current(&self) -> Arc<T> {
         self.reload();
+        self.get()
+    }
+
+    /// The configuration as last loaded, without looking at the files.
+    pub fn get(&self) -> Arc<T> {
         Arc::clone(&self.lock().1)
     }
 
