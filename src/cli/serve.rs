@@ -61,6 +61,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let client = ClientArgs {
         endpoint,
         internal_secret: args.directory.internal_secret.clone(),
+        tls: Default::default(),
     };
     print_banner(&client, &public_url, grpc_addr, metrics, &kind).await?;
 
@@ -86,6 +87,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     tracing::info!(%public_url, directory = %args.directory_endpoint, "gateway listening");
     let config = roster_gateway::GatewayConfig {
         directory_refresh: std::time::Duration::from_secs(args.directory_refresh_secs.max(1)),
+        directory_tls: args.tls.files()?,
         ..gateway_config(
             &args.http,
             &public_url,
@@ -99,14 +101,19 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
 
 /// `roster directory`.
 pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
+    let tls = args.tls.files()?;
     let (store, _) = open_store(&args.store).await?;
     let grpc = bind(args.directory.grpc_addr, "--grpc-addr / ROSTER_GRPC_ADDR").await?;
-    tracing::info!(addr = %grpc.local_addr()?, "directory service listening");
+    let mutual_tls = tls.is_some();
+    tracing::info!(addr = %grpc.local_addr()?, mutual_tls, "directory service listening");
     let (stop, stopped) = shutdown_channel();
     spawn_metrics(&args.metrics, stopped.clone()).await?;
     let server = tokio::spawn(roster_directory::serve(
         store,
-        directory_config(&args.directory),
+        roster_directory::DirectoryConfig {
+            tls,
+            ..directory_config(&args.directory)
+        },
         grpc,
         wait(stopped),
     ));

@@ -141,10 +141,7 @@ pub fn balanced_channel(
 fn client_tls(files: TlsFiles, host: &str) -> Result<Reloading<ClientTlsConfig>, TlsError> {
     let host = host.to_owned();
     Reloading::load(files, move |pem: &Pem| {
-        let config = ClientTlsConfig::new()
-            .domain_name(host.clone())
-            .ca_certificate(Certificate::from_pem(&pem.ca_pem))
-            .identity(Identity::from_pem(&pem.cert_pem, &pem.key_pem));
+        let config = tls_config(pem, &host);
         // tonic checks the pieces only when an endpoint takes them: do it
         // now, so bad files fail at start (or are skipped on reload).
         Channel::builder(Uri::from_static("https://check.invalid"))
@@ -152,6 +149,15 @@ fn client_tls(files: TlsFiles, host: &str) -> Result<Reloading<ClientTlsConfig>,
             .map_err(|e| TlsError::Config(e.to_string()))?;
         Ok(config)
     })
+}
+
+/// A client configuration presenting `pem`'s certificate and accepting a
+/// server certificate for `host` signed by `pem`'s CA.
+pub fn tls_config(pem: &Pem, host: &str) -> ClientTlsConfig {
+    ClientTlsConfig::new()
+        .domain_name(host)
+        .ca_certificate(Certificate::from_pem(&pem.ca_pem))
+        .identity(Identity::from_pem(&pem.cert_pem, &pem.key_pem))
 }
 
 /// The settings every connection to the directory service shares.
