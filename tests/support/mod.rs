@@ -238,35 +238,18 @@ impl DirectoryProcess {
     /// Starts `roster directory` on the PostgreSQL database at `url` with
     /// extra arguments, and waits until it logged its listening addresses.
     pub fn start(url: &str, args: &[&str]) -> DirectoryProcess {
-        let log_path = temp_dir("directory").join("directory.log");
-        let child = roster()
-            .args(["--log-format", "json", "directory", "--database-url", url])
+        let mut cmd = roster();
+        cmd.args(["directory", "--database-url", url])
             .args(["--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(&log_path).expect("log file"),
-            ))
-            .spawn()
-            .expect("spawn roster directory");
-        let started = std::time::Instant::now();
-        loop {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let grpc = logged_addr(&log, "directory service listening");
-            let metrics = logged_addr(&log, "metrics listening");
-            if let (Some(grpc), Some(metrics)) = (grpc, metrics) {
-                return DirectoryProcess {
-                    child,
-                    grpc: grpc.parse().expect("gRPC address"),
-                    metrics_url: format!("http://{metrics}/metrics"),
-                    log_path,
-                };
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "roster directory did not start; log:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+            .args(args);
+        let (child, log_path) = spawn_logged(cmd);
+        let grpc = wait_logged(&log_path, "directory service listening", "addr");
+        let metrics = wait_logged(&log_path, "metrics listening", "addr");
+        DirectoryProcess {
+            child,
+            grpc: grpc.parse().expect("gRPC address"),
+            metrics_url: format!("http://{metrics}/metrics"),
+            log_path,
         }
     }
 
@@ -296,10 +279,38 @@ impl DirectoryProcess {
     }
 }
 
-/// The `addr` field of the JSON log line whose message is `message`.
-fn logged_addr(log: &str, message: &str) -> Option<String> {
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["fields"]["message"] == message)
-        .and_then(|v| v["fields"]["addr"].as_str().map(str::to_owned))
+/// Runs `cmd` with JSON logs to a file; returns the child and the file.
+pub fn spawn_logged(mut cmd: Command) -> (Child, PathBuf) {
+    let log_path = temp_dir("process").join("roster.log");
+    let child = cmd
+        .args(["--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(&log_path).expect("log file"),
+        ))
+        .spawn()
+        .expect("spawn roster");
+    (child, log_path)
+}
+
+/// Waits for the JSON log line whose message is `message` and returns its
+/// `field`.
+pub fn wait_logged(log_path: &Path, message: &str, field: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == message)
+            .and_then(|v| v["fields"][field].as_str().map(str::to_owned));
+        if let Some(value) = found {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no {message:?} log line; log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
