@@ -206,6 +206,11 @@ pub struct DirectoryArgs {
     pub directory: DirectoryServiceArgs,
     #[command(flatten)]
     pub tls: DirectoryTlsArgs,
+    /// Also serve `grpc.health.v1` alone, in plain text, on this address:
+    /// the kubelet's gRPC probe cannot present a client certificate to the
+    /// mutual-TLS port.
+    #[arg(long, env = "ROSTER_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
 }
 
 /// Connection to a running directory service, for the client subcommands.

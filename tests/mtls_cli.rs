@@ -1,7 +1,8 @@
 //! Mutual TLS configured the way an operator does it: `roster directory`
 //! with `--tls-*` flags, `roster gateway` and `roster admin` with
 //! `ROSTER_DIRECTORY_TLS_*` variables (as a Kubernetes Secret mount sets
-//! them). Without a client certificate the directory service refuses.
+//! them). Without a client certificate the directory service refuses;
+//! probes use the plain health-only port.
 
 mod support;
 
@@ -9,6 +10,8 @@ use std::path::Path;
 use std::process::Command;
 
 use roster_tls::TlsFiles;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use roster_tls::testing::{Ca, write};
 use support::{DirectoryProcess, roster, spawn_logged, wait_logged};
 
@@ -38,9 +41,29 @@ async fn directory_gateway_and_admin_use_mutual_tls_from_flags_and_env() {
             path(&server.key),
             "--tls-client-ca",
             path(&server.ca),
+            "--health-addr",
+            "127.0.0.1:0",
         ],
     );
     let endpoint = format!("https://localhost:{}", pod.grpc.port());
+
+    // Probes reach the plain health port without a certificate.
+    let health = wait_logged(&pod.log_path, "health port listening", "addr");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{health}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut probe = HealthClient::new(channel);
+    let status = probe
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
 
     let mut admin = roster();
     admin.args(["admin", "--endpoint", &endpoint, "list-directories"]);

@@ -108,15 +108,17 @@ pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %grpc.local_addr()?, mutual_tls, "directory service listening");
     let (stop, stopped) = shutdown_channel();
     spawn_metrics(&args.metrics, stopped.clone()).await?;
-    let server = tokio::spawn(roster_directory::serve(
-        store,
-        roster_directory::DirectoryConfig {
-            tls,
-            ..directory_config(&args.directory)
-        },
-        grpc,
-        wait(stopped),
-    ));
+    let config = roster_directory::DirectoryConfig {
+        tls,
+        ..directory_config(&args.directory)
+    };
+    let directory = roster_directory::Directory::new(store, config)?;
+    if let Some(addr) = args.health_addr {
+        let health = bind(addr, "--health-addr / ROSTER_HEALTH_ADDR").await?;
+        tracing::info!(addr = %health.local_addr()?, "health port listening");
+        directory.spawn_health_port(health, wait(stopped.clone()));
+    }
+    let server = tokio::spawn(directory.serve(grpc, wait(stopped)));
     run_until_signal(server, stop, "directory service").await
 }
 

@@ -162,6 +162,30 @@ impl Directory {
         })
     }
 
+    /// Serves only `grpc.health.v1`, in plain text, on `listener` until
+    /// `shutdown` resolves: for probes that cannot present a client
+    /// certificate (the kubelet's gRPC probe) while the main port requires
+    /// mutual TLS. It reports the same status as the main port.
+    pub fn spawn_health_port(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(self.health.reporter.clone()),
+        );
+        tokio::spawn(async move {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "health port stopped");
+            }
+        })
+    }
+
     /// The change fan-out of this server (counters, tests).
     pub fn hub(&self) -> Arc<ChangeHub> {
         Arc::clone(&self.hub)
