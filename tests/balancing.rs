@@ -126,25 +126,37 @@ async fn gateway_balances_over_every_resolved_pod_and_follows_changes() {
     assert_eq!(c.directory_calls(http).await, 0.0, "c is not resolved yet");
 
     pods.set(&[a, b, c]);
-    eventually("a pod added to the name receives calls", wait, || async move {
-        list_users(http, users, token, 10).await;
-        (c.directory_calls(http).await > 0.0).then_some(())
-    })
+    eventually(
+        "a pod added to the name receives calls",
+        wait,
+        || async move {
+            list_users(http, users, token, 10).await;
+            (c.directory_calls(http).await > 0.0).then_some(())
+        },
+    )
     .await;
 
     pods.set(&[a, c]);
-    eventually("a pod removed from the name stops receiving calls", wait, || async move {
-        let before = b.directory_calls(http).await;
-        list_users(http, users, token, 20).await;
-        (b.directory_calls(http).await == before).then_some(())
-    })
+    eventually(
+        "a pod removed from the name stops receiving calls",
+        wait,
+        || async move {
+            let before = b.directory_calls(http).await;
+            list_users(http, users, token, 20).await;
+            (b.directory_calls(http).await == before).then_some(())
+        },
+    )
     .await;
     let (b_before, ac_before) = (
         b.directory_calls(http).await,
         a.directory_calls(http).await + c.directory_calls(http).await,
     );
     list_users(http, users, token, 40).await;
-    assert_eq!(b.directory_calls(http).await, b_before, "b still gets calls");
+    assert_eq!(
+        b.directory_calls(http).await,
+        b_before,
+        "b still gets calls"
+    );
     assert!(
         a.directory_calls(http).await + c.directory_calls(http).await >= ac_before + 40.0,
         "the remaining pods answer every call"

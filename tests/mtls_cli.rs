@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 use roster_tls::TlsFiles;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use roster_tls::testing::{Ca, write};
 use support::{DirectoryProcess, roster, spawn_logged, wait_logged};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")

@@ -240,7 +240,12 @@ impl DirectoryProcess {
     pub fn start(url: &str, args: &[&str]) -> DirectoryProcess {
         let mut cmd = roster();
         cmd.args(["directory", "--database-url", url])
-            .args(["--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .args([
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
             .args(args);
         let (child, log_path) = spawn_logged(cmd);
         let grpc = wait_logged(&log_path, "directory service listening", "addr");

@@ -22,8 +22,8 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::admin::AdminApi;
-use crate::local::ServerTls;
 use crate::local::LocalListener;
+use crate::local::ServerTls;
 use crate::service::DirectoryApi;
 use crate::watch::{ChangeHub, WatchConfig};
 

@@ -77,7 +77,10 @@ impl Target {
         let uri: Uri = endpoint.parse().map_err(|e| invalid(&format!("{e}")))?;
         let host = uri.host().ok_or_else(|| invalid("no host"))?;
         // An IPv6 literal comes bracketed; the resolver wants it bare.
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = match (uri.port_u16(), uri.scheme_str()) {
             (Some(port), _) => port,
             (None, Some("https")) => 443,
@@ -379,7 +382,11 @@ mod tests {
             sent.sort_by_key(|(_, k)| format!("{k:?}"));
             sent
         };
-        assert_eq!(step().await, vec![], "nothing known: the configured endpoint stays");
+        assert_eq!(
+            step().await,
+            vec![],
+            "nothing known: the configured endpoint stays"
+        );
         assert_eq!(
             step().await,
             vec![

@@ -148,7 +148,10 @@ async fn get(root: &str, path: &str, token: &str) -> reqwest::Response {
 async fn assert_outage(response: reqwest::Response, why: &str) {
     assert_eq!(response.status(), 503, "{why}");
     assert!(response.headers().contains_key("retry-after"), "{why}");
-    assert!(!response.headers().contains_key("www-authenticate"), "{why}");
+    assert!(
+        !response.headers().contains_key("www-authenticate"),
+        "{why}"
+    );
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(
         body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error",
@@ -200,13 +203,20 @@ async fn mutual_tls_admits_trusted_gateways_refuses_others_and_follows_rotation(
     .await;
 
     let plain = gateway(format!("http://localhost:{port}"), None).await;
-    assert_outage(get(&plain, &users, &token).await, "plain HTTP/2 to a TLS port").await;
+    assert_outage(
+        get(&plain, &users, &token).await,
+        "plain HTTP/2 to a TLS port",
+    )
+    .await;
 
     let mut anonymous = AdminServiceClient::new(grpc_client(port, &ca, None));
     let refused = anonymous
         .list_directories(roster_proto::admin::ListDirectoriesRequest::default())
         .await;
-    assert!(refused.is_err(), "a client without a certificate is refused");
+    assert!(
+        refused.is_err(),
+        "a client without a certificate is refused"
+    );
 
     assert_eq!(
         served_certificate(port, &ca, &gateway_leaf).await,

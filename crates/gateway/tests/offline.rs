@@ -176,7 +176,8 @@ async fn unresolvable_directory_endpoint_starts_and_answers_503() {
         request_timeout: Duration::from_secs(3600),
         ..Default::default()
     };
-    let state = roster_gateway::AppState::with_resolver(config, std::sync::Arc::new(NoDns)).unwrap();
+    let state =
+        roster_gateway::AppState::with_resolver(config, std::sync::Arc::new(NoDns)).unwrap();
     tokio::spawn(roster_gateway::serve_state(
         state,
         listener,

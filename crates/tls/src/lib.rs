@@ -101,7 +101,11 @@ impl TlsFiles {
     fn stamp(&self) -> Stamp {
         self.paths()
             .iter()
-            .map(|p| std::fs::metadata(p).ok().map(|m| (m.modified().ok(), m.len(), inode(&m))))
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .map(|m| (m.modified().ok(), m.len(), inode(&m)))
+            })
             .collect()
     }
 
@@ -163,10 +167,13 @@ fn certificates(
     Ok(certs)
 }
 
+/// Turns loaded files into a configuration.
+type Build<T> = Box<dyn Fn(&Pem) -> Result<T, TlsError> + Send + Sync>;
+
 /// A configuration built from [`TlsFiles`], rebuilt when they change.
 pub struct Reloading<T> {
     files: TlsFiles,
-    build: Box<dyn Fn(&Pem) -> Result<T, TlsError> + Send + Sync>,
+    build: Build<T>,
     state: Mutex<(Stamp, Arc<T>)>,
 }
 
@@ -313,7 +320,6 @@ mod tests {
     use super::testing::{Ca, write};
     use super::*;
 
-
     #[test]
     fn a_rotation_is_picked_up_and_a_broken_one_keeps_the_last_good_files() {
         let dir = std::env::temp_dir().join(format!("roster-tls-{}", std::process::id()));
@@ -331,7 +337,11 @@ mod tests {
 
         std::fs::write(&files.cert, "not PEM").unwrap();
         assert!(!certs.reload());
-        assert_eq!(*certs.current(), second.der, "a broken file keeps the last good one");
+        assert_eq!(
+            *certs.current(),
+            second.der,
+            "a broken file keeps the last good one"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
