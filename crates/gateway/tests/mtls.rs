@@ -98,6 +98,8 @@ async fn gateway(endpoint: String, tls: Option<TlsFiles>) -> String {
         public_url: format!("http://{addr}"),
         directory_endpoint: endpoint,
         directory_tls: tls,
+        // The gateway looks at its own certificate files once per refresh.
+        directory_refresh: Duration::from_millis(50),
         request_timeout: Duration::from_secs(10),
         ..Default::default()
     };
@@ -236,5 +238,23 @@ async fn mutual_tls_admits_trusted_gateways_refuses_others_and_follows_rotation(
     .await;
     assert_eq!(get(&after, &users, &token).await.status(), 200);
     assert_eq!(get(&trusted, &users, &token).await.status(), 200);
+
+    // The gateway follows its own files too: swapped for a certificate the
+    // directory service does not trust, its new connections are refused;
+    // swapped back, they are accepted again.
+    write(&dir, "gateway", &foreign_leaf, &ca);
+    roster_testkit::eventually(
+        "the gateway reconnects with its new certificate",
+        Duration::from_secs(30),
+        || async { (get(&trusted, &users, &token).await.status() == 503).then_some(()) },
+    )
+    .await;
+    write(&dir, "gateway", &gateway_leaf, &ca);
+    roster_testkit::eventually(
+        "the gateway reconnects with a trusted certificate",
+        Duration::from_secs(30),
+        || async { (get(&trusted, &users, &token).await.status() == 200).then_some(()) },
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
