@@ -357,8 +357,10 @@ mod tests {
 
     #[tokio::test]
     async fn failed_or_empty_resolutions_keep_the_last_known_addresses() {
-        let (a, b): (SocketAddr, SocketAddr) =
-            ("127.0.0.2:1".parse().unwrap(), "127.0.0.3:1".parse().unwrap());
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.2:1".parse().unwrap(),
+            "127.0.0.3:1".parse().unwrap(),
+        );
         let script = Script(std::sync::Mutex::new(vec![
             Err(io::Error::other("SERVFAIL")),
             Ok(vec![a, b]),
