@@ -13,7 +13,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent
-TARGETS = [ROOT / "base", ROOT / "overlays" / "production"]
+TARGETS = [ROOT / "base", ROOT / "overlays" / "production", ROOT / "overlays" / "mtls"]
+# Overlays that must keep production's hardening.
+HARDENED = {"production", "mtls"}
 
 
 def render(target: Path) -> str:
@@ -81,11 +83,11 @@ def main() -> None:
         rendered = render(target)
         validate(rendered, name)
         print(f"k8s/{name}: rendered and schema-valid")
-        if target.name == "production":
+        if target.name in HARDENED:
             problems = check_production([d for d in yaml.safe_load_all(rendered) if d])
             if problems:
-                sys.exit("production overlay problems:\n  " + "\n  ".join(problems))
-            print("k8s/overlays/production: hardening checks passed")
+                sys.exit(f"{name} overlay problems:\n  " + "\n  ".join(problems))
+            print(f"k8s/{name}: hardening checks passed")
 
 
 if __name__ == "__main__":

@@ -102,6 +102,40 @@ pub struct DirectoryServiceArgs {
     pub progress_interval_ms: u64,
 }
 
+/// Mutual TLS on the directory service's gRPC port.
+#[derive(Debug, Clone, Args)]
+pub struct DirectoryTlsArgs {
+    /// Certificate chain (PEM) the directory service presents; with
+    /// `--tls-key` and `--tls-client-ca` it turns on mutual TLS: every caller
+    /// must present a certificate signed by the client CA. The files are
+    /// re-read when they change (rotation without restart).
+    #[arg(long, env = "ROSTER_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "ROSTER_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that callers' certificates must chain to.
+    #[arg(long, env = "ROSTER_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// Mutual TLS towards the directory service, for its clients.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DirectoryClientTlsArgs {
+    /// Certificate chain (PEM) presented to the directory service; with
+    /// `--directory-tls-key` and `--directory-tls-ca` (and an `https://`
+    /// endpoint) calls go over mutual TLS. Re-read when the files change.
+    #[arg(long, env = "ROSTER_DIRECTORY_TLS_CERT", global = true)]
+    pub directory_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `--directory-tls-cert`.
+    #[arg(long, env = "ROSTER_DIRECTORY_TLS_KEY", global = true)]
+    pub directory_tls_key: Option<PathBuf>,
+    /// CA certificate(s) (PEM) the directory service's certificate must
+    /// chain to; it must be issued for the endpoint's host name.
+    #[arg(long, env = "ROSTER_DIRECTORY_TLS_CA", global = true)]
+    pub directory_tls_ca: Option<PathBuf>,
+}
+
 /// Settings of the SCIM gateway.
 #[derive(Debug, Clone, Args)]
 pub struct GatewayHttpArgs {
@@ -156,9 +190,16 @@ pub struct GatewayArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub directory_endpoint: String,
+    /// How often the endpoint's host is resolved again, in seconds; calls are
+    /// spread over every address it resolves to (e.g. every pod behind a
+    /// headless Service).
+    #[arg(long, env = "ROSTER_DIRECTORY_REFRESH_SECS", default_value_t = 5)]
+    pub directory_refresh_secs: u64,
     /// Shared secret to present to the directory service.
     #[arg(long, env = "ROSTER_INTERNAL_SECRET", hide_env_values = true)]
     pub internal_secret: Option<String>,
+    #[command(flatten)]
+    pub tls: DirectoryClientTlsArgs,
 }
 
 /// `roster directory`.
@@ -176,6 +217,13 @@ pub struct DirectoryArgs {
     /// `DATABASE_URL` is an error.
     #[arg(long, env = "ROSTER_ALLOW_SQLITE", default_value_t = false)]
     pub allow_sqlite: bool,
+    #[command(flatten)]
+    pub tls: DirectoryTlsArgs,
+    /// Also serve `grpc.health.v1` alone, in plain text, on this address:
+    /// the kubelet's gRPC probe cannot present a client certificate to the
+    /// mutual-TLS port.
+    #[arg(long, env = "ROSTER_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
 }
 
 /// Connection to a running directory service, for the client subcommands.
@@ -200,6 +248,8 @@ pub struct ClientArgs {
         global = true
     )]
     pub internal_secret: Option<String>,
+    #[command(flatten)]
+    pub tls: DirectoryClientTlsArgs,
 }
 
 /// `roster admin`.
@@ -317,5 +367,47 @@ impl GatewayHttpArgs {
             .unwrap_or_else(|| format!("http://{bound}"))
             .trim_end_matches('/')
             .to_string()
+    }
+}
+
+/// The three TLS files given together, or none of them.
+fn tls_files(
+    [cert, key, ca]: [(&Option<PathBuf>, &str); 3],
+) -> anyhow::Result<Option<roster_tls::TlsFiles>> {
+    match (cert.0, key.0, ca.0) {
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(roster_tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        })),
+        (None, None, None) => Ok(None),
+        _ => Err(anyhow::anyhow!(
+            "mutual TLS needs all of {}, {} and {}",
+            cert.1,
+            key.1,
+            ca.1
+        )),
+    }
+}
+
+impl DirectoryTlsArgs {
+    /// The directory service's TLS files, when mutual TLS is on.
+    pub fn files(&self) -> anyhow::Result<Option<roster_tls::TlsFiles>> {
+        tls_files([
+            (&self.tls_cert, "--tls-cert"),
+            (&self.tls_key, "--tls-key"),
+            (&self.tls_client_ca, "--tls-client-ca"),
+        ])
+    }
+}
+
+impl DirectoryClientTlsArgs {
+    /// The client's TLS files, when mutual TLS is on.
+    pub fn files(&self) -> anyhow::Result<Option<roster_tls::TlsFiles>> {
+        tls_files([
+            (&self.directory_tls_cert, "--directory-tls-cert"),
+            (&self.directory_tls_key, "--directory-tls-key"),
+            (&self.directory_tls_ca, "--directory-tls-ca"),
+        ])
     }
 }

@@ -86,3 +86,47 @@ fn malformed_directory_endpoint() {
         "malformed directory endpoint",
     );
 }
+
+#[test]
+fn incomplete_or_unreadable_tls_files() {
+    run_fails(
+        &[
+            "directory",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/roster",
+            "--tls-cert",
+            "/nonexistent/tls.crt",
+        ],
+        "mutual TLS needs all of --tls-cert, --tls-key and --tls-client-ca",
+    );
+    run_fails(
+        &[
+            "gateway",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "off",
+            "--directory-endpoint",
+            "https://roster-directory:50051",
+            "--directory-tls-cert",
+            "/nonexistent/tls.crt",
+            "--directory-tls-key",
+            "/nonexistent/tls.key",
+            "--directory-tls-ca",
+            "/nonexistent/ca.crt",
+        ],
+        "cannot read /nonexistent/tls.crt",
+    );
+    run_fails(
+        &[
+            "gateway",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "off",
+            "--directory-endpoint",
+            "https://roster-directory:50051",
+        ],
+        "an https:// endpoint needs the directory TLS certificate",
+    );
+}

@@ -17,6 +17,22 @@ pub async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
             args.endpoint
         )
     })?;
+    let endpoint = match args.tls.files()? {
+        Some(files) => {
+            anyhow::ensure!(
+                endpoint.uri().scheme_str() == Some("https"),
+                "mutual TLS needs an https:// directory endpoint, not {:?}",
+                args.endpoint
+            );
+            let host = endpoint.uri().host().unwrap_or_default().to_owned();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let pem = files.read()?;
+            endpoint
+                .tls_config(roster_gateway::upstream::tls_config(&pem, host))
+                .context("cannot use the directory TLS certificates")?
+        }
+        None => endpoint,
+    };
     endpoint
         .connect()
         .await

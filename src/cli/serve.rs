@@ -61,6 +61,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let client = ClientArgs {
         endpoint,
         internal_secret: args.directory.internal_secret.clone(),
+        tls: Default::default(),
     };
     print_banner(&client, &public_url, grpc_addr, metrics, &kind).await?;
 
@@ -84,12 +85,16 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let (stop, stopped) = shutdown_channel();
     spawn_metrics(&args.metrics, stopped.clone()).await?;
     tracing::info!(%public_url, directory = %args.directory_endpoint, "gateway listening");
-    let config = gateway_config(
-        &args.http,
-        &public_url,
-        &args.directory_endpoint,
-        args.internal_secret.clone(),
-    );
+    let config = roster_gateway::GatewayConfig {
+        directory_refresh: std::time::Duration::from_secs(args.directory_refresh_secs.max(1)),
+        directory_tls: args.tls.files()?,
+        ..gateway_config(
+            &args.http,
+            &public_url,
+            &args.directory_endpoint,
+            args.internal_secret.clone(),
+        )
+    };
     let server = tokio::spawn(roster_gateway::serve(config, http, wait(stopped)));
     run_until_signal(server, stop, "gateway").await
 }
@@ -102,17 +107,24 @@ pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
              SQLite store is for `roster serve`; pass --allow-sqlite to run a lone directory service on it)"
         ));
     }
+    let tls = args.tls.files()?;
     let (store, _) = open_store(&args.store).await?;
     let grpc = bind(args.directory.grpc_addr, "--grpc-addr / ROSTER_GRPC_ADDR").await?;
-    tracing::info!(addr = %grpc.local_addr()?, "directory service listening");
+    let mutual_tls = tls.is_some();
+    tracing::info!(addr = %grpc.local_addr()?, mutual_tls, "directory service listening");
     let (stop, stopped) = shutdown_channel();
     spawn_metrics(&args.metrics, stopped.clone()).await?;
-    let server = tokio::spawn(roster_directory::serve(
-        store,
-        directory_config(&args.directory),
-        grpc,
-        wait(stopped),
-    ));
+    let config = roster_directory::DirectoryConfig {
+        tls,
+        ..directory_config(&args.directory)
+    };
+    let directory = roster_directory::Directory::new(store, config)?;
+    if let Some(addr) = args.health_addr {
+        let health = bind(addr, "--health-addr / ROSTER_HEALTH_ADDR").await?;
+        tracing::info!(addr = %health.local_addr()?, "health port listening");
+        directory.spawn_health_port(health, wait(stopped.clone()));
+    }
+    let server = tokio::spawn(directory.serve(grpc, wait(stopped)));
     run_until_signal(server, stop, "directory service").await
 }
 
@@ -252,6 +264,7 @@ async fn spawn_metrics(
     })?;
     let listener = bind(addr, "--metrics-addr / ROSTER_METRICS_ADDR").await?;
     let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "metrics listening");
     tokio::spawn(async move {
         if let Err(e) = roster_telemetry::metrics::serve(listener, wait(stopped)).await {
             tracing::error!(error = %e, "metrics endpoint stopped");

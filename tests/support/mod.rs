@@ -216,3 +216,106 @@ fn spawn_serve(mut cmd: Command) -> Served {
         metrics_url,
     }
 }
+
+/// A running `roster directory` process (one directory-service pod).
+pub struct DirectoryProcess {
+    pub child: Child,
+    /// `host:port` of its gRPC listener.
+    pub grpc: std::net::SocketAddr,
+    /// `http://host:port/metrics` of its own Prometheus endpoint.
+    pub metrics_url: String,
+    pub log_path: PathBuf,
+}
+
+impl Drop for DirectoryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl DirectoryProcess {
+    /// Starts `roster directory` on the PostgreSQL database at `url` with
+    /// extra arguments, and waits until it logged its listening addresses.
+    pub fn start(url: &str, args: &[&str]) -> DirectoryProcess {
+        let mut cmd = roster();
+        cmd.args(["directory", "--database-url", url])
+            .args([
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(args);
+        let (child, log_path) = spawn_logged(cmd);
+        let grpc = wait_logged(&log_path, "directory service listening", "addr");
+        let metrics = wait_logged(&log_path, "metrics listening", "addr");
+        DirectoryProcess {
+            child,
+            grpc: grpc.parse().expect("gRPC address"),
+            metrics_url: format!("http://{metrics}/metrics"),
+            log_path,
+        }
+    }
+
+    /// Its logs so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// DirectoryService calls it has answered, by its own metrics.
+    pub async fn directory_calls(&self, http: &reqwest::Client) -> f64 {
+        let text = http
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .expect("metrics endpoint")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| {
+                l.starts_with(
+                    "roster_grpc_requests_total{method=\"/roster.directory.v1.DirectoryService/",
+                )
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// Runs `cmd` with JSON logs to a file; returns the child and the file.
+pub fn spawn_logged(mut cmd: Command) -> (Child, PathBuf) {
+    let log_path = temp_dir("process").join("roster.log");
+    let child = cmd
+        .args(["--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(&log_path).expect("log file"),
+        ))
+        .spawn()
+        .expect("spawn roster");
+    (child, log_path)
+}
+
+/// Waits for the JSON log line whose message is `message` and returns its
+/// `field`.
+pub fn wait_logged(log_path: &Path, message: &str, field: &str) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == message)
+            .and_then(|v| v["fields"][field].as_str().map(str::to_owned));
+        if let Some(value) = found {
+            return value;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no {message:?} log line; log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

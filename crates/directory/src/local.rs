@@ -8,6 +8,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -53,9 +54,13 @@ pub fn local_channel() -> (Channel, LocalListener) {
 }
 
 /// A connection the server accepted: a TCP socket or an in-process pipe.
+/// The directory service's TLS configuration, following its files.
+pub(crate) type ServerTls = roster_tls::Reloading<roster_tls::ServerConfig>;
+
 #[derive(Debug)]
 pub(crate) enum Conn {
     Tcp(TcpStream),
+    Tls(Box<roster_tls::ServerTlsStream<TcpStream>>),
     Local(DuplexStream),
 }
 
@@ -65,6 +70,7 @@ impl Connected for Conn {
     fn connect_info(&self) -> Self::ConnectInfo {
         match self {
             Conn::Tcp(tcp) => Some(tcp.connect_info()),
+            Conn::Tls(tls) => Some(tls.get_ref().0.connect_info()),
             Conn::Local(_) => None,
         }
     }
@@ -78,6 +84,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Local(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -91,6 +98,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Local(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -102,6 +110,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Conn::Local(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
@@ -109,6 +118,7 @@ impl AsyncWrite for Conn {
     fn is_write_vectored(&self) -> bool {
         match self {
             Conn::Tcp(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
             Conn::Local(s) => s.is_write_vectored(),
         }
     }
@@ -116,6 +126,7 @@ impl AsyncWrite for Conn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
             Conn::Local(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -123,18 +134,26 @@ impl AsyncWrite for Conn {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Local(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
 
-/// TCP connections and local pipes as one stream of accepted connections.
+/// TCP connections (over TLS when configured) and local pipes as one
+/// stream of accepted connections.
 pub(crate) fn incoming(
     tcp: impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
+    tls: Option<Arc<ServerTls>>,
     local: Option<LocalListener>,
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
     use futures::StreamExt;
-    let tcp = tcp.map(|r| r.map(Conn::Tcp));
+    let tcp = match tls {
+        Some(tls) => roster_tls::incoming(tcp, tls)
+            .map(|r| r.map(|s| Conn::Tls(Box::new(s))))
+            .boxed(),
+        None => tcp.map(|r| r.map(Conn::Tcp)).boxed(),
+    };
     let local = match local {
         Some(l) => tokio_stream::wrappers::UnboundedReceiverStream::new(l.pipes)
             .map(|pipe| Ok(Conn::Local(pipe)))

@@ -23,6 +23,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::admin::AdminApi;
 use crate::local::LocalListener;
+use crate::local::ServerTls;
 use crate::service::DirectoryApi;
 use crate::watch::{ChangeHub, WatchConfig};
 
@@ -50,6 +51,10 @@ pub struct DirectoryConfig {
     pub internal_secret: Option<String>,
     /// Messages buffered per watcher before it counts as slow.
     pub watch_buffer: usize,
+    /// When set, the TCP listener speaks TLS with this certificate and
+    /// requires client certificates signed by its CA (mutual TLS); the files
+    /// are re-read when they change. In-process connections stay plain.
+    pub tls: Option<roster_tls::TlsFiles>,
 }
 
 impl Default for DirectoryConfig {
@@ -64,6 +69,7 @@ impl Default for DirectoryConfig {
             health_interval: Duration::from_secs(5),
             internal_secret: None,
             watch_buffer: watch.buffer,
+            tls: None,
         }
     }
 }
@@ -88,6 +94,9 @@ pub enum Error {
     /// The transport failed.
     #[error("gRPC transport error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificates could not be loaded.
+    #[error("cannot load the TLS certificates: {0}")]
+    Tls(#[from] roster_tls::TlsError),
 }
 
 /// The middleware stack of the server: gRPC metrics per method and code.
@@ -100,12 +109,17 @@ pub struct Directory {
     hub: Arc<ChangeHub>,
     health: HealthCheck,
     tasks: BackgroundTasks,
+    tls: Option<Arc<ServerTls>>,
 }
 
 impl Directory {
     /// Builds the services over `store` and starts the background tasks
     /// (must run inside a Tokio runtime).
     pub fn new(store: Arc<dyn Store>, config: DirectoryConfig) -> Result<Self, Error> {
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(roster_tls::reloading_server(files.clone())?)),
+            None => None,
+        };
         let hub = ChangeHub::new(Arc::clone(&store), config.watch());
         let mut tasks = BackgroundTasks(hub.spawn_tasks());
         let retention = config.retention_secs;
@@ -144,6 +158,31 @@ impl Directory {
             hub,
             health,
             tasks,
+            tls,
+        })
+    }
+
+    /// Serves only `grpc.health.v1`, in plain text, on `listener` until
+    /// `shutdown` resolves: for probes that cannot present a client
+    /// certificate (the kubelet's gRPC probe) while the main port requires
+    /// mutual TLS. It reports the same status as the main port.
+    pub fn spawn_health_port(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let service = tonic_health::pb::health_server::HealthServer::new(
+            tonic_health::server::HealthService::from_health_reporter(self.health.reporter.clone()),
+        );
+        tokio::spawn(async move {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "health port stopped");
+            }
         })
     }
 
@@ -176,6 +215,7 @@ impl Directory {
             hub,
             health,
             mut tasks,
+            tls,
         } = self;
         // The real status is known before the first request can ask for it.
         let first = health.report(None).await;
@@ -183,7 +223,7 @@ impl Directory {
         // Without TCP_NODELAY a response's last HTTP/2 frames wait for the
         // client's delayed ACK: 40 ms per call (docs/performance.md).
         let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let incoming = crate::local::incoming(tcp, local);
+        let incoming = crate::local::incoming(tcp, tls, local);
         let signal = async move {
             shutdown.await;
             hub.close();

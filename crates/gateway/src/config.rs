@@ -10,6 +10,14 @@ pub struct GatewayConfig {
     pub public_url: String,
     /// gRPC endpoint of the directory service, e.g. `http://127.0.0.1:50051`.
     pub directory_endpoint: String,
+    /// How often the host of `directory_endpoint` is resolved again; calls
+    /// are spread over every address it resolves to.
+    pub directory_refresh: Duration,
+    /// When set, the gateway reaches the directory service over mutual TLS
+    /// (`directory_endpoint` must be `https://`): it presents this
+    /// certificate and accepts only a server certificate signed by this CA,
+    /// issued for the endpoint's host. The files are re-read when they change.
+    pub directory_tls: Option<roster_tls::TlsFiles>,
     /// Shared secret sent to the directory service on every call, when the
     /// directory service requires one.
     pub internal_secret: Option<String>,
@@ -42,6 +50,8 @@ impl Default for GatewayConfig {
         Self {
             public_url: "http://127.0.0.1:8080".to_owned(),
             directory_endpoint: "http://127.0.0.1:50051".to_owned(),
+            directory_refresh: Duration::from_secs(5),
+            directory_tls: None,
             internal_secret: None,
             max_body_bytes: 1024 * 1024,
             max_results: 1000,

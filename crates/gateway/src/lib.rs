@@ -22,6 +22,7 @@ pub mod render;
 pub mod resources;
 pub mod response;
 pub mod state;
+pub mod upstream;
 
 use std::future::Future;
 

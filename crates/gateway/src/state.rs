@@ -5,13 +5,14 @@ use std::sync::Arc;
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::auth::TokenCache;
 use crate::config::GatewayConfig;
 use crate::observe::CallMeta;
 use crate::ratelimit::RateLimiter;
+use crate::upstream::{self, Dns, Resolve};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,9 @@ pub enum StartError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The TLS certificates for the directory service could not be loaded.
+    #[error("cannot load the TLS certificates for the directory service: {0}")]
+    Tls(#[from] roster_tls::TlsError),
     /// The internal secret cannot travel in a gRPC header.
     #[error("the internal secret contains characters not allowed in a header")]
     InvalidSecret,
@@ -48,16 +52,19 @@ struct Inner {
 
 impl AppState {
     /// Builds the state. The gRPC channel connects lazily, so the gateway
-    /// starts (and answers 503) while the directory service is down.
+    /// starts (and answers 503) while the directory service is down; it
+    /// spreads calls over every address the endpoint's host resolves to.
     pub fn new(config: GatewayConfig) -> Result<Self, StartError> {
-        let endpoint = Endpoint::from_shared(config.directory_endpoint.clone())
-            .map_err(|e| StartError::InvalidEndpoint {
-                endpoint: config.directory_endpoint.clone(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .tcp_nodelay(true);
-        Self::with_channel(config, endpoint.connect_lazy())
+        Self::with_resolver(config, Arc::new(Dns))
+    }
+
+    /// [`AppState::new`] resolving the endpoint's host with `resolver`.
+    pub fn with_resolver(
+        config: GatewayConfig,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Self, StartError> {
+        let channel = upstream::balanced_channel(&config, resolver)?;
+        Self::with_channel(config, channel)
     }
 
     /// Builds the state over an existing channel to the directory service

@@ -148,3 +148,50 @@ async fn unknown_routes_and_methods_are_scim_errors() {
     assert_eq!(response.status(), 405);
     assert_eq!(json_of(response).await["status"], "405");
 }
+
+/// A resolver whose every lookup fails, as DNS does before a headless
+/// Service has any ready pod.
+struct NoDns;
+
+impl roster_gateway::upstream::Resolve for NoDns {
+    fn resolve<'a>(
+        &'a self,
+        _: &'a str,
+        _: u16,
+    ) -> futures::future::BoxFuture<'a, std::io::Result<Vec<SocketAddr>>> {
+        Box::pin(async { Err(std::io::Error::other("no such host")) })
+    }
+}
+
+#[tokio::test]
+async fn unresolvable_directory_endpoint_starts_and_answers_503() {
+    let dead = unused_port().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = GatewayConfig {
+        public_url: format!("http://{addr}"),
+        directory_endpoint: format!("http://{dead}"),
+        // Far beyond the client's 20 s: a call waiting for an address that
+        // never comes would hang, not turn into a timeout answer.
+        request_timeout: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let state =
+        roster_gateway::AppState::with_resolver(config, std::sync::Arc::new(NoDns)).unwrap();
+    tokio::spawn(roster_gateway::serve_state(
+        state,
+        listener,
+        std::future::pending(),
+    ));
+    let base = format!("http://{addr}");
+    let ready = client().get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let response = client()
+        .get(format!("{base}/scim/v2/d/Users"))
+        .bearer_auth("some-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+}
