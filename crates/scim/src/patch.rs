@@ -10,7 +10,9 @@ use crate::error::ScimError;
 use crate::filter::{AttrPath, CompValue, CompareOp, Filter, parse_attr_path};
 use crate::json::{get_ci, is_core_schema, key_ci, remove_ci};
 use crate::path::{PatchPath, parse_patch_path};
-use crate::resource::{MemberValue, PATCH_OP_SCHEMA, list_present_extensions, parse_members};
+use crate::resource::{
+    MemberValue, PATCH_OP_SCHEMA, USER_SCHEMA, list_present_extensions, parse_members,
+};
 use crate::schema::{AttrType, Mutability, top_level_def};
 use crate::tolerance;
 
@@ -114,7 +116,8 @@ fn check_patch_schemas(obj: &Map<String, Value>) -> Result<(), ScimError> {
         return Ok(());
     }
     let listed = get_ci(obj, "schemas")
-        .map(tolerance::as_array)
+        .and_then(Value::as_array)
+        .cloned()
         .unwrap_or_default();
     let ok = listed
         .iter()
@@ -218,13 +221,43 @@ pub fn apply(resource: &Value, kind: ResourceKind, ops: &[PatchOp]) -> Result<Va
     }
     for (i, op) in ops.iter().enumerate() {
         apply_op(&mut doc, kind, op).map_err(|e| prefix(e, i))?;
+        if kind == ResourceKind::User && removes_active(op) {
+            set_inactive(&mut doc);
+        }
     }
     tolerance::normalize_shapes(&mut doc, kind);
     if kind == ResourceKind::User {
         list_present_extensions(&mut doc);
     }
     check_required(&doc, kind)?;
+    crate::shape::check_document(&doc, kind)?;
     Ok(doc)
+}
+
+/// `remove` of `active`. RFC 7643 gives `active` no default, and a User
+/// without it is read as active on creation (IdPs omit it there). Removing
+/// it is an IdP withdrawing the user's active status, so the user becomes
+/// inactive, stored as an explicit `false` so that GET and the change log
+/// say the same (docs/scim.md, "PATCH").
+fn removes_active(op: &PatchOp) -> bool {
+    op.op == PatchOpKind::Remove
+        && op.path.as_ref().is_some_and(|p| {
+            p.filter.is_none()
+                && p.sub_attr.is_none()
+                && p.attr.sub_attr.is_none()
+                && p.attr.name.eq_ignore_ascii_case("active")
+                && p.attr
+                    .schema
+                    .as_deref()
+                    .is_none_or(|s| s.eq_ignore_ascii_case(USER_SCHEMA))
+        })
+}
+
+fn set_inactive(doc: &mut Value) {
+    if let Some(obj) = doc.as_object_mut() {
+        remove_ci(obj, "active");
+        obj.insert("active".into(), Value::Bool(false));
+    }
 }
 
 fn check_required(doc: &Value, kind: ResourceKind) -> Result<(), ScimError> {

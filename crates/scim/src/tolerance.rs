@@ -19,13 +19,11 @@ pub(crate) fn op_name_matches(sent: &str, canonical: &str) -> bool {
 }
 
 /// The `Operations` member under any casing (RFC 7643 §2.1 makes attribute
-/// names case-insensitive, and hand-written clients send `operations`); a
-/// single operation object is wrapped.
+/// names case-insensitive, and hand-written clients send `operations`). It
+/// must be an array: no IdP is documented to send a single object.
 pub(crate) fn operations(body: &Map<String, Value>) -> Option<Vec<Value>> {
     match get_ci(body, "Operations")? {
         Value::Array(ops) => Some(ops.clone()),
-        // Single object instead of an array (clients serialising one op).
-        obj @ Value::Object(_) => Some(vec![obj.clone()]),
         _ => None,
     }
 }
@@ -69,10 +67,11 @@ pub(crate) fn bool_from_string(v: &Value) -> Option<bool> {
     }
 }
 
-/// Repairs value shapes in every attribute the schema defines, top-level
-/// and in extension objects: string booleans, single values where arrays
-/// belong, bare strings where complex values belong. See the functions it
-/// calls for the IdP behaviour behind each repair.
+/// Repairs the documented IdP value shapes in every attribute the schema
+/// defines, top-level and in extension objects: string booleans (Entra ID)
+/// and the enterprise `manager` as a bare string (Entra ID). Any other shape
+/// that contradicts the schema is left for `shape::check_document` to
+/// reject. See the functions it calls for the IdP behaviour behind each.
 pub(crate) fn normalize_shapes(doc: &mut Value, kind: ResourceKind) {
     let Some(obj) = doc.as_object_mut() else {
         return;
@@ -93,28 +92,19 @@ pub(crate) fn normalize_shapes(doc: &mut Value, kind: ResourceKind) {
 }
 
 fn repair_value(value: &mut Value, def: &AttributeDef) {
-    if def.multi_valued && !value.is_array() && !value.is_null() {
-        *value = Value::Array(as_array(value));
-    }
-    if let Value::Array(items) = value {
-        items
-            .iter_mut()
-            .for_each(|item| wrap_scalar_in_complex(item, def));
-    } else {
-        wrap_scalar_in_complex(value, def);
-    }
+    wrap_scalar_in_complex(value, def);
     coerce_value(value, def);
 }
 
-/// A bare string where a complex attribute with a `value` sub-attribute
-/// belongs becomes `{"value": …}`: Entra ID's manager mapping sends the
-/// enterprise `manager` as a bare string (apache/directory-scimple#1242); `"emails": ["a@b"]`
-/// from custom clients is repaired the same way.
+/// A bare string where the enterprise `manager` belongs becomes
+/// `{"value": …}`: Entra ID's manager mapping sends it that way
+/// (apache/directory-scimple#1242, docs/idp/entra.md). Only `manager`: other
+/// complex attributes sent as scalars are type errors.
 pub(crate) fn wrap_scalar_in_complex(value: &mut Value, def: &AttributeDef) {
-    if def.ty != AttrType::Complex || def.sub("value").is_none() {
+    if def.ty != AttrType::Complex || !def.name.eq_ignore_ascii_case("manager") {
         return;
     }
-    if matches!(value, Value::String(_) | Value::Number(_)) {
+    if matches!(value, Value::String(_)) {
         let mut o = Map::new();
         o.insert("value".into(), value.take());
         *value = Value::Object(o);
@@ -289,8 +279,10 @@ mod tests {
 
     #[test]
     fn operations_key_in_any_case_and_single_object() {
-        let body = json!({"operations": {"op": "add"}});
+        let body = json!({"operations": [{"op": "add"}]});
         assert_eq!(operations(body.as_object().unwrap()).unwrap().len(), 1);
+        let body = json!({"Operations": {"op": "add"}});
+        assert!(operations(body.as_object().unwrap()).is_none());
         let body = json!({"Operations": 3});
         assert!(operations(body.as_object().unwrap()).is_none());
     }
@@ -344,13 +336,13 @@ mod tests {
         normalize_shapes(&mut doc, ResourceKind::User);
         assert_eq!(
             doc,
-            json!({"emails": [{"value": "a@b", "primary": true}],
-            "phoneNumbers": [{"value": "+1"}], "name": "not complex",
+            json!({"emails": {"value": "a@b", "primary": true},
+            "phoneNumbers": ["+1"], "name": "not complex",
             ext: {"manager": {"value": "m1"}}, "urn:other:1.0:User": {"manager": "x"}})
         );
         let mut group = json!({"members": {"value": "u1"}});
         normalize_shapes(&mut group, ResourceKind::Group);
-        assert_eq!(group, json!({"members": [{"value": "u1"}]}));
+        assert_eq!(group, json!({"members": {"value": "u1"}}));
     }
 
     #[test]

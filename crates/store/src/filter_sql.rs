@@ -99,12 +99,51 @@ pub(crate) fn to_sql(
     dialect: Dialect,
     args: &mut Vec<SqlArg>,
 ) -> Result<String, StoreError> {
-    Translator {
+    reject_nul_literals(filter)?;
+    let sql = Translator {
         table: resource,
         dialect,
         args,
     }
-    .filter(filter, None)
+    .filter(filter, None)?;
+    if args.len() > MAX_FILTER_ARGS {
+        return Err(invalid(format!(
+            "the filter is too large: it compares more than {MAX_FILTER_ARGS} values"
+        )));
+    }
+    Ok(sql)
+}
+
+/// Bound values one filter may produce. Both backends cap the parameters of
+/// one statement (PostgreSQL at 65,535, SQLite at 32,766 by default); a
+/// filter past this cap is the client's error, answered alike on both,
+/// never a database error.
+pub(crate) const MAX_FILTER_ARGS: usize = 30_000;
+
+/// A NUL character cannot occur in stored text (PostgreSQL refuses it in
+/// `text` and `jsonb`): a filter value containing one is an invalid filter,
+/// rejected before any SQL runs.
+fn reject_nul_literals(filter: &Filter) -> Result<(), StoreError> {
+    let mut stack = vec![filter];
+    while let Some(f) = stack.pop() {
+        match f {
+            Filter::And(l, r) | Filter::Or(l, r) => {
+                stack.push(l);
+                stack.push(r);
+            }
+            Filter::Not(inner) | Filter::ValuePath { filter: inner, .. } => stack.push(inner),
+            Filter::Compare {
+                value: CompValue::String(s),
+                ..
+            } if s.contains('\0') => {
+                return Err(invalid(
+                    "filter values must not contain the NUL (U+0000) character",
+                ));
+            }
+            Filter::Compare { .. } | Filter::Present(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The ORDER BY expression for a SCIM `sortBy` path (never NULL: missing

@@ -556,9 +556,26 @@ fn entra_manager_as_bare_id_is_stored_as_complex() {
 }
 
 #[test]
-fn scalar_values_for_complex_multi_valued_are_wrapped() {
-    let out = ok(json!([{"op": "add", "path": "phoneNumbers", "value": "+1 555"}]));
-    assert_eq!(out["phoneNumbers"], json!([{"value": "+1 555"}]));
+fn values_of_the_wrong_type_are_invalid_values() {
+    // No IdP is documented to send these shapes: they are type errors.
+    for ops in [
+        json!([{"op": "add", "path": "phoneNumbers", "value": "+1 555"}]),
+        json!([{"op": "replace", "path": "name", "value": "Alice Anders"}]),
+        json!([{"op": "replace", "path": "title", "value": 42}]),
+        json!([{"op": "replace", "value": {"emails": "a@example.com"}}]),
+    ] {
+        let e = run(&user(), ops.clone()).unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue), "{ops}: {e:?}");
+    }
+}
+
+#[test]
+fn removing_active_makes_the_user_inactive() {
+    let out = ok(json!([{"op": "remove", "path": "active"}]));
+    assert_eq!(out["active"], false);
+    let out = ok(json!([{"op": "Remove", "path": "urn:ietf:params:scim:schemas:core:2.0:User:Active"}]));
+    assert_eq!(out["active"], false);
+    assert!(!crate::resource::normalize_user(&out).unwrap().active);
 }
 
 #[test]
