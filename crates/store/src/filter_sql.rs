@@ -199,6 +199,11 @@ enum Ty {
     },
     Bool,
     Timestamp,
+    /// A key column holding `roster_scim::text::fold` of a case-insensitive
+    /// name (userName on both backends, group displayName on SQLite):
+    /// compared bytewise with the operand folded in Rust, so the result does
+    /// not depend on the database's `lower()` or locale.
+    Key,
     /// A JSON value of unknown type: `type_expr` gives its JSON type.
     Json {
         case_exact: bool,
@@ -421,7 +426,9 @@ impl Translator<'_> {
     /// RFC 7644 `pr`: a non-null, non-empty value.
     fn non_empty(&self, s: &Scalar) -> String {
         match (s.ty, self.dialect) {
-            (Ty::Text { .. }, _) => format!("({0} IS NOT NULL AND {0} <> '')", s.expr),
+            (Ty::Text { .. } | Ty::Key, _) => {
+                format!("({0} IS NOT NULL AND {0} <> '')", s.expr)
+            }
             (Ty::Bool | Ty::Timestamp, _) => format!("({} IS NOT NULL)", s.expr),
             (Ty::Json { .. }, Dialect::Postgres) => format!(
                 "({0} IS NOT NULL AND {1} <> 'null' AND {0} NOT IN ('\"\"'::jsonb, '[]'::jsonb, '{{}}'::jsonb))",
@@ -443,9 +450,15 @@ impl Translator<'_> {
         path: &AttrPath,
     ) -> Result<String, StoreError> {
         match s.ty {
-            Ty::Text { case_exact } => match value {
-                CompValue::String(v) => Ok(self.compare_text(&s.expr, case_exact, op, v)),
-                other => Err(invalid(format!(
+            Ty::Text { .. } | Ty::Key => match (value, s.ty) {
+                (CompValue::String(v), Ty::Key) => {
+                    let folded = roster_scim::text::fold(v);
+                    Ok(self.compare_text(&s.expr, true, op, &folded))
+                }
+                (CompValue::String(v), Ty::Text { case_exact }) => {
+                    Ok(self.compare_text(&s.expr, case_exact, op, v))
+                }
+                (other, _) => Err(invalid(format!(
                     "{path} is a string attribute and cannot be compared with {}",
                     describe(other)
                 ))),
@@ -689,16 +702,14 @@ impl Translator<'_> {
 
     fn column_scalar(&self, column: &str, ty: Ty) -> Scalar {
         let qualified = self.col(column);
-        let expr = match (column, self.dialect) {
-            ("id", Dialect::Postgres) => format!("{qualified}::text"),
-            // SQLite: the Unicode-lowercased key columns (see compare_text).
-            ("user_name", Dialect::Sqlite) => self.col("user_name_key"),
+        match (column, self.dialect) {
+            ("id", Dialect::Postgres) => Scalar::column(format!("{qualified}::text"), ty),
+            ("user_name", _) => Scalar::column(self.col("user_name_key"), Ty::Key),
             ("display_name", Dialect::Sqlite) if self.table == ResourceTable::Groups => {
-                self.col("display_name_key")
+                Scalar::column(self.col("display_name_key"), Ty::Key)
             }
-            _ => qualified,
-        };
-        Scalar::column(expr, ty)
+            _ => Scalar::column(qualified, ty),
+        }
     }
 
     fn emails_set(&self) -> ElementSet {
@@ -1069,14 +1080,15 @@ mod tests {
         let evil = r#"userName eq "x'; DROP TABLE users; --""#;
         let (sql, args) = pg(evil, ResourceTable::Users);
         assert!(!sql.contains("DROP"), "{sql}");
-        assert_eq!(args, vec![SqlArg::Text("x'; DROP TABLE users; --".into())]);
-        assert_eq!(sql, "(lower(users.user_name) = lower($1::text))");
+        // userName compares by its folded key: the operand is folded in Rust.
+        assert_eq!(args, vec![SqlArg::Text("x'; drop table users; --".into())]);
+        assert_eq!(sql, "(users.user_name_key = $1::text)");
     }
 
     #[test]
     fn like_wildcards_are_escaped() {
         assert_eq!(escape_like(r"50%_off\"), r"50\%\_off\\");
-        let (sql, args) = pg(r#"userName co "a%b""#, ResourceTable::Users);
+        let (sql, args) = pg(r#"displayName co "a%b""#, ResourceTable::Users);
         assert!(
             sql.contains("LIKE '%' || lower($1::text) || '%' ESCAPE '\\'"),
             "{sql}"

@@ -118,12 +118,11 @@ pub(crate) fn reject_nul<T: Serialize>(value: &T) -> StoreResult<()> {
     Ok(())
 }
 
-/// The key of case-insensitive uniqueness (userName, group displayName).
-///
-/// Computed here rather than with SQLite's `lower()`, which folds ASCII only:
-/// `ÉVA` and `éva` must collide like they do on PostgreSQL.
+/// The key of case-insensitive uniqueness (userName, group displayName):
+/// [`roster_scim::text::fold`] (NFC and lower case), computed in Rust rather
+/// than with SQLite's `lower()`, which folds ASCII only.
 pub(crate) fn fold_key(value: &str) -> String {
-    value.to_lowercase()
+    roster_scim::text::fold(value)
 }
 
 #[cfg(test)]

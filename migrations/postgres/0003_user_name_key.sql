@@ -1,0 +1,11 @@
+-- userName uniqueness by a key computed in Rust (roster_scim::text::fold:
+-- Unicode NFC + lower case) instead of lower(user_name), whose result
+-- depends on the server's locale (under LC_CTYPE=C it folds ASCII only) and
+-- which ignores normalization (NFC and NFD spellings of one name differ).
+-- COLLATE "C": the key is compared bytewise, whatever the database's
+-- collation, and its btree index serves `sw` (LIKE 'x%') directly.
+--
+-- Existing rows are keyed by the store right after the migrations run
+-- (crates/store/src/postgres/rekey.rs): it fills the column, then makes it
+-- NOT NULL and moves the unique index and the trigram index onto it.
+ALTER TABLE users ADD COLUMN IF NOT EXISTS user_name_key text COLLATE "C";
