@@ -59,18 +59,31 @@ async fn datetime_filters_compare_at_the_rendered_precision() {
     let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
     let id = scim.create_user("precise@example.com").await;
     let got = scim.get(&format!("/Users/{id}")).await;
-    let modified = got.body["meta"]["lastModified"].as_str().unwrap().to_owned();
+    let modified = got.body["meta"]["lastModified"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let created = got.body["meta"]["created"].as_str().unwrap().to_owned();
 
     for (filter, expected) in [
         (format!(r#"meta.lastModified gt "{modified}""#), vec![]),
-        (format!(r#"meta.lastModified ge "{modified}""#), vec![id.clone()]),
-        (format!(r#"meta.lastModified eq "{modified}""#), vec![id.clone()]),
+        (
+            format!(r#"meta.lastModified ge "{modified}""#),
+            vec![id.clone()],
+        ),
+        (
+            format!(r#"meta.lastModified eq "{modified}""#),
+            vec![id.clone()],
+        ),
         (format!(r#"meta.lastModified lt "{modified}""#), vec![]),
         (format!(r#"meta.created gt "{created}""#), vec![]),
         (format!(r#"meta.created le "{created}""#), vec![id.clone()]),
     ] {
-        assert_eq!(ids_matching(&scim, "Users", &filter).await, expected, "{filter}");
+        assert_eq!(
+            ids_matching(&scim, "Users", &filter).await,
+            expected,
+            "{filter}"
+        );
     }
 }
 
@@ -87,14 +100,26 @@ async fn values_of_the_wrong_json_type_are_rejected_and_never_stored() {
         (with("name", json!("Alice Anders")), "name as a string"),
         (with("emails", json!("a@example.com")), "emails as a string"),
         (with("emails", json!([42])), "an email as a number"),
-        (with("displayName", json!({"x": 1})), "displayName as an object"),
+        (
+            with("displayName", json!({"x": 1})),
+            "displayName as an object",
+        ),
         (with("title", json!(["a", "b"])), "title as an array"),
         (with("nickName", json!(true)), "nickName as a boolean"),
         (with("userName", json!(12)), "userName as a number"),
-        (with("active", json!("maybe")), "active as a non-boolean string"),
-        (with("phoneNumbers", json!([{"value": {"n": 1}}])), "phone value as an object"),
         (
-            with("schemas", json!("urn:ietf:params:scim:schemas:core:2.0:User")),
+            with("active", json!("maybe")),
+            "active as a non-boolean string",
+        ),
+        (
+            with("phoneNumbers", json!([{"value": {"n": 1}}])),
+            "phone value as an object",
+        ),
+        (
+            with(
+                "schemas",
+                json!("urn:ietf:params:scim:schemas:core:2.0:User"),
+            ),
             "schemas as a string",
         ),
         (
@@ -117,10 +142,10 @@ async fn values_of_the_wrong_json_type_are_rejected_and_never_stored() {
     assert!(none.is_empty(), "nothing was stored");
 
     let id = scim.create_user("typed@example.com").await;
-    let replace = |value: Value| {
-        json!([{"op": "replace", "path": "name", "value": value}])
-    };
-    let r = scim.patch(&format!("/Users/{id}"), replace(json!("Alice Anders"))).await;
+    let replace = |value: Value| json!([{"op": "replace", "path": "name", "value": value}]);
+    let r = scim
+        .patch(&format!("/Users/{id}"), replace(json!("Alice Anders")))
+        .await;
     assert_scim_error(&r, 400, "invalidValue", "PATCH name with a string");
     let r = scim
         .patch(
@@ -130,7 +155,10 @@ async fn values_of_the_wrong_json_type_are_rejected_and_never_stored() {
         .await;
     assert_eq!(r.status, 400, "Operations as an object: {:?}", r.body);
     let got = scim.get(&format!("/Users/{id}")).await;
-    assert_eq!(got.body["name"], json!({"givenName": "Given", "familyName": "Family"}));
+    assert_eq!(
+        got.body["name"],
+        json!({"givenName": "Given", "familyName": "Family"})
+    );
 
     // Documented IdP shapes stay accepted: Entra ID's string booleans and
     // bare-string manager.
@@ -156,7 +184,12 @@ async fn undefined_extensions_are_kept_verbatim() {
     let id = created.body["id"].as_str().unwrap();
     let got = scim.get(&format!("/Users/{id}")).await;
     assert_eq!(got.body[urn], body[urn], "{:?}", got.body);
-    assert!(got.body["schemas"].as_array().unwrap().contains(&json!(urn)));
+    assert!(
+        got.body["schemas"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(urn))
+    );
     let found = ids_matching(&scim, "Users", &format!(r#"{urn}:costCenter eq "CC-42""#)).await;
     assert_eq!(found, [id]);
 
@@ -166,7 +199,12 @@ async fn undefined_extensions_are_kept_verbatim() {
     bad["schemas"] = json!(["urn:ietf:params:scim:schemas:core:2.0:User", urn]);
     bad[urn] = json!("CC-42");
     let r = scim.post("/Users", &bad).await;
-    assert_scim_error(&r, 400, "invalidValue", "an extension that is not an object");
+    assert_scim_error(
+        &r,
+        400,
+        "invalidValue",
+        "an extension that is not an object",
+    );
 }
 
 #[tokio::test]
@@ -250,7 +288,8 @@ async fn entra_id_matching_queries_find_the_user() {
         {"value": "jd@home.example", "type": "home"}
     ]);
     body["phoneNumbers"] = json!([{"value": "+1 555 0100", "type": "work"}]);
-    body["addresses"] = json!([{"type": "work", "streetAddress": "1 Main St", "locality": "Redmond"}]);
+    body["addresses"] =
+        json!([{"type": "work", "streetAddress": "1 Main St", "locality": "Redmond"}]);
     body[ent] = json!({"employeeNumber": "701984"});
     let created = scim.post("/Users", &body).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -267,17 +306,23 @@ async fn entra_id_matching_queries_find_the_user() {
         r#"addresses[type eq "work"].streetAddress eq "1 Main St""#.to_string(),
         format!(r#"{ent}:employeeNumber eq "701984""#),
     ] {
-        assert_eq!(ids_matching(&scim, "Users", &filter).await, [id.clone()], "{filter}");
+        assert_eq!(
+            ids_matching(&scim, "Users", &filter).await,
+            [id.clone()],
+            "{filter}"
+        );
     }
     assert!(
-        ids_matching(&scim, "Users", r#"emails[type eq "home"].value eq "jdoe@contoso.com""#)
-            .await
-            .is_empty()
+        ids_matching(
+            &scim,
+            "Users",
+            r#"emails[type eq "home"].value eq "jdoe@contoso.com""#
+        )
+        .await
+        .is_empty()
     );
 
-    let group = scim
-        .post("/Groups", &common::group("Sales", &[&id]))
-        .await;
+    let group = scim.post("/Groups", &common::group("Sales", &[&id])).await;
     assert_eq!(group.status, 201, "{:?}", group.body);
     let gid = group.body["id"].as_str().unwrap().to_owned();
     let r = scim

@@ -329,10 +329,11 @@ fn optional_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String
     match get_ci(obj, name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(tolerance::blank_is_absent(s.clone())),
-        Some(_) => Err(ScimError::invalid_value(format!("'{name}' must be a string"))),
+        Some(_) => Err(ScimError::invalid_value(format!(
+            "'{name}' must be a string"
+        ))),
     }
 }
-
 
 /// Parses a `members` value (array, or a single member — a tolerance) into
 /// [`MemberValue`]s. A member without a usable `value` (e.g. `display`

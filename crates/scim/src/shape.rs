@@ -184,9 +184,11 @@ mod tests {
 
     #[test]
     fn well_shaped_and_unknown_attributes_pass() {
-        check_user(json!({"userName": "a", "name": {"givenName": "A", "x-custom": 1},
+        check_user(
+            json!({"userName": "a", "name": {"givenName": "A", "x-custom": 1},
             "emails": [{"value": "a@b", "primary": true}], "active": null, "x-count": 5,
-            "urn:example:ext:1.0:User": {"anything": [1, {"a": true}]}}))
+            "urn:example:ext:1.0:User": {"anything": [1, {"a": true}]}}),
+        )
         .unwrap();
     }
 

@@ -162,6 +162,19 @@ pub(crate) fn sort_sql(
     .sort_key(path)
 }
 
+/// What a list is sorted by, as recorded in its page tokens: a token is
+/// valid only for the sort it was issued for (both backends refuse others).
+pub(crate) fn sort_fingerprint(sort: Option<&crate::model::Sort>) -> String {
+    match sort {
+        Some(s) => format!(
+            "{}:{}",
+            s.path.to_string().to_ascii_lowercase(),
+            s.descending
+        ),
+        None => "created".to_string(),
+    }
+}
+
 /// Escapes the LIKE wildcards `%` and `_` and the escape character `\`.
 pub(crate) fn escape_like(value: &str) -> String {
     let mut out = String::with_capacity(value.len());

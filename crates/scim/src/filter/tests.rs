@@ -520,12 +520,20 @@ fn value_filter_followed_by_a_sub_attribute_comparison() {
             attr: AttrPath::new("emails"),
             filter: Box::new(and(
                 cmp(AttrPath::new("type"), CompareOp::Eq, s("work")),
-                cmp(AttrPath::new("value"), CompareOp::Eq, s("bjensen@example.com")),
+                cmp(
+                    AttrPath::new("value"),
+                    CompareOp::Eq,
+                    s("bjensen@example.com")
+                ),
             )),
         }
     );
-    assert!(m(r#"emails[type eq "work"].value eq "BJENSEN@example.com""#));
-    assert!(!m(r#"emails[type eq "home"].value eq "bjensen@example.com""#));
+    assert!(m(
+        r#"emails[type eq "work"].value eq "BJENSEN@example.com""#
+    ));
+    assert!(!m(
+        r#"emails[type eq "home"].value eq "bjensen@example.com""#
+    ));
     assert!(m(r#"emails[type eq "home"].value pr"#));
     assert!(m(
         r#"userName eq "bjensen" and emails[type eq "work"].value ew ".com""#

@@ -573,7 +573,8 @@ fn values_of_the_wrong_type_are_invalid_values() {
 fn removing_active_makes_the_user_inactive() {
     let out = ok(json!([{"op": "remove", "path": "active"}]));
     assert_eq!(out["active"], false);
-    let out = ok(json!([{"op": "Remove", "path": "urn:ietf:params:scim:schemas:core:2.0:User:Active"}]));
+    let out =
+        ok(json!([{"op": "Remove", "path": "urn:ietf:params:scim:schemas:core:2.0:User:Active"}]));
     assert_eq!(out["active"], false);
     assert!(!crate::resource::normalize_user(&out).unwrap().active);
 }

@@ -54,14 +54,13 @@ pub(super) async fn finish_user_name_key(pool: &PgPool) -> StoreResult<()> {
 async fn fill_keys(conn: &mut PgConnection) -> StoreResult<()> {
     let mut after = Uuid::nil();
     loop {
-        let rows: Vec<(Uuid, String)> = sqlx::query_as(
-            "SELECT id, user_name FROM users WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(after)
-        .bind(BATCH)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_db)?;
+        let rows: Vec<(Uuid, String)> =
+            sqlx::query_as("SELECT id, user_name FROM users WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after)
+                .bind(BATCH)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_db)?;
         let Some((last, _)) = rows.last() else {
             return Ok(());
         };
@@ -104,6 +103,7 @@ async fn check_no_duplicates(conn: &mut PgConnection) -> StoreResult<()> {
         );
     }
     Err(StoreError::Internal(
-        "migration failed: some userNames are equal under Unicode normalization (see the log)".into(),
+        "migration failed: some userNames are equal under Unicode normalization (see the log)"
+            .into(),
     ))
 }
