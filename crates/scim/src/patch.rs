@@ -13,7 +13,7 @@ use crate::path::{PatchPath, parse_patch_path};
 use crate::resource::{
     MemberValue, PATCH_OP_SCHEMA, USER_SCHEMA, list_present_extensions, parse_members,
 };
-use crate::schema::{AttrType, Mutability, top_level_def};
+use crate::schema::{Mutability, top_level_def};
 use crate::tolerance;
 
 pub use crate::schema::ResourceKind;
@@ -147,26 +147,9 @@ fn parse_op(raw: &Value) -> Result<PatchOp, ScimError> {
         Some(Value::String(s)) => Some(parse_patch_path(s)?),
         Some(_) => return Err(ScimError::invalid_path("'path' must be a string")),
     };
-    let value = get_ci(obj, "value").cloned().map(|v| {
-        let complex_expected = path.as_ref().is_none_or(targets_complex);
-        tolerance::decode_json_string_value(&v, complex_expected).unwrap_or(v)
-    });
+    let value = get_ci(obj, "value").cloned();
     validate_op_shape(op, path.as_ref(), value.as_ref())?;
     Ok(PatchOp { op, path, value })
-}
-
-/// Whether the path designates a complex or multi-valued attribute (so a
-/// JSON-encoded string value is worth decoding).
-fn targets_complex(path: &PatchPath) -> bool {
-    if path.sub_attr.is_some() || path.attr.sub_attr.is_some() {
-        return false;
-    }
-    [ResourceKind::User, ResourceKind::Group]
-        .into_iter()
-        .any(|kind| {
-            top_level_def(kind, path.attr.schema.as_deref(), &path.attr.name)
-                .is_some_and(|d| d.multi_valued || d.ty == AttrType::Complex)
-        })
 }
 
 fn validate_op_shape(

@@ -142,6 +142,9 @@ pub fn prepare_group(body: Value) -> Result<(Value, PreparedGroup), ScimError> {
         .as_object_mut()
         .and_then(|o| remove_ci(o, "members"))
         .unwrap_or(Value::Null);
+    if !(members_json.is_array() || members_json.is_null()) {
+        return Err(ScimError::invalid_value("'members' must be an array"));
+    }
     let members = parse_members(&members_json)?;
     shape::check_no_nul(&members_json)?;
     shape::check_document(&raw, ResourceKind::Group)?;

@@ -41,21 +41,6 @@ pub(crate) fn empty_path_is_absent(path: &str) -> bool {
     path.trim().is_empty()
 }
 
-/// A PATCH `value` sent as a JSON-encoded string (`"value": "{\"active\":false}"`
-/// or `"[{\"value\":\"id\"}]"`) by clients that double-encode (not
-/// attributed to a specific IdP).
-/// Only decoded where a complex value is expected, so that a string
-/// attribute whose text happens to start with `{` is left alone.
-pub(crate) fn decode_json_string_value(value: &Value, complex_expected: bool) -> Option<Value> {
-    let text = value.as_str()?.trim();
-    if !complex_expected || !(text.starts_with('{') || text.starts_with('[')) {
-        return None;
-    }
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .filter(|v| v.is_object() || v.is_array())
-}
-
 /// Booleans as strings (`"True"`, `"False"`): Entra ID sends
 /// `{"op":"Replace","path":"active","value":"False"}` (rancher/rancher#54025).
 pub(crate) fn bool_from_string(v: &Value) -> Option<bool> {
@@ -301,17 +286,6 @@ mod tests {
     fn empty_path_means_no_path() {
         assert!(empty_path_is_absent("  "));
         assert!(!empty_path_is_absent("active"));
-    }
-
-    #[test]
-    fn json_encoded_values_are_decoded_only_where_complex() {
-        let v = json!("{\"active\": false}");
-        assert_eq!(
-            decode_json_string_value(&v, true),
-            Some(json!({"active": false}))
-        );
-        assert_eq!(decode_json_string_value(&v, false), None);
-        assert_eq!(decode_json_string_value(&json!("{not json"), true), None);
     }
 
     #[test]

@@ -475,13 +475,17 @@ fn okta_replace_with_own_id_is_accepted() {
 }
 
 #[test]
-fn json_encoded_value_and_missing_schemas() {
-    let body = json!({"Operations": [{"op": "replace", "value": "{\"title\": \"Boss\"}"},
-                                     {"op": "add", "path": "members", "value": "[{\"value\": \"u9\"}]"}]});
+fn json_encoded_values_are_type_errors_and_schemas_may_be_missing() {
+    // No IdP is documented to double-encode values: a string where an
+    // object of attributes belongs is rejected.
+    let body = json!({"Operations": [{"op": "replace", "value": "{\"title\": \"Boss\"}"}]});
+    let e = PatchRequest::parse(&body).unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+    let body =
+        json!({"Operations": [{"op": "add", "path": "members", "value": [{"value": "u9"}]}]});
     let r = PatchRequest::parse(&body).unwrap();
-    assert_eq!(r.operations[0].value, Some(json!({"title": "Boss"})));
     assert_eq!(
-        plan_group_patch(&r).unwrap()[1],
+        plan_group_patch(&r).unwrap()[0],
         GroupPatchStep::AddMembers(vec![MemberValue {
             value: "u9".into(),
             r#type: None,
@@ -495,7 +499,7 @@ fn json_encoded_value_and_missing_schemas() {
     assert_eq!(
         r.operations[0].value,
         Some(json!("{x}")),
-        "strings stay strings for simple attributes"
+        "strings stay strings"
     );
 }
 

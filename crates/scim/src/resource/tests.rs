@@ -135,9 +135,10 @@ fn prepare_group_errors() {
         prepare_group(json!({"displayName": "G", "members": [{"display": "Bob"}]})).unwrap_err();
     assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
     assert!(e.detail.contains("display"));
-    // A single member object instead of an array (tolerance).
-    let (_, g) = prepare_group(json!({"displayName": "G", "members": {"value": "u1"}})).unwrap();
-    assert_eq!(g.members.len(), 1);
+    // A single member object instead of an array: a type error (no IdP is
+    // documented to send it in a Group body).
+    let e = prepare_group(json!({"displayName": "G", "members": {"value": "u1"}})).unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
 }
 
 #[test]
