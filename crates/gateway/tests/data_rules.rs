@@ -283,10 +283,7 @@ async fn removing_active_deactivates_the_user() {
     assert_eq!(r.body["active"], false);
     let got = scim.get(&format!("/Users/{id}")).await;
     assert_eq!(got.body["active"], false, "{:?}", got.body);
-    assert_eq!(
-        ids_matching(&scim, "Users", "active eq false").await,
-        [id.clone()]
-    );
+    assert_eq!(ids_matching(&scim, "Users", "active eq false").await, [id]);
 }
 
 #[tokio::test]
@@ -320,7 +317,7 @@ async fn entra_id_matching_queries_find_the_user() {
     ] {
         assert_eq!(
             ids_matching(&scim, "Users", &filter).await,
-            [id.clone()],
+            std::slice::from_ref(&id),
             "{filter}"
         );
     }
