@@ -213,7 +213,7 @@ pub fn apply(resource: &Value, kind: ResourceKind, ops: &[PatchOp]) -> Result<Va
         list_present_extensions(&mut doc);
     }
     check_required(&doc, kind)?;
-    crate::shape::check_document(&doc, kind)?;
+    crate::shape::check_patched(resource, &doc, kind)?;
     Ok(doc)
 }
 

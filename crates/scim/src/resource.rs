@@ -328,13 +328,15 @@ fn required_string(obj: &Map<String, Value>, name: &str) -> Result<String, ScimE
     }
 }
 
+/// New values were type-checked before (`shape`); a number here can only
+/// come from a resource stored before those checks, and is read as its
+/// decimal text so that such a user can still be patched (deactivated).
 fn optional_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, ScimError> {
     match get_ci(obj, name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(tolerance::blank_is_absent(s.clone())),
-        Some(_) => Err(ScimError::invalid_value(format!(
-            "'{name}' must be a string"
-        ))),
+        Some(v) => tolerance::string_from_scalar(v)
+            .map(tolerance::blank_is_absent)
+            .ok_or_else(|| ScimError::invalid_value(format!("'{name}' must be a string"))),
     }
 }
 

@@ -18,20 +18,58 @@ pub(crate) fn check_document(doc: &Value, kind: ResourceKind) -> Result<(), Scim
             "the resource must be a JSON object",
         ));
     };
-    for (key, value) in obj {
-        if let Some(def) = top_level_def(kind, None, key) {
-            check_value(value, def, key)?;
-        } else if is_urn(key) {
-            check_extension(kind, key, value)?;
+    obj.iter()
+        .try_for_each(|(key, value)| check_entry(kind, key, value, None))
+}
+
+/// [`check_document`] for the result of a PATCH, checking only what the
+/// PATCH changed: a resource stored before these checks existed (say with
+/// a numeric `employeeNumber`) can still be patched — deactivated, above
+/// all — as long as the PATCH itself writes well-typed values.
+pub(crate) fn check_patched(
+    before: &Value,
+    after: &Value,
+    kind: ResourceKind,
+) -> Result<(), ScimError> {
+    check_no_nul(after)?;
+    let (Some(old), Some(new)) = (before.as_object(), after.as_object()) else {
+        return check_document(after, kind);
+    };
+    for (key, value) in new {
+        let prior = old.get(key);
+        if prior != Some(value) {
+            check_entry(kind, key, value, prior)?;
         }
     }
     Ok(())
 }
 
+/// One top-level member; `prior` is its value before a PATCH (unchanged
+/// extension attributes are not checked again).
+fn check_entry(
+    kind: ResourceKind,
+    key: &str,
+    value: &Value,
+    prior: Option<&Value>,
+) -> Result<(), ScimError> {
+    if let Some(def) = top_level_def(kind, None, key) {
+        check_value(value, def, key)
+    } else if is_urn(key) {
+        check_extension(kind, key, value, prior.and_then(Value::as_object))
+    } else {
+        Ok(())
+    }
+}
+
 /// Extension data lives in an object under its URN; Roster keeps the
 /// object of a schema it does not define verbatim, and checks the
 /// attributes of one it defines.
-fn check_extension(kind: ResourceKind, urn: &str, value: &Value) -> Result<(), ScimError> {
+fn check_extension(
+    kind: ResourceKind,
+    urn: &str,
+    value: &Value,
+    prior: Option<&Map<String, Value>>,
+) -> Result<(), ScimError> {
     let ext = match value {
         Value::Null => return Ok(()),
         Value::Object(ext) => ext,
@@ -45,7 +83,10 @@ fn check_extension(kind: ResourceKind, urn: &str, value: &Value) -> Result<(), S
         return Ok(());
     }
     for (name, v) in ext {
-        if let Some(def) = top_level_def(kind, Some(urn), name) {
+        let unchanged = prior.is_some_and(|p| p.get(name) == Some(v));
+        if let Some(def) = top_level_def(kind, Some(urn), name)
+            && !unchanged
+        {
             check_value(v, def, &format!("{urn}:{name}"))?;
         }
     }
@@ -190,6 +231,19 @@ mod tests {
             "urn:example:ext:1.0:User": {"anything": [1, {"a": true}]}}),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_patch_is_checked_for_what_it_changed() {
+        let ext = crate::schema::ENTERPRISE_USER_SCHEMA;
+        let legacy = json!({"userName": "a", "active": true, ext: {"employeeNumber": 7}});
+        let deactivated = json!({"userName": "a", "active": false, ext: {"employeeNumber": 7}});
+        check_patched(&legacy, &deactivated, ResourceKind::User).unwrap();
+        let retyped = json!({"userName": "a", "active": true, ext: {"employeeNumber": 8}});
+        assert!(check_patched(&legacy, &retyped, ResourceKind::User).is_err());
+        let named =
+            json!({"userName": "a", "active": true, "name": "x", ext: {"employeeNumber": 7}});
+        assert!(check_patched(&legacy, &named, ResourceKind::User).is_err());
     }
 
     #[test]

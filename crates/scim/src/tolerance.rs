@@ -226,9 +226,10 @@ pub(crate) fn member_id_from_loose(entry: &Value) -> Option<String> {
     }
 }
 
-/// A scalar where a string is expected: `employeeNumber` and similar
-/// identifiers sent as JSON numbers when an IdP maps them from numeric HR
-/// fields (defensive; not attributed to a specific IdP).
+/// A number where a string is expected, read as its decimal text. Not a
+/// tolerance of new input any more (`shape` rejects numbers where the schema
+/// defines strings): it reads resources stored before that check, and
+/// member ids (which must then name an existing resource anyway).
 pub(crate) fn string_from_scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),

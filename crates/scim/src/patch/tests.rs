@@ -666,3 +666,25 @@ fn primary_appears_at_most_once() {
         "other attributes untouched"
     );
 }
+
+#[test]
+fn a_user_stored_before_the_type_checks_can_still_be_deactivated() {
+    let ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let legacy = json!({"schemas": [USER_SCHEMA, ext], "id": ID, "userName": "old",
+                        "active": true, ext: {"employeeNumber": 701984}});
+    let out = run(
+        &legacy,
+        json!([{"op": "replace", "path": "active", "value": false}]),
+    )
+    .unwrap();
+    let user = crate::resource::normalize_user(&out).unwrap();
+    assert!(!user.active);
+    assert_eq!(user.employee_number.as_deref(), Some("701984"));
+    // Writing a wrongly typed value is still refused.
+    let e = run(
+        &legacy,
+        json!([{"op": "replace", "path": format!("{ext}:employeeNumber"), "value": 5}]),
+    )
+    .unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+}
