@@ -10,7 +10,7 @@ use chrono::SecondsFormat;
 use roster_store::*;
 use serde_json::json;
 
-use super::{directory, group, query, user};
+use super::{directory, group, member, query, user};
 
 async fn user_names(store: &dyn Store, dir: DirectoryId, q: &ListQuery) -> Vec<String> {
     store
@@ -499,4 +499,156 @@ pub async fn removing_active_by_patch_is_stored_as_inactive(store: Arc<dyn Store
         inactive.items.iter().map(|u| u.id).collect::<Vec<_>>(),
         [u.id]
     );
+}
+
+/// General filter semantics evaluated in SQL (was SQLite-only).
+pub async fn filters_are_evaluated_in_sql(store: Arc<dyn Store>) {
+    let store = &*store;
+    let d = directory(store, "insql").await;
+    let mut alice = user("Alice@Example.com");
+    alice.fields.department = Some("Eng".into());
+    alice.raw = json!({ "userName": "Alice@Example.com", "nickName": "ally", "x": { "level": 3 } });
+    let alice = store.create_user(d.id, alice).await.unwrap();
+    let mut bob = user("bob@example.org");
+    bob.fields.active = false;
+    bob.fields.emails[0].r#type = "home".into();
+    store.create_user(d.id, bob).await.unwrap();
+    store
+        .create_user(d.id, user("carol_x@example.com"))
+        .await
+        .unwrap();
+    let g = store
+        .create_group(
+            d.id,
+            GroupWrite {
+                members: Some(vec![member(&alice)]),
+                ..group("Admins")
+            },
+        )
+        .await
+        .unwrap();
+
+    let cases: &[(&str, &[&str])] = &[
+        (r#"userName eq "alice@example.com""#, &["Alice@Example.com"]),
+        (
+            r#"userName ne "alice@example.com""#,
+            &["bob@example.org", "carol_x@example.com"],
+        ),
+        (
+            r#"userName co "EXAMPLE.COM""#,
+            &["Alice@Example.com", "carol_x@example.com"],
+        ),
+        (r#"userName sw "b""#, &["bob@example.org"]),
+        (r#"userName ew ".org""#, &["bob@example.org"]),
+        (r#"userName co "_""#, &["carol_x@example.com"]),
+        (
+            r#"userName gt "bob""#,
+            &["bob@example.org", "carol_x@example.com"],
+        ),
+        ("active eq false", &["bob@example.org"]),
+        (
+            r#"emails[type eq "work" and value co "alice"]"#,
+            &["Alice@Example.com"],
+        ),
+        (r#"emails.type eq "home""#, &["bob@example.org"]),
+        (
+            r#"not (emails.type eq "home")"#,
+            &["Alice@Example.com", "carol_x@example.com"],
+        ),
+        (
+            r#"userName sw "a" or userName sw "c""#,
+            &["Alice@Example.com", "carol_x@example.com"],
+        ),
+        (
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "eng""#,
+            &["Alice@Example.com"],
+        ),
+        ("title pr", &[]),
+        (r#"nickName eq "ally""#, &["Alice@Example.com"]),
+        ("x.level ge 3", &["Alice@Example.com"]),
+        (
+            r#"meta.created gt "2000-01-01T00:00:00Z""#,
+            &[
+                "Alice@Example.com",
+                "bob@example.org",
+                "carol_x@example.com",
+            ],
+        ),
+        (r#"meta.created lt "2000-01-01T00:00:00Z""#, &[]),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(
+            user_names(store, d.id, &query(Some(filter))).await,
+            *expected,
+            "{filter}"
+        );
+    }
+    // Case-insensitive beyond ASCII on both backends.
+    store
+        .create_user(d.id, user("Éva@Example.com"))
+        .await
+        .unwrap();
+    for filter in [r#"userName eq "éVA@example.COM""#, r#"userName sw "éva""#] {
+        assert_eq!(
+            user_names(store, d.id, &query(Some(filter))).await,
+            ["Éva@Example.com"],
+            "{filter}"
+        );
+    }
+    store.create_group(d.id, group("Ärzte")).await.unwrap();
+    let doctors = ListQuery {
+        filter: query(Some(r#"displayName eq "ärzte""#)).filter,
+        ..query(None)
+    };
+    assert_eq!(store.list_groups(d.id, &doctors).await.unwrap().total, 1);
+
+    let by_group = query(Some(&format!(r#"groups.value eq "{}""#, g.id)));
+    assert_eq!(
+        user_names(store, d.id, &by_group).await,
+        ["Alice@Example.com"]
+    );
+    let page = store
+        .list_users(
+            d.id,
+            &ListQuery {
+                count: 1,
+                ..query(Some(r#"userName co "example""#))
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (page.items.len(), page.total),
+        (1, 4),
+        "total counts every match"
+    );
+
+    let groups = store
+        .list_groups(
+            d.id,
+            &ListQuery {
+                filter: query(Some(&format!(r#"members.value eq "{}""#, alice.id))).filter,
+                ..query(None)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        groups
+            .items
+            .iter()
+            .map(|g| g.display_name.as_str())
+            .collect::<Vec<_>>(),
+        ["Admins"]
+    );
+    let admins = ListQuery {
+        filter: query(Some(r#"displayName eq "admins""#)).filter,
+        ..query(None)
+    };
+    assert_eq!(store.list_groups(d.id, &admins).await.unwrap().total, 1);
+
+    let bad = store
+        .list_users(d.id, &query(Some("active eq \"yes\"")))
+        .await;
+    assert!(matches!(bad, Err(StoreError::InvalidFilter(_))), "{bad:?}");
 }

@@ -59,6 +59,7 @@ macro_rules! conformance_suite {
             oversized_filters_are_invalid_filters,
             sorted_lists_page_by_keyset_in_both_directions,
             removing_active_by_patch_is_stored_as_inactive,
+            filters_are_evaluated_in_sql,
         );
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
