@@ -174,6 +174,15 @@ async fn existing_users_are_keyed_by_the_migration() {
         .unwrap()
         .total;
     assert_eq!(total, 12_000);
+
+    // A pod of the previous release, still running during the rollout,
+    // inserts without the key: the row gets one and stays unique.
+    insert_old_users(&mut conn, dir, &["Late@Example.com"]).await;
+    assert!(is_user_name_conflict(
+        &store.create_user(d, user("late@example.com")).await
+    ));
+    let late = by_filter("userName eq \"LATE@example.com\"");
+    assert_eq!(store.list_users(d, &late).await.unwrap().items.len(), 1);
 }
 
 #[tokio::test]
