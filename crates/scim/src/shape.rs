@@ -165,32 +165,12 @@ fn mismatch(path: &str, expected: &str) -> ScimError {
 /// Text with NUL characters cannot be stored (PostgreSQL refuses them) and
 /// no IdP sends them: rejected as `invalidValue` before any database sees it.
 pub(crate) fn check_no_nul(value: &Value) -> Result<(), ScimError> {
-    if has_nul(value) {
+    if crate::text::contains_nul(value) {
         return Err(ScimError::invalid_value(
             "text must not contain NUL (U+0000) characters",
         ));
     }
     Ok(())
-}
-
-fn has_nul(value: &Value) -> bool {
-    // Iterative: documents are depth-limited by the gateway, but this stays
-    // safe on any input.
-    let mut stack = vec![value];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::String(s) if s.contains('\0') => return true,
-            Value::Array(items) => stack.extend(items),
-            Value::Object(map) => {
-                if map.keys().any(|k| k.contains('\0')) {
-                    return true;
-                }
-                stack.extend(map.values());
-            }
-            _ => {}
-        }
-    }
-    false
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Case- and normalization-insensitive text keys.
 
+use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
 
 /// The key under which two spellings of a case-insensitive string (RFC
@@ -19,6 +20,28 @@ use unicode_normalization::UnicodeNormalization;
 pub fn fold(s: &str) -> String {
     let composed: String = s.nfc().collect();
     composed.to_lowercase().nfc().collect()
+}
+
+/// Whether a NUL character (U+0000) occurs in any string or object key of
+/// `value`. PostgreSQL cannot store NUL in `text` or `jsonb`, so neither
+/// backend accepts it.
+pub fn contains_nul(value: &Value) -> bool {
+    // Iterative: safe on any nesting depth.
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) if s.contains('\0') => return true,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                if map.keys().any(|k| k.contains('\0')) {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 #[cfg(test)]
