@@ -153,11 +153,14 @@ fn render_meta(kind: Kind, meta: Option<&Meta>, location: &str) -> Value {
     Value::Object(m)
 }
 
-/// RFC 3339 UTC text of a protobuf timestamp (RFC 7643 §2.3.5 dateTime).
+/// RFC 3339 UTC text of a protobuf timestamp (RFC 7643 §2.3.5 dateTime),
+/// with microseconds: the precision both stores keep and filters compare
+/// at, so `meta.lastModified gt "<this value>"` does not match the resource
+/// it came from (a coarser rendering would round the stored time down).
 fn timestamp(ts: &prost_types::Timestamp) -> Option<String> {
     let nanos = u32::try_from(ts.nanos).ok()?;
     DateTime::from_timestamp(ts.seconds, nanos)
-        .map(|dt| dt.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .map(|dt| dt.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
 fn raw_object(raw: &str) -> Option<Map<String, Value>> {
@@ -260,8 +263,8 @@ mod tests {
         assert_eq!(v["meta"]["resourceType"], "User");
         assert_eq!(v["meta"]["location"], format!("{BASE}/Users/u1"));
         assert_eq!(v["meta"]["version"], "W/\"3\"");
-        assert_eq!(v["meta"]["created"], "2023-11-14T22:13:20.000Z");
-        assert_eq!(v["meta"]["lastModified"], "2023-11-14T22:14:20.500Z");
+        assert_eq!(v["meta"]["created"], "2023-11-14T22:13:20.000000Z");
+        assert_eq!(v["meta"]["lastModified"], "2023-11-14T22:14:20.500000Z");
         assert!(v["meta"].get("x").is_none());
     }
 

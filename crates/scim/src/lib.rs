@@ -39,6 +39,8 @@ pub mod path;
 pub mod projection;
 pub mod resource;
 pub mod schema;
+mod shape;
+pub mod text;
 mod tolerance;
 
 pub use error::{ERROR_SCHEMA, ScimError, ScimType};

@@ -10,8 +10,10 @@ use crate::error::ScimError;
 use crate::filter::{AttrPath, CompValue, CompareOp, Filter, parse_attr_path};
 use crate::json::{get_ci, is_core_schema, key_ci, remove_ci};
 use crate::path::{PatchPath, parse_patch_path};
-use crate::resource::{MemberValue, PATCH_OP_SCHEMA, list_present_extensions, parse_members};
-use crate::schema::{AttrType, Mutability, top_level_def};
+use crate::resource::{
+    MemberValue, PATCH_OP_SCHEMA, USER_SCHEMA, list_present_extensions, parse_members,
+};
+use crate::schema::{Mutability, top_level_def};
 use crate::tolerance;
 
 pub use crate::schema::ResourceKind;
@@ -114,7 +116,8 @@ fn check_patch_schemas(obj: &Map<String, Value>) -> Result<(), ScimError> {
         return Ok(());
     }
     let listed = get_ci(obj, "schemas")
-        .map(tolerance::as_array)
+        .and_then(Value::as_array)
+        .cloned()
         .unwrap_or_default();
     let ok = listed
         .iter()
@@ -144,26 +147,9 @@ fn parse_op(raw: &Value) -> Result<PatchOp, ScimError> {
         Some(Value::String(s)) => Some(parse_patch_path(s)?),
         Some(_) => return Err(ScimError::invalid_path("'path' must be a string")),
     };
-    let value = get_ci(obj, "value").cloned().map(|v| {
-        let complex_expected = path.as_ref().is_none_or(targets_complex);
-        tolerance::decode_json_string_value(&v, complex_expected).unwrap_or(v)
-    });
+    let value = get_ci(obj, "value").cloned();
     validate_op_shape(op, path.as_ref(), value.as_ref())?;
     Ok(PatchOp { op, path, value })
-}
-
-/// Whether the path designates a complex or multi-valued attribute (so a
-/// JSON-encoded string value is worth decoding).
-fn targets_complex(path: &PatchPath) -> bool {
-    if path.sub_attr.is_some() || path.attr.sub_attr.is_some() {
-        return false;
-    }
-    [ResourceKind::User, ResourceKind::Group]
-        .into_iter()
-        .any(|kind| {
-            top_level_def(kind, path.attr.schema.as_deref(), &path.attr.name)
-                .is_some_and(|d| d.multi_valued || d.ty == AttrType::Complex)
-        })
 }
 
 fn validate_op_shape(
@@ -218,13 +204,43 @@ pub fn apply(resource: &Value, kind: ResourceKind, ops: &[PatchOp]) -> Result<Va
     }
     for (i, op) in ops.iter().enumerate() {
         apply_op(&mut doc, kind, op).map_err(|e| prefix(e, i))?;
+        if kind == ResourceKind::User && removes_active(op) {
+            set_inactive(&mut doc);
+        }
     }
     tolerance::normalize_shapes(&mut doc, kind);
     if kind == ResourceKind::User {
         list_present_extensions(&mut doc);
     }
     check_required(&doc, kind)?;
+    crate::shape::check_patched(resource, &doc, kind)?;
     Ok(doc)
+}
+
+/// `remove` of `active`. RFC 7643 gives `active` no default, and a User
+/// without it is read as active on creation (IdPs omit it there). Removing
+/// it is an IdP withdrawing the user's active status, so the user becomes
+/// inactive, stored as an explicit `false` so that GET and the change log
+/// say the same (docs/scim.md, "PATCH").
+fn removes_active(op: &PatchOp) -> bool {
+    op.op == PatchOpKind::Remove
+        && op.path.as_ref().is_some_and(|p| {
+            p.filter.is_none()
+                && p.sub_attr.is_none()
+                && p.attr.sub_attr.is_none()
+                && p.attr.name.eq_ignore_ascii_case("active")
+                && p.attr
+                    .schema
+                    .as_deref()
+                    .is_none_or(|s| s.eq_ignore_ascii_case(USER_SCHEMA))
+        })
+}
+
+fn set_inactive(doc: &mut Value) {
+    if let Some(obj) = doc.as_object_mut() {
+        remove_ci(obj, "active");
+        obj.insert("active".into(), Value::Bool(false));
+    }
 }
 
 fn check_required(doc: &Value, kind: ResourceKind) -> Result<(), ScimError> {

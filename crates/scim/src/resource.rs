@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::error::ScimError;
 use crate::filter::AttrPath;
 use crate::json::{get_ci, key_ci, remove_ci, top_value};
-use crate::tolerance;
+use crate::{shape, tolerance};
 
 pub use crate::schema::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, ResourceKind, USER_SCHEMA};
 
@@ -116,6 +116,7 @@ pub fn prepare_user(body: Value) -> Result<(Value, NormalizedUser), ScimError> {
     }
     tolerance::normalize_shapes(&mut raw, ResourceKind::User);
     list_present_extensions(&mut raw);
+    shape::check_document(&raw, ResourceKind::User)?;
     let normalized = normalize_user(&raw)?;
     Ok((raw, normalized))
 }
@@ -141,7 +142,12 @@ pub fn prepare_group(body: Value) -> Result<(Value, PreparedGroup), ScimError> {
         .as_object_mut()
         .and_then(|o| remove_ci(o, "members"))
         .unwrap_or(Value::Null);
+    if !(members_json.is_array() || members_json.is_null()) {
+        return Err(ScimError::invalid_value("'members' must be an array"));
+    }
     let members = parse_members(&members_json)?;
+    shape::check_no_nul(&members_json)?;
+    shape::check_document(&raw, ResourceKind::Group)?;
     let obj = as_object(&raw)?;
     let display_name = required_string(obj, "displayName")?;
     let external_id = optional_string(obj, "externalId")?;
@@ -182,9 +188,12 @@ fn check_schemas(obj: &mut Map<String, Value>, kind: ResourceKind) -> Result<(),
         return Ok(());
     };
     let schemas = obj.remove(&key).unwrap_or(Value::Null);
-    // Tolerance: a single URN string instead of an array.
-    let list = tolerance::as_array(&schemas);
-    let urns: Option<Vec<String>> = list.iter().map(|v| v.as_str().map(str::to_owned)).collect();
+    let list = schemas.as_array().map(Vec::as_slice).unwrap_or_default();
+    let urns: Option<Vec<String>> = if schemas.is_array() {
+        list.iter().map(|v| v.as_str().map(str::to_owned)).collect()
+    } else {
+        None
+    };
     let Some(urns) = urns else {
         return Err(ScimError::invalid_value(
             "'schemas' must be an array of URN strings",
@@ -289,17 +298,20 @@ fn manager_id(ext: &Map<String, Value>) -> Result<Option<String>, ScimError> {
 fn normalize_emails(v: Option<&Value>) -> Result<Vec<NormalizedEmail>, ScimError> {
     let Some(v) = v else { return Ok(Vec::new()) };
     let mut out = Vec::new();
-    for item in tolerance::as_array(v) {
+    let Some(items) = v.as_array() else {
+        return Err(ScimError::invalid_value("'emails' must be an array"));
+    };
+    for item in items {
         let Value::Object(o) = item else {
             return Err(ScimError::invalid_value("'emails' entries must be objects"));
         };
-        let Some(value) = optional_string(&o, "value")? else {
+        let Some(value) = optional_string(o, "value")? else {
             continue;
         };
         out.push(NormalizedEmail {
             value,
-            r#type: optional_string(&o, "type")?.unwrap_or_default(),
-            primary: get_ci(&o, "primary")
+            r#type: optional_string(o, "type")?.unwrap_or_default(),
+            primary: get_ci(o, "primary")
                 .and_then(tolerance::bool_from_string)
                 .unwrap_or(false),
         });
@@ -316,6 +328,9 @@ fn required_string(obj: &Map<String, Value>, name: &str) -> Result<String, ScimE
     }
 }
 
+/// New values were type-checked before (`shape`); a number here can only
+/// come from a resource stored before those checks, and is read as its
+/// decimal text so that such a user can still be patched (deactivated).
 fn optional_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, ScimError> {
     match get_ci(obj, name) {
         None | Some(Value::Null) => Ok(None),

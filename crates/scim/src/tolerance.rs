@@ -19,13 +19,11 @@ pub(crate) fn op_name_matches(sent: &str, canonical: &str) -> bool {
 }
 
 /// The `Operations` member under any casing (RFC 7643 §2.1 makes attribute
-/// names case-insensitive, and hand-written clients send `operations`); a
-/// single operation object is wrapped.
+/// names case-insensitive, and hand-written clients send `operations`). It
+/// must be an array: no IdP is documented to send a single object.
 pub(crate) fn operations(body: &Map<String, Value>) -> Option<Vec<Value>> {
     match get_ci(body, "Operations")? {
         Value::Array(ops) => Some(ops.clone()),
-        // Single object instead of an array (clients serialising one op).
-        obj @ Value::Object(_) => Some(vec![obj.clone()]),
         _ => None,
     }
 }
@@ -43,21 +41,6 @@ pub(crate) fn empty_path_is_absent(path: &str) -> bool {
     path.trim().is_empty()
 }
 
-/// A PATCH `value` sent as a JSON-encoded string (`"value": "{\"active\":false}"`
-/// or `"[{\"value\":\"id\"}]"`) by clients that double-encode (not
-/// attributed to a specific IdP).
-/// Only decoded where a complex value is expected, so that a string
-/// attribute whose text happens to start with `{` is left alone.
-pub(crate) fn decode_json_string_value(value: &Value, complex_expected: bool) -> Option<Value> {
-    let text = value.as_str()?.trim();
-    if !complex_expected || !(text.starts_with('{') || text.starts_with('[')) {
-        return None;
-    }
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .filter(|v| v.is_object() || v.is_array())
-}
-
 /// Booleans as strings (`"True"`, `"False"`): Entra ID sends
 /// `{"op":"Replace","path":"active","value":"False"}` (rancher/rancher#54025).
 pub(crate) fn bool_from_string(v: &Value) -> Option<bool> {
@@ -69,10 +52,11 @@ pub(crate) fn bool_from_string(v: &Value) -> Option<bool> {
     }
 }
 
-/// Repairs value shapes in every attribute the schema defines, top-level
-/// and in extension objects: string booleans, single values where arrays
-/// belong, bare strings where complex values belong. See the functions it
-/// calls for the IdP behaviour behind each repair.
+/// Repairs the documented IdP value shapes in every attribute the schema
+/// defines, top-level and in extension objects: string booleans (Entra ID)
+/// and the enterprise `manager` as a bare string (Entra ID). Any other shape
+/// that contradicts the schema is left for `shape::check_document` to
+/// reject. See the functions it calls for the IdP behaviour behind each.
 pub(crate) fn normalize_shapes(doc: &mut Value, kind: ResourceKind) {
     let Some(obj) = doc.as_object_mut() else {
         return;
@@ -93,28 +77,19 @@ pub(crate) fn normalize_shapes(doc: &mut Value, kind: ResourceKind) {
 }
 
 fn repair_value(value: &mut Value, def: &AttributeDef) {
-    if def.multi_valued && !value.is_array() && !value.is_null() {
-        *value = Value::Array(as_array(value));
-    }
-    if let Value::Array(items) = value {
-        items
-            .iter_mut()
-            .for_each(|item| wrap_scalar_in_complex(item, def));
-    } else {
-        wrap_scalar_in_complex(value, def);
-    }
+    wrap_scalar_in_complex(value, def);
     coerce_value(value, def);
 }
 
-/// A bare string where a complex attribute with a `value` sub-attribute
-/// belongs becomes `{"value": …}`: Entra ID's manager mapping sends the
-/// enterprise `manager` as a bare string (apache/directory-scimple#1242); `"emails": ["a@b"]`
-/// from custom clients is repaired the same way.
+/// A bare string where the enterprise `manager` belongs becomes
+/// `{"value": …}`: Entra ID's manager mapping sends it that way
+/// (apache/directory-scimple#1242, docs/idp/entra.md). Only `manager`: other
+/// complex attributes sent as scalars are type errors.
 pub(crate) fn wrap_scalar_in_complex(value: &mut Value, def: &AttributeDef) {
-    if def.ty != AttrType::Complex || def.sub("value").is_none() {
+    if def.ty != AttrType::Complex || !def.name.eq_ignore_ascii_case("manager") {
         return;
     }
-    if matches!(value, Value::String(_) | Value::Number(_)) {
+    if matches!(value, Value::String(_)) {
         let mut o = Map::new();
         o.insert("value".into(), value.take());
         *value = Value::Object(o);
@@ -251,9 +226,10 @@ pub(crate) fn member_id_from_loose(entry: &Value) -> Option<String> {
     }
 }
 
-/// A scalar where a string is expected: `employeeNumber` and similar
-/// identifiers sent as JSON numbers when an IdP maps them from numeric HR
-/// fields (defensive; not attributed to a specific IdP).
+/// A number where a string is expected, read as its decimal text. Not a
+/// tolerance of new input any more (`shape` rejects numbers where the schema
+/// defines strings): it reads resources stored before that check, and
+/// member ids (which must then name an existing resource anyway).
 pub(crate) fn string_from_scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
@@ -289,8 +265,10 @@ mod tests {
 
     #[test]
     fn operations_key_in_any_case_and_single_object() {
-        let body = json!({"operations": {"op": "add"}});
+        let body = json!({"operations": [{"op": "add"}]});
         assert_eq!(operations(body.as_object().unwrap()).unwrap().len(), 1);
+        let body = json!({"Operations": {"op": "add"}});
+        assert!(operations(body.as_object().unwrap()).is_none());
         let body = json!({"Operations": 3});
         assert!(operations(body.as_object().unwrap()).is_none());
     }
@@ -309,17 +287,6 @@ mod tests {
     fn empty_path_means_no_path() {
         assert!(empty_path_is_absent("  "));
         assert!(!empty_path_is_absent("active"));
-    }
-
-    #[test]
-    fn json_encoded_values_are_decoded_only_where_complex() {
-        let v = json!("{\"active\": false}");
-        assert_eq!(
-            decode_json_string_value(&v, true),
-            Some(json!({"active": false}))
-        );
-        assert_eq!(decode_json_string_value(&v, false), None);
-        assert_eq!(decode_json_string_value(&json!("{not json"), true), None);
     }
 
     #[test]
@@ -344,13 +311,13 @@ mod tests {
         normalize_shapes(&mut doc, ResourceKind::User);
         assert_eq!(
             doc,
-            json!({"emails": [{"value": "a@b", "primary": true}],
-            "phoneNumbers": [{"value": "+1"}], "name": "not complex",
+            json!({"emails": {"value": "a@b", "primary": true},
+            "phoneNumbers": ["+1"], "name": "not complex",
             ext: {"manager": {"value": "m1"}}, "urn:other:1.0:User": {"manager": "x"}})
         );
         let mut group = json!({"members": {"value": "u1"}});
         normalize_shapes(&mut group, ResourceKind::Group);
-        assert_eq!(group, json!({"members": [{"value": "u1"}]}));
+        assert_eq!(group, json!({"members": {"value": "u1"}}));
     }
 
     #[test]

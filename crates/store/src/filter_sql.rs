@@ -99,12 +99,51 @@ pub(crate) fn to_sql(
     dialect: Dialect,
     args: &mut Vec<SqlArg>,
 ) -> Result<String, StoreError> {
-    Translator {
+    reject_nul_literals(filter)?;
+    let sql = Translator {
         table: resource,
         dialect,
         args,
     }
-    .filter(filter, None)
+    .filter(filter, None)?;
+    if args.len() > MAX_FILTER_ARGS {
+        return Err(invalid(format!(
+            "the filter is too large: it compares more than {MAX_FILTER_ARGS} values"
+        )));
+    }
+    Ok(sql)
+}
+
+/// Bound values one filter may produce. Both backends cap the parameters of
+/// one statement (PostgreSQL at 65,535, SQLite at 32,766 by default); a
+/// filter past this cap is the client's error, answered alike on both,
+/// never a database error.
+pub(crate) const MAX_FILTER_ARGS: usize = 30_000;
+
+/// A NUL character cannot occur in stored text (PostgreSQL refuses it in
+/// `text` and `jsonb`): a filter value containing one is an invalid filter,
+/// rejected before any SQL runs.
+fn reject_nul_literals(filter: &Filter) -> Result<(), StoreError> {
+    let mut stack = vec![filter];
+    while let Some(f) = stack.pop() {
+        match f {
+            Filter::And(l, r) | Filter::Or(l, r) => {
+                stack.push(l);
+                stack.push(r);
+            }
+            Filter::Not(inner) | Filter::ValuePath { filter: inner, .. } => stack.push(inner),
+            Filter::Compare {
+                value: CompValue::String(s),
+                ..
+            } if s.contains('\0') => {
+                return Err(invalid(
+                    "filter values must not contain the NUL (U+0000) character",
+                ));
+            }
+            Filter::Compare { .. } | Filter::Present(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// The ORDER BY expression for a SCIM `sortBy` path (never NULL: missing
@@ -121,6 +160,19 @@ pub(crate) fn sort_sql(
         args,
     }
     .sort_key(path)
+}
+
+/// What a list is sorted by, as recorded in its page tokens: a token is
+/// valid only for the sort it was issued for (both backends refuse others).
+pub(crate) fn sort_fingerprint(sort: Option<&crate::model::Sort>) -> String {
+    match sort {
+        Some(s) => format!(
+            "{}:{}",
+            s.path.to_string().to_ascii_lowercase(),
+            s.descending
+        ),
+        None => "created".to_string(),
+    }
 }
 
 /// Escapes the LIKE wildcards `%` and `_` and the escape character `\`.
@@ -160,6 +212,11 @@ enum Ty {
     },
     Bool,
     Timestamp,
+    /// A key column holding `roster_scim::text::fold` of a case-insensitive
+    /// name (userName on both backends, group displayName on SQLite):
+    /// compared bytewise with the operand folded in Rust, so the result does
+    /// not depend on the database's `lower()` or locale.
+    Key,
     /// A JSON value of unknown type: `type_expr` gives its JSON type.
     Json {
         case_exact: bool,
@@ -382,7 +439,9 @@ impl Translator<'_> {
     /// RFC 7644 `pr`: a non-null, non-empty value.
     fn non_empty(&self, s: &Scalar) -> String {
         match (s.ty, self.dialect) {
-            (Ty::Text { .. }, _) => format!("({0} IS NOT NULL AND {0} <> '')", s.expr),
+            (Ty::Text { .. } | Ty::Key, _) => {
+                format!("({0} IS NOT NULL AND {0} <> '')", s.expr)
+            }
             (Ty::Bool | Ty::Timestamp, _) => format!("({} IS NOT NULL)", s.expr),
             (Ty::Json { .. }, Dialect::Postgres) => format!(
                 "({0} IS NOT NULL AND {1} <> 'null' AND {0} NOT IN ('\"\"'::jsonb, '[]'::jsonb, '{{}}'::jsonb))",
@@ -404,9 +463,15 @@ impl Translator<'_> {
         path: &AttrPath,
     ) -> Result<String, StoreError> {
         match s.ty {
-            Ty::Text { case_exact } => match value {
-                CompValue::String(v) => Ok(self.compare_text(&s.expr, case_exact, op, v)),
-                other => Err(invalid(format!(
+            Ty::Text { .. } | Ty::Key => match (value, s.ty) {
+                (CompValue::String(v), Ty::Key) => {
+                    let folded = roster_scim::text::fold(v);
+                    Ok(self.compare_text(&s.expr, true, op, &folded))
+                }
+                (CompValue::String(v), Ty::Text { case_exact }) => {
+                    Ok(self.compare_text(&s.expr, case_exact, op, v))
+                }
+                (other, _) => Err(invalid(format!(
                     "{path} is a string attribute and cannot be compared with {}",
                     describe(other)
                 ))),
@@ -650,16 +715,14 @@ impl Translator<'_> {
 
     fn column_scalar(&self, column: &str, ty: Ty) -> Scalar {
         let qualified = self.col(column);
-        let expr = match (column, self.dialect) {
-            ("id", Dialect::Postgres) => format!("{qualified}::text"),
-            // SQLite: the Unicode-lowercased key columns (see compare_text).
-            ("user_name", Dialect::Sqlite) => self.col("user_name_key"),
+        match (column, self.dialect) {
+            ("id", Dialect::Postgres) => Scalar::column(format!("{qualified}::text"), ty),
+            ("user_name", _) => Scalar::column(self.col("user_name_key"), Ty::Key),
             ("display_name", Dialect::Sqlite) if self.table == ResourceTable::Groups => {
-                self.col("display_name_key")
+                Scalar::column(self.col("display_name_key"), Ty::Key)
             }
-            _ => qualified,
-        };
-        Scalar::column(expr, ty)
+            _ => Scalar::column(qualified, ty),
+        }
     }
 
     fn emails_set(&self) -> ElementSet {
@@ -1030,14 +1093,15 @@ mod tests {
         let evil = r#"userName eq "x'; DROP TABLE users; --""#;
         let (sql, args) = pg(evil, ResourceTable::Users);
         assert!(!sql.contains("DROP"), "{sql}");
-        assert_eq!(args, vec![SqlArg::Text("x'; DROP TABLE users; --".into())]);
-        assert_eq!(sql, "(lower(users.user_name) = lower($1::text))");
+        // userName compares by its folded key: the operand is folded in Rust.
+        assert_eq!(args, vec![SqlArg::Text("x'; drop table users; --".into())]);
+        assert_eq!(sql, "(users.user_name_key = $1::text)");
     }
 
     #[test]
     fn like_wildcards_are_escaped() {
         assert_eq!(escape_like(r"50%_off\"), r"50\%\_off\\");
-        let (sql, args) = pg(r#"userName co "a%b""#, ResourceTable::Users);
+        let (sql, args) = pg(r#"displayName co "a%b""#, ResourceTable::Users);
         assert!(
             sql.contains("LIKE '%' || lower($1::text) || '%' ESCAPE '\\'"),
             "{sql}"

@@ -66,6 +66,7 @@ mod groups;
 mod head;
 mod lists;
 mod notify;
+mod rekey;
 mod snapshot;
 mod users;
 
@@ -176,7 +177,7 @@ impl PgStore {
             StoreError::Internal("migration failed".into())
         })?;
         unlock.map_err(map_db)?;
-        Ok(())
+        rekey::finish_user_name_key(&self.pool).await
     }
 
     /// The underlying pool (for tests and tools; all SQL stays in this crate).

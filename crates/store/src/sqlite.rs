@@ -17,6 +17,7 @@ mod errors;
 mod groups;
 mod list;
 mod log;
+mod rekey;
 mod tx;
 mod users;
 
@@ -161,6 +162,7 @@ impl SqliteStore {
             .run(&self.writer)
             .await
             .map_err(|e| StoreError::Internal(format!("SQLite migration failed: {e}")))?;
+        rekey::rekey_if_pending(&self.writer).await?;
         let head = log::read_bounds(&mut *self.read_conn().await?)
             .await?
             .stable_head;

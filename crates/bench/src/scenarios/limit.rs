@@ -37,17 +37,18 @@ pub const RAW_INSERT_WITH_CHANGE: &str = "raw INSERT user + change row (1 stmt)"
 /// the baseline being compared against, not Roster's data path. Columns and
 /// values are exactly those of `PgStore::create_user`.
 const RAW_INSERT_SQL: &str = "INSERT INTO users (id, directory_id, user_name, external_id, active, display_name, \
-     given_name, family_name, emails, title, department, manager_id, employee_number, custom_attributes, raw) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+     given_name, family_name, emails, title, department, manager_id, employee_number, custom_attributes, raw, \
+     user_name_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
 /// [`RAW_INSERT_SQL`] plus the change row, shaped as in `PgStore::create_user`
 /// (without the revision bookkeeping that needs only the sequence).
 const RAW_INSERT_WITH_CHANGE_SQL: &str = "WITH u AS (INSERT INTO users (id, directory_id, user_name, external_id, \
      active, display_name, given_name, family_name, emails, title, department, manager_id, employee_number, \
-     custom_attributes, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     custom_attributes, raw, user_name_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
      RETURNING id, directory_id, version) \
      INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
-     SELECT nextval('change_revision'), $16, u.directory_id, 'user.created', u.id, u.version, $17 FROM u";
+     SELECT nextval('change_revision'), $17, u.directory_id, 'user.created', u.id, u.version, $18 FROM u";
 
 /// Which rows a raw baseline inserts per user.
 #[derive(Debug, Clone, Copy)]
@@ -188,7 +189,8 @@ async fn insert_rows(
                 .bind(&f.manager_id)
                 .bind(&f.employee_number)
                 .bind(serde_json::to_value(&f.custom_attributes)?)
-                .bind(&write.raw);
+                .bind(&write.raw)
+                .bind(roster_scim::text::fold(&f.user_name));
             if let RawRows::UserAndChange = rows {
                 let payload = change_payload(dir, id, &write)?;
                 query = query.bind(Uuid::new_v4()).bind(payload);

@@ -161,7 +161,7 @@ fn compare_strings(a: &str, op: CompareOp, b: &str, def: Option<&AttributeDef>) 
     let (a, b) = if case_exact {
         (a.to_owned(), b.to_owned())
     } else {
-        (a.to_lowercase(), b.to_lowercase())
+        (crate::text::fold(a), crate::text::fold(b))
     };
     match op {
         CompareOp::Co => a.contains(&b),

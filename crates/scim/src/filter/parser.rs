@@ -296,8 +296,21 @@ impl<'a> Parser<'a> {
         } else {
             ""
         };
+        if op_tok == Tok::LBracket {
+            return self.parse_value_path(op_at, path, depth, in_value_path);
+        }
+        self.parse_operation(path, op_at, op_tok, hint)
+    }
+
+    /// The operator and value after an attribute path: `pr` or `op value`.
+    fn parse_operation(
+        &mut self,
+        path: AttrPath,
+        op_at: usize,
+        op_tok: Tok<'a>,
+        hint: &str,
+    ) -> Result<Filter, ScimError> {
         let op_word = match op_tok {
-            Tok::LBracket => return self.parse_value_path(op_at, path, depth, in_value_path),
             Tok::Word(w) => w,
             other => {
                 let found = other.describe();
@@ -336,10 +349,42 @@ impl<'a> Parser<'a> {
         self.check_depth(at, depth + 1)?;
         let inner = self.parse_or(depth + 1, true)?;
         self.expect(Tok::RBracket, "']'")?;
+        let filter = match self.parse_value_path_sub_attr()? {
+            // `emails[type eq "work"].value eq "x"` (Entra ID's matching
+            // query): some element matches the value filter and its
+            // sub-attribute matches the comparison.
+            Some(sub) => Filter::And(Box::new(inner), Box::new(sub)),
+            None => inner,
+        };
         Ok(Filter::ValuePath {
             attr,
-            filter: Box::new(inner),
+            filter: Box::new(filter),
         })
+    }
+
+    /// An optional `.subAttr op value` after a value filter's `]`.
+    fn parse_value_path_sub_attr(&mut self) -> Result<Option<Filter>, ScimError> {
+        if self.peek()?.1 != Tok::Dot {
+            return Ok(None);
+        }
+        self.next()?;
+        let (at, tok) = self.next()?;
+        let Tok::Word(name) = tok else {
+            return Err(self.expected(at, "a sub-attribute name", &tok));
+        };
+        if !is_attr_name(name) {
+            return Err(self.error(
+                at,
+                format!("'{}' is not a valid sub-attribute name", truncate(name)),
+            ));
+        }
+        let path = AttrPath {
+            schema: None,
+            name: name.to_owned(),
+            sub_attr: None,
+        };
+        let (op_at, op_tok) = self.next()?;
+        self.parse_operation(path, op_at, op_tok, "").map(Some)
     }
 
     fn parse_comp_value(&mut self, op: CompareOp) -> Result<CompValue, ScimError> {

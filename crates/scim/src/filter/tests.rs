@@ -509,3 +509,36 @@ fn schema_prefix_must_be_a_uri() {
     assert!(err("id:n pr").contains("'id' is not a valid schema URN"));
     assert!(parse("urn:x:n pr").is_ok());
 }
+
+#[test]
+fn value_filter_followed_by_a_sub_attribute_comparison() {
+    // Entra ID matches users with `emails[type eq "work"].value eq "…"`.
+    let f = p(r#"emails[type eq "work"].value eq "bjensen@example.com""#);
+    assert_eq!(
+        f,
+        Filter::ValuePath {
+            attr: AttrPath::new("emails"),
+            filter: Box::new(and(
+                cmp(AttrPath::new("type"), CompareOp::Eq, s("work")),
+                cmp(
+                    AttrPath::new("value"),
+                    CompareOp::Eq,
+                    s("bjensen@example.com")
+                ),
+            )),
+        }
+    );
+    assert!(m(
+        r#"emails[type eq "work"].value eq "BJENSEN@example.com""#
+    ));
+    assert!(!m(
+        r#"emails[type eq "home"].value eq "bjensen@example.com""#
+    ));
+    assert!(m(r#"emails[type eq "home"].value pr"#));
+    assert!(m(
+        r#"userName eq "bjensen" and emails[type eq "work"].value ew ".com""#
+    ));
+    assert!(err(r#"emails[type eq "work"].value"#).contains("expected an operator"));
+    assert!(err(r#"emails[type eq "work"]."#).contains("expected a sub-attribute name"));
+    assert!(err(r#"emails[type eq "work"].value eq"#).contains("expected a value"));
+}

@@ -475,13 +475,17 @@ fn okta_replace_with_own_id_is_accepted() {
 }
 
 #[test]
-fn json_encoded_value_and_missing_schemas() {
-    let body = json!({"Operations": [{"op": "replace", "value": "{\"title\": \"Boss\"}"},
-                                     {"op": "add", "path": "members", "value": "[{\"value\": \"u9\"}]"}]});
+fn json_encoded_values_are_type_errors_and_schemas_may_be_missing() {
+    // No IdP is documented to double-encode values: a string where an
+    // object of attributes belongs is rejected.
+    let body = json!({"Operations": [{"op": "replace", "value": "{\"title\": \"Boss\"}"}]});
+    let e = PatchRequest::parse(&body).unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+    let body =
+        json!({"Operations": [{"op": "add", "path": "members", "value": [{"value": "u9"}]}]});
     let r = PatchRequest::parse(&body).unwrap();
-    assert_eq!(r.operations[0].value, Some(json!({"title": "Boss"})));
     assert_eq!(
-        plan_group_patch(&r).unwrap()[1],
+        plan_group_patch(&r).unwrap()[0],
         GroupPatchStep::AddMembers(vec![MemberValue {
             value: "u9".into(),
             r#type: None,
@@ -495,7 +499,7 @@ fn json_encoded_value_and_missing_schemas() {
     assert_eq!(
         r.operations[0].value,
         Some(json!("{x}")),
-        "strings stay strings for simple attributes"
+        "strings stay strings"
     );
 }
 
@@ -556,9 +560,27 @@ fn entra_manager_as_bare_id_is_stored_as_complex() {
 }
 
 #[test]
-fn scalar_values_for_complex_multi_valued_are_wrapped() {
-    let out = ok(json!([{"op": "add", "path": "phoneNumbers", "value": "+1 555"}]));
-    assert_eq!(out["phoneNumbers"], json!([{"value": "+1 555"}]));
+fn values_of_the_wrong_type_are_invalid_values() {
+    // No IdP is documented to send these shapes: they are type errors.
+    for ops in [
+        json!([{"op": "add", "path": "phoneNumbers", "value": "+1 555"}]),
+        json!([{"op": "replace", "path": "name", "value": "Alice Anders"}]),
+        json!([{"op": "replace", "path": "title", "value": 42}]),
+        json!([{"op": "replace", "value": {"emails": "a@example.com"}}]),
+    ] {
+        let e = run(&user(), ops.clone()).unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::InvalidValue), "{ops}: {e:?}");
+    }
+}
+
+#[test]
+fn removing_active_makes_the_user_inactive() {
+    let out = ok(json!([{"op": "remove", "path": "active"}]));
+    assert_eq!(out["active"], false);
+    let out =
+        ok(json!([{"op": "Remove", "path": "urn:ietf:params:scim:schemas:core:2.0:User:Active"}]));
+    assert_eq!(out["active"], false);
+    assert!(!crate::resource::normalize_user(&out).unwrap().active);
 }
 
 #[test]
@@ -643,4 +665,26 @@ fn primary_appears_at_most_once() {
         out["emails"][0]["primary"], true,
         "other attributes untouched"
     );
+}
+
+#[test]
+fn a_user_stored_before_the_type_checks_can_still_be_deactivated() {
+    let ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let legacy = json!({"schemas": [USER_SCHEMA, ext], "id": ID, "userName": "old",
+                        "active": true, ext: {"employeeNumber": 701984}});
+    let out = run(
+        &legacy,
+        json!([{"op": "replace", "path": "active", "value": false}]),
+    )
+    .unwrap();
+    let user = crate::resource::normalize_user(&out).unwrap();
+    assert!(!user.active);
+    assert_eq!(user.employee_number.as_deref(), Some("701984"));
+    // Writing a wrongly typed value is still refused.
+    let e = run(
+        &legacy,
+        json!([{"op": "replace", "path": format!("{ext}:employeeNumber"), "value": 5}]),
+    )
+    .unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
 }

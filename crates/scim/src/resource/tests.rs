@@ -10,7 +10,7 @@ fn prepare_user_cleans_and_normalizes() {
         "userName": "bjensen@example.com", "externalId": "ext-1", "displayName": "Babs",
         "name": {"givenName": "Barbara", "familyName": "Jensen"}, "title": "Guide",
         "emails": [{"value": "b@example.com", "type": "work", "primary": "True"}, {"value": "c@example.com"}],
-        ENTERPRISE_USER_SCHEMA: {"department": "Tours", "employeeNumber": 701984, "manager": {"value": "m1"}},
+        ENTERPRISE_USER_SCHEMA: {"department": "Tours", "employeeNumber": "701984", "manager": {"value": "m1"}},
         "urn:example:custom:2.0:User": {"badge": "42"}
     }))
     .unwrap();
@@ -71,9 +71,9 @@ fn schemas_rules() {
     // Missing schemas: tolerated and filled in.
     let (raw, _) = prepare_user(json!({"userName": "a"})).unwrap();
     assert_eq!(raw["schemas"], json!([USER_SCHEMA]));
-    // A single string: tolerated.
-    let (raw, _) = prepare_user(json!({"schemas": USER_SCHEMA, "userName": "a"})).unwrap();
-    assert_eq!(raw["schemas"], json!([USER_SCHEMA]));
+    // A single string: a type error (no IdP is documented to send it).
+    let e = prepare_user(json!({"schemas": USER_SCHEMA, "userName": "a"})).unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
     // Case-insensitive URN.
     assert!(
         prepare_user(json!({"schemas": [USER_SCHEMA.to_uppercase()], "userName": "a"})).is_ok()
@@ -135,9 +135,10 @@ fn prepare_group_errors() {
         prepare_group(json!({"displayName": "G", "members": [{"display": "Bob"}]})).unwrap_err();
     assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
     assert!(e.detail.contains("display"));
-    // A single member object instead of an array (tolerance).
-    let (_, g) = prepare_group(json!({"displayName": "G", "members": {"value": "u1"}})).unwrap();
-    assert_eq!(g.members.len(), 1);
+    // A single member object instead of an array: a type error (no IdP is
+    // documented to send it in a Group body).
+    let e = prepare_group(json!({"displayName": "G", "members": {"value": "u1"}})).unwrap_err();
+    assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
 }
 
 #[test]

@@ -29,7 +29,10 @@ pub(crate) fn map_db(error: sqlx::Error) -> StoreError {
                 }
                 c if c.starts_with("22") => {
                     tracing::debug!(code = c, error = %db.message(), "invalid value rejected by the database");
-                    StoreError::Invalid(format!("invalid value (SQLSTATE {c})"))
+                    // Input is validated before it reaches SQL; what is left
+                    // (a number out of range, ...) is described without
+                    // the database's vocabulary.
+                    StoreError::Invalid("a value is out of range or not valid text".into())
                 }
                 c => {
                     tracing::error!(code = c, error = %db.message(), "database error");

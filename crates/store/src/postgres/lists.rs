@@ -16,7 +16,9 @@ use super::groups::{GROUP_COLUMNS, decode_group, members_of_groups};
 use super::users::{USER_COLUMNS, decode_user};
 use super::{PgStore, changes};
 use crate::error::{StoreError, StoreResult};
-use crate::filter_sql::{Dialect, ResourceTable, SortKey, SortType, SqlArg, sort_sql, to_sql};
+use crate::filter_sql::{
+    Dialect, ResourceTable, SortKey, SortType, SqlArg, sort_fingerprint, sort_sql, to_sql,
+};
 use crate::model::*;
 
 /// A keyset continuation: the sort key and creation sequence of the last
@@ -174,18 +176,14 @@ fn build(
         where_sql.push_str(&format!(" AND {cond}"));
     }
     let where_args = args.len();
-    let (sort, fingerprint) = match &query.sort {
-        Some(s) => {
-            let key = sort_sql(&s.path, table, Dialect::Postgres, &mut args)?;
-            let fp = format!(
-                "{}:{}",
-                s.path.to_string().to_ascii_lowercase(),
-                s.descending
-            );
-            (Some((key, s.descending)), fp)
-        }
-        None => (None, "created".to_string()),
+    let sort = match &query.sort {
+        Some(s) => Some((
+            sort_sql(&s.path, table, Dialect::Postgres, &mut args)?,
+            s.descending,
+        )),
+        None => None,
     };
+    let fingerprint = sort_fingerprint(query.sort.as_ref());
     Ok(ListSql {
         table,
         columns,

@@ -47,12 +47,13 @@ impl PgStore {
         let query = sqlx::query(
             "WITH u AS ( \
                INSERT INTO users (id, directory_id, user_name, external_id, active, display_name, given_name, \
-                 family_name, emails, title, department, manager_id, employee_number, custom_attributes, raw) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 family_name, emails, title, department, manager_id, employee_number, custom_attributes, raw, \
+                 user_name_key) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
                RETURNING *), \
              c AS ( \
                INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
-               SELECT nextval('change_revision'), $16, u.directory_id, 'user.created', u.id, u.version, \
+               SELECT nextval('change_revision'), $17, u.directory_id, 'user.created', u.id, u.version, \
                       jsonb_build_object('id', u.id, 'directory_id', u.directory_id, 'user_name', u.user_name, \
                         'external_id', u.external_id, 'active', u.active, 'display_name', u.display_name, \
                         'given_name', u.given_name, 'family_name', u.family_name, 'emails', u.emails, \
@@ -160,7 +161,7 @@ async fn write_update(tx: &mut WriteTx, old: &User, write: UserWrite) -> StoreRe
     let sql = format!(
         "UPDATE users SET user_name = $2, external_id = $3, active = $4, display_name = $5, given_name = $6, \
          family_name = $7, emails = $8, title = $9, department = $10, manager_id = $11, employee_number = $12, \
-         custom_attributes = $13, raw = $14, version = version + 1, updated_at = now() \
+         custom_attributes = $13, raw = $14, user_name_key = $15, version = version + 1, updated_at = now() \
          WHERE id = $1 RETURNING {USER_COLUMNS}"
     );
     let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(old.id.0);
@@ -179,8 +180,11 @@ async fn write_update(tx: &mut WriteTx, old: &User, write: UserWrite) -> StoreRe
     Ok(user)
 }
 
-/// Binds `write`'s stored columns, `user_name` through `raw` (13 values), in
-/// the order the INSERT and UPDATE statements of this module name them.
+/// Binds `write`'s stored columns, `user_name` through `raw` and then
+/// `user_name_key` (14 values), in the order the INSERT and UPDATE
+/// statements of this module name them. The key is computed here, not by
+/// the database's `lower()`, so that it does not depend on the server's
+/// locale (migrations/postgres/0003_user_name_key.sql).
 fn bind_columns<'q>(
     query: Query<'q, Postgres, PgArguments>,
     write: &'q UserWrite,
@@ -199,7 +203,8 @@ fn bind_columns<'q>(
         .bind(&f.manager_id)
         .bind(&f.employee_number)
         .bind(serde_json::to_value(&f.custom_attributes).map_err(json_error)?)
-        .bind(&write.raw))
+        .bind(&write.raw)
+        .bind(roster_scim::text::fold(&f.user_name)))
 }
 
 /// Loads a user of `dir` with its group ids (optionally locking the row),

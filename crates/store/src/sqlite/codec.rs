@@ -100,17 +100,7 @@ fn decode_error(column: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
 /// object keys). SQLite would store them, but PostgreSQL refuses them in
 /// `text` and `jsonb`; both backends must accept the same data.
 pub(crate) fn reject_nul<T: Serialize>(value: &T) -> StoreResult<()> {
-    fn has_nul(value: &serde_json::Value) -> bool {
-        match value {
-            serde_json::Value::String(s) => s.contains('\0'),
-            serde_json::Value::Array(items) => items.iter().any(has_nul),
-            serde_json::Value::Object(map) => {
-                map.iter().any(|(k, v)| k.contains('\0') || has_nul(v))
-            }
-            _ => false,
-        }
-    }
-    if has_nul(&to_json(value)?) {
+    if roster_scim::text::contains_nul(&to_json(value)?) {
         return Err(StoreError::Invalid(
             "text must not contain NUL characters".into(),
         ));
@@ -118,12 +108,11 @@ pub(crate) fn reject_nul<T: Serialize>(value: &T) -> StoreResult<()> {
     Ok(())
 }
 
-/// The key of case-insensitive uniqueness (userName, group displayName).
-///
-/// Computed here rather than with SQLite's `lower()`, which folds ASCII only:
-/// `ÉVA` and `éva` must collide like they do on PostgreSQL.
+/// The key of case-insensitive uniqueness (userName, group displayName):
+/// [`roster_scim::text::fold`] (NFC and lower case), computed in Rust rather
+/// than with SQLite's `lower()`, which folds ASCII only.
 pub(crate) fn fold_key(value: &str) -> String {
-    value.to_lowercase()
+    roster_scim::text::fold(value)
 }
 
 #[cfg(test)]

@@ -61,6 +61,9 @@ struct PageToken {
     seq: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key: Option<serde_json::Value>,
+    /// [`filter_sql::sort_fingerprint`] of the list that issued it.
+    #[serde(default)]
+    sort: String,
 }
 
 impl PageToken {
@@ -170,6 +173,7 @@ struct ListPlan {
     /// `directory_id = ?1 [AND (filter)]`.
     condition: String,
     sort: Option<(SortKey, bool)>,
+    fingerprint: String,
     args: Vec<SqlArg>,
 }
 
@@ -193,6 +197,7 @@ impl ListPlan {
             table,
             condition,
             sort,
+            fingerprint: filter_sql::sort_fingerprint(query.sort.as_ref()),
             args,
         })
     }
@@ -263,6 +268,11 @@ impl ListPlan {
     /// The keyset condition "after the token's row" in this plan's order:
     /// by sort key (in its direction), then by creation sequence.
     fn after_token(&self, token: &PageToken, args: &mut Vec<SqlArg>) -> StoreResult<String> {
+        if token.sort != self.fingerprint {
+            return Err(StoreError::Invalid(
+                "page token belongs to another sort order".into(),
+            ));
+        }
         let seq_column = format!("{}.created_seq", self.table.name());
         args.push(SqlArg::Number(token.seq.into()));
         let seq = format!("?{}", args.len());
@@ -297,7 +307,12 @@ impl ListPlan {
                 }
             }),
         };
-        Ok(PageToken { seq, key }.encode())
+        Ok(PageToken {
+            seq,
+            key,
+            sort: self.fingerprint.clone(),
+        }
+        .encode())
     }
 }
 

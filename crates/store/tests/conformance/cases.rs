@@ -9,6 +9,8 @@ use serde_json::json;
 
 use super::{all_changes, directory, filter, group, kinds, member, query, user};
 
+pub use super::data_rules::*;
+
 pub async fn directories_crud_and_events(store: Arc<dyn Store>) {
     let a = directory(&*store, "a").await;
     let b = directory(&*store, "b").await;

@@ -11,6 +11,7 @@
 
 pub mod cases;
 pub mod contention;
+pub mod data_rules;
 pub mod oracle;
 
 use std::any::Any;
@@ -59,6 +60,14 @@ macro_rules! conformance_suite {
             snapshot_streams_current_state,
             filters_agree_with_the_evaluator,
             invalid_filters_are_typed_errors,
+            user_name_is_unique_under_unicode_normalization_and_case,
+            datetime_filters_compare_at_the_stored_precision,
+            entra_matching_filters_find_the_user,
+            nul_is_rejected_before_the_database,
+            oversized_filters_are_invalid_filters,
+            sorted_lists_page_by_keyset_in_both_directions,
+            removing_active_by_patch_is_stored_as_inactive,
+            filters_are_evaluated_in_sql,
         );
     };
     (@in $module:ident $make:path; $($case:ident),* $(,)?) => {
