@@ -130,3 +130,13 @@ fn incomplete_or_unreadable_tls_files() {
         "an https:// endpoint needs the directory TLS certificate",
     );
 }
+
+#[test]
+fn a_lone_directory_service_needs_postgresql() {
+    // `support::roster()` clears DATABASE_URL: a split deployment's directory
+    // service must not silently start on a private SQLite file.
+    run_fails(
+        &["directory", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "off"],
+        "`roster directory` needs PostgreSQL",
+    );
+}

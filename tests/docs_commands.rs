@@ -28,10 +28,9 @@ async fn every_documented_roster_command_works_as_printed() {
     );
     let data = support::temp_dir("docs-commands");
     let served = support::serve(&data);
-    let endpoint = served.grpc.clone();
     let mut failures = Vec::new();
     for command in &commands {
-        if let Err(why) = run(command, &endpoint) {
+        if let Err(why) = run(command, &served).await {
             failures.push(format!("{}: roster {}\n    {why}", command.at, command.args.join(" ")));
         }
     }
@@ -55,7 +54,8 @@ fn every_documented_flag_exists() {
 }
 
 /// Runs one documented command; `Err` says why it does not work as printed.
-fn run(command: &DocCommand, endpoint: &str) -> Result<(), String> {
+async fn run(command: &DocCommand, served: &support::Served) -> Result<(), String> {
+    let endpoint = served.grpc.as_str();
     let Some(sub) = command.args.first() else {
         return Err("empty command".into());
     };
@@ -67,13 +67,17 @@ fn run(command: &DocCommand, endpoint: &str) -> Result<(), String> {
             ok_or_stderr(&out).map(|_| ())
         }
         "admin" | "watch" => {
-            let fixture = Fixture::new(endpoint);
+            let fixture = Fixture::new(served).await;
             let mut args = fixture.fill(&command.args)?;
             if sub == "watch" && !args.iter().any(|a| a == "--count") {
                 args.extend(["--count".into(), "1".into()]);
             }
-            // The connection flags go last, as an operator appends them.
-            args.extend(["--endpoint".into(), endpoint.into()]);
+            // The test's server replaces a documented endpoint; otherwise
+            // the connection flag goes last, as an operator appends it.
+            match args.iter().position(|a| a == "--endpoint") {
+                Some(i) if i + 1 < args.len() => args[i + 1] = endpoint.into(),
+                _ => args.extend(["--endpoint".into(), endpoint.into()]),
+            }
             let out = support::roster().args(&args).output().unwrap();
             let stdout = ok_or_stderr(&out)?;
             match &command.output {
@@ -102,12 +106,22 @@ struct Fixture {
 }
 
 impl Fixture {
-    fn new(endpoint: &str) -> Fixture {
-        let endpoint = format!("http://{endpoint}");
+    async fn new(served: &support::Served) -> Fixture {
+        let endpoint = format!("http://{}", served.grpc);
         let directory = support::admin(&endpoint, &["create-directory", "--name", "docs"]);
         let directory_id = directory["id"].as_str().expect("directory id").to_owned();
         let token = support::admin(&endpoint, &["create-token", &directory_id]);
         let token_id = token["id"].as_str().expect("token id").to_owned();
+        let secret = token["secret"].as_str().expect("token secret");
+        let created = reqwest::Client::new()
+            .post(format!("{}/scim/v2/{directory_id}/Users", served.http_root()))
+            .bearer_auth(secret)
+            .header("content-type", "application/scim+json")
+            .body(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"docs@example.com"}"#)
+            .send()
+            .await
+            .expect("POST /Users");
+        assert_eq!(created.status(), 201, "fixture user");
         Fixture {
             directory_id,
             token_id,
@@ -116,9 +130,15 @@ impl Fixture {
 
     /// The arguments with every placeholder replaced by a real value.
     fn fill(&self, args: &[String]) -> Result<Vec<String>, String> {
+        let mut previous = "";
         args.iter()
             .map(|arg| {
+                let after = std::mem::replace(&mut previous, arg.as_str());
                 let filled = match arg.as_str() {
+                    a if after == "--data-dir" && (a.ends_with('…') || a.starts_with('<')) => {
+                        support::temp_dir("docs-data").display().to_string()
+                    }
+                    a if after == "--name" && a.starts_with('<') => "Example".into(),
                     "<directory id>" | "<directory-id>" | "<directory>" | "<dir>" | "<id>" => {
                         self.directory_id.clone()
                     }
@@ -230,6 +250,12 @@ fn documented_commands() -> Vec<DocCommand> {
                 let Some(args) = roster_args(&candidate) else {
                     continue;
                 };
+                // Prose names a command (`roster watch`, `roster admin
+                // revoke-token`) without showing an invocation to check.
+                let names_only = args.iter().all(|a| a.chars().all(|c| c.is_ascii_lowercase() || c == '-'));
+                if !in_block && names_only {
+                    continue;
+                }
                 let output = in_block
                     .then(|| lines.get(i + 1))
                     .flatten()
@@ -349,7 +375,11 @@ fn documented_flags() -> Vec<(String, String)> {
                 continue;
             }
             for span in code_spans(&line) {
-                if let Some(flag) = span.split_whitespace().next().filter(|w| w.starts_with("--")) {
+                let Some(first) = span.split_whitespace().next().filter(|w| w.starts_with("--")) else {
+                    continue;
+                };
+                // `--a/--b` names alternatives.
+                for flag in first.split('/') {
                     found.push((format!("{}:{number}", relative(&file)), flag.to_owned()));
                 }
             }
@@ -375,6 +405,7 @@ fn roster_flags() -> BTreeSet<String> {
             "create-token",
             "list-tokens",
             "revoke-token",
+            "new-epoch",
         ]
         .iter()
         .map(|c| vec!["admin", *c]),
