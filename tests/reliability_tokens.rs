@@ -124,14 +124,21 @@ async fn a_revoked_token_stops_working_within_the_cache_ttl() {
     revoked.get("/Users").await.expect(200, "before revocation");
 
     let tokens = support::admin(&endpoint, &["list-tokens", &dir.id]);
-    let token_id = tokens
-        .as_array()
-        .expect("tokens")
-        .iter()
-        .find(|t| dir.token.starts_with(t["prefix"].as_str().unwrap_or("-")))
-        .and_then(|t| t["id"].as_str())
-        .unwrap_or_else(|| panic!("the first token is not listed: {tokens}"))
-        .to_string();
+    let listed_token = |prefix_of: &str| {
+        tokens
+            .as_array()
+            .expect("tokens")
+            .iter()
+            .find(|t| prefix_of.starts_with(t["prefix"].as_str().unwrap_or("-")))
+            .cloned()
+            .unwrap_or_else(|| panic!("the token is not listed: {tokens}"))
+    };
+    let first = listed_token(&dir.token);
+    let token_id = first["id"].as_str().expect("token id").to_string();
+    // The operator's check before revoking: the IdP uses the new token, and
+    // the old one shows when it was last used.
+    assert!(first["last_used_at"].is_string(), "used token: {first}");
+    assert!(listed_token(&second)["last_used_at"].is_null(), "unused token: {tokens}");
     support::admin(&endpoint, &["revoke-token", &dir.id, &token_id]);
 
     // The documented bound is the 5 s cache TTL; 2 s more for a loaded machine.
