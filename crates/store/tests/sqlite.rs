@@ -1165,9 +1165,6 @@ async fn open_url_and_bad_urls() {
     assert!(unwritable.is_err(), "an unusable path is an error");
 }
 
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_file_wait_for_each_other() {
     let dir = TempDir::new();
