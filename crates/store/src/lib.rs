@@ -78,6 +78,14 @@ pub trait Store: Send + Sync + 'static {
     /// was already recorded within [`TOKEN_USE_GRANULARITY`] of `at`.
     async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()>;
 
+    // --- service credentials (internal callers of the gRPC API) ---
+    async fn create_credential(&self, new: NewCredential) -> StoreResult<Credential>;
+    async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>>;
+    /// Revoking twice is fine; an unknown credential is `NotFound`.
+    async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()>;
+    /// Finds the live credential with this SHA-256 hash, with the stored hash.
+    async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>>;
+
     // --- users ---
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User>;
     async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User>;

@@ -59,6 +59,66 @@ id_type!(
     /// Id of a bearer token.
     TokenId
 );
+id_type!(
+    /// Id of a service credential (internal callers of the gRPC API).
+    CredentialId
+);
+
+/// What a service credential may call (see the proto's `CredentialScope`).
+/// Ordered: each scope allows everything the previous one does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialScope {
+    /// Directory reads and `WatchChanges`.
+    Read,
+    /// What the SCIM gateway calls: directory reads and writes, token checks.
+    Gateway,
+    /// Every RPC.
+    Admin,
+}
+
+impl CredentialScope {
+    /// The stable lowercase name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Gateway => "gateway",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for CredentialScope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "read" => Ok(Self::Read),
+            "gateway" => Ok(Self::Gateway),
+            "admin" => Ok(Self::Admin),
+            _ => Err(format!("unknown credential scope {s:?} (read, gateway or admin)")),
+        }
+    }
+}
+
+/// A service credential, without its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Credential {
+    pub id: CredentialId,
+    pub name: String,
+    pub scope: CredentialScope,
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A service credential to store: its SHA-256 hash and a displayable prefix.
+#[derive(Debug, Clone)]
+pub struct NewCredential {
+    pub name: String,
+    pub scope: CredentialScope,
+    pub prefix: String,
+    pub hash: [u8; 32],
+}
 
 /// The identity provider a directory is connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]

@@ -60,6 +60,7 @@
 //! writes made through this very process wake local waiters directly.
 
 mod changes;
+mod credentials;
 mod directories;
 mod errors;
 mod groups;
@@ -381,6 +382,21 @@ impl Store for PgStore {
     }
     async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()> {
         self.mark_token_used_impl(id, at).await
+    }
+    async fn create_credential(&self, new: NewCredential) -> StoreResult<Credential> {
+        self.create_credential_impl(new).await
+    }
+    async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>> {
+        self.list_credentials_impl(include_revoked).await
+    }
+    async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
+        self.revoke_credential_impl(id).await
+    }
+    async fn find_credential(
+        &self,
+        hash: [u8; 32],
+    ) -> StoreResult<Option<(Credential, [u8; 32])>> {
+        self.find_credential_impl(hash).await
     }
 
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User> {

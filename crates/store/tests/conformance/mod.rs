@@ -38,6 +38,7 @@ macro_rules! conformance_suite {
             directories_crud_and_events,
             token_limit_revoke_and_lookup,
             token_last_use_is_recorded_to_the_minute,
+            service_credentials_are_scoped_listed_and_revoked,
             user_crud_versions_and_events,
             no_op_update_changes_nothing,
             user_name_is_unique_case_insensitively,

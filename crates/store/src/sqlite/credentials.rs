@@ -1,0 +1,113 @@
+//! Service credentials: scoped secrets of internal gRPC callers.
+
+use chrono::Utc;
+use sqlx::sqlite::SqliteRow;
+
+use super::SqliteStore;
+use super::codec::{Col, id_text, time_text};
+use super::errors::map_sqlx;
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+
+const COLUMNS: &str = "id, name, scope, prefix, hash, created_at, revoked_at";
+
+impl SqliteStore {
+    pub(super) async fn create_credential_impl(
+        &self,
+        new: NewCredential,
+    ) -> StoreResult<Credential> {
+        let credential = Credential {
+            id: CredentialId::new(),
+            name: new.name,
+            scope: new.scope,
+            prefix: new.prefix,
+            created_at: Utc::now(),
+            revoked_at: None,
+        };
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO service_credentials (id, name, scope, prefix, hash, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id_text(credential.id.0))
+        .bind(&credential.name)
+        .bind(credential.scope.as_str())
+        .bind(&credential.prefix)
+        .bind(&new.hash[..])
+        .bind(time_text(credential.created_at))
+        .execute(tx.conn())
+        .await
+        .map_err(map_sqlx)?;
+        self.commit(tx).await?;
+        Ok(credential)
+    }
+
+    pub(super) async fn list_credentials_impl(
+        &self,
+        include_revoked: bool,
+    ) -> StoreResult<Vec<Credential>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM service_credentials WHERE (? OR revoked_at IS NULL) \
+             ORDER BY created_seq"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(include_revoked)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|row| decode(row).map(|(credential, _)| credential))
+            .collect()
+    }
+
+    pub(super) async fn revoke_credential_impl(&self, id: CredentialId) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        let found = sqlx::query(
+            "UPDATE service_credentials SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
+        )
+        .bind(time_text(tx.now))
+        .bind(id_text(id.0))
+        .execute(tx.conn())
+        .await
+        .map_err(map_sqlx)?
+        .rows_affected();
+        if found == 0 {
+            return Err(StoreError::NotFound("credential"));
+        }
+        self.commit(tx).await?;
+        Ok(())
+    }
+
+    pub(super) async fn find_credential_impl(
+        &self,
+        hash: [u8; 32],
+    ) -> StoreResult<Option<(Credential, [u8; 32])>> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM service_credentials WHERE hash = ? AND revoked_at IS NULL");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&hash[..])
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(map_sqlx)?;
+        row.as_ref().map(decode).transpose()
+    }
+}
+
+fn decode(row: &SqliteRow) -> StoreResult<(Credential, [u8; 32])> {
+    use sqlx::Row;
+    let hash: Vec<u8> = row
+        .try_get("hash")
+        .map_err(|e| StoreError::Internal(format!("cannot decode column hash: {e}")))?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| StoreError::Internal("stored credential hash is not 32 bytes".into()))?;
+    let credential = Credential {
+        id: CredentialId(row.id("id")?),
+        name: row.text("name")?,
+        scope: row.parsed("scope")?,
+        prefix: row.text("prefix")?,
+        created_at: row.time("created_at")?,
+        revoked_at: row.opt_time("revoked_at")?,
+    };
+    Ok((credential, hash))
+}
