@@ -57,7 +57,7 @@ use self::errors::map_db;
 use self::head::HeadState;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::{GroupUpdateFn, Store, UserUpdateFn};
+use crate::{GroupUpdateFn, MemberPages, Store, UserUpdateFn};
 
 /// The embedded migrations of `migrations/postgres`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -418,6 +418,15 @@ impl Store for PgStore {
     ) -> StoreResult<(i64, i64)> {
         self.retrying(|| self.remove_members_impl(dir, group, members))
             .await
+    }
+
+    async fn read_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        page_size: i64,
+    ) -> StoreResult<(Group, MemberPages)> {
+        self.read_group_impl(dir, id, page_size).await
     }
 
     async fn list_members(

@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::{GroupUpdateFn, PoolStats, Store, UserUpdateFn};
+use crate::{GroupUpdateFn, MemberPages, PoolStats, Store, UserUpdateFn};
 use errors::map_sqlx;
 use tx::WriteTx;
 
@@ -349,6 +349,15 @@ impl Store for SqliteStore {
     ) -> StoreResult<(i64, i64)> {
         self.remove_members_impl(dir, group, members).await
     }
+    async fn read_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        page_size: i64,
+    ) -> StoreResult<(Group, MemberPages)> {
+        self.read_group_impl(dir, id, page_size).await
+    }
+
     async fn list_members(
         &self,
         dir: DirectoryId,

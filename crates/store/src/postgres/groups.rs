@@ -8,15 +8,20 @@ use crate::diff::{group_attribute_changes, merge_changes};
 use std::collections::{HashMap, HashSet};
 
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use futures::{StreamExt, TryStreamExt, stream};
+use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::changes::NewChange;
 use super::errors::map_db;
+use super::lists::BEGIN_SNAPSHOT;
 use super::{PgStore, WriteTx, check_version};
-use crate::GroupUpdateFn;
+use crate::{GroupUpdateFn, MemberPages};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+
+/// Members read per statement when a group is read with its members.
+pub(super) const MEMBER_PAGE: i64 = 5_000;
 
 /// Columns of a group row, as [`decode_group`] reads them.
 pub(super) const GROUP_COLUMNS: &str = "groups.id, groups.directory_id, groups.display_name, groups.external_id, \
@@ -62,12 +67,26 @@ impl PgStore {
         id: GroupId,
         include_members: bool,
     ) -> StoreResult<Group> {
-        let mut conn = self.conn().await?;
-        let mut group = load_group(&mut conn, dir, id, "").await?;
-        if include_members {
-            group.members = Some(members_of(&mut conn, id, None, i64::MAX).await?);
+        if !include_members {
+            let mut conn = self.conn().await?;
+            return load_group(&mut conn, dir, id, "").await;
         }
+        let (mut group, pages) = self.read_group_impl(dir, id, MEMBER_PAGE).await?;
+        group.members = Some(pages.try_concat().await?);
         Ok(group)
+    }
+
+    /// Opens a REPEATABLE READ snapshot, reads the group in it, and leaves
+    /// the snapshot to the member stream, which ends it after the last page.
+    pub(super) async fn read_group_impl(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        page_size: i64,
+    ) -> StoreResult<(Group, MemberPages)> {
+        let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await.map_err(map_db)?;
+        let group = load_group(&mut tx, dir, id, "").await?;
+        Ok((group, member_pages(tx, id, page_size)))
     }
 
     pub(super) async fn replace_group_impl(
@@ -661,6 +680,25 @@ pub(super) async fn members_of(
     .await
     .map_err(map_db)?;
     rows.iter().map(decode_member).collect()
+}
+
+/// Streams a group's members from the snapshot of `tx`, keyset paginated by
+/// member id; commits (ends the snapshot) after the last page.
+fn member_pages(tx: Transaction<'static, Postgres>, group: GroupId, page_size: i64) -> MemberPages {
+    let size = page_size.max(1);
+    stream::try_unfold(Some((tx, None)), move |state| async move {
+        let Some((mut tx, after)) = state else {
+            return Ok(None);
+        };
+        let page = members_of(&mut tx, group, after, size).await?;
+        if (page.len() as i64) < size {
+            tx.commit().await.map_err(map_db)?;
+            return Ok((!page.is_empty()).then_some((page, None)));
+        }
+        let last = page.last().map(|m| m.id);
+        Ok(Some((page, Some((tx, last)))))
+    })
+    .boxed()
 }
 
 /// Members of several groups (one query for a page of groups).
