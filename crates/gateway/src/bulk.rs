@@ -415,7 +415,8 @@ fn unresolved(bulk_id: &str) -> ScimError {
 async fn execute(ctx: &Ctx, op: ReadyOp) -> OpResult {
     let kind = op.target.kind;
     let if_match = op.version.as_deref().map(parse_if_match);
-    let none = Projection::default();
+    // A bulk response carries no resource bodies: never read members back.
+    let none = Projection::without_members();
     let id = op.target.id.clone().unwrap_or_default();
     let data = op.data.unwrap_or(Value::Null);
     let outcome: Result<Outcome, GatewayError> = match op.method {

@@ -7,8 +7,8 @@ pub(super) use crate::diff::parse_member_kind;
 use crate::diff::{group_attribute_changes, merge_changes};
 use std::collections::{HashMap, HashSet};
 
-use sqlx::postgres::PgRow;
 use futures::{StreamExt, TryStreamExt, stream};
+use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -16,9 +16,9 @@ use super::changes::NewChange;
 use super::errors::map_db;
 use super::lists::BEGIN_SNAPSHOT;
 use super::{PgStore, WriteTx, check_version};
-use crate::{GroupUpdateFn, MemberPages};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::{GroupUpdateFn, MemberPages};
 
 /// Members read per statement when a group is read with its members.
 pub(super) const MEMBER_PAGE: i64 = 5_000;

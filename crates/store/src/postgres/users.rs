@@ -103,7 +103,12 @@ impl PgStore {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(dir.0)
             .bind(ids.iter().map(|id| id.0).collect::<Vec<_>>())
-            .bind(users.iter().map(|u| u.fields.user_name.clone()).collect::<Vec<_>>())
+            .bind(
+                users
+                    .iter()
+                    .map(|u| u.fields.user_name.clone())
+                    .collect::<Vec<_>>(),
+            )
             .bind(column(|u| u.fields.external_id.clone()))
             .bind(users.iter().map(|u| u.fields.active).collect::<Vec<_>>())
             .bind(column(|u| u.fields.display_name.clone()))

@@ -642,7 +642,12 @@ pub async fn group_members_read_in_pages_from_one_snapshot(store: Arc<dyn Store>
     let dir = directory(&*store, "paged-members").await;
     let mut users = Vec::new();
     for i in 0..25 {
-        users.push(store.create_user(dir.id, user(&format!("m{i}"))).await.unwrap());
+        users.push(
+            store
+                .create_user(dir.id, user(&format!("m{i}")))
+                .await
+                .unwrap(),
+        );
     }
     let mut write = group("big");
     write.members = Some(users.iter().map(member).collect());
@@ -660,18 +665,34 @@ pub async fn group_members_read_in_pages_from_one_snapshot(store: Arc<dyn Store>
     let later = *ids.last().unwrap();
     let newcomer = store.create_user(dir.id, user("newcomer")).await.unwrap();
     store.remove_members(dir.id, g.id, &[later]).await.unwrap();
-    store.add_members(dir.id, g.id, &[member(&newcomer)]).await.unwrap();
+    store
+        .add_members(dir.id, g.id, &[member(&newcomer)])
+        .await
+        .unwrap();
 
     let rest: Vec<Vec<Member>> = pages.try_collect().await.unwrap();
     let sizes: Vec<usize> = rest.iter().map(Vec::len).collect();
     assert_eq!(sizes, vec![10, 5], "pages after the first");
-    let read_ids: Vec<uuid::Uuid> = first.iter().chain(rest.iter().flatten()).map(|m| m.id).collect();
-    assert_eq!(read_ids, ids, "every member of the version read, in id order");
+    let read_ids: Vec<uuid::Uuid> = first
+        .iter()
+        .chain(rest.iter().flatten())
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        read_ids, ids,
+        "every member of the version read, in id order"
+    );
 
     // A new read sees the new version, and an empty group reads no page.
     let (now, pages) = store.read_group(dir.id, g.id, 10).await.unwrap();
     assert_eq!((now.version, now.member_count), (g.version + 2, 25));
-    let now_ids: BTreeSet<uuid::Uuid> = pages.try_concat().await.unwrap().iter().map(|m| m.id).collect();
+    let now_ids: BTreeSet<uuid::Uuid> = pages
+        .try_concat()
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
     assert!(now_ids.contains(&newcomer.id.0) && !now_ids.contains(&later));
     let empty = store.create_group(dir.id, group("empty")).await.unwrap();
     let (_, pages) = store.read_group(dir.id, empty.id, 10).await.unwrap();
