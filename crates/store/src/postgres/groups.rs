@@ -671,10 +671,13 @@ pub(super) async fn members_of(
          FROM memberships m \
          LEFT JOIN users u ON m.member_kind = 'user' AND u.id = m.member_id \
          LEFT JOIN groups g ON m.member_kind = 'group' AND g.id = m.member_id \
-         WHERE m.group_id = $1 AND ($2::uuid IS NULL OR m.member_id > $2) ORDER BY m.member_id LIMIT $3",
+         WHERE m.group_id = $1 AND m.member_id > $2 ORDER BY m.member_id LIMIT $3",
     )
     .bind(group.0)
-    .bind(after)
+    // Not `$2 IS NULL OR …`: a generic plan could not use the key range
+    // then, and would read the whole group for every page. Member ids are
+    // generated, never nil.
+    .bind(after.unwrap_or_else(Uuid::nil))
     .bind(limit.max(0))
     .fetch_all(conn)
     .await
