@@ -899,6 +899,31 @@ mod tests {
     }
 
     #[test]
+    fn unary_replies_omit_members_that_do_not_fit() {
+        let group = |members: usize, display: usize| pd::Group {
+            id: format!("g{members}"),
+            member_count: members as i64,
+            members: (0..members)
+                .map(|i| pd::Member {
+                    id: uuid::Uuid::from_u128(i as u128).to_string(),
+                    r#type: pd::MemberType::User as i32,
+                    display: "x".repeat(display),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        // Long display names: 5,000 members of ~1 KiB do not fit 3 MiB.
+        let mut page = vec![group(3, 10), group(5_000, 1_000), group(0, 0)];
+        fit_inline(&mut page);
+        assert_eq!(page[1].members.len(), 0);
+        assert!(page[1].members_omitted);
+        assert_eq!(page[0].members.len(), 3);
+        assert!(!page[0].members_omitted && !page[2].members_omitted);
+        let size: usize = page.iter().map(Message::encoded_len).sum();
+        assert!(size <= MAX_INLINE_BYTES);
+    }
+
+    #[test]
     fn the_deactivate_patch_is_valid_json() {
         let v: Value = serde_json::from_str(DEACTIVATE_PATCH).unwrap();
         assert_eq!(v["Operations"][0]["value"], false);

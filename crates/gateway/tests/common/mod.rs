@@ -201,6 +201,14 @@ pub async fn read(response: reqwest::Response) -> Resp {
 }
 
 impl Scim {
+    /// The same directory and token over another HTTP client.
+    pub fn with_http(&self, http: reqwest::Client) -> Scim {
+        Scim {
+            http,
+            ..self.clone()
+        }
+    }
+
     /// The same directory with another token.
     pub fn with_token(&self, token: &str) -> Scim {
         Scim {
