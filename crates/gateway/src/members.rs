@@ -38,7 +38,7 @@ pub struct GroupRead {
 /// Where a rendered group's members come from.
 pub enum MemberSource {
     /// An open read whose group is the rendered one.
-    Open(GroupRead),
+    Open(Box<GroupRead>),
     /// A listed group whose members did not fit the list reply: read when the
     /// body gets to it, and rendered from that read (its group and members
     /// then agree).
@@ -74,7 +74,7 @@ pub struct Rendered {
 pub fn resource_body(rendered: Rendered) -> Body {
     match rendered.members {
         None => Body::from(to_json(&rendered.body)),
-        Some(feed) => spawn_writer(vec![Piece::Group(rendered.body, feed)]),
+        Some(feed) => spawn_writer(vec![Piece::Group(rendered.body, Box::new(feed))]),
     }
 }
 
@@ -96,7 +96,7 @@ pub fn list_body(resources: Vec<Rendered>, total: i64, start_index: i64) -> Body
         }
         pieces.push(match resource.members {
             None => Piece::Text(to_json(&resource.body)),
-            Some(feed) => Piece::Group(resource.body, feed),
+            Some(feed) => Piece::Group(resource.body, Box::new(feed)),
         });
     }
     pieces.push(Piece::Text(b"]}".to_vec()));
@@ -107,7 +107,7 @@ pub fn list_body(resources: Vec<Rendered>, total: i64, start_index: i64) -> Body
 enum Piece {
     Text(Vec<u8>),
     /// A group (rendered without the members to come) and its members.
-    Group(Value, MemberFeed),
+    Group(Value, Box<MemberFeed>),
 }
 
 type Chunk = Result<Bytes, std::io::Error>;
@@ -120,7 +120,7 @@ fn spawn_writer(pieces: Vec<Piece>) -> Body {
         for piece in pieces {
             let written = match piece {
                 Piece::Text(text) => send(&mut tx, text).await,
-                Piece::Group(head, feed) => write_group(&mut tx, head, feed).await,
+                Piece::Group(head, feed) => write_group(&mut tx, head, *feed).await,
             };
             match written {
                 Ok(()) => {}
@@ -164,7 +164,7 @@ async fn write_group(
         projection,
     } = feed;
     let (head, read) = match source {
-        MemberSource::Open(read) => (head, read),
+        MemberSource::Open(read) => (head, *read),
         // Rendered from its own read, so that the group and its members agree.
         MemberSource::Deferred(open) => match open.await {
             Ok(read) => (group_head(&read.group, &scim_base, &projection), read),

@@ -424,7 +424,7 @@ impl Ctx {
         Found {
             version: read.group.meta.as_ref().map_or(0, |m| m.version),
             body: render_group(&read.group, &self.scim_base, false),
-            members: Some(self.feed(MemberSource::Open(read), projection)),
+            members: Some(self.feed(MemberSource::Open(Box::new(read)), projection)),
         }
     }
 
