@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use tonic::{Code, Status, Streaming};
 
 use crate::query::Projection;
-use crate::render::{render_group, render_member};
+use crate::render::{Kind, render_group, render_member};
+use crate::resources::apply_projection;
 
 /// An open `ReadGroup` read: the group, members that came with its first
 /// message, and the rest of the stream.
@@ -236,14 +237,7 @@ impl MembersWriter<'_> {
 /// A group rendered without members, with the projection applied.
 pub fn group_head(group: &Group, scim_base: &str, projection: &Projection) -> Value {
     let mut head = render_group(group, scim_base, false);
-    if !projection.is_default() {
-        project(
-            &mut head,
-            ResourceKind::Group,
-            &projection.attributes,
-            &projection.excluded_attributes,
-        );
-    }
+    apply_projection(&mut head, Kind::Group, projection);
     head
 }
 

@@ -513,7 +513,8 @@ fn json_location(body: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn apply_projection(body: &mut Value, kind: Kind, projection: &Projection) {
+/// Applies `attributes` / `excludedAttributes` to a rendered resource.
+pub(crate) fn apply_projection(body: &mut Value, kind: Kind, projection: &Projection) {
     if !projection.is_default() {
         project(
             body,
