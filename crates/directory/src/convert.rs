@@ -73,6 +73,7 @@ pub fn group(g: &m::Group) -> pd::Group {
         members: g.members.iter().flatten().map(member).collect(),
         raw: json_text(&g.raw),
         meta: meta(g.created_at, g.updated_at, g.version),
+        members_omitted: false,
     }
 }
 

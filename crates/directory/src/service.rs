@@ -21,6 +21,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
 use roster_proto::directory as pd;
 use roster_proto::directory::directory_service_server::DirectoryService;
 use roster_scim::ResourceKind;
@@ -29,8 +31,8 @@ use roster_scim::filter::{parse, parse_attr_path};
 use roster_scim::patch::{GroupPatchStep, PatchRequest, apply, plan_group_patch};
 use roster_scim::resource::{MemberValue, NormalizedUser, prepare_group, prepare_user};
 use roster_store::{
-    Directory, DirectoryId, Group, GroupId, GroupOp, GroupWrite, ListQuery, MemberKind, MemberRef,
-    Sort, Store, StoreError, User, UserFields, UserId, UserWrite,
+    Directory, DirectoryId, Group, GroupId, GroupOp, GroupWrite, LIST_MEMBER_BUDGET, ListQuery,
+    MemberKind, MemberRef, Sort, Store, StoreError, User, UserFields, UserId, UserWrite,
 };
 use serde_json::Value;
 use tonic::{Request, Response, Status};
@@ -45,6 +47,11 @@ use crate::watch::{self, ChangeHub, WatchStream};
 pub const DEFAULT_PAGE_SIZE: i64 = 100;
 /// Largest page a list RPC returns, whatever `count` asks for.
 pub const MAX_PAGE_SIZE: i64 = 1000;
+/// Members per ReadGroup message (and per store page).
+const MEMBER_BATCH: i64 = 1000;
+/// Most bytes of groups a unary reply carries (tonic decodes at most 4 MiB
+/// per message by default).
+const MAX_INLINE_BYTES: usize = 3 * 1024 * 1024;
 /// The SCIM PatchOp that deactivates a user (deprovision policy `deactivate`).
 pub const DEACTIVATE_PATCH: &str = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#;
 
@@ -54,6 +61,10 @@ pub struct DirectoryApi {
     store: Arc<dyn Store>,
     hub: Arc<ChangeHub>,
 }
+
+/// The message stream of ReadGroup.
+pub type ReadGroupStream =
+    tokio_stream::wrappers::UnboundedReceiverStream<Result<pd::ReadGroupResponse, Status>>;
 
 /// Error type of the store's update callbacks.
 type CallbackError = Box<dyn std::error::Error + Send + Sync>;
@@ -190,7 +201,7 @@ impl DirectoryApi {
         }
     }
 
-    async fn patch_group(&self, req: pd::PatchGroupRequest) -> ServiceResult<Group> {
+    async fn patch_group(&self, req: pd::PatchGroupRequest) -> ServiceResult<pd::Group> {
         let dir = directory_id(&req.directory_id)?;
         let id = group_id(&req.id)?;
         let patch = PatchRequest::parse(&parse_json(&req.patch)?)?;
@@ -212,9 +223,65 @@ impl DirectoryApi {
         };
         self.hub.local_write();
         if req.exclude_members {
-            return Ok(group);
+            return Ok(convert::group(&group));
         }
-        Ok(self.store.get_group(dir, id, true).await?)
+        // The write committed: a failed read-back answers the group as
+        // written, with its members to be read separately.
+        match self.group_with_members(dir, id).await {
+            Ok(read) => Ok(read),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading a patched group back failed");
+                Ok(omitting_members(convert::group(&group)))
+            }
+        }
+    }
+
+    /// GetGroup with members: the group and its members from one snapshot,
+    /// inline only while they fit one message.
+    async fn group_with_members(&self, dir: DirectoryId, id: GroupId) -> ServiceResult<pd::Group> {
+        let (group, pages) = self.store.read_group(dir, id, MEMBER_BATCH).await?;
+        if group.member_count > LIST_MEMBER_BUDGET {
+            // Dropping `pages` ends the snapshot without reading a member.
+            return Ok(omitting_members(convert::group(&group)));
+        }
+        let members = pages.try_concat().await?;
+        let mut reply = convert::group(&group);
+        reply.members = members.iter().map(convert::member).collect();
+        fit_inline(std::slice::from_mut(&mut reply));
+        Ok(reply)
+    }
+
+    /// ReadGroup: the group first, then its members in batches. The pages
+    /// are drained at database speed into the response's queue, so a slow
+    /// reader holds memory here but never a database snapshot.
+    async fn read_group(&self, req: pd::ReadGroupRequest) -> ServiceResult<ReadGroupStream> {
+        let dir = directory_id(&req.directory_id)?;
+        let (group, mut pages) = self
+            .store
+            .read_group(dir, group_id(&req.id)?, MEMBER_BATCH)
+            .await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let first = pd::ReadGroupResponse {
+            group: Some(convert::group(&group)),
+            members: Vec::new(),
+        };
+        let _ = tx.send(Ok(first));
+        tokio::spawn(async move {
+            while let Some(page) = pages.next().await {
+                let message = page
+                    .map(|members| pd::ReadGroupResponse {
+                        group: None,
+                        members: members.iter().map(convert::member).collect(),
+                    })
+                    .map_err(|e| Status::from(ServiceError::from(e)));
+                let failed = message.is_err();
+                // A closed queue means the reader went away: stop reading.
+                if tx.send(message).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
     }
 
     async fn delete_group(&self, req: pd::DeleteGroupRequest) -> ServiceResult<()> {
@@ -301,6 +368,33 @@ impl DirectoryApi {
             members: members.iter().map(convert::member).collect(),
             next_page_token,
         })
+    }
+}
+
+/// A group reply whose requested members are not inline: a group with
+/// members says so (they are read with ReadGroup).
+fn omitting_members(mut group: pd::Group) -> pd::Group {
+    group.members.clear();
+    group.members_omitted = group.member_count > 0;
+    group
+}
+
+/// Keeps a unary reply under tonic's default 4 MiB decode limit, whatever
+/// the members' display names weigh: omits the members of the largest
+/// groups until the groups encode in [`MAX_INLINE_BYTES`].
+fn fit_inline(groups: &mut [pd::Group]) {
+    let mut size: usize = groups.iter().map(Message::encoded_len).sum();
+    while size > MAX_INLINE_BYTES {
+        let Some(largest) = groups
+            .iter_mut()
+            .filter(|g| !g.members.is_empty())
+            .max_by_key(|g| g.members.len())
+        else {
+            return;
+        };
+        let before = largest.encoded_len();
+        *largest = omitting_members(std::mem::take(largest));
+        size = size - before + largest.encoded_len();
     }
 }
 
@@ -642,15 +736,30 @@ impl DirectoryService for DirectoryApi {
         request: Request<pd::GetGroupRequest>,
     ) -> Result<Response<pd::GetGroupResponse>, Status> {
         let req = request.into_inner();
-        let dir = directory_id(&req.directory_id)?;
-        let group = self
-            .store
-            .get_group(dir, group_id(&req.id)?, !req.exclude_members)
-            .await
-            .map_err(ServiceError::from)?;
-        Ok(Response::new(pd::GetGroupResponse {
-            group: group_reply(&group),
-        }))
+        let (dir, id) = (directory_id(&req.directory_id)?, group_id(&req.id)?);
+        let group = match req.exclude_members {
+            true => convert::group(
+                &self
+                    .store
+                    .get_group(dir, id, false)
+                    .await
+                    .map_err(ServiceError::from)?,
+            ),
+            false => self.group_with_members(dir, id).await?,
+        };
+        Ok(Response::new(pd::GetGroupResponse { group: Some(group) }))
+    }
+
+    type ReadGroupStream = ReadGroupStream;
+
+    #[tracing::instrument(skip_all, fields(directory = %request.get_ref().directory_id, id = %request.get_ref().id))]
+    async fn read_group(
+        &self,
+        request: Request<pd::ReadGroupRequest>,
+    ) -> Result<Response<Self::ReadGroupStream>, Status> {
+        Ok(Response::new(
+            DirectoryApi::read_group(self, request.into_inner()).await?,
+        ))
     }
 
     #[tracing::instrument(skip_all, fields(directory = %request.get_ref().directory_id))]
@@ -666,8 +775,18 @@ impl DirectoryService for DirectoryApi {
             .list_groups(dir, &query)
             .await
             .map_err(ServiceError::from)?;
+        let mut groups: Vec<pd::Group> = page
+            .items
+            .iter()
+            .map(|g| match (req.exclude_members, &g.members) {
+                // Past the page's member budget: not loaded.
+                (false, None) => omitting_members(convert::group(g)),
+                _ => convert::group(g),
+            })
+            .collect();
+        fit_inline(&mut groups);
         Ok(Response::new(pd::ListGroupsResponse {
-            groups: page.items.iter().map(convert::group).collect(),
+            groups,
             total_results: page.total,
             next_page_token: page.next_page_token.unwrap_or_default(),
             revision: page.cursor.as_ref().map_or(0, |c| c.after),
@@ -692,9 +811,7 @@ impl DirectoryService for DirectoryApi {
         request: Request<pd::PatchGroupRequest>,
     ) -> Result<Response<pd::PatchGroupResponse>, Status> {
         let group = DirectoryApi::patch_group(self, request.into_inner()).await?;
-        Ok(Response::new(pd::PatchGroupResponse {
-            group: group_reply(&group),
-        }))
+        Ok(Response::new(pd::PatchGroupResponse { group: Some(group) }))
     }
 
     #[tracing::instrument(skip_all, fields(directory = %request.get_ref().directory_id, id = %request.get_ref().id))]
@@ -779,6 +896,31 @@ mod tests {
             Err(ServiceError::NotFound("user"))
         ));
         assert!(matches!(group_id(""), Err(ServiceError::NotFound("group"))));
+    }
+
+    #[test]
+    fn unary_replies_omit_members_that_do_not_fit() {
+        let group = |members: usize, display: usize| pd::Group {
+            id: format!("g{members}"),
+            member_count: members as i64,
+            members: (0..members)
+                .map(|i| pd::Member {
+                    id: uuid::Uuid::from_u128(i as u128).to_string(),
+                    r#type: pd::MemberType::User as i32,
+                    display: "x".repeat(display),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        // Long display names: 5,000 members of ~1 KiB do not fit 3 MiB.
+        let mut page = vec![group(3, 10), group(5_000, 1_000), group(0, 0)];
+        fit_inline(&mut page);
+        assert_eq!(page[1].members.len(), 0);
+        assert!(page[1].members_omitted);
+        assert_eq!(page[0].members.len(), 3);
+        assert!(!page[0].members_omitted && !page[2].members_omitted);
+        let size: usize = page.iter().map(Message::encoded_len).sum();
+        assert!(size <= MAX_INLINE_BYTES);
     }
 
     #[test]

@@ -416,11 +416,14 @@ async fn execute(ctx: &Ctx, op: ReadyOp) -> OpResult {
     let kind = op.target.kind;
     let if_match = op.version.as_deref().map(parse_if_match);
     let none = Projection::default();
+    // A bulk response carries no resource bodies: POST and PUT never read
+    // group members back (a default PATCH of a group reads nothing anyway).
+    let no_members = Projection::without_members();
     let id = op.target.id.clone().unwrap_or_default();
     let data = op.data.unwrap_or(Value::Null);
     let outcome: Result<Outcome, GatewayError> = match op.method {
-        Method::Post => ctx.create(kind, &data, &none).await,
-        Method::Put => ctx.replace(kind, &id, &data, if_match, &none).await,
+        Method::Post => ctx.create(kind, &data, &no_members).await,
+        Method::Put => ctx.replace(kind, &id, &data, if_match, &no_members).await,
         Method::Patch => ctx.patch(kind, &id, &data, if_match, &none).await,
         Method::Delete => ctx.delete(kind, &id, if_match).await,
     };

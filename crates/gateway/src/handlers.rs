@@ -6,16 +6,15 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use roster_scim::error::ScimError;
-use roster_scim::list::list_response;
-use serde_json::Value;
 
 use crate::body::JsonBody;
 use crate::error::GatewayError;
 use crate::etag::{IfMatch, format_etag, if_none_match_hits, parse_if_match};
+use crate::members::{Rendered, list_body, resource_body};
 use crate::query::{PageLimits, RawListParams, projection_from_pairs};
 use crate::render::Kind;
-use crate::resources::{Ctx, Outcome};
-use crate::response::{empty, scim_json, with_etag, with_location};
+use crate::resources::{Ctx, Listed, Outcome};
+use crate::response::{empty, scim_body, with_etag, with_location};
 use crate::state::AppState;
 
 /// Result of every handler: a response or a SCIM error.
@@ -65,8 +64,14 @@ fn limits(ctx: &Ctx) -> PageLimits {
 
 /// Renders an operation's outcome with its `ETag` and, for 201, `Location`.
 pub fn outcome_response(outcome: Outcome) -> Response {
-    let response = match &outcome.body {
-        Some(body) => scim_json(outcome.status, body),
+    let response = match outcome.body {
+        Some(body) => {
+            let rendered = Rendered {
+                body,
+                members: outcome.members,
+            };
+            scim_body(outcome.status, resource_body(rendered))
+        }
         None => empty(outcome.status),
     };
     let response = with_etag(response, outcome.etag.as_deref());
@@ -86,23 +91,26 @@ fn if_match(headers: &HeaderMap) -> Option<IfMatch> {
 /// `GET /Users`, `GET /Groups`.
 pub async fn list(kind: Kind, ctx: Ctx, QueryPairs(pairs): QueryPairs) -> HandlerResult {
     let query = RawListParams::from_pairs(&pairs).validate(limits(&ctx))?;
-    let body = ctx.list(kind, &query).await?;
-    Ok(scim_json(StatusCode::OK, &body))
+    list_reply(ctx.list(kind, &query).await?, query.start_index)
+}
+
+fn list_reply(listed: Listed, start_index: i64) -> HandlerResult {
+    let body = list_body(listed.resources, listed.total, start_index);
+    Ok(scim_body(StatusCode::OK, body))
 }
 
 /// `POST /Users/.search`, `POST /Groups/.search` (RFC 7644 §3.4.3).
 pub async fn search(kind: Kind, ctx: Ctx, JsonBody(body): JsonBody) -> HandlerResult {
     let query = RawListParams::from_search_request(&body)?.validate(limits(&ctx))?;
-    let body = ctx.list(kind, &query).await?;
-    Ok(scim_json(StatusCode::OK, &body))
+    list_reply(ctx.list(kind, &query).await?, query.start_index)
 }
 
 /// `POST /.search`: users, then groups, paged as one sequence.
 pub async fn search_all(ctx: Ctx, JsonBody(body): JsonBody) -> HandlerResult {
     let query = RawListParams::from_search_request(&body)?.validate(limits(&ctx))?;
     let users = ctx.list(Kind::User, &query).await?;
-    let users_total = users["totalResults"].as_i64().unwrap_or(0);
-    let mut resources = resources_of(&users);
+    let users_total = users.total;
+    let mut resources = users.resources;
     let remaining = query.count - resources.len() as i64;
     // Skip the users that precede startIndex; groups continue the sequence.
     let mut group_query = query.clone();
@@ -113,15 +121,13 @@ pub async fn search_all(ctx: Ctx, JsonBody(body): JsonBody) -> HandlerResult {
         0
     };
     let groups = ctx.list(Kind::Group, &group_query).await?;
-    let groups_total = groups["totalResults"].as_i64().unwrap_or(0);
-    resources.extend(resources_of(&groups));
+    resources.extend(groups.resources);
     resources.truncate(usize::try_from(query.count).unwrap_or(usize::MAX));
-    let body = list_response(resources, users_total + groups_total, query.start_index);
-    Ok(scim_json(StatusCode::OK, &body))
-}
-
-fn resources_of(list: &Value) -> Vec<Value> {
-    list["Resources"].as_array().cloned().unwrap_or_default()
+    let listed = Listed {
+        total: users_total + groups.total,
+        resources,
+    };
+    list_reply(listed, query.start_index)
 }
 
 /// `POST /Users`, `POST /Groups`.
@@ -156,8 +162,12 @@ pub async fn get(
     if not_modified {
         return Ok(with_etag(empty(StatusCode::NOT_MODIFIED), Some(&etag)));
     }
+    let rendered = Rendered {
+        body: found.body,
+        members: found.members,
+    };
     Ok(with_etag(
-        scim_json(StatusCode::OK, &found.body),
+        scim_body(StatusCode::OK, resource_body(rendered)),
         Some(&etag),
     ))
 }

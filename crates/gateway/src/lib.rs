@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod error;
 pub mod etag;
 pub mod handlers;
+pub mod members;
 pub mod observe;
 pub mod path;
 pub mod query;

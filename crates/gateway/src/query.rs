@@ -31,6 +31,15 @@ impl Projection {
         self.attributes.is_empty() && self.excluded_attributes.is_empty()
     }
 
+    /// A selection of everything but group members, for operations whose
+    /// resource is not returned (bulk): members are then never read.
+    pub fn without_members() -> Self {
+        Self {
+            attributes: Vec::new(),
+            excluded_attributes: parse_attribute_list("members").unwrap_or_default(),
+        }
+    }
+
     /// Whether group members will not be rendered, so they need not be loaded.
     pub fn excludes_members(&self) -> bool {
         let excluded = self

@@ -114,7 +114,8 @@ pub fn render_group(group: &Group, scim_base: &str, with_members: bool) -> Value
     Value::Object(obj)
 }
 
-fn render_member(member: &Member, scim_base: &str) -> Value {
+/// A member as a SCIM `members` value.
+pub fn render_member(member: &Member, scim_base: &str) -> Value {
     let kind = if member.r#type == MemberType::Group as i32 {
         Kind::Group
     } else {

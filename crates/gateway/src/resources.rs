@@ -10,16 +10,16 @@ use roster_proto::admin::DeprovisionPolicy;
 use roster_proto::directory::{
     CreateGroupRequest, CreateUserRequest, DeleteGroupRequest, DeleteUserRequest, GetGroupRequest,
     GetUserRequest, Group, ListGroupsRequest, ListOptions, ListUsersRequest, PatchGroupRequest,
-    PatchUserRequest, ReplaceGroupRequest, ReplaceUserRequest, User,
+    PatchUserRequest, ReadGroupRequest, ReplaceGroupRequest, ReplaceUserRequest, User,
 };
 use roster_scim::error::ScimError;
-use roster_scim::list::list_response;
 use roster_scim::projection::project;
 use serde_json::Value;
 
 use crate::auth::AuthedDirectory;
 use crate::error::GatewayError;
 use crate::etag::{IfMatch, format_etag};
+use crate::members::{GroupRead, MemberFeed, MemberSource, Rendered};
 use crate::observe::CallMeta;
 use crate::query::{ListQuery, Projection};
 use crate::render::{Kind, location, render_group, render_user};
@@ -29,12 +29,14 @@ use crate::state::AppState;
 const DEACTIVATE_PATCH: &str = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#;
 
 /// What a successful operation answers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Outcome {
     /// HTTP status (200, 201, 204).
     pub status: StatusCode,
     /// The rendered resource, if the status has a body.
     pub body: Option<Value>,
+    /// A group's members still to stream into `body`.
+    pub members: Option<MemberFeed>,
     /// `W/"<version>"` of the resource, when known.
     pub etag: Option<String>,
     /// URL of the resource.
@@ -72,12 +74,23 @@ impl FromRequestParts<AppState> for Ctx {
 }
 
 /// A resource as found, with its version for conditional requests.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Found {
     /// Rendered resource (projection applied).
     pub body: Value,
     /// Resource version.
     pub version: i64,
+    /// A group's members still to stream into `body`.
+    pub members: Option<MemberFeed>,
+}
+
+/// A page of a list: the total and the rendered resources.
+#[derive(Debug)]
+pub struct Listed {
+    /// Every match across all pages.
+    pub total: i64,
+    /// The page.
+    pub resources: Vec<Rendered>,
 }
 
 impl Ctx {
@@ -134,7 +147,7 @@ impl Ctx {
                     resource,
                 });
                 let group = client.create_group(req).await?.into_inner().group;
-                self.group_found(self.load_members(group, projection).await?, true)?
+                self.written_group(group, projection).await?
             }
         };
         Ok(self.outcome(kind, StatusCode::CREATED, rendered, projection))
@@ -157,18 +170,15 @@ impl Ctx {
                 });
                 self.user_found(client.get_user(req).await?.into_inner().user)?
             }
-            Kind::Group => {
-                let exclude_members = projection.excludes_members();
+            Kind::Group if projection.excludes_members() => {
                 let req = self.grpc(GetGroupRequest {
                     directory_id: dir,
                     id: id.to_owned(),
-                    exclude_members,
+                    exclude_members: true,
                 });
-                self.group_found(
-                    client.get_group(req).await?.into_inner().group,
-                    !exclude_members,
-                )?
+                self.group_found(client.get_group(req).await?.into_inner().group)?
             }
+            Kind::Group => self.streamed_group(self.read_group(id).await?, projection),
         };
         apply_projection(&mut found.body, kind, projection);
         Ok(found)
@@ -208,7 +218,7 @@ impl Ctx {
                     if_version,
                 });
                 let group = client.replace_group(req).await?.into_inner().group;
-                self.group_found(self.load_members(group, projection).await?, true)?
+                self.written_group(group, projection).await?
             }
         };
         Ok(self.outcome(kind, StatusCode::OK, rendered, projection))
@@ -244,27 +254,27 @@ impl Ctx {
                 Ok(self.outcome(kind, StatusCode::OK, rendered, projection))
             }
             Kind::Group => {
-                let exclude_members = projection.is_default() || projection.excludes_members();
+                // Members, when the response shows them, are read back by
+                // the streaming path, never in the write's reply.
                 let req = self.grpc(PatchGroupRequest {
                     directory_id: dir,
                     id,
                     patch,
                     if_version,
-                    exclude_members,
+                    exclude_members: true,
                 });
-                let rendered = self.group_found(
-                    client.patch_group(req).await?.into_inner().group,
-                    !exclude_members,
-                )?;
+                let group = client.patch_group(req).await?.into_inner().group;
                 if projection.is_default() {
-                    let location = json_location(&rendered.body);
+                    let written = self.group_found(group)?;
                     return Ok(Outcome {
                         status: StatusCode::NO_CONTENT,
                         body: None,
-                        etag: Some(format_etag(rendered.version)),
-                        location,
+                        members: None,
+                        etag: Some(format_etag(written.version)),
+                        location: json_location(&written.body),
                     });
                 }
+                let rendered = self.written_group(group, projection).await?;
                 Ok(self.outcome(kind, StatusCode::OK, rendered, projection))
             }
         }
@@ -315,13 +325,14 @@ impl Ctx {
         Ok(Outcome {
             status: StatusCode::NO_CONTENT,
             body: None,
+            members: None,
             etag: None,
             location: None,
         })
     }
 
-    /// GET of a collection or a search: a ListResponse.
-    pub async fn list(&self, kind: Kind, query: &ListQuery) -> Result<Value, GatewayError> {
+    /// GET of a collection or a search: one page of resources.
+    pub async fn list(&self, kind: Kind, query: &ListQuery) -> Result<Listed, GatewayError> {
         let options = list_options(query);
         let dir = self.dir_id();
         let mut client = self.state.directory();
@@ -335,7 +346,10 @@ impl Ctx {
                 let users = resp
                     .users
                     .iter()
-                    .map(|u| render_user(u, &self.scim_base))
+                    .map(|u| Rendered {
+                        body: render_user(u, &self.scim_base),
+                        members: None,
+                    })
                     .collect::<Vec<_>>();
                 (users, resp.total_results)
             }
@@ -350,7 +364,7 @@ impl Ctx {
                 let groups = resp
                     .groups
                     .iter()
-                    .map(|g| render_group(g, &self.scim_base, !exclude_members))
+                    .map(|g| self.listed_group(g, !exclude_members, &query.projection))
                     .collect::<Vec<_>>();
                 (groups, resp.total_results)
             }
@@ -359,35 +373,91 @@ impl Ctx {
         // reads 0 as "default", so one row was fetched and is dropped here.
         resources.truncate(usize::try_from(query.count).unwrap_or(usize::MAX));
         for r in &mut resources {
-            apply_projection(r, kind, &query.projection);
+            apply_projection(&mut r.body, kind, &query.projection);
         }
-        Ok(list_response(resources, total, query.start_index))
+        Ok(Listed { total, resources })
     }
 
-    /// Write RPCs may answer without the member list; when the response
-    /// will show members and the group has some, they are read back.
-    async fn load_members(
+    /// A listed group; members the list reply could not carry are read
+    /// with ReadGroup when the response body gets to them.
+    fn listed_group(&self, group: &Group, with_members: bool, projection: &Projection) -> Rendered {
+        let body = render_group(group, &self.scim_base, with_members);
+        if !(with_members && group.members_omitted) {
+            return Rendered {
+                body,
+                members: None,
+            };
+        }
+        let (ctx, id) = (self.clone(), group.id.clone());
+        Rendered {
+            body,
+            members: Some(self.feed(
+                MemberSource::Deferred(Box::pin(async move { ctx.read_group(&id).await })),
+                projection,
+            )),
+        }
+    }
+
+    /// Opens ReadGroup and receives its first message (the group).
+    async fn read_group(&self, id: &str) -> Result<GroupRead, tonic::Status> {
+        let req = self.grpc(ReadGroupRequest {
+            directory_id: self.dir_id(),
+            id: id.to_owned(),
+        });
+        let mut rest = self.state.directory().read_group(req).await?.into_inner();
+        let first = rest
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::internal("ReadGroup ended before the group"))?;
+        let group = first
+            .group
+            .ok_or_else(|| tonic::Status::internal("ReadGroup sent no group first"))?;
+        Ok(GroupRead {
+            group,
+            first: first.members,
+            rest,
+        })
+    }
+
+    /// A group with its members streamed from `read`.
+    fn streamed_group(&self, read: GroupRead, projection: &Projection) -> Found {
+        Found {
+            version: read.group.meta.as_ref().map_or(0, |m| m.version),
+            body: render_group(&read.group, &self.scim_base, false),
+            members: Some(self.feed(MemberSource::Open(Box::new(read)), projection)),
+        }
+    }
+
+    fn feed(&self, source: MemberSource, projection: &Projection) -> MemberFeed {
+        MemberFeed {
+            source,
+            scim_base: self.scim_base.clone(),
+            projection: projection.clone(),
+        }
+    }
+
+    /// The answer of a group write (which replies without members): when
+    /// the response shows members and the group has some, they are read
+    /// back by the streaming path. The write has committed, so a failed
+    /// read-back answers the group as written instead of an error.
+    async fn written_group(
         &self,
         group: Option<Group>,
         projection: &Projection,
-    ) -> Result<Option<Group>, GatewayError> {
-        let needs_members = |g: &Group| {
-            g.members.is_empty() && g.member_count > 0 && !projection.excludes_members()
+    ) -> Result<Found, GatewayError> {
+        let written = self.group_found(group.clone())?;
+        let Some(group) = group.filter(|g| g.member_count > 0 && !projection.excludes_members())
+        else {
+            return Ok(written);
         };
-        let group = match group {
-            Some(g) if needs_members(&g) => g,
-            other => return Ok(other),
-        };
-        let req = self.grpc(GetGroupRequest {
-            directory_id: self.dir_id(),
-            id: group.id.clone(),
-            exclude_members: false,
-        });
-        match self.state.directory().get_group(req).await {
-            Ok(response) => Ok(response.into_inner().group.or(Some(group))),
-            // Deleted in between: answer with what the write returned.
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(Some(group)),
-            Err(status) => Err(status.into()),
+        match self.read_group(&group.id).await {
+            Ok(read) => Ok(self.streamed_group(read, projection)),
+            Err(status) => {
+                if status.code() != tonic::Code::NotFound {
+                    tracing::warn!(error = %status.message(), "reading a written group back failed");
+                }
+                Ok(written)
+            }
         }
     }
 
@@ -397,15 +467,18 @@ impl Ctx {
         Ok(Found {
             version: user.meta.as_ref().map_or(0, |m| m.version),
             body: render_user(&user, &self.scim_base),
+            members: None,
         })
     }
 
-    fn group_found(&self, group: Option<Group>, with_members: bool) -> Result<Found, GatewayError> {
+    /// A group from a reply without members.
+    fn group_found(&self, group: Option<Group>) -> Result<Found, GatewayError> {
         let group = group
             .ok_or_else(|| GatewayError::Internal("directory service returned no group".into()))?;
         Ok(Found {
             version: group.meta.as_ref().map_or(0, |m| m.version),
-            body: render_group(&group, &self.scim_base, with_members),
+            body: render_group(&group, &self.scim_base, false),
+            members: None,
         })
     }
 
@@ -427,6 +500,7 @@ impl Ctx {
         Outcome {
             status,
             body: Some(found.body),
+            members: found.members,
             etag: Some(format_etag(found.version)),
             location,
         }
@@ -439,7 +513,8 @@ fn json_location(body: &Value) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn apply_projection(body: &mut Value, kind: Kind, projection: &Projection) {
+/// Applies `attributes` / `excludedAttributes` to a rendered resource.
+pub(crate) fn apply_projection(body: &mut Value, kind: Kind, projection: &Projection) {
     if !projection.is_default() {
         project(
             body,

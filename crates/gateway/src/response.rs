@@ -11,7 +11,12 @@ pub const SCIM_CONTENT_TYPE: &str = "application/scim+json; charset=utf-8";
 /// A response with a SCIM JSON body.
 pub fn scim_json(status: StatusCode, body: &Value) -> Response {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Body::from(bytes));
+    scim_body(status, Body::from(bytes))
+}
+
+/// A response whose body is SCIM JSON, possibly still being written.
+pub fn scim_body(status: StatusCode, body: Body) -> Response {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

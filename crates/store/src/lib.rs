@@ -48,6 +48,9 @@ pub type GroupUpdateFn = Box<
     dyn Fn(&Group) -> Result<Vec<GroupOp>, Box<dyn std::error::Error + Send + Sync>> + Send + Sync,
 >;
 
+/// A group's members in pages, ordered by member id (see [`Store::read_group`]).
+pub type MemberPages = BoxStream<'static, StoreResult<Vec<Member>>>;
+
 /// The storage contract shared by the PostgreSQL and SQLite backends. The same
 /// conformance suite (`tests/conformance.rs` in this crate) runs against both.
 #[async_trait]
@@ -116,6 +119,7 @@ pub trait Store: Send + Sync + 'static {
 
     // --- groups ---
     async fn create_group(&self, dir: DirectoryId, group: GroupWrite) -> StoreResult<Group>;
+    /// With `include_members`, the members are read in the group's snapshot.
     async fn get_group(
         &self,
         dir: DirectoryId,
@@ -167,6 +171,19 @@ pub trait Store: Send + Sync + 'static {
         after: Option<uuid::Uuid>,
         limit: i64,
     ) -> StoreResult<Vec<Member>>;
+
+    /// The group (without members) and a stream of its members, ordered by
+    /// member id in non-empty pages of at most `page_size`, all read in one
+    /// snapshot: the members are exactly those of the returned version,
+    /// however many pages the stream spans and whatever commits meanwhile.
+    /// The snapshot (a read transaction) lives until the stream ends or is
+    /// dropped, so consume it promptly.
+    async fn read_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        page_size: i64,
+    ) -> StoreResult<(Group, MemberPages)>;
 
     // --- change log ---
     /// Bounds of the change log (pruned-through and stable head).

@@ -529,12 +529,36 @@ pub struct ListQuery {
     pub count: i64,
     /// Keyset continuation from [`Page::next_page_token`].
     pub page_token: Option<String>,
-    /// Groups only: load members.
+    /// Groups only: load members, for at most [`LIST_MEMBER_BUDGET`] members
+    /// per page (groups beyond it come back with `members: None`).
     pub include_members: bool,
     /// The caller does not need [`Page::cursor`] (the SCIM gateway never
     /// does): a backend may then skip computing it, which on PostgreSQL
     /// makes the list a single statement.
     pub omit_cursor: bool,
+}
+
+/// The most members a list page loads inline, taking its groups in page
+/// order: a group that does not fit the rest comes back with `members: None` and is
+/// read with [`crate::Store::read_group`]. A page of groups therefore never
+/// carries more than this many members, whatever the groups' sizes.
+pub const LIST_MEMBER_BUDGET: i64 = 5_000;
+
+/// The groups of a page whose members are loaded inline: in page order, each
+/// group that still fits the rest of [`LIST_MEMBER_BUDGET`].
+pub(crate) fn groups_within_member_budget(groups: &[Group]) -> Vec<uuid::Uuid> {
+    let mut left = LIST_MEMBER_BUDGET;
+    groups
+        .iter()
+        .filter(|g| {
+            let fits = g.member_count <= left;
+            if fits {
+                left -= g.member_count;
+            }
+            fits
+        })
+        .map(|g| g.id.0)
+        .collect()
 }
 
 /// Where a watch resumes: every change with revision <= `after` has been
@@ -607,4 +631,39 @@ pub struct LogBounds {
     /// when the database is restored (`roster admin new-epoch`), so cursors
     /// of another history are refused even when their revisions are in range.
     pub epoch: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group_of(member_count: i64) -> Group {
+        Group {
+            id: GroupId::new(),
+            directory_id: DirectoryId::new(),
+            display_name: String::new(),
+            external_id: None,
+            raw: serde_json::Value::Null,
+            member_count,
+            members: None,
+            version: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_list_page_loads_members_within_the_budget() {
+        let page = [
+            group_of(10),
+            group_of(LIST_MEMBER_BUDGET),
+            group_of(0),
+            group_of(LIST_MEMBER_BUDGET - 10),
+            group_of(1),
+        ];
+        let inline = groups_within_member_budget(&page);
+        // The big group no longer fits after the first; later ones still do
+        // until the budget is spent.
+        assert_eq!(inline, vec![page[0].id.0, page[2].id.0, page[3].id.0]);
+    }
 }

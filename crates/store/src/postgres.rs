@@ -87,7 +87,7 @@ use self::head::HeadState;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
-use crate::{GroupUpdateFn, Store, UserUpdateFn};
+use crate::{GroupUpdateFn, MemberPages, Store, UserUpdateFn};
 
 /// The embedded migrations of `migrations/postgres`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -513,6 +513,15 @@ impl Store for PgStore {
     ) -> StoreResult<(i64, i64)> {
         self.retrying(|| self.remove_members_impl(dir, group, members))
             .await
+    }
+
+    async fn read_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        page_size: i64,
+    ) -> StoreResult<(Group, MemberPages)> {
+        self.read_group_impl(dir, id, page_size).await
     }
 
     async fn list_members(

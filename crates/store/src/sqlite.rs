@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
-use crate::{GroupUpdateFn, PoolStats, Store, UserUpdateFn};
+use crate::{GroupUpdateFn, MemberPages, PoolStats, Store, UserUpdateFn};
 use errors::map_sqlx;
 use tx::WriteTx;
 
@@ -385,6 +385,15 @@ impl Store for SqliteStore {
     ) -> StoreResult<(i64, i64)> {
         self.remove_members_impl(dir, group, members).await
     }
+    async fn read_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        page_size: i64,
+    ) -> StoreResult<(Group, MemberPages)> {
+        self.read_group_impl(dir, id, page_size).await
+    }
+
     async fn list_members(
         &self,
         dir: DirectoryId,

@@ -26,6 +26,8 @@ pub struct Stack {
     pub admin: AdminServiceClient<Channel>,
     /// Directory client of the directory service.
     pub directory: DirectoryServiceClient<Channel>,
+    /// The directory service's store (for seeding large data sets).
+    pub store: Arc<PgStore>,
     http: reqwest::Client,
     stop: watch::Sender<bool>,
 }
@@ -49,14 +51,14 @@ impl Stack {
     /// Starts everything, letting the test adjust the gateway configuration.
     pub async fn start_with(prefix: &str, configure: impl FnOnce(&mut GatewayConfig)) -> Stack {
         let url = roster_testkit::fresh_database(prefix).await;
-        let store = PgStore::connect(&url, 8).await.expect("connect store");
+        let store = Arc::new(PgStore::connect(&url, 8).await.expect("connect store"));
         store.migrate().await.expect("migrate");
         let (stop, stop_rx) = watch::channel(false);
 
         let grpc_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let grpc_addr = grpc_listener.local_addr().unwrap();
         tokio::spawn(roster_directory::serve(
-            Arc::new(store),
+            store.clone(),
             roster_directory::DirectoryConfig::default(),
             grpc_listener,
             stopped(stop_rx.clone()),
@@ -83,6 +85,7 @@ impl Stack {
             base: format!("http://{http_addr}"),
             admin: AdminServiceClient::new(channel.clone()),
             directory: DirectoryServiceClient::new(channel),
+            store,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -198,6 +201,14 @@ pub async fn read(response: reqwest::Response) -> Resp {
 }
 
 impl Scim {
+    /// The same directory and token over another HTTP client.
+    pub fn with_http(&self, http: reqwest::Client) -> Scim {
+        Scim {
+            http,
+            ..self.clone()
+        }
+    }
+
     /// The same directory with another token.
     pub fn with_token(&self, token: &str) -> Scim {
         Scim {

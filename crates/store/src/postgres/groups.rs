@@ -7,16 +7,22 @@ pub(super) use crate::diff::parse_member_kind;
 use crate::diff::{group_attribute_changes, merge_changes};
 use std::collections::{HashMap, HashSet};
 
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::changes::NewChange;
 use super::errors::map_db;
+use super::lists::BEGIN_SNAPSHOT;
 use super::{PgStore, WriteTx, check_version};
-use crate::GroupUpdateFn;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::{GroupUpdateFn, MemberPages};
+
+/// Members read per statement when a group is read with its members.
+pub(super) const MEMBER_PAGE: i64 = 5_000;
 
 /// Columns of a group row, as [`decode_group`] reads them.
 pub(super) const GROUP_COLUMNS: &str = "groups.id, groups.directory_id, groups.display_name, groups.external_id, \
@@ -66,12 +72,26 @@ impl PgStore {
         id: GroupId,
         include_members: bool,
     ) -> StoreResult<Group> {
-        let mut conn = self.conn().await?;
-        let mut group = load_group(&mut conn, dir, id, "").await?;
-        if include_members {
-            group.members = Some(members_of(&mut conn, id, None, i64::MAX).await?);
+        if !include_members {
+            let mut conn = self.conn().await?;
+            return load_group(&mut conn, dir, id, "").await;
         }
+        let (mut group, pages) = self.read_group_impl(dir, id, MEMBER_PAGE).await?;
+        group.members = Some(pages.try_concat().await?);
         Ok(group)
+    }
+
+    /// Opens a REPEATABLE READ snapshot, reads the group in it, and leaves
+    /// the snapshot to the member stream, which ends it after the last page.
+    pub(super) async fn read_group_impl(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        page_size: i64,
+    ) -> StoreResult<(Group, MemberPages)> {
+        let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await.map_err(map_db)?;
+        let group = load_group(&mut tx, dir, id, "").await?;
+        Ok((group, member_pages(tx, id, page_size)))
     }
 
     pub(super) async fn replace_group_impl(
@@ -663,6 +683,14 @@ pub(super) async fn load_group(
     decode_group(&row)
 }
 
+/// Members with their display names, from `memberships m`.
+const MEMBERS_SELECT: &str = "SELECT m.group_id, m.member_id, m.member_kind, \
+       CASE m.member_kind WHEN 'user' THEN COALESCE(u.display_name, u.user_name) ELSE g.display_name END \
+         AS display \
+     FROM memberships m \
+     LEFT JOIN users u ON m.member_kind = 'user' AND u.id = m.member_id \
+     LEFT JOIN groups g ON m.member_kind = 'group' AND g.id = m.member_id";
+
 /// Members of a group with display names, ordered by member id, after
 /// `after`, at most `limit`.
 pub(super) async fn members_of(
@@ -671,17 +699,14 @@ pub(super) async fn members_of(
     after: Option<Uuid>,
     limit: i64,
 ) -> StoreResult<Vec<Member>> {
-    let rows = sqlx::query(
-        "SELECT m.member_id, m.member_kind, \
-           CASE m.member_kind WHEN 'user' THEN COALESCE(u.display_name, u.user_name) ELSE g.display_name END \
-             AS display \
-         FROM memberships m \
-         LEFT JOIN users u ON m.member_kind = 'user' AND u.id = m.member_id \
-         LEFT JOIN groups g ON m.member_kind = 'group' AND g.id = m.member_id \
-         WHERE m.group_id = $1 AND ($2::uuid IS NULL OR m.member_id > $2) ORDER BY m.member_id LIMIT $3",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{MEMBERS_SELECT} WHERE m.group_id = $1 AND m.member_id > $2 ORDER BY m.member_id LIMIT $3"
+    )))
     .bind(group.0)
-    .bind(after)
+    // Not `$2 IS NULL OR …`: a generic plan could not use the key range
+    // then, and would read the whole group for every page. Member ids are
+    // generated, never nil.
+    .bind(after.unwrap_or_else(Uuid::nil))
     .bind(limit.max(0))
     .fetch_all(conn)
     .await
@@ -689,20 +714,62 @@ pub(super) async fn members_of(
     rows.iter().map(decode_member).collect()
 }
 
+/// Streams a group's members from the snapshot of `tx`: one statement whose
+/// rows a task cuts into pages, so the group is planned and sorted once
+/// (a keyset statement per page would re-plan, and with stale statistics
+/// re-read the whole group, for every page). The task starts on the first
+/// poll, sends a page at a time, and commits (ends the snapshot) after the
+/// last row; dropping the stream stops it.
+fn member_pages(tx: Transaction<'static, Postgres>, group: GroupId, page_size: i64) -> MemberPages {
+    let size = usize::try_from(page_size.max(1)).unwrap_or(usize::MAX);
+    let start = async move {
+        let (mut pages, receiver) = mpsc::channel(1);
+        tokio::spawn(async move {
+            if let Err(e) = send_member_pages(tx, group, size, &mut pages).await {
+                let _ = pages.send(Err(e)).await;
+            }
+        });
+        receiver
+    };
+    stream::once(start).flatten().boxed()
+}
+
+async fn send_member_pages(
+    mut tx: Transaction<'static, Postgres>,
+    group: GroupId,
+    size: usize,
+    pages: &mut mpsc::Sender<StoreResult<Vec<Member>>>,
+) -> StoreResult<()> {
+    let mut page = Vec::with_capacity(size.min(MEMBER_PAGE as usize));
+    {
+        let mut rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{MEMBERS_SELECT} WHERE m.group_id = $1 ORDER BY m.member_id"
+        )))
+        .bind(group.0)
+        .fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await.map_err(map_db)? {
+            page.push(decode_member(&row)?);
+            if page.len() == size && pages.send(Ok(std::mem::take(&mut page))).await.is_err() {
+                // The reader went away: dropping `tx` rolls the snapshot back.
+                return Ok(());
+            }
+        }
+    }
+    tx.commit().await.map_err(map_db)?;
+    if !page.is_empty() {
+        let _ = pages.send(Ok(page)).await;
+    }
+    Ok(())
+}
+
 /// Members of several groups (one query for a page of groups).
 pub(super) async fn members_of_groups(
     conn: &mut PgConnection,
     groups: &[Uuid],
 ) -> StoreResult<HashMap<Uuid, Vec<Member>>> {
-    let rows = sqlx::query(
-        "SELECT m.group_id, m.member_id, m.member_kind, \
-           CASE m.member_kind WHEN 'user' THEN COALESCE(u.display_name, u.user_name) ELSE g.display_name END \
-             AS display \
-         FROM memberships m \
-         LEFT JOIN users u ON m.member_kind = 'user' AND u.id = m.member_id \
-         LEFT JOIN groups g ON m.member_kind = 'group' AND g.id = m.member_id \
-         WHERE m.group_id = ANY($1) ORDER BY m.group_id, m.member_id",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{MEMBERS_SELECT} WHERE m.group_id = ANY($1) ORDER BY m.group_id, m.member_id"
+    )))
     .bind(groups)
     .fetch_all(conn)
     .await

@@ -110,9 +110,9 @@ impl PgStore {
             .map(decode_group)
             .collect::<StoreResult<Vec<_>>>()?;
         if query.include_members {
-            let ids: Vec<Uuid> = groups.iter().map(|g| g.id.0).collect();
+            let ids = groups_within_member_budget(&groups);
             let mut members = members_of_groups(&mut tx, &ids).await?;
-            for g in &mut groups {
+            for g in groups.iter_mut().filter(|g| ids.contains(&g.id.0)) {
                 g.members = Some(members.remove(&g.id.0).unwrap_or_default());
             }
         }

@@ -1,6 +1,7 @@
 //! Users.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -44,28 +45,9 @@ impl PgStore {
         write: UserWrite,
     ) -> StoreResult<User> {
         let id = UserId::new();
-        let query = sqlx::query(
-            "WITH u AS ( \
-               INSERT INTO users (id, directory_id, user_name, external_id, active, display_name, given_name, \
-                 family_name, emails, title, department, manager_id, employee_number, custom_attributes, raw, \
-                 user_name_key) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-               RETURNING *), \
-             c AS ( \
-               INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
-               SELECT nextval('change_revision'), $17, u.directory_id, 'user.created', u.id, u.version, \
-                      jsonb_build_object('id', u.id, 'directory_id', u.directory_id, 'user_name', u.user_name, \
-                        'external_id', u.external_id, 'active', u.active, 'display_name', u.display_name, \
-                        'given_name', u.given_name, 'family_name', u.family_name, 'emails', u.emails, \
-                        'title', u.title, 'department', u.department, 'manager_id', u.manager_id, \
-                        'employee_number', u.employee_number, 'custom_attributes', u.custom_attributes, \
-                        'raw', u.raw, 'group_ids', '[]'::jsonb, 'version', u.version, \
-                        'created_at', u.created_at, 'updated_at', u.updated_at) \
-               FROM u WHERE pg_current_xact_id() IS NOT NULL) \
-             SELECT created_at FROM u",
-        )
-        .bind(id.0)
-        .bind(dir.0);
+        let query = sqlx::query(sqlx::AssertSqlSafe(CREATE_USER.as_str()))
+            .bind(id.0)
+            .bind(dir.0);
         let row = bind_columns(query, &write)?
             .bind(Uuid::new_v4())
             .fetch_one(self.pool())
@@ -84,6 +66,72 @@ impl PgStore {
             created_at,
             updated_at: created_at,
         })
+    }
+
+    /// Creates many users in one statement (one transaction): the same rows
+    /// and `user.created` events as [`Store::create_user`] for each, for
+    /// seeding and import tools. Returns the new ids in input order; a
+    /// duplicate `userName` fails the whole import.
+    ///
+    /// [`Store::create_user`]: crate::Store::create_user
+    pub async fn import_users(
+        &self,
+        dir: DirectoryId,
+        users: &[UserWrite],
+    ) -> StoreResult<Vec<UserId>> {
+        let ids: Vec<UserId> = users.iter().map(|_| UserId::new()).collect();
+        let sql = format!(
+            "WITH u AS ( \
+               INSERT INTO users (id, directory_id, {STORED_COLUMNS}) \
+               SELECT i.id, $1, {STORED_COLUMNS} FROM unnest($2::uuid[], $3::text[], $4::text[], \
+                 $5::boolean[], $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[], \
+                 $12::text[], $13::text[], $14::jsonb[], $15::jsonb[], $16::text[]) \
+                 AS i(id, {STORED_COLUMNS}) \
+               RETURNING *), \
+             c AS ({}) \
+             SELECT count(*) FROM u",
+            user_created_changes("gen_random_uuid()")
+        );
+        let column = |f: fn(&UserWrite) -> Option<String>| users.iter().map(f).collect::<Vec<_>>();
+        let json = |f: fn(&UserFields) -> serde_json::Result<serde_json::Value>| {
+            users
+                .iter()
+                .map(|u| f(&u.fields))
+                .collect::<serde_json::Result<Vec<_>>>()
+                .map_err(json_error)
+        };
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(dir.0)
+            .bind(ids.iter().map(|id| id.0).collect::<Vec<_>>())
+            .bind(
+                users
+                    .iter()
+                    .map(|u| u.fields.user_name.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|u| u.fields.external_id.clone()))
+            .bind(users.iter().map(|u| u.fields.active).collect::<Vec<_>>())
+            .bind(column(|u| u.fields.display_name.clone()))
+            .bind(column(|u| u.fields.given_name.clone()))
+            .bind(column(|u| u.fields.family_name.clone()))
+            .bind(json(|f| serde_json::to_value(&f.emails))?)
+            .bind(column(|u| u.fields.title.clone()))
+            .bind(column(|u| u.fields.department.clone()))
+            .bind(column(|u| u.fields.manager_id.clone()))
+            .bind(column(|u| u.fields.employee_number.clone()))
+            .bind(json(|f| serde_json::to_value(&f.custom_attributes))?)
+            .bind(users.iter().map(|u| u.raw.clone()).collect::<Vec<_>>())
+            .bind(
+                users
+                    .iter()
+                    .map(|u| roster_scim::text::fold(&u.fields.user_name))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(self.pool())
+            .await
+            .map_err(map_db)?;
+        self.notifier.local_commit();
+        Ok(ids)
     }
 
     pub(super) async fn get_user_impl(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
@@ -178,6 +226,42 @@ async fn write_update(tx: &mut WriteTx, old: &User, write: UserWrite) -> StoreRe
     };
     tx.emit(user_change(kind, &user, changed)?);
     Ok(user)
+}
+
+/// Inserts one user ($1 id, $2 directory, $3.. its stored columns, $17 the
+/// event id) and its `user.created` change.
+static CREATE_USER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH u AS ( \
+           INSERT INTO users (id, directory_id, {STORED_COLUMNS}) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+           RETURNING *), \
+         c AS ({}) \
+         SELECT created_at FROM u",
+        user_created_changes("$17")
+    )
+});
+
+/// The stored columns of a user that [`bind_columns`] binds, in its order.
+const STORED_COLUMNS: &str = "user_name, external_id, active, display_name, given_name, family_name, emails, \
+     title, department, manager_id, employee_number, custom_attributes, raw, user_name_key";
+
+/// The statement appending a `user.created` change for every row of the CTE
+/// `u` (users just inserted); `event_id` is the SQL of each event's id. The
+/// payload (the serialized [`User`]) is built from the row in SQL.
+fn user_created_changes(event_id: &str) -> String {
+    format!(
+        "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
+         SELECT nextval('change_revision'), {event_id}, u.directory_id, 'user.created', u.id, u.version, \
+                jsonb_build_object('id', u.id, 'directory_id', u.directory_id, 'user_name', u.user_name, \
+                  'external_id', u.external_id, 'active', u.active, 'display_name', u.display_name, \
+                  'given_name', u.given_name, 'family_name', u.family_name, 'emails', u.emails, \
+                  'title', u.title, 'department', u.department, 'manager_id', u.manager_id, \
+                  'employee_number', u.employee_number, 'custom_attributes', u.custom_attributes, \
+                  'raw', u.raw, 'group_ids', '[]'::jsonb, 'version', u.version, \
+                  'created_at', u.created_at, 'updated_at', u.updated_at) \
+         FROM u WHERE pg_current_xact_id() IS NOT NULL"
+    )
 }
 
 /// Binds `write`'s stored columns, `user_name` through `raw` and then

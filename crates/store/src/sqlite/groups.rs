@@ -6,8 +6,9 @@ pub(super) use crate::diff::parse_member_kind;
 use crate::diff::{group_attribute_changes, merge_changes};
 use std::collections::HashSet;
 
-use sqlx::SqliteConnection;
+use futures::{StreamExt, stream};
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 use super::SqliteStore;
@@ -18,6 +19,7 @@ use super::errors::map_sqlx;
 use super::tx::{Event, WriteTx};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::{GroupUpdateFn, MemberPages};
 
 /// Columns of a group row, as `decode_group` reads them.
 pub(super) const GROUP_COLUMNS: &str = "groups.id, groups.directory_id, groups.display_name, groups.external_id, \
@@ -66,6 +68,20 @@ impl SqliteStore {
             group.members = Some(members_of(&mut tx, id, None, i64::MAX).await?);
         }
         Ok(group)
+    }
+
+    /// Reads the group in a read transaction of the snapshot pool (a slow
+    /// consumer must not hold an ordinary reader) and leaves the transaction
+    /// to the member stream, which ends it after the last page.
+    pub(super) async fn read_group_impl(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        page_size: i64,
+    ) -> StoreResult<(Group, MemberPages)> {
+        let mut tx = self.snapshots.begin().await.map_err(map_sqlx)?;
+        let group = load_group(&mut tx, dir, id).await?;
+        Ok((group, member_pages(tx, id, page_size)))
     }
 
     pub(super) async fn replace_group_impl(
@@ -549,6 +565,25 @@ pub(super) async fn members_of(
     .await
     .map_err(map_sqlx)?;
     rows.iter().map(decode_member).collect()
+}
+
+/// Streams a group's members from the snapshot of `tx`, keyset paginated by
+/// member id; ends the transaction after the last page.
+fn member_pages(tx: Transaction<'static, Sqlite>, group: GroupId, page_size: i64) -> MemberPages {
+    let size = page_size.max(1);
+    stream::try_unfold(Some((tx, None)), move |state| async move {
+        let Some((mut tx, after)) = state else {
+            return Ok(None);
+        };
+        let page = members_of(&mut tx, group, after, size).await?;
+        if (page.len() as i64) < size {
+            tx.commit().await.map_err(map_sqlx)?;
+            return Ok((!page.is_empty()).then_some((page, None)));
+        }
+        let last = page.last().map(|m| m.id);
+        Ok(Some((page, Some((tx, last)))))
+    })
+    .boxed()
 }
 
 fn decode_member(row: &SqliteRow) -> StoreResult<Member> {

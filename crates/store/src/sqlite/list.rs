@@ -117,13 +117,16 @@ impl SqliteStore {
     ) -> StoreResult<Page<Group>> {
         let mut tx = self.read_tx().await?;
         let page = read_page(&mut tx, Table::Groups, dir, query).await?;
-        let mut groups = Vec::with_capacity(page.rows.len());
-        for row in &page.rows {
-            let mut group = decode_group(row)?;
-            if query.include_members {
+        let mut groups = page
+            .rows
+            .iter()
+            .map(decode_group)
+            .collect::<StoreResult<Vec<_>>>()?;
+        if query.include_members {
+            let ids = groups_within_member_budget(&groups);
+            for group in groups.iter_mut().filter(|g| ids.contains(&g.id.0)) {
                 group.members = Some(members_of(&mut tx, group.id, None, i64::MAX).await?);
             }
-            groups.push(group);
         }
         Ok(Page {
             items: groups,

@@ -701,6 +701,72 @@ pub async fn user_delete_removes_memberships_with_events(store: Arc<dyn Store>) 
     assert!(new[..2].iter().all(|c| c.version == 3));
 }
 
+/// A group's members read page by page come from one snapshot: writes that
+/// commit while the pages are read do not show up in them, and the pages
+/// match the version the read returned.
+pub async fn group_members_read_in_pages_from_one_snapshot(store: Arc<dyn Store>) {
+    let dir = directory(&*store, "paged-members").await;
+    let mut users = Vec::new();
+    for i in 0..25 {
+        users.push(
+            store
+                .create_user(dir.id, user(&format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut write = group("big");
+    write.members = Some(users.iter().map(member).collect());
+    let g = store.create_group(dir.id, write).await.unwrap();
+
+    let (read, mut pages) = store.read_group(dir.id, g.id, 10).await.unwrap();
+    assert_eq!((read.version, read.member_count), (g.version, 25));
+    assert!(read.members.is_none());
+    let first = pages.try_next().await.unwrap().expect("a first page");
+    assert_eq!(first.len(), 10);
+    // Writes that commit mid-read: remove a member the read has not reached
+    // yet, add a new one (a new version).
+    let mut ids: Vec<uuid::Uuid> = users.iter().map(|u| u.id.0).collect();
+    ids.sort();
+    let later = *ids.last().unwrap();
+    let newcomer = store.create_user(dir.id, user("newcomer")).await.unwrap();
+    store.remove_members(dir.id, g.id, &[later]).await.unwrap();
+    store
+        .add_members(dir.id, g.id, &[member(&newcomer)])
+        .await
+        .unwrap();
+
+    let rest: Vec<Vec<Member>> = pages.try_collect().await.unwrap();
+    let sizes: Vec<usize> = rest.iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![10, 5], "pages after the first");
+    let read_ids: Vec<uuid::Uuid> = first
+        .iter()
+        .chain(rest.iter().flatten())
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(
+        read_ids, ids,
+        "every member of the version read, in id order"
+    );
+
+    // A new read sees the new version, and an empty group reads no page.
+    let (now, pages) = store.read_group(dir.id, g.id, 10).await.unwrap();
+    assert_eq!((now.version, now.member_count), (g.version + 2, 25));
+    let now_ids: BTreeSet<uuid::Uuid> = pages
+        .try_concat()
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert!(now_ids.contains(&newcomer.id.0) && !now_ids.contains(&later));
+    let empty = store.create_group(dir.id, group("empty")).await.unwrap();
+    let (_, pages) = store.read_group(dir.id, empty.id, 10).await.unwrap();
+    assert!(pages.try_collect::<Vec<_>>().await.unwrap().is_empty());
+    let missing = store.read_group(dir.id, GroupId::new(), 10).await;
+    assert!(matches!(missing, Err(StoreError::NotFound("group"))));
+}
+
 pub async fn group_delete_removes_its_memberships(store: Arc<dyn Store>) {
     let dir = directory(&*store, "gdel").await;
     let u = store.create_user(dir.id, user("u")).await.unwrap();

@@ -51,6 +51,7 @@ macro_rules! conformance_suite {
             group_patch_applies_ops_in_one_version,
             user_delete_removes_memberships_with_events,
             group_delete_removes_its_memberships,
+            group_members_read_in_pages_from_one_snapshot,
             directory_delete_removes_everything,
             list_offset_pagination_and_totals,
             list_keyset_pagination_survives_inserts,
