@@ -9,11 +9,13 @@
 pub mod auth;
 pub mod body;
 pub mod bulk;
+pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod etag;
 pub mod handlers;
+mod lru;
 pub mod observe;
 pub mod query;
 pub mod ratelimit;
@@ -21,6 +23,7 @@ pub mod render;
 pub mod resources;
 pub mod response;
 pub mod state;
+pub mod token_cache;
 
 use std::future::Future;
 
@@ -73,7 +76,9 @@ pub async fn serve_state(
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, router(state))
+    // The peer address feeds the limits applied before authentication.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
