@@ -26,6 +26,8 @@ pub struct Stack {
     pub admin: AdminServiceClient<Channel>,
     /// Directory client of the directory service.
     pub directory: DirectoryServiceClient<Channel>,
+    /// The gateway's state (its caches and counters).
+    pub state: roster_gateway::AppState,
     http: reqwest::Client,
     stop: watch::Sender<bool>,
 }
@@ -70,8 +72,9 @@ impl Stack {
             ..Default::default()
         };
         configure(&mut config);
-        tokio::spawn(roster_gateway::serve(
-            config,
+        let state = roster_gateway::AppState::new(config).expect("gateway state");
+        tokio::spawn(roster_gateway::serve_state(
+            state.clone(),
             http_listener,
             stopped(stop_rx),
         ));
@@ -83,6 +86,7 @@ impl Stack {
             base: format!("http://{http_addr}"),
             admin: AdminServiceClient::new(channel.clone()),
             directory: DirectoryServiceClient::new(channel),
+            state,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
