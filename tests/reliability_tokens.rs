@@ -227,7 +227,10 @@ async fn the_directory_service_requires_the_internal_secret() {
     let wrong = "not-the-internal-secret-42";
     for (what, env) in [
         ("no internal secret", vec![]),
-        ("a wrong internal secret", vec![("ROSTER_INTERNAL_SECRET", wrong)]),
+        (
+            "a wrong internal secret",
+            vec![("ROSTER_INTERNAL_SECRET", wrong)],
+        ),
     ] {
         let http_port = free_port();
         let rogue = spawn_gateway(grpc_port, http_port, &env);
@@ -248,7 +251,8 @@ async fn the_directory_service_requires_the_internal_secret() {
             Duration::from_secs(10),
             || async {
                 let logs = rogue.logs();
-                logs.contains("internal_credential_rejected").then_some(logs)
+                logs.contains("internal_credential_rejected")
+                    .then_some(logs)
             },
         )
         .await;
@@ -272,7 +276,11 @@ fn assert_internal_auth_outage(got: &reliability_support::Reply, what: &str) {
         "{what}: Retry-After {retry_after:?}"
     );
     assert_eq!(got.header("www-authenticate"), None, "{what}");
-    assert_eq!(got.body["schemas"][0], reliability_support::ERROR_SCHEMA, "{what}");
+    assert_eq!(
+        got.body["schemas"][0],
+        reliability_support::ERROR_SCHEMA,
+        "{what}"
+    );
     assert_eq!(got.body["status"], "503", "{what}: {}", got.text);
 }
 
@@ -290,10 +298,26 @@ async fn every_401_looks_the_same_but_the_log_says_which_mistake_it_was() {
     let cases: [(&str, &str, Option<String>); 6] = [
         ("missing_header", &users, None),
         ("malformed_header", &users, Some(format!("Basic {token}"))),
-        ("doubled_bearer", &users, Some(format!("Bearer Bearer {token}"))),
-        ("unknown_or_revoked_token", &users, Some("Bearer rst_no-such-token".into())),
-        ("token_of_another_directory", &users, Some(format!("Bearer {}", other.token))),
-        ("unknown_directory", &mistyped, Some(format!("Bearer {token}"))),
+        (
+            "doubled_bearer",
+            &users,
+            Some(format!("Bearer Bearer {token}")),
+        ),
+        (
+            "unknown_or_revoked_token",
+            &users,
+            Some("Bearer rst_no-such-token".into()),
+        ),
+        (
+            "token_of_another_directory",
+            &users,
+            Some(format!("Bearer {}", other.token)),
+        ),
+        (
+            "unknown_directory",
+            &mistyped,
+            Some(format!("Bearer {token}")),
+        ),
     ];
     let http = reliability_support::http_client();
     let mut first: Option<reliability_support::Reply> = None;
@@ -307,7 +331,10 @@ async fn every_401_looks_the_same_but_the_log_says_which_mistake_it_was() {
             .expect("reply");
         assert_eq!(got.status, 401, "{reason}: {}", got.text);
         let same = first.get_or_insert_with(|| got.clone());
-        assert_eq!(got.body, same.body, "{reason}: the body tells mistakes apart");
+        assert_eq!(
+            got.body, same.body,
+            "{reason}: the body tells mistakes apart"
+        );
         assert_eq!(
             got.header("www-authenticate"),
             same.header("www-authenticate"),

@@ -108,7 +108,9 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, AuthFailure> {
         return Err(AuthFailure::DoubledBearer);
     }
     let well_formed = !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic());
-    well_formed.then_some(token).ok_or(AuthFailure::MalformedHeader)
+    well_formed
+        .then_some(token)
+        .ok_or(AuthFailure::MalformedHeader)
 }
 
 /// A presented token and what the cache knows about it.
@@ -135,7 +137,11 @@ async fn authenticate(
 ) -> Result<Arc<AuthedDirectory>, GatewayError> {
     match presented.cached {
         Cached::Fresh(directory) => return Ok(directory),
-        Cached::Rejected => return Err(GatewayError::Unauthorized(AuthFailure::UnknownOrRevokedToken)),
+        Cached::Rejected => {
+            return Err(GatewayError::Unauthorized(
+                AuthFailure::UnknownOrRevokedToken,
+            ));
+        }
         Cached::Stale => state.auth_limits().count_lookup(),
         Cached::Unknown => state.auth_limits().acquire_lookup()?,
     }
@@ -145,7 +151,6 @@ async fn authenticate(
         },
         call,
     );
-    let now = || Instant::now();
     match state.admin().authenticate_token(request).await {
         Ok(response) => {
             let response = response.into_inner();
@@ -156,12 +161,16 @@ async fn authenticate(
                 directory_id: response.directory_id,
                 deprovision_policy: policy,
             });
-            state.tokens().store_valid(presented.key, Arc::clone(&directory), now());
+            state
+                .tokens()
+                .store_valid(presented.key, Arc::clone(&directory), Instant::now());
             Ok(directory)
         }
         Err(status) if is_rejection(&status) => {
-            state.tokens().store_rejected(presented.key, now());
-            Err(GatewayError::Unauthorized(AuthFailure::UnknownOrRevokedToken))
+            state.tokens().store_rejected(presented.key, Instant::now());
+            Err(GatewayError::Unauthorized(
+                AuthFailure::UnknownOrRevokedToken,
+            ))
         }
         Err(status) => Err(status.into()),
     }
@@ -251,7 +260,12 @@ async fn admit(
     }
     let directory = outcome?;
     if path_directory != Some(directory.directory_id.as_str()) {
-        let reason = mismatch(state, path_directory, call).await;
+        // Telling a mistyped id from another directory costs a lookup: a
+        // failed authentication, paid from the client's budget.
+        let reason = match state.auth_limits().acquire_address(client) {
+            Ok(()) => mismatch(state, path_directory, call).await,
+            Err(_) => AuthFailure::DirectoryMismatch,
+        };
         return Err(GatewayError::Unauthorized(reason));
     }
     if let Some(limiter) = state.limiter() {

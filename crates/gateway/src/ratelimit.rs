@@ -48,7 +48,9 @@ impl Bucket {
 
     /// Takes one token, or says how long until one is available.
     fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.refilled_at).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate.per_second).min(rate.burst);
         self.refilled_at = now;
         if self.tokens >= 1.0 {
@@ -229,7 +231,9 @@ impl AuthLimits {
         let Some(limiter) = &self.per_address else {
             return Ok(());
         };
-        limiter.acquire(client).map_err(|wait| throttled("per_address", wait))
+        limiter
+            .acquire(client)
+            .map_err(|wait| throttled("per_address", wait))
     }
 
     /// Gives back what [`Self::acquire_address`] took, for a request that did
@@ -243,7 +247,9 @@ impl AuthLimits {
     /// Admits one token lookup at the directory service, and counts it.
     pub fn acquire_lookup(&self) -> Result<(), GatewayError> {
         if let Some(limiter) = &self.lookups {
-            limiter.acquire().map_err(|wait| throttled("token_lookups", wait))?;
+            limiter
+                .acquire()
+                .map_err(|wait| throttled("token_lookups", wait))?;
         }
         self.count_lookup();
         Ok(())

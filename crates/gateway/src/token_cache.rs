@@ -103,7 +103,8 @@ impl TokenCache {
             expires_at: now + self.ttl,
             directory,
         };
-        self.valid.with_shard(&key, |shard| shard.insert(key, entry));
+        self.valid
+            .with_shard(&key, |shard| shard.insert(key, entry));
     }
 
     /// Records that `key` was rejected (unknown or revoked).

@@ -48,7 +48,7 @@ async fn flood_request(http: &reqwest::Client, url: &str, i: usize) -> (u16, boo
     let mut request = http
         .get(url)
         .bearer_auth(format!("rst_{}", uuid::Uuid::new_v4().simple()));
-    if i % 5 != 0 {
+    if !i.is_multiple_of(5) {
         let ip = std::net::Ipv4Addr::from(0x0a00_0000u32 + i as u32);
         request = request.header("x-forwarded-for", ip.to_string());
     }
@@ -86,7 +86,11 @@ async fn random_token_floods_cost_bounded_lookups_and_never_stop_a_valid_idp() {
             while !stop.load(Ordering::Relaxed) {
                 // The flood's own address, then another one.
                 let same = idp.get("/Users").await;
-                assert_eq!(same.status, 200, "IdP from the flood's address: {:?}", same.body);
+                assert_eq!(
+                    same.status, 200,
+                    "IdP from the flood's address: {:?}",
+                    same.body
+                );
                 let other = read_other(&idp).await;
                 assert_eq!(other, 200, "IdP from another address");
                 served += 2;
@@ -112,7 +116,11 @@ async fn random_token_floods_cost_bounded_lookups_and_never_stop_a_valid_idp() {
     let lookups = token_lookups_served() - lookups_before;
     let rejected = statuses.iter().filter(|(s, _)| *s == 401).count();
     let throttled = statuses.iter().filter(|(s, _)| *s == 429).count();
-    assert_eq!(rejected + throttled, FLOOD, "every flood request is 401 or 429");
+    assert_eq!(
+        rejected + throttled,
+        FLOOD,
+        "every flood request is 401 or 429"
+    );
     // The global budget: a burst of two seconds' worth, then the rate; plus
     // the valid IdP's own re-checks, one per TTL.
     let secs = elapsed.as_secs_f64().ceil() as u64 + 1;
@@ -130,9 +138,15 @@ async fn random_token_floods_cost_bounded_lookups_and_never_stop_a_valid_idp() {
         ("valid tokens", state.tokens().valid_entries()),
         ("rejected tokens", state.tokens().rejected_entries()),
     ] {
-        assert!(held <= cap && cap < CACHE_CAPACITY + 32, "{what}: {held} of {cap}");
+        assert!(
+            held <= cap && cap < CACHE_CAPACITY + 32,
+            "{what}: {held} of {cap}"
+        );
     }
-    let addresses = state.auth_limits().per_address().expect("per-address limit");
+    let addresses = state
+        .auth_limits()
+        .per_address()
+        .expect("per-address limit");
     assert!(
         addresses.len() <= addresses.capacity(),
         "{} addresses tracked, cap {}",
