@@ -1,9 +1,9 @@
 //! Bearer-token authentication through `AdminService.AuthenticateToken`,
 //! behind the limits that keep unauthenticated floods away from the
 //! directory service: a known-valid token is answered from the cache; any
-//! other request first spends its client address's failed-authentication
-//! budget (given back when it authenticates), and a token the cache does not
-//! know also needs the global token-lookup budget. Why a request failed is
+//! other request is refused while its client address has no
+//! failed-authentication budget left (failures spend it), and a token the
+//! cache does not know also needs the global token-lookup budget. Why a request failed is
 //! logged (never the token) but not told to the client.
 
 use std::net::IpAddr;
@@ -235,10 +235,10 @@ pub async fn require_directory_token(
 }
 
 /// Authenticates a request within its client's failed-authentication
-/// budget: only requests that fail authentication spend it, but it is taken
-/// before asking, so a flood is refused without reaching the directory
-/// service. A token known to be valid skips it, so a good IdP is never
-/// limited by bad requests from its own address.
+/// budget: an address that used it up is refused before its token is
+/// checked, so a flood never reaches the directory service; only failures
+/// spend it. A token known to be valid skips the check, so a good IdP is
+/// never limited by bad requests from its own address.
 async fn admit(
     state: &AppState,
     headers: &HeaderMap,
@@ -249,25 +249,16 @@ async fn admit(
     let presented = bearer_token(headers).map(|token| Presented::of(state, token));
     let known = presented.as_ref().is_ok_and(|p| p.cached.was_valid());
     if !known {
-        state.auth_limits().acquire_address(client)?;
+        state.auth_limits().check_address(client)?;
     }
     let outcome = match presented {
-        Ok(presented) => authenticate(state, presented, call).await,
+        Ok(presented) => authenticate_for(state, presented, path_directory, client, call).await,
         Err(reason) => Err(GatewayError::Unauthorized(reason)),
     };
-    if !known && !matches!(outcome, Err(GatewayError::Unauthorized(_))) {
-        state.auth_limits().refund_address(client);
+    if let Err(GatewayError::Unauthorized(_)) = &outcome {
+        state.auth_limits().charge_address(client);
     }
     let directory = outcome?;
-    if path_directory != Some(directory.directory_id.as_str()) {
-        // Telling a mistyped id from another directory costs a lookup: a
-        // failed authentication, paid from the client's budget.
-        let reason = match state.auth_limits().acquire_address(client) {
-            Ok(()) => mismatch(state, path_directory, call).await,
-            Err(_) => AuthFailure::DirectoryMismatch,
-        };
-        return Err(GatewayError::Unauthorized(reason));
-    }
     if let Some(limiter) = state.limiter() {
         limiter.acquire(&directory.directory_id).map_err(|wait| {
             roster_telemetry::metrics::metrics().rate_limited.inc();
@@ -277,6 +268,27 @@ async fn admit(
         })?;
     }
     Ok(directory)
+}
+
+/// The token's directory, when it is the one named in the URL.
+async fn authenticate_for(
+    state: &AppState,
+    presented: Presented<'_>,
+    path_directory: Option<&str>,
+    client: IpAddr,
+    call: &CallMeta,
+) -> Result<Arc<AuthedDirectory>, GatewayError> {
+    let directory = authenticate(state, presented, call).await?;
+    if path_directory == Some(directory.directory_id.as_str()) {
+        return Ok(directory);
+    }
+    // Telling a mistyped id from another directory costs a lookup, which
+    // only a client with failed-authentication budget left gets.
+    let reason = match state.auth_limits().check_address(client) {
+        Ok(()) => mismatch(state, path_directory, call).await,
+        Err(_) => AuthFailure::DirectoryMismatch,
+    };
+    Err(GatewayError::Unauthorized(reason))
 }
 
 #[cfg(test)]

@@ -48,13 +48,20 @@ impl Bucket {
 
     /// Takes one token, or says how long until one is available.
     fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+        self.check(rate, now)?;
+        self.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Whether a token is available (without taking it), or how long until
+    /// one is.
+    fn check(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
         let elapsed = now
             .saturating_duration_since(self.refilled_at)
             .as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate.per_second).min(rate.burst);
         self.refilled_at = now;
         if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
             Ok(())
         } else {
             Err(Duration::from_secs_f64(
@@ -63,9 +70,9 @@ impl Bucket {
         }
     }
 
-    /// Gives back a token taken for something that turned out free.
-    fn refund(&mut self, rate: Rate) {
-        self.tokens = (self.tokens + 1.0).min(rate.burst);
+    /// Takes one token if there is one (charging for something done).
+    fn charge(&mut self, rate: Rate, now: Instant) {
+        let _ = self.take(rate, now);
     }
 }
 
@@ -145,32 +152,33 @@ impl AddressLimiter {
         })
     }
 
-    /// Takes one token from `client`'s bucket, or says how long until one is
-    /// available.
-    pub fn acquire(&self, client: IpAddr) -> Result<(), Duration> {
-        self.acquire_at(address_key(client), Instant::now())
+    /// Whether `client` has budget left, or how long until it has.
+    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        self.check_at(address_key(client), Instant::now())
     }
 
-    fn acquire_at(&self, key: IpAddr, now: Instant) -> Result<(), Duration> {
+    /// Spends one unit of `client`'s budget.
+    pub fn charge(&self, client: IpAddr) {
+        self.charge_at(address_key(client), Instant::now());
+    }
+
+    fn check_at(&self, key: IpAddr, now: Instant) -> Result<(), Duration> {
         let rate = self.rate;
+        // An address without a bucket has its full budget: nothing to store.
         self.buckets.with_shard(&key, |shard| {
-            if let Some(bucket) = shard.get_mut(&key) {
-                return bucket.take(rate, now);
-            }
-            let mut bucket = Bucket::full(rate, now);
-            let taken = bucket.take(rate, now);
-            shard.insert(key, bucket);
-            taken
+            shard.get_mut(&key).map_or(Ok(()), |b| b.check(rate, now))
         })
     }
 
-    /// Gives back the token `client` took for a request that succeeded.
-    pub fn refund(&self, client: IpAddr) {
-        let key = address_key(client);
+    fn charge_at(&self, key: IpAddr, now: Instant) {
         let rate = self.rate;
         self.buckets.with_shard(&key, |shard| {
             if let Some(bucket) = shard.get_mut(&key) {
-                bucket.refund(rate);
+                bucket.charge(rate, now);
+            } else {
+                let mut bucket = Bucket::full(rate, now);
+                bucket.charge(rate, now);
+                shard.insert(key, bucket);
             }
         });
     }
@@ -226,21 +234,21 @@ impl AuthLimits {
         }
     }
 
-    /// Takes one failed-authentication token from `client`'s budget.
-    pub fn acquire_address(&self, client: IpAddr) -> Result<(), GatewayError> {
+    /// Refuses `client` when it has used up its failed-authentication
+    /// budget.
+    pub fn check_address(&self, client: IpAddr) -> Result<(), GatewayError> {
         let Some(limiter) = &self.per_address else {
             return Ok(());
         };
         limiter
-            .acquire(client)
+            .check(client)
             .map_err(|wait| throttled("per_address", wait))
     }
 
-    /// Gives back what [`Self::acquire_address`] took, for a request that did
-    /// not fail authentication.
-    pub fn refund_address(&self, client: IpAddr) {
+    /// Charges a failed authentication to `client`.
+    pub fn charge_address(&self, client: IpAddr) {
         if let Some(limiter) = &self.per_address {
-            limiter.refund(client);
+            limiter.charge(client);
         }
     }
 
@@ -329,17 +337,23 @@ mod tests {
     }
 
     #[test]
-    fn address_budgets_are_separate_refundable_and_per_ipv6_prefix() {
+    fn address_budgets_are_spent_by_charges_only_and_per_ipv6_prefix() {
         let limiter = AddressLimiter::new(1, 2, 100).unwrap();
         let t0 = Instant::now();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(limiter.acquire_at(a, t0).is_ok());
-        assert!(limiter.acquire_at(a, t0).is_ok());
-        assert!(limiter.acquire_at(a, t0).is_err());
-        assert!(limiter.acquire_at(b, t0).is_ok());
-        limiter.refund(a);
-        assert!(limiter.acquire_at(a, t0).is_ok());
+        for _ in 0..5 {
+            assert!(limiter.check_at(a, t0).is_ok(), "checking is free");
+        }
+        assert!(limiter.is_empty(), "checks store nothing");
+        limiter.charge_at(a, t0);
+        assert!(limiter.check_at(a, t0).is_ok());
+        limiter.charge_at(a, t0);
+        let wait = limiter.check_at(a, t0).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+        assert!(limiter.check_at(b, t0).is_ok());
+        // One second at 1/s earns one more failure.
+        assert!(limiter.check_at(a, t0 + Duration::from_secs(1)).is_ok());
         // One /64 is one client.
         let v6 = |s: &str| address_key(s.parse().unwrap());
         assert_eq!(v6("2001:db8::1"), v6("2001:db8::ffff:1"));
@@ -352,7 +366,7 @@ mod tests {
         let limiter = AddressLimiter::new(1, 1, 64).unwrap();
         let t0 = Instant::now();
         for i in 0..10_000u32 {
-            let _ = limiter.acquire_at(IpAddr::from(i.to_be_bytes()), t0);
+            limiter.charge_at(IpAddr::from(i.to_be_bytes()), t0);
         }
         assert!(limiter.len() <= limiter.capacity());
         assert!(limiter.capacity() < 128);
