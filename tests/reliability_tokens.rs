@@ -352,3 +352,47 @@ async fn every_401_looks_the_same_but_the_log_says_which_mistake_it_was() {
         assert!(!logs.contains(&secret[4..]), "a token is in the logs");
     }
 }
+
+/// The limits before authentication, configured through `ROSTER_*`: once an
+/// address has spent its failed-authentication budget, guesses get 429 with
+/// `Retry-After` and a SCIM error body without being checked, while the
+/// IdP's known-valid token from the same address keeps working.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_authentications_per_address_are_limited_but_a_known_token_is_not() {
+    let url = roster_testkit::fresh_database("authlimit").await;
+    let served = support::serve_database(
+        &url,
+        &[
+            ("ROSTER_AUTH_FAILURES_PER_ADDRESS", "1"),
+            ("ROSTER_AUTH_FAILURE_BURST", "3"),
+        ],
+    );
+    let idp = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
+    idp.get("/Users")
+        .await
+        .expect(200, "the IdP, first request");
+    let guess = Scim::new(&served.base_url, "rst_guess");
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let got = guess.get("/Users").await;
+        if got.status == 429 {
+            assert!(
+                got.header("retry-after").is_some(),
+                "429 without Retry-After"
+            );
+            assert_eq!(got.body["schemas"][0], reliability_support::ERROR_SCHEMA);
+            assert_eq!(got.header("www-authenticate"), None);
+        }
+        statuses.push(got.status);
+    }
+    // Three failures fit the burst; refilling at 1/s admits at most one more
+    // while the loop runs.
+    assert_eq!(&statuses[..3], &[401, 401, 401], "{statuses:?}");
+    assert!(
+        statuses[3..].iter().filter(|s| **s == 429).count() >= 2,
+        "{statuses:?}"
+    );
+    idp.get("/Users")
+        .await
+        .expect(200, "the IdP from the same address");
+}
