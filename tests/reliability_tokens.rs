@@ -12,8 +12,8 @@ use std::time::Duration;
 use reliability_support::{
     BULK_REQUEST, Scim, connect, free_port, patch_op, spawn_gateway, user, wait_for_http,
 };
-use roster_proto::admin::ListDirectoriesRequest;
 use roster_proto::admin::admin_service_client::AdminServiceClient;
+use roster_proto::admin::{AuthenticateTokenRequest, ListDirectoriesRequest};
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::{ListUsersRequest, WatchChangesRequest};
@@ -177,10 +177,17 @@ async fn the_directory_service_requires_the_internal_secret() {
 
     for secret in [None, Some("wrong"), Some(""), Some(&INTERNAL_SECRET[1..])] {
         let denied = directory.list_users(with_secret(list(), secret)).await;
+        let denied = denied.expect_err("ListUsers without the secret");
         assert_eq!(
-            denied.expect_err("ListUsers without the secret").code(),
+            denied.code(),
             tonic::Code::Unauthenticated,
             "secret {secret:?}"
+        );
+        // Marked as the caller's internal credential, not a token's fault.
+        assert!(
+            roster_proto::internal_auth::is_rejection(&denied),
+            "secret {secret:?}: {:?}",
+            denied.metadata()
         );
         let denied = admin
             .list_directories(with_secret(ListDirectoriesRequest::default(), secret))
@@ -204,6 +211,17 @@ async fn the_directory_service_requires_the_internal_secret() {
         .list_users(with_secret(list(), Some(INTERNAL_SECRET)))
         .await
         .expect("ListUsers with the secret");
+    // A bad IdP token with the right internal secret is UNAUTHENTICATED
+    // without the mark: the gateway tells the two apart by it.
+    let bad_token = AuthenticateTokenRequest {
+        secret: "rst_no-such-token".into(),
+    };
+    let rejected = admin
+        .authenticate_token(with_secret(bad_token, Some(INTERNAL_SECRET)))
+        .await
+        .expect_err("a made-up token");
+    assert_eq!(rejected.code(), tonic::Code::Unauthenticated);
+    assert!(!roster_proto::internal_auth::is_rejection(&rejected));
 
     // Health stays open (Kubernetes probes carry no credential).
     let health = HealthClient::new(channel)
