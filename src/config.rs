@@ -152,6 +152,26 @@ pub struct GatewayHttpArgs {
     /// Requests per second allowed per directory (0 disables the limit).
     #[arg(long, env = "ROSTER_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit_per_directory: u32,
+    /// Failed authentications per second a client address may sustain
+    /// before its requests without a known-valid token get 429 (0 disables).
+    #[arg(long, env = "ROSTER_AUTH_FAILURES_PER_ADDRESS", default_value_t = 10)]
+    pub auth_failures_per_address: u32,
+    /// Failed authentications a client address may make at once.
+    #[arg(long, env = "ROSTER_AUTH_FAILURE_BURST", default_value_t = 100)]
+    pub auth_failure_burst: u32,
+    /// Token checks per second at the directory service for tokens the
+    /// gateway's cache does not know, across all clients (0 disables).
+    #[arg(long, env = "ROSTER_TOKEN_LOOKUPS_PER_SECOND", default_value_t = 500)]
+    pub token_lookups_per_second: u32,
+    /// Valid (and, separately, rejected) tokens the gateway's cache holds.
+    #[arg(long, env = "ROSTER_TOKEN_CACHE_CAPACITY", default_value_t = 10_000)]
+    pub token_cache_capacity: usize,
+    /// Header in which a trusted reverse proxy puts the client's address
+    /// (e.g. `x-forwarded-for`; its right-most entry is used). Unset: the
+    /// TCP peer address. Set it only when every request comes through that
+    /// proxy, or clients can pick their own address.
+    #[arg(long, env = "ROSTER_CLIENT_ADDRESS_HEADER")]
+    pub client_address_header: Option<String>,
 }
 
 /// Where Prometheus metrics are served.

@@ -12,8 +12,8 @@ use std::time::Duration;
 use reliability_support::{
     BULK_REQUEST, Scim, connect, free_port, patch_op, spawn_gateway, user, wait_for_http,
 };
-use roster_proto::admin::ListDirectoriesRequest;
 use roster_proto::admin::admin_service_client::AdminServiceClient;
+use roster_proto::admin::{AuthenticateTokenRequest, ListDirectoriesRequest};
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::{ListUsersRequest, WatchChangesRequest};
@@ -184,10 +184,17 @@ async fn the_directory_service_requires_the_internal_secret() {
 
     for secret in [None, Some("wrong"), Some(""), Some(&INTERNAL_SECRET[1..])] {
         let denied = directory.list_users(with_secret(list(), secret)).await;
+        let denied = denied.expect_err("ListUsers without the secret");
         assert_eq!(
-            denied.expect_err("ListUsers without the secret").code(),
+            denied.code(),
             tonic::Code::Unauthenticated,
             "secret {secret:?}"
+        );
+        // Marked as the caller's internal credential, not a token's fault.
+        assert!(
+            roster_proto::internal_auth::is_rejection(&denied),
+            "secret {secret:?}: {:?}",
+            denied.metadata()
         );
         let denied = admin
             .list_directories(with_secret(ListDirectoriesRequest::default(), secret))
@@ -211,6 +218,17 @@ async fn the_directory_service_requires_the_internal_secret() {
         .list_users(with_secret(list(), Some(INTERNAL_SECRET)))
         .await
         .expect("ListUsers with the secret");
+    // A bad IdP token with the right internal secret is UNAUTHENTICATED
+    // without the mark: the gateway tells the two apart by it.
+    let bad_token = AuthenticateTokenRequest {
+        secret: "rst_no-such-token".into(),
+    };
+    let rejected = admin
+        .authenticate_token(with_secret(bad_token, Some(INTERNAL_SECRET)))
+        .await
+        .expect_err("a made-up token");
+    assert_eq!(rejected.code(), tonic::Code::Unauthenticated);
+    assert!(!roster_proto::internal_auth::is_rejection(&rejected));
 
     // Health stays open (Kubernetes probes carry no credential).
     let health = HealthClient::new(channel)
@@ -225,21 +243,181 @@ async fn the_directory_service_requires_the_internal_secret() {
     let scim = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
     scim.create_user("through-the-gateway@example.com").await;
 
-    // …and a gateway without it gets nothing out of the directory service.
+    // …and a gateway without it, or with another one, is misconfigured: an
+    // outage for every IdP (503 + Retry-After), never a 401 with
+    // WWW-Authenticate (which makes Okta and Entra quarantine the
+    // integration), never remembered as the token's fault, and an ERROR in
+    // its log that names the cause but not the secret.
     let grpc_port: u16 = served.grpc.rsplit(':').next().unwrap().parse().unwrap();
-    let http_port = free_port();
-    let _rogue = spawn_gateway(grpc_port, http_port, &[]);
-    let root = format!("http://127.0.0.1:{http_port}");
-    wait_for_http(&root).await;
-    let rogue = Scim::new(
-        &format!("{root}/scim/v2/{}", served.directory_id),
-        served.token.as_deref().unwrap(),
-    );
-    let got = rogue.get("/Users").await;
+    let wrong = "not-the-internal-secret-42";
+    for (what, env) in [
+        ("no internal secret", vec![]),
+        (
+            "a wrong internal secret",
+            vec![("ROSTER_INTERNAL_SECRET", wrong)],
+        ),
+    ] {
+        let http_port = free_port();
+        let rogue = spawn_gateway(grpc_port, http_port, &env);
+        let root = format!("http://127.0.0.1:{http_port}");
+        wait_for_http(&root).await;
+        let scim = Scim::new(
+            &format!("{root}/scim/v2/{}", served.directory_id),
+            served.token.as_deref().unwrap(),
+        );
+        // Twice: the second answer must not come from a cached "bad token".
+        for attempt in 1..=2 {
+            let got = scim.get("/Users").await;
+            assert_internal_auth_outage(&got, &format!("{what}, request {attempt}"));
+            assert!(!got.text.contains("through-the-gateway"));
+        }
+        let logs = roster_testkit::eventually(
+            "the gateway logs the rejected internal credential",
+            Duration::from_secs(10),
+            || async {
+                let logs = rogue.logs();
+                logs.contains("internal_credential_rejected")
+                    .then_some(logs)
+            },
+        )
+        .await;
+        let line = logs
+            .lines()
+            .find(|l| l.contains("internal_credential_rejected"))
+            .unwrap();
+        assert!(line.contains("ERROR"), "{what}: not an ERROR: {line}");
+        assert!(line.contains("ROSTER_INTERNAL_SECRET"), "{what}: {line}");
+        assert!(!logs.contains(wrong), "{what}: the secret is in the log");
+    }
+}
+
+/// The exact answer of a gateway whose internal credential the directory
+/// service rejects.
+fn assert_internal_auth_outage(got: &reliability_support::Reply, what: &str) {
+    assert_eq!(got.status, 503, "{what}: {}", got.text);
+    let retry_after = got.header("retry-after").unwrap_or_default();
     assert!(
-        !(200..300).contains(&got.status),
-        "a gateway without the internal secret read users: {}",
-        got.text
+        retry_after.parse::<u64>().is_ok_and(|s| s > 0),
+        "{what}: Retry-After {retry_after:?}"
     );
-    assert!(!got.text.contains("through-the-gateway"));
+    assert_eq!(got.header("www-authenticate"), None, "{what}");
+    assert_eq!(
+        got.body["schemas"][0],
+        reliability_support::ERROR_SCHEMA,
+        "{what}"
+    );
+    assert_eq!(got.body["status"], "503", "{what}: {}", got.text);
+}
+
+/// The mistakes an IdP admin makes all get the same 401 (nothing for a
+/// prober to learn), but the gateway's log names each one, without the
+/// token, so the operator can say what to fix.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_401_looks_the_same_but_the_log_says_which_mistake_it_was() {
+    let served = support::serve_postgres("reasons").await;
+    let token = served.token.clone().expect("banner token");
+    let other = served.directory("generic", "delete");
+    let root = served.http_root();
+    let mistyped = format!("{root}/scim/v2/{}/Users", uuid::Uuid::new_v4());
+    let users = format!("{}/Users", served.base_url);
+    let cases: [(&str, &str, Option<String>); 6] = [
+        ("missing_header", &users, None),
+        ("malformed_header", &users, Some(format!("Basic {token}"))),
+        (
+            "doubled_bearer",
+            &users,
+            Some(format!("Bearer Bearer {token}")),
+        ),
+        (
+            "unknown_or_revoked_token",
+            &users,
+            Some("Bearer rst_no-such-token".into()),
+        ),
+        (
+            "token_of_another_directory",
+            &users,
+            Some(format!("Bearer {}", other.token)),
+        ),
+        (
+            "unknown_directory",
+            &mistyped,
+            Some(format!("Bearer {token}")),
+        ),
+    ];
+    let http = reliability_support::http_client();
+    let mut first: Option<reliability_support::Reply> = None;
+    for (reason, url, authorization) in cases {
+        let mut request = http.get(url);
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        let got = reliability_support::reply(request.send().await.expect("request"))
+            .await
+            .expect("reply");
+        assert_eq!(got.status, 401, "{reason}: {}", got.text);
+        let same = first.get_or_insert_with(|| got.clone());
+        assert_eq!(
+            got.body, same.body,
+            "{reason}: the body tells mistakes apart"
+        );
+        assert_eq!(
+            got.header("www-authenticate"),
+            same.header("www-authenticate"),
+            "{reason}"
+        );
+        roster_testkit::eventually(
+            &format!("the gateway logs reason {reason}"),
+            Duration::from_secs(10),
+            || async { served.logs().contains(reason).then_some(()) },
+        )
+        .await;
+    }
+    let logs = served.logs();
+    for secret in [&token, &other.token] {
+        assert!(!logs.contains(&secret[4..]), "a token is in the logs");
+    }
+}
+
+/// The limits before authentication, configured through `ROSTER_*`: once an
+/// address has spent its failed-authentication budget, guesses get 429 with
+/// `Retry-After` and a SCIM error body without being checked, while the
+/// IdP's known-valid token from the same address keeps working.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_authentications_per_address_are_limited_but_a_known_token_is_not() {
+    let url = roster_testkit::fresh_database("authlimit").await;
+    let served = support::serve_database(
+        &url,
+        &[
+            ("ROSTER_AUTH_FAILURES_PER_ADDRESS", "1"),
+            ("ROSTER_AUTH_FAILURE_BURST", "3"),
+        ],
+    );
+    let idp = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
+    idp.get("/Users")
+        .await
+        .expect(200, "the IdP, first request");
+    let guess = Scim::new(&served.base_url, "rst_guess");
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let got = guess.get("/Users").await;
+        if got.status == 429 {
+            assert!(
+                got.header("retry-after").is_some(),
+                "429 without Retry-After"
+            );
+            assert_eq!(got.body["schemas"][0], reliability_support::ERROR_SCHEMA);
+            assert_eq!(got.header("www-authenticate"), None);
+        }
+        statuses.push(got.status);
+    }
+    // Three failures fit the burst; refilling at 1/s admits at most one more
+    // while the loop runs.
+    assert_eq!(&statuses[..3], &[401, 401, 401], "{statuses:?}");
+    assert!(
+        statuses[3..].iter().filter(|s| **s == 429).count() >= 2,
+        "{statuses:?}"
+    );
+    idp.get("/Users")
+        .await
+        .expect(200, "the IdP from the same address");
 }

@@ -244,6 +244,11 @@ fn gateway_config(
         internal_secret,
         max_body_bytes: args.max_body_bytes,
         rate_limit_per_directory: args.rate_limit_per_directory,
+        auth_failures_per_address: args.auth_failures_per_address,
+        auth_failure_burst: args.auth_failure_burst,
+        token_lookups_per_second: args.token_lookups_per_second,
+        token_cache_capacity: args.token_cache_capacity,
+        client_address_header: args.client_address_header.clone(),
         ..Default::default()
     }
 }

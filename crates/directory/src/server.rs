@@ -375,7 +375,7 @@ impl Interceptor for SharedSecret {
         if self.allows(header) {
             Ok(request)
         } else {
-            Err(tonic::Status::unauthenticated(
+            Err(roster_proto::internal_auth::rejected(
                 "missing or wrong internal credentials",
             ))
         }

@@ -41,6 +41,23 @@ pub struct GatewayConfig {
     pub rate_limit_burst: u32,
     /// How long a token check result is reused before asking again.
     pub auth_cache_ttl: Duration,
+    /// Tokens the auth cache holds, for valid and for rejected tokens each
+    /// (least recently used first out).
+    pub token_cache_capacity: usize,
+    /// Failed authentications per second a client address may sustain
+    /// before its requests with unknown tokens get 429; 0 disables the limit.
+    /// Requests with a token known to be valid are never limited by it.
+    pub auth_failures_per_address: u32,
+    /// Failed authentications a client address may make at once; 0 means
+    /// the same as `auth_failures_per_address`.
+    pub auth_failure_burst: u32,
+    /// Token checks per second, across all clients, for tokens the cache
+    /// does not know (each one costs a database query); twice as many may
+    /// come at once. 0 disables the limit.
+    pub token_lookups_per_second: u32,
+    /// A header set by a trusted reverse proxy with the client's address
+    /// (e.g. `x-forwarded-for`, right-most entry); unset: the TCP peer.
+    pub client_address_header: Option<String>,
     /// Optional documentation link advertised in ServiceProviderConfig.
     pub documentation_uri: Option<String>,
 }
@@ -62,6 +79,11 @@ impl Default for GatewayConfig {
             rate_limit_per_directory: 0,
             rate_limit_burst: 0,
             auth_cache_ttl: Duration::from_secs(5),
+            token_cache_capacity: 10_000,
+            auth_failures_per_address: 10,
+            auth_failure_burst: 100,
+            token_lookups_per_second: 500,
+            client_address_header: None,
             documentation_uri: None,
         }
     }

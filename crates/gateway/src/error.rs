@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use roster_scim::error::{ScimError, ScimType};
 use tonic::Code;
 
+use crate::auth::AuthFailure;
 use crate::response::scim_json;
 
 /// gRPC metadata key carrying the SCIM `scimType` of a directory-service error.
@@ -22,9 +23,21 @@ pub enum GatewayError {
     #[error("{}", .0.detail)]
     Scim(ScimError),
     /// The bearer token is missing, malformed, unknown, revoked or belongs
-    /// to another directory. Never says which, so nothing leaks.
-    #[error("unauthorized")]
-    Unauthorized,
+    /// to another directory. The client is never told which, so nothing
+    /// leaks; the log says it for the operator.
+    #[error("unauthorized: {}", .0.as_str())]
+    Unauthorized(AuthFailure),
+    /// The directory service rejected this gateway's own internal
+    /// credential: a misconfiguration, an outage for every IdP.
+    #[error("the directory service rejected the gateway's internal credential")]
+    InternalAuthRejected,
+    /// Too many failed authentications from this client, or too many token
+    /// checks overall; refused before authenticating.
+    #[error("too many requests before authentication")]
+    Throttled {
+        /// Seconds until a request would be admitted again.
+        retry_after_secs: u64,
+    },
     /// The directory's token bucket is empty.
     #[error("rate limit exceeded")]
     RateLimited {
@@ -63,7 +76,10 @@ impl From<tonic::Status> for GatewayError {
             Code::Internal | Code::Unknown | Code::DataLoss => {
                 Self::Internal(format!("{:?}: {}", status.code(), status.message()))
             }
-            Code::Unauthenticated => Self::Unauthorized,
+            Code::Unauthenticated if roster_proto::internal_auth::is_rejection(&status) => {
+                Self::InternalAuthRejected
+            }
+            Code::Unauthenticated => Self::Unauthorized(AuthFailure::UnknownOrRevokedToken),
             _ => scim_error_from_metadata(&status)
                 .map(Self::Scim)
                 .unwrap_or_else(|| scim_error_from_code(&status)),
@@ -125,7 +141,7 @@ impl GatewayError {
     pub fn to_scim(&self) -> ScimError {
         match self {
             Self::Scim(e) => e.clone(),
-            Self::Unauthorized => ScimError::unauthorized(
+            Self::Unauthorized(_) => ScimError::unauthorized(
                 "bearer token missing, invalid, revoked, or not valid for this directory"
                     .to_owned(),
             ),
@@ -134,7 +150,12 @@ impl GatewayError {
                 scim_type: None,
                 detail: "too many requests for this directory; retry later".to_owned(),
             },
-            Self::Unavailable(_) => ScimError {
+            Self::Throttled { .. } => ScimError {
+                status: 429,
+                scim_type: None,
+                detail: "too many requests; retry later".to_owned(),
+            },
+            Self::Unavailable(_) | Self::InternalAuthRejected => ScimError {
                 status: 503,
                 scim_type: None,
                 detail: "directory service temporarily unavailable; retry later".to_owned(),
@@ -159,27 +180,57 @@ impl GatewayError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
-            Self::Unavailable(_) | Self::Timeout => Some(RETRY_AFTER_SECS),
+            Self::RateLimited { retry_after_secs } | Self::Throttled { retry_after_secs } => {
+                Some((*retry_after_secs).max(1))
+            }
+            Self::Unavailable(_) | Self::Timeout | Self::InternalAuthRejected => {
+                Some(RETRY_AFTER_SECS)
+            }
             _ => None,
+        }
+    }
+}
+
+impl GatewayError {
+    /// What the operator needs to know about this error (never a credential).
+    fn log(&self) {
+        match self {
+            Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
+            Self::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "directory service unavailable")
+            }
+            Self::InternalAuthRejected => tracing::error!(
+                cause = "internal_credential_rejected",
+                "the directory service rejected this gateway's internal credential: \
+                 the gateway's ROSTER_INTERNAL_SECRET (--internal-secret) must equal the \
+                 directory service's; every SCIM request answers 503 until it does"
+            ),
+            Self::Unauthorized(reason) => {
+                roster_telemetry::metrics::metrics()
+                    .auth_failures
+                    .get_or_create(&roster_telemetry::metrics::ReasonLabels {
+                        reason: reason.as_str().to_owned(),
+                    })
+                    .inc();
+                tracing::warn!(
+                    reason = reason.as_str(),
+                    "authentication failed ({}); answering 401",
+                    reason.describe()
+                );
+            }
+            _ => {}
         }
     }
 }
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        match &self {
-            Self::Internal(detail) => tracing::error!(error = %detail, "internal error"),
-            Self::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "directory service unavailable")
-            }
-            _ => {}
-        }
+        self.log();
         let scim = self.to_scim();
         let status = StatusCode::from_u16(scim.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = scim_json(status, &scim.to_json());
         let headers = response.headers_mut();
-        if matches!(self, Self::Unauthorized) {
+        if matches!(self, Self::Unauthorized(_)) {
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"roster\""),
@@ -195,6 +246,21 @@ impl IntoResponse for GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internal_credential_rejections_are_outages_not_bad_tokens() {
+        let internal = roster_proto::internal_auth::rejected("wrong internal credentials");
+        let error = GatewayError::from(internal);
+        assert!(matches!(error, GatewayError::InternalAuthRejected));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        assert!(!response.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert!(matches!(
+            GatewayError::from(tonic::Status::unauthenticated("invalid or revoked token")),
+            GatewayError::Unauthorized(AuthFailure::UnknownOrRevokedToken)
+        ));
+    }
 
     #[test]
     fn broken_connections_are_unavailable_but_unknown_answers_are_internal() {

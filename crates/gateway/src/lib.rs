@@ -9,11 +9,13 @@
 pub mod auth;
 pub mod body;
 pub mod bulk;
+pub mod client;
 pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod etag;
 pub mod handlers;
+mod lru;
 pub mod members;
 pub mod observe;
 pub mod path;
@@ -23,6 +25,7 @@ pub mod render;
 pub mod resources;
 pub mod response;
 pub mod state;
+pub mod token_cache;
 pub mod upstream;
 
 use std::future::Future;
@@ -78,17 +81,18 @@ pub async fn serve_state(
         let _ = tcp.set_nodelay(true);
     });
     // Paths are normalized before routing (a layer on the Router would run
-    // after the route was chosen).
+    // after the route was chosen); the peer address feeds the limits applied
+    // before authentication.
     let app = tower::Layer::layer(
         &tower::util::MapRequestLayer::new(path::normalize_request),
         router(state),
     );
-    axum::serve(
-        listener,
-        axum::ServiceExt::<Request>::into_make_service(app),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    let app = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(app);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 

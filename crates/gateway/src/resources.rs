@@ -63,7 +63,7 @@ impl FromRequestParts<AppState> for Ctx {
             .extensions
             .get::<Arc<AuthedDirectory>>()
             .cloned()
-            .ok_or(GatewayError::Unauthorized)?;
+            .ok_or_else(|| GatewayError::Internal("a SCIM route without the token check".into()))?;
         let call = parts
             .extensions
             .get::<CallMeta>()

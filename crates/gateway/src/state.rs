@@ -8,10 +8,10 @@ use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::auth::TokenCache;
 use crate::config::GatewayConfig;
 use crate::observe::CallMeta;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{AuthLimits, RateLimiter};
+use crate::token_cache::TokenCache;
 use crate::upstream::{self, Dns, Resolve};
 
 /// Why the gateway could not start.
@@ -47,6 +47,7 @@ struct Inner {
     health: HealthClient<Channel>,
     internal_auth: Option<AsciiMetadataValue>,
     tokens: TokenCache,
+    auth_limits: AuthLimits,
     limiter: Option<RateLimiter>,
 }
 
@@ -81,7 +82,8 @@ impl AppState {
             admin: AdminServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
             internal_auth,
-            tokens: TokenCache::new(config.auth_cache_ttl),
+            tokens: TokenCache::new(config.auth_cache_ttl, config.token_cache_capacity),
+            auth_limits: AuthLimits::new(&config),
             limiter: RateLimiter::new(config.rate_limit_per_directory, config.rate_limit_burst),
             config,
         })))
@@ -110,6 +112,11 @@ impl AppState {
     /// The token cache.
     pub fn tokens(&self) -> &TokenCache {
         &self.0.tokens
+    }
+
+    /// The limits applied before authentication.
+    pub fn auth_limits(&self) -> &AuthLimits {
+        &self.0.auth_limits
     }
 
     /// The rate limiter, when limiting is on.

@@ -26,6 +26,7 @@ pub mod admin {
 }
 
 mod frame;
+pub mod internal_auth;
 
 /// Encoded `FileDescriptorSet` of every Roster proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -59,6 +59,13 @@ pub struct PoolLabels {
     pub state: String,
 }
 
+/// Labels of the gateway's authentication metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why (`unknown_or_revoked_token`, `per_address`, …).
+    pub reason: String,
+}
+
 /// Every metric Roster exports.
 pub struct Metrics {
     registry: Registry,
@@ -80,6 +87,10 @@ pub struct Metrics {
     pub db_pool: Family<PoolLabels, Gauge>,
     /// Requests rejected by the per-directory rate limit.
     pub rate_limited: Counter,
+    /// Gateway requests answered 401, by reason.
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    /// Gateway requests refused with 429 before authentication, by limit.
+    pub auth_throttled: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -107,6 +118,8 @@ impl Metrics {
         let head_lag_seconds = Gauge::<f64, AtomicU64>::default();
         let db_pool = Family::<PoolLabels, Gauge>::default();
         let rate_limited = Counter::default();
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        let auth_throttled = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "http_requests",
             "SCIM HTTP requests by route and status",
@@ -162,6 +175,16 @@ impl Metrics {
             "Requests rejected by the per-directory rate limit",
             rate_limited.clone(),
         );
+        registry.register(
+            "gateway_auth_failures",
+            "SCIM requests answered 401, by reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "gateway_auth_throttled",
+            "SCIM requests refused before authentication (per-address failed-auth or global token-lookup limit)",
+            auth_throttled.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -175,6 +198,8 @@ impl Metrics {
             head_lag_seconds,
             db_pool,
             rate_limited,
+            auth_failures,
+            auth_throttled,
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Stack {
     pub directory: DirectoryServiceClient<Channel>,
     /// The directory service's store (for seeding large data sets).
     pub store: Arc<PgStore>,
+    /// The gateway's state (its caches and counters).
+    pub state: roster_gateway::AppState,
     http: reqwest::Client,
     stop: watch::Sender<bool>,
 }
@@ -72,8 +74,9 @@ impl Stack {
             ..Default::default()
         };
         configure(&mut config);
-        tokio::spawn(roster_gateway::serve(
-            config,
+        let state = roster_gateway::AppState::new(config).expect("gateway state");
+        tokio::spawn(roster_gateway::serve_state(
+            state.clone(),
             http_listener,
             stopped(stop_rx),
         ));
@@ -86,6 +89,7 @@ impl Stack {
             admin: AdminServiceClient::new(channel.clone()),
             directory: DirectoryServiceClient::new(channel),
             store,
+            state,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
