@@ -334,6 +334,24 @@ pub enum AdminCommand {
         directory_id: String,
         token_id: String,
     },
+    /// Create a service credential for an internal caller (a consumer, a
+    /// gateway); the secret (`rsc_…`) is printed once. `read`: directory
+    /// reads and WatchChanges; `gateway`: what the SCIM gateway calls;
+    /// `admin`: everything.
+    CreateCredential {
+        #[arg(long)]
+        name: String,
+        /// read, gateway or admin.
+        #[arg(long, default_value = "read")]
+        scope: String,
+    },
+    /// List service credentials (never their secrets).
+    ListCredentials {
+        #[arg(long)]
+        include_revoked: bool,
+    },
+    /// Revoke a service credential (refused within seconds).
+    RevokeCredential { id: String },
     /// Give the change log a new epoch, directly in the database (no
     /// directory service needed): the step after restoring a backup, before
     /// starting Roster. Every cursor issued before is then refused with

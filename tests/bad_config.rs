@@ -136,7 +136,13 @@ fn a_lone_directory_service_needs_postgresql() {
     // `support::roster()` clears DATABASE_URL: a split deployment's directory
     // service must not silently start on a private SQLite file.
     run_fails(
-        &["directory", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "off"],
+        &[
+            "directory",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "off",
+        ],
         "`roster directory` needs PostgreSQL",
     );
 }

@@ -31,10 +31,18 @@ async fn every_documented_roster_command_works_as_printed() {
     let mut failures = Vec::new();
     for command in &commands {
         if let Err(why) = run(command, &served).await {
-            failures.push(format!("{}: roster {}\n    {why}", command.at, command.args.join(" ")));
+            failures.push(format!(
+                "{}: roster {}\n    {why}",
+                command.at,
+                command.args.join(" ")
+            ));
         }
     }
-    assert!(failures.is_empty(), "documented commands that fail:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "documented commands that fail:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -50,7 +58,10 @@ fn every_documented_flag_exists() {
             unknown.push(format!("{at}: {flag}"));
         }
     }
-    assert!(unknown.is_empty(), "flags named in the docs that roster does not have: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "flags named in the docs that roster does not have: {unknown:?}"
+    );
 }
 
 /// Runs one documented command; `Err` says why it does not work as printed.
@@ -63,7 +74,11 @@ async fn run(command: &DocCommand, served: &support::Served) -> Result<(), Strin
         // Long-running servers: `--help` after the flags makes clap check
         // every flag name without starting anything.
         "serve" | "gateway" | "directory" | "migrate" => {
-            let out = support::roster().args(&command.args).arg("--help").output().unwrap();
+            let out = support::roster()
+                .args(&command.args)
+                .arg("--help")
+                .output()
+                .unwrap();
             ok_or_stderr(&out).map(|_| ())
         }
         "admin" | "watch" => {
@@ -143,7 +158,10 @@ impl Fixture {
                         self.directory_id.clone()
                     }
                     "<token id>" | "<token-id>" | "<old-token-id>" => self.token_id.clone(),
-                    "<source>" => "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter".into(),
+                    "<source>" => {
+                        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter"
+                            .into()
+                    }
                     "<target>" => "custom:cost_center".into(),
                     a if a.ends_with('…') => self.directory_id.clone(),
                     a if a.starts_with('<') && a.ends_with('>') => {
@@ -172,15 +190,18 @@ fn shape_diff(at: &str, template: &Value, real: &Value) -> Result<(), String> {
         (Value::Object(t), Value::Object(r)) => {
             for (key, value) in t {
                 let path = format!("{at}.{key}");
-                let real = r
-                    .get(key)
-                    .ok_or_else(|| format!("the docs show `{path}`, the output has no such key: {real}"))?;
+                let real = r.get(key).ok_or_else(|| {
+                    format!("the docs show `{path}`, the output has no such key: {real}")
+                })?;
                 shape_diff(&path, value, real)?;
             }
             Ok(())
         }
         (t, r) if kind(t) == kind(r) => Ok(()),
-        (t, r) => Err(format!("the docs show `{at}` as {}, the output has {r}", kind(t))),
+        (t, r) => Err(format!(
+            "the docs show `{at}` as {}, the output has {r}",
+            kind(t)
+        )),
     }
 }
 
@@ -198,7 +219,13 @@ fn kind(v: &Value) -> &'static str {
 /// Documented JSON with `…` for elided parts: `{"id":"6f1c…","a":1,…}`.
 fn loose_json(text: &str) -> Option<Value> {
     let mut s = text.replace('…', "");
-    for (from, to) in [(",,", ","), ("{,", "{"), (",}", "}"), (",]", "]"), (", }", "}")] {
+    for (from, to) in [
+        (",,", ","),
+        ("{,", "{"),
+        (",}", "}"),
+        (",]", "]"),
+        (", }", "}"),
+    ] {
         while s.contains(from) {
             s = s.replace(from, to);
         }
@@ -252,7 +279,9 @@ fn documented_commands() -> Vec<DocCommand> {
                 };
                 // Prose names a command (`roster watch`, `roster admin
                 // revoke-token`) without showing an invocation to check.
-                let names_only = args.iter().all(|a| a.chars().all(|c| c.is_ascii_lowercase() || c == '-'));
+                let names_only = args
+                    .iter()
+                    .all(|a| a.chars().all(|c| c.is_ascii_lowercase() || c == '-'));
                 if !in_block && names_only {
                     continue;
                 }
@@ -310,12 +339,18 @@ fn roster_args(text: &str) -> Option<Vec<String>> {
         .strip_prefix("roster ")
         .or_else(|| text.strip_prefix("cargo run --release -- "))?;
     let words = shell_words(rest);
-    let end = words.iter().position(|w| w.starts_with('#')).unwrap_or(words.len());
+    let end = words
+        .iter()
+        .position(|w| w.starts_with('#'))
+        .unwrap_or(words.len());
     let words = words[..end].to_vec();
     // Prose such as "`roster serve` / `roster gateway`" names a command
     // without arguments to check; only lowercase subcommand names count.
     let first = words.first()?;
-    first.chars().all(|c| c.is_ascii_lowercase() || c == '-').then_some(words)
+    first
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c == '-')
+        .then_some(words)
 }
 
 /// Splits like a shell: whitespace separates, quotes group; placeholders such
@@ -375,7 +410,11 @@ fn documented_flags() -> Vec<(String, String)> {
                 continue;
             }
             for span in code_spans(&line) {
-                let Some(first) = span.split_whitespace().next().filter(|w| w.starts_with("--")) else {
+                let Some(first) = span
+                    .split_whitespace()
+                    .next()
+                    .filter(|w| w.starts_with("--"))
+                else {
                     continue;
                 };
                 // `--a/--b` names alternatives.
@@ -391,10 +430,11 @@ fn documented_flags() -> Vec<(String, String)> {
 /// Every `--flag` of every roster subcommand, read from `--help`.
 fn roster_flags() -> BTreeSet<String> {
     let mut flags = BTreeSet::new();
-    let mut commands: Vec<Vec<&str>> = ["serve", "gateway", "directory", "migrate", "admin", "watch"]
-        .iter()
-        .map(|c| vec![*c])
-        .collect();
+    let mut commands: Vec<Vec<&str>> =
+        ["serve", "gateway", "directory", "migrate", "admin", "watch"]
+            .iter()
+            .map(|c| vec![*c])
+            .collect();
     commands.extend(
         [
             "list-directories",
@@ -411,9 +451,15 @@ fn roster_flags() -> BTreeSet<String> {
         .map(|c| vec!["admin", *c]),
     );
     for command in commands {
-        let out = support::roster().args(&command).arg("--help").output().unwrap();
+        let out = support::roster()
+            .args(&command)
+            .arg("--help")
+            .output()
+            .unwrap();
         assert!(out.status.success(), "roster {command:?} --help failed");
-        for word in String::from_utf8_lossy(&out.stdout).split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+        for word in String::from_utf8_lossy(&out.stdout)
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        {
             if word.starts_with("--") && word.len() > 2 {
                 flags.insert(word.to_owned());
             }
@@ -434,6 +480,13 @@ fn loose_json_reads_elided_examples() {
 fn shell_words_keep_placeholders_and_quotes() {
     assert_eq!(
         shell_words(r#"admin create-directory --name "Acme (Okta)" <directory id> x"#),
-        ["admin", "create-directory", "--name", "Acme (Okta)", "<directory id>", "x"]
+        [
+            "admin",
+            "create-directory",
+            "--name",
+            "Acme (Okta)",
+            "<directory id>",
+            "x"
+        ]
     );
 }

@@ -138,7 +138,10 @@ async fn a_revoked_token_stops_working_within_the_cache_ttl() {
     // The operator's check before revoking: the IdP uses the new token, and
     // the old one shows when it was last used.
     assert!(first["last_used_at"].is_string(), "used token: {first}");
-    assert!(listed_token(&second)["last_used_at"].is_null(), "unused token: {tokens}");
+    assert!(
+        listed_token(&second)["last_used_at"].is_null(),
+        "unused token: {tokens}"
+    );
     support::admin(&endpoint, &["revoke-token", &dir.id, &token_id]);
 
     // The documented bound is the 5 s cache TTL; 2 s more for a loaded machine.

@@ -111,6 +111,52 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
                 .map_err(status)?;
             json!({ "revoked": token_id })
         }
+        AdminCommand::CreateCredential { name, scope } => {
+            let scope = match scope.to_ascii_lowercase().as_str() {
+                "read" => CredentialScope::Read,
+                "gateway" => CredentialScope::Gateway,
+                "admin" => CredentialScope::Admin,
+                other => return Err(anyhow!("unknown scope {other:?}: read, gateway or admin")),
+            };
+            let mut client = admin.client.clone();
+            let r = client
+                .create_service_credential(admin.request(CreateServiceCredentialRequest {
+                    name,
+                    scope: scope as i32,
+                })?)
+                .await
+                .map_err(status)?
+                .into_inner();
+            let mut c = credential_json(&r.credential.context("no credential returned")?);
+            c["secret"] = json!(r.secret);
+            c
+        }
+        AdminCommand::ListCredentials { include_revoked } => {
+            let mut client = admin.client.clone();
+            let r = client
+                .list_service_credentials(
+                    admin.request(ListServiceCredentialsRequest { include_revoked })?,
+                )
+                .await
+                .map_err(status)?;
+            Value::Array(
+                r.into_inner()
+                    .credentials
+                    .iter()
+                    .map(credential_json)
+                    .collect(),
+            )
+        }
+        AdminCommand::RevokeCredential { id } => {
+            let mut client = admin.client.clone();
+            client
+                .revoke_service_credential(
+                    admin.request(RevokeServiceCredentialRequest { id: id.clone() })?,
+                )
+                .await
+                .map_err(status)?;
+            json!({ "revoked": id })
+        }
         AdminCommand::NewEpoch { store } => new_epoch(&store).await?,
     };
     Ok(out)
@@ -233,6 +279,18 @@ fn directory_json(d: &Directory) -> Value {
         "deprovision_policy": enum_suffix(policy.as_str_name(), "DEPROVISION_POLICY_"),
         "attribute_mappings": d.attribute_mappings.iter().map(|m| json!({"source": m.source, "target": m.target})).collect::<Vec<_>>(),
         "created_at": d.created_at.as_ref().map(ToString::to_string),
+    })
+}
+
+fn credential_json(c: &ServiceCredential) -> Value {
+    let scope = CredentialScope::try_from(c.scope).unwrap_or(CredentialScope::Unspecified);
+    json!({
+        "id": c.id,
+        "name": c.name,
+        "scope": enum_suffix(scope.as_str_name(), "CREDENTIAL_SCOPE_"),
+        "prefix": c.prefix,
+        "created_at": c.created_at.as_ref().map(ToString::to_string),
+        "revoked_at": c.revoked_at.as_ref().map(ToString::to_string),
     })
 }
 

@@ -11,13 +11,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use roster_proto::admin as pa;
 use roster_proto::admin::admin_service_server::AdminService;
 use roster_store::{
-    AttributeMapping, DirectoryId, DirectoryUpdate, NewDirectory, NewToken, Store, TokenId,
+    AttributeMapping, DirectoryId, DirectoryUpdate, NewCredential, NewDirectory, NewToken, Store,
+    TokenId,
 };
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 
 use crate::convert;
+use crate::credentials::CREDENTIAL_PREFIX;
 use crate::error::{ServiceError, ServiceResult};
 use crate::mapping;
 use crate::watch::ChangeHub;
@@ -82,8 +84,13 @@ impl AdminApi {
 
 /// A fresh token secret: `rst_` + base64url of 32 random bytes.
 pub fn generate_secret() -> String {
+    generate_secret_with(TOKEN_PREFIX)
+}
+
+/// `prefix` + base64url of 32 random bytes.
+fn generate_secret_with(prefix: &str) -> String {
     let bytes: [u8; 32] = rand::random();
-    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The SHA-256 of a secret, as stored.
@@ -295,6 +302,70 @@ impl AdminService for AdminApi {
             .await
             .map_err(ServiceError::from)?;
         Ok(Response::new(pa::RevokeTokenResponse {}))
+    }
+
+    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
+    async fn create_service_credential(
+        &self,
+        request: Request<pa::CreateServiceCredentialRequest>,
+    ) -> Result<Response<pa::CreateServiceCredentialResponse>, Status> {
+        let req = request.into_inner();
+        let scope = pa::CredentialScope::try_from(req.scope)
+            .ok()
+            .and_then(convert::scope_from_proto)
+            .ok_or_else(|| {
+                ServiceError::InvalidArgument("scope must be read, gateway or admin".into())
+            })?;
+        let secret = generate_secret_with(CREDENTIAL_PREFIX);
+        let new = NewCredential {
+            name: required(&req.name, "name")?,
+            scope,
+            prefix: secret[..SHOWN_PREFIX_LEN].to_string(),
+            hash: hash_secret(&secret),
+        };
+        let credential = self
+            .store
+            .create_credential(new)
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(credential = %credential.id, prefix = %credential.prefix, scope = scope.as_str(), "service credential created");
+        Ok(Response::new(pa::CreateServiceCredentialResponse {
+            credential: Some(convert::credential(&credential)),
+            secret,
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_service_credentials(
+        &self,
+        request: Request<pa::ListServiceCredentialsRequest>,
+    ) -> Result<Response<pa::ListServiceCredentialsResponse>, Status> {
+        let credentials = self
+            .store
+            .list_credentials(request.get_ref().include_revoked)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pa::ListServiceCredentialsResponse {
+            credentials: credentials.iter().map(convert::credential).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
+    async fn revoke_service_credential(
+        &self,
+        request: Request<pa::RevokeServiceCredentialRequest>,
+    ) -> Result<Response<pa::RevokeServiceCredentialResponse>, Status> {
+        let id = request
+            .get_ref()
+            .id
+            .parse()
+            .map_err(|_| ServiceError::NotFound("credential"))?;
+        self.store
+            .revoke_credential(id)
+            .await
+            .map_err(ServiceError::from)?;
+        tracing::info!(credential = %id, "service credential revoked");
+        Ok(Response::new(pa::RevokeServiceCredentialResponse {}))
     }
 
     #[tracing::instrument(skip_all)]

@@ -296,6 +296,37 @@ pub fn token(t: &m::Token) -> pa::Token {
     }
 }
 
+/// A service credential's metadata as its proto (never the secret).
+pub fn credential(c: &m::Credential) -> pa::ServiceCredential {
+    pa::ServiceCredential {
+        id: c.id.to_string(),
+        name: c.name.clone(),
+        scope: scope(c.scope) as i32,
+        prefix: c.prefix.clone(),
+        created_at: Some(timestamp(c.created_at)),
+        revoked_at: c.revoked_at.map(timestamp),
+    }
+}
+
+/// Store scope → proto scope.
+pub fn scope(s: m::CredentialScope) -> pa::CredentialScope {
+    match s {
+        m::CredentialScope::Read => pa::CredentialScope::Read,
+        m::CredentialScope::Gateway => pa::CredentialScope::Gateway,
+        m::CredentialScope::Admin => pa::CredentialScope::Admin,
+    }
+}
+
+/// Proto scope → store scope; the unspecified scope is not a scope.
+pub fn scope_from_proto(s: pa::CredentialScope) -> Option<m::CredentialScope> {
+    match s {
+        pa::CredentialScope::Unspecified => None,
+        pa::CredentialScope::Read => Some(m::CredentialScope::Read),
+        pa::CredentialScope::Gateway => Some(m::CredentialScope::Gateway),
+        pa::CredentialScope::Admin => Some(m::CredentialScope::Admin),
+    }
+}
+
 /// Store provider → proto provider.
 pub fn provider(p: m::ProviderKind) -> pa::ProviderKind {
     use m::ProviderKind as S;

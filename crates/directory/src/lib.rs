@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod convert;
+pub mod credentials;
 pub mod cursor;
 pub mod directory_cache;
 pub mod error;

@@ -10,18 +10,15 @@ use roster_proto::admin::admin_service_server::AdminServiceServer;
 use roster_proto::directory::directory_service_server::DirectoryServiceServer;
 use roster_store::Store;
 use roster_telemetry::metrics::GrpcMetricsLayer;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::server::NamedService;
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::{Router, TcpIncoming};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::admin::AdminApi;
+use crate::credentials::{InternalAuth, InternalAuthLayer};
 use crate::local::LocalListener;
 use crate::local::ServerTls;
 use crate::service::DirectoryApi;
@@ -100,7 +97,10 @@ pub enum Error {
 }
 
 /// The middleware stack of the server: gRPC metrics per method and code.
-type Layers = tower::layer::util::Stack<GrpcMetricsLayer, tower::layer::util::Identity>;
+type Layers = tower::layer::util::Stack<
+    InternalAuthLayer,
+    tower::layer::util::Stack<GrpcMetricsLayer, tower::layer::util::Identity>,
+>;
 
 /// A built server: the router plus the background tasks it needs. Dropping
 /// it stops the tasks.
@@ -136,23 +136,21 @@ impl Directory {
             every: config.health_interval,
         };
 
-        let auth = SharedSecret::new(config.internal_secret.as_deref());
+        let auth = InternalAuthLayer(Arc::new(InternalAuth::new(
+            config.internal_secret.as_deref(),
+            Arc::clone(&store),
+        )));
         let directory = DirectoryApi::new(Arc::clone(&store), Arc::clone(&hub));
         let admin = AdminApi::new(store, Arc::clone(&hub));
         let router = tonic::transport::Server::builder()
             .trace_fn(request_span)
             .layer(GrpcMetricsLayer)
+            .layer(auth)
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
-            .add_service(InterceptedService::new(
-                DirectoryServiceServer::new(directory),
-                auth.clone(),
-            ))
-            .add_service(InterceptedService::new(
-                AdminServiceServer::new(admin),
-                auth,
-            ));
+            .add_service(DirectoryServiceServer::new(directory))
+            .add_service(AdminServiceServer::new(admin));
         Ok(Self {
             router,
             hub,
@@ -336,68 +334,5 @@ impl HealthCheck {
             ticker.tick().await;
             last = self.report(Some(last)).await;
         }
-    }
-}
-
-/// Checks `authorization: Bearer <internal secret>` when a secret is
-/// configured. Compares SHA-256 digests in constant time, so neither the
-/// content nor the length of the secret leaks through timing.
-#[derive(Clone)]
-pub struct SharedSecret {
-    expected: Option<[u8; 32]>,
-}
-
-impl SharedSecret {
-    /// A check for `secret`; `None` (or an empty secret) lets every call through.
-    pub fn new(secret: Option<&str>) -> Self {
-        let expected = secret
-            .filter(|s| !s.is_empty())
-            .map(|s| Sha256::digest(s.as_bytes()).into());
-        Self { expected }
-    }
-
-    fn allows(&self, header: Option<&str>) -> bool {
-        let Some(expected) = &self.expected else {
-            return true;
-        };
-        let presented = header.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        bool::from(digest.ct_eq(expected))
-    }
-}
-
-impl Interceptor for SharedSecret {
-    fn call(&mut self, request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        if self.allows(header) {
-            Ok(request)
-        } else {
-            Err(roster_proto::internal_auth::rejected(
-                "missing or wrong internal credentials",
-            ))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_secret_allows_everything() {
-        assert!(SharedSecret::new(None).allows(None));
-        assert!(SharedSecret::new(Some("")).allows(None));
-    }
-
-    #[test]
-    fn a_secret_requires_the_exact_bearer() {
-        let check = SharedSecret::new(Some("s3cret"));
-        assert!(check.allows(Some("Bearer s3cret")));
-        assert!(!check.allows(Some("Bearer s3cre")));
-        assert!(!check.allows(Some("s3cret")));
-        assert!(!check.allows(None));
     }
 }

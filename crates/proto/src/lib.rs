@@ -46,17 +46,29 @@ mod tests {
             .iter()
             .filter(|f| f.package().starts_with("roster."))
             .collect();
-        assert_eq!(ours.len(), 2, "{:?}", set.file.iter().map(|f| f.name()).collect::<Vec<_>>());
+        assert_eq!(
+            ours.len(),
+            2,
+            "{:?}",
+            set.file.iter().map(|f| f.name()).collect::<Vec<_>>()
+        );
         for file in ours {
             let options = file.options.as_ref().expect("file options");
             let version = file.package().rsplit('.').next().unwrap();
             assert!(
-                options.go_package().ends_with(&format!("/{version};{}{version}", file.package().split('.').nth(1).unwrap())),
+                options.go_package().ends_with(&format!(
+                    "/{version};{}{version}",
+                    file.package().split('.').nth(1).unwrap()
+                )),
                 "{}: go_package {:?}",
                 file.name(),
                 options.go_package()
             );
-            assert!(options.java_package().starts_with("dev.roster."), "{}", file.name());
+            assert!(
+                options.java_package().starts_with("dev.roster."),
+                "{}",
+                file.name()
+            );
             assert!(options.java_multiple_files(), "{}", file.name());
             assert!(!options.csharp_namespace().is_empty(), "{}", file.name());
         }

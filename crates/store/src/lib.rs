@@ -20,8 +20,8 @@ pub mod postgres;
 mod snapshot_slots;
 pub mod sqlite;
 
-use chrono::{DateTime, Utc};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 pub use error::{StoreError, StoreResult};

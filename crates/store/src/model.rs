@@ -95,7 +95,9 @@ impl FromStr for CredentialScope {
             "read" => Ok(Self::Read),
             "gateway" => Ok(Self::Gateway),
             "admin" => Ok(Self::Admin),
-            _ => Err(format!("unknown credential scope {s:?} (read, gateway or admin)")),
+            _ => Err(format!(
+                "unknown credential scope {s:?} (read, gateway or admin)"
+            )),
         }
     }
 }

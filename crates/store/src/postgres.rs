@@ -392,10 +392,7 @@ impl Store for PgStore {
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
         self.revoke_credential_impl(id).await
     }
-    async fn find_credential(
-        &self,
-        hash: [u8; 32],
-    ) -> StoreResult<Option<(Credential, [u8; 32])>> {
+    async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
         self.find_credential_impl(hash).await
     }
 

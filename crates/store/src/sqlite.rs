@@ -286,10 +286,7 @@ impl Store for SqliteStore {
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
         self.revoke_credential_impl(id).await
     }
-    async fn find_credential(
-        &self,
-        hash: [u8; 32],
-    ) -> StoreResult<Option<(Credential, [u8; 32])>> {
+    async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
         self.find_credential_impl(hash).await
     }
 

@@ -82,8 +82,9 @@ impl SqliteStore {
         &self,
         hash: [u8; 32],
     ) -> StoreResult<Option<(Credential, [u8; 32])>> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM service_credentials WHERE hash = ? AND revoked_at IS NULL");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM service_credentials WHERE hash = ? AND revoked_at IS NULL"
+        );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&hash[..])
             .fetch_optional(&self.readers)

@@ -17,9 +17,9 @@ use super::codec::{Col, fold_key, id_text, json_text, parse_id, reject_nul, time
 use super::directories::ensure_directory;
 use super::errors::map_sqlx;
 use super::tx::{Event, WriteTx};
+use crate::MemberPages;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::{GroupUpdateFn, MemberPages};
 
 /// Columns of a group row, as `decode_group` reads them.
 pub(super) const GROUP_COLUMNS: &str = "groups.id, groups.directory_id, groups.display_name, groups.external_id, \

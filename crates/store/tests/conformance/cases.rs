@@ -130,7 +130,10 @@ pub async fn token_last_use_is_recorded_to_the_minute(store: Arc<dyn Store>) {
     let first = chrono::Utc::now() - chrono::Duration::minutes(10);
     store.mark_token_used(token.id, first).await.unwrap();
     let recorded = last_used(store.clone()).await.expect("recorded");
-    assert!((recorded - first).num_milliseconds().abs() < 1, "{recorded} vs {first}");
+    assert!(
+        (recorded - first).num_milliseconds().abs() < 1,
+        "{recorded} vs {first}"
+    );
 
     // Within the granularity nothing is written; past it, the new time is.
     store
@@ -142,7 +145,10 @@ pub async fn token_last_use_is_recorded_to_the_minute(store: Arc<dyn Store>) {
     store.mark_token_used(token.id, later).await.unwrap();
     let listed = store.list_tokens(dir.id, false).await.unwrap();
     let shown = listed[0].last_used_at.expect("listed with its last use");
-    assert!((shown - later).num_milliseconds().abs() < 1, "{shown} vs {later}");
+    assert!(
+        (shown - later).num_milliseconds().abs() < 1,
+        "{shown} vs {later}"
+    );
 }
 
 pub async fn service_credentials_are_scoped_listed_and_revoked(store: Arc<dyn Store>) {
@@ -152,22 +158,43 @@ pub async fn service_credentials_are_scoped_listed_and_revoked(store: Arc<dyn St
         prefix: format!("rsc_{n}"),
         hash: [n; 32],
     };
-    let reader = store.create_credential(new(1, CredentialScope::Read)).await.unwrap();
-    let admin = store.create_credential(new(2, CredentialScope::Admin)).await.unwrap();
-    assert_eq!((reader.scope, reader.revoked_at), (CredentialScope::Read, None));
+    let reader = store
+        .create_credential(new(1, CredentialScope::Read))
+        .await
+        .unwrap();
+    let admin = store
+        .create_credential(new(2, CredentialScope::Admin))
+        .await
+        .unwrap();
+    assert_eq!(
+        (reader.scope, reader.revoked_at),
+        (CredentialScope::Read, None)
+    );
 
     let (found, hash) = store.find_credential([1; 32]).await.unwrap().expect("live");
-    assert_eq!((found.id, found.scope, hash), (reader.id, CredentialScope::Read, [1; 32]));
+    assert_eq!(
+        (found.id, found.scope, hash),
+        (reader.id, CredentialScope::Read, [1; 32])
+    );
     assert!(store.find_credential([9; 32]).await.unwrap().is_none());
 
     store.revoke_credential(reader.id).await.unwrap();
     store.revoke_credential(reader.id).await.unwrap();
-    assert!(store.find_credential([1; 32]).await.unwrap().is_none(), "revoked");
+    assert!(
+        store.find_credential([1; 32]).await.unwrap().is_none(),
+        "revoked"
+    );
     let live = store.list_credentials(false).await.unwrap();
-    assert_eq!(live.iter().map(|c| c.id).collect::<Vec<_>>(), vec![admin.id]);
+    assert_eq!(
+        live.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![admin.id]
+    );
     let all = store.list_credentials(true).await.unwrap();
     assert_eq!(all.len(), 2);
-    assert!(all.iter().any(|c| c.id == reader.id && c.revoked_at.is_some()));
+    assert!(
+        all.iter()
+            .any(|c| c.id == reader.id && c.revoked_at.is_some())
+    );
     assert!(matches!(
         store.revoke_credential(CredentialId::new()).await,
         Err(StoreError::NotFound(_))

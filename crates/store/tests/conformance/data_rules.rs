@@ -257,7 +257,12 @@ pub async fn nul_is_rejected_before_the_database(store: Arc<dyn Store>) {
         raw: json!({}),
     };
     let patched = store
-        .update_group(d.id, g.id, None, Box::new(move |_| Ok(vec![rename.clone()])))
+        .update_group(
+            d.id,
+            g.id,
+            None,
+            Box::new(move |_| Ok(vec![rename.clone()])),
+        )
         .await;
     assert!(
         matches!(patched, Err(StoreError::Invalid(_))),
