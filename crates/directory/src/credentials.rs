@@ -63,8 +63,12 @@ fn directory_scope(method: &str) -> CredentialScope {
 pub struct InternalAuth {
     bootstrap: Option<[u8; 32]>,
     store: Arc<dyn Store>,
-    cache: Mutex<HashMap<[u8; 32], (Option<CredentialScope>, Instant)>>,
+    cache: Mutex<ScopeCache>,
 }
+
+/// Each checked secret digest: its scope (`None`: not a live credential) and
+/// when it was looked up.
+type ScopeCache = HashMap<[u8; 32], (Option<CredentialScope>, Instant)>;
 
 impl InternalAuth {
     /// A check against `secret` (none or empty: every caller is admitted)

@@ -67,10 +67,11 @@ impl From<tonic::Status> for GatewayError {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
                 Self::Unavailable(format!("{:?}: {}", status.code(), status.message()))
             }
-            // An UNKNOWN with a source was made by the client from a broken
-            // connection (e.g. the directory service was killed mid-call),
-            // not sent by the server: the IdP should retry.
-            Code::Unknown if std::error::Error::source(&status).is_some() => {
+            // An UNKNOWN or INTERNAL with a source was made by the client
+            // from a broken connection (the directory service was killed
+            // mid-call, or speaks TLS where plain HTTP/2 was expected: an h2
+            // protocol error), not sent by the server: the IdP should retry.
+            Code::Unknown | Code::Internal if std::error::Error::source(&status).is_some() => {
                 Self::Unavailable(format!("transport: {}", status.message()))
             }
             Code::Internal | Code::Unknown | Code::DataLoss => {

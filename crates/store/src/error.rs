@@ -47,3 +47,10 @@ pub enum StoreError {
 
 /// Result of store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A stored SHA-256 secret hash (tokens, service credentials) as read back.
+pub(crate) fn stored_hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Internal("stored secret hash is not 32 bytes".into()))
+}

@@ -72,10 +72,7 @@ impl PgStore {
             .await
             .map_err(map_db)?;
         let Some(row) = row else { return Ok(None) };
-        let stored: Vec<u8> = row.try_get("hash").map_err(map_db)?;
-        let stored: [u8; 32] = stored
-            .try_into()
-            .map_err(|_| StoreError::Internal("stored credential hash is not 32 bytes".into()))?;
+        let stored = crate::error::stored_hash(row.try_get("hash").map_err(map_db)?)?;
         Ok(Some((decode(&row)?, stored)))
     }
 }

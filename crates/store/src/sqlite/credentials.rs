@@ -96,12 +96,10 @@ impl SqliteStore {
 
 fn decode(row: &SqliteRow) -> StoreResult<(Credential, [u8; 32])> {
     use sqlx::Row;
-    let hash: Vec<u8> = row
-        .try_get("hash")
-        .map_err(|e| StoreError::Internal(format!("cannot decode column hash: {e}")))?;
-    let hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| StoreError::Internal("stored credential hash is not 32 bytes".into()))?;
+    let hash = crate::error::stored_hash(
+        row.try_get("hash")
+            .map_err(|e| StoreError::Internal(format!("cannot decode column hash: {e}")))?,
+    )?;
     let credential = Credential {
         id: CredentialId(row.id("id")?),
         name: row.text("name")?,

@@ -304,12 +304,10 @@ fn decode_directory(row: &SqliteRow) -> StoreResult<Directory> {
 
 fn decode_token(row: &SqliteRow) -> StoreResult<(Token, [u8; 32])> {
     use sqlx::Row;
-    let hash: Vec<u8> = row
-        .try_get("hash")
-        .map_err(|e| StoreError::Internal(format!("cannot decode column hash: {e}")))?;
-    let hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| StoreError::Internal("stored token hash is not 32 bytes".into()))?;
+    let hash = crate::error::stored_hash(
+        row.try_get("hash")
+            .map_err(|e| StoreError::Internal(format!("cannot decode column hash: {e}")))?,
+    )?;
     let token = Token {
         id: TokenId(row.id("id")?),
         directory_id: DirectoryId(row.id("directory_id")?),
