@@ -118,6 +118,7 @@ fn ok_or_stderr(out: &std::process::Output) -> Result<String, String> {
 struct Fixture {
     directory_id: String,
     token_id: String,
+    credential_id: String,
 }
 
 impl Fixture {
@@ -137,14 +138,18 @@ impl Fixture {
             .await
             .expect("POST /Users");
         assert_eq!(created.status(), 201, "fixture user");
+        let credential = support::admin(&endpoint, &["create-credential", "--name", "docs"]);
+        let credential_id = credential["id"].as_str().expect("credential id").to_owned();
         Fixture {
             directory_id,
             token_id,
+            credential_id,
         }
     }
 
     /// The arguments with every placeholder replaced by a real value.
     fn fill(&self, args: &[String]) -> Result<Vec<String>, String> {
+        let about_credentials = args.iter().any(|a| a.ends_with("-credential"));
         let mut previous = "";
         args.iter()
             .map(|arg| {
@@ -154,6 +159,8 @@ impl Fixture {
                         support::temp_dir("docs-data").display().to_string()
                     }
                     a if after == "--name" && a.starts_with('<') => "Example".into(),
+                    "<credential id>" | "<credential-id>" => self.credential_id.clone(),
+                    "<id>" if about_credentials => self.credential_id.clone(),
                     "<directory id>" | "<directory-id>" | "<directory>" | "<dir>" | "<id>" => {
                         self.directory_id.clone()
                     }
@@ -446,6 +453,9 @@ fn roster_flags() -> BTreeSet<String> {
             "list-tokens",
             "revoke-token",
             "new-epoch",
+            "create-credential",
+            "list-credentials",
+            "revoke-credential",
         ]
         .iter()
         .map(|c| vec!["admin", *c]),
