@@ -19,10 +19,9 @@ use tonic::{Code, Status};
 
 use crate::cursor;
 
-/// Metadata key carrying the SCIM `scimType` of an error.
-pub const SCIM_TYPE_KEY: &str = "roster-scim-type";
-/// Metadata key carrying the HTTP status of the equivalent SCIM error.
-pub const SCIM_STATUS_KEY: &str = "roster-scim-status";
+pub use roster_proto::contract::{
+    SCIM_STATUS_METADATA as SCIM_STATUS_KEY, SCIM_TYPE_METADATA as SCIM_TYPE_KEY,
+};
 /// Metadata key carrying the oldest resumable cursor on `OUT_OF_RANGE`.
 pub const OLDEST_CURSOR_KEY: &str = "roster-oldest-cursor";
 /// Metadata key carrying, in whole seconds, when a busy call may be retried.

@@ -52,8 +52,7 @@ const MEMBER_BATCH: i64 = 1000;
 /// Most bytes of groups a unary reply carries (tonic decodes at most 4 MiB
 /// per message by default).
 const MAX_INLINE_BYTES: usize = 3 * 1024 * 1024;
-/// The SCIM PatchOp that deactivates a user (deprovision policy `deactivate`).
-pub const DEACTIVATE_PATCH: &str = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#;
+pub use roster_proto::contract::DEACTIVATE_PATCH;
 
 /// The `DirectoryService` implementation.
 #[derive(Clone)]

@@ -8,10 +8,7 @@ use tonic::Code;
 use crate::auth::AuthFailure;
 use crate::response::scim_json;
 
-/// gRPC metadata key carrying the SCIM `scimType` of a directory-service error.
-pub const SCIM_TYPE_METADATA: &str = "roster-scim-type";
-/// gRPC metadata key carrying the HTTP status a directory-service error maps to.
-pub const SCIM_STATUS_METADATA: &str = "roster-scim-status";
+pub use roster_proto::contract::{SCIM_STATUS_METADATA, SCIM_TYPE_METADATA};
 
 /// Seconds an IdP is asked to wait before retrying after a 503 or 429.
 const RETRY_AFTER_SECS: u64 = 5;

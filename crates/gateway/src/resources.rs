@@ -25,9 +25,6 @@ use crate::query::{ListQuery, Projection};
 use crate::render::{Kind, location, render_group, render_user};
 use crate::state::AppState;
 
-/// The PatchOp a DELETE sends when the directory deactivates instead.
-const DEACTIVATE_PATCH: &str = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#;
-
 /// What a successful operation answers.
 #[derive(Debug)]
 pub struct Outcome {
@@ -296,7 +293,7 @@ impl Ctx {
         let mut client = self.state.directory();
         match kind {
             Kind::User if self.directory.deprovision_policy == DeprovisionPolicy::Deactivate => {
-                let patch = DEACTIVATE_PATCH.to_owned();
+                let patch = roster_proto::contract::DEACTIVATE_PATCH.to_owned();
                 let req = self.grpc(PatchUserRequest {
                     directory_id: dir,
                     id,
