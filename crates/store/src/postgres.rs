@@ -168,17 +168,20 @@ impl PgStore {
             .execute(&mut *conn)
             .await
             .map_err(map_db)?;
-        let result = MIGRATOR.run(&mut *conn).await;
+        let result = match MIGRATOR.run(&mut *conn).await {
+            Ok(()) => rekey::finish_user_name_key(&mut conn).await,
+            Err(e) => {
+                tracing::error!(error = %e, "migration failed");
+                Err(StoreError::Internal("migration failed".into()))
+            }
+        };
         let unlock = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(MIGRATION_LOCK)
             .execute(&mut *conn)
             .await;
-        result.map_err(|e| {
-            tracing::error!(error = %e, "migration failed");
-            StoreError::Internal("migration failed".into())
-        })?;
+        result?;
         unlock.map_err(map_db)?;
-        rekey::finish_user_name_key(&self.pool).await
+        Ok(())
     }
 
     /// The underlying pool (for tests and tools; all SQL stays in this crate).

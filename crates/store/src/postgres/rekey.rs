@@ -2,7 +2,7 @@
 //! for existing rows (the key is computed in Rust, so SQL cannot fill it),
 //! then moves userName uniqueness and the userName indexes onto it.
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::errors::map_db;
@@ -14,19 +14,20 @@ const BATCH: i64 = 5_000;
 /// Runs once: afterwards the column is NOT NULL and this returns at once.
 /// One transaction holding a lock that blocks writers of `users` (not
 /// readers), so rows written meanwhile by replicas of an older version are
-/// keyed too.
-pub(super) async fn finish_user_name_key(pool: &PgPool) -> StoreResult<()> {
+/// keyed too. Runs on the migration connection, under the migration lock,
+/// so two pods never rekey at once and a one-connection pool suffices.
+pub(super) async fn finish_user_name_key(conn: &mut PgConnection) -> StoreResult<()> {
     let done: bool = sqlx::query_scalar(
         "SELECT attnotnull FROM pg_attribute \
          WHERE attrelid = 'users'::regclass AND attname = 'user_name_key'",
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await
     .map_err(map_db)?;
     if done {
         return Ok(());
     }
-    let mut tx = pool.begin().await.map_err(map_db)?;
+    let mut tx = conn.begin().await.map_err(map_db)?;
     sqlx::query("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut *tx)
         .await
