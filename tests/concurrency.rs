@@ -344,7 +344,7 @@ async fn concurrent_creates_of_one_name_yield_exactly_one_resource() {
 /// Users in the membership-versus-delete race.
 const LEAVERS: usize = 60;
 
-/// The measured deadlock (issue 13, item 2): each user, a member of two of
+/// The measured deadlock (docs/reliability.md, "one lock order"): each user, a member of two of
 /// four groups, is raced by three PATCHes adding it (to both its groups and
 /// one more) and its own DELETE, four requests in flight. No request may
 /// answer 5xx: a PATCH that loses the race to the DELETE is `400

@@ -55,7 +55,7 @@ async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
     let dir = served.directory("onelogin", "deactivate");
     let idp = onelogin(&dir);
 
-    // 0. The operator maps an enterprise attribute without a normalized home (issue #6).
+    // 0. The operator maps an enterprise attribute without a normalized home.
     let endpoint = format!("http://{}", served.grpc);
     support::admin(
         &endpoint,

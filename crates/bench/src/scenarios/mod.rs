@@ -1,4 +1,4 @@
-//! The scenarios of issue #9.
+//! The benchmark scenarios (docs/performance.md).
 
 pub mod churn;
 pub mod fanout;

@@ -49,7 +49,7 @@ async fn connect(url: &str) -> PgStore {
 }
 
 /// The store a test runs on. Every guarantee that applies to a single
-/// process is checked on both (issue #5: the embedded SQLite store keeps the
+/// process is checked on both (the embedded SQLite store keeps the
 /// same promises as PostgreSQL within one process).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -1,4 +1,4 @@
-//! Conformance cases for the exact data rules (issue 13, items 10-17):
+//! Conformance cases for the exact data rules (docs/scim.md, "Data rules"):
 //! Unicode-normalized userName keys, datetime precision, Entra ID's
 //! matching filters, NUL characters, statement limits, keyset pages of
 //! sorted lists and `active` removal. Moved here from the SQLite-only tests
