@@ -9,6 +9,16 @@ use roster_store::*;
 
 use super::{directory, group, member, user};
 
+/// Four groups named `{prefix}0` to `{prefix}3`, the groups both races edit.
+async fn four_groups(store: &dyn Store, dir: DirectoryId, prefix: &str) -> Vec<Group> {
+    let mut groups = Vec::new();
+    for i in 0..4 {
+        let created = store.create_group(dir, group(&format!("{prefix}{i}")));
+        groups.push(created.await.unwrap());
+    }
+    groups
+}
+
 /// Users raced in the membership/delete case.
 const RACED_USERS: usize = 40;
 /// Users whose races run at once (each race is four concurrent calls).
@@ -20,15 +30,7 @@ const RACES_AT_ONCE: usize = 2;
 /// lock conflict, and no membership of a deleted user may survive.
 pub async fn membership_edits_race_user_deletes_without_conflicts(store: Arc<dyn Store>) {
     let dir = directory(&*store, "race").await;
-    let mut groups = Vec::new();
-    for i in 0..4 {
-        groups.push(
-            store
-                .create_group(dir.id, group(&format!("g{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let groups = four_groups(&*store, dir.id, "g").await;
     let mut users = Vec::new();
     for i in 0..RACED_USERS {
         let u = store
@@ -196,15 +198,7 @@ const RACED_CHILDREN: usize = 24;
 /// deletions lock overlapping sets of groups, in one order or deadlock.
 pub async fn nested_group_deletes_race_user_deletes_without_conflicts(store: Arc<dyn Store>) {
     let dir = directory(&*store, "nested").await;
-    let mut parents = Vec::new();
-    for i in 0..4 {
-        parents.push(
-            store
-                .create_group(dir.id, group(&format!("parent{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let parents = four_groups(&*store, dir.id, "parent").await;
     let mut children = Vec::new();
     for i in 0..RACED_CHILDREN {
         let u = store
