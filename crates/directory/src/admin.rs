@@ -9,15 +9,14 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use roster_proto::admin as pa;
-use roster_proto::admin::admin_service_server::AdminService;
 use roster_store::{
     AttributeMapping, DirectoryId, DirectoryUpdate, NewCredential, NewDirectory, NewToken, Store,
-    TokenId,
+    StoreResult, TokenId,
 };
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tonic::{Request, Response, Status};
 
+use crate::backend::Backend;
 use crate::convert;
 use crate::credentials::CREDENTIAL_PREFIX;
 use crate::error::{ServiceError, ServiceResult};
@@ -30,23 +29,45 @@ pub const TOKEN_PREFIX: &str = "rst_";
 /// Characters of a secret kept in clear to recognise the token in lists.
 const SHOWN_PREFIX_LEN: usize = 8;
 
-/// The `AdminService` implementation.
+/// The admin service: directories, bearer tokens and service credentials,
+/// with no gRPC in it ([`crate::grpc`] puts it on the wire).
 #[derive(Clone)]
 pub struct AdminApi {
-    store: Arc<dyn Store>,
-    hub: Arc<ChangeHub>,
+    backend: Backend,
 }
 
 impl AdminApi {
     /// An admin service over `store`; writes wake `hub`'s watchers.
     pub fn new(store: Arc<dyn Store>, hub: Arc<ChangeHub>) -> Self {
-        Self { store, hub }
+        Self {
+            backend: Backend::new(store, hub),
+        }
     }
 
-    async fn authenticate(&self, secret: &str) -> ServiceResult<pa::AuthenticateTokenResponse> {
+    fn store(&self) -> &dyn Store {
+        self.backend.store()
+    }
+
+    /// A directory write: announced like every change-log write, and the
+    /// directory forgotten by this process's cache at once (other replicas
+    /// forget it when the change reaches them).
+    async fn write_directory<T>(
+        &self,
+        id: DirectoryId,
+        op: impl Future<Output = StoreResult<T>>,
+    ) -> ServiceResult<T> {
+        let written = self.backend.write(op).await?;
+        self.backend.hub().directories().forget(id);
+        Ok(written)
+    }
+
+    pub async fn authenticate_token(
+        &self,
+        req: pa::AuthenticateTokenRequest,
+    ) -> ServiceResult<pa::AuthenticateTokenResponse> {
         const REJECTED: ServiceError = ServiceError::Unauthenticated("invalid or revoked token");
-        let presented = hash_secret(secret);
-        let Some((token, stored)) = self.store.find_token(presented).await? else {
+        let presented = hash_secret(&req.secret);
+        let Some((token, stored)) = self.store().find_token(presented).await? else {
             return Err(REJECTED);
         };
         // The store looked the hash up by equality already; comparing again in
@@ -55,16 +76,14 @@ impl AdminApi {
             return Err(REJECTED);
         }
         self.record_use(&token).await;
-        let directory = self.store.get_directory(token.directory_id).await?;
+        let directory = self.store().get_directory(token.directory_id).await?;
         Ok(pa::AuthenticateTokenResponse {
             directory_id: token.directory_id.to_string(),
             token_id: token.id.to_string(),
             directory: Some(convert::directory(&directory)),
         })
     }
-}
 
-impl AdminApi {
     /// Keeps `last_used_at` current to within the store's granularity: the
     /// common case (used within the last minute) writes nothing. A failed
     /// write must not fail the IdP's request, so it is only logged.
@@ -76,7 +95,7 @@ impl AdminApi {
         if fresh {
             return;
         }
-        if let Err(error) = self.store.mark_token_used(token.id, now).await {
+        if let Err(error) = self.store().mark_token_used(token.id, now).await {
             tracing::warn!(%error, token_id = %token.id, "cannot record the token's last use");
         }
     }
@@ -93,14 +112,28 @@ fn generate_secret_with(prefix: &str) -> String {
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// A fresh secret starting with `prefix`, with what the store keeps of it:
+/// the part shown in lists and the hash.
+fn new_secret(prefix: &str) -> (String, String, [u8; 32]) {
+    let secret = generate_secret_with(prefix);
+    let shown = secret[..SHOWN_PREFIX_LEN].to_string();
+    let hash = hash_secret(&secret);
+    (secret, shown, hash)
+}
+
 /// The SHA-256 of a secret, as stored.
 pub fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// An id that does not parse cannot name anything: reported like an
+/// unknown one.
+fn parse_id<T: std::str::FromStr>(id: &str, what: &'static str) -> ServiceResult<T> {
+    id.parse().map_err(|_| ServiceError::NotFound(what))
+}
+
 fn directory_id(id: &str) -> ServiceResult<DirectoryId> {
-    // An id that is not a UUID cannot name a directory.
-    id.parse().map_err(|_| ServiceError::NotFound("directory"))
+    parse_id(id, "directory")
 }
 
 fn mappings(list: &[pa::AttributeMapping]) -> ServiceResult<Vec<AttributeMapping>> {
@@ -135,14 +168,11 @@ fn required(value: &str, what: &str) -> ServiceResult<String> {
     Ok(trimmed.to_string())
 }
 
-#[tonic::async_trait]
-impl AdminService for AdminApi {
-    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
-    async fn create_directory(
+impl AdminApi {
+    pub async fn create_directory(
         &self,
-        request: Request<pa::CreateDirectoryRequest>,
-    ) -> Result<Response<pa::CreateDirectoryResponse>, Status> {
-        let req = request.into_inner();
+        req: pa::CreateDirectoryRequest,
+    ) -> ServiceResult<pa::CreateDirectoryResponse> {
         let new = NewDirectory {
             name: required(&req.name, "name")?,
             organization: req.organization.trim().to_string(),
@@ -151,55 +181,39 @@ impl AdminService for AdminApi {
             attribute_mappings: mappings(&req.attribute_mappings)?,
         };
         let directory = self
-            .store
-            .create_directory(new)
-            .await
-            .map_err(ServiceError::from)?;
-        self.hub.local_write();
-        Ok(Response::new(pa::CreateDirectoryResponse {
+            .backend
+            .write(self.store().create_directory(new))
+            .await?;
+        Ok(pa::CreateDirectoryResponse {
             directory: Some(convert::directory(&directory)),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(directory = %request.get_ref().id))]
-    async fn get_directory(
+    pub async fn get_directory(
         &self,
-        request: Request<pa::GetDirectoryRequest>,
-    ) -> Result<Response<pa::GetDirectoryResponse>, Status> {
-        let id = directory_id(&request.get_ref().id)?;
-        let directory = self
-            .store
-            .get_directory(id)
-            .await
-            .map_err(ServiceError::from)?;
-        Ok(Response::new(pa::GetDirectoryResponse {
+        req: pa::GetDirectoryRequest,
+    ) -> ServiceResult<pa::GetDirectoryResponse> {
+        let directory = self.store().get_directory(directory_id(&req.id)?).await?;
+        Ok(pa::GetDirectoryResponse {
             directory: Some(convert::directory(&directory)),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all)]
-    async fn list_directories(
+    pub async fn list_directories(
         &self,
-        request: Request<pa::ListDirectoriesRequest>,
-    ) -> Result<Response<pa::ListDirectoriesResponse>, Status> {
-        let organization = request.into_inner().organization;
-        let organization = Some(organization.as_str()).filter(|o| !o.is_empty());
-        let directories = self
-            .store
-            .list_directories(organization)
-            .await
-            .map_err(ServiceError::from)?;
-        Ok(Response::new(pa::ListDirectoriesResponse {
+        req: pa::ListDirectoriesRequest,
+    ) -> ServiceResult<pa::ListDirectoriesResponse> {
+        let organization = Some(req.organization.as_str()).filter(|o| !o.is_empty());
+        let directories = self.store().list_directories(organization).await?;
+        Ok(pa::ListDirectoriesResponse {
             directories: directories.iter().map(convert::directory).collect(),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(directory = %request.get_ref().id))]
-    async fn update_directory(
+    pub async fn update_directory(
         &self,
-        request: Request<pa::UpdateDirectoryRequest>,
-    ) -> Result<Response<pa::UpdateDirectoryResponse>, Status> {
-        let req = request.into_inner();
+        req: pa::UpdateDirectoryRequest,
+    ) -> ServiceResult<pa::UpdateDirectoryResponse> {
         let id = directory_id(&req.id)?;
         let update = DirectoryUpdate {
             name: req
@@ -216,165 +230,111 @@ impl AdminService for AdminApi {
                 None
             },
         };
-        let directory = self
-            .store
-            .update_directory(id, update)
-            .await
-            .map_err(ServiceError::from)?;
-        self.hub.directories().forget(id);
-        self.hub.local_write();
-        Ok(Response::new(pa::UpdateDirectoryResponse {
+        let updated = self.store().update_directory(id, update);
+        let directory = self.write_directory(id, updated).await?;
+        Ok(pa::UpdateDirectoryResponse {
             directory: Some(convert::directory(&directory)),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(directory = %request.get_ref().id))]
-    async fn delete_directory(
+    pub async fn delete_directory(
         &self,
-        request: Request<pa::DeleteDirectoryRequest>,
-    ) -> Result<Response<pa::DeleteDirectoryResponse>, Status> {
-        let id = directory_id(&request.get_ref().id)?;
-        self.store
-            .delete_directory(id)
-            .await
-            .map_err(ServiceError::from)?;
-        self.hub.directories().forget(id);
-        self.hub.local_write();
-        Ok(Response::new(pa::DeleteDirectoryResponse {}))
+        req: pa::DeleteDirectoryRequest,
+    ) -> ServiceResult<pa::DeleteDirectoryResponse> {
+        let id = directory_id(&req.id)?;
+        self.write_directory(id, self.store().delete_directory(id))
+            .await?;
+        Ok(pa::DeleteDirectoryResponse {})
     }
 
-    #[tracing::instrument(skip_all, fields(directory = %request.get_ref().directory_id))]
-    async fn create_token(
+    pub async fn create_token(
         &self,
-        request: Request<pa::CreateTokenRequest>,
-    ) -> Result<Response<pa::CreateTokenResponse>, Status> {
-        let req = request.into_inner();
-        let directory = directory_id(&req.directory_id)?;
-        let secret = generate_secret();
+        req: pa::CreateTokenRequest,
+    ) -> ServiceResult<pa::CreateTokenResponse> {
+        let directory_id = directory_id(&req.directory_id)?;
+        let (secret, prefix, hash) = new_secret(TOKEN_PREFIX);
         let new = NewToken {
-            directory_id: directory,
+            directory_id,
             name: req.name.trim().to_string(),
-            prefix: secret[..SHOWN_PREFIX_LEN].to_string(),
-            hash: hash_secret(&secret),
+            prefix,
+            hash,
         };
-        let token = self
-            .store
-            .create_token(new)
-            .await
-            .map_err(ServiceError::from)?;
+        let token = self.store().create_token(new).await?;
         tracing::info!(token = %token.id, prefix = %token.prefix, "token created");
-        Ok(Response::new(pa::CreateTokenResponse {
+        Ok(pa::CreateTokenResponse {
             token: Some(convert::token(&token)),
             secret,
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(directory = %request.get_ref().directory_id))]
-    async fn list_tokens(
+    pub async fn list_tokens(
         &self,
-        request: Request<pa::ListTokensRequest>,
-    ) -> Result<Response<pa::ListTokensResponse>, Status> {
-        let req = request.into_inner();
+        req: pa::ListTokensRequest,
+    ) -> ServiceResult<pa::ListTokensResponse> {
         let directory = directory_id(&req.directory_id)?;
         let tokens = self
-            .store
+            .store()
             .list_tokens(directory, req.include_revoked)
-            .await
-            .map_err(ServiceError::from)?;
-        Ok(Response::new(pa::ListTokensResponse {
+            .await?;
+        Ok(pa::ListTokensResponse {
             tokens: tokens.iter().map(convert::token).collect(),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(directory = %request.get_ref().directory_id, token = %request.get_ref().token_id))]
-    async fn revoke_token(
+    pub async fn revoke_token(
         &self,
-        request: Request<pa::RevokeTokenRequest>,
-    ) -> Result<Response<pa::RevokeTokenResponse>, Status> {
-        let req = request.into_inner();
+        req: pa::RevokeTokenRequest,
+    ) -> ServiceResult<pa::RevokeTokenResponse> {
         let directory = directory_id(&req.directory_id)?;
-        let token: TokenId = req
-            .token_id
-            .parse()
-            .map_err(|_| ServiceError::NotFound("token"))?;
-        self.store
-            .revoke_token(directory, token)
-            .await
-            .map_err(ServiceError::from)?;
-        Ok(Response::new(pa::RevokeTokenResponse {}))
+        let token: TokenId = parse_id(&req.token_id, "token")?;
+        self.store().revoke_token(directory, token).await?;
+        Ok(pa::RevokeTokenResponse {})
     }
 
-    #[tracing::instrument(skip_all, fields(name = %request.get_ref().name))]
-    async fn create_service_credential(
+    pub async fn create_service_credential(
         &self,
-        request: Request<pa::CreateServiceCredentialRequest>,
-    ) -> Result<Response<pa::CreateServiceCredentialResponse>, Status> {
-        let req = request.into_inner();
+        req: pa::CreateServiceCredentialRequest,
+    ) -> ServiceResult<pa::CreateServiceCredentialResponse> {
         let scope = pa::CredentialScope::try_from(req.scope)
             .ok()
             .and_then(convert::scope_from_proto)
             .ok_or_else(|| {
                 ServiceError::InvalidArgument("scope must be read, gateway or admin".into())
             })?;
-        let secret = generate_secret_with(CREDENTIAL_PREFIX);
+        let name = required(&req.name, "name")?;
+        let (secret, prefix, hash) = new_secret(CREDENTIAL_PREFIX);
         let new = NewCredential {
-            name: required(&req.name, "name")?,
+            name,
             scope,
-            prefix: secret[..SHOWN_PREFIX_LEN].to_string(),
-            hash: hash_secret(&secret),
+            prefix,
+            hash,
         };
-        let credential = self
-            .store
-            .create_credential(new)
-            .await
-            .map_err(ServiceError::from)?;
+        let credential = self.store().create_credential(new).await?;
         tracing::info!(credential = %credential.id, prefix = %credential.prefix, scope = scope.as_str(), "service credential created");
-        Ok(Response::new(pa::CreateServiceCredentialResponse {
+        Ok(pa::CreateServiceCredentialResponse {
             credential: Some(convert::credential(&credential)),
             secret,
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all)]
-    async fn list_service_credentials(
+    pub async fn list_service_credentials(
         &self,
-        request: Request<pa::ListServiceCredentialsRequest>,
-    ) -> Result<Response<pa::ListServiceCredentialsResponse>, Status> {
-        let credentials = self
-            .store
-            .list_credentials(request.get_ref().include_revoked)
-            .await
-            .map_err(ServiceError::from)?;
-        Ok(Response::new(pa::ListServiceCredentialsResponse {
+        req: pa::ListServiceCredentialsRequest,
+    ) -> ServiceResult<pa::ListServiceCredentialsResponse> {
+        let credentials = self.store().list_credentials(req.include_revoked).await?;
+        Ok(pa::ListServiceCredentialsResponse {
             credentials: credentials.iter().map(convert::credential).collect(),
-        }))
+        })
     }
 
-    #[tracing::instrument(skip_all, fields(id = %request.get_ref().id))]
-    async fn revoke_service_credential(
+    pub async fn revoke_service_credential(
         &self,
-        request: Request<pa::RevokeServiceCredentialRequest>,
-    ) -> Result<Response<pa::RevokeServiceCredentialResponse>, Status> {
-        let id = request
-            .get_ref()
-            .id
-            .parse()
-            .map_err(|_| ServiceError::NotFound("credential"))?;
-        self.store
-            .revoke_credential(id)
-            .await
-            .map_err(ServiceError::from)?;
+        req: pa::RevokeServiceCredentialRequest,
+    ) -> ServiceResult<pa::RevokeServiceCredentialResponse> {
+        let id = parse_id(&req.id, "credential")?;
+        self.store().revoke_credential(id).await?;
         tracing::info!(credential = %id, "service credential revoked");
-        Ok(Response::new(pa::RevokeServiceCredentialResponse {}))
-    }
-
-    #[tracing::instrument(skip_all)]
-    async fn authenticate_token(
-        &self,
-        request: Request<pa::AuthenticateTokenRequest>,
-    ) -> Result<Response<pa::AuthenticateTokenResponse>, Status> {
-        let response = self.authenticate(&request.get_ref().secret).await?;
-        Ok(Response::new(response))
+        Ok(pa::RevokeServiceCredentialResponse {})
     }
 }
 

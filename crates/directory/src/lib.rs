@@ -11,11 +11,13 @@
 //! in one place.
 
 pub mod admin;
+mod backend;
 pub mod convert;
 pub mod credentials;
 pub mod cursor;
 pub mod directory_cache;
 pub mod error;
+pub mod grpc;
 mod lag;
 pub mod local;
 pub mod mapping;

@@ -19,6 +19,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::admin::AdminApi;
 use crate::credentials::{InternalAuth, InternalAuthLayer};
+use crate::grpc::{self, Grpc};
 use crate::local::LocalListener;
 use crate::local::ServerTls;
 use crate::service::DirectoryApi;
@@ -149,8 +150,8 @@ impl Directory {
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
-            .add_service(DirectoryServiceServer::new(directory))
-            .add_service(AdminServiceServer::new(admin));
+            .add_service(grpc::directory_server(directory))
+            .add_service(grpc::admin_server(admin));
         Ok(Self {
             router,
             hub,
@@ -297,8 +298,8 @@ async fn prune_loop(store: Arc<dyn Store>, retention_secs: i64, every: Duration)
 
 const SERVICE_NAMES: [&str; 3] = [
     "",
-    <DirectoryServiceServer<DirectoryApi> as NamedService>::NAME,
-    <AdminServiceServer<AdminApi> as NamedService>::NAME,
+    <DirectoryServiceServer<Grpc<DirectoryApi>> as NamedService>::NAME,
+    <AdminServiceServer<Grpc<AdminApi>> as NamedService>::NAME,
 ];
 
 /// Reports SERVING while the database answers and NOT_SERVING while it does not.

@@ -38,7 +38,6 @@ use roster_store::{
 };
 use tokio::sync::{Notify, broadcast, mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout};
-use tonic::Status;
 
 use crate::convert;
 use crate::cursor;
@@ -616,14 +615,14 @@ struct Watcher {
     events: broadcast::Receiver<HubEvent>,
     /// The hub head read together with `events`' subscription.
     subscribed_head: i64,
-    out: mpsc::Sender<Result<WatchChangesFrame, Status>>,
+    out: mpsc::Sender<WatchChangesFrame>,
     last_sent: Instant,
     /// Last revision sent, shared with the hub's lag metric.
     sent: Arc<AtomicI64>,
 }
 
 impl Watcher {
-    async fn run(mut self, start: StartAt, abort: oneshot::Sender<Status>) {
+    async fn run(mut self, start: StartAt, abort: oneshot::Sender<ServiceError>) {
         let _open = OpenWatcher::new(&self.hub, &self.sent);
         let result = match start {
             StartAt::Position(pos) => {
@@ -642,10 +641,9 @@ impl Watcher {
                     .slow_consumers_cut
                     .fetch_add(1, Ordering::Relaxed);
             }
-            let status = Status::from(e);
-            tracing::debug!(code = ?status.code(), message = status.message(), "watch ended");
+            tracing::debug!(error = %e, "watch ended");
             // Ignored when the client already left.
-            let _ = abort.send(status);
+            let _ = abort.send(e);
         }
     }
 
@@ -812,7 +810,7 @@ impl Watcher {
             Ok(Err(_)) => return Err(Stop::Disconnected),
             Err(_) => return Err(ServiceError::SlowConsumer.into()),
         };
-        permit.send(Ok(message));
+        permit.send(message);
         self.last_sent = Instant::now();
         self.sent.fetch_max(revision, Ordering::Relaxed);
         Ok(())
@@ -822,13 +820,13 @@ impl Watcher {
 /// The response stream of one watch: buffered messages, or — as soon as the
 /// watcher gives up (slow consumer, expired cursor, shutdown) — its error.
 pub struct WatchStream {
-    messages: mpsc::Receiver<Result<WatchChangesFrame, Status>>,
-    abort: Option<oneshot::Receiver<Status>>,
+    messages: mpsc::Receiver<WatchChangesFrame>,
+    abort: Option<oneshot::Receiver<ServiceError>>,
     done: bool,
 }
 
 impl Stream for WatchStream {
-    type Item = Result<WatchChangesFrame, Status>;
+    type Item = ServiceResult<WatchChangesFrame>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
@@ -836,18 +834,18 @@ impl Stream for WatchStream {
         }
         if let Some(abort) = self.abort.as_mut() {
             match Pin::new(abort).poll(cx) {
-                Poll::Ready(Ok(status)) => {
+                Poll::Ready(Ok(error)) => {
                     // The error goes first: buffered messages would only
                     // delay telling a slow consumer to resume elsewhere.
                     self.done = true;
                     self.messages.close();
-                    return Poll::Ready(Some(Err(status)));
+                    return Poll::Ready(Some(Err(error)));
                 }
                 Poll::Ready(Err(_)) => self.abort = None,
                 Poll::Pending => {}
             }
         }
-        self.messages.poll_recv(cx)
+        self.messages.poll_recv(cx).map(|m| m.map(Ok))
     }
 }
 
@@ -899,28 +897,26 @@ mod tests {
     async fn an_abort_is_delivered_before_buffered_messages() {
         let (tx, rx) = mpsc::channel(4);
         let (abort_tx, abort_rx) = oneshot::channel();
-        tx.send(Ok(WatchChangesFrame::default())).await.unwrap();
-        abort_tx
-            .send(Status::resource_exhausted("too slow"))
-            .unwrap();
+        tx.send(WatchChangesFrame::default()).await.unwrap();
+        abort_tx.send(ServiceError::SlowConsumer).unwrap();
         let mut stream = WatchStream {
             messages: rx,
             abort: Some(abort_rx),
             done: false,
         };
         let first = stream.next().await.unwrap();
-        assert_eq!(first.unwrap_err().code(), tonic::Code::ResourceExhausted);
+        assert!(matches!(first, Err(ServiceError::SlowConsumer)));
         assert!(stream.next().await.is_none());
     }
 
     #[tokio::test]
     async fn messages_flow_until_the_watcher_ends() {
         let (tx, rx) = mpsc::channel(4);
-        let (abort_tx, abort_rx) = oneshot::channel::<Status>();
-        tx.send(Ok(WatchChangesFrame {
+        let (abort_tx, abort_rx) = oneshot::channel::<ServiceError>();
+        tx.send(WatchChangesFrame {
             revision: 7,
             ..Default::default()
-        }))
+        })
         .await
         .unwrap();
         drop((tx, abort_tx));

@@ -1,0 +1,142 @@
+//! The gRPC face of the two services. Each RPC decodes its request, calls
+//! the plain service's method of the same name, and encodes the answer; a
+//! [`ServiceError`] becomes a `tonic::Status` here and nowhere else. No
+//! business rule lives in this module, so a caller in the same process can
+//! use [`DirectoryApi`] and [`AdminApi`] directly and get the same answers.
+
+use futures::TryStreamExt;
+use futures::stream::MapErr;
+use roster_proto::admin as pa;
+use roster_proto::admin::admin_service_server::{AdminService, AdminServiceServer};
+use roster_proto::directory as pd;
+use roster_proto::directory::directory_service_server::{DirectoryService, DirectoryServiceServer};
+use tonic::{Request, Response, Status};
+
+use crate::admin::AdminApi;
+use crate::error::{ServiceError, ServiceResult};
+use crate::service::{DirectoryApi, ReadGroupStream};
+use crate::watch::WatchStream;
+
+/// Serves a plain service over tonic.
+#[derive(Clone)]
+pub struct Grpc<S>(pub S);
+
+/// `DirectoryService` as a tonic service.
+pub fn directory_server(api: DirectoryApi) -> DirectoryServiceServer<Grpc<DirectoryApi>> {
+    DirectoryServiceServer::new(Grpc(api))
+}
+
+/// `AdminService` as a tonic service.
+pub fn admin_server(api: AdminApi) -> AdminServiceServer<Grpc<AdminApi>> {
+    AdminServiceServer::new(Grpc(api))
+}
+
+/// A server-streaming reply: the service's stream with its errors encoded.
+pub type StatusStream<S> = MapErr<S, fn(ServiceError) -> Status>;
+
+async fn unary<T>(call: impl Future<Output = ServiceResult<T>>) -> Result<Response<T>, Status> {
+    Ok(Response::new(call.await?))
+}
+
+async fn streaming<S>(
+    call: impl Future<Output = ServiceResult<S>>,
+) -> Result<Response<StatusStream<S>>, Status>
+where
+    S: futures::TryStream<Error = ServiceError>,
+{
+    let to_status: fn(ServiceError) -> Status = Status::from;
+    Ok(Response::new(call.await?.map_err(to_status)))
+}
+
+/// Implements a tonic service trait for `Grpc<service>`, one RPC per line:
+/// its request and reply types, and the request fields its span records.
+macro_rules! adapter {
+    (
+        $service:ty => $trait:ident {
+            $( $rpc:ident($req:ty) -> $resp:ty [$($field:ident = $from:ident),*]; )*
+        }
+        $( streams {
+            $( $srpc:ident($sreq:ty) -> $assoc:ident = $stream:ty [$($sfield:ident = $sfrom:ident),*]; )*
+        } )?
+    ) => {
+        #[tonic::async_trait]
+        impl $trait for Grpc<$service> {
+            $(
+                #[tracing::instrument(skip_all, fields($($field = %request.get_ref().$from),*))]
+                async fn $rpc(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
+                    unary(self.0.$rpc(request.into_inner())).await
+                }
+            )*
+            $($(
+                type $assoc = StatusStream<$stream>;
+
+                #[tracing::instrument(skip_all, fields($($sfield = %request.get_ref().$sfrom),*))]
+                async fn $srpc(
+                    &self,
+                    request: Request<$sreq>,
+                ) -> Result<Response<Self::$assoc>, Status> {
+                    streaming(self.0.$srpc(request.into_inner())).await
+                }
+            )*)?
+        }
+    };
+}
+
+adapter! {
+    DirectoryApi => DirectoryService {
+        create_user(pd::CreateUserRequest) -> pd::CreateUserResponse [directory = directory_id];
+        get_user(pd::GetUserRequest) -> pd::GetUserResponse [directory = directory_id, id = id];
+        list_users(pd::ListUsersRequest) -> pd::ListUsersResponse [directory = directory_id];
+        replace_user(pd::ReplaceUserRequest) -> pd::ReplaceUserResponse
+            [directory = directory_id, id = id];
+        patch_user(pd::PatchUserRequest) -> pd::PatchUserResponse
+            [directory = directory_id, id = id];
+        delete_user(pd::DeleteUserRequest) -> pd::DeleteUserResponse
+            [directory = directory_id, id = id];
+        create_group(pd::CreateGroupRequest) -> pd::CreateGroupResponse [directory = directory_id];
+        get_group(pd::GetGroupRequest) -> pd::GetGroupResponse [directory = directory_id, id = id];
+        list_groups(pd::ListGroupsRequest) -> pd::ListGroupsResponse [directory = directory_id];
+        replace_group(pd::ReplaceGroupRequest) -> pd::ReplaceGroupResponse
+            [directory = directory_id, id = id];
+        patch_group(pd::PatchGroupRequest) -> pd::PatchGroupResponse
+            [directory = directory_id, id = id];
+        delete_group(pd::DeleteGroupRequest) -> pd::DeleteGroupResponse
+            [directory = directory_id, id = id];
+        add_group_members(pd::AddGroupMembersRequest) -> pd::AddGroupMembersResponse
+            [directory = directory_id, group = group_id];
+        remove_group_members(pd::RemoveGroupMembersRequest) -> pd::RemoveGroupMembersResponse
+            [directory = directory_id, group = group_id];
+        list_group_members(pd::ListGroupMembersRequest) -> pd::ListGroupMembersResponse
+            [directory = directory_id, group = group_id];
+    }
+    streams {
+        read_group(pd::ReadGroupRequest) -> ReadGroupStream = ReadGroupStream
+            [directory = directory_id, id = id];
+        watch_changes(pd::WatchChangesRequest) -> WatchChangesStream = WatchStream
+            [directory = directory_id];
+    }
+}
+
+adapter! {
+    AdminApi => AdminService {
+        create_directory(pa::CreateDirectoryRequest) -> pa::CreateDirectoryResponse [name = name];
+        get_directory(pa::GetDirectoryRequest) -> pa::GetDirectoryResponse [directory = id];
+        list_directories(pa::ListDirectoriesRequest) -> pa::ListDirectoriesResponse [];
+        update_directory(pa::UpdateDirectoryRequest) -> pa::UpdateDirectoryResponse
+            [directory = id];
+        delete_directory(pa::DeleteDirectoryRequest) -> pa::DeleteDirectoryResponse
+            [directory = id];
+        create_token(pa::CreateTokenRequest) -> pa::CreateTokenResponse
+            [directory = directory_id];
+        list_tokens(pa::ListTokensRequest) -> pa::ListTokensResponse [directory = directory_id];
+        revoke_token(pa::RevokeTokenRequest) -> pa::RevokeTokenResponse
+            [directory = directory_id, token = token_id];
+        create_service_credential(pa::CreateServiceCredentialRequest)
+            -> pa::CreateServiceCredentialResponse [name = name];
+        list_service_credentials(pa::ListServiceCredentialsRequest)
+            -> pa::ListServiceCredentialsResponse [];
+        revoke_service_credential(pa::RevokeServiceCredentialRequest)
+            -> pa::RevokeServiceCredentialResponse [id = id];
+        authenticate_token(pa::AuthenticateTokenRequest) -> pa::AuthenticateTokenResponse [];
+    }
+}
