@@ -9,6 +9,15 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use roster_proto::admin as pa;
+use roster_proto::admin::{
+    AuthenticateTokenRequest, AuthenticateTokenResponse, CreateDirectoryRequest,
+    CreateDirectoryResponse, CreateServiceCredentialRequest, CreateServiceCredentialResponse,
+    CreateTokenRequest, CreateTokenResponse, DeleteDirectoryRequest, DeleteDirectoryResponse,
+    GetDirectoryRequest, GetDirectoryResponse, ListDirectoriesRequest, ListDirectoriesResponse,
+    ListServiceCredentialsRequest, ListServiceCredentialsResponse, ListTokensRequest,
+    ListTokensResponse, RevokeServiceCredentialRequest, RevokeServiceCredentialResponse,
+    RevokeTokenRequest, RevokeTokenResponse, UpdateDirectoryRequest, UpdateDirectoryResponse,
+};
 use roster_store::{
     AttributeMapping, DirectoryId, DirectoryUpdate, NewCredential, NewDirectory, NewToken, Store,
     StoreResult, TokenId,
@@ -63,8 +72,8 @@ impl AdminApi {
 
     pub async fn authenticate_token(
         &self,
-        req: pa::AuthenticateTokenRequest,
-    ) -> ServiceResult<pa::AuthenticateTokenResponse> {
+        req: AuthenticateTokenRequest,
+    ) -> ServiceResult<AuthenticateTokenResponse> {
         const REJECTED: ServiceError = ServiceError::Unauthenticated("invalid or revoked token");
         let presented = hash_secret(&req.secret);
         let Some((token, stored)) = self.store().find_token(presented).await? else {
@@ -77,7 +86,7 @@ impl AdminApi {
         }
         self.record_use(&token).await;
         let directory = self.store().get_directory(token.directory_id).await?;
-        Ok(pa::AuthenticateTokenResponse {
+        Ok(AuthenticateTokenResponse {
             directory_id: token.directory_id.to_string(),
             token_id: token.id.to_string(),
             directory: Some(convert::directory(&directory)),
@@ -171,8 +180,8 @@ fn required(value: &str, what: &str) -> ServiceResult<String> {
 impl AdminApi {
     pub async fn create_directory(
         &self,
-        req: pa::CreateDirectoryRequest,
-    ) -> ServiceResult<pa::CreateDirectoryResponse> {
+        req: CreateDirectoryRequest,
+    ) -> ServiceResult<CreateDirectoryResponse> {
         let new = NewDirectory {
             name: required(&req.name, "name")?,
             organization: req.organization.trim().to_string(),
@@ -184,36 +193,36 @@ impl AdminApi {
             .backend
             .write(self.store().create_directory(new))
             .await?;
-        Ok(pa::CreateDirectoryResponse {
+        Ok(CreateDirectoryResponse {
             directory: Some(convert::directory(&directory)),
         })
     }
 
     pub async fn get_directory(
         &self,
-        req: pa::GetDirectoryRequest,
-    ) -> ServiceResult<pa::GetDirectoryResponse> {
+        req: GetDirectoryRequest,
+    ) -> ServiceResult<GetDirectoryResponse> {
         let directory = self.store().get_directory(directory_id(&req.id)?).await?;
-        Ok(pa::GetDirectoryResponse {
+        Ok(GetDirectoryResponse {
             directory: Some(convert::directory(&directory)),
         })
     }
 
     pub async fn list_directories(
         &self,
-        req: pa::ListDirectoriesRequest,
-    ) -> ServiceResult<pa::ListDirectoriesResponse> {
+        req: ListDirectoriesRequest,
+    ) -> ServiceResult<ListDirectoriesResponse> {
         let organization = Some(req.organization.as_str()).filter(|o| !o.is_empty());
         let directories = self.store().list_directories(organization).await?;
-        Ok(pa::ListDirectoriesResponse {
+        Ok(ListDirectoriesResponse {
             directories: directories.iter().map(convert::directory).collect(),
         })
     }
 
     pub async fn update_directory(
         &self,
-        req: pa::UpdateDirectoryRequest,
-    ) -> ServiceResult<pa::UpdateDirectoryResponse> {
+        req: UpdateDirectoryRequest,
+    ) -> ServiceResult<UpdateDirectoryResponse> {
         let id = directory_id(&req.id)?;
         let update = DirectoryUpdate {
             name: req
@@ -232,25 +241,25 @@ impl AdminApi {
         };
         let updated = self.store().update_directory(id, update);
         let directory = self.write_directory(id, updated).await?;
-        Ok(pa::UpdateDirectoryResponse {
+        Ok(UpdateDirectoryResponse {
             directory: Some(convert::directory(&directory)),
         })
     }
 
     pub async fn delete_directory(
         &self,
-        req: pa::DeleteDirectoryRequest,
-    ) -> ServiceResult<pa::DeleteDirectoryResponse> {
+        req: DeleteDirectoryRequest,
+    ) -> ServiceResult<DeleteDirectoryResponse> {
         let id = directory_id(&req.id)?;
         self.write_directory(id, self.store().delete_directory(id))
             .await?;
-        Ok(pa::DeleteDirectoryResponse {})
+        Ok(DeleteDirectoryResponse {})
     }
 
     pub async fn create_token(
         &self,
-        req: pa::CreateTokenRequest,
-    ) -> ServiceResult<pa::CreateTokenResponse> {
+        req: CreateTokenRequest,
+    ) -> ServiceResult<CreateTokenResponse> {
         let directory_id = directory_id(&req.directory_id)?;
         let (secret, prefix, hash) = new_secret(TOKEN_PREFIX);
         let new = NewToken {
@@ -261,40 +270,37 @@ impl AdminApi {
         };
         let token = self.store().create_token(new).await?;
         tracing::info!(token = %token.id, prefix = %token.prefix, "token created");
-        Ok(pa::CreateTokenResponse {
+        Ok(CreateTokenResponse {
             token: Some(convert::token(&token)),
             secret,
         })
     }
 
-    pub async fn list_tokens(
-        &self,
-        req: pa::ListTokensRequest,
-    ) -> ServiceResult<pa::ListTokensResponse> {
+    pub async fn list_tokens(&self, req: ListTokensRequest) -> ServiceResult<ListTokensResponse> {
         let directory = directory_id(&req.directory_id)?;
         let tokens = self
             .store()
             .list_tokens(directory, req.include_revoked)
             .await?;
-        Ok(pa::ListTokensResponse {
+        Ok(ListTokensResponse {
             tokens: tokens.iter().map(convert::token).collect(),
         })
     }
 
     pub async fn revoke_token(
         &self,
-        req: pa::RevokeTokenRequest,
-    ) -> ServiceResult<pa::RevokeTokenResponse> {
+        req: RevokeTokenRequest,
+    ) -> ServiceResult<RevokeTokenResponse> {
         let directory = directory_id(&req.directory_id)?;
         let token: TokenId = parse_id(&req.token_id, "token")?;
         self.store().revoke_token(directory, token).await?;
-        Ok(pa::RevokeTokenResponse {})
+        Ok(RevokeTokenResponse {})
     }
 
     pub async fn create_service_credential(
         &self,
-        req: pa::CreateServiceCredentialRequest,
-    ) -> ServiceResult<pa::CreateServiceCredentialResponse> {
+        req: CreateServiceCredentialRequest,
+    ) -> ServiceResult<CreateServiceCredentialResponse> {
         let scope = pa::CredentialScope::try_from(req.scope)
             .ok()
             .and_then(convert::scope_from_proto)
@@ -311,7 +317,7 @@ impl AdminApi {
         };
         let credential = self.store().create_credential(new).await?;
         tracing::info!(credential = %credential.id, prefix = %credential.prefix, scope = scope.as_str(), "service credential created");
-        Ok(pa::CreateServiceCredentialResponse {
+        Ok(CreateServiceCredentialResponse {
             credential: Some(convert::credential(&credential)),
             secret,
         })
@@ -319,22 +325,22 @@ impl AdminApi {
 
     pub async fn list_service_credentials(
         &self,
-        req: pa::ListServiceCredentialsRequest,
-    ) -> ServiceResult<pa::ListServiceCredentialsResponse> {
+        req: ListServiceCredentialsRequest,
+    ) -> ServiceResult<ListServiceCredentialsResponse> {
         let credentials = self.store().list_credentials(req.include_revoked).await?;
-        Ok(pa::ListServiceCredentialsResponse {
+        Ok(ListServiceCredentialsResponse {
             credentials: credentials.iter().map(convert::credential).collect(),
         })
     }
 
     pub async fn revoke_service_credential(
         &self,
-        req: pa::RevokeServiceCredentialRequest,
-    ) -> ServiceResult<pa::RevokeServiceCredentialResponse> {
+        req: RevokeServiceCredentialRequest,
+    ) -> ServiceResult<RevokeServiceCredentialResponse> {
         let id = parse_id(&req.id, "credential")?;
         self.store().revoke_credential(id).await?;
         tracing::info!(credential = %id, "service credential revoked");
-        Ok(pa::RevokeServiceCredentialResponse {})
+        Ok(RevokeServiceCredentialResponse {})
     }
 }
 

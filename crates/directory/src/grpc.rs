@@ -87,33 +87,22 @@ adapter! {
         create_user(pd::CreateUserRequest) -> pd::CreateUserResponse [directory = directory_id];
         get_user(pd::GetUserRequest) -> pd::GetUserResponse [directory = directory_id, id = id];
         list_users(pd::ListUsersRequest) -> pd::ListUsersResponse [directory = directory_id];
-        replace_user(pd::ReplaceUserRequest) -> pd::ReplaceUserResponse
-            [directory = directory_id, id = id];
-        patch_user(pd::PatchUserRequest) -> pd::PatchUserResponse
-            [directory = directory_id, id = id];
-        delete_user(pd::DeleteUserRequest) -> pd::DeleteUserResponse
-            [directory = directory_id, id = id];
+        replace_user(pd::ReplaceUserRequest) -> pd::ReplaceUserResponse [directory = directory_id, id = id];
+        patch_user(pd::PatchUserRequest) -> pd::PatchUserResponse [directory = directory_id, id = id];
+        delete_user(pd::DeleteUserRequest) -> pd::DeleteUserResponse [directory = directory_id, id = id];
         create_group(pd::CreateGroupRequest) -> pd::CreateGroupResponse [directory = directory_id];
         get_group(pd::GetGroupRequest) -> pd::GetGroupResponse [directory = directory_id, id = id];
         list_groups(pd::ListGroupsRequest) -> pd::ListGroupsResponse [directory = directory_id];
-        replace_group(pd::ReplaceGroupRequest) -> pd::ReplaceGroupResponse
-            [directory = directory_id, id = id];
-        patch_group(pd::PatchGroupRequest) -> pd::PatchGroupResponse
-            [directory = directory_id, id = id];
-        delete_group(pd::DeleteGroupRequest) -> pd::DeleteGroupResponse
-            [directory = directory_id, id = id];
-        add_group_members(pd::AddGroupMembersRequest) -> pd::AddGroupMembersResponse
-            [directory = directory_id, group = group_id];
-        remove_group_members(pd::RemoveGroupMembersRequest) -> pd::RemoveGroupMembersResponse
-            [directory = directory_id, group = group_id];
-        list_group_members(pd::ListGroupMembersRequest) -> pd::ListGroupMembersResponse
-            [directory = directory_id, group = group_id];
+        replace_group(pd::ReplaceGroupRequest) -> pd::ReplaceGroupResponse [directory = directory_id, id = id];
+        patch_group(pd::PatchGroupRequest) -> pd::PatchGroupResponse [directory = directory_id, id = id];
+        delete_group(pd::DeleteGroupRequest) -> pd::DeleteGroupResponse [directory = directory_id, id = id];
+        add_group_members(pd::AddGroupMembersRequest) -> pd::AddGroupMembersResponse [directory = directory_id, group = group_id];
+        remove_group_members(pd::RemoveGroupMembersRequest) -> pd::RemoveGroupMembersResponse [directory = directory_id, group = group_id];
+        list_group_members(pd::ListGroupMembersRequest) -> pd::ListGroupMembersResponse [directory = directory_id, group = group_id];
     }
     streams {
-        read_group(pd::ReadGroupRequest) -> ReadGroupStream = ReadGroupStream
-            [directory = directory_id, id = id];
-        watch_changes(pd::WatchChangesRequest) -> WatchChangesStream = WatchStream
-            [directory = directory_id];
+        read_group(pd::ReadGroupRequest) -> ReadGroupStream = ReadGroupStream [directory = directory_id, id = id];
+        watch_changes(pd::WatchChangesRequest) -> WatchChangesStream = WatchStream [directory = directory_id];
     }
 }
 
@@ -122,21 +111,14 @@ adapter! {
         create_directory(pa::CreateDirectoryRequest) -> pa::CreateDirectoryResponse [name = name];
         get_directory(pa::GetDirectoryRequest) -> pa::GetDirectoryResponse [directory = id];
         list_directories(pa::ListDirectoriesRequest) -> pa::ListDirectoriesResponse [];
-        update_directory(pa::UpdateDirectoryRequest) -> pa::UpdateDirectoryResponse
-            [directory = id];
-        delete_directory(pa::DeleteDirectoryRequest) -> pa::DeleteDirectoryResponse
-            [directory = id];
-        create_token(pa::CreateTokenRequest) -> pa::CreateTokenResponse
-            [directory = directory_id];
+        update_directory(pa::UpdateDirectoryRequest) -> pa::UpdateDirectoryResponse [directory = id];
+        delete_directory(pa::DeleteDirectoryRequest) -> pa::DeleteDirectoryResponse [directory = id];
+        create_token(pa::CreateTokenRequest) -> pa::CreateTokenResponse [directory = directory_id];
         list_tokens(pa::ListTokensRequest) -> pa::ListTokensResponse [directory = directory_id];
-        revoke_token(pa::RevokeTokenRequest) -> pa::RevokeTokenResponse
-            [directory = directory_id, token = token_id];
-        create_service_credential(pa::CreateServiceCredentialRequest)
-            -> pa::CreateServiceCredentialResponse [name = name];
-        list_service_credentials(pa::ListServiceCredentialsRequest)
-            -> pa::ListServiceCredentialsResponse [];
-        revoke_service_credential(pa::RevokeServiceCredentialRequest)
-            -> pa::RevokeServiceCredentialResponse [id = id];
+        revoke_token(pa::RevokeTokenRequest) -> pa::RevokeTokenResponse [directory = directory_id, token = token_id];
+        create_service_credential(pa::CreateServiceCredentialRequest) -> pa::CreateServiceCredentialResponse [name = name];
+        list_service_credentials(pa::ListServiceCredentialsRequest) -> pa::ListServiceCredentialsResponse [];
+        revoke_service_credential(pa::RevokeServiceCredentialRequest) -> pa::RevokeServiceCredentialResponse [id = id];
         authenticate_token(pa::AuthenticateTokenRequest) -> pa::AuthenticateTokenResponse [];
     }
 }

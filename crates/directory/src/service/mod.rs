@@ -24,6 +24,16 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use roster_proto::directory as pd;
+use roster_proto::directory::{
+    AddGroupMembersRequest, AddGroupMembersResponse, CreateGroupRequest, CreateGroupResponse,
+    CreateUserRequest, CreateUserResponse, DeleteGroupRequest, DeleteGroupResponse,
+    DeleteUserRequest, DeleteUserResponse, GetGroupRequest, GetGroupResponse, GetUserRequest,
+    GetUserResponse, ListGroupMembersRequest, ListGroupMembersResponse, ListGroupsRequest,
+    ListGroupsResponse, ListUsersRequest, ListUsersResponse, PatchGroupRequest, PatchGroupResponse,
+    PatchUserRequest, PatchUserResponse, ReadGroupRequest, ReadGroupResponse,
+    RemoveGroupMembersRequest, RemoveGroupMembersResponse, ReplaceGroupRequest,
+    ReplaceGroupResponse, ReplaceUserRequest, ReplaceUserResponse, WatchChangesRequest,
+};
 use roster_scim::ResourceKind;
 use roster_scim::error::ScimError;
 use roster_scim::filter::{parse, parse_attr_path};
@@ -60,7 +70,7 @@ pub struct DirectoryApi {
 
 /// The message stream of ReadGroup.
 pub type ReadGroupStream =
-    tokio_stream::wrappers::UnboundedReceiverStream<ServiceResult<pd::ReadGroupResponse>>;
+    tokio_stream::wrappers::UnboundedReceiverStream<ServiceResult<ReadGroupResponse>>;
 
 /// Error type of the store's update callbacks.
 type CallbackError = Box<dyn std::error::Error + Send + Sync>;
@@ -91,41 +101,35 @@ impl DirectoryApi {
 
     // --- users ---
 
-    pub async fn create_user(
-        &self,
-        req: pd::CreateUserRequest,
-    ) -> ServiceResult<pd::CreateUserResponse> {
+    pub async fn create_user(&self, req: CreateUserRequest) -> ServiceResult<CreateUserResponse> {
         let directory = self.directory(&req.directory_id).await?;
         let write = user_write(&directory, parse_json(&req.resource)?)?;
         let user = self.store().create_user(directory.id, write);
         let user = self.backend.write(user).await?;
-        Ok(pd::CreateUserResponse {
+        Ok(CreateUserResponse {
             user: Some(convert::user(&user)),
         })
     }
 
-    pub async fn get_user(&self, req: pd::GetUserRequest) -> ServiceResult<pd::GetUserResponse> {
+    pub async fn get_user(&self, req: GetUserRequest) -> ServiceResult<GetUserResponse> {
         let user_id = user_id(&req.id)?;
         let user = self
             .store()
             .get_user(directory_id(&req.directory_id)?, user_id)
             .await?;
-        Ok(pd::GetUserResponse {
+        Ok(GetUserResponse {
             user: Some(convert::user(&user)),
         })
     }
 
-    pub async fn list_users(
-        &self,
-        req: pd::ListUsersRequest,
-    ) -> ServiceResult<pd::ListUsersResponse> {
+    pub async fn list_users(&self, req: ListUsersRequest) -> ServiceResult<ListUsersResponse> {
         let dir = directory_id(&req.directory_id)?;
         let page = self
             .store()
             .list_users(dir, &list_query(req.options, false)?)
             .await?;
         let info = page_info(&page);
-        Ok(pd::ListUsersResponse {
+        Ok(ListUsersResponse {
             users: page.items.iter().map(convert::user).collect(),
             total_results: info.total_results,
             next_page_token: info.next_page_token,
@@ -136,22 +140,19 @@ impl DirectoryApi {
 
     pub async fn replace_user(
         &self,
-        req: pd::ReplaceUserRequest,
-    ) -> ServiceResult<pd::ReplaceUserResponse> {
+        req: ReplaceUserRequest,
+    ) -> ServiceResult<ReplaceUserResponse> {
         let directory = self.directory(&req.directory_id).await?;
         let write = user_write(&directory, parse_json(&req.resource)?)?;
         let user =
             (self.store()).replace_user(directory.id, user_id(&req.id)?, req.if_version, write);
         let user = self.backend.write(user).await?;
-        Ok(pd::ReplaceUserResponse {
+        Ok(ReplaceUserResponse {
             user: Some(convert::user(&user)),
         })
     }
 
-    pub async fn patch_user(
-        &self,
-        req: pd::PatchUserRequest,
-    ) -> ServiceResult<pd::PatchUserResponse> {
+    pub async fn patch_user(&self, req: PatchUserRequest) -> ServiceResult<PatchUserResponse> {
         let directory = self.directory(&req.directory_id).await?;
         let id = user_id(&req.id)?;
         let patch = PatchRequest::parse(&parse_json(&req.patch)?)?;
@@ -163,55 +164,52 @@ impl DirectoryApi {
         });
         let user = self.store().update_user(dir_id, id, req.if_version, update);
         let user = self.backend.write(user).await?;
-        Ok(pd::PatchUserResponse {
+        Ok(PatchUserResponse {
             user: Some(convert::user(&user)),
         })
     }
 
-    pub async fn delete_user(
-        &self,
-        req: pd::DeleteUserRequest,
-    ) -> ServiceResult<pd::DeleteUserResponse> {
-        let dir = directory_id(&req.directory_id)?;
-        let deleted = self
-            .store()
-            .delete_user(dir, user_id(&req.id)?, req.if_version);
-        self.backend.write(deleted).await?;
-        Ok(pd::DeleteUserResponse {})
+    pub async fn delete_user(&self, req: DeleteUserRequest) -> ServiceResult<DeleteUserResponse> {
+        let (dir, id) = (directory_id(&req.directory_id)?, user_id(&req.id)?);
+        let deleted = self.store().delete_user(dir, id, req.if_version);
+        self.backend
+            .write(deleted)
+            .await
+            .map(|()| DeleteUserResponse {})
     }
 
     // --- groups ---
 
     pub async fn create_group(
         &self,
-        req: pd::CreateGroupRequest,
-    ) -> ServiceResult<pd::CreateGroupResponse> {
+        req: CreateGroupRequest,
+    ) -> ServiceResult<CreateGroupResponse> {
         let dir = directory_id(&req.directory_id)?;
         let group = self
             .put_group(dir, parse_json(&req.resource)?, true, |write| {
                 self.store().create_group(dir, write)
             })
             .await?;
-        Ok(pd::CreateGroupResponse { group: Some(group) })
+        Ok(CreateGroupResponse { group: Some(group) })
     }
 
-    pub async fn get_group(&self, req: pd::GetGroupRequest) -> ServiceResult<pd::GetGroupResponse> {
+    pub async fn get_group(&self, req: GetGroupRequest) -> ServiceResult<GetGroupResponse> {
         let (dir, id) = (directory_id(&req.directory_id)?, group_id(&req.id)?);
         let group = match req.exclude_members {
             true => convert::group(&self.store().get_group(dir, id, false).await?),
             false => self.group_with_members(dir, id).await?,
         };
-        Ok(pd::GetGroupResponse { group: Some(group) })
+        Ok(GetGroupResponse { group: Some(group) })
     }
 
     /// ReadGroup: the group first, then its members in batches. The pages
     /// are drained at database speed into the response's queue, so a slow
     /// reader holds memory here but never a database snapshot.
-    pub async fn read_group(&self, req: pd::ReadGroupRequest) -> ServiceResult<ReadGroupStream> {
+    pub async fn read_group(&self, req: ReadGroupRequest) -> ServiceResult<ReadGroupStream> {
         let (dir, id) = (directory_id(&req.directory_id)?, group_id(&req.id)?);
         let (group, mut pages) = self.store().read_group(dir, id, MEMBER_BATCH).await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let first = pd::ReadGroupResponse {
+        let first = ReadGroupResponse {
             group: Some(convert::group(&group)),
             members: Vec::new(),
         };
@@ -219,7 +217,7 @@ impl DirectoryApi {
         tokio::spawn(async move {
             while let Some(page) = pages.next().await {
                 let message = page
-                    .map(|members| pd::ReadGroupResponse {
+                    .map(|members| ReadGroupResponse {
                         group: None,
                         members: members.iter().map(convert::member).collect(),
                     })
@@ -234,10 +232,7 @@ impl DirectoryApi {
         Ok(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
     }
 
-    pub async fn list_groups(
-        &self,
-        req: pd::ListGroupsRequest,
-    ) -> ServiceResult<pd::ListGroupsResponse> {
+    pub async fn list_groups(&self, req: ListGroupsRequest) -> ServiceResult<ListGroupsResponse> {
         let dir = directory_id(&req.directory_id)?;
         let query = list_query(req.options, !req.exclude_members)?;
         let page = self.store().list_groups(dir, &query).await?;
@@ -252,7 +247,7 @@ impl DirectoryApi {
             .collect();
         fit_inline(&mut groups);
         let info = page_info(&page);
-        Ok(pd::ListGroupsResponse {
+        Ok(ListGroupsResponse {
             groups,
             total_results: info.total_results,
             next_page_token: info.next_page_token,
@@ -263,8 +258,8 @@ impl DirectoryApi {
 
     pub async fn replace_group(
         &self,
-        req: pd::ReplaceGroupRequest,
-    ) -> ServiceResult<pd::ReplaceGroupResponse> {
+        req: ReplaceGroupRequest,
+    ) -> ServiceResult<ReplaceGroupResponse> {
         let (dir, id) = (directory_id(&req.directory_id)?, group_id(&req.id)?);
         // A PUT without `members` keeps the members: IdPs that rename a group
         // with PUT would otherwise empty it by accident.
@@ -275,13 +270,10 @@ impl DirectoryApi {
                 self.store().replace_group(dir, id, req.if_version, write)
             })
             .await?;
-        Ok(pd::ReplaceGroupResponse { group: Some(group) })
+        Ok(ReplaceGroupResponse { group: Some(group) })
     }
 
-    pub async fn patch_group(
-        &self,
-        req: pd::PatchGroupRequest,
-    ) -> ServiceResult<pd::PatchGroupResponse> {
+    pub async fn patch_group(&self, req: PatchGroupRequest) -> ServiceResult<PatchGroupResponse> {
         let (dir, id) = (directory_id(&req.directory_id)?, group_id(&req.id)?);
         let patch = PatchRequest::parse(&parse_json(&req.patch)?)?;
         let steps = plan_group_patch(&patch)?;
@@ -296,7 +288,7 @@ impl DirectoryApi {
         })
         .await?;
         if req.exclude_members {
-            return Ok(pd::PatchGroupResponse {
+            return Ok(PatchGroupResponse {
                 group: Some(convert::group(&group)),
             });
         }
@@ -309,27 +301,27 @@ impl DirectoryApi {
                 omitting_members(convert::group(&group))
             }
         };
-        Ok(pd::PatchGroupResponse { group: Some(group) })
+        Ok(PatchGroupResponse { group: Some(group) })
     }
 
     pub async fn delete_group(
         &self,
-        req: pd::DeleteGroupRequest,
-    ) -> ServiceResult<pd::DeleteGroupResponse> {
-        let dir = directory_id(&req.directory_id)?;
-        let deleted = self
-            .store()
-            .delete_group(dir, group_id(&req.id)?, req.if_version);
-        self.backend.write(deleted).await?;
-        Ok(pd::DeleteGroupResponse {})
+        req: DeleteGroupRequest,
+    ) -> ServiceResult<DeleteGroupResponse> {
+        let (dir, id) = (directory_id(&req.directory_id)?, group_id(&req.id)?);
+        let deleted = self.store().delete_group(dir, id, req.if_version);
+        self.backend
+            .write(deleted)
+            .await
+            .map(|()| DeleteGroupResponse {})
     }
 
     // --- memberships ---
 
     pub async fn add_group_members(
         &self,
-        req: pd::AddGroupMembersRequest,
-    ) -> ServiceResult<pd::AddGroupMembersResponse> {
+        req: AddGroupMembersRequest,
+    ) -> ServiceResult<AddGroupMembersResponse> {
         let (dir, group) = (directory_id(&req.directory_id)?, group_id(&req.group_id)?);
         let values: Vec<MemberValue> = req
             .members
@@ -348,13 +340,13 @@ impl DirectoryApi {
                 .await?)
         })
         .await?;
-        Ok(pd::AddGroupMembersResponse { added, version })
+        Ok(AddGroupMembersResponse { added, version })
     }
 
     pub async fn remove_group_members(
         &self,
-        req: pd::RemoveGroupMembersRequest,
-    ) -> ServiceResult<pd::RemoveGroupMembersResponse> {
+        req: RemoveGroupMembersRequest,
+    ) -> ServiceResult<RemoveGroupMembersResponse> {
         let (dir, group) = (directory_id(&req.directory_id)?, group_id(&req.group_id)?);
         // An id that is not a UUID cannot be a member: removing it is a no-op.
         let ids: Vec<uuid::Uuid> = req
@@ -364,13 +356,13 @@ impl DirectoryApi {
             .collect();
         let removed = self.store().remove_members(dir, group, &ids);
         let (removed, version) = self.backend.write(removed).await?;
-        Ok(pd::RemoveGroupMembersResponse { removed, version })
+        Ok(RemoveGroupMembersResponse { removed, version })
     }
 
     pub async fn list_group_members(
         &self,
-        req: pd::ListGroupMembersRequest,
-    ) -> ServiceResult<pd::ListGroupMembersResponse> {
+        req: ListGroupMembersRequest,
+    ) -> ServiceResult<ListGroupMembersResponse> {
         let (dir, group) = (directory_id(&req.directory_id)?, group_id(&req.group_id)?);
         let after = match req.page_token.as_str() {
             "" => None,
@@ -392,7 +384,7 @@ impl DirectoryApi {
             Some(last) if more => last.id.to_string(),
             _ => String::new(),
         };
-        Ok(pd::ListGroupMembersResponse {
+        Ok(ListGroupMembersResponse {
             members: members.iter().map(convert::member).collect(),
             next_page_token,
         })
@@ -402,7 +394,7 @@ impl DirectoryApi {
 
     /// WatchChanges: the request is checked here, so a bad one fails the
     /// call itself; later failures end the stream.
-    pub async fn watch_changes(&self, req: pd::WatchChangesRequest) -> ServiceResult<WatchStream> {
+    pub async fn watch_changes(&self, req: WatchChangesRequest) -> ServiceResult<WatchStream> {
         watch::open(self.backend.hub(), req).await
     }
 
