@@ -2,6 +2,9 @@
 //! them for storage and extracting the normalized fields the directory
 //! indexes.
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::ScimError;
@@ -34,18 +37,21 @@ pub struct MemberValue {
 }
 
 /// One email of a user.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct NormalizedEmail {
     /// The address.
     pub value: String,
     /// `work`, `home`, `other`… or empty when the client sent no type.
+    #[serde(default)]
     pub r#type: String,
     /// Whether the client marked it primary.
+    #[serde(default)]
     pub primary: bool,
 }
 
-/// The fields of a User the directory indexes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The fields of a User the directory indexes: the one normalized user type,
+/// which the store keeps as it is (there it is named `UserFields`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct NormalizedUser {
     /// `userName` (required, non-empty).
     pub user_name: String,
@@ -69,6 +75,9 @@ pub struct NormalizedUser {
     pub manager_id: Option<String>,
     /// Enterprise extension `employeeNumber`.
     pub employee_number: Option<String>,
+    /// Values a directory's attribute mappings copy from other paths of the
+    /// payload, by key; normalization leaves it empty.
+    pub custom_attributes: BTreeMap<String, String>,
 }
 
 /// A validated Group body.
@@ -279,6 +288,7 @@ pub fn normalize_user(raw: &Value) -> Result<NormalizedUser, ScimError> {
             .map(|e| optional_string(e, "employeeNumber"))
             .transpose()?
             .flatten(),
+        custom_attributes: BTreeMap::new(),
     })
 }
 

@@ -1,6 +1,5 @@
 //! Domain types stored and returned by a [`crate::Store`].
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -268,32 +267,8 @@ pub struct NewToken {
     pub hash: [u8; 32],
 }
 
-/// An e-mail address of a user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct Email {
-    pub value: String,
-    #[serde(default)]
-    pub r#type: String,
-    #[serde(default)]
-    pub primary: bool,
-}
-
-/// The normalized fields of a user, derived from its SCIM JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct UserFields {
-    pub user_name: String,
-    pub external_id: Option<String>,
-    pub active: bool,
-    pub display_name: Option<String>,
-    pub given_name: Option<String>,
-    pub family_name: Option<String>,
-    pub emails: Vec<Email>,
-    pub title: Option<String>,
-    pub department: Option<String>,
-    pub manager_id: Option<String>,
-    pub employee_number: Option<String>,
-    pub custom_attributes: BTreeMap<String, String>,
-}
+// The normalized user is the SCIM engine's type, stored as it is.
+pub use roster_scim::resource::{NormalizedEmail as Email, NormalizedUser as UserFields};
 
 /// A user to write: normalized fields plus the SCIM JSON (without `id`/`meta`).
 #[derive(Debug, Clone, PartialEq)]

@@ -493,35 +493,9 @@ fn group_update(steps: Vec<GroupPatchStep>, kinds: MemberKinds) -> roster_store:
 
 /// Validates and normalizes a SCIM User, then applies the directory's mappings.
 fn user_write(directory: &Directory, resource: Value) -> ServiceResult<UserWrite> {
-    let (raw, normalized) = prepare_user(resource)?;
-    let mut fields = user_fields(normalized);
+    let (raw, mut fields) = prepare_user(resource)?;
     mapping::apply(&directory.attribute_mappings, &raw, &mut fields);
     Ok(UserWrite { fields, raw })
-}
-
-fn user_fields(n: roster_scim::resource::NormalizedUser) -> roster_store::UserFields {
-    roster_store::UserFields {
-        user_name: n.user_name,
-        external_id: n.external_id,
-        active: n.active,
-        display_name: n.display_name,
-        given_name: n.given_name,
-        family_name: n.family_name,
-        emails: n
-            .emails
-            .into_iter()
-            .map(|e| roster_store::Email {
-                value: e.value,
-                r#type: e.r#type,
-                primary: e.primary,
-            })
-            .collect(),
-        title: n.title,
-        department: n.department,
-        manager_id: n.manager_id,
-        employee_number: n.employee_number,
-        custom_attributes: Default::default(),
-    }
 }
 
 /// The stored JSON with its `id`, as a PATCH target (paths may name `id`).

@@ -50,6 +50,7 @@ fn prepare_user_cleans_and_normalizes() {
             department: Some("Tours".into()),
             manager_id: Some("m1".into()),
             employee_number: Some("701984".into()),
+            custom_attributes: Default::default(),
         }
     );
 }
