@@ -20,15 +20,10 @@ use tonic::{Code, Status};
 use crate::cursor;
 
 pub use roster_proto::contract::{
-    SCIM_STATUS_METADATA as SCIM_STATUS_KEY, SCIM_TYPE_METADATA as SCIM_TYPE_KEY,
+    OLDEST_CURSOR_METADATA as OLDEST_CURSOR_KEY, RETRY_AFTER_METADATA as RETRY_AFTER_KEY,
+    RETRY_PUSHBACK_METADATA as RETRY_PUSHBACK_KEY, SCIM_STATUS_METADATA as SCIM_STATUS_KEY,
+    SCIM_TYPE_METADATA as SCIM_TYPE_KEY,
 };
-/// Metadata key carrying the oldest resumable cursor on `OUT_OF_RANGE`.
-pub const OLDEST_CURSOR_KEY: &str = "roster-oldest-cursor";
-/// Metadata key carrying, in whole seconds, when a busy call may be retried.
-pub const RETRY_AFTER_KEY: &str = "retry-after";
-/// gRPC's retry-pushback metadata key (milliseconds), honoured by clients
-/// with a retry policy.
-pub const RETRY_PUSHBACK_KEY: &str = "grpc-retry-pushback-ms";
 
 /// Everything that can fail in a directory-service call.
 #[derive(Debug, thiserror::Error)]

@@ -270,7 +270,7 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
     let request_id = request
         .headers()
-        .get("x-request-id")
+        .get(roster_proto::contract::REQUEST_ID_METADATA)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let span = tracing::info_span!(

@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn search_request_bodies() {
         let body = serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "schemas": [roster_scim::resource::SEARCH_REQUEST_SCHEMA],
             "attributes": ["userName", "emails"],
             "filter": "userName sw \"a\"",
             "startIndex": 3,

@@ -131,7 +131,7 @@ impl AppState {
         request.set_timeout(self.0.config.request_timeout);
         let metadata = request.metadata_mut();
         if let Ok(v) = MetadataValue::try_from(call.request_id.as_str()) {
-            metadata.insert("x-request-id", v);
+            metadata.insert(roster_proto::contract::REQUEST_ID_METADATA, v);
         }
         roster_telemetry::propagation::inject_current(metadata);
         if !metadata.contains_key("traceparent")
