@@ -189,23 +189,21 @@ impl AdminApi {
             deprovision_policy: deprovision(req.deprovision_policy)?,
             attribute_mappings: mappings(&req.attribute_mappings)?,
         };
-        let directory = self
+        let created = self
             .backend
             .write(self.store().create_directory(new))
             .await?;
-        Ok(CreateDirectoryResponse {
-            directory: Some(convert::directory(&directory)),
-        })
+        let directory = Some(convert::directory(&created));
+        Ok(CreateDirectoryResponse { directory })
     }
 
     pub async fn get_directory(
         &self,
         req: GetDirectoryRequest,
     ) -> ServiceResult<GetDirectoryResponse> {
-        let directory = self.store().get_directory(directory_id(&req.id)?).await?;
-        Ok(GetDirectoryResponse {
-            directory: Some(convert::directory(&directory)),
-        })
+        let found = self.store().get_directory(directory_id(&req.id)?).await?;
+        let directory = Some(convert::directory(&found));
+        Ok(GetDirectoryResponse { directory })
     }
 
     pub async fn list_directories(
@@ -213,10 +211,9 @@ impl AdminApi {
         req: ListDirectoriesRequest,
     ) -> ServiceResult<ListDirectoriesResponse> {
         let organization = Some(req.organization.as_str()).filter(|o| !o.is_empty());
-        let directories = self.store().list_directories(organization).await?;
-        Ok(ListDirectoriesResponse {
-            directories: directories.iter().map(convert::directory).collect(),
-        })
+        let found = self.store().list_directories(organization).await?;
+        let directories = found.iter().map(convert::directory).collect();
+        Ok(ListDirectoriesResponse { directories })
     }
 
     pub async fn update_directory(
@@ -240,10 +237,10 @@ impl AdminApi {
             },
         };
         let updated = self.store().update_directory(id, update);
-        let directory = self.write_directory(id, updated).await?;
-        Ok(UpdateDirectoryResponse {
-            directory: Some(convert::directory(&directory)),
-        })
+        let directory = Some(convert::directory(
+            &self.write_directory(id, updated).await?,
+        ));
+        Ok(UpdateDirectoryResponse { directory })
     }
 
     pub async fn delete_directory(
@@ -278,13 +275,9 @@ impl AdminApi {
 
     pub async fn list_tokens(&self, req: ListTokensRequest) -> ServiceResult<ListTokensResponse> {
         let directory = directory_id(&req.directory_id)?;
-        let tokens = self
-            .store()
-            .list_tokens(directory, req.include_revoked)
-            .await?;
-        Ok(ListTokensResponse {
-            tokens: tokens.iter().map(convert::token).collect(),
-        })
+        let found = self.store().list_tokens(directory, req.include_revoked);
+        let tokens = found.await?.iter().map(convert::token).collect();
+        Ok(ListTokensResponse { tokens })
     }
 
     pub async fn revoke_token(
@@ -327,10 +320,9 @@ impl AdminApi {
         &self,
         req: ListServiceCredentialsRequest,
     ) -> ServiceResult<ListServiceCredentialsResponse> {
-        let credentials = self.store().list_credentials(req.include_revoked).await?;
-        Ok(ListServiceCredentialsResponse {
-            credentials: credentials.iter().map(convert::credential).collect(),
-        })
+        let found = self.store().list_credentials(req.include_revoked).await?;
+        let credentials = found.iter().map(convert::credential).collect();
+        Ok(ListServiceCredentialsResponse { credentials })
     }
 
     pub async fn revoke_service_credential(

@@ -1,14 +1,14 @@
-//! Roster's gRPC directory service.
+//! Roster's directory service.
 //!
-//! - [`service::DirectoryApi`] implements `roster.directory.v1.DirectoryService`
-//!   (users, groups, memberships, `WatchChanges`);
-//! - [`admin::AdminApi`] implements `roster.admin.v1.AdminService`
-//!   (directories and bearer tokens);
+//! - [`service::DirectoryApi`] holds the rules of `roster.directory.v1`
+//!   (users, groups, memberships, `WatchChanges`) and
+//!   [`admin::AdminApi`] those of `roster.admin.v1` (directories, bearer
+//!   tokens, service credentials): plain Rust over a `Store`, speaking the
+//!   generated messages;
+//! - [`grpc`] puts both on the wire: one line per RPC, and the one mapping
+//!   of a [`error::ServiceError`] onto a `tonic::Status`;
 //! - [`watch`] holds the per-process change tailer and the watch streams;
 //! - [`serve`] runs both services with health checking and reflection.
-//!
-//! Every failure is a [`error::ServiceError`], mapped to a `tonic::Status`
-//! in one place.
 
 pub mod admin;
 mod backend;
