@@ -38,35 +38,32 @@ pub async fn get_service_provider_config(ctx: Ctx) -> HandlerResult {
 
 /// `GET /Schemas`.
 pub async fn list_schemas(ctx: Ctx) -> HandlerResult {
-    Ok(scim_json(
-        StatusCode::OK,
-        &as_list(schemas(ctx.scim_base())),
-    ))
+    listed(schemas(ctx.scim_base()))
 }
 
 /// `GET /Schemas/{id}`.
 pub async fn get_schema(ctx: Ctx, ResourceId(id): ResourceId) -> HandlerResult {
-    let body = schema(ctx.scim_base(), &id)
-        .ok_or_else(|| ScimError::not_found(format!("schema {id} not found")))?;
-    Ok(scim_json(StatusCode::OK, &body))
+    found(schema(ctx.scim_base(), &id), "schema", &id)
 }
 
 /// `GET /ResourceTypes`.
 pub async fn list_resource_types(ctx: Ctx) -> HandlerResult {
-    Ok(scim_json(
-        StatusCode::OK,
-        &as_list(resource_types(ctx.scim_base())),
-    ))
+    listed(resource_types(ctx.scim_base()))
 }
 
 /// `GET /ResourceTypes/{id}`.
 pub async fn get_resource_type(ctx: Ctx, ResourceId(id): ResourceId) -> HandlerResult {
-    let body = resource_type(ctx.scim_base(), &id)
-        .ok_or_else(|| ScimError::not_found(format!("resource type {id} not found")))?;
-    Ok(scim_json(StatusCode::OK, &body))
+    found(resource_type(ctx.scim_base(), &id), "resource type", &id)
 }
 
-fn as_list(items: Vec<Value>) -> Value {
+/// Every item of a discovery endpoint, as one ListResponse page.
+fn listed(items: Vec<Value>) -> HandlerResult {
     let total = items.len() as i64;
-    list_response(items, total, 1)
+    Ok(scim_json(StatusCode::OK, &list_response(items, total, 1)))
+}
+
+/// One discovery item, or 404 naming `what` was not found.
+fn found(item: Option<Value>, what: &str, id: &str) -> HandlerResult {
+    let body = item.ok_or_else(|| ScimError::not_found(format!("{what} {id} not found")))?;
+    Ok(scim_json(StatusCode::OK, &body))
 }

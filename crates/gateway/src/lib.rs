@@ -109,42 +109,30 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The routes of one resource type: its collection, its resources and its
+/// `.search`.
+fn resource_routes(router: Router<AppState>, kind: Kind) -> Router<AppState> {
+    let r = |path: &str| format!("{SCIM}/{}{path}", kind.endpoint());
+    router
+        .route(
+            &r(""),
+            get(move |c: Ctx, q| h::list(kind, c, q))
+                .post(move |c: Ctx, q, b| h::create(kind, c, q, b)),
+        )
+        .route(
+            &r("/{id}"),
+            get(move |c: Ctx, i, q, hd| h::get(kind, c, i, q, hd))
+                .put(move |c: Ctx, i, q, hd, b| h::replace(kind, c, i, q, hd, b))
+                .patch(move |c: Ctx, i, q, hd, b| h::patch(kind, c, i, q, hd, b))
+                .delete(move |c: Ctx, i, hd| h::delete(kind, c, i, hd)),
+        )
+        .route(&r("/.search"), post(move |c: Ctx, b| h::search(kind, c, b)))
+}
+
 /// The `/scim/v2/{directory_id}` routes, all behind the token check.
 fn scim_routes(state: AppState) -> Router<AppState> {
     let r = |path: &str| format!("{SCIM}{path}");
-    Router::new()
-        .route(
-            &r("/Users"),
-            get(|c: Ctx, q| h::list(Kind::User, c, q))
-                .post(|c: Ctx, q, b| h::create(Kind::User, c, q, b)),
-        )
-        .route(
-            &r("/Groups"),
-            get(|c: Ctx, q| h::list(Kind::Group, c, q))
-                .post(|c: Ctx, q, b| h::create(Kind::Group, c, q, b)),
-        )
-        .route(
-            &r("/Users/{id}"),
-            get(|c: Ctx, i, q, hd| h::get(Kind::User, c, i, q, hd))
-                .put(|c: Ctx, i, q, hd, b| h::replace(Kind::User, c, i, q, hd, b))
-                .patch(|c: Ctx, i, q, hd, b| h::patch(Kind::User, c, i, q, hd, b))
-                .delete(|c: Ctx, i, hd| h::delete(Kind::User, c, i, hd)),
-        )
-        .route(
-            &r("/Groups/{id}"),
-            get(|c: Ctx, i, q, hd| h::get(Kind::Group, c, i, q, hd))
-                .put(|c: Ctx, i, q, hd, b| h::replace(Kind::Group, c, i, q, hd, b))
-                .patch(|c: Ctx, i, q, hd, b| h::patch(Kind::Group, c, i, q, hd, b))
-                .delete(|c: Ctx, i, hd| h::delete(Kind::Group, c, i, hd)),
-        )
-        .route(
-            &r("/Users/.search"),
-            post(|c: Ctx, b| h::search(Kind::User, c, b)),
-        )
-        .route(
-            &r("/Groups/.search"),
-            post(|c: Ctx, b| h::search(Kind::Group, c, b)),
-        )
+    resource_routes(resource_routes(Router::new(), Kind::User), Kind::Group)
         .route(&r("/.search"), post(h::search_all))
         .route(&r("/Bulk"), post(bulk::handle))
         .route(

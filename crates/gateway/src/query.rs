@@ -94,19 +94,26 @@ impl RawListParams {
     pub fn from_pairs(pairs: &[(String, String)]) -> Self {
         let mut raw = Self::default();
         for (name, value) in pairs {
-            let slot = match name.to_ascii_lowercase().as_str() {
-                "filter" => &mut raw.filter,
-                "sortby" => &mut raw.sort_by,
-                "sortorder" => &mut raw.sort_order,
-                "startindex" => &mut raw.start_index,
-                "count" => &mut raw.count,
-                "attributes" => &mut raw.attributes,
-                "excludedattributes" => &mut raw.excluded_attributes,
-                _ => continue,
-            };
-            *slot = Some(value.clone());
+            if let Some(slot) = raw.slot(name) {
+                *slot = Some(value.clone());
+            }
         }
         raw
+    }
+
+    /// Where the parameter `name` goes (any case); `None` for a parameter
+    /// this service ignores.
+    fn slot(&mut self, name: &str) -> Option<&mut Option<String>> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "filter" => &mut self.filter,
+            "sortby" => &mut self.sort_by,
+            "sortorder" => &mut self.sort_order,
+            "startindex" => &mut self.start_index,
+            "count" => &mut self.count,
+            "attributes" => &mut self.attributes,
+            "excludedattributes" => &mut self.excluded_attributes,
+            _ => return None,
+        })
     }
 
     /// Collects the parameters of a SearchRequest body (RFC 7644 §3.4.3).
@@ -116,17 +123,9 @@ impl RawListParams {
         })?;
         let mut raw = Self::default();
         for (name, value) in obj {
-            let slot = match name.to_ascii_lowercase().as_str() {
-                "filter" => &mut raw.filter,
-                "sortby" => &mut raw.sort_by,
-                "sortorder" => &mut raw.sort_order,
-                "startindex" => &mut raw.start_index,
-                "count" => &mut raw.count,
-                "attributes" => &mut raw.attributes,
-                "excludedattributes" => &mut raw.excluded_attributes,
-                _ => continue,
-            };
-            *slot = search_value_text(name, value)?;
+            if let Some(slot) = raw.slot(name) {
+                *slot = search_value_text(name, value)?;
+            }
         }
         Ok(raw)
     }

@@ -78,12 +78,7 @@ pub fn render_user(user: &User, scim_base: &str) -> Value {
             .collect();
         obj.insert("groups".into(), Value::Array(groups));
     }
-    let loc = location(scim_base, Kind::User, &user.id);
-    obj.insert(
-        "meta".into(),
-        render_meta(Kind::User, user.meta.as_ref(), &loc),
-    );
-    Value::Object(obj)
+    with_meta(obj, Kind::User, &user.id, user.meta.as_ref(), scim_base)
 }
 
 /// A group as a SCIM Group resource, with its members when `with_members`.
@@ -106,11 +101,19 @@ pub fn render_group(group: &Group, scim_base: &str, with_members: bool) -> Value
             .collect();
         obj.insert("members".into(), Value::Array(members));
     }
-    let loc = location(scim_base, Kind::Group, &group.id);
-    obj.insert(
-        "meta".into(),
-        render_meta(Kind::Group, group.meta.as_ref(), &loc),
-    );
+    with_meta(obj, Kind::Group, &group.id, group.meta.as_ref(), scim_base)
+}
+
+/// A rendered resource finished with its `meta` (which names its location).
+fn with_meta(
+    mut obj: Map<String, Value>,
+    kind: Kind,
+    id: &str,
+    meta: Option<&Meta>,
+    scim_base: &str,
+) -> Value {
+    let loc = location(scim_base, kind, id);
+    obj.insert("meta".into(), render_meta(kind, meta, &loc));
     Value::Object(obj)
 }
 

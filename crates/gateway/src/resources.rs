@@ -116,6 +116,15 @@ impl Ctx {
         self.directory.directory_id.clone()
     }
 
+    /// The directory, id and expected version a write of one resource names.
+    fn target(&self, id: &str, if_match: Option<IfMatch>) -> (String, String, Option<i64>) {
+        (
+            self.dir_id(),
+            id.to_owned(),
+            if_match.and_then(IfMatch::if_version),
+        )
+    }
+
     fn grpc<T>(&self, message: T) -> tonic::Request<T> {
         self.state.grpc(message, &self.call)
     }
@@ -191,11 +200,7 @@ impl Ctx {
         projection: &Projection,
     ) -> Result<Outcome, GatewayError> {
         let resource = resource_text(body)?;
-        let (dir, id, if_version) = (
-            self.dir_id(),
-            id.to_owned(),
-            if_match.and_then(IfMatch::if_version),
-        );
+        let (dir, id, if_version) = self.target(id, if_match);
         let mut client = self.state.directory();
         let rendered = match kind {
             Kind::User => {
@@ -233,11 +238,7 @@ impl Ctx {
         projection: &Projection,
     ) -> Result<Outcome, GatewayError> {
         let patch = patch_text(body)?;
-        let (dir, id, if_version) = (
-            self.dir_id(),
-            id.to_owned(),
-            if_match.and_then(IfMatch::if_version),
-        );
+        let (dir, id, if_version) = self.target(id, if_match);
         let mut client = self.state.directory();
         match kind {
             Kind::User => {
@@ -285,11 +286,7 @@ impl Ctx {
         id: &str,
         if_match: Option<IfMatch>,
     ) -> Result<Outcome, GatewayError> {
-        let (dir, id, if_version) = (
-            self.dir_id(),
-            id.to_owned(),
-            if_match.and_then(IfMatch::if_version),
-        );
+        let (dir, id, if_version) = self.target(id, if_match);
         let mut client = self.state.directory();
         match kind {
             Kind::User if self.directory.deprovision_policy == DeprovisionPolicy::Deactivate => {
