@@ -314,11 +314,7 @@ fn names_extension_object(doc: &Value, kind: ResourceKind, key: &str, value: &Va
     if !key.contains(':') {
         return false;
     }
-    let known = is_core_schema(key)
-        || kind
-            .extensions()
-            .iter()
-            .any(|s| s.id.eq_ignore_ascii_case(key));
+    let known = is_known_schema(kind, key);
     let present = doc.as_object().is_some_and(|o| key_ci(o, key).is_some());
     if known || present {
         return true;
@@ -328,12 +324,16 @@ fn names_extension_object(doc: &Value, kind: ResourceKind, key: &str, value: &Va
     let Some((prefix, _)) = key.rsplit_once(':') else {
         return false;
     };
-    let prefix_known = is_core_schema(prefix)
+    value.is_object() && !is_known_schema(kind, prefix)
+}
+
+/// Whether `urn` is a core schema or an extension of `kind`.
+fn is_known_schema(kind: ResourceKind, urn: &str) -> bool {
+    is_core_schema(urn)
         || kind
             .extensions()
             .iter()
-            .any(|s| s.id.eq_ignore_ascii_case(prefix));
-    value.is_object() && !prefix_known
+            .any(|s| s.id.eq_ignore_ascii_case(urn))
 }
 
 fn merge_schemas(doc: &mut Value, value: &Value) {

@@ -242,23 +242,30 @@ impl<'a> Parser<'a> {
 
     /// `or`-chain of `and`-chains: `and` binds tighter than `or`.
     fn parse_or(&mut self, depth: usize, in_value_path: bool) -> Result<Filter, ScimError> {
-        let first = self.parse_and(depth, in_value_path)?;
-        let mut rest = Vec::new();
-        while self.peek_is_keyword("or")? {
-            self.next()?;
-            rest.push(self.parse_and(depth, in_value_path)?);
-        }
-        Ok(balanced(first, rest, Filter::Or))
+        self.parse_chain("or", Filter::Or, Self::parse_and, depth, in_value_path)
     }
 
     fn parse_and(&mut self, depth: usize, in_value_path: bool) -> Result<Filter, ScimError> {
-        let first = self.parse_unary(depth, in_value_path)?;
+        self.parse_chain("and", Filter::And, Self::parse_unary, depth, in_value_path)
+    }
+
+    /// Operands joined by `keyword`, combined as a balanced tree so that a
+    /// long chain cannot nest deeply.
+    fn parse_chain(
+        &mut self,
+        keyword: &str,
+        combine: fn(Box<Filter>, Box<Filter>) -> Filter,
+        operand: fn(&mut Self, usize, bool) -> Result<Filter, ScimError>,
+        depth: usize,
+        in_value_path: bool,
+    ) -> Result<Filter, ScimError> {
+        let first = operand(self, depth, in_value_path)?;
         let mut rest = Vec::new();
-        while self.peek_is_keyword("and")? {
+        while self.peek_is_keyword(keyword)? {
             self.next()?;
-            rest.push(self.parse_unary(depth, in_value_path)?);
+            rest.push(operand(self, depth, in_value_path)?);
         }
-        Ok(balanced(first, rest, Filter::And))
+        Ok(balanced(first, rest, combine))
     }
 
     fn parse_unary(&mut self, depth: usize, in_value_path: bool) -> Result<Filter, ScimError> {
