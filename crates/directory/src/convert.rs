@@ -207,56 +207,47 @@ fn directory_ref(d: &m::Directory) -> pd::DirectoryRef {
 /// An initial-state item as a synthetic `created` / `member.added` event.
 pub fn snapshot_change(item: &m::SnapshotItem) -> pd::Change {
     use pd::change::Resource;
-    let (kind, directory_id, resource_id, version, at, resource) = match item {
-        m::SnapshotItem::User(u) => (
-            m::ChangeKind::UserCreated,
-            u.directory_id,
-            u.id.0,
-            u.version,
-            u.updated_at,
-            Resource::User(user(u)),
+    match item {
+        m::SnapshotItem::User(u) => pd::Change {
+            directory_id: u.directory_id.to_string(),
+            version: u.version,
+            occurred_at: Some(timestamp(u.updated_at)),
+            ..synthetic(m::ChangeKind::UserCreated, u.id.0, Resource::User(user(u)))
+        },
+        m::SnapshotItem::Group(g) => pd::Change {
+            directory_id: g.directory_id.to_string(),
+            version: g.version,
+            occurred_at: Some(timestamp(g.updated_at)),
+            ..synthetic(
+                m::ChangeKind::GroupCreated,
+                g.id.0,
+                Resource::Group(group(g)),
+            )
+        },
+        // Memberships do not carry their directory; the watcher fills it in.
+        m::SnapshotItem::Membership(ms) => synthetic(
+            m::ChangeKind::MemberAdded,
+            ms.group_id.0,
+            Resource::Membership(membership(ms)),
         ),
-        m::SnapshotItem::Group(g) => (
-            m::ChangeKind::GroupCreated,
-            g.directory_id,
-            g.id.0,
-            g.version,
-            g.updated_at,
-            Resource::Group(group(g)),
-        ),
-        m::SnapshotItem::Membership(ms) => {
-            return snapshot_membership(ms);
-        }
-    };
+    }
+}
+
+/// The parts every synthetic event shares.
+fn synthetic(
+    kind: m::ChangeKind,
+    resource_id: uuid::Uuid,
+    resource: pd::change::Resource,
+) -> pd::Change {
     pd::Change {
         // Synthetic events have no change-log row; a fresh id keeps event ids
         // unique without pretending to be stable.
         event_id: uuid::Uuid::new_v4().to_string(),
         kind: change_kind(kind) as i32,
-        directory_id: directory_id.to_string(),
         resource_id: resource_id.to_string(),
-        version,
-        occurred_at: Some(timestamp(at)),
         resource: Some(resource),
-        changed_fields: Vec::new(),
-        tombstone: false,
         synthetic: true,
-    }
-}
-
-fn snapshot_membership(ms: &m::Membership) -> pd::Change {
-    pd::Change {
-        event_id: uuid::Uuid::new_v4().to_string(),
-        kind: pd::ChangeKind::MemberAdded as i32,
-        // Memberships do not carry their directory; the watcher fills it in.
-        directory_id: String::new(),
-        resource_id: ms.group_id.to_string(),
-        version: 0,
-        occurred_at: None,
-        resource: Some(pd::change::Resource::Membership(membership(ms))),
-        changed_fields: Vec::new(),
-        tombstone: false,
-        synthetic: true,
+        ..pd::Change::default()
     }
 }
 
