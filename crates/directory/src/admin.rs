@@ -28,8 +28,9 @@ use subtle::ConstantTimeEq;
 use crate::backend::Backend;
 use crate::convert;
 use crate::credentials::CREDENTIAL_PREFIX;
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::{ServiceError, ServiceResult, parse_id};
 use crate::mapping;
+use crate::service::directory_id;
 use crate::watch::ChangeHub;
 
 /// Prefix of every bearer token secret, so leaked tokens are recognisable
@@ -133,16 +134,6 @@ fn new_secret(prefix: &str) -> (String, String, [u8; 32]) {
 /// The SHA-256 of a secret, as stored.
 pub fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
-}
-
-/// An id that does not parse cannot name anything: reported like an
-/// unknown one.
-fn parse_id<T: std::str::FromStr>(id: &str, what: &'static str) -> ServiceResult<T> {
-    id.parse().map_err(|_| ServiceError::NotFound(what))
-}
-
-fn directory_id(id: &str) -> ServiceResult<DirectoryId> {
-    parse_id(id, "directory")
 }
 
 fn mappings(list: &[pa::AttributeMapping]) -> ServiceResult<Vec<AttributeMapping>> {

@@ -68,6 +68,13 @@ pub enum ServiceError {
 /// Result of handler logic.
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
+/// Parses the id of a `what`. An id that does not parse cannot name
+/// anything, so it is reported like an unknown one: clients see the same
+/// 404 either way.
+pub(crate) fn parse_id<T: std::str::FromStr>(id: &str, what: &'static str) -> ServiceResult<T> {
+    id.parse().map_err(|_| ServiceError::NotFound(what))
+}
+
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Status {
         match err {

@@ -47,7 +47,7 @@ use serde_json::Value;
 
 use crate::backend::Backend;
 use crate::convert;
-use crate::error::{ServiceError, ServiceResult};
+use crate::error::{ServiceError, ServiceResult, parse_id};
 use crate::mapping;
 use crate::watch::{self, ChangeHub, WatchStream};
 use members::{MemberKinds, write_with_members};
@@ -519,16 +519,16 @@ fn parse_json(text: &str) -> ServiceResult<Value> {
         .map_err(|e| ScimError::invalid_syntax(format!("malformed JSON: {e}")).into())
 }
 
-fn directory_id(id: &str) -> ServiceResult<DirectoryId> {
-    id.parse().map_err(|_| ServiceError::NotFound("directory"))
+pub(crate) fn directory_id(id: &str) -> ServiceResult<DirectoryId> {
+    parse_id(id, "directory")
 }
 
 fn user_id(id: &str) -> ServiceResult<UserId> {
-    id.parse().map_err(|_| ServiceError::NotFound("user"))
+    parse_id(id, "user")
 }
 
 fn group_id(id: &str) -> ServiceResult<GroupId> {
-    id.parse().map_err(|_| ServiceError::NotFound("group"))
+    parse_id(id, "group")
 }
 
 /// Caps a requested page size: 0 means the default; a negative count asks
