@@ -172,24 +172,19 @@ pub async fn get(
     ))
 }
 
-/// `PUT /Users/{id}`, `PUT /Groups/{id}`.
-pub async fn replace(
-    kind: Kind,
-    ctx: Ctx,
-    ResourceId(id): ResourceId,
-    QueryPairs(pairs): QueryPairs,
-    headers: HeaderMap,
-    JsonBody(body): JsonBody,
-) -> HandlerResult {
-    let projection = projection_from_pairs(&pairs)?;
-    let outcome = ctx
-        .replace(kind, &id, &body, if_match(&headers), &projection)
-        .await?;
-    Ok(outcome_response(outcome))
+/// The write a `PUT` or a `PATCH` of one resource asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// `PUT`: the body replaces the resource.
+    Replace,
+    /// `PATCH`: the body is a PatchOp.
+    Patch,
 }
 
-/// `PATCH /Users/{id}`, `PATCH /Groups/{id}`.
-pub async fn patch(
+/// `PUT` and `PATCH` of `/Users/{id}` and `/Groups/{id}`: the same inputs
+/// and the same kind of answer.
+pub async fn write(
+    write: Write,
     kind: Kind,
     ctx: Ctx,
     ResourceId(id): ResourceId,
@@ -198,9 +193,11 @@ pub async fn patch(
     JsonBody(body): JsonBody,
 ) -> HandlerResult {
     let projection = projection_from_pairs(&pairs)?;
-    let outcome = ctx
-        .patch(kind, &id, &body, if_match(&headers), &projection)
-        .await?;
+    let if_match = if_match(&headers);
+    let outcome = match write {
+        Write::Replace => ctx.replace(kind, &id, &body, if_match, &projection).await?,
+        Write::Patch => ctx.patch(kind, &id, &body, if_match, &projection).await?,
+    };
     Ok(outcome_response(outcome))
 }
 

@@ -46,7 +46,7 @@ pub use config::GatewayConfig;
 pub use error::GatewayError;
 pub use state::{AppState, StartError};
 
-use crate::handlers as h;
+use crate::handlers::{self as h, Write};
 use crate::observe::CallMeta;
 use crate::render::Kind;
 use crate::resources::Ctx;
@@ -122,8 +122,8 @@ fn resource_routes(router: Router<AppState>, kind: Kind) -> Router<AppState> {
         .route(
             &r("/{id}"),
             get(move |c: Ctx, i, q, hd| h::get(kind, c, i, q, hd))
-                .put(move |c: Ctx, i, q, hd, b| h::replace(kind, c, i, q, hd, b))
-                .patch(move |c: Ctx, i, q, hd, b| h::patch(kind, c, i, q, hd, b))
+                .put(move |c: Ctx, i, q, hd, b| h::write(Write::Replace, kind, c, i, q, hd, b))
+                .patch(move |c: Ctx, i, q, hd, b| h::write(Write::Patch, kind, c, i, q, hd, b))
                 .delete(move |c: Ctx, i, hd| h::delete(kind, c, i, hd)),
         )
         .route(&r("/.search"), post(move |c: Ctx, b| h::search(kind, c, b)))
