@@ -375,16 +375,7 @@ impl<'a> Parser<'a> {
             return Ok(None);
         }
         self.next()?;
-        let (at, tok) = self.next()?;
-        let Tok::Word(name) = tok else {
-            return Err(self.expected(at, "a sub-attribute name", &tok));
-        };
-        if !is_attr_name(name) {
-            return Err(self.error(
-                at,
-                format!("'{}' is not a valid sub-attribute name", truncate(name)),
-            ));
-        }
+        let name = self.sub_attr_name()?;
         let path = AttrPath {
             schema: None,
             name: name.to_owned(),
@@ -443,21 +434,27 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// The sub-attribute name after a `.`.
+    fn sub_attr_name(&mut self) -> Result<&'a str, ScimError> {
+        let (at, tok) = self.next()?;
+        let Tok::Word(name) = tok else {
+            return Err(self.expected(at, "a sub-attribute name", &tok));
+        };
+        if !is_attr_name(name) {
+            return Err(self.error(
+                at,
+                format!("'{}' is not a valid sub-attribute name", truncate(name)),
+            ));
+        }
+        Ok(name)
+    }
+
     fn parse_trailing_sub_attr(&mut self) -> Result<Option<String>, ScimError> {
         let (at, tok) = self.next()?;
         match tok {
             Tok::End => Ok(None),
             Tok::Dot => {
-                let (at, tok) = self.next()?;
-                let Tok::Word(name) = tok else {
-                    return Err(self.expected(at, "a sub-attribute name", &tok));
-                };
-                if !is_attr_name(name) {
-                    return Err(self.error(
-                        at,
-                        format!("'{}' is not a valid sub-attribute name", truncate(name)),
-                    ));
-                }
+                let name = self.sub_attr_name()?;
                 let (end_at, end) = self.next()?;
                 if end != Tok::End {
                     return Err(self.expected(end_at, "the end of the path", &end));
