@@ -329,11 +329,7 @@ fn names_extension_object(doc: &Value, kind: ResourceKind, key: &str, value: &Va
 
 /// Whether `urn` is a core schema or an extension of `kind`.
 fn is_known_schema(kind: ResourceKind, urn: &str) -> bool {
-    is_core_schema(urn)
-        || kind
-            .extensions()
-            .iter()
-            .any(|s| s.id.eq_ignore_ascii_case(urn))
+    is_core_schema(urn) || kind.extension(urn).is_some()
 }
 
 fn merge_schemas(doc: &mut Value, value: &Value) {
@@ -363,11 +359,7 @@ fn apply_extension_object(
     urn: &str,
     value: Option<&Value>,
 ) -> Result<(), ScimError> {
-    let canonical = kind
-        .extensions()
-        .iter()
-        .find(|s| s.id.eq_ignore_ascii_case(urn))
-        .map_or(urn, |s| s.id);
+    let canonical = kind.extension(urn).map_or(urn, |s| s.id);
     let core = is_core_schema(urn);
     if op == PatchOpKind::Remove {
         if core {
@@ -405,10 +397,7 @@ fn is_extension_path(kind: ResourceKind, doc: &Value, path: &PatchPath) -> Optio
     }
     let schema = path.attr.schema.as_deref()?;
     let full = format!("{schema}:{}", path.attr.name);
-    let known = kind
-        .extensions()
-        .iter()
-        .any(|s| s.id.eq_ignore_ascii_case(&full));
+    let known = kind.extension(&full).is_some();
     let present = doc
         .as_object()
         .is_some_and(|o| get_ci(o, &full).is_some_and(Value::is_object));

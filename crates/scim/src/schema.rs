@@ -609,6 +609,14 @@ impl ResourceKind {
         }
     }
 
+    /// The extension schema of this kind named `urn` (any case).
+    pub fn extension(self, urn: &str) -> Option<&'static SchemaDef> {
+        self.extensions()
+            .iter()
+            .copied()
+            .find(|s| s.id.eq_ignore_ascii_case(urn))
+    }
+
     /// The resource type name (`User`, `Group`).
     pub fn name(self) -> &'static str {
         match self {
@@ -644,10 +652,7 @@ pub fn attributes_for(kind: ResourceKind, schema: Option<&str>) -> Option<&'stat
     if urn.eq_ignore_ascii_case(kind.core_schema().id) {
         return Some(kind.core_schema().attributes);
     }
-    kind.extensions()
-        .iter()
-        .find(|s| s.id.eq_ignore_ascii_case(urn))
-        .map(|s| s.attributes)
+    kind.extension(urn).map(|s| s.attributes)
 }
 
 /// The definition of a top-level attribute (common attributes included).
