@@ -5,8 +5,9 @@
 //!   [`admin::AdminApi`] those of `roster.admin.v1` (directories, bearer
 //!   tokens, service credentials): plain Rust over a `Store`, speaking the
 //!   generated messages;
-//! - [`grpc`] puts both on the wire: one line per RPC, and the one mapping
-//!   of a [`error::ServiceError`] onto a `tonic::Status`;
+//! - [`grpc`] puts both on the wire, one line per RPC; it is where a
+//!   [`error::ServiceError`] becomes a `tonic::Status` (by the mapping in
+//!   [`error`]);
 //! - [`watch`] holds the per-process change tailer and the watch streams;
 //! - [`serve`] runs both services with health checking and reflection.
 

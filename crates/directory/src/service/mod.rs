@@ -112,14 +112,9 @@ impl DirectoryApi {
     }
 
     pub async fn get_user(&self, req: GetUserRequest) -> ServiceResult<GetUserResponse> {
-        let user_id = user_id(&req.id)?;
-        let user = self
-            .store()
-            .get_user(directory_id(&req.directory_id)?, user_id)
-            .await?;
-        Ok(GetUserResponse {
-            user: Some(convert::user(&user)),
-        })
+        let (dir, id) = (directory_id(&req.directory_id)?, user_id(&req.id)?);
+        let user = Some(convert::user(&self.store().get_user(dir, id).await?));
+        Ok(GetUserResponse { user })
     }
 
     pub async fn list_users(&self, req: ListUsersRequest) -> ServiceResult<ListUsersResponse> {
@@ -143,9 +138,11 @@ impl DirectoryApi {
         req: ReplaceUserRequest,
     ) -> ServiceResult<ReplaceUserResponse> {
         let directory = self.directory(&req.directory_id).await?;
+        let id = user_id(&req.id)?;
         let write = user_write(&directory, parse_json(&req.resource)?)?;
-        let user =
-            (self.store()).replace_user(directory.id, user_id(&req.id)?, req.if_version, write);
+        let user = self
+            .store()
+            .replace_user(directory.id, id, req.if_version, write);
         let user = self.backend.write(user).await?;
         Ok(ReplaceUserResponse {
             user: Some(convert::user(&user)),
