@@ -12,13 +12,13 @@
 //! the highest revision below which every revision is either committed or
 //! known to belong to an aborted transaction. See `docs/watch.md`.
 
-mod diff;
 pub mod error;
 mod filter_sql;
 pub mod model;
 pub mod postgres;
 mod snapshot_slots;
 pub mod sqlite;
+mod write;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

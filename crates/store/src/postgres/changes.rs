@@ -1,15 +1,19 @@
 //! Writing and reading the change log.
 
+use std::time::Duration;
+
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use super::PgStore;
 use super::errors::{json_error, map_db};
 use super::head::Observation;
 use crate::error::{StoreError, StoreResult};
-use crate::model::{ChangeFilter, ChangeKind, ChangeRecord, DirectoryId, FieldChange};
+use crate::model::{ChangeFilter, ChangeRecord, Cursor, DirectoryId, LogBounds};
+use crate::write::{Change, ChangeLog, SnapshotItems};
 
 /// How many revisions one stable-head query reads at most.
 pub(crate) const HEAD_BATCH: i64 = 10_000;
@@ -18,34 +22,64 @@ pub(crate) const HEAD_BATCH: i64 = 10_000;
 const ALLOCATED: &str =
     "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM change_revision) AS allocated";
 
-/// A change to append at the end of a write transaction.
-#[derive(Debug, Clone)]
-pub(crate) struct NewChange {
-    pub directory_id: DirectoryId,
-    pub kind: ChangeKind,
-    pub resource_id: Uuid,
-    pub version: i64,
-    pub payload: serde_json::Value,
-    pub changed_fields: Vec<FieldChange>,
-}
-
-impl NewChange {
-    pub fn new<T: Serialize>(
-        directory_id: DirectoryId,
-        kind: ChangeKind,
-        resource_id: Uuid,
-        version: i64,
-        payload: &T,
-        changed_fields: Vec<FieldChange>,
-    ) -> StoreResult<Self> {
-        Ok(Self {
-            directory_id,
-            kind,
-            resource_id,
-            version,
-            payload: serde_json::to_value(payload).map_err(json_error)?,
-            changed_fields,
+#[async_trait]
+impl ChangeLog for PgStore {
+    async fn log_bounds(&self) -> StoreResult<LogBounds> {
+        let mut conn = self.conn().await?;
+        let stable_head = self.advance_on(&mut conn, 0).await?;
+        let (pruned_through, epoch, allocated_head) = log_state(&mut conn).await?;
+        Ok(LogBounds {
+            pruned_through,
+            stable_head,
+            allocated_head,
+            epoch,
         })
+    }
+
+    async fn read_changes(
+        &self,
+        filter: &ChangeFilter,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        read(&mut *self.conn().await?, filter, after, up_to, limit).await
+    }
+
+    async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
+        self.advance_on(&mut *self.conn().await?, after).await
+    }
+
+    async fn snapshot(&self, dir: Option<DirectoryId>) -> StoreResult<(Cursor, SnapshotItems)> {
+        self.open_snapshot(dir).await
+    }
+
+    async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64> {
+        let mut conn = self.conn().await?;
+        let head = self.advance_on(&mut conn, 0).await?;
+        prune(&mut conn, keep_secs.max(0), head).await
+    }
+
+    async fn renew_log_epoch(&self) -> StoreResult<i64> {
+        renew_epoch(&mut *self.conn().await?).await
+    }
+
+    fn newest_committed(&self) -> Option<i64> {
+        Some(self.head.lock().unwrap_or_else(|p| p.into_inner()).newest())
+    }
+
+    async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {
+        self.notifier.wait(timeout).await;
+        Ok(())
+    }
+
+    async fn notify_changes(&self) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify('roster_changes', $1)")
+            .bind(self.notifier.origin())
+            .execute(&self.pool)
+            .await
+            .map_err(map_db)?;
+        Ok(())
     }
 }
 
@@ -55,10 +89,7 @@ impl NewChange {
 /// `pg_current_xact_id()` in the WHERE clause runs before the `nextval`
 /// calls of the projection and makes sure the transaction has an xid before
 /// it takes a revision (fact 1 of `head.rs`), even if it wrote nothing else.
-pub(crate) async fn insert_changes(
-    conn: &mut PgConnection,
-    changes: &[NewChange],
-) -> StoreResult<()> {
+pub(crate) async fn insert_changes(conn: &mut PgConnection, changes: &[Change]) -> StoreResult<()> {
     if changes.is_empty() {
         return Ok(());
     }

@@ -20,7 +20,7 @@ const SQLITE_MISMATCH: i64 = 20;
 ///   full disk, pool timeouts → [`StoreError::Unavailable`] (retryable);
 /// * a value SQLite cannot store (too big, type mismatch) → [`StoreError::Invalid`];
 /// * anything else → [`StoreError::Internal`].
-pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
+pub(crate) fn map_db(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) => {
             if db.is_unique_violation() {
@@ -77,7 +77,7 @@ const STATEMENT_LIMITS: [&str; 7] = [
 ];
 
 /// Maps a failure of a list query: a statement limit hit by the filter is
-/// [`StoreError::InvalidFilter`], anything else goes through [`map_sqlx`].
+/// [`StoreError::InvalidFilter`], anything else goes through [`map_db`].
 pub(crate) fn map_list_error(error: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &error
         && STATEMENT_LIMITS
@@ -87,7 +87,7 @@ pub(crate) fn map_list_error(error: sqlx::Error) -> StoreError {
         tracing::debug!(error = %db.message(), "filter exceeds a SQLite statement limit");
         return StoreError::InvalidFilter("the filter is too large or too complex".into());
     }
-    map_sqlx(error)
+    map_db(error)
 }
 
 /// Names the SCIM attribute behind a unique constraint. SQLite reports the
@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn pool_timeout_is_retryable() {
         assert!(matches!(
-            map_sqlx(sqlx::Error::PoolTimedOut),
+            map_db(sqlx::Error::PoolTimedOut),
             StoreError::Unavailable(_)
         ));
     }
