@@ -252,3 +252,17 @@ pub struct PoolStats {
     /// The pool's maximum.
     pub max: u32,
 }
+
+impl PoolStats {
+    /// The usage of `pools` together, whose maximum is `max`.
+    pub(crate) fn of<DB: sqlx::Database>(pools: &[&sqlx::Pool<DB>], max: u32) -> PoolStats {
+        PoolStats {
+            size: pools.iter().map(|p| p.size()).sum(),
+            idle: pools
+                .iter()
+                .map(|p| u32::try_from(p.num_idle()).unwrap_or(u32::MAX))
+                .sum(),
+            max,
+        }
+    }
+}

@@ -267,10 +267,7 @@ impl Backend for PgStore {
     }
 
     fn pool_stats(&self) -> Option<PoolStats> {
-        Some(PoolStats {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
-        })
+        let max = self.pool.options().get_max_connections();
+        Some(PoolStats::of(&[&self.pool], max))
     }
 }

@@ -240,13 +240,9 @@ impl Backend for SqliteStore {
     /// connections.
     fn pool_stats(&self) -> Option<PoolStats> {
         let pools = [&self.writer, &self.readers, &self.snapshots];
-        Some(PoolStats {
-            size: pools.iter().map(|p| p.size()).sum(),
-            idle: pools
-                .iter()
-                .map(|p| u32::try_from(p.num_idle()).unwrap_or(u32::MAX))
-                .sum(),
-            max: 1 + READERS + self.snapshot_slots.cap(),
-        })
+        Some(PoolStats::of(
+            &pools,
+            1 + READERS + self.snapshot_slots.cap(),
+        ))
     }
 }

@@ -9,14 +9,12 @@ use super::PgStore;
 use super::errors::{json_error, map_db};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::write::{Backend, Directories};
-
-/// A directory holds at most this many live tokens (rotation without downtime).
-const MAX_LIVE_TOKENS: i64 = 2;
+use crate::write::Directories;
 
 pub(super) const DIRECTORY_COLUMNS: &str = "id, name, organization, provider, deprovision_policy, attribute_mappings, version, created_at, updated_at";
 
-const TOKEN_COLUMNS: &str = "id, directory_id, name, prefix, created_at, revoked_at, last_used_at";
+pub(super) const TOKEN_COLUMNS: &str =
+    "id, directory_id, name, prefix, created_at, revoked_at, last_used_at";
 
 #[async_trait]
 impl Directories for PgStore {
@@ -38,41 +36,6 @@ impl Directories for PgStore {
         rows.iter()
             .map(|r| decode_directory(r).map(|(d, _)| d))
             .collect()
-    }
-
-    /// Locks the directory row so two concurrent creations cannot both see
-    /// one live token and exceed the limit.
-    async fn create_token(&self, new: NewToken) -> StoreResult<Token> {
-        let mut tx = self.begin().await?;
-        load_directory(tx.conn(), new.directory_id, true).await?;
-        let live: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tokens WHERE directory_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(new.directory_id.0)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(map_db)?;
-        if live >= MAX_LIVE_TOKENS {
-            return Err(StoreError::Limit(format!(
-                "a directory holds at most {MAX_LIVE_TOKENS} live tokens: revoke one first"
-            )));
-        }
-        let sql = format!(
-            "INSERT INTO tokens (id, directory_id, name, prefix, hash) VALUES ($1, $2, $3, $4, $5) \
-             RETURNING {TOKEN_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(TokenId::new().0)
-            .bind(new.directory_id.0)
-            .bind(&new.name)
-            .bind(&new.prefix)
-            .bind(&new.hash[..])
-            .fetch_one(tx.conn())
-            .await
-            .map_err(map_db)?;
-        let token = decode_token(&row)?;
-        self.commit(tx).await?;
-        Ok(token)
     }
 
     async fn list_tokens(
@@ -172,7 +135,7 @@ pub(super) fn decode_directory(row: &PgRow) -> StoreResult<(Directory, i64)> {
     Ok((directory, row.try_get("version").map_err(map_db)?))
 }
 
-fn decode_token(row: &PgRow) -> StoreResult<Token> {
+pub(super) fn decode_token(row: &PgRow) -> StoreResult<Token> {
     Ok(Token {
         id: TokenId(row.try_get("id").map_err(map_db)?),
         directory_id: DirectoryId(row.try_get("directory_id").map_err(map_db)?),

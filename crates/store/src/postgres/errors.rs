@@ -1,7 +1,7 @@
 //! The one place where PostgreSQL failures become [`StoreError`]s. Messages
 //! never carry SQL or server detail: that is logged, not returned.
 
-use crate::error::StoreError;
+use crate::error::{StoreError, client_error};
 use crate::write::conflict;
 
 /// Maps a sqlx error from the PostgreSQL backend:
@@ -37,19 +37,7 @@ pub(crate) fn map_db(error: sqlx::Error) -> StoreError {
                 }
             }
         }
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => {
-            tracing::warn!(error = %error, "database unavailable");
-            StoreError::Unavailable("database unavailable".into())
-        }
-        sqlx::Error::RowNotFound => StoreError::NotFound("resource"),
-        _ => {
-            tracing::error!(error = %error, "database client error");
-            StoreError::Internal("database client error".into())
-        }
+        other => client_error(other),
     }
 }
 

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::directories::{DIRECTORY_COLUMNS, decode_directory, load_directory};
+use super::directories::{
+    DIRECTORY_COLUMNS, TOKEN_COLUMNS, decode_directory, decode_token, load_directory,
+};
 use super::errors::{json_error, map_db};
 use super::groups::{GROUP_COLUMNS, decode_group, load_group};
 use super::users::{STORED_COLUMNS, USER_COLUMNS, bind_columns, decode_user, load_user};
@@ -106,6 +108,33 @@ impl WriteTx for Tx {
             .await
             .map_err(map_db)?;
         Ok(())
+    }
+
+    async fn live_tokens(&mut self, dir: DirectoryId) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM tokens WHERE directory_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(dir.0)
+        .fetch_one(self.conn())
+        .await
+        .map_err(map_db)
+    }
+
+    async fn insert_token(&mut self, new: NewToken) -> StoreResult<Token> {
+        let sql = format!(
+            "INSERT INTO tokens (id, directory_id, name, prefix, hash) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING {TOKEN_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(TokenId::new().0)
+            .bind(new.directory_id.0)
+            .bind(&new.name)
+            .bind(&new.prefix)
+            .bind(&new.hash[..])
+            .fetch_one(self.conn())
+            .await
+            .map_err(map_db)?;
+        decode_token(&row)
     }
 
     async fn load_user(&mut self, dir: DirectoryId, id: UserId, lock: Lock) -> StoreResult<User> {

@@ -6,15 +6,11 @@ use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
-use super::codec::{Col, id_text, reject_nul, time_text};
+use super::codec::{Col, id_text, time_text};
 use super::errors::map_db;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::write::{Backend, Directories};
-
-/// How many live tokens a directory may hold: two, so an IT admin can rotate
-/// without downtime.
-const MAX_LIVE_TOKENS: i64 = 2;
 
 const DIRECTORY_COLUMNS: &str = "id, name, organization, provider, deprovision_policy, attribute_mappings, version, created_at, updated_at";
 const TOKEN_COLUMNS: &str =
@@ -37,47 +33,6 @@ impl Directories for SqliteStore {
             .await
             .map_err(map_db)?;
         rows.iter().map(decode_directory).collect()
-    }
-
-    async fn create_token(&self, new: NewToken) -> StoreResult<Token> {
-        reject_nul(&(&new.name, &new.prefix))?;
-        let mut tx = self.begin().await?;
-        load_directory(tx.conn(), new.directory_id).await?;
-        let live: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tokens WHERE directory_id = ? AND revoked_at IS NULL",
-        )
-        .bind(id_text(new.directory_id.0))
-        .fetch_one(tx.conn())
-        .await
-        .map_err(map_db)?;
-        if live >= MAX_LIVE_TOKENS {
-            return Err(StoreError::Limit(format!(
-                "a directory holds at most {MAX_LIVE_TOKENS} live tokens: revoke one first"
-            )));
-        }
-        let token = Token {
-            id: TokenId::new(),
-            directory_id: new.directory_id,
-            name: new.name,
-            prefix: new.prefix,
-            created_at: tx.now,
-            revoked_at: None,
-            last_used_at: None,
-        };
-        sqlx::query(
-            "INSERT INTO tokens (id, directory_id, name, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(id_text(token.id.0))
-        .bind(id_text(token.directory_id.0))
-        .bind(&token.name)
-        .bind(&token.prefix)
-        .bind(&new.hash[..])
-        .bind(time_text(token.created_at))
-        .execute(tx.conn())
-        .await
-        .map_err(map_db)?;
-        self.commit(tx).await?;
-        Ok(token)
     }
 
     async fn list_tokens(

@@ -1,7 +1,7 @@
 //! The one place where SQLite failures become [`StoreError`]s. Messages never
 //! carry SQL or database detail: that is logged, not returned.
 
-use crate::error::StoreError;
+use crate::error::{StoreError, client_error};
 
 /// SQLite primary result codes (the low byte of an extended code).
 const SQLITE_BUSY: i64 = 5;
@@ -49,18 +49,7 @@ pub(crate) fn map_db(error: sqlx::Error) -> StoreError {
                 }
             }
         }
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::WorkerCrashed => {
-            tracing::warn!(error = %error, "SQLite database unavailable");
-            StoreError::Unavailable("database unavailable".into())
-        }
-        sqlx::Error::RowNotFound => StoreError::NotFound("resource"),
-        _ => {
-            tracing::error!(error = %error, "SQLite client error");
-            StoreError::Internal("database client error".into())
-        }
+        other => client_error(other),
     }
 }
 

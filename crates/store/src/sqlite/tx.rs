@@ -87,6 +87,17 @@ impl Tx {
         Ok(Some(head))
     }
 
+    /// Fails with `NotFound("directory")` unless the directory exists: what
+    /// PostgreSQL's foreign key check reports for a creation.
+    async fn ensure_directory(&mut self, dir: DirectoryId) -> StoreResult<()> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM directories WHERE id = ?")
+            .bind(id_text(dir.0))
+            .fetch_optional(self.conn())
+            .await
+            .map_err(map_db)?;
+        found.map(|_| ()).ok_or(StoreError::NotFound("directory"))
+    }
+
     /// Runs a statement that changes rows and returns nothing.
     async fn execute(
         &mut self,
@@ -167,6 +178,42 @@ impl WriteTx for Tx {
             .await
     }
 
+    async fn live_tokens(&mut self, dir: DirectoryId) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM tokens WHERE directory_id = ? AND revoked_at IS NULL",
+        )
+        .bind(id_text(dir.0))
+        .fetch_one(self.conn())
+        .await
+        .map_err(map_db)
+    }
+
+    async fn insert_token(&mut self, new: NewToken) -> StoreResult<Token> {
+        reject_nul(&(&new.name, &new.prefix))?;
+        let token = Token {
+            id: TokenId::new(),
+            directory_id: new.directory_id,
+            name: new.name,
+            prefix: new.prefix,
+            created_at: self.now,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        self.execute(
+            sqlx::query(
+                "INSERT INTO tokens (id, directory_id, name, prefix, hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id_text(token.id.0))
+            .bind(id_text(token.directory_id.0))
+            .bind(&token.name)
+            .bind(&token.prefix)
+            .bind(&new.hash[..])
+            .bind(time_text(token.created_at)),
+        )
+        .await?;
+        Ok(token)
+    }
+
     async fn load_user(&mut self, dir: DirectoryId, id: UserId, _: Lock) -> StoreResult<User> {
         load_user(self.conn(), dir, id).await
     }
@@ -174,12 +221,7 @@ impl WriteTx for Tx {
     async fn insert_user(&mut self, dir: DirectoryId, write: UserWrite) -> StoreResult<User> {
         reject_nul(&write.fields)?;
         reject_nul(&write.raw)?;
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM directories WHERE id = ?")
-            .bind(id_text(dir.0))
-            .fetch_optional(self.conn())
-            .await
-            .map_err(map_db)?;
-        found.ok_or(StoreError::NotFound("directory"))?;
+        self.ensure_directory(dir).await?;
         let user = User {
             id: UserId::new(),
             directory_id: dir,
@@ -272,12 +314,7 @@ impl WriteTx for Tx {
 
     async fn insert_group(&mut self, dir: DirectoryId, write: &GroupWrite) -> StoreResult<Group> {
         reject_nul(&(&write.display_name, &write.external_id, &write.raw))?;
-        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM directories WHERE id = ?")
-            .bind(id_text(dir.0))
-            .fetch_optional(self.conn())
-            .await
-            .map_err(map_db)?;
-        found.ok_or(StoreError::NotFound("directory"))?;
+        self.ensure_directory(dir).await?;
         let group = Group {
             id: GroupId::new(),
             directory_id: dir,

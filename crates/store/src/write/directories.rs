@@ -1,8 +1,12 @@
-//! The directory flows.
+//! The directory flows, and the creation of a directory's tokens.
+
+/// A directory holds at most this many live tokens: two, so an IT admin can
+/// rotate without downtime.
+const MAX_LIVE_TOKENS: i64 = 2;
 
 use super::changes::directory_field_changes;
 use super::{Backend, Change, WriteTx};
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 
 pub(super) async fn create<B: Backend>(backend: &B, new: NewDirectory) -> StoreResult<Directory> {
@@ -66,4 +70,19 @@ pub(super) async fn delete<B: Backend>(backend: &B, id: DirectoryId) -> StoreRes
         Vec::new(),
     )?);
     backend.commit(tx).await
+}
+
+/// The count and the insert run under the directory's lock, so two
+/// concurrent creations cannot both see one live token and exceed the limit.
+pub(super) async fn create_token<B: Backend>(backend: &B, new: NewToken) -> StoreResult<Token> {
+    let mut tx = backend.begin().await?;
+    tx.load_directory(new.directory_id).await?;
+    if tx.live_tokens(new.directory_id).await? >= MAX_LIVE_TOKENS {
+        return Err(StoreError::Limit(format!(
+            "a directory holds at most {MAX_LIVE_TOKENS} live tokens: revoke one first"
+        )));
+    }
+    let token = tx.insert_token(new).await?;
+    backend.commit(tx).await?;
+    Ok(token)
 }

@@ -67,6 +67,9 @@ pub trait WriteTx: Send {
     /// Deletes the directory with its users, groups and memberships, and
     /// revokes its tokens.
     async fn delete_directory(&mut self, id: DirectoryId) -> StoreResult<()>;
+    /// How many unrevoked tokens the directory holds.
+    async fn live_tokens(&mut self, dir: DirectoryId) -> StoreResult<i64>;
+    async fn insert_token(&mut self, new: NewToken) -> StoreResult<Token>;
 
     /// A user of `dir` with its group ids, or `NotFound("user")`.
     async fn load_user(&mut self, dir: DirectoryId, id: UserId, lock: Lock) -> StoreResult<User>;
@@ -153,14 +156,12 @@ pub trait Backend: Directories + Credentials + Reads + ChangeLog + Send + Sync +
     fn pool_stats(&self) -> Option<PoolStats>;
 }
 
-/// Directory reads and bearer tokens (which append no change).
+/// Directory reads and the bearer tokens' reads and updates (which append
+/// no change).
 #[async_trait]
 pub trait Directories {
     async fn get_directory(&self, id: DirectoryId) -> StoreResult<Directory>;
     async fn list_directories(&self, organization: Option<&str>) -> StoreResult<Vec<Directory>>;
-    /// At most two live tokens per directory: the check and the insert run
-    /// under the directory's lock.
-    async fn create_token(&self, new: NewToken) -> StoreResult<Token>;
     async fn list_tokens(&self, dir: DirectoryId, revoked: bool) -> StoreResult<Vec<Token>>;
     async fn revoke_token(&self, dir: DirectoryId, id: TokenId) -> StoreResult<()>;
     async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>>;

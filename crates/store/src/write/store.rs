@@ -8,11 +8,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::retry::retrying;
-use super::users::rejected;
 use super::{
     Backend, ChangeLog, Credentials, Directories, Reads, SnapshotItems, directories, groups, users,
 };
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::{GroupUpdateFn, MemberPages, PoolStats, Store, UserUpdateFn};
 
@@ -38,7 +37,7 @@ impl<B: Backend> Store for B {
         retrying(|| directories::delete(self, id)).await
     }
     async fn create_token(&self, new: NewToken) -> StoreResult<Token> {
-        retrying(|| Directories::create_token(self, new.clone())).await
+        retrying(|| directories::create_token(self, new.clone())).await
     }
     async fn list_tokens(&self, dir: DirectoryId, revoked: bool) -> StoreResult<Vec<Token>> {
         Directories::list_tokens(self, dir, revoked).await
@@ -205,4 +204,9 @@ impl<B: Backend> Store for B {
     fn pool_stats(&self) -> Option<PoolStats> {
         Backend::pool_stats(self)
     }
+}
+
+/// A rejection by a caller's callback (the PATCH engine).
+fn rejected(e: Box<dyn std::error::Error + Send + Sync>) -> StoreError {
+    StoreError::Rejected(e)
 }

@@ -1,7 +1,7 @@
 //! The user flows.
 
 use super::{Backend, Change, Lock, WriteTx, check_version, groups, user_field_changes};
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::model::*;
 
 pub(super) async fn create<B: Backend + ?Sized>(
@@ -78,9 +78,4 @@ pub(super) async fn delete<B: Backend>(
     tx.changes()
         .emit(Change::user(ChangeKind::UserDeleted, &user, Vec::new())?);
     backend.commit(tx).await
-}
-
-/// A rejection by a caller's callback.
-pub(super) fn rejected(e: Box<dyn std::error::Error + Send + Sync>) -> StoreError {
-    StoreError::Rejected(e)
 }
