@@ -33,7 +33,7 @@
 //!    deleting a user first locks every group holding it, deleting a group
 //!    those and itself);
 //! 2. then member rows: `FOR KEY SHARE` on the users and groups being added
-//!    (`resolve_members`), or `FOR UPDATE` on the user or group being
+//!    (`lock_members`), or `FOR UPDATE` on the user or group being
 //!    deleted, which waits for every add that already holds its key share;
 //! 3. then membership rows, and last the change rows (the revisions).
 //!
