@@ -1,0 +1,216 @@
+//! Memberships: idempotent adds and removes, counts, deletions of members.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use roster_store::*;
+
+use super::{all_changes, directory, group, kinds, member, query, user};
+
+pub async fn membership_changes_are_idempotent_and_counted(store: Arc<dyn Store>) {
+    let dir = directory(&*store, "members").await;
+    let a = store.create_user(dir.id, user("a")).await.unwrap();
+    let b = store.create_user(dir.id, user("b")).await.unwrap();
+    let g = store.create_group(dir.id, group("g")).await.unwrap();
+
+    assert_eq!(
+        store
+            .add_members(dir.id, g.id, &[member(&a), member(&b)])
+            .await
+            .unwrap(),
+        (2, 2)
+    );
+    // IdPs retry: adding again adds nothing and bumps nothing.
+    assert_eq!(
+        store
+            .add_members(dir.id, g.id, &[member(&a)])
+            .await
+            .unwrap(),
+        (0, 2)
+    );
+    assert_eq!(
+        store
+            .remove_members(dir.id, g.id, &[a.id.0, a.id.0])
+            .await
+            .unwrap(),
+        (1, 3)
+    );
+    assert_eq!(
+        store.remove_members(dir.id, g.id, &[a.id.0]).await.unwrap(),
+        (0, 3)
+    );
+
+    let got = store.get_group(dir.id, g.id, true).await.unwrap();
+    assert_eq!(got.member_count, 1);
+    let members = got.members.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!((members[0].id, members[0].kind), (b.id.0, MemberKind::User));
+    assert_eq!(
+        store.get_user(dir.id, b.id).await.unwrap().group_ids,
+        vec![g.id]
+    );
+    // Lists carry each user's groups too, with and without a cursor.
+    let filter = format!("userName eq \"{}\"", b.fields.user_name);
+    for omit_cursor in [false, true] {
+        let mut q = query(Some(&filter));
+        q.omit_cursor = omit_cursor;
+        let listed = store.list_users(dir.id, &q).await.unwrap();
+        assert_eq!(listed.items[0].group_ids, vec![g.id], "{omit_cursor}");
+    }
+    assert!(
+        store
+            .get_user(dir.id, a.id)
+            .await
+            .unwrap()
+            .group_ids
+            .is_empty()
+    );
+
+    let changes = all_changes(&*store, Some(dir.id)).await;
+    let member_events: Vec<&ChangeRecord> = changes
+        .iter()
+        .filter(|c| c.kind.as_str().starts_with("member."))
+        .collect();
+    assert_eq!(
+        kinds(
+            &member_events
+                .iter()
+                .map(|c| (*c).clone())
+                .collect::<Vec<_>>()
+        ),
+        ["member.added", "member.added", "member.removed"]
+    );
+    let m: Membership = serde_json::from_value(member_events[2].payload.clone()).unwrap();
+    assert_eq!((m.group_id, m.member_id), (g.id, a.id.0));
+    assert_eq!(member_events[2].version, 3);
+    assert!(member_events.iter().all(|c| c.resource_id == g.id.0));
+
+    // Paged member listing by member id.
+    store
+        .add_members(dir.id, g.id, &[member(&a)])
+        .await
+        .unwrap();
+    let first = store.list_members(dir.id, g.id, None, 1).await.unwrap();
+    let rest = store
+        .list_members(dir.id, g.id, Some(first[0].id), 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len() + rest.len(), 2);
+    assert!(first[0].id < rest[0].id);
+}
+
+pub async fn unknown_members_are_invalid(store: Arc<dyn Store>) {
+    let dir = directory(&*store, "unknown").await;
+    let other = directory(&*store, "elsewhere").await;
+    let stranger = store.create_user(other.id, user("stranger")).await.unwrap();
+    let g = store.create_group(dir.id, group("g")).await.unwrap();
+    for bad in [
+        MemberRef {
+            id: uuid::Uuid::new_v4(),
+            kind: MemberKind::User,
+        },
+        member(&stranger),
+        MemberRef {
+            id: g.id.0,
+            kind: MemberKind::Group,
+        },
+    ] {
+        let err = store.add_members(dir.id, g.id, &[bad]).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{bad:?}: {err:?}");
+    }
+    assert_eq!(
+        store
+            .get_group(dir.id, g.id, false)
+            .await
+            .unwrap()
+            .member_count,
+        0
+    );
+    assert!(matches!(
+        store.add_members(dir.id, GroupId::new(), &[]).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn concurrent_member_changes_lose_nothing(store: Arc<dyn Store>) {
+    let dir = directory(&*store, "concurrent").await;
+    let g = store.create_group(dir.id, group("g")).await.unwrap();
+    let mut users = Vec::new();
+    for i in 0..50 {
+        users.push(
+            store
+                .create_user(dir.id, user(&format!("user{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    // Users 0..10 start as members; tasks add 10..50 and remove 0..10 at once.
+    let initial: Vec<MemberRef> = users[..10].iter().map(member).collect();
+    store.add_members(dir.id, g.id, &initial).await.unwrap();
+    let mut tasks = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let (store, dir, g, u) = (store.clone(), dir.id, g.id, u.clone());
+        tasks.push(tokio::spawn(async move {
+            if i < 10 {
+                store.remove_members(dir, g, &[u.id.0]).await
+            } else {
+                store.add_members(dir, g, &[member(&u)]).await
+            }
+        }));
+    }
+    for t in tasks {
+        let (changed, _) = t.await.unwrap().expect("member change");
+        assert_eq!(changed, 1);
+    }
+    let got = store.get_group(dir.id, g.id, true).await.unwrap();
+    let ids: HashSet<uuid::Uuid> = got.members.unwrap().iter().map(|m| m.id).collect();
+    let expected: HashSet<uuid::Uuid> = users[10..].iter().map(|u| u.id.0).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(got.member_count, 40);
+    // 1 (create) + 1 (initial add) + 50 single changes.
+    assert_eq!(got.version, 52);
+    let changes = all_changes(&*store, Some(dir.id)).await;
+    let added = changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::MemberAdded)
+        .count();
+    let removed = changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::MemberRemoved)
+        .count();
+    assert_eq!((added, removed), (50, 10));
+}
+
+pub async fn user_delete_removes_memberships_with_events(store: Arc<dyn Store>) {
+    let dir = directory(&*store, "udel").await;
+    let u = store.create_user(dir.id, user("gone")).await.unwrap();
+    let keep = store.create_user(dir.id, user("keep")).await.unwrap();
+    let g1 = store.create_group(dir.id, group("g1")).await.unwrap();
+    let g2 = store.create_group(dir.id, group("g2")).await.unwrap();
+    store
+        .add_members(dir.id, g1.id, &[member(&u), member(&keep)])
+        .await
+        .unwrap();
+    store
+        .add_members(dir.id, g2.id, &[member(&u)])
+        .await
+        .unwrap();
+    let before = all_changes(&*store, Some(dir.id)).await.len();
+
+    store.delete_user(dir.id, u.id, None).await.unwrap();
+    let g1 = store.get_group(dir.id, g1.id, true).await.unwrap();
+    assert_eq!((g1.member_count, g1.version), (1, 3));
+    assert_eq!(g1.members.unwrap().len(), 1);
+    let g2 = store.get_group(dir.id, g2.id, false).await.unwrap();
+    assert_eq!((g2.member_count, g2.version), (0, 3));
+
+    let changes = all_changes(&*store, Some(dir.id)).await;
+    let new = &changes[before..];
+    assert_eq!(
+        kinds(new),
+        ["member.removed", "member.removed", "user.deleted"]
+    );
+    let groups: HashSet<uuid::Uuid> = new[..2].iter().map(|c| c.resource_id).collect();
+    assert_eq!(groups, HashSet::from([g1.id.0, g2.id.0]));
+    assert!(new[..2].iter().all(|c| c.version == 3));
+}
