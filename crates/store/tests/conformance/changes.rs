@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use roster_store::*;
 
-use super::{all_changes, directory, group, kinds, member, query, user};
+use super::{all_changes, directory, group, group_with, kinds, member, query, user};
 
 pub async fn read_changes_filters(store: Arc<dyn Store>) {
     let a = directory(&*store, "ra").await;
@@ -151,4 +151,78 @@ pub async fn snapshot_streams_current_state(store: Arc<dyn Store>) {
     let (_, everything) = store.snapshot(None).await.unwrap();
     let everything: Vec<SnapshotItem> = everything.try_collect().await.unwrap();
     assert_eq!(everything.len(), 4);
+}
+
+pub async fn snapshot_streams_a_consistent_state_with_its_cursor(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    let other = directory(&*store, "Acme").await;
+    let alice = store.create_user(d.id, user("alice")).await.unwrap();
+    store.create_user(other.id, user("bob")).await.unwrap();
+    let g = store
+        .create_group(d.id, group_with("g", vec![member(&alice)]))
+        .await
+        .unwrap();
+    let bounds = store.log_bounds().await.unwrap();
+    let head = bounds.stable_head;
+
+    let (cursor, items) = store.snapshot(Some(d.id)).await.unwrap();
+    // A write after the snapshot started is not in it.
+    store.create_user(d.id, user("late")).await.unwrap();
+    let items: Vec<SnapshotItem> = items.try_collect().await.unwrap();
+    assert_eq!(
+        cursor,
+        Cursor {
+            after: head,
+            also_seen: vec![],
+            epoch: Some(bounds.epoch),
+        }
+    );
+    let alice_now = store.get_user(d.id, alice.id).await.unwrap();
+    assert_eq!(
+        items,
+        vec![
+            SnapshotItem::User(alice_now),
+            SnapshotItem::Group(g.clone()),
+            SnapshotItem::Membership(Membership {
+                group_id: g.id,
+                member_id: alice.id.0,
+                member_kind: MemberKind::User
+            }),
+        ]
+    );
+    let (_, everything) = store.snapshot(None).await.unwrap();
+    let everything: Vec<SnapshotItem> = everything.try_collect().await.unwrap();
+    assert_eq!(
+        everything
+            .iter()
+            .filter(|i| matches!(i, SnapshotItem::User(_)))
+            .count(),
+        3
+    );
+}
+
+pub async fn snapshot_pages_through_many_rows(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    let g = store.create_group(d.id, group("big")).await.unwrap();
+    let mut members = Vec::new();
+    for i in 0..1_200 {
+        members.push(member(
+            &store
+                .create_user(d.id, user(&format!("u{i}")))
+                .await
+                .unwrap(),
+        ));
+    }
+    store.add_members(d.id, g.id, &members).await.unwrap();
+    let (_, items) = store.snapshot(Some(d.id)).await.unwrap();
+    let items: Vec<SnapshotItem> = items.try_collect().await.unwrap();
+    let users = items
+        .iter()
+        .filter(|i| matches!(i, SnapshotItem::User(_)))
+        .count();
+    let memberships = items
+        .iter()
+        .filter(|i| matches!(i, SnapshotItem::Membership(_)))
+        .count();
+    assert_eq!((users, memberships), (1_200, 1_200));
 }

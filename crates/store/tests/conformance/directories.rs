@@ -240,3 +240,115 @@ pub async fn directory_delete_removes_everything(store: Arc<dyn Store>) {
         Err(StoreError::NotFound(_))
     ));
 }
+
+pub async fn directories_are_created_updated_listed_and_deleted_with_events(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    assert_eq!(store.get_directory(d.id).await.unwrap(), d);
+    let other = store
+        .create_directory(NewDirectory {
+            name: "Other".into(),
+            organization: "other".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_directories(None).await.unwrap(),
+        vec![d.clone(), other.clone()]
+    );
+    assert_eq!(
+        store.list_directories(Some("other")).await.unwrap(),
+        vec![other.clone()]
+    );
+
+    let update = DirectoryUpdate {
+        name: Some("Acme Corp".into()),
+        ..Default::default()
+    };
+    let updated = store.update_directory(d.id, update).await.unwrap();
+    assert_eq!(updated.name, "Acme Corp");
+    assert_eq!(updated.provider, ProviderKind::Okta);
+    assert_eq!(store.get_directory(d.id).await.unwrap(), updated);
+
+    let u = store.create_user(d.id, user("alice")).await.unwrap();
+    store.delete_directory(d.id).await.unwrap();
+    assert!(matches!(
+        store.get_directory(d.id).await,
+        Err(StoreError::NotFound("directory"))
+    ));
+    assert!(matches!(
+        store.get_user(d.id, u.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_directory(d.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let changes = all_changes(&*store, Some(d.id)).await;
+    assert_eq!(
+        kinds(&changes),
+        [
+            "directory.created",
+            "directory.updated",
+            "user.created",
+            "directory.deleted"
+        ]
+    );
+    assert_eq!(changes[1].changed_fields.len(), 1);
+    assert_eq!(changes[1].changed_fields[0].previous, json!("Acme"));
+    assert_eq!(changes[1].changed_fields[0].current, json!("Acme Corp"));
+}
+
+pub async fn a_directory_holds_two_live_tokens_found_by_hash(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    let token = |n: u8| NewToken {
+        directory_id: d.id,
+        name: format!("t{n}"),
+        prefix: format!("rst_{n}"),
+        hash: [n; 32],
+    };
+    let first = store.create_token(token(1)).await.unwrap();
+    store.create_token(token(2)).await.unwrap();
+    assert!(matches!(
+        store.create_token(token(3)).await,
+        Err(StoreError::Limit(_))
+    ));
+
+    let (found, hash) = store
+        .find_token([1; 32])
+        .await
+        .unwrap()
+        .expect("live token found");
+    assert_eq!((found, hash), (first.clone(), [1; 32]));
+    assert!(store.find_token([9; 32]).await.unwrap().is_none());
+
+    store.revoke_token(d.id, first.id).await.unwrap();
+    store
+        .revoke_token(d.id, first.id)
+        .await
+        .expect("revoking twice is idempotent");
+    assert!(
+        store.find_token([1; 32]).await.unwrap().is_none(),
+        "revoked token no longer authenticates"
+    );
+    store
+        .create_token(token(3))
+        .await
+        .expect("a slot is free after revocation");
+
+    assert_eq!(store.list_tokens(d.id, false).await.unwrap().len(), 2);
+    let all = store.list_tokens(d.id, true).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all[0].revoked_at.is_some());
+    assert!(matches!(
+        store.revoke_token(d.id, TokenId::new()).await,
+        Err(StoreError::NotFound("token"))
+    ));
+
+    store.delete_directory(d.id).await.unwrap();
+    assert!(
+        store.find_token([2; 32]).await.unwrap().is_none(),
+        "deleting a directory revokes its tokens"
+    );
+}

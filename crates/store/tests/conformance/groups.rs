@@ -1,13 +1,13 @@
 //! Groups: attributes, PATCH, reads in pages, deletion.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use futures::TryStreamExt;
 use roster_store::*;
 use serde_json::json;
 
-use super::{all_changes, directory, group, kinds, member, user};
+use super::{all_changes, directory, group, group_with, kinds, member, user};
 
 pub async fn group_display_name_is_unique_case_insensitively(store: Arc<dyn Store>) {
     let dir = directory(&*store, "guniq").await;
@@ -204,4 +204,101 @@ pub async fn group_delete_removes_its_memberships(store: Arc<dyn Store>) {
     let changes = all_changes(&*store, Some(dir.id)).await;
     let tail: Vec<&str> = kinds(&changes).into_iter().rev().take(3).collect();
     assert_eq!(tail, ["group.deleted", "member.removed", "member.removed"]);
+}
+
+pub async fn group_patch_and_replace_touch_only_changed_members(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    let users: Vec<User> = futures::future::try_join_all(
+        (0..4).map(|i| store.create_user(d.id, user(&format!("u{i}")))),
+    )
+    .await
+    .unwrap();
+    let g = store
+        .create_group(
+            d.id,
+            group_with("eng", vec![member(&users[0]), member(&users[1])]),
+        )
+        .await
+        .unwrap();
+    let head = store.log_bounds().await.unwrap().stable_head;
+
+    let ops = vec![
+        GroupOp::SetAttributes {
+            display_name: "Engineering".into(),
+            external_id: Some("x1".into()),
+            raw: json!({}),
+        },
+        GroupOp::AddMembers(vec![member(&users[2])]),
+        GroupOp::RemoveMembers(vec![users[0].id.0]),
+    ];
+    let patched = store
+        .update_group(d.id, g.id, Some(1), Box::new(move |_| Ok(ops.clone())))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            patched.display_name.as_str(),
+            patched.member_count,
+            patched.version
+        ),
+        ("Engineering", 2, 2)
+    );
+    let changes = store
+        .read_changes(&ChangeFilter::default(), head, i64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds(&changes),
+        ["group.updated", "member.added", "member.removed"]
+    );
+    assert!(changes.iter().all(|c| c.version == 2));
+    assert_eq!(
+        changes[0].payload["member_count"],
+        json!(2),
+        "group.updated carries the post-change state"
+    );
+    let fields: HashSet<_> = changes[0]
+        .changed_fields
+        .iter()
+        .map(|c| c.field.as_str())
+        .collect();
+    assert_eq!(fields, HashSet::from(["display_name", "external_id"]));
+
+    let head = store.log_bounds().await.unwrap().stable_head;
+    let write = group_with("Engineering", vec![member(&users[1]), member(&users[3])]);
+    let replaced = store
+        .replace_group(d.id, g.id, Some(2), write)
+        .await
+        .unwrap();
+    assert_eq!((replaced.member_count, replaced.version), (2, 3));
+    let changes = store
+        .read_changes(&ChangeFilter::default(), head, i64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds(&changes),
+        ["group.updated", "member.removed", "member.added"],
+        "only u2 leaves and u3 joins"
+    );
+
+    let cleared = store
+        .update_group(
+            d.id,
+            g.id,
+            None,
+            Box::new(|_| Ok(vec![GroupOp::RemoveAllMembers])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.member_count, 0);
+    assert!(matches!(
+        store
+            .update_group(d.id, g.id, None, Box::new(|_| Err("bad patch".into())))
+            .await,
+        Err(StoreError::Rejected(_))
+    ));
+    assert!(matches!(
+        store.replace_group(d.id, g.id, Some(1), group("x")).await,
+        Err(StoreError::VersionMismatch { .. })
+    ));
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use roster_store::*;
 use serde_json::json;
 
-use super::{all_changes, directory, filter, query, user};
+use super::{all_changes, directory, filter, group_with, page, query, user};
 
 async fn users_named(store: &dyn Store, dir: DirectoryId, names: &[&str]) -> Vec<User> {
     let mut out = Vec::new();
@@ -241,4 +241,124 @@ pub async fn invalid_filters_are_typed_errors(store: Arc<dyn Store>) {
         assert!(matches!(err, StoreError::InvalidFilter(_)), "{f}: {err:?}");
     }
     let _ = filter("userName pr");
+}
+
+pub async fn lists_page_by_offset_and_keyset_in_creation_order(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    let mut names = Vec::new();
+    for i in 0..5 {
+        names.push(
+            store
+                .create_user(d.id, user(&format!("user{i}")))
+                .await
+                .unwrap()
+                .fields
+                .user_name,
+        );
+    }
+    let bounds = store.log_bounds().await.unwrap();
+
+    let first = store.list_users(d.id, &page(2)).await.unwrap();
+    assert_eq!(first.total, 5);
+    assert_eq!(
+        first.cursor,
+        Some(Cursor {
+            after: bounds.stable_head,
+            also_seen: vec![],
+            epoch: Some(bounds.epoch),
+        })
+    );
+    let by_offset = store
+        .list_users(
+            d.id,
+            &ListQuery {
+                start_index: 3,
+                ..page(2)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_offset
+            .items
+            .iter()
+            .map(|u| &u.fields.user_name)
+            .collect::<Vec<_>>(),
+        [&names[2], &names[3]]
+    );
+
+    // Keyset pages stay exact while rows are inserted and deleted between pages.
+    store
+        .delete_user(d.id, first.items[0].id, None)
+        .await
+        .unwrap();
+    let late = store.create_user(d.id, user("late")).await.unwrap();
+    let mut seen: Vec<String> = first
+        .items
+        .iter()
+        .map(|u| u.fields.user_name.clone())
+        .collect();
+    let mut token = first.next_page_token.clone();
+    while let Some(t) = token {
+        let page = store
+            .list_users(
+                d.id,
+                &ListQuery {
+                    page_token: Some(t),
+                    ..page(2)
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|u| u.fields.user_name.clone()));
+        token = page.next_page_token;
+    }
+    let mut expected = names.clone();
+    expected.push(late.fields.user_name);
+    assert_eq!(seen, expected);
+
+    let empty = store.list_users(d.id, &page(0)).await.unwrap();
+    assert!(empty.items.is_empty());
+    assert_eq!(empty.total, 5);
+    let bad = store
+        .list_users(
+            d.id,
+            &ListQuery {
+                page_token: Some("%%%".into()),
+                ..page(2)
+            },
+        )
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))));
+
+    let g = store
+        .create_group(
+            d.id,
+            group_with(
+                "g",
+                vec![MemberRef {
+                    id: late.id.0,
+                    kind: MemberKind::User,
+                }],
+            ),
+        )
+        .await;
+    let groups = store
+        .list_groups(
+            d.id,
+            &ListQuery {
+                include_members: true,
+                ..page(10)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        groups.items,
+        vec![Group {
+            members: groups.items[0].members.clone(),
+            ..g.unwrap()
+        }]
+    );
+    assert_eq!(groups.items[0].members.as_ref().map(Vec::len), Some(1));
 }

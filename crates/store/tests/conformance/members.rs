@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use roster_store::*;
 
-use super::{all_changes, directory, group, kinds, member, query, user};
+use super::{all_changes, directory, group, group_with, kinds, member, page, query, user};
 
 pub async fn membership_changes_are_idempotent_and_counted(store: Arc<dyn Store>) {
     let dir = directory(&*store, "members").await;
@@ -213,4 +213,190 @@ pub async fn user_delete_removes_memberships_with_events(store: Arc<dyn Store>) 
     let groups: HashSet<uuid::Uuid> = new[..2].iter().map(|c| c.resource_id).collect();
     assert_eq!(groups, HashSet::from([g1.id.0, g2.id.0]));
     assert!(new[..2].iter().all(|c| c.version == 3));
+}
+
+pub async fn new_groups_dedupe_members_and_members_carry_display_names(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    let alice = store.create_user(d.id, user("alice")).await.unwrap();
+    let mut displayed = user("bob");
+    displayed.fields.display_name = Some("bob display".into());
+    let bob = store.create_user(d.id, displayed).await.unwrap();
+    let carol = store.create_user(d.id, user("carol")).await.unwrap();
+    let g = store
+        .create_group(
+            d.id,
+            group_with("eng", vec![member(&alice), member(&alice)]),
+        )
+        .await
+        .unwrap();
+    assert_eq!((g.member_count, g.version), (1, 1));
+
+    assert_eq!(
+        store
+            .add_members(d.id, g.id, &[member(&alice), member(&bob)])
+            .await
+            .unwrap(),
+        (1, 2)
+    );
+    assert_eq!(
+        store
+            .add_members(d.id, g.id, &[member(&bob)])
+            .await
+            .unwrap(),
+        (0, 2),
+        "re-adding is a no-op"
+    );
+    assert_eq!(
+        store
+            .remove_members(d.id, g.id, &[carol.id.0])
+            .await
+            .unwrap(),
+        (0, 2),
+        "absent member is a no-op"
+    );
+    let stored = store.get_group(d.id, g.id, true).await.unwrap();
+    assert_eq!(stored.member_count, 2);
+    let members = stored.members.unwrap();
+    assert_eq!(members.len(), 2);
+    assert!(
+        members
+            .iter()
+            .any(|m| m.id == bob.id.0 && m.display.as_deref() == Some("bob display"))
+    );
+    assert_eq!(
+        store.get_user(d.id, alice.id).await.unwrap().group_ids,
+        vec![g.id]
+    );
+    let listed = store.list_users(d.id, &page(10)).await.unwrap().items;
+    let groups_of: Vec<Vec<GroupId>> = listed.iter().map(|u| u.group_ids.clone()).collect();
+    assert_eq!(
+        groups_of,
+        [vec![g.id], vec![g.id], vec![]],
+        "lists carry group ids"
+    );
+    assert_eq!(
+        store.get_group(d.id, g.id, false).await.unwrap().members,
+        None
+    );
+
+    assert_eq!(
+        store
+            .remove_members(d.id, g.id, &[alice.id.0])
+            .await
+            .unwrap(),
+        (1, 3)
+    );
+    assert!(
+        store
+            .get_user(d.id, alice.id)
+            .await
+            .unwrap()
+            .group_ids
+            .is_empty()
+    );
+
+    let changes = all_changes(&*store, Some(d.id)).await;
+    let member_events: Vec<_> = changes
+        .iter()
+        .filter(|c| matches!(c.kind, ChangeKind::MemberAdded | ChangeKind::MemberRemoved))
+        .collect();
+    assert_eq!(member_events.len(), 3, "one event per actual change");
+    let removed: Membership = serde_json::from_value(member_events[2].payload.clone()).unwrap();
+    assert_eq!(
+        removed,
+        Membership {
+            group_id: g.id,
+            member_id: alice.id.0,
+            member_kind: MemberKind::User
+        }
+    );
+    assert_eq!(member_events[2].version, 3);
+}
+
+pub async fn deleting_users_and_groups_removes_their_memberships_with_events(
+    store: Arc<dyn Store>,
+) {
+    let d = directory(&*store, "Acme").await;
+    let alice = store.create_user(d.id, user("alice")).await.unwrap();
+    let inner = store
+        .create_group(d.id, group_with("inner", vec![member(&alice)]))
+        .await
+        .unwrap();
+    let nested = MemberRef {
+        id: inner.id.0,
+        kind: MemberKind::Group,
+    };
+    let outer = store
+        .create_group(d.id, group_with("outer", vec![member(&alice), nested]))
+        .await
+        .unwrap();
+    assert_eq!(outer.member_count, 2);
+
+    let head = store.log_bounds().await.unwrap().stable_head;
+    store.delete_user(d.id, alice.id, None).await.unwrap();
+    let changes = store
+        .read_changes(&ChangeFilter::default(), head, i64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds(&changes),
+        ["member.removed", "member.removed", "user.deleted"]
+    );
+    assert_eq!(
+        store
+            .get_group(d.id, inner.id, false)
+            .await
+            .unwrap()
+            .member_count,
+        0
+    );
+    let outer_now = store.get_group(d.id, outer.id, false).await.unwrap();
+    assert_eq!((outer_now.member_count, outer_now.version), (1, 2));
+
+    let head = store.log_bounds().await.unwrap().stable_head;
+    store.delete_group(d.id, inner.id, Some(2)).await.unwrap();
+    let changes = store
+        .read_changes(&ChangeFilter::default(), head, i64::MAX, 100)
+        .await
+        .unwrap();
+    assert_eq!(kinds(&changes), ["member.removed", "group.deleted"]);
+    assert_eq!(
+        store.get_group(d.id, outer.id, true).await.unwrap().members,
+        Some(vec![])
+    );
+    assert!(matches!(
+        store.get_group(d.id, inner.id, false).await,
+        Err(StoreError::NotFound("group"))
+    ));
+}
+
+pub async fn list_members_is_keyset_paginated_by_member_id(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    let mut ids = Vec::new();
+    let g = store.create_group(d.id, group("all")).await.unwrap();
+    for i in 0..7 {
+        let u = store
+            .create_user(d.id, user(&format!("u{i}")))
+            .await
+            .unwrap();
+        store.add_members(d.id, g.id, &[member(&u)]).await.unwrap();
+        ids.push(u.id.0);
+    }
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_members(d.id, g.id, after, 3).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 3);
+        after = page.last().map(|m| m.id);
+        seen.extend(page.into_iter().map(|m| m.id));
+    }
+    assert_eq!(seen, ids);
+    assert!(matches!(
+        store.list_members(d.id, GroupId::new(), None, 3).await,
+        Err(StoreError::NotFound("group"))
+    ));
 }

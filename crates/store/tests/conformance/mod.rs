@@ -45,6 +45,8 @@ macro_rules! conformance_suite {
             token_last_use_is_recorded_to_the_minute,
             service_credentials_are_scoped_listed_and_revoked,
             directory_delete_removes_everything,
+            directories_are_created_updated_listed_and_deleted_with_events,
+            a_directory_holds_two_live_tokens_found_by_hash,
         );
         $crate::conformance::conformance_suite!(@in users $make;
             user_crud_versions_and_events,
@@ -52,18 +54,25 @@ macro_rules! conformance_suite {
             user_name_is_unique_case_insensitively,
             version_mismatch_is_rejected,
             rejected_patch_leaves_state_unchanged,
+            users_round_trip_and_updates_bump_versions_with_field_changes,
+            unchanged_writes_are_not_events,
+            resources_of_other_directories_are_not_found,
         );
         $crate::conformance::conformance_suite!(@in groups $make;
             group_display_name_is_unique_case_insensitively,
             group_patch_applies_ops_in_one_version,
             group_members_read_in_pages_from_one_snapshot,
             group_delete_removes_its_memberships,
+            group_patch_and_replace_touch_only_changed_members,
         );
         $crate::conformance::conformance_suite!(@in members $make;
             membership_changes_are_idempotent_and_counted,
             unknown_members_are_invalid,
             concurrent_member_changes_lose_nothing,
             user_delete_removes_memberships_with_events,
+            new_groups_dedupe_members_and_members_carry_display_names,
+            deleting_users_and_groups_removes_their_memberships_with_events,
+            list_members_is_keyset_paginated_by_member_id,
         );
         $crate::conformance::conformance_suite!(@in lists $make;
             list_offset_pagination_and_totals,
@@ -72,11 +81,14 @@ macro_rules! conformance_suite {
             list_cursor_is_exact,
             filters_agree_with_the_evaluator,
             invalid_filters_are_typed_errors,
+            lists_page_by_offset_and_keyset_in_creation_order,
         );
         $crate::conformance::conformance_suite!(@in changes $make;
             read_changes_filters,
             the_log_epoch_names_its_history,
             snapshot_streams_current_state,
+            snapshot_streams_a_consistent_state_with_its_cursor,
+            snapshot_pages_through_many_rows,
         );
         $crate::conformance::conformance_suite!(@in data_rules $make;
             user_name_is_unique_under_unicode_normalization_and_case,
@@ -149,6 +161,14 @@ pub fn group(name: &str) -> GroupWrite {
     }
 }
 
+/// A group write with `members`.
+pub fn group_with(name: &str, members: Vec<MemberRef>) -> GroupWrite {
+    GroupWrite {
+        members: Some(members),
+        ..group(name)
+    }
+}
+
 pub fn member(user: &User) -> MemberRef {
     MemberRef {
         id: user.id.0,
@@ -188,5 +208,13 @@ pub fn query(filter_text: Option<&str>) -> ListQuery {
         page_token: None,
         include_members: false,
         omit_cursor: false,
+    }
+}
+
+/// The first page of `count` items, in creation order.
+pub fn page(count: i64) -> ListQuery {
+    ListQuery {
+        count,
+        ..query(None)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use roster_store::*;
 use serde_json::json;
 
-use super::{all_changes, directory, group, kinds, user};
+use super::{all_changes, directory, group, kinds, member, user};
 
 pub async fn user_crud_versions_and_events(store: Arc<dyn Store>) {
     let dir = directory(&*store, "u").await;
@@ -233,4 +233,153 @@ pub async fn rejected_patch_leaves_state_unchanged(store: Arc<dyn Store>) {
             "group.created"
         ]
     );
+}
+
+pub async fn users_round_trip_and_updates_bump_versions_with_field_changes(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    let mut write = user("alice");
+    write
+        .fields
+        .custom_attributes
+        .insert("costCenter".into(), "42".into());
+    let created = store.create_user(d.id, write.clone()).await.unwrap();
+    assert_eq!(created.version, 1);
+    assert_eq!(created.fields, write.fields);
+    assert_eq!(store.get_user(d.id, created.id).await.unwrap(), created);
+
+    let mut renamed = write.clone();
+    renamed.fields.title = Some("Engineer".into());
+    let replaced = store
+        .replace_user(d.id, created.id, Some(1), renamed)
+        .await
+        .unwrap();
+    assert_eq!(replaced.version, 2);
+    assert_eq!(replaced.fields.title.as_deref(), Some("Engineer"));
+    assert_eq!(store.get_user(d.id, created.id).await.unwrap(), replaced);
+
+    let stale = store
+        .replace_user(d.id, created.id, Some(1), write.clone())
+        .await;
+    assert!(matches!(
+        stale,
+        Err(StoreError::VersionMismatch {
+            expected: 1,
+            actual: 2
+        })
+    ));
+
+    let deactivated = store
+        .update_user(
+            d.id,
+            created.id,
+            None,
+            Box::new(|u: &User| {
+                let mut fields = u.fields.clone();
+                fields.active = false;
+                Ok(UserWrite {
+                    fields,
+                    raw: u.raw.clone(),
+                })
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(!deactivated.fields.active);
+    let rejected = store
+        .update_user(
+            d.id,
+            created.id,
+            None,
+            Box::new(|_: &User| Err("no".into())),
+        )
+        .await;
+    assert!(matches!(rejected, Err(StoreError::Rejected(_))));
+    store
+        .replace_user(d.id, created.id, None, write)
+        .await
+        .unwrap();
+
+    let changes = all_changes(&*store, Some(d.id)).await;
+    assert_eq!(
+        kinds(&changes)[1..],
+        [
+            "user.created",
+            "user.updated",
+            "user.deactivated",
+            "user.reactivated"
+        ]
+    );
+    let update = &changes[2];
+    assert_eq!(update.version, 2);
+    assert_eq!(update.resource_id, created.id.0);
+    assert_eq!(update.changed_fields.len(), 1);
+    assert_eq!(update.changed_fields[0].previous, serde_json::Value::Null);
+    assert_eq!(update.changed_fields[0].current, json!("Engineer"));
+    let payload: User = serde_json::from_value(update.payload.clone()).unwrap();
+    assert_eq!(payload, replaced);
+
+    store.delete_user(d.id, created.id, Some(4)).await.unwrap();
+    assert!(matches!(
+        store.get_user(d.id, created.id).await,
+        Err(StoreError::NotFound("user"))
+    ));
+    let last = all_changes(&*store, None).await.pop().unwrap();
+    assert_eq!(last.kind, ChangeKind::UserDeleted);
+    assert_eq!(
+        last.payload["user_name"],
+        json!("alice"),
+        "tombstone carries the last state"
+    );
+}
+
+pub async fn unchanged_writes_are_not_events(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    let created = store.create_user(d.id, user("alice")).await.unwrap();
+    let head = store.log_bounds().await.unwrap().stable_head;
+    let same = store
+        .replace_user(d.id, created.id, Some(1), user("alice"))
+        .await
+        .unwrap();
+    assert_eq!(same.version, 1);
+    assert_eq!(store.log_bounds().await.unwrap().stable_head, head);
+}
+
+pub async fn resources_of_other_directories_are_not_found(store: Arc<dyn Store>) {
+    let d = directory(&*store, "Acme").await;
+    let other = store
+        .create_directory(NewDirectory::default())
+        .await
+        .unwrap();
+    let u = store.create_user(d.id, user("alice")).await.unwrap();
+    let g = store.create_group(d.id, group("g")).await.unwrap();
+    assert!(matches!(
+        store.get_user(other.id, u.id).await,
+        Err(StoreError::NotFound("user"))
+    ));
+    assert!(matches!(
+        store.get_group(other.id, g.id, true).await,
+        Err(StoreError::NotFound("group"))
+    ));
+    assert!(matches!(
+        store.delete_user(other.id, u.id, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.create_user(DirectoryId::new(), user("x")).await,
+        Err(StoreError::NotFound("directory"))
+    ));
+    let foreign = store.create_user(other.id, user("mallory")).await.unwrap();
+    let added = store.add_members(d.id, g.id, &[member(&foreign)]).await;
+    assert!(
+        matches!(added, Err(StoreError::Invalid(_))),
+        "members must belong to the directory"
+    );
+    let myself = MemberRef {
+        id: g.id.0,
+        kind: MemberKind::Group,
+    };
+    assert!(matches!(
+        store.add_members(d.id, g.id, &[myself]).await,
+        Err(StoreError::Invalid(_))
+    ));
 }
