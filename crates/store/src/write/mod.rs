@@ -162,7 +162,8 @@ pub trait Backend: Directories + Credentials + Reads + ChangeLog + Send + Sync +
 pub trait Directories {
     async fn get_directory(&self, id: DirectoryId) -> StoreResult<Directory>;
     async fn list_directories(&self, organization: Option<&str>) -> StoreResult<Vec<Directory>>;
-    async fn list_tokens(&self, dir: DirectoryId, revoked: bool) -> StoreResult<Vec<Token>>;
+    async fn list_tokens(&self, dir: DirectoryId, include_revoked: bool)
+    -> StoreResult<Vec<Token>>;
     async fn revoke_token(&self, dir: DirectoryId, id: TokenId) -> StoreResult<()>;
     async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>>;
     async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()>;
@@ -172,7 +173,7 @@ pub trait Directories {
 #[async_trait]
 pub trait Credentials {
     async fn create_credential(&self, new: NewCredential) -> StoreResult<Credential>;
-    async fn list_credentials(&self, revoked: bool) -> StoreResult<Vec<Credential>>;
+    async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>>;
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()>;
     async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>>;
 }
@@ -182,7 +183,12 @@ pub trait Credentials {
 pub trait Reads {
     async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User>;
     async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>>;
-    async fn get_group(&self, dir: DirectoryId, id: GroupId, members: bool) -> StoreResult<Group>;
+    async fn get_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        include_members: bool,
+    ) -> StoreResult<Group>;
     async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>>;
     async fn read_group(
         &self,

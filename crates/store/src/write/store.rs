@@ -39,8 +39,12 @@ impl<B: Backend> Store for B {
     async fn create_token(&self, new: NewToken) -> StoreResult<Token> {
         retrying(|| directories::create_token(self, new.clone())).await
     }
-    async fn list_tokens(&self, dir: DirectoryId, revoked: bool) -> StoreResult<Vec<Token>> {
-        Directories::list_tokens(self, dir, revoked).await
+    async fn list_tokens(
+        &self,
+        dir: DirectoryId,
+        include_revoked: bool,
+    ) -> StoreResult<Vec<Token>> {
+        Directories::list_tokens(self, dir, include_revoked).await
     }
     async fn revoke_token(&self, dir: DirectoryId, id: TokenId) -> StoreResult<()> {
         Directories::revoke_token(self, dir, id).await
@@ -54,8 +58,8 @@ impl<B: Backend> Store for B {
     async fn create_credential(&self, new: NewCredential) -> StoreResult<Credential> {
         Credentials::create_credential(self, new).await
     }
-    async fn list_credentials(&self, revoked: bool) -> StoreResult<Vec<Credential>> {
-        Credentials::list_credentials(self, revoked).await
+    async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>> {
+        Credentials::list_credentials(self, include_revoked).await
     }
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
         Credentials::revoke_credential(self, id).await
@@ -93,15 +97,25 @@ impl<B: Backend> Store for B {
         let update = |old: &User| update(old).map_err(rejected);
         retrying(|| users::update(self, dir, id, if_version, update)).await
     }
-    async fn delete_user(&self, dir: DirectoryId, id: UserId, v: Option<i64>) -> StoreResult<()> {
-        retrying(|| users::delete(self, dir, id, v)).await
+    async fn delete_user(
+        &self,
+        dir: DirectoryId,
+        id: UserId,
+        if_version: Option<i64>,
+    ) -> StoreResult<()> {
+        retrying(|| users::delete(self, dir, id, if_version)).await
     }
 
     async fn create_group(&self, dir: DirectoryId, group: GroupWrite) -> StoreResult<Group> {
         retrying(|| groups::create(self, dir, group.clone())).await
     }
-    async fn get_group(&self, dir: DirectoryId, id: GroupId, members: bool) -> StoreResult<Group> {
-        Reads::get_group(self, dir, id, members).await
+    async fn get_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        include_members: bool,
+    ) -> StoreResult<Group> {
+        Reads::get_group(self, dir, id, include_members).await
     }
     async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {
         Reads::list_groups(self, dir, query).await
@@ -126,8 +140,13 @@ impl<B: Backend> Store for B {
         let plan = |old: &Group| update(old).map_err(rejected);
         retrying(|| groups::edit(self, dir, id, if_version, plan)).await
     }
-    async fn delete_group(&self, dir: DirectoryId, id: GroupId, v: Option<i64>) -> StoreResult<()> {
-        retrying(|| groups::delete(self, dir, id, v)).await
+    async fn delete_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        if_version: Option<i64>,
+    ) -> StoreResult<()> {
+        retrying(|| groups::delete(self, dir, id, if_version)).await
     }
     async fn add_members(
         &self,
