@@ -4,7 +4,7 @@
 
 mod conformance;
 
-use conformance::{all_changes, directory, group, member, page, user};
+use conformance::{all_changes, directory, group, member, page, user, users};
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -366,15 +366,11 @@ async fn pruning_removes_old_rows_of_large_transactions_and_keeps_young_ones() {
     let d = directory(&store, "Acme").await;
     let g = store.create_group(d.id, group("big")).await.unwrap();
     // One transaction with more events than a pruning batch.
-    let mut members = Vec::new();
-    for i in 0..120 {
-        members.push(member(
-            &store
-                .create_user(d.id, user(&format!("u{i}")))
-                .await
-                .unwrap(),
-        ));
-    }
+    let members: Vec<MemberRef> = users(&store, d.id, "u", 120)
+        .await
+        .iter()
+        .map(member)
+        .collect();
     store.add_members(d.id, g.id, &members).await.unwrap();
     let head = store.log_bounds().await.unwrap().stable_head;
     assert_eq!(head, 2 + 120 + 120);

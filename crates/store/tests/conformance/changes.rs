@@ -5,7 +5,7 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use roster_store::*;
 
-use super::{all_changes, directory, group, group_with, kinds, member, query, user};
+use super::{all_changes, directory, group, group_with, kinds, member, query, user, users};
 
 pub async fn read_changes_filters(store: Arc<dyn Store>) {
     let a = directory(&*store, "ra").await;
@@ -204,15 +204,11 @@ pub async fn snapshot_streams_a_consistent_state_with_its_cursor(store: Arc<dyn 
 pub async fn snapshot_pages_through_many_rows(store: Arc<dyn Store>) {
     let d = directory(&*store, "Acme").await;
     let g = store.create_group(d.id, group("big")).await.unwrap();
-    let mut members = Vec::new();
-    for i in 0..1_200 {
-        members.push(member(
-            &store
-                .create_user(d.id, user(&format!("u{i}")))
-                .await
-                .unwrap(),
-        ));
-    }
+    let members: Vec<MemberRef> = users(&*store, d.id, "u", 1_200)
+        .await
+        .iter()
+        .map(member)
+        .collect();
     store.add_members(d.id, g.id, &members).await.unwrap();
     let (_, items) = store.snapshot(Some(d.id)).await.unwrap();
     let items: Vec<SnapshotItem> = items.try_collect().await.unwrap();

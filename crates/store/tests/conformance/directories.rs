@@ -79,10 +79,14 @@ pub async fn token_limit_revoke_and_lookup(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .expect("live token found");
-    assert_eq!((found.id, hash), (t1.id, [1; 32]));
+    assert_eq!((found, hash), (t1.clone(), [1; 32]));
     assert!(store.find_token([9; 32]).await.unwrap().is_none());
 
     store.revoke_token(dir.id, t1.id).await.unwrap();
+    store
+        .revoke_token(dir.id, t1.id)
+        .await
+        .expect("revoking twice is idempotent");
     assert!(
         store.find_token([1; 32]).await.unwrap().is_none(),
         "a revoked token never authenticates"
@@ -101,10 +105,19 @@ pub async fn token_limit_revoke_and_lookup(store: Arc<dyn Store>) {
 
     // Room again after the revocation.
     store.create_token(new(3)).await.unwrap();
+    let all = store.list_tokens(dir.id, true).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all[0].revoked_at.is_some(), "oldest first");
     assert!(matches!(
         store.revoke_token(dir.id, TokenId::new()).await,
-        Err(StoreError::NotFound(_))
+        Err(StoreError::NotFound("token"))
     ));
+
+    store.delete_directory(dir.id).await.unwrap();
+    assert!(
+        store.find_token([2; 32]).await.unwrap().is_none(),
+        "deleting a directory revokes its tokens"
+    );
 }
 
 pub async fn token_last_use_is_recorded_to_the_minute(store: Arc<dyn Store>) {
@@ -298,57 +311,4 @@ pub async fn directories_are_created_updated_listed_and_deleted_with_events(stor
     assert_eq!(changes[1].changed_fields.len(), 1);
     assert_eq!(changes[1].changed_fields[0].previous, json!("Acme"));
     assert_eq!(changes[1].changed_fields[0].current, json!("Acme Corp"));
-}
-
-pub async fn a_directory_holds_two_live_tokens_found_by_hash(store: Arc<dyn Store>) {
-    let d = directory(&*store, "Acme").await;
-    let token = |n: u8| NewToken {
-        directory_id: d.id,
-        name: format!("t{n}"),
-        prefix: format!("rst_{n}"),
-        hash: [n; 32],
-    };
-    let first = store.create_token(token(1)).await.unwrap();
-    store.create_token(token(2)).await.unwrap();
-    assert!(matches!(
-        store.create_token(token(3)).await,
-        Err(StoreError::Limit(_))
-    ));
-
-    let (found, hash) = store
-        .find_token([1; 32])
-        .await
-        .unwrap()
-        .expect("live token found");
-    assert_eq!((found, hash), (first.clone(), [1; 32]));
-    assert!(store.find_token([9; 32]).await.unwrap().is_none());
-
-    store.revoke_token(d.id, first.id).await.unwrap();
-    store
-        .revoke_token(d.id, first.id)
-        .await
-        .expect("revoking twice is idempotent");
-    assert!(
-        store.find_token([1; 32]).await.unwrap().is_none(),
-        "revoked token no longer authenticates"
-    );
-    store
-        .create_token(token(3))
-        .await
-        .expect("a slot is free after revocation");
-
-    assert_eq!(store.list_tokens(d.id, false).await.unwrap().len(), 2);
-    let all = store.list_tokens(d.id, true).await.unwrap();
-    assert_eq!(all.len(), 3);
-    assert!(all[0].revoked_at.is_some());
-    assert!(matches!(
-        store.revoke_token(d.id, TokenId::new()).await,
-        Err(StoreError::NotFound("token"))
-    ));
-
-    store.delete_directory(d.id).await.unwrap();
-    assert!(
-        store.find_token([2; 32]).await.unwrap().is_none(),
-        "deleting a directory revokes its tokens"
-    );
 }

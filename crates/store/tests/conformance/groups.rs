@@ -7,7 +7,10 @@ use futures::TryStreamExt;
 use roster_store::*;
 use serde_json::json;
 
-use super::{all_changes, directory, group, group_with, kinds, member, user};
+use super::{
+    all_changes, changes_after, directory, group, group_with, kinds, member, member_group, user,
+    users,
+};
 
 pub async fn group_display_name_is_unique_case_insensitively(store: Arc<dyn Store>) {
     let dir = directory(&*store, "guniq").await;
@@ -106,15 +109,7 @@ pub async fn group_patch_applies_ops_in_one_version(store: Arc<dyn Store>) {
 /// match the version the read returned.
 pub async fn group_members_read_in_pages_from_one_snapshot(store: Arc<dyn Store>) {
     let dir = directory(&*store, "paged-members").await;
-    let mut users = Vec::new();
-    for i in 0..25 {
-        users.push(
-            store
-                .create_user(dir.id, user(&format!("m{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let users = users(&*store, dir.id, "m", 25).await;
     let mut write = group("big");
     write.members = Some(users.iter().map(member).collect());
     let g = store.create_group(dir.id, write).await.unwrap();
@@ -176,10 +171,7 @@ pub async fn group_delete_removes_its_memberships(store: Arc<dyn Store>) {
         .add_members(dir.id, child.id, &[member(&u)])
         .await
         .unwrap();
-    let nested = MemberRef {
-        id: child.id.0,
-        kind: MemberKind::Group,
-    };
+    let nested = member_group(&child);
     store
         .add_members(dir.id, parent.id, &[nested])
         .await
@@ -208,11 +200,7 @@ pub async fn group_delete_removes_its_memberships(store: Arc<dyn Store>) {
 
 pub async fn group_patch_and_replace_touch_only_changed_members(store: Arc<dyn Store>) {
     let d = directory(&*store, "Acme").await;
-    let users: Vec<User> = futures::future::try_join_all(
-        (0..4).map(|i| store.create_user(d.id, user(&format!("u{i}")))),
-    )
-    .await
-    .unwrap();
+    let users = users(&*store, d.id, "u", 4).await;
     let g = store
         .create_group(
             d.id,
@@ -243,10 +231,7 @@ pub async fn group_patch_and_replace_touch_only_changed_members(store: Arc<dyn S
         ),
         ("Engineering", 2, 2)
     );
-    let changes = store
-        .read_changes(&ChangeFilter::default(), head, i64::MAX, 100)
-        .await
-        .unwrap();
+    let changes = changes_after(&*store, head).await;
     assert_eq!(
         kinds(&changes),
         ["group.updated", "member.added", "member.removed"]
@@ -271,10 +256,7 @@ pub async fn group_patch_and_replace_touch_only_changed_members(store: Arc<dyn S
         .await
         .unwrap();
     assert_eq!((replaced.member_count, replaced.version), (2, 3));
-    let changes = store
-        .read_changes(&ChangeFilter::default(), head, i64::MAX, 100)
-        .await
-        .unwrap();
+    let changes = changes_after(&*store, head).await;
     assert_eq!(
         kinds(&changes),
         ["group.updated", "member.removed", "member.added"],

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use roster_store::*;
 use serde_json::json;
 
-use super::{all_changes, directory, filter, group_with, page, query, user};
+use super::{all_changes, directory, filter, group_with, page, query, user, users};
 
 async fn users_named(store: &dyn Store, dir: DirectoryId, names: &[&str]) -> Vec<User> {
     let mut out = Vec::new();
@@ -245,17 +245,11 @@ pub async fn invalid_filters_are_typed_errors(store: Arc<dyn Store>) {
 
 pub async fn lists_page_by_offset_and_keyset_in_creation_order(store: Arc<dyn Store>) {
     let d = directory(&*store, "Acme").await;
-    let mut names = Vec::new();
-    for i in 0..5 {
-        names.push(
-            store
-                .create_user(d.id, user(&format!("user{i}")))
-                .await
-                .unwrap()
-                .fields
-                .user_name,
-        );
-    }
+    let names: Vec<String> = users(&*store, d.id, "user", 5)
+        .await
+        .into_iter()
+        .map(|u| u.fields.user_name)
+        .collect();
     let bounds = store.log_bounds().await.unwrap();
 
     let first = store.list_users(d.id, &page(2)).await.unwrap();

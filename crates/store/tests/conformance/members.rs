@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use roster_store::*;
 
-use super::{all_changes, directory, group, group_with, kinds, member, page, query, user};
+use super::{
+    all_changes, changes_after, directory, group, group_with, kinds, member, member_group, page,
+    query, user, users,
+};
 
 pub async fn membership_changes_are_idempotent_and_counted(store: Arc<dyn Store>) {
     let dir = directory(&*store, "members").await;
@@ -110,10 +113,7 @@ pub async fn unknown_members_are_invalid(store: Arc<dyn Store>) {
             kind: MemberKind::User,
         },
         member(&stranger),
-        MemberRef {
-            id: g.id.0,
-            kind: MemberKind::Group,
-        },
+        member_group(&g),
     ] {
         let err = store.add_members(dir.id, g.id, &[bad]).await.unwrap_err();
         assert!(matches!(err, StoreError::Invalid(_)), "{bad:?}: {err:?}");
@@ -135,15 +135,7 @@ pub async fn unknown_members_are_invalid(store: Arc<dyn Store>) {
 pub async fn concurrent_member_changes_lose_nothing(store: Arc<dyn Store>) {
     let dir = directory(&*store, "concurrent").await;
     let g = store.create_group(dir.id, group("g")).await.unwrap();
-    let mut users = Vec::new();
-    for i in 0..50 {
-        users.push(
-            store
-                .create_user(dir.id, user(&format!("user{i}")))
-                .await
-                .unwrap(),
-        );
-    }
+    let users = users(&*store, dir.id, "user", 50).await;
     // Users 0..10 start as members; tasks add 10..50 and remove 0..10 at once.
     let initial: Vec<MemberRef> = users[..10].iter().map(member).collect();
     store.add_members(dir.id, g.id, &initial).await.unwrap();
@@ -322,10 +314,7 @@ pub async fn deleting_users_and_groups_removes_their_memberships_with_events(
         .create_group(d.id, group_with("inner", vec![member(&alice)]))
         .await
         .unwrap();
-    let nested = MemberRef {
-        id: inner.id.0,
-        kind: MemberKind::Group,
-    };
+    let nested = member_group(&inner);
     let outer = store
         .create_group(d.id, group_with("outer", vec![member(&alice), nested]))
         .await
@@ -334,10 +323,7 @@ pub async fn deleting_users_and_groups_removes_their_memberships_with_events(
 
     let head = store.log_bounds().await.unwrap().stable_head;
     store.delete_user(d.id, alice.id, None).await.unwrap();
-    let changes = store
-        .read_changes(&ChangeFilter::default(), head, i64::MAX, 100)
-        .await
-        .unwrap();
+    let changes = changes_after(&*store, head).await;
     assert_eq!(
         kinds(&changes),
         ["member.removed", "member.removed", "user.deleted"]
@@ -355,10 +341,7 @@ pub async fn deleting_users_and_groups_removes_their_memberships_with_events(
 
     let head = store.log_bounds().await.unwrap().stable_head;
     store.delete_group(d.id, inner.id, Some(2)).await.unwrap();
-    let changes = store
-        .read_changes(&ChangeFilter::default(), head, i64::MAX, 100)
-        .await
-        .unwrap();
+    let changes = changes_after(&*store, head).await;
     assert_eq!(kinds(&changes), ["member.removed", "group.deleted"]);
     assert_eq!(
         store.get_group(d.id, outer.id, true).await.unwrap().members,
@@ -372,13 +355,9 @@ pub async fn deleting_users_and_groups_removes_their_memberships_with_events(
 
 pub async fn list_members_is_keyset_paginated_by_member_id(store: Arc<dyn Store>) {
     let d = directory(&*store, "Acme").await;
-    let mut ids = Vec::new();
     let g = store.create_group(d.id, group("all")).await.unwrap();
-    for i in 0..7 {
-        let u = store
-            .create_user(d.id, user(&format!("u{i}")))
-            .await
-            .unwrap();
+    let mut ids = Vec::new();
+    for u in users(&*store, d.id, "u", 7).await {
         store.add_members(d.id, g.id, &[member(&u)]).await.unwrap();
         ids.push(u.id.0);
     }
