@@ -12,8 +12,8 @@ use super::PgStore;
 use super::errors::{json_error, map_db};
 use super::head::Observation;
 use crate::error::{StoreError, StoreResult};
-use crate::model::{ChangeFilter, ChangeRecord, Cursor, DirectoryId, LogBounds};
-use crate::write::{Change, ChangeLog, SnapshotItems};
+use crate::model::{ChangeRecord, Cursor, DirectoryId, LogBounds};
+use crate::write::{Change, ChangeLog, LogPage, LogRead, SnapshotItems};
 
 /// How many revisions one stable-head query reads at most.
 pub(crate) const HEAD_BATCH: i64 = 10_000;
@@ -36,14 +36,8 @@ impl ChangeLog for PgStore {
         })
     }
 
-    async fn read_changes(
-        &self,
-        filter: &ChangeFilter,
-        after: i64,
-        up_to: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<ChangeRecord>> {
-        read(&mut *self.conn().await?, filter, after, up_to, limit).await
+    async fn read_log(&self, read: &LogRead<'_>) -> StoreResult<LogPage> {
+        read_log(&mut *self.conn().await?, read).await
     }
 
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
@@ -255,13 +249,14 @@ pub(crate) async fn renew_epoch(conn: &mut PgConnection) -> StoreResult<i64> {
 /// One statement: the pruning bound and the rows come from one snapshot,
 /// and pruning deletes rows and raises the bound in one transaction, so a
 /// bound at or below `after` proves that no row of the range was missing.
-pub(crate) async fn read(
-    conn: &mut PgConnection,
-    filter: &ChangeFilter,
-    after: i64,
-    up_to: i64,
-    limit: i64,
-) -> StoreResult<Vec<ChangeRecord>> {
+/// One statement: the pruning bound and the rows come from one snapshot.
+async fn read_log(conn: &mut PgConnection, read: &LogRead<'_>) -> StoreResult<LogPage> {
+    let LogRead {
+        filter,
+        after,
+        up_to,
+        limit,
+    } = *read;
     let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
     // `directory_id = $1 OR $1 IS NULL` would keep the planner from the
     // (directory_id, revision) index; the two shapes are spelled out.
@@ -286,20 +281,19 @@ pub(crate) async fn read(
         query = query.bind(dir.0);
     }
     let rows = query.fetch_all(conn).await.map_err(map_db)?;
-    let oldest: i64 = match rows.first() {
+    let pruned_through: i64 = match rows.first() {
         Some(row) => row.try_get("pruned_through").map_err(map_db)?,
         None => 0,
     };
-    if after < oldest {
-        return Err(StoreError::CursorExpired {
-            requested: after,
-            oldest,
-        });
-    }
-    rows.iter()
+    let changes = rows
+        .iter()
         .filter(|row| matches!(row.try_get::<Option<i64>, _>("revision"), Ok(Some(_))))
         .map(decode_change)
-        .collect()
+        .collect::<StoreResult<_>>()?;
+    Ok(LogPage {
+        pruned_through,
+        changes,
+    })
 }
 
 fn decode_change(row: &PgRow) -> StoreResult<ChangeRecord> {

@@ -20,13 +20,12 @@ use super::groups::{
 };
 use super::users::{USER_COLUMNS, decode_user, load_user};
 use super::{PgStore, changes};
-use crate::MemberPages;
 use crate::error::{StoreError, StoreResult};
 use crate::filter_sql::{
     Dialect, ResourceTable, SortKey, SortType, SqlArg, sort_fingerprint, sort_sql, to_sql,
 };
 use crate::model::*;
-use crate::write::Reads;
+use crate::write::{GroupRead, MemberPage, Reads};
 
 /// A keyset continuation: the sort key and creation sequence of the last
 /// row of the previous page, plus what the query sorted by (a token is only
@@ -112,27 +111,16 @@ impl Reads for PgStore {
 
     /// Opens a REPEATABLE READ snapshot, reads the group in it, and leaves
     /// the snapshot to the member stream, which ends it after the last page.
-    async fn read_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        page_size: i64,
-    ) -> StoreResult<(Group, MemberPages)> {
+    async fn read_group(&self, dir: DirectoryId, id: GroupId, page_size: i64) -> GroupRead {
         let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await.map_err(map_db)?;
         let group = load_group(&mut tx, dir, id, "").await?;
         Ok((group, member_pages(tx, id, page_size)))
     }
 
-    async fn list_members(
-        &self,
-        dir: DirectoryId,
-        group: GroupId,
-        after: Option<Uuid>,
-        limit: i64,
-    ) -> StoreResult<Vec<Member>> {
+    async fn list_members(&self, dir: DirectoryId, page: MemberPage) -> StoreResult<Vec<Member>> {
         let mut conn = self.conn().await?;
-        load_group(&mut conn, dir, group, "").await?;
-        members_of(&mut conn, group, after, limit).await
+        load_group(&mut conn, dir, page.group, "").await?;
+        members_of(&mut conn, page.group, page.after, page.limit).await
     }
 
     async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {

@@ -21,7 +21,7 @@ use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::snapshot_slots::holding;
-use crate::write::{Backend, ChangeLog, SnapshotItems, parse_member_kind};
+use crate::write::{Backend, ChangeLog, LogPage, LogRead, SnapshotItems, parse_member_kind};
 
 /// Change-log rows deleted per pruning transaction.
 const PRUNE_BATCH: i64 = 10_000;
@@ -36,23 +36,17 @@ impl ChangeLog for SqliteStore {
         read_bounds(&mut conn).await
     }
 
-    async fn read_changes(
-        &self,
-        filter: &ChangeFilter,
-        after: i64,
-        up_to: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<ChangeRecord>> {
-        // One read transaction: the retention check and the rows come from the
-        // same snapshot, so a concurrent prune cannot open a silent gap.
+    /// One read transaction: the pruning bound and the rows come from the
+    /// same snapshot.
+    async fn read_log(&self, read: &LogRead<'_>) -> StoreResult<LogPage> {
+        let LogRead {
+            filter,
+            after,
+            up_to,
+            limit,
+        } = *read;
         let mut tx = self.read_tx().await?;
-        let bounds = read_bounds(&mut tx).await?;
-        if after < bounds.pruned_through {
-            return Err(StoreError::CursorExpired {
-                requested: after,
-                oldest: bounds.pruned_through,
-            });
-        }
+        let pruned_through = read_bounds(&mut tx).await?.pruned_through;
         let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
         let rows = sqlx::query(
             "SELECT revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, \
@@ -65,11 +59,15 @@ impl ChangeLog for SqliteStore {
         .bind(up_to)
         .bind(filter.directory_id.map(|d| id_text(d.0)))
         .bind(json_text(&kinds)?)
-        .bind(limit.max(0))
+        .bind(limit)
         .fetch_all(&mut *tx)
         .await
         .map_err(map_db)?;
-        rows.iter().map(decode_change).collect()
+        let changes = rows.iter().map(decode_change).collect::<StoreResult<_>>()?;
+        Ok(LogPage {
+            pruned_through,
+            changes,
+        })
     }
 
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {

@@ -12,7 +12,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, Row, Sqlite, Transaction};
-use uuid::Uuid;
 
 use super::SqliteStore;
 use super::changes::read_bounds;
@@ -20,13 +19,12 @@ use super::codec::id_text;
 use super::errors::{map_db, map_list_error};
 use super::groups::{GROUP_COLUMNS, decode_group, load_group, member_pages, members_of};
 use super::users::{USER_COLUMNS, attach_group_ids, decode_user, load_user};
-use crate::MemberPages;
 use crate::error::{StoreError, StoreResult};
 use crate::filter_sql::{
     self, Dialect, ResourceTable, SortKey, SortType, SqlArg, sqlite_timestamp,
 };
 use crate::model::*;
-use crate::write::Reads;
+use crate::write::{GroupRead, MemberPage, Reads};
 
 /// The listable tables.
 #[derive(Debug, Clone, Copy)]
@@ -132,27 +130,16 @@ impl Reads for SqliteStore {
     /// Reads the group in a read transaction of the snapshot pool (a slow
     /// consumer must not hold an ordinary reader) and leaves the transaction
     /// to the member stream, which ends it after the last page.
-    async fn read_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        page_size: i64,
-    ) -> StoreResult<(Group, MemberPages)> {
+    async fn read_group(&self, dir: DirectoryId, id: GroupId, page_size: i64) -> GroupRead {
         let mut tx = self.snapshots.begin().await.map_err(map_db)?;
         let group = load_group(&mut tx, dir, id).await?;
         Ok((group, member_pages(tx, id, page_size)))
     }
 
-    async fn list_members(
-        &self,
-        dir: DirectoryId,
-        group: GroupId,
-        after: Option<Uuid>,
-        limit: i64,
-    ) -> StoreResult<Vec<Member>> {
+    async fn list_members(&self, dir: DirectoryId, page: MemberPage) -> StoreResult<Vec<Member>> {
         let mut tx = self.read_tx().await?;
-        load_group(&mut tx, dir, group).await?;
-        members_of(&mut tx, group, after, limit.max(0)).await
+        load_group(&mut tx, dir, page.group).await?;
+        members_of(&mut tx, page.group, page.after, page.limit).await
     }
 
     async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {

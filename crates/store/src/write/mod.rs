@@ -190,19 +190,9 @@ pub trait Reads {
         include_members: bool,
     ) -> StoreResult<Group>;
     async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>>;
-    async fn read_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        page_size: i64,
-    ) -> StoreResult<(Group, MemberPages)>;
-    async fn list_members(
-        &self,
-        dir: DirectoryId,
-        group: GroupId,
-        after: Option<Uuid>,
-        limit: i64,
-    ) -> StoreResult<Vec<Member>>;
+    async fn read_group(&self, dir: DirectoryId, id: GroupId, page_size: i64) -> GroupRead;
+    /// `NotFound("group")` unless the group is in `dir`.
+    async fn list_members(&self, dir: DirectoryId, page: MemberPage) -> StoreResult<Vec<Member>>;
 }
 
 /// The change log: its bounds and stable head, reading, pruning,
@@ -210,13 +200,8 @@ pub trait Reads {
 #[async_trait]
 pub trait ChangeLog {
     async fn log_bounds(&self) -> StoreResult<LogBounds>;
-    async fn read_changes(
-        &self,
-        filter: &ChangeFilter,
-        after: i64,
-        up_to: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<ChangeRecord>>;
+    /// The rows of `read` and the pruning bound, from one snapshot.
+    async fn read_log(&self, read: &LogRead<'_>) -> StoreResult<LogPage>;
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64>;
     async fn snapshot(&self, dir: Option<DirectoryId>) -> StoreResult<(Cursor, SnapshotItems)>;
     async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64>;
@@ -224,6 +209,31 @@ pub trait ChangeLog {
     fn newest_committed(&self) -> Option<i64>;
     async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()>;
     async fn notify_changes(&self) -> StoreResult<()>;
+}
+
+/// A group and a stream of its member pages, read in one snapshot.
+pub type GroupRead = StoreResult<(Group, MemberPages)>;
+
+/// A page of a group's members: the ids above `after`, at most `limit`.
+pub struct MemberPage {
+    pub group: GroupId,
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+/// A read of the change log: revisions in `(after, up_to]` passing
+/// `filter`, in order, at most `limit`.
+pub struct LogRead<'a> {
+    pub filter: &'a ChangeFilter,
+    pub after: i64,
+    pub up_to: i64,
+    pub limit: i64,
+}
+
+/// What a log read found, and the log's pruning bound in the same snapshot.
+pub struct LogPage {
+    pub pruned_through: i64,
+    pub changes: Vec<ChangeRecord>,
 }
 
 /// The items of an initial-state snapshot.

@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::retry::retrying;
 use super::{
-    Backend, ChangeLog, Credentials, Directories, Reads, SnapshotItems, directories, groups, users,
+    Backend, ChangeLog, Credentials, Directories, LogRead, MemberPage, Reads, SnapshotItems,
+    directories, groups, users,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
@@ -173,7 +174,17 @@ impl<B: Backend> Store for B {
         after: Option<Uuid>,
         limit: i64,
     ) -> StoreResult<Vec<Member>> {
-        Reads::list_members(self, dir, group, after, limit).await
+        let limit = limit.max(0);
+        Reads::list_members(
+            self,
+            dir,
+            MemberPage {
+                group,
+                after,
+                limit,
+            },
+        )
+        .await
     }
     async fn read_group(
         &self,
@@ -194,7 +205,22 @@ impl<B: Backend> Store for B {
         up_to: i64,
         limit: i64,
     ) -> StoreResult<Vec<ChangeRecord>> {
-        ChangeLog::read_changes(self, filter, after, up_to, limit).await
+        let read = LogRead {
+            filter,
+            after,
+            up_to,
+            limit: limit.max(0),
+        };
+        let page = ChangeLog::read_log(self, &read).await?;
+        // The bound comes from the rows' snapshot: a cursor the log was
+        // pruned past is refused, never answered with a silent gap.
+        if after < page.pruned_through {
+            return Err(StoreError::CursorExpired {
+                requested: after,
+                oldest: page.pruned_through,
+            });
+        }
+        Ok(page.changes)
     }
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
         ChangeLog::advance_stable_head(self, after).await
