@@ -243,24 +243,15 @@ pub(crate) async fn renew_epoch(conn: &mut PgConnection) -> StoreResult<i64> {
     .map_err(map_db)
 }
 
-/// Changes with `after < revision <= up_to` passing `filter`, or
-/// [`StoreError::CursorExpired`] when the log was pruned past `after`.
-///
-/// One statement: the pruning bound and the rows come from one snapshot,
-/// and pruning deletes rows and raises the bound in one transaction, so a
-/// bound at or below `after` proves that no row of the range was missing.
-/// One statement: the pruning bound and the rows come from one snapshot.
+/// The rows of `read` and the pruning bound, in one statement: both come
+/// from one snapshot, and pruning deletes rows and raises the bound in one
+/// transaction, so a bound at or below `read.after` proves that no row of
+/// the range was missing.
 async fn read_log(conn: &mut PgConnection, read: &LogRead<'_>) -> StoreResult<LogPage> {
-    let LogRead {
-        filter,
-        after,
-        up_to,
-        limit,
-    } = *read;
-    let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+    let kinds: Vec<&str> = read.filter.kinds.iter().map(|k| k.as_str()).collect();
     // `directory_id = $1 OR $1 IS NULL` would keep the planner from the
     // (directory_id, revision) index; the two shapes are spelled out.
-    let directory = match filter.directory_id {
+    let directory = match read.filter.directory_id {
         Some(_) => "c.directory_id = $5 AND ",
         None => "",
     };
@@ -273,11 +264,11 @@ async fn read_log(conn: &mut PgConnection, read: &LogRead<'_>) -> StoreResult<Lo
            ORDER BY c.revision LIMIT $4) c ON true"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(after)
-        .bind(up_to.max(after))
+        .bind(read.after)
+        .bind(read.up_to.max(read.after))
         .bind(&kinds)
-        .bind(limit.max(0));
-    if let Some(dir) = filter.directory_id {
+        .bind(read.limit);
+    if let Some(dir) = read.filter.directory_id {
         query = query.bind(dir.0);
     }
     let rows = query.fetch_all(conn).await.map_err(map_db)?;

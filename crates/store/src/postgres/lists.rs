@@ -95,13 +95,8 @@ impl Reads for PgStore {
         })
     }
 
-    async fn get_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        include_members: bool,
-    ) -> StoreResult<Group> {
-        if !include_members {
+    async fn get_group(&self, dir: DirectoryId, id: GroupId, members: bool) -> StoreResult<Group> {
+        if !members {
             return load_group(&mut *self.conn().await?, dir, id, "").await;
         }
         let (mut group, pages) = self.read_group(dir, id, MEMBER_PAGE).await?;

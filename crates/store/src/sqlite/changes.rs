@@ -39,15 +39,9 @@ impl ChangeLog for SqliteStore {
     /// One read transaction: the pruning bound and the rows come from the
     /// same snapshot.
     async fn read_log(&self, read: &LogRead<'_>) -> StoreResult<LogPage> {
-        let LogRead {
-            filter,
-            after,
-            up_to,
-            limit,
-        } = *read;
         let mut tx = self.read_tx().await?;
         let pruned_through = read_bounds(&mut tx).await?.pruned_through;
-        let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+        let kinds: Vec<&str> = read.filter.kinds.iter().map(|k| k.as_str()).collect();
         let rows = sqlx::query(
             "SELECT revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, \
              changed_fields FROM changes \
@@ -55,11 +49,11 @@ impl ChangeLog for SqliteStore {
                AND (?4 = '[]' OR kind IN (SELECT value FROM json_each(?4))) \
              ORDER BY revision LIMIT ?5",
         )
-        .bind(after)
-        .bind(up_to)
-        .bind(filter.directory_id.map(|d| id_text(d.0)))
+        .bind(read.after)
+        .bind(read.up_to)
+        .bind(read.filter.directory_id.map(|d| id_text(d.0)))
         .bind(json_text(&kinds)?)
-        .bind(limit)
+        .bind(read.limit)
         .fetch_all(&mut *tx)
         .await
         .map_err(map_db)?;

@@ -113,15 +113,10 @@ impl Reads for SqliteStore {
         })
     }
 
-    async fn get_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        include_members: bool,
-    ) -> StoreResult<Group> {
+    async fn get_group(&self, dir: DirectoryId, id: GroupId, members: bool) -> StoreResult<Group> {
         let mut tx = self.read_tx().await?;
         let mut group = load_group(&mut tx, dir, id).await?;
-        if include_members {
+        if members {
             group.members = Some(members_of(&mut tx, id, None, i64::MAX).await?);
         }
         Ok(group)

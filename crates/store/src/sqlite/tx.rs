@@ -99,10 +99,7 @@ impl Tx {
     }
 
     /// Runs a statement that changes rows and returns nothing.
-    async fn execute(
-        &mut self,
-        query: sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments>,
-    ) -> StoreResult<()> {
+    async fn execute(&mut self, query: Query<'_>) -> StoreResult<()> {
         query.execute(&mut *self.tx).await.map_err(map_db)?;
         Ok(())
     }
@@ -232,35 +229,16 @@ impl WriteTx for Tx {
             created_at: self.now,
             updated_at: self.now,
         };
-        let f = &user.fields;
-        self.execute(
-            sqlx::query(
-                "INSERT INTO users (id, directory_id, user_name, user_name_key, external_id, active, display_name, \
-                 given_name, family_name, emails, title, department, manager_id, employee_number, custom_attributes, \
-                 raw, version, created_at, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(id_text(user.id.0))
-            .bind(id_text(user.directory_id.0))
-            .bind(&f.user_name)
-            .bind(fold_key(&f.user_name))
-            .bind(&f.external_id)
-            .bind(f.active)
-            .bind(&f.display_name)
-            .bind(&f.given_name)
-            .bind(&f.family_name)
-            .bind(json_text(&f.emails)?)
-            .bind(&f.title)
-            .bind(&f.department)
-            .bind(&f.manager_id)
-            .bind(&f.employee_number)
-            .bind(json_text(&f.custom_attributes)?)
-            .bind(json_text(&user.raw)?)
-            .bind(user.version)
-            .bind(time_text(user.created_at))
-            .bind(time_text(user.updated_at)),
+        let query = sqlx::query(
+            "INSERT INTO users (id, directory_id, user_name, user_name_key, external_id, active, display_name, \
+             given_name, family_name, emails, title, department, manager_id, employee_number, custom_attributes, \
+             raw, version, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .await?;
+        .bind(id_text(user.id.0))
+        .bind(id_text(user.directory_id.0));
+        let query = bind_user(query, &user)?.bind(time_text(user.created_at));
+        self.execute(query.bind(time_text(user.updated_at))).await?;
         Ok(user)
     }
 
@@ -274,32 +252,13 @@ impl WriteTx for Tx {
             updated_at: self.now,
             ..old.clone()
         };
-        let f = &user.fields;
-        self.execute(
-            sqlx::query(
-                "UPDATE users SET user_name = ?, user_name_key = ?, external_id = ?, active = ?, display_name = ?, \
-                 given_name = ?, family_name = ?, emails = ?, title = ?, department = ?, manager_id = ?, \
-                 employee_number = ?, custom_attributes = ?, raw = ?, version = ?, updated_at = ? WHERE id = ?",
-            )
-            .bind(&f.user_name)
-            .bind(fold_key(&f.user_name))
-            .bind(&f.external_id)
-            .bind(f.active)
-            .bind(&f.display_name)
-            .bind(&f.given_name)
-            .bind(&f.family_name)
-            .bind(json_text(&f.emails)?)
-            .bind(&f.title)
-            .bind(&f.department)
-            .bind(&f.manager_id)
-            .bind(&f.employee_number)
-            .bind(json_text(&f.custom_attributes)?)
-            .bind(json_text(&user.raw)?)
-            .bind(user.version)
-            .bind(time_text(user.updated_at))
-            .bind(id_text(user.id.0)),
-        )
-        .await?;
+        let query = sqlx::query(
+            "UPDATE users SET user_name = ?, user_name_key = ?, external_id = ?, active = ?, display_name = ?, \
+             given_name = ?, family_name = ?, emails = ?, title = ?, department = ?, manager_id = ?, \
+             employee_number = ?, custom_attributes = ?, raw = ?, version = ?, updated_at = ? WHERE id = ?",
+        );
+        let query = bind_user(query, &user)?.bind(time_text(user.updated_at));
+        self.execute(query.bind(id_text(user.id.0))).await?;
         Ok(user)
     }
 
@@ -327,23 +286,15 @@ impl WriteTx for Tx {
             created_at: self.now,
             updated_at: self.now,
         };
-        self.execute(
-            sqlx::query(
-                "INSERT INTO groups (id, directory_id, display_name, display_name_key, external_id, raw, member_count, \
-                 version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(id_text(group.id.0))
-            .bind(id_text(group.directory_id.0))
-            .bind(&group.display_name)
-            .bind(fold_key(&group.display_name))
-            .bind(&group.external_id)
-            .bind(json_text(&group.raw)?)
-            .bind(group.member_count)
-            .bind(group.version)
-            .bind(time_text(group.created_at))
-            .bind(time_text(group.updated_at)),
+        let query = sqlx::query(
+            "INSERT INTO groups (id, directory_id, display_name, display_name_key, external_id, raw, member_count, \
+             version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .await?;
+        .bind(id_text(group.id.0))
+        .bind(id_text(group.directory_id.0));
+        let query = bind_group(query, &group)?.bind(time_text(group.created_at));
+        self.execute(query.bind(time_text(group.updated_at)))
+            .await?;
         Ok(group)
     }
 
@@ -360,21 +311,12 @@ impl WriteTx for Tx {
             updated_at: self.now,
             ..group.clone()
         };
-        self.execute(
-            sqlx::query(
-                "UPDATE groups SET display_name = ?, display_name_key = ?, external_id = ?, raw = ?, \
-                 member_count = ?, version = ?, updated_at = ? WHERE id = ?",
-            )
-            .bind(&g.display_name)
-            .bind(fold_key(&g.display_name))
-            .bind(&g.external_id)
-            .bind(json_text(&g.raw)?)
-            .bind(g.member_count)
-            .bind(g.version)
-            .bind(time_text(g.updated_at))
-            .bind(id_text(g.id.0)),
-        )
-        .await?;
+        let query = sqlx::query(
+            "UPDATE groups SET display_name = ?, display_name_key = ?, external_id = ?, raw = ?, \
+             member_count = ?, version = ?, updated_at = ? WHERE id = ?",
+        );
+        let query = bind_group(query, &g)?.bind(time_text(g.updated_at));
+        self.execute(query.bind(id_text(g.id.0))).await?;
         Ok(g)
     }
 
@@ -517,4 +459,40 @@ impl WriteTx for Tx {
         .map_err(map_db)?;
         ids.iter().map(|id| parse_id(id)).collect()
     }
+}
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds a user's stored columns, `user_name` through `raw` and then
+/// `version`, in the order the INSERT and UPDATE statements name them. The
+/// key is folded here: SQLite's `lower()` folds ASCII only.
+fn bind_user<'q>(query: Query<'q>, user: &'q User) -> StoreResult<Query<'q>> {
+    let f = &user.fields;
+    Ok(query
+        .bind(&f.user_name)
+        .bind(fold_key(&f.user_name))
+        .bind(&f.external_id)
+        .bind(f.active)
+        .bind(&f.display_name)
+        .bind(&f.given_name)
+        .bind(&f.family_name)
+        .bind(json_text(&f.emails)?)
+        .bind(&f.title)
+        .bind(&f.department)
+        .bind(&f.manager_id)
+        .bind(&f.employee_number)
+        .bind(json_text(&f.custom_attributes)?)
+        .bind(json_text(&user.raw)?)
+        .bind(user.version))
+}
+
+/// Binds a group's stored columns, `display_name` through `version`.
+fn bind_group<'q>(query: Query<'q>, group: &'q Group) -> StoreResult<Query<'q>> {
+    Ok(query
+        .bind(&group.display_name)
+        .bind(fold_key(&group.display_name))
+        .bind(&group.external_id)
+        .bind(json_text(&group.raw)?)
+        .bind(group.member_count)
+        .bind(group.version))
 }

@@ -183,12 +183,7 @@ pub trait Credentials {
 pub trait Reads {
     async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User>;
     async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>>;
-    async fn get_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        include_members: bool,
-    ) -> StoreResult<Group>;
+    async fn get_group(&self, dir: DirectoryId, id: GroupId, members: bool) -> StoreResult<Group>;
     async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>>;
     async fn read_group(&self, dir: DirectoryId, id: GroupId, page_size: i64) -> GroupRead;
     /// `NotFound("group")` unless the group is in `dir`.
