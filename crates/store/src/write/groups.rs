@@ -82,10 +82,9 @@ pub(super) async fn change_members<B: Backend>(
     let next_version = old.version + 1;
     let mut editor = GroupEditor::new(&mut tx, old, next_version);
     editor.apply(&mut tx, op).await?;
-    let changed = editor.count_delta.abs();
-    let group = editor.finish_updated(&mut tx).await?;
+    let changed = editor.finish_members(&mut tx).await?;
     backend.commit(tx).await?;
-    Ok((changed, group.version))
+    Ok(changed)
 }
 
 /// Emits `member.removed` for every member (stamped with the group's
@@ -355,6 +354,21 @@ impl GroupEditor {
             Change::group(ChangeKind::GroupCreated, &group, Vec::new())?,
         );
         Ok(group)
+    }
+
+    /// After member operations only: adjusts the count and bumps the
+    /// version without rewriting the attributes. Returns (members changed,
+    /// version).
+    async fn finish_members<T: WriteTx>(self, tx: &mut T) -> StoreResult<(i64, i64)> {
+        if !self.touched {
+            return Ok((0, self.group.version));
+        }
+        let bumped = tx.bump_groups(&[self.group.id.0], self.count_delta).await?;
+        let version = bumped.first().map(|(_, v)| *v);
+        Ok((
+            self.count_delta.abs(),
+            version.ok_or(StoreError::NotFound("group"))?,
+        ))
     }
 
     /// Writes the group when anything changed (new version, count,
