@@ -56,7 +56,7 @@
 //! Watchers are woken with LISTEN/NOTIFY on `roster_changes`, but NOTIFY is
 //! never sent inside a write transaction: a notifying commit takes a global
 //! lock and would serialize all writers again. Callers send one notification
-//! per burst of writes through [`Store::notify_changes`] (debounced), and
+//! per burst of writes through [`Store::notify_changes`](crate::Store::notify_changes) (debounced), and
 //! writes made through this very process wake local waiters directly.
 
 mod changes;
@@ -116,7 +116,7 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     /// Connects a pool of at most `max_connections` (plus one dedicated
-    /// LISTEN connection, opened on the first [`Store::wait_for_changes`],
+    /// LISTEN connection, opened on the first [`Store::wait_for_changes`](crate::Store::wait_for_changes),
     /// and up to [`crate::DEFAULT_SNAPSHOT_CONNECTIONS`] snapshot
     /// connections, opened on demand; see
     /// [`PgStore::with_snapshot_connections`]).

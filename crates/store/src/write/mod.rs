@@ -10,12 +10,18 @@
 //!   anything.
 //! * [`Backend`]: opening and committing write transactions (committing
 //!   appends the queued changes, taking their revisions, and wakes local
-//!   watchers) plus the reads, which are backend-specific throughout.
+//!   watchers). Its supertraits [`Directories`], [`Credentials`], [`Reads`]
+//!   and [`ChangeLog`] are the reads and the writes that append no change,
+//!   which are backend-specific throughout; each backend implements them in
+//!   the file of the same name's job (`directories.rs`, `credentials.rs`,
+//!   `lists.rs`, `changes.rs`).
 //!
 //! [`crate::Store`] is implemented once, for every [`Backend`], in
-//! `store.rs`. The order in which a flow calls the primitives is the lock
-//! order PostgreSQL relies on (see `crate::postgres`); SQLite, with its
-//! single writer, takes no row locks and follows the same order.
+//! `store.rs`; what the core owns there besides the flows is the replay
+//! policy (`retry.rs`) and the cursor-expiry check of change-log reads.
+//! The order in which a flow calls the primitives is the lock order
+//! PostgreSQL relies on (see `crate::postgres`); SQLite, with its single
+//! writer, takes no row locks and follows the same order.
 
 mod changes;
 mod directories;
