@@ -54,3 +54,23 @@ pub(crate) fn stored_hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
         .try_into()
         .map_err(|_| StoreError::Internal("stored secret hash is not 32 bytes".into()))
 }
+
+/// Maps a sqlx failure that is not the database's verdict on a statement
+/// (pool, connection, driver): both backends treat these alike.
+pub(crate) fn client_error(error: &sqlx::Error) -> StoreError {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => {
+            tracing::warn!(error = %error, "database unavailable");
+            StoreError::Unavailable("database unavailable".into())
+        }
+        sqlx::Error::RowNotFound => StoreError::NotFound("resource"),
+        _ => {
+            tracing::error!(error = %error, "database client error");
+            StoreError::Internal("database client error".into())
+        }
+    }
+}

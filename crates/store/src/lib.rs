@@ -11,14 +11,31 @@
 //! of revision order; readers therefore deliver only up to the *stable head*:
 //! the highest revision below which every revision is either committed or
 //! known to belong to an aborted transaction. See `docs/watch.md`.
+//!
+//! # Shape
+//! The rules of a write live once, in the backend-neutral `write` module:
+//! version checks, the replay policy for transactions the database aborted
+//! for a conflict, the queue of change rows, the group-editing state
+//! machine and membership diff, and the create/replace/update/delete flows
+//! of directories, users and groups. They are written against primitives
+//! each backend implements (`write::WriteTx`: load a row for update, write
+//! or delete a row, insert or delete membership rows; `write::Backend`:
+//! begin, and commit, which appends the queued changes and wakes local
+//! watchers), and [`Store`] is implemented once for every backend. The
+//! backends keep what differs: the SQL, PostgreSQL's lock order, stable
+//! head, NOTIFY and snapshot connections ([`postgres`]), SQLite's single
+//! writer ([`sqlite`]). Both have the same files for the same jobs:
+//! `tx.rs` (the primitives), `lists.rs` (reads of users, groups and
+//! members), `changes.rs` (the change log), `directories.rs`,
+//! `credentials.rs`, `errors.rs` (database errors to [`StoreError`]).
 
-mod diff;
 pub mod error;
 mod filter_sql;
 pub mod model;
 pub mod postgres;
 mod snapshot_slots;
 pub mod sqlite;
+mod write;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -52,7 +69,7 @@ pub type GroupUpdateFn = Box<
 pub type MemberPages = BoxStream<'static, StoreResult<Vec<Member>>>;
 
 /// The storage contract shared by the PostgreSQL and SQLite backends. The same
-/// conformance suite (`tests/conformance.rs` in this crate) runs against both.
+/// conformance suite (`tests/conformance/` in this crate) runs against both.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // --- directories and tokens ---
@@ -251,4 +268,18 @@ pub struct PoolStats {
     pub idle: u32,
     /// The pool's maximum.
     pub max: u32,
+}
+
+impl PoolStats {
+    /// The usage of `pools` together, whose maximum is `max`.
+    pub(crate) fn of<DB: sqlx::Database>(pools: &[&sqlx::Pool<DB>], max: u32) -> PoolStats {
+        PoolStats {
+            size: pools.iter().map(|p| p.size()).sum(),
+            idle: pools
+                .iter()
+                .map(|p| u32::try_from(p.num_idle()).unwrap_or(u32::MAX))
+                .sum(),
+            max,
+        }
+    }
 }

@@ -33,19 +33,19 @@
 //!    deleting a user first locks every group holding it, deleting a group
 //!    those and itself);
 //! 2. then member rows: `FOR KEY SHARE` on the users and groups being added
-//!    (`resolve_members`), or `FOR UPDATE` on the user or group being
+//!    (`lock_members`), or `FOR UPDATE` on the user or group being
 //!    deleted, which waits for every add that already holds its key share;
 //! 3. then membership rows, and last the change rows (the revisions).
 //!
 //! A deletion reads the groups holding its member before it can lock the
 //! member, so an add committed in between would be a group it does not
 //! hold: the deletion then rolls back and is replayed (see
-//! `groups::remove_from_locked_groups`) rather than lock a group out of
+//! `remove_from_locked_groups` in the write core) rather than lock a group out of
 //! order. What the order cannot exclude (a serialization failure, a path
 //! that breaks the rule) is aborted by
-//! PostgreSQL with SQLSTATE 40P01/40001 and replayed by
-//! [`PgStore::retrying`] up to [`ATTEMPTS`] times with a short jittered
-//! backoff; only then does the caller see [`StoreError::Unavailable`].
+//! PostgreSQL with SQLSTATE 40P01/40001 and replayed by the write core's
+//! retry policy (`crate::write`) a few times with a short jittered backoff;
+//! only then does the caller see [`StoreError::Unavailable`].
 //!
 //! A list reads in one REPEATABLE READ transaction whose first statement
 //! advances the stable head H *in the list's own snapshot*; every revision
@@ -56,7 +56,7 @@
 //! Watchers are woken with LISTEN/NOTIFY on `roster_changes`, but NOTIFY is
 //! never sent inside a write transaction: a notifying commit takes a global
 //! lock and would serialize all writers again. Callers send one notification
-//! per burst of writes through [`Store::notify_changes`] (debounced), and
+//! per burst of writes through [`Store::notify_changes`](crate::Store::notify_changes) (debounced), and
 //! writes made through this very process wake local waiters directly.
 
 mod changes;
@@ -69,40 +69,31 @@ mod lists;
 mod notify;
 mod rekey;
 mod snapshot;
+mod tx;
 mod users;
 
-use chrono::{DateTime, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::stream::BoxStream;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres};
 
-use self::changes::NewChange;
 use self::errors::map_db;
 use self::head::HeadState;
+use self::tx::Tx;
+use crate::PoolStats;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
-use crate::{GroupUpdateFn, MemberPages, Store, UserUpdateFn};
+use crate::write::{Backend, ChangeQueue};
 
 /// The embedded migrations of `migrations/postgres`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// Advisory lock key held while migrating, so only one replica migrates.
 const MIGRATION_LOCK: i64 = 0x526f_7374_6572_4d67; // "RosterMg"
-
-/// How often a transaction that hit a serialization failure or deadlock is
-/// run in all before the caller sees [`StoreError::Unavailable`]. A
-/// deletion that raced an add needs one replay per racing add.
-const ATTEMPTS: u32 = 6;
-
-/// Backoff before the first replay; doubled before each further one, with
-/// jitter so that the transactions that collided do not collide again.
-const FIRST_BACKOFF: Duration = Duration::from_millis(2);
 
 /// The PostgreSQL store. Cheap to clone (shares the pools and the head).
 #[derive(Clone)]
@@ -125,7 +116,7 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     /// Connects a pool of at most `max_connections` (plus one dedicated
-    /// LISTEN connection, opened on the first [`Store::wait_for_changes`],
+    /// LISTEN connection, opened on the first [`Store::wait_for_changes`](crate::Store::wait_for_changes),
     /// and up to [`crate::DEFAULT_SNAPSHOT_CONNECTIONS`] snapshot
     /// connections, opened on demand; see
     /// [`PgStore::with_snapshot_connections`]).
@@ -193,33 +184,6 @@ impl PgStore {
         self.pool.acquire().await.map_err(map_db)
     }
 
-    async fn begin_write(&self) -> StoreResult<WriteTx> {
-        Ok(WriteTx {
-            tx: self.pool.begin().await.map_err(map_db)?,
-            changes: Vec::new(),
-        })
-    }
-
-    /// Replays `op` when it failed on a serialization failure or deadlock
-    /// (or a deletion found a group it had not locked), after a jittered
-    /// exponential backoff.
-    async fn retrying<T, F, Fut>(&self, mut op: F) -> StoreResult<T>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = StoreResult<T>>,
-    {
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Err(e) if errors::is_retryable(&e) && attempt < ATTEMPTS => {
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// Advances the stable head using `conn` and returns it (possibly moved
     /// further by concurrent callers).
     async fn advance_on(&self, conn: &mut PgConnection, after: i64) -> StoreResult<i64> {
@@ -269,332 +233,29 @@ fn snapshot_pool(options: &PgConnectOptions, connections: u32) -> PgPool {
         .connect_lazy_with(options.clone())
 }
 
-/// A write transaction collecting the change rows it appends at commit.
-pub(crate) struct WriteTx {
-    tx: Transaction<'static, Postgres>,
-    changes: Vec<NewChange>,
-}
-
-impl WriteTx {
-    fn conn(&mut self) -> &mut PgConnection {
-        &mut self.tx
-    }
-
-    fn emit(&mut self, change: NewChange) {
-        self.changes.push(change);
-    }
-
-    /// Appends the change rows (taking their revisions) and commits.
-    async fn commit(mut self, store: &PgStore) -> StoreResult<()> {
-        changes::insert_changes(&mut self.tx, &self.changes).await?;
-        self.tx.commit().await.map_err(map_db)?;
-        if !self.changes.is_empty() {
-            store.notifier.local_commit();
-        }
-        Ok(())
-    }
-}
-
-/// A random wait in `[b/2, b]`, `b` = [`FIRST_BACKOFF`] doubled per earlier replay.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = FIRST_BACKOFF * 2u32.pow(attempt.saturating_sub(1).min(8));
-    ceiling.mul_f64(rand::random_range(0.5..=1.0))
-}
-
-/// Fails with [`StoreError::VersionMismatch`] when `expected` is set and differs.
-fn check_version(expected: Option<i64>, actual: i64) -> StoreResult<()> {
-    match expected {
-        Some(expected) if expected != actual => {
-            Err(StoreError::VersionMismatch { expected, actual })
-        }
-        _ => Ok(()),
-    }
-}
-
-/// The members of `fields` whose values differ between two JSON objects.
-fn diff_fields(
-    old: &serde_json::Value,
-    new: &serde_json::Value,
-    fields: &[&str],
-) -> Vec<FieldChange> {
-    fields
-        .iter()
-        .filter(|f| old[**f] != new[**f])
-        .map(|f| FieldChange {
-            field: (*f).to_owned(),
-            previous: old[*f].clone(),
-            current: new[*f].clone(),
-        })
-        .collect()
-}
-
 #[async_trait]
-impl Store for PgStore {
-    fn pool_stats(&self) -> Option<crate::PoolStats> {
-        Some(crate::PoolStats {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-            max: self.pool.options().get_max_connections(),
+impl Backend for PgStore {
+    type Tx = Tx;
+
+    async fn begin(&self) -> StoreResult<Tx> {
+        Ok(Tx {
+            tx: self.pool.begin().await.map_err(map_db)?,
+            changes: ChangeQueue::default(),
         })
     }
 
-    async fn create_directory(&self, new: NewDirectory) -> StoreResult<Directory> {
-        self.retrying(|| self.create_directory_impl(new.clone()))
-            .await
-    }
-
-    async fn get_directory(&self, id: DirectoryId) -> StoreResult<Directory> {
-        self.get_directory_impl(id).await
-    }
-
-    async fn list_directories(&self, organization: Option<&str>) -> StoreResult<Vec<Directory>> {
-        self.list_directories_impl(organization).await
-    }
-
-    async fn update_directory(
-        &self,
-        id: DirectoryId,
-        update: DirectoryUpdate,
-    ) -> StoreResult<Directory> {
-        self.retrying(|| self.update_directory_impl(id, update.clone()))
-            .await
-    }
-
-    async fn delete_directory(&self, id: DirectoryId) -> StoreResult<()> {
-        self.retrying(|| self.delete_directory_impl(id)).await
-    }
-
-    async fn create_token(&self, new: NewToken) -> StoreResult<Token> {
-        self.retrying(|| self.create_token_impl(new.clone())).await
-    }
-
-    async fn list_tokens(
-        &self,
-        directory: DirectoryId,
-        include_revoked: bool,
-    ) -> StoreResult<Vec<Token>> {
-        self.list_tokens_impl(directory, include_revoked).await
-    }
-
-    async fn revoke_token(&self, directory: DirectoryId, id: TokenId) -> StoreResult<()> {
-        self.revoke_token_impl(directory, id).await
-    }
-
-    async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>> {
-        self.find_token_impl(hash).await
-    }
-    async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()> {
-        self.mark_token_used_impl(id, at).await
-    }
-    async fn create_credential(&self, new: NewCredential) -> StoreResult<Credential> {
-        self.create_credential_impl(new).await
-    }
-    async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>> {
-        self.list_credentials_impl(include_revoked).await
-    }
-    async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
-        self.revoke_credential_impl(id).await
-    }
-    async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
-        self.find_credential_impl(hash).await
-    }
-
-    async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User> {
-        self.retrying(|| self.create_user_impl(dir, user.clone()))
-            .await
-    }
-
-    async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
-        self.get_user_impl(dir, id).await
-    }
-
-    async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>> {
-        self.list_users_impl(dir, query).await
-    }
-
-    async fn replace_user(
-        &self,
-        dir: DirectoryId,
-        id: UserId,
-        if_version: Option<i64>,
-        user: UserWrite,
-    ) -> StoreResult<User> {
-        self.retrying(|| self.replace_user_impl(dir, id, if_version, user.clone()))
-            .await
-    }
-
-    async fn update_user(
-        &self,
-        dir: DirectoryId,
-        id: UserId,
-        if_version: Option<i64>,
-        update: UserUpdateFn,
-    ) -> StoreResult<User> {
-        // A replay calls the callback again on the state it then finds.
-        self.retrying(|| self.update_user_impl(dir, id, if_version, &update))
-            .await
-    }
-
-    async fn delete_user(
-        &self,
-        dir: DirectoryId,
-        id: UserId,
-        if_version: Option<i64>,
-    ) -> StoreResult<()> {
-        self.retrying(|| self.delete_user_impl(dir, id, if_version))
-            .await
-    }
-
-    async fn create_group(&self, dir: DirectoryId, group: GroupWrite) -> StoreResult<Group> {
-        self.retrying(|| self.create_group_impl(dir, group.clone()))
-            .await
-    }
-
-    async fn get_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        include_members: bool,
-    ) -> StoreResult<Group> {
-        self.get_group_impl(dir, id, include_members).await
-    }
-
-    async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {
-        self.list_groups_impl(dir, query).await
-    }
-
-    async fn replace_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        if_version: Option<i64>,
-        group: GroupWrite,
-    ) -> StoreResult<Group> {
-        self.retrying(|| self.replace_group_impl(dir, id, if_version, group.clone()))
-            .await
-    }
-
-    async fn update_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        if_version: Option<i64>,
-        update: GroupUpdateFn,
-    ) -> StoreResult<Group> {
-        self.retrying(|| self.update_group_impl(dir, id, if_version, &update))
-            .await
-    }
-
-    async fn delete_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        if_version: Option<i64>,
-    ) -> StoreResult<()> {
-        self.retrying(|| self.delete_group_impl(dir, id, if_version))
-            .await
-    }
-
-    async fn add_members(
-        &self,
-        dir: DirectoryId,
-        group: GroupId,
-        members: &[MemberRef],
-    ) -> StoreResult<(i64, i64)> {
-        self.retrying(|| self.add_members_impl(dir, group, members))
-            .await
-    }
-
-    async fn remove_members(
-        &self,
-        dir: DirectoryId,
-        group: GroupId,
-        members: &[uuid::Uuid],
-    ) -> StoreResult<(i64, i64)> {
-        self.retrying(|| self.remove_members_impl(dir, group, members))
-            .await
-    }
-
-    async fn read_group(
-        &self,
-        dir: DirectoryId,
-        id: GroupId,
-        page_size: i64,
-    ) -> StoreResult<(Group, MemberPages)> {
-        self.read_group_impl(dir, id, page_size).await
-    }
-
-    async fn list_members(
-        &self,
-        dir: DirectoryId,
-        group: GroupId,
-        after: Option<uuid::Uuid>,
-        limit: i64,
-    ) -> StoreResult<Vec<Member>> {
-        self.list_members_impl(dir, group, after, limit).await
-    }
-
-    async fn log_bounds(&self) -> StoreResult<LogBounds> {
-        let mut conn = self.conn().await?;
-        let stable_head = self.advance_on(&mut conn, 0).await?;
-        let (pruned_through, epoch, allocated_head) = changes::log_state(&mut conn).await?;
-        Ok(LogBounds {
-            pruned_through,
-            stable_head,
-            allocated_head,
-            epoch,
-        })
-    }
-
-    async fn read_changes(
-        &self,
-        filter: &ChangeFilter,
-        after: i64,
-        up_to: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<ChangeRecord>> {
-        let mut conn = self.conn().await?;
-        changes::read(&mut conn, filter, after, up_to, limit).await
-    }
-
-    async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
-        let mut conn = self.conn().await?;
-        self.advance_on(&mut conn, after).await
-    }
-
-    async fn snapshot(
-        &self,
-        dir: Option<DirectoryId>,
-    ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)> {
-        self.snapshot_impl(dir).await
-    }
-
-    async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64> {
-        let mut conn = self.conn().await?;
-        let head = self.advance_on(&mut conn, 0).await?;
-        changes::prune(&mut conn, keep_secs.max(0), head).await
-    }
-
-    async fn renew_log_epoch(&self) -> StoreResult<i64> {
-        changes::renew_epoch(&mut *self.conn().await?).await
-    }
-
-    fn newest_committed(&self) -> Option<i64> {
-        Some(self.head.lock().unwrap_or_else(|p| p.into_inner()).newest())
-    }
-
-    async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {
-        self.notifier.wait(timeout).await;
+    async fn commit(&self, mut tx: Tx) -> StoreResult<()> {
+        let changes = tx.changes.take();
+        changes::insert_changes(&mut tx.tx, &changes).await?;
+        tx.tx.commit().await.map_err(map_db)?;
+        if !changes.is_empty() {
+            self.notifier.local_commit();
+        }
         Ok(())
     }
 
-    async fn notify_changes(&self) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify('roster_changes', $1)")
-            .bind(self.notifier.origin())
-            .execute(&self.pool)
-            .await
-            .map_err(map_db)?;
-        Ok(())
+    async fn create_user(&self, dir: DirectoryId, write: UserWrite) -> StoreResult<User> {
+        self.create_user_impl(dir, write).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -603,5 +264,10 @@ impl Store for PgStore {
             .await
             .map_err(map_db)?;
         Ok(())
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        let max = self.pool.options().get_max_connections();
+        Some(PoolStats::of(&[&self.pool], max))
     }
 }

@@ -34,7 +34,7 @@ conformance::conformance_suite!(fixture);
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use roster_store::{ChangeFilter, NewDirectory, Store};
+use roster_store::{ChangeFilter, Store};
 use sqlx::{Connection, PgConnection};
 
 /// How long a test waits for a condition before failing.
@@ -83,13 +83,7 @@ async fn head_reaches(store: &PgStore, at_least: i64) -> i64 {
 #[tokio::test]
 async fn stable_head_waits_for_out_of_order_commits_and_skips_aborted_holes() {
     let (store, url) = store_and_url().await;
-    store
-        .create_directory(NewDirectory {
-            name: "d".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    conformance::directory(&store, "d").await;
     let base = head_reaches(&store, 1).await;
 
     // A takes a revision; B takes a later one and commits first.
@@ -143,13 +137,7 @@ async fn stable_head_waits_for_out_of_order_commits_and_skips_aborted_holes() {
 #[tokio::test]
 async fn a_transaction_of_another_database_does_not_hold_the_stable_head() {
     let store = store().await;
-    store
-        .create_directory(NewDirectory {
-            name: "d".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    conformance::directory(&store, "d").await;
     head_reaches(&store, 1).await;
     // Another application's database on the same server, idle in a
     // transaction that holds a transaction id.
@@ -176,13 +164,7 @@ async fn a_transaction_of_another_database_does_not_hold_the_stable_head() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_are_delivered_exactly_once_in_order() {
     let store = store().await;
-    let dir = store
-        .create_directory(NewDirectory {
-            name: "busy".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let dir = conformance::directory(&store, "busy").await;
     let writers_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     let reader = {
@@ -279,13 +261,7 @@ async fn a_write_through_one_replica_wakes_a_watcher_on_another() {
         let watcher = watcher.clone();
         tokio::spawn(async move { watcher.wait_for_changes(long).await })
     };
-    writer
-        .create_directory(NewDirectory {
-            name: "wake".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    conformance::directory(&writer, "wake").await;
     writer.notify_changes().await.unwrap();
     tokio::time::timeout(DEADLINE, waiting)
         .await
@@ -298,13 +274,7 @@ async fn a_write_through_one_replica_wakes_a_watcher_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn list_cursors_stay_exact_under_concurrent_writes() {
     let store = store().await;
-    let dir = store
-        .create_directory(NewDirectory {
-            name: "racy".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let dir = conformance::directory(&store, "racy").await;
     let mut writers = Vec::new();
     for w in 0..4 {
         let store = store.clone();

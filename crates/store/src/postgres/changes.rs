@@ -1,15 +1,19 @@
 //! Writing and reading the change log.
 
+use std::time::Duration;
+
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use super::PgStore;
 use super::errors::{json_error, map_db};
 use super::head::Observation;
 use crate::error::{StoreError, StoreResult};
-use crate::model::{ChangeFilter, ChangeKind, ChangeRecord, DirectoryId, FieldChange};
+use crate::model::{ChangeRecord, Cursor, DirectoryId, LogBounds};
+use crate::write::{Change, ChangeLog, LogPage, LogRead, SnapshotItems};
 
 /// How many revisions one stable-head query reads at most.
 pub(crate) const HEAD_BATCH: i64 = 10_000;
@@ -18,34 +22,58 @@ pub(crate) const HEAD_BATCH: i64 = 10_000;
 const ALLOCATED: &str =
     "(SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM change_revision) AS allocated";
 
-/// A change to append at the end of a write transaction.
-#[derive(Debug, Clone)]
-pub(crate) struct NewChange {
-    pub directory_id: DirectoryId,
-    pub kind: ChangeKind,
-    pub resource_id: Uuid,
-    pub version: i64,
-    pub payload: serde_json::Value,
-    pub changed_fields: Vec<FieldChange>,
-}
-
-impl NewChange {
-    pub fn new<T: Serialize>(
-        directory_id: DirectoryId,
-        kind: ChangeKind,
-        resource_id: Uuid,
-        version: i64,
-        payload: &T,
-        changed_fields: Vec<FieldChange>,
-    ) -> StoreResult<Self> {
-        Ok(Self {
-            directory_id,
-            kind,
-            resource_id,
-            version,
-            payload: serde_json::to_value(payload).map_err(json_error)?,
-            changed_fields,
+#[async_trait]
+impl ChangeLog for PgStore {
+    async fn log_bounds(&self) -> StoreResult<LogBounds> {
+        let mut conn = self.conn().await?;
+        let stable_head = self.advance_on(&mut conn, 0).await?;
+        let (pruned_through, epoch, allocated_head) = log_state(&mut conn).await?;
+        Ok(LogBounds {
+            pruned_through,
+            stable_head,
+            allocated_head,
+            epoch,
         })
+    }
+
+    async fn read_log(&self, read: &LogRead<'_>) -> StoreResult<LogPage> {
+        read_log(&mut *self.conn().await?, read).await
+    }
+
+    async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
+        self.advance_on(&mut *self.conn().await?, after).await
+    }
+
+    async fn snapshot(&self, dir: Option<DirectoryId>) -> StoreResult<(Cursor, SnapshotItems)> {
+        self.open_snapshot(dir).await
+    }
+
+    async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64> {
+        let mut conn = self.conn().await?;
+        let head = self.advance_on(&mut conn, 0).await?;
+        prune(&mut conn, keep_secs.max(0), head).await
+    }
+
+    async fn renew_log_epoch(&self) -> StoreResult<i64> {
+        renew_epoch(&mut *self.conn().await?).await
+    }
+
+    fn newest_committed(&self) -> Option<i64> {
+        Some(self.head.lock().unwrap_or_else(|p| p.into_inner()).newest())
+    }
+
+    async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {
+        self.notifier.wait(timeout).await;
+        Ok(())
+    }
+
+    async fn notify_changes(&self) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify('roster_changes', $1)")
+            .bind(self.notifier.origin())
+            .execute(&self.pool)
+            .await
+            .map_err(map_db)?;
+        Ok(())
     }
 }
 
@@ -55,10 +83,7 @@ impl NewChange {
 /// `pg_current_xact_id()` in the WHERE clause runs before the `nextval`
 /// calls of the projection and makes sure the transaction has an xid before
 /// it takes a revision (fact 1 of `head.rs`), even if it wrote nothing else.
-pub(crate) async fn insert_changes(
-    conn: &mut PgConnection,
-    changes: &[NewChange],
-) -> StoreResult<()> {
+pub(crate) async fn insert_changes(conn: &mut PgConnection, changes: &[Change]) -> StoreResult<()> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -218,23 +243,15 @@ pub(crate) async fn renew_epoch(conn: &mut PgConnection) -> StoreResult<i64> {
     .map_err(map_db)
 }
 
-/// Changes with `after < revision <= up_to` passing `filter`, or
-/// [`StoreError::CursorExpired`] when the log was pruned past `after`.
-///
-/// One statement: the pruning bound and the rows come from one snapshot,
-/// and pruning deletes rows and raises the bound in one transaction, so a
-/// bound at or below `after` proves that no row of the range was missing.
-pub(crate) async fn read(
-    conn: &mut PgConnection,
-    filter: &ChangeFilter,
-    after: i64,
-    up_to: i64,
-    limit: i64,
-) -> StoreResult<Vec<ChangeRecord>> {
-    let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+/// The rows of `read` and the pruning bound, in one statement: both come
+/// from one snapshot, and pruning deletes rows and raises the bound in one
+/// transaction, so a bound at or below `read.after` proves that no row of
+/// the range was missing.
+async fn read_log(conn: &mut PgConnection, read: &LogRead<'_>) -> StoreResult<LogPage> {
+    let kinds: Vec<&str> = read.filter.kinds.iter().map(|k| k.as_str()).collect();
     // `directory_id = $1 OR $1 IS NULL` would keep the planner from the
     // (directory_id, revision) index; the two shapes are spelled out.
-    let directory = match filter.directory_id {
+    let directory = match read.filter.directory_id {
         Some(_) => "c.directory_id = $5 AND ",
         None => "",
     };
@@ -247,28 +264,27 @@ pub(crate) async fn read(
            ORDER BY c.revision LIMIT $4) c ON true"
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(after)
-        .bind(up_to.max(after))
+        .bind(read.after)
+        .bind(read.up_to.max(read.after))
         .bind(&kinds)
-        .bind(limit.max(0));
-    if let Some(dir) = filter.directory_id {
+        .bind(read.limit);
+    if let Some(dir) = read.filter.directory_id {
         query = query.bind(dir.0);
     }
     let rows = query.fetch_all(conn).await.map_err(map_db)?;
-    let oldest: i64 = match rows.first() {
+    let pruned_through: i64 = match rows.first() {
         Some(row) => row.try_get("pruned_through").map_err(map_db)?,
         None => 0,
     };
-    if after < oldest {
-        return Err(StoreError::CursorExpired {
-            requested: after,
-            oldest,
-        });
-    }
-    rows.iter()
+    let changes = rows
+        .iter()
         .filter(|row| matches!(row.try_get::<Option<i64>, _>("revision"), Ok(Some(_))))
         .map(decode_change)
-        .collect()
+        .collect::<StoreResult<_>>()?;
+    Ok(LogPage {
+        pruned_through,
+        changes,
+    })
 }
 
 fn decode_change(row: &PgRow) -> StoreResult<ChangeRecord> {

@@ -1,5 +1,6 @@
 //! Service credentials: scoped secrets of internal gRPC callers.
 
+use async_trait::async_trait;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
@@ -7,14 +8,13 @@ use super::PgStore;
 use super::errors::map_db;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::write::Credentials;
 
 const COLUMNS: &str = "id, name, scope, prefix, created_at, revoked_at";
 
-impl PgStore {
-    pub(super) async fn create_credential_impl(
-        &self,
-        new: NewCredential,
-    ) -> StoreResult<Credential> {
+#[async_trait]
+impl Credentials for PgStore {
+    async fn create_credential(&self, new: NewCredential) -> StoreResult<Credential> {
         let sql = format!(
             "INSERT INTO service_credentials (id, name, scope, prefix, hash) \
              VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
@@ -31,10 +31,7 @@ impl PgStore {
         decode(&row)
     }
 
-    pub(super) async fn list_credentials_impl(
-        &self,
-        include_revoked: bool,
-    ) -> StoreResult<Vec<Credential>> {
+    async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM service_credentials WHERE ($1 OR revoked_at IS NULL) \
              ORDER BY created_at, id"
@@ -47,7 +44,7 @@ impl PgStore {
         rows.iter().map(decode).collect()
     }
 
-    pub(super) async fn revoke_credential_impl(&self, id: CredentialId) -> StoreResult<()> {
+    async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
         let found: Option<i32> = sqlx::query_scalar(
             "UPDATE service_credentials SET revoked_at = COALESCE(revoked_at, now()) \
              WHERE id = $1 RETURNING 1",
@@ -59,10 +56,7 @@ impl PgStore {
         found.map(|_| ()).ok_or(StoreError::NotFound("credential"))
     }
 
-    pub(super) async fn find_credential_impl(
-        &self,
-        hash: [u8; 32],
-    ) -> StoreResult<Option<(Credential, [u8; 32])>> {
+    async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
         let sql = format!(
             "SELECT {COLUMNS}, hash FROM service_credentials WHERE hash = $1 AND revoked_at IS NULL"
         );

@@ -1,60 +1,29 @@
 //! Directories and bearer tokens.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
 use super::PgStore;
-use super::changes::NewChange;
 use super::errors::{json_error, map_db};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::write::Directories;
 
-/// A directory holds at most this many live tokens (rotation without downtime).
-const MAX_LIVE_TOKENS: i64 = 2;
+pub(super) const DIRECTORY_COLUMNS: &str = "id, name, organization, provider, deprovision_policy, attribute_mappings, version, created_at, updated_at";
 
-const DIRECTORY_COLUMNS: &str = "id, name, organization, provider, deprovision_policy, attribute_mappings, version, created_at, updated_at";
+pub(super) const TOKEN_COLUMNS: &str =
+    "id, directory_id, name, prefix, created_at, revoked_at, last_used_at";
 
-const TOKEN_COLUMNS: &str = "id, directory_id, name, prefix, created_at, revoked_at, last_used_at";
-
-impl PgStore {
-    pub(super) async fn create_directory_impl(&self, new: NewDirectory) -> StoreResult<Directory> {
-        let mut tx = self.begin_write().await?;
-        let mappings = serde_json::to_value(&new.attribute_mappings).map_err(json_error)?;
-        let sql = format!(
-            "INSERT INTO directories (id, name, organization, provider, deprovision_policy, attribute_mappings) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {DIRECTORY_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(DirectoryId::new().0)
-            .bind(&new.name)
-            .bind(&new.organization)
-            .bind(new.provider.as_str())
-            .bind(new.deprovision_policy.as_str())
-            .bind(mappings)
-            .fetch_one(tx.conn())
-            .await
-            .map_err(map_db)?;
-        let (dir, version) = decode_directory(&row)?;
-        tx.emit(directory_change(
-            ChangeKind::DirectoryCreated,
-            &dir,
-            version,
-            Vec::new(),
-        )?);
-        tx.commit(self).await?;
-        Ok(dir)
-    }
-
-    pub(super) async fn get_directory_impl(&self, id: DirectoryId) -> StoreResult<Directory> {
+#[async_trait]
+impl Directories for PgStore {
+    async fn get_directory(&self, id: DirectoryId) -> StoreResult<Directory> {
         let mut conn = self.conn().await?;
         Ok(load_directory(&mut conn, id, false).await?.0)
     }
 
-    pub(super) async fn list_directories_impl(
-        &self,
-        organization: Option<&str>,
-    ) -> StoreResult<Vec<Directory>> {
+    async fn list_directories(&self, organization: Option<&str>) -> StoreResult<Vec<Directory>> {
         let sql = format!(
             "SELECT {DIRECTORY_COLUMNS} FROM directories \
              WHERE ($1::text IS NULL OR organization = $1) ORDER BY created_at, id"
@@ -69,122 +38,7 @@ impl PgStore {
             .collect()
     }
 
-    pub(super) async fn update_directory_impl(
-        &self,
-        id: DirectoryId,
-        update: DirectoryUpdate,
-    ) -> StoreResult<Directory> {
-        let mut tx = self.begin_write().await?;
-        let (old, _) = load_directory(tx.conn(), id, true).await?;
-        let new = Directory {
-            name: update.name.unwrap_or_else(|| old.name.clone()),
-            organization: update
-                .organization
-                .unwrap_or_else(|| old.organization.clone()),
-            provider: update.provider.unwrap_or(old.provider),
-            deprovision_policy: update.deprovision_policy.unwrap_or(old.deprovision_policy),
-            attribute_mappings: update
-                .attribute_mappings
-                .unwrap_or_else(|| old.attribute_mappings.clone()),
-            ..old.clone()
-        };
-        let changed = directory_field_changes(&old, &new)?;
-        if changed.is_empty() {
-            return Ok(old);
-        }
-        let sql = format!(
-            "UPDATE directories SET name = $2, organization = $3, provider = $4, deprovision_policy = $5, \
-             attribute_mappings = $6, version = version + 1, updated_at = now() WHERE id = $1 RETURNING {DIRECTORY_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.0)
-            .bind(&new.name)
-            .bind(&new.organization)
-            .bind(new.provider.as_str())
-            .bind(new.deprovision_policy.as_str())
-            .bind(serde_json::to_value(&new.attribute_mappings).map_err(json_error)?)
-            .fetch_one(tx.conn())
-            .await
-            .map_err(map_db)?;
-        let (dir, version) = decode_directory(&row)?;
-        tx.emit(directory_change(
-            ChangeKind::DirectoryUpdated,
-            &dir,
-            version,
-            changed,
-        )?);
-        tx.commit(self).await?;
-        Ok(dir)
-    }
-
-    /// Deletes the directory row under its lock; users, groups, memberships
-    /// and tokens go with it (ON DELETE CASCADE), so a token of a deleted
-    /// directory can never authenticate again.
-    pub(super) async fn delete_directory_impl(&self, id: DirectoryId) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let (dir, version) = load_directory(tx.conn(), id, true).await?;
-        sqlx::query(
-            "UPDATE tokens SET revoked_at = now() WHERE directory_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id.0)
-        .execute(tx.conn())
-        .await
-        .map_err(map_db)?;
-        sqlx::query("DELETE FROM memberships WHERE directory_id = $1")
-            .bind(id.0)
-            .execute(tx.conn())
-            .await
-            .map_err(map_db)?;
-        sqlx::query("DELETE FROM directories WHERE id = $1")
-            .bind(id.0)
-            .execute(tx.conn())
-            .await
-            .map_err(map_db)?;
-        tx.emit(directory_change(
-            ChangeKind::DirectoryDeleted,
-            &dir,
-            version,
-            Vec::new(),
-        )?);
-        tx.commit(self).await
-    }
-
-    /// Locks the directory row so two concurrent creations cannot both see
-    /// one live token and exceed the limit.
-    pub(super) async fn create_token_impl(&self, new: NewToken) -> StoreResult<Token> {
-        let mut tx = self.begin_write().await?;
-        load_directory(tx.conn(), new.directory_id, true).await?;
-        let live: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tokens WHERE directory_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(new.directory_id.0)
-        .fetch_one(tx.conn())
-        .await
-        .map_err(map_db)?;
-        if live >= MAX_LIVE_TOKENS {
-            return Err(StoreError::Limit(format!(
-                "a directory holds at most {MAX_LIVE_TOKENS} live tokens: revoke one first"
-            )));
-        }
-        let sql = format!(
-            "INSERT INTO tokens (id, directory_id, name, prefix, hash) VALUES ($1, $2, $3, $4, $5) \
-             RETURNING {TOKEN_COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(TokenId::new().0)
-            .bind(new.directory_id.0)
-            .bind(&new.name)
-            .bind(&new.prefix)
-            .bind(&new.hash[..])
-            .fetch_one(tx.conn())
-            .await
-            .map_err(map_db)?;
-        let token = decode_token(&row)?;
-        tx.commit(self).await?;
-        Ok(token)
-    }
-
-    pub(super) async fn list_tokens_impl(
+    async fn list_tokens(
         &self,
         dir: DirectoryId,
         include_revoked: bool,
@@ -205,7 +59,7 @@ impl PgStore {
     }
 
     /// Revoking twice is fine; an unknown token is `NotFound`.
-    pub(super) async fn revoke_token_impl(&self, dir: DirectoryId, id: TokenId) -> StoreResult<()> {
+    async fn revoke_token(&self, dir: DirectoryId, id: TokenId) -> StoreResult<()> {
         let found: Option<i32> = sqlx::query_scalar(
             "UPDATE tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 AND directory_id = $2 \
              RETURNING 1",
@@ -218,11 +72,7 @@ impl PgStore {
         found.map(|_| ()).ok_or(StoreError::NotFound("token"))
     }
 
-    pub(super) async fn mark_token_used_impl(
-        &self,
-        id: TokenId,
-        at: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()> {
         sqlx::query(
             "UPDATE tokens SET last_used_at = $2 WHERE id = $1 \
              AND (last_used_at IS NULL OR last_used_at < $3)",
@@ -236,10 +86,7 @@ impl PgStore {
         Ok(())
     }
 
-    pub(super) async fn find_token_impl(
-        &self,
-        hash: [u8; 32],
-    ) -> StoreResult<Option<(Token, [u8; 32])>> {
+    async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>> {
         let sql = format!(
             "SELECT {TOKEN_COLUMNS}, hash FROM tokens WHERE hash = $1 AND revoked_at IS NULL"
         );
@@ -271,7 +118,7 @@ pub(super) async fn load_directory(
     decode_directory(&row)
 }
 
-fn decode_directory(row: &PgRow) -> StoreResult<(Directory, i64)> {
+pub(super) fn decode_directory(row: &PgRow) -> StoreResult<(Directory, i64)> {
     let provider: String = row.try_get("provider").map_err(map_db)?;
     let policy: String = row.try_get("deprovision_policy").map_err(map_db)?;
     let mappings: serde_json::Value = row.try_get("attribute_mappings").map_err(map_db)?;
@@ -288,7 +135,7 @@ fn decode_directory(row: &PgRow) -> StoreResult<(Directory, i64)> {
     Ok((directory, row.try_get("version").map_err(map_db)?))
 }
 
-fn decode_token(row: &PgRow) -> StoreResult<Token> {
+pub(super) fn decode_token(row: &PgRow) -> StoreResult<Token> {
     Ok(Token {
         id: TokenId(row.try_get("id").map_err(map_db)?),
         directory_id: DirectoryId(row.try_get("directory_id").map_err(map_db)?),
@@ -298,27 +145,4 @@ fn decode_token(row: &PgRow) -> StoreResult<Token> {
         revoked_at: row.try_get("revoked_at").map_err(map_db)?,
         last_used_at: row.try_get("last_used_at").map_err(map_db)?,
     })
-}
-
-fn directory_change(
-    kind: ChangeKind,
-    dir: &Directory,
-    version: i64,
-    changed: Vec<FieldChange>,
-) -> StoreResult<NewChange> {
-    NewChange::new(dir.id, kind, dir.id.0, version, dir, changed)
-}
-
-/// The fields that differ, by their serialized names (like users' changes).
-fn directory_field_changes(old: &Directory, new: &Directory) -> StoreResult<Vec<FieldChange>> {
-    let old = serde_json::to_value(old).map_err(json_error)?;
-    let new = serde_json::to_value(new).map_err(json_error)?;
-    let fields = [
-        "name",
-        "organization",
-        "provider",
-        "deprovision_policy",
-        "attribute_mappings",
-    ];
-    Ok(super::diff_fields(&old, &new, &fields))
 }

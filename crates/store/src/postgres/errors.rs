@@ -1,11 +1,8 @@
 //! The one place where PostgreSQL failures become [`StoreError`]s. Messages
 //! never carry SQL or server detail: that is logged, not returned.
 
-use crate::error::StoreError;
-
-/// Message of the [`StoreError::Unavailable`] that a retry may cure
-/// (serialization failure or deadlock); [`is_retryable`] looks for it.
-const RETRYABLE: &str = "concurrent update conflict, retry";
+use crate::error::{StoreError, client_error};
+use crate::write::conflict;
 
 /// Maps a sqlx error from the PostgreSQL backend:
 /// * 23505 unique_violation → [`StoreError::Conflict`] naming the attribute;
@@ -22,7 +19,7 @@ pub(crate) fn map_db(error: sqlx::Error) -> StoreError {
             match code.as_str() {
                 "23505" => StoreError::Conflict(conflict_message(db.constraint())),
                 "23503" => StoreError::NotFound(missing_parent(db.constraint())),
-                "40001" | "40P01" => StoreError::Unavailable(RETRYABLE.into()),
+                "40001" | "40P01" => conflict(),
                 c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
                     tracing::warn!(code = c, error = %db.message(), "database unavailable");
                     StoreError::Unavailable(format!("database unavailable (SQLSTATE {c})"))
@@ -40,32 +37,8 @@ pub(crate) fn map_db(error: sqlx::Error) -> StoreError {
                 }
             }
         }
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => {
-            tracing::warn!(error = %error, "database unavailable");
-            StoreError::Unavailable("database unavailable".into())
-        }
-        sqlx::Error::RowNotFound => StoreError::NotFound("resource"),
-        _ => {
-            tracing::error!(error = %error, "database client error");
-            StoreError::Internal("database client error".into())
-        }
+        other => client_error(other),
     }
-}
-
-/// The error that makes [`super::PgStore::retrying`] replay the transaction
-/// (rolled back when the error drops it) although the database reported
-/// nothing: a deletion found a membership it had not locked the group of.
-pub(crate) fn replay() -> StoreError {
-    StoreError::Unavailable(RETRYABLE.into())
-}
-
-/// Whether replaying the whole transaction may succeed.
-pub(crate) fn is_retryable(error: &StoreError) -> bool {
-    matches!(error, StoreError::Unavailable(m) if m == RETRYABLE)
 }
 
 /// Names the SCIM attribute behind a unique constraint of the schema.
@@ -106,6 +79,6 @@ mod tests {
     fn pool_timeouts_are_unavailable_but_not_replayed() {
         let e = map_db(sqlx::Error::PoolTimedOut);
         assert!(matches!(e, StoreError::Unavailable(_)));
-        assert!(!is_retryable(&e));
+        assert!(!crate::write::retry::is_retryable(&e));
     }
 }

@@ -2,9 +2,11 @@
 //! READ ONLY transaction and returns the exact change-log cursor of its
 //! snapshot (see the module docs of `postgres.rs`).
 
+use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -12,14 +14,18 @@ use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::errors::map_db;
-use super::groups::{GROUP_COLUMNS, decode_group, members_of_groups};
-use super::users::{USER_COLUMNS, decode_user};
+use super::groups::{
+    GROUP_COLUMNS, MEMBER_PAGE, decode_group, load_group, member_pages, members_of,
+    members_of_groups,
+};
+use super::users::{USER_COLUMNS, decode_user, load_user};
 use super::{PgStore, changes};
 use crate::error::{StoreError, StoreResult};
 use crate::filter_sql::{
     Dialect, ResourceTable, SortKey, SortType, SqlArg, sort_fingerprint, sort_sql, to_sql,
 };
 use crate::model::*;
+use crate::write::{GroupRead, MemberPage, Reads};
 
 /// A keyset continuation: the sort key and creation sequence of the last
 /// row of the previous page, plus what the query sorted by (a token is only
@@ -63,12 +69,13 @@ struct ListSql {
 /// Starts a list's transaction in one statement.
 pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
-impl PgStore {
-    pub(super) async fn list_users_impl(
-        &self,
-        dir: DirectoryId,
-        query: &ListQuery,
-    ) -> StoreResult<Page<User>> {
+#[async_trait]
+impl Reads for PgStore {
+    async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
+        load_user(&mut *self.conn().await?, dir, id, "").await
+    }
+
+    async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>> {
         let sql = build(ResourceTable::Users, USER_COLUMNS, dir, query)?;
         let (rows, total, next, cursor) = self.read_page(&sql, query).await?;
         let users = rows
@@ -88,11 +95,30 @@ impl PgStore {
         })
     }
 
-    pub(super) async fn list_groups_impl(
-        &self,
-        dir: DirectoryId,
-        query: &ListQuery,
-    ) -> StoreResult<Page<Group>> {
+    async fn get_group(&self, dir: DirectoryId, id: GroupId, members: bool) -> StoreResult<Group> {
+        if !members {
+            return load_group(&mut *self.conn().await?, dir, id, "").await;
+        }
+        let (mut group, pages) = self.read_group(dir, id, MEMBER_PAGE).await?;
+        group.members = Some(pages.try_concat().await?);
+        Ok(group)
+    }
+
+    /// Opens a REPEATABLE READ snapshot, reads the group in it, and leaves
+    /// the snapshot to the member stream, which ends it after the last page.
+    async fn read_group(&self, dir: DirectoryId, id: GroupId, page_size: i64) -> GroupRead {
+        let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await.map_err(map_db)?;
+        let group = load_group(&mut tx, dir, id, "").await?;
+        Ok((group, member_pages(tx, id, page_size)))
+    }
+
+    async fn list_members(&self, dir: DirectoryId, page: MemberPage) -> StoreResult<Vec<Member>> {
+        let mut conn = self.conn().await?;
+        load_group(&mut conn, dir, page.group, "").await?;
+        members_of(&mut conn, page.group, page.after, page.limit).await
+    }
+
+    async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {
         let sql = build(ResourceTable::Groups, GROUP_COLUMNS, dir, query)?;
         // Members need a second statement, so they share the transaction.
         let query = &ListQuery {
@@ -124,7 +150,9 @@ impl PgStore {
             cursor,
         })
     }
+}
 
+impl PgStore {
     /// Reads one page. Without a cursor the page is one statement outside
     /// any explicit transaction (one round trip, one snapshot); with one, it
     /// runs in the REPEATABLE READ transaction whose snapshot the cursor

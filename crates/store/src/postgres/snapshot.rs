@@ -12,11 +12,12 @@ use uuid::Uuid;
 
 use super::PgStore;
 use super::errors::map_db;
-use super::groups::{GROUP_COLUMNS, decode_group, parse_member_kind};
+use super::groups::{GROUP_COLUMNS, decode_group};
 use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::snapshot_slots::holding;
+use crate::write::parse_member_kind;
 use sqlx::Row;
 
 /// Rows per query.
@@ -27,7 +28,7 @@ const BUFFER: usize = 1024;
 type Items = mpsc::Sender<StoreResult<SnapshotItem>>;
 
 impl PgStore {
-    pub(super) async fn snapshot_impl(
+    pub(super) async fn open_snapshot(
         &self,
         dir: Option<DirectoryId>,
     ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)> {

@@ -8,11 +8,8 @@ use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
-use super::changes::NewChange;
+use super::PgStore;
 use super::errors::{json_error, map_db};
-use super::groups::{lock_groups_holding, remove_from_locked_groups};
-use super::{PgStore, WriteTx, check_version};
-use crate::UserUpdateFn;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 
@@ -21,12 +18,6 @@ pub(super) const USER_COLUMNS: &str = "users.id, users.directory_id, users.user_
      users.active, users.display_name, users.given_name, users.family_name, users.emails, users.title, \
      users.department, users.manager_id, users.employee_number, users.custom_attributes, users.raw, \
      users.version, users.created_seq, users.created_at, users.updated_at";
-
-/// Row lock for a read-modify-write: does not block `FOR KEY SHARE` (taken
-/// by membership inserts that reference the user).
-const LOCK_UPDATE: &str = " FOR NO KEY UPDATE";
-/// Row lock for a delete: blocks new memberships of the user.
-const LOCK_DELETE: &str = " FOR UPDATE";
 
 impl PgStore {
     /// One statement, so one round trip and its own transaction: the user
@@ -133,99 +124,6 @@ impl PgStore {
         self.notifier.local_commit();
         Ok(ids)
     }
-
-    pub(super) async fn get_user_impl(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
-        let mut conn = self.conn().await?;
-        load_user(&mut conn, dir, id, "").await
-    }
-
-    pub(super) async fn replace_user_impl(
-        &self,
-        dir: DirectoryId,
-        id: UserId,
-        if_version: Option<i64>,
-        write: UserWrite,
-    ) -> StoreResult<User> {
-        let mut tx = self.begin_write().await?;
-        let old = load_user(tx.conn(), dir, id, LOCK_UPDATE).await?;
-        check_version(if_version, old.version)?;
-        let user = write_update(&mut tx, &old, write).await?;
-        tx.commit(self).await?;
-        Ok(user)
-    }
-
-    pub(super) async fn update_user_impl(
-        &self,
-        dir: DirectoryId,
-        id: UserId,
-        if_version: Option<i64>,
-        update: &UserUpdateFn,
-    ) -> StoreResult<User> {
-        let mut tx = self.begin_write().await?;
-        let old = load_user(tx.conn(), dir, id, LOCK_UPDATE).await?;
-        check_version(if_version, old.version)?;
-        // A rejection drops `tx`, which rolls back: nothing was written.
-        let write = update(&old).map_err(StoreError::Rejected)?;
-        let user = write_update(&mut tx, &old, write).await?;
-        tx.commit(self).await?;
-        Ok(user)
-    }
-
-    /// Removes the user from its groups (`member.removed` each, the groups
-    /// get new versions), then deletes it (`user.deleted` with its last
-    /// state). Locks in the one order (module doc of `postgres`): the
-    /// user's groups, then the user `FOR UPDATE`, which keeps new
-    /// memberships out meanwhile.
-    pub(super) async fn delete_user_impl(
-        &self,
-        dir: DirectoryId,
-        id: UserId,
-        if_version: Option<i64>,
-    ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        let groups = lock_groups_holding(&mut tx, dir, id.0).await?;
-        let user = load_user(tx.conn(), dir, id, LOCK_DELETE).await?;
-        check_version(if_version, user.version)?;
-        remove_from_locked_groups(&mut tx, dir, id.0, &groups).await?;
-        sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id.0)
-            .execute(tx.conn())
-            .await
-            .map_err(map_db)?;
-        tx.emit(user_change(ChangeKind::UserDeleted, &user, Vec::new())?);
-        tx.commit(self).await
-    }
-}
-
-/// Stores `write` over `old` (version + 1) and queues the matching event.
-/// A write that changes nothing (same fields, same JSON) is not stored and
-/// emits nothing: IdPs resend unchanged resources, and consumers should not
-/// see no-op events.
-async fn write_update(tx: &mut WriteTx, old: &User, write: UserWrite) -> StoreResult<User> {
-    let changed = user_field_changes(&old.fields, &write.fields)?;
-    if changed.is_empty() && old.raw == write.raw {
-        return Ok(old.clone());
-    }
-    let sql = format!(
-        "UPDATE users SET user_name = $2, external_id = $3, active = $4, display_name = $5, given_name = $6, \
-         family_name = $7, emails = $8, title = $9, department = $10, manager_id = $11, employee_number = $12, \
-         custom_attributes = $13, raw = $14, user_name_key = $15, version = version + 1, updated_at = now() \
-         WHERE id = $1 RETURNING {USER_COLUMNS}"
-    );
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(old.id.0);
-    let row = bind_columns(query, &write)?
-        .fetch_one(tx.conn())
-        .await
-        .map_err(map_db)?;
-    let mut user = decode_user(&row)?;
-    user.group_ids = old.group_ids.clone();
-    let kind = match (old.fields.active, user.fields.active) {
-        (true, false) => ChangeKind::UserDeactivated,
-        (false, true) => ChangeKind::UserReactivated,
-        _ => ChangeKind::UserUpdated,
-    };
-    tx.emit(user_change(kind, &user, changed)?);
-    Ok(user)
 }
 
 /// Inserts one user ($1 id, $2 directory, $3.. its stored columns, $17 the
@@ -243,7 +141,7 @@ static CREATE_USER: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// The stored columns of a user that [`bind_columns`] binds, in its order.
-const STORED_COLUMNS: &str = "user_name, external_id, active, display_name, given_name, family_name, emails, \
+pub(super) const STORED_COLUMNS: &str = "user_name, external_id, active, display_name, given_name, family_name, emails, \
      title, department, manager_id, employee_number, custom_attributes, raw, user_name_key";
 
 /// The statement appending a `user.created` change for every row of the CTE
@@ -269,7 +167,7 @@ fn user_created_changes(event_id: &str) -> String {
 /// statements of this module name them. The key is computed here, not by
 /// the database's `lower()`, so that it does not depend on the server's
 /// locale (migrations/postgres/0003_user_name_key.sql).
-fn bind_columns<'q>(
+pub(super) fn bind_columns<'q>(
     query: Query<'q, Postgres, PgArguments>,
     write: &'q UserWrite,
 ) -> StoreResult<Query<'q, Postgres, PgArguments>> {
@@ -379,32 +277,4 @@ pub(super) fn decode_user(row: &PgRow) -> StoreResult<User> {
         created_at: row.try_get("created_at").map_err(map_db)?,
         updated_at: row.try_get("updated_at").map_err(map_db)?,
     })
-}
-
-/// The normalized fields that differ, by their serialized names (the same
-/// names on every backend).
-fn user_field_changes(old: &UserFields, new: &UserFields) -> StoreResult<Vec<FieldChange>> {
-    let old = serde_json::to_value(old).map_err(json_error)?;
-    let new = serde_json::to_value(new).map_err(json_error)?;
-    let names: Vec<String> = old
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    Ok(super::diff_fields(&old, &new, &names))
-}
-
-pub(super) fn user_change(
-    kind: ChangeKind,
-    user: &User,
-    changed: Vec<FieldChange>,
-) -> StoreResult<NewChange> {
-    NewChange::new(
-        user.directory_id,
-        kind,
-        user.id.0,
-        user.version,
-        user,
-        changed,
-    )
 }

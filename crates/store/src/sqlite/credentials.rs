@@ -1,21 +1,21 @@
 //! Service credentials: scoped secrets of internal gRPC callers.
 
+use async_trait::async_trait;
 use chrono::Utc;
 use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
 use super::codec::{Col, id_text, time_text};
-use super::errors::map_sqlx;
+use super::errors::map_db;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::write::{Backend, Credentials};
 
 const COLUMNS: &str = "id, name, scope, prefix, hash, created_at, revoked_at";
 
-impl SqliteStore {
-    pub(super) async fn create_credential_impl(
-        &self,
-        new: NewCredential,
-    ) -> StoreResult<Credential> {
+#[async_trait]
+impl Credentials for SqliteStore {
+    async fn create_credential(&self, new: NewCredential) -> StoreResult<Credential> {
         let credential = Credential {
             id: CredentialId::new(),
             name: new.name,
@@ -24,7 +24,7 @@ impl SqliteStore {
             created_at: Utc::now(),
             revoked_at: None,
         };
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO service_credentials (id, name, scope, prefix, hash, created_at) \
              VALUES (?, ?, ?, ?, ?, ?)",
@@ -37,15 +37,12 @@ impl SqliteStore {
         .bind(time_text(credential.created_at))
         .execute(tx.conn())
         .await
-        .map_err(map_sqlx)?;
+        .map_err(map_db)?;
         self.commit(tx).await?;
         Ok(credential)
     }
 
-    pub(super) async fn list_credentials_impl(
-        &self,
-        include_revoked: bool,
-    ) -> StoreResult<Vec<Credential>> {
+    async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM service_credentials WHERE (? OR revoked_at IS NULL) \
              ORDER BY created_seq"
@@ -54,14 +51,14 @@ impl SqliteStore {
             .bind(include_revoked)
             .fetch_all(&self.readers)
             .await
-            .map_err(map_sqlx)?;
+            .map_err(map_db)?;
         rows.iter()
             .map(|row| decode(row).map(|(credential, _)| credential))
             .collect()
     }
 
-    pub(super) async fn revoke_credential_impl(&self, id: CredentialId) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
+    async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
         let found = sqlx::query(
             "UPDATE service_credentials SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
         )
@@ -69,7 +66,7 @@ impl SqliteStore {
         .bind(id_text(id.0))
         .execute(tx.conn())
         .await
-        .map_err(map_sqlx)?
+        .map_err(map_db)?
         .rows_affected();
         if found == 0 {
             return Err(StoreError::NotFound("credential"));
@@ -78,10 +75,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub(super) async fn find_credential_impl(
-        &self,
-        hash: [u8; 32],
-    ) -> StoreResult<Option<(Credential, [u8; 32])>> {
+    async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
         let sql = format!(
             "SELECT {COLUMNS} FROM service_credentials WHERE hash = ? AND revoked_at IS NULL"
         );
@@ -89,7 +83,7 @@ impl SqliteStore {
             .bind(&hash[..])
             .fetch_optional(&self.readers)
             .await
-            .map_err(map_sqlx)?;
+            .map_err(map_db)?;
         row.as_ref().map(decode).transpose()
     }
 }

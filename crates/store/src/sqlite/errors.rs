@@ -1,7 +1,7 @@
 //! The one place where SQLite failures become [`StoreError`]s. Messages never
 //! carry SQL or database detail: that is logged, not returned.
 
-use crate::error::StoreError;
+use crate::error::{StoreError, client_error};
 
 /// SQLite primary result codes (the low byte of an extended code).
 const SQLITE_BUSY: i64 = 5;
@@ -20,7 +20,7 @@ const SQLITE_MISMATCH: i64 = 20;
 ///   full disk, pool timeouts → [`StoreError::Unavailable`] (retryable);
 /// * a value SQLite cannot store (too big, type mismatch) → [`StoreError::Invalid`];
 /// * anything else → [`StoreError::Internal`].
-pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
+pub(crate) fn map_db(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) => {
             if db.is_unique_violation() {
@@ -49,18 +49,7 @@ pub(crate) fn map_sqlx(error: sqlx::Error) -> StoreError {
                 }
             }
         }
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::WorkerCrashed => {
-            tracing::warn!(error = %error, "SQLite database unavailable");
-            StoreError::Unavailable("database unavailable".into())
-        }
-        sqlx::Error::RowNotFound => StoreError::NotFound("resource"),
-        _ => {
-            tracing::error!(error = %error, "SQLite client error");
-            StoreError::Internal("database client error".into())
-        }
+        other => client_error(other),
     }
 }
 
@@ -77,7 +66,7 @@ const STATEMENT_LIMITS: [&str; 7] = [
 ];
 
 /// Maps a failure of a list query: a statement limit hit by the filter is
-/// [`StoreError::InvalidFilter`], anything else goes through [`map_sqlx`].
+/// [`StoreError::InvalidFilter`], anything else goes through [`map_db`].
 pub(crate) fn map_list_error(error: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &error
         && STATEMENT_LIMITS
@@ -87,7 +76,7 @@ pub(crate) fn map_list_error(error: sqlx::Error) -> StoreError {
         tracing::debug!(error = %db.message(), "filter exceeds a SQLite statement limit");
         return StoreError::InvalidFilter("the filter is too large or too complex".into());
     }
-    map_sqlx(error)
+    map_db(error)
 }
 
 /// Names the SCIM attribute behind a unique constraint. SQLite reports the
@@ -125,7 +114,7 @@ mod tests {
     #[test]
     fn pool_timeout_is_retryable() {
         assert!(matches!(
-            map_sqlx(sqlx::Error::PoolTimedOut),
+            map_db(sqlx::Error::PoolTimedOut),
             StoreError::Unavailable(_)
         ));
     }

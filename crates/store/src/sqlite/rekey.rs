@@ -5,7 +5,7 @@
 use sqlx::{SqliteConnection, SqlitePool};
 
 use super::codec::fold_key;
-use super::errors::map_sqlx;
+use super::errors::map_db;
 use crate::error::{StoreError, StoreResult};
 
 /// `(table, name column, key column, SCIM attribute)` of every folded key.
@@ -17,13 +17,13 @@ const KEYS: [(&str, &str, &str, &str); 2] = [
 /// Rewrites every key whose value changed, then drops the marker, in one
 /// transaction. Does nothing when the marker is gone (already done).
 pub(crate) async fn rekey_if_pending(writer: &SqlitePool) -> StoreResult<()> {
-    let mut tx = writer.begin().await.map_err(map_sqlx)?;
+    let mut tx = writer.begin().await.map_err(map_db)?;
     let pending: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'fold_keys_pending'",
     )
     .fetch_one(&mut *tx)
     .await
-    .map_err(map_sqlx)?;
+    .map_err(map_db)?;
     if pending == 0 {
         return Ok(());
     }
@@ -35,8 +35,8 @@ pub(crate) async fn rekey_if_pending(writer: &SqlitePool) -> StoreResult<()> {
     sqlx::query("DROP TABLE fold_keys_pending")
         .execute(&mut *tx)
         .await
-        .map_err(map_sqlx)?;
-    tx.commit().await.map_err(map_sqlx)
+        .map_err(map_db)?;
+    tx.commit().await.map_err(map_db)
 }
 
 async fn rekey_table(
@@ -50,7 +50,7 @@ async fn rekey_table(
     )))
     .fetch_all(&mut *conn)
     .await
-    .map_err(map_sqlx)?;
+    .map_err(map_db)?;
     let changed: Vec<(i64, String)> = rows
         .into_iter()
         .filter_map(|(seq, name, old)| {
@@ -67,7 +67,7 @@ async fn rekey_table(
             .bind(format!("\u{1}rekey\u{1}{seq}"))
             .execute(&mut *conn)
             .await
-            .map_err(map_sqlx)?;
+            .map_err(map_db)?;
     }
     for (seq, new) in &changed {
         sqlx::query(sqlx::AssertSqlSafe(update.clone()))
@@ -75,7 +75,7 @@ async fn rekey_table(
             .bind(new)
             .execute(&mut *conn)
             .await
-            .map_err(map_sqlx)?;
+            .map_err(map_db)?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use roster_store::*;
 
-use super::{directory, group, member, user};
+use super::{directory, group, member, member_group, user};
 
 /// Four groups named `{prefix}0` to `{prefix}3`, the groups both races edit.
 async fn four_groups(store: &dyn Store, dir: DirectoryId, prefix: &str) -> Vec<Group> {
@@ -213,10 +213,7 @@ pub async fn nested_group_deletes_race_user_deletes_without_conflicts(store: Arc
             .add_members(dir.id, c.id, &[member(&u)])
             .await
             .unwrap();
-        let as_member = MemberRef {
-            id: c.id.0,
-            kind: MemberKind::Group,
-        };
+        let as_member = member_group(&c);
         for p in [&parents[i % 4], &parents[(i + 1) % 4]] {
             store.add_members(dir.id, p.id, &[as_member]).await.unwrap();
         }
@@ -231,10 +228,7 @@ pub async fn nested_group_deletes_race_user_deletes_without_conflicts(store: Arc
         .map(|(i, (c, u))| {
             let (store, parents) = (store.clone(), &parent_ids);
             async move {
-                let child = MemberRef {
-                    id: c.id.0,
-                    kind: MemberKind::Group,
-                };
+                let child = member_group(c);
                 let (m, children) = (member(u), [child]);
                 let add: GroupUpdateFn = Box::new(move |_| Ok(vec![GroupOp::AddMembers(vec![m])]));
                 let (a, b, p, d) = tokio::join!(

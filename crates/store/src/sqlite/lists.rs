@@ -6,6 +6,7 @@
 //! `next_page_token` is a keyset position: rows inserted or deleted between
 //! pages neither repeat nor skip existing rows.
 
+use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -13,16 +14,17 @@ use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, Row, Sqlite, Transaction};
 
 use super::SqliteStore;
+use super::changes::read_bounds;
 use super::codec::id_text;
-use super::errors::{map_list_error, map_sqlx};
-use super::groups::{GROUP_COLUMNS, decode_group, members_of};
-use super::log::read_bounds;
-use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
+use super::errors::{map_db, map_list_error};
+use super::groups::{GROUP_COLUMNS, decode_group, load_group, member_pages, members_of};
+use super::users::{USER_COLUMNS, attach_group_ids, decode_user, load_user};
 use crate::error::{StoreError, StoreResult};
 use crate::filter_sql::{
     self, Dialect, ResourceTable, SortKey, SortType, SqlArg, sqlite_timestamp,
 };
 use crate::model::*;
+use crate::write::{GroupRead, MemberPage, Reads};
 
 /// The listable tables.
 #[derive(Debug, Clone, Copy)]
@@ -88,12 +90,13 @@ struct RawPage {
     cursor: Cursor,
 }
 
-impl SqliteStore {
-    pub(super) async fn list_users_impl(
-        &self,
-        dir: DirectoryId,
-        query: &ListQuery,
-    ) -> StoreResult<Page<User>> {
+#[async_trait]
+impl Reads for SqliteStore {
+    async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
+        load_user(&mut *self.read_conn().await?, dir, id).await
+    }
+
+    async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>> {
         let mut tx = self.read_tx().await?;
         let page = read_page(&mut tx, Table::Users, dir, query).await?;
         let mut users = page
@@ -110,11 +113,31 @@ impl SqliteStore {
         })
     }
 
-    pub(super) async fn list_groups_impl(
-        &self,
-        dir: DirectoryId,
-        query: &ListQuery,
-    ) -> StoreResult<Page<Group>> {
+    async fn get_group(&self, dir: DirectoryId, id: GroupId, members: bool) -> StoreResult<Group> {
+        let mut tx = self.read_tx().await?;
+        let mut group = load_group(&mut tx, dir, id).await?;
+        if members {
+            group.members = Some(members_of(&mut tx, id, None, i64::MAX).await?);
+        }
+        Ok(group)
+    }
+
+    /// Reads the group in a read transaction of the snapshot pool (a slow
+    /// consumer must not hold an ordinary reader) and leaves the transaction
+    /// to the member stream, which ends it after the last page.
+    async fn read_group(&self, dir: DirectoryId, id: GroupId, page_size: i64) -> GroupRead {
+        let mut tx = self.snapshots.begin().await.map_err(map_db)?;
+        let group = load_group(&mut tx, dir, id).await?;
+        Ok((group, member_pages(tx, id, page_size)))
+    }
+
+    async fn list_members(&self, dir: DirectoryId, page: MemberPage) -> StoreResult<Vec<Member>> {
+        let mut tx = self.read_tx().await?;
+        load_group(&mut tx, dir, page.group).await?;
+        members_of(&mut tx, page.group, page.after, page.limit).await
+    }
+
+    async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {
         let mut tx = self.read_tx().await?;
         let page = read_page(&mut tx, Table::Groups, dir, query).await?;
         let mut groups = page
@@ -145,7 +168,7 @@ async fn read_page(
 ) -> StoreResult<RawPage> {
     let plan = ListPlan::new(table, dir, query)?;
     // The head first: it opens the read snapshot the rows come from.
-    let cursor = super::log::snapshot_cursor(&read_bounds(tx).await?);
+    let cursor = super::changes::snapshot_cursor(&read_bounds(tx).await?);
     let total = plan.count(tx).await?;
     if query.count <= 0 {
         return Ok(RawPage {
@@ -298,15 +321,15 @@ impl ListPlan {
 
     /// The token continuing after `row` (the last row of a page).
     fn token_after(&self, row: &SqliteRow) -> StoreResult<String> {
-        let seq: i64 = row.try_get("seq").map_err(map_sqlx)?;
+        let seq: i64 = row.try_get("seq").map_err(map_db)?;
         let key = match &self.sort {
             None => None,
             Some((key, _)) => Some(match key.ty {
                 SortType::Bool => {
-                    serde_json::Value::from(row.try_get::<i64, _>("sort_key").map_err(map_sqlx)?)
+                    serde_json::Value::from(row.try_get::<i64, _>("sort_key").map_err(map_db)?)
                 }
                 SortType::Text | SortType::Timestamp => {
-                    serde_json::Value::from(row.try_get::<String, _>("sort_key").map_err(map_sqlx)?)
+                    serde_json::Value::from(row.try_get::<String, _>("sort_key").map_err(map_db)?)
                 }
             }),
         };

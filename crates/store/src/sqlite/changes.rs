@@ -8,18 +8,20 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::stream::{self, BoxStream, StreamExt};
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::SqliteStore;
 use super::codec::{Col, id_text, json_text, parse_id, time_text};
-use super::errors::map_sqlx;
-use super::groups::{GROUP_COLUMNS, decode_group, parse_member_kind};
+use super::errors::map_db;
+use super::groups::{GROUP_COLUMNS, decode_group};
 use super::users::{USER_COLUMNS, attach_group_ids, decode_user};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::snapshot_slots::holding;
+use crate::write::{Backend, ChangeLog, LogPage, LogRead, SnapshotItems, parse_member_kind};
 
 /// Change-log rows deleted per pruning transaction.
 const PRUNE_BATCH: i64 = 10_000;
@@ -27,30 +29,19 @@ const PRUNE_BATCH: i64 = 10_000;
 /// Rows fetched per query while streaming a snapshot.
 const SNAPSHOT_PAGE: i64 = 500;
 
-impl SqliteStore {
-    pub(super) async fn log_bounds_impl(&self) -> StoreResult<LogBounds> {
+#[async_trait]
+impl ChangeLog for SqliteStore {
+    async fn log_bounds(&self) -> StoreResult<LogBounds> {
         let mut conn = self.read_conn().await?;
         read_bounds(&mut conn).await
     }
 
-    pub(super) async fn read_changes_impl(
-        &self,
-        filter: &ChangeFilter,
-        after: i64,
-        up_to: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<ChangeRecord>> {
-        // One read transaction: the retention check and the rows come from the
-        // same snapshot, so a concurrent prune cannot open a silent gap.
+    /// One read transaction: the pruning bound and the rows come from the
+    /// same snapshot.
+    async fn read_log(&self, read: &LogRead<'_>) -> StoreResult<LogPage> {
         let mut tx = self.read_tx().await?;
-        let bounds = read_bounds(&mut tx).await?;
-        if after < bounds.pruned_through {
-            return Err(StoreError::CursorExpired {
-                requested: after,
-                oldest: bounds.pruned_through,
-            });
-        }
-        let kinds: Vec<&str> = filter.kinds.iter().map(|k| k.as_str()).collect();
+        let pruned_through = read_bounds(&mut tx).await?.pruned_through;
+        let kinds: Vec<&str> = read.filter.kinds.iter().map(|k| k.as_str()).collect();
         let rows = sqlx::query(
             "SELECT revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, \
              changed_fields FROM changes \
@@ -58,19 +49,23 @@ impl SqliteStore {
                AND (?4 = '[]' OR kind IN (SELECT value FROM json_each(?4))) \
              ORDER BY revision LIMIT ?5",
         )
-        .bind(after)
-        .bind(up_to)
-        .bind(filter.directory_id.map(|d| id_text(d.0)))
+        .bind(read.after)
+        .bind(read.up_to)
+        .bind(read.filter.directory_id.map(|d| id_text(d.0)))
         .bind(json_text(&kinds)?)
-        .bind(limit.max(0))
+        .bind(read.limit)
         .fetch_all(&mut *tx)
         .await
-        .map_err(map_sqlx)?;
-        rows.iter().map(decode_change).collect()
+        .map_err(map_db)?;
+        let changes = rows.iter().map(decode_change).collect::<StoreResult<_>>()?;
+        Ok(LogPage {
+            pruned_through,
+            changes,
+        })
     }
 
-    pub(super) async fn advance_stable_head_impl(&self, after: i64) -> StoreResult<i64> {
-        let head = self.log_bounds_impl().await?.stable_head;
+    async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
+        let head = self.log_bounds().await?.stable_head;
         self.observed_head.fetch_max(head, Ordering::SeqCst);
         Ok(head.max(after))
     }
@@ -79,16 +74,16 @@ impl SqliteStore {
     /// inside the retention window (so `pruned_through` has no holes below
     /// it). Deletes in batches, each its own short write transaction, so a
     /// large prune never holds the write lock for long.
-    pub(super) async fn prune_changes_impl(&self, keep_secs: i64) -> StoreResult<i64> {
+    async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64> {
         let cutoff = super::codec::now() - chrono::Duration::seconds(keep_secs.max(0));
         let target = self.prune_target(cutoff).await?;
         loop {
-            let mut tx = self.begin_write().await?;
+            let mut tx = self.begin().await?;
             let pruned: i64 =
                 sqlx::query_scalar("SELECT pruned_through FROM log_state WHERE id = 1")
                     .fetch_one(tx.conn())
                     .await
-                    .map_err(map_sqlx)?;
+                    .map_err(map_db)?;
             if pruned >= target {
                 return Ok(pruned);
             }
@@ -97,39 +92,19 @@ impl SqliteStore {
                 .bind(through)
                 .execute(tx.conn())
                 .await
-                .map_err(map_sqlx)?;
+                .map_err(map_db)?;
             sqlx::query("UPDATE log_state SET pruned_through = ? WHERE id = 1")
                 .bind(through)
                 .execute(tx.conn())
                 .await
-                .map_err(map_sqlx)?;
+                .map_err(map_db)?;
             self.commit(tx).await?;
         }
     }
 
-    /// The last revision older than `cutoff` with no younger revision
-    /// below it (the head when every row is older).
-    async fn prune_target(&self, cutoff: chrono::DateTime<chrono::Utc>) -> StoreResult<i64> {
-        let mut conn = self.read_conn().await?;
-        sqlx::query_scalar(
-            // Walks the log in revision order and stops at the first young
-            // row: costs the rows to prune, not the whole retained log.
-            "SELECT COALESCE((SELECT revision - 1 FROM changes WHERE occurred_at >= ? \
-               ORDER BY revision LIMIT 1), head) \
-             FROM log_state WHERE id = 1",
-        )
-        .bind(time_text(cutoff))
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_sqlx)
-    }
-
-    pub(super) async fn snapshot_impl(
-        &self,
-        dir: Option<DirectoryId>,
-    ) -> StoreResult<(Cursor, BoxStream<'static, StoreResult<SnapshotItem>>)> {
+    async fn snapshot(&self, dir: Option<DirectoryId>) -> StoreResult<(Cursor, SnapshotItems)> {
         let slot = self.snapshot_slots.take()?;
-        let mut tx = self.snapshots.begin().await.map_err(map_sqlx)?;
+        let mut tx = self.snapshots.begin().await.map_err(map_db)?;
         // Reading the head starts the read snapshot: every item streamed
         // below comes from the same snapshot, so it reflects exactly the
         // changes up to the head.
@@ -153,27 +128,57 @@ impl SqliteStore {
         Ok((cursor, holding(items.boxed(), slot)))
     }
 
-    pub(super) async fn renew_log_epoch_impl(&self) -> StoreResult<i64> {
-        let mut tx = self.begin_write().await?;
+    async fn renew_log_epoch(&self) -> StoreResult<i64> {
+        let mut tx = self.begin().await?;
         let epoch = sqlx::query_scalar(
             "UPDATE log_state SET epoch = random() WHERE id = 1 RETURNING epoch",
         )
         .fetch_one(tx.conn())
         .await
-        .map_err(map_sqlx)?;
+        .map_err(map_db)?;
         self.commit(tx).await?;
         Ok(epoch)
+    }
+
+    fn newest_committed(&self) -> Option<i64> {
+        // The last committed revision (every commit publishes it here).
+        Some(*self.heads.borrow())
+    }
+
+    /// A no-op: the only process on the file already wakes its watchers on
+    /// commit.
+    async fn notify_changes(&self) -> StoreResult<()> {
+        Ok(())
     }
 
     /// Waits for a commit after the head last returned by
     /// `advance_stable_head`, or for `timeout`. Checking against that head
     /// (rather than only waiting for the next signal) means a commit that
     /// lands between the tailer's read and this call still wakes it at once.
-    pub(super) async fn wait_for_changes_impl(&self, timeout: Duration) -> StoreResult<()> {
+    async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {
         let mut heads = self.heads.subscribe();
         let observed = self.observed_head.load(Ordering::SeqCst);
         let _ = tokio::time::timeout(timeout, heads.wait_for(|head| *head > observed)).await;
         Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// The last revision older than `cutoff` with no younger revision
+    /// below it (the head when every row is older).
+    async fn prune_target(&self, cutoff: chrono::DateTime<chrono::Utc>) -> StoreResult<i64> {
+        let mut conn = self.read_conn().await?;
+        sqlx::query_scalar(
+            // Walks the log in revision order and stops at the first young
+            // row: costs the rows to prune, not the whole retained log.
+            "SELECT COALESCE((SELECT revision - 1 FROM changes WHERE occurred_at >= ? \
+               ORDER BY revision LIMIT 1), head) \
+             FROM log_state WHERE id = 1",
+        )
+        .bind(time_text(cutoff))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_db)
     }
 }
 
@@ -182,7 +187,7 @@ pub(super) async fn read_bounds(conn: &mut SqliteConnection) -> StoreResult<LogB
         sqlx::query_as("SELECT head, pruned_through, epoch FROM log_state WHERE id = 1")
             .fetch_one(conn)
             .await
-            .map_err(map_sqlx)?;
+            .map_err(map_db)?;
     // Revisions are handed out at commit: every one is committed.
     Ok(LogBounds {
         pruned_through,
@@ -323,6 +328,6 @@ impl SnapshotReader {
         if self.phase == Phase::Memberships {
             query = query.bind(self.after_member.clone());
         }
-        query.fetch_all(&mut *self.tx).await.map_err(map_sqlx)
+        query.fetch_all(&mut *self.tx).await.map_err(map_db)
     }
 }

@@ -1,0 +1,257 @@
+//! [`Store`], implemented once for every backend: the writes run the core
+//! flows (replayed by the retry policy), the reads go to the backend.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::retry::retrying;
+use super::{
+    Backend, ChangeLog, Credentials, Directories, LogRead, MemberPage, Reads, SnapshotItems,
+    directories, groups, users,
+};
+use crate::error::{StoreError, StoreResult};
+use crate::model::*;
+use crate::{GroupUpdateFn, MemberPages, PoolStats, Store, UserUpdateFn};
+
+#[async_trait]
+impl<B: Backend> Store for B {
+    async fn create_directory(&self, new: NewDirectory) -> StoreResult<Directory> {
+        retrying(|| directories::create(self, new.clone())).await
+    }
+    async fn get_directory(&self, id: DirectoryId) -> StoreResult<Directory> {
+        Directories::get_directory(self, id).await
+    }
+    async fn list_directories(&self, organization: Option<&str>) -> StoreResult<Vec<Directory>> {
+        Directories::list_directories(self, organization).await
+    }
+    async fn update_directory(
+        &self,
+        id: DirectoryId,
+        u: DirectoryUpdate,
+    ) -> StoreResult<Directory> {
+        retrying(|| directories::update(self, id, u.clone())).await
+    }
+    async fn delete_directory(&self, id: DirectoryId) -> StoreResult<()> {
+        retrying(|| directories::delete(self, id)).await
+    }
+    async fn create_token(&self, new: NewToken) -> StoreResult<Token> {
+        retrying(|| directories::create_token(self, new.clone())).await
+    }
+    async fn list_tokens(
+        &self,
+        dir: DirectoryId,
+        include_revoked: bool,
+    ) -> StoreResult<Vec<Token>> {
+        Directories::list_tokens(self, dir, include_revoked).await
+    }
+    async fn revoke_token(&self, dir: DirectoryId, id: TokenId) -> StoreResult<()> {
+        Directories::revoke_token(self, dir, id).await
+    }
+    async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>> {
+        Directories::find_token(self, hash).await
+    }
+    async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()> {
+        Directories::mark_token_used(self, id, at).await
+    }
+    async fn create_credential(&self, new: NewCredential) -> StoreResult<Credential> {
+        Credentials::create_credential(self, new).await
+    }
+    async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>> {
+        Credentials::list_credentials(self, include_revoked).await
+    }
+    async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
+        Credentials::revoke_credential(self, id).await
+    }
+    async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
+        Credentials::find_credential(self, hash).await
+    }
+
+    async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User> {
+        retrying(|| Backend::create_user(self, dir, user.clone())).await
+    }
+    async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
+        Reads::get_user(self, dir, id).await
+    }
+    async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>> {
+        Reads::list_users(self, dir, query).await
+    }
+    async fn replace_user(
+        &self,
+        dir: DirectoryId,
+        id: UserId,
+        if_version: Option<i64>,
+        user: UserWrite,
+    ) -> StoreResult<User> {
+        retrying(|| users::update(self, dir, id, if_version, |_| Ok(user.clone()))).await
+    }
+    async fn update_user(
+        &self,
+        dir: DirectoryId,
+        id: UserId,
+        if_version: Option<i64>,
+        update: UserUpdateFn,
+    ) -> StoreResult<User> {
+        // A replay calls the callback again on the state it then finds.
+        let update = |old: &User| update(old).map_err(rejected);
+        retrying(|| users::update(self, dir, id, if_version, update)).await
+    }
+    async fn delete_user(
+        &self,
+        dir: DirectoryId,
+        id: UserId,
+        if_version: Option<i64>,
+    ) -> StoreResult<()> {
+        retrying(|| users::delete(self, dir, id, if_version)).await
+    }
+
+    async fn create_group(&self, dir: DirectoryId, group: GroupWrite) -> StoreResult<Group> {
+        retrying(|| groups::create(self, dir, group.clone())).await
+    }
+    async fn get_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        include_members: bool,
+    ) -> StoreResult<Group> {
+        Reads::get_group(self, dir, id, include_members).await
+    }
+    async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {
+        Reads::list_groups(self, dir, query).await
+    }
+    async fn replace_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        if_version: Option<i64>,
+        group: GroupWrite,
+    ) -> StoreResult<Group> {
+        let plan = |_: &Group| Ok(groups::replace_ops(group.clone()));
+        retrying(|| groups::edit(self, dir, id, if_version, plan)).await
+    }
+    async fn update_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        if_version: Option<i64>,
+        update: GroupUpdateFn,
+    ) -> StoreResult<Group> {
+        let plan = |old: &Group| update(old).map_err(rejected);
+        retrying(|| groups::edit(self, dir, id, if_version, plan)).await
+    }
+    async fn delete_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        if_version: Option<i64>,
+    ) -> StoreResult<()> {
+        retrying(|| groups::delete(self, dir, id, if_version)).await
+    }
+    async fn add_members(
+        &self,
+        dir: DirectoryId,
+        group: GroupId,
+        members: &[MemberRef],
+    ) -> StoreResult<(i64, i64)> {
+        let op = || GroupOp::AddMembers(members.to_vec());
+        retrying(|| groups::change_members(self, dir, group, op())).await
+    }
+    async fn remove_members(
+        &self,
+        dir: DirectoryId,
+        group: GroupId,
+        members: &[Uuid],
+    ) -> StoreResult<(i64, i64)> {
+        let op = || GroupOp::RemoveMembers(members.to_vec());
+        retrying(|| groups::change_members(self, dir, group, op())).await
+    }
+    async fn list_members(
+        &self,
+        dir: DirectoryId,
+        group: GroupId,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> StoreResult<Vec<Member>> {
+        let limit = limit.max(0);
+        Reads::list_members(
+            self,
+            dir,
+            MemberPage {
+                group,
+                after,
+                limit,
+            },
+        )
+        .await
+    }
+    async fn read_group(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        page_size: i64,
+    ) -> StoreResult<(Group, MemberPages)> {
+        Reads::read_group(self, dir, id, page_size).await
+    }
+
+    async fn log_bounds(&self) -> StoreResult<LogBounds> {
+        ChangeLog::log_bounds(self).await
+    }
+    async fn read_changes(
+        &self,
+        filter: &ChangeFilter,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ChangeRecord>> {
+        let read = LogRead {
+            filter,
+            after,
+            up_to,
+            limit: limit.max(0),
+        };
+        let page = ChangeLog::read_log(self, &read).await?;
+        // The bound comes from the rows' snapshot: a cursor the log was
+        // pruned past is refused, never answered with a silent gap.
+        if after < page.pruned_through {
+            return Err(StoreError::CursorExpired {
+                requested: after,
+                oldest: page.pruned_through,
+            });
+        }
+        Ok(page.changes)
+    }
+    async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
+        ChangeLog::advance_stable_head(self, after).await
+    }
+    async fn snapshot(&self, dir: Option<DirectoryId>) -> StoreResult<(Cursor, SnapshotItems)> {
+        ChangeLog::snapshot(self, dir).await
+    }
+    async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64> {
+        ChangeLog::prune_changes(self, keep_secs).await
+    }
+    async fn renew_log_epoch(&self) -> StoreResult<i64> {
+        ChangeLog::renew_log_epoch(self).await
+    }
+    fn newest_committed(&self) -> Option<i64> {
+        ChangeLog::newest_committed(self)
+    }
+    async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {
+        ChangeLog::wait_for_changes(self, timeout).await
+    }
+    async fn notify_changes(&self) -> StoreResult<()> {
+        ChangeLog::notify_changes(self).await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        Backend::ping(self).await
+    }
+    fn pool_stats(&self) -> Option<PoolStats> {
+        Backend::pool_stats(self)
+    }
+}
+
+/// A rejection by a caller's callback (the PATCH engine).
+fn rejected(e: Box<dyn std::error::Error + Send + Sync>) -> StoreError {
+    StoreError::Rejected(e)
+}
