@@ -19,7 +19,9 @@
 //! directory. This works however the test process ends (normal exit, panic,
 //! `SIGKILL`), which an exit hook would not.
 //!
-//! This crate depends on no Roster crate: it is a dev-dependency of all of them.
+//! Without features this crate depends on no Roster crate, so the store's
+//! tests can use it; the `app` feature adds the spawn-app harness
+//! ([`app`]) that every end-to-end test of the services goes through.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,8 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::OnceCell;
 
+#[cfg(feature = "app")]
+pub mod app;
 mod owned;
 pub use owned::{OwnedCluster, owned_cluster};
 
