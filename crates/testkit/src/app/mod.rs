@@ -23,6 +23,7 @@ pub use process::*;
 pub use reply::{Reply, truncated};
 pub use scim::*;
 pub use stack::*;
+pub use watch::*;
 
 pub use roster_scim::ERROR_SCHEMA;
 pub use roster_scim::resource::{BULK_REQUEST_SCHEMA, LIST_RESPONSE_SCHEMA, PATCH_OP_SCHEMA};

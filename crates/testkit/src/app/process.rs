@@ -90,16 +90,15 @@ pub fn admin_with_env(grpc: &str, args: &[&str], env: &[(&str, &str)]) -> Value 
     serde_json::from_slice(&out.stdout).expect("admin JSON")
 }
 
-/// A directory and a token created through `roster admin` at `grpc` with
-/// `extra` arguments to `create-directory`: `(directory id, token secret)`.
-pub fn create_directory(
-    grpc: &str,
-    name: &str,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> (String, String) {
-    let mut args = vec!["create-directory", "--name", name];
-    args.extend_from_slice(extra);
+/// A directory named `name` and a token for it, created through `roster
+/// admin` at `grpc`: `(directory id, token secret)`.
+pub fn create_directory(grpc: &str, name: &str, env: &[(&str, &str)]) -> (String, String) {
+    create_directory_with(grpc, &["--name", name], env)
+}
+
+/// [`create_directory`] with all the arguments of `create-directory`.
+pub fn create_directory_with(grpc: &str, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let args: Vec<&str> = ["create-directory"].iter().chain(args).copied().collect();
     let created = admin_with_env(grpc, &args, env);
     let id = created["id"].as_str().expect("directory id").to_string();
     let token = admin_with_env(grpc, &["create-token", &id], env);
@@ -148,10 +147,11 @@ impl Served {
     /// Creates a directory of `provider` with `roster admin` (as an operator
     /// would) and a token for it; returns a SCIM client of it.
     pub fn directory(&self, provider: &str, deprovision_policy: &str) -> Scim {
-        let (id, token) = create_directory(
+        let (id, token) = create_directory_with(
             &self.grpc,
-            provider,
             &[
+                "--name",
+                provider,
                 "--provider",
                 provider,
                 "--deprovision-policy",

@@ -28,6 +28,13 @@ impl Reply {
         })
     }
 
+    /// Reads an answer of the gateway, which must be SCIM JSON.
+    pub async fn scim(response: reqwest::Response) -> Reply {
+        let reply = Self::read(response).await.expect("response body");
+        reply.assert_scim_json();
+        reply
+    }
+
     /// Panics unless a non-empty body is JSON sent as `application/scim+json`
     /// (RFC 7644 §3.1), as every answer of the gateway must be.
     pub fn assert_scim_json(&self) {

@@ -399,6 +399,11 @@ impl RetryingIdp {
         }
     }
 
+    /// The id of user `user_name`, retrying through outages.
+    pub async fn lookup_user(&self, user_name: &str) -> String {
+        self.lookup("/Users", "userName", user_name).await
+    }
+
     /// The id of the resource at `endpoint` whose `attribute` is `value`,
     /// retrying through outages.
     async fn lookup(&self, endpoint: &str, attribute: &str, value: &str) -> String {

@@ -358,9 +358,19 @@ impl Gateway {
         )
     }
 
-    /// Serves a gateway state built by the caller (e.g. with a resolver) on
-    /// a listener from [`loopback`].
-    pub fn serve(state: AppState, listener: TcpListener, addr: SocketAddr) -> Gateway {
+    /// Starts a gateway with `config` that finds the directory-service pods
+    /// through `resolver` instead of DNS.
+    pub async fn start_resolving(
+        mut config: GatewayConfig,
+        resolver: Arc<dyn roster_gateway::upstream::Resolve>,
+    ) -> Gateway {
+        let (listener, addr) = loopback().await;
+        config.public_url = format!("http://{addr}");
+        let state = AppState::with_resolver(config, resolver).expect("gateway state");
+        Self::serve(state, listener, addr)
+    }
+
+    fn serve(state: AppState, listener: TcpListener, addr: SocketAddr) -> Gateway {
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(roster_gateway::serve_state(
             state.clone(),

@@ -1,14 +1,13 @@
 //! The README's walkthrough, verbatim: `roster serve` on the embedded store,
 //! create a user with an HTTP POST, see it with `roster watch`.
 
-mod support;
-
+use roster_testkit::app;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_walkthrough_creates_a_user_and_watch_shows_it() {
-    let data = support::temp_dir("walkthrough");
-    let served = support::serve(&data);
+    let data = app::temp_dir("walkthrough");
+    let served = app::serve(&data);
     let token = served.token.clone().expect("first start prints a token");
 
     // The README's curl.
@@ -26,7 +25,7 @@ async fn readme_walkthrough_creates_a_user_and_watch_shows_it() {
     assert_eq!(user["userName"], "bjensen@example.com");
 
     // The README's `roster watch`.
-    let out = support::roster()
+    let out = app::roster()
         .args(["watch", "--endpoint", &format!("http://{}", served.grpc)])
         .args([
             "--directory",
@@ -59,12 +58,12 @@ async fn readme_walkthrough_creates_a_user_and_watch_shows_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn second_start_reuses_the_directory_and_does_not_reprint_the_token() {
-    let data = support::temp_dir("restart");
-    let first = support::serve(&data);
+    let data = app::temp_dir("restart");
+    let first = app::serve(&data);
     let directory = first.directory_id.clone();
     assert!(first.token.is_some());
     drop(first);
-    let second = support::serve(&data);
+    let second = app::serve(&data);
     assert_eq!(second.directory_id, directory);
     assert!(
         second.token.is_none(),

@@ -3,20 +3,19 @@
 //! the gRPC directory service with `ROSTER_INTERNAL_SECRET` rejects callers
 //! without it while health checks stay open.
 
-mod reliability_support;
-mod support;
-
+use roster_testkit::app;
 use std::process::Command;
 use std::time::Duration;
 
-use reliability_support::{
-    BULK_REQUEST, Scim, connect, free_port, patch_op, spawn_gateway, user, wait_for_http,
-};
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::admin::{AuthenticateTokenRequest, ListDirectoriesRequest};
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::{ListUsersRequest, WatchChangesRequest};
+use roster_testkit::app::{
+    BULK_REQUEST_SCHEMA, Reply, Scim, bare_user, connect, free_port, patch_op, spawn_gateway,
+    wait_for_http,
+};
 use serde_json::json;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -52,8 +51,8 @@ async fn lifecycle(scim: &Scim) {
     )
     .await
     .expect(200, "patch");
-    let bulk = json!({"schemas": [BULK_REQUEST], "Operations": [
-        {"method": "POST", "path": "/Users", "bulkId": "b", "data": user("bulk@example.com")}
+    let bulk = json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "b", "data": bare_user("bulk@example.com")}
     ]});
     scim.post("/Bulk", &bulk).await.expect(200, "bulk");
     scim.send(reqwest::Method::DELETE, &format!("/Users/{id}"), None)
@@ -68,7 +67,7 @@ async fn lifecycle(scim: &Scim) {
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_are_stored_hashed_and_never_logged_even_at_trace_level() {
     let url = roster_testkit::fresh_database("tokens").await;
-    let served = support::serve_database(
+    let served = app::serve_database(
         &url,
         &[
             ("ROSTER_LOG", "trace"),
@@ -76,7 +75,7 @@ async fn tokens_are_stored_hashed_and_never_logged_even_at_trace_level() {
         ],
     );
     let env = [("ROSTER_INTERNAL_SECRET", INTERNAL_SECRET)];
-    let (id, token) = reliability_support::create_directory(&served.grpc, "tokens", &env);
+    let (id, token) = app::create_directory(&served.grpc, "tokens", &env);
     let scim = Scim::new(&format!("{}/scim/v2/{id}", served.http_root()), &token);
     lifecycle(&scim).await;
 
@@ -113,17 +112,20 @@ async fn tokens_are_stored_hashed_and_never_logged_even_at_trace_level() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_token_stops_working_within_the_cache_ttl() {
-    let served = support::serve_postgres("revoke").await;
+    let served = app::serve_postgres("revoke").await;
     let dir = served.directory("generic", "delete");
     let endpoint = format!("http://{}", served.grpc);
-    let second = support::admin(&endpoint, &["create-token", &dir.id, "--name", "second"]);
+    let second = app::admin(
+        &endpoint,
+        &["create-token", &dir.directory_id, "--name", "second"],
+    );
     let second = second["secret"].as_str().expect("secret").to_string();
     let revoked = Scim::new(&dir.base_url, &dir.token);
     let kept = Scim::new(&dir.base_url, &second);
     // Warm the gateway's auth cache, so revocation has to outlive a cached "yes".
     revoked.get("/Users").await.expect(200, "before revocation");
 
-    let tokens = support::admin(&endpoint, &["list-tokens", &dir.id]);
+    let tokens = app::admin(&endpoint, &["list-tokens", &dir.directory_id]);
     let listed_token = |prefix_of: &str| {
         tokens
             .as_array()
@@ -142,7 +144,7 @@ async fn a_revoked_token_stops_working_within_the_cache_ttl() {
         listed_token(&second)["last_used_at"].is_null(),
         "unused token: {tokens}"
     );
-    support::admin(&endpoint, &["revoke-token", &dir.id, &token_id]);
+    app::admin(&endpoint, &["revoke-token", &dir.directory_id, &token_id]);
 
     // The documented bound is the 5 s cache TTL; 2 s more for a loaded machine.
     roster_testkit::eventually(
@@ -154,7 +156,7 @@ async fn a_revoked_token_stops_working_within_the_cache_ttl() {
     kept.get("/Users")
         .await
         .expect(200, "the other token still works");
-    let listed = support::admin(&endpoint, &["list-tokens", &dir.id]);
+    let listed = app::admin(&endpoint, &["list-tokens", &dir.directory_id]);
     assert!(
         !listed.to_string().contains(&token_id),
         "a revoked token is still listed as live: {listed}"
@@ -176,7 +178,7 @@ fn with_secret<T>(message: T, secret: Option<&str>) -> tonic::Request<T> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_directory_service_requires_the_internal_secret() {
     let url = roster_testkit::fresh_database("internal").await;
-    let served = support::serve_database(&url, &[("ROSTER_INTERNAL_SECRET", INTERNAL_SECRET)]);
+    let served = app::serve_database(&url, &[("ROSTER_INTERNAL_SECRET", INTERNAL_SECRET)]);
     let channel = connect(&served.grpc).await.expect("gRPC");
     let mut directory = DirectoryServiceClient::new(channel.clone());
     let mut admin = AdminServiceClient::new(channel.clone());
@@ -296,7 +298,7 @@ async fn the_directory_service_requires_the_internal_secret() {
 
 /// The exact answer of a gateway whose internal credential the directory
 /// service rejects.
-fn assert_internal_auth_outage(got: &reliability_support::Reply, what: &str) {
+fn assert_internal_auth_outage(got: &app::Reply, what: &str) {
     assert_eq!(got.status, 503, "{what}: {}", got.text);
     let retry_after = got.header("retry-after").unwrap_or_default();
     assert!(
@@ -304,11 +306,7 @@ fn assert_internal_auth_outage(got: &reliability_support::Reply, what: &str) {
         "{what}: Retry-After {retry_after:?}"
     );
     assert_eq!(got.header("www-authenticate"), None, "{what}");
-    assert_eq!(
-        got.body["schemas"][0],
-        reliability_support::ERROR_SCHEMA,
-        "{what}"
-    );
+    assert_eq!(got.body["schemas"][0], app::ERROR_SCHEMA, "{what}");
     assert_eq!(got.body["status"], "503", "{what}: {}", got.text);
 }
 
@@ -317,7 +315,7 @@ fn assert_internal_auth_outage(got: &reliability_support::Reply, what: &str) {
 /// token, so the operator can say what to fix.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_401_looks_the_same_but_the_log_says_which_mistake_it_was() {
-    let served = support::serve_postgres("reasons").await;
+    let served = app::serve_postgres("reasons").await;
     let token = served.token.clone().expect("banner token");
     let other = served.directory("generic", "delete");
     let root = served.http_root();
@@ -347,14 +345,14 @@ async fn every_401_looks_the_same_but_the_log_says_which_mistake_it_was() {
             Some(format!("Bearer {token}")),
         ),
     ];
-    let http = reliability_support::http_client();
-    let mut first: Option<reliability_support::Reply> = None;
+    let http = app::http_client();
+    let mut first: Option<app::Reply> = None;
     for (reason, url, authorization) in cases {
         let mut request = http.get(url);
         if let Some(value) = &authorization {
             request = request.header("authorization", value);
         }
-        let got = reliability_support::reply(request.send().await.expect("request"))
+        let got = Reply::read(request.send().await.expect("request"))
             .await
             .expect("reply");
         assert_eq!(got.status, 401, "{reason}: {}", got.text);
@@ -388,7 +386,7 @@ async fn every_401_looks_the_same_but_the_log_says_which_mistake_it_was() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_authentications_per_address_are_limited_but_a_known_token_is_not() {
     let url = roster_testkit::fresh_database("authlimit").await;
-    let served = support::serve_database(
+    let served = app::serve_database(
         &url,
         &[
             ("ROSTER_AUTH_FAILURES_PER_ADDRESS", "1"),
@@ -408,7 +406,7 @@ async fn failed_authentications_per_address_are_limited_but_a_known_token_is_not
                 got.header("retry-after").is_some(),
                 "429 without Retry-After"
             );
-            assert_eq!(got.body["schemas"][0], reliability_support::ERROR_SCHEMA);
+            assert_eq!(got.body["schemas"][0], app::ERROR_SCHEMA);
             assert_eq!(got.header("www-authenticate"), None);
         }
         statuses.push(got.status);

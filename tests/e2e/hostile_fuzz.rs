@@ -7,12 +7,10 @@
 //! Deterministic per seed: `ROSTER_FUZZ_SEED=<n>` replays a run (the seed is
 //! printed on failure); `ROSTER_FUZZ_CASES=<n>` changes the number of requests.
 
-mod reliability_support;
-mod support;
-
 use futures::StreamExt;
-use reliability_support::{ERROR_SCHEMA, Scim, reply, truncated};
 use reqwest::Method;
+use roster_testkit::app;
+use roster_testkit::app::{ERROR_SCHEMA, Reply, Scim, truncated};
 use serde_json::{Value, json};
 
 /// A small deterministic PRNG (xorshift64*), so a failing run can be replayed.
@@ -401,12 +399,7 @@ fn request(rng: &mut Rng, ids: &[String]) -> Request {
 }
 
 /// The properties every answer must have; `/Me` answers 501 by design (docs/scim.md).
-fn check(
-    got: &reliability_support::Reply,
-    method: &Method,
-    url: &str,
-    seed: u64,
-) -> Result<(), String> {
+fn check(got: &app::Reply, method: &Method, url: &str, seed: u64) -> Result<(), String> {
     let what = format!("seed {seed}: {method} {}", truncated(url));
     let me = url.starts_with("/Me") && got.status == 501;
     if got.status >= 500 && !me {
@@ -439,7 +432,7 @@ async fn thousands_of_random_scim_requests_get_no_5xx() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3000);
-    let served = support::serve_postgres("fuzz").await;
+    let served = app::serve_postgres("fuzz").await;
     let scim = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -466,7 +459,7 @@ async fn thousands_of_random_scim_requests_get_no_5xx() {
                     req = req.body(body);
                 }
                 let got = match req.send().await {
-                    Ok(response) => reply(response).await.map_err(|e| e.to_string())?,
+                    Ok(response) => Reply::read(response).await.map_err(|e| e.to_string())?,
                     Err(e) => {
                         return Err(format!(
                             "seed {seed}: {method} {}: {}",

@@ -5,29 +5,25 @@
 //! Source: RFC 7644 (www.rfc-editor.org/rfc/rfc7644) and RFC 7643; section
 //! numbers are cited at each step. See docs/idp/generic.md.
 
-mod idp_support;
-mod support;
-
-use idp_support::{
-    GROUP_SCHEMA, IdpClient, USER_SCHEMA, concerns_group, kinds_where, patch_op, watch_until,
-    watch_user_sequences,
-};
 use reqwest::Method;
 use roster_proto::directory::change;
+use roster_testkit::app;
+use roster_testkit::app::{
+    GROUP_SCHEMA, Scim, USER_SCHEMA, concerns_group, kinds_where, patch_op, watch_until,
+    watch_user_sequences,
+};
 use serde_json::json;
 
 /// A client sending RFC 7644 §3.1 media types.
-fn generic(dir: &support::TestDirectory) -> IdpClient {
-    IdpClient::new(
-        dir,
-        &[("accept", "application/scim+json")],
-        "application/scim+json",
-    )
+fn generic(dir: &Scim) -> Scim {
+    dir.clone()
+        .with_headers(&[("accept", "application/scim+json")])
+        .with_content_type("application/scim+json")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generic_rfc7644_client_lifecycle() {
-    let served = support::serve_postgres("idp_generic").await;
+    let served = app::serve_postgres("idp_generic").await;
     let dir = served.directory("generic", "delete");
     let idp = generic(&dir);
 
@@ -62,10 +58,7 @@ async fn generic_rfc7644_client_lifecycle() {
     let id = created.id();
     let u = format!("/Users/{id}");
     let etag = created.header("etag").expect("ETag on create");
-    assert_eq!(
-        created.body["meta"]["version"].as_str(),
-        Some(etag.as_str())
-    );
+    assert_eq!(created.body["meta"]["version"].as_str(), Some(etag));
     assert!(
         created.header("location").is_some_and(|l| l.ends_with(&u)),
         "Location: {:?}",
@@ -80,7 +73,7 @@ async fn generic_rfc7644_client_lifecycle() {
     let not_modified = client
         .get(format!("{}{u}", dir.base_url))
         .bearer_auth(&dir.token)
-        .header("if-none-match", &etag)
+        .header("if-none-match", etag)
         .send()
         .await
         .expect("conditional GET");
@@ -111,7 +104,7 @@ async fn generic_rfc7644_client_lifecycle() {
         .put(format!("{}{u}", dir.base_url))
         .bearer_auth(&dir.token)
         .header("content-type", "application/scim+json")
-        .header("if-match", &etag)
+        .header("if-match", etag)
         .body(replacement.to_string())
         .send()
         .await
@@ -121,7 +114,7 @@ async fn generic_rfc7644_client_lifecycle() {
         .put(format!("{}{u}", dir.base_url))
         .bearer_auth(&dir.token)
         .header("content-type", "application/scim+json")
-        .header("if-match", &new_etag)
+        .header("if-match", new_etag)
         .body(replacement.to_string())
         .send()
         .await
@@ -164,7 +157,7 @@ async fn generic_rfc7644_client_lifecycle() {
 
     let events = watch_user_sequences(
         &served.grpc,
-        &dir.id,
+        &dir.directory_id,
         &[(
             id.as_str(),
             &[
@@ -186,7 +179,10 @@ async fn generic_rfc7644_client_lifecycle() {
         created_event.expect("user payload").active,
         "a user created without `active` is active"
     );
-    let events = watch_until(&served.grpc, &dir.id, |seen| seen.len() >= events.len()).await;
+    let events = watch_until(&served.grpc, &dir.directory_id, |seen| {
+        seen.len() >= events.len()
+    })
+    .await;
     assert_eq!(
         kinds_where(&events, |e| concerns_group(e, &group)),
         vec![

@@ -1,11 +1,10 @@
 //! Bad configuration exits non-zero with one clear sentence, not a backtrace.
 
-mod support;
-
+use roster_testkit::app;
 use std::net::TcpListener;
 
 fn run_fails(args: &[&str], expect: &str) {
-    let out = support::roster().args(args).output().expect("run roster");
+    let out = app::roster().args(args).output().expect("run roster");
     assert!(!out.status.success(), "{args:?} succeeded");
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Log lines may precede it; the verdict is the last line, one sentence.
@@ -31,7 +30,7 @@ fn run_fails(args: &[&str], expect: &str) {
 fn port_in_use() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let data = support::temp_dir("port");
+    let data = app::temp_dir("port");
     let data = data.to_str().unwrap();
     let args = [
         "serve",
@@ -70,7 +69,7 @@ fn malformed_database_url() {
 
 #[test]
 fn unusable_data_directory() {
-    let dir = support::temp_dir("file");
+    let dir = app::temp_dir("file");
     let file = dir.join("not-a-directory");
     std::fs::write(&file, b"x").unwrap();
     run_fails(
@@ -133,7 +132,7 @@ fn incomplete_or_unreadable_tls_files() {
 
 #[test]
 fn a_lone_directory_service_needs_postgresql() {
-    // `support::roster()` clears DATABASE_URL: a split deployment's directory
+    // `app::roster()` clears DATABASE_URL: a split deployment's directory
     // service must not silently start on a private SQLite file.
     run_fails(
         &[

@@ -11,36 +11,32 @@
 //!   "without feature flag" and "with feature flag".
 //! See docs/idp/entra.md.
 
-mod idp_support;
-mod support;
-
-use idp_support::{
-    ENTERPRISE, GROUP_SCHEMA, IdpClient, USER_SCHEMA, member_ids, patch_concurrently, patch_op,
-    sorted, watch_user_sequences, work_email,
+use roster_testkit::app;
+use roster_testkit::app::{
+    ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted,
+    watch_user_sequences, work_email,
 };
 use serde_json::{Value, json};
 
 /// Entra's client: SCIM media type with a charset (pond/scimitar#123 shows the header as received).
-fn entra(dir: &support::TestDirectory) -> IdpClient {
-    IdpClient::new(
-        dir,
-        &[("accept", "application/scim+json")],
-        "application/scim+json; charset=utf-8",
-    )
+fn entra(dir: &Scim) -> Scim {
+    dir.clone()
+        .with_headers(&[("accept", "application/scim+json")])
+        .with_content_type("application/scim+json; charset=utf-8")
 }
 
 /// [TUTORIAL] "Create User": both schemas, client-sent `meta`, empty `roles`,
 /// plus the enterprise attributes of the default mapping.
 fn entra_user(user_name: &str, email: Option<&str>, object_id: &str) -> Value {
     let mut user = json!({
-        "schemas": [USER_SCHEMA, ENTERPRISE],
+        "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
         "externalId": object_id,
         "userName": user_name,
         "active": true,
         "meta": {"resourceType": "User"},
         "name": {"formatted": "givenName familyName", "familyName": "familyName", "givenName": "givenName"},
         "roles": [],
-        ENTERPRISE: {"department": "Sales", "employeeNumber": "1001"}
+        ENTERPRISE_USER_SCHEMA: {"department": "Sales", "employeeNumber": "1001"}
     });
     if let Some(email) = email {
         user["emails"] = json!([{"primary": true, "type": "work", "value": email}]);
@@ -49,12 +45,7 @@ fn entra_user(user_name: &str, email: Option<&str>, object_id: &str) -> Value {
 }
 
 /// Entra's matching query then create, as in [TUTORIAL] "Get User by query" / "Create User".
-async fn provision(
-    idp: &IdpClient,
-    user_name: &str,
-    email: Option<&str>,
-    object_id: &str,
-) -> String {
+async fn provision(idp: &Scim, user_name: &str, email: Option<&str>, object_id: &str) -> String {
     let lookup = idp
         .get(&format!("/Users?filter=userName eq \"{user_name}\""))
         .await;
@@ -81,7 +72,7 @@ fn remove_member_by_value(user_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn entra_provisions_with_both_patch_dialects_end_to_end() {
-    let served = support::serve_postgres("idp_entra").await;
+    let served = app::serve_postgres("idp_entra").await;
     let dir = served.directory("entra", "delete");
     let idp = entra(&dir);
 
@@ -126,14 +117,15 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
     let u = format!("/Users/{user}");
 
     // 3. Manager as a bare string (Captain-P-Goldfish/SCIM-SDK#686, apache/directory-scimple#1244).
-    let set_manager =
-        patch_op(json!([{"op": "Add", "path": format!("{ENTERPRISE}:manager"), "value": manager}]));
+    let set_manager = patch_op(
+        json!([{"op": "Add", "path": format!("{ENTERPRISE_USER_SCHEMA}:manager"), "value": manager}]),
+    );
     idp.patch(&u, &set_manager)
         .await
         .expect_success("manager as string");
     let read = idp.get(&u).await.expect(200, "read manager").body;
     assert_eq!(
-        read[ENTERPRISE]["manager"]["value"],
+        read[ENTERPRISE_USER_SCHEMA]["manager"]["value"],
         manager.as_str(),
         "{read}"
     );
@@ -186,7 +178,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
         "displayName": "Bjfe",
         "name.givenName": "Kkom",
         "name.familyName": "Unua",
-        format!("{ENTERPRISE}:employeeNumber"): "Aklq"
+        format!("{ENTERPRISE_USER_SCHEMA}:employeeNumber"): "Aklq"
     }}]));
     idp.patch(&u, &flagged)
         .await
@@ -199,7 +191,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
     assert_eq!(read["name"]["givenName"], "Kkom", "{read}");
     assert_eq!(read["name"]["familyName"], "Unua");
     assert_eq!(read["displayName"], "Bjfe");
-    assert_eq!(read[ENTERPRISE]["employeeNumber"], "Aklq");
+    assert_eq!(read[ENTERPRISE_USER_SCHEMA]["employeeNumber"], "Aklq");
     assert!(
         read.get("name.givenName").is_none(),
         "dotted key stored literally: {read}"
@@ -256,7 +248,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
         add_member(&manager),
         add_member(&no_mail),
     ];
-    for reply in patch_concurrently(&idp, &g, &adds).await {
+    for reply in idp.patch_concurrently(&g, &adds).await {
         reply.expect_success("concurrent Add");
     }
     assert_eq!(
@@ -321,7 +313,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
 
     watch_user_sequences(
         &served.grpc,
-        &dir.id,
+        &dir.directory_id,
         &[
             (
                 user.as_str(),

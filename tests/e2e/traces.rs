@@ -2,8 +2,7 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a local OTLP receiver started
 //! here, a SCIM request exports spans of both halves under one trace id.
 
-mod support;
-
+use roster_testkit::app;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,7 +56,7 @@ async fn a_scim_request_is_one_trace_across_gateway_and_directory_service() {
     );
 
     let db = roster_testkit::fresh_database("tracing").await;
-    let served = support::serve_database(
+    let served = app::serve_database(
         &db,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),

@@ -2,8 +2,7 @@
 //! ends WatchChanges streams with UNAVAILABLE (reconnect elsewhere) and exits
 //! cleanly within the termination grace period.
 
-mod support;
-
+use roster_testkit::app;
 use std::time::Duration;
 
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
@@ -28,7 +27,7 @@ fn bulk_body() -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_in_flight_requests_and_ends_streams_with_unavailable() {
-    let mut served = support::serve_postgres("sigterm").await;
+    let mut served = app::serve_postgres("sigterm").await;
     let token = served.token.clone().expect("token");
     let mut client = DirectoryServiceClient::connect(format!("http://{}", served.grpc))
         .await

@@ -11,22 +11,18 @@
 //! without an RFC filter" (app.uni-moni.com/en/kb/sso-setup-jumpcloud).
 //! JumpCloud does not publish bodies; elsewhere the requests follow RFC 7644.
 
-mod idp_support;
-mod support;
-
-use idp_support::{
-    GROUP_SCHEMA, IdpClient, USER_SCHEMA, concerns_group, kinds_where, member_ids, patch_op,
-    sorted, watch_until, watch_user_sequences,
+use roster_testkit::app;
+use roster_testkit::app::{
+    GROUP_SCHEMA, Scim, USER_SCHEMA, concerns_group, kinds_where, member_ids, patch_op, sorted,
+    watch_until, watch_user_sequences,
 };
 use serde_json::{Value, json};
 
 /// JumpCloud's client.
-fn jumpcloud(dir: &support::TestDirectory) -> IdpClient {
-    IdpClient::new(
-        dir,
-        &[("accept", "application/scim+json")],
-        "application/scim+json",
-    )
+fn jumpcloud(dir: &Scim) -> Scim {
+    dir.clone()
+        .with_headers(&[("accept", "application/scim+json")])
+        .with_content_type("application/scim+json")
 }
 
 /// The user JumpCloud creates from its mapped properties (username, firstname, lastname, email).
@@ -47,7 +43,7 @@ fn members_op(op: &str, user_id: &str) -> Value {
 }
 
 /// Lookup then create, as JumpCloud does on bind.
-async fn bind(idp: &IdpClient, user_name: &str, first: &str, last: &str) -> String {
+async fn bind(idp: &Scim, user_name: &str, first: &str, last: &str) -> String {
     let lookup = idp
         .get(&format!("/Users?filter=userName eq \"{user_name}\""))
         .await;
@@ -60,7 +56,7 @@ async fn bind(idp: &IdpClient, user_name: &str, first: &str, last: &str) -> Stri
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
-    let served = support::serve_postgres("idp_jumpcloud").await;
+    let served = app::serve_postgres("idp_jumpcloud").await;
     let dir = served.directory("jumpcloud", "delete");
     let idp = jumpcloud(&dir);
 
@@ -155,7 +151,7 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
 
     let events = watch_user_sequences(
         &served.grpc,
-        &dir.id,
+        &dir.directory_id,
         &[
             (test_user.as_str(), &["user.created", "user.deleted"]),
             (
@@ -176,7 +172,10 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
         ],
     )
     .await;
-    let events = watch_until(&served.grpc, &dir.id, |seen| seen.len() >= events.len()).await;
+    let events = watch_until(&served.grpc, &dir.directory_id, |seen| {
+        seen.len() >= events.len()
+    })
+    .await;
     assert_eq!(
         kinds_where(&events, |e| concerns_group(e, &test_group)),
         vec!["group.created", "group.deleted"]

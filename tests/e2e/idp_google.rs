@@ -10,36 +10,32 @@
 //! (the `/Users?count=1` probe). Google does not publish request bodies; the
 //! requests follow RFC 7644 otherwise.
 
-mod idp_support;
-mod support;
-
-use idp_support::{ENTERPRISE, IdpClient, USER_SCHEMA, watch_user_sequences};
+use roster_testkit::app;
+use roster_testkit::app::{ENTERPRISE_USER_SCHEMA, Scim, USER_SCHEMA, watch_user_sequences};
 use serde_json::{Value, json};
 
 /// Google's client.
-fn google(dir: &support::TestDirectory) -> IdpClient {
-    IdpClient::new(
-        dir,
-        &[("accept", "application/scim+json")],
-        "application/json",
-    )
+fn google(dir: &Scim) -> Scim {
+    dir.clone()
+        .with_headers(&[("accept", "application/scim+json")])
+        .with_content_type("application/json")
 }
 
 /// A user as mapped from Google's directory: primary e-mail as userName, names, department, employee id.
 fn google_user(primary_email: &str, first: &str, last: &str, employee_id: &str) -> Value {
     json!({
-        "schemas": [USER_SCHEMA, ENTERPRISE],
+        "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
         "userName": primary_email,
         "name": {"givenName": first, "familyName": last},
         "emails": [{"value": primary_email, "type": "work", "primary": true}],
         "active": true,
-        ENTERPRISE: {"department": "Finance", "employeeNumber": employee_id}
+        ENTERPRISE_USER_SCHEMA: {"department": "Finance", "employeeNumber": employee_id}
     })
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn google_provisions_users_suspends_and_deletes_as_deactivation() {
-    let served = support::serve_postgres("idp_google").await;
+    let served = app::serve_postgres("idp_google").await;
     let dir = served.directory("google", "deactivate");
     let idp = google(&dir);
 
@@ -78,19 +74,17 @@ async fn google_provisions_users_suspends_and_deletes_as_deactivation() {
 
     // 4. A changed department arrives as the whole mapped user.
     let mut update = google_user("Maria.Garcia@Example.org", "Maria", "Garcia", "E100");
-    update[ENTERPRISE]["department"] = json!("Treasury");
+    update[ENTERPRISE_USER_SCHEMA]["department"] = json!("Treasury");
     idp.put(&u, &update).await.expect(200, "PUT user");
     assert_eq!(
-        idp.get(&u).await.expect(200, "read").body[ENTERPRISE]["department"],
+        idp.get(&u).await.expect(200, "read").body[ENTERPRISE_USER_SCHEMA]["department"],
         "Treasury"
     );
 
     // 5. [GOOGLE] "When a user is suspended on Google: Suspend", later unsuspended.
-    let suspend =
-        idp_support::patch_op(json!([{"op": "replace", "path": "active", "value": false}]));
+    let suspend = app::patch_op(json!([{"op": "replace", "path": "active", "value": false}]));
     idp.patch(&u, &suspend).await.expect_success("suspend");
-    let restore =
-        idp_support::patch_op(json!([{"op": "replace", "path": "active", "value": true}]));
+    let restore = app::patch_op(json!([{"op": "replace", "path": "active", "value": true}]));
     idp.patch(&u, &restore).await.expect_success("unsuspend");
 
     // 6. [GOOGLE] "When a user is deleted from Google: Delete" — the directory keeps the user
@@ -107,7 +101,7 @@ async fn google_provisions_users_suspends_and_deletes_as_deactivation() {
 
     watch_user_sequences(
         &served.grpc,
-        &dir.id,
+        &dir.directory_id,
         &[(
             maria.as_str(),
             &[

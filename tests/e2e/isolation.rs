@@ -3,17 +3,15 @@
 //! through filters, searches, bulk operations or discovery — and
 //! `WatchChanges` for A never carries B's events.
 
-mod reliability_support;
-mod support;
-
-use reliability_support::{
-    BULK_REQUEST, Reply, Scim, USER_SCHEMA, assert_scim_error, group, head_revision, open_watch,
-    patch_op, user,
-};
 use reqwest::Method;
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{Change, change};
+use roster_testkit::app;
+use roster_testkit::app::{
+    BULK_REQUEST_SCHEMA, Reply, Scim, USER_SCHEMA, assert_scim_error, bare_user, group,
+    head_revision, open_watch, patch_op,
+};
 use serde_json::{Value, json};
 
 /// B's resources, as A might guess or see them.
@@ -85,7 +83,7 @@ async fn b_base_url_with_a_token(a_on_b: &Scim, foreign: &Foreign) {
         (
             Method::PUT,
             format!("/Users/{u}"),
-            Some(user("stolen@example.com")),
+            Some(bare_user("stolen@example.com")),
         ),
         (
             Method::PATCH,
@@ -98,12 +96,12 @@ async fn b_base_url_with_a_token(a_on_b: &Scim, foreign: &Foreign) {
         (
             Method::POST,
             "/Users".into(),
-            Some(user("planted@example.com")),
+            Some(bare_user("planted@example.com")),
         ),
         (Method::GET, "/Groups".into(), None),
         (Method::GET, format!("/Groups/{g}"), None),
         (Method::DELETE, format!("/Groups/{g}"), None),
-        (Method::POST, "/Groups".into(), Some(group("planted"))),
+        (Method::POST, "/Groups".into(), Some(group("planted", &[]))),
         (
             Method::POST,
             "/.search".into(),
@@ -118,7 +116,7 @@ async fn b_base_url_with_a_token(a_on_b: &Scim, foreign: &Foreign) {
             Method::POST,
             "/Bulk".into(),
             Some(
-                json!({"schemas": [BULK_REQUEST], "Operations": [{"method": "DELETE", "path": format!("/Users/{u}")}]}),
+                json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": [{"method": "DELETE", "path": format!("/Users/{u}")}]}),
             ),
         ),
         (Method::GET, "/ServiceProviderConfig".into(), None),
@@ -143,7 +141,7 @@ async fn b_ids_under_a_base_url(a: &Scim, a_group: &str, foreign: &Foreign) {
         (
             Method::PUT,
             format!("/Users/{u}"),
-            Some(user("stolen@example.com")),
+            Some(bare_user("stolen@example.com")),
         ),
         (
             Method::PATCH,
@@ -154,7 +152,11 @@ async fn b_ids_under_a_base_url(a: &Scim, a_group: &str, foreign: &Foreign) {
         ),
         (Method::DELETE, format!("/Users/{u}"), None),
         (Method::GET, format!("/Groups/{g}"), None),
-        (Method::PUT, format!("/Groups/{g}"), Some(group("stolen"))),
+        (
+            Method::PUT,
+            format!("/Groups/{g}"),
+            Some(group("stolen", &[])),
+        ),
         (
             Method::PATCH,
             format!("/Groups/{g}"),
@@ -211,7 +213,7 @@ async fn b_ids_under_a_base_url(a: &Scim, a_group: &str, foreign: &Foreign) {
     let got = send(a, Method::POST, "/Groups", Some(&planted)).await;
     assert_scim_error(&got, "creating A's group with B's user");
 
-    let bulk = json!({"schemas": [BULK_REQUEST], "Operations": [
+    let bulk = json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": [
         {"method": "DELETE", "path": format!("/Users/{u}")},
         {"method": "PUT", "path": format!("/Users/{u}"), "data": {"schemas": [USER_SCHEMA], "userName": "stolen@example.com"}},
         {"method": "PATCH", "path": format!("/Groups/{g}"), "data": patch_op(json!([{"op": "remove", "path": "members"}]))},
@@ -264,7 +266,7 @@ async fn a_stream(grpc: &str, a: &str, head: i64) -> Vec<Change> {
             }
         }
     };
-    tokio::time::timeout(reliability_support::CONVERGE, read)
+    tokio::time::timeout(app::CONVERGE, read)
         .await
         .expect("A's stream reached the head");
     changes
@@ -281,7 +283,7 @@ fn touches(change: &Change, ids: &[&str]) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_of_one_directory_reaches_nothing_of_another() {
-    let served = support::serve_postgres("isolation").await;
+    let served = app::serve_postgres("isolation").await;
     let dir_a = served.directory("generic", "delete");
     let dir_b = served.directory("generic", "delete");
     let a = Scim::new(&dir_a.base_url, &dir_a.token);
@@ -302,7 +304,7 @@ async fn a_token_of_one_directory_reaches_nothing_of_another() {
         user_name: b_user_name.to_string(),
         group: b_group.clone(),
         group_name: "b-team".to_string(),
-        directory: dir_b.id.clone(),
+        directory: dir_b.directory_id.clone(),
     };
     let b_before = b.read_back().await;
     let a_before = a.read_back().await;
@@ -315,9 +317,12 @@ async fn a_token_of_one_directory_reaches_nothing_of_another() {
     let root = served.http_root();
     for base in [
         format!("{root}/scim/v2/00000000-0000-0000-0000-000000000000"),
-        format!("{root}/scim/v2/{}%2F..%2F{}", dir_a.id, dir_b.id),
-        format!("{root}/scim/v2/{}", dir_b.id.to_uppercase()),
-        format!("{root}/scim/v2/{}%20", dir_b.id),
+        format!(
+            "{root}/scim/v2/{}%2F..%2F{}",
+            dir_a.directory_id, dir_b.directory_id
+        ),
+        format!("{root}/scim/v2/{}", dir_b.directory_id.to_uppercase()),
+        format!("{root}/scim/v2/{}%20", dir_b.directory_id),
     ] {
         let got = Scim::new(&base, &dir_a.token).get("/Users").await;
         denied(&got, &foreign, &format!("A's token on {base}"));
@@ -327,15 +332,15 @@ async fn a_token_of_one_directory_reaches_nothing_of_another() {
     assert_eq!(a.read_back().await, a_before, "A gained B's data");
 
     // A's change stream carries only A's events.
-    let head = head_revision(&served.grpc, &dir_a.id).await;
-    let events = a_stream(&served.grpc, &dir_a.id, head).await;
+    let head = head_revision(&served.grpc, &dir_a.directory_id).await;
+    let events = a_stream(&served.grpc, &dir_a.directory_id, head).await;
     assert!(
         events.iter().any(|c| c.resource_id == a_user),
         "A's own events are missing"
     );
     for change in &events {
         assert_eq!(
-            change.directory_id, dir_a.id,
+            change.directory_id, dir_a.directory_id,
             "foreign event on A's stream: {change:?}"
         );
         assert!(

@@ -7,15 +7,13 @@
 //! never a panic in the server's logs), and the stored data must be
 //! byte-for-byte the same afterwards (full read-back before and after).
 
-mod reliability_support;
-mod support;
-
-use reliability_support::{
-    BULK_REQUEST, ERROR_SCHEMA, GROUP_SCHEMA, PATCH_OP, REQUEST_TIMEOUT, Reply, Scim, USER_SCHEMA,
-    assert_scim_error, patch_op, reply, truncated,
-};
 use reqwest::Method;
 use reqwest::header::HeaderValue;
+use roster_testkit::app;
+use roster_testkit::app::{
+    BULK_REQUEST_SCHEMA, ERROR_SCHEMA, GROUP_SCHEMA, PATCH_OP_SCHEMA, REQUEST_TIMEOUT, Reply, Scim,
+    USER_SCHEMA, assert_scim_error, patch_op, truncated,
+};
 use serde_json::{Value, json};
 
 /// What a hostile request must get.
@@ -390,7 +388,7 @@ fn patch_cases(user_id: &str, group_id: &str) -> Vec<Case> {
         Case::new("PATCH replace id", Method::PATCH, &user)
             .json(&op(json!({"op": "replace", "path": "id", "value": "00000000-0000-0000-0000-000000000000"}))),
         Case::new("PATCH Operations not an array", Method::PATCH, &user)
-            .json(&json!({"schemas": [PATCH_OP], "Operations": "x"})),
+            .json(&json!({"schemas": [PATCH_OP_SCHEMA], "Operations": "x"})),
         // A missing `schemas` is tolerated on purpose; an empty one is not.
         Case::new("PATCH with empty schemas", Method::PATCH, &user)
             .json(&json!({"schemas": [], "Operations": [{"op": "replace", "path": "title", "value": "x"}]})),
@@ -416,7 +414,7 @@ fn patch_cases(user_id: &str, group_id: &str) -> Vec<Case> {
 }
 
 fn bulk(ops: Value) -> Value {
-    json!({"schemas": [BULK_REQUEST], "Operations": ops})
+    json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": ops})
 }
 
 fn bulk_cases(user_id: &str) -> Vec<Case> {
@@ -458,7 +456,7 @@ fn bulk_cases(user_id: &str) -> Vec<Case> {
             .json(&bulk(Value::Array(just_over)))
             .status(413),
         Case::new("bulk Operations not an array", Method::POST, "/Bulk")
-            .json(&json!({"schemas": [BULK_REQUEST], "Operations": "x"})),
+            .json(&json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": "x"})),
         // The gateway does not insist on `schemas` in a BulkRequest.
         Case::new("bulk without schemas and no operations", Method::POST, "/Bulk")
             .json(&json!({"Operations": []}))
@@ -473,7 +471,7 @@ fn bulk_cases(user_id: &str) -> Vec<Case> {
             .json(&bulk(json!([{"method": "POST", "path": "/Users", "bulkId": "w", "data": {"schemas": [USER_SCHEMA], "userName": [true]}}])))
             .expect(Expect::BulkAllFail),
         Case::new("bulk with a negative failOnErrors", Method::POST, "/Bulk")
-            .json(&json!({"schemas": [BULK_REQUEST], "failOnErrors": -1, "Operations": [{"method": "DELETE", "path": "/Users/x"}]}))
+            .json(&json!({"schemas": [BULK_REQUEST_SCHEMA], "failOnErrors": -1, "Operations": [{"method": "DELETE", "path": "/Users/x"}]}))
             .expect(Expect::BulkAllFail),
     ]
 }
@@ -536,7 +534,7 @@ async fn send(scim: &Scim, case: &Case, request_id: &str) -> Result<Reply, Strin
         .await
         .unwrap_or_else(|_| panic!("{}: no answer within {REQUEST_TIMEOUT:?}", case.name))
         .map_err(|e| format!("{}: {}", case.name, e.without_url()))?;
-    reply(response)
+    Reply::read(response)
         .await
         .map_err(|e| format!("{}: reading the answer: {e}", case.name))
 }
@@ -562,7 +560,7 @@ fn strip_ansi(text: &str) -> String {
 /// For a body the server refused before reading it all: the connection may
 /// close under the client's feet (RFC 9112 §9.6 lets the server close), so the
 /// server's own access log must show it answered `status` to `request_id`.
-async fn answered_in_log(served: &support::Served, request_id: &str, status: u16) -> bool {
+async fn answered_in_log(served: &app::Served, request_id: &str, status: u16) -> bool {
     let needle = format!("request_id={request_id}");
     let line = roster_testkit::eventually(
         "the access log line",
@@ -631,7 +629,7 @@ fn check_bulk_failed(got: &Reply, what: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_requests_get_4xx_scim_errors_and_change_nothing() {
-    let served = support::serve_postgres("hostile").await;
+    let served = app::serve_postgres("hostile").await;
     let token = served.token.clone().expect("token");
     let scim = Scim::new(&served.base_url, &token);
     let alice = scim.create_user("alice@example.com").await;
@@ -708,7 +706,7 @@ async fn hostile_requests_get_4xx_scim_errors_and_change_nothing() {
 /// count as 0, a startIndex below 1 as 1, a huge count capped.
 #[tokio::test(flavor = "multi_thread")]
 async fn absurd_but_numeric_paging_is_clamped() {
-    let served = support::serve_postgres("hostile_paging").await;
+    let served = app::serve_postgres("hostile_paging").await;
     let scim = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
     scim.create_user("only@example.com").await;
     for (query, items) in [

@@ -3,23 +3,21 @@
 //! last-writer-wins checked against the change stream, and concurrent
 //! creates of one userName.
 
-mod reliability_support;
-mod support;
-
 use futures::StreamExt;
-use reliability_support::{Reply, Scim, group, head_revision, open_watch, patch_op, user};
 use reqwest::Method;
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{Change, ChangeKind, change};
+use roster_testkit::app;
+use roster_testkit::app::{Reply, Scim, bare_user, group, head_revision, open_watch, patch_op};
 use serde_json::{Value, json};
 
 /// Requests in flight at once (the machine has 2 cores; the point is overlap).
 const CONCURRENCY: usize = 8;
 
-async fn serve(prefix: &str) -> (support::Served, Scim) {
+async fn serve(prefix: &str) -> (app::Served, Scim) {
     let url = roster_testkit::fresh_database(prefix).await;
-    let served = support::serve_database(&url, &[("ROSTER_PROGRESS_INTERVAL_MS", "200")]);
+    let served = app::serve_database(&url, &[("ROSTER_PROGRESS_INTERVAL_MS", "200")]);
     let scim = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
     (served, scim)
 }
@@ -76,7 +74,7 @@ async fn stream(grpc: &str, directory_id: &str) -> Vec<Change> {
             }
         }
     };
-    tokio::time::timeout(reliability_support::CONVERGE, read)
+    tokio::time::timeout(app::CONVERGE, read)
         .await
         .expect("the stream reached the head");
     changes
@@ -187,12 +185,12 @@ async fn if_match_lets_exactly_one_writer_win_per_version() {
     let mut winners = Vec::new();
     for round in 0..rounds {
         let current = scim.get(&path).await.expect(200, "get");
-        let tag = current.header("etag").expect("ETag");
+        let tag = current.header("etag").expect("ETag").to_string();
         let requests = (0..CONCURRENCY)
             .map(|k| {
                 let title = format!("round{round}-writer{k}");
                 if k % 2 == 0 {
-                    let mut body = user("contended@example.com");
+                    let mut body = bare_user("contended@example.com");
                     body["title"] = json!(title);
                     (Method::PUT, path.clone(), body, Some(tag.clone()))
                 } else {
@@ -213,7 +211,7 @@ async fn if_match_lets_exactly_one_writer_win_per_version() {
         );
         assert_eq!(lost, CONCURRENCY - 1, "round {round}: every loser gets 412");
         for a in answers.iter().filter(|a| a.status == 412) {
-            assert_eq!(a.body["schemas"][0], reliability_support::ERROR_SCHEMA);
+            assert_eq!(a.body["schemas"][0], app::ERROR_SCHEMA);
         }
         let winner = won[0];
         assert_eq!(
@@ -315,11 +313,18 @@ async fn concurrent_creates_of_one_name_yield_exactly_one_resource() {
             } else {
                 "twin@example.com"
             };
-            (Method::POST, "/Users".to_string(), user(name), None)
+            (Method::POST, "/Users".to_string(), bare_user(name), None)
         })
         .collect();
     let groups = (0..attempts)
-        .map(|_| (Method::POST, "/Groups".to_string(), group("twins"), None))
+        .map(|_| {
+            (
+                Method::POST,
+                "/Groups".to_string(),
+                group("twins", &[]),
+                None,
+            )
+        })
         .collect();
     for (what, requests, endpoint) in [("user", users, "/Users"), ("group", groups, "/Groups")] {
         let answers = concurrently(&scim, requests).await;

@@ -14,20 +14,18 @@
 //! `ROSTER_SOAK=1` runs ten times the load and five faults per test
 //! (see docs/reliability.md).
 
-mod reliability_support;
-mod support;
-
+use roster_testkit::app;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::StreamExt;
-use reliability_support::{
+use roster_proto::directory::ChangeKind;
+use roster_testkit::app::{
     CONVERGE, Process, ResumingWatcher, RetryingIdp, Scim, Seen, assert_exactly_once_in_order,
     create_directory, free_port, full_log, head_revision, patch_op, spawn_directory, spawn_gateway,
     wait_for_grpc, wait_for_http,
 };
-use roster_proto::directory::ChangeKind;
 use serde_json::json;
 
 /// IdP connections in flight at once.
@@ -275,7 +273,7 @@ async fn kill_9_of_the_directory_service_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_restart_answers_503_meanwhile_and_loses_and_duplicates_nothing() {
     let pg = Arc::new(roster_testkit::owned_cluster().await);
-    let served = support::serve_database(&pg.url(), &[("ROSTER_PROGRESS_INTERVAL_MS", "200")]);
+    let served = app::serve_database(&pg.url(), &[("ROSTER_PROGRESS_INTERVAL_MS", "200")]);
     let token = served.token.clone().expect("token");
     let watcher = ResumingWatcher::start(&served.grpc, &served.directory_id, None);
     let idp = RetryingIdp::new(&served.base_url, &token);
@@ -315,7 +313,7 @@ async fn postgres_restart_answers_503_meanwhile_and_loses_and_duplicates_nothing
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consumer_resuming_dozens_of_times_sees_every_change_once() {
     let url = roster_testkit::fresh_database("fault_resume").await;
-    let served = support::serve_database(&url, &[("ROSTER_PROGRESS_INTERVAL_MS", "200")]);
+    let served = app::serve_database(&url, &[("ROSTER_PROGRESS_INTERVAL_MS", "200")]);
     let token = served.token.clone().expect("token");
     // About 3 changes per user: disconnecting every 10 messages makes 30+ resumes.
     let watcher = ResumingWatcher::start(&served.grpc, &served.directory_id, Some(10));
@@ -369,12 +367,12 @@ async fn kill_9_of_the_gateway_with_requests_in_flight_converges() {
     let again = load
         .idp
         .scim
-        .post("/Users", &reliability_support::user(&user_name(0)))
+        .post("/Users", &app::user(&user_name(0)))
         .await;
     assert_eq!(again.status, 409, "{}", again.text);
     assert_eq!(again.body["scimType"], "uniqueness");
     assert_eq!(
-        load.idp.lookup(&user_name(0)).await,
+        load.idp.lookup_user(&user_name(0)).await,
         provisioned[&user_name(0)]
     );
     split.assert_no_panics();

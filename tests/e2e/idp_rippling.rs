@@ -11,27 +11,23 @@
 //! retries and may POST the same person twice. Rippling does not publish
 //! bodies; the requests follow RFC 7644 otherwise.
 
-mod idp_support;
-mod support;
-
-use idp_support::{
-    ENTERPRISE, GROUP_SCHEMA, IdpClient, USER_SCHEMA, member_ids, patch_op, sorted,
+use roster_testkit::app;
+use roster_testkit::app::{
+    ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted,
     watch_user_sequences,
 };
 use serde_json::json;
 
 /// Rippling's client.
-fn rippling(dir: &support::TestDirectory) -> IdpClient {
-    IdpClient::new(
-        dir,
-        &[("accept", "application/scim+json")],
-        "application/scim+json",
-    )
+fn rippling(dir: &Scim) -> Scim {
+    dir.clone()
+        .with_headers(&[("accept", "application/scim+json")])
+        .with_content_type("application/scim+json")
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rippling_hires_moves_and_terminates() {
-    let served = support::serve_postgres("idp_rippling").await;
+    let served = app::serve_postgres("idp_rippling").await;
     let dir = served.directory("rippling", "deactivate");
     let idp = rippling(&dir);
 
@@ -59,14 +55,14 @@ async fn rippling_hires_moves_and_terminates() {
         .expect(201, "hire manager")
         .id();
     let hire = json!({
-        "schemas": [USER_SCHEMA, ENTERPRISE],
+        "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
         "externalId": "rp-42",
         "userName": "noor@acme.io",
         "name": {"givenName": "Noor", "familyName": "Haddad"},
         "emails": [{"value": "noor@acme.io", "primary": true}],
         "title": "Analyst",
         "active": true,
-        ENTERPRISE: {"employeeNumber": "42"}
+        ENTERPRISE_USER_SCHEMA: {"employeeNumber": "42"}
     });
     let noor = idp.post("/Users", &hire).await.expect(201, "hire").id();
     let u = format!("/Users/{noor}");
@@ -83,13 +79,16 @@ async fn rippling_hires_moves_and_terminates() {
     // 4. Promotion with a new manager (object form) and department, in one PATCH.
     let promote = patch_op(json!([
         {"op": "replace", "path": "title", "value": "Senior Analyst"},
-        {"op": "replace", "path": format!("{ENTERPRISE}:manager"), "value": {"value": manager}},
-        {"op": "add", "path": format!("{ENTERPRISE}:department"), "value": "Finance"}
+        {"op": "replace", "path": format!("{ENTERPRISE_USER_SCHEMA}:manager"), "value": {"value": manager}},
+        {"op": "add", "path": format!("{ENTERPRISE_USER_SCHEMA}:department"), "value": "Finance"}
     ]));
     idp.patch(&u, &promote).await.expect_success("promotion");
     let read = idp.get(&u).await.expect(200, "promoted").body;
     assert_eq!(read["title"], "Senior Analyst");
-    assert_eq!(read[ENTERPRISE]["manager"]["value"], manager.as_str());
+    assert_eq!(
+        read[ENTERPRISE_USER_SCHEMA]["manager"]["value"],
+        manager.as_str()
+    );
 
     // 5. Mutually exclusive groups ([SETUP]): groups are created by Rippling, a move is a remove
     //    from one group and an add to the other.
@@ -134,7 +133,7 @@ async fn rippling_hires_moves_and_terminates() {
 
     watch_user_sequences(
         &served.grpc,
-        &dir.id,
+        &dir.directory_id,
         &[(
             noor.as_str(),
             &[

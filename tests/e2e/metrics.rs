@@ -2,8 +2,7 @@
 //! by route template and status, directory-service calls by method and code,
 //! open WatchChanges streams, the change-log head and the database pool.
 
-mod support;
-
+use roster_testkit::app;
 use std::time::Duration;
 
 use roster_proto::directory::WatchChangesRequest;
@@ -22,7 +21,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_reflect_requests_streams_head_and_pool() {
-    let served = support::serve_postgres("metrics").await;
+    let served = app::serve_postgres("metrics").await;
     let metrics_url = served
         .metrics_url
         .clone()
@@ -126,7 +125,7 @@ async fn metric_until(url: &str, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_head_lag_shows_a_revision_held_open() {
     let url = roster_testkit::fresh_database("head_lag").await;
-    let served = support::serve_database(&url, &[]);
+    let served = app::serve_database(&url, &[]);
     let metrics_url = served.metrics_url.clone().expect("metrics address");
     let lag = "roster_watch_head_lag_revisions";
     let waited = "roster_watch_head_lag_seconds";

@@ -4,14 +4,13 @@
 //! them). Without a client certificate the directory service refuses;
 //! probes use the plain health-only port.
 
-mod support;
-
+use roster_testkit::app;
 use std::path::Path;
 use std::process::Command;
 
+use roster_testkit::app::{DirectoryProcess, roster, spawn_logged, wait_logged};
 use roster_tls::TlsFiles;
 use roster_tls::testing::{Ca, write};
-use support::{DirectoryProcess, roster, spawn_logged, wait_logged};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -27,7 +26,7 @@ fn with_client_tls(cmd: &mut Command, files: &TlsFiles) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn directory_gateway_and_admin_use_mutual_tls_from_flags_and_env() {
-    let dir = support::temp_dir("mtls-cli");
+    let dir = app::temp_dir("mtls-cli");
     let ca = Ca::new("roster internal CA");
     let server = write(&dir, "server", &ca.leaf(&["localhost"]), &ca);
     let client = write(&dir, "client", &ca.leaf(&["roster-gateway"]), &ca);
@@ -48,7 +47,7 @@ async fn directory_gateway_and_admin_use_mutual_tls_from_flags_and_env() {
     let endpoint = format!("https://localhost:{}", pod.grpc.port());
 
     // Probes reach the plain health port without a certificate.
-    let health = wait_logged(&pod.log_path, "health port listening", "addr");
+    let health = pod.process.wait_logged("health port listening", "addr");
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{health}"))
         .unwrap()
         .connect()

@@ -8,26 +8,22 @@
 //! SCIM_tests_for_Runscope.json) and oktadeveloper/okta-blog-archive#1956.
 //! See docs/idp/okta.md.
 
-mod idp_support;
-mod support;
-
-use idp_support::{
-    GROUP_SCHEMA, IdpClient, LIST_RESPONSE, USER_SCHEMA, concerns_group, kinds_where, member_ids,
-    patch_concurrently, patch_op, sorted, watch_user_sequences,
+use roster_testkit::app;
+use roster_testkit::app::{
+    GROUP_SCHEMA, LIST_RESPONSE_SCHEMA, Scim, USER_SCHEMA, concerns_group, kinds_where, member_ids,
+    patch_op, sorted, watch_user_sequences,
 };
 use serde_json::{Value, json};
 
 /// Okta's client: `User-Agent: Okta SCIM Client 1.0.0`, SCIM media types with a charset.
-fn okta(dir: &support::TestDirectory) -> IdpClient {
-    IdpClient::new(
-        dir,
-        &[
+fn okta(dir: &Scim) -> Scim {
+    dir.clone()
+        .with_headers(&[
             ("user-agent", "Okta SCIM Client 1.0.0"),
             ("accept", "application/scim+json"),
             ("accept-charset", "utf-8"),
-        ],
-        "application/scim+json; charset=utf-8",
-    )
+        ])
+        .with_content_type("application/scim+json; charset=utf-8")
 }
 
 /// [OKTA] "Create Users": the body Okta posts, `password` and `groups` included.
@@ -47,13 +43,7 @@ fn okta_user(user_name: &str, given: &str, family: &str, okta_id: &str) -> Value
 }
 
 /// Okta's assignment flow: look the user up by `userName`, then create it.
-async fn assign(
-    idp: &IdpClient,
-    user_name: &str,
-    given: &str,
-    family: &str,
-    okta_id: &str,
-) -> String {
+async fn assign(idp: &Scim, user_name: &str, given: &str, family: &str, okta_id: &str) -> String {
     // [OKTA] "Determine if the User already exists": filter on userName, startIndex=1&count=100.
     let lookup = idp
         .get(&format!(
@@ -89,7 +79,7 @@ fn remove_member(user_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn okta_provisions_users_and_pushed_groups_end_to_end() {
-    let served = support::serve_postgres("idp_okta").await;
+    let served = app::serve_postgres("idp_okta").await;
     let dir = served.directory("okta", "delete");
     let idp = okta(&dir);
 
@@ -102,7 +92,7 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
     assert!(
         users.body["schemas"]
             .as_array()
-            .is_some_and(|s| s.contains(&json!(LIST_RESPONSE))),
+            .is_some_and(|s| s.contains(&json!(LIST_RESPONSE_SCHEMA))),
         "{}",
         users.body
     );
@@ -231,7 +221,7 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
         add_member(&u4, "dave@example.com"),
         add_member(&u5, "erin@example.com"),
     ];
-    for reply in patch_concurrently(&idp, &g, &adds).await {
+    for reply in idp.patch_concurrently(&g, &adds).await {
         reply.expect_success("parallel add");
     }
     let read = idp.get(&g).await.expect(200, "after parallel adds");
@@ -241,7 +231,10 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
     );
 
     // 11. Parallel removals, then a retried removal of a member already removed: 2xx, no change.
-    for reply in patch_concurrently(&idp, &g, &[remove_member(&u4), remove_member(&u5)]).await {
+    for reply in idp
+        .patch_concurrently(&g, &[remove_member(&u4), remove_member(&u5)])
+        .await
+    {
         reply.expect_success("parallel remove");
     }
     idp.patch(&g, &remove_member(&u4))
@@ -332,7 +325,7 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
     // The change stream: jdoe's life in order, and the pushed group's.
     let events = watch_user_sequences(
         &served.grpc,
-        &dir.id,
+        &dir.directory_id,
         &[(
             jdoe.as_str(),
             &[
@@ -347,7 +340,7 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
         )],
     )
     .await;
-    let events = idp_support::watch_until(&served.grpc, &dir.id, |seen| {
+    let events = app::watch_until(&served.grpc, &dir.directory_id, |seen| {
         seen.len() >= events.len()
             && kinds_where(seen, |e| concerns_group(e, &engineering)).contains(&"group.deleted")
     })

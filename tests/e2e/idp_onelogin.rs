@@ -11,28 +11,24 @@
 //! the setup guides listed in docs/idp/onelogin.md. OneLogin does not publish
 //! request bodies; where it is silent the requests follow RFC 7644.
 
-mod idp_support;
-mod support;
-
-use idp_support::{
-    ENTERPRISE, GROUP_SCHEMA, IdpClient, USER_SCHEMA, last_user_payload, member_ids, patch_op,
-    sorted, watch_user_sequences,
+use roster_testkit::app;
+use roster_testkit::app::{
+    ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, Scim, USER_SCHEMA, last_user_payload, member_ids,
+    patch_op, sorted, watch_user_sequences,
 };
 use serde_json::{Value, json};
 
 /// OneLogin's client: plain SCIM JSON.
-fn onelogin(dir: &support::TestDirectory) -> IdpClient {
-    IdpClient::new(
-        dir,
-        &[("accept", "application/scim+json")],
-        "application/scim+json",
-    )
+fn onelogin(dir: &Scim) -> Scim {
+    dir.clone()
+        .with_headers(&[("accept", "application/scim+json")])
+        .with_content_type("application/scim+json")
 }
 
 /// [TEMPLATE] rendered for one person: parameters OneLogin has no value for arrive as "".
 fn template_user(user_name: &str, first: &str, last: &str) -> Value {
     json!({
-        "schemas": [USER_SCHEMA, ENTERPRISE],
+        "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
         "userName": user_name,
         "name": {"familyName": last, "givenName": first},
         "title": "",
@@ -40,7 +36,7 @@ fn template_user(user_name: &str, first: &str, last: &str) -> Value {
         "timezone": "",
         "emails": [{"value": user_name.to_lowercase(), "type": "work", "primary": true}],
         "addresses": [{"locality": "Berlin", "region": "", "country": "DE"}],
-        ENTERPRISE: {
+        ENTERPRISE_USER_SCHEMA: {
             "organization": "Acme GmbH",
             "division": "Platform",
             "department": "Engineering",
@@ -51,18 +47,18 @@ fn template_user(user_name: &str, first: &str, last: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
-    let served = support::serve_postgres("idp_onelogin").await;
+    let served = app::serve_postgres("idp_onelogin").await;
     let dir = served.directory("onelogin", "deactivate");
     let idp = onelogin(&dir);
 
     // 0. The operator maps an enterprise attribute without a normalized home.
     let endpoint = format!("http://{}", served.grpc);
-    support::admin(
+    app::admin(
         &endpoint,
         &[
             "map-attribute",
-            &dir.id,
-            &format!("{ENTERPRISE}:division"),
+            &dir.directory_id,
+            &format!("{ENTERPRISE_USER_SCHEMA}:division"),
             "custom:division",
         ],
     );
@@ -86,7 +82,7 @@ async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
     let jane = created.expect(201, "create from template").id();
     let u = format!("/Users/{jane}");
     let read = idp.get(&u).await.expect(200, "read").body;
-    assert_eq!(read[ENTERPRISE]["department"], "Engineering");
+    assert_eq!(read[ENTERPRISE_USER_SCHEMA]["department"], "Engineering");
     assert_eq!(read["addresses"][0]["locality"], "Berlin", "{read}");
 
     // 3. OneLogin looks users up again on every sync; userName matches case-insensitively.
@@ -142,7 +138,7 @@ async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
 
     let events = watch_user_sequences(
         &served.grpc,
-        &dir.id,
+        &dir.directory_id,
         &[(
             jane.as_str(),
             &[

@@ -3,8 +3,7 @@
 //! against a real `roster serve` (placeholders such as `<directory id>` filled
 //! in), and a documented output (`# → {…}`) must have the shape of the real one.
 
-mod support;
-
+use roster_testkit::app;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -26,8 +25,8 @@ async fn every_documented_roster_command_works_as_printed() {
         commands.len() >= 10,
         "found too few commands in the docs: {commands:#?}"
     );
-    let data = support::temp_dir("docs-commands");
-    let served = support::serve(&data);
+    let data = app::temp_dir("docs-commands");
+    let served = app::serve(&data);
     let mut failures = Vec::new();
     for command in &commands {
         if let Err(why) = run(command, &served).await {
@@ -65,7 +64,7 @@ fn every_documented_flag_exists() {
 }
 
 /// Runs one documented command; `Err` says why it does not work as printed.
-async fn run(command: &DocCommand, served: &support::Served) -> Result<(), String> {
+async fn run(command: &DocCommand, served: &app::Served) -> Result<(), String> {
     let endpoint = served.grpc.as_str();
     let Some(sub) = command.args.first() else {
         return Err("empty command".into());
@@ -74,7 +73,7 @@ async fn run(command: &DocCommand, served: &support::Served) -> Result<(), Strin
         // Long-running servers: `--help` after the flags makes clap check
         // every flag name without starting anything.
         "serve" | "gateway" | "directory" | "migrate" => {
-            let out = support::roster()
+            let out = app::roster()
                 .args(&command.args)
                 .arg("--help")
                 .output()
@@ -93,7 +92,7 @@ async fn run(command: &DocCommand, served: &support::Served) -> Result<(), Strin
                 Some(i) if i + 1 < args.len() => args[i + 1] = endpoint.into(),
                 _ => args.extend(["--endpoint".into(), endpoint.into()]),
             }
-            let out = support::roster().args(&args).output().unwrap();
+            let out = app::roster().args(&args).output().unwrap();
             let stdout = ok_or_stderr(&out)?;
             match &command.output {
                 Some(documented) => same_shape(documented, &stdout),
@@ -122,11 +121,11 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(served: &support::Served) -> Fixture {
+    async fn new(served: &app::Served) -> Fixture {
         let endpoint = format!("http://{}", served.grpc);
-        let directory = support::admin(&endpoint, &["create-directory", "--name", "docs"]);
+        let directory = app::admin(&endpoint, &["create-directory", "--name", "docs"]);
         let directory_id = directory["id"].as_str().expect("directory id").to_owned();
-        let token = support::admin(&endpoint, &["create-token", &directory_id]);
+        let token = app::admin(&endpoint, &["create-token", &directory_id]);
         let token_id = token["id"].as_str().expect("token id").to_owned();
         let secret = token["secret"].as_str().expect("token secret");
         let created = reqwest::Client::new()
@@ -138,7 +137,7 @@ impl Fixture {
             .await
             .expect("POST /Users");
         assert_eq!(created.status(), 201, "fixture user");
-        let credential = support::admin(&endpoint, &["create-credential", "--name", "docs"]);
+        let credential = app::admin(&endpoint, &["create-credential", "--name", "docs"]);
         let credential_id = credential["id"].as_str().expect("credential id").to_owned();
         Fixture {
             directory_id,
@@ -156,7 +155,7 @@ impl Fixture {
                 let after = std::mem::replace(&mut previous, arg.as_str());
                 let filled = match arg.as_str() {
                     a if after == "--data-dir" && (a.ends_with('…') || a.starts_with('<')) => {
-                        support::temp_dir("docs-data").display().to_string()
+                        app::temp_dir("docs-data").display().to_string()
                     }
                     a if after == "--name" && a.starts_with('<') => "Example".into(),
                     "<credential id>" | "<credential-id>" => self.credential_id.clone(),
@@ -461,11 +460,7 @@ fn roster_flags() -> BTreeSet<String> {
         .map(|c| vec!["admin", *c]),
     );
     for command in commands {
-        let out = support::roster()
-            .args(&command)
-            .arg("--help")
-            .output()
-            .unwrap();
+        let out = app::roster().args(&command).arg("--help").output().unwrap();
         assert!(out.status.success(), "roster {command:?} --help failed");
         for word in String::from_utf8_lossy(&out.stdout)
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))

@@ -4,23 +4,17 @@
 //! processes on one PostgreSQL database, the real gateway over HTTP; only
 //! the name resolution is the test's (a headless Service's DNS answer).
 
-mod support;
-
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use roster_gateway::GatewayConfig;
 use roster_gateway::upstream::Resolve;
-use roster_gateway::{AppState, GatewayConfig};
-use roster_proto::admin::admin_service_client::AdminServiceClient;
-use roster_proto::admin::{
-    CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ProviderKind,
-};
+use roster_proto::admin::DeprovisionPolicy;
+use roster_testkit::app::{self, DirectoryProcess, Gateway};
 use roster_testkit::eventually;
-use support::DirectoryProcess;
-use tokio::net::TcpListener;
 
 /// What the name `roster-directory` resolves to right now.
 #[derive(Default)]
@@ -45,52 +39,20 @@ impl Resolve for Pods {
 }
 
 /// A gateway whose directory endpoint is `http://roster-directory:<port>`.
-async fn gateway(pods: Arc<Pods>, port: u16) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+async fn gateway(pods: Arc<Pods>, port: u16) -> Gateway {
     let config = GatewayConfig {
-        public_url: format!("http://{addr}"),
         directory_endpoint: format!("http://roster-directory:{port}"),
         directory_refresh: Duration::from_millis(50),
         ..Default::default()
     };
-    let state = AppState::with_resolver(config, pods).unwrap();
-    tokio::spawn(roster_gateway::serve_state(
-        state,
-        listener,
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
+    Gateway::start_resolving(config, pods).await
 }
 
 /// Creates a directory and a token through one pod's AdminService.
-async fn scim_base(pod: &DirectoryProcess, gateway: &str) -> (String, String) {
-    let mut admin = AdminServiceClient::connect(format!("http://{}", pod.grpc))
-        .await
-        .unwrap();
-    let directory = admin
-        .create_directory(CreateDirectoryRequest {
-            name: "balanced".into(),
-            organization: "acme".into(),
-            provider: ProviderKind::Generic as i32,
-            deprovision_policy: DeprovisionPolicy::Delete as i32,
-            attribute_mappings: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .directory
-        .unwrap();
-    let token = admin
-        .create_token(CreateTokenRequest {
-            directory_id: directory.id.clone(),
-            name: "idp".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
-    (format!("{gateway}/scim/v2/{}/Users", directory.id), token)
+async fn scim_base(pod: &DirectoryProcess, gateway: &Gateway) -> (String, String) {
+    let channel = app::connect(&pod.grpc.to_string()).await.unwrap();
+    let scim = app::directory_with_token(channel, &gateway.root, DeprovisionPolicy::Delete).await;
+    (format!("{}/Users", scim.base_url), scim.token)
 }
 
 /// Sends `n` SCIM list requests through the gateway; each must succeed.

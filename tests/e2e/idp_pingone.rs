@@ -11,21 +11,17 @@
 //! match"); [FILTERS] PingOne "SCIM filter expressions" (examples
 //! `username Eq "%s"`).
 
-mod idp_support;
-mod support;
-
-use idp_support::{
-    GROUP_SCHEMA, IdpClient, USER_SCHEMA, member_ids, patch_op, sorted, watch_user_sequences,
+use roster_testkit::app;
+use roster_testkit::app::{
+    GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted, watch_user_sequences,
 };
 use serde_json::{Value, json};
 
 /// Ping's client (Apache HttpClient based; plain JSON).
-fn ping(dir: &support::TestDirectory) -> IdpClient {
-    IdpClient::new(
-        dir,
-        &[("accept", "application/scim+json")],
-        "application/json",
-    )
+fn ping(dir: &Scim) -> Scim {
+    dir.clone()
+        .with_headers(&[("accept", "application/scim+json")])
+        .with_content_type("application/json")
 }
 
 /// The user Ping writes on create and on every update: the whole mapped user.
@@ -40,7 +36,7 @@ fn ping_user(user_name: &str, first: &str, last: &str, active: bool) -> Value {
 }
 
 /// [FILTERS] the admin's own filter expression `username Eq "%s"`.
-async fn find_user(idp: &IdpClient, user_name: &str) -> Vec<Value> {
+async fn find_user(idp: &Scim, user_name: &str) -> Vec<Value> {
     idp.get(&format!("/Users?filter=username Eq \"{user_name}\""))
         .await
         .expect(200, "find user")
@@ -49,7 +45,7 @@ async fn find_user(idp: &IdpClient, user_name: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pingone_puts_users_pages_groups_and_deletes() {
-    let served = support::serve_postgres("idp_pingone").await;
+    let served = app::serve_postgres("idp_pingone").await;
     let dir = served.directory("pingone", "delete");
     let idp = ping(&dir);
 
@@ -143,7 +139,7 @@ async fn pingone_puts_users_pages_groups_and_deletes() {
 
     watch_user_sequences(
         &served.grpc,
-        &dir.id,
+        &dir.directory_id,
         &[
             (
                 kim.as_str(),

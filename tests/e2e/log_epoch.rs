@@ -2,15 +2,14 @@
 //! change log's epoch directly in the database (no directory service
 //! running), so every cursor issued before is refused with OUT_OF_RANGE.
 
-mod support;
-
 use roster_store::Store;
 use roster_store::postgres::PgStore;
 use roster_store::sqlite::SqliteStore;
+use roster_testkit::app;
 
 /// Runs `roster admin new-epoch <args>` and returns the epoch it printed.
 fn new_epoch(args: &[&str]) -> String {
-    let out = support::roster()
+    let out = app::roster()
         .args(["admin", "new-epoch"])
         .args(args)
         .output()
@@ -30,7 +29,7 @@ async fn epoch(store: &dyn Store) -> i64 {
 
 #[tokio::test]
 async fn new_epoch_renews_the_sqlite_log_epoch() {
-    let dir = support::temp_dir("new-epoch");
+    let dir = app::temp_dir("new-epoch");
     let file = dir.join("roster.db");
     let store = SqliteStore::open(&file).await.unwrap();
     store.migrate().await.unwrap();

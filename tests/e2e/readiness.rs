@@ -3,8 +3,7 @@
 //! it returns; meanwhile SCIM requests get 503 with `Retry-After`, and the
 //! service recovers without a restart.
 
-mod support;
-
+use roster_testkit::app;
 use std::time::Duration;
 
 use roster_testkit::eventually;
@@ -39,7 +38,7 @@ async fn grpc_status(grpc: &str) -> Option<ServingStatus> {
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_follows_postgres_and_scim_answers_503_meanwhile() {
     let pg = roster_testkit::owned_cluster().await;
-    let served = support::serve_database(&pg.url(), &[]);
+    let served = app::serve_database(&pg.url(), &[]);
     let token = served.token.clone().expect("token");
     let http = reqwest::Client::new();
     let root = served.http_root();
