@@ -1,212 +1,18 @@
-//! Translation of SCIM filters and sort keys into SQL.
-//!
-//! The reference semantics are those of `roster_scim::filter::matches` (the
-//! evaluator); the store's tests check this translation against it. Every
-//! value is a bound parameter (`$n` on PostgreSQL, `?n` on SQLite): nothing
-//! from a filter is ever spliced into SQL text, except attribute names that
-//! were first mapped to a fixed column or quoted into a JSON path that is
-//! itself bound.
-//!
-//! Attributes with a column (userName, externalId, id, active, displayName,
-//! name.givenName/familyName, title, emails, the enterprise employeeNumber,
-//! department and manager, meta.created/lastModified, group members and the
-//! groups of a user) are filtered on that column; anything else is looked up
-//! in the stored SCIM JSON (`raw`). JSON keys are matched exactly in SQL, so
-//! the lookup tries the RFC's canonical casing of the attribute (when the
-//! schema knows it) and the casing as written in the filter; an attribute
-//! stored in some third casing is not found (documented limitation).
-//!
-//! Type rules: comparing a typed attribute with a value of another type (a
-//! string attribute with `true`, `active` with a string, ...), ordering a
-//! boolean, `co`/`sw`/`ew` on a date, or a date operand that is not RFC 3339
-//! is [`StoreError::InvalidFilter`] rather than silently matching nothing.
-//! Values found in the JSON have no declared type and compare like the
-//! evaluator (mismatched types simply do not match).
+//! The SCIM-filter-to-SQL translator, written once for both dialects: it
+//! resolves attribute paths to columns, element sets and JSON lookups, and
+//! applies the type rules; what differs between PostgreSQL and SQLite is
+//! asked of the [`SqlDialect`].
 
 use chrono::{DateTime, Utc};
 use roster_scim::filter::{AttrPath, CompValue, CompareOp, Filter};
-use roster_scim::schema::{self, AttrType, AttributeDef, ResourceKind};
+use roster_scim::schema::{self, AttrType, AttributeDef};
 
+use super::{ResourceTable, SortKey, SortType, SqlArg, escape_like};
 use crate::error::StoreError;
-
-/// The table a filter applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ResourceTable {
-    Users,
-    Groups,
-}
-
-impl ResourceTable {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Users => "users",
-            Self::Groups => "groups",
-        }
-    }
-
-    fn kind(self) -> ResourceKind {
-        match self {
-            Self::Users => ResourceKind::User,
-            Self::Groups => ResourceKind::Group,
-        }
-    }
-}
-
-/// The SQL dialect to produce.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Postgres,
-    Sqlite,
-}
-
-/// A value bound to a placeholder of the produced SQL, in placeholder order.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum SqlArg {
-    Text(String),
-    Bool(bool),
-    /// A JSON number; PostgreSQL binds it as text cast to `numeric`.
-    Number(serde_json::Number),
-    Timestamp(DateTime<Utc>),
-    /// A list of strings (PostgreSQL `text[]`). Not produced by the
-    /// translation today; backends' binders handle it.
-    #[allow(dead_code, reason = "kept for the backends' exhaustive binders")]
-    TextArray(Vec<String>),
-}
-
-/// A sort key: an SQL expression that is never NULL, and its type (needed to
-/// bind a keyset continuation value).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SortKey {
-    pub expr: String,
-    pub ty: SortType,
-}
-
-/// Type of a sort key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SortType {
-    Text,
-    Bool,
-    Timestamp,
-}
-
-/// Translates `filter` into a boolean SQL expression over `resource`'s table
-/// (columns are qualified with the table name: select `FROM users` or
-/// `FROM groups` without an alias). Values are appended to `args`;
-/// placeholders are numbered after the values already in `args`.
-pub(crate) fn to_sql(
-    filter: &Filter,
-    resource: ResourceTable,
-    dialect: Dialect,
-    args: &mut Vec<SqlArg>,
-) -> Result<String, StoreError> {
-    reject_nul_literals(filter)?;
-    let sql = Translator {
-        table: resource,
-        dialect,
-        args,
-    }
-    .filter(filter, None)?;
-    if args.len() > MAX_FILTER_ARGS {
-        return Err(invalid(format!(
-            "the filter is too large: it compares more than {MAX_FILTER_ARGS} values"
-        )));
-    }
-    Ok(sql)
-}
-
-/// Bound values one filter may produce. Both backends cap the parameters of
-/// one statement (PostgreSQL at 65,535, SQLite at 32,766 by default); a
-/// filter past this cap is the client's error, answered alike on both,
-/// never a database error.
-pub(crate) const MAX_FILTER_ARGS: usize = 30_000;
-
-/// A NUL character cannot occur in stored text (PostgreSQL refuses it in
-/// `text` and `jsonb`): a filter value containing one is an invalid filter,
-/// rejected before any SQL runs.
-fn reject_nul_literals(filter: &Filter) -> Result<(), StoreError> {
-    let mut stack = vec![filter];
-    while let Some(f) = stack.pop() {
-        match f {
-            Filter::And(l, r) | Filter::Or(l, r) => {
-                stack.push(l);
-                stack.push(r);
-            }
-            Filter::Not(inner) | Filter::ValuePath { filter: inner, .. } => stack.push(inner),
-            Filter::Compare {
-                value: CompValue::String(s),
-                ..
-            } if s.contains('\0') => {
-                return Err(invalid(
-                    "filter values must not contain the NUL (U+0000) character",
-                ));
-            }
-            Filter::Compare { .. } | Filter::Present(_) => {}
-        }
-    }
-    Ok(())
-}
-
-/// The ORDER BY expression for a SCIM `sortBy` path (never NULL: missing
-/// values sort as the empty string, as SCIM leaves their place open).
-pub(crate) fn sort_sql(
-    path: &AttrPath,
-    resource: ResourceTable,
-    dialect: Dialect,
-    args: &mut Vec<SqlArg>,
-) -> Result<SortKey, StoreError> {
-    Translator {
-        table: resource,
-        dialect,
-        args,
-    }
-    .sort_key(path)
-}
-
-/// What a list is sorted by, as recorded in its page tokens: a token is
-/// valid only for the sort it was issued for (both backends refuse others).
-pub(crate) fn sort_fingerprint(sort: Option<&crate::model::Sort>) -> String {
-    match sort {
-        Some(s) => format!(
-            "{}:{}",
-            s.path.to_string().to_ascii_lowercase(),
-            s.descending
-        ),
-        None => "created".to_string(),
-    }
-}
-
-/// Escapes the LIKE wildcards `%` and `_` and the escape character `\`.
-pub(crate) fn escape_like(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A JSON path literal (SQL/JSON `jsonpath`) reaching every leaf value of
-/// the keys, unwrapping arrays at each step like the evaluator does.
-fn json_path(keys: &[&str]) -> String {
-    let mut out = String::from("$");
-    for key in keys {
-        out.push_str(".\"");
-        for c in key.chars() {
-            if matches!(c, '"' | '\\') {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push_str("\"[*]");
-    }
-    out
-}
 
 /// The type of a scalar SQL expression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ty {
+pub(super) enum Ty {
     Text {
         case_exact: bool,
     },
@@ -226,15 +32,15 @@ enum Ty {
 /// One value per row (a column), or any of a set of values (an element of a
 /// multi-valued attribute): the latter compares with `EXISTS`.
 #[derive(Debug, Clone)]
-struct Scalar {
-    expr: String,
+pub(super) struct Scalar {
+    pub(super) expr: String,
     /// For [`Ty::Json`]: the expression of its JSON type name.
-    type_expr: String,
-    ty: Ty,
+    pub(super) type_expr: String,
+    pub(super) ty: Ty,
 }
 
 impl Scalar {
-    fn column(expr: impl Into<String>, ty: Ty) -> Self {
+    pub(super) fn column(expr: impl Into<String>, ty: Ty) -> Self {
         Self {
             expr: expr.into(),
             type_expr: String::new(),
@@ -265,43 +71,101 @@ enum ElementKind {
     Json { case_exact: bool },
 }
 
+/// Where the two SQL dialects differ; the translator above is written once
+/// against this. Every method returns SQL text over the aliases the
+/// translator sets up (`el` for JSON elements and emails, `m` for
+/// memberships); values are bound through `bind`, never spliced.
+pub(super) trait SqlDialect {
+    /// The placeholder of the `n`th bound value.
+    fn placeholder(&self, n: usize, arg: &SqlArg) -> String;
+    /// Whether a case-insensitive operand is lowercased before it is bound
+    /// (where the database's `lower()` folds less than Rust's).
+    fn folds_operands(&self) -> bool;
+    /// Case-exact `co`/`sw`/`ew` of `lhs` with the bound text `p`, where
+    /// the dialect's LIKE ignores case; `None` where LIKE is exact.
+    fn exact_affix(&self) -> Option<fn(CompareOp, &str, &str) -> String>;
+    /// `lhs <sql_op> p` for text, ordered bytewise like the evaluator.
+    fn ordered_text(&self, lhs: &str, sql_op: &str, p: &str) -> String;
+    /// The bound form of a timestamp operand.
+    fn timestamp_arg(&self, at: DateTime<Utc>) -> SqlArg;
+    /// RFC 7644 `pr` of a JSON value.
+    fn json_non_empty(&self, s: &Scalar) -> String;
+    /// A JSON value compared through its `value` member when it is an
+    /// object: `(value expression, JSON type expression)`.
+    fn json_compared(&self, s: &Scalar) -> (String, String);
+    /// A JSON string `x` of type `t` compared as text by `text`.
+    fn json_text(&self, x: &str) -> String;
+    /// The JSON type name of strings.
+    fn json_string_type(&self) -> &'static str;
+    /// `x` is a JSON number and `<sql_op> p` holds.
+    fn json_number(&self, t: &str, x: &str, sql_op: &str, p: &str) -> String;
+    /// `x` is the JSON boolean `b`.
+    fn json_bool(
+        &self,
+        t: &str,
+        x: &str,
+        b: bool,
+        bind: &mut dyn FnMut(SqlArg) -> String,
+    ) -> String;
+    /// A uuid column as text.
+    fn id_text(&self, column: &str) -> String;
+    /// Whether a group's displayName is compared through its folded key
+    /// column (where the column's collation cannot fold).
+    fn group_name_is_key(&self) -> bool;
+    /// The `FROM` item over the elements of the `emails` column.
+    fn emails_from(&self, emails: &str) -> String;
+    /// A `SELECT` of the JSON values under `keys` in the document `raw`.
+    fn json_values(
+        &self,
+        raw: &str,
+        keys: &[String],
+        bind: &mut dyn FnMut(SqlArg) -> String,
+    ) -> String;
+    /// An email element itself (for `pr`).
+    fn email_element(&self) -> Scalar;
+    /// An email element's `primary`, as a boolean.
+    fn email_primary(&self) -> &'static str;
+    /// An email element's text field `field`.
+    fn email_field(&self, field: &str) -> String;
+    /// A JSON element itself.
+    fn json_element(&self, case_exact: bool) -> Scalar;
+    /// The member `key` of a JSON element.
+    fn json_member(&self, key: &str) -> Scalar;
+    /// A text sort key, never NULL, ordered bytewise.
+    fn sort_text(&self, expr: &str) -> String;
+    /// A JSON element as text, for sorting.
+    fn json_element_text(&self) -> &'static str;
+    /// Orders email elements primary first.
+    fn primary_email_first(&self) -> &'static str;
+}
+
 enum Operand {
     Scalar(Scalar),
     Set(ElementSet, Option<String>),
 }
 
-struct Translator<'a> {
-    table: ResourceTable,
-    dialect: Dialect,
-    args: &'a mut Vec<SqlArg>,
+pub(super) struct Translator<'a> {
+    pub(super) table: ResourceTable,
+    pub(super) sql: &'static dyn SqlDialect,
+    pub(super) args: &'a mut Vec<SqlArg>,
 }
 
 const ENTERPRISE_PREFIX: &str = schema::ENTERPRISE_USER_SCHEMA;
 
-fn invalid(msg: impl Into<String>) -> StoreError {
+/// Appends `arg` to `args` and returns its placeholder in `sql`.
+fn bind(sql: &dyn SqlDialect, args: &mut Vec<SqlArg>, arg: SqlArg) -> String {
+    args.push(arg);
+    sql.placeholder(args.len(), args.last().expect("just pushed"))
+}
+
+pub(super) fn invalid(msg: impl Into<String>) -> StoreError {
     StoreError::InvalidFilter(msg.into())
 }
 
 impl Translator<'_> {
-    fn pg(&self) -> bool {
-        self.dialect == Dialect::Postgres
-    }
-
-    /// Appends a value and returns its placeholder, typed on PostgreSQL.
+    /// Appends a value and returns its placeholder.
     fn bind(&mut self, arg: SqlArg) -> String {
-        let cast = match &arg {
-            SqlArg::Text(_) => "::text",
-            SqlArg::Bool(_) => "::boolean",
-            SqlArg::Number(_) => "::numeric",
-            SqlArg::Timestamp(_) => "::timestamptz",
-            SqlArg::TextArray(_) => "::text[]",
-        };
-        self.args.push(arg);
-        let n = self.args.len();
-        match self.dialect {
-            Dialect::Postgres => format!("${n}{cast}"),
-            Dialect::Sqlite => format!("?{n}"),
-        }
+        bind(self.sql, self.args, arg)
     }
 
     fn col(&self, column: &str) -> String {
@@ -309,6 +173,11 @@ impl Translator<'_> {
     }
 
     /// `parent` is the multi-valued attribute inside a value path.
+    /// The whole filter as a boolean SQL expression.
+    pub(super) fn condition(&mut self, filter: &Filter) -> Result<String, StoreError> {
+        self.filter(filter, None)
+    }
+
     fn filter(
         &mut self,
         filter: &Filter,
@@ -438,20 +307,12 @@ impl Translator<'_> {
 
     /// RFC 7644 `pr`: a non-null, non-empty value.
     fn non_empty(&self, s: &Scalar) -> String {
-        match (s.ty, self.dialect) {
-            (Ty::Text { .. } | Ty::Key, _) => {
+        match s.ty {
+            Ty::Text { .. } | Ty::Key => {
                 format!("({0} IS NOT NULL AND {0} <> '')", s.expr)
             }
-            (Ty::Bool | Ty::Timestamp, _) => format!("({} IS NOT NULL)", s.expr),
-            (Ty::Json { .. }, Dialect::Postgres) => format!(
-                "({0} IS NOT NULL AND {1} <> 'null' AND {0} NOT IN ('\"\"'::jsonb, '[]'::jsonb, '{{}}'::jsonb))",
-                s.expr, s.type_expr
-            ),
-            (Ty::Json { .. }, Dialect::Sqlite) => format!(
-                "({1} IS NOT NULL AND {1} <> 'null' AND NOT ({1} = 'text' AND {0} = '') \
-                 AND NOT ({1} IN ('array', 'object') AND {0} IN ('[]', '{{}}')))",
-                s.expr, s.type_expr
-            ),
+            Ty::Bool | Ty::Timestamp => format!("({} IS NOT NULL)", s.expr),
+            Ty::Json { .. } => self.sql.json_non_empty(s),
         }
     }
 
@@ -495,10 +356,8 @@ impl Translator<'_> {
     }
 
     fn compare_text(&mut self, expr: &str, case_exact: bool, op: CompareOp, v: &str) -> String {
-        // SQLite's lower() folds ASCII only: fold the operand in Rust (the
-        // userName / displayName columns are Unicode-folded keys there).
         let folded;
-        let v = if !case_exact && self.dialect == Dialect::Sqlite {
+        let v = if !case_exact && self.sql.folds_operands() {
             folded = v.to_lowercase();
             folded.as_str()
         } else {
@@ -512,14 +371,9 @@ impl Translator<'_> {
         let wrap = |p: String| if fold { format!("lower({p})") } else { p };
         match op {
             CompareOp::Co | CompareOp::Sw | CompareOp::Ew => {
-                if case_exact && self.dialect == Dialect::Sqlite {
-                    // SQLite's LIKE ignores ASCII case: compare substrings.
+                if let Some(affix) = self.sql.exact_affix().filter(|_| case_exact) {
                     let p = self.bind(SqlArg::Text(v.to_string()));
-                    return match op {
-                        CompareOp::Co => format!("(instr({lhs}, {p}) > 0)"),
-                        CompareOp::Sw => format!("(substr({lhs}, 1, length({p})) = {p})"),
-                        _ => format!("(length({p}) = 0 OR substr({lhs}, -length({p})) = {p})"),
-                    };
+                    return affix(op, &lhs, &p);
                 }
                 let p = wrap(self.bind(SqlArg::Text(escape_like(v))));
                 let pattern = match op {
@@ -532,11 +386,10 @@ impl Translator<'_> {
             _ => {
                 let p = wrap(self.bind(SqlArg::Text(v.to_string())));
                 let sql_op = ordering_sql(op);
-                if self.pg() && sql_op != "=" {
-                    // Byte order, like the evaluator's string comparison.
-                    format!("({lhs} COLLATE \"C\" {sql_op} {p})")
-                } else {
+                if sql_op == "=" {
                     format!("({lhs} {sql_op} {p})")
+                } else {
+                    self.sql.ordered_text(&lhs, sql_op, &p)
                 }
             }
         }
@@ -567,11 +420,7 @@ impl Translator<'_> {
                 ))
             })?
             .with_timezone(&Utc);
-        let p = match self.dialect {
-            Dialect::Postgres => self.bind(SqlArg::Timestamp(at)),
-            // SQLite stores fixed-width UTC text: text order is time order.
-            Dialect::Sqlite => self.bind(SqlArg::Text(sqlite_timestamp(at))),
-        };
+        let p = self.bind(self.sql.timestamp_arg(at));
         Ok(format!("({expr} {} {p})", ordering_sql(op)))
     }
 
@@ -584,44 +433,21 @@ impl Translator<'_> {
         op: CompareOp,
         value: &CompValue,
     ) -> String {
-        let (x, t) = match self.dialect {
-            Dialect::Postgres => {
-                let x = format!(
-                    "(CASE WHEN jsonb_typeof({0}) = 'object' THEN {0} -> 'value' ELSE {0} END)",
-                    s.expr
-                );
-                let t = format!("jsonb_typeof({x})");
-                (x, t)
+        let (x, t) = self.sql.json_compared(s);
+        match value {
+            CompValue::String(v) => {
+                let text = self.compare_text(&self.sql.json_text(&x), case_exact, op, v);
+                format!("({t} = '{}' AND {text})", self.sql.json_string_type())
             }
-            Dialect::Sqlite => (s.expr.clone(), s.type_expr.clone()),
-        };
-        match (value, self.dialect) {
-            (CompValue::String(v), Dialect::Postgres) => {
-                let text = self.compare_text(&format!("({x} #>> '{{}}')"), case_exact, op, v);
-                format!("({t} = 'string' AND {text})")
-            }
-            (CompValue::String(v), Dialect::Sqlite) => {
-                let text = self.compare_text(&x, case_exact, op, v);
-                format!("({t} = 'text' AND {text})")
-            }
-            (CompValue::Number(n), _)
+            CompValue::Number(n)
                 if !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) =>
             {
                 let p = self.bind(SqlArg::Number(n.clone()));
-                let sql_op = ordering_sql(op);
-                match self.dialect {
-                    Dialect::Postgres => {
-                        format!("({t} = 'number' AND ({x} #>> '{{}}')::numeric {sql_op} {p})")
-                    }
-                    Dialect::Sqlite => format!("({t} IN ('integer', 'real') AND {x} {sql_op} {p})"),
-                }
+                self.sql.json_number(&t, &x, ordering_sql(op), &p)
             }
-            (CompValue::Bool(b), Dialect::Postgres) if op == CompareOp::Eq => {
-                let p = self.bind(SqlArg::Bool(*b));
-                format!("({t} = 'boolean' AND ({x} #>> '{{}}')::boolean = {p})")
-            }
-            (CompValue::Bool(b), Dialect::Sqlite) if op == CompareOp::Eq => {
-                format!("({t} = '{}')", if *b { "true" } else { "false" })
+            CompValue::Bool(b) if op == CompareOp::Eq => {
+                let (sql, args) = (self.sql, &mut *self.args);
+                sql.json_bool(&t, &x, *b, &mut |arg| bind(sql, args, arg))
             }
             _ => "FALSE".into(),
         }
@@ -715,10 +541,12 @@ impl Translator<'_> {
 
     fn column_scalar(&self, column: &str, ty: Ty) -> Scalar {
         let qualified = self.col(column);
-        match (column, self.dialect) {
-            ("id", Dialect::Postgres) => Scalar::column(format!("{qualified}::text"), ty),
-            ("user_name", _) => Scalar::column(self.col("user_name_key"), Ty::Key),
-            ("display_name", Dialect::Sqlite) if self.table == ResourceTable::Groups => {
+        match column {
+            "id" => Scalar::column(self.sql.id_text(&qualified), ty),
+            "user_name" => Scalar::column(self.col("user_name_key"), Ty::Key),
+            "display_name"
+                if self.table == ResourceTable::Groups && self.sql.group_name_is_key() =>
+            {
                 Scalar::column(self.col("display_name_key"), Ty::Key)
             }
             _ => Scalar::column(qualified, ty),
@@ -726,12 +554,8 @@ impl Translator<'_> {
     }
 
     fn emails_set(&self) -> ElementSet {
-        let from = match self.dialect {
-            Dialect::Postgres => format!("jsonb_array_elements({}) AS el(j)", self.col("emails")),
-            Dialect::Sqlite => format!("json_each({}) AS el", self.col("emails")),
-        };
         ElementSet {
-            from,
+            from: self.sql.emails_from(&self.col("emails")),
             correlate: "TRUE".into(),
             kind: ElementKind::Emails,
         }
@@ -763,36 +587,16 @@ impl Translator<'_> {
             return Err(invalid(format!("{path} cannot be filtered")));
         }
         let key_paths = self.json_key_paths(path, top, def);
-        let set = match self.dialect {
-            Dialect::Postgres => {
-                let sources: Vec<String> = key_paths
-                    .iter()
-                    .map(|keys| {
-                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        let p = self.bind(SqlArg::Text(json_path(&keys)));
-                        format!(
-                            "SELECT jsonb_path_query({}, {p}::jsonpath) AS j",
-                            self.col("raw")
-                        )
-                    })
-                    .collect();
-                ElementSet {
-                    from: format!("({}) AS el", sources.join(" UNION ALL ")),
-                    correlate: "TRUE".into(),
-                    kind: ElementKind::Json { case_exact },
-                }
-            }
-            Dialect::Sqlite => {
-                let sources: Vec<String> = key_paths
-                    .iter()
-                    .map(|keys| self.sqlite_json_values(keys))
-                    .collect();
-                ElementSet {
-                    from: format!("({}) AS el", sources.join(" UNION ALL ")),
-                    correlate: "TRUE".into(),
-                    kind: ElementKind::Json { case_exact },
-                }
-            }
+        let raw = self.col("raw");
+        let (sql, args) = (self.sql, &mut *self.args);
+        let sources: Vec<String> = key_paths
+            .iter()
+            .map(|keys| sql.json_values(&raw, keys, &mut |arg| bind(sql, args, arg)))
+            .collect();
+        let set = ElementSet {
+            from: format!("({}) AS el", sources.join(" UNION ALL ")),
+            correlate: "TRUE".into(),
+            kind: ElementKind::Json { case_exact },
         };
         Ok(Operand::Set(set, None))
     }
@@ -835,44 +639,11 @@ impl Translator<'_> {
         }
     }
 
-    /// SQLite: the leaf values under `keys` (arrays unwrapped at each step),
-    /// as rows `(v, t)` = (SQL value, JSON type).
-    fn sqlite_json_values(&mut self, keys: &[String]) -> String {
-        let raw = self.col("raw");
-        // Wrap a non-array value in an array so json_each yields it once.
-        let as_array = |doc: &str, path: &str| {
-            format!(
-                "(CASE json_type({doc}, {path}) WHEN 'array' THEN {doc} -> {path} ELSE json_array({doc} -> {path}) END)"
-            )
-        };
-        let mut from = String::new();
-        let mut current_doc = raw;
-        for (i, key) in keys.iter().enumerate() {
-            let quoted = key.replace('\\', "\\\\").replace('"', "\\\"");
-            let p = self.bind(SqlArg::Text(format!("$.\"{quoted}\"")));
-            let alias = format!("s{i}");
-            let source = as_array(&current_doc, &p);
-            if i == 0 {
-                from = format!("json_each({source}) AS {alias}");
-            } else {
-                from = format!("{from} JOIN json_each({source}) AS {alias}");
-            }
-            // The next key is looked up in objects only.
-            current_doc =
-                format!("(CASE WHEN {alias}.type = 'object' THEN {alias}.value ELSE '{{}}' END)");
-        }
-        let last = format!("s{}", keys.len() - 1);
-        format!(
-            "SELECT {last}.value AS v, {last}.type AS t FROM {from} WHERE {last}.type IS NOT NULL"
-        )
-    }
-
     /// The value of an element (or of its sub-attribute) of a set.
     /// Without a sub-attribute, a comparison uses the element's `value`;
     /// presence (`pr`) checks the element itself.
     fn element_item(&self, set: &ElementSet, sub: Option<&str>, presence: bool) -> Scalar {
         let sub_lc = sub.map(str::to_ascii_lowercase);
-        let pg = self.pg();
         match set.kind {
             ElementKind::Emails => {
                 let field = match sub_lc.as_deref() {
@@ -886,30 +657,12 @@ impl Translator<'_> {
                         _ => "",
                     }),
                 };
-                match (field, pg) {
-                    (None, true) => Scalar {
-                        expr: "el.j".into(),
-                        type_expr: "jsonb_typeof(el.j)".into(),
-                        ty: Ty::Json { case_exact: false },
-                    },
-                    (None, false) => Scalar {
-                        expr: "el.value".into(),
-                        type_expr: "el.type".into(),
-                        ty: Ty::Json { case_exact: false },
-                    },
-                    (Some("primary"), true) => {
-                        Scalar::column("((el.j ->> 'primary')::boolean)", Ty::Bool)
+                match field {
+                    None => self.sql.email_element(),
+                    Some("primary") => Scalar::column(self.sql.email_primary(), Ty::Bool),
+                    Some(f) => {
+                        Scalar::column(self.sql.email_field(f), Ty::Text { case_exact: false })
                     }
-                    (Some("primary"), false) => {
-                        Scalar::column("(json_extract(el.value, '$.primary') = 1)", Ty::Bool)
-                    }
-                    (Some(f), true) => {
-                        Scalar::column(format!("(el.j ->> '{f}')"), Ty::Text { case_exact: false })
-                    }
-                    (Some(f), false) => Scalar::column(
-                        format!("json_extract(el.value, '$.{f}')"),
-                        Ty::Text { case_exact: false },
-                    ),
                 }
             }
             ElementKind::Members | ElementKind::UserGroups => {
@@ -918,11 +671,7 @@ impl Translator<'_> {
                 } else {
                     "m.group_id"
                 };
-                let id_expr = if pg {
-                    format!("{id_col}::text")
-                } else {
-                    id_col.to_string()
-                };
+                let id_expr = self.sql.id_text(id_col);
                 match sub_lc.as_deref() {
                     None | Some("value") => Scalar::column(id_expr, Ty::Text { case_exact: false }),
                     Some("type") if set.kind == ElementKind::Members => {
@@ -932,48 +681,19 @@ impl Translator<'_> {
                     _ => Scalar::column("NULL", Ty::Text { case_exact: false }),
                 }
             }
-            ElementKind::Json { case_exact } => match (sub, pg) {
-                (None, true) => Scalar {
-                    expr: "el.j".into(),
-                    type_expr: "jsonb_typeof(el.j)".into(),
-                    ty: Ty::Json { case_exact },
-                },
-                (None, false) => Scalar {
-                    expr: "el.v".into(),
-                    type_expr: "el.t".into(),
-                    ty: Ty::Json { case_exact },
-                },
-                (Some(s), true) => {
-                    let key = s.replace('\'', "''");
-                    let x = format!("(el.j -> '{key}')");
-                    Scalar {
-                        type_expr: format!("jsonb_typeof({x})"),
-                        expr: x,
-                        ty: Ty::Json { case_exact: false },
-                    }
-                }
-                (Some(s), false) => {
-                    let key = s.replace('\'', "''").replace('"', "");
-                    Scalar {
-                        expr: format!("json_extract(el.v, '$.\"{key}\"')"),
-                        type_expr: format!("json_type(el.v, '$.\"{key}\"')"),
-                        ty: Ty::Json { case_exact: false },
-                    }
-                }
+            ElementKind::Json { case_exact } => match sub {
+                None => self.sql.json_element(case_exact),
+                Some(s) => self.sql.json_member(s),
             },
         }
     }
 
-    fn sort_key(&mut self, path: &AttrPath) -> Result<SortKey, StoreError> {
-        let text = |expr: String, pg: bool| SortKey {
-            expr: if pg {
-                format!("COALESCE(lower({expr}), '') COLLATE \"C\"")
-            } else {
-                format!("COALESCE(lower({expr}), '')")
-            },
+    pub(super) fn sort_key(&mut self, path: &AttrPath) -> Result<SortKey, StoreError> {
+        let sql = self.sql;
+        let text = |expr: String| SortKey {
+            expr: sql.sort_text(&expr),
             ty: SortType::Text,
         };
-        let pg = self.pg();
         match self.operand(path, None, false)? {
             Operand::Scalar(s) => Ok(match s.ty {
                 Ty::Bool => SortKey {
@@ -984,31 +704,26 @@ impl Translator<'_> {
                     expr: s.expr,
                     ty: SortType::Timestamp,
                 },
-                _ => text(s.expr, pg),
+                _ => text(s.expr),
             }),
             Operand::Set(set, sub) => {
                 if let ElementKind::Json { .. } = set.kind {
                     // The first value found, as text.
-                    let value = if pg { "(el.j #>> '{}')" } else { "el.v" };
+                    let value = self.sql.json_element_text();
                     let first = format!("(SELECT {value} FROM {} LIMIT 1)", set.from);
-                    return Ok(text(first, pg));
+                    return Ok(text(first));
                 }
                 let item = self.element_item(&set, sub.as_deref(), false);
                 // Multi-valued: sort by the primary value (RFC 7644 §3.4.2.3).
-                let order = match (set.kind, pg) {
-                    (ElementKind::Emails, true) => {
-                        " ORDER BY COALESCE((el.j ->> 'primary')::boolean, FALSE) DESC"
-                    }
-                    (ElementKind::Emails, false) => {
-                        " ORDER BY COALESCE(json_extract(el.value, '$.primary'), 0) DESC"
-                    }
+                let order = match set.kind {
+                    ElementKind::Emails => self.sql.primary_email_first(),
                     _ => " ORDER BY 1",
                 };
                 let first = format!(
                     "(SELECT {} FROM {} WHERE {}{order} LIMIT 1)",
                     item.expr, set.from, set.correlate
                 );
-                Ok(text(first, pg))
+                Ok(text(first))
             }
         }
     }
@@ -1069,98 +784,5 @@ fn describe(v: &CompValue) -> &'static str {
         CompValue::Bool(_) => "a boolean",
         CompValue::Number(_) => "a number",
         CompValue::String(_) => "a string",
-    }
-}
-
-/// SQLite's stored timestamp format (fixed width, so text order = time order).
-pub(crate) fn sqlite_timestamp(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use roster_scim::filter::parse;
-
-    fn pg(filter: &str, table: ResourceTable) -> (String, Vec<SqlArg>) {
-        let mut args = Vec::new();
-        let sql = to_sql(&parse(filter).unwrap(), table, Dialect::Postgres, &mut args).unwrap();
-        (sql, args)
-    }
-
-    #[test]
-    fn values_are_bound_never_spliced() {
-        let evil = r#"userName eq "x'; DROP TABLE users; --""#;
-        let (sql, args) = pg(evil, ResourceTable::Users);
-        assert!(!sql.contains("DROP"), "{sql}");
-        // userName compares by its folded key: the operand is folded in Rust.
-        assert_eq!(args, vec![SqlArg::Text("x'; drop table users; --".into())]);
-        assert_eq!(sql, "(users.user_name_key = $1::text)");
-    }
-
-    #[test]
-    fn like_wildcards_are_escaped() {
-        assert_eq!(escape_like(r"50%_off\"), r"50\%\_off\\");
-        let (sql, args) = pg(r#"displayName co "a%b""#, ResourceTable::Users);
-        assert!(
-            sql.contains("LIKE '%' || lower($1::text) || '%' ESCAPE '\\'"),
-            "{sql}"
-        );
-        assert_eq!(args, vec![SqlArg::Text(r"a\%b".into())]);
-    }
-
-    #[test]
-    fn placeholders_continue_after_existing_args() {
-        let mut args = vec![SqlArg::Text("dir".into())];
-        let sql = to_sql(
-            &parse(r#"externalId eq "e" and active eq true"#).unwrap(),
-            ResourceTable::Users,
-            Dialect::Sqlite,
-            &mut args,
-        )
-        .unwrap();
-        assert_eq!(sql, "((users.external_id = ?2) AND (users.active = ?3))");
-    }
-
-    #[test]
-    fn type_mismatches_are_invalid_filters() {
-        for f in [
-            "userName eq true",
-            "active eq \"yes\"",
-            "active gt \"x\"",
-            "meta.created eq 3",
-            "meta.created gt \"yesterday\"",
-            "meta.created co \"2020\"",
-            "displayName lt 5",
-        ] {
-            let mut args = Vec::new();
-            let err = to_sql(
-                &parse(f).unwrap(),
-                ResourceTable::Users,
-                Dialect::Postgres,
-                &mut args,
-            );
-            assert!(
-                matches!(err, Err(StoreError::InvalidFilter(_))),
-                "{f}: {err:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn json_paths_quote_keys() {
-        assert_eq!(json_path(&["a\"b", "c"]), r#"$."a\"b"[*]."c"[*]"#);
-    }
-
-    #[test]
-    fn unknown_attributes_use_canonical_and_written_keys() {
-        let (_, args) = pg(r#"NICKNAME eq "bob""#, ResourceTable::Users);
-        assert_eq!(
-            args[..2],
-            [
-                SqlArg::Text(r#"$."nickName"[*]"#.into()),
-                SqlArg::Text(r#"$."NICKNAME"[*]"#.into())
-            ]
-        );
     }
 }
