@@ -129,7 +129,10 @@ impl Fixture {
         let token_id = token["id"].as_str().expect("token id").to_owned();
         let secret = token["secret"].as_str().expect("token secret");
         let created = reqwest::Client::new()
-            .post(format!("{}/scim/v2/{directory_id}/Users", served.http_root()))
+            .post(format!(
+                "{}/scim/v2/{directory_id}/Users",
+                served.http_root()
+            ))
             .bearer_auth(secret)
             .header("content-type", "application/scim+json")
             .body(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"docs@example.com"}"#)

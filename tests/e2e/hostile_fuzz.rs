@@ -10,6 +10,10 @@
 use futures::StreamExt;
 use reqwest::Method;
 use roster_testkit::app;
+use roster_testkit::app::{
+    BULK_REQUEST_SCHEMA, ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, PATCH_OP_SCHEMA,
+    SEARCH_REQUEST_SCHEMA, USER_SCHEMA,
+};
 use roster_testkit::app::{ERROR_SCHEMA, Reply, Scim, truncated};
 use serde_json::{Value, json};
 
@@ -83,12 +87,12 @@ const VALUES: &[&str] = &[
     "\"unterminated",
 ];
 const SCHEMAS: &[&str] = &[
-    "urn:ietf:params:scim:schemas:core:2.0:User",
-    "urn:ietf:params:scim:schemas:core:2.0:Group",
-    "urn:ietf:params:scim:api:messages:2.0:PatchOp",
-    "urn:ietf:params:scim:api:messages:2.0:BulkRequest",
-    "urn:ietf:params:scim:api:messages:2.0:SearchRequest",
-    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+    USER_SCHEMA,
+    GROUP_SCHEMA,
+    PATCH_OP_SCHEMA,
+    BULK_REQUEST_SCHEMA,
+    SEARCH_REQUEST_SCHEMA,
+    ENTERPRISE_USER_SCHEMA,
     "urn:evil",
 ];
 

@@ -10,6 +10,7 @@
 use reqwest::Method;
 use reqwest::header::HeaderValue;
 use roster_testkit::app;
+use roster_testkit::app::SEARCH_REQUEST_SCHEMA;
 use roster_testkit::app::{
     BULK_REQUEST_SCHEMA, ERROR_SCHEMA, GROUP_SCHEMA, PATCH_OP_SCHEMA, REQUEST_TIMEOUT, Reply, Scim,
     USER_SCHEMA, assert_scim_error, patch_op, truncated,
@@ -190,12 +191,12 @@ fn filter_cases() -> Vec<Case> {
         Case::new("60 KB unterminated filter", Method::GET, filter_query("/Users", &format!("userName eq \"{}", "a".repeat(60_000))))
             .scim_type("invalidFilter"),
         Case::new("1 MB filter in a search", Method::POST, "/Users/.search")
-            .json(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": format!("userName eq \"{}", "a".repeat(1_000_000))}))
+            .json(&json!({"schemas": [SEARCH_REQUEST_SCHEMA], "filter": format!("userName eq \"{}", "a".repeat(1_000_000))}))
             .scim_type("invalidFilter"),
         Case::new("10k nested parentheses", Method::GET, filter_query("/Users", &deep_filter))
             .scim_type("invalidFilter"),
         Case::new("10k nested not()", Method::POST, "/Groups/.search")
-            .json(&json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": format!("{}displayName eq \"x\"{}", "not (".repeat(10_000), ")".repeat(10_000))}))
+            .json(&json!({"schemas": [SEARCH_REQUEST_SCHEMA], "filter": format!("{}displayName eq \"x\"{}", "not (".repeat(10_000), ")".repeat(10_000))}))
             .scim_type("invalidFilter"),
         Case::new("SQL in a filter", Method::GET, filter_query("/Users", "'; DROP TABLE users; --"))
             .scim_type("invalidFilter"),

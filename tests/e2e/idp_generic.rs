@@ -8,6 +8,7 @@
 use reqwest::Method;
 use roster_proto::directory::change;
 use roster_testkit::app;
+use roster_testkit::app::SEARCH_REQUEST_SCHEMA;
 use roster_testkit::app::{
     GROUP_SCHEMA, Scim, USER_SCHEMA, concerns_group, kinds_where, patch_op, watch_until,
     watch_user_sequences,
@@ -123,7 +124,7 @@ async fn generic_rfc7644_client_lifecycle() {
 
     // 6. Search by POST (§3.4.3) with a case-insensitive userName match (RFC 7643 §4.1.1).
     let search = json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "schemas": [SEARCH_REQUEST_SCHEMA],
         "filter": "userName eq \"BJENSEN\"",
         "startIndex": 1,
         "count": 10

@@ -12,6 +12,7 @@ use roster_testkit::app::{
     BULK_REQUEST_SCHEMA, Reply, Scim, USER_SCHEMA, assert_scim_error, bare_user, group,
     head_revision, open_watch, patch_op,
 };
+use roster_testkit::app::{GROUP_SCHEMA, SEARCH_REQUEST_SCHEMA};
 use serde_json::{Value, json};
 
 /// B's resources, as A might guess or see them.
@@ -105,12 +106,12 @@ async fn b_base_url_with_a_token(a_on_b: &Scim, foreign: &Foreign) {
         (
             Method::POST,
             "/.search".into(),
-            Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]})),
+            Some(json!({"schemas": [SEARCH_REQUEST_SCHEMA]})),
         ),
         (
             Method::POST,
             "/Users/.search".into(),
-            Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]})),
+            Some(json!({"schemas": [SEARCH_REQUEST_SCHEMA]})),
         ),
         (
             Method::POST,
@@ -198,7 +199,7 @@ async fn b_ids_under_a_base_url(a: &Scim, a_group: &str, foreign: &Foreign) {
         let url = format!("/Groups?filter={}", urlencode(&filter));
         empty(&send(a, Method::GET, &url, None).await, foreign, &filter);
     }
-    let search = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": format!("id eq \"{u}\" or id eq \"{g}\"")});
+    let search = json!({"schemas": [SEARCH_REQUEST_SCHEMA], "filter": format!("id eq \"{u}\" or id eq \"{g}\"")});
     empty(
         &send(a, Method::POST, "/.search", Some(&search)).await,
         foreign,
@@ -209,7 +210,8 @@ async fn b_ids_under_a_base_url(a: &Scim, a_group: &str, foreign: &Foreign) {
     let add = patch_op(json!([{"op": "add", "path": "members", "value": [{"value": u}]}]));
     let got = send(a, Method::PATCH, &format!("/Groups/{a_group}"), Some(&add)).await;
     assert_scim_error(&got, "adding B's user to A's group");
-    let planted = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "with-b", "members": [{"value": u}]});
+    let planted =
+        json!({"schemas": [GROUP_SCHEMA], "displayName": "with-b", "members": [{"value": u}]});
     let got = send(a, Method::POST, "/Groups", Some(&planted)).await;
     assert_scim_error(&got, "creating A's group with B's user");
 

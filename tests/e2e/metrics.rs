@@ -3,6 +3,7 @@
 //! open WatchChanges streams, the change-log head and the database pool.
 
 use roster_testkit::app;
+use roster_testkit::app::USER_SCHEMA;
 use std::time::Duration;
 
 use roster_proto::directory::WatchChangesRequest;
@@ -45,7 +46,10 @@ async fn metrics_reflect_requests_streams_head_and_pool() {
         .post(format!("{}/Users", served.base_url))
         .bearer_auth(&token)
         .header("content-type", "application/scim+json")
-        .body(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"metered@example.com"}"#)
+        .body(
+            serde_json::json!({"schemas": [USER_SCHEMA], "userName": "metered@example.com"})
+                .to_string(),
+        )
         .send()
         .await
         .unwrap();
@@ -147,7 +151,10 @@ async fn the_head_lag_shows_a_revision_held_open() {
         .post(format!("{}/Users", served.base_url))
         .bearer_auth(&token)
         .header("content-type", "application/scim+json")
-        .body(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"lag@example.com"}"#)
+        .body(
+            serde_json::json!({"schemas": [USER_SCHEMA], "userName": "lag@example.com"})
+                .to_string(),
+        )
         .send()
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 //! service recovers without a restart.
 
 use roster_testkit::app;
+use roster_testkit::app::{ERROR_SCHEMA, USER_SCHEMA};
 use std::time::Duration;
 
 use roster_testkit::eventually;
@@ -48,7 +49,8 @@ async fn readiness_follows_postgres_and_scim_answers_503_meanwhile() {
         (readyz(&http, &root).await == Some(200)).then_some(())
     })
     .await;
-    let body = r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ready@example.com"}"#;
+    let body =
+        serde_json::json!({"schemas": [USER_SCHEMA], "userName": "ready@example.com"}).to_string();
     let created = http
         .post(format!("{}/Users", served.base_url))
         .bearer_auth(&token)
@@ -80,10 +82,7 @@ async fn readiness_follows_postgres_and_scim_answers_503_meanwhile() {
         "no Retry-After"
     );
     let error: Value = during.json().await.unwrap();
-    assert_eq!(
-        error["schemas"][0],
-        "urn:ietf:params:scim:api:messages:2.0:Error"
-    );
+    assert_eq!(error["schemas"][0], ERROR_SCHEMA);
 
     pg.start().await;
     eventually("gateway ready again", wait, || async {

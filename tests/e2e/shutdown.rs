@@ -3,6 +3,7 @@
 //! cleanly within the termination grace period.
 
 use roster_testkit::app;
+use roster_testkit::app::{BULK_REQUEST_SCHEMA, USER_SCHEMA};
 use std::time::Duration;
 
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
@@ -18,11 +19,11 @@ fn bulk_body() -> Value {
         .map(|i| {
             json!({
                 "method": "POST", "path": "/Users", "bulkId": format!("u{i}"),
-                "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": format!("drain{i}@example.com")}
+                "data": {"schemas": [USER_SCHEMA], "userName": format!("drain{i}@example.com")}
             })
         })
         .collect();
-    json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops})
+    json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": ops})
 }
 
 #[tokio::test(flavor = "multi_thread")]

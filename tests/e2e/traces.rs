@@ -3,6 +3,7 @@
 //! here, a SCIM request exports spans of both halves under one trace id.
 
 use roster_testkit::app;
+use roster_testkit::app::USER_SCHEMA;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,7 +70,10 @@ async fn a_scim_request_is_one_trace_across_gateway_and_directory_service() {
         .post(format!("{}/Users", served.base_url))
         .bearer_auth(token)
         .header("content-type", "application/scim+json")
-        .body(r#"{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"traced@example.com"}"#)
+        .body(
+            serde_json::json!({"schemas": [USER_SCHEMA], "userName": "traced@example.com"})
+                .to_string(),
+        )
         .send()
         .await
         .unwrap();

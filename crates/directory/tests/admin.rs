@@ -1,11 +1,9 @@
 //! AdminService through real gRPC on a real PostgreSQL: directories,
 //! tokens, the shared-secret check, health and reflection.
 
-mod common;
-
-use common::*;
 use roster_directory::DirectoryConfig;
 use roster_proto::admin::*;
+use roster_testkit::app::*;
 use tonic::Code;
 
 #[tokio::test]

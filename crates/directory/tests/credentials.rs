@@ -3,14 +3,13 @@
 //! one writes but cannot administer, the bootstrap secret does everything,
 //! revoked credentials stop working, and rejections say what is expected.
 
-mod common;
-
-use common::*;
 use roster_directory::DirectoryConfig;
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::admin::*;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::*;
+use roster_testkit::app::*;
+use roster_testkit::on_both_backends;
 use tonic::Code;
 use tonic::transport::Channel;
 

@@ -1,12 +1,10 @@
 //! Users, groups and memberships through real gRPC on a real PostgreSQL,
 //! including the error codes and SCIM metadata the gateway relies on.
 
-mod common;
-
-use common::*;
 use roster_directory::error::{SCIM_STATUS_KEY, SCIM_TYPE_KEY};
 use roster_proto::admin::{AttributeMapping, UpdateDirectoryRequest};
 use roster_proto::directory::*;
+use roster_testkit::app::*;
 use serde_json::json;
 use tonic::Code;
 
@@ -774,7 +772,7 @@ async fn a_directory_change_on_one_replica_reaches_the_other_replicas_cache() {
     let replica_b = Server::start(store_b, test_config()).await;
     let mut admin_a = replica_a.admin().await;
     let mut dir_b = replica_b.directory().await;
-    let d = create_directory(&mut admin_a, "cached").await;
+    let d = create_directory_named(&mut admin_a, "cached").await;
     // Warm B's cache with the mapping-less directory.
     let before = create_user(&mut dir_b, &d, "before@example.com").await;
     assert_eq!(before.display_name, "");

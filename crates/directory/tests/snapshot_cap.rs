@@ -1,11 +1,8 @@
 //! Initial-state watches that nobody reads hold their snapshots, but only up
 //! to the store's snapshot cap, and never at the expense of writes.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use futures::StreamExt;
 use roster_directory::DirectoryConfig;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
@@ -14,6 +11,8 @@ use roster_proto::directory::{
     AddGroupMembersRequest, CreateGroupRequest, DeleteUserRequest, MemberRef, MemberType,
 };
 use roster_store::{DEFAULT_SNAPSHOT_CONNECTIONS, DirectoryId, UserFields, UserWrite};
+use roster_testkit::app::*;
+use roster_testkit::on_both_backends;
 use serde_json::json;
 
 /// Watchers opened with `initial_state` and then never read.

@@ -3,11 +3,8 @@
 //! embedded SQLite store — and, on PostgreSQL, replicas and out-of-order
 //! commits.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use roster_directory::DirectoryConfig;
 use roster_directory::cursor;
 use roster_directory::error::OLDEST_CURSOR_KEY;
@@ -17,6 +14,8 @@ use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{ChangeKind, ListOptions, ListUsersRequest, WatchChangesRequest};
 use roster_store::Cursor;
+use roster_testkit::app::*;
+use roster_testkit::on_both_backends;
 
 on_both_backends!(from_now_delivers_later_changes_in_order_with_cursors);
 async fn from_now_delivers_later_changes_in_order_with_cursors(backend: Backend) {
@@ -431,7 +430,7 @@ async fn a_write_through_one_replica_reaches_a_watcher_on_another_promptly() {
     let mut admin_a = replica_a.admin().await;
     let mut dir_a = replica_a.directory().await;
     let mut dir_b = replica_b.directory().await;
-    let d = create_directory(&mut admin_a, "replicas").await;
+    let d = create_directory_named(&mut admin_a, "replicas").await;
 
     let mut on_b = watch(&mut dir_b, &d, &[], Start::FromNow(())).await;
     // A first message proves B's watcher is established before the write.

@@ -3,10 +3,12 @@
 //! characters, `active` removal and Entra ID's matching queries. The store
 //! conformance suite checks the store-level parts on both backends.
 
-mod common;
-
-use common::{Scim, Stack, user};
 use roster_proto::admin::DeprovisionPolicy;
+use roster_testkit::app;
+use roster_testkit::app::{
+    ENTERPRISE_USER_SCHEMA, ERROR_SCHEMA, GROUP_SCHEMA, SEARCH_REQUEST_SCHEMA, USER_SCHEMA,
+};
+use roster_testkit::app::{Reply, Scim, Stack, user};
 use serde_json::{Value, json};
 
 fn encode(filter: &str) -> String {
@@ -21,7 +23,7 @@ fn encode(filter: &str) -> String {
     out
 }
 
-async fn search(scim: &Scim, endpoint: &str, filter: &str) -> common::Resp {
+async fn search(scim: &Scim, endpoint: &str, filter: &str) -> Reply {
     scim.get(&format!("/{endpoint}?filter={}", encode(filter)))
         .await
 }
@@ -35,18 +37,14 @@ async fn ids_matching(scim: &Scim, endpoint: &str, filter: &str) -> Vec<String> 
         .collect()
 }
 
-fn assert_scim_error(r: &common::Resp, status: u16, scim_type: &str, what: &str) {
+fn assert_scim_error(r: &Reply, status: u16, scim_type: &str, what: &str) {
     assert_eq!(
         (r.status, r.scim_type()),
         (status, scim_type),
         "{what}: {:?}",
         r.body
     );
-    assert_eq!(
-        r.body["schemas"],
-        json!(["urn:ietf:params:scim:api:messages:2.0:Error"]),
-        "{what}"
-    );
+    assert_eq!(r.body["schemas"], json!([ERROR_SCHEMA]), "{what}");
     let detail = r.body["detail"].as_str().unwrap_or_default().to_lowercase();
     for word in ["sqlstate", "sql", "postgres", "sqlite", "database"] {
         assert!(!detail.contains(word), "{what}: detail {detail:?}");
@@ -115,18 +113,9 @@ async fn values_of_the_wrong_json_type_are_rejected_and_never_stored() {
             with("phoneNumbers", json!([{"value": {"n": 1}}])),
             "phone value as an object",
         ),
+        (with("schemas", json!(USER_SCHEMA)), "schemas as a string"),
         (
-            with(
-                "schemas",
-                json!("urn:ietf:params:scim:schemas:core:2.0:User"),
-            ),
-            "schemas as a string",
-        ),
-        (
-            with(
-                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
-                json!("Sales"),
-            ),
+            with(ENTERPRISE_USER_SCHEMA, json!("Sales")),
             "the enterprise extension as a string",
         ),
     ] {
@@ -144,11 +133,11 @@ async fn values_of_the_wrong_json_type_are_rejected_and_never_stored() {
     let id = scim.create_user("typed@example.com").await;
     let replace = |value: Value| json!([{"op": "replace", "path": "name", "value": value}]);
     let r = scim
-        .patch(&format!("/Users/{id}"), replace(json!("Alice Anders")))
+        .patch_ops(&format!("/Users/{id}"), replace(json!("Alice Anders")))
         .await;
     assert_scim_error(&r, 400, "invalidValue", "PATCH name with a string");
     let r = scim
-        .patch(
+        .patch_ops(
             &format!("/Users/{id}"),
             json!({"op": "replace", "path": "title", "value": "x"}),
         )
@@ -164,8 +153,7 @@ async fn values_of_the_wrong_json_type_are_rejected_and_never_stored() {
     // bare-string manager.
     let mut entra = user("entra-shapes@example.com");
     entra["active"] = json!("True");
-    entra["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"] =
-        json!({"manager": "some-manager-id"});
+    entra[ENTERPRISE_USER_SCHEMA] = json!({"manager": "some-manager-id"});
     let r = scim.post("/Users", &entra).await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     assert_eq!(r.body["active"], true);
@@ -177,7 +165,7 @@ async fn undefined_extensions_are_kept_verbatim() {
     let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
     let urn = "urn:example:params:scim:schemas:extension:acme:2.0:User";
     let mut body = user("ext@example.com");
-    body["schemas"] = json!(["urn:ietf:params:scim:schemas:core:2.0:User", urn]);
+    body["schemas"] = json!([USER_SCHEMA, urn]);
     body[urn] = json!({"costCenter": "CC-42", "badges": [{"value": "b1"}], "level": 3});
     let created = scim.post("/Users", &body).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
@@ -196,7 +184,7 @@ async fn undefined_extensions_are_kept_verbatim() {
     // Declared in `schemas` but its data is not an object: not storable as
     // an extension.
     let mut bad = user("ext2@example.com");
-    bad["schemas"] = json!(["urn:ietf:params:scim:schemas:core:2.0:User", urn]);
+    bad["schemas"] = json!([USER_SCHEMA, urn]);
     bad[urn] = json!("CC-42");
     let r = scim.post("/Users", &bad).await;
     assert_scim_error(
@@ -229,7 +217,7 @@ async fn nul_characters_are_rejected_before_the_database() {
     let r = scim.post("/Users", &body).await;
     assert_scim_error(&r, 400, "invalidValue", "NUL in a body string");
     let r = scim
-        .patch(
+        .patch_ops(
             &format!("/Users/{id}"),
             json!([{"op": "replace", "path": "title", "value": "x\u{0}"}]),
         )
@@ -238,7 +226,7 @@ async fn nul_characters_are_rejected_before_the_database() {
     let r = scim
         .post(
             "/Groups",
-            &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            &json!({"schemas": [GROUP_SCHEMA],
                     "displayName": "g\u{0}"}),
         )
         .await;
@@ -261,7 +249,7 @@ async fn a_filter_beyond_the_bind_parameter_limit_is_a_400() {
     let r = scim
         .post(
             "/Users/.search",
-            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            &json!({"schemas": [SEARCH_REQUEST_SCHEMA],
                     "filter": filter}),
         )
         .await;
@@ -274,7 +262,7 @@ async fn removing_active_deactivates_the_user() {
     let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
     let id = scim.create_user("rm-active@example.com").await;
     let r = scim
-        .patch(
+        .patch_ops(
             &format!("/Users/{id}"),
             json!([{"op": "remove", "path": "active"}]),
         )
@@ -290,7 +278,7 @@ async fn removing_active_deactivates_the_user() {
 async fn entra_id_matching_queries_find_the_user() {
     let stack = Stack::start("gw_entra_match").await;
     let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
-    let ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+    let ent = ENTERPRISE_USER_SCHEMA;
     let mut body = user("jdoe@contoso.com");
     body["emails"] = json!([
         {"value": "jdoe@contoso.com", "type": "work", "primary": true},
@@ -331,7 +319,7 @@ async fn entra_id_matching_queries_find_the_user() {
         .is_empty()
     );
 
-    let group = scim.post("/Groups", &common::group("Sales", &[&id])).await;
+    let group = scim.post("/Groups", &app::group("Sales", &[&id])).await;
     assert_eq!(group.status, 201, "{:?}", group.body);
     let gid = group.body["id"].as_str().unwrap().to_owned();
     let r = scim

@@ -1,13 +1,13 @@
 //! End-to-end: the real gateway over HTTP, the real directory service over
 //! loopback gRPC, real PostgreSQL.
 
-mod common;
-
-use common::{Stack, group, member_ids, user};
 use roster_proto::admin::DeprovisionPolicy;
+use roster_testkit::app::{
+    BULK_REQUEST_SCHEMA, BULK_RESPONSE_SCHEMA, ERROR_SCHEMA, GROUP_SCHEMA, LIST_RESPONSE_SCHEMA,
+    PATCH_OP_SCHEMA, SEARCH_REQUEST_SCHEMA, USER_SCHEMA,
+};
+use roster_testkit::app::{Reply, Stack, group, member_ids, user};
 use serde_json::json;
-
-const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
 #[tokio::test]
 async fn user_provisioning_lifecycle() {
@@ -28,7 +28,7 @@ async fn user_provisioning_lifecycle() {
     let created = scim.post("/Users", &user("alice@example.com")).await;
     assert_eq!(created.status, 201, "{:?}", created.body);
     let id = created.body["id"].as_str().unwrap().to_owned();
-    let location = format!("{}/Users/{id}", scim.base);
+    let location = format!("{}/Users/{id}", scim.base_url);
     assert_eq!(created.header("location"), Some(location.as_str()));
     assert_eq!(created.body["meta"]["location"], location);
     assert_eq!(created.body["meta"]["resourceType"], "User");
@@ -77,7 +77,7 @@ async fn user_provisioning_lifecycle() {
 
     // PATCH without a path (Entra's shape).
     let patched = scim
-        .patch(
+        .patch_ops(
             &format!("/Users/{id}"),
             json!([{"op": "replace", "value": {"title": "Manager", "displayName": "Alice L."}}]),
         )
@@ -88,7 +88,7 @@ async fn user_provisioning_lifecycle() {
 
     // PATCH with a value-filter path.
     let patched = scim
-        .patch(
+        .patch_ops(
             &format!("/Users/{id}"),
             json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "alice@new.example.com"}]),
         )
@@ -98,7 +98,7 @@ async fn user_provisioning_lifecycle() {
 
     // Deactivate, then reactivate (Okta's shape: path "active").
     let off = scim
-        .patch(
+        .patch_ops(
             &format!("/Users/{id}"),
             json!([{"op": "replace", "path": "active", "value": false}]),
         )
@@ -110,7 +110,7 @@ async fn user_provisioning_lifecycle() {
         false
     );
     let on = scim
-        .patch(
+        .patch_ops(
             &format!("/Users/{id}"),
             json!([{"op": "replace", "value": {"active": true}}]),
         )
@@ -139,10 +139,7 @@ async fn lists_filter_page_sort_and_project() {
     let all = scim.get("/Users").await;
     assert_eq!(all.body["totalResults"], 5);
     assert_eq!(all.body["itemsPerPage"], 5);
-    assert_eq!(
-        all.body["schemas"][0],
-        "urn:ietf:params:scim:api:messages:2.0:ListResponse"
-    );
+    assert_eq!(all.body["schemas"][0], LIST_RESPONSE_SCHEMA);
 
     let b = scim.get("/Users?filter=userName%20sw%20%22b%22").await;
     assert_eq!(b.body["totalResults"], 2, "{:?}", b.body);
@@ -227,7 +224,7 @@ async fn lists_filter_page_sort_and_project() {
     let search = scim
         .post(
             "/Users/.search",
-            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": "userName sw \"b\"", "startIndex": 2, "count": 5, "attributes": ["userName"]}),
+            &json!({"schemas": [SEARCH_REQUEST_SCHEMA], "filter": "userName sw \"b\"", "startIndex": 2, "count": 5, "attributes": ["userName"]}),
         )
         .await;
     assert_eq!(search.status, 200, "{:?}", search.body);
@@ -260,13 +257,13 @@ async fn group_membership_lifecycle() {
     let path = format!("/Groups/{gid}");
     assert_eq!(
         created.header("location"),
-        Some(format!("{}{path}", scim.base).as_str())
+        Some(format!("{}{path}", scim.base_url).as_str())
     );
     assert_eq!(member_ids(&created.body), vec![u1.clone()]);
     assert_eq!(created.body["members"][0]["type"], "User");
     assert_eq!(
         created.body["members"][0]["$ref"],
-        format!("{}/Users/{u1}", scim.base)
+        format!("{}/Users/{u1}", scim.base_url)
     );
 
     let conflict = scim.post("/Groups", &group("Engineering", &[])).await;
@@ -274,7 +271,7 @@ async fn group_membership_lifecycle() {
 
     // Add a member: 204, and the user lists the group.
     let add = scim
-        .patch(
+        .patch_ops(
             &path,
             json!([{"op": "add", "path": "members", "value": [{"value": u2}]}]),
         )
@@ -289,7 +286,7 @@ async fn group_membership_lifecycle() {
 
     // Remove one with a value filter.
     let remove = scim
-        .patch(
+        .patch_ops(
             &path,
             json!([{"op": "remove", "path": format!("members[value eq \"{u1}\"]")}]),
         )
@@ -299,7 +296,7 @@ async fn group_membership_lifecycle() {
 
     // Replace the whole list.
     let replace = scim
-        .patch(
+        .patch_ops(
             &path,
             json!([{"op": "replace", "path": "members", "value": [{"value": u3}]}]),
         )
@@ -309,7 +306,7 @@ async fn group_membership_lifecycle() {
 
     // Rename; asking for attributes returns the resource.
     let rename = scim
-        .patch(
+        .patch_ops(
             &format!("{path}?attributes=displayName"),
             json!([{"op": "replace", "path": "displayName", "value": "Eng"}]),
         )
@@ -361,13 +358,13 @@ async fn bulk_with_references_and_fail_on_errors() {
 
     // The group is listed first but references the user created after it.
     let request = json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "schemas": [BULK_REQUEST_SCHEMA],
         "Operations": [
             {"method": "POST", "path": "/Groups", "bulkId": "g1", "data": group("Sales", &["bulkId:u1"])},
             {"method": "POST", "path": "/Users", "bulkId": "u1", "data": user("bulk1@example.com")},
             {"method": "POST", "path": "/Users", "bulkId": "u2", "data": user("bulk2@example.com")},
             {"method": "PATCH", "path": "/Groups/bulkId:g1", "data": {
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "schemas": [PATCH_OP_SCHEMA],
                 "Operations": [{"op": "add", "path": "members", "value": [{"value": "bulkId:u2"}]}]}},
             {"method": "DELETE", "path": "/Users/00000000-0000-4000-8000-000000000000"},
             {"method": "DELETE", "path": "/Users/bulkId:nobody"}
@@ -375,10 +372,7 @@ async fn bulk_with_references_and_fail_on_errors() {
     });
     let response = scim.post("/Bulk", &request).await;
     assert_eq!(response.status, 200, "{:?}", response.body);
-    assert_eq!(
-        response.body["schemas"][0],
-        "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
-    );
+    assert_eq!(response.body["schemas"][0], BULK_RESPONSE_SCHEMA);
     let ops = response.body["Operations"].as_array().unwrap();
     let statuses: Vec<&str> = ops.iter().map(|o| o["status"].as_str().unwrap()).collect();
     assert_eq!(
@@ -393,7 +387,7 @@ async fn bulk_with_references_and_fail_on_errors() {
     assert_eq!(ops[4]["response"]["status"], "404");
 
     let group_doc = scim
-        .get(group_location.strip_prefix(scim.base.as_str()).unwrap())
+        .get(group_location.strip_prefix(scim.base_url.as_str()).unwrap())
         .await;
     let user1_id = user1_location.rsplit('/').next().unwrap();
     let user2_id = ops[2]["location"]
@@ -456,7 +450,7 @@ async fn discovery_endpoints() {
     );
     assert_eq!(
         spc.body["meta"]["location"],
-        format!("{}/ServiceProviderConfig", scim.base)
+        format!("{}/ServiceProviderConfig", scim.base_url)
     );
 
     let schemas = scim.get("/Schemas").await;
@@ -467,7 +461,7 @@ async fn discovery_endpoints() {
         .map(|s| s["id"].as_str().unwrap().to_owned())
         .collect();
     assert!(ids.contains(&USER_SCHEMA.to_owned()), "{ids:?}");
-    assert!(ids.contains(&"urn:ietf:params:scim:schemas:core:2.0:Group".to_owned()));
+    assert!(ids.contains(&GROUP_SCHEMA.to_owned()));
     assert_eq!(
         schemas.body["totalResults"].as_u64(),
         Some(ids.len() as u64)
@@ -496,10 +490,10 @@ async fn authentication_failures_and_revocation() {
     let b = stack.directory_with_token(DeprovisionPolicy::Delete).await;
     assert_eq!(a.get("/Users").await.status, 200);
 
-    let anonymous = common::read(
+    let anonymous = Reply::scim(
         stack
             .http()
-            .get(format!("{}/Users", a.base))
+            .get(format!("{}/Users", a.base_url))
             .send()
             .await
             .unwrap(),
@@ -510,10 +504,7 @@ async fn authentication_failures_and_revocation() {
         anonymous.header("www-authenticate"),
         Some("Bearer realm=\"roster\"")
     );
-    assert_eq!(
-        anonymous.body["schemas"][0],
-        "urn:ietf:params:scim:api:messages:2.0:Error"
-    );
+    assert_eq!(anonymous.body["schemas"][0], ERROR_SCHEMA);
 
     let wrong = a.with_token("not-a-real-token").get("/Users").await;
     assert_eq!(wrong.status, 401);
@@ -527,7 +518,7 @@ async fn authentication_failures_and_revocation() {
     assert_eq!(foreign_discovery.status, 401);
 
     // An unknown directory id looks the same as a foreign one.
-    let unknown = common::read(
+    let unknown = Reply::scim(
         stack
             .http()
             .get(format!(
@@ -571,7 +562,7 @@ async fn conditional_requests() {
     let path = format!("/Users/{id}");
     let v1 = scim.get(&path).await.header("etag").unwrap().to_owned();
 
-    let not_modified = common::read(
+    let not_modified = Reply::scim(
         scim.request(reqwest::Method::GET, &path)
             .header("if-none-match", &v1)
             .send()
@@ -582,8 +573,8 @@ async fn conditional_requests() {
     assert_eq!(not_modified.status, 304);
     assert_eq!(not_modified.header("etag"), Some(v1.as_str()));
 
-    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "title", "value": "CTO"}]});
-    let matched = common::read(
+    let patch = json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [{"op": "replace", "path": "title", "value": "CTO"}]});
+    let matched = Reply::scim(
         scim.request(reqwest::Method::PATCH, &path)
             .header("if-match", &v1)
             .header("content-type", "application/scim+json")
@@ -597,7 +588,7 @@ async fn conditional_requests() {
     let v2 = matched.header("etag").unwrap().to_owned();
     assert_ne!(v1, v2);
 
-    let modified = common::read(
+    let modified = Reply::scim(
         scim.request(reqwest::Method::GET, &path)
             .header("if-none-match", &v1)
             .send()
@@ -607,7 +598,7 @@ async fn conditional_requests() {
     .await;
     assert_eq!(modified.status, 200);
 
-    let stale = common::read(
+    let stale = Reply::scim(
         scim.request(reqwest::Method::PUT, &path)
             .header("if-match", &v1)
             .header("content-type", "application/scim+json")
@@ -620,7 +611,7 @@ async fn conditional_requests() {
     assert_eq!(stale.status, 412, "{:?}", stale.body);
     assert_eq!(stale.body["status"], "412");
 
-    let stale_delete = common::read(
+    let stale_delete = Reply::scim(
         scim.request(reqwest::Method::DELETE, &path)
             .header("if-match", "W/\"999\"")
             .send()
@@ -629,7 +620,7 @@ async fn conditional_requests() {
     )
     .await;
     assert_eq!(stale_delete.status, 412);
-    let any = common::read(
+    let any = Reply::scim(
         scim.request(reqwest::Method::DELETE, &path)
             .header("if-match", "*")
             .send()
@@ -666,7 +657,7 @@ async fn bad_input_is_a_scim_400_never_a_500() {
     let raw = |body: &'static [u8], content_type: &'static str| {
         let scim = scim.clone();
         async move {
-            common::read(
+            Reply::scim(
                 scim.request(reqwest::Method::POST, "/Users")
                     .header("content-type", content_type)
                     .body(body)
@@ -705,7 +696,7 @@ async fn bad_input_is_a_scim_400_never_a_500() {
     assert_eq!(r.status, 415);
 
     // No Content-Type at all is tolerated when the body is JSON.
-    let untyped = common::read(
+    let untyped = Reply::scim(
         scim.request(reqwest::Method::POST, "/Users")
             .body(user("untyped@example.com").to_string())
             .send()
@@ -724,7 +715,7 @@ async fn bad_input_is_a_scim_400_never_a_500() {
     assert_eq!(r.status, 413, "{:?}", r.body);
 
     let bad_patch = scim
-        .patch(
+        .patch_ops(
             "/Users/00000000-0000-4000-8000-000000000000",
             json!("nonsense"),
         )
@@ -769,17 +760,17 @@ async fn every_change_appears_in_order_on_watch_changes() {
     let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
     let id = scim.create_user("watched@example.com").await;
     let path = format!("/Users/{id}");
-    scim.patch(
+    scim.patch_ops(
         &path,
         json!([{"op": "replace", "path": "title", "value": "Dev"}]),
     )
     .await;
-    scim.patch(
+    scim.patch_ops(
         &path,
         json!([{"op": "replace", "path": "active", "value": false}]),
     )
     .await;
-    scim.patch(
+    scim.patch_ops(
         &path,
         json!([{"op": "replace", "path": "active", "value": true}]),
     )
@@ -788,7 +779,7 @@ async fn every_change_appears_in_order_on_watch_changes() {
         .as_str()
         .unwrap()
         .to_owned();
-    scim.patch(
+    scim.patch_ops(
         &format!("/Groups/{gid}"),
         json!([{"op": "add", "path": "members", "value": [{"value": id}]}]),
     )

@@ -2,16 +2,15 @@
 //! most 4 MiB per message), read and written over SCIM through the real
 //! gateway and directory service on PostgreSQL.
 
-mod common;
-
+use roster_testkit::app::{GROUP_SCHEMA, USER_SCHEMA};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Resp, Scim, Stack};
 use roster_proto::admin::DeprovisionPolicy;
 use roster_store::{
     DirectoryId, GroupWrite, MemberKind, MemberRef, Store, UserFields, UserId, UserWrite,
 };
+use roster_testkit::app::{Reply, Scim, Stack};
 use serde_json::{Value, json};
 
 /// Members of the big group: about 10 MiB of members in protobuf.
@@ -29,7 +28,7 @@ fn user_write(i: usize) -> UserWrite {
             ..Default::default()
         },
         raw: json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "schemas": [USER_SCHEMA],
             "userName": name,
             "displayName": format!("Member Number {i:06}"),
             "active": true,
@@ -67,7 +66,7 @@ async fn seed(stack: &Stack, scim: &Scim) -> (String, BTreeSet<String>) {
                 display_name: "Everyone".into(),
                 external_id: None,
                 raw: json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                    "schemas": [GROUP_SCHEMA],
                     "displayName": "Everyone",
                 }),
                 members: Some(members),
@@ -93,7 +92,7 @@ fn member_ids(group: &Value) -> BTreeSet<String> {
 
 /// A group answer that carries every member once, with its ETag matching
 /// the version in the body.
-fn assert_all_members(resp: &Resp, expected: &BTreeSet<String>, what: &str) {
+fn assert_all_members(resp: &Reply, expected: &BTreeSet<String>, what: &str) {
     assert_eq!(resp.status, 200, "{what}: {}", resp.body);
     let members = resp.body["members"].as_array().expect("members");
     assert_eq!(members.len(), MEMBERS, "{what}: member count");
@@ -142,7 +141,7 @@ async fn a_group_of_150_000_members_is_read_and_written_over_scim() {
         .post(
             "/Groups",
             &json!({
-                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "schemas": [GROUP_SCHEMA],
                 "displayName": "Few",
                 "members": [{"value": expected.iter().next().unwrap()}],
             }),
@@ -171,7 +170,7 @@ async fn a_group_of_150_000_members_is_read_and_written_over_scim() {
         .put(
             &path,
             &json!({
-                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "schemas": [GROUP_SCHEMA],
                 "displayName": "All Staff",
             }),
         )
@@ -183,13 +182,9 @@ async fn a_group_of_150_000_members_is_read_and_written_over_scim() {
     // PATCH asking for the resource back answers it with all its members,
     // the projection applying to each member.
     let patched = scim
-        .send(
-            reqwest::Method::PATCH,
+        .patch_ops(
             &format!("{path}?attributes=displayName,members.value"),
-            &json!({
-                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "replace", "path": "displayName", "value": "Staff"}],
-            }),
+            json!([{"op": "replace", "path": "displayName", "value": "Staff"}]),
         )
         .await;
     assert_eq!(patched.status, 200, "{}", patched.body);
@@ -208,7 +203,7 @@ async fn a_group_of_150_000_members_is_read_and_written_over_scim() {
         .post(
             "/Groups",
             &json!({
-                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "schemas": [GROUP_SCHEMA],
                 "displayName": "Many",
                 "members": many.iter().map(|id| json!({"value": id})).collect::<Vec<_>>(),
             }),

@@ -5,46 +5,27 @@
 //! without a certificate is refused; and replacing the server's certificate
 //! files changes what new connections see, without a restart.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use roster_gateway::GatewayConfig;
+use roster_proto::admin::DeprovisionPolicy;
 use roster_proto::admin::admin_service_client::AdminServiceClient;
-use roster_proto::admin::{
-    CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ProviderKind,
-};
-use roster_store::postgres::PgStore;
+use roster_testkit::app::{self, Gateway, Server};
 use roster_tls::TlsFiles;
 use roster_tls::testing::{Ca, Leaf, write};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("roster-mtls-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A directory service on PostgreSQL that requires mutual TLS.
-async fn directory_service(files: TlsFiles) -> u16 {
-    let url = roster_testkit::fresh_database("mtls").await;
-    let store = PgStore::connect(&url, 4).await.unwrap();
-    store.migrate().await.unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
+async fn directory_service(files: TlsFiles) -> Server {
+    let (store, _) = app::pg_store("mtls").await;
     let config = roster_directory::DirectoryConfig {
         tls: Some(files),
         ..Default::default()
     };
-    tokio::spawn(roster_directory::serve(
-        Arc::new(store),
-        config,
-        listener,
-        std::future::pending(),
-    ));
-    port
+    Server::start(store, config).await
 }
 
 /// A gRPC client of the directory service presenting `identity`.
@@ -64,51 +45,21 @@ fn grpc_client(port: u16, ca: &Ca, identity: Option<&Leaf>) -> Channel {
 
 /// Creates a directory and a token; returns the SCIM path and the token.
 async fn directory_with_token(channel: Channel) -> (String, String) {
-    let mut admin = AdminServiceClient::new(channel);
-    let directory = admin
-        .create_directory(CreateDirectoryRequest {
-            name: "mtls".into(),
-            organization: "acme".into(),
-            provider: ProviderKind::Generic as i32,
-            deprovision_policy: DeprovisionPolicy::Delete as i32,
-            attribute_mappings: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .directory
-        .unwrap();
-    let token = admin
-        .create_token(CreateTokenRequest {
-            directory_id: directory.id.clone(),
-            name: "idp".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .secret;
-    (format!("/scim/v2/{}/Users", directory.id), token)
+    let scim = app::directory_with_token(channel, "", DeprovisionPolicy::Delete).await;
+    (format!("{}/Users", scim.base_url), scim.token)
 }
 
-/// A gateway reaching the directory service at `endpoint`; returns its root URL.
-async fn gateway(endpoint: String, tls: Option<TlsFiles>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = GatewayConfig {
-        public_url: format!("http://{addr}"),
+/// A gateway reaching the directory service at `endpoint`.
+async fn gateway(endpoint: String, tls: Option<TlsFiles>) -> Gateway {
+    Gateway::start(GatewayConfig {
         directory_endpoint: endpoint,
         directory_tls: tls,
         // The gateway looks at its own certificate files once per refresh.
         directory_refresh: Duration::from_millis(50),
         request_timeout: Duration::from_secs(10),
         ..Default::default()
-    };
-    tokio::spawn(roster_gateway::serve(
-        config,
-        listener,
-        std::future::pending(),
-    ));
-    format!("http://{addr}")
+    })
+    .await
 }
 
 /// The certificate the directory service presents to a new connection.
@@ -155,20 +106,18 @@ async fn assert_outage(response: reqwest::Response, why: &str) {
         "{why}"
     );
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(
-        body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error",
-        "{why}"
-    );
+    assert_eq!(body["schemas"][0], app::ERROR_SCHEMA, "{why}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mutual_tls_admits_trusted_gateways_refuses_others_and_follows_rotation() {
-    let dir = temp_dir();
+    let dir = app::temp_dir("mtls");
     let ca = Ca::new("roster internal CA");
     let other_ca = Ca::new("someone else's CA");
     let server_leaf = ca.leaf(&["localhost"]);
     let server_files = write(&dir, "server", &server_leaf, &ca);
-    let port = directory_service(server_files.clone()).await;
+    let server = directory_service(server_files.clone()).await;
+    let port = server.addr.port();
     let gateway_leaf = ca.leaf(&["roster-gateway"]);
     let endpoint = format!("https://localhost:{port}");
 
@@ -179,7 +128,7 @@ async fn mutual_tls_admits_trusted_gateways_refuses_others_and_follows_rotation(
         Some(write(&dir, "gateway", &gateway_leaf, &ca)),
     )
     .await;
-    assert_eq!(get(&trusted, &users, &token).await.status(), 200);
+    assert_eq!(get(&trusted.root, &users, &token).await.status(), 200);
 
     let foreign_leaf = other_ca.leaf(&["roster-gateway"]);
     let foreign_cert = TlsFiles {
@@ -188,7 +137,7 @@ async fn mutual_tls_admits_trusted_gateways_refuses_others_and_follows_rotation(
     };
     let refused = gateway(endpoint.clone(), Some(foreign_cert)).await;
     assert_outage(
-        get(&refused, &users, &token).await,
+        get(&refused.root, &users, &token).await,
         "client certificate from another CA",
     )
     .await;
@@ -199,14 +148,14 @@ async fn mutual_tls_admits_trusted_gateways_refuses_others_and_follows_rotation(
     )
     .await;
     assert_outage(
-        get(&wrong_trust, &users, &token).await,
+        get(&wrong_trust.root, &users, &token).await,
         "server certificate not signed by the trusted CA",
     )
     .await;
 
     let plain = gateway(format!("http://localhost:{port}"), None).await;
     assert_outage(
-        get(&plain, &users, &token).await,
+        get(&plain.root, &users, &token).await,
         "plain HTTP/2 to a TLS port",
     )
     .await;
@@ -236,8 +185,8 @@ async fn mutual_tls_admits_trusted_gateways_refuses_others_and_follows_rotation(
         Some(write(&dir, "gateway2", &gateway_leaf, &ca)),
     )
     .await;
-    assert_eq!(get(&after, &users, &token).await.status(), 200);
-    assert_eq!(get(&trusted, &users, &token).await.status(), 200);
+    assert_eq!(get(&after.root, &users, &token).await.status(), 200);
+    assert_eq!(get(&trusted.root, &users, &token).await.status(), 200);
 
     // The gateway follows its own files too: swapped for a certificate the
     // directory service does not trust, its new connections are refused;
@@ -246,14 +195,14 @@ async fn mutual_tls_admits_trusted_gateways_refuses_others_and_follows_rotation(
     roster_testkit::eventually(
         "the gateway reconnects with its new certificate",
         Duration::from_secs(30),
-        || async { (get(&trusted, &users, &token).await.status() == 503).then_some(()) },
+        || async { (get(&trusted.root, &users, &token).await.status() == 503).then_some(()) },
     )
     .await;
     write(&dir, "gateway", &gateway_leaf, &ca);
     roster_testkit::eventually(
         "the gateway reconnects with a trusted certificate",
         Duration::from_secs(30),
-        || async { (get(&trusted, &users, &token).await.status() == 200).then_some(()) },
+        || async { (get(&trusted.root, &users, &token).await.status() == 200).then_some(()) },
     )
     .await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -2,43 +2,26 @@
 //! it must start, report not-ready, refuse unauthenticated calls and answer
 //! 503 with Retry-After rather than hang or fail with 500.
 
+use roster_testkit::app::ERROR_SCHEMA;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use roster_gateway::{GatewayConfig, serve};
+use roster_gateway::GatewayConfig;
+use roster_testkit::app::{Gateway, loopback};
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-/// A gateway pointed at a loopback port nothing listens on.
-struct OfflineGateway {
-    base: String,
-    _stop: oneshot::Sender<()>,
-}
-
-async fn unused_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
-}
-
-async fn start() -> OfflineGateway {
-    let dead = unused_port().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = GatewayConfig {
-        public_url: format!("http://{addr}"),
+/// A gateway configuration pointed at a loopback port nothing listens on.
+async fn offline_config(request_timeout: Duration) -> GatewayConfig {
+    let (_, dead) = loopback().await;
+    GatewayConfig {
         directory_endpoint: format!("http://{dead}"),
-        request_timeout: Duration::from_secs(10),
+        request_timeout,
         ..Default::default()
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(serve(config, listener, async move {
-        let _ = stopped.await;
-    }));
-    OfflineGateway {
-        base: format!("http://{addr}"),
-        _stop: stop,
     }
+}
+
+async fn start() -> Gateway {
+    Gateway::start(offline_config(Duration::from_secs(10)).await).await
 }
 
 fn client() -> reqwest::Client {
@@ -64,13 +47,13 @@ async fn json_of(response: reqwest::Response) -> Value {
 async fn health_and_readiness() {
     let gw = start().await;
     let health = client()
-        .get(format!("{}/healthz", gw.base))
+        .get(format!("{}/healthz", gw.root))
         .send()
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
     let ready = client()
-        .get(format!("{}/readyz", gw.base))
+        .get(format!("{}/readyz", gw.root))
         .send()
         .await
         .unwrap();
@@ -81,7 +64,7 @@ async fn health_and_readiness() {
 async fn missing_token_is_401_with_challenge() {
     let gw = start().await;
     let response = client()
-        .get(format!("{}/scim/v2/some-directory/Users", gw.base))
+        .get(format!("{}/scim/v2/some-directory/Users", gw.root))
         .header("x-request-id", "req-123")
         .send()
         .await
@@ -93,10 +76,7 @@ async fn missing_token_is_401_with_challenge() {
     );
     assert_eq!(response.headers()["x-request-id"], "req-123");
     let body = json_of(response).await;
-    assert_eq!(
-        body["schemas"][0],
-        "urn:ietf:params:scim:api:messages:2.0:Error"
-    );
+    assert_eq!(body["schemas"][0], ERROR_SCHEMA);
     assert_eq!(body["status"], "401");
 }
 
@@ -105,7 +85,7 @@ async fn malformed_authorization_is_401() {
     let gw = start().await;
     for value in ["Basic dXNlcjpwdw==", "Bearer", "Bearer a b"] {
         let response = client()
-            .get(format!("{}/scim/v2/d/ServiceProviderConfig", gw.base))
+            .get(format!("{}/scim/v2/d/ServiceProviderConfig", gw.root))
             .header("authorization", value)
             .send()
             .await
@@ -118,7 +98,7 @@ async fn malformed_authorization_is_401() {
 async fn unreachable_directory_service_is_503_with_retry_after() {
     let gw = start().await;
     let response = client()
-        .get(format!("{}/scim/v2/d/Users", gw.base))
+        .get(format!("{}/scim/v2/d/Users", gw.root))
         .bearer_auth("some-token")
         .send()
         .await
@@ -134,14 +114,14 @@ async fn unreachable_directory_service_is_503_with_retry_after() {
 async fn unknown_routes_and_methods_are_scim_errors() {
     let gw = start().await;
     let response = client()
-        .get(format!("{}/nope", gw.base))
+        .get(format!("{}/nope", gw.root))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
     assert_eq!(json_of(response).await["status"], "404");
     let response = client()
-        .delete(format!("{}/scim/v2/d/Users", gw.base))
+        .delete(format!("{}/scim/v2/d/Users", gw.root))
         .send()
         .await
         .unwrap();
@@ -165,25 +145,11 @@ impl roster_gateway::upstream::Resolve for NoDns {
 
 #[tokio::test]
 async fn unresolvable_directory_endpoint_starts_and_answers_503() {
-    let dead = unused_port().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = GatewayConfig {
-        public_url: format!("http://{addr}"),
-        directory_endpoint: format!("http://{dead}"),
-        // Far beyond the client's 20 s: a call waiting for an address that
-        // never comes would hang, not turn into a timeout answer.
-        request_timeout: Duration::from_secs(3600),
-        ..Default::default()
-    };
-    let state =
-        roster_gateway::AppState::with_resolver(config, std::sync::Arc::new(NoDns)).unwrap();
-    tokio::spawn(roster_gateway::serve_state(
-        state,
-        listener,
-        std::future::pending(),
-    ));
-    let base = format!("http://{addr}");
+    // Far beyond the client's 20 s: a call waiting for an address that
+    // never comes would hang, not turn into a timeout answer.
+    let config = offline_config(Duration::from_secs(3600)).await;
+    let gateway = Gateway::start_resolving(config, std::sync::Arc::new(NoDns)).await;
+    let base = &gateway.root;
     let ready = client().get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let response = client()

@@ -26,5 +26,8 @@ pub use stack::*;
 pub use watch::*;
 
 pub use roster_scim::ERROR_SCHEMA;
-pub use roster_scim::resource::{BULK_REQUEST_SCHEMA, LIST_RESPONSE_SCHEMA, PATCH_OP_SCHEMA};
+pub use roster_scim::resource::{
+    BULK_REQUEST_SCHEMA, BULK_RESPONSE_SCHEMA, LIST_RESPONSE_SCHEMA, PATCH_OP_SCHEMA,
+    SEARCH_REQUEST_SCHEMA,
+};
 pub use roster_scim::schema::{ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA};
