@@ -5,11 +5,11 @@
 
 use futures::StreamExt;
 use reqwest::Method;
-use roster_proto::directory::watch_changes_request::Start;
-use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{Change, ChangeKind, change};
 use roster_testkit::app;
-use roster_testkit::app::{Reply, Scim, bare_user, group, head_revision, open_watch, patch_op};
+use roster_testkit::app::{
+    Reply, Scim, bare_user, changes_up_to, group, head_revision, member_ids, patch_op,
+};
 use serde_json::{Value, json};
 
 /// Requests in flight at once (the machine has 2 cores; the point is overlap).
@@ -54,43 +54,7 @@ fn version(resource: &Value) -> i64 {
 
 /// Every change of `directory_id` up to the current head, in stream order.
 async fn stream(grpc: &str, directory_id: &str) -> Vec<Change> {
-    let head = head_revision(grpc, directory_id).await;
-    let mut stream = open_watch(grpc, directory_id, Start::AfterRevision(0))
-        .await
-        .expect("watch");
-    let mut changes = Vec::new();
-    let read = async {
-        loop {
-            let m = stream
-                .message()
-                .await
-                .expect("stream")
-                .expect("stream ended");
-            if let Some(Payload::Change(c)) = m.payload {
-                changes.push(c);
-            }
-            if m.revision >= head {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(app::CONVERGE, read)
-        .await
-        .expect("the stream reached the head");
-    changes
-}
-
-fn member_ids(group: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = group["members"]
-        .as_array()
-        .map(|m| {
-            m.iter()
-                .filter_map(|m| m["value"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort();
-    ids
+    changes_up_to(grpc, directory_id, head_revision(grpc, directory_id).await).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,13 +4,11 @@
 //! `WatchChanges` for A never carries B's events.
 
 use reqwest::Method;
-use roster_proto::directory::watch_changes_request::Start;
-use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{Change, change};
 use roster_testkit::app;
 use roster_testkit::app::{
-    BULK_REQUEST_SCHEMA, Reply, Scim, USER_SCHEMA, assert_scim_error, bare_user, group,
-    head_revision, open_watch, patch_op,
+    BULK_REQUEST_SCHEMA, Reply, Scim, USER_SCHEMA, assert_scim_error, bare_user, changes_up_to,
+    group, head_revision, patch_op,
 };
 use roster_testkit::app::{GROUP_SCHEMA, SEARCH_REQUEST_SCHEMA};
 use serde_json::{Value, json};
@@ -247,33 +245,6 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
-/// Reads A's stream from revision 0 up to `head` and returns its changes.
-async fn a_stream(grpc: &str, a: &str, head: i64) -> Vec<Change> {
-    let mut stream = open_watch(grpc, a, Start::AfterRevision(0))
-        .await
-        .expect("WatchChanges for A");
-    let mut changes = Vec::new();
-    let read = async {
-        loop {
-            let message = stream
-                .message()
-                .await
-                .expect("stream")
-                .expect("stream ended");
-            if let Some(Payload::Change(c)) = message.payload {
-                changes.push(c);
-            }
-            if message.revision >= head {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(app::CONVERGE, read)
-        .await
-        .expect("A's stream reached the head");
-    changes
-}
-
 fn touches(change: &Change, ids: &[&str]) -> bool {
     let membership = match &change.resource {
         Some(change::Resource::Membership(m)) => vec![m.group_id.clone(), m.member_id.clone()],
@@ -335,7 +306,7 @@ async fn a_token_of_one_directory_reaches_nothing_of_another() {
 
     // A's change stream carries only A's events.
     let head = head_revision(&served.grpc, &dir_a.directory_id).await;
-    let events = a_stream(&served.grpc, &dir_a.directory_id, head).await;
+    let events = changes_up_to(&served.grpc, &dir_a.directory_id, head).await;
     assert!(
         events.iter().any(|c| c.resource_id == a_user),
         "A's own events are missing"

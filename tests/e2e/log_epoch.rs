@@ -9,17 +9,11 @@ use roster_testkit::app;
 
 /// Runs `roster admin new-epoch <args>` and returns the epoch it printed.
 fn new_epoch(args: &[&str]) -> String {
-    let out = app::roster()
-        .args(["admin", "new-epoch"])
-        .args(args)
-        .output()
-        .expect("running roster");
-    assert!(
-        out.status.success(),
-        "roster admin new-epoch: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = roster_testkit::run_ok(
+        app::roster().args(["admin", "new-epoch"]).args(args),
+        "roster admin new-epoch",
     );
-    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let printed: serde_json::Value = serde_json::from_slice(&out).expect("JSON output");
     printed["epoch"].as_str().expect("an epoch").to_owned()
 }
 

@@ -3,7 +3,7 @@
 //! open WatchChanges streams, the change-log head and the database pool.
 
 use roster_testkit::app;
-use roster_testkit::app::USER_SCHEMA;
+use roster_testkit::app::bare_user;
 use std::time::Duration;
 
 use roster_proto::directory::WatchChangesRequest;
@@ -42,18 +42,11 @@ async fn metrics_reflect_requests_streams_head_and_pool() {
         .await
         .unwrap()
         .into_inner();
-    let created = http
-        .post(format!("{}/Users", served.base_url))
-        .bearer_auth(&token)
-        .header("content-type", "application/scim+json")
-        .body(
-            serde_json::json!({"schemas": [USER_SCHEMA], "userName": "metered@example.com"})
-                .to_string(),
-        )
-        .send()
+    served
+        .scim()
+        .post("/Users", &bare_user("metered@example.com"))
         .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+        .expect(201, "create a user");
     let missing = http
         .get(format!(
             "{}/Users/{}",
@@ -146,19 +139,11 @@ async fn the_head_lag_shows_a_revision_held_open() {
         .execute(&mut *slow)
         .await
         .unwrap();
-    let token = served.token.clone().expect("token");
-    let created = reqwest::Client::new()
-        .post(format!("{}/Users", served.base_url))
-        .bearer_auth(&token)
-        .header("content-type", "application/scim+json")
-        .body(
-            serde_json::json!({"schemas": [USER_SCHEMA], "userName": "lag@example.com"})
-                .to_string(),
-        )
-        .send()
+    served
+        .scim()
+        .post("/Users", &bare_user("lag@example.com"))
         .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+        .expect(201, "create a user");
     // The user's revision waits behind the open one: both count, and the
     // wait grows.
     metric_until(&metrics_url, lag, |v| v >= 2.0).await;

@@ -4,11 +4,10 @@
 //! service recovers without a restart.
 
 use roster_testkit::app;
-use roster_testkit::app::{ERROR_SCHEMA, USER_SCHEMA};
+use roster_testkit::app::{ERROR_SCHEMA, bare_user};
 use std::time::Duration;
 
 use roster_testkit::eventually;
-use serde_json::Value;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -40,7 +39,6 @@ async fn grpc_status(grpc: &str) -> Option<ServingStatus> {
 async fn readiness_follows_postgres_and_scim_answers_503_meanwhile() {
     let pg = roster_testkit::owned_cluster().await;
     let served = app::serve_database(&pg.url(), &[]);
-    let token = served.token.clone().expect("token");
     let http = reqwest::Client::new();
     let root = served.http_root();
     let wait = Duration::from_secs(60);
@@ -49,17 +47,10 @@ async fn readiness_follows_postgres_and_scim_answers_503_meanwhile() {
         (readyz(&http, &root).await == Some(200)).then_some(())
     })
     .await;
-    let body =
-        serde_json::json!({"schemas": [USER_SCHEMA], "userName": "ready@example.com"}).to_string();
-    let created = http
-        .post(format!("{}/Users", served.base_url))
-        .bearer_auth(&token)
-        .header("content-type", "application/scim+json")
-        .body(body)
-        .send()
+    let scim = served.scim();
+    scim.post("/Users", &bare_user("ready@example.com"))
         .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+        .expect(201, "create a user");
 
     pg.stop();
     eventually("gateway not ready", wait, || async {
@@ -70,19 +61,12 @@ async fn readiness_follows_postgres_and_scim_answers_503_meanwhile() {
         (grpc_status(&served.grpc).await == Some(ServingStatus::NotServing)).then_some(())
     })
     .await;
-    let during = http
-        .get(format!("{}/Users", served.base_url))
-        .bearer_auth(&token)
-        .send()
+    let during = scim
+        .get("/Users")
         .await
-        .unwrap();
-    assert_eq!(during.status(), 503, "SCIM while the database is down");
-    assert!(
-        during.headers().contains_key("retry-after"),
-        "no Retry-After"
-    );
-    let error: Value = during.json().await.unwrap();
-    assert_eq!(error["schemas"][0], ERROR_SCHEMA);
+        .expect(503, "SCIM while the database is down");
+    assert!(during.header("retry-after").is_some(), "no Retry-After");
+    assert_eq!(during.body["schemas"][0], ERROR_SCHEMA);
 
     pg.start().await;
     eventually("gateway ready again", wait, || async {
@@ -93,17 +77,9 @@ async fn readiness_follows_postgres_and_scim_answers_503_meanwhile() {
         (grpc_status(&served.grpc).await == Some(ServingStatus::Serving)).then_some(())
     })
     .await;
-    let list: Value = http
-        .get(format!(
-            "{}/Users?filter=userName%20eq%20%22ready@example.com%22",
-            served.base_url
-        ))
-        .bearer_auth(&token)
-        .send()
+    let list = scim
+        .get("/Users?filter=userName%20eq%20%22ready@example.com%22")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(list["totalResults"], 1, "{list}");
+        .expect(200, "list after the restart");
+    assert_eq!(list.total_results(), 1, "{}", list.text);
 }

@@ -25,16 +25,11 @@ const INTERNAL_SECRET: &str = "internal-s3cret-for-tests-9f8e7d";
 
 /// Every row of the database as SQL text (`pg_dump --data-only`).
 fn dump_database(url: &str) -> String {
-    let out = Command::new("pg_dump")
-        .args(["--data-only", "--no-owner", "--dbname", url])
-        .output()
-        .expect("pg_dump (PostgreSQL client tools) must be installed");
-    assert!(
-        out.status.success(),
-        "pg_dump: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = roster_testkit::run_ok(
+        Command::new("pg_dump").args(["--data-only", "--no-owner", "--dbname", url]),
+        "pg_dump (PostgreSQL client tools must be installed)",
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A token lifecycle through the SCIM surface: create, read, list, search,

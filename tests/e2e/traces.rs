@@ -3,7 +3,7 @@
 //! here, a SCIM request exports spans of both halves under one trace id.
 
 use roster_testkit::app;
-use roster_testkit::app::USER_SCHEMA;
+use roster_testkit::app::bare_user;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,19 +65,11 @@ async fn a_scim_request_is_one_trace_across_gateway_and_directory_service() {
             ("ROSTER_LOG_FORMAT", "json"),
         ],
     );
-    let token = served.token.clone().expect("token");
-    let created = reqwest::Client::new()
-        .post(format!("{}/Users", served.base_url))
-        .bearer_auth(token)
-        .header("content-type", "application/scim+json")
-        .body(
-            serde_json::json!({"schemas": [USER_SCHEMA], "userName": "traced@example.com"})
-                .to_string(),
-        )
-        .send()
+    served
+        .scim()
+        .post("/Users", &bare_user("traced@example.com"))
         .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+        .expect(201, "create a user");
 
     // A trace holding both the gateway's HTTP span and the directory service's gRPC span.
     let trace_id = roster_testkit::eventually(

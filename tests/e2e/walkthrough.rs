@@ -25,28 +25,23 @@ async fn readme_walkthrough_creates_a_user_and_watch_shows_it() {
     assert_eq!(user["userName"], "bjensen@example.com");
 
     // The README's `roster watch`.
-    let out = app::roster()
-        .args(["watch", "--endpoint", &format!("http://{}", served.grpc)])
-        .args([
-            "--directory",
-            &served.directory_id,
-            "--after-revision",
-            "0",
-            "--kinds",
-            "user.created",
-            "--count",
-            "1",
-        ])
-        .output()
-        .expect("roster watch");
-    assert!(
-        out.status.success(),
-        "watch failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = roster_testkit::run_ok(
+        app::roster()
+            .args(["watch", "--endpoint", &format!("http://{}", served.grpc)])
+            .args([
+                "--directory",
+                &served.directory_id,
+                "--after-revision",
+                "0",
+                "--kinds",
+                "user.created",
+                "--count",
+                "1",
+            ]),
+        "roster watch",
     );
-    let line: Value =
-        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap_or_default())
-            .expect("one JSON line");
+    let line: Value = serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap_or_default())
+        .expect("one JSON line");
     assert_eq!(line["change"]["kind"], "user.created");
     assert_eq!(
         line["change"]["resource"]["user_name"],

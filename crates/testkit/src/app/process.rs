@@ -76,18 +76,14 @@ pub fn admin(grpc: &str, args: &[&str]) -> Value {
 
 /// [`admin`] with extra environment variables.
 pub fn admin_with_env(grpc: &str, args: &[&str], env: &[(&str, &str)]) -> Value {
-    let out = roster()
-        .args(["admin", "--endpoint", &endpoint(grpc)])
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("roster admin");
-    assert!(
-        out.status.success(),
-        "roster admin {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = crate::run_ok(
+        roster()
+            .args(["admin", "--endpoint", &endpoint(grpc)])
+            .args(args)
+            .envs(env.iter().copied()),
+        &format!("roster admin {args:?}"),
     );
-    serde_json::from_slice(&out.stdout).expect("admin JSON")
+    serde_json::from_slice(&out).expect("admin JSON")
 }
 
 /// A directory named `name` and a token for it, created through `roster

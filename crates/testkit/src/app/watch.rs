@@ -86,23 +86,20 @@ pub async fn watch_until(
     directory_id: &str,
     done: impl Fn(&[Change]) -> bool,
 ) -> Vec<Change> {
-    let mut stream = open_watch(grpc, directory_id, Start::AfterRevision(0))
-        .await
-        .expect("WatchChanges");
     let mut events: Vec<Change> = Vec::new();
-    let read = async {
-        while !done(&events) {
-            let message = stream
-                .message()
-                .await
-                .expect("WatchChanges stream")
-                .expect("stream ended early");
-            if let Some(Payload::Change(change)) = message.payload {
-                events.push(change);
-            }
-        }
+    let take = |events: &mut Vec<Change>, message: WatchChangesResponse| {
+        events.extend(change_of(message));
     };
-    if tokio::time::timeout(WATCH_DEADLINE, read).await.is_err() {
+    if !read_log(
+        grpc,
+        directory_id,
+        WATCH_DEADLINE,
+        &mut events,
+        |events: &Vec<Change>| done(events),
+        take,
+    )
+    .await
+    {
         let seen: Vec<String> = events
             .iter()
             .map(|e| format!("{} {}", kind_name(e.kind), e.resource_id))
@@ -112,6 +109,60 @@ pub async fn watch_until(
         );
     }
     events
+}
+
+/// Reads the log of `directory_id` on `grpc` from revision 0 in one
+/// stream, handing every message to `take`, until `done` holds for `state`;
+/// false when `deadline` passed first.
+async fn read_log<S>(
+    grpc: &str,
+    directory_id: &str,
+    deadline: Duration,
+    state: &mut S,
+    done: impl Fn(&S) -> bool,
+    take: impl Fn(&mut S, WatchChangesResponse),
+) -> bool {
+    let mut stream = open_watch(grpc, directory_id, Start::AfterRevision(0))
+        .await
+        .expect("WatchChanges from revision 0");
+    let read = async {
+        while !done(state) {
+            let message = stream
+                .message()
+                .await
+                .expect("WatchChanges stream")
+                .expect("WatchChanges stream ended early");
+            take(state, message);
+        }
+    };
+    tokio::time::timeout(deadline, read).await.is_ok()
+}
+
+fn change_of(message: WatchChangesResponse) -> Option<Change> {
+    match message.payload {
+        Some(Payload::Change(change)) => Some(change),
+        _ => None,
+    }
+}
+
+/// Every change of `directory_id` up to revision `head`, in stream order.
+pub async fn changes_up_to(grpc: &str, directory_id: &str, head: i64) -> Vec<Change> {
+    let mut state = (Vec::new(), 0);
+    let take = |(changes, position): &mut (Vec<Change>, i64), message: WatchChangesResponse| {
+        *position = message.revision;
+        changes.extend(change_of(message));
+    };
+    let reached = read_log(
+        grpc,
+        directory_id,
+        CONVERGE,
+        &mut state,
+        |(_, position)| *position >= head,
+        take,
+    )
+    .await;
+    assert!(reached, "the stream did not reach revision {head}");
+    state.0
 }
 
 /// Waits until the stream holds, for every `(id, kinds)` pair, exactly the
@@ -224,7 +275,7 @@ async fn watch_forever(
             state.lock().unwrap().connects += 1;
             let mut received = 0usize;
             while let Ok(Some(message)) = stream.message().await {
-                record(&state, message);
+                record(&mut state.lock().unwrap(), message);
                 received += 1;
                 if drop_every.is_some_and(|n| received >= n) {
                     break;
@@ -236,8 +287,7 @@ async fn watch_forever(
     }
 }
 
-fn record(state: &Mutex<WatchState>, message: roster_proto::directory::WatchChangesResponse) {
-    let mut state = state.lock().unwrap();
+fn record(state: &mut WatchState, message: WatchChangesResponse) {
     if let Some(Payload::Change(change)) = &message.payload {
         state.changes.push(Seen {
             revision: message.revision,
@@ -294,24 +344,18 @@ pub async fn head_revision(grpc: &str, directory_id: &str) -> i64 {
 /// Reads the directory's change log from revision 0 up to `head` in one
 /// uninterrupted stream: the reference the resuming watchers are compared with.
 pub async fn full_log(grpc: &str, directory_id: &str, head: i64) -> Vec<Seen> {
-    let state = Mutex::new(WatchState::default());
-    let mut stream = open_watch(grpc, directory_id, Start::AfterRevision(0))
-        .await
-        .expect("WatchChanges from revision 0");
-    let read = async {
-        while state.lock().unwrap().position < head {
-            let message = stream
-                .message()
-                .await
-                .expect("full log stream")
-                .expect("full log stream ended early");
-            record(&state, message);
-        }
-    };
-    tokio::time::timeout(CONVERGE, read)
-        .await
-        .expect("the full log reached the head");
-    state.into_inner().unwrap().changes
+    let mut state = WatchState::default();
+    let reached = read_log(
+        grpc,
+        directory_id,
+        CONVERGE,
+        &mut state,
+        |state| state.position >= head,
+        record,
+    )
+    .await;
+    assert!(reached, "the full log did not reach the head");
+    state.changes
 }
 
 /// Asserts that `seen` is exactly `reference`: same events, same order, no

@@ -752,9 +752,9 @@ async fn rate_limit_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn every_change_appears_in_order_on_watch_changes() {
+    use roster_proto::directory::ChangeKind;
     use roster_proto::directory::watch_changes_request::Start;
-    use roster_proto::directory::watch_changes_response::Payload;
-    use roster_proto::directory::{ChangeKind, WatchChangesRequest};
+    use roster_testkit::app::{next_change, watch};
 
     let stack = Stack::start("gw_watch").await;
     let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
@@ -797,32 +797,18 @@ async fn every_change_appears_in_order_on_watch_changes() {
         ChangeKind::UserDeleted,
     ];
     let mut directory = stack.directory.clone();
-    let mut stream = directory
-        .watch_changes(WatchChangesRequest {
-            directory_id: scim.directory_id.clone(),
-            // Resource changes only; the directory's own creation is not ours.
-            kinds: expected.iter().map(|k| *k as i32).collect(),
-            start: Some(Start::AfterRevision(0)),
-        })
-        .await
-        .expect("watch")
-        .into_inner();
+    // Resource changes only; the directory's own creation is not ours.
+    let mut stream = watch(
+        &mut directory,
+        &scim.directory_id,
+        &expected,
+        Start::AfterRevision(0),
+    )
+    .await;
     let mut seen = Vec::new();
-    let collect = async {
-        while seen.len() < expected.len() {
-            let message = stream
-                .message()
-                .await
-                .expect("stream")
-                .expect("open stream");
-            if let Some(Payload::Change(change)) = message.payload {
-                seen.push(change.kind());
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(20), collect)
-        .await
-        .unwrap_or_else(|_| panic!("watch ended early: {seen:?}"));
+    while seen.len() < expected.len() {
+        seen.push(next_change(&mut stream).await.1.kind());
+    }
     assert_eq!(seen, expected);
 }
 
