@@ -222,7 +222,7 @@ async fn without_if_match_the_last_writer_wins_consistently_with_the_stream() {
     for a in concurrently(&scim, requests).await {
         assert_eq!(a.status, 200, "{}", a.text);
     }
-    let stored = scim.get(&path).await.expect(200, "get").body;
+    let stored = scim.get_ok(&path).await;
     assert_eq!(
         version(&stored),
         1 + writers as i64,

@@ -14,16 +14,9 @@
 use roster_testkit::app;
 use roster_testkit::app::{
     ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted,
-    watch_user_sequences, work_email,
+    work_email,
 };
 use serde_json::{Value, json};
-
-/// Entra's client: SCIM media type with a charset (pond/scimitar#123 shows the header as received).
-fn entra(dir: &Scim) -> Scim {
-    dir.clone()
-        .with_headers(&[("accept", "application/scim+json")])
-        .with_content_type("application/scim+json; charset=utf-8")
-}
 
 /// [TUTORIAL] "Create User": both schemas, client-sent `meta`, empty `roles`,
 /// plus the enterprise attributes of the default mapping.
@@ -72,18 +65,19 @@ fn remove_member_by_value(user_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn entra_provisions_with_both_patch_dialects_end_to_end() {
-    let served = app::serve_postgres("idp_entra").await;
-    let dir = served.directory("entra", "delete");
-    let idp = entra(&dir);
+    // Entra's client: SCIM media type with a charset (pond/scimitar#123 shows the header as received).
+    let (served, idp) = app::replay("entra", "delete").await;
+    let idp = idp.with_content_type("application/scim+json; charset=utf-8");
 
     // 1. Test Connection: [TUTORIAL] "makes requests to fetch a random user and group"; groups are
     //    always read with excludedAttributes=members. Both must be an empty ListResponse.
     let probe = "6f0dcbc9-6d8f-4b7e-b3b3-1ad1f3a0c3d2";
-    let users = idp
-        .get(&format!("/Users?filter=userName eq \"{probe}\""))
-        .await
-        .expect(200, "probe users");
-    assert_eq!(users.total_results(), 0);
+    assert_eq!(
+        idp.count(&format!("/Users?filter=userName eq \"{probe}\""))
+            .await,
+        0,
+        "probe users"
+    );
     let groups = idp
         .get(&format!(
             "/Groups?excludedAttributes=members&filter=displayName eq \"{probe}\""
@@ -123,7 +117,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
     idp.patch(&u, &set_manager)
         .await
         .expect_success("manager as string");
-    let read = idp.get(&u).await.expect(200, "read manager").body;
+    let read = idp.get_ok(&u).await;
     assert_eq!(
         read[ENTERPRISE_USER_SCHEMA]["manager"]["value"],
         manager.as_str(),
@@ -142,7 +136,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
     idp.patch(&u, &update)
         .await
         .expect_success("multi-valued update");
-    let read = idp.get(&u).await.expect(200, "after update").body;
+    let read = idp.get_ok(&u).await;
     assert_eq!(read["name"]["familyName"], "updatedFamilyName");
     assert_eq!(
         work_email(&read).as_deref(),
@@ -161,11 +155,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
     idp.patch(&format!("/Users/{no_mail}"), &first_mail)
         .await
         .expect_success("filter on missing emails");
-    let read = idp
-        .get(&format!("/Users/{no_mail}"))
-        .await
-        .expect(200, "no_mail")
-        .body;
+    let read = idp.get_ok(&format!("/Users/{no_mail}")).await;
     assert_eq!(
         work_email(&read).as_deref(),
         Some("nomail@contoso.com"),
@@ -183,11 +173,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
     idp.patch(&u, &flagged)
         .await
         .expect_success("path-less replace with dotted keys");
-    let read = idp
-        .get(&u)
-        .await
-        .expect(200, "after path-less replace")
-        .body;
+    let read = idp.get_ok(&u).await;
     assert_eq!(read["name"]["givenName"], "Kkom", "{read}");
     assert_eq!(read["name"]["familyName"], "Unua");
     assert_eq!(read["displayName"], "Bjfe");
@@ -203,18 +189,12 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
     idp.patch(&u, &disable)
         .await
         .expect_success("disable with string");
-    assert_eq!(
-        idp.get(&u).await.expect(200, "disabled").body["active"],
-        false
-    );
+    assert_eq!(idp.get_ok(&u).await["active"], false);
     let enable = patch_op(json!([{"op": "Replace", "path": "active", "value": "True"}]));
     idp.patch(&u, &enable)
         .await
         .expect_success("enable with string");
-    assert_eq!(
-        idp.get(&u).await.expect(200, "enabled").body["active"],
-        true
-    );
+    assert_eq!(idp.get_ok(&u).await["active"], true);
 
     // 8. Groups: [TUTORIAL] "Get Group by displayName" and "Create Group" (non-standard schema URN,
     //    client meta, externalId, no members), then "Get Group" with excludedAttributes=members.
@@ -252,7 +232,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
         reply.expect_success("concurrent Add");
     }
     assert_eq!(
-        member_ids(&idp.get(&g).await.expect(200, "members").body),
+        member_ids(&idp.get_ok(&g).await),
         sorted(&[&user, &manager, &no_mail])
     );
 
@@ -268,10 +248,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
     idp.patch(&g, &filtered)
         .await
         .expect_success("remove by filter");
-    assert_eq!(
-        member_ids(&idp.get(&g).await.expect(200, "after removals").body),
-        sorted(&[&user])
-    );
+    assert_eq!(member_ids(&idp.get_ok(&g).await), sorted(&[&user]));
 
     // 11. [TUTORIAL] "Update Group [Non-member attributes]".
     let rename = patch_op(json!([{"op": "Replace", "path": "displayName", "value": "Sales EMEA"}]));
@@ -284,66 +261,55 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
     // 12. Unassign: soft delete → active=false, sent as op "Add" with a string (rancher/rancher#54025).
     let unassign = patch_op(json!([{"op": "Add", "path": "active", "value": "False"}]));
     idp.patch(&u, &unassign).await.expect_success("unassign");
-    assert_eq!(
-        idp.get(&u).await.expect(200, "unassigned").body["active"],
-        false
-    );
+    assert_eq!(idp.get_ok(&u).await["active"], false);
 
     // 13. Hard delete after the 30-day soft-delete window: [TUTORIAL] "Delete User", then the
     //     group ("Delete Group"). The user leaves the group with the delete.
     idp.delete(&u).await.expect(204, "delete user");
     idp.get(&u).await.expect(404, "deleted user");
-    assert!(
-        member_ids(
-            &idp.get(&g)
-                .await
-                .expect(200, "group after user delete")
-                .body
-        )
-        .is_empty()
-    );
+    assert!(member_ids(&idp.get_ok(&g).await).is_empty());
     idp.delete(&g).await.expect(204, "delete group");
 
     // Final state: two users left, both active, the manager link intact.
-    let all = idp
-        .get("/Users?startIndex=1&count=100")
-        .await
-        .expect(200, "final users");
-    assert_eq!(all.total_results(), 2);
+    assert_eq!(
+        idp.count("/Users?startIndex=1&count=100").await,
+        2,
+        "final users"
+    );
 
-    watch_user_sequences(
-        &served.grpc,
-        &dir.directory_id,
-        &[
-            (
-                user.as_str(),
-                &[
-                    "user.created",
-                    "user.updated",
-                    "user.updated",
-                    "user.updated",
-                    "user.deactivated",
-                    "user.reactivated",
-                    "member.added",
-                    "user.deactivated",
-                    "member.removed",
-                    "user.deleted",
-                ],
-            ),
-            (
-                manager.as_str(),
-                &["user.created", "member.added", "member.removed"],
-            ),
-            (
-                no_mail.as_str(),
-                &[
-                    "user.created",
-                    "user.updated",
-                    "member.added",
-                    "member.removed",
-                ],
-            ),
-        ],
-    )
-    .await;
+    served
+        .watch_user_sequences(
+            &idp,
+            &[
+                (
+                    user.as_str(),
+                    &[
+                        "user.created",
+                        "user.updated",
+                        "user.updated",
+                        "user.updated",
+                        "user.deactivated",
+                        "user.reactivated",
+                        "member.added",
+                        "user.deactivated",
+                        "member.removed",
+                        "user.deleted",
+                    ],
+                ),
+                (
+                    manager.as_str(),
+                    &["user.created", "member.added", "member.removed"],
+                ),
+                (
+                    no_mail.as_str(),
+                    &[
+                        "user.created",
+                        "user.updated",
+                        "member.added",
+                        "member.removed",
+                    ],
+                ),
+            ],
+        )
+        .await;
 }

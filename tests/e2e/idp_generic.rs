@@ -9,31 +9,16 @@ use reqwest::Method;
 use roster_proto::directory::change;
 use roster_testkit::app;
 use roster_testkit::app::SEARCH_REQUEST_SCHEMA;
-use roster_testkit::app::{
-    GROUP_SCHEMA, Scim, USER_SCHEMA, concerns_group, kinds_where, patch_op, watch_until,
-    watch_user_sequences,
-};
+use roster_testkit::app::{GROUP_SCHEMA, USER_SCHEMA, concerns_group, kinds_where, patch_op};
 use serde_json::json;
-
-/// A client sending RFC 7644 §3.1 media types.
-fn generic(dir: &Scim) -> Scim {
-    dir.clone()
-        .with_headers(&[("accept", "application/scim+json")])
-        .with_content_type("application/scim+json")
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn generic_rfc7644_client_lifecycle() {
-    let served = app::serve_postgres("idp_generic").await;
-    let dir = served.directory("generic", "delete");
-    let idp = generic(&dir);
+    // A client sending RFC 7644 §3.1 media types.
+    let (served, idp) = app::replay("generic", "delete").await;
 
     // 1. Discovery (§4): the three endpoints answer, and PATCH and filtering are advertised.
-    let config = idp
-        .get("/ServiceProviderConfig")
-        .await
-        .expect(200, "ServiceProviderConfig")
-        .body;
+    let config = idp.get_ok("/ServiceProviderConfig").await;
     assert_eq!(config["patch"]["supported"], true);
     assert!(
         config["filter"]["maxResults"]
@@ -72,8 +57,8 @@ async fn generic_rfc7644_client_lifecycle() {
     // 3. Conditional read (§3.14): If-None-Match with the current ETag is 304.
     let client = reqwest::Client::new();
     let not_modified = client
-        .get(format!("{}{u}", dir.base_url))
-        .bearer_auth(&dir.token)
+        .get(format!("{}{u}", idp.base_url))
+        .bearer_auth(&idp.token)
         .header("if-none-match", etag)
         .send()
         .await
@@ -102,8 +87,8 @@ async fn generic_rfc7644_client_lifecycle() {
     let mut replacement = read.body.clone();
     replacement["title"] = json!("Tour Guide");
     let stale = client
-        .put(format!("{}{u}", dir.base_url))
-        .bearer_auth(&dir.token)
+        .put(format!("{}{u}", idp.base_url))
+        .bearer_auth(&idp.token)
         .header("content-type", "application/scim+json")
         .header("if-match", etag)
         .body(replacement.to_string())
@@ -112,8 +97,8 @@ async fn generic_rfc7644_client_lifecycle() {
         .expect("stale PUT");
     assert_eq!(stale.status(), 412);
     let fresh = client
-        .put(format!("{}{u}", dir.base_url))
-        .bearer_auth(&dir.token)
+        .put(format!("{}{u}", idp.base_url))
+        .bearer_auth(&idp.token)
         .header("content-type", "application/scim+json")
         .header("if-match", new_etag)
         .body(replacement.to_string())
@@ -150,28 +135,28 @@ async fn generic_rfc7644_client_lifecycle() {
     // 8. Delete (§3.6): 204, then 404 for the resource and an empty filter result.
     idp.delete(&u).await.expect(204, "delete");
     idp.get(&u).await.expect(404, "deleted");
-    let gone = idp
-        .get("/Users?filter=userName eq \"bjensen\"")
-        .await
-        .expect(200, "filter after delete");
-    assert_eq!(gone.total_results(), 0);
+    assert_eq!(
+        idp.count("/Users?filter=userName eq \"bjensen\"").await,
+        0,
+        "filter after delete"
+    );
 
-    let events = watch_user_sequences(
-        &served.grpc,
-        &dir.directory_id,
-        &[(
-            id.as_str(),
-            &[
-                "user.created",
-                "user.updated",
-                "user.updated",
-                "member.added",
-                "member.removed",
-                "user.deleted",
-            ],
-        )],
-    )
-    .await;
+    let events = served
+        .watch_user_sequences(
+            &idp,
+            &[(
+                id.as_str(),
+                &[
+                    "user.created",
+                    "user.updated",
+                    "user.updated",
+                    "member.added",
+                    "member.removed",
+                    "user.deleted",
+                ],
+            )],
+        )
+        .await;
     let created_event = events.iter().find_map(|e| match &e.resource {
         Some(change::Resource::User(user)) if e.resource_id == id => Some(user.clone()),
         _ => None,
@@ -180,10 +165,9 @@ async fn generic_rfc7644_client_lifecycle() {
         created_event.expect("user payload").active,
         "a user created without `active` is active"
     );
-    let events = watch_until(&served.grpc, &dir.directory_id, |seen| {
-        seen.len() >= events.len()
-    })
-    .await;
+    let events = served
+        .watch_until(&idp, |seen| seen.len() >= events.len())
+        .await;
     assert_eq!(
         kinds_where(&events, |e| concerns_group(e, &group)),
         vec![

@@ -11,15 +11,8 @@
 //! requests follow RFC 7644 otherwise.
 
 use roster_testkit::app;
-use roster_testkit::app::{ENTERPRISE_USER_SCHEMA, Scim, USER_SCHEMA, watch_user_sequences};
+use roster_testkit::app::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
 use serde_json::{Value, json};
-
-/// Google's client.
-fn google(dir: &Scim) -> Scim {
-    dir.clone()
-        .with_headers(&[("accept", "application/scim+json")])
-        .with_content_type("application/json")
-}
 
 /// A user as mapped from Google's directory: primary e-mail as userName, names, department, employee id.
 fn google_user(primary_email: &str, first: &str, last: &str, employee_id: &str) -> Value {
@@ -35,13 +28,12 @@ fn google_user(primary_email: &str, first: &str, last: &str, employee_id: &str) 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn google_provisions_users_suspends_and_deletes_as_deactivation() {
-    let served = app::serve_postgres("idp_google").await;
-    let dir = served.directory("google", "deactivate");
-    let idp = google(&dir);
+    // Google's client.
+    let (served, idp) = app::replay("google", "deactivate").await;
+    let idp = idp.with_content_type("application/json");
 
     // 1. Activation: [AUTHN] "Google fires a probe against /scim/v2/Users?count=1".
-    let probe = idp.get("/Users?count=1").await.expect(200, "probe");
-    assert_eq!(probe.total_results(), 0);
+    assert_eq!(idp.count("/Users?count=1").await, 0, "probe");
 
     // 2. Sync: lookup by primary e-mail, then create, for three people in scope.
     let mut ids = Vec::new();
@@ -77,7 +69,7 @@ async fn google_provisions_users_suspends_and_deletes_as_deactivation() {
     update[ENTERPRISE_USER_SCHEMA]["department"] = json!("Treasury");
     idp.put(&u, &update).await.expect(200, "PUT user");
     assert_eq!(
-        idp.get(&u).await.expect(200, "read").body[ENTERPRISE_USER_SCHEMA]["department"],
+        idp.get_ok(&u).await[ENTERPRISE_USER_SCHEMA]["department"],
         "Treasury"
     );
 
@@ -91,27 +83,27 @@ async fn google_provisions_users_suspends_and_deletes_as_deactivation() {
     //    (policy deactivate); a repeated DELETE (Google retries) changes nothing.
     idp.delete(&u).await.expect(204, "delete");
     idp.delete(&u).await.expect(204, "repeated delete");
-    let kept = idp.get(&u).await.expect(200, "kept").body;
+    let kept = idp.get_ok(&u).await;
     assert_eq!(kept["active"], false);
-    let active = idp
-        .get("/Users?filter=active eq true")
-        .await
-        .expect(200, "active users");
-    assert_eq!(active.total_results(), 2);
+    assert_eq!(
+        idp.count("/Users?filter=active eq true").await,
+        2,
+        "active users"
+    );
 
-    watch_user_sequences(
-        &served.grpc,
-        &dir.directory_id,
-        &[(
-            maria.as_str(),
-            &[
-                "user.created",
-                "user.updated",
-                "user.deactivated",
-                "user.reactivated",
-                "user.deactivated",
-            ],
-        )],
-    )
-    .await;
+    served
+        .watch_user_sequences(
+            &idp,
+            &[(
+                maria.as_str(),
+                &[
+                    "user.created",
+                    "user.updated",
+                    "user.deactivated",
+                    "user.reactivated",
+                    "user.deactivated",
+                ],
+            )],
+        )
+        .await;
 }

@@ -14,16 +14,8 @@
 use roster_testkit::app;
 use roster_testkit::app::{
     GROUP_SCHEMA, Scim, USER_SCHEMA, concerns_group, kinds_where, member_ids, patch_op, sorted,
-    watch_until, watch_user_sequences,
 };
 use serde_json::{Value, json};
-
-/// JumpCloud's client.
-fn jumpcloud(dir: &Scim) -> Scim {
-    dir.clone()
-        .with_headers(&[("accept", "application/scim+json")])
-        .with_content_type("application/scim+json")
-}
 
 /// The user JumpCloud creates from its mapped properties (username, firstname, lastname, email).
 fn jc_user(user_name: &str, first: &str, last: &str) -> Value {
@@ -56,9 +48,8 @@ async fn bind(idp: &Scim, user_name: &str, first: &str, last: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
-    let served = app::serve_postgres("idp_jumpcloud").await;
-    let dir = served.directory("jumpcloud", "delete");
-    let idp = jumpcloud(&dir);
+    // JumpCloud's client.
+    let (served, idp) = app::replay("jumpcloud", "delete").await;
 
     // 1. Test Connection: [JC] "A test user and test group are created to test the integration.
     //    Both will be deleted if the DELETE method is supported."
@@ -89,10 +80,7 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
     let mut changed = jc_user("ann@example.com", "Ann", "Lee-Park");
     changed["id"] = json!(ann);
     idp.put(&u, &changed).await.expect(200, "PUT user");
-    assert_eq!(
-        idp.get(&u).await.expect(200, "read").body["name"]["familyName"],
-        "Lee-Park"
-    );
+    assert_eq!(idp.get_ok(&u).await["name"]["familyName"], "Lee-Park");
 
     // 4. Group push: [JC] "Empty groups are not created", so the group arrives with its members;
     //    a second member is added and removed with value arrays, the removal retried.
@@ -109,31 +97,26 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
     idp.patch(&g, &members_op("add", &ben))
         .await
         .expect_success("add ben");
-    assert_eq!(
-        member_ids(&idp.get(&g).await.expect(200, "group").body),
-        sorted(&[&ann, &ben])
-    );
+    assert_eq!(member_ids(&idp.get_ok(&g).await), sorted(&[&ann, &ben]));
     idp.patch(&g, &members_op("remove", &ben))
         .await
         .expect_success("remove ben");
     idp.patch(&g, &members_op("remove", &ben))
         .await
         .expect_success("retried remove");
-    assert_eq!(
-        member_ids(&idp.get(&g).await.expect(200, "group").body),
-        sorted(&[&ann])
-    );
+    assert_eq!(member_ids(&idp.get_ok(&g).await), sorted(&[&ann]));
 
     // 5. [JC] "Group renaming is supported"; JumpCloud takes over an existing group "when the user
     //    group name in JumpCloud matches", so the name lookup ignores case.
     let rename =
         patch_op(json!([{"op": "replace", "path": "displayName", "value": "Product Designers"}]));
     idp.patch(&g, &rename).await.expect_success("rename");
-    let found = idp
-        .get("/Groups?filter=displayName eq \"PRODUCT DESIGNERS\"")
-        .await
-        .expect(200, "find group");
-    assert_eq!(found.total_results(), 1);
+    assert_eq!(
+        idp.count("/Groups?filter=displayName eq \"PRODUCT DESIGNERS\"")
+            .await,
+        1,
+        "find group"
+    );
 
     // 6. Unbind ann: [DI] user_deprovision "change an existing user to inactive"; her group
     //    membership is left alone. Then she is deleted in JumpCloud: [DI] user_delete_provision.
@@ -141,41 +124,37 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
     idp.patch(&u, &deactivate)
         .await
         .expect_success("deactivate");
-    assert_eq!(
-        member_ids(&idp.get(&g).await.expect(200, "group").body),
-        sorted(&[&ann])
-    );
+    assert_eq!(member_ids(&idp.get_ok(&g).await), sorted(&[&ann]));
     idp.delete(&u).await.expect(204, "delete user");
     idp.get(&u).await.expect(404, "deleted");
-    assert!(member_ids(&idp.get(&g).await.expect(200, "group").body).is_empty());
+    assert!(member_ids(&idp.get_ok(&g).await).is_empty());
 
-    let events = watch_user_sequences(
-        &served.grpc,
-        &dir.directory_id,
-        &[
-            (test_user.as_str(), &["user.created", "user.deleted"]),
-            (
-                ann.as_str(),
-                &[
-                    "user.created",
-                    "user.updated",
-                    "member.added",
-                    "user.deactivated",
-                    "member.removed",
-                    "user.deleted",
-                ],
-            ),
-            (
-                ben.as_str(),
-                &["user.created", "member.added", "member.removed"],
-            ),
-        ],
-    )
-    .await;
-    let events = watch_until(&served.grpc, &dir.directory_id, |seen| {
-        seen.len() >= events.len()
-    })
-    .await;
+    let events = served
+        .watch_user_sequences(
+            &idp,
+            &[
+                (test_user.as_str(), &["user.created", "user.deleted"]),
+                (
+                    ann.as_str(),
+                    &[
+                        "user.created",
+                        "user.updated",
+                        "member.added",
+                        "user.deactivated",
+                        "member.removed",
+                        "user.deleted",
+                    ],
+                ),
+                (
+                    ben.as_str(),
+                    &["user.created", "member.added", "member.removed"],
+                ),
+            ],
+        )
+        .await;
+    let events = served
+        .watch_until(&idp, |seen| seen.len() >= events.len())
+        .await;
     assert_eq!(
         kinds_where(&events, |e| concerns_group(e, &test_group)),
         vec!["group.created", "group.deleted"]

@@ -11,20 +11,9 @@
 use roster_testkit::app;
 use roster_testkit::app::{
     GROUP_SCHEMA, LIST_RESPONSE_SCHEMA, Scim, USER_SCHEMA, concerns_group, kinds_where, member_ids,
-    patch_op, sorted, watch_user_sequences,
+    patch_op, sorted,
 };
 use serde_json::{Value, json};
-
-/// Okta's client: `User-Agent: Okta SCIM Client 1.0.0`, SCIM media types with a charset.
-fn okta(dir: &Scim) -> Scim {
-    dir.clone()
-        .with_headers(&[
-            ("user-agent", "Okta SCIM Client 1.0.0"),
-            ("accept", "application/scim+json"),
-            ("accept-charset", "utf-8"),
-        ])
-        .with_content_type("application/scim+json; charset=utf-8")
-}
 
 /// [OKTA] "Create Users": the body Okta posts, `password` and `groups` included.
 fn okta_user(user_name: &str, given: &str, family: &str, okta_id: &str) -> Value {
@@ -79,9 +68,15 @@ fn remove_member(user_id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn okta_provisions_users_and_pushed_groups_end_to_end() {
-    let served = app::serve_postgres("idp_okta").await;
-    let dir = served.directory("okta", "delete");
-    let idp = okta(&dir);
+    // Okta's client: `User-Agent: Okta SCIM Client 1.0.0`, SCIM media types with a charset.
+    let (served, idp) = app::replay("okta", "delete").await;
+    let idp = idp
+        .with_headers(&[
+            ("user-agent", "Okta SCIM Client 1.0.0"),
+            ("accept", "application/scim+json"),
+            ("accept-charset", "utf-8"),
+        ])
+        .with_content_type("application/scim+json; charset=utf-8");
 
     // 1. Test Connector Configuration: [OKTA] "Okta makes two requests … The query parameters that
     //    Okta sends at this point are always constant." Pagination numbers must be integers.
@@ -154,11 +149,7 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
     assert_eq!(page.resources().len(), 2);
 
     // 6. Profile update: [OKTA] "Update a specific User (PUT)": GET, then PUT the whole user.
-    let mut current = idp
-        .get(&format!("/Users/{jdoe}"))
-        .await
-        .expect(200, "read before PUT")
-        .body;
+    let mut current = idp.get_ok(&format!("/Users/{jdoe}")).await;
     current["name"] = json!({"givenName": "Johnny", "middleName": "Excited", "familyName": "Doe"});
     current["groups"] = json!([]);
     let put = idp
@@ -205,10 +196,7 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
         json!([{"op": "replace", "value": {"id": engineering, "displayName": "Engineering Team"}}]),
     );
     idp.patch(&g, &rename).await.expect_success("rename");
-    assert_eq!(
-        idp.get(&g).await.expect(200, "renamed").body["displayName"],
-        "Engineering Team"
-    );
+    assert_eq!(idp.get_ok(&g).await["displayName"], "Engineering Team");
 
     // 10. Group Push sends membership PATCHes for one group concurrently (okta/okta-developer-docs#2105
     //     batches them; fleetdm/fleet#50724 lost members this way). The final membership must be exact.
@@ -250,13 +238,7 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
     idp.patch(&format!("/Users/{jdoe}"), &deactivate)
         .await
         .expect_success("deactivate");
-    assert_eq!(
-        idp.get(&format!("/Users/{jdoe}"))
-            .await
-            .expect(200, "deactivated")
-            .body["active"],
-        false
-    );
+    assert_eq!(idp.get_ok(&format!("/Users/{jdoe}")).await["active"], false);
 
     // 13. Re-assign: the same PATCH with active true, then jdoe leaves the Okta group, then is
     //     unassigned again.
@@ -281,7 +263,7 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
         .await
         .expect_success("full membership push");
     assert_eq!(
-        member_ids(&idp.get(&g).await.expect(200, "after push").body),
+        member_ids(&idp.get_ok(&g).await),
         sorted(&[&asmith, &u3, &u4])
     );
 
@@ -309,42 +291,39 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
     idp.get(&g).await.expect(404, "deleted group");
 
     // Final state through standard reads: jdoe is kept, inactive, in no group.
-    let jdoe_now = idp
-        .get(&format!("/Users/{jdoe}"))
-        .await
-        .expect(200, "final jdoe")
-        .body;
+    let jdoe_now = idp.get_ok(&format!("/Users/{jdoe}")).await;
     assert_eq!(jdoe_now["active"], false);
     assert_eq!(jdoe_now["name"]["givenName"], "Johnny");
-    let inactive = idp
-        .get("/Users?filter=active eq false")
-        .await
-        .expect(200, "inactive users");
-    assert_eq!(inactive.total_results(), 1);
+    assert_eq!(
+        idp.count("/Users?filter=active eq false").await,
+        1,
+        "inactive users"
+    );
 
     // The change stream: jdoe's life in order, and the pushed group's.
-    let events = watch_user_sequences(
-        &served.grpc,
-        &dir.directory_id,
-        &[(
-            jdoe.as_str(),
-            &[
-                "user.created",
-                "user.updated",
-                "member.added",
-                "user.deactivated",
-                "user.reactivated",
-                "member.removed",
-                "user.deactivated",
-            ],
-        )],
-    )
-    .await;
-    let events = app::watch_until(&served.grpc, &dir.directory_id, |seen| {
-        seen.len() >= events.len()
-            && kinds_where(seen, |e| concerns_group(e, &engineering)).contains(&"group.deleted")
-    })
-    .await;
+    let events = served
+        .watch_user_sequences(
+            &idp,
+            &[(
+                jdoe.as_str(),
+                &[
+                    "user.created",
+                    "user.updated",
+                    "member.added",
+                    "user.deactivated",
+                    "user.reactivated",
+                    "member.removed",
+                    "user.deactivated",
+                ],
+            )],
+        )
+        .await;
+    let events = served
+        .watch_until(&idp, |seen| {
+            seen.len() >= events.len()
+                && kinds_where(seen, |e| concerns_group(e, &engineering)).contains(&"group.deleted")
+        })
+        .await;
     assert_eq!(
         kinds_where(&events, |e| concerns_group(e, &engineering)),
         vec![

@@ -13,17 +13,10 @@
 
 use roster_testkit::app;
 use roster_testkit::app::{
-    ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, Scim, USER_SCHEMA, last_user_payload, member_ids,
-    patch_op, sorted, watch_user_sequences,
+    ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, last_user_payload, member_ids, patch_op,
+    sorted,
 };
 use serde_json::{Value, json};
-
-/// OneLogin's client: plain SCIM JSON.
-fn onelogin(dir: &Scim) -> Scim {
-    dir.clone()
-        .with_headers(&[("accept", "application/scim+json")])
-        .with_content_type("application/scim+json")
-}
 
 /// [TEMPLATE] rendered for one person: parameters OneLogin has no value for arrive as "".
 fn template_user(user_name: &str, first: &str, last: &str) -> Value {
@@ -47,9 +40,8 @@ fn template_user(user_name: &str, first: &str, last: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
-    let served = app::serve_postgres("idp_onelogin").await;
-    let dir = served.directory("onelogin", "deactivate");
-    let idp = onelogin(&dir);
+    // OneLogin's client: plain SCIM JSON.
+    let (served, idp) = app::replay("onelogin", "deactivate").await;
 
     // 0. The operator maps an enterprise attribute without a normalized home.
     let endpoint = format!("http://{}", served.grpc);
@@ -57,15 +49,14 @@ async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
         &endpoint,
         &[
             "map-attribute",
-            &dir.directory_id,
+            &idp.directory_id,
             &format!("{ENTERPRISE_USER_SCHEMA}:division"),
             "custom:division",
         ],
     );
 
     // 1. "API Status → Enable": OneLogin checks URL and token with a list request.
-    let check = idp.get("/Users").await.expect(200, "connection check");
-    assert_eq!(check.total_results(), 0);
+    assert_eq!(idp.count("/Users").await, 0, "connection check");
 
     // 2. Assignment: lookup by the scimusername parameter (mixed-case e-mail), then create from
     //    the template. Empty placeholders must not fail the create.
@@ -81,7 +72,7 @@ async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
         .await;
     let jane = created.expect(201, "create from template").id();
     let u = format!("/Users/{jane}");
-    let read = idp.get(&u).await.expect(200, "read").body;
+    let read = idp.get_ok(&u).await;
     assert_eq!(read[ENTERPRISE_USER_SCHEMA]["department"], "Engineering");
     assert_eq!(read["addresses"][0]["locality"], "Berlin", "{read}");
 
@@ -96,10 +87,7 @@ async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
     // 4. Profile update: a replace of the changed attribute.
     let title = patch_op(json!([{"op": "replace", "path": "title", "value": "Staff Engineer"}]));
     idp.patch(&u, &title).await.expect_success("update title");
-    assert_eq!(
-        idp.get(&u).await.expect(200, "titled").body["title"],
-        "Staff Engineer"
-    );
+    assert_eq!(idp.get_ok(&u).await["title"], "Staff Engineer");
 
     // 5. Groups from Rules: lookup, create empty, add the member; the next sync adds it again.
     let lookup = idp.get("/Groups?filter=displayName eq \"Platform\"").await;
@@ -114,10 +102,7 @@ async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
     let add = patch_op(json!([{"op": "add", "path": "members", "value": [{"value": jane}]}]));
     idp.patch(&g, &add).await.expect_success("add member");
     idp.patch(&g, &add).await.expect_success("re-add member");
-    assert_eq!(
-        member_ids(&idp.get(&g).await.expect(200, "group").body),
-        sorted(&[&jane])
-    );
+    assert_eq!(member_ids(&idp.get_ok(&g).await), sorted(&[&jane]));
 
     // 6. [SETTINGS] "When user accounts are suspended in OneLogin: Suspend", then unsuspended.
     let suspend = patch_op(json!([{"op": "replace", "path": "active", "value": false}]));
@@ -129,29 +114,26 @@ async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
     //    Delete". This directory's policy is `deactivate`: the user is kept, inactive, and stays
     //    in its groups (docs/events.md).
     idp.delete(&u).await.expect(204, "delete");
-    let kept = idp.get(&u).await.expect(200, "kept after delete").body;
+    let kept = idp.get_ok(&u).await;
     assert_eq!(kept["active"], false);
-    assert_eq!(
-        member_ids(&idp.get(&g).await.expect(200, "group after delete").body),
-        sorted(&[&jane])
-    );
+    assert_eq!(member_ids(&idp.get_ok(&g).await), sorted(&[&jane]));
 
-    let events = watch_user_sequences(
-        &served.grpc,
-        &dir.directory_id,
-        &[(
-            jane.as_str(),
-            &[
-                "user.created",
-                "user.updated",
-                "member.added",
-                "user.deactivated",
-                "user.reactivated",
-                "user.deactivated",
-            ],
-        )],
-    )
-    .await;
+    let events = served
+        .watch_user_sequences(
+            &idp,
+            &[(
+                jane.as_str(),
+                &[
+                    "user.created",
+                    "user.updated",
+                    "member.added",
+                    "user.deactivated",
+                    "user.reactivated",
+                    "user.deactivated",
+                ],
+            )],
+        )
+        .await;
     let last = last_user_payload(&events, &jane).expect("user payload");
     assert_eq!(
         last.custom_attributes.get("division").map(String::as_str),

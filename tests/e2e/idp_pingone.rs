@@ -12,17 +12,8 @@
 //! `username Eq "%s"`).
 
 use roster_testkit::app;
-use roster_testkit::app::{
-    GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted, watch_user_sequences,
-};
+use roster_testkit::app::{GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted};
 use serde_json::{Value, json};
-
-/// Ping's client (Apache HttpClient based; plain JSON).
-fn ping(dir: &Scim) -> Scim {
-    dir.clone()
-        .with_headers(&[("accept", "application/scim+json")])
-        .with_content_type("application/json")
-}
 
 /// The user Ping writes on create and on every update: the whole mapped user.
 fn ping_user(user_name: &str, first: &str, last: &str, active: bool) -> Value {
@@ -45,9 +36,9 @@ async fn find_user(idp: &Scim, user_name: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pingone_puts_users_pages_groups_and_deletes() {
-    let served = app::serve_postgres("idp_pingone").await;
-    let dir = served.directory("pingone", "delete");
-    let idp = ping(&dir);
+    // Ping's client (Apache HttpClient based; plain JSON).
+    let (served, idp) = app::replay("pingone", "delete").await;
+    let idp = idp.with_content_type("application/json");
 
     // 1. Create after a miss with the differently-cased filter expression.
     assert!(find_user(&idp, "kim@example.net").await.is_empty());
@@ -76,10 +67,7 @@ async fn pingone_puts_users_pages_groups_and_deletes() {
     idp.put(&u, &ping_user("kim@example.net", "Kim", "Park-Lee", false))
         .await
         .expect(200, "disable");
-    assert_eq!(
-        idp.get(&u).await.expect(200, "disabled").body["active"],
-        false
-    );
+    assert_eq!(idp.get_ok(&u).await["active"], false);
     idp.put(&u, &ping_user("kim@example.net", "Kim", "Park-Lee", true))
         .await
         .expect(200, "re-enable");
@@ -127,37 +115,34 @@ async fn pingone_puts_users_pages_groups_and_deletes() {
     let remove =
         patch_op(json!([{"op": "remove", "path": format!("members[value eq \"{lee}\"]")}]));
     idp.patch(&g, &remove).await.expect_success("remove member");
-    assert_eq!(
-        member_ids(&idp.get(&g).await.expect(200, "group").body),
-        sorted(&[&kim])
-    );
+    assert_eq!(member_ids(&idp.get_ok(&g).await), sorted(&[&kim]));
 
     // 6. [SETTINGS] "Remove User Action: Delete" when kim leaves the provisioning rule.
     idp.delete(&u).await.expect(204, "delete user");
     idp.get(&u).await.expect(404, "deleted");
-    assert!(member_ids(&idp.get(&g).await.expect(200, "group").body).is_empty());
+    assert!(member_ids(&idp.get_ok(&g).await).is_empty());
 
-    watch_user_sequences(
-        &served.grpc,
-        &dir.directory_id,
-        &[
-            (
-                kim.as_str(),
-                &[
-                    "user.created",
-                    "user.updated",
-                    "user.deactivated",
-                    "user.reactivated",
-                    "member.added",
-                    "member.removed",
-                    "user.deleted",
-                ],
-            ),
-            (
-                lee.as_str(),
-                &["user.created", "member.added", "member.removed"],
-            ),
-        ],
-    )
-    .await;
+    served
+        .watch_user_sequences(
+            &idp,
+            &[
+                (
+                    kim.as_str(),
+                    &[
+                        "user.created",
+                        "user.updated",
+                        "user.deactivated",
+                        "user.reactivated",
+                        "member.added",
+                        "member.removed",
+                        "user.deleted",
+                    ],
+                ),
+                (
+                    lee.as_str(),
+                    &["user.created", "member.added", "member.removed"],
+                ),
+            ],
+        )
+        .await;
 }

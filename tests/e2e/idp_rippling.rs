@@ -13,37 +13,24 @@
 
 use roster_testkit::app;
 use roster_testkit::app::{
-    ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted,
-    watch_user_sequences,
+    ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, member_ids, patch_op, sorted,
 };
 use serde_json::json;
 
-/// Rippling's client.
-fn rippling(dir: &Scim) -> Scim {
-    dir.clone()
-        .with_headers(&[("accept", "application/scim+json")])
-        .with_content_type("application/scim+json")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn rippling_hires_moves_and_terminates() {
-    let served = app::serve_postgres("idp_rippling").await;
-    let dir = served.directory("rippling", "deactivate");
-    let idp = rippling(&dir);
+    // Rippling's client.
+    let (served, idp) = app::replay("rippling", "deactivate").await;
 
     // 1. Test connection: [AUTHN] GET /ServiceProviderConfig; the declared features must be there.
-    let config = idp
-        .get("/ServiceProviderConfig")
-        .await
-        .expect(200, "ServiceProviderConfig")
-        .body;
+    let config = idp.get_ok("/ServiceProviderConfig").await;
     assert_eq!(config["patch"]["supported"], true);
     assert_eq!(config["filter"]["supported"], true);
-    let import = idp
-        .get("/Users?startIndex=1&count=100")
-        .await
-        .expect(200, "import");
-    assert_eq!(import.total_results(), 0);
+    assert_eq!(
+        idp.count("/Users?startIndex=1&count=100").await,
+        0,
+        "import"
+    );
 
     // 2. Hire: [SETUP] attributes externalId, emails.primary, names, employeeNumber.
     let manager = json!({"schemas": [USER_SCHEMA], "userName": "ceo@acme.io", "externalId": "rp-1",
@@ -83,7 +70,7 @@ async fn rippling_hires_moves_and_terminates() {
         {"op": "add", "path": format!("{ENTERPRISE_USER_SCHEMA}:department"), "value": "Finance"}
     ]));
     idp.patch(&u, &promote).await.expect_success("promotion");
-    let read = idp.get(&u).await.expect(200, "promoted").body;
+    let read = idp.get_ok(&u).await;
     assert_eq!(read["title"], "Senior Analyst");
     assert_eq!(
         read[ENTERPRISE_USER_SCHEMA]["manager"]["value"],
@@ -115,37 +102,34 @@ async fn rippling_hires_moves_and_terminates() {
     idp.patch(&groups[1], &add)
         .await
         .expect_success("join Strategy");
-    assert!(member_ids(&idp.get(&groups[0]).await.expect(200, "Finance").body).is_empty());
-    assert_eq!(
-        member_ids(&idp.get(&groups[1]).await.expect(200, "Strategy").body),
-        sorted(&[&noor])
-    );
+    assert!(member_ids(&idp.get_ok(&groups[0]).await).is_empty());
+    assert_eq!(member_ids(&idp.get_ok(&groups[1]).await), sorted(&[&noor]));
 
     // 6. Termination: active false; Rippling's later DELETE changes nothing more on a directory
     //    that keeps users (policy deactivate) and emits nothing.
     let terminate = patch_op(json!([{"op": "replace", "path": "active", "value": false}]));
     idp.patch(&u, &terminate).await.expect_success("terminate");
     idp.delete(&u).await.expect(204, "delete after termination");
-    assert_eq!(idp.get(&u).await.expect(200, "kept").body["active"], false);
+    assert_eq!(idp.get_ok(&u).await["active"], false);
 
     // 7. The Strategy group is deleted ("Create & Delete Groups").
     idp.delete(&groups[1]).await.expect(204, "delete group");
 
-    watch_user_sequences(
-        &served.grpc,
-        &dir.directory_id,
-        &[(
-            noor.as_str(),
-            &[
-                "user.created",
-                "user.updated",
-                "member.added",
-                "member.removed",
-                "member.added",
-                "user.deactivated",
-                "member.removed",
-            ],
-        )],
-    )
-    .await;
+    served
+        .watch_user_sequences(
+            &idp,
+            &[(
+                noor.as_str(),
+                &[
+                    "user.created",
+                    "user.updated",
+                    "member.added",
+                    "member.removed",
+                    "member.added",
+                    "user.deactivated",
+                    "member.removed",
+                ],
+            )],
+        )
+        .await;
 }

@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use roster_proto::directory::Change;
 use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 
@@ -157,6 +158,40 @@ impl Served {
         );
         Scim::new(&format!("{}/scim/v2/{id}", self.http_root()), &token)
     }
+}
+
+impl Served {
+    /// Reads `directory`'s change stream from the start until `done` holds
+    /// (see [`super::watch::watch_until`]).
+    pub async fn watch_until(
+        &self,
+        directory: &Scim,
+        done: impl Fn(&[Change]) -> bool,
+    ) -> Vec<Change> {
+        super::watch::watch_until(&self.grpc, &directory.directory_id, done).await
+    }
+
+    /// Waits for exactly the event kinds `expected` of each user of
+    /// `directory` (see [`super::watch::watch_user_sequences`]).
+    pub async fn watch_user_sequences(
+        &self,
+        directory: &Scim,
+        expected: &[(&str, &[&str])],
+    ) -> Vec<Change> {
+        super::watch::watch_user_sequences(&self.grpc, &directory.directory_id, expected).await
+    }
+}
+
+/// An IdP replay's setup: `roster serve` on a fresh database, a directory
+/// of `provider` with `deprovision_policy`, and a client of it that accepts
+/// and sends `application/scim+json` (what every IdP asks for; a replay
+/// adjusts the client to what its IdP sends).
+pub async fn replay(provider: &str, deprovision_policy: &str) -> (Served, Scim) {
+    let served = serve_postgres(&format!("idp_{provider}")).await;
+    let idp = served
+        .directory(provider, deprovision_policy)
+        .with_headers(&[("accept", "application/scim+json")]);
+    (served, idp)
 }
 
 impl Drop for Served {

@@ -156,6 +156,16 @@ impl Scim {
         self.send(Method::DELETE, path, None).await
     }
 
+    /// The body of `GET path`, which must answer 200.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        self.get(path).await.expect(200, path).body
+    }
+
+    /// `totalResults` of `GET path`, which must answer 200.
+    pub async fn count(&self, path: &str) -> i64 {
+        self.get(path).await.expect(200, path).total_results()
+    }
+
     /// Sends every PATCH in `bodies` to `path` at the same time, as IdPs
     /// that parallelise membership updates do; the answers are in order.
     pub async fn patch_concurrently(&self, path: &str, bodies: &[Value]) -> Vec<Reply> {
