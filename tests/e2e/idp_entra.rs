@@ -208,11 +208,7 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
         "displayName": "Sales",
         "meta": {"resourceType": "Group"}
     });
-    let sales = idp
-        .post("/Groups", &group)
-        .await
-        .expect(201, "create group")
-        .id();
+    let sales = idp.create("/Groups", &group).await;
     let g = format!("/Groups/{sales}");
     let read = idp
         .get(&format!("{g}?excludedAttributes=members"))

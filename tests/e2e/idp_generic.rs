@@ -9,7 +9,7 @@ use reqwest::Method;
 use roster_proto::directory::change;
 use roster_testkit::app;
 use roster_testkit::app::SEARCH_REQUEST_SCHEMA;
-use roster_testkit::app::{GROUP_SCHEMA, USER_SCHEMA, concerns_group, kinds_where, patch_op};
+use roster_testkit::app::{GROUP_SCHEMA, USER_SCHEMA, patch_op};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,11 +123,7 @@ async fn generic_rfc7644_client_lifecycle() {
 
     // 7. A group created with its member (§3.3), then deleted (§3.6).
     let group = json!({"schemas": [GROUP_SCHEMA], "displayName": "Tour Guides", "members": [{"value": id}]});
-    let group = idp
-        .post("/Groups", &group)
-        .await
-        .expect(201, "create group")
-        .id();
+    let group = idp.create("/Groups", &group).await;
     idp.delete(&format!("/Groups/{group}"))
         .await
         .expect(204, "delete group");
@@ -165,16 +161,18 @@ async fn generic_rfc7644_client_lifecycle() {
         created_event.expect("user payload").active,
         "a user created without `active` is active"
     );
-    let events = served
-        .watch_until(&idp, |seen| seen.len() >= events.len())
+    served
+        .watch_group_sequences(
+            &idp,
+            &[(
+                &group,
+                &[
+                    "group.created",
+                    "member.added",
+                    "member.removed",
+                    "group.deleted",
+                ],
+            )],
+        )
         .await;
-    assert_eq!(
-        kinds_where(&events, |e| concerns_group(e, &group)),
-        vec![
-            "group.created",
-            "member.added",
-            "member.removed",
-            "group.deleted",
-        ]
-    );
 }

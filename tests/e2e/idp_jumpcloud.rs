@@ -13,7 +13,7 @@
 
 use roster_testkit::app;
 use roster_testkit::app::{
-    GROUP_SCHEMA, Scim, USER_SCHEMA, concerns_group, kinds_where, member_ids, patch_op, sorted,
+    GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted,
 };
 use serde_json::{Value, json};
 
@@ -40,10 +40,7 @@ async fn bind(idp: &Scim, user_name: &str, first: &str, last: &str) -> String {
         .get(&format!("/Users?filter=userName eq \"{user_name}\""))
         .await;
     assert_eq!(lookup.expect(200, "lookup").total_results(), 0);
-    idp.post("/Users", &jc_user(user_name, first, last))
-        .await
-        .expect(201, "create")
-        .id()
+    idp.create("/Users", &jc_user(user_name, first, last)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -56,11 +53,7 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
     let test_user = bind(&idp, "scim-test@example.com", "Test", "User").await;
     let test_group =
         json!({"schemas": [GROUP_SCHEMA], "displayName": "JumpCloud Test Group", "members": []});
-    let test_group = idp
-        .post("/Groups", &test_group)
-        .await
-        .expect(201, "test group")
-        .id();
+    let test_group = idp.create("/Groups", &test_group).await;
     idp.delete(&format!("/Groups/{test_group}"))
         .await
         .expect(204, "delete test group");
@@ -88,11 +81,7 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
     assert_eq!(lookup.expect(200, "group lookup").total_results(), 0);
     let group =
         json!({"schemas": [GROUP_SCHEMA], "displayName": "Designers", "members": [{"value": ann}]});
-    let designers = idp
-        .post("/Groups", &group)
-        .await
-        .expect(201, "create group")
-        .id();
+    let designers = idp.create("/Groups", &group).await;
     let g = format!("/Groups/{designers}");
     idp.patch(&g, &members_op("add", &ben))
         .await
@@ -129,7 +118,7 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
     idp.get(&u).await.expect(404, "deleted");
     assert!(member_ids(&idp.get_ok(&g).await).is_empty());
 
-    let events = served
+    let _events = served
         .watch_user_sequences(
             &idp,
             &[
@@ -152,22 +141,21 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
             ],
         )
         .await;
-    let events = served
-        .watch_until(&idp, |seen| seen.len() >= events.len())
+    let designers_events: &[&str] = &[
+        "group.created",
+        "member.added",
+        "member.added",
+        "member.removed",
+        "group.updated",
+        "member.removed",
+    ];
+    served
+        .watch_group_sequences(
+            &idp,
+            &[
+                (&test_group, &["group.created", "group.deleted"]),
+                (&designers, designers_events),
+            ],
+        )
         .await;
-    assert_eq!(
-        kinds_where(&events, |e| concerns_group(e, &test_group)),
-        vec!["group.created", "group.deleted"]
-    );
-    assert_eq!(
-        kinds_where(&events, |e| concerns_group(e, &designers)),
-        vec![
-            "group.created",
-            "member.added",
-            "member.added",
-            "member.removed",
-            "group.updated",
-            "member.removed",
-        ]
-    );
 }

@@ -93,11 +93,7 @@ async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
     let lookup = idp.get("/Groups?filter=displayName eq \"Platform\"").await;
     assert_eq!(lookup.expect(200, "group lookup").total_results(), 0);
     let group = json!({"schemas": [GROUP_SCHEMA], "displayName": "Platform", "members": []});
-    let platform = idp
-        .post("/Groups", &group)
-        .await
-        .expect(201, "create group")
-        .id();
+    let platform = idp.create("/Groups", &group).await;
     let g = format!("/Groups/{platform}");
     let add = patch_op(json!([{"op": "add", "path": "members", "value": [{"value": jane}]}]));
     idp.patch(&g, &add).await.expect_success("add member");

@@ -43,10 +43,8 @@ async fn pingone_puts_users_pages_groups_and_deletes() {
     // 1. Create after a miss with the differently-cased filter expression.
     assert!(find_user(&idp, "kim@example.net").await.is_empty());
     let kim = idp
-        .post("/Users", &ping_user("kim@example.net", "Kim", "Park", true))
-        .await
-        .expect(201, "create")
-        .id();
+        .create("/Users", &ping_user("kim@example.net", "Kim", "Park", true))
+        .await;
     let u = format!("/Users/{kim}");
     assert_eq!(find_user(&idp, "KIM@example.net").await.len(), 1);
 

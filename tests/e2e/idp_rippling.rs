@@ -36,11 +36,7 @@ async fn rippling_hires_moves_and_terminates() {
     let manager = json!({"schemas": [USER_SCHEMA], "userName": "ceo@acme.io", "externalId": "rp-1",
         "name": {"givenName": "Chris", "familyName": "Eo"},
         "emails": [{"value": "ceo@acme.io", "primary": true}], "active": true});
-    let manager = idp
-        .post("/Users", &manager)
-        .await
-        .expect(201, "hire manager")
-        .id();
+    let manager = idp.create("/Users", &manager).await;
     let hire = json!({
         "schemas": [USER_SCHEMA, ENTERPRISE_USER_SCHEMA],
         "externalId": "rp-42",
@@ -51,7 +47,7 @@ async fn rippling_hires_moves_and_terminates() {
         "active": true,
         ENTERPRISE_USER_SCHEMA: {"employeeNumber": "42"}
     });
-    let noor = idp.post("/Users", &hire).await.expect(201, "hire").id();
+    let noor = idp.create("/Users", &hire).await;
     let u = format!("/Users/{noor}");
 
     // 3. [RETRY] the same hire posted again: 409 uniqueness, and the filter finds the existing user.
@@ -82,13 +78,7 @@ async fn rippling_hires_moves_and_terminates() {
     let mut groups = Vec::new();
     for name in ["Finance", "Strategy"] {
         let group = json!({"schemas": [GROUP_SCHEMA], "displayName": name});
-        groups.push(format!(
-            "/Groups/{}",
-            idp.post("/Groups", &group)
-                .await
-                .expect(201, "create group")
-                .id()
-        ));
+        groups.push(format!("/Groups/{}", idp.create("/Groups", &group).await));
     }
     let add = patch_op(json!([{"op": "add", "path": "members", "value": [{"value": noor}]}]));
     idp.patch(&groups[0], &add)

@@ -180,6 +180,16 @@ impl Served {
     ) -> Vec<Change> {
         super::watch::watch_user_sequences(&self.grpc, &directory.directory_id, expected).await
     }
+
+    /// Waits for exactly the event kinds `expected` of each group of
+    /// `directory` (see [`super::watch::watch_group_sequences`]).
+    pub async fn watch_group_sequences(
+        &self,
+        directory: &Scim,
+        expected: &[(&str, &[&str])],
+    ) -> Vec<Change> {
+        super::watch::watch_group_sequences(&self.grpc, &directory.directory_id, expected).await
+    }
 }
 
 /// An IdP replay's setup: `roster serve` on a fresh database, a directory

@@ -172,20 +172,22 @@ impl Scim {
         futures::future::join_all(bodies.iter().map(|body| self.patch(path, body))).await
     }
 
+    /// POSTs `body` to `endpoint`, which must answer 201; the new resource's id.
+    pub async fn create(&self, endpoint: &str, body: &Value) -> String {
+        self.post(endpoint, body)
+            .await
+            .expect(201, &format!("create at {endpoint}"))
+            .id()
+    }
+
     /// Creates a user from [`user`] and returns its id.
     pub async fn create_user(&self, user_name: &str) -> String {
-        self.post("/Users", &user(user_name))
-            .await
-            .expect(201, "create user")
-            .id()
+        self.create("/Users", &user(user_name)).await
     }
 
     /// Creates a group without members and returns its id.
     pub async fn create_group(&self, name: &str) -> String {
-        self.post("/Groups", &group(name, &[]))
-            .await
-            .expect(201, "create group")
-            .id()
+        self.create("/Groups", &group(name, &[])).await
     }
 
     /// Every resource of `/Users` or `/Groups`, read page by page.

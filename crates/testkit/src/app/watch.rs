@@ -172,17 +172,35 @@ pub async fn watch_user_sequences(
     directory_id: &str,
     expected: &[(&str, &[&str])],
 ) -> Vec<Change> {
+    watch_sequences(grpc, directory_id, concerns_user, expected).await
+}
+
+/// [`watch_user_sequences`] for groups (the group itself and its memberships).
+pub async fn watch_group_sequences(
+    grpc: &str,
+    directory_id: &str,
+    expected: &[(&str, &[&str])],
+) -> Vec<Change> {
+    watch_sequences(grpc, directory_id, concerns_group, expected).await
+}
+
+async fn watch_sequences(
+    grpc: &str,
+    directory_id: &str,
+    concerns: fn(&Change, &str) -> bool,
+    expected: &[(&str, &[&str])],
+) -> Vec<Change> {
     let events = watch_until(grpc, directory_id, |events| {
         expected
             .iter()
-            .all(|(id, kinds)| kinds_where(events, |e| concerns_user(e, id)).len() >= kinds.len())
+            .all(|(id, kinds)| kinds_where(events, |e| concerns(e, id)).len() >= kinds.len())
     })
     .await;
     for (id, kinds) in expected {
         assert_eq!(
-            &kinds_where(&events, |e| concerns_user(e, id)),
+            &kinds_where(&events, |e| concerns(e, id)),
             kinds,
-            "events of user {id}"
+            "events of {id}"
         );
     }
     events
