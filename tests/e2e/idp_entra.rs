@@ -12,6 +12,7 @@
 //! See docs/idp/entra.md.
 
 use roster_testkit::app;
+use roster_testkit::app::Of;
 use roster_testkit::app::{
     ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted,
     work_email,
@@ -274,8 +275,9 @@ async fn entra_provisions_with_both_patch_dialects_end_to_end() {
     );
 
     served
-        .watch_user_sequences(
+        .watch_sequences(
             &idp,
+            Of::User,
             &[
                 (
                     user.as_str(),

@@ -8,6 +8,7 @@
 use reqwest::Method;
 use roster_proto::directory::change;
 use roster_testkit::app;
+use roster_testkit::app::Of;
 use roster_testkit::app::SEARCH_REQUEST_SCHEMA;
 use roster_testkit::app::{GROUP_SCHEMA, USER_SCHEMA, patch_op};
 use serde_json::json;
@@ -138,8 +139,9 @@ async fn generic_rfc7644_client_lifecycle() {
     );
 
     let events = served
-        .watch_user_sequences(
+        .watch_sequences(
             &idp,
+            Of::User,
             &[(
                 id.as_str(),
                 &[
@@ -162,8 +164,9 @@ async fn generic_rfc7644_client_lifecycle() {
         "a user created without `active` is active"
     );
     served
-        .watch_group_sequences(
+        .watch_sequences(
             &idp,
+            Of::Group,
             &[(
                 &group,
                 &[

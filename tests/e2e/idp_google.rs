@@ -11,6 +11,7 @@
 //! requests follow RFC 7644 otherwise.
 
 use roster_testkit::app;
+use roster_testkit::app::Of;
 use roster_testkit::app::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
 use serde_json::{Value, json};
 
@@ -92,8 +93,9 @@ async fn google_provisions_users_suspends_and_deletes_as_deactivation() {
     );
 
     served
-        .watch_user_sequences(
+        .watch_sequences(
             &idp,
+            Of::User,
             &[(
                 maria.as_str(),
                 &[

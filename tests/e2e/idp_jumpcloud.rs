@@ -12,9 +12,8 @@
 //! JumpCloud does not publish bodies; elsewhere the requests follow RFC 7644.
 
 use roster_testkit::app;
-use roster_testkit::app::{
-    GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted,
-};
+use roster_testkit::app::Of;
+use roster_testkit::app::{GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted};
 use serde_json::{Value, json};
 
 /// The user JumpCloud creates from its mapped properties (username, firstname, lastname, email).
@@ -119,8 +118,9 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
     assert!(member_ids(&idp.get_ok(&g).await).is_empty());
 
     let _events = served
-        .watch_user_sequences(
+        .watch_sequences(
             &idp,
+            Of::User,
             &[
                 (test_user.as_str(), &["user.created", "user.deleted"]),
                 (
@@ -150,8 +150,9 @@ async fn jumpcloud_connection_test_group_management_and_deprovisioning() {
         "member.removed",
     ];
     served
-        .watch_group_sequences(
+        .watch_sequences(
             &idp,
+            Of::Group,
             &[
                 (&test_group, &["group.created", "group.deleted"]),
                 (&designers, designers_events),

@@ -9,9 +9,9 @@
 //! See docs/idp/okta.md.
 
 use roster_testkit::app;
+use roster_testkit::app::Of;
 use roster_testkit::app::{
-    GROUP_SCHEMA, LIST_RESPONSE_SCHEMA, Scim, USER_SCHEMA, member_ids,
-    patch_op, sorted,
+    GROUP_SCHEMA, LIST_RESPONSE_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted,
 };
 use serde_json::{Value, json};
 
@@ -294,8 +294,9 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
 
     // The change stream: jdoe's life in order, and the pushed group's.
     let _events = served
-        .watch_user_sequences(
+        .watch_sequences(
             &idp,
+            Of::User,
             &[(
                 jdoe.as_str(),
                 &[
@@ -311,8 +312,9 @@ async fn okta_provisions_users_and_pushed_groups_end_to_end() {
         )
         .await;
     served
-        .watch_group_sequences(
+        .watch_sequences(
             &idp,
+            Of::Group,
             &[(
                 &engineering,
                 &[

@@ -12,6 +12,7 @@
 //! request bodies; where it is silent the requests follow RFC 7644.
 
 use roster_testkit::app;
+use roster_testkit::app::Of;
 use roster_testkit::app::{
     ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, last_user_payload, member_ids, patch_op,
     sorted,
@@ -115,8 +116,9 @@ async fn onelogin_template_users_rules_groups_and_delete_as_deactivation() {
     assert_eq!(member_ids(&idp.get_ok(&g).await), sorted(&[&jane]));
 
     let events = served
-        .watch_user_sequences(
+        .watch_sequences(
             &idp,
+            Of::User,
             &[(
                 jane.as_str(),
                 &[

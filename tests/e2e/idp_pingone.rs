@@ -12,6 +12,7 @@
 //! `username Eq "%s"`).
 
 use roster_testkit::app;
+use roster_testkit::app::Of;
 use roster_testkit::app::{GROUP_SCHEMA, Scim, USER_SCHEMA, member_ids, patch_op, sorted};
 use serde_json::{Value, json};
 
@@ -121,8 +122,9 @@ async fn pingone_puts_users_pages_groups_and_deletes() {
     assert!(member_ids(&idp.get_ok(&g).await).is_empty());
 
     served
-        .watch_user_sequences(
+        .watch_sequences(
             &idp,
+            Of::User,
             &[
                 (
                     kim.as_str(),

@@ -12,6 +12,7 @@
 //! bodies; the requests follow RFC 7644 otherwise.
 
 use roster_testkit::app;
+use roster_testkit::app::Of;
 use roster_testkit::app::{
     ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, USER_SCHEMA, member_ids, patch_op, sorted,
 };
@@ -106,8 +107,9 @@ async fn rippling_hires_moves_and_terminates() {
     idp.delete(&groups[1]).await.expect(204, "delete group");
 
     served
-        .watch_user_sequences(
+        .watch_sequences(
             &idp,
+            Of::User,
             &[(
                 noor.as_str(),
                 &[

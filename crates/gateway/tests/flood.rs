@@ -132,7 +132,7 @@ async fn random_token_floods_cost_bounded_lookups_and_never_stop_a_valid_idp() {
     assert!(idp_served >= 2, "the IdP was not served during the flood");
 
     // Memory stays flat: every map is within its cap.
-    let state = &stack.state;
+    let state = &stack.gateway.state;
     for (what, (held, cap)) in [
         ("valid tokens", state.tokens().valid_entries()),
         ("rejected tokens", state.tokens().rejected_entries()),

@@ -16,15 +16,6 @@ fn meta(status: &tonic::Status, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn group_json(name: &str, members: &[&str]) -> String {
-    json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
-        "displayName": name,
-        "members": members.iter().map(|m| json!({"value": m})).collect::<Vec<_>>(),
-    })
-    .to_string()
-}
-
 #[tokio::test]
 async fn user_crud_round_trips_normalized_fields() {
     let mut env = Env::new("res_user_crud").await;
@@ -53,7 +44,7 @@ async fn user_crud_round_trips_normalized_fields() {
     assert_eq!(got.into_inner().user.unwrap().id, created.id);
 
     let replacement = json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "schemas": [USER_SCHEMA],
         "userName": "ada@example.com",
         "title": "Countess",
         "active": false
@@ -268,7 +259,7 @@ async fn attribute_mappings_fill_fields_and_custom_attributes() {
         .await
         .unwrap();
     let resource = json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", enterprise],
+        "schemas": [USER_SCHEMA, enterprise],
         "userName": "mapped@example.com",
         "nickName": "Mappy",
         enterprise: {"costCenter": "CC-42"}
@@ -297,17 +288,7 @@ async fn group_crud_with_members_and_patch() {
     let d = env.directory("groups").await;
     let a = env.user(&d, "a@example.com").await;
     let b = env.user(&d, "b@example.com").await;
-    let g = env
-        .dir
-        .create_group(CreateGroupRequest {
-            directory_id: d.clone(),
-            resource: group_json("Eng", &[&a.id]),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
+    let g = env.group(&d, "Eng", &[&a.id]).await;
     assert_eq!((g.display_name.as_str(), g.member_count), ("Eng", 1));
 
     let got = env
@@ -368,8 +349,7 @@ async fn group_crud_with_members_and_patch() {
     assert_eq!(meta(&dup, SCIM_TYPE_KEY).as_deref(), Some("uniqueness"));
 
     // PUT without `members` keeps them; PUT with `members` replaces them.
-    let renamed =
-        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Eng2"});
+    let renamed = json!({"schemas": [GROUP_SCHEMA], "displayName": "Eng2"});
     let kept = env
         .dir
         .replace_group(ReplaceGroupRequest {
@@ -423,28 +403,8 @@ async fn group_crud_with_members_and_patch() {
 async fn nested_groups_without_a_type_are_resolved() {
     let mut env = Env::new("res_nested").await;
     let d = env.directory("nested").await;
-    let child = env
-        .dir
-        .create_group(CreateGroupRequest {
-            directory_id: d.clone(),
-            resource: group_json("child", &[]),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
-    let parent = env
-        .dir
-        .create_group(CreateGroupRequest {
-            directory_id: d.clone(),
-            resource: group_json("parent", &[&child.id]),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
+    let child = env.group(&d, "child", &[]).await;
+    let parent = env.group(&d, "parent", &[&child.id]).await;
     let members = env
         .dir
         .list_group_members(ListGroupMembersRequest {
@@ -483,17 +443,7 @@ async fn member_rpcs_are_idempotent_and_paginate() {
     for i in 0..5 {
         users.push(env.user(&d, &format!("m{i}@example.com")).await);
     }
-    let g = env
-        .dir
-        .create_group(CreateGroupRequest {
-            directory_id: d.clone(),
-            resource: group_json("team", &[]),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
+    let g = env.group(&d, "team", &[]).await;
     let refs: Vec<MemberRef> = users
         .iter()
         .map(|u| MemberRef {
@@ -660,17 +610,7 @@ async fn concurrent_member_changes_lose_nothing() {
     for i in 0..20 {
         users.push(env.user(&d, &format!("c{i}@example.com")).await.id);
     }
-    let g = env
-        .dir
-        .create_group(CreateGroupRequest {
-            directory_id: d.clone(),
-            resource: group_json("crowd", &[]),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
+    let g = env.group(&d, "crowd", &[]).await;
 
     // Half through AddGroupMembers, half through SCIM PATCH, all at once.
     let adds = users.iter().enumerate().map(|(i, id)| {
@@ -801,7 +741,7 @@ async fn a_directory_change_on_one_replica_reaches_the_other_replicas_cache() {
             let d = d.clone();
             async move {
                 let resource = json!({
-                    "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "schemas": [USER_SCHEMA],
                     "userName": format!("after{attempt}@example.com"),
                     "nickName": "Mapped",
                 });

@@ -7,9 +7,7 @@ use futures::StreamExt;
 use roster_directory::DirectoryConfig;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start;
-use roster_proto::directory::{
-    AddGroupMembersRequest, CreateGroupRequest, DeleteUserRequest, MemberRef, MemberType,
-};
+use roster_proto::directory::{AddGroupMembersRequest, DeleteUserRequest, MemberRef, MemberType};
 use roster_store::{DEFAULT_SNAPSHOT_CONNECTIONS, DirectoryId, UserFields, UserWrite};
 use roster_testkit::app::*;
 use roster_testkit::on_both_backends;
@@ -72,21 +70,11 @@ async fn stalled_initial_state_watchers_do_not_block_writes(backend: Backend) {
     // Writes of every shape succeed while the snapshots stay open.
     let alice = env.user(&d, "alice@example.com").await;
     let group = json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "schemas": [GROUP_SCHEMA],
         "displayName": "Stalled",
         "members": [{"value": alice.id, "type": "User"}]
     });
-    let g = env
-        .dir
-        .create_group(CreateGroupRequest {
-            directory_id: d.clone(),
-            resource: group.to_string(),
-        })
-        .await
-        .expect("CreateGroup")
-        .into_inner()
-        .group
-        .unwrap();
+    let g = create_group(&mut env.dir, &d, group.to_string()).await;
     let bob = env.user(&d, "bob@example.com").await;
     env.dir
         .add_group_members(AddGroupMembersRequest {
@@ -137,7 +125,7 @@ async fn seed_users(env: &Env, directory_id: &str) {
                         ..Default::default()
                     },
                     raw: json!({
-                        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                        "schemas": [USER_SCHEMA],
                         "userName": name,
                         "active": true,
                     }),

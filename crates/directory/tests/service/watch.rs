@@ -129,21 +129,11 @@ async fn initial_state_then_synced_then_live_changes(backend: Backend) {
     let u2 = env.user(&d, "u2@example.com").await;
     env.user(&other, "elsewhere@example.com").await;
     let group = serde_json::json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "schemas": [GROUP_SCHEMA],
         "displayName": "Engineering",
         "members": [{"value": u1.id, "type": "User"}]
     });
-    let g = env
-        .dir
-        .create_group(roster_proto::directory::CreateGroupRequest {
-            directory_id: d.clone(),
-            resource: group.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
+    let g = create_group(&mut env.dir, &d, group.to_string()).await;
 
     let mut stream = watch(&mut env.dir, &d, &[], Start::InitialState(())).await;
     let mut synthetic = Vec::new();
@@ -648,7 +638,7 @@ async fn a_consumer_that_stops_reading_is_cut_off_and_resumes_without_loss(backe
     let mut created = Vec::new();
     for i in 0..64 {
         let resource = serde_json::json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "schemas": [USER_SCHEMA],
             "userName": format!("slow{i}@example.com"),
             "nickName": padding,
         });
@@ -741,21 +731,11 @@ async fn lifecycle_events_carry_changed_fields_and_tombstones(backend: Backend) 
     let d = env.directory("lifecycle").await;
     let u = env.user(&d, "life@example.com").await;
     let group = serde_json::json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "schemas": [GROUP_SCHEMA],
         "displayName": "Ops",
         "members": [{"value": u.id}]
     });
-    let g = env
-        .dir
-        .create_group(roster_proto::directory::CreateGroupRequest {
-            directory_id: d.clone(),
-            resource: group.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
+    let g = create_group(&mut env.dir, &d, group.to_string()).await;
     let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
 
     let deactivate = roster_proto::directory::PatchUserRequest {
@@ -890,7 +870,7 @@ async fn an_admin_watch_spans_every_directory(backend: Backend) {
     let first = env.directory("first").await;
     let u = env.user(&first, "one@example.com").await;
     let group = serde_json::json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "schemas": [GROUP_SCHEMA],
         "displayName": "G",
         "members": [{"value": u.id}]
     });

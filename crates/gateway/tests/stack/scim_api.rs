@@ -523,7 +523,7 @@ async fn authentication_failures_and_revocation() {
             .http()
             .get(format!(
                 "{}/scim/v2/00000000-0000-4000-8000-000000000000/Users",
-                stack.base
+                stack.base()
             ))
             .bearer_auth(&a.token)
             .send()
@@ -534,7 +534,7 @@ async fn authentication_failures_and_revocation() {
     assert_eq!(unknown.status, 401);
 
     // A revoked token stops working once the cache entry expires.
-    let mut admin = stack.admin.clone();
+    let mut admin = stack.admin();
     admin
         .revoke_token(roster_proto::admin::RevokeTokenRequest {
             directory_id: a.directory_id.clone(),
@@ -796,7 +796,7 @@ async fn every_change_appears_in_order_on_watch_changes() {
         ChangeKind::MemberRemoved,
         ChangeKind::UserDeleted,
     ];
-    let mut directory = stack.directory.clone();
+    let mut directory = stack.directory();
     // Resource changes only; the directory's own creation is not ours.
     let mut stream = watch(
         &mut directory,
@@ -816,7 +816,7 @@ async fn every_change_appears_in_order_on_watch_changes() {
 async fn ready_when_the_directory_service_serves_and_request_ids_echo() {
     let stack = Stack::start("gw_ready").await;
     let http = stack.http().clone();
-    let url = format!("{}/readyz", stack.base);
+    let url = format!("{}/readyz", stack.base());
     roster_testkit::eventually("gateway ready", std::time::Duration::from_secs(20), || {
         let (http, url) = (http.clone(), url.clone());
         async move { (http.get(&url).send().await.ok()?.status() == 200).then_some(()) }

@@ -171,24 +171,15 @@ impl Served {
         super::watch::watch_until(&self.grpc, &directory.directory_id, done).await
     }
 
-    /// Waits for exactly the event kinds `expected` of each user of
-    /// `directory` (see [`super::watch::watch_user_sequences`]).
-    pub async fn watch_user_sequences(
+    /// Waits for exactly the event kinds `expected` of each user or group
+    /// of `directory` (see [`super::watch::watch_sequences`]).
+    pub async fn watch_sequences(
         &self,
         directory: &Scim,
+        of: super::watch::Of,
         expected: &[(&str, &[&str])],
     ) -> Vec<Change> {
-        super::watch::watch_user_sequences(&self.grpc, &directory.directory_id, expected).await
-    }
-
-    /// Waits for exactly the event kinds `expected` of each group of
-    /// `directory` (see [`super::watch::watch_group_sequences`]).
-    pub async fn watch_group_sequences(
-        &self,
-        directory: &Scim,
-        expected: &[(&str, &[&str])],
-    ) -> Vec<Change> {
-        super::watch::watch_group_sequences(&self.grpc, &directory.directory_id, expected).await
+        super::watch::watch_sequences(&self.grpc, &directory.directory_id, of, expected).await
     }
 }
 

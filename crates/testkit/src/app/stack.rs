@@ -10,7 +10,7 @@ use roster_proto::admin::{
     CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ProviderKind,
 };
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
-use roster_proto::directory::{CreateUserRequest, User};
+use roster_proto::directory::{CreateGroupRequest, CreateUserRequest, Group, User};
 use roster_store::Store;
 use roster_store::postgres::PgStore;
 use roster_store::sqlite::SqliteStore;
@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use super::USER_SCHEMA;
 use super::scim::Scim;
 use super::watch::PROMPTLY;
+use super::{GROUP_SCHEMA, USER_SCHEMA};
 
 /// A migrated PostgreSQL store on a fresh database, and its URL.
 pub async fn pg_store(prefix: &str) -> (Arc<PgStore>, String) {
@@ -249,6 +249,11 @@ impl Env {
     pub async fn user(&mut self, directory_id: &str, user_name: &str) -> User {
         create_user(&mut self.dir, directory_id, user_name).await
     }
+
+    /// Creates a group named `name` with the members `members` and returns it.
+    pub async fn group(&mut self, directory_id: &str, name: &str, members: &[&str]) -> Group {
+        create_group(&mut self.dir, directory_id, group_json(name, members)).await
+    }
 }
 
 /// Creates an Okta directory named `name` through AdminService.
@@ -316,6 +321,31 @@ pub fn user_json(user_name: &str) -> String {
         "active": true
     })
     .to_string()
+}
+
+/// A SCIM Group resource with `members` (ids), as the directory service receives it.
+pub fn group_json(name: &str, members: &[&str]) -> String {
+    let members: Vec<_> = members.iter().map(|m| json!({"value": m})).collect();
+    json!({"schemas": [GROUP_SCHEMA], "displayName": name, "members": members}).to_string()
+}
+
+/// Creates a group from the SCIM resource `resource` through DirectoryService.
+pub async fn create_group(
+    client: &mut DirectoryServiceClient<Channel>,
+    directory_id: &str,
+    resource: String,
+) -> Group {
+    let req = CreateGroupRequest {
+        directory_id: directory_id.into(),
+        resource,
+    };
+    client
+        .create_group(req)
+        .await
+        .expect("CreateGroup")
+        .into_inner()
+        .group
+        .expect("group")
 }
 
 /// Creates a user through DirectoryService.
@@ -397,16 +427,8 @@ async fn until_stopped(mut rx: watch::Receiver<bool>) {
 
 /// A directory service and a gateway in this process on a fresh database.
 pub struct Stack {
-    /// `http://127.0.0.1:<port>` of the gateway.
-    pub base: String,
-    /// Admin client of the directory service.
-    pub admin: AdminServiceClient<Channel>,
-    /// Directory client of the directory service.
-    pub directory: DirectoryServiceClient<Channel>,
     /// The directory service's store (for seeding large data sets).
     pub store: Arc<PgStore>,
-    /// The gateway's state (its caches and counters).
-    pub state: AppState,
     pub server: Server,
     pub gateway: Gateway,
     channel: Channel,
@@ -428,17 +450,11 @@ impl Stack {
             ..Default::default()
         };
         configure(&mut config);
-        let gateway = Gateway::start(config).await;
-        let channel = lazy_channel(server.addr);
         Stack {
-            base: gateway.root.clone(),
-            admin: AdminServiceClient::new(channel.clone()),
-            directory: DirectoryServiceClient::new(channel.clone()),
             store,
-            state: gateway.state.clone(),
+            gateway: Gateway::start(config).await,
+            channel: lazy_channel(server.addr),
             server,
-            gateway,
-            channel,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -446,9 +462,24 @@ impl Stack {
         }
     }
 
+    /// `http://127.0.0.1:<port>` of the gateway.
+    pub fn base(&self) -> &str {
+        &self.gateway.root
+    }
+
+    /// An AdminService client of the directory service.
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone())
+    }
+
+    /// A DirectoryService client of the directory service.
+    pub fn directory(&self) -> DirectoryServiceClient<Channel> {
+        DirectoryServiceClient::new(self.channel.clone())
+    }
+
     /// Creates a directory and a token for it.
     pub async fn directory_with_token(&self, policy: DeprovisionPolicy) -> Scim {
-        directory_with_token(self.channel.clone(), &self.base, policy)
+        directory_with_token(self.channel.clone(), self.base(), policy)
             .await
             .with_http(self.http.clone())
     }

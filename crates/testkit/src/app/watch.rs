@@ -43,19 +43,23 @@ pub fn kind_name(kind: i32) -> &'static str {
     }
 }
 
-/// Whether `event` concerns user `user_id`: the user itself or one of its memberships.
-pub fn concerns_user(event: &Change, user_id: &str) -> bool {
-    match &event.resource {
-        Some(change::Resource::Membership(m)) => m.member_id == user_id,
-        _ => event.resource_id == user_id,
-    }
+/// What a sequence of events is about: a user or a group, with its
+/// memberships (as member or as group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Of {
+    User,
+    Group,
 }
 
-/// Whether `event` concerns group `group_id`: the group itself or one of its memberships.
-pub fn concerns_group(event: &Change, group_id: &str) -> bool {
-    match &event.resource {
-        Some(change::Resource::Membership(m)) => m.group_id == group_id,
-        _ => event.resource_id == group_id,
+impl Of {
+    /// Whether `event` concerns the resource `id`: the resource itself or
+    /// one of its memberships.
+    pub fn concerns(self, event: &Change, id: &str) -> bool {
+        match (&event.resource, self) {
+            (Some(change::Resource::Membership(m)), Of::User) => m.member_id == id,
+            (Some(change::Resource::Membership(m)), Of::Group) => m.group_id == id,
+            _ => event.resource_id == id,
+        }
     }
 }
 
@@ -166,39 +170,23 @@ pub async fn changes_up_to(grpc: &str, directory_id: &str, head: i64) -> Vec<Cha
 }
 
 /// Waits until the stream holds, for every `(id, kinds)` pair, exactly the
-/// kinds `kinds` among the events concerning user `id` — then returns all events.
-pub async fn watch_user_sequences(
+/// kinds `kinds` among the events concerning resource `id` (a user or a
+/// group, as `of` says) — then returns all events.
+pub async fn watch_sequences(
     grpc: &str,
     directory_id: &str,
-    expected: &[(&str, &[&str])],
-) -> Vec<Change> {
-    watch_sequences(grpc, directory_id, concerns_user, expected).await
-}
-
-/// [`watch_user_sequences`] for groups (the group itself and its memberships).
-pub async fn watch_group_sequences(
-    grpc: &str,
-    directory_id: &str,
-    expected: &[(&str, &[&str])],
-) -> Vec<Change> {
-    watch_sequences(grpc, directory_id, concerns_group, expected).await
-}
-
-async fn watch_sequences(
-    grpc: &str,
-    directory_id: &str,
-    concerns: fn(&Change, &str) -> bool,
+    of: Of,
     expected: &[(&str, &[&str])],
 ) -> Vec<Change> {
     let events = watch_until(grpc, directory_id, |events| {
         expected
             .iter()
-            .all(|(id, kinds)| kinds_where(events, |e| concerns(e, id)).len() >= kinds.len())
+            .all(|(id, kinds)| kinds_where(events, |e| of.concerns(e, id)).len() >= kinds.len())
     })
     .await;
     for (id, kinds) in expected {
         assert_eq!(
-            &kinds_where(&events, |e| concerns(e, id)),
+            &kinds_where(&events, |e| of.concerns(e, id)),
             kinds,
             "events of {id}"
         );
