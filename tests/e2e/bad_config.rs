@@ -98,34 +98,30 @@ fn incomplete_or_unreadable_tls_files() {
         ],
         "mutual TLS needs all of --tls-cert, --tls-key and --tls-client-ca",
     );
+    // A gateway that must speak TLS to its directory service.
+    let gateway = [
+        "gateway",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "off",
+        "--directory-endpoint",
+        "https://roster-directory:50051",
+    ];
+    let unreadable = [
+        "--directory-tls-cert",
+        "/nonexistent/tls.crt",
+        "--directory-tls-key",
+        "/nonexistent/tls.key",
+        "--directory-tls-ca",
+        "/nonexistent/ca.crt",
+    ];
     run_fails(
-        &[
-            "gateway",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "off",
-            "--directory-endpoint",
-            "https://roster-directory:50051",
-            "--directory-tls-cert",
-            "/nonexistent/tls.crt",
-            "--directory-tls-key",
-            "/nonexistent/tls.key",
-            "--directory-tls-ca",
-            "/nonexistent/ca.crt",
-        ],
+        &[&gateway[..], &unreadable[..]].concat(),
         "cannot read /nonexistent/tls.crt",
     );
     run_fails(
-        &[
-            "gateway",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "off",
-            "--directory-endpoint",
-            "https://roster-directory:50051",
-        ],
+        &gateway,
         "an https:// endpoint needs the directory TLS certificate",
     );
 }

@@ -16,9 +16,8 @@ use serde_json::{Value, json};
 const CONCURRENCY: usize = 8;
 
 async fn serve(prefix: &str) -> (app::Served, Scim) {
-    let url = roster_testkit::fresh_database(prefix).await;
-    let served = app::serve_database(&url, &[("ROSTER_PROGRESS_INTERVAL_MS", "200")]);
-    let scim = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
+    let served = app::serve_postgres_with(prefix, &[("ROSTER_PROGRESS_INTERVAL_MS", "200")]).await;
+    let scim = served.scim();
     (served, scim)
 }
 
@@ -60,10 +59,7 @@ async fn stream(grpc: &str, directory_id: &str) -> Vec<Change> {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_member_patches_sum_up_exactly() {
     let (served, scim) = serve("conc_members").await;
-    let mut users = Vec::new();
-    for i in 0..60 {
-        users.push(scim.create_user(&format!("member{i}@example.com")).await);
-    }
+    let users = scim.create_users("member", 60).await;
     let group_id = scim.create_group("crowd").await;
     let path = format!("/Groups/{group_id}");
     let initial: Vec<Value> = users[..30].iter().map(|id| json!({"value": id})).collect();
@@ -321,10 +317,7 @@ const LEAVERS: usize = 60;
 #[tokio::test(flavor = "multi_thread")]
 async fn membership_patches_racing_user_deletes_never_answer_5xx() {
     let (_served, scim) = serve("conc_leavers").await;
-    let mut groups = Vec::new();
-    for i in 0..4 {
-        groups.push(scim.create_group(&format!("team{i}")).await);
-    }
+    let groups = scim.create_groups("team", 4).await;
     let add =
         |id: &str| patch_op(json!([{"op": "add", "path": "members", "value": [{"value": id}]}]));
     let mut users = Vec::new();

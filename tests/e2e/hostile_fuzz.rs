@@ -14,7 +14,7 @@ use roster_testkit::app::{
     BULK_REQUEST_SCHEMA, ENTERPRISE_USER_SCHEMA, GROUP_SCHEMA, PATCH_OP_SCHEMA,
     SEARCH_REQUEST_SCHEMA, USER_SCHEMA,
 };
-use roster_testkit::app::{ERROR_SCHEMA, Reply, Scim, truncated};
+use roster_testkit::app::{ERROR_SCHEMA, Reply, truncated};
 use serde_json::{Value, json};
 
 /// A small deterministic PRNG (xorshift64*), so a failing run can be replayed.
@@ -136,15 +136,6 @@ fn mutate_text(rng: &mut Rng, text: &str) -> String {
     bytes.into_iter().collect()
 }
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn query(rng: &mut Rng) -> String {
     let mut params = Vec::new();
     for _ in 0..rng.below(4) {
@@ -187,7 +178,7 @@ fn query(rng: &mut Rng) -> String {
             6 => ("attributes", rng.pick(ATTRIBUTES).to_string()),
             _ => ("excludedAttributes", rng.pick(ATTRIBUTES).to_string()),
         };
-        params.push(format!("{name}={}", encode(&value)));
+        params.push(format!("{name}={}", app::percent_encode(&value)));
     }
     if params.is_empty() {
         String::new()
@@ -333,8 +324,8 @@ fn path(rng: &mut Rng, ids: &[String]) -> String {
     match rng.below(14) {
         0 | 1 => "/Users".into(),
         2 | 3 => "/Groups".into(),
-        4 | 5 => format!("/Users/{}", encode(&id)),
-        6 | 7 => format!("/Groups/{}", encode(&id)),
+        4 | 5 => format!("/Users/{}", app::percent_encode(&id)),
+        6 | 7 => format!("/Groups/{}", app::percent_encode(&id)),
         8 => "/Bulk".into(),
         9 => rng
             .pick(&["/.search", "/Users/.search", "/Groups/.search"])
@@ -350,9 +341,9 @@ fn path(rng: &mut Rng, ids: &[String]) -> String {
             .to_string(),
         11 => {
             let schema = *rng.pick(SCHEMAS);
-            format!("/Schemas/{}", encode(schema))
+            format!("/Schemas/{}", app::percent_encode(schema))
         }
-        12 => format!("/{}", encode(&mutate_text(rng, "Users/x/y"))),
+        12 => format!("/{}", app::percent_encode(&mutate_text(rng, "Users/x/y"))),
         _ => String::new(),
     }
 }
@@ -437,11 +428,8 @@ async fn thousands_of_random_scim_requests_get_no_5xx() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(3000);
     let served = app::serve_postgres("fuzz").await;
-    let scim = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
-    let mut ids = Vec::new();
-    for i in 0..5 {
-        ids.push(scim.create_user(&format!("seed{i}@example.com")).await);
-    }
+    let scim = served.scim();
+    let mut ids = scim.create_users("seed", 5).await;
     ids.push(scim.create_group("seeded").await);
     ids.push("00000000-0000-0000-0000-000000000000".to_string());
     ids.push("not-a-uuid".to_string());

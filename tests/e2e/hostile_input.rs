@@ -708,7 +708,7 @@ async fn hostile_requests_get_4xx_scim_errors_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn absurd_but_numeric_paging_is_clamped() {
     let served = app::serve_postgres("hostile_paging").await;
-    let scim = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
+    let scim = served.scim();
     scim.create_user("only@example.com").await;
     for (query, items) in [
         ("count=-1", 0),

@@ -73,11 +73,14 @@ fn empty(reply: &Reply, foreign: &Foreign, what: &str) {
     );
 }
 
-/// Every endpoint of B's base URL, called with A's token: all 401.
-async fn b_base_url_with_a_token(a_on_b: &Scim, foreign: &Foreign) {
-    let (u, g) = (&foreign.user, &foreign.group);
-    let calls: Vec<(Method, String, Option<Value>)> = vec![
-        (Method::GET, "/Users".into(), None),
+/// One SCIM call: method, path and body.
+type Call = (Method, String, Option<Value>);
+
+/// Reads and writes of user `u` and group `g` by their ids.
+fn by_id(u: &str, g: &str) -> Vec<Call> {
+    let deactivate = json!([{"op": "replace", "path": "active", "value": false}]);
+    let no_members = json!([{"op": "remove", "path": "members"}]);
+    vec![
         (Method::GET, format!("/Users/{u}"), None),
         (
             Method::PUT,
@@ -87,19 +90,36 @@ async fn b_base_url_with_a_token(a_on_b: &Scim, foreign: &Foreign) {
         (
             Method::PATCH,
             format!("/Users/{u}"),
-            Some(patch_op(
-                json!([{"op": "replace", "path": "active", "value": false}]),
-            )),
+            Some(patch_op(deactivate)),
         ),
         (Method::DELETE, format!("/Users/{u}"), None),
+        (Method::GET, format!("/Groups/{g}"), None),
+        (
+            Method::PUT,
+            format!("/Groups/{g}"),
+            Some(group("stolen", &[])),
+        ),
+        (
+            Method::PATCH,
+            format!("/Groups/{g}"),
+            Some(patch_op(no_members)),
+        ),
+        (Method::DELETE, format!("/Groups/{g}"), None),
+    ]
+}
+
+/// Every endpoint of B's base URL, called with A's token: all 401.
+async fn b_base_url_with_a_token(a_on_b: &Scim, foreign: &Foreign) {
+    let (u, g) = (&foreign.user, &foreign.group);
+    let mut calls = by_id(u, g);
+    calls.extend([
+        (Method::GET, "/Users".into(), None),
         (
             Method::POST,
             "/Users".into(),
             Some(bare_user("planted@example.com")),
         ),
         (Method::GET, "/Groups".into(), None),
-        (Method::GET, format!("/Groups/{g}"), None),
-        (Method::DELETE, format!("/Groups/{g}"), None),
         (Method::POST, "/Groups".into(), Some(group("planted", &[]))),
         (
             Method::POST,
@@ -123,7 +143,7 @@ async fn b_base_url_with_a_token(a_on_b: &Scim, foreign: &Foreign) {
         (Method::GET, "/ResourceTypes".into(), None),
         (Method::GET, "/ResourceTypes/User".into(), None),
         (Method::GET, "/Me".into(), None),
-    ];
+    ]);
     for (method, path, body) in calls {
         let what = format!("A's token on B's {method} {path}");
         let got = send(a_on_b, method, &path, body.as_ref()).await;
@@ -135,37 +155,12 @@ async fn b_base_url_with_a_token(a_on_b: &Scim, foreign: &Foreign) {
 /// B's ids used under A's own base URL: 404 (or empty results), never B's data.
 async fn b_ids_under_a_base_url(a: &Scim, a_group: &str, foreign: &Foreign) {
     let (u, g) = (&foreign.user, &foreign.group);
-    let not_found: Vec<(Method, String, Option<Value>)> = vec![
-        (Method::GET, format!("/Users/{u}"), None),
-        (
-            Method::PUT,
-            format!("/Users/{u}"),
-            Some(bare_user("stolen@example.com")),
-        ),
-        (
-            Method::PATCH,
-            format!("/Users/{u}"),
-            Some(patch_op(
-                json!([{"op": "replace", "path": "active", "value": false}]),
-            )),
-        ),
-        (Method::DELETE, format!("/Users/{u}"), None),
-        (Method::GET, format!("/Groups/{g}"), None),
-        (
-            Method::PUT,
-            format!("/Groups/{g}"),
-            Some(group("stolen", &[])),
-        ),
-        (
-            Method::PATCH,
-            format!("/Groups/{g}"),
-            Some(patch_op(json!([{"op": "remove", "path": "members"}]))),
-        ),
-        (Method::DELETE, format!("/Groups/{g}"), None),
+    let mut not_found = by_id(u, g);
+    not_found.extend([
         // B's group id used as if it were a user and vice versa.
         (Method::GET, format!("/Users/{g}"), None),
         (Method::GET, format!("/Groups/{u}"), None),
-    ];
+    ]);
     for (method, path, body) in not_found {
         let what = format!("A's base URL, B's id: {method} {path}");
         let got = send(a, method.clone(), &path, body.as_ref()).await;
@@ -187,14 +182,14 @@ async fn b_ids_under_a_base_url(a: &Scim, a_group: &str, foreign: &Foreign) {
         format!("userName co \"{}\"", &foreign.user_name[..6]),
         format!("groups.value eq \"{g}\""),
     ] {
-        let url = format!("/Users?filter={}", urlencode(&filter));
+        let url = format!("/Users?filter={}", app::percent_encode(&filter));
         empty(&send(a, Method::GET, &url, None).await, foreign, &filter);
     }
     for filter in [
         format!("id eq \"{g}\""),
         format!("members.value eq \"{u}\""),
     ] {
-        let url = format!("/Groups?filter={}", urlencode(&filter));
+        let url = format!("/Groups?filter={}", app::percent_encode(&filter));
         empty(&send(a, Method::GET, &url, None).await, foreign, &filter);
     }
     let search = json!({"schemas": [SEARCH_REQUEST_SCHEMA], "filter": format!("id eq \"{u}\" or id eq \"{g}\"")});
@@ -234,15 +229,6 @@ async fn b_ids_under_a_base_url(a: &Scim, a_group: &str, foreign: &Foreign) {
             "bulk leaks B: {op}"
         );
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn touches(change: &Change, ids: &[&str]) -> bool {

@@ -44,9 +44,8 @@ async fn metrics_reflect_requests_streams_head_and_pool() {
         .into_inner();
     served
         .scim()
-        .post("/Users", &bare_user("metered@example.com"))
-        .await
-        .expect(201, "create a user");
+        .create("/Users", &bare_user("metered@example.com"))
+        .await;
     let missing = http
         .get(format!(
             "{}/Users/{}",
@@ -121,8 +120,8 @@ async fn metric_until(url: &str, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_head_lag_shows_a_revision_held_open() {
-    let url = roster_testkit::fresh_database("head_lag").await;
-    let served = app::serve_database(&url, &[]);
+    let served = app::serve_postgres("head_lag").await;
+    let url = served.database_url.clone().expect("database");
     let metrics_url = served.metrics_url.clone().expect("metrics address");
     let lag = "roster_watch_head_lag_revisions";
     let waited = "roster_watch_head_lag_seconds";
@@ -141,9 +140,8 @@ async fn the_head_lag_shows_a_revision_held_open() {
         .unwrap();
     served
         .scim()
-        .post("/Users", &bare_user("lag@example.com"))
-        .await
-        .expect(201, "create a user");
+        .create("/Users", &bare_user("lag@example.com"))
+        .await;
     // The user's revision waits behind the open one: both count, and the
     // wait grows.
     metric_until(&metrics_url, lag, |v| v >= 2.0).await;

@@ -35,32 +35,36 @@ async fn grpc_status(grpc: &str) -> Option<ServingStatus> {
     Some(reply.into_inner().status())
 }
 
+/// Waits until both halves report `ready`: the gateway's `/readyz` and the
+/// directory service's gRPC health.
+async fn wait_readiness(served: &app::Served, ready: bool) {
+    let http = reqwest::Client::new();
+    let root = served.http_root();
+    let wait = Duration::from_secs(60);
+    let (code, status) = match ready {
+        true => (200, ServingStatus::Serving),
+        false => (503, ServingStatus::NotServing),
+    };
+    eventually(&format!("/readyz {code}"), wait, || async {
+        (readyz(&http, &root).await == Some(code)).then_some(())
+    })
+    .await;
+    eventually(&format!("gRPC health {status:?}"), wait, || async {
+        (grpc_status(&served.grpc).await == Some(status)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn readiness_follows_postgres_and_scim_answers_503_meanwhile() {
     let pg = roster_testkit::owned_cluster().await;
     let served = app::serve_database(&pg.url(), &[]);
-    let http = reqwest::Client::new();
-    let root = served.http_root();
-    let wait = Duration::from_secs(60);
-
-    eventually("ready", wait, || async {
-        (readyz(&http, &root).await == Some(200)).then_some(())
-    })
-    .await;
+    wait_readiness(&served, true).await;
     let scim = served.scim();
-    scim.post("/Users", &bare_user("ready@example.com"))
-        .await
-        .expect(201, "create a user");
+    scim.create("/Users", &bare_user("ready@example.com")).await;
 
     pg.stop();
-    eventually("gateway not ready", wait, || async {
-        (readyz(&http, &root).await == Some(503)).then_some(())
-    })
-    .await;
-    eventually("directory NOT_SERVING", wait, || async {
-        (grpc_status(&served.grpc).await == Some(ServingStatus::NotServing)).then_some(())
-    })
-    .await;
+    wait_readiness(&served, false).await;
     let during = scim
         .get("/Users")
         .await
@@ -69,14 +73,7 @@ async fn readiness_follows_postgres_and_scim_answers_503_meanwhile() {
     assert_eq!(during.body["schemas"][0], ERROR_SCHEMA);
 
     pg.start().await;
-    eventually("gateway ready again", wait, || async {
-        (readyz(&http, &root).await == Some(200)).then_some(())
-    })
-    .await;
-    eventually("directory SERVING again", wait, || async {
-        (grpc_status(&served.grpc).await == Some(ServingStatus::Serving)).then_some(())
-    })
-    .await;
+    wait_readiness(&served, true).await;
     assert_eq!(
         scim.count("/Users?filter=userName%20eq%20%22ready@example.com%22")
             .await,

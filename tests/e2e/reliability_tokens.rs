@@ -61,14 +61,15 @@ async fn lifecycle(scim: &Scim) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_are_stored_hashed_and_never_logged_even_at_trace_level() {
-    let url = roster_testkit::fresh_database("tokens").await;
-    let served = app::serve_database(
-        &url,
+    let served = app::serve_postgres_with(
+        "tokens",
         &[
             ("ROSTER_LOG", "trace"),
             ("ROSTER_INTERNAL_SECRET", INTERNAL_SECRET),
         ],
-    );
+    )
+    .await;
+    let url = served.database_url.clone().expect("database");
     let env = [("ROSTER_INTERNAL_SECRET", INTERNAL_SECRET)];
     let (id, token) = app::create_directory(&served.grpc, "tokens", &env);
     let scim = Scim::new(&format!("{}/scim/v2/{id}", served.http_root()), &token);
@@ -172,8 +173,8 @@ fn with_secret<T>(message: T, secret: Option<&str>) -> tonic::Request<T> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_directory_service_requires_the_internal_secret() {
-    let url = roster_testkit::fresh_database("internal").await;
-    let served = app::serve_database(&url, &[("ROSTER_INTERNAL_SECRET", INTERNAL_SECRET)]);
+    let served =
+        app::serve_postgres_with("internal", &[("ROSTER_INTERNAL_SECRET", INTERNAL_SECRET)]).await;
     let channel = connect(&served.grpc).await.expect("gRPC");
     let mut directory = DirectoryServiceClient::new(channel.clone());
     let mut admin = AdminServiceClient::new(channel.clone());
@@ -240,7 +241,7 @@ async fn the_directory_service_requires_the_internal_secret() {
     assert_eq!(health.into_inner().status(), ServingStatus::Serving);
 
     // The gateway configured with the secret works…
-    let scim = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
+    let scim = served.scim();
     scim.create_user("through-the-gateway@example.com").await;
 
     // …and a gateway without it, or with another one, is misconfigured: an
@@ -380,15 +381,15 @@ async fn every_401_looks_the_same_but_the_log_says_which_mistake_it_was() {
 /// IdP's known-valid token from the same address keeps working.
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_authentications_per_address_are_limited_but_a_known_token_is_not() {
-    let url = roster_testkit::fresh_database("authlimit").await;
-    let served = app::serve_database(
-        &url,
+    let served = app::serve_postgres_with(
+        "authlimit",
         &[
             ("ROSTER_AUTH_FAILURES_PER_ADDRESS", "1"),
             ("ROSTER_AUTH_FAILURE_BURST", "3"),
         ],
-    );
-    let idp = Scim::new(&served.base_url, served.token.as_deref().expect("token"));
+    )
+    .await;
+    let idp = served.scim();
     idp.get("/Users")
         .await
         .expect(200, "the IdP, first request");

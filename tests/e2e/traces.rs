@@ -56,20 +56,19 @@ async fn a_scim_request_is_one_trace_across_gateway_and_directory_service() {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
 
-    let db = roster_testkit::fresh_database("tracing").await;
-    let served = app::serve_database(
-        &db,
+    let served = app::serve_postgres_with(
+        "tracing",
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("ROSTER_LOG_FORMAT", "json"),
         ],
-    );
+    )
+    .await;
     served
         .scim()
-        .post("/Users", &bare_user("traced@example.com"))
-        .await
-        .expect(201, "create a user");
+        .create("/Users", &bare_user("traced@example.com"))
+        .await;
 
     // A trace holding both the gateway's HTTP span and the directory service's gRPC span.
     let trace_id = roster_testkit::eventually(

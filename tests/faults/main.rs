@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::StreamExt;
 use roster_proto::directory::ChangeKind;
 use roster_testkit::app::{
-    CONVERGE, Process, ResumingWatcher, RetryingIdp, Scim, Seen, assert_exactly_once_in_order,
+    CONVERGE, Process, ResumingWatcher, RetryingIdp, Seen, assert_exactly_once_in_order,
     create_directory, free_port, full_log, head_revision, patch_op, spawn_directory, spawn_gateway,
     wait_for_grpc, wait_for_http,
 };
@@ -103,15 +103,15 @@ async fn provision(
         .await
 }
 
-/// Checks the stored state and the change log after a faulty run.
+/// Checks the stored state and the change log after a faulty run of `load`.
 async fn verify(
-    scim: &Scim,
+    load: &Load,
     provisioned: &BTreeMap<String, String>,
-    group: &str,
     grpc: &str,
     directory_id: &str,
     watcher: &ResumingWatcher,
 ) {
+    let (scim, group) = (&load.idp.scim, load.group.as_str());
     // Stored exactly once, nothing else.
     let stored = scim.list_all("/Users").await;
     assert_eq!(
@@ -240,16 +240,32 @@ fn assert_clean_retries(idp: &RetryingIdp) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_of_the_directory_service_loses_and_duplicates_nothing() {
-    let mut split = Split::start("fault_kill_dir").await;
+/// The process of a split deployment a test kills.
+#[derive(Clone, Copy)]
+enum Killed {
+    DirectoryService,
+    Gateway,
+}
+
+/// Runs the load on a split deployment, `kill -9`s `killed` at every fault
+/// point and restarts it on its port; the IdP must have felt the kills and
+/// retried cleanly, and nothing may be lost or duplicated. Returns the
+/// deployment and the run for the test's own checks.
+async fn kill_9_under_load(
+    prefix: &str,
+    killed: Killed,
+) -> (Split, Load, BTreeMap<String, String>, ResumingWatcher) {
+    let mut split = Split::start(prefix).await;
     let (directory_id, token) = create_directory(&split.grpc(), "faults", &[]);
     let watcher = ResumingWatcher::start(&split.grpc(), &directory_id, None);
     let idp = RetryingIdp::new(&split.base_url(&directory_id), &token);
     let (load, task) = Load::start(idp).await;
     for n in 0..faults() {
         load.reach_fault_point(n).await;
-        split.restart_directory().await;
+        match killed {
+            Killed::DirectoryService => split.restart_directory().await,
+            Killed::Gateway => split.restart_gateway().await,
+        }
     }
     let provisioned = task.await.expect("load");
     assert!(
@@ -257,17 +273,15 @@ async fn kill_9_of_the_directory_service_loses_and_duplicates_nothing() {
         "the kill was not felt by the IdP"
     );
     assert_clean_retries(&load.idp);
-    assert!(watcher.connects() > 1, "the consumer never had to resume");
-    verify(
-        &load.idp.scim,
-        &provisioned,
-        &load.group,
-        &split.grpc(),
-        &directory_id,
-        &watcher,
-    )
-    .await;
+    verify(&load, &provisioned, &split.grpc(), &directory_id, &watcher).await;
     split.assert_no_panics();
+    (split, load, provisioned, watcher)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_directory_service_loses_and_duplicates_nothing() {
+    let (_, _, _, watcher) = kill_9_under_load("fault_kill_dir", Killed::DirectoryService).await;
+    assert!(watcher.connects() > 1, "the consumer never had to resume");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -299,9 +313,8 @@ async fn postgres_restart_answers_503_meanwhile_and_loses_and_duplicates_nothing
     let provisioned = task.await.expect("load");
     assert_clean_retries(&load.idp);
     verify(
-        &load.idp.scim,
+        &load,
         &provisioned,
-        &load.group,
         &served.grpc,
         &served.directory_id,
         &watcher,
@@ -312,8 +325,8 @@ async fn postgres_restart_answers_503_meanwhile_and_loses_and_duplicates_nothing
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consumer_resuming_dozens_of_times_sees_every_change_once() {
-    let url = roster_testkit::fresh_database("fault_resume").await;
-    let served = app::serve_database(&url, &[("ROSTER_PROGRESS_INTERVAL_MS", "200")]);
+    let served =
+        app::serve_postgres_with("fault_resume", &[("ROSTER_PROGRESS_INTERVAL_MS", "200")]).await;
     let token = served.token.clone().expect("token");
     // About 3 changes per user: disconnecting every 10 messages makes 30+ resumes.
     let watcher = ResumingWatcher::start(&served.grpc, &served.directory_id, Some(10));
@@ -321,9 +334,8 @@ async fn a_consumer_resuming_dozens_of_times_sees_every_change_once() {
     let (load, task) = Load::start(idp).await;
     let provisioned = task.await.expect("load");
     verify(
-        &load.idp.scim,
+        &load,
         &provisioned,
-        &load.group,
         &served.grpc,
         &served.directory_id,
         &watcher,
@@ -338,36 +350,13 @@ async fn a_consumer_resuming_dozens_of_times_sees_every_change_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_of_the_gateway_with_requests_in_flight_converges() {
-    let mut split = Split::start("fault_kill_gw").await;
-    let (directory_id, token) = create_directory(&split.grpc(), "faults", &[]);
-    let watcher = ResumingWatcher::start(&split.grpc(), &directory_id, None);
-    let idp = RetryingIdp::new(&split.base_url(&directory_id), &token);
-    let (load, task) = Load::start(idp).await;
-    for n in 0..faults() {
-        load.reach_fault_point(n).await;
-        split.restart_gateway().await;
-    }
-    let provisioned = task.await.expect("load");
-    assert!(
-        load.idp.log.lock().unwrap().retries > 0,
-        "the kill was not felt by the IdP"
-    );
-    assert_clean_retries(&load.idp);
-    verify(
-        &load.idp.scim,
-        &provisioned,
-        &load.group,
-        &split.grpc(),
-        &directory_id,
-        &watcher,
-    )
-    .await;
+    let (split, load, provisioned, _) = kill_9_under_load("fault_kill_gw", Killed::Gateway).await;
 
     // What a retried POST whose first attempt landed looks like to the IdP.
     let again = load
         .idp
         .scim
-        .post("/Users", &app::user(&user_name(0)))
+        .post("/Users", &app::bare_user(&user_name(0)))
         .await;
     assert_eq!(again.status, 409, "{}", again.text);
     assert_eq!(again.body["scimType"], "uniqueness");

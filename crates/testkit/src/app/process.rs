@@ -115,6 +115,8 @@ pub struct Served {
     pub log_path: PathBuf,
     /// `http://host:port/metrics`, when the banner printed one.
     pub metrics_url: Option<String>,
+    /// The PostgreSQL database it serves, if not the embedded store.
+    pub database_url: Option<String>,
 }
 
 impl Served {
@@ -211,7 +213,13 @@ pub fn serve(data_dir: &Path) -> Served {
 
 /// Starts `roster serve` on a fresh PostgreSQL database.
 pub async fn serve_postgres(prefix: &str) -> Served {
-    serve_database(&crate::fresh_database(prefix).await, &[])
+    serve_postgres_with(prefix, &[]).await
+}
+
+/// Starts `roster serve` on a fresh PostgreSQL database, with extra
+/// environment variables.
+pub async fn serve_postgres_with(prefix: &str, env: &[(&str, &str)]) -> Served {
+    serve_database(&crate::fresh_database(prefix).await, env)
 }
 
 /// Starts `roster serve` on the PostgreSQL database at `url`, with extra
@@ -220,7 +228,9 @@ pub fn serve_database(url: &str, env: &[(&str, &str)]) -> Served {
     let mut cmd = roster();
     cmd.arg("serve").arg("--database-url").arg(url);
     cmd.envs(env.iter().copied());
-    spawn_serve(cmd)
+    let mut served = spawn_serve(cmd);
+    served.database_url = Some(url.to_string());
+    served
 }
 
 fn spawn_serve(mut cmd: Command) -> Served {
@@ -290,6 +300,7 @@ fn spawn_serve(mut cmd: Command) -> Served {
         banner,
         log_path,
         metrics_url,
+        database_url: None,
     }
 }
 

@@ -98,6 +98,11 @@ impl Reply {
             .unwrap_or_default()
     }
 
+    /// `totalResults`, `itemsPerPage` and `startIndex` of a ListResponse.
+    pub fn paging(&self) -> [Option<i64>; 3] {
+        ["totalResults", "itemsPerPage", "startIndex"].map(|key| self.body[key].as_i64())
+    }
+
     /// `totalResults` of a ListResponse, which IdPs require to be a JSON integer.
     pub fn total_results(&self) -> i64 {
         self.body["totalResults"]

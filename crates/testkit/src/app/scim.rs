@@ -190,6 +190,26 @@ impl Scim {
         self.create("/Groups", &group(name, &[])).await
     }
 
+    /// Creates users `{prefix}{i}@example.com` for `i` in `0..n`, one
+    /// after the other; their ids in that order.
+    pub async fn create_users(&self, prefix: &str, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            ids.push(self.create_user(&format!("{prefix}{i}@example.com")).await);
+        }
+        ids
+    }
+
+    /// Creates groups `{prefix}{i}` for `i` in `0..n`, one after the other;
+    /// their ids in that order.
+    pub async fn create_groups(&self, prefix: &str, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            ids.push(self.create_group(&format!("{prefix}{i}")).await);
+        }
+        ids
+    }
+
     /// Every resource of `/Users` or `/Groups`, read page by page.
     pub async fn list_all(&self, endpoint: &str) -> Vec<Value> {
         let mut all = Vec::new();
@@ -237,6 +257,16 @@ impl Scim {
             .as_str()
             .map(str::to_string)
     }
+}
+
+/// `s` percent-encoded for a URL query: everything but unreserved ASCII.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// A typical IdP user payload.
