@@ -23,8 +23,8 @@ use futures::StreamExt;
 use roster_proto::directory::ChangeKind;
 use roster_testkit::app::{
     CONVERGE, Process, ResumingWatcher, RetryingIdp, Seen, assert_exactly_once_in_order,
-    create_directory, free_port, full_log, head_revision, patch_op, spawn_directory, spawn_gateway,
-    wait_for_grpc, wait_for_http,
+    create_directory, free_port, patch_op, spawn_directory, spawn_gateway, wait_for_grpc,
+    wait_for_http,
 };
 use serde_json::json;
 
@@ -104,13 +104,7 @@ async fn provision(
 }
 
 /// Checks the stored state and the change log after a faulty run of `load`.
-async fn verify(
-    load: &Load,
-    provisioned: &BTreeMap<String, String>,
-    grpc: &str,
-    directory_id: &str,
-    watcher: &ResumingWatcher,
-) {
+async fn verify(load: &Load, provisioned: &BTreeMap<String, String>, watcher: &ResumingWatcher) {
     let (scim, group) = (&load.idp.scim, load.group.as_str());
     // Stored exactly once, nothing else.
     let stored = scim.list_all("/Users").await;
@@ -154,8 +148,7 @@ async fn verify(
     assert_eq!(member_ids, ids, "group membership");
 
     // The log holds one user.created per user; the resuming consumer saw the log exactly.
-    let head = head_revision(grpc, directory_id).await;
-    let reference = full_log(grpc, directory_id, head).await;
+    let (head, reference) = watcher.reference_log().await;
     let created: Vec<&Seen> = reference
         .iter()
         .filter(|s| s.kind == ChangeKind::UserCreated as i32)
@@ -273,7 +266,7 @@ async fn kill_9_under_load(
         "the kill was not felt by the IdP"
     );
     assert_clean_retries(&load.idp);
-    verify(&load, &provisioned, &split.grpc(), &directory_id, &watcher).await;
+    verify(&load, &provisioned, &watcher).await;
     split.assert_no_panics();
     (split, load, provisioned, watcher)
 }
@@ -312,14 +305,7 @@ async fn postgres_restart_answers_503_meanwhile_and_loses_and_duplicates_nothing
     }
     let provisioned = task.await.expect("load");
     assert_clean_retries(&load.idp);
-    verify(
-        &load,
-        &provisioned,
-        &served.grpc,
-        &served.directory_id,
-        &watcher,
-    )
-    .await;
+    verify(&load, &provisioned, &watcher).await;
     assert!(!served.logs().contains("panicked"), "{}", served.logs());
 }
 
@@ -333,14 +319,7 @@ async fn a_consumer_resuming_dozens_of_times_sees_every_change_once() {
     let idp = RetryingIdp::new(&served.base_url, &token);
     let (load, task) = Load::start(idp).await;
     let provisioned = task.await.expect("load");
-    verify(
-        &load,
-        &provisioned,
-        &served.grpc,
-        &served.directory_id,
-        &watcher,
-    )
-    .await;
+    verify(&load, &provisioned, &watcher).await;
     assert!(
         watcher.connects() >= 30,
         "only {} connections",

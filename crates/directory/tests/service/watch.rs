@@ -12,7 +12,7 @@ use roster_proto::directory::change::Resource;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::watch_changes_response::Payload;
-use roster_proto::directory::{ChangeKind, ListOptions, ListUsersRequest, WatchChangesRequest};
+use roster_proto::directory::{ChangeKind, ListOptions, WatchChangesRequest};
 use roster_store::Cursor;
 use roster_testkit::app::*;
 use roster_testkit::on_both_backends;
@@ -89,15 +89,7 @@ async fn list_then_watch_is_exact(backend: Backend) {
     let mut env = Env::on(backend, "watch_list_then").await;
     let d = env.directory("list-then-watch").await;
     env.user(&d, "listed@example.com").await;
-    let list = env
-        .dir
-        .list_users(ListUsersRequest {
-            directory_id: d.clone(),
-            options: Some(ListOptions::default()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let list = env.list_users(&d, Some(ListOptions::default())).await;
     assert_eq!(list.users.len(), 1);
     assert!(!list.cursor.is_empty());
     let after_list = env.user(&d, "after@example.com").await;
@@ -205,16 +197,7 @@ async fn progress_markers_advance_past_filtered_out_events(backend: Backend) {
     )
     .await;
     env.user(&d, "hidden@example.com").await;
-    let revision = env
-        .dir
-        .list_users(ListUsersRequest {
-            directory_id: d.clone(),
-            options: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .revision;
+    let revision = env.list_users(&d, None).await.revision;
     assert!(revision > 0);
     let progressed = tokio::time::timeout(PROMPTLY, async {
         loop {
@@ -371,15 +354,7 @@ async fn a_cursor_from_before_a_restore_is_out_of_range(backend: Backend) {
     env.user(&d, "before@example.com").await;
     let (m, _) = next_change(&mut stream).await;
     drop(stream);
-    let list = env
-        .dir
-        .list_users(ListUsersRequest {
-            directory_id: d.clone(),
-            options: Some(ListOptions::default()),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let list = env.list_users(&d, Some(ListOptions::default())).await;
 
     // The restore step: the log gets a new epoch. Both cursors' revisions
     // are still in range; they name the old history.
@@ -790,15 +765,7 @@ async fn list_then_watch_is_exact_across_an_out_of_order_commit() {
     // Committed with a later revision while the early one is still open:
     // the list sees this user, the stable head cannot pass the hole.
     let listed = env.user(&d, "listed@example.com").await;
-    let list = env
-        .dir
-        .list_users(ListUsersRequest {
-            directory_id: d.clone(),
-            options: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let list = env.list_users(&d, None).await;
     assert!(list.users.iter().any(|u| u.id == listed.id));
     assert!(
         list.revision < early_revision,
@@ -836,15 +803,7 @@ on_both_backends!(a_deleted_directory_can_still_be_resumed_to_its_tombstone);
 async fn a_deleted_directory_can_still_be_resumed_to_its_tombstone(backend: Backend) {
     let mut env = Env::on(backend, "watch_deleted_dir").await;
     let d = env.directory("doomed").await;
-    let list = env
-        .dir
-        .list_users(ListUsersRequest {
-            directory_id: d.clone(),
-            options: None,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let list = env.list_users(&d, None).await;
     env.admin
         .delete_directory(roster_proto::admin::DeleteDirectoryRequest { id: d.clone() })
         .await

@@ -191,19 +191,23 @@ async fn mutual_tls_admits_trusted_gateways_refuses_others_and_follows_rotation(
     // The gateway follows its own files too: swapped for a certificate the
     // directory service does not trust, its new connections are refused;
     // swapped back, they are accepted again.
-    write(&dir, "gateway", &foreign_leaf, &ca);
-    roster_testkit::eventually(
-        "the gateway reconnects with its new certificate",
-        Duration::from_secs(30),
-        || async { (get(&trusted.root, &users, &token).await.status() == 503).then_some(()) },
-    )
-    .await;
-    write(&dir, "gateway", &gateway_leaf, &ca);
-    roster_testkit::eventually(
-        "the gateway reconnects with a trusted certificate",
-        Duration::from_secs(30),
-        || async { (get(&trusted.root, &users, &token).await.status() == 200).then_some(()) },
-    )
-    .await;
+    for (leaf, status, what) in [
+        (
+            &foreign_leaf,
+            503,
+            "the gateway reconnects with its new certificate",
+        ),
+        (
+            &gateway_leaf,
+            200,
+            "the gateway reconnects with a trusted certificate",
+        ),
+    ] {
+        write(&dir, "gateway", leaf, &ca);
+        roster_testkit::eventually(what, Duration::from_secs(30), || async {
+            (get(&trusted.root, &users, &token).await.status() == status).then_some(())
+        })
+        .await;
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -146,33 +146,13 @@ async fn lists_filter_page_sort_and_project() {
 
     // Pages in creation order without sortBy.
     let page1 = scim.get("/Users?startIndex=1&count=2").await;
-    assert_eq!(
-        (
-            page1.body["totalResults"].as_i64(),
-            page1.body["itemsPerPage"].as_i64(),
-            page1.body["startIndex"].as_i64()
-        ),
-        (Some(5), Some(2), Some(1))
-    );
+    assert_eq!(page1.paging(), [Some(5), Some(2), Some(1)]);
     assert_eq!(page1.resources()[0]["userName"], "carol@example.com");
     let page3 = scim.get("/Users?startIndex=5&count=2").await;
-    assert_eq!(
-        (
-            page3.body["totalResults"].as_i64(),
-            page3.body["itemsPerPage"].as_i64(),
-            page3.body["startIndex"].as_i64()
-        ),
-        (Some(5), Some(1), Some(5))
-    );
+    assert_eq!(page3.paging(), [Some(5), Some(1), Some(5)]);
     assert_eq!(page3.resources()[0]["userName"], "dave@example.com");
     let past_end = scim.get("/Users?startIndex=50").await;
-    assert_eq!(
-        (
-            past_end.body["totalResults"].as_i64(),
-            past_end.body["itemsPerPage"].as_i64()
-        ),
-        (Some(5), Some(0))
-    );
+    assert_eq!(past_end.paging()[..2], [Some(5), Some(0)]);
 
     // count=0: only the total.
     let count_only = scim.get("/Users?count=0").await;
@@ -228,14 +208,7 @@ async fn lists_filter_page_sort_and_project() {
         )
         .await;
     assert_eq!(search.status, 200, "{:?}", search.body);
-    assert_eq!(
-        (
-            search.body["totalResults"].as_i64(),
-            search.body["itemsPerPage"].as_i64(),
-            search.body["startIndex"].as_i64()
-        ),
-        (Some(2), Some(1), Some(2))
-    );
+    assert_eq!(search.paging(), [Some(2), Some(1), Some(2)]);
     let root = scim
         .post("/.search", &json!({"filter": "userName sw \"a\""}))
         .await;

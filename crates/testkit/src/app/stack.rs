@@ -10,7 +10,10 @@ use roster_proto::admin::{
     CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ProviderKind,
 };
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
-use roster_proto::directory::{CreateGroupRequest, CreateUserRequest, Group, User};
+use roster_proto::directory::{
+    CreateGroupRequest, CreateUserRequest, Group, ListOptions, ListUsersRequest, ListUsersResponse,
+    User,
+};
 use roster_store::Store;
 use roster_store::postgres::PgStore;
 use roster_store::sqlite::SqliteStore;
@@ -253,6 +256,30 @@ impl Env {
     /// Creates a group named `name` with the members `members` and returns it.
     pub async fn group(&mut self, directory_id: &str, name: &str, members: &[&str]) -> Group {
         create_group(&mut self.dir, directory_id, group_json(name, members)).await
+    }
+}
+
+/// The status code of a gRPC call that must fail.
+pub fn failure_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> tonic::Code {
+    result.expect_err("the call must fail").code()
+}
+
+impl Env {
+    /// `ListUsers` of `directory_id` with `options`.
+    pub async fn list_users(
+        &mut self,
+        directory_id: &str,
+        options: Option<ListOptions>,
+    ) -> ListUsersResponse {
+        let req = ListUsersRequest {
+            directory_id: directory_id.into(),
+            options,
+        };
+        self.dir
+            .list_users(req)
+            .await
+            .expect("ListUsers")
+            .into_inner()
     }
 }
 

@@ -223,6 +223,9 @@ pub struct WatchState {
 /// a directory service that was just restarted.
 pub struct ResumingWatcher {
     pub state: Arc<Mutex<WatchState>>,
+    /// The directory service it reads from (`host:port`).
+    pub grpc: String,
+    pub directory_id: String,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -236,7 +239,19 @@ impl ResumingWatcher {
             drop_every,
             state.clone(),
         ));
-        Self { state, task }
+        Self {
+            state,
+            grpc: grpc.to_string(),
+            directory_id: directory_id.to_string(),
+            task,
+        }
+    }
+
+    /// The current head of the directory's change log and the whole log up
+    /// to it, read in one uninterrupted stream: what this watcher must see.
+    pub async fn reference_log(&self) -> (i64, Vec<Seen>) {
+        let head = head_revision(&self.grpc, &self.directory_id).await;
+        (head, full_log(&self.grpc, &self.directory_id, head).await)
     }
 
     /// Waits until the watcher's position reached `revision`.
