@@ -62,19 +62,8 @@ async fn directories_can_be_created_listed_updated_and_deleted() {
         ("renamed", "acme")
     );
 
-    let bad_mapping = UpdateDirectoryRequest {
-        id: id.clone(),
-        attribute_mappings: vec![AttributeMapping {
-            source: "title".into(),
-            target: "password".into(),
-        }],
-        replace_attribute_mappings: true,
-        ..Default::default()
-    };
-    assert_eq!(
-        failure_code(env.admin.update_directory(bad_mapping).await),
-        Code::InvalidArgument
-    );
+    let bad_mapping = set_mappings(&mut env.admin, &id, &[("title", "password")]).await;
+    assert_eq!(failure_code(bad_mapping), Code::InvalidArgument);
     let empty_name = CreateDirectoryRequest {
         name: "  ".into(),
         ..Default::default()

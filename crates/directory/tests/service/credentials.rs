@@ -97,15 +97,13 @@ async fn scoped_credentials_limit_what_a_caller_may_do(backend: Backend) {
         refused.message()
     );
 
+    let list_request = || ListUsersRequest {
+        directory_id: directory_id.clone(),
+        ..Default::default()
+    };
     // A read credential lists and watches.
     let listed = dir
-        .list_users(as_caller(
-            ListUsersRequest {
-                directory_id: directory_id.clone(),
-                ..Default::default()
-            },
-            &reader,
-        ))
+        .list_users(as_caller(list_request(), &reader))
         .await
         .expect("a read credential lists")
         .into_inner();
@@ -160,10 +158,7 @@ async fn scoped_credentials_limit_what_a_caller_may_do(backend: Backend) {
 
     // No credential, or an unknown one: the rejection names what is expected.
     let missing = dir
-        .list_users(ListUsersRequest {
-            directory_id: directory_id.clone(),
-            ..Default::default()
-        })
+        .list_users(list_request())
         .await
         .expect_err("no credential");
     assert!(roster_proto::internal_auth::is_rejection(&missing));
@@ -173,13 +168,7 @@ async fn scoped_credentials_limit_what_a_caller_may_do(backend: Backend) {
         missing.message()
     );
     let unknown = dir
-        .list_users(as_caller(
-            ListUsersRequest {
-                directory_id: directory_id.clone(),
-                ..Default::default()
-            },
-            "rsc_not-a-credential",
-        ))
+        .list_users(as_caller(list_request(), "rsc_not-a-credential"))
         .await
         .expect_err("unknown credential");
     assert!(roster_proto::internal_auth::is_rejection(&unknown));
@@ -212,15 +201,7 @@ async fn scoped_credentials_limit_what_a_caller_may_do(backend: Backend) {
         ))
         .await
         .expect("revoke");
-    let request = || {
-        as_caller(
-            ListUsersRequest {
-                directory_id: directory_id.clone(),
-                ..Default::default()
-            },
-            &reader,
-        )
-    };
+    let request = || as_caller(list_request(), &reader);
     roster_testkit::eventually("the revoked credential is refused", PROMPTLY, || {
         let mut dir = dir.clone();
         let request = request();

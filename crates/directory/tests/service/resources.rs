@@ -2,7 +2,6 @@
 //! including the error codes and SCIM metadata the gateway relies on.
 
 use roster_directory::error::{SCIM_STATUS_KEY, SCIM_TYPE_KEY};
-use roster_proto::admin::{AttributeMapping, UpdateDirectoryRequest};
 use roster_proto::directory::*;
 use roster_testkit::app::*;
 use serde_json::json;
@@ -49,14 +48,15 @@ async fn user_crud_round_trips_normalized_fields() {
         "title": "Countess",
         "active": false
     });
+    let replace = ReplaceUserRequest {
+        directory_id: d.clone(),
+        id: created.id.clone(),
+        resource: replacement.to_string(),
+        if_version: Some(1),
+    };
     let replaced = env
         .dir
-        .replace_user(ReplaceUserRequest {
-            directory_id: d.clone(),
-            id: created.id.clone(),
-            resource: replacement.to_string(),
-            if_version: Some(1),
-        })
+        .replace_user(replace.clone())
         .await
         .unwrap()
         .into_inner()
@@ -68,17 +68,8 @@ async fn user_crud_round_trips_normalized_fields() {
     );
     assert_eq!(replaced.meta.unwrap().version, 2);
 
-    // A stale version is FAILED_PRECONDITION (SCIM 412).
-    let stale = env
-        .dir
-        .replace_user(ReplaceUserRequest {
-            directory_id: d.clone(),
-            id: created.id.clone(),
-            resource: replacement.to_string(),
-            if_version: Some(1),
-        })
-        .await
-        .unwrap_err();
+    // The same replacement again names a stale version: FAILED_PRECONDITION (SCIM 412).
+    let stale = env.dir.replace_user(replace).await.unwrap_err();
     assert_eq!(stale.code(), Code::FailedPrecondition);
     assert_eq!(meta(&stale, SCIM_STATUS_KEY).as_deref(), Some("412"));
 
@@ -179,13 +170,10 @@ async fn patch_user_applies_scim_operations_atomically() {
     let mut env = Env::new("res_patch_user").await;
     let d = env.directory("patch").await;
     let u = env.user(&d, "grace@example.com").await;
-    let patch = json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [
-            {"op": "replace", "path": "active", "value": false},
-            {"op": "add", "path": "title", "value": "Rear Admiral"}
-        ]
-    });
+    let patch = patch_op(json!([
+        {"op": "replace", "path": "active", "value": false},
+        {"op": "add", "path": "title", "value": "Rear Admiral"}
+    ]));
     let patched = env
         .dir
         .patch_user(PatchUserRequest {
@@ -203,10 +191,7 @@ async fn patch_user_applies_scim_operations_atomically() {
     assert_eq!(patched.title, "Rear Admiral");
     assert_eq!(patched.user_name, "grace@example.com");
 
-    let bad_path = json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [{"op": "replace", "path": "emails[type eq", "value": "x"}]
-    });
+    let bad_path = patch_op(json!([{"op": "replace", "path": "emails[type eq", "value": "x"}]));
     let status = env
         .dir
         .patch_user(PatchUserRequest {
@@ -239,25 +224,13 @@ async fn patch_user_applies_scim_operations_atomically() {
 async fn attribute_mappings_fill_fields_and_custom_attributes() {
     let mut env = Env::new("res_mappings").await;
     let d = env.directory("mappings").await;
-    let enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-    env.admin
-        .update_directory(UpdateDirectoryRequest {
-            id: d.clone(),
-            attribute_mappings: vec![
-                AttributeMapping {
-                    source: format!("{enterprise}:costCenter"),
-                    target: "custom:cost_center".into(),
-                },
-                AttributeMapping {
-                    source: "nickName".into(),
-                    target: "display_name".into(),
-                },
-            ],
-            replace_attribute_mappings: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let enterprise = ENTERPRISE_USER_SCHEMA;
+    let cost_center = format!("{enterprise}:costCenter");
+    let mappings = [
+        (cost_center.as_str(), "custom:cost_center"),
+        ("nickName", "display_name"),
+    ];
+    set_mappings(&mut env.admin, &d, &mappings).await.unwrap();
     let resource = json!({
         "schemas": [USER_SCHEMA, enterprise],
         "userName": "mapped@example.com",
@@ -310,14 +283,11 @@ async fn group_crud_with_members_and_patch() {
     );
 
     // Okta-style PATCH: rename plus add a member without a type.
-    let patch = json!({
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-        "Operations": [
-            {"op": "replace", "value": {"displayName": "Engineering"}},
-            {"op": "add", "path": "members", "value": [{"value": b.id}]},
-            {"op": "remove", "path": format!("members[value eq \"{}\"]", a.id)}
-        ]
-    });
+    let patch = patch_op(json!([
+        {"op": "replace", "value": {"displayName": "Engineering"}},
+        {"op": "add", "path": "members", "value": [{"value": b.id}]},
+        {"op": "remove", "path": format!("members[value eq \"{}\"]", a.id)}
+    ]));
     let patched = env
         .dir
         .patch_group(PatchGroupRequest {
@@ -349,35 +319,18 @@ async fn group_crud_with_members_and_patch() {
     assert_eq!(meta(&dup, SCIM_TYPE_KEY).as_deref(), Some("uniqueness"));
 
     // PUT without `members` keeps them; PUT with `members` replaces them.
-    let renamed = json!({"schemas": [GROUP_SCHEMA], "displayName": "Eng2"});
-    let kept = env
-        .dir
-        .replace_group(ReplaceGroupRequest {
+    let renamed = json!({"schemas": [GROUP_SCHEMA], "displayName": "Eng2"}).to_string();
+    let with_members = group_json("Eng2", &[&a.id, &b.id]);
+    for (resource, member_count) in [(renamed, 1), (with_members, 2)] {
+        let req = ReplaceGroupRequest {
             directory_id: d.clone(),
             id: g.id.clone(),
-            resource: renamed.to_string(),
+            resource,
             if_version: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
-    assert_eq!(kept.member_count, 1);
-    let replaced = env
-        .dir
-        .replace_group(ReplaceGroupRequest {
-            directory_id: d.clone(),
-            id: g.id.clone(),
-            resource: group_json("Eng2", &[&a.id, &b.id]),
-            if_version: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
-    assert_eq!(replaced.member_count, 2);
+        };
+        let replaced = env.dir.replace_group(req).await.unwrap().into_inner();
+        assert_eq!(replaced.group.unwrap().member_count, member_count);
+    }
 
     env.dir
         .delete_group(DeleteGroupRequest {
@@ -633,10 +586,8 @@ async fn concurrent_member_changes_lose_nothing() {
                     .await
                     .map(|_| ())
             } else {
-                let patch = json!({
-                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                    "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]
-                });
+                let patch =
+                    patch_op(json!([{"op": "add", "path": "members", "value": [{"value": id}]}]));
                 let req = PatchGroupRequest {
                     directory_id: d,
                     id: g,
@@ -719,16 +670,7 @@ async fn a_directory_change_on_one_replica_reaches_the_other_replicas_cache() {
     let before = create_user(&mut dir_b, &d, "before@example.com").await;
     assert_eq!(before.display_name, "");
 
-    admin_a
-        .update_directory(UpdateDirectoryRequest {
-            id: d.clone(),
-            attribute_mappings: vec![AttributeMapping {
-                source: "nickName".into(),
-                target: "display_name".into(),
-            }],
-            replace_attribute_mappings: true,
-            ..Default::default()
-        })
+    set_mappings(&mut admin_a, &d, &[("nickName", "display_name")])
         .await
         .unwrap();
 

@@ -7,7 +7,8 @@ use roster_directory::{Directory, DirectoryConfig};
 use roster_gateway::{AppState, GatewayConfig};
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::admin::{
-    CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ProviderKind,
+    AttributeMapping, CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ProviderKind,
+    UpdateDirectoryRequest,
 };
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::{
@@ -281,6 +282,28 @@ impl Env {
             .expect("ListUsers")
             .into_inner()
     }
+}
+
+/// Replaces the attribute mappings of directory `id` with `mappings`
+/// (`(source, target)` pairs) through AdminService.
+pub async fn set_mappings(
+    admin: &mut AdminServiceClient<Channel>,
+    id: &str,
+    mappings: &[(&str, &str)],
+) -> Result<(), tonic::Status> {
+    let req = UpdateDirectoryRequest {
+        id: id.into(),
+        attribute_mappings: mappings
+            .iter()
+            .map(|(source, target)| AttributeMapping {
+                source: source.to_string(),
+                target: target.to_string(),
+            })
+            .collect(),
+        replace_attribute_mappings: true,
+        ..Default::default()
+    };
+    admin.update_directory(req).await.map(|_| ())
 }
 
 /// Creates an Okta directory named `name` through AdminService.
