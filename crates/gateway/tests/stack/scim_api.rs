@@ -535,72 +535,63 @@ async fn conditional_requests() {
     let path = format!("/Users/{id}");
     let v1 = scim.get(&path).await.header("etag").unwrap().to_owned();
 
-    let not_modified = Reply::scim(
-        scim.request(reqwest::Method::GET, &path)
-            .header("if-none-match", &v1)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let not_modified = scim
+        .send_with(
+            reqwest::Method::GET,
+            &path,
+            None,
+            &[("if-none-match", v1.as_str())],
+        )
+        .await;
     assert_eq!(not_modified.status, 304);
     assert_eq!(not_modified.header("etag"), Some(v1.as_str()));
 
     let patch = json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [{"op": "replace", "path": "title", "value": "CTO"}]});
-    let matched = Reply::scim(
-        scim.request(reqwest::Method::PATCH, &path)
-            .header("if-match", &v1)
-            .header("content-type", "application/scim+json")
-            .body(patch.to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let matched = scim
+        .send_with(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&patch),
+            &[("if-match", v1.as_str())],
+        )
+        .await;
     assert_eq!(matched.status, 200, "{:?}", matched.body);
     let v2 = matched.header("etag").unwrap().to_owned();
     assert_ne!(v1, v2);
 
-    let modified = Reply::scim(
-        scim.request(reqwest::Method::GET, &path)
-            .header("if-none-match", &v1)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let modified = scim
+        .send_with(
+            reqwest::Method::GET,
+            &path,
+            None,
+            &[("if-none-match", v1.as_str())],
+        )
+        .await;
     assert_eq!(modified.status, 200);
 
-    let stale = Reply::scim(
-        scim.request(reqwest::Method::PUT, &path)
-            .header("if-match", &v1)
-            .header("content-type", "application/scim+json")
-            .body(user("etag@example.com").to_string())
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let stale = scim
+        .send_with(
+            reqwest::Method::PUT,
+            &path,
+            Some(&user("etag@example.com")),
+            &[("if-match", v1.as_str())],
+        )
+        .await;
     assert_eq!(stale.status, 412, "{:?}", stale.body);
     assert_eq!(stale.body["status"], "412");
 
-    let stale_delete = Reply::scim(
-        scim.request(reqwest::Method::DELETE, &path)
-            .header("if-match", "W/\"999\"")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let stale_delete = scim
+        .send_with(
+            reqwest::Method::DELETE,
+            &path,
+            None,
+            &[("if-match", "W/\"999\"")],
+        )
+        .await;
     assert_eq!(stale_delete.status, 412);
-    let any = Reply::scim(
-        scim.request(reqwest::Method::DELETE, &path)
-            .header("if-match", "*")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let any = scim
+        .send_with(reqwest::Method::DELETE, &path, None, &[("if-match", "*")])
+        .await;
     assert_eq!(any.status, 204);
 }
 

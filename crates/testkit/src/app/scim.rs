@@ -117,13 +117,24 @@ impl Scim {
 
     /// Like [`Scim::try_send`] but panics on a transport error or timeout,
     /// and on an answer that is not SCIM JSON.
-    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+    pub async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
         let reply = self
-            .try_send(method.clone(), path, body, &[])
+            .try_send(method.clone(), path, body, headers)
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         reply.assert_scim_json();
         reply
+    }
+
+    /// [`Scim::send_with`] without extra headers.
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        self.send_with(method, path, body, &[]).await
     }
 
     /// `GET path`.
