@@ -56,15 +56,8 @@ async fn generic_rfc7644_client_lifecycle() {
     assert_ne!(created.body["active"], false);
 
     // 3. Conditional read (§3.14): If-None-Match with the current ETag is 304.
-    let client = reqwest::Client::new();
-    let not_modified = client
-        .get(format!("{}{u}", idp.base_url))
-        .bearer_auth(&idp.token)
-        .header("if-none-match", etag)
-        .send()
-        .await
-        .expect("conditional GET");
-    assert_eq!(not_modified.status(), 304);
+    let not_modified = idp.with_header("if-none-match", etag).get(&u).await;
+    assert_eq!(not_modified.status, 304);
 
     // 4. PATCH (§3.5.2): remove the home e-mail by value filter, add a nickname; the ETag changes.
     let patch = patch_op(json!([
@@ -87,26 +80,16 @@ async fn generic_rfc7644_client_lifecycle() {
     // 5. Conditional replace (§3.5.1, §3.14): the stale ETag is 412, the current one succeeds.
     let mut replacement = read.body.clone();
     replacement["title"] = json!("Tour Guide");
-    let stale = client
-        .put(format!("{}{u}", idp.base_url))
-        .bearer_auth(&idp.token)
-        .header("content-type", "application/scim+json")
-        .header("if-match", etag)
-        .body(replacement.to_string())
-        .send()
-        .await
-        .expect("stale PUT");
-    assert_eq!(stale.status(), 412);
-    let fresh = client
-        .put(format!("{}{u}", idp.base_url))
-        .bearer_auth(&idp.token)
-        .header("content-type", "application/scim+json")
-        .header("if-match", new_etag)
-        .body(replacement.to_string())
-        .send()
-        .await
-        .expect("fresh PUT");
-    assert_eq!(fresh.status(), 200);
+    let stale = idp
+        .with_header("if-match", etag)
+        .put(&u, &replacement)
+        .await;
+    assert_eq!(stale.status, 412);
+    let fresh = idp
+        .with_header("if-match", new_etag)
+        .put(&u, &replacement)
+        .await;
+    assert_eq!(fresh.status, 200);
 
     // 6. Search by POST (§3.4.3) with a case-insensitive userName match (RFC 7643 §4.1.1).
     let search = json!({

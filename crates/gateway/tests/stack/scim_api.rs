@@ -535,63 +535,32 @@ async fn conditional_requests() {
     let path = format!("/Users/{id}");
     let v1 = scim.get(&path).await.header("etag").unwrap().to_owned();
 
-    let not_modified = scim
-        .send_with(
-            reqwest::Method::GET,
-            &path,
-            None,
-            &[("if-none-match", v1.as_str())],
-        )
-        .await;
+    let not_modified = scim.with_header("if-none-match", &v1).get(&path).await;
     assert_eq!(not_modified.status, 304);
     assert_eq!(not_modified.header("etag"), Some(v1.as_str()));
 
     let patch = json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [{"op": "replace", "path": "title", "value": "CTO"}]});
-    let matched = scim
-        .send_with(
-            reqwest::Method::PATCH,
-            &path,
-            Some(&patch),
-            &[("if-match", v1.as_str())],
-        )
-        .await;
+    let matched = scim.with_header("if-match", &v1).patch(&path, &patch).await;
     assert_eq!(matched.status, 200, "{:?}", matched.body);
     let v2 = matched.header("etag").unwrap().to_owned();
     assert_ne!(v1, v2);
 
-    let modified = scim
-        .send_with(
-            reqwest::Method::GET,
-            &path,
-            None,
-            &[("if-none-match", v1.as_str())],
-        )
-        .await;
+    let modified = scim.with_header("if-none-match", &v1).get(&path).await;
     assert_eq!(modified.status, 200);
 
     let stale = scim
-        .send_with(
-            reqwest::Method::PUT,
-            &path,
-            Some(&user("etag@example.com")),
-            &[("if-match", v1.as_str())],
-        )
+        .with_header("if-match", &v1)
+        .put(&path, &user("etag@example.com"))
         .await;
     assert_eq!(stale.status, 412, "{:?}", stale.body);
     assert_eq!(stale.body["status"], "412");
 
     let stale_delete = scim
-        .send_with(
-            reqwest::Method::DELETE,
-            &path,
-            None,
-            &[("if-match", "W/\"999\"")],
-        )
+        .with_header("if-match", "W/\"999\"")
+        .delete(&path)
         .await;
     assert_eq!(stale_delete.status, 412);
-    let any = scim
-        .send_with(reqwest::Method::DELETE, &path, None, &[("if-match", "*")])
-        .await;
+    let any = scim.with_header("if-match", "*").delete(&path).await;
     assert_eq!(any.status, 204);
 }
 

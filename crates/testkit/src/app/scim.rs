@@ -66,6 +66,13 @@ impl Scim {
         self
     }
 
+    /// The same client, sending one more header on every request.
+    pub fn with_header(&self, name: &str, value: &str) -> Scim {
+        let mut scim = self.clone();
+        scim.headers.push((name.to_string(), value.to_string()));
+        scim
+    }
+
     /// The same directory and token over another HTTP client.
     pub fn with_http(&self, http: reqwest::Client) -> Scim {
         Scim {
@@ -117,24 +124,13 @@ impl Scim {
 
     /// Like [`Scim::try_send`] but panics on a transport error or timeout,
     /// and on an answer that is not SCIM JSON.
-    pub async fn send_with(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
+    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
         let reply = self
-            .try_send(method.clone(), path, body, headers)
+            .try_send(method.clone(), path, body, &[])
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         reply.assert_scim_json();
         reply
-    }
-
-    /// [`Scim::send_with`] without extra headers.
-    pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
-        self.send_with(method, path, body, &[]).await
     }
 
     /// `GET path`.
