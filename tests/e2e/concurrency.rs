@@ -51,6 +51,14 @@ fn version(resource: &Value) -> i64 {
         .unwrap_or_else(|| panic!("no version in {resource}"))
 }
 
+/// [`serve`] with one user `user_name`; also returns its id and path.
+async fn serve_with_user(prefix: &str, user_name: &str) -> (app::Served, Scim, String, String) {
+    let (served, scim) = serve(prefix).await;
+    let id = scim.create_user(user_name).await;
+    let path = format!("/Users/{id}");
+    (served, scim, id, path)
+}
+
 /// Every change of `directory_id` up to the current head, in stream order.
 async fn stream(grpc: &str, directory_id: &str) -> Vec<Change> {
     changes_up_to(grpc, directory_id, head_revision(grpc, directory_id).await).await
@@ -138,9 +146,7 @@ async fn concurrent_member_patches_sum_up_exactly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn if_match_lets_exactly_one_writer_win_per_version() {
-    let (served, scim) = serve("conc_ifmatch").await;
-    let id = scim.create_user("contended@example.com").await;
-    let path = format!("/Users/{id}");
+    let (served, scim, id, path) = serve_with_user("conc_ifmatch", "contended@example.com").await;
     let rounds = 5;
     let mut winners = Vec::new();
     for round in 0..rounds {
@@ -202,9 +208,7 @@ async fn if_match_lets_exactly_one_writer_win_per_version() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_if_match_the_last_writer_wins_consistently_with_the_stream() {
-    let (served, scim) = serve("conc_lww").await;
-    let id = scim.create_user("lww@example.com").await;
-    let path = format!("/Users/{id}");
+    let (served, scim, id, path) = serve_with_user("conc_lww", "lww@example.com").await;
     let writers = 16;
     let requests = (0..writers)
         .map(|k| {

@@ -125,6 +125,11 @@ fn assert_report(report: &Value, scenario: &str, rows: usize) {
     }
 }
 
+/// Panics unless measurement `row` of `report` counted `n` samples.
+fn assert_rows(report: &Value, row: usize, n: u64, what: &str) {
+    assert_eq!(report["measurements"][row]["n"], n, "{what}");
+}
+
 fn figure(report: &Value, key: &str) -> f64 {
     report["figures"][key]
         .as_f64()
@@ -173,20 +178,14 @@ async fn churn() {
 #[tokio::test]
 async fn watch_latency() {
     let report = scenario("watch-latency", 2).await;
-    assert_eq!(
-        report["measurements"][1]["n"], 50,
-        "one latency per created user"
-    );
+    assert_rows(&report, 1, 50, "one latency per created user");
     assert!(figure(&report, "events_before_http_response") >= 0.0);
 }
 
 #[tokio::test]
 async fn fanout() {
     let report = scenario("fanout", 3).await;
-    assert_eq!(
-        report["measurements"][1]["n"], 20,
-        "2 sampled streams × 10 writes"
-    );
+    assert_rows(&report, 1, 20, "2 sampled streams × 10 writes");
     assert_eq!(figure(&report, "streams"), 3.0);
     assert_eq!(figure(&report, "connections"), 2.0);
     assert!(figure(&report, "server_rss_mib_no_streams") > 0.0);
