@@ -408,11 +408,13 @@ impl GatewayHttpArgs {
     }
 }
 
-/// The three TLS files given together, or none of them.
+/// The three TLS files (certificate, key, CA) given together, or none of
+/// them; `flags` name them in that order for the error.
 fn tls_files(
-    [cert, key, ca]: [(&Option<PathBuf>, &str); 3],
+    [cert, key, ca]: [&Option<PathBuf>; 3],
+    flags: [&str; 3],
 ) -> anyhow::Result<Option<roster_tls::TlsFiles>> {
-    match (cert.0, key.0, ca.0) {
+    match (cert, key, ca) {
         (Some(cert), Some(key), Some(ca)) => Ok(Some(roster_tls::TlsFiles {
             cert: cert.clone(),
             key: key.clone(),
@@ -421,31 +423,39 @@ fn tls_files(
         (None, None, None) => Ok(None),
         _ => Err(anyhow::anyhow!(
             "mutual TLS needs all of {}, {} and {}",
-            cert.1,
-            key.1,
-            ca.1
+            flags[0],
+            flags[1],
+            flags[2]
         )),
     }
 }
 
 impl DirectoryTlsArgs {
+    const FLAGS: [&str; 3] = ["--tls-cert", "--tls-key", "--tls-client-ca"];
+
     /// The directory service's TLS files, when mutual TLS is on.
     pub fn files(&self) -> anyhow::Result<Option<roster_tls::TlsFiles>> {
-        tls_files([
-            (&self.tls_cert, "--tls-cert"),
-            (&self.tls_key, "--tls-key"),
-            (&self.tls_client_ca, "--tls-client-ca"),
-        ])
+        tls_files(
+            [&self.tls_cert, &self.tls_key, &self.tls_client_ca],
+            Self::FLAGS,
+        )
     }
 }
 
 impl DirectoryClientTlsArgs {
+    const FLAGS: [&str; 3] = [
+        "--directory-tls-cert",
+        "--directory-tls-key",
+        "--directory-tls-ca",
+    ];
+
     /// The client's TLS files, when mutual TLS is on.
     pub fn files(&self) -> anyhow::Result<Option<roster_tls::TlsFiles>> {
-        tls_files([
-            (&self.directory_tls_cert, "--directory-tls-cert"),
-            (&self.directory_tls_key, "--directory-tls-key"),
-            (&self.directory_tls_ca, "--directory-tls-ca"),
-        ])
+        let paths = [
+            &self.directory_tls_cert,
+            &self.directory_tls_key,
+            &self.directory_tls_ca,
+        ];
+        tls_files(paths, Self::FLAGS)
     }
 }

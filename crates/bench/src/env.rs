@@ -48,6 +48,18 @@ impl Env {
         })
     }
 
+    /// Runs `work` on a fresh environment, then tears the environment down
+    /// whatever the outcome (a failed teardown wins over the work's result).
+    pub async fn with<T>(
+        args: &BenchArgs,
+        work: impl AsyncFnOnce(&Env) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let env = Env::start(args).await?;
+        let result = work(&env).await;
+        env.finish().await?;
+        result
+    }
+
     /// An empty report carrying this environment's settings.
     pub fn report(&self, scenario: &str) -> Report {
         Report::new(scenario, self.settings.clone())

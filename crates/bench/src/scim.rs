@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// The `userName` of bench user `i` (zero-padded so `sw`/`co` probes are unambiguous).
@@ -112,23 +112,10 @@ impl ScimClient {
     }
 
     async fn create(&self, resource: &str, body: &Value) -> anyhow::Result<Created> {
-        let response = self
-            .http
-            .post(format!("{}/{resource}", self.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/scim+json")
-            .json(body)
-            .send()
+        let path = format!("/{resource}");
+        let (bytes, responded_at) = self
+            .send(Method::POST, &path, body, &[StatusCode::CREATED])
             .await?;
-        let status = response.status();
-        let bytes = response.bytes().await?;
-        let responded_at = Instant::now();
-        if status != StatusCode::CREATED {
-            bail!(
-                "POST /{resource}: {status} {}",
-                String::from_utf8_lossy(&bytes)
-            );
-        }
         let value: Value = serde_json::from_slice(&bytes)?;
         let id = value["id"]
             .as_str()
@@ -139,23 +126,39 @@ impl ScimClient {
 
     /// PATCH /Groups/{id} with a PatchOp; accepts 200 and 204.
     pub async fn patch_group(&self, id: &str, patch: &Value) -> anyhow::Result<()> {
+        let path = format!("/Groups/{id}");
+        let ok = [StatusCode::OK, StatusCode::NO_CONTENT];
+        self.send(Method::PATCH, &path, patch, &ok).await?;
+        Ok(())
+    }
+
+    /// Sends `body` to `path`; the body of the answer and when it was read,
+    /// or an error unless the status is one of `ok`.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Value,
+        ok: &[StatusCode],
+    ) -> anyhow::Result<(Vec<u8>, Instant)> {
         let response = self
             .http
-            .patch(format!("{}/Groups/{id}", self.base))
+            .request(method.clone(), format!("{}{path}", self.base))
             .bearer_auth(&self.token)
             .header("content-type", "application/scim+json")
-            .json(patch)
+            .json(body)
             .send()
             .await?;
         let status = response.status();
         let bytes = response.bytes().await?;
-        if !(status == StatusCode::OK || status == StatusCode::NO_CONTENT) {
+        let responded_at = Instant::now();
+        if !ok.contains(&status) {
             bail!(
-                "PATCH /Groups/{id}: {status} {}",
+                "{method} {path}: {status} {}",
                 String::from_utf8_lossy(&bytes)
             );
         }
-        Ok(())
+        Ok((bytes.to_vec(), responded_at))
     }
 
     /// GET /Users?filter=…; returns `totalResults`.

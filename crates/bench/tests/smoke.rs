@@ -77,6 +77,13 @@ fn json_path(scenario: &str) -> PathBuf {
 }
 
 /// The report carries the machine, PostgreSQL settings and sane measurements.
+/// Runs `name` and checks the report's common shape, with `rows` measurements.
+async fn scenario(name: &str, rows: usize) -> Value {
+    let report = run(name).await;
+    assert_report(&report, name, rows);
+    report
+}
+
 fn assert_report(report: &Value, scenario: &str, rows: usize) {
     assert_eq!(report["scenario"], scenario);
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
@@ -118,6 +125,11 @@ fn assert_report(report: &Value, scenario: &str, rows: usize) {
     }
 }
 
+/// Panics unless measurement `row` of `report` counted `n` samples.
+fn assert_rows(report: &Value, row: usize, n: u64, what: &str) {
+    assert_eq!(report["measurements"][row]["n"], n, "{what}");
+}
+
 fn figure(report: &Value, key: &str) -> f64 {
     report["figures"][key]
         .as_f64()
@@ -126,8 +138,7 @@ fn figure(report: &Value, key: &str) -> f64 {
 
 #[tokio::test]
 async fn onboarding() {
-    let report = run("onboarding").await;
-    assert_report(&report, "onboarding", 3);
+    let report = scenario("onboarding", 3).await;
     assert_eq!(report["measurements"][0]["n"], 50);
     assert_eq!(report["measurements"][1]["n"], 3);
     assert_eq!(figure(&report, "memberships"), 50.0);
@@ -142,9 +153,8 @@ async fn onboarding() {
 
 #[tokio::test]
 async fn lookup() {
-    let report = run("lookup").await;
     // Seeding plus four filters at concurrency 1 and 4, for each of the two layouts.
-    assert_report(&report, "lookup", 18);
+    let report = scenario("lookup", 18).await;
     let m = &report["measurements"];
     assert_eq!(m[0]["n"], 50);
     assert_eq!(m[9]["n"], 60);
@@ -154,8 +164,7 @@ async fn lookup() {
 
 #[tokio::test]
 async fn churn() {
-    let report = run("churn").await;
-    assert_report(&report, "churn", 3);
+    let report = scenario("churn", 3).await;
     assert!(
         report["measurements"][1]["name"]
             .as_str()
@@ -168,23 +177,15 @@ async fn churn() {
 
 #[tokio::test]
 async fn watch_latency() {
-    let report = run("watch-latency").await;
-    assert_report(&report, "watch-latency", 2);
-    assert_eq!(
-        report["measurements"][1]["n"], 50,
-        "one latency per created user"
-    );
+    let report = scenario("watch-latency", 2).await;
+    assert_rows(&report, 1, 50, "one latency per created user");
     assert!(figure(&report, "events_before_http_response") >= 0.0);
 }
 
 #[tokio::test]
 async fn fanout() {
-    let report = run("fanout").await;
-    assert_report(&report, "fanout", 3);
-    assert_eq!(
-        report["measurements"][1]["n"], 20,
-        "2 sampled streams × 10 writes"
-    );
+    let report = scenario("fanout", 3).await;
+    assert_rows(&report, 1, 20, "2 sampled streams × 10 writes");
     assert_eq!(figure(&report, "streams"), 3.0);
     assert_eq!(figure(&report, "connections"), 2.0);
     assert!(figure(&report, "server_rss_mib_no_streams") > 0.0);
@@ -193,8 +194,7 @@ async fn fanout() {
 
 #[tokio::test]
 async fn limit() {
-    let report = run("limit").await;
-    assert_report(&report, "limit", 3);
+    let report = scenario("limit", 3).await;
     assert!(figure(&report, "onboarding_fraction_of_limit") > 0.0);
     assert!(figure(&report, "onboarding_fraction_of_user_and_change_rows") > 0.0);
 }

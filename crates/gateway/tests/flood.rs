@@ -7,15 +7,15 @@
 //! This is its own test binary because it reads the process-wide gRPC
 //! metrics, which no other test may move meanwhile.
 
-mod common;
-
+use roster_testkit::app::ERROR_SCHEMA;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Stack;
 use futures::StreamExt;
 use roster_proto::admin::DeprovisionPolicy;
+use roster_testkit::app;
+use roster_testkit::app::Stack;
 
 /// Requests of the flood: 100,000 random tokens (about 50 s in a debug
 /// build on two cores). The bounds asserted below follow from the budgets
@@ -56,7 +56,7 @@ async fn flood_request(http: &reqwest::Client, url: &str, i: usize) -> (u16, boo
     let has_retry_after = response.headers().contains_key("retry-after");
     let body = response.text().await.expect("flood body");
     assert!(
-        body.contains("urn:ietf:params:scim:api:messages:2.0:Error"),
+        body.contains(ERROR_SCHEMA),
         "not a SCIM error: {status} {body}"
     );
     assert!(status != 429 || has_retry_after, "429 without Retry-After");
@@ -75,7 +75,7 @@ async fn random_token_floods_cost_bounded_lookups_and_never_stop_a_valid_idp() {
     let idp = stack.directory_with_token(DeprovisionPolicy::Delete).await;
     assert_eq!(idp.get("/Users").await.status, 200, "IdP before the flood");
     let lookups_before = token_lookups_served();
-    let flood_url = format!("{}/Users", idp.base);
+    let flood_url = format!("{}/Users", idp.base_url);
 
     let stop = Arc::new(AtomicBool::new(false));
     let idp_task = {
@@ -132,7 +132,7 @@ async fn random_token_floods_cost_bounded_lookups_and_never_stop_a_valid_idp() {
     assert!(idp_served >= 2, "the IdP was not served during the flood");
 
     // Memory stays flat: every map is within its cap.
-    let state = &stack.state;
+    let state = &stack.gateway.state;
     for (what, (held, cap)) in [
         ("valid tokens", state.tokens().valid_entries()),
         ("rejected tokens", state.tokens().rejected_entries()),
@@ -160,7 +160,7 @@ async fn random_token_floods_cost_bounded_lookups_and_never_stop_a_valid_idp() {
 }
 
 /// GET /Users with the IdP's token from an address no flood request uses.
-async fn read_other(idp: &common::Scim) -> u16 {
+async fn read_other(idp: &app::Scim) -> u16 {
     idp.request(reqwest::Method::GET, "/Users")
         .header("x-forwarded-for", "192.0.2.77")
         .send()

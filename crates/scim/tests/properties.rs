@@ -80,13 +80,16 @@ fn comparison() -> impl Strategy<Value = Filter> {
 
 fn simple_filter() -> impl Strategy<Value = Filter> {
     let leaf = prop_oneof![attr_path().prop_map(Filter::Present), comparison()];
-    leaf.prop_recursive(4, 24, 2, |inner| {
-        prop_oneof![
-            (inner.clone(), inner.clone()).prop_map(|(l, r)| Filter::And(Box::new(l), Box::new(r))),
-            (inner.clone(), inner.clone()).prop_map(|(l, r)| Filter::Or(Box::new(l), Box::new(r))),
-            inner.prop_map(|f| Filter::Not(Box::new(f))),
-        ]
-    })
+    leaf.prop_recursive(4, 24, 2, combined)
+}
+
+/// `and`, `or` and `not` over filters from `inner`.
+fn combined(inner: BoxedStrategy<Filter>) -> impl Strategy<Value = Filter> {
+    prop_oneof![
+        (inner.clone(), inner.clone()).prop_map(|(l, r)| Filter::And(Box::new(l), Box::new(r))),
+        (inner.clone(), inner.clone()).prop_map(|(l, r)| Filter::Or(Box::new(l), Box::new(r))),
+        inner.prop_map(|f| Filter::Not(Box::new(f))),
+    ]
 }
 
 /// Any filter: value paths may appear anywhere except inside value paths.
@@ -96,13 +99,7 @@ fn any_filter() -> impl Strategy<Value = Filter> {
         filter: Box::new(f),
     });
     let leaf = prop_oneof![3 => simple_filter(), 1 => value_path];
-    leaf.prop_recursive(3, 16, 2, |inner| {
-        prop_oneof![
-            (inner.clone(), inner.clone()).prop_map(|(l, r)| Filter::And(Box::new(l), Box::new(r))),
-            (inner.clone(), inner.clone()).prop_map(|(l, r)| Filter::Or(Box::new(l), Box::new(r))),
-            inner.prop_map(|f| Filter::Not(Box::new(f))),
-        ]
-    })
+    leaf.prop_recursive(3, 16, 2, combined)
 }
 
 /// Random text built from filter tokens, to reach deep parser states.

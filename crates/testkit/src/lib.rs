@@ -19,7 +19,9 @@
 //! directory. This works however the test process ends (normal exit, panic,
 //! `SIGKILL`), which an exit hook would not.
 //!
-//! This crate depends on no Roster crate: it is a dev-dependency of all of them.
+//! Without features this crate depends on no Roster crate, so the store's
+//! tests can use it; the `app` feature adds the spawn-app harness
+//! ([`app`]) that every end-to-end test of the services goes through.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,8 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::OnceCell;
 
+#[cfg(feature = "app")]
+pub mod app;
 mod owned;
 pub use owned::{OwnedCluster, owned_cluster};
 
@@ -90,15 +94,64 @@ async fn init_server() -> PgServer {
 pub async fn fresh_database(prefix: &str) -> String {
     let server = postgres().await;
     let name = test_database_name(prefix);
-    let mut conn = connect_admin(&server).await;
-    // The name is built from [a-z0-9_] only (see `test_database_name`), so
-    // quoting it as an identifier is safe.
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
+    create_database(server.url(), &name)
         .await
-        .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"))
+}
+
+/// Creates the empty database `name` on the server of `server_url` and
+/// returns its URL. `name` must be made of `[a-z0-9_]` only (as
+/// [`unique_name`] makes it): it is quoted as an identifier, not escaped.
+pub async fn create_database(server_url: &str, name: &str) -> Result<String, sqlx::Error> {
+    assert!(is_plain_name(name), "not a plain database name: {name:?}");
+    let mut conn = PgConnection::connect(server_url).await?;
+    let created = sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await;
     let _ = conn.close().await;
-    server.database_url(&name)
+    created?;
+    Ok(with_database(server_url, name))
+}
+
+/// Drops database `name` (a plain name, as for [`create_database`]) on the
+/// server of `server_url`, closing what is still connected to it.
+pub async fn drop_database(server_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    assert!(is_plain_name(name), "not a plain database name: {name:?}");
+    let mut conn = PgConnection::connect(server_url).await?;
+    let dropped = sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await;
+    let _ = conn.close().await;
+    dropped.map(|_| ())
+}
+
+/// `{prefix}_` and eight random hex digits: a database name no other run uses.
+pub fn unique_name(prefix: &str) -> String {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}_{}", &unique[..8])
+}
+
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Runs `cmd` to completion and returns its stdout; panics with `what` and
+/// the command's stderr when it cannot run or exits non-zero.
+pub fn run_ok(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// A `sqlite:` URL for a database file `roster.db` inside `dir` (created if missing).
@@ -134,8 +187,7 @@ fn test_database_name(prefix: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .take(30)
         .collect();
-    let unique = uuid::Uuid::new_v4().simple().to_string();
-    format!("roster_test_{clean}_{}", &unique[..8])
+    unique_name(&format!("roster_test_{clean}"))
 }
 
 async fn connect_admin(server: &PgServer) -> PgConnection {
@@ -164,7 +216,7 @@ async fn drop_stale_test_databases(server: &PgServer) {
     .await
     .unwrap_or_default();
     for name in stale {
-        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if is_plain_name(&name) {
             let drop = format!("DROP DATABASE IF EXISTS \"{name}\"");
             let _ = sqlx::raw_sql(AssertSqlSafe(drop)).execute(&mut conn).await;
         }
@@ -310,7 +362,7 @@ fn chown(dir: &Path, user: &str) {
 }
 
 /// Replaces the database name of a `postgres://` URL.
-fn with_database(url: &str, database: &str) -> String {
+pub fn with_database(url: &str, database: &str) -> String {
     let (without_query, query) = match url.split_once('?') {
         Some((u, q)) => (u, Some(q)),
         None => (url, None),
@@ -327,7 +379,7 @@ fn with_database(url: &str, database: &str) -> String {
 }
 
 /// A URL without its password, for messages.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let userinfo = &url[s + 3..at];
@@ -360,6 +412,10 @@ mod tests {
             "postgres://u:p@h:1/x?sslmode=disable"
         );
         assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+        assert_eq!(
+            with_database("postgres://u@h:5432", "x"),
+            "postgres://u@h:5432/x"
+        );
     }
 
     #[test]

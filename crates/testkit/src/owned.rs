@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::{
-    NO_POSTGRES, as_user, chown, find_server_binaries, free_port, is_root, server_options,
+    NO_POSTGRES, as_user, chown, find_server_binaries, free_port, is_root, run_ok, server_options,
     spawn_watchdog, unprivileged_user, wait_until_accepting,
 };
 
@@ -39,18 +39,14 @@ impl OwnedCluster {
     /// Starts the server again on the same port and waits until it accepts connections.
     pub async fn start(&self) {
         let opts = server_options(self.port, &self.root);
-        let out = as_user(self.run_as.as_deref(), &self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(&self.data)
-            .arg("-l")
-            .arg(self.root.join("log"))
-            .args(["-w", "-t", "60", "-o", &opts, "start"])
-            .output()
-            .expect("run pg_ctl start");
-        assert!(
-            out.status.success(),
-            "cannot restart the owned cluster: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            as_user(self.run_as.as_deref(), &self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(self.root.join("log"))
+                .args(["-w", "-t", "60", "-o", &opts, "start"]),
+            "cannot restart the owned cluster",
         );
         wait_until_accepting(&self.url()).await;
     }
@@ -80,24 +76,20 @@ pub(crate) fn start_cluster() -> OwnedCluster {
     if let Some(user) = &run_as {
         chown(&root, user);
     }
-    let out = as_user(run_as.as_deref(), &bin.join("initdb"))
-        .args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "-D",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap_or_else(|e| panic!("{NO_POSTGRES}\ncannot run initdb: {e}"));
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        as_user(run_as.as_deref(), &bin.join("initdb"))
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data),
+        &format!("{NO_POSTGRES}\ninitdb failed"),
     );
     let port = free_port();
     spawn_watchdog(&bin, &root, &data, port, run_as.as_deref());

@@ -75,11 +75,12 @@ impl RawRows {
 
 /// Runs Roster's user creation, then the raw inserts, each on a fresh database.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    let env = Env::start(args).await?;
-    let mut report = env.report("limit");
-    let roster = roster_users(&env, args).await;
-    env.finish().await?;
-    report.measurements.push(roster?);
+    let mut report = Env::with(args, async |env| {
+        let mut report = env.report("limit");
+        report.measurements.push(roster_users(env, args).await?);
+        Ok(report)
+    })
+    .await?;
 
     for rows in [RawRows::User, RawRows::UserAndChange] {
         let database = BenchDatabase::create(&args.database_url).await?;

@@ -75,15 +75,16 @@ impl Probe {
 
 /// Runs both layouts, each on a fresh environment.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    let env = Env::start(args).await?;
-    let mut report = env.report("lookup");
-    let one = one_directory(&env, args, &mut report).await;
-    env.finish().await?;
-    one?;
-    let env = Env::start(args).await?;
-    let many = many_directories(&env, args, &mut report).await;
-    env.finish().await?;
-    many?;
+    let mut report = Env::with(args, async |env| {
+        let mut report = env.report("lookup");
+        one_directory(env, args, &mut report).await?;
+        Ok(report)
+    })
+    .await?;
+    Env::with(args, async |env| {
+        many_directories(env, args, &mut report).await
+    })
+    .await?;
     report.figure(
         "seeding",
         "roster_store::Store::create_user, one transaction per user, --seed-concurrency workers",

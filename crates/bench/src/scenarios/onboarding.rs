@@ -16,10 +16,7 @@ pub const POST_USERS: &str = "POST /Users";
 
 /// Runs the scenario on a fresh environment.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    let env = Env::start(args).await?;
-    let result = measure(&env, args).await;
-    env.finish().await?;
-    result
+    Env::with(args, async |env| measure(env, args).await).await
 }
 
 async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {

@@ -25,10 +25,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs the scenario on a fresh environment.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    let env = Env::start(args).await?;
-    let result = measure(&env, args).await;
-    env.finish().await?;
-    result
+    Env::with(args, async |env| measure(env, args).await).await
 }
 
 async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
