@@ -33,6 +33,7 @@ pub mod error;
 mod filter_sql;
 pub mod model;
 pub mod postgres;
+mod rows;
 mod snapshot_slots;
 pub mod sqlite;
 mod write;

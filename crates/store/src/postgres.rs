@@ -62,7 +62,7 @@
 mod changes;
 mod credentials;
 mod directories;
-mod errors;
+pub(crate) mod errors;
 mod groups;
 mod head;
 mod lists;
@@ -259,11 +259,7 @@ impl Backend for PgStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(map_db)?;
-        Ok(())
+        crate::rows::ping(&self.pool).await
     }
 
     fn pool_stats(&self) -> Option<PoolStats> {

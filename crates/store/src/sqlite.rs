@@ -15,7 +15,7 @@ mod changes;
 mod codec;
 mod credentials;
 mod directories;
-mod errors;
+pub(crate) mod errors;
 mod groups;
 mod lists;
 mod rekey;
@@ -229,11 +229,7 @@ impl Backend for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.readers)
-            .await
-            .map_err(map_db)?;
-        Ok(())
+        crate::rows::ping(&self.readers).await
     }
 
     /// The three pools together: the writer, the readers and the snapshot

@@ -8,6 +8,7 @@ use super::PgStore;
 use super::errors::map_db;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::rows;
 use crate::write::Credentials;
 
 const COLUMNS: &str = "id, name, scope, prefix, created_at, revoked_at";
@@ -36,12 +37,8 @@ impl Credentials for PgStore {
             "SELECT {COLUMNS} FROM service_credentials WHERE ($1 OR revoked_at IS NULL) \
              ORDER BY created_at, id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(include_revoked)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_db)?;
-        rows.iter().map(decode).collect()
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(include_revoked);
+        rows::all(query, &self.pool, decode).await
     }
 
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
@@ -57,17 +54,7 @@ impl Credentials for PgStore {
     }
 
     async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
-        let sql = format!(
-            "SELECT {COLUMNS}, hash FROM service_credentials WHERE hash = $1 AND revoked_at IS NULL"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&hash[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_db)?;
-        let Some(row) = row else { return Ok(None) };
-        let stored = crate::error::stored_hash(row.try_get("hash").map_err(map_db)?)?;
-        Ok(Some((decode(&row)?, stored)))
+        rows::live_secret(&self.pool, "service_credentials", COLUMNS, &hash, decode).await
     }
 }
 

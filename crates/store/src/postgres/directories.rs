@@ -1,7 +1,6 @@
 //! Directories and bearer tokens.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
@@ -9,6 +8,7 @@ use super::PgStore;
 use super::errors::{json_error, map_db};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::rows;
 use crate::write::Directories;
 
 pub(super) const DIRECTORY_COLUMNS: &str = "id, name, organization, provider, deprovision_policy, attribute_mappings, version, created_at, updated_at";
@@ -28,76 +28,23 @@ impl Directories for PgStore {
             "SELECT {DIRECTORY_COLUMNS} FROM directories \
              WHERE ($1::text IS NULL OR organization = $1) ORDER BY created_at, id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(organization)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_db)?;
-        rows.iter()
-            .map(|r| decode_directory(r).map(|(d, _)| d))
-            .collect()
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(organization);
+        rows::all(query, &self.pool, |r| Ok(decode_directory(r)?.0)).await
     }
 
-    async fn list_tokens(
-        &self,
-        dir: DirectoryId,
-        include_revoked: bool,
-    ) -> StoreResult<Vec<Token>> {
-        let mut conn = self.conn().await?;
-        load_directory(&mut conn, dir, false).await?;
+    async fn tokens_of(&self, dir: DirectoryId, include_revoked: bool) -> StoreResult<Vec<Token>> {
         let sql = format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE directory_id = $1 AND ($2 OR revoked_at IS NULL) \
              ORDER BY created_at, id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(dir.0)
-            .bind(include_revoked)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_db)?;
-        rows.iter().map(decode_token).collect()
-    }
-
-    /// Revoking twice is fine; an unknown token is `NotFound`.
-    async fn revoke_token(&self, dir: DirectoryId, id: TokenId) -> StoreResult<()> {
-        let found: Option<i32> = sqlx::query_scalar(
-            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1 AND directory_id = $2 \
-             RETURNING 1",
-        )
-        .bind(id.0)
-        .bind(dir.0)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_db)?;
-        found.map(|_| ()).ok_or(StoreError::NotFound("token"))
-    }
-
-    async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE tokens SET last_used_at = $2 WHERE id = $1 \
-             AND (last_used_at IS NULL OR last_used_at < $3)",
-        )
-        .bind(id.0)
-        .bind(at)
-        .bind(at - crate::TOKEN_USE_GRANULARITY)
-        .execute(&self.pool)
-        .await
-        .map_err(map_db)?;
-        Ok(())
+            .bind(include_revoked);
+        rows::all(query, &self.pool, decode_token).await
     }
 
     async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>> {
-        let sql = format!(
-            "SELECT {TOKEN_COLUMNS}, hash FROM tokens WHERE hash = $1 AND revoked_at IS NULL"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&hash[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_db)?;
-        let Some(row) = row else { return Ok(None) };
-        let stored = crate::error::stored_hash(row.try_get("hash").map_err(map_db)?)?;
-        Ok(Some((decode_token(&row)?, stored)))
+        rows::live_secret(&self.pool, "tokens", TOKEN_COLUMNS, &hash, decode_token).await
     }
 }
 

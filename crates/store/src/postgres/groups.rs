@@ -58,7 +58,7 @@ pub(super) async fn members_of(
     after: Option<Uuid>,
     limit: i64,
 ) -> StoreResult<Vec<Member>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
         "{MEMBERS_SELECT} WHERE m.group_id = $1 AND m.member_id > $2 ORDER BY m.member_id LIMIT $3"
     )))
     .bind(group.0)
@@ -66,11 +66,8 @@ pub(super) async fn members_of(
     // then, and would read the whole group for every page. Member ids are
     // generated, never nil.
     .bind(after.unwrap_or_else(Uuid::nil))
-    .bind(limit.max(0))
-    .fetch_all(conn)
-    .await
-    .map_err(map_db)?;
-    rows.iter().map(decode_member).collect()
+    .bind(limit.max(0));
+    crate::rows::all(query, conn, decode_member).await
 }
 
 /// Streams a group's members from the snapshot of `tx`: one statement whose

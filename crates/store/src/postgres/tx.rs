@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -135,6 +136,38 @@ impl WriteTx for Tx {
             .await
             .map_err(map_db)?;
         decode_token(&row)
+    }
+
+    async fn revoke_token(&mut self, dir: DirectoryId, id: TokenId) -> StoreResult<bool> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, now()) \
+             WHERE id = $1 AND directory_id = $2 RETURNING 1",
+        )
+        .bind(id.0)
+        .bind(dir.0)
+        .fetch_optional(self.conn())
+        .await
+        .map_err(map_db)?;
+        Ok(found.is_some())
+    }
+
+    async fn touch_token(
+        &mut self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tokens SET last_used_at = $2 WHERE id = $1 \
+             AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(id.0)
+        .bind(at)
+        .bind(since)
+        .execute(self.conn())
+        .await
+        .map_err(map_db)?;
+        Ok(())
     }
 
     async fn load_user(&mut self, dir: DirectoryId, id: UserId, lock: Lock) -> StoreResult<User> {

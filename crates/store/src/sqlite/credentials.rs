@@ -9,9 +9,10 @@ use super::codec::{Col, id_text, time_text};
 use super::errors::map_db;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::rows;
 use crate::write::{Backend, Credentials};
 
-const COLUMNS: &str = "id, name, scope, prefix, hash, created_at, revoked_at";
+const COLUMNS: &str = "id, name, scope, prefix, created_at, revoked_at";
 
 #[async_trait]
 impl Credentials for SqliteStore {
@@ -47,14 +48,8 @@ impl Credentials for SqliteStore {
             "SELECT {COLUMNS} FROM service_credentials WHERE (? OR revoked_at IS NULL) \
              ORDER BY created_seq"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(include_revoked)
-            .fetch_all(&self.readers)
-            .await
-            .map_err(map_db)?;
-        rows.iter()
-            .map(|row| decode(row).map(|(credential, _)| credential))
-            .collect()
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(include_revoked);
+        rows::all(query, &self.readers, decode).await
     }
 
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
@@ -76,31 +71,17 @@ impl Credentials for SqliteStore {
     }
 
     async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM service_credentials WHERE hash = ? AND revoked_at IS NULL"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&hash[..])
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(map_db)?;
-        row.as_ref().map(decode).transpose()
+        rows::live_secret(&self.readers, "service_credentials", COLUMNS, &hash, decode).await
     }
 }
 
-fn decode(row: &SqliteRow) -> StoreResult<(Credential, [u8; 32])> {
-    use sqlx::Row;
-    let hash = crate::error::stored_hash(
-        row.try_get("hash")
-            .map_err(|e| StoreError::Internal(format!("cannot decode column hash: {e}")))?,
-    )?;
-    let credential = Credential {
+fn decode(row: &SqliteRow) -> StoreResult<Credential> {
+    Ok(Credential {
         id: CredentialId(row.id("id")?),
         name: row.text("name")?,
         scope: row.parsed("scope")?,
         prefix: row.text("prefix")?,
         created_at: row.time("created_at")?,
         revoked_at: row.opt_time("revoked_at")?,
-    };
-    Ok((credential, hash))
+    })
 }

@@ -43,7 +43,7 @@ pub(super) async fn members_of(
     after: Option<Uuid>,
     limit: i64,
 ) -> StoreResult<Vec<Member>> {
-    let rows = sqlx::query(
+    let query = sqlx::query(
         "SELECT m.member_id, m.member_kind, \
            CASE m.member_kind WHEN 'user' THEN COALESCE(u.display_name, u.user_name) ELSE g.display_name END \
              AS display \
@@ -54,11 +54,8 @@ pub(super) async fn members_of(
     )
     .bind(id_text(group.0))
     .bind(after.map(id_text).unwrap_or_default())
-    .bind(limit)
-    .fetch_all(conn)
-    .await
-    .map_err(map_db)?;
-    rows.iter().map(decode_member).collect()
+    .bind(limit);
+    crate::rows::all(query, conn, decode_member).await
 }
 
 /// Streams a group's members from the snapshot of `tx`, keyset paginated by

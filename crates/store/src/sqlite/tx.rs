@@ -211,6 +211,39 @@ impl WriteTx for Tx {
         Ok(token)
     }
 
+    async fn revoke_token(&mut self, dir: DirectoryId, id: TokenId) -> StoreResult<bool> {
+        let now = time_text(self.now);
+        let found = sqlx::query(
+            "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND directory_id = ?",
+        )
+        .bind(now)
+        .bind(id_text(id.0))
+        .bind(id_text(dir.0))
+        .execute(self.conn())
+        .await
+        .map_err(map_db)?;
+        Ok(found.rows_affected() > 0)
+    }
+
+    async fn touch_token(
+        &mut self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tokens SET last_used_at = ? WHERE id = ? \
+             AND (last_used_at IS NULL OR last_used_at < ?)",
+        )
+        .bind(time_text(at))
+        .bind(id_text(id.0))
+        .bind(time_text(since))
+        .execute(self.conn())
+        .await
+        .map_err(map_db)?;
+        Ok(())
+    }
+
     async fn load_user(&mut self, dir: DirectoryId, id: UserId, _: Lock) -> StoreResult<User> {
         load_user(self.conn(), dir, id).await
     }

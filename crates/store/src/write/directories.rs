@@ -86,3 +86,38 @@ pub(super) async fn create_token<B: Backend>(backend: &B, new: NewToken) -> Stor
     backend.commit(tx).await?;
     Ok(token)
 }
+
+/// Revoking twice is fine; an unknown token is `NotFound`.
+pub(super) async fn revoke_token<B: Backend>(
+    backend: &B,
+    dir: DirectoryId,
+    id: TokenId,
+) -> StoreResult<()> {
+    let mut tx = backend.begin().await?;
+    if !tx.revoke_token(dir, id).await? {
+        return Err(StoreError::NotFound("token"));
+    }
+    backend.commit(tx).await
+}
+
+/// Records a use at most once per [`crate::TOKEN_USE_GRANULARITY`].
+pub(super) async fn mark_token_used<B: Backend>(
+    backend: &B,
+    id: TokenId,
+    at: chrono::DateTime<chrono::Utc>,
+) -> StoreResult<()> {
+    let mut tx = backend.begin().await?;
+    tx.touch_token(id, at, at - crate::TOKEN_USE_GRANULARITY)
+        .await?;
+    backend.commit(tx).await
+}
+
+/// An unknown directory is `NotFound`, not an empty list.
+pub(super) async fn list_tokens<B: Backend>(
+    backend: &B,
+    dir: DirectoryId,
+    include_revoked: bool,
+) -> StoreResult<Vec<Token>> {
+    backend.get_directory(dir).await?;
+    backend.tokens_of(dir, include_revoked).await
+}

@@ -76,6 +76,16 @@ pub trait WriteTx: Send {
     /// How many unrevoked tokens the directory holds.
     async fn live_tokens(&mut self, dir: DirectoryId) -> StoreResult<i64>;
     async fn insert_token(&mut self, new: NewToken) -> StoreResult<Token>;
+    /// Marks the token revoked (keeping an earlier revocation time); false
+    /// when the directory has no such token.
+    async fn revoke_token(&mut self, dir: DirectoryId, id: TokenId) -> StoreResult<bool>;
+    /// Sets the token's last use to `at` unless it is already later than `since`.
+    async fn touch_token(
+        &mut self,
+        id: TokenId,
+        at: DateTime<Utc>,
+        since: DateTime<Utc>,
+    ) -> StoreResult<()>;
 
     /// A user of `dir` with its group ids, or `NotFound("user")`.
     async fn load_user(&mut self, dir: DirectoryId, id: UserId, lock: Lock) -> StoreResult<User>;
@@ -162,17 +172,14 @@ pub trait Backend: Directories + Credentials + Reads + ChangeLog + Send + Sync +
     fn pool_stats(&self) -> Option<PoolStats>;
 }
 
-/// Directory reads and the bearer tokens' reads and updates (which append
-/// no change).
+/// Directory and bearer-token reads.
 #[async_trait]
 pub trait Directories {
     async fn get_directory(&self, id: DirectoryId) -> StoreResult<Directory>;
     async fn list_directories(&self, organization: Option<&str>) -> StoreResult<Vec<Directory>>;
-    async fn list_tokens(&self, dir: DirectoryId, include_revoked: bool)
-    -> StoreResult<Vec<Token>>;
-    async fn revoke_token(&self, dir: DirectoryId, id: TokenId) -> StoreResult<()>;
+    /// The directory's tokens, oldest first, whether the directory exists or not.
+    async fn tokens_of(&self, dir: DirectoryId, include_revoked: bool) -> StoreResult<Vec<Token>>;
     async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>>;
-    async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()>;
 }
 
 /// Service credentials.

@@ -45,16 +45,16 @@ impl<B: Backend> Store for B {
         dir: DirectoryId,
         include_revoked: bool,
     ) -> StoreResult<Vec<Token>> {
-        Directories::list_tokens(self, dir, include_revoked).await
+        directories::list_tokens(self, dir, include_revoked).await
     }
     async fn revoke_token(&self, dir: DirectoryId, id: TokenId) -> StoreResult<()> {
-        Directories::revoke_token(self, dir, id).await
+        directories::revoke_token(self, dir, id).await
     }
     async fn find_token(&self, hash: [u8; 32]) -> StoreResult<Option<(Token, [u8; 32])>> {
         Directories::find_token(self, hash).await
     }
     async fn mark_token_used(&self, id: TokenId, at: DateTime<Utc>) -> StoreResult<()> {
-        Directories::mark_token_used(self, id, at).await
+        directories::mark_token_used(self, id, at).await
     }
     async fn create_credential(&self, new: NewCredential) -> StoreResult<Credential> {
         Credentials::create_credential(self, new).await
