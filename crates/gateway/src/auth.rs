@@ -332,7 +332,7 @@ mod tests {
 
     #[test]
     fn reasons_never_mention_the_scheme_word_the_logs_are_checked_for() {
-        // tests/reliability_tokens.rs fails on any "Bearer " in the logs.
+        // tests/e2e/reliability_tokens.rs fails on any "Bearer " in the logs.
         for reason in [
             AuthFailure::MissingHeader,
             AuthFailure::MalformedHeader,
