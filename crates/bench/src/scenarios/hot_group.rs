@@ -8,6 +8,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::cli::BenchArgs;
+use crate::cpu::CpuMeter;
 use crate::env::Env;
 use crate::load;
 use crate::report::{Measurement, Report};
@@ -38,9 +39,12 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let (members, newcomers) = users.split_at(initial);
     let group = seeder.group(&dir, "h", 0, members).await?;
     let newcomers: Arc<Vec<String>> = Arc::new(newcomers.iter().map(Uuid::to_string).collect());
+    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
     let mut rows = Vec::new();
     for (add, label) in [(true, ADD), (false, REMOVE)] {
-        rows.push(patches(&client, group, label, add, Arc::clone(&newcomers), args).await?);
+        let start = meter.snapshot().await?;
+        let m = patches(&client, group, label, add, Arc::clone(&newcomers), args).await?;
+        rows.push(m.with_cpu(meter.per_op(&start, newcomers.len()).await?));
     }
     report.measurements = rows;
     Ok(report)
