@@ -27,6 +27,8 @@ pub enum Command {
     Lookup(BenchArgs),
     /// Single-member PATCH add/remove on a huge group versus a small one.
     Churn(BenchArgs),
+    /// Single-member PATCH adds (then removes) from many connections to ONE group.
+    HotGroup(BenchArgs),
     /// SCIM write response to WatchChanges event, under onboarding load.
     WatchLatency(BenchArgs),
     /// Many concurrent WatchChanges streams while writes flow: delivery latency and RSS.
@@ -47,6 +49,7 @@ impl Command {
             Self::Onboarding(_) => "onboarding",
             Self::Lookup(_) => "lookup",
             Self::Churn(_) => "churn",
+            Self::HotGroup(_) => "hot-group",
             Self::WatchLatency(_) => "watch-latency",
             Self::Fanout(_) => "fanout",
             Self::Limit(_) => "limit",
@@ -117,10 +120,10 @@ pub struct BenchArgs {
     /// Churn: members of the big group.
     #[arg(long, default_value_t = 100_000)]
     pub group_size: usize,
-    /// Churn: members of the small group.
+    /// Churn: members of the small group; hot-group: members of the group at the start.
     #[arg(long, default_value_t = 10)]
     pub small_group_size: usize,
-    /// Churn: single-member PATCHes per group.
+    /// Churn: single-member PATCHes per group; hot-group: adds (and removes).
     #[arg(long, default_value_t = 2_000)]
     pub churn_ops: usize,
 

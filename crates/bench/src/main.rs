@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Onboarding(args)
         | Command::Lookup(args)
         | Command::Churn(args)
+        | Command::HotGroup(args)
         | Command::WatchLatency(args)
         | Command::Fanout(args)
         | Command::Limit(args)

@@ -176,6 +176,13 @@ async fn churn() {
 }
 
 #[tokio::test]
+async fn hot_group() {
+    let report = scenario("hot-group", 2).await;
+    assert_rows(&report, 0, 20, "one add per newcomer");
+    assert_rows(&report, 1, 20, "one remove per newcomer");
+}
+
+#[tokio::test]
 async fn watch_latency() {
     let report = scenario("watch-latency", 2).await;
     assert_rows(&report, 1, 50, "one latency per created user");

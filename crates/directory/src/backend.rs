@@ -7,6 +7,7 @@ use std::sync::Arc;
 use roster_store::Store;
 
 use crate::error::{ServiceError, ServiceResult};
+use crate::group_commit::GroupCommit;
 use crate::watch::ChangeHub;
 
 /// The store and the hub of one server, shared by its services.
@@ -14,11 +15,19 @@ use crate::watch::ChangeHub;
 pub(crate) struct Backend {
     store: Arc<dyn Store>,
     hub: Arc<ChangeHub>,
+    groups: Arc<GroupCommit>,
 }
 
 impl Backend {
     pub(crate) fn new(store: Arc<dyn Store>, hub: Arc<ChangeHub>) -> Self {
-        Self { store, hub }
+        let groups = GroupCommit::new(Arc::clone(&store));
+        Self { store, hub, groups }
+    }
+
+    /// Group PATCHes, batched per group (group commit). Like the store,
+    /// run through [`Backend::write`].
+    pub(crate) fn groups(&self) -> &Arc<GroupCommit> {
+        &self.groups
     }
 
     /// The store, for reads. Writes that append to the change log go through

@@ -18,6 +18,7 @@ pub mod credentials;
 pub mod cursor;
 pub mod directory_cache;
 pub mod error;
+mod group_commit;
 pub mod grpc;
 mod lag;
 pub mod local;

@@ -51,6 +51,12 @@ pub use snapshot_slots::DEFAULT_SNAPSHOT_CONNECTIONS;
 /// authentication path for no operator benefit.
 pub const TOKEN_USE_GRANULARITY: chrono::Duration = chrono::Duration::seconds(60);
 
+/// One PATCH of a group batch ([`Store::update_group_batch`]).
+pub struct GroupEdit {
+    pub if_version: Option<i64>,
+    pub update: GroupUpdateFn,
+}
+
 /// Rewrites a user inside the transaction that holds its row lock: gets the
 /// stored user, returns the new state or rejects. A `Fn`, not a `FnOnce`:
 /// when the database aborts the transaction (deadlock, serialization
@@ -161,6 +167,21 @@ pub trait Store: Send + Sync + 'static {
         if_version: Option<i64>,
         update: GroupUpdateFn,
     ) -> StoreResult<Group>;
+    /// Group commit: several independent PATCHes of one group (concurrent
+    /// requests, in arrival order) applied in ONE transaction that locks the
+    /// group once and writes its row once, as if each had run alone in this
+    /// order. Each edit gets its own result: its own version (one bump per
+    /// edit that changed something), its own change rows (in order, stamped
+    /// with that version), and its own error — an edit that fails changes
+    /// nothing and fails no other (a failure inside the database work reruns
+    /// that edit alone and the rest as a new batch). Returns one result per
+    /// edit, in order.
+    async fn update_group_batch(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        edits: Vec<GroupEdit>,
+    ) -> Vec<StoreResult<Group>>;
     async fn delete_group(
         &self,
         dir: DirectoryId,

@@ -2,6 +2,7 @@
 
 pub mod churn;
 pub mod fanout;
+pub mod hot_group;
 pub mod limit;
 pub mod lookup;
 pub mod onboarding;
@@ -13,11 +14,12 @@ use crate::cli::BenchArgs;
 use crate::report::Report;
 
 /// Every scenario, in the order `all` runs them.
-pub const ALL: [&str; 6] = [
+pub const ALL: [&str; 7] = [
     "onboarding",
     "limit",
     "lookup",
     "churn",
+    "hot-group",
     "watch-latency",
     "fanout",
 ];
@@ -37,6 +39,7 @@ async fn run_one(name: &str, args: &BenchArgs) -> anyhow::Result<Report> {
         "onboarding" => onboarding::run(args).await,
         "lookup" => lookup::run(args).await,
         "churn" => churn::run(args).await,
+        "hot-group" => hot_group::run(args).await,
         "watch-latency" => watch::run(args).await,
         "fanout" => fanout::run(args).await,
         "limit" => limit::run(args).await,

@@ -278,8 +278,10 @@ impl DirectoryApi {
         let steps = &steps;
         let group = write_with_members(&self.backend, dir, &added, |kinds| async move {
             let update = group_update(steps.clone(), kinds);
+            // Batched with the concurrent PATCHes of this group.
             Ok(self
-                .store()
+                .backend
+                .groups()
                 .update_group(dir, id, req.if_version, update)
                 .await?)
         })

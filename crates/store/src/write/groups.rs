@@ -69,6 +69,339 @@ where
     Ok(group)
 }
 
+/// What one attempt of a batch of group edits came to.
+pub(super) enum Batched {
+    /// Committed: one result per edit, in order.
+    Done(Vec<StoreResult<Group>>),
+    /// Edit `pos` failed after it had started writing, so nothing was
+    /// committed; it must run alone and the others again without it.
+    Failed { pos: usize },
+}
+
+/// Applies `edits` (if-version, plan) to one group in one transaction, in
+/// order, each as if it ran alone: its version check sees the state the
+/// edits before it left, and each edit that changes something gets the
+/// next version and its own events. The group is locked once and its row
+/// written once at the end (or when an edit changes its attributes, whose
+/// `group.updated` event carries the stored row).
+///
+/// Consecutive edits that only add or only remove members (one operation,
+/// no If-Match) touching pairwise different members are written together:
+/// one statement locks all their new members, one inserts, one deletes —
+/// their effects commute, so this is the same as applying them one by one;
+/// their plans see the attributes as of the run's start (member edits do
+/// not change attributes) but may see an older version and member count.
+///
+/// An edit that fails before writing (version mismatch, plan rejected,
+/// unknown member in such a run) gets its error and the batch goes on; one
+/// that fails while writing ends the attempt uncommitted
+/// ([`Batched::Failed`]), except for a retryable error, which replays the
+/// whole batch.
+pub(super) async fn edit_batch<B, F>(
+    backend: &B,
+    dir: DirectoryId,
+    id: GroupId,
+    edits: &[&(Option<i64>, F)],
+) -> StoreResult<Batched>
+where
+    B: Backend,
+    F: Fn(&Group) -> StoreResult<Vec<GroupOp>>,
+{
+    let mut tx = backend.begin().await?;
+    let current = tx.load_group(dir, id, Lock::Edit).await?;
+    let mut state = BatchState {
+        current,
+        unwritten_delta: 0,
+        dirty: false,
+        deferred: Vec::new(),
+        results: edits.iter().map(|_| None).collect(),
+    };
+    let mut run = MemberRun::default();
+    for (pos, edit) in edits.iter().enumerate() {
+        let (if_version, plan) = (&edit.0, &edit.1);
+        if if_version.is_some()
+            && let Some(failed) = run.flush(&mut tx, &mut state).await?
+        {
+            return Ok(failed);
+        }
+        if let Err(e) = check_version(*if_version, state.current.version) {
+            state.results[pos] = Some(Err(e));
+            continue;
+        }
+        let ops = match plan(&state.current) {
+            Ok(ops) => ops,
+            Err(e) => {
+                state.results[pos] = Some(Err(e));
+                continue;
+            }
+        };
+        if if_version.is_none()
+            && let Some(op) = MemberOp::of(&ops, id)
+        {
+            if !run.fits(&op)
+                && let Some(failed) = run.flush(&mut tx, &mut state).await?
+            {
+                return Ok(failed);
+            }
+            run.push(pos, op);
+            continue;
+        }
+        if let Some(failed) = run.flush(&mut tx, &mut state).await? {
+            return Ok(failed);
+        }
+        let current = state.current.clone();
+        let next_version = current.version + 1;
+        let mut editor = GroupEditor::new(&mut tx, current.clone(), next_version);
+        for op in ops {
+            if let Err(error) = editor.apply(&mut tx, op).await {
+                if retry::is_retryable(&error) {
+                    return Err(error);
+                }
+                return Ok(Batched::Failed { pos });
+            }
+        }
+        if !editor.touched {
+            state.results[pos] = Some(Ok(current));
+            continue;
+        }
+        if editor.attributes_changed.is_some() {
+            // Written now (with the deltas before it): its event carries the
+            // row. (SQLite stores the passed count plus the delta, PostgreSQL
+            // the row's count plus the delta: both need the count as stored.)
+            editor.group.member_count -= state.unwritten_delta;
+            editor.count_delta += state.unwritten_delta;
+            state.unwritten_delta = 0;
+            state.dirty = false;
+            let stored = match editor.finish_updated(&mut tx).await {
+                Ok(stored) => stored,
+                Err(error) if retry::is_retryable(&error) => return Err(error),
+                Err(_) => return Ok(Batched::Failed { pos }),
+            };
+            state.stamp(stored.updated_at);
+            state.current = stored.clone();
+            state.results[pos] = Some(Ok(stored));
+        } else {
+            state.member_edit(pos, editor.count_delta);
+        }
+    }
+    if let Some(failed) = run.flush(&mut tx, &mut state).await? {
+        return Ok(failed);
+    }
+    if state.dirty {
+        let as_stored = Group {
+            member_count: state.current.member_count - state.unwritten_delta,
+            ..state.current.clone()
+        };
+        let stored = tx
+            .update_group(&as_stored, state.unwritten_delta, as_stored.version)
+            .await?;
+        state.stamp(stored.updated_at);
+    }
+    backend.commit(tx).await?;
+    let results = state
+        .results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Internal("edit left unapplied".into()))))
+        .collect();
+    Ok(Batched::Done(results))
+}
+
+/// A batch's group as its edits left it, and their results so far.
+struct BatchState {
+    current: Group,
+    /// Member count changes not yet written to the row.
+    unwritten_delta: i64,
+    /// Whether the row is behind `current`.
+    dirty: bool,
+    /// Results that take the row's update time once it is written.
+    deferred: Vec<usize>,
+    results: Vec<Option<StoreResult<Group>>>,
+}
+
+impl BatchState {
+    /// Edit `pos` changed members only: the next version, written later.
+    fn member_edit(&mut self, pos: usize, delta: i64) {
+        self.current.version += 1;
+        self.current.member_count += delta;
+        self.unwritten_delta += delta;
+        self.dirty = true;
+        self.deferred.push(pos);
+        self.results[pos] = Some(Ok(self.current.clone()));
+    }
+
+    /// The row was written at `at`: the deferred results carry that time.
+    fn stamp(&mut self, at: chrono::DateTime<chrono::Utc>) {
+        for i in self.deferred.drain(..) {
+            if let Some(Ok(g)) = self.results.get_mut(i).and_then(Option::as_mut) {
+                g.updated_at = at;
+                self.current.updated_at = at;
+            }
+        }
+    }
+}
+
+/// A member-only edit that can join a [`MemberRun`].
+enum MemberOp {
+    Add(Vec<MemberRef>),
+    Remove(Vec<Uuid>),
+}
+
+impl MemberOp {
+    /// The edit's one add or remove, deduplicated; `None` for anything else
+    /// (several operations, attributes, replace, the group itself).
+    fn of(ops: &[GroupOp], group: GroupId) -> Option<Self> {
+        let [op] = ops else { return None };
+        let mut seen = HashSet::new();
+        match op {
+            GroupOp::AddMembers(members) => {
+                let unique: Vec<MemberRef> = members
+                    .iter()
+                    .filter(|m| seen.insert(m.id))
+                    .copied()
+                    .collect();
+                let itself = unique
+                    .iter()
+                    .any(|m| m.kind == MemberKind::Group && m.id == group.0);
+                (!itself).then_some(Self::Add(unique))
+            }
+            GroupOp::RemoveMembers(ids) => Some(Self::Remove(
+                ids.iter().copied().filter(|id| seen.insert(*id)).collect(),
+            )),
+            _ => None,
+        }
+    }
+
+    fn ids(&self) -> Vec<Uuid> {
+        match self {
+            Self::Add(members) => members.iter().map(|m| m.id).collect(),
+            Self::Remove(ids) => ids.clone(),
+        }
+    }
+}
+
+/// Consecutive member-only edits of a batch on pairwise different members.
+#[derive(Default)]
+struct MemberRun {
+    edits: Vec<(usize, MemberOp)>,
+    ids: HashSet<Uuid>,
+}
+
+impl MemberRun {
+    fn fits(&self, op: &MemberOp) -> bool {
+        op.ids().iter().all(|id| !self.ids.contains(id))
+    }
+
+    fn push(&mut self, pos: usize, op: MemberOp) {
+        self.ids.extend(op.ids());
+        self.edits.push((pos, op));
+    }
+
+    /// Writes the run (lock the added members, insert, delete: one
+    /// statement each), then queues each edit's events in order under its
+    /// own version. `Some` when a statement failed (blamed on the run's
+    /// first edit).
+    async fn flush<T: WriteTx>(
+        &mut self,
+        tx: &mut T,
+        state: &mut BatchState,
+    ) -> StoreResult<Option<Batched>> {
+        let edits = std::mem::take(&mut self.edits);
+        self.ids.clear();
+        let Some(&(first, _)) = edits.first() else {
+            return Ok(None);
+        };
+        match Self::write(tx, state, edits).await {
+            Ok(()) => Ok(None),
+            Err(e) if retry::is_retryable(&e) => Err(e),
+            Err(_) => Ok(Some(Batched::Failed { pos: first })),
+        }
+    }
+
+    async fn write<T: WriteTx>(
+        tx: &mut T,
+        state: &mut BatchState,
+        edits: Vec<(usize, MemberOp)>,
+    ) -> StoreResult<()> {
+        let (dir, group) = (state.current.directory_id, state.current.id);
+        let adds: Vec<MemberRef> = edits
+            .iter()
+            .flat_map(|(_, op)| match op {
+                MemberOp::Add(members) => members.as_slice(),
+                MemberOp::Remove(_) => &[],
+            })
+            .copied()
+            .collect();
+        let found = match adds.is_empty() {
+            true => HashSet::new(),
+            false => tx.lock_members(dir, &adds).await?,
+        };
+        let mut valid = Vec::with_capacity(adds.len());
+        let mut removes = Vec::new();
+        let mut edits_ok = Vec::with_capacity(edits.len());
+        for (pos, op) in edits {
+            match &op {
+                MemberOp::Add(members) => {
+                    if let Some(m) = members.iter().find(|m| !found.contains(&(m.kind, m.id))) {
+                        state.results[pos] = Some(Err(StoreError::Invalid(format!(
+                            "no {} with id {} in this directory",
+                            m.kind.as_str(),
+                            m.id
+                        ))));
+                        continue;
+                    }
+                    valid.extend_from_slice(members);
+                }
+                MemberOp::Remove(ids) => removes.extend_from_slice(ids),
+            }
+            edits_ok.push((pos, op));
+        }
+        let inserted = match valid.is_empty() {
+            true => HashSet::new(),
+            false => tx.insert_memberships(dir, group, &valid).await?,
+        };
+        let removed: HashMap<Uuid, MemberKind> = match removes.is_empty() {
+            true => HashMap::new(),
+            false => tx
+                .delete_memberships(group, Some(&removes))
+                .await?
+                .into_iter()
+                .map(|m| (m.id, m.kind))
+                .collect(),
+        };
+        for (pos, op) in edits_ok {
+            let version = state.current.version + 1;
+            let events: Vec<(ChangeKind, MemberRef)> = match op {
+                MemberOp::Add(members) => members
+                    .into_iter()
+                    .filter(|m| inserted.contains(&m.id))
+                    .map(|m| (ChangeKind::MemberAdded, m))
+                    .collect(),
+                MemberOp::Remove(ids) => ids
+                    .into_iter()
+                    .filter_map(|id| removed.get(&id).map(|kind| MemberRef { id, kind: *kind }))
+                    .map(|m| (ChangeKind::MemberRemoved, m))
+                    .collect(),
+            };
+            if events.is_empty() {
+                state.results[pos] = Some(Ok(state.current.clone()));
+                continue;
+            }
+            let mut delta = 0;
+            for (kind, member) in events {
+                delta += if kind == ChangeKind::MemberAdded {
+                    1
+                } else {
+                    -1
+                };
+                tx.changes()
+                    .emit(Change::membership(kind, dir, group, version, member)?);
+            }
+            state.member_edit(pos, delta);
+        }
+        Ok(())
+    }
+}
+
 /// The gRPC add/remove paths: the group first, then (for adds) the
 /// members, then the membership rows. Returns (members changed, version).
 pub(super) async fn change_members<B: Backend>(

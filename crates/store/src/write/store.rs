@@ -14,7 +14,7 @@ use super::{
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::{GroupUpdateFn, MemberPages, PoolStats, Store, UserUpdateFn};
+use crate::{GroupEdit, GroupUpdateFn, MemberPages, PoolStats, Store, UserUpdateFn};
 
 #[async_trait]
 impl<B: Backend> Store for B {
@@ -141,6 +141,55 @@ impl<B: Backend> Store for B {
         let plan = |old: &Group| update(old).map_err(rejected);
         retrying(|| groups::edit(self, dir, id, if_version, plan)).await
     }
+    async fn update_group_batch(
+        &self,
+        dir: DirectoryId,
+        id: GroupId,
+        edits: Vec<GroupEdit>,
+    ) -> Vec<StoreResult<Group>> {
+        let mut pending: Vec<(usize, (Option<i64>, GroupPlan))> = edits
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (i, (e.if_version, plan_of(e.update))))
+            .collect();
+        let mut results: Vec<Option<StoreResult<Group>>> = pending.iter().map(|_| None).collect();
+        while !pending.is_empty() {
+            let batch: Vec<&(Option<i64>, GroupPlan)> = pending.iter().map(|(_, e)| e).collect();
+            let attempt = retrying(|| groups::edit_batch(self, dir, id, &batch)).await;
+            match attempt {
+                Ok(groups::Batched::Done(done)) => {
+                    for ((i, _), result) in pending.drain(..).zip(done) {
+                        results[i] = Some(result);
+                    }
+                }
+                Ok(groups::Batched::Failed { pos, .. }) => {
+                    // That edit alone (with its own replays), then the rest
+                    // as a new batch: concurrent requests have no order of
+                    // their own, so running it first is one valid order.
+                    let (i, (if_version, plan)) = pending.remove(pos);
+                    let alone =
+                        retrying(|| groups::edit(self, dir, id, if_version, |g: &Group| plan(g)))
+                            .await;
+                    results[i] = Some(alone);
+                }
+                Err(_) => {
+                    // The batch itself failed (group gone, database away):
+                    // each edit alone, for its own error.
+                    for (i, (if_version, plan)) in pending.drain(..) {
+                        let alone = retrying(|| {
+                            groups::edit(self, dir, id, if_version, |g: &Group| plan(g))
+                        })
+                        .await;
+                        results[i] = Some(alone);
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Internal("edit left unanswered".into()))))
+            .collect()
+    }
     async fn delete_group(
         &self,
         dir: DirectoryId,
@@ -249,6 +298,13 @@ impl<B: Backend> Store for B {
     fn pool_stats(&self) -> Option<PoolStats> {
         Backend::pool_stats(self)
     }
+}
+
+/// A PATCH callback as the write core calls it.
+type GroupPlan = Box<dyn Fn(&Group) -> StoreResult<Vec<GroupOp>> + Send + Sync>;
+
+fn plan_of(update: GroupUpdateFn) -> GroupPlan {
+    Box::new(move |old: &Group| update(old).map_err(rejected))
 }
 
 /// A rejection by a caller's callback (the PATCH engine).

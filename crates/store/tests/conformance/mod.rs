@@ -9,6 +9,7 @@
     reason = "each backend's test binary uses the suite through the macro"
 )]
 
+pub mod batches;
 pub mod changes;
 pub mod contention;
 pub mod data_rules;
@@ -34,6 +35,10 @@ pub struct Fixture {
 /// Stamps one test per conformance case, each on a fresh store from `$make`.
 macro_rules! conformance_suite {
     ($make:path) => {
+        $crate::conformance::conformance_suite!(@in batches $make;
+            a_group_batch_gives_each_edit_its_own_result_version_and_events,
+            concurrent_group_batches_lose_nothing_and_keep_versions_in_order,
+        );
         $crate::conformance::conformance_suite!(@in contention $make;
             membership_edits_race_user_deletes_without_conflicts,
             nested_group_deletes_race_user_deletes_without_conflicts,

@@ -1,0 +1,80 @@
+//! One hot group: `--concurrency` connections each PATCH-adding one member
+//! (a different user per request) to the SAME group, `--churn-ops` times,
+//! then removing them again the same way. Every request contends for the
+//! one group row (issue #15: ≥ 2,000 adds/s, p99 < 50 ms at 16 connections).
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::cli::BenchArgs;
+use crate::cpu::CpuMeter;
+use crate::env::Env;
+use crate::load;
+use crate::report::{Measurement, Report};
+use crate::scim::{ScimClient, members_patch};
+use crate::seed::Seeder;
+
+/// Row names (the smoke test and docs refer to them).
+pub const ADD: &str = "PATCH add 1 member, one group";
+pub const REMOVE: &str = "PATCH remove 1 member, one group";
+
+/// Runs the scenario on a fresh environment.
+pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
+    Env::with(args, async |env| measure(env, args).await).await
+}
+
+async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
+    let mut report = env.report("hot-group");
+    let (dir, client) = env.directory("hot", args.concurrency).await?;
+    let seeder = Seeder::connect(&env.database.url, args.seed_concurrency).await?;
+    let initial = args.small_group_size;
+    let ops = args.churn_ops;
+    eprintln!(
+        "[{}] seeding {} users and the group ({initial} members)",
+        crate::elapsed_tag(),
+        initial + ops
+    );
+    let users = seeder.users(&dir, "h", 0..initial + ops).await?.results;
+    let (members, newcomers) = users.split_at(initial);
+    let group = seeder.group(&dir, "h", 0, members).await?;
+    let newcomers: Arc<Vec<String>> = Arc::new(newcomers.iter().map(Uuid::to_string).collect());
+    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let mut rows = Vec::new();
+    for (add, label) in [(true, ADD), (false, REMOVE)] {
+        let start = meter.snapshot().await?;
+        let m = patches(&client, group, label, add, Arc::clone(&newcomers), args).await?;
+        rows.push(m.with_cpu(meter.per_op(&start, newcomers.len()).await?));
+    }
+    report.measurements = rows;
+    Ok(report)
+}
+
+/// One PATCH per newcomer, each adding (or removing) just that user.
+async fn patches(
+    client: &ScimClient,
+    group: Uuid,
+    label: &str,
+    add: bool,
+    users: Arc<Vec<String>>,
+    args: &BenchArgs,
+) -> anyhow::Result<Measurement> {
+    eprintln!("[{}] {label} × {}", crate::elapsed_tag(), users.len());
+    let client = client.clone();
+    let group = group.to_string();
+    let mut timed = load::run(users.len(), args.concurrency, move |i| {
+        let (client, group, users) = (client.clone(), group.clone(), Arc::clone(&users));
+        async move {
+            client
+                .patch_group(&group, &members_patch(add, &[users[i].clone()]))
+                .await
+        }
+    })
+    .await?;
+    Ok(Measurement::new(
+        label,
+        args.concurrency,
+        &mut timed.latencies,
+        timed.elapsed,
+    ))
+}

@@ -1,0 +1,180 @@
+//! Group commit: several PATCHes of one group in one transaction
+//! (`Store::update_group_batch`), each with its own result, version and
+//! events, a failing edit failing only itself.
+
+use std::sync::Arc;
+
+use roster_store::*;
+use serde_json::json;
+
+use super::{all_changes, directory, group, member, users};
+
+fn add(m: MemberRef) -> GroupEdit {
+    edit(None, move |_| Ok(vec![GroupOp::AddMembers(vec![m])]))
+}
+
+fn edit(
+    if_version: Option<i64>,
+    f: impl Fn(&Group) -> Result<Vec<GroupOp>, Box<dyn std::error::Error + Send + Sync>>
+    + Send
+    + Sync
+    + 'static,
+) -> GroupEdit {
+    GroupEdit {
+        if_version,
+        update: Box::new(f),
+    }
+}
+
+fn rename(name: &str) -> GroupOp {
+    GroupOp::SetAttributes {
+        display_name: name.into(),
+        external_id: None,
+        raw: json!({"displayName": name}),
+    }
+}
+
+pub async fn a_group_batch_gives_each_edit_its_own_result_version_and_events(
+    store: Arc<dyn Store>,
+) {
+    let dir = directory(&*store, "batch").await;
+    let u = users(&*store, dir.id, "b", 3).await;
+    let (a, b, c) = (member(&u[0]), member(&u[1]), member(&u[2]));
+    let g = store.create_group(dir.id, group("g")).await.unwrap();
+    store.create_group(dir.id, group("taken")).await.unwrap();
+    let before = all_changes(&*store, Some(dir.id)).await.len();
+    let stranger = MemberRef {
+        id: uuid::Uuid::new_v4(),
+        kind: MemberKind::User,
+    };
+
+    let edits = vec![
+        add(a),                                                          // 0: v2
+        edit(Some(99), move |_| Ok(vec![GroupOp::AddMembers(vec![c])])), // 1: 412
+        edit(None, |_| Err("rejected by the PATCH engine".into())),      // 2: rejected
+        add(stranger), // 3: unknown member (fails while writing)
+        add(b),        // 4: v3
+        add(a),        // 5: no-op, stays v3
+        edit(None, move |_| {
+            Ok(vec![rename("G2"), GroupOp::AddMembers(vec![c])])
+        }), // 6: v4
+        edit(None, |_| Ok(vec![rename("TAKEN")])), // 7: uniqueness conflict
+        edit(Some(4), move |_| {
+            Ok(vec![GroupOp::RemoveMembers(vec![b.id])])
+        }), // 8: v5
+    ];
+    let results = store.update_group_batch(dir.id, g.id, edits).await;
+    assert_eq!(results.len(), 9);
+    let ok = |i: usize| -> (i64, i64) {
+        let g = results[i]
+            .as_ref()
+            .unwrap_or_else(|e| panic!("edit {i}: {e:?}"));
+        (g.version, g.member_count)
+    };
+    assert_eq!(ok(0), (2, 1));
+    assert!(matches!(
+        results[1],
+        Err(StoreError::VersionMismatch {
+            expected: 99,
+            actual: 2
+        })
+    ));
+    assert!(matches!(results[2], Err(StoreError::Rejected(_))));
+    assert!(
+        matches!(results[3], Err(StoreError::Invalid(_))),
+        "{:?}",
+        results[3]
+    );
+    assert_eq!(ok(4), (3, 2));
+    assert_eq!(ok(5), (3, 2));
+    assert_eq!(ok(6), (4, 3));
+    assert_eq!(results[6].as_ref().unwrap().display_name, "G2");
+    assert!(
+        matches!(results[7], Err(StoreError::Conflict(_))),
+        "{:?}",
+        results[7]
+    );
+    assert_eq!(ok(8), (5, 2));
+
+    let stored = store.get_group(dir.id, g.id, true).await.unwrap();
+    assert_eq!(
+        (
+            stored.version,
+            stored.member_count,
+            stored.display_name.as_str()
+        ),
+        (5, 2, "G2")
+    );
+    let mut ids: Vec<uuid::Uuid> = stored.members.unwrap().iter().map(|m| m.id).collect();
+    ids.sort();
+    let mut want = vec![a.id, c.id];
+    want.sort();
+    assert_eq!(ids, want);
+
+    // The events: each edit's, in order, stamped with its version.
+    let changes = all_changes(&*store, Some(dir.id)).await;
+    let events: Vec<(String, i64, Option<uuid::Uuid>)> = changes[before..]
+        .iter()
+        .map(|c| {
+            let member = serde_json::from_value::<Membership>(c.payload.clone())
+                .ok()
+                .filter(|_| c.kind.as_str().starts_with("member."))
+                .map(|m| m.member_id);
+            (c.kind.as_str().to_string(), c.version, member)
+        })
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            ("member.added".to_string(), 2, Some(a.id)),
+            ("member.added".to_string(), 3, Some(b.id)),
+            ("group.updated".to_string(), 4, None),
+            ("member.added".to_string(), 4, Some(c.id)),
+            ("member.removed".to_string(), 5, Some(b.id)),
+        ]
+    );
+    assert!(changes.windows(2).all(|w| w[0].revision < w[1].revision));
+}
+
+pub async fn concurrent_group_batches_lose_nothing_and_keep_versions_in_order(
+    store: Arc<dyn Store>,
+) {
+    let dir = directory(&*store, "batches").await;
+    let u = users(&*store, dir.id, "c", 32).await;
+    let g = store.create_group(dir.id, group("hot")).await.unwrap();
+    let tasks: Vec<_> = u
+        .chunks(8)
+        .map(|chunk| {
+            let (store, chunk) = (Arc::clone(&store), chunk.to_vec());
+            tokio::spawn(async move {
+                let edits = chunk.iter().map(|u| add(member(u))).collect();
+                store.update_group_batch(dir.id, g.id, edits).await
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for task in tasks {
+        for result in task.await.unwrap() {
+            versions.push(result.unwrap().version);
+        }
+    }
+    versions.sort();
+    assert_eq!(
+        versions,
+        (2..=33).collect::<Vec<i64>>(),
+        "one version per edit"
+    );
+    let stored = store.get_group(dir.id, g.id, false).await.unwrap();
+    assert_eq!((stored.version, stored.member_count), (33, 32));
+    let added: Vec<i64> = all_changes(&*store, Some(dir.id))
+        .await
+        .iter()
+        .filter(|c| c.kind.as_str() == "member.added")
+        .map(|c| c.version)
+        .collect();
+    assert_eq!(
+        added,
+        (2..=33).collect::<Vec<i64>>(),
+        "events in version order"
+    );
+}
