@@ -37,21 +37,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_gateway, gateway_stopped) = shutdown_channel();
     let metrics = spawn_metrics(&args.metrics, directory_stopped.clone()).await?;
 
-    // The gateway reaches the directory service over an in-process pipe (the
-    // same gRPC, without loopback TCP); other clients use the TCP listener.
-    let (channel, local) = roster_directory::local_channel();
+    // The gateway calls the directory service directly (the same gRPC
+    // services, credential check and spans, without HTTP/2); other clients
+    // use the TCP listener.
     let directory = roster_directory::Directory::new(store, directory_config(&args.directory))?;
-    let mut directory =
-        tokio::spawn(directory.serve_with_local(grpc, Some(local), wait(directory_stopped)));
+    let direct = directory.direct_service();
+    let mut directory = tokio::spawn(directory.serve(grpc, wait(directory_stopped)));
     let endpoint = format!("http://{}", loopback(grpc_addr));
-    let state = roster_gateway::AppState::with_channel(
+    let state = roster_gateway::AppState::with_direct(
         gateway_config(
             &args.http,
             &public_url,
             &endpoint,
             args.directory.internal_secret.clone(),
         ),
-        channel,
+        direct,
     )?;
     let mut gateway = tokio::spawn(roster_gateway::serve_state(
         state,

@@ -79,7 +79,7 @@ pub struct BenchArgs {
     pub server_db_connections: u32,
     /// The server's gateway calls its directory service over loopback TCP
     /// (as separate `roster gateway` and `roster directory` processes do)
-    /// instead of the in-process pipe `roster serve` uses.
+    /// instead of calling it directly in its process, as `roster serve` does.
     #[arg(long)]
     pub grpc_over_tcp: bool,
     /// Messages buffered per WatchChanges stream in the server under test

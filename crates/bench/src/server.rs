@@ -54,17 +54,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(buffer) = args.watch_buffer {
         directory_config.watch_buffer = buffer;
     }
-    let (channel, local) = roster_directory::local_channel();
     let directory = roster_directory::Directory::new(store, directory_config)?;
-    let directory = tokio::spawn(directory.serve_with_local(
-        grpc,
-        (!args.grpc_over_tcp).then_some(local),
-        std::future::pending(),
-    ));
+    // As in `roster serve`: the gateway calls the directory service directly.
+    let direct = directory.direct_service();
+    let directory = tokio::spawn(directory.serve(grpc, std::future::pending()));
     let state = if args.grpc_over_tcp {
         roster_gateway::AppState::new(gateway_config)?
     } else {
-        roster_gateway::AppState::with_channel(gateway_config, channel)?
+        roster_gateway::AppState::with_direct(gateway_config, direct)?
     };
     let gateway = tokio::spawn(roster_gateway::serve_state(
         state,

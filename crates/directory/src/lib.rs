@@ -27,5 +27,5 @@ pub mod server;
 pub mod service;
 pub mod watch;
 
-pub use local::{LocalListener, local_channel};
+pub use local::{DirectService, LocalListener, local_channel};
 pub use server::{Directory, DirectoryConfig, Error, serve};

@@ -162,3 +162,49 @@ pub(crate) fn incoming(
     };
     futures::stream::select(tcp, local)
 }
+
+/// A gRPC service called in the process: HTTP requests with tonic bodies in,
+/// responses out, no connection in between (the protobuf codecs still run
+/// on both sides, so the contract is the wire's). Structurally the same type
+/// as `roster_gateway::DirectService`.
+pub type DirectService = tower::util::BoxCloneSyncService<
+    tonic::codegen::http::Request<tonic::body::Body>,
+    tonic::codegen::http::Response<tonic::body::Body>,
+    tonic::codegen::StdError,
+>;
+
+/// `svc` (the layered routes) as a [`DirectService`], each call inside the
+/// span `span_of` makes for it, as tonic's server does with `trace_fn`.
+pub(crate) fn direct_service<S>(
+    svc: S,
+    span_of: fn(&tonic::codegen::http::Request<()>) -> tracing::Span,
+) -> DirectService
+where
+    S: tower::Service<
+            tonic::codegen::http::Request<tonic::body::Body>,
+            Response = tonic::codegen::http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use tower::ServiceExt as _;
+    use tracing::Instrument as _;
+    let call = move |request: tonic::codegen::http::Request<tonic::body::Body>| {
+        let (parts, body) = request.into_parts();
+        let head = tonic::codegen::http::Request::from_parts(parts, ());
+        let span = span_of(&head);
+        let (parts, ()) = head.into_parts();
+        let request = tonic::codegen::http::Request::from_parts(parts, body);
+        let svc = svc.clone();
+        async move {
+            match svc.oneshot(request).instrument(span).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            }
+        }
+    };
+    tower::util::BoxCloneSyncService::new(tower::service_fn(call))
+}

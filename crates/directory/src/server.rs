@@ -20,8 +20,8 @@ use tonic_health::server::HealthReporter;
 use crate::admin::AdminApi;
 use crate::credentials::{InternalAuth, InternalAuthLayer};
 use crate::grpc::{self, Grpc};
-use crate::local::LocalListener;
 use crate::local::ServerTls;
+use crate::local::{DirectService, LocalListener};
 use crate::service::DirectoryApi;
 use crate::watch::{ChangeHub, WatchConfig};
 
@@ -107,6 +107,7 @@ type Layers = tower::layer::util::Stack<
 /// it stops the tasks.
 pub struct Directory {
     router: Router<Layers>,
+    direct: DirectService,
     hub: Arc<ChangeHub>,
     health: HealthCheck,
     tasks: BackgroundTasks,
@@ -143,17 +144,29 @@ impl Directory {
         )));
         let directory = DirectoryApi::new(Arc::clone(&store), Arc::clone(&hub));
         let admin = AdminApi::new(store, Arc::clone(&hub));
-        let router = tonic::transport::Server::builder()
-            .trace_fn(request_span)
-            .layer(GrpcMetricsLayer)
-            .layer(auth)
-            .add_service(health_service)
+        // One set of routes behind one stack of layers, served two ways: on
+        // the listeners (HTTP/2) and, in `roster serve`, called directly by
+        // the gateway in the same process (`Directory::direct_service`).
+        let routes = tonic::service::Routes::new(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
             .add_service(grpc::directory_server(directory))
             .add_service(grpc::admin_server(admin));
+        let direct = crate::local::direct_service(
+            tower::ServiceBuilder::new()
+                .layer(GrpcMetricsLayer)
+                .layer(auth.clone())
+                .service(routes.clone().prepare()),
+            request_span,
+        );
+        let router = tonic::transport::Server::builder()
+            .trace_fn(request_span)
+            .layer(GrpcMetricsLayer)
+            .layer(auth)
+            .add_routes(routes);
         Ok(Self {
             router,
+            direct,
             hub,
             health,
             tasks,
@@ -185,6 +198,16 @@ impl Directory {
         })
     }
 
+    /// The services as one tower service a caller in the same process calls
+    /// without a connection: the same routes behind the same layers
+    /// (credential check, metrics) and the same request span as a call that
+    /// came over HTTP/2 — no framing, no socket or pipe. `roster serve`
+    /// hands it to its gateway. It answers while this `Directory` (or the
+    /// server it became) runs its background tasks.
+    pub fn direct_service(&self) -> DirectService {
+        self.direct.clone()
+    }
+
     /// The change fan-out of this server (counters, tests).
     pub fn hub(&self) -> Arc<ChangeHub> {
         Arc::clone(&self.hub)
@@ -211,6 +234,7 @@ impl Directory {
     ) -> Result<(), Error> {
         let Self {
             router,
+            direct: _,
             hub,
             health,
             mut tasks,

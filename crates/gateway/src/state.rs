@@ -12,7 +12,7 @@ use crate::config::GatewayConfig;
 use crate::observe::CallMeta;
 use crate::ratelimit::{AuthLimits, RateLimiter};
 use crate::token_cache::TokenCache;
-use crate::upstream::{self, Dns, Resolve};
+use crate::upstream::{self, DirectService, Dns, Resolve, Upstream};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +42,9 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     config: GatewayConfig,
-    directory: DirectoryServiceClient<Channel>,
-    admin: AdminServiceClient<Channel>,
-    health: HealthClient<Channel>,
+    directory: DirectoryServiceClient<Upstream>,
+    admin: AdminServiceClient<Upstream>,
+    health: HealthClient<Upstream>,
     internal_auth: Option<AsciiMetadataValue>,
     tokens: TokenCache,
     auth_limits: AuthLimits,
@@ -71,6 +71,18 @@ impl AppState {
     /// Builds the state over an existing channel to the directory service
     /// (e.g. an in-process one); `directory_endpoint` is then not used.
     pub fn with_channel(config: GatewayConfig, channel: Channel) -> Result<Self, StartError> {
+        Self::with_upstream(config, Upstream::Channel(channel))
+    }
+
+    /// Builds the state over the directory service itself, in this process
+    /// (`roster serve`): every call goes straight to `service`, through the
+    /// directory service's credential check, without HTTP/2.
+    pub fn with_direct(config: GatewayConfig, service: DirectService) -> Result<Self, StartError> {
+        let timeout = config.request_timeout;
+        Self::with_upstream(config, Upstream::Direct { service, timeout })
+    }
+
+    fn with_upstream(config: GatewayConfig, channel: Upstream) -> Result<Self, StartError> {
         let internal_auth = config
             .internal_secret
             .as_ref()
@@ -95,17 +107,17 @@ impl AppState {
     }
 
     /// A DirectoryService client on the shared channel.
-    pub fn directory(&self) -> DirectoryServiceClient<Channel> {
+    pub fn directory(&self) -> DirectoryServiceClient<Upstream> {
         self.0.directory.clone()
     }
 
     /// An AdminService client on the shared channel.
-    pub fn admin(&self) -> AdminServiceClient<Channel> {
+    pub fn admin(&self) -> AdminServiceClient<Upstream> {
         self.0.admin.clone()
     }
 
     /// A gRPC health client on the shared channel.
-    pub fn health(&self) -> HealthClient<Channel> {
+    pub fn health(&self) -> HealthClient<Upstream> {
         self.0.health.clone()
     }
 

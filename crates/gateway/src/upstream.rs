@@ -402,3 +402,68 @@ mod tests {
         assert_eq!(step().await, vec![(false, Key::Addr(a))]);
     }
 }
+
+/// The directory service called in the gateway's own process (`roster
+/// serve`): one tower service taking gRPC requests as HTTP requests with
+/// tonic bodies, with no connection in between. Produced by
+/// `roster_directory::Directory::direct_service` (the same routes behind the
+/// same credential check, metrics and request span as its listeners).
+pub type DirectService = tower::util::BoxCloneSyncService<
+    tonic::codegen::http::Request<tonic::body::Body>,
+    tonic::codegen::http::Response<tonic::body::Body>,
+    tonic::codegen::StdError,
+>;
+
+/// What the gateway's gRPC clients call: a channel to the directory
+/// service's pods, or the service itself in the same process. Either way the
+/// request carries the same metadata (request id, trace context, the
+/// internal credential, which the directory service checks in both cases)
+/// and the same protobuf messages; only HTTP/2 is left out of the direct one.
+#[derive(Clone)]
+pub enum Upstream {
+    /// tonic over HTTP/2: TCP (optionally mutual TLS) or an in-process pipe.
+    Channel(Channel),
+    /// A direct call; `timeout` bounds the time to the response's head, as
+    /// the tonic server does with the request's `grpc-timeout`.
+    Direct {
+        /// The directory service.
+        service: DirectService,
+        /// The per-call deadline.
+        timeout: Duration,
+    },
+}
+
+impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Upstream {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = tonic::codegen::StdError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self {
+            Self::Channel(channel) => tower::Service::poll_ready(channel, cx).map_err(Into::into),
+            Self::Direct { service, .. } => service.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        match self {
+            Self::Channel(channel) => {
+                let call = tower::Service::call(channel, request);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+            Self::Direct { service, timeout } => {
+                let (call, timeout) = (service.call(request), *timeout);
+                Box::pin(async move {
+                    match tokio::time::timeout(timeout, call).await {
+                        Ok(result) => result,
+                        // What tonic's server answers when a call's deadline passes.
+                        Err(_) => Ok(tonic::Status::cancelled("Timeout expired").into_http()),
+                    }
+                })
+            }
+        }
+    }
+}

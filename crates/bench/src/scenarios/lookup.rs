@@ -5,11 +5,21 @@
 //! Rows are seeded through the `roster_store::Store` API (one transaction
 //! per user with its change row, as the directory service writes them) at
 //! `--seed-concurrency`, which skips only the HTTP and gRPC hops.
+//!
+//! After Roster's `eq` searches at `--concurrency`, the same lookups run as
+//! raw indexed `SELECT`s of the whole user row (by `user_name_key` and by
+//! `external_id`, on the same seeded database, from as many connections):
+//! the floor any service on this database pays. Roster's rate is reported
+//! as a fraction of it, like `limit` does for inserts. These statements are
+//! the baseline, not Roster's data path.
 
 use std::sync::Arc;
 
 use anyhow::ensure;
 use rand::Rng;
+use sqlx::Row;
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
 
 use crate::cli::BenchArgs;
 use crate::cpu::CpuMeter;
@@ -21,6 +31,16 @@ use crate::seed::{Seeder, analyze_users};
 
 /// Prefix of seeded user names.
 const PREFIX: &str = "l";
+
+/// Raw baseline: a user by its folded userName (the unique index
+/// `users_user_name_key`). Only in the bench, never Roster's data path.
+const RAW_BY_USER_NAME: &str = "SELECT * FROM users WHERE directory_id = $1 AND user_name_key = $2";
+/// Raw baseline: a user by its externalId (index `users_external_id`).
+const RAW_BY_EXTERNAL_ID: &str = "SELECT * FROM users WHERE directory_id = $1 AND external_id = $2";
+
+/// A seeded directory as the probes see it: its id, a SCIM client for it,
+/// and how many users it holds.
+type Seeded = (Uuid, ScimClient, usize);
 
 /// The filters measured, by name.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +76,24 @@ impl Probe {
                 .unwrap_or(args.lookups)
                 .min(args.lookups),
             Self::UserNameEq | Self::ExternalIdEq => args.lookups,
+        }
+    }
+
+    /// The raw baseline of this probe: the same lookup as one indexed
+    /// `SELECT` of the whole row (the `eq` probes only).
+    fn raw_sql(self) -> Option<&'static str> {
+        match self {
+            Self::UserNameEq => Some(RAW_BY_USER_NAME),
+            Self::ExternalIdEq => Some(RAW_BY_EXTERNAL_ID),
+            Self::UserNameCo | Self::UserNameSw => None,
+        }
+    }
+
+    /// The value the raw baseline looks up for seeded user `i`.
+    fn raw_key(self, i: usize) -> String {
+        match self {
+            Self::ExternalIdEq => external_id(PREFIX, i),
+            _ => roster_scim::text::fold(&user_name(PREFIX, i)),
         }
     }
 
@@ -109,7 +147,7 @@ async fn one_directory(env: &Env, args: &BenchArgs, report: &mut Report) -> anyh
         &mut seeded.latencies,
         seeded.elapsed,
     ));
-    let clients = Arc::new(vec![(client, args.lookup_users)]);
+    let clients = Arc::new(vec![(dir.parse()?, client, args.lookup_users)]);
     let layout = format!("{} users, 1 directory", args.lookup_users);
     measure_all(env, &layout, clients, args, report).await
 }
@@ -134,7 +172,7 @@ async fn many_directories(env: &Env, args: &BenchArgs, report: &mut Report) -> a
             .await?;
         latencies.extend(seeded.latencies);
         elapsed += seeded.elapsed;
-        clients.push((client, args.users_per_directory));
+        clients.push((dir.parse()?, client, args.users_per_directory));
     }
     let label = format!(
         "seed {} × {} users (Store API)",
@@ -158,7 +196,7 @@ async fn many_directories(env: &Env, args: &BenchArgs, report: &mut Report) -> a
 async fn measure_all(
     env: &Env,
     layout: &str,
-    clients: Arc<Vec<(ScimClient, usize)>>,
+    clients: Arc<Vec<Seeded>>,
     args: &BenchArgs,
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -176,10 +214,84 @@ async fn measure_all(
                 concurrency,
             )
             .await?;
+            let roster = m.throughput_per_s;
             report.measurements.push(m);
+            let Some(sql) = probe.raw_sql() else { continue };
+            if concurrency != args.concurrency {
+                continue;
+            }
+            let label = format!("raw SELECT {} @ {layout}", probe.label());
+            let raw = measure_raw(env, probe, sql, &label, Arc::clone(&clients), args).await?;
+            let fraction = (roster / raw.throughput_per_s.max(1e-9) * 1000.0).round() / 1000.0;
+            report.measurements.push(raw);
+            let key = format!(
+                "lookup_fraction_of_raw {} @ {layout}, C={concurrency}",
+                probe.label()
+            );
+            eprintln!("[{}] {key}: {fraction}", crate::elapsed_tag());
+            report.figure(&key, fraction);
         }
     }
     Ok(())
+}
+
+/// The raw baseline of `probe`: `--lookups` indexed `SELECT`s of random
+/// seeded users from `--concurrency` connections of one pool (statements
+/// prepared once per connection, as sqlx does by default); every lookup
+/// must find its user.
+async fn measure_raw(
+    env: &Env,
+    probe: Probe,
+    sql: &'static str,
+    label: &str,
+    clients: Arc<Vec<Seeded>>,
+    args: &BenchArgs,
+) -> anyhow::Result<Measurement> {
+    let (lookups, concurrency) = (args.lookups, args.concurrency);
+    eprintln!(
+        "[{}] {label} × {lookups} at concurrency {concurrency}",
+        crate::elapsed_tag()
+    );
+    let pool = PgPoolOptions::new()
+        .max_connections(concurrency as u32)
+        .min_connections(concurrency as u32)
+        .connect(&env.database.url)
+        .await?;
+    // Warm every connection's prepared statement, as a running service's are.
+    let (dir, _, _) = &clients[0];
+    let warm = (0..concurrency).map(|i| {
+        sqlx::query(sql)
+            .bind(*dir)
+            .bind(probe.raw_key(i))
+            .fetch_optional(&pool)
+    });
+    futures::future::try_join_all(warm).await?;
+    let meter = CpuMeter::new(None, &env.database.url);
+    let cpu = meter.snapshot().await?;
+    let shared = Arc::new(pool.clone());
+    let mut timed = load::run(lookups, concurrency, move |_| {
+        let (clients, pool) = (Arc::clone(&clients), Arc::clone(&shared));
+        async move {
+            let (dir, i) = {
+                let mut rng = rand::rng();
+                let (dir, _, users) = &clients[rng.random_range(0..clients.len())];
+                (*dir, rng.random_range(0..*users))
+            };
+            let row = sqlx::query(sql)
+                .bind(dir)
+                .bind(probe.raw_key(i))
+                .fetch_optional(&*pool)
+                .await?;
+            let found: Option<Uuid> = row.map(|r| r.try_get("id")).transpose()?;
+            ensure!(found.is_some(), "{sql} found no user {i}");
+            Ok(())
+        }
+    })
+    .await?;
+    // The pool is still open here, so its backends' CPU is counted.
+    let cpu = meter.per_op(&cpu, lookups).await?;
+    pool.close().await;
+    Ok(Measurement::new(label, concurrency, &mut timed.latencies, timed.elapsed).with_cpu(cpu))
 }
 
 /// `lookups` searches with `probe`, each for a random seeded user of a
@@ -188,7 +300,7 @@ async fn measure(
     env: &Env,
     probe: Probe,
     label: &str,
-    clients: Arc<Vec<(ScimClient, usize)>>,
+    clients: Arc<Vec<Seeded>>,
     lookups: usize,
     concurrency: usize,
 ) -> anyhow::Result<Measurement> {
@@ -203,7 +315,7 @@ async fn measure(
         async move {
             let (client, users, i) = {
                 let mut rng = rand::rng();
-                let (client, users) = &clients[rng.random_range(0..clients.len())];
+                let (_, client, users) = &clients[rng.random_range(0..clients.len())];
                 (client.clone(), *users, rng.random_range(0..*users))
             };
             let filter = probe.filter(i);

@@ -250,12 +250,16 @@ async fn run(
         where_sql.push_str(&format!(" AND {}", keyset(sql, token, &mut args, name)?));
     }
     let seq = format!("{name}.created_seq");
-    let (key_select, order) = match &sql.sort {
-        Some((key, desc)) => (
-            format!(", {} AS sort_key", key.expr),
-            format!("{} {}, {seq}", key.expr, if *desc { "DESC" } else { "ASC" }),
-        ),
-        None => (String::new(), seq.clone()),
+    let (key_select, order, outer_order) = match &sql.sort {
+        Some((key, desc)) => {
+            let dir = if *desc { "DESC" } else { "ASC" };
+            (
+                format!(", {} AS sort_key", key.expr),
+                format!("{} {dir}, {seq}", key.expr),
+                format!("page.sort_key {dir}, page.created_seq"),
+            )
+        }
+        None => (String::new(), seq.clone(), "page.created_seq".to_owned()),
     };
     let count = query.count.max(0);
     let offset = if token.is_some() {
@@ -267,15 +271,26 @@ async fn run(
     let limit_n = args.len();
     args.push(SqlArg::Text(offset.to_string()));
     let offset_n = args.len();
-    // The total rides along as an uncorrelated subquery (evaluated once, in
-    // the page's snapshot) over the filter alone, without the keyset.
+    // The total rides along, in the page's snapshot. A page that is not
+    // full already proves it (offset + its rows), so `count(*)` over the
+    // filter runs only for a full page or after a page token (whose keyset
+    // hides the rows before it): an uncorrelated subquery is an InitPlan,
+    // which PostgreSQL evaluates only when the CASE reaches it. An `eq`
+    // lookup therefore probes its index once, not twice.
+    let count_all = format!("(SELECT count(*) FROM {name} WHERE {})", sql.where_sql);
+    let total = match token {
+        Some(_) => count_all,
+        None => format!(
+            "CASE WHEN (SELECT count(*) FROM page) < ${limit_n}::text::bigint \
+             THEN ${offset_n}::text::bigint + (SELECT count(*) FROM page) ELSE {count_all} END"
+        ),
+    };
     let page_sql = format!(
-        "SELECT {}{}{key_select}, (SELECT count(*) FROM {name} WHERE {}) AS total_count \
-         FROM {name} WHERE {where_sql} ORDER BY {order} \
-         LIMIT ${limit_n}::text::bigint OFFSET ${offset_n}::text::bigint",
+        "WITH page AS (SELECT {}{}{key_select} FROM {name} WHERE {where_sql} ORDER BY {order} \
+         LIMIT ${limit_n}::text::bigint OFFSET ${offset_n}::text::bigint) \
+         SELECT page.*, {total} AS total_count FROM page ORDER BY {outer_order}",
         sql.columns,
         extra_columns(sql.table),
-        sql.where_sql,
     );
     let mut rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(page_sql)), &args)
         .fetch_all(&mut *conn)
