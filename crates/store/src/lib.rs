@@ -32,6 +32,7 @@
 pub mod error;
 mod filter_sql;
 pub mod model;
+mod page_token;
 pub mod postgres;
 mod rows;
 mod snapshot_slots;

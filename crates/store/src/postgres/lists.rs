@@ -3,11 +3,8 @@
 //! snapshot (see the module docs of `postgres.rs`).
 
 use async_trait::async_trait;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
@@ -20,38 +17,13 @@ use super::groups::{
 };
 use super::users::{USER_COLUMNS, decode_user, load_user};
 use super::{PgStore, changes};
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::filter_sql::{
     Dialect, ResourceTable, SortKey, SortType, SqlArg, sort_fingerprint, sort_sql, to_sql,
 };
 use crate::model::*;
+use crate::page_token::PageToken;
 use crate::write::{GroupRead, MemberPage, Reads};
-
-/// A keyset continuation: the sort key and creation sequence of the last
-/// row of the previous page, plus what the query sorted by (a token is only
-/// valid for the same sort).
-#[derive(Debug, Serialize, Deserialize)]
-struct PageToken {
-    /// Sort fingerprint.
-    s: String,
-    /// Sort key value of the last row (absent for creation order).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    k: Option<serde_json::Value>,
-    /// `created_seq` of the last row.
-    q: i64,
-}
-
-impl PageToken {
-    fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
-    }
-
-    fn decode(token: &str) -> StoreResult<Self> {
-        let bad = || StoreError::Invalid("malformed page token".into());
-        let bytes = URL_SAFE_NO_PAD.decode(token.trim()).map_err(|_| bad())?;
-        serde_json::from_slice(&bytes).map_err(|_| bad())
-    }
-}
 
 /// The parts of a list statement shared by the count and the page queries.
 struct ListSql {
@@ -239,14 +211,9 @@ async fn run(
     let token = query
         .page_token
         .as_deref()
-        .map(PageToken::decode)
+        .map(|token| PageToken::decode_for(token, &sql.fingerprint))
         .transpose()?;
     if let Some(token) = &token {
-        if token.s != sql.fingerprint {
-            return Err(StoreError::Invalid(
-                "page token belongs to another sort order".into(),
-            ));
-        }
         where_sql.push_str(&format!(" AND {}", keyset(sql, token, &mut args, name)?));
     }
     let seq = format!("{name}.created_seq");
@@ -344,14 +311,14 @@ fn keyset(
     args: &mut Vec<SqlArg>,
     name: &str,
 ) -> StoreResult<String> {
-    args.push(SqlArg::Text(token.q.to_string()));
+    args.push(SqlArg::Text(token.seq.to_string()));
     let seq_n = args.len();
     let seq = format!("{name}.created_seq > ${seq_n}::text::bigint");
     let Some((key, desc)) = &sql.sort else {
         return Ok(seq);
     };
-    let bad = || StoreError::Invalid("malformed page token".into());
-    let value = token.k.as_ref().ok_or_else(bad)?;
+    let bad = crate::page_token::malformed;
+    let value = token.key.as_ref().ok_or_else(bad)?;
     let (arg, cast) = match key.ty {
         SortType::Text => (
             SqlArg::Text(value.as_str().ok_or_else(bad)?.to_string()),
@@ -393,9 +360,9 @@ fn next_token(sql: &ListSql, last: &PgRow) -> StoreResult<String> {
         }),
     };
     Ok(PageToken {
-        s: sql.fingerprint.clone(),
-        k,
-        q,
+        sort: sql.fingerprint.clone(),
+        key: k,
+        seq: q,
     }
     .encode())
 }

@@ -7,9 +7,6 @@
 //! pages neither repeat nor skip existing rows.
 
 use async_trait::async_trait;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, Row, Sqlite, Transaction};
 
@@ -24,6 +21,7 @@ use crate::filter_sql::{
     self, Dialect, ResourceTable, SortKey, SortType, SqlArg, sqlite_timestamp,
 };
 use crate::model::*;
+use crate::page_token::{PageToken, malformed};
 use crate::write::{GroupRead, MemberPage, Reads};
 
 /// The listable tables.
@@ -53,32 +51,6 @@ impl Table {
             Self::Users => USER_COLUMNS,
             Self::Groups => GROUP_COLUMNS,
         }
-    }
-}
-
-/// Where the next page starts: after the row with this sort key (when the
-/// list is sorted) and creation sequence.
-#[derive(Debug, Serialize, Deserialize)]
-struct PageToken {
-    seq: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    key: Option<serde_json::Value>,
-    /// [`filter_sql::sort_fingerprint`] of the list that issued it.
-    #[serde(default)]
-    sort: String,
-}
-
-impl PageToken {
-    fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
-    }
-
-    fn decode(token: &str) -> StoreResult<Self> {
-        URL_SAFE_NO_PAD
-            .decode(token)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .ok_or_else(malformed_token)
     }
 }
 
@@ -255,7 +227,7 @@ impl ListPlan {
             Some(token) => {
                 condition = format!(
                     "{condition} AND {}",
-                    self.after_token(&PageToken::decode(token)?, &mut args)?
+                    self.after_token(&PageToken::decode_for(token, &self.fingerprint)?, &mut args)?
                 );
                 0
             }
@@ -294,11 +266,6 @@ impl ListPlan {
     /// The keyset condition "after the token's row" in this plan's order:
     /// by sort key (in its direction), then by creation sequence.
     fn after_token(&self, token: &PageToken, args: &mut Vec<SqlArg>) -> StoreResult<String> {
-        if token.sort != self.fingerprint {
-            return Err(StoreError::Invalid(
-                "page token belongs to another sort order".into(),
-            ));
-        }
         let seq_column = format!("{}.created_seq", self.table.name());
         args.push(SqlArg::Number(token.seq.into()));
         let seq = format!("?{}", args.len());
@@ -308,7 +275,7 @@ impl ListPlan {
         let value = match &token.key {
             Some(serde_json::Value::String(s)) => SqlArg::Text(s.clone()),
             Some(serde_json::Value::Number(n)) => SqlArg::Number(n.clone()),
-            _ => return Err(malformed_token()),
+            _ => return Err(malformed()),
         };
         args.push(value);
         let value = format!("?{}", args.len());
@@ -366,8 +333,4 @@ fn bind_all(bound: &mut SqliteArguments, args: &[SqlArg]) -> StoreResult<()> {
 
 fn bind_error(e: sqlx::error::BoxDynError) -> StoreError {
     StoreError::Internal(format!("cannot bind a list argument: {e}"))
-}
-
-fn malformed_token() -> StoreError {
-    StoreError::Invalid("malformed page token".into())
 }
