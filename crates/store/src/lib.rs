@@ -28,6 +28,10 @@
 //! `tx.rs` (the primitives), `lists.rs` (reads of users, groups and
 //! members), `changes.rs` (the change log), `directories.rs`,
 //! `credentials.rs`, `errors.rs` (database errors to [`StoreError`]).
+//! What the two backends' readers share is written once too: `rows.rs`
+//! (run a read and decode its rows, find a live secret by its hash, ping,
+//! over a `Dialect` implemented for both databases) and `page_token.rs`
+//! (the keyset page token of a SCIM list).
 
 pub mod error;
 mod filter_sql;
