@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{StoreError, StoreResult};
+use crate::filter_sql::SortType;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct PageToken {
@@ -31,6 +32,24 @@ pub(crate) struct PageToken {
 }
 
 impl PageToken {
+    /// The encoded token continuing after a page's last row: its sequence
+    /// and, when the list is sorted, the row's sort-key value as the backend
+    /// reads it (`read_key` is only called for a sorted list).
+    pub(crate) fn continuing(
+        fingerprint: &str,
+        seq: i64,
+        sort: Option<SortType>,
+        read_key: impl FnOnce(SortType) -> StoreResult<serde_json::Value>,
+    ) -> StoreResult<String> {
+        let key = sort.map(read_key).transpose()?;
+        Ok(PageToken {
+            sort: fingerprint.to_owned(),
+            key,
+            seq,
+        }
+        .encode())
+    }
+
     pub(crate) fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
     }

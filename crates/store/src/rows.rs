@@ -29,6 +29,15 @@ impl Dialect for sqlx::Sqlite {
     }
 }
 
+/// A group's members with their display names, from `memberships m`
+/// (a user's is its displayName, else its userName).
+pub(crate) const MEMBERS_SELECT: &str = "SELECT m.group_id, m.member_id, m.member_kind, \
+       CASE m.member_kind WHEN 'user' THEN COALESCE(u.display_name, u.user_name) ELSE g.display_name END \
+         AS display \
+     FROM memberships m \
+     LEFT JOIN users u ON m.member_kind = 'user' AND u.id = m.member_id \
+     LEFT JOIN groups g ON m.member_kind = 'group' AND g.id = m.member_id";
+
 /// Every row the query returns, decoded.
 pub(crate) async fn all<'c, DB, T>(
     query: Query<'_, DB, DB::Arguments>,
@@ -41,6 +50,23 @@ where
 {
     let rows = query.fetch_all(conn).await.map_err(DB::map_db)?;
     rows.iter().map(decode).collect()
+}
+
+/// The one row the query returns, decoded, or `NotFound(what)`.
+pub(crate) async fn one<'c, DB, T>(
+    query: Query<'_, DB, DB::Arguments>,
+    conn: impl Executor<'c, Database = DB>,
+    what: &'static str,
+    decode: impl FnOnce(&DB::Row) -> StoreResult<T>,
+) -> StoreResult<T>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB>,
+{
+    match query.fetch_optional(conn).await.map_err(DB::map_db)? {
+        Some(row) => decode(&row),
+        None => Err(StoreError::NotFound(what)),
+    }
 }
 
 /// The live (unrevoked) secret of `table` (tokens, service credentials)
@@ -79,3 +105,70 @@ pub(crate) async fn ping<DB: Dialect>(pool: &sqlx::Pool<DB>) -> StoreResult<()> 
     let mut conn = pool.acquire().await.map_err(DB::map_db)?;
     conn.ping().await.map_err(DB::map_db)
 }
+
+/// Streams the rows of one statement run in `tx`'s snapshot, cut into pages
+/// of `size`: the statement is planned and sorted once (a keyset statement
+/// per page would re-plan, and with stale statistics re-read the whole
+/// result, for every page). A task starts on the first poll, sends a page at
+/// a time, and commits (ends the snapshot) after the last row; dropping the
+/// stream stops it and rolls the snapshot back.
+pub(crate) fn pages<DB, T>(
+    tx: sqlx::Transaction<'static, DB>,
+    query: Query<'static, DB, DB::Arguments>,
+    size: i64,
+    decode: fn(&DB::Row) -> StoreResult<T>,
+) -> futures::stream::BoxStream<'static, StoreResult<Vec<T>>>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB> + Send,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    T: Send + 'static,
+{
+    use futures::{SinkExt, StreamExt};
+    let size = usize::try_from(size.max(1)).unwrap_or(usize::MAX);
+    let start = async move {
+        let (mut sender, receiver) = futures::channel::mpsc::channel(1);
+        tokio::spawn(async move {
+            if let Err(e) = send_pages(tx, query, size, decode, &mut sender).await {
+                let _ = sender.send(Err(e)).await;
+            }
+        });
+        receiver
+    };
+    futures::stream::once(start).flatten().boxed()
+}
+
+async fn send_pages<DB, T>(
+    mut tx: sqlx::Transaction<'static, DB>,
+    query: Query<'static, DB, DB::Arguments>,
+    size: usize,
+    decode: fn(&DB::Row) -> StoreResult<T>,
+    pages: &mut futures::channel::mpsc::Sender<StoreResult<Vec<T>>>,
+) -> StoreResult<()>
+where
+    DB: Dialect,
+    DB::Arguments: IntoArguments<DB> + Send,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    T: Send + 'static,
+{
+    use futures::{SinkExt, TryStreamExt};
+    let mut page = Vec::with_capacity(size.min(PAGE_PREALLOCATION));
+    {
+        let mut rows = query.fetch(&mut *tx);
+        while let Some(row) = rows.try_next().await.map_err(DB::map_db)? {
+            page.push(decode(&row)?);
+            if page.len() == size && pages.send(Ok(std::mem::take(&mut page))).await.is_err() {
+                // The reader went away: dropping `tx` rolls the snapshot back.
+                return Ok(());
+            }
+        }
+    }
+    tx.commit().await.map_err(DB::map_db)?;
+    if !page.is_empty() {
+        let _ = pages.send(Ok(page)).await;
+    }
+    Ok(())
+}
+
+/// Rows reserved up front for a page (a caller's page size may be huge).
+const PAGE_PREALLOCATION: usize = 5_000;

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use roster_scim::filter::CompareOp;
 
 use super::SqlArg;
-use super::translate::{Scalar, SqlDialect, Ty};
+use super::translate::{Bind, Scalar, SqlDialect};
 
 pub(super) struct Postgres;
 
@@ -65,13 +65,7 @@ impl SqlDialect for Postgres {
         format!("({t} = 'number' AND ({x} #>> '{{}}')::numeric {sql_op} {p})")
     }
 
-    fn json_bool(
-        &self,
-        t: &str,
-        x: &str,
-        b: bool,
-        bind: &mut dyn FnMut(SqlArg) -> String,
-    ) -> String {
+    fn json_bool(&self, t: &str, x: &str, b: bool, bind: Bind<'_>) -> String {
         let p = bind(SqlArg::Bool(b));
         format!("({t} = 'boolean' AND ({x} #>> '{{}}')::boolean = {p})")
     }
@@ -88,12 +82,7 @@ impl SqlDialect for Postgres {
         format!("jsonb_array_elements({emails}) AS el(j)")
     }
 
-    fn json_values(
-        &self,
-        raw: &str,
-        keys: &[String],
-        bind: &mut dyn FnMut(SqlArg) -> String,
-    ) -> String {
+    fn json_values(&self, raw: &str, keys: &[String], bind: Bind<'_>) -> String {
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let p = bind(SqlArg::Text(json_path(&keys)));
         format!("SELECT jsonb_path_query({raw}, {p}::jsonpath) AS j")
@@ -112,21 +101,13 @@ impl SqlDialect for Postgres {
     }
 
     fn json_element(&self, case_exact: bool) -> Scalar {
-        Scalar {
-            expr: "el.j".into(),
-            type_expr: "jsonb_typeof(el.j)".into(),
-            ty: Ty::Json { case_exact },
-        }
+        Scalar::json("el.j", "jsonb_typeof(el.j)", case_exact)
     }
 
     fn json_member(&self, key: &str) -> Scalar {
         let key = key.replace('\'', "''");
         let x = format!("(el.j -> '{key}')");
-        Scalar {
-            type_expr: format!("jsonb_typeof({x})"),
-            expr: x,
-            ty: Ty::Json { case_exact: false },
-        }
+        Scalar::json(&x, format!("jsonb_typeof({x})"), false)
     }
 
     fn sort_text(&self, expr: &str) -> String {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use roster_scim::filter::CompareOp;
 
 use super::SqlArg;
-use super::translate::{Scalar, SqlDialect, Ty};
+use super::translate::{Bind, Scalar, SqlDialect};
 
 pub(super) struct Sqlite;
 
@@ -71,13 +71,7 @@ impl SqlDialect for Sqlite {
         format!("({t} IN ('integer', 'real') AND {x} {sql_op} {p})")
     }
 
-    fn json_bool(
-        &self,
-        t: &str,
-        _x: &str,
-        b: bool,
-        _bind: &mut dyn FnMut(SqlArg) -> String,
-    ) -> String {
+    fn json_bool(&self, t: &str, _x: &str, b: bool, _bind: Bind<'_>) -> String {
         format!("({t} = '{}')", if b { "true" } else { "false" })
     }
 
@@ -95,12 +89,7 @@ impl SqlDialect for Sqlite {
 
     /// The leaf values under `keys` (arrays unwrapped at each step), as rows
     /// `(v, t)` = (SQL value, JSON type).
-    fn json_values(
-        &self,
-        raw: &str,
-        keys: &[String],
-        bind: &mut dyn FnMut(SqlArg) -> String,
-    ) -> String {
+    fn json_values(&self, raw: &str, keys: &[String], bind: Bind<'_>) -> String {
         // Wrap a non-array value in an array so json_each yields it once.
         let as_array = |doc: &str, path: &str| {
             format!(
@@ -130,11 +119,7 @@ impl SqlDialect for Sqlite {
     }
 
     fn email_element(&self) -> Scalar {
-        Scalar {
-            expr: "el.value".into(),
-            type_expr: "el.type".into(),
-            ty: Ty::Json { case_exact: false },
-        }
+        Scalar::json("el.value", "el.type", false)
     }
 
     fn email_primary(&self) -> &'static str {
@@ -146,20 +131,16 @@ impl SqlDialect for Sqlite {
     }
 
     fn json_element(&self, case_exact: bool) -> Scalar {
-        Scalar {
-            expr: "el.v".into(),
-            type_expr: "el.t".into(),
-            ty: Ty::Json { case_exact },
-        }
+        Scalar::json("el.v", "el.t", case_exact)
     }
 
     fn json_member(&self, key: &str) -> Scalar {
         let key = key.replace('\'', "''").replace('"', "");
-        Scalar {
-            expr: format!("json_extract(el.v, '$.\"{key}\"')"),
-            type_expr: format!("json_type(el.v, '$.\"{key}\"')"),
-            ty: Ty::Json { case_exact: false },
-        }
+        Scalar::json(
+            format!("json_extract(el.v, '$.\"{key}\"')"),
+            format!("json_type(el.v, '$.\"{key}\"')"),
+            false,
+        )
     }
 
     fn sort_text(&self, expr: &str) -> String {

@@ -39,12 +39,28 @@ pub(super) struct Scalar {
     pub(super) ty: Ty,
 }
 
+/// Binds a value and returns its placeholder.
+pub(super) type Bind<'a> = &'a mut dyn FnMut(SqlArg) -> String;
+
 impl Scalar {
     pub(super) fn column(expr: impl Into<String>, ty: Ty) -> Self {
         Self {
             expr: expr.into(),
             type_expr: String::new(),
             ty,
+        }
+    }
+
+    /// A JSON value, with the expression naming its JSON type.
+    pub(super) fn json(
+        expr: impl Into<String>,
+        type_expr: impl Into<String>,
+        case_exact: bool,
+    ) -> Self {
+        Self {
+            expr: expr.into(),
+            type_expr: type_expr.into(),
+            ty: Ty::Json { case_exact },
         }
     }
 }
@@ -100,13 +116,7 @@ pub(super) trait SqlDialect {
     /// `x` is a JSON number and `<sql_op> p` holds.
     fn json_number(&self, t: &str, x: &str, sql_op: &str, p: &str) -> String;
     /// `x` is the JSON boolean `b`.
-    fn json_bool(
-        &self,
-        t: &str,
-        x: &str,
-        b: bool,
-        bind: &mut dyn FnMut(SqlArg) -> String,
-    ) -> String;
+    fn json_bool(&self, t: &str, x: &str, b: bool, bind: Bind<'_>) -> String;
     /// A uuid column as text.
     fn id_text(&self, column: &str) -> String;
     /// Whether a group's displayName is compared through its folded key
@@ -115,12 +125,7 @@ pub(super) trait SqlDialect {
     /// The `FROM` item over the elements of the `emails` column.
     fn emails_from(&self, emails: &str) -> String;
     /// A `SELECT` of the JSON values under `keys` in the document `raw`.
-    fn json_values(
-        &self,
-        raw: &str,
-        keys: &[String],
-        bind: &mut dyn FnMut(SqlArg) -> String,
-    ) -> String;
+    fn json_values(&self, raw: &str, keys: &[String], bind: Bind<'_>) -> String;
     /// An email element itself (for `pr`).
     fn email_element(&self) -> Scalar;
     /// An email element's `primary`, as a boolean.

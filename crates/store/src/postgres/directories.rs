@@ -56,13 +56,8 @@ pub(super) async fn load_directory(
 ) -> StoreResult<(Directory, i64)> {
     let lock = if lock { " FOR UPDATE" } else { "" };
     let sql = format!("SELECT {DIRECTORY_COLUMNS} FROM directories WHERE id = $1{lock}");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.0)
-        .fetch_optional(conn)
-        .await
-        .map_err(map_db)?
-        .ok_or(StoreError::NotFound("directory"))?;
-    decode_directory(&row)
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0);
+    crate::rows::one(query, conn, "directory", decode_directory).await
 }
 
 pub(super) fn decode_directory(row: &PgRow) -> StoreResult<(Directory, i64)> {

@@ -2,16 +2,15 @@
 
 use std::collections::HashMap;
 
-use futures::channel::mpsc;
-use futures::{SinkExt, StreamExt, TryStreamExt, stream};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::errors::map_db;
 use crate::MemberPages;
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::model::*;
+use crate::rows::MEMBERS_SELECT;
 use crate::write::parse_member_kind;
 
 /// Members read per statement when a group is read with its members.
@@ -32,23 +31,9 @@ pub(super) async fn load_group(
     let sql = format!(
         "SELECT {GROUP_COLUMNS} FROM groups WHERE groups.id = $1 AND groups.directory_id = $2{lock}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.0)
-        .bind(dir.0)
-        .fetch_optional(conn)
-        .await
-        .map_err(map_db)?
-        .ok_or(StoreError::NotFound("group"))?;
-    decode_group(&row)
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).bind(dir.0);
+    crate::rows::one(query, conn, "group", decode_group).await
 }
-
-/// Members with their display names, from `memberships m`.
-const MEMBERS_SELECT: &str = "SELECT m.group_id, m.member_id, m.member_kind, \
-       CASE m.member_kind WHEN 'user' THEN COALESCE(u.display_name, u.user_name) ELSE g.display_name END \
-         AS display \
-     FROM memberships m \
-     LEFT JOIN users u ON m.member_kind = 'user' AND u.id = m.member_id \
-     LEFT JOIN groups g ON m.member_kind = 'group' AND g.id = m.member_id";
 
 /// Members of a group with display names, ordered by member id, after
 /// `after`, at most `limit`.
@@ -70,56 +55,18 @@ pub(super) async fn members_of(
     crate::rows::all(query, conn, decode_member).await
 }
 
-/// Streams a group's members from the snapshot of `tx`: one statement whose
-/// rows a task cuts into pages, so the group is planned and sorted once
-/// (a keyset statement per page would re-plan, and with stale statistics
-/// re-read the whole group, for every page). The task starts on the first
-/// poll, sends a page at a time, and commits (ends the snapshot) after the
-/// last row; dropping the stream stops it.
+/// Streams a group's members from the snapshot of `tx`, a page at a time
+/// (see [`crate::rows::pages`]).
 pub(super) fn member_pages(
     tx: Transaction<'static, Postgres>,
     group: GroupId,
     page_size: i64,
 ) -> MemberPages {
-    let size = usize::try_from(page_size.max(1)).unwrap_or(usize::MAX);
-    let start = async move {
-        let (mut pages, receiver) = mpsc::channel(1);
-        tokio::spawn(async move {
-            if let Err(e) = send_member_pages(tx, group, size, &mut pages).await {
-                let _ = pages.send(Err(e)).await;
-            }
-        });
-        receiver
-    };
-    stream::once(start).flatten().boxed()
-}
-
-async fn send_member_pages(
-    mut tx: Transaction<'static, Postgres>,
-    group: GroupId,
-    size: usize,
-    pages: &mut mpsc::Sender<StoreResult<Vec<Member>>>,
-) -> StoreResult<()> {
-    let mut page = Vec::with_capacity(size.min(MEMBER_PAGE as usize));
-    {
-        let mut rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{MEMBERS_SELECT} WHERE m.group_id = $1 ORDER BY m.member_id"
-        )))
-        .bind(group.0)
-        .fetch(&mut *tx);
-        while let Some(row) = rows.try_next().await.map_err(map_db)? {
-            page.push(decode_member(&row)?);
-            if page.len() == size && pages.send(Ok(std::mem::take(&mut page))).await.is_err() {
-                // The reader went away: dropping `tx` rolls the snapshot back.
-                return Ok(());
-            }
-        }
-    }
-    tx.commit().await.map_err(map_db)?;
-    if !page.is_empty() {
-        let _ = pages.send(Ok(page)).await;
-    }
-    Ok(())
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{MEMBERS_SELECT} WHERE m.group_id = $1 ORDER BY m.member_id"
+    )))
+    .bind(group.0);
+    crate::rows::pages(tx, query, page_size, decode_member)
 }
 
 /// Members of several groups (one query for a page of groups).

@@ -343,28 +343,23 @@ fn keyset(
 }
 
 fn next_token(sql: &ListSql, last: &PgRow) -> StoreResult<String> {
-    let q: i64 = last.try_get("created_seq").map_err(map_db)?;
-    let k = match &sql.sort {
-        None => None,
-        Some((key, _)) => Some(match key.ty {
-            SortType::Text => {
-                serde_json::Value::String(last.try_get::<String, _>("sort_key").map_err(map_db)?)
-            }
-            SortType::Bool => {
-                serde_json::Value::Bool(last.try_get::<bool, _>("sort_key").map_err(map_db)?)
-            }
-            SortType::Timestamp => {
-                let at: DateTime<Utc> = last.try_get("sort_key").map_err(map_db)?;
-                serde_json::Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            }
+    let seq: i64 = last.try_get("created_seq").map_err(map_db)?;
+    let sort = sql.sort.as_ref().map(|(key, _)| key.ty);
+    PageToken::continuing(&sql.fingerprint, seq, sort, |ty| sort_value(last, ty))
+}
+
+/// The last row's sort key as a token carries it (timestamps in RFC 3339
+/// with microseconds, so the next page's bound compares exactly).
+fn sort_value(row: &PgRow, ty: SortType) -> StoreResult<serde_json::Value> {
+    let value = match ty {
+        SortType::Text => row.try_get::<String, _>("sort_key").map(Into::into),
+        SortType::Bool => row.try_get::<bool, _>("sort_key").map(Into::into),
+        SortType::Timestamp => row.try_get::<DateTime<Utc>, _>("sort_key").map(|at| {
+            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                .into()
         }),
     };
-    Ok(PageToken {
-        sort: sql.fingerprint.clone(),
-        key: k,
-        seq: q,
-    }
-    .encode())
+    value.map_err(map_db)
 }
 
 /// Binds the translated filter's values in placeholder order.

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::PgStore;
 use super::errors::{json_error, map_db};
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::model::*;
 
 /// Columns of a user row, as [`decode_user`] reads them.
@@ -200,14 +200,8 @@ pub(super) async fn load_user(
     let sql = format!(
         "SELECT {USER_COLUMNS} FROM users WHERE users.id = $1 AND users.directory_id = $2{lock}"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id.0)
-        .bind(dir.0)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_db)?
-        .ok_or(StoreError::NotFound("user"))?;
-    let mut user = decode_user(&row)?;
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.0).bind(dir.0);
+    let mut user = crate::rows::one(query, &mut *conn, "user", decode_user).await?;
     let mut groups = group_ids_of(conn, &[id.0]).await?;
     user.group_ids = groups.remove(&id.0).unwrap_or_default();
     Ok(user)

@@ -6,8 +6,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
 use super::codec::{Col, id_text};
-use super::errors::map_db;
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::model::*;
 use crate::rows;
 use crate::write::Directories;
@@ -51,13 +50,11 @@ pub(super) async fn load_directory(
     id: DirectoryId,
 ) -> StoreResult<(Directory, i64)> {
     let sql = format!("SELECT {DIRECTORY_COLUMNS} FROM directories WHERE id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id_text(id.0))
-        .fetch_optional(conn)
-        .await
-        .map_err(map_db)?
-        .ok_or(StoreError::NotFound("directory"))?;
-    Ok((decode_directory(&row)?, row.int("version")?))
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id_text(id.0));
+    crate::rows::one(query, conn, "directory", |row| {
+        Ok((decode_directory(row)?, row.int("version")?))
+    })
+    .await
 }
 
 fn decode_directory(row: &SqliteRow) -> StoreResult<Directory> {

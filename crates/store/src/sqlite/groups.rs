@@ -1,15 +1,14 @@
 //! Reading groups and their members.
 
-use futures::{StreamExt, stream};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 use super::codec::{Col, id_text};
-use super::errors::map_db;
 use crate::MemberPages;
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::model::*;
+use crate::rows::MEMBERS_SELECT;
 use crate::write::parse_member_kind;
 
 /// Columns of a group row, as `decode_group` reads them.
@@ -25,14 +24,10 @@ pub(super) async fn load_group(
     let sql = format!(
         "SELECT {GROUP_COLUMNS} FROM groups WHERE groups.id = ? AND groups.directory_id = ?"
     );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id_text(id.0))
-        .bind(id_text(dir.0))
-        .fetch_optional(conn)
-        .await
-        .map_err(map_db)?
-        .ok_or(StoreError::NotFound("group"))?;
-    decode_group(&row)
+        .bind(id_text(dir.0));
+    crate::rows::one(query, conn, "group", decode_group).await
 }
 
 /// Members of a group with display names, ordered by member id, after
@@ -43,42 +38,26 @@ pub(super) async fn members_of(
     after: Option<Uuid>,
     limit: i64,
 ) -> StoreResult<Vec<Member>> {
-    let query = sqlx::query(
-        "SELECT m.member_id, m.member_kind, \
-           CASE m.member_kind WHEN 'user' THEN COALESCE(u.display_name, u.user_name) ELSE g.display_name END \
-             AS display \
-         FROM memberships m \
-         LEFT JOIN users u ON m.member_kind = 'user' AND u.id = m.member_id \
-         LEFT JOIN groups g ON m.member_kind = 'group' AND g.id = m.member_id \
-         WHERE m.group_id = ? AND m.member_id > ? ORDER BY m.member_id LIMIT ?",
-    )
-    .bind(id_text(group.0))
-    .bind(after.map(id_text).unwrap_or_default())
-    .bind(limit);
+    let sql = format!(
+        "{MEMBERS_SELECT} WHERE m.group_id = ? AND m.member_id > ? ORDER BY m.member_id LIMIT ?"
+    );
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id_text(group.0))
+        .bind(after.map(id_text).unwrap_or_default())
+        .bind(limit);
     crate::rows::all(query, conn, decode_member).await
 }
 
-/// Streams a group's members from the snapshot of `tx`, keyset paginated by
-/// member id; ends the transaction after the last page.
+/// Streams a group's members from the snapshot of `tx`, a page at a time
+/// (see [`crate::rows::pages`]).
 pub(super) fn member_pages(
     tx: Transaction<'static, Sqlite>,
     group: GroupId,
     page_size: i64,
 ) -> MemberPages {
-    let size = page_size.max(1);
-    stream::try_unfold(Some((tx, None)), move |state| async move {
-        let Some((mut tx, after)) = state else {
-            return Ok(None);
-        };
-        let page = members_of(&mut tx, group, after, size).await?;
-        if (page.len() as i64) < size {
-            tx.commit().await.map_err(map_db)?;
-            return Ok((!page.is_empty()).then_some((page, None)));
-        }
-        let last = page.last().map(|m| m.id);
-        Ok(Some((page, Some((tx, last)))))
-    })
-    .boxed()
+    let sql = format!("{MEMBERS_SELECT} WHERE m.group_id = ? ORDER BY m.member_id");
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id_text(group.0));
+    crate::rows::pages(tx, query, page_size, decode_member)
 }
 
 fn decode_member(row: &SqliteRow) -> StoreResult<Member> {

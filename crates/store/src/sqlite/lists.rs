@@ -289,24 +289,20 @@ impl ListPlan {
     /// The token continuing after `row` (the last row of a page).
     fn token_after(&self, row: &SqliteRow) -> StoreResult<String> {
         let seq: i64 = row.try_get("seq").map_err(map_db)?;
-        let key = match &self.sort {
-            None => None,
-            Some((key, _)) => Some(match key.ty {
-                SortType::Bool => {
-                    serde_json::Value::from(row.try_get::<i64, _>("sort_key").map_err(map_db)?)
-                }
-                SortType::Text | SortType::Timestamp => {
-                    serde_json::Value::from(row.try_get::<String, _>("sort_key").map_err(map_db)?)
-                }
-            }),
-        };
-        Ok(PageToken {
-            seq,
-            key,
-            sort: self.fingerprint.clone(),
-        }
-        .encode())
+        let sort = self.sort.as_ref().map(|(key, _)| key.ty);
+        PageToken::continuing(&self.fingerprint, seq, sort, |ty| sort_value(row, ty))
     }
+}
+
+/// The last row's sort key as stored: booleans are integers here, and
+/// timestamps are already RFC 3339 text.
+fn sort_value(row: &SqliteRow, ty: SortType) -> StoreResult<serde_json::Value> {
+    let value = if ty == SortType::Bool {
+        row.try_get::<i64, _>("sort_key").map(Into::into)
+    } else {
+        row.try_get::<String, _>("sort_key").map(Into::into)
+    };
+    value.map_err(map_db)
 }
 
 /// Binds filter values in placeholder order (`?1`, `?2`, ...).

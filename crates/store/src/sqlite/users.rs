@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::codec::{Col, id_text, json_text, parse_id};
 use super::errors::map_db;
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::model::*;
 
 /// Columns of a user row, as `decode_user` reads them.
@@ -25,14 +25,10 @@ pub(super) async fn load_user(
 ) -> StoreResult<User> {
     let sql =
         format!("SELECT {USER_COLUMNS} FROM users WHERE users.id = ? AND users.directory_id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id_text(id.0))
-        .bind(id_text(dir.0))
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_db)?
-        .ok_or(StoreError::NotFound("user"))?;
-    let mut user = decode_user(&row)?;
+        .bind(id_text(dir.0));
+    let mut user = crate::rows::one(query, &mut *conn, "user", decode_user).await?;
     user.group_ids = group_ids_of(conn, id).await?;
     Ok(user)
 }
