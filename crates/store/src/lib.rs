@@ -29,12 +29,15 @@
 //! members), `changes.rs` (the change log), `directories.rs`,
 //! `credentials.rs`, `errors.rs` (database errors to [`StoreError`]).
 //! What the two backends' readers share is written once too: `rows.rs`
-//! (run a read and decode its rows, find a live secret by its hash, ping,
-//! over a `Dialect` implemented for both databases) and `page_token.rs`
+//! (run a read and decode its rows, the one row that must exist, a live
+//! secret found by its hash, a statement streamed in pages from one
+//! snapshot, ping, over a `Dialect` implemented for both databases),
+//! `members.rs` (a group's members, paged or streamed) and `page_token.rs`
 //! (the keyset page token of a SCIM list).
 
 pub mod error;
 mod filter_sql;
+mod members;
 pub mod model;
 mod page_token;
 pub mod postgres;

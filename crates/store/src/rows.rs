@@ -5,6 +5,8 @@
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
+use uuid::Uuid;
+
 use crate::error::{StoreError, StoreResult, stored_hash};
 
 /// What the shared readers need to know of a backend's database: how its
@@ -12,31 +14,49 @@ use crate::error::{StoreError, StoreResult, stored_hash};
 /// SQL names a statement's first parameter.
 pub(crate) trait Dialect: Database {
     const FIRST_PARAM: &'static str;
+    /// How an id is bound and stored (PostgreSQL `uuid`, SQLite text).
+    type Id: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
     fn map_db(error: sqlx::Error) -> StoreError;
+    /// The `n`th (1-based) statement parameter.
+    fn param(n: usize) -> String;
+    fn id(id: Uuid) -> Self::Id;
+    fn read_id(row: &Self::Row, column: &str) -> StoreResult<Uuid>;
 }
 
 impl Dialect for sqlx::Postgres {
     const FIRST_PARAM: &'static str = "$1";
+    type Id = Uuid;
     fn map_db(error: sqlx::Error) -> StoreError {
         crate::postgres::errors::map_db(error)
+    }
+    fn param(n: usize) -> String {
+        format!("${n}")
+    }
+    fn id(id: Uuid) -> Uuid {
+        id
+    }
+    fn read_id(row: &sqlx::postgres::PgRow, column: &str) -> StoreResult<Uuid> {
+        row.try_get(column).map_err(Self::map_db)
     }
 }
 
 impl Dialect for sqlx::Sqlite {
     const FIRST_PARAM: &'static str = "?";
+    type Id = String;
     fn map_db(error: sqlx::Error) -> StoreError {
         crate::sqlite::errors::map_db(error)
     }
+    fn param(n: usize) -> String {
+        format!("?{n}")
+    }
+    fn id(id: Uuid) -> String {
+        crate::sqlite::codec::id_text(id)
+    }
+    fn read_id(row: &sqlx::sqlite::SqliteRow, column: &str) -> StoreResult<Uuid> {
+        use crate::sqlite::codec::Col;
+        row.id(column)
+    }
 }
-
-/// A group's members with their display names, from `memberships m`
-/// (a user's is its displayName, else its userName).
-pub(crate) const MEMBERS_SELECT: &str = "SELECT m.group_id, m.member_id, m.member_kind, \
-       CASE m.member_kind WHEN 'user' THEN COALESCE(u.display_name, u.user_name) ELSE g.display_name END \
-         AS display \
-     FROM memberships m \
-     LEFT JOIN users u ON m.member_kind = 'user' AND u.id = m.member_id \
-     LEFT JOIN groups g ON m.member_kind = 'group' AND g.id = m.member_id";
 
 /// Every row the query returns, decoded.
 pub(crate) async fn all<'c, DB, T>(

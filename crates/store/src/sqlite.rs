@@ -12,7 +12,7 @@
 //! `also_seen`, and waking watchers needs no more than an in-process signal.
 
 mod changes;
-mod codec;
+pub(crate) mod codec;
 mod credentials;
 mod directories;
 pub(crate) mod errors;

@@ -3,15 +3,13 @@
 use std::collections::HashMap;
 
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Postgres, Row, Transaction};
+use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::errors::map_db;
-use crate::MemberPages;
 use crate::error::StoreResult;
+use crate::members::{self, MEMBERS_SELECT};
 use crate::model::*;
-use crate::rows::MEMBERS_SELECT;
-use crate::write::parse_member_kind;
 
 /// Members read per statement when a group is read with its members.
 pub(super) const MEMBER_PAGE: i64 = 5_000;
@@ -35,40 +33,6 @@ pub(super) async fn load_group(
     crate::rows::one(query, conn, "group", decode_group).await
 }
 
-/// Members of a group with display names, ordered by member id, after
-/// `after`, at most `limit`.
-pub(super) async fn members_of(
-    conn: &mut PgConnection,
-    group: GroupId,
-    after: Option<Uuid>,
-    limit: i64,
-) -> StoreResult<Vec<Member>> {
-    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{MEMBERS_SELECT} WHERE m.group_id = $1 AND m.member_id > $2 ORDER BY m.member_id LIMIT $3"
-    )))
-    .bind(group.0)
-    // Not `$2 IS NULL OR …`: a generic plan could not use the key range
-    // then, and would read the whole group for every page. Member ids are
-    // generated, never nil.
-    .bind(after.unwrap_or_else(Uuid::nil))
-    .bind(limit.max(0));
-    crate::rows::all(query, conn, decode_member).await
-}
-
-/// Streams a group's members from the snapshot of `tx`, a page at a time
-/// (see [`crate::rows::pages`]).
-pub(super) fn member_pages(
-    tx: Transaction<'static, Postgres>,
-    group: GroupId,
-    page_size: i64,
-) -> MemberPages {
-    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{MEMBERS_SELECT} WHERE m.group_id = $1 ORDER BY m.member_id"
-    )))
-    .bind(group.0);
-    crate::rows::pages(tx, query, page_size, decode_member)
-}
-
 /// Members of several groups (one query for a page of groups).
 pub(super) async fn members_of_groups(
     conn: &mut PgConnection,
@@ -84,18 +48,11 @@ pub(super) async fn members_of_groups(
     let mut out: HashMap<Uuid, Vec<Member>> = HashMap::new();
     for row in &rows {
         let group: Uuid = row.try_get("group_id").map_err(map_db)?;
-        out.entry(group).or_default().push(decode_member(row)?);
+        out.entry(group)
+            .or_default()
+            .push(members::decode::<Postgres>(row)?);
     }
     Ok(out)
-}
-
-fn decode_member(row: &PgRow) -> StoreResult<Member> {
-    let kind: String = row.try_get("member_kind").map_err(map_db)?;
-    Ok(Member {
-        id: row.try_get("member_id").map_err(map_db)?,
-        kind: parse_member_kind(&kind)?,
-        display: row.try_get("display").map_err(map_db)?,
-    })
 }
 
 /// Decodes a row selected with [`GROUP_COLUMNS`] (without members).

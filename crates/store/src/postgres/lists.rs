@@ -11,10 +11,7 @@ use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::errors::map_db;
-use super::groups::{
-    GROUP_COLUMNS, MEMBER_PAGE, decode_group, load_group, member_pages, members_of,
-    members_of_groups,
-};
+use super::groups::{GROUP_COLUMNS, MEMBER_PAGE, decode_group, load_group, members_of_groups};
 use super::users::{USER_COLUMNS, decode_user, load_user};
 use super::{PgStore, changes};
 use crate::error::StoreResult;
@@ -81,13 +78,13 @@ impl Reads for PgStore {
     async fn read_group(&self, dir: DirectoryId, id: GroupId, page_size: i64) -> GroupRead {
         let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await.map_err(map_db)?;
         let group = load_group(&mut tx, dir, id, "").await?;
-        Ok((group, member_pages(tx, id, page_size)))
+        Ok((group, crate::members::stream(tx, id, page_size)))
     }
 
     async fn list_members(&self, dir: DirectoryId, page: MemberPage) -> StoreResult<Vec<Member>> {
         let mut conn = self.conn().await?;
         load_group(&mut conn, dir, page.group, "").await?;
-        members_of(&mut conn, page.group, page.after, page.limit).await
+        crate::members::page(&mut *conn, page.group, page.after, page.limit).await
     }
 
     async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {

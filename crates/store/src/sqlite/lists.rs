@@ -14,12 +14,13 @@ use super::SqliteStore;
 use super::changes::read_bounds;
 use super::codec::id_text;
 use super::errors::{map_db, map_list_error};
-use super::groups::{GROUP_COLUMNS, decode_group, load_group, member_pages, members_of};
+use super::groups::{GROUP_COLUMNS, decode_group, load_group};
 use super::users::{USER_COLUMNS, attach_group_ids, decode_user, load_user};
 use crate::error::{StoreError, StoreResult};
 use crate::filter_sql::{
     self, Dialect, ResourceTable, SortKey, SortType, SqlArg, sqlite_timestamp,
 };
+use crate::members;
 use crate::model::*;
 use crate::page_token::{PageToken, malformed};
 use crate::write::{GroupRead, MemberPage, Reads};
@@ -89,7 +90,7 @@ impl Reads for SqliteStore {
         let mut tx = self.read_tx().await?;
         let mut group = load_group(&mut tx, dir, id).await?;
         if members {
-            group.members = Some(members_of(&mut tx, id, None, i64::MAX).await?);
+            group.members = Some(members::page(&mut *tx, id, None, i64::MAX).await?);
         }
         Ok(group)
     }
@@ -100,13 +101,13 @@ impl Reads for SqliteStore {
     async fn read_group(&self, dir: DirectoryId, id: GroupId, page_size: i64) -> GroupRead {
         let mut tx = self.snapshots.begin().await.map_err(map_db)?;
         let group = load_group(&mut tx, dir, id).await?;
-        Ok((group, member_pages(tx, id, page_size)))
+        Ok((group, members::stream(tx, id, page_size)))
     }
 
     async fn list_members(&self, dir: DirectoryId, page: MemberPage) -> StoreResult<Vec<Member>> {
         let mut tx = self.read_tx().await?;
         load_group(&mut tx, dir, page.group).await?;
-        members_of(&mut tx, page.group, page.after, page.limit).await
+        members::page(&mut *tx, page.group, page.after, page.limit).await
     }
 
     async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {
@@ -120,7 +121,7 @@ impl Reads for SqliteStore {
         if query.include_members {
             let ids = groups_within_member_budget(&groups);
             for group in groups.iter_mut().filter(|g| ids.contains(&g.id.0)) {
-                group.members = Some(members_of(&mut tx, group.id, None, i64::MAX).await?);
+                group.members = Some(members::page(&mut *tx, group.id, None, i64::MAX).await?);
             }
         }
         Ok(Page {
