@@ -388,6 +388,14 @@ pub struct WatchArgs {
     /// Also print progress markers.
     #[arg(long)]
     pub progress: bool,
+    /// Keep going across disconnects: reconnect with backoff and resume
+    /// after the last line printed (where it resumed goes to stderr).
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: keep the last cursor in this file, and resume from it
+    /// when started again.
+    #[arg(long, requires = "follow")]
+    pub cursor_file: Option<std::path::PathBuf>,
 }
 
 impl DirectoryServiceArgs {

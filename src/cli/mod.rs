@@ -11,18 +11,23 @@ use crate::config::ClientArgs;
 
 /// Connects to a directory service for the client subcommands.
 pub async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(endpoint_url(&args.endpoint)).with_context(|| {
-        format!(
-            "malformed directory endpoint {:?} (expected e.g. http://127.0.0.1:50051)",
-            args.endpoint
-        )
+    endpoint(args, &args.endpoint)?
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the directory service at {} (is `roster serve` or `roster directory` running?)", args.endpoint))
+}
+
+/// The directory-service endpoint `address`, with the client's TLS
+/// settings, not yet connected.
+pub fn endpoint(args: &ClientArgs, address: &str) -> anyhow::Result<Endpoint> {
+    let endpoint = Endpoint::from_shared(endpoint_url(address)).with_context(|| {
+        format!("malformed directory endpoint {address:?} (expected e.g. http://127.0.0.1:50051)")
     })?;
     let endpoint = match args.tls.files()? {
         Some(files) => {
             anyhow::ensure!(
                 endpoint.uri().scheme_str() == Some("https"),
-                "mutual TLS needs an https:// directory endpoint, not {:?}",
-                args.endpoint
+                "mutual TLS needs an https:// directory endpoint, not {address:?}"
             );
             let host = endpoint.uri().host().unwrap_or_default().to_owned();
             let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -33,10 +38,7 @@ pub async fn connect(args: &ClientArgs) -> anyhow::Result<Channel> {
         }
         None => endpoint,
     };
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the directory service at {} (is `roster serve` or `roster directory` running?)", args.endpoint))
+    Ok(endpoint)
 }
 
 /// The banner prints the gRPC address as `host:port`; operators paste it as

@@ -12,6 +12,9 @@ use crate::config::WatchArgs;
 
 /// Streams changes until interrupted (or until `--count` change events).
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    if args.follow {
+        return follow::run(args).await;
+    }
     let channel = super::connect(&args.client).await?;
     let mut client = DirectoryServiceClient::new(channel);
     let mut req = tonic::Request::new(request(&args)?);
@@ -36,6 +39,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+mod follow;
 
 fn request(args: &WatchArgs) -> anyhow::Result<WatchChangesRequest> {
     let start = if args.initial_state {
@@ -73,7 +78,7 @@ fn watch_error(s: tonic::Status) -> anyhow::Error {
 }
 
 /// `user.created` ↔ `CHANGE_KIND_USER_CREATED`.
-fn kind_from_name(name: &str) -> Option<ChangeKind> {
+pub(super) fn kind_from_name(name: &str) -> Option<ChangeKind> {
     let proto = format!(
         "CHANGE_KIND_{}",
         name.replace('.', "_").to_ascii_uppercase()
@@ -93,7 +98,7 @@ fn kind_name(kind: i32) -> String {
     }
 }
 
-fn message_json(msg: &WatchChangesResponse) -> Value {
+pub(super) fn message_json(msg: &WatchChangesResponse) -> Value {
     let mut out = json!({ "cursor": msg.cursor, "revision": msg.revision });
     match &msg.payload {
         Some(Payload::Change(c)) => {

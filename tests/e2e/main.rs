@@ -9,6 +9,7 @@
 
 mod bad_config;
 mod balancing;
+mod client;
 mod concurrency;
 mod docs_commands;
 mod hostile_fuzz;

@@ -1,0 +1,382 @@
+//! `roster-client` and `roster watch --follow` against real `roster
+//! directory` processes that are killed with SIGKILL while followed.
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use roster_client::mirror::PgMirror;
+use roster_client::postgres::PgCursor;
+use roster_client::{Backoff, FollowConfig, Follower};
+use roster_proto::contract::DEACTIVATE_PATCH;
+use roster_proto::directory::directory_service_client::DirectoryServiceClient;
+use roster_proto::directory::*;
+use roster_testkit::app;
+use sqlx::PgPool;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::{Channel, Endpoint};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// One `roster directory` on a fixed port, so it can be killed and come
+/// back where its clients expect it.
+struct Roster {
+    url: String,
+    port: u16,
+    grpc: String,
+    process: app::Process,
+}
+
+impl Roster {
+    async fn start(prefix: &str) -> Roster {
+        let url = roster_testkit::fresh_database(prefix).await;
+        let port = app::free_port();
+        let process = app::spawn_directory(&url, port, &[]);
+        let grpc = format!("127.0.0.1:{port}");
+        app::wait_for_grpc(&grpc).await;
+        Roster {
+            url,
+            port,
+            grpc,
+            process,
+        }
+    }
+
+    async fn kill_and_restart(&mut self) {
+        self.process.kill9();
+        self.process = app::spawn_directory(&self.url, self.port, &[]);
+        app::wait_for_grpc(&self.grpc).await;
+    }
+
+    fn client(&self) -> DirectoryServiceClient<Channel> {
+        let channel = Endpoint::from_shared(format!("http://{}", self.grpc))
+            .expect("endpoint")
+            .connect_lazy();
+        DirectoryServiceClient::new(channel)
+    }
+
+    fn follow_config(&self, directory: &str) -> FollowConfig {
+        let endpoint = Endpoint::from_shared(format!("http://{}", self.grpc)).expect("endpoint");
+        let mut config = FollowConfig::new(vec![endpoint], directory);
+        config.backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(200));
+        config
+    }
+}
+
+async fn create_user(
+    client: &mut DirectoryServiceClient<Channel>,
+    dir: &str,
+    name: &str,
+) -> Result<User, tonic::Status> {
+    let req = CreateUserRequest {
+        directory_id: dir.into(),
+        resource: app::user_json(name),
+    };
+    Ok(client
+        .create_user(req)
+        .await?
+        .into_inner()
+        .user
+        .expect("user"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follow_resumes_across_a_killed_replica_and_keeps_its_place_in_a_cursor_file() {
+    let mut roster = Roster::start("watch_follow").await;
+    let (dir, _) = app::create_directory(&roster.grpc, "follow", &[]);
+    let mut client = roster.client();
+    for i in 0..3 {
+        create_user(&mut client, &dir, &format!("before{i}@example.com"))
+            .await
+            .unwrap();
+    }
+    let cursor_file = app::temp_dir("watch-follow").join("cursor");
+    let grpc = roster.grpc.clone();
+    let watch = |count: &str| {
+        let mut cmd = app::roster();
+        cmd.args([
+            "watch",
+            "--follow",
+            "--initial-state",
+            "--endpoint",
+            &grpc,
+            "--directory",
+            &dir,
+        ])
+        .args([
+            "--count",
+            count,
+            "--cursor-file",
+            cursor_file.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        cmd.spawn().expect("roster watch")
+    };
+    let mut child = watch("6");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut user_names = Vec::new();
+    while user_names.len() < 3 {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("a line before the kill");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["type"] == "change" {
+            user_names.push(
+                v["change"]["resource"]["user_name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    // The snapshot's SYNCED line is printed once the third user is; the
+    // cursor file holds its cursor once the watch is past it.
+    roster_testkit::eventually("the cursor file is written", CONVERGE, || async {
+        std::fs::read_to_string(&cursor_file)
+            .ok()
+            .filter(|c| !c.trim().is_empty())
+    })
+    .await;
+    roster.kill_and_restart().await;
+    let mut client = roster.client();
+    for i in 0..3 {
+        create_user(&mut client, &dir, &format!("after{i}@example.com"))
+            .await
+            .unwrap();
+    }
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["type"] == "change" {
+            user_names.push(
+                v["change"]["resource"]["user_name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+    let output = child.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "roster watch failed: {stderr}");
+    assert_eq!(
+        user_names,
+        [
+            "before0", "before1", "before2", "after0", "after1", "after2"
+        ]
+        .map(|n| format!("{n}@example.com")),
+        "every change once, in order, across the kill"
+    );
+    assert!(
+        stderr.contains("resumed after cursor"),
+        "says where it resumed: {stderr}"
+    );
+
+    // A new run resumes from the file: only what came after.
+    create_user(&mut client, &dir, "later@example.com")
+        .await
+        .unwrap();
+    let child = watch("1");
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(
+        lines[0]["change"]["resource"]["user_name"],
+        "later@example.com"
+    );
+    assert_eq!(lines[0]["change"]["synthetic"], false);
+}
+
+/// The example consumer mirrors a directory exactly once per change while
+/// both Roster (SIGKILL) and the consumer (its task aborted mid-flight) die
+/// at random points; at the end the mirror equals the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_equals_the_directory_after_roster_and_the_consumer_die_at_random_points() {
+    let seed: u64 = rand::rng().random();
+    eprintln!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut roster = Roster::start("client_mirror_src").await;
+    let (dir, _) = app::create_directory(&roster.grpc, "mirror", &[]);
+    let mirror_url = roster_testkit::fresh_database("client_mirror").await;
+    let pool = PgPool::connect(&mirror_url).await.unwrap();
+
+    let consumer = {
+        let config = roster.follow_config(&dir);
+        let pool = pool.clone();
+        move || {
+            let (config, pool) = (config.clone(), pool.clone());
+            tokio::spawn(async move {
+                let mut mirror = PgMirror::open(pool.clone(), "mirror").await.unwrap();
+                let mut cursor = PgCursor::open(pool, "mirror")
+                    .await
+                    .unwrap()
+                    .saved_by_consumer();
+                Follower::new(config)
+                    .run(&mut mirror, &mut cursor, std::future::pending())
+                    .await
+            })
+        }
+    };
+    let mut follower = consumer();
+    let mut client = roster.client();
+    let mut users: Vec<String> = Vec::new();
+    let (mut kills, mut aborts) = (0, 0);
+    for step in 0..60 {
+        // Calls cut by a kill may or may not have committed: the directory
+        // is what it is, and the mirror must equal it.
+        if let Ok(user) = create_user(&mut client, &dir, &format!("u{step}@example.com")).await {
+            users.push(user.id);
+        }
+        if step % 3 == 2 {
+            let members = users
+                .iter()
+                .rev()
+                .take(3)
+                .map(|id| serde_json::json!({"value": id}))
+                .collect::<Vec<_>>();
+            let resource = serde_json::json!({"schemas": [app::GROUP_SCHEMA], "displayName": format!("g{step}"), "members": members});
+            let _ = client
+                .create_group(CreateGroupRequest {
+                    directory_id: dir.clone(),
+                    resource: resource.to_string(),
+                })
+                .await;
+        }
+        if step % 5 == 4 {
+            let id = users[rng.random_range(0..users.len())].clone();
+            let _ = client
+                .patch_user(PatchUserRequest {
+                    directory_id: dir.clone(),
+                    id,
+                    patch: DEACTIVATE_PATCH.into(),
+                    if_version: None,
+                })
+                .await;
+        }
+        if step % 7 == 6 {
+            let id = users.swap_remove(rng.random_range(0..users.len()));
+            let _ = client
+                .delete_user(DeleteUserRequest {
+                    directory_id: dir.clone(),
+                    id,
+                    if_version: None,
+                })
+                .await;
+        }
+        // At random points, and at least twice each.
+        if rng.random_ratio(1, 12) || step == 20 || step == 45 {
+            kills += 1;
+            roster.kill_and_restart().await;
+            client = roster.client();
+        }
+        if rng.random_ratio(1, 6) || step % 20 == 7 {
+            aborts += 1;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
+            follower.abort();
+            let _ = follower.await;
+            follower = consumer();
+        }
+    }
+
+    eprintln!("roster killed {kills} times, the consumer {aborts} times");
+    let expected = directory_state(&mut client, &dir).await;
+    let mirrored =
+        roster_testkit::eventually("the mirror equals the directory", CONVERGE, || async {
+            let mirrored = mirror_state(&pool).await;
+            (mirrored == expected).then_some(mirrored)
+        })
+        .await;
+    assert!(!follower.is_finished(), "the follower keeps running");
+    assert!(
+        mirrored.0.len() > 20,
+        "users were mirrored: {}",
+        mirrored.0.len()
+    );
+    follower.abort();
+}
+
+type State = (
+    BTreeSet<(String, String, bool)>,
+    BTreeSet<(String, String)>,
+    BTreeSet<(String, String)>,
+);
+
+async fn directory_state(client: &mut DirectoryServiceClient<Channel>, dir: &str) -> State {
+    let options = ListOptions {
+        count: 1000,
+        ..Default::default()
+    };
+    let users = client
+        .list_users(ListUsersRequest {
+            directory_id: dir.into(),
+            options: Some(options.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    let groups = client
+        .list_groups(ListGroupsRequest {
+            directory_id: dir.into(),
+            options: Some(options),
+            exclude_members: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    let mut members = BTreeSet::new();
+    for g in &groups {
+        let page = client
+            .list_group_members(ListGroupMembersRequest {
+                directory_id: dir.into(),
+                group_id: g.id.clone(),
+                count: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        members.extend(page.members.into_iter().map(|m| (g.id.clone(), m.id)));
+    }
+    (
+        users
+            .into_iter()
+            .map(|u| (u.id, u.user_name, u.active))
+            .collect(),
+        groups.into_iter().map(|g| (g.id, g.display_name)).collect(),
+        members,
+    )
+}
+
+async fn mirror_state(pool: &PgPool) -> State {
+    let users: Vec<(String, String, bool)> =
+        sqlx::query_as("SELECT id, user_name, active FROM mirror_users")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    let groups: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, display_name FROM mirror_groups")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    let members: Vec<(String, String)> =
+        sqlx::query_as("SELECT group_id, member_id FROM mirror_memberships")
+            .fetch_all(pool)
+            .await
+            .unwrap_or_default();
+    (
+        users.into_iter().collect(),
+        groups.into_iter().collect(),
+        members.into_iter().collect(),
+    )
+}
