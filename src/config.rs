@@ -36,6 +36,9 @@ pub enum Command {
     Admin(AdminArgs),
     /// Tail `WatchChanges` as JSON lines.
     Watch(WatchArgs),
+    /// Compare a consumer's copy of a directory (JSON lines) with Roster's
+    /// state digest and list what differs; exits 2 when something does.
+    Verify(VerifyArgs),
 }
 
 /// Logging.
@@ -396,6 +399,19 @@ pub struct WatchArgs {
     /// when started again.
     #[arg(long, requires = "follow")]
     pub cursor_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The directory the copy mirrors.
+    #[arg(long)]
+    pub directory: String,
+    /// The copy, one JSON object per line: `{"kind":"user","id":…,"version":…}`
+    /// or `{"kind":"group","id":…,"version":…,"members":[ids…]}`; `-` reads stdin.
+    #[arg(long)]
+    pub mirror: std::path::PathBuf,
 }
 
 impl DirectoryServiceArgs {

@@ -24,7 +24,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         // Client subcommands print JSON on stdout; keep their logs quiet unless asked.
-        let quiet = matches!(cli.command, Command::Admin(_) | Command::Watch(_));
+        let quiet = matches!(
+            cli.command,
+            Command::Admin(_) | Command::Watch(_) | Command::Verify(_)
+        );
         let service = match &cli.command {
             Command::Gateway(_) => "roster-gateway",
             Command::Directory(_) => "roster-directory",
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
             Command::Migrate(args) => cli::serve::migrate(args).await,
             Command::Admin(args) => cli::admin::run(args).await,
             Command::Watch(args) => cli::watch::run(args).await,
+            Command::Verify(args) => cli::verify::run(args).await,
         };
         // Flush spans off the runtime threads.
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

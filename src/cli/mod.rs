@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod serve;
+pub mod verify;
 pub mod watch;
 
 use anyhow::Context;

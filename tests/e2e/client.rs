@@ -8,7 +8,9 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use roster_client::mirror::PgMirror;
 use roster_client::postgres::PgCursor;
+use roster_client::verify::{Item, LocalState, verify};
 use roster_client::{Backoff, FollowConfig, Follower};
+use roster_digest::Kind;
 use roster_proto::contract::DEACTIVATE_PATCH;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::*;
@@ -296,6 +298,12 @@ async fn the_mirror_equals_the_directory_after_roster_and_the_consumer_die_at_ra
         })
         .await;
     assert!(!follower.is_finished(), "the follower keeps running");
+    // Versions too: the mirror's state digest equals Roster's.
+    let mirror = PgMirror::open(pool.clone(), "mirror").await.unwrap();
+    let report = verify(&mut client, &dir, &mirror.state().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(report.differences, [], "the mirror's digest matches");
     assert!(
         mirrored.0.len() > 20,
         "users were mirrored: {}",
@@ -379,4 +387,178 @@ async fn mirror_state(pool: &PgPool) -> State {
         groups.into_iter().collect(),
         members.into_iter().collect(),
     )
+}
+
+/// A copy with injected differences: each is found, and only those, by
+/// `roster_client::verify` and by `roster verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_finds_missing_extra_and_stale_users_and_a_missing_membership() {
+    let roster = Roster::start("client_verify").await;
+    let (dir, _) = app::create_directory(&roster.grpc, "verify", &[]);
+    let mut client = roster.client();
+    let mut ids = Vec::new();
+    // Enough items that the walk descends below the root.
+    for i in 0..150 {
+        ids.push(
+            create_user(&mut client, &dir, &format!("v{i}@example.com"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    for g in 0..3 {
+        let members: Vec<_> = ids[g * 5..g * 5 + 5]
+            .iter()
+            .map(|id| serde_json::json!({"value": id}))
+            .collect();
+        let resource = serde_json::json!({"schemas": [app::GROUP_SCHEMA], "displayName": format!("team{g}"), "members": members});
+        client
+            .create_group(CreateGroupRequest {
+                directory_id: dir.clone(),
+                resource: resource.to_string(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut items = exported_items(&mut client, &dir).await;
+    assert_eq!(
+        verify(&mut client, &dir, &state(&items))
+            .await
+            .unwrap()
+            .differences,
+        []
+    );
+
+    let missing = items.iter().position(|i| i.kind == Kind::User).unwrap();
+    let missing = items.remove(missing).id;
+    let extra = uuid::Uuid::new_v4().to_string();
+    items.push(Item {
+        kind: Kind::User,
+        id: extra.clone(),
+        version: 1,
+        members: vec![],
+    });
+    let stale = items
+        .iter_mut()
+        .find(|i| i.kind == Kind::User && i.id != extra)
+        .unwrap();
+    stale.version += 1;
+    let stale = stale.id.clone();
+    let group = items.iter_mut().find(|i| i.kind == Kind::Group).unwrap();
+    group.members.pop();
+    let group = group.id.clone();
+
+    let report = verify(&mut client, &dir, &state(&items)).await.unwrap();
+    let found = |f: fn(&roster_client::verify::Difference) -> bool| {
+        report
+            .differences
+            .iter()
+            .filter(|d| f(d))
+            .map(|d| d.id.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(found(|d| d.is_missing()), BTreeSet::from([missing.clone()]));
+    assert_eq!(found(|d| d.is_extra()), BTreeSet::from([extra.clone()]));
+    assert_eq!(
+        found(|d| !d.is_missing() && !d.is_extra()),
+        BTreeSet::from([stale.clone(), group.clone()])
+    );
+    assert!(
+        report.calls < 10,
+        "a few round trips, not a full listing: {}",
+        report.calls
+    );
+
+    // The same through the command line, from a JSON-lines export.
+    let file = app::temp_dir("verify").join("mirror.jsonl");
+    let lines: Vec<String> = items
+        .iter()
+        .map(|i| serde_json::json!({"kind": i.kind.as_str(), "id": i.id, "version": i.version, "members": i.members}).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let out = app::roster()
+        .args([
+            "verify",
+            "--endpoint",
+            &roster.grpc,
+            "--directory",
+            &dir,
+            "--mirror",
+            file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "drift exits 2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["missing"][0]["id"], missing.as_str());
+    assert_eq!(printed["extra"][0]["id"], extra.as_str());
+    assert_eq!(printed["differing"].as_array().unwrap().len(), 2);
+}
+
+fn state(items: &[Item]) -> LocalState {
+    let mut state = LocalState::new();
+    items.iter().for_each(|i| state.insert(i));
+    state
+}
+
+/// The directory as a consumer would have mirrored it.
+async fn exported_items(client: &mut DirectoryServiceClient<Channel>, dir: &str) -> Vec<Item> {
+    let options = ListOptions {
+        count: 1000,
+        ..Default::default()
+    };
+    let users = client
+        .list_users(ListUsersRequest {
+            directory_id: dir.into(),
+            options: Some(options.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .users;
+    let groups = client
+        .list_groups(ListGroupsRequest {
+            directory_id: dir.into(),
+            options: Some(options),
+            exclude_members: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .groups;
+    let version = |meta: &Option<Meta>| meta.as_ref().map(|m| m.version).unwrap();
+    let mut items: Vec<Item> = users
+        .iter()
+        .map(|u| Item {
+            kind: Kind::User,
+            id: u.id.clone(),
+            version: version(&u.meta),
+            members: vec![],
+        })
+        .collect();
+    for g in &groups {
+        let members = client
+            .list_group_members(ListGroupMembersRequest {
+                directory_id: dir.into(),
+                group_id: g.id.clone(),
+                count: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .members;
+        items.push(Item {
+            kind: Kind::Group,
+            id: g.id.clone(),
+            version: version(&g.meta),
+            members: members.into_iter().map(|m| m.id).collect(),
+        });
+    }
+    items
 }

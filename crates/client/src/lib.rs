@@ -25,6 +25,7 @@ mod follow;
 pub mod mirror;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod verify;
 
 pub use backoff::Backoff;
 pub use cursor::{CursorStore, FileCursor, MemoryCursor};

@@ -6,6 +6,7 @@
 //! `mirror_memberships`, plus `roster_cursors` ([`crate::postgres`]).
 
 use async_trait::async_trait;
+use roster_digest::{Item, Kind, Tree};
 use roster_proto::directory::change::Resource;
 use roster_proto::directory::{Change, ChangeKind, MemberType};
 use sqlx::{PgConnection, PgPool};
@@ -40,6 +41,38 @@ impl PgMirror {
             pool,
             cursor_name: cursor_name.into(),
         })
+    }
+
+    /// The mirror as the state digest sees it, for
+    /// [`crate::verify::verify`].
+    pub async fn state(&self) -> Result<Tree, sqlx::Error> {
+        let mut tree = Tree::new();
+        let users: Vec<(String, i64)> = sqlx::query_as("SELECT id, version FROM mirror_users")
+            .fetch_all(&self.pool)
+            .await?;
+        for (id, version) in users {
+            tree.insert(&Item {
+                kind: Kind::User,
+                id,
+                version,
+                members: Vec::new(),
+            });
+        }
+        let groups: Vec<(String, i64, Vec<String>)> = sqlx::query_as(
+            "SELECT g.id, g.version, COALESCE(array_agg(m.member_id) FILTER (WHERE m.member_id IS NOT NULL), '{}') \
+             FROM mirror_groups g LEFT JOIN mirror_memberships m ON m.group_id = g.id GROUP BY g.id, g.version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, version, members) in groups {
+            tree.insert(&Item {
+                kind: Kind::Group,
+                id,
+                version,
+                members,
+            });
+        }
+        Ok(tree)
     }
 
     /// In one transaction: `write`, then the cursor (when there is one).
@@ -128,9 +161,9 @@ async fn apply(conn: &mut PgConnection, change: &Change) -> Result<(), sqlx::Err
             sqlx::query("DELETE FROM mirror_memberships WHERE group_id = $1 AND member_id = $2")
                 .bind(&m.group_id)
                 .bind(&m.member_id)
-                .execute(conn)
-                .await
-                .map(drop)
+                .execute(&mut *conn)
+                .await?;
+            group_version(conn, &m.group_id, change.version).await
         }
         (Some(Resource::Membership(m)), _) => {
             let member_type = if m.member_type == MemberType::Group as i32 {
@@ -145,13 +178,27 @@ async fn apply(conn: &mut PgConnection, change: &Change) -> Result<(), sqlx::Err
             .bind(&m.group_id)
             .bind(&m.member_id)
             .bind(member_type)
-            .execute(conn)
-            .await
-            .map(drop)
+            .execute(&mut *conn)
+            .await?;
+            group_version(conn, &m.group_id, change.version).await
         }
         // Directory events change nothing a mirror of users and groups holds.
         _ => Ok(()),
     }
+}
+
+/// A membership event carries the group's version after it.
+async fn group_version(
+    conn: &mut PgConnection,
+    group: &str,
+    version: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE mirror_groups SET version = $2 WHERE id = $1 AND version < $2")
+        .bind(group)
+        .bind(version)
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 async fn delete(

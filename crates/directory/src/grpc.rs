@@ -99,6 +99,7 @@ adapter! {
         add_group_members(pd::AddGroupMembersRequest) -> pd::AddGroupMembersResponse [directory = directory_id, group = group_id];
         remove_group_members(pd::RemoveGroupMembersRequest) -> pd::RemoveGroupMembersResponse [directory = directory_id, group = group_id];
         list_group_members(pd::ListGroupMembersRequest) -> pd::ListGroupMembersResponse [directory = directory_id, group = group_id];
+        get_state_digest(pd::GetStateDigestRequest) -> pd::GetStateDigestResponse [directory = directory_id];
     }
     streams {
         read_group(pd::ReadGroupRequest) -> ReadGroupStream = ReadGroupStream [directory = directory_id, id = id];

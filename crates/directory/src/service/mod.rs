@@ -16,6 +16,7 @@
 //! [`DEACTIVATE_PATCH`] instead of `DeleteUser`. Keeping the decision there
 //! keeps this RPC's meaning independent of configuration.
 
+mod digest;
 mod members;
 mod reply;
 
