@@ -2,6 +2,7 @@
 //! directory` processes that are killed with SIGKILL while followed.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -83,64 +84,47 @@ async fn create_user(
         .expect("user"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_follow_resumes_across_a_killed_replica_and_keeps_its_place_in_a_cursor_file() {
-    let mut roster = Roster::start("watch_follow").await;
-    let (dir, _) = app::create_directory(&roster.grpc, "follow", &[]);
+/// A follower command, started as `spawn(grpc, directory, cursor file,
+/// count)`, prints every change once, in order, across a SIGKILL of the
+/// replica it follows; returns its stderr.
+async fn follows_across_a_killed_replica(
+    roster: &mut Roster,
+    dir: &str,
+    cursor_file: &Path,
+    spawn: impl Fn(&str, &str, &Path, &str) -> tokio::process::Child,
+) -> String {
     let mut client = roster.client();
     for i in 0..3 {
-        create_user(&mut client, &dir, &format!("before{i}@example.com"))
+        create_user(&mut client, dir, &format!("before{i}@example.com"))
             .await
             .unwrap();
     }
-    let cursor_file = app::temp_dir("watch-follow").join("cursor");
-    let grpc = roster.grpc.clone();
-    let watch = |count: &str| {
-        let mut cmd = app::roster();
-        cmd.args([
-            "watch",
-            "--follow",
-            "--initial-state",
-            "--endpoint",
-            &grpc,
-            "--directory",
-            &dir,
-        ])
-        .args([
-            "--count",
-            count,
-            "--cursor-file",
-            cursor_file.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        let mut cmd = tokio::process::Command::from(cmd);
-        cmd.kill_on_drop(true);
-        cmd.spawn().expect("roster watch")
-    };
-    let mut child = watch("6");
+    let mut child = spawn(&roster.grpc, dir, cursor_file, "6");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut user_names = Vec::new();
-    while user_names.len() < 3 {
-        let line = lines
-            .next_line()
-            .await
-            .unwrap()
-            .expect("a line before the kill");
+    let next_user = async |lines: &mut tokio::io::Lines<_>| loop {
+        let Some(line) = lines.next_line().await.unwrap() else {
+            return None;
+        };
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["type"] == "change" {
-            user_names.push(
-                v["change"]["resource"]["user_name"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            );
+        if let Some(name) = v["change"]["resource"]["user_name"]
+            .as_str()
+            .or(v["user_name"].as_str())
+        {
+            return Some(name.to_owned());
         }
+    };
+    while user_names.len() < 3 {
+        user_names.push(
+            next_user(&mut lines)
+                .await
+                .expect("a change before the kill"),
+        );
     }
-    // The snapshot's SYNCED line is printed once the third user is; the
-    // cursor file holds its cursor once the watch is past it.
+    // The snapshot's SYNCED message has a cursor; the file holds it once
+    // the follower is past it.
     roster_testkit::eventually("the cursor file is written", CONVERGE, || async {
-        std::fs::read_to_string(&cursor_file)
+        std::fs::read_to_string(cursor_file)
             .ok()
             .filter(|c| !c.trim().is_empty())
     })
@@ -148,24 +132,16 @@ async fn watch_follow_resumes_across_a_killed_replica_and_keeps_its_place_in_a_c
     roster.kill_and_restart().await;
     let mut client = roster.client();
     for i in 0..3 {
-        create_user(&mut client, &dir, &format!("after{i}@example.com"))
+        create_user(&mut client, dir, &format!("after{i}@example.com"))
             .await
             .unwrap();
     }
-    while let Some(line) = lines.next_line().await.unwrap() {
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if v["type"] == "change" {
-            user_names.push(
-                v["change"]["resource"]["user_name"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            );
-        }
+    while let Some(name) = next_user(&mut lines).await {
+        user_names.push(name);
     }
     let output = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "roster watch failed: {stderr}");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "the follower failed: {stderr}");
     assert_eq!(
         user_names,
         [
@@ -178,13 +154,52 @@ async fn watch_follow_resumes_across_a_killed_replica_and_keeps_its_place_in_a_c
         stderr.contains("resumed after cursor"),
         "says where it resumed: {stderr}"
     );
+    stderr
+}
+
+fn piped(cmd: std::process::Command) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().expect("the follower starts")
+}
+
+fn roster_watch(grpc: &str, dir: &str, cursor_file: &Path, count: &str) -> tokio::process::Child {
+    let mut cmd = app::roster();
+    cmd.args([
+        "watch",
+        "--follow",
+        "--initial-state",
+        "--endpoint",
+        grpc,
+        "--directory",
+        dir,
+    ])
+    .args([
+        "--count",
+        count,
+        "--cursor-file",
+        cursor_file.to_str().unwrap(),
+    ]);
+    piped(cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follow_resumes_across_a_killed_replica_and_keeps_its_place_in_a_cursor_file() {
+    let mut roster = Roster::start("watch_follow").await;
+    let (dir, _) = app::create_directory(&roster.grpc, "follow", &[]);
+    let cursor_file = app::temp_dir("watch-follow").join("cursor");
+    follows_across_a_killed_replica(&mut roster, &dir, &cursor_file, roster_watch).await;
 
     // A new run resumes from the file: only what came after.
-    create_user(&mut client, &dir, "later@example.com")
+    create_user(&mut roster.client(), &dir, "later@example.com")
         .await
         .unwrap();
-    let child = watch("1");
-    let output = child.wait_with_output().await.unwrap();
+    let output = roster_watch(&roster.grpc, &dir, &cursor_file, "1")
+        .wait_with_output()
+        .await
+        .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<serde_json::Value> = stdout
         .lines()
@@ -196,6 +211,48 @@ async fn watch_follow_resumes_across_a_killed_replica_and_keeps_its_place_in_a_c
         "later@example.com"
     );
     assert_eq!(lines[0]["change"]["synthetic"], false);
+}
+
+/// The Python consumer of docs/consumers.md (grpcio, stubs generated from
+/// proto/ the way `buf generate` does) resumes the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_consumer_resumes_across_a_killed_replica() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let stubs = app::temp_dir("python-stubs");
+    let generated = std::process::Command::new("python3")
+        .current_dir(root)
+        .args(["-m", "grpc_tools.protoc", "-I", "proto"])
+        .arg(format!("--python_out={}", stubs.display()))
+        .arg(format!("--grpc_python_out={}", stubs.display()))
+        .arg("proto/roster/directory/v1/directory.proto")
+        .output()
+        .expect("python3 runs");
+    assert!(
+        generated.status.success(),
+        "cannot generate the Python stubs (needs python3 with grpcio and grpcio-tools: \
+         `python3 -m pip install grpcio grpcio-tools`, as .ci/run does): {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let mut roster = Roster::start("python_consumer").await;
+    let (dir, _) = app::create_directory(&roster.grpc, "python", &[]);
+    let cursor_file = app::temp_dir("python-consumer").join("cursor");
+    let consumer = root.join("examples/python/consumer.py");
+    follows_across_a_killed_replica(
+        &mut roster,
+        &dir,
+        &cursor_file,
+        |grpc, dir, cursor, count| {
+            let mut cmd = std::process::Command::new("python3");
+            cmd.arg(&consumer)
+                .args(["--endpoint", grpc, "--directory", dir, "--count", count])
+                .arg("--cursor-file")
+                .arg(cursor)
+                .arg("--stubs")
+                .arg(&stubs);
+            piped(cmd)
+        },
+    )
+    .await;
 }
 
 /// The example consumer mirrors a directory exactly once per change while
