@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use roster_client::mirror::PgMirror;
 use roster_client::postgres::PgCursor;
 use roster_client::verify::{Item, LocalState, verify};
-use roster_client::{Backoff, FollowConfig, Follower};
+use roster_client::{Backoff, FollowConfig, Follower, Observer, SnapshotReason, Start};
 use roster_digest::Kind;
 use roster_proto::contract::DEACTIVATE_PATCH;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
@@ -48,6 +48,11 @@ impl Roster {
 
     async fn kill_and_restart(&mut self) {
         self.process.kill9();
+        self.start_again().await;
+    }
+
+    /// After the process was killed.
+    async fn start_again(&mut self) {
         self.process = app::spawn_directory(&self.url, self.port, &[]);
         app::wait_for_grpc(&self.grpc).await;
     }
@@ -260,6 +265,16 @@ async fn the_python_consumer_resumes_across_a_killed_replica() {
 /// at random points; at the end the mirror equals the directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirror_equals_the_directory_after_roster_and_the_consumer_die_at_random_points() {
+    mirror_through_random_deaths(Start::InitialState).await;
+}
+
+/// The same with the snapshot read through the list RPCs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_then_watch_mirror_equals_the_directory_after_random_deaths() {
+    mirror_through_random_deaths(Start::ListThenWatch).await;
+}
+
+async fn mirror_through_random_deaths(start: Start) {
     let seed: u64 = rand::rng().random();
     eprintln!("seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -268,8 +283,16 @@ async fn the_mirror_equals_the_directory_after_roster_and_the_consumer_die_at_ra
     let mirror_url = roster_testkit::fresh_database("client_mirror").await;
     let pool = PgPool::connect(&mirror_url).await.unwrap();
 
+    // Some state before the consumer's first snapshot.
+    let mut client = roster.client();
+    for i in 0..10 {
+        create_user(&mut client, &dir, &format!("first{i}@example.com"))
+            .await
+            .unwrap();
+    }
     let consumer = {
-        let config = roster.follow_config(&dir);
+        let mut config = roster.follow_config(&dir);
+        config.start = start;
         let pool = pool.clone();
         move || {
             let (config, pool) = (config.clone(), pool.clone());
@@ -286,7 +309,6 @@ async fn the_mirror_equals_the_directory_after_roster_and_the_consumer_die_at_ra
         }
     };
     let mut follower = consumer();
-    let mut client = roster.client();
     let mut users: Vec<String> = Vec::new();
     let (mut kills, mut aborts) = (0, 0);
     for step in 0..60 {
@@ -618,4 +640,88 @@ async fn exported_items(client: &mut DirectoryServiceClient<Channel>, dir: &str)
         });
     }
     items
+}
+
+/// Records the snapshots a follower takes.
+#[derive(Clone, Default)]
+struct Snapshots(std::sync::Arc<std::sync::Mutex<Vec<SnapshotReason>>>);
+
+impl Observer for Snapshots {
+    fn snapshot(&self, reason: SnapshotReason) {
+        self.0.lock().unwrap().push(reason);
+    }
+}
+
+/// After a restore (`roster admin new-epoch`), the follower's saved cursor
+/// is out of range: it takes a new snapshot, and the mirror drops what the
+/// restored directory no longer has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_cursor_is_out_of_range_takes_a_new_snapshot() {
+    let mut roster = Roster::start("client_out_of_range").await;
+    let (dir, _) = app::create_directory(&roster.grpc, "epoch", &[]);
+    let mut client = roster.client();
+    let kept = create_user(&mut client, &dir, "kept@example.com")
+        .await
+        .unwrap();
+    let pool = PgPool::connect(&roster_testkit::fresh_database("client_epoch_mirror").await)
+        .await
+        .unwrap();
+    let snapshots = Snapshots::default();
+    let follower = {
+        let (config, pool, snapshots) =
+            (roster.follow_config(&dir), pool.clone(), snapshots.clone());
+        tokio::spawn(async move {
+            let mut mirror = PgMirror::open(pool.clone(), "m").await.unwrap();
+            let mut cursor = PgCursor::open(pool, "m").await.unwrap().saved_by_consumer();
+            Follower::with_observer(config, snapshots)
+                .run(&mut mirror, &mut cursor, std::future::pending())
+                .await
+        })
+    };
+    let gone = create_user(&mut client, &dir, "gone@example.com")
+        .await
+        .unwrap();
+    let mirrored = |n: usize| {
+        let pool = pool.clone();
+        async move {
+            roster_testkit::eventually("the mirror catches up", CONVERGE, || async {
+                let count: i64 = sqlx::query_scalar("SELECT count(*) FROM mirror_users")
+                    .fetch_one(&pool)
+                    .await
+                    .ok()?;
+                (count as usize == n).then_some(())
+            })
+            .await
+        }
+    };
+    mirrored(2).await;
+
+    // "Restore a backup" that predates `gone`: delete it behind the log's
+    // back, then renew the epoch as the restore runbook says.
+    roster.process.kill9();
+    let db = PgPool::connect(&roster.url).await.unwrap();
+    sqlx::query("DELETE FROM users WHERE id = $1::uuid")
+        .bind(&gone.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    roster_testkit::run_ok(
+        app::roster().args(["admin", "new-epoch", "--database-url", &roster.url]),
+        "roster admin new-epoch",
+    );
+    roster.start_again().await;
+
+    mirrored(1).await;
+    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM mirror_users")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(ids, [kept.id]);
+    let reasons = snapshots.0.lock().unwrap().clone();
+    assert_eq!(
+        reasons,
+        [SnapshotReason::NoCursor, SnapshotReason::CursorOutOfRange]
+    );
+    assert!(!follower.is_finished());
+    follower.abort();
 }

@@ -9,11 +9,12 @@ use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start as WireStart;
 use roster_proto::directory::watch_changes_response::Payload;
 use roster_proto::directory::{Change, ChangeKind, WatchChangesRequest, WatchChangesResponse};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::backoff::Backoff;
 use crate::cursor::CursorStore;
+use crate::list::{self, ListFailed};
 
 /// Errors of consumers and cursor stores, whatever their type.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -27,6 +28,11 @@ pub enum Start {
     FromNow,
     /// Changes after a change-log revision (0 = all retained).
     AfterRevision(i64),
+    /// Like `InitialState`, but the snapshot is read through the list RPCs
+    /// page by page (no long-held snapshot transaction on the server, no
+    /// snapshot cap), then watched from the first page's cursor. Needs a
+    /// directory id.
+    ListThenWatch,
 }
 
 /// Why the consumer is about to receive a full snapshot.
@@ -251,13 +257,43 @@ impl<O: Observer> Follower<O> {
         delivered: &mut bool,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Ended, FollowError> {
-        let (start, snapshot) = match &cursor {
+        let (mut start, snapshot) = match &cursor {
             Some(c) => (WireStart::AfterCursor(c.clone()), None),
             None => self.start_without_cursor(),
         };
         let name = endpoint.uri().to_string();
+        let connected = tokio::select! {
+            connected = connect(endpoint) => connected,
+            _ = &mut *shutdown => return Ok(Ended::Stopped),
+        };
+        let mut client = match connected {
+            Ok(channel) => DirectoryServiceClient::new(channel),
+            Err(status) => return self.classify(status),
+        };
+        if let (Some(reason), Start::ListThenWatch) = (snapshot, self.config.start) {
+            self.snapshot_due = None;
+            self.begin_snapshot(consumer, reason).await?;
+            let listed = tokio::select! {
+                listed = self.list(&mut client, consumer) => listed,
+                _ = &mut *shutdown => return Ok(Ended::Stopped),
+            };
+            let (cursor, revision) = match listed {
+                Ok(at) => at,
+                Err(ListFailed::Status(status)) => return self.classify(status),
+                Err(ListFailed::Consumer(e)) => return Err(FollowError::Consumer(e)),
+            };
+            let at = Position {
+                cursor: &cursor,
+                revision,
+            };
+            consumer.synced(at).await.map_err(FollowError::Consumer)?;
+            cursors.save(&cursor).await.map_err(FollowError::Cursor)?;
+            self.in_snapshot = false;
+            *delivered = true;
+            start = WireStart::AfterCursor(cursor);
+        }
         let opened = tokio::select! {
-            opened = self.open(endpoint, start) => opened,
+            opened = self.watch(&mut client, start) => opened,
             _ = &mut *shutdown => return Ok(Ended::Stopped),
         };
         let mut stream = match opened {
@@ -265,7 +301,7 @@ impl<O: Observer> Follower<O> {
             Err(status) => return self.classify(status),
         };
         self.observer.connected(&name, cursor.as_deref());
-        if let Some(reason) = snapshot {
+        if let (Some(reason), false) = (snapshot, self.config.start == Start::ListThenWatch) {
             self.snapshot_due = None;
             self.begin_snapshot(consumer, reason).await?;
         }
@@ -298,7 +334,7 @@ impl<O: Observer> Follower<O> {
             .or(self.in_snapshot.then_some(SnapshotReason::Interrupted));
         match (due, self.config.start) {
             (Some(reason), _) => (WireStart::InitialState(()), Some(reason)),
-            (None, Start::InitialState) => {
+            (None, Start::InitialState | Start::ListThenWatch) => {
                 (WireStart::InitialState(()), Some(SnapshotReason::NoCursor))
             }
             (None, Start::FromNow) => (WireStart::FromNow(()), None),
@@ -306,30 +342,51 @@ impl<O: Observer> Follower<O> {
         }
     }
 
-    async fn open(
+    async fn watch(
         &self,
-        endpoint: &Endpoint,
+        client: &mut DirectoryServiceClient<Channel>,
         start: WireStart,
     ) -> Result<tonic::Streaming<WatchChangesResponse>, Status> {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| Status::unavailable(format!("cannot connect: {e}")))?;
         let mut request = tonic::Request::new(WatchChangesRequest {
             directory_id: self.config.directory_id.clone(),
             kinds: self.config.kinds.iter().map(|k| *k as i32).collect(),
             start: Some(start),
         });
+        self.authorize(request.metadata_mut())?;
+        Ok(client.watch_changes(request).await?.into_inner())
+    }
+
+    async fn list(
+        &self,
+        client: &mut DirectoryServiceClient<Channel>,
+        consumer: &mut dyn Consumer,
+    ) -> Result<(String, i64), ListFailed> {
+        if self.config.directory_id.is_empty() {
+            let refused = Status::invalid_argument("list-then-watch needs a directory id");
+            return Err(ListFailed::Status(refused));
+        }
+        let kinds = &self.config.kinds;
+        let wants = |kind: ChangeKind| kinds.is_empty() || kinds.contains(&kind);
+        let authorize = |metadata: &mut tonic::metadata::MetadataMap| self.authorize(metadata);
+        list::snapshot(
+            client,
+            &authorize,
+            &self.config.directory_id,
+            &wants,
+            consumer,
+        )
+        .await
+    }
+
+    /// Adds the internal secret, when configured.
+    fn authorize(&self, metadata: &mut tonic::metadata::MetadataMap) -> Result<(), Status> {
         if let Some(secret) = &self.config.secret {
             let value = format!("Bearer {secret}").parse().map_err(|_| {
                 Status::invalid_argument("the internal secret is not a valid header value")
             })?;
-            request.metadata_mut().insert("authorization", value);
+            metadata.insert("authorization", value);
         }
-        let response = DirectoryServiceClient::new(channel)
-            .watch_changes(request)
-            .await?;
-        Ok(response.into_inner())
+        Ok(())
     }
 
     async fn handle(
@@ -384,6 +441,13 @@ impl<O: Observer> Follower<O> {
     }
 }
 
+async fn connect(endpoint: &Endpoint) -> Result<Channel, Status> {
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot connect: {e}")))
+}
+
 /// The pause the server asked for (`grpc-retry-pushback-ms`, else
 /// `retry-after` in seconds), if any.
 fn pushback(status: &Status) -> Duration {
@@ -416,5 +480,44 @@ mod tests {
             .metadata_mut()
             .insert("grpc-retry-pushback-ms", "750".parse().unwrap());
         assert_eq!(pushback(&status), Duration::from_millis(750));
+    }
+}
+
+#[cfg(test)]
+mod send_tests {
+    use super::*;
+    use crate::cursor::MemoryCursor;
+
+    struct Nothing;
+
+    #[async_trait]
+    impl Consumer for Nothing {
+        async fn snapshot_begins(&mut self, _: SnapshotReason) -> Result<(), BoxError> {
+            Ok(())
+        }
+        async fn apply(&mut self, _: &Change, _: Position<'_>) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// A follower must be spawnable on a multi-threaded runtime.
+    #[test]
+    fn the_follow_future_is_send() {
+        let mut follower = Follower::new(FollowConfig::new(Vec::new(), "d"));
+        let (mut consumer, mut cursors) = (Nothing, MemoryCursor::default());
+        let run = follower.run(&mut consumer, &mut cursors, std::future::pending());
+        assert_send(&run);
+    }
+
+    #[tokio::test]
+    async fn a_follower_without_endpoints_refuses_to_start() {
+        let mut follower = Follower::new(FollowConfig::new(Vec::new(), "d"));
+        let (mut consumer, mut cursors) = (Nothing, MemoryCursor::default());
+        let ended = follower
+            .run(&mut consumer, &mut cursors, std::future::pending())
+            .await;
+        assert!(matches!(ended, Err(FollowError::NoEndpoint)));
     }
 }

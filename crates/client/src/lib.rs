@@ -21,6 +21,7 @@
 mod backoff;
 mod cursor;
 mod follow;
+mod list;
 #[cfg(feature = "postgres")]
 pub mod mirror;
 #[cfg(feature = "postgres")]
