@@ -108,9 +108,7 @@ async fn follows_across_a_killed_replica(
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut user_names = Vec::new();
     let next_user = async |lines: &mut tokio::io::Lines<_>| loop {
-        let Some(line) = lines.next_line().await.unwrap() else {
-            return None;
-        };
+        let line = lines.next_line().await.unwrap()?;
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         if let Some(name) = v["change"]["resource"]["user_name"]
             .as_str()
