@@ -40,6 +40,7 @@ mod filter_sql;
 mod members;
 pub mod model;
 mod page_token;
+pub mod portal;
 pub mod postgres;
 mod rows;
 mod snapshot_slots;
@@ -52,6 +53,7 @@ use futures::stream::BoxStream;
 
 pub use error::{StoreError, StoreResult};
 pub use model::*;
+pub use portal::PortalStore;
 pub use snapshot_slots::DEFAULT_SNAPSHOT_CONNECTIONS;
 
 /// How precisely a token's last use is recorded: the gateway re-checks a
@@ -86,7 +88,8 @@ pub type MemberPages = BoxStream<'static, StoreResult<Vec<Member>>>;
 /// The storage contract shared by the PostgreSQL and SQLite backends. The same
 /// conformance suite (`tests/conformance/` in this crate) runs against both.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+/// Its supertrait [`PortalStore`] holds the admin portal's part.
+pub trait Store: PortalStore + Send + Sync + 'static {
     // --- directories and tokens ---
     async fn create_directory(&self, new: NewDirectory) -> StoreResult<Directory>;
     async fn get_directory(&self, id: DirectoryId) -> StoreResult<Directory>;

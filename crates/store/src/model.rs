@@ -62,6 +62,14 @@ id_type!(
     /// Id of a service credential (internal callers of the gRPC API).
     CredentialId
 );
+id_type!(
+    /// Id of an admin-portal link (docs/portal.md).
+    PortalLinkId
+);
+id_type!(
+    /// Id of an admin-portal session.
+    PortalSessionId
+);
 
 /// What a service credential may call (see the proto's `CredentialScope`).
 /// Ordered: each scope allows everything the previous one does.

@@ -67,6 +67,7 @@ mod groups;
 mod head;
 mod lists;
 mod notify;
+mod portal;
 mod rekey;
 mod snapshot;
 mod tx;

@@ -18,6 +18,7 @@ mod directories;
 pub(crate) mod errors;
 mod groups;
 mod lists;
+mod portal;
 mod rekey;
 mod tx;
 mod users;

@@ -153,7 +153,8 @@ pub trait WriteTx: Send {
 /// A store backend: write transactions for the core, plus the reads (and
 /// the writes that append no change), grouped as the backends' files are.
 #[async_trait]
-pub trait Backend: Directories + Credentials + Reads + ChangeLog + Send + Sync + 'static {
+pub trait Backend:
+    Directories + Credentials + Reads + ChangeLog + crate::portal::PortalStore + Send + Sync + 'static {
     type Tx: WriteTx + 'static;
 
     async fn begin(&self) -> StoreResult<Self::Tx>;
