@@ -39,7 +39,12 @@ impl PortalStore for PgStore {
              WHERE EXISTS (SELECT 1 FROM directories d WHERE d.id = t.directory_id) \
              ORDER BY t.ord";
         let done = sqlx::query(sql)
-            .bind(entries.iter().map(|e| e.directory_id.0).collect::<Vec<Uuid>>())
+            .bind(
+                entries
+                    .iter()
+                    .map(|e| e.directory_id.0)
+                    .collect::<Vec<Uuid>>(),
+            )
             .bind(entries.iter().map(|e| e.at).collect::<Vec<DateTime<Utc>>>())
             .bind(column(|e| Some(e.request_id.clone())))
             .bind(column(|e| Some(e.method.clone())))
@@ -51,7 +56,12 @@ impl PortalStore for PgStore {
             .bind(column(|e| e.client_address.clone()))
             .bind(column(|e| e.resource_type.clone()))
             .bind(column(|e| e.resource_id.clone()))
-            .bind(entries.iter().map(|e| e.revision).collect::<Vec<Option<i64>>>())
+            .bind(
+                entries
+                    .iter()
+                    .map(|e| e.revision)
+                    .collect::<Vec<Option<i64>>>(),
+            )
             .bind(entries.iter().map(|e| e.duration_ms).collect::<Vec<i64>>())
             .execute(&self.pool)
             .await
@@ -115,7 +125,8 @@ impl PortalStore for PgStore {
         let mut tx = self.pool.begin().await.map_err(map_db)?;
         // The row lock makes two concurrent openings of one link take turns:
         // the second sees it used.
-        let sql = format!("SELECT {LINK_COLUMNS}, hash FROM portal_links WHERE hash = $1 FOR UPDATE");
+        let sql =
+            format!("SELECT {LINK_COLUMNS}, hash FROM portal_links WHERE hash = $1 FOR UPDATE");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&hash[..])
             .fetch_optional(&mut *tx)
@@ -158,8 +169,14 @@ impl PortalStore for PgStore {
         &self,
         hash: [u8; 32],
     ) -> StoreResult<Option<(PortalSession, [u8; 32])>> {
-        rows::live_secret(&self.pool, "portal_sessions", SESSION_COLUMNS, &hash, decode_session)
-            .await
+        rows::live_secret(
+            &self.pool,
+            "portal_sessions",
+            SESSION_COLUMNS,
+            &hash,
+            decode_session,
+        )
+        .await
     }
 
     async fn end_portal_session(&self, hash: [u8; 32]) -> StoreResult<()> {

@@ -154,7 +154,8 @@ pub trait WriteTx: Send {
 /// the writes that append no change), grouped as the backends' files are.
 #[async_trait]
 pub trait Backend:
-    Directories + Credentials + Reads + ChangeLog + crate::portal::PortalStore + Send + Sync + 'static {
+    Directories + Credentials + Reads + ChangeLog + crate::portal::PortalStore + Send + Sync + 'static
+{
     type Tx: WriteTx + 'static;
 
     async fn begin(&self) -> StoreResult<Self::Tx>;

@@ -18,6 +18,7 @@ pub mod groups;
 pub mod lists;
 pub mod members;
 pub mod oracle;
+pub mod portal;
 pub mod users;
 
 use std::any::Any;
@@ -92,6 +93,10 @@ macro_rules! conformance_suite {
             snapshot_streams_current_state,
             snapshot_streams_a_consistent_state_with_its_cursor,
             snapshot_pages_through_many_rows,
+        );
+        $crate::conformance::conformance_suite!(@in portal $make;
+            activity_is_recorded_listed_filtered_paged_and_pruned,
+            portal_links_open_once_and_sessions_are_revocable,
         );
         $crate::conformance::conformance_suite!(@in data_rules $make;
             user_name_is_unique_under_unicode_normalization_and_case,

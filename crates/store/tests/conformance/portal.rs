@@ -1,0 +1,236 @@
+//! The admin portal's state: the audit trail, portal links and sessions.
+
+use std::sync::Arc;
+
+use chrono::{Duration, SubsecRound, Utc};
+use roster_store::portal::*;
+use roster_store::*;
+
+use super::directory;
+
+fn entry(dir: DirectoryId, status: i32, resource: &str, at: chrono::DateTime<Utc>) -> NewActivity {
+    NewActivity {
+        directory_id: dir,
+        at: at.trunc_subsecs(6),
+        request_id: format!("req-{status}"),
+        method: "POST".into(),
+        path: format!("/scim/v2/{dir}/{resource}s"),
+        status,
+        scim_type: (status == 409).then(|| "uniqueness".into()),
+        detail: (status >= 400).then(|| "userName is already taken".into()),
+        user_agent: Some("Okta SCIM Client 1.0.0".into()),
+        client_address: Some("203.0.113.7".into()),
+        resource_type: Some(resource.into()),
+        resource_id: None,
+        revision: (status < 400).then_some(42),
+        duration_ms: 3,
+    }
+}
+
+fn query(dir: DirectoryId) -> ActivityQuery {
+    ActivityQuery {
+        directory: dir,
+        status: None,
+        resource_type: None,
+        before: None,
+        after: None,
+        limit: 100,
+    }
+}
+
+pub async fn activity_is_recorded_listed_filtered_paged_and_pruned(store: Arc<dyn Store>) {
+    let a = directory(&*store, "audited").await;
+    let b = directory(&*store, "other").await;
+    let now = Utc::now();
+    let old = now - Duration::days(40);
+    let entries = vec![
+        entry(a.id, 201, "User", old),
+        entry(a.id, 409, "User", now),
+        entry(a.id, 200, "Group", now),
+        entry(a.id, 503, "Group", now),
+        entry(b.id, 201, "User", now),
+        // A mistyped directory id in the URL: nothing to attach it to.
+        entry(DirectoryId::new(), 401, "User", now),
+    ];
+    assert_eq!(store.record_activity(&entries).await.unwrap(), 5);
+
+    let all = store.list_activity(&query(a.id)).await.unwrap();
+    let statuses: Vec<i32> = all.iter().map(|x| x.entry.status).collect();
+    assert_eq!(
+        statuses,
+        [503, 200, 409, 201],
+        "newest first, one directory"
+    );
+    assert_eq!(all[1].entry, entries[2], "recorded as sent");
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+
+    let failures = ActivityQuery {
+        status: Some(StatusClass::Failure),
+        ..query(a.id)
+    };
+    let found = store.list_activity(&failures).await.unwrap();
+    assert_eq!(
+        found.iter().map(|x| x.entry.status).collect::<Vec<_>>(),
+        [503, 409]
+    );
+    let client = ActivityQuery {
+        status: Some(StatusClass::ClientError),
+        resource_type: Some("User".into()),
+        ..query(a.id)
+    };
+    let found = store.list_activity(&client).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].entry.scim_type.as_deref(), Some("uniqueness"));
+
+    // Pages: below the last id seen; a live view: above the newest seen.
+    let first = store
+        .list_activity(&ActivityQuery {
+            limit: 2,
+            ..query(a.id)
+        })
+        .await
+        .unwrap();
+    let next = ActivityQuery {
+        before: Some(first[1].id),
+        ..query(a.id)
+    };
+    let rest = store.list_activity(&next).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|x| x.entry.status).collect::<Vec<_>>(),
+        [409, 201]
+    );
+    let live = ActivityQuery {
+        after: Some(all[2].id),
+        ..query(a.id)
+    };
+    let newer = store.list_activity(&live).await.unwrap();
+    assert_eq!(
+        newer.iter().map(|x| x.entry.status).collect::<Vec<_>>(),
+        [200, 503],
+        "oldest first"
+    );
+
+    let pruned = store
+        .prune_activity(now - Duration::days(30))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(store.list_activity(&query(a.id)).await.unwrap().len(), 3);
+
+    store.delete_directory(b.id).await.unwrap();
+    assert!(store.list_activity(&query(b.id)).await.unwrap().is_empty());
+}
+
+fn session(hash: u8, hours: i64) -> NewPortalSession {
+    NewPortalSession {
+        hash: [hash; 32],
+        expires_at: Utc::now() + Duration::hours(hours),
+    }
+}
+
+pub async fn portal_links_open_once_and_sessions_are_revocable(store: Arc<dyn Store>) {
+    let dir = directory(&*store, "portal").await;
+    let in_a_day = Utc::now() + Duration::hours(24);
+    let link = store
+        .create_portal_link(NewPortalLink {
+            directory_id: dir.id,
+            hash: [1; 32],
+            expires_at: in_a_day,
+        })
+        .await
+        .unwrap();
+    assert_eq!(link.directory_id, dir.id);
+    assert_eq!(link.used_at, None);
+
+    let now = Utc::now();
+    let opened = store
+        .open_portal_link([1; 32], session(11, 4), now)
+        .await
+        .unwrap();
+    let LinkExchange::Opened(s, stored) = opened else {
+        panic!("a live link opens: {opened:?}");
+    };
+    assert_eq!(stored, [1; 32]);
+    assert_eq!((s.directory_id, s.link_id), (dir.id, link.id));
+    let again = store
+        .open_portal_link([1; 32], session(12, 4), now)
+        .await
+        .unwrap();
+    assert_eq!(again, LinkExchange::AlreadyUsed);
+    assert_eq!(store.find_portal_session([12; 32]).await.unwrap(), None);
+    let unknown = store
+        .open_portal_link([9; 32], session(13, 4), now)
+        .await
+        .unwrap();
+    assert_eq!(unknown, LinkExchange::Unknown);
+
+    let (found, hash) = store.find_portal_session([11; 32]).await.unwrap().unwrap();
+    assert_eq!((found.id, hash), (s.id, [11; 32]));
+
+    // Expired links stay closed.
+    store
+        .create_portal_link(NewPortalLink {
+            directory_id: dir.id,
+            hash: [2; 32],
+            expires_at: now - Duration::seconds(1),
+        })
+        .await
+        .unwrap();
+    let late = store
+        .open_portal_link([2; 32], session(14, 4), now)
+        .await
+        .unwrap();
+    assert_eq!(late, LinkExchange::Expired);
+
+    // Signing out ends one session.
+    store.end_portal_session([11; 32]).await.unwrap();
+    assert_eq!(store.find_portal_session([11; 32]).await.unwrap(), None);
+
+    // Revoking a link closes it and every session opened with it.
+    let third = store
+        .create_portal_link(NewPortalLink {
+            directory_id: dir.id,
+            hash: [3; 32],
+            expires_at: in_a_day,
+        })
+        .await
+        .unwrap();
+    let opened = store
+        .open_portal_link([3; 32], session(15, 4), now)
+        .await
+        .unwrap();
+    assert!(matches!(opened, LinkExchange::Opened(..)));
+    assert!(store.find_portal_session([15; 32]).await.unwrap().is_some());
+    let revoked = store
+        .revoke_portal_links(dir.id, Some(third.id))
+        .await
+        .unwrap();
+    assert_eq!(revoked, 1);
+    assert_eq!(store.find_portal_session([15; 32]).await.unwrap(), None);
+    store
+        .create_portal_link(NewPortalLink {
+            directory_id: dir.id,
+            hash: [4; 32],
+            expires_at: in_a_day,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.revoke_portal_links(dir.id, None).await.unwrap(), 4);
+    let closed = store
+        .open_portal_link([4; 32], session(16, 4), now)
+        .await
+        .unwrap();
+    assert_eq!(closed, LinkExchange::Revoked);
+
+    let missing = store
+        .create_portal_link(NewPortalLink {
+            directory_id: DirectoryId::new(),
+            hash: [5; 32],
+            expires_at: in_a_day,
+        })
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+}
