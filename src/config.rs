@@ -100,6 +100,9 @@ pub struct DirectoryServiceArgs {
     /// get OUT_OF_RANGE).
     #[arg(long, env = "ROSTER_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
     pub retention_secs: i64,
+    /// How long the audit trail of SCIM requests is kept, in seconds.
+    #[arg(long, env = "ROSTER_ACTIVITY_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
+    pub activity_retention_secs: u64,
     /// Progress-marker interval of idle WatchChanges streams, in milliseconds.
     #[arg(long, env = "ROSTER_PROGRESS_INTERVAL_MS", default_value_t = 5000)]
     pub progress_interval_ms: u64,
@@ -175,6 +178,13 @@ pub struct GatewayHttpArgs {
     /// proxy, or clients can pick their own address.
     #[arg(long, env = "ROSTER_CLIENT_ADDRESS_HEADER")]
     pub client_address_header: Option<String>,
+    /// Record every SCIM request in the audit trail (`roster admin activity`,
+    /// the portal's activity page).
+    #[arg(long, env = "ROSTER_ACTIVITY_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub activity_log: bool,
+    /// Serve the admin portal under /portal.
+    #[arg(long, env = "ROSTER_PORTAL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub portal: bool,
 }
 
 /// Where Prometheus metrics are served.
@@ -355,6 +365,42 @@ pub enum AdminCommand {
     },
     /// Revoke a service credential (refused within seconds).
     RevokeCredential { id: String },
+    /// Print a directory's SCIM requests (the audit trail), newest first:
+    /// method, path, status, SCIM error, user agent, resource — never a body
+    /// or a credential.
+    Activity {
+        directory_id: String,
+        /// all, success, failure, client-error or server-error.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only requests about this resource type (User, Group, Bulk, ...).
+        #[arg(long)]
+        resource: Option<String>,
+        /// Entries per page (at most 500).
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+        /// The `next_page_token` of the previous page.
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+    /// Create a single-use admin-portal link for a directory and print its
+    /// URL (once): the customer's IT admin opens it to connect their IdP.
+    PortalLink {
+        directory_id: String,
+        /// How long the link may wait to be opened: 15m, 24h, 3d (at most 30d).
+        #[arg(long, default_value = "24h")]
+        expires: String,
+        /// The gateway's public base URL, to print the link with.
+        #[arg(long, env = "ROSTER_PUBLIC_URL")]
+        public_url: Option<String>,
+    },
+    /// Revoke a directory's portal links (one with --link, else all) and the
+    /// sessions opened with them.
+    RevokePortalLinks {
+        directory_id: String,
+        #[arg(long)]
+        link: Option<String>,
+    },
     /// Give the change log a new epoch, directly in the database (no
     /// directory service needed): the step after restoring a backup, before
     /// starting Roster. Every cursor issued before is then refused with

@@ -158,6 +158,11 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
             json!({ "revoked": id })
         }
         AdminCommand::NewEpoch { store } => new_epoch(&store).await?,
+        command @ (AdminCommand::Activity { .. }
+        | AdminCommand::PortalLink { .. }
+        | AdminCommand::RevokePortalLinks { .. }) => {
+            super::admin_portal::run(&mut admin.client, &admin.secret, command).await?
+        }
     };
     Ok(out)
 }

@@ -227,6 +227,7 @@ fn directory_config(args: &DirectoryServiceArgs) -> roster_directory::DirectoryC
     roster_directory::DirectoryConfig {
         progress_interval: args.progress_interval(),
         retention_secs: args.retention_secs,
+        activity_retention: std::time::Duration::from_secs(args.activity_retention_secs),
         internal_secret: args.internal_secret.clone(),
         ..Default::default()
     }
@@ -249,6 +250,8 @@ fn gateway_config(
         token_lookups_per_second: args.token_lookups_per_second,
         token_cache_capacity: args.token_cache_capacity,
         client_address_header: args.client_address_header.clone(),
+        activity_log: args.activity_log,
+        portal: args.portal,
         ..Default::default()
     }
 }

@@ -7,6 +7,7 @@
 //! in their own binary (`tests/faults`), where no neighbour can take that
 //! port meanwhile.
 
+mod audit_trail;
 mod bad_config;
 mod balancing;
 mod client;

@@ -54,7 +54,7 @@ impl AdminApi {
         }
     }
 
-    fn store(&self) -> &dyn Store {
+    pub(crate) fn store(&self) -> &dyn Store {
         self.backend.store()
     }
 
@@ -124,7 +124,7 @@ fn generate_secret_with(prefix: &str) -> String {
 
 /// A fresh secret starting with `prefix`, with what the store keeps of it:
 /// the part shown in lists and the hash.
-fn new_secret(prefix: &str) -> (String, String, [u8; 32]) {
+pub(crate) fn new_secret(prefix: &str) -> (String, String, [u8; 32]) {
     let secret = generate_secret_with(prefix);
     let shown = secret[..SHOWN_PREFIX_LEN].to_string();
     let hash = hash_secret(&secret);

@@ -42,13 +42,25 @@ pub fn required_scope(path: &str) -> Option<CredentialScope> {
     let (service, method) = path.trim_start_matches('/').split_once('/')?;
     match service {
         "roster.directory.v1.DirectoryService" => Some(directory_scope(method)),
-        "roster.admin.v1.AdminService" if method == "AuthenticateToken" => {
+        "roster.admin.v1.AdminService" if GATEWAY_ADMIN_RPCS.contains(&method) => {
             Some(CredentialScope::Gateway)
         }
         s if s.starts_with("roster.") => Some(CredentialScope::Admin),
         _ => None,
     }
 }
+
+/// The AdminService RPCs a gateway makes on its own: checking an IdP's
+/// token, recording the audit trail, and opening and checking portal
+/// sessions. Managing tokens for a portal session needs the admin scope
+/// (docs/portal.md).
+const GATEWAY_ADMIN_RPCS: [&str; 5] = [
+    "AuthenticateToken",
+    "RecordActivity",
+    "OpenPortalLink",
+    "AuthenticatePortalSession",
+    "EndPortalSession",
+];
 
 fn directory_scope(method: &str) -> CredentialScope {
     let reads = ["Get", "List", "Read", "Watch"];

@@ -121,5 +121,12 @@ adapter! {
         list_service_credentials(pa::ListServiceCredentialsRequest) -> pa::ListServiceCredentialsResponse [];
         revoke_service_credential(pa::RevokeServiceCredentialRequest) -> pa::RevokeServiceCredentialResponse [id = id];
         authenticate_token(pa::AuthenticateTokenRequest) -> pa::AuthenticateTokenResponse [];
+        record_activity(pa::RecordActivityRequest) -> pa::RecordActivityResponse [];
+        list_activity(pa::ListActivityRequest) -> pa::ListActivityResponse [directory = directory_id];
+        create_portal_link(pa::CreatePortalLinkRequest) -> pa::CreatePortalLinkResponse [directory = directory_id];
+        revoke_portal_links(pa::RevokePortalLinksRequest) -> pa::RevokePortalLinksResponse [directory = directory_id];
+        open_portal_link(pa::OpenPortalLinkRequest) -> pa::OpenPortalLinkResponse [];
+        authenticate_portal_session(pa::AuthenticatePortalSessionRequest) -> pa::AuthenticatePortalSessionResponse [];
+        end_portal_session(pa::EndPortalSessionRequest) -> pa::EndPortalSessionResponse [];
     }
 }

@@ -23,6 +23,7 @@ pub mod grpc;
 mod lag;
 pub mod local;
 pub mod mapping;
+pub mod portal;
 pub mod server;
 pub mod service;
 pub mod watch;

@@ -38,6 +38,9 @@ pub struct DirectoryConfig {
     pub retention_secs: i64,
     /// How often old change-log rows are pruned.
     pub prune_interval: Duration,
+    /// How long the audit trail of SCIM requests is kept (docs/portal.md);
+    /// pruned as often as the change log.
+    pub activity_retention: Duration,
     /// The change tailer re-checks the log at least this often, even when no
     /// notification arrives (a lost notification, an aborted transaction).
     pub poll_interval: Duration,
@@ -63,6 +66,7 @@ impl Default for DirectoryConfig {
             slow_consumer_timeout: watch.slow_consumer_timeout,
             retention_secs: 7 * 24 * 3600,
             prune_interval: Duration::from_secs(60),
+            activity_retention: Duration::from_secs(30 * 24 * 3600),
             poll_interval: watch.poll_interval,
             health_interval: Duration::from_secs(5),
             internal_secret: None,
@@ -128,6 +132,11 @@ impl Directory {
         tasks.0.push(tokio::spawn(prune_loop(
             Arc::clone(&store),
             retention,
+            config.prune_interval,
+        )));
+        tasks.0.push(tokio::spawn(prune_activity_loop(
+            Arc::clone(&store),
+            config.activity_retention,
             config.prune_interval,
         )));
 
@@ -316,6 +325,21 @@ async fn prune_loop(store: Arc<dyn Store>, retention_secs: i64, every: Duration)
         match store.prune_changes(retention_secs).await {
             Ok(pruned_through) => tracing::debug!(pruned_through, "change log pruned"),
             Err(e) => tracing::warn!(error = %e, "cannot prune the change log"),
+        }
+    }
+}
+
+/// Deletes audit-trail entries older than `retention`, every `every`.
+async fn prune_activity_loop(store: Arc<dyn Store>, retention: Duration, every: Duration) {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let before = chrono::Utc::now() - retention;
+        match store.prune_activity(before).await {
+            Ok(deleted) => tracing::debug!(deleted, "audit trail pruned"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the audit trail"),
         }
     }
 }

@@ -60,6 +60,10 @@ pub struct GatewayConfig {
     pub client_address_header: Option<String>,
     /// Optional documentation link advertised in ServiceProviderConfig.
     pub documentation_uri: Option<String>,
+    /// Records every SCIM request in the audit trail (docs/portal.md).
+    pub activity_log: bool,
+    /// Serves the admin portal under `/portal` (docs/portal.md).
+    pub portal: bool,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +89,8 @@ impl Default for GatewayConfig {
             token_lookups_per_second: 500,
             client_address_header: None,
             documentation_uri: None,
+            activity_log: true,
+            portal: true,
         }
     }
 }

@@ -227,6 +227,16 @@ impl IntoResponse for GatewayError {
         let scim = self.to_scim();
         let status = StatusCode::from_u16(scim.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = scim_json(status, &scim.to_json());
+        // For the audit trail: what was answered, and for a 401 why.
+        response
+            .extensions_mut()
+            .insert(crate::activity::ErrorNote {
+                scim_type: scim.scim_type.map(|t| t.as_str()),
+                detail: match &self {
+                    Self::Unauthorized(reason) => reason.as_str().to_owned(),
+                    _ => scim.detail.clone(),
+                },
+            });
         let headers = response.headers_mut();
         if matches!(self, Self::Unauthorized(_)) {
             headers.insert(

@@ -6,6 +6,7 @@
 //! into `DirectoryService` gRPC and renders the answer as SCIM JSON
 //! (RFC 7643 / RFC 7644). See `docs/scim.md` for the surface and its limits.
 
+pub mod activity;
 pub mod auth;
 pub mod body;
 pub mod bulk;
@@ -144,7 +145,11 @@ fn scim_routes(state: AppState) -> Router<AppState> {
         .route(&r("/ResourceTypes"), get(discovery::list_resource_types))
         .route(&r("/ResourceTypes/{id}"), get(discovery::get_resource_type))
         .route(&r("/Me"), get(me).post(me).put(me).patch(me).delete(me))
-        .route_layer(from_fn_with_state(state, auth::require_directory_token))
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            auth::require_directory_token,
+        ))
+        .route_layer(from_fn_with_state(state, activity::record))
 }
 
 /// `/healthz`: the process is up.

@@ -8,6 +8,7 @@ use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 
+use crate::activity::ActivityLog;
 use crate::config::GatewayConfig;
 use crate::observe::CallMeta;
 use crate::ratelimit::{AuthLimits, RateLimiter};
@@ -40,7 +41,7 @@ pub enum StartError {
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
-struct Inner {
+pub(crate) struct Inner {
     config: GatewayConfig,
     directory: DirectoryServiceClient<Upstream>,
     admin: AdminServiceClient<Upstream>,
@@ -49,6 +50,7 @@ struct Inner {
     tokens: TokenCache,
     auth_limits: AuthLimits,
     limiter: Option<RateLimiter>,
+    activity: Option<ActivityLog>,
 }
 
 impl AppState {
@@ -89,7 +91,17 @@ impl AppState {
             .map(|s| MetadataValue::try_from(format!("Bearer {s}")))
             .transpose()
             .map_err(|_| StartError::InvalidSecret)?;
-        Ok(Self(Arc::new(Inner {
+        // The audit trail needs a task to send it; without a runtime (a
+        // state built outside one) there is none, and nothing is recorded.
+        let runtime = tokio::runtime::Handle::try_current().ok();
+        let (activity, receiver) = match (&runtime, config.activity_log) {
+            (Some(_), true) => {
+                let (log, receiver) = ActivityLog::new();
+                (Some(log), Some(receiver))
+            }
+            _ => (None, None),
+        };
+        let state = Self(Arc::new(Inner {
             directory: DirectoryServiceClient::new(channel.clone()),
             admin: AdminServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
@@ -97,8 +109,22 @@ impl AppState {
             tokens: TokenCache::new(config.auth_cache_ttl, config.token_cache_capacity),
             auth_limits: AuthLimits::new(&config),
             limiter: RateLimiter::new(config.rate_limit_per_directory, config.rate_limit_burst),
+            activity,
             config,
-        })))
+        }));
+        if let (Some(runtime), Some(receiver)) = (runtime, receiver) {
+            runtime.spawn(crate::activity::run(Arc::downgrade(&state.0), receiver));
+        }
+        Ok(state)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self(inner)
+    }
+
+    /// The audit trail's queue, when recording is on.
+    pub fn activity_log(&self) -> Option<&ActivityLog> {
+        self.0.activity.as_ref()
     }
 
     /// The configuration.
