@@ -20,6 +20,7 @@ mod lru;
 pub mod members;
 pub mod observe;
 pub mod path;
+pub mod portal;
 pub mod query;
 pub mod ratelimit;
 pub mod render;
@@ -99,8 +100,14 @@ pub async fn serve_state(
 
 /// The complete HTTP application.
 pub fn router(state: AppState) -> Router {
+    let portal = if state.config().portal {
+        portal::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(scim_routes(state.clone()))
+        .merge(portal)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
