@@ -1,0 +1,360 @@
+//! The admin portal in a real browser (Debian's headless Chromium through
+//! `chromedriver`): an IT admin opens a portal link, chooses Okta, copies
+//! the SCIM URL, creates a token, the IdP sends real SCIM requests with it,
+//! the admin watches them arrive and reads what the failures mean, sees the
+//! users, rotates and revokes the token, and signs out. Screenshots of each
+//! page go to `target/screenshots/portal/` (docs/portal.md shows them).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use roster_testkit::app::{self, user};
+use serde_json::Value;
+
+use crate::webdriver::Browser;
+
+const OKTA: &str = "Okta SCIM Client 1.0.0";
+
+fn shot(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/screenshots/portal")
+        .join(format!("{name}.png"))
+}
+
+/// A portal link for `directory`, made as the SaaS backend would.
+fn portal_link(served: &app::Served, directory: &str) -> String {
+    let link = app::admin(
+        &served.grpc,
+        &[
+            "portal-link",
+            directory,
+            "--expires",
+            "1h",
+            "--public-url",
+            &served.http_root(),
+        ],
+    );
+    link["url"].as_str().expect("link url").to_owned()
+}
+
+async fn scim(
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> u16 {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .header("authorization", token)
+        .header("user-agent", OKTA)
+        .header("content-type", "application/scim+json");
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    request
+        .send()
+        .await
+        .expect("SCIM request")
+        .status()
+        .as_u16()
+}
+
+/// Waits until the page's text (after `reload`, if given) contains `needle`.
+async fn page_shows(browser: &Browser, reload: Option<&str>, needle: &str) {
+    roster_testkit::eventually(needle, Duration::from_secs(20), || async {
+        if let Some(url) = reload {
+            browser.go(url).await;
+        }
+        browser.text().await.contains(needle).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
+    let served = app::serve_postgres("portal_browser").await;
+    let root = served.http_root();
+    let created = app::admin(
+        &served.grpc,
+        &[
+            "create-directory",
+            "--name",
+            "Acme Corp",
+            "--organization",
+            "acme",
+        ],
+    );
+    let dir = created["id"].as_str().expect("directory id").to_owned();
+    let link = portal_link(&served, &dir);
+    let browser = Browser::start().await;
+
+    // The link opens a page; its button exchanges the link for a session.
+    browser.go(&link).await;
+    assert_eq!(
+        browser.title().await,
+        "Connect your directory · Directory sync"
+    );
+    browser.screenshot(&shot("01-open-link")).await;
+    browser.find("#open").await.click_to_load().await;
+    assert_eq!(browser.url().await, format!("{root}/portal"));
+    let cookie = browser.cookie("roster_portal").await;
+    assert_eq!(cookie["httpOnly"], true, "{cookie}");
+    assert_eq!(cookie["secure"], true, "{cookie}");
+    assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
+    assert_eq!(cookie["path"], "/portal");
+    assert!(browser.text().await.contains("Acme Corp"));
+
+    // Choose Okta: its steps from docs/idp/okta.md appear.
+    browser.find("#provider-okta").await.click().await;
+    browser.find("#save-provider").await.click_to_load().await;
+    let text = browser.text().await;
+    assert!(text.contains("3. Steps in Okta"), "{text}");
+    assert!(text.contains("SCIM connector base URL"));
+    assert!(text.contains("Test Connector Configuration"));
+    browser.screenshot(&shot("02-setup-okta")).await;
+
+    // The SCIM base URL, with a copy button the script reveals.
+    let scim_url = browser.find("#scim-url").await.text().await;
+    assert_eq!(scim_url, format!("{root}/scim/v2/{dir}"));
+    let copy = browser.find("button[data-copy=\"scim-url\"]").await;
+    copy.click().await;
+    let label = copy.text().await;
+    assert!(
+        ["Copied", "Press Ctrl+C"].contains(&label.as_str()),
+        "{label}"
+    );
+
+    // Create a token: shown once.
+    browser.go(&format!("{root}/portal/tokens")).await;
+    browser
+        .find("#token-name")
+        .await
+        .type_text("okta-prod")
+        .await;
+    browser.find("#create-token").await.click_to_load().await;
+    let token = browser.find("#new-token").await.text().await;
+    assert!(token.starts_with("rst_"), "{token}");
+    assert!(browser.text().await.contains("shown only once"));
+    browser.screenshot(&shot("03-token-created")).await;
+    browser.go(&format!("{root}/portal/tokens")).await;
+    assert!(
+        !browser.text().await.contains(&token),
+        "the secret is shown once"
+    );
+
+    // Test the connection: the IdP's requests appear live (the script polls).
+    browser.go(&format!("{root}/portal/test")).await;
+    assert!(
+        browser
+            .find("#live-status")
+            .await
+            .text()
+            .await
+            .contains("Watching")
+    );
+    let bearer = format!("Bearer {token}");
+    let created = scim(
+        &scim_url,
+        &bearer,
+        reqwest::Method::POST,
+        "/Users",
+        Some(&user("jdoe@acme.example")),
+    )
+    .await;
+    assert_eq!(created, 201);
+    let duplicate = scim(
+        &scim_url,
+        &bearer,
+        reqwest::Method::POST,
+        "/Users",
+        Some(&user("jdoe@acme.example")),
+    )
+    .await;
+    assert_eq!(duplicate, 409);
+    let doubled = format!("Bearer Bearer {token}");
+    assert_eq!(
+        scim(&scim_url, &doubled, reqwest::Method::GET, "/Users", None).await,
+        401
+    );
+    roster_testkit::eventually("live rows", Duration::from_secs(20), || async {
+        (browser.count("#live-activity tbody tr").await >= 3).then_some(())
+    })
+    .await;
+    let live = browser.find("#live-activity").await.text().await;
+    assert!(
+        live.contains("POST /Users") && live.contains("201"),
+        "{live}"
+    );
+    browser.screenshot(&shot("04-test-connection-live")).await;
+
+    // Activity: each request with its explanation and fix.
+    browser.go(&format!("{root}/portal/activity")).await;
+    let text = browser.text().await;
+    assert!(text.contains("already exists in this directory"), "{text}");
+    assert!(
+        text.contains("Remove \"Bearer\" from the token field"),
+        "{text}"
+    );
+    assert!(text.contains(OKTA));
+    assert!(!text.contains(&token), "no secret in activity");
+    browser.screenshot(&shot("05-activity")).await;
+    browser
+        .find("#outcome option[value=\"failure\"]")
+        .await
+        .click()
+        .await;
+    browser
+        .find("form.filters button")
+        .await
+        .click_to_load()
+        .await;
+    let failures = browser.count("#activity tbody tr").await;
+    assert_eq!(failures, 2, "{}", browser.text().await);
+
+    // The users the IdP provisioned.
+    browser.go(&format!("{root}/portal/directory")).await;
+    assert!(
+        browser
+            .find("#user-list")
+            .await
+            .text()
+            .await
+            .contains("jdoe@acme.example")
+    );
+    browser.screenshot(&shot("06-users-and-groups")).await;
+
+    // Attribute mapping.
+    browser.go(&format!("{root}/portal/mappings")).await;
+    browser
+        .find("#source")
+        .await
+        .type_text("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter")
+        .await;
+    browser
+        .find("#target")
+        .await
+        .type_text("custom:cost_center")
+        .await;
+    browser
+        .find("form[action=\"/portal/mappings\"] button")
+        .await
+        .click_to_load()
+        .await;
+    assert!(
+        browser
+            .find("#mapping-list")
+            .await
+            .text()
+            .await
+            .contains("custom:cost_center")
+    );
+    browser.screenshot(&shot("07-attribute-mapping")).await;
+
+    // Rotate: a second live token; the IdP switches; revoke the old one.
+    browser.go(&format!("{root}/portal/tokens")).await;
+    browser
+        .find("button[aria-label=\"Rotate okta-prod\"]")
+        .await
+        .click_to_load()
+        .await;
+    let rotated = browser.find("#new-token").await.text().await;
+    assert!(rotated.starts_with("rst_") && rotated != token);
+    assert_eq!(browser.count("#tokens tbody tr").await, 2);
+    browser.screenshot(&shot("08-token-rotated")).await;
+    let new_bearer = format!("Bearer {rotated}");
+    assert_eq!(
+        scim(&scim_url, &new_bearer, reqwest::Method::GET, "/Users", None).await,
+        200
+    );
+    browser
+        .find("button[aria-label=\"Revoke okta-prod\"]")
+        .await
+        .click_to_load()
+        .await;
+    assert!(browser.text().await.contains("Token revoked"));
+    assert_eq!(browser.count("#tokens tbody tr").await, 1);
+    browser.screenshot(&shot("09-token-revoked")).await;
+    roster_testkit::eventually("the old token refused", Duration::from_secs(20), || {
+        let (url, bearer) = (scim_url.clone(), bearer.clone());
+        async move {
+            (scim(&url, &bearer, reqwest::Method::GET, "/Users", None).await == 401).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        scim(&scim_url, &new_bearer, reqwest::Method::GET, "/Users", None).await,
+        200
+    );
+    page_shows(
+        &browser,
+        Some(&format!("{root}/portal/activity")),
+        "mistyped, or revoked",
+    )
+    .await;
+
+    // A form without the session's CSRF token is refused, even with the cookie.
+    let cookie_value = cookie["value"].as_str().expect("cookie value");
+    let forged = reqwest::Client::new()
+        .post(format!("{root}/portal/tokens"))
+        .header("cookie", format!("roster_portal={cookie_value}"))
+        .form(&[("csrf", "forged"), ("name", "evil")])
+        .send()
+        .await
+        .expect("forged POST");
+    assert_eq!(forged.status(), 403);
+
+    // Signing out ends the session; the link stays used.
+    browser.find(".signout button").await.click_to_load().await;
+    assert!(browser.text().await.contains("You are signed out"));
+    browser.go(&format!("{root}/portal")).await;
+    assert!(browser.text().await.contains("Your session has ended"));
+    browser.go(&link).await;
+    browser.find("#open").await.click_to_load().await;
+    assert!(browser.text().await.contains("This link was already used"));
+    browser.screenshot(&shot("10-link-already-used")).await;
+    browser.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_portal_links_ends_their_sessions() {
+    let served = app::serve_postgres("portal_revoke").await;
+    let created = app::admin(&served.grpc, &["create-directory", "--name", "Revoked"]);
+    let dir = created["id"].as_str().expect("directory id").to_owned();
+    let link = portal_link(&served, &dir);
+    let secret = link.rsplit('/').next().expect("secret");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let root = served.http_root();
+    let opened = http
+        .post(format!("{root}/portal/open"))
+        .form(&[("secret", secret)])
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(opened.status(), 303);
+    let set_cookie = opened.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    let cookie = set_cookie.split(';').next().expect("name=value").to_owned();
+    let page = |cookie: String| {
+        let request = http.get(format!("{root}/portal")).header("cookie", cookie);
+        async move { request.send().await.expect("GET /portal").status().as_u16() }
+    };
+    assert_eq!(page(cookie.clone()).await, 200);
+    assert_eq!(page("roster_portal=rps_guessed".into()).await, 401);
+
+    let revoked = app::admin(&served.grpc, &["revoke-portal-links", &dir]);
+    assert_eq!(revoked["revoked"], 1);
+    assert_eq!(page(cookie).await, 401, "the session ended with its link");
+    let reopened = http
+        .post(format!("{root}/portal/open"))
+        .form(&[("secret", secret)])
+        .send()
+        .await
+        .expect("open again");
+    assert_eq!(reopened.status(), 410);
+}
