@@ -199,6 +199,10 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     assert!(text.contains(OKTA));
     assert!(!text.contains(&token), "no secret in activity");
     browser.screenshot(&shot("05-activity")).await;
+    // Readable on a phone: the same page at 390 px.
+    browser.resize(390, 844).await;
+    browser.screenshot(&shot("05b-activity-phone")).await;
+    browser.resize(1280, 1000).await;
     browser
         .find("#outcome option[value=\"failure\"]")
         .await

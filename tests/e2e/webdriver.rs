@@ -211,6 +211,12 @@ impl Browser {
         found.as_array().map_or(0, Vec::len)
     }
 
+    /// Resizes the window (a phone: 390 × 844).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.post("/window/rect", json!({"width": width, "height": height}))
+            .await;
+    }
+
     /// The browser's cookie named `name`, as WebDriver describes it.
     pub async fn cookie(&self, name: &str) -> Value {
         self.get(&format!("/cookie/{name}")).await
