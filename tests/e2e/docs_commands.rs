@@ -458,6 +458,9 @@ fn roster_flags() -> BTreeSet<String> {
             "create-credential",
             "list-credentials",
             "revoke-credential",
+            "activity",
+            "portal-link",
+            "revoke-portal-links",
         ]
         .iter()
         .map(|c| vec!["admin", *c]),

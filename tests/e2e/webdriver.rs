@@ -3,6 +3,7 @@
 //! read text, cookies, screenshots. `chromedriver` and its browser are
 //! stopped when the [`Browser`] is dropped.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,6 +33,9 @@ impl Browser {
         let port = roster_testkit::app::free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            // Its own process group, so a failed test can stop the driver
+            // and every browser process it started, by the group's id.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -282,8 +286,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // After quit (or a failed test), the driver goes too.
-        let _ = self.driver.kill();
+        // After quit, or when a test failed before it, the driver and any
+        // browser left in its process group go too.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
 }

@@ -86,6 +86,10 @@ pub struct BenchArgs {
     /// (default: the directory service's own).
     #[arg(long)]
     pub server_watch_buffer: Option<usize>,
+    /// Whether the server under test records the audit trail of SCIM
+    /// requests (docs/portal.md); `false` measures its cost.
+    #[arg(long, env = "ROSTER_ACTIVITY_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub activity_log: bool,
 
     /// Onboarding, watch-latency and limit: users to create.
     #[arg(long, default_value_t = 75_000)]
@@ -162,4 +166,7 @@ pub struct ServeArgs {
     /// Messages buffered per watch stream (default: the service's own).
     #[arg(long)]
     pub watch_buffer: Option<usize>,
+    /// Records the audit trail of SCIM requests.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub activity_log: bool,
 }

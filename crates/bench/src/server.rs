@@ -48,6 +48,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let gateway_config = roster_gateway::GatewayConfig {
         public_url: format!("http://{http_addr}"),
         directory_endpoint: endpoint,
+        activity_log: args.activity_log,
         ..Default::default()
     };
     let mut directory_config = roster_directory::DirectoryConfig::default();
@@ -114,6 +115,7 @@ impl ServerProcess {
         db_connections: u32,
         grpc_over_tcp: bool,
         watch_buffer: Option<usize>,
+        activity_log: bool,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench executable")?;
         let mut command = Command::new(exe);
@@ -126,6 +128,7 @@ impl ServerProcess {
         if let Some(buffer) = watch_buffer {
             command.args(["--watch-buffer", &buffer.to_string()]);
         }
+        command.args(["--activity-log", &activity_log.to_string()]);
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

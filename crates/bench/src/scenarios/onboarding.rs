@@ -58,6 +58,7 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     );
     report.figure("total_secs", round1(total.as_secs_f64()));
     report.figure("memberships", user_ids.len());
+    report.figure("activity_log", args.activity_log);
     Ok(report)
 }
 
