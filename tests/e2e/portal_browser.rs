@@ -15,6 +15,25 @@ use crate::webdriver::Browser;
 
 const OKTA: &str = "Okta SCIM Client 1.0.0";
 
+/// Saves a screenshot of the current page after checking that it needs
+/// nothing the strict Content-Security-Policy would block: no inline script
+/// or style, no asset from another origin.
+async fn shot_of(browser: &Browser, name: &str) {
+    let offending = browser
+        .execute(
+            "return [...document.querySelectorAll('[style], script:not([src]), style, \
+             [onclick], [onload], [onsubmit]')].length + \
+             [...document.querySelectorAll('[src], link[href]')].filter(e => \
+             new URL(e.src || e.href).origin !== location.origin).length;",
+        )
+        .await;
+    assert_eq!(
+        offending, 0,
+        "{name}: inline script/style or a foreign asset"
+    );
+    browser.screenshot(&shot(name)).await;
+}
+
 fn shot(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target/screenshots/portal")
@@ -95,7 +114,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
         browser.title().await,
         "Connect your directory · Directory sync"
     );
-    browser.screenshot(&shot("01-open-link")).await;
+    shot_of(&browser, "01-open-link").await;
     browser.find("#open").await.click_to_load().await;
     assert_eq!(browser.url().await, format!("{root}/portal"));
     let cookie = browser.cookie("roster_portal").await;
@@ -112,7 +131,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     assert!(text.contains("3. Steps in Okta"), "{text}");
     assert!(text.contains("SCIM connector base URL"));
     assert!(text.contains("Test Connector Configuration"));
-    browser.screenshot(&shot("02-setup-okta")).await;
+    shot_of(&browser, "02-setup-okta").await;
 
     // The SCIM base URL, with a copy button the script reveals.
     let scim_url = browser.find("#scim-url").await.text().await;
@@ -136,7 +155,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     let token = browser.find("#new-token").await.text().await;
     assert!(token.starts_with("rst_"), "{token}");
     assert!(browser.text().await.contains("shown only once"));
-    browser.screenshot(&shot("03-token-created")).await;
+    shot_of(&browser, "03-token-created").await;
     browser.go(&format!("{root}/portal/tokens")).await;
     assert!(
         !browser.text().await.contains(&token),
@@ -186,7 +205,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
         live.contains("POST /Users") && live.contains("201"),
         "{live}"
     );
-    browser.screenshot(&shot("04-test-connection-live")).await;
+    shot_of(&browser, "04-test-connection-live").await;
 
     // Activity: each request with its explanation and fix.
     browser.go(&format!("{root}/portal/activity")).await;
@@ -198,10 +217,10 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     );
     assert!(text.contains(OKTA));
     assert!(!text.contains(&token), "no secret in activity");
-    browser.screenshot(&shot("05-activity")).await;
+    shot_of(&browser, "05-activity").await;
     // Readable on a phone: the same page at 390 px.
     browser.resize(390, 844).await;
-    browser.screenshot(&shot("05b-activity-phone")).await;
+    shot_of(&browser, "05b-activity-phone").await;
     browser.resize(1280, 1000).await;
     browser
         .find("#outcome option[value=\"failure\"]")
@@ -226,7 +245,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
             .await
             .contains("jdoe@acme.example")
     );
-    browser.screenshot(&shot("06-users-and-groups")).await;
+    shot_of(&browser, "06-users-and-groups").await;
 
     // Attribute mapping.
     browser.go(&format!("{root}/portal/mappings")).await;
@@ -253,7 +272,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
             .await
             .contains("custom:cost_center")
     );
-    browser.screenshot(&shot("07-attribute-mapping")).await;
+    shot_of(&browser, "07-attribute-mapping").await;
 
     // Rotate: a second live token; the IdP switches; revoke the old one.
     browser.go(&format!("{root}/portal/tokens")).await;
@@ -265,7 +284,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     let rotated = browser.find("#new-token").await.text().await;
     assert!(rotated.starts_with("rst_") && rotated != token);
     assert_eq!(browser.count("#tokens tbody tr").await, 2);
-    browser.screenshot(&shot("08-token-rotated")).await;
+    shot_of(&browser, "08-token-rotated").await;
     let new_bearer = format!("Bearer {rotated}");
     assert_eq!(
         scim(&scim_url, &new_bearer, reqwest::Method::GET, "/Users", None).await,
@@ -278,7 +297,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
         .await;
     assert!(browser.text().await.contains("Token revoked"));
     assert_eq!(browser.count("#tokens tbody tr").await, 1);
-    browser.screenshot(&shot("09-token-revoked")).await;
+    shot_of(&browser, "09-token-revoked").await;
     roster_testkit::eventually("the old token refused", Duration::from_secs(20), || {
         let (url, bearer) = (scim_url.clone(), bearer.clone());
         async move {
@@ -316,7 +335,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     browser.go(&link).await;
     browser.find("#open").await.click_to_load().await;
     assert!(browser.text().await.contains("This link was already used"));
-    browser.screenshot(&shot("10-link-already-used")).await;
+    shot_of(&browser, "10-link-already-used").await;
     browser.quit().await;
 }
 
