@@ -8,7 +8,7 @@
 //!
 //! The cost is bounded on both sides: a request only pushes its entry onto a
 //! bounded queue (when the queue is full the entry is dropped and counted,
-//! never waited for), and one task sends what has queued up (at most 500
+//! never waited for; `roster_gateway_activity_dropped_total` counts them), and one task sends what has queued up (at most 500
 //! entries, gathered for at most 200 ms) as one batch, one insert, at a time. Entries still queued when the process
 //! stops are lost.
 
@@ -80,6 +80,9 @@ pub fn dropped_entries() -> u64 {
 }
 
 fn dropped(n: u64) {
+    roster_telemetry::metrics::metrics()
+        .activity_dropped
+        .inc_by(n);
     let before = DROPPED.fetch_add(n, Ordering::Relaxed);
     // Logged at powers of two, so a long outage does not flood the log.
     if (before + n).is_power_of_two() || before == 0 {

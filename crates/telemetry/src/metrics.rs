@@ -91,6 +91,9 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabels, Counter>,
     /// Gateway requests refused with 429 before authentication, by limit.
     pub auth_throttled: Family<ReasonLabels, Counter>,
+    /// Audit-trail entries the gateway dropped (queue full, or the directory
+    /// service did not take a batch).
+    pub activity_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -120,6 +123,12 @@ impl Metrics {
         let rate_limited = Counter::default();
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         let auth_throttled = Family::<ReasonLabels, Counter>::default();
+        let activity_dropped = Counter::default();
+        registry.register(
+            "gateway_activity_dropped",
+            "Audit-trail entries of SCIM requests dropped (queue full or not recorded)",
+            activity_dropped.clone(),
+        );
         registry.register(
             "http_requests",
             "SCIM HTTP requests by route and status",
@@ -200,6 +209,7 @@ impl Metrics {
             rate_limited,
             auth_failures,
             auth_throttled,
+            activity_dropped,
         }
     }
 
