@@ -185,6 +185,10 @@ pub struct GatewayHttpArgs {
     /// Serve the admin portal under /portal.
     #[arg(long, env = "ROSTER_PORTAL", default_value_t = true, action = clap::ArgAction::Set)]
     pub portal: bool,
+    /// Serve the admin portal on this address of its own instead of the
+    /// SCIM listener's (e.g. reachable from customers' browsers only).
+    #[arg(long, env = "ROSTER_PORTAL_ADDR")]
+    pub portal_addr: Option<SocketAddr>,
 }
 
 /// Where Prometheus metrics are served.

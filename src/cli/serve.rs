@@ -53,6 +53,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
         direct,
     )?;
+    spawn_portal(&args.http, &state, gateway_stopped.clone()).await?;
     let mut gateway = tokio::spawn(roster_gateway::serve_state(
         state,
         http,
@@ -95,8 +96,32 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
             args.internal_secret.clone(),
         )
     };
-    let server = tokio::spawn(roster_gateway::serve(config, http, wait(stopped)));
+    let state = roster_gateway::AppState::new(config)?;
+    spawn_portal(&args.http, &state, stopped.clone()).await?;
+    let server = tokio::spawn(roster_gateway::serve_state(state, http, wait(stopped)));
     run_until_signal(server, stop, "gateway").await
+}
+
+/// Serves the admin portal on `--portal-addr`, when given, until `stopped`.
+/// A failure of that listener is logged; SCIM keeps running.
+async fn spawn_portal(
+    args: &GatewayHttpArgs,
+    state: &roster_gateway::AppState,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(addr) = args.portal_addr.filter(|_| args.portal) else {
+        return Ok(());
+    };
+    let listener = bind(addr, "--portal-addr / ROSTER_PORTAL_ADDR").await?;
+    let bound = listener.local_addr()?;
+    tracing::info!(portal = %format!("http://{bound}/portal"), "admin portal listening");
+    let state = state.clone();
+    tokio::spawn(async move {
+        if let Err(error) = roster_gateway::serve_portal(state, listener, wait(stopped)).await {
+            tracing::error!(%error, "the admin portal's listener failed");
+        }
+    });
+    Ok(())
 }
 
 /// `roster directory`.
@@ -252,6 +277,7 @@ fn gateway_config(
         client_address_header: args.client_address_header.clone(),
         activity_log: args.activity_log,
         portal: args.portal,
+        portal_own_listener: args.portal && args.portal_addr.is_some(),
         ..Default::default()
     }
 }

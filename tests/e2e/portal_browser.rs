@@ -381,3 +381,48 @@ async fn revoking_portal_links_ends_their_sessions() {
         .expect("open again");
     assert_eq!(reopened.status(), 410);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_portal_can_have_a_listener_of_its_own() {
+    let served =
+        app::serve_postgres_with("portal_listener", &[("ROSTER_PORTAL_ADDR", "127.0.0.1:0")]).await;
+    let portal_root =
+        roster_testkit::eventually("the portal's address", Duration::from_secs(20), || {
+            let logs = served.logs();
+            async move {
+                let line = logs
+                    .lines()
+                    .find(|l| l.contains("admin portal listening"))?;
+                let start = line.find("http://")?;
+                let url = &line[start..];
+                let end = url.find("/portal")?;
+                Some(url[..end].to_owned())
+            }
+        })
+        .await;
+    let http = reqwest::Client::new();
+    let status = |url: String| {
+        let request = http.get(url);
+        async move { request.send().await.expect("GET").status().as_u16() }
+    };
+    assert_eq!(
+        status(format!("{portal_root}/portal/open/rpl_x")).await,
+        200
+    );
+    assert_eq!(
+        status(format!("{portal_root}/portal/static/portal.css")).await,
+        200
+    );
+    assert_eq!(
+        status(format!("{}/portal/open/rpl_x", served.http_root())).await,
+        404,
+        "not on the SCIM listener"
+    );
+    assert_eq!(
+        status(format!("{portal_root}/scim/v2/x/Users")).await,
+        404,
+        "no SCIM on the portal's"
+    );
+    let idp = served.scim();
+    assert_eq!(idp.get("/Users").await.status, 200);
+}

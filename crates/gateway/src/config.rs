@@ -64,6 +64,9 @@ pub struct GatewayConfig {
     pub activity_log: bool,
     /// Serves the admin portal under `/portal` (docs/portal.md).
     pub portal: bool,
+    /// The portal has a listener of its own ([`crate::serve_portal`]), so
+    /// the SCIM listener does not serve it.
+    pub portal_own_listener: bool,
 }
 
 impl Default for GatewayConfig {
@@ -91,6 +94,7 @@ impl Default for GatewayConfig {
             documentation_uri: None,
             activity_log: true,
             portal: true,
+            portal_own_listener: false,
         }
     }
 }

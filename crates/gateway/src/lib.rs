@@ -98,9 +98,32 @@ pub async fn serve_state(
     Ok(())
 }
 
+/// Serves only the admin portal on `listener` (its own address, e.g. one
+/// reachable from customers' browsers but not from IdPs), with the same
+/// request ids, spans and metrics as the SCIM listener.
+pub async fn serve_portal(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let app = portal::routes()
+        .fallback(not_found_page)
+        .layer(from_fn(roster_telemetry::metrics::track_http))
+        .layer(from_fn_with_state(state.clone(), observe::observe))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+async fn not_found_page() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
 /// The complete HTTP application.
 pub fn router(state: AppState) -> Router {
-    let portal = if state.config().portal {
+    let portal = if state.config().portal && !state.config().portal_own_listener {
         portal::routes()
     } else {
         Router::new()
