@@ -124,6 +124,20 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     assert_eq!(cookie["path"], "/portal");
     assert!(browser.text().await.contains("Acme Corp"));
 
+    // The keyboard's first stop is the skip link, which leads to the content.
+    browser.press("\u{E004}").await;
+    let focused = browser
+        .execute("return document.activeElement.textContent;")
+        .await;
+    assert_eq!(focused, "Skip to content");
+    let labelled = browser
+        .execute(
+            "return [...document.querySelectorAll('input:not([type=hidden]), select')]\
+             .every(e => e.labels.length > 0);",
+        )
+        .await;
+    assert_eq!(labelled, true, "every field has a label");
+
     // Choose Okta: its steps from docs/idp/okta.md appear.
     browser.find("#provider-okta").await.click().await;
     browser.find("#save-provider").await.click_to_load().await;

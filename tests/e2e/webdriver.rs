@@ -215,6 +215,15 @@ impl Browser {
         found.as_array().map_or(0, Vec::len)
     }
 
+    /// Presses a key (a WebDriver key code, e.g. Tab = `\u{E004}`) on
+    /// whatever has the focus.
+    pub async fn press(&self, key: &str) {
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}
+        ]}]});
+        self.post("/actions", actions).await;
+    }
+
     /// Resizes the window (a phone: 390 × 844).
     pub async fn resize(&self, width: u32, height: u32) {
         self.post("/window/rect", json!({"width": width, "height": height}))
