@@ -152,11 +152,19 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     assert_eq!(scim_url, format!("{root}/scim/v2/{dir}"));
     let copy = browser.find("button[data-copy=\"scim-url\"]").await;
     copy.click().await;
-    let label = copy.text().await;
-    assert!(
-        ["Copied", "Press Ctrl+C"].contains(&label.as_str()),
-        "{label}"
-    );
+    // The clipboard answers asynchronously: wait for the button to say how
+    // it went (copied, or the text selected for the keyboard).
+    roster_testkit::eventually(
+        "the copy button's answer",
+        Duration::from_secs(10),
+        || async {
+            let label = copy.text().await;
+            ["Copied", "Press Ctrl+C"]
+                .contains(&label.as_str())
+                .then_some(())
+        },
+    )
+    .await;
 
     // Create a token: shown once.
     browser.go(&format!("{root}/portal/tokens")).await;

@@ -34,6 +34,11 @@
 //! snapshot, ping, over a `Dialect` implemented for both databases),
 //! `members.rs` (a group's members, paged or streamed) and `page_token.rs`
 //! (the keyset page token of a SCIM list).
+//!
+//! The admin portal's state (the audit trail of SCIM requests, portal links
+//! and sessions) is the [`PortalStore`] supertrait: its model and the rules
+//! both backends share in `portal.rs`, each backend's SQL in its own
+//! `portal.rs`.
 
 pub mod error;
 mod filter_sql;
