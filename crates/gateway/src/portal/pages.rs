@@ -452,9 +452,12 @@ fn activity_row(a: &pa::Activity) -> String {
         format!(" <code>{}</code>", esc(&a.scim_type))
     };
     format!(
-        "<tr data-id=\"{id}\" class=\"{class}\"><td>{at}</td><td>{agent}</td>\
-         <td><code>{method} {path}</code></td><td><span class=\"status\">{status}</span>{scim_type}</td>\
-         <td>{resource}</td><td>{what}{fix}{detail}<br><small>Request id {rid} · {ms} ms</small></td></tr>",
+        "<tr data-id=\"{id}\" class=\"{class}\"><td data-label=\"Time\">{at}</td>\
+         <td data-label=\"Sent by\">{agent}</td>\
+         <td data-label=\"Request\"><code>{method} {path}</code></td>\
+         <td data-label=\"Status\"><span class=\"status\">{status}</span>{scim_type}</td>\
+         <td data-label=\"Resource\">{resource}</td>\
+         <td data-label=\"What it means\">{what}{fix}{detail}<br><small>Request id {rid} · {ms} ms</small></td></tr>",
         id = a.id,
         at = time(a.time.as_ref()),
         agent = esc(if a.user_agent.is_empty() {
@@ -477,7 +480,7 @@ fn activity_table(id: &str, live: Option<i64>, rows: &str) -> String {
         format!(" data-live=\"/portal/test/rows\" data-after=\"{after}\" aria-live=\"polite\"")
     });
     format!(
-        "<div class=\"scroll\"><table id=\"{id}\"><thead><tr><th scope=\"col\">Time</th>\
+        "<div class=\"scroll\"><table id=\"{id}\" class=\"cards\"><thead><tr><th scope=\"col\">Time</th>\
          <th scope=\"col\">Sent by</th><th scope=\"col\">Request</th><th scope=\"col\">Status</th>\
          <th scope=\"col\">Resource</th><th scope=\"col\">What it means</th></tr></thead>\
          <tbody{live}>{rows}</tbody></table></div>"
