@@ -373,18 +373,7 @@ async fn revoking_portal_links_ends_their_sessions() {
         .build()
         .expect("client");
     let root = served.http_root();
-    let opened = http
-        .post(format!("{root}/portal/open"))
-        .form(&[("secret", secret)])
-        .send()
-        .await
-        .expect("open");
-    assert_eq!(opened.status(), 303);
-    let set_cookie = opened.headers()["set-cookie"]
-        .to_str()
-        .expect("cookie")
-        .to_owned();
-    let cookie = set_cookie.split(';').next().expect("name=value").to_owned();
+    let cookie = open_session(&http, &root, &link).await;
     let page = |cookie: String| {
         let request = http.get(format!("{root}/portal")).header("cookie", cookie);
         async move { request.send().await.expect("GET /portal").status().as_u16() }
@@ -447,4 +436,97 @@ async fn the_portal_can_have_a_listener_of_its_own() {
     );
     let idp = served.scim();
     assert_eq!(idp.get("/Users").await.status, 200);
+}
+
+/// Opens a portal link over plain HTTP: the session cookie (`name=value`).
+async fn open_session(http: &reqwest::Client, root: &str, link: &str) -> String {
+    let secret = link.rsplit('/').next().expect("secret");
+    let opened = http
+        .post(format!("{root}/portal/open"))
+        .form(&[("secret", secret)])
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(opened.status(), 303);
+    let set_cookie = opened.headers()["set-cookie"].to_str().expect("cookie");
+    set_cookie.split(';').next().expect("name=value").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_portal_session_reaches_only_its_own_directory() {
+    let served = app::serve_postgres("portal_isolation").await;
+    let root = served.http_root();
+    let ours = served.directory("okta", "delete");
+    let theirs = served.directory("entra", "delete");
+    let their_tokens = app::admin(&served.grpc, &["list-tokens", &theirs.directory_id]);
+    let their_token = their_tokens[0]["id"].as_str().expect("token id").to_owned();
+    // Something of theirs in the audit trail, recorded before we look.
+    let agent = "Their IdP 1.0";
+    assert_eq!(
+        theirs
+            .with_header("user-agent", agent)
+            .get("/Users")
+            .await
+            .status,
+        200
+    );
+    let grpc = served.grpc.clone();
+    let their_dir = theirs.directory_id.clone();
+    roster_testkit::eventually("their activity", Duration::from_secs(20), || {
+        let out = app::admin(&grpc, &["activity", &their_dir]);
+        async move {
+            out["entries"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+                .then_some(())
+        }
+    })
+    .await;
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let cookie = open_session(&http, &root, &portal_link(&served, &ours.directory_id)).await;
+    let get = |path: &str| {
+        let request = http
+            .get(format!("{root}{path}"))
+            .header("cookie", cookie.clone());
+        async move {
+            request
+                .send()
+                .await
+                .expect("GET")
+                .text()
+                .await
+                .expect("page")
+        }
+    };
+    let activity = get("/portal/activity").await;
+    assert!(
+        !activity.contains(agent),
+        "another directory's activity shown"
+    );
+    let tokens = get("/portal/tokens").await;
+    let csrf = tokens
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field")
+        .to_owned();
+
+    // Their token id, posted from our session, revokes nothing.
+    let revoke = http
+        .post(format!("{root}/portal/tokens/revoke"))
+        .header("cookie", cookie.clone())
+        .form(&[("csrf", csrf.as_str()), ("token_id", their_token.as_str())])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoke.status(), 400);
+    assert_eq!(
+        theirs.get("/Users").await.status,
+        200,
+        "their token still works"
+    );
 }
