@@ -123,6 +123,12 @@ pub trait Store: Send + Sync + 'static {
 
     // --- users ---
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User>;
+    /// Creates several users, in one transaction where the backend can:
+    /// each as [`Store::create_user`] would (its row, its `user.created`
+    /// change, its own error — a taken `userName` fails that user alone).
+    /// One result per user, in order.
+    async fn create_users(&self, dir: DirectoryId, users: Vec<UserWrite>)
+    -> Vec<StoreResult<User>>;
     async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User>;
     async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>>;
     /// Replaces the user when `if_version` (if any) matches.

@@ -258,6 +258,14 @@ impl Backend for PgStore {
         self.create_user_impl(dir, write).await
     }
 
+    async fn create_users(
+        &self,
+        dir: DirectoryId,
+        writes: Vec<UserWrite>,
+    ) -> Vec<StoreResult<User>> {
+        self.create_users_impl(dir, writes).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         crate::rows::ping(&self.pool).await
     }

@@ -43,7 +43,7 @@ use crate::model::*;
 use crate::{MemberPages, PoolStats};
 
 pub(crate) use changes::{Change, ChangeQueue, parse_member_kind, user_field_changes};
-pub(crate) use retry::conflict;
+pub(crate) use retry::{conflict, retrying};
 
 /// Why a write loads a row. PostgreSQL locks accordingly; SQLite's single
 /// writer needs no row locks.
@@ -166,6 +166,20 @@ pub trait Backend: Directories + Credentials + Reads + ChangeLog + Send + Sync +
     /// round trips.
     async fn create_user(&self, dir: DirectoryId, write: UserWrite) -> StoreResult<User> {
         users::create(self, dir, write).await
+    }
+
+    /// [`crate::Store::create_users`]. The default creates them one by one;
+    /// a backend whose commits are costly does it in one transaction.
+    async fn create_users(
+        &self,
+        dir: DirectoryId,
+        writes: Vec<UserWrite>,
+    ) -> Vec<StoreResult<User>> {
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            results.push(retrying(|| self.create_user(dir, write.clone())).await);
+        }
+        results
     }
 
     async fn ping(&self) -> StoreResult<()>;

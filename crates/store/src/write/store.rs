@@ -72,6 +72,13 @@ impl<B: Backend> Store for B {
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User> {
         retrying(|| Backend::create_user(self, dir, user.clone())).await
     }
+    async fn create_users(
+        &self,
+        dir: DirectoryId,
+        users: Vec<UserWrite>,
+    ) -> Vec<StoreResult<User>> {
+        Backend::create_users(self, dir, users).await
+    }
     async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
         Reads::get_user(self, dir, id).await
     }

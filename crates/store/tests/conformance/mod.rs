@@ -38,6 +38,7 @@ macro_rules! conformance_suite {
         $crate::conformance::conformance_suite!(@in batches $make;
             a_group_batch_gives_each_edit_its_own_result_version_and_events,
             concurrent_group_batches_lose_nothing_and_keep_versions_in_order,
+            a_user_batch_creates_each_user_alone_and_fails_only_the_taken_ones,
         );
         $crate::conformance::conformance_suite!(@in contention $make;
             membership_edits_race_user_deletes_without_conflicts,
