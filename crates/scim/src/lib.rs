@@ -42,6 +42,7 @@ pub mod schema;
 mod shape;
 pub mod text;
 mod tolerance;
+pub mod v1;
 
 pub use error::{ERROR_SCHEMA, ScimError, ScimType};
 pub use schema::ResourceKind;
