@@ -6,7 +6,7 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use roster_scim::ResourceKind;
@@ -108,6 +108,9 @@ impl Dialect {
     }
 }
 
+/// Media type of 1.1 bodies: `application/scim+json` came with 2.0.
+const V1_CONTENT_TYPE: &str = "application/json; charset=utf-8";
+
 /// Outermost middleware: tells every extractor and handler the request's
 /// dialect, and renders every error answered under `/scim/v1/` — by a
 /// handler, the token check, a limit, the timeout or the 404/405
@@ -116,12 +119,19 @@ pub async fn mark(mut request: Request, next: Next) -> Response {
     let dialect = Dialect::of_path(request.uri().path());
     request.extensions_mut().insert(dialect);
     let mut response = next.run(request).await;
-    if dialect == Dialect::V1
-        && let Some(ErrorMessage(error)) = response.extensions_mut().remove::<ErrorMessage>()
-    {
+    if dialect == Dialect::V2 {
+        return response;
+    }
+    if let Some(ErrorMessage(error)) = response.extensions_mut().remove::<ErrorMessage>() {
         let bytes = serde_json::to_vec(&dialect.error_body(&error)).unwrap_or_default();
         response.headers_mut().remove(header::CONTENT_LENGTH);
         *response.body_mut() = Body::from(bytes);
+    }
+    if response.headers().contains_key(header::CONTENT_TYPE) {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(V1_CONTENT_TYPE),
+        );
     }
     response
 }
