@@ -118,20 +118,28 @@ pub(crate) fn qualify(text: &str) -> String {
             rest = &rest[end..];
             continue;
         }
-        if let Some((replacement, used)) = urn_at(rest) {
+        // Only a whole name is a URN: `xurn:scim:…` is not one.
+        if word_starts(&out)
+            && let Some((replacement, used)) = urn_at(rest)
+        {
             out.push_str(replacement);
             rest = &rest[used..];
             continue;
         }
-        let next = rest
-            .char_indices()
-            .skip(1)
-            .find(|&(i, c)| c == '"' || (matches!(c, 'u' | 'U') && urn_at(&rest[i..]).is_some()))
-            .map_or(rest.len(), |(i, _)| i);
-        out.push_str(&rest[..next]);
-        rest = &rest[next..];
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
     }
     out
+}
+
+/// Whether a name would start after `out` (as the parser splits words).
+fn word_starts(out: &str) -> bool {
+    out.chars()
+        .next_back()
+        .is_none_or(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | ':' | '.' | '$')))
 }
 
 /// The replacement of a 1.1 URN at the start of `text` and the bytes it
