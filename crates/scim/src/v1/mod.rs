@@ -1,4 +1,4 @@
-//! SCIM 1.1, the 2011 dialect (`urn:scim:schemas:core:1.0`), as a codec
+//! SCIM 1.1, the pre-RFC dialect (`urn:scim:schemas:core:1.0`), as a codec
 //! over the one model the rest of this crate keeps.
 //!
 //! Nothing here applies a PATCH, evaluates a filter or validates a
@@ -23,7 +23,7 @@
 //! | `/ServiceProviderConfigs`, `/Schemas/Users` | `/ServiceProviderConfig`, `/Schemas/{urn}` | [`message`] |
 //!
 //! Sources: the SCIM 1.1 core schema and API documents
-//! (draft-scim-core-schema-01, draft-scim-api-01, simplecloud.info, 2012).
+//! (draft-scim-core-schema-01, draft-scim-api-01, published at simplecloud.info).
 
 mod error;
 pub mod message;
