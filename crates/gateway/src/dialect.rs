@@ -4,6 +4,8 @@
 //! `roster_scim::v1` codec translates it. Everything dialect-specific in
 //! the gateway goes through this type.
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
@@ -46,19 +48,27 @@ impl Dialect {
         }
     }
 
-    /// A resource body of a POST or PUT, as the model's 2.0 body.
-    pub fn resource_in(self, kind: ResourceKind, body: Value) -> Result<Value, ScimError> {
+    /// A resource body of a POST or PUT, as the model's 2.0 body (2.0
+    /// bodies are not copied).
+    pub fn resource_in(
+        self,
+        kind: ResourceKind,
+        body: &Value,
+    ) -> Result<Cow<'_, Value>, ScimError> {
         match self {
-            Dialect::V2 => Ok(body),
-            Dialect::V1 => Ok(v1::resource::resource_to_v2(kind, body)?),
+            Dialect::V2 => Ok(Cow::Borrowed(body)),
+            Dialect::V1 => Ok(Cow::Owned(v1::resource::resource_to_v2(
+                kind,
+                body.clone(),
+            )?)),
         }
     }
 
     /// A PATCH body, as a 2.0 PatchOp.
-    pub fn patch_in(self, kind: ResourceKind, body: Value) -> Result<Value, ScimError> {
+    pub fn patch_in(self, kind: ResourceKind, body: &Value) -> Result<Cow<'_, Value>, ScimError> {
         match self {
-            Dialect::V2 => Ok(body),
-            Dialect::V1 => Ok(v1::patch::patch_to_v2(kind, body)?),
+            Dialect::V2 => Ok(Cow::Borrowed(body)),
+            Dialect::V1 => Ok(Cow::Owned(v1::patch::patch_to_v2(kind, body.clone())?)),
         }
     }
 

@@ -159,7 +159,7 @@ impl Ctx {
         body: &Value,
         projection: &Projection,
     ) -> Result<Outcome, GatewayError> {
-        let resource = resource_text(&self.dialect.resource_in(kind.scim_kind(), body.clone())?)?;
+        let resource = resource_text(&*self.dialect.resource_in(kind.scim_kind(), body)?)?;
         let dir = self.dir_id();
         let mut client = self.state.directory();
         let rendered = match kind {
@@ -223,7 +223,7 @@ impl Ctx {
         if_match: Option<IfMatch>,
         projection: &Projection,
     ) -> Result<Outcome, GatewayError> {
-        let resource = resource_text(&self.dialect.resource_in(kind.scim_kind(), body.clone())?)?;
+        let resource = resource_text(&*self.dialect.resource_in(kind.scim_kind(), body)?)?;
         let (dir, id, if_version) = self.target(id, if_match);
         let mut client = self.state.directory();
         let rendered = match kind {
@@ -261,7 +261,7 @@ impl Ctx {
         if_match: Option<IfMatch>,
         projection: &Projection,
     ) -> Result<Outcome, GatewayError> {
-        let patch = patch_text(&self.dialect.patch_in(kind.scim_kind(), body.clone())?)?;
+        let patch = patch_text(&*self.dialect.patch_in(kind.scim_kind(), body)?)?;
         let (dir, id, if_version) = self.target(id, if_match);
         let mut client = self.state.directory();
         match kind {

@@ -2,11 +2,13 @@
 //! service as 2.0, with the 1.1 shapes at the edge — and the same stored
 //! state and `WatchChanges` events whichever dialect wrote it.
 
+use std::collections::HashMap;
+
 use reqwest::Method;
 use roster_proto::admin::DeprovisionPolicy;
 use roster_proto::directory::{Change, change};
 use roster_testkit::app::{
-    Reply, Scim, Stack, USER_SCHEMA, changes_up_to, head_revision, kind_name,
+    Reply, Scim, Stack, USER_SCHEMA, changes_up_to, head_revision, kind_name, user,
 };
 use serde_json::{Value, json};
 
@@ -629,5 +631,157 @@ async fn either_dialect_writes_the_same_state_and_events() {
         );
         assert_eq!(other_state, state, "{what}");
         assert_eq!(other_events, events, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn sorting_paging_and_multi_valued_attributes_over_1_1() {
+    let stack = Stack::start("gw_v1_sorting").await;
+    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let v1 = V1::of(&scim);
+    for (name, number) in [
+        ("a@example.com", "3"),
+        ("b@example.com", "1"),
+        ("c@example.com", "2"),
+    ] {
+        let mut body = v1_user(name);
+        body[ENTERPRISE_1]["employeeNumber"] = json!(number);
+        v1.post("/Users", &body).await.expect(201, name);
+    }
+    let sorted = v1
+        .get("/Users?sortBy=urn:scim:schemas:extension:enterprise:1.0.employeeNumber&sortOrder=descending&startIndex=2&count=1")
+        .await;
+    assert_eq!(sorted.status, 200, "{}", sorted.text);
+    assert_eq!(sorted.body["totalResults"], 3);
+    assert_eq!(sorted.body["startIndex"], 2);
+    assert_eq!(sorted.body["itemsPerPage"], 1);
+    // Descending by employeeNumber: a (3), c (2), b (1); the second is c.
+    assert_eq!(sorted.body["Resources"][0]["userName"], "c@example.com");
+
+    // entitlements and x509Certificates: the same attributes in both
+    // versions, kept as sent and patched the 1.1 way.
+    let found = v1
+        .get("/Users?filter=userName%20eq%20%22a%40example.com%22")
+        .await;
+    let id = found.body["Resources"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let patched = v1
+        .patch(
+            &format!("/Users/{id}"),
+            &json!({"entitlements": [
+                {"value": "tour-admin", "operation": "delete"},
+                {"value": "billing", "display": "Billing", "primary": true}
+            ]}),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text);
+    assert_eq!(
+        patched.body["entitlements"],
+        json!([{"value": "billing", "display": "Billing", "primary": true}])
+    );
+    let v2 = scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(v2.body["entitlements"], patched.body["entitlements"]);
+    assert_eq!(
+        v2.body["x509Certificates"],
+        v1_user("x")["x509Certificates"]
+    );
+}
+
+/// A group's change with its directory's ids replaced by user names.
+fn comparable_group_change(change: &Change, names: &HashMap<String, String>) -> Value {
+    let name = |id: &str| {
+        names
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| "the group".to_owned())
+    };
+    let resource = match &change.resource {
+        Some(change::Resource::Membership(m)) => json!({"member": name(&m.member_id)}),
+        Some(change::Resource::Group(g)) => {
+            let mut raw: Value = serde_json::from_str(&g.raw).unwrap_or(Value::Null);
+            if let Some(obj) = raw.as_object_mut() {
+                obj.remove("id");
+                obj.remove("meta");
+                obj.remove("members");
+            }
+            json!({"display_name": g.display_name, "member_count": g.member_count, "raw": raw})
+        }
+        other => json!(format!("{other:?}")),
+    };
+    json!({"kind": kind_name(change.kind), "version": change.version, "resource": resource})
+}
+
+/// A group created with two members and then changed (one member in, one
+/// out, a new name), each step in the dialect given; its events.
+async fn group_written_in(stack: &Stack, create_v1: bool, patch_v1: bool) -> Vec<Value> {
+    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let v1 = V1::of(&scim);
+    let mut names = HashMap::new();
+    let mut ids = Vec::new();
+    for name in ["u1@example.com", "u2@example.com", "u3@example.com"] {
+        let id = scim.create("/Users", &user(name)).await;
+        names.insert(id.clone(), name.to_owned());
+        ids.push(id);
+    }
+    let (u1, u2, u3) = (&ids[0], &ids[1], &ids[2]);
+    let gid = match create_v1 {
+        true => {
+            let body = json!({"schemas": [CORE_1], "displayName": "Guides",
+                              "members": [{"value": u1}, {"value": u2}]});
+            v1.post("/Groups", &body).await
+        }
+        false => {
+            let body = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                              "displayName": "Guides", "members": [{"value": u1}, {"value": u2}]});
+            scim.post("/Groups", &body).await
+        }
+    }
+    .expect(201, "create group")
+    .id();
+    let path = format!("/Groups/{gid}");
+    let patched = match patch_v1 {
+        true => {
+            let body = json!({"displayName": "Tour Guides",
+                              "members": [{"value": u3}, {"value": u1, "operation": "delete"}]});
+            v1.patch(&path, &body).await
+        }
+        false => {
+            let ops = json!([
+                {"op": "replace", "path": "displayName", "value": "Tour Guides"},
+                {"op": "add", "path": "members", "value": [{"value": u3}]},
+                {"op": "remove", "path": "members", "value": [{"value": u1}]}
+            ]);
+            scim.patch_ops(&path, ops).await
+        }
+    };
+    patched.expect(204, "patch group");
+    let grpc = stack.server.addr.to_string();
+    let head = head_revision(&grpc, &scim.directory_id).await;
+    changes_up_to(&grpc, &scim.directory_id, head)
+        .await
+        .iter()
+        .filter(|c| match &c.resource {
+            Some(change::Resource::Membership(m)) => m.group_id == gid,
+            _ => c.resource_id == gid,
+        })
+        .map(|c| comparable_group_change(c, &names))
+        .collect()
+}
+
+#[tokio::test]
+async fn either_dialect_writes_the_same_group_events() {
+    let stack = Stack::start("gw_v1_group_events").await;
+    let events = group_written_in(&stack, false, false).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"member.removed"), "{events:#?}");
+    assert!(kinds.contains(&"group.updated"), "{events:#?}");
+    for (create_v1, patch_v1) in [(true, false), (false, true), (true, true)] {
+        let other = group_written_in(&stack, create_v1, patch_v1).await;
+        assert_eq!(
+            other, events,
+            "group created over 1.1: {create_v1}, patched over 1.1: {patch_v1}"
+        );
     }
 }
