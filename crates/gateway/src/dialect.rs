@@ -64,11 +64,16 @@ impl Dialect {
         }
     }
 
-    /// A PATCH body, as a 2.0 PatchOp.
-    pub fn patch_in(self, kind: ResourceKind, body: &Value) -> Result<Cow<'_, Value>, ScimError> {
+    /// A PATCH body, as a 2.0 PatchOp; `None` for a 1.1 PATCH that
+    /// changes nothing (2.0 has no empty PatchOp to send for it).
+    pub fn patch_in(
+        self,
+        kind: ResourceKind,
+        body: &Value,
+    ) -> Result<Option<Cow<'_, Value>>, ScimError> {
         match self {
-            Dialect::V2 => Ok(Cow::Borrowed(body)),
-            Dialect::V1 => Ok(Cow::Owned(v1::patch::patch_to_v2(kind, body.clone())?)),
+            Dialect::V2 => Ok(Some(Cow::Borrowed(body))),
+            Dialect::V1 => Ok(v1::patch::patch_to_v2(kind, body.clone())?.map(Cow::Owned)),
         }
     }
 

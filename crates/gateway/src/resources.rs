@@ -261,7 +261,10 @@ impl Ctx {
         if_match: Option<IfMatch>,
         projection: &Projection,
     ) -> Result<Outcome, GatewayError> {
-        let patch = patch_text(&*self.dialect.patch_in(kind.scim_kind(), body)?)?;
+        let Some(patch) = self.dialect.patch_in(kind.scim_kind(), body)? else {
+            return self.unchanged(kind, id, if_match, projection).await;
+        };
+        let patch = patch_text(&patch)?;
         let (dir, id, if_version) = self.target(id, if_match);
         let mut client = self.state.directory();
         match kind {
@@ -300,6 +303,40 @@ impl Ctx {
                 Ok(self.outcome(kind, StatusCode::OK, rendered, projection))
             }
         }
+    }
+
+    /// The answer of a PATCH that changes nothing: the resource as it is,
+    /// as a PATCH would answer it, after the same `If-Match` check.
+    async fn unchanged(
+        &self,
+        kind: Kind,
+        id: &str,
+        if_match: Option<IfMatch>,
+        projection: &Projection,
+    ) -> Result<Outcome, GatewayError> {
+        // Groups answer 204 as for any PATCH, so their members are not read.
+        let group_without_body = kind == Kind::Group && projection.is_default();
+        let read = match group_without_body {
+            true => Projection::without_members(),
+            false => projection.clone(),
+        };
+        let found = self.get(kind, id, &read).await?;
+        if let Some(expected) = if_match.and_then(IfMatch::if_version)
+            && expected != found.version
+        {
+            return Err(ScimError::precondition_failed("the resource has changed").into());
+        }
+        let location = json_location(&found.body);
+        Ok(Outcome {
+            status: match group_without_body {
+                true => StatusCode::NO_CONTENT,
+                false => StatusCode::OK,
+            },
+            body: (!group_without_body).then_some(found.body),
+            members: found.members,
+            etag: Some(format_etag(found.version)),
+            location,
+        })
     }
 
     /// DELETE: removes a resource — or, for users of a directory whose

@@ -412,13 +412,6 @@ async fn malformed_1_1_requests_get_1_1_errors() {
         (
             Method::PATCH,
             user.as_str(),
-            json!({"schemas": [CORE_1]}),
-            400,
-            "empty PATCH",
-        ),
-        (
-            Method::PATCH,
-            user.as_str(),
             json!({"meta": {"attributes": "title"}}),
             400,
             "meta.attributes not a list",
@@ -495,6 +488,29 @@ async fn malformed_1_1_requests_get_1_1_errors() {
         assert_v1_error(&reply, 400, filter);
     }
     assert_v1_error(&v1.get("/Users?count=ten").await, 400, "bad count");
+
+    // A PATCH that changes nothing answers the resource unchanged (no
+    // write, no event), after the same If-Match check as any PATCH.
+    let before = v1.get(&user).await;
+    let nothing = json!({"schemas": [CORE_1], "id": id, "groups": []});
+    let same = v1.patch(&user, &nothing).await;
+    assert_eq!(same.status, 200, "{}", same.text);
+    assert_eq!(same.header("etag"), before.header("etag"));
+    assert_eq!(same.body, before.body);
+    let stale = v1
+        .send_with(
+            Method::PATCH,
+            &user,
+            Some(&nothing),
+            &[("if-match", "W/\"999\"")],
+        )
+        .await;
+    assert_v1_error(&stale, 412, "stale If-Match on a no-op PATCH");
+    assert_v1_error(
+        &v1.patch("/Users/no-such-user", &nothing).await,
+        404,
+        "no-op PATCH of an unknown user",
+    );
 
     // Authentication failures are 1.1 errors too, with their header.
     let anonymous = V1(Scim::new(&v1.0.base_url, "rst_not-a-token"));

@@ -27,9 +27,6 @@ pub enum V1Error {
     /// A group member without an id.
     #[error("every member needs a 'value' naming a User or Group id")]
     MemberWithoutValue,
-    /// A PATCH that changes nothing.
-    #[error("the PATCH body names no attribute to change")]
-    EmptyPatch,
     /// An extension that is not an object of attributes.
     #[error("the enterprise extension must be an object of attributes")]
     ExtensionNotObject,
@@ -50,7 +47,7 @@ impl From<V1Error> for ScimError {
             V1Error::Scim(inner) => inner,
             V1Error::FilterConstruct(_) => ScimError::invalid_filter(e.to_string()),
             V1Error::AttributeName(_) => ScimError::invalid_path(e.to_string()),
-            V1Error::NotAnObject | V1Error::MetaAttributes | V1Error::EmptyPatch => {
+            V1Error::NotAnObject | V1Error::MetaAttributes => {
                 ScimError::invalid_syntax(e.to_string())
             }
             V1Error::Operation(_)

@@ -36,7 +36,9 @@ use super::names::{path_to_v2, shorten};
 use super::resource::manager_to_v2;
 use super::{ENTERPRISE_SCHEMA, V1Error};
 
-/// A 1.1 PATCH body as the equivalent 2.0 PatchOp body.
+/// A 1.1 PATCH body as the equivalent 2.0 PatchOp body, or `None` when it
+/// changes nothing (`{"schemas": […]}`, an empty list of values): 2.0 has
+/// no empty PatchOp, and 1.1 does not make a no-op an error.
 ///
 /// ```
 /// use roster_scim::{v1::patch::patch_to_v2, ResourceKind};
@@ -45,14 +47,14 @@ use super::{ENTERPRISE_SCHEMA, V1Error};
 ///     "schemas": ["urn:scim:schemas:core:1.0"],
 ///     "meta": {"attributes": ["nickName"]},
 ///     "emails": [{"value": "old@example.com", "operation": "delete"}]
-/// }))?;
+/// }))?.unwrap();
 /// assert_eq!(op["Operations"], json!([
 ///     {"op": "remove", "path": "nickName"},
 ///     {"op": "remove", "path": "emails[value eq \"old@example.com\"]"}
 /// ]));
 /// # Ok::<(), roster_scim::v1::V1Error>(())
 /// ```
-pub fn patch_to_v2(kind: ResourceKind, body: Value) -> Result<Value, V1Error> {
+pub fn patch_to_v2(kind: ResourceKind, body: Value) -> Result<Option<Value>, V1Error> {
     let Value::Object(obj) = body else {
         return Err(V1Error::NotAnObject);
     };
@@ -64,9 +66,11 @@ pub fn patch_to_v2(kind: ResourceKind, body: Value) -> Result<Value, V1Error> {
         plan.attribute(kind, name, value)?;
     }
     if plan.operations.is_empty() {
-        return Err(V1Error::EmptyPatch);
+        return Ok(None);
     }
-    Ok(json!({"schemas": [PATCH_OP_SCHEMA], "Operations": plan.operations}))
+    Ok(Some(
+        json!({"schemas": [PATCH_OP_SCHEMA], "Operations": plan.operations}),
+    ))
 }
 
 /// The operations so far, and the attributes `meta.attributes` cleared.
