@@ -4,7 +4,9 @@
 //! bearer token of that directory. The gateway holds no database: it checks
 //! the token through `AdminService.AuthenticateToken`, turns each SCIM call
 //! into `DirectoryService` gRPC and renders the answer as SCIM JSON
-//! (RFC 7643 / RFC 7644). See `docs/scim.md` for the surface and its limits.
+//! (RFC 7643 / RFC 7644). SCIM 1.1 clients call `/scim/v1/{directory_id}/...`
+//! instead and reach the same handlers, translated at the edge (`dialect`).
+//! See `docs/scim.md` for the surface and its limits.
 
 pub mod auth;
 pub mod body;
