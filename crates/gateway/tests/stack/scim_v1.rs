@@ -674,6 +674,28 @@ async fn sorting_paging_and_multi_valued_attributes_over_1_1() {
     // Descending by employeeNumber: a (3), c (2), b (1); the second is c.
     assert_eq!(sorted.body["Resources"][0]["userName"], "c@example.com");
 
+    // 1.1 sorts strings case-insensitively ("String type attributes are
+    // case-insensitive by default", draft-scim-api-01 "Sorting").
+    for (name, display) in [
+        ("d@example.com", "alpha"),
+        ("e@example.com", "Beta"),
+        ("f@example.com", "gamma"),
+    ] {
+        let mut body = v1_user(name);
+        body["displayName"] = json!(display);
+        v1.post("/Users", &body).await.expect(201, name);
+    }
+    let by_name = v1
+        .get("/Users?filter=userName%20sw%20%22d%22%20or%20userName%20sw%20%22e%22%20or%20userName%20sw%20%22f%22&sortBy=displayName")
+        .await;
+    let names: Vec<&str> = by_name.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["displayName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "Beta", "gamma"], "{}", by_name.text);
+
     // entitlements and x509Certificates: the same attributes in both
     // versions, kept as sent and patched the 1.1 way.
     let found = v1
