@@ -227,6 +227,9 @@ impl IntoResponse for GatewayError {
         let scim = self.to_scim();
         let status = StatusCode::from_u16(scim.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = scim_json(status, &scim.to_json());
+        response
+            .extensions_mut()
+            .insert(crate::dialect::ErrorMessage(scim));
         let headers = response.headers_mut();
         if matches!(self, Self::Unauthorized(_)) {
             headers.insert(
