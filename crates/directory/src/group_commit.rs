@@ -6,10 +6,12 @@
 //! per batch) and user creations in one directory
 //! ([`Store::create_users`], one commit per batch).
 //!
-//! Gathering: the first write of a key that finds no batch running starts a
-//! runner task for that key and queues itself; writes arriving while a
-//! batch is being written queue behind it and form the next batch (at most
-//! [`MAX_BATCH`], in arrival order). Nobody waits for a batch to fill: a
+//! Gathering: a write of a key queues itself and, while fewer than
+//! [`BatchWrite::RUNNERS`] runner tasks serve that key, starts another;
+//! writes arriving while the runners are writing queue behind them and form
+//! the next batches (at most [`BatchWrite::MAX_BATCH`] each, in arrival order). One
+//! runner per group for PATCHes (they would wait for the same row lock),
+//! a few per directory for creations (they share no lock, only the commit). Nobody waits for a batch to fill: a
 //! lone write goes alone, exactly as without batching, and under contention
 //! the batch is what arrived during the previous batch's transaction — the
 //! wait is at most one transaction, which a request used to spend waiting
@@ -28,8 +30,6 @@ use roster_store::{
 use tokio::sync::oneshot;
 use tonic::async_trait;
 
-/// The largest batch: bounds one transaction's length and lock time.
-pub(crate) const MAX_BATCH: usize = 64;
 
 /// One kind of write that can be batched.
 #[async_trait]
@@ -38,6 +38,12 @@ pub(crate) trait BatchWrite: Send + Sync + 'static {
     type Key: Copy + Eq + Hash + Send + Sync + 'static;
     type Item: Send + 'static;
     type Done: Send + 'static;
+    /// Batches of one key written at once: 1 where they would only queue
+    /// for the same row lock, more where they contend on nothing but the
+    /// commit itself.
+    const RUNNERS: usize;
+    /// The largest batch: bounds one transaction's length and lock time.
+    const MAX_BATCH: usize;
     /// A write that arrived alone.
     async fn one(&self, key: Self::Key, item: Self::Item) -> StoreResult<Self::Done>;
     /// A batch: one result per item, in order.
@@ -49,11 +55,17 @@ type Queue<W> = Vec<(
     oneshot::Sender<StoreResult<<W as BatchWrite>::Done>>,
 )>;
 
+/// A key's waiting writes and how many runners serve it.
+struct Line<W: BatchWrite> {
+    waiting: Queue<W>,
+    runners: usize,
+}
+
 /// The per-key queues of one process for one kind of write.
 pub(crate) struct Batcher<W: BatchWrite> {
     writer: W,
-    /// A key is present exactly while a runner serves it.
-    queues: Mutex<HashMap<W::Key, Queue<W>>>,
+    /// A key is present exactly while at least one runner serves it.
+    queues: Mutex<HashMap<W::Key, Line<W>>>,
 }
 
 impl<W: BatchWrite> Batcher<W> {
@@ -73,16 +85,17 @@ impl<W: BatchWrite> Batcher<W> {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queues = self.queues.lock().expect("group commit queues");
-            match queues.get_mut(&key) {
-                Some(queue) => {
-                    queue.push((item, reply));
-                    false
-                }
-                None => {
-                    queues.insert(key, vec![(item, reply)]);
-                    true
-                }
+            let line = queues.entry(key).or_insert_with(|| Line {
+                waiting: Vec::new(),
+                runners: 0,
+            });
+            line.waiting.push((item, reply));
+            // Another runner only while the ones running are all busy.
+            let start = line.runners < W::RUNNERS;
+            if start {
+                line.runners += 1;
             }
+            start
         };
         if start {
             tokio::spawn(Arc::clone(self).run(key));
@@ -114,21 +127,26 @@ impl<W: BatchWrite> Batcher<W> {
         guard.finished = true;
     }
 
-    /// Takes the next batch, or retires the runner when the queue is empty.
+    /// Takes the next batch, or retires the runner when the queue is empty
+    /// (and the key with its last runner).
     fn next_batch(&self, key: W::Key) -> Option<Queue<W>> {
         let mut queues = self.queues.lock().expect("group commit queues");
-        let queue = queues.get_mut(&key)?;
-        if queue.is_empty() {
-            queues.remove(&key);
+        let line = queues.get_mut(&key)?;
+        if line.waiting.is_empty() {
+            line.runners -= 1;
+            if line.runners == 0 {
+                queues.remove(&key);
+            }
             return None;
         }
-        let n = queue.len().min(MAX_BATCH);
-        Some(queue.drain(..n).collect())
+        let n = line.waiting.len().min(W::MAX_BATCH);
+        Some(line.waiting.drain(..n).collect())
     }
 }
 
-/// Removes a runner's queue if it ends without emptying it (a panic), so
-/// the key is not left without a runner; the queued callers get an error.
+/// Retires a runner that ends without emptying its queue (a panic); the
+/// last one removes the queue, so the key is not left without a runner and
+/// the queued callers get an error.
 struct Runner<'a, W: BatchWrite> {
     batcher: &'a Batcher<W>,
     key: W::Key,
@@ -139,8 +157,12 @@ impl<W: BatchWrite> Drop for Runner<'_, W> {
     fn drop(&mut self) {
         if !self.finished
             && let Ok(mut queues) = self.batcher.queues.lock()
+            && let Some(line) = queues.get_mut(&self.key)
         {
-            queues.remove(&self.key);
+            line.runners = line.runners.saturating_sub(1);
+            if line.runners == 0 {
+                queues.remove(&self.key);
+            }
         }
     }
 }
@@ -153,6 +175,9 @@ impl BatchWrite for GroupPatches {
     type Key = (DirectoryId, GroupId);
     type Item = GroupEdit;
     type Done = Group;
+    /// The group's row lock would serialize them anyway.
+    const RUNNERS: usize = 1;
+    const MAX_BATCH: usize = 64;
 
     async fn one(&self, (dir, id): Self::Key, edit: GroupEdit) -> StoreResult<Group> {
         self.0
@@ -173,6 +198,9 @@ impl BatchWrite for UserCreates {
     type Key = DirectoryId;
     type Item = UserWrite;
     type Done = User;
+    /// Creations lock nothing shared: a few batches commit side by side.
+    const RUNNERS: usize = 4;
+    const MAX_BATCH: usize = 128;
 
     async fn one(&self, dir: DirectoryId, write: UserWrite) -> StoreResult<User> {
         self.0.create_user(dir, write).await
