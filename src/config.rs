@@ -39,6 +39,10 @@ pub enum Command {
     /// Compare a consumer's copy of a directory (JSON lines) with Roster's
     /// state digest and list what differs; exits 2 when something does.
     Verify(VerifyArgs),
+    /// Mirror a directory's users, groups and memberships into tables of
+    /// your own PostgreSQL database, exactly once per change, until stopped
+    /// (the example consumer of docs/consumers.md).
+    Mirror(MirrorArgs),
 }
 
 /// Logging.
@@ -399,6 +403,25 @@ pub struct WatchArgs {
     /// when started again.
     #[arg(long, requires = "follow")]
     pub cursor_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The directory to mirror.
+    #[arg(long)]
+    pub directory: String,
+    /// The PostgreSQL database to mirror into (tables `mirror_users`,
+    /// `mirror_groups`, `mirror_memberships`, `roster_cursors`).
+    #[arg(long, env = "ROSTER_MIRROR_DATABASE_URL", hide_env_values = true)]
+    pub mirror_database_url: String,
+    /// The consumer's name: its cursor's key in `roster_cursors`.
+    #[arg(long, default_value = "mirror")]
+    pub name: String,
+    /// Take snapshots through the list RPCs instead of `initial_state`.
+    #[arg(long)]
+    pub list_then_watch: bool,
 }
 
 #[derive(Debug, Args)]

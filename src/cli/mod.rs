@@ -1,6 +1,7 @@
 //! Subcommand implementations.
 
 pub mod admin;
+pub mod mirror;
 pub mod serve;
 pub mod verify;
 pub mod watch;

@@ -30,7 +30,6 @@ use roster_store::{
 use tokio::sync::oneshot;
 use tonic::async_trait;
 
-
 /// One kind of write that can be batched.
 #[async_trait]
 pub(crate) trait BatchWrite: Send + Sync + 'static {
