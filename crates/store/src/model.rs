@@ -644,3 +644,5 @@ mod tests {
         assert_eq!(inline, vec![page[0].id.0, page[2].id.0, page[3].id.0]);
     }
 }
+
+pub use crate::webhooks::*;
