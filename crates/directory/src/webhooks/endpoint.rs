@@ -130,10 +130,8 @@ impl Endpoint {
                 self.wait_for(heads.changed()).await?;
                 continue;
             }
-            let records = match self.read(head).await {
-                Ok(records) => records,
-                Err(stop) => return Err(stop),
-            };
+            self.refresh().await?;
+            let records = self.read(head).await?;
             self.record_lag(head, records.first());
             if records.is_empty() {
                 // Nothing the endpoint wants up to the head: move past it.
@@ -312,6 +310,21 @@ impl Endpoint {
         if p.disable.is_some() {
             self.hook.enabled = false;
         }
+    }
+
+    /// Takes an admin's change (a rotation, an edit) into account before
+    /// the next page is sent: one read per page, so an event committed
+    /// after a rotation is signed with the new secret too.
+    async fn refresh(&mut self) -> Result<(), Stop> {
+        let stored = match self.shared.store.get_webhook(self.hook.id).await {
+            Ok(stored) => stored,
+            Err(StoreError::NotFound(_)) => return Err(Stop::NotDeliverable),
+            Err(e) => return Err(e.into()),
+        };
+        if stored.generation == self.hook.generation {
+            return Ok(());
+        }
+        self.reload().await
     }
 
     /// Renews the lease and takes the endpoint as stored (a replay, an edit
