@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use crate::webhooks::*;
+
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -644,5 +646,3 @@ mod tests {
         assert_eq!(inline, vec![page[0].id.0, page[2].id.0, page[3].id.0]);
     }
 }
-
-pub use crate::webhooks::*;
