@@ -52,7 +52,7 @@ impl Default for WebhookConfig {
             request_timeout: Duration::from_secs(15),
             allow_http: false,
             allow_private: false,
-            lease_ttl: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(60),
             scan_interval: Duration::from_secs(2),
             rotation_overlap: Duration::from_secs(24 * 3600),
             max_body_bytes: 256 * 1024,

@@ -140,7 +140,9 @@ impl Endpoint {
                 continue;
             }
             for record in &records {
-                self.deliver(record).await?;
+                if self.deliver(record).await? == Step::Restart {
+                    break;
+                }
             }
         }
     }
@@ -174,7 +176,9 @@ impl Endpoint {
 
     /// Delivers one event: attempts until one succeeds, the endpoint is
     /// gone, or the horizon passes. Each attempt is recorded before the next.
-    async fn deliver(&mut self, record: &ChangeRecord) -> Result<(), Stop> {
+    /// `Restart` when an admin changed the endpoint meanwhile (a replay moves
+    /// its cursor): the caller reads again from the stored position.
+    async fn deliver(&mut self, record: &ChangeRecord) -> Result<Step, Stop> {
         let body = Bytes::from(payload::body(
             record,
             self.epoch,
@@ -182,10 +186,14 @@ impl Endpoint {
         ));
         let msg_id = record.event_id.to_string();
         loop {
-            if let Some(at) = self.hook.next_attempt_at {
-                self.sleep_until(at).await?;
+            if let Some(at) = self.hook.next_attempt_at
+                && self.sleep_until(at).await?
+            {
+                return Ok(Step::Restart);
             }
-            self.renew_if_due().await?;
+            if self.renew_if_due().await? {
+                return Ok(Step::Restart);
+            }
             let response = self.send(&msg_id, body.clone()).await;
             let attempt = NewWebhookAttempt {
                 revision: record.revision,
@@ -198,9 +206,11 @@ impl Endpoint {
             let (progress, outcome) = self.after(&response, record.revision, attempt);
             let latency = response.latency.as_secs_f64();
             roster_telemetry::metrics::metrics().webhook_attempt(outcome.label(), latency);
-            self.record(progress).await?;
+            if self.record(progress).await? {
+                return Ok(Step::Restart);
+            }
             match outcome {
-                Outcome::Delivered => return Ok(()),
+                Outcome::Delivered => return Ok(Step::Done),
                 Outcome::Retry => {}
                 Outcome::Gone => return Err(Stop::Gone),
                 Outcome::DeadLetter => return Err(Stop::DeadLetter),
@@ -285,9 +295,9 @@ impl Endpoint {
     }
 
     /// Writes progress while this replica holds the lease at the current
-    /// generation; otherwise re-reads the endpoint (an admin changed it) or
-    /// stops (another replica took over).
-    async fn record(&mut self, progress: WebhookProgress) -> Result<(), Stop> {
+    /// generation; otherwise re-reads the endpoint (an admin changed it:
+    /// true, nothing written) or stops (another replica took over).
+    async fn record(&mut self, progress: WebhookProgress) -> Result<bool, Stop> {
         let owner = &self.shared.config.replica;
         let written = self
             .shared
@@ -296,9 +306,10 @@ impl Endpoint {
             .await?;
         if written {
             self.apply(progress);
-            return Ok(());
+            return Ok(false);
         }
-        self.reload().await
+        self.reload().await?;
+        Ok(true)
     }
 
     fn apply(&mut self, p: WebhookProgress) {
@@ -321,15 +332,16 @@ impl Endpoint {
             Err(StoreError::NotFound(_)) => return Err(Stop::NotDeliverable),
             Err(e) => return Err(e.into()),
         };
-        if stored.generation == self.hook.generation {
-            return Ok(());
+        if stored.generation != self.hook.generation {
+            self.reload().await?;
         }
-        self.reload().await
+        Ok(())
     }
 
     /// Renews the lease and takes the endpoint as stored (a replay, an edit
-    /// or a rotation since the last look), or stops.
-    async fn reload(&mut self) -> Result<(), Stop> {
+    /// or a rotation since the last look), or stops. True when an admin
+    /// changed it since this task last looked.
+    async fn reload(&mut self) -> Result<bool, Stop> {
         let held = self
             .shared
             .store
@@ -349,26 +361,30 @@ impl Endpoint {
         if !hook.enabled || hook.status != WebhookStatus::Active {
             return Err(Stop::NotDeliverable);
         }
-        if hook.generation != self.hook.generation {
+        let changed = hook.generation != self.hook.generation;
+        if changed {
             self.secrets = Secrets::open(&self.shared, &hook)?;
             self.filter = filter_of(&hook);
         }
         self.hook = hook;
-        Ok(())
+        Ok(changed)
     }
 
-    async fn renew_if_due(&mut self) -> Result<(), Stop> {
+    /// Renews the lease when half its lifetime is gone; true when the
+    /// endpoint changed meanwhile.
+    async fn renew_if_due(&mut self) -> Result<bool, Stop> {
         if self.shared.shutdown.has_changed().is_err() || *self.shared.shutdown.borrow() {
             return Err(Stop::Shutdown);
         }
         if Instant::now() >= self.renew_at {
-            self.reload().await?;
+            return self.reload().await;
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Waits for `event`, renewing the lease meanwhile; ends on shutdown.
-    async fn wait_for<F: std::future::Future>(&mut self, event: F) -> Result<(), Stop> {
+    /// True when the renewal found the endpoint changed.
+    async fn wait_for<F: std::future::Future>(&mut self, event: F) -> Result<bool, Stop> {
         let mut shutdown = self.shared.shutdown.clone();
         let renew = tokio::time::Instant::from_std(self.renew_at);
         let renew_due = tokio::select! {
@@ -377,19 +393,22 @@ impl Endpoint {
             () = tokio::time::sleep_until(renew) => true,
         };
         if renew_due {
-            self.renew_if_due().await?;
+            return self.renew_if_due().await;
         }
-        Ok(())
+        Ok(false)
     }
 
-    /// Sleeps until `at` (a retry's time), renewing the lease meanwhile.
-    async fn sleep_until(&mut self, at: DateTime<Utc>) -> Result<(), Stop> {
+    /// Sleeps until `at` (a retry's time), renewing the lease meanwhile;
+    /// true (at once) when the endpoint changed.
+    async fn sleep_until(&mut self, at: DateTime<Utc>) -> Result<bool, Stop> {
         loop {
             let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             if left.is_zero() {
-                return Ok(());
+                return Ok(false);
             }
-            self.wait_for(tokio::time::sleep(left)).await?;
+            if self.wait_for(tokio::time::sleep(left)).await? {
+                return Ok(true);
+            }
         }
     }
 
@@ -406,6 +425,15 @@ impl Endpoint {
             seconds,
         );
     }
+}
+
+/// What the page loop does after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Delivered: on to the next event of the page.
+    Done,
+    /// The endpoint changed: read again from its stored position.
+    Restart,
 }
 
 /// What an attempt means for the event.

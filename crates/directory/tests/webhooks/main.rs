@@ -478,3 +478,42 @@ async fn unsafe_urls_and_keyless_servers_are_refused() {
         .await;
     assert_eq!(failure_code(refused), Code::FailedPrecondition);
 }
+
+/// A replay while an event is being retried takes effect at once: the
+/// worker drops the event it was retrying and delivers from the replayed
+/// position, in order.
+async fn a_replay_during_retries_restarts_from_the_new_position(backend: Backend) {
+    let key = sealing_key();
+    let mut env = Env::on_with_config(backend, "hooks_replay", config(&key)).await;
+    let dir = env.directory("acme").await;
+    let receiver = Receiver::start(Box::new(|r, _| match user_name(r).as_str() {
+        "u1" => Answer::Status(500),
+        _ => Answer::Status(200),
+    }))
+    .await;
+    let (hook, _) = create_endpoint(&mut env.admin, &dir, &receiver.url, &[]).await;
+    for name in ["u0", "u1", "u2"] {
+        env.user(&dir, name).await;
+    }
+    eventually("u1 retried", DEADLINE, || async {
+        let tries = receiver
+            .requests()
+            .iter()
+            .filter(|r| user_name(r) == "u1")
+            .count();
+        (tries >= 3).then_some(())
+    })
+    .await;
+    env.admin
+        .replay_webhook_endpoint(ReplayWebhookEndpointRequest {
+            id: hook.id.clone(),
+            from: Some(ReplayFrom::AfterRevision(hook.cursor_revision)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(names(&accepted(&receiver, 2).await), ["u0", "u0"]);
+    receiver.set_script(Box::new(|_, _| Answer::Status(200)));
+    let delivered = accepted(&receiver, 4).await;
+    assert_eq!(names(&delivered), ["u0", "u0", "u1", "u2"]);
+}
+on_both_backends!(a_replay_during_retries_restarts_from_the_new_position);
