@@ -45,6 +45,9 @@ impl Received {
     pub fn revision(&self) -> i64 {
         self.json["data"]["revision"].as_i64().unwrap_or(-1)
     }
+    pub fn accepted(&self) -> bool {
+        matches!(self.answer, Answer::Status(s) if (200..300).contains(&s))
+    }
     pub fn kind(&self) -> &str {
         self.json["type"].as_str().unwrap_or("")
     }
@@ -103,11 +106,17 @@ impl Receiver {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// How many requests were answered 2xx (cheap: nothing is copied).
+    pub fn accepted_count(&self) -> usize {
+        let state = self.state.lock().unwrap();
+        state.requests.iter().filter(|r| r.accepted()).count()
+    }
+
     /// The requests answered 2xx, in arrival order.
     pub fn accepted(&self) -> Vec<Received> {
         self.requests()
             .into_iter()
-            .filter(|r| matches!(r.answer, Answer::Status(s) if (200..300).contains(&s)))
+            .filter(Received::accepted)
             .collect()
     }
 }

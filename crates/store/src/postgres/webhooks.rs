@@ -164,6 +164,16 @@ impl Webhooks for PgStore {
         p: &WebhookProgress,
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(map_db)?;
+        // Progress is written after every delivery; waiting for its WAL
+        // flush would cap an endpoint at one event per disk flush. Losing
+        // the last few progress writes in a database crash only moves
+        // cursors back (those events are delivered again): at least once
+        // still holds. A replica crash loses nothing (the server has the
+        // commit).
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_db)?;
         let updated = sqlx::query(
             "UPDATE webhook_endpoints SET cursor = $4, attempts = $5, failing_since = $6, \
                next_attempt_at = $7, status = $8, \
@@ -209,16 +219,23 @@ impl Webhooks for PgStore {
 }
 
 /// Inserts the attempt and drops the endpoint's attempts beyond the newest
-/// [`WEBHOOK_ATTEMPTS_KEPT`].
+/// [`WEBHOOK_ATTEMPTS_KEPT`], in one statement.
 async fn insert_attempt(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     id: WebhookId,
     a: &NewWebhookAttempt,
 ) -> StoreResult<()> {
+    // The DELETE sees the rows before the INSERT (one snapshot), so it
+    // keeps one fewer of them: with the new row, the newest KEPT remain.
+    // Both are index range scans on (endpoint_id, id).
     sqlx::query(
-        "INSERT INTO webhook_attempts \
-           (endpoint_id, revision, event_id, status_code, latency_ms, detail, succeeded) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "WITH inserted AS ( \
+           INSERT INTO webhook_attempts \
+             (endpoint_id, revision, event_id, status_code, latency_ms, detail, succeeded) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id) \
+         DELETE FROM webhook_attempts WHERE endpoint_id = $1 AND id <= \
+           (SELECT id FROM webhook_attempts WHERE endpoint_id = $1 \
+            ORDER BY id DESC OFFSET $8 LIMIT 1)",
     )
     .bind(id.0)
     .bind(a.revision)
@@ -227,18 +244,7 @@ async fn insert_attempt(
     .bind(a.latency_ms)
     .bind(&a.detail)
     .bind(a.succeeded)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_db)?;
-    // The endpoint's oldest attempt beyond the kept ones bounds the delete:
-    // two index range scans on (endpoint_id, id).
-    sqlx::query(
-        "DELETE FROM webhook_attempts WHERE endpoint_id = $1 AND id <= \
-           (SELECT id FROM webhook_attempts WHERE endpoint_id = $1 \
-            ORDER BY id DESC OFFSET $2 LIMIT 1)",
-    )
-    .bind(id.0)
-    .bind(WEBHOOK_ATTEMPTS_KEPT)
+    .bind(WEBHOOK_ATTEMPTS_KEPT - 1)
     .execute(&mut **tx)
     .await
     .map_err(map_db)?;
