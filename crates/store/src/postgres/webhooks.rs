@@ -163,45 +163,35 @@ impl Webhooks for PgStore {
         generation: i64,
         p: &WebhookProgress,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await.map_err(map_db)?;
-        // Progress is written after every delivery; waiting for its WAL
-        // flush would cap an endpoint at one event per disk flush. Losing
-        // the last few progress writes in a database crash only moves
-        // cursors back (those events are delivered again): at least once
-        // still holds. A replica crash loses nothing (the server has the
-        // commit).
-        sqlx::query("SET LOCAL synchronous_commit = off")
-            .execute(&mut *tx)
+        // Runs after every delivery, so one statement (one round trip, its
+        // own transaction) does it all: the guarded UPDATE, the attempt's
+        // INSERT only when the UPDATE matched, and the pruning.
+        let attempt = p.attempt.as_ref();
+        let query = sqlx::query(RECORD_PROGRESS)
+            .bind(id.0)
+            .bind(owner)
+            .bind(generation)
+            .bind(p.cursor)
+            .bind(p.attempts)
+            .bind(p.failing_since)
+            .bind(p.next_attempt_at)
+            .bind(p.status.as_str())
+            .bind(p.disable.as_deref())
+            .bind(attempt.is_some())
+            .bind(attempt.map_or(0, |a| a.revision))
+            .bind(attempt.map_or("", |a| a.event_id.as_str()))
+            .bind(attempt.and_then(|a| a.status_code))
+            .bind(attempt.map_or(0, |a| a.latency_ms))
+            .bind(attempt.map_or("", |a| a.detail.as_str()))
+            .bind(attempt.is_some_and(|a| a.succeeded))
+            .bind(WEBHOOK_ATTEMPTS_KEPT - 1);
+        let updated: i64 = query
+            .fetch_one(&self.pool)
             .await
+            .map_err(map_db)?
+            .try_get(0)
             .map_err(map_db)?;
-        let updated = sqlx::query(
-            "UPDATE webhook_endpoints SET cursor = $4, attempts = $5, failing_since = $6, \
-               next_attempt_at = $7, status = $8, \
-               enabled = CASE WHEN $9::text IS NULL THEN enabled ELSE false END, \
-               disabled_reason = COALESCE($9, disabled_reason), updated_at = now() \
-             WHERE id = $1 AND lease_owner = $2 AND generation = $3",
-        )
-        .bind(id.0)
-        .bind(owner)
-        .bind(generation)
-        .bind(p.cursor)
-        .bind(p.attempts)
-        .bind(p.failing_since)
-        .bind(p.next_attempt_at)
-        .bind(p.status.as_str())
-        .bind(p.disable.as_deref())
-        .execute(&mut *tx)
-        .await
-        .map_err(map_db)?
-        .rows_affected();
-        if updated == 0 {
-            return Ok(false);
-        }
-        if let Some(a) = &p.attempt {
-            insert_attempt(&mut tx, id, a).await?;
-        }
-        tx.commit().await.map_err(map_db)?;
-        Ok(true)
+        Ok(updated > 0)
     }
 
     async fn list_webhook_attempts(
@@ -218,38 +208,38 @@ impl Webhooks for PgStore {
     }
 }
 
-/// Inserts the attempt and drops the endpoint's attempts beyond the newest
-/// [`WEBHOOK_ATTEMPTS_KEPT`], in one statement.
-async fn insert_attempt(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    id: WebhookId,
-    a: &NewWebhookAttempt,
-) -> StoreResult<()> {
-    // The DELETE sees the rows before the INSERT (one snapshot), so it
-    // keeps one fewer of them: with the new row, the newest KEPT remain.
-    // Both are index range scans on (endpoint_id, id).
-    sqlx::query(
-        "WITH inserted AS ( \
-           INSERT INTO webhook_attempts \
-             (endpoint_id, revision, event_id, status_code, latency_ms, detail, succeeded) \
-           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id) \
-         DELETE FROM webhook_attempts WHERE endpoint_id = $1 AND id <= \
-           (SELECT id FROM webhook_attempts WHERE endpoint_id = $1 \
-            ORDER BY id DESC OFFSET $8 LIMIT 1)",
-    )
-    .bind(id.0)
-    .bind(a.revision)
-    .bind(&a.event_id)
-    .bind(a.status_code)
-    .bind(a.latency_ms)
-    .bind(&a.detail)
-    .bind(a.succeeded)
-    .bind(WEBHOOK_ATTEMPTS_KEPT - 1)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_db)?;
-    Ok(())
-}
+/// The lease holder's progress, in one statement:
+/// - `settings` turns off waiting for the WAL flush for this statement's
+///   own transaction: progress is written after every delivery, and
+///   waiting for a disk flush each time would cap an endpoint at one event
+///   per flush. A database crash can then lose the last few progress
+///   writes, which only moves cursors back (those events are delivered
+///   again): at least once still holds. A replica crash loses nothing.
+/// - `progressed`: the UPDATE, only while `$2` holds the lease at
+///   generation `$3`;
+/// - `attempt`: the attempt, only when there is one and the UPDATE matched;
+/// - `pruned`: the endpoint's attempts beyond the newest kept (the DELETE
+///   sees the rows before the INSERT, one snapshot, so it keeps one fewer
+///   of them; both are index range scans on (endpoint_id, id)).
+const RECORD_PROGRESS: &str = "\
+WITH settings AS (SELECT set_config('synchronous_commit', 'off', true)), \
+progressed AS ( \
+  UPDATE webhook_endpoints SET cursor = $4, attempts = $5, failing_since = $6, \
+    next_attempt_at = $7, status = $8, \
+    enabled = CASE WHEN $9::text IS NULL THEN enabled ELSE false END, \
+    disabled_reason = COALESCE($9, disabled_reason), updated_at = now() \
+  WHERE id = $1 AND lease_owner = $2 AND generation = $3 AND EXISTS (SELECT 1 FROM settings) \
+  RETURNING id), \
+attempt AS ( \
+  INSERT INTO webhook_attempts \
+    (endpoint_id, revision, event_id, status_code, latency_ms, detail, succeeded) \
+  SELECT id, $11, $12, $13, $14, $15, $16 FROM progressed WHERE $10 \
+  RETURNING id), \
+pruned AS ( \
+  DELETE FROM webhook_attempts WHERE endpoint_id = $1 AND EXISTS (SELECT 1 FROM attempt) \
+    AND id <= (SELECT id FROM webhook_attempts WHERE endpoint_id = $1 \
+               ORDER BY id DESC OFFSET $17 LIMIT 1)) \
+SELECT count(*) FROM progressed";
 
 fn decode(row: &PgRow) -> StoreResult<Webhook> {
     let get = |e| map_db(e);
