@@ -7,6 +7,7 @@ pub mod limit;
 pub mod lookup;
 pub mod onboarding;
 pub mod watch;
+pub mod webhooks;
 
 use serde_json::{Value, json};
 
@@ -43,6 +44,7 @@ async fn run_one(name: &str, args: &BenchArgs) -> anyhow::Result<Report> {
         "watch-latency" => watch::run(args).await,
         "fanout" => fanout::run(args).await,
         "limit" => limit::run(args).await,
+        "webhooks" => webhooks::run(args).await,
         other => anyhow::bail!("unknown scenario {other}"),
     }
 }
