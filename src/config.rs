@@ -133,6 +133,11 @@ pub struct WebhookArgs {
     /// Timeout of a whole webhook request, in milliseconds.
     #[arg(long, env = "ROSTER_WEBHOOK_TIMEOUT_MS", default_value_t = 15000)]
     pub webhook_timeout_ms: u64,
+    /// How long a replica's claim on an endpoint lasts without renewal, in
+    /// seconds: after a replica dies, another takes its endpoints over
+    /// within this time.
+    #[arg(long, env = "ROSTER_WEBHOOK_LEASE_SECS", default_value_t = 60)]
+    pub webhook_lease_secs: u64,
     /// Allow `http://` endpoints (development only).
     #[arg(long, env = "ROSTER_WEBHOOK_ALLOW_HTTP", default_value_t = false)]
     pub webhook_allow_http: bool,

@@ -270,6 +270,7 @@ fn webhook_config(
         request_timeout: Duration::from_millis(args.webhook_timeout_ms.max(1)),
         allow_http: args.webhook_allow_http,
         allow_private: args.webhook_allow_private,
+        lease_ttl: Duration::from_secs(args.webhook_lease_secs.max(1)),
         ..Default::default()
     })
 }

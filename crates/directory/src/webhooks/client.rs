@@ -144,6 +144,9 @@ impl Sender {
     pub fn new(config: Arc<WebhookConfig>) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would connect to addresses the
+            // resolver below refuses.
+            .no_proxy()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .dns_resolver(Arc::new(GuardedResolver {

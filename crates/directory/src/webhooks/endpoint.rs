@@ -353,7 +353,7 @@ impl Endpoint {
             .await;
         let hook = match held {
             Ok(Some(hook)) => hook,
-            Ok(None) => return Err(Stop::LeaseLost),
+            Ok(None) => return Err(self.why_not_held().await),
             Err(StoreError::NotFound(_)) => return Err(Stop::NotDeliverable),
             Err(e) => return Err(e.into()),
         };
@@ -368,6 +368,16 @@ impl Endpoint {
         }
         self.hook = hook;
         Ok(changed)
+    }
+
+    /// Why the lease could not be renewed: the endpoint is gone, or another
+    /// replica holds it.
+    async fn why_not_held(&self) -> Stop {
+        match self.shared.store.get_webhook(self.hook.id).await {
+            Err(StoreError::NotFound(_)) => Stop::NotDeliverable,
+            Err(e) => Stop::Store(e),
+            Ok(_) => Stop::LeaseLost,
+        }
     }
 
     /// Renews the lease when half its lifetime is gone; true when the

@@ -1,20 +1,18 @@
-//! Webhook delivery end to end: a real HTTP receiver (`receiver.rs`)
+//! Webhook delivery end to end: a real HTTP receiver (`roster_testkit::app::webhooks`)
 //! receiving from the real directory service over a real store, on
 //! PostgreSQL and SQLite. Signatures are checked with a verifier written
 //! from the Standard Webhooks specification; waits poll a condition with a
 //! deadline, never a bare sleep.
 
-mod receiver;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use receiver::{Answer, Received, Receiver, verify_spec};
 use roster_directory::DirectoryConfig;
 use roster_directory::webhooks::WebhookConfig;
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::admin::replay_webhook_endpoint_request::From as ReplayFrom;
 use roster_proto::admin::*;
+use roster_testkit::app::webhooks::{Answer, Received, Receiver, verify_spec};
 use roster_testkit::app::*;
 use roster_testkit::{eventually, on_both_backends};
 use roster_webhook::SealingKey;

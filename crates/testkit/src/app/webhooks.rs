@@ -1,4 +1,5 @@
-//! A real HTTP receiver for webhook tests: a bare HTTP/1 server on a
+//! A real HTTP receiver for webhook tests (`crates/directory/tests/webhooks`,
+//! `tests/faults`): a bare HTTP/1 server on a
 //! loopback port that records every request and answers as its script says
 //! (a status, no answer until the client gives up, or a dropped
 //! connection), and an independent Standard Webhooks verifier.
@@ -78,8 +79,10 @@ impl Drop for Receiver {
 
 impl Receiver {
     pub async fn start(script: Script) -> Receiver {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr: SocketAddr = listener.local_addr().expect("addr");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the webhook receiver");
+        let addr: SocketAddr = listener.local_addr().expect("receiver address");
         let state = Arc::new(Mutex::new(State {
             requests: Vec::new(),
             seen: HashMap::new(),
