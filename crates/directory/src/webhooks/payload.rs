@@ -115,3 +115,52 @@ fn parse(s: &str) -> Value {
     }
     serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use roster_store::{ChangeKind, DirectoryId, FieldChange};
+
+    use super::*;
+
+    fn record(changed: &str) -> ChangeRecord {
+        ChangeRecord {
+            revision: 42,
+            event_id: uuid::Uuid::new_v4(),
+            directory_id: DirectoryId::new(),
+            kind: ChangeKind::UserUpdated,
+            resource_id: uuid::Uuid::new_v4(),
+            version: 3,
+            occurred_at: chrono::Utc::now(),
+            payload: serde_json::json!({}),
+            changed_fields: vec![FieldChange {
+                field: "title".into(),
+                previous: serde_json::Value::Null,
+                current: serde_json::Value::String(changed.into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_envelope_carries_the_change_and_its_position() {
+        let r = record("Engineer");
+        let body: Value = serde_json::from_slice(&body(&r, 7, 4096)).unwrap();
+        assert_eq!(body["type"], "user.updated");
+        assert_eq!(body["data"]["event_id"], r.event_id.to_string());
+        assert_eq!(body["data"]["revision"], 42);
+        assert_eq!(body["data"]["cursor"], "r42.0000000000000007");
+        assert_eq!(body["data"]["changed_fields"][0]["current"], "Engineer");
+        assert!(body["data"].get("resource_omitted").is_none());
+    }
+
+    #[test]
+    fn oversized_changes_are_sent_without_their_resource() {
+        let r = record(&"x".repeat(10_000));
+        let bytes = body(&r, 7, 2_000);
+        assert!(bytes.len() < 2_000, "{} bytes", bytes.len());
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["data"]["resource_omitted"], true);
+        assert_eq!(body["data"]["resource"]["id"], r.resource_id.to_string());
+        assert_eq!(body["data"]["changed_fields"], serde_json::json!([]));
+        assert_eq!(body["data"]["event_id"], r.event_id.to_string());
+    }
+}
