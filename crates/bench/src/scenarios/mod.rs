@@ -15,7 +15,7 @@ use crate::cli::BenchArgs;
 use crate::report::Report;
 
 /// Every scenario, in the order `all` runs them.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     "onboarding",
     "limit",
     "lookup",
@@ -23,6 +23,7 @@ pub const ALL: [&str; 7] = [
     "hot-group",
     "watch-latency",
     "fanout",
+    "webhooks",
 ];
 
 /// Runs scenario `name` (or `all`), prints its tables and returns its JSON.
