@@ -22,6 +22,7 @@ use roster_proto::admin::admin_service_client::AdminServiceClient;
 use tokio::net::TcpListener;
 
 use crate::cli::BenchArgs;
+use crate::cpu::CpuMeter;
 use crate::env::Env;
 use crate::load;
 use crate::report::{Measurement, Report};
@@ -64,28 +65,35 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
         crate::elapsed_tag(),
         args.webhook_rate
     );
+    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let cpu = meter.snapshot().await?;
     let started = Instant::now();
-    let created = paced_users(&client, n, args.webhook_rate.max(1), args.concurrency).await?;
+    let paced = paced_users(&client, n, args.webhook_rate.max(1), args.concurrency).await?;
+    // Each write's own latency, without the wait for its slot.
+    let mut write_latencies: Vec<Duration> = paced.results.iter().map(|(_, d)| *d).collect();
     report.measurements.push(Measurement::new(
         "POST /Users (paced)",
         args.concurrency,
-        &mut created.latencies.clone(),
-        created.elapsed,
+        &mut write_latencies,
+        paced.elapsed,
     ));
+    let created: Vec<crate::scim::Created> = paced.results.into_iter().map(|(c, _)| c).collect();
     drained(&arrivals, n).await?;
     let elapsed = started.elapsed();
+    // Writes and deliveries together, per delivery: who the rate waits on.
+    let cpu = meter.per_op(&cpu, n * endpoints).await?;
     let by_id: HashMap<&str, Instant> = created
-        .results
         .iter()
         .map(|c| (c.id.as_str(), c.responded_at))
         .collect();
     let mut latencies = delivery_latencies(&arrivals, &by_id)?;
-    report.measurements.push(Measurement::new(
+    let deliveries = Measurement::new(
         format!("webhook deliveries ({endpoints} endpoints, write response → request)"),
         endpoints,
         &mut latencies,
         elapsed,
-    ));
+    );
+    report.measurements.push(deliveries.with_cpu(cpu));
     report.figure("endpoints", endpoints);
     report.figure("events", n);
     report.figure(
@@ -95,13 +103,14 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// POST /Users `0..n`, the i-th sent no earlier than `i / rate` seconds in.
+/// POST /Users `0..n`, the i-th sent no earlier than `i / rate` seconds
+/// in; each with its latency from being sent.
 async fn paced_users(
     client: &ScimClient,
     n: usize,
     rate: usize,
     concurrency: usize,
-) -> anyhow::Result<load::Timed<crate::scim::Created>> {
+) -> anyhow::Result<load::Timed<(crate::scim::Created, Duration)>> {
     let client = client.clone();
     let start = tokio::time::Instant::now();
     load::run(n, concurrency, move |i| {
@@ -109,7 +118,9 @@ async fn paced_users(
         let at = start + Duration::from_secs_f64(i as f64 / rate as f64);
         async move {
             tokio::time::sleep_until(at).await;
-            client.create_user(&body).await
+            let sent = Instant::now();
+            let created = client.create_user(&body).await?;
+            Ok((created, sent.elapsed()))
         }
     })
     .await
