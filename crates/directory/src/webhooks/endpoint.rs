@@ -46,11 +46,22 @@ struct Secrets {
 }
 
 impl Secrets {
+    /// The current secret must open; the previous one is only a courtesy
+    /// to receivers still switching, so one that no longer opens (sealed
+    /// with a lost key, the reason to rotate) or has expired is left out.
     fn open(shared: &Shared, hook: &Webhook) -> Result<Self, WebhookError> {
         let context = hook.id.0.as_bytes();
         let current = shared.key.open(&hook.sealed_secret, context)?;
         let previous = match (&hook.sealed_previous_secret, hook.previous_secret_until) {
-            (Some(sealed), Some(until)) => Some((shared.key.open(sealed, context)?, until)),
+            (Some(sealed), Some(until)) if until > Utc::now() => {
+                match shared.key.open(sealed, context) {
+                    Ok(secret) => Some((secret, until)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the previous signing secret does not open; signing with the current one only");
+                        None
+                    }
+                }
+            }
             _ => None,
         };
         Ok(Self { current, previous })

@@ -574,3 +574,34 @@ async fn ten_thousand_changes_arrive_in_order_through_failures() {
         (100, 100, 10_000)
     );
 }
+
+/// A lost sealing key: the endpoint's secret no longer opens, nothing is
+/// sent; rotating under the new key brings delivery back, signed with the
+/// new secret only.
+#[tokio::test]
+async fn rotating_after_a_lost_sealing_key_resumes_delivery() {
+    let (store, url) = pg_store("hooks_lost_key").await;
+    let old = Server::start(store, config(&sealing_key())).await;
+    let mut admin = old.admin().await;
+    let dir = create_directory_named(&mut admin, "acme").await;
+    let receiver = Receiver::answering(200).await;
+    let (hook, _) = create_endpoint(&mut admin, &dir, &receiver.url, &[]).await;
+    drop(old);
+
+    let new = Server::start(replica_store(&url).await, config(&sealing_key())).await;
+    let mut admin = new.admin().await;
+    let mut dir_client = new.directory().await;
+    create_user(&mut dir_client, &dir, "u0").await;
+    let rotated = admin
+        .rotate_webhook_secret(RotateWebhookSecretRequest {
+            id: hook.id.clone(),
+            overlap_seconds: 3600,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let delivered = accepted(&receiver, 1).await;
+    assert_eq!(names(&delivered), ["u0"]);
+    assert_eq!(delivered[0].signature.split(' ').count(), 1);
+    assert!(verify_spec(&rotated.secret, &delivered[0]));
+}
