@@ -300,6 +300,15 @@ pub trait Store: Send + Sync + 'static {
         up_to: i64,
         limit: i64,
     ) -> StoreResult<Vec<ChangeRecord>>;
+    /// How many changes with `after < revision <= up_to` pass `filter`,
+    /// counting at most `cap` (a webhook endpoint's lag in events).
+    async fn count_changes(
+        &self,
+        filter: &ChangeFilter,
+        after: i64,
+        up_to: i64,
+        cap: i64,
+    ) -> StoreResult<i64>;
     /// Advances the stable head past `after` and returns the new one: the
     /// tailer calls this when woken. Resolves holes left by in-flight or
     /// aborted transactions.

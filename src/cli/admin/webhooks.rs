@@ -174,6 +174,7 @@ fn endpoint_json(e: &WebhookEndpoint) -> Value {
         "failing_since": time(&e.failing_since),
         "next_attempt_at": time(&e.next_attempt_at),
         "previous_secret_expires_at": time(&e.previous_secret_expires_at),
+        "lag_events": e.lag_events,
         "lag_revisions": e.lag_revisions,
         "lag_seconds": e.lag_seconds,
         "created_at": time(&e.created_at),

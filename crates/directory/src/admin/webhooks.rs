@@ -22,6 +22,8 @@ use crate::webhooks::{DeliveryError, WebhookConfig, payload};
 
 /// Attempts listed when the request names no limit.
 const DEFAULT_ATTEMPTS: i64 = 20;
+/// Pending events are counted up to this many (a count is a scan).
+const LAG_EVENTS_CAP: i64 = 100_000;
 
 /// What webhook administration needs besides the store.
 pub(super) struct WebhookAdmin {
@@ -123,13 +125,17 @@ impl AdminApi {
     async fn endpoint(&self, hook: &Webhook) -> ServiceResult<pa::WebhookEndpoint> {
         let bounds = self.store().log_bounds().await?;
         let head = bounds.stable_head.max(self.backend.hub().head());
-        let next = if hook.cursor < head {
-            self.store()
-                .read_changes(&filter_of(hook), hook.cursor, head, 1)
-                .await
-                .unwrap_or_default()
+        let filter = filter_of(hook);
+        let (next, lag_events) = if hook.cursor < head {
+            let store = self.store();
+            let next = store.read_changes(&filter, hook.cursor, head, 1).await;
+            let pending = store
+                .count_changes(&filter, hook.cursor, head, LAG_EVENTS_CAP)
+                .await;
+            // A cursor pruned away has no lag to show: its events are gone.
+            (next.unwrap_or_default(), pending.unwrap_or_default())
         } else {
-            Vec::new()
+            (Vec::new(), 0)
         };
         let lag_seconds = next.first().map_or(0.0, |r| {
             (Utc::now() - r.occurred_at)
@@ -159,6 +165,7 @@ impl AdminApi {
             previous_secret_expires_at: hook.previous_secret_until.map(timestamp),
             lag_revisions: (head - hook.cursor).max(0),
             lag_seconds,
+            lag_events,
             created_at: Some(timestamp(hook.created_at)),
             updated_at: Some(timestamp(hook.updated_at)),
         })

@@ -235,6 +235,7 @@ async fn dead_letter_then_skip_and_replay(backend: Backend) {
     assert!(dead.enabled);
     assert_eq!(dead.cursor_revision, hook.cursor_revision);
     assert!(dead.lag_revisions >= 3 && dead.failing_since.is_some());
+    assert_eq!(dead.lag_events, 3, "u0, u1 and u2 wait");
     let tried = receiver.requests();
     assert!(tried.len() >= 2, "retried within the horizon");
     assert!(tried.iter().all(|r| user_name(r) == "u0"), "never past u0");

@@ -250,6 +250,8 @@ pub trait ChangeLog {
     async fn log_bounds(&self) -> StoreResult<LogBounds>;
     /// The rows of `read` and the pruning bound, from one snapshot.
     async fn read_log(&self, read: &LogRead<'_>) -> StoreResult<LogPage>;
+    /// How many rows `read` would return, counting at most `read.limit`.
+    async fn count_log(&self, read: &LogRead<'_>) -> StoreResult<i64>;
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64>;
     async fn snapshot(&self, dir: Option<DirectoryId>) -> StoreResult<(Cursor, SnapshotItems)>;
     async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64>;

@@ -328,6 +328,21 @@ impl<B: Backend> Store for B {
         }
         Ok(page.changes)
     }
+    async fn count_changes(
+        &self,
+        filter: &ChangeFilter,
+        after: i64,
+        up_to: i64,
+        cap: i64,
+    ) -> StoreResult<i64> {
+        let read = LogRead {
+            filter,
+            after,
+            up_to,
+            limit: cap.max(0),
+        };
+        ChangeLog::count_log(self, &read).await
+    }
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
         ChangeLog::advance_stable_head(self, after).await
     }

@@ -89,6 +89,7 @@ macro_rules! conformance_suite {
         );
         $crate::conformance::conformance_suite!(@in changes $make;
             read_changes_filters,
+            count_changes_agrees_with_read_changes,
             the_log_epoch_names_its_history,
             snapshot_streams_current_state,
             snapshot_streams_a_consistent_state_with_its_cursor,
