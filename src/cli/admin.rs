@@ -8,6 +8,8 @@ use tonic::transport::Channel;
 
 use crate::config::{AdminArgs, AdminCommand, ClientArgs, StoreArgs};
 
+mod webhooks;
+
 /// Runs one admin command and prints its result as JSON.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let out = match args.command {
@@ -158,6 +160,7 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
             json!({ "revoked": id })
         }
         AdminCommand::NewEpoch { store } => new_epoch(&store).await?,
+        webhook => webhooks::run(&admin, webhook).await?,
     };
     Ok(out)
 }

@@ -118,6 +118,7 @@ struct Fixture {
     directory_id: String,
     token_id: String,
     credential_id: String,
+    endpoint_id: String,
 }
 
 impl Fixture {
@@ -142,10 +143,16 @@ impl Fixture {
         assert_eq!(created.status(), 201, "fixture user");
         let credential = app::admin(&endpoint, &["create-credential", "--name", "docs"]);
         let credential_id = credential["id"].as_str().expect("credential id").to_owned();
+        // Disabled, and `.invalid` never resolves (RFC 2606): a documented
+        // `test-webhook` gets a failed attempt, and nothing leaves the machine.
+        let url = "https://hooks.example.invalid/docs";
+        let webhook = app::admin(&endpoint, &["create-webhook", url, "--disabled"]);
+        let endpoint_id = webhook["id"].as_str().expect("endpoint id").to_owned();
         Fixture {
             directory_id,
             token_id,
             credential_id,
+            endpoint_id,
         }
     }
 
@@ -162,6 +169,7 @@ impl Fixture {
                     }
                     a if after == "--name" && a.starts_with('<') => "Example".into(),
                     "<credential id>" | "<credential-id>" => self.credential_id.clone(),
+                    "<endpoint id>" => self.endpoint_id.clone(),
                     "<id>" if about_credentials => self.credential_id.clone(),
                     "<directory id>" | "<directory-id>" | "<directory>" | "<dir>" | "<id>" => {
                         self.directory_id.clone()
@@ -458,6 +466,16 @@ fn roster_flags() -> BTreeSet<String> {
             "create-credential",
             "list-credentials",
             "revoke-credential",
+            "create-webhook",
+            "list-webhooks",
+            "get-webhook",
+            "update-webhook",
+            "delete-webhook",
+            "rotate-webhook-secret",
+            "replay-webhook",
+            "skip-webhook-event",
+            "webhook-attempts",
+            "test-webhook",
         ]
         .iter()
         .map(|c| vec!["admin", *c]),

@@ -25,6 +25,7 @@ impl Env {
             args.server_db_connections,
             args.grpc_over_tcp,
             args.server_watch_buffer,
+            args.webhook_key.as_deref(),
         )
         .await
         {

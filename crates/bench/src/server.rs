@@ -54,6 +54,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(buffer) = args.watch_buffer {
         directory_config.watch_buffer = buffer;
     }
+    if let Some(key) = &args.webhook_key {
+        let key = roster_webhook::SealingKey::parse(key)?;
+        directory_config.webhooks = roster_directory::webhooks::WebhookConfig {
+            sealing_key: Some(Arc::new(key)),
+            // The bench's receivers listen on loopback over plain HTTP.
+            allow_http: true,
+            allow_private: true,
+            scan_interval: Duration::from_millis(200),
+            ..Default::default()
+        };
+    }
     let directory = roster_directory::Directory::new(store, directory_config)?;
     // As in `roster serve`: the gateway calls the directory service directly.
     let direct = directory.direct_service();
@@ -114,6 +125,7 @@ impl ServerProcess {
         db_connections: u32,
         grpc_over_tcp: bool,
         watch_buffer: Option<usize>,
+        webhook_key: Option<&str>,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench executable")?;
         let mut command = Command::new(exe);
@@ -125,6 +137,9 @@ impl ServerProcess {
         }
         if let Some(buffer) = watch_buffer {
             command.args(["--watch-buffer", &buffer.to_string()]);
+        }
+        if let Some(key) = webhook_key {
+            command.args(["--webhook-key", key]);
         }
         let mut child = command
             .stdin(Stdio::piped())

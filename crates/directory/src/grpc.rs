@@ -121,5 +121,15 @@ adapter! {
         list_service_credentials(pa::ListServiceCredentialsRequest) -> pa::ListServiceCredentialsResponse [];
         revoke_service_credential(pa::RevokeServiceCredentialRequest) -> pa::RevokeServiceCredentialResponse [id = id];
         authenticate_token(pa::AuthenticateTokenRequest) -> pa::AuthenticateTokenResponse [];
+        create_webhook_endpoint(pa::CreateWebhookEndpointRequest) -> pa::CreateWebhookEndpointResponse [directory = directory_id];
+        get_webhook_endpoint(pa::GetWebhookEndpointRequest) -> pa::GetWebhookEndpointResponse [endpoint = id];
+        list_webhook_endpoints(pa::ListWebhookEndpointsRequest) -> pa::ListWebhookEndpointsResponse [directory = directory_id];
+        update_webhook_endpoint(pa::UpdateWebhookEndpointRequest) -> pa::UpdateWebhookEndpointResponse [endpoint = id];
+        delete_webhook_endpoint(pa::DeleteWebhookEndpointRequest) -> pa::DeleteWebhookEndpointResponse [endpoint = id];
+        rotate_webhook_secret(pa::RotateWebhookSecretRequest) -> pa::RotateWebhookSecretResponse [endpoint = id];
+        replay_webhook_endpoint(pa::ReplayWebhookEndpointRequest) -> pa::ReplayWebhookEndpointResponse [endpoint = id];
+        skip_webhook_event(pa::SkipWebhookEventRequest) -> pa::SkipWebhookEventResponse [endpoint = id];
+        list_webhook_attempts(pa::ListWebhookAttemptsRequest) -> pa::ListWebhookAttemptsResponse [endpoint = id];
+        send_test_webhook_event(pa::SendTestWebhookEventRequest) -> pa::SendTestWebhookEventResponse [endpoint = id];
     }
 }

@@ -71,6 +71,7 @@ mod rekey;
 mod snapshot;
 mod tx;
 mod users;
+mod webhooks;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -21,6 +21,7 @@ mod lists;
 mod rekey;
 mod tx;
 mod users;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;

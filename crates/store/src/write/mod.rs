@@ -10,8 +10,8 @@
 //!   anything.
 //! * [`Backend`]: opening and committing write transactions (committing
 //!   appends the queued changes, taking their revisions, and wakes local
-//!   watchers). Its supertraits [`Directories`], [`Credentials`], [`Reads`]
-//!   and [`ChangeLog`] are the reads and the writes that append no change,
+//!   watchers). Its supertraits [`Directories`], [`Credentials`], [`Reads`],
+//!   [`ChangeLog`] and [`Webhooks`] are the reads and the writes that append no change,
 //!   which are backend-specific throughout; each backend implements them in
 //!   the file of the same name's job (`directories.rs`, `credentials.rs`,
 //!   `lists.rs`, `changes.rs`).
@@ -153,7 +153,9 @@ pub trait WriteTx: Send {
 /// A store backend: write transactions for the core, plus the reads (and
 /// the writes that append no change), grouped as the backends' files are.
 #[async_trait]
-pub trait Backend: Directories + Credentials + Reads + ChangeLog + Send + Sync + 'static {
+pub trait Backend:
+    Directories + Credentials + Reads + ChangeLog + Webhooks + Send + Sync + 'static
+{
     type Tx: WriteTx + 'static;
 
     async fn begin(&self) -> StoreResult<Self::Tx>;
@@ -205,6 +207,44 @@ pub trait Credentials {
     async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>>;
 }
 
+/// Webhook endpoints, their leases and attempts (no change-log rows: an
+/// endpoint is configuration, not directory data). The contract of each
+/// method is on the same-named method of [`crate::Store`].
+#[async_trait]
+pub trait Webhooks {
+    async fn create_webhook(&self, new: NewWebhook) -> StoreResult<Webhook>;
+    async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook>;
+    async fn list_webhooks(&self, directory: Option<DirectoryId>) -> StoreResult<Vec<Webhook>>;
+    async fn update_webhook(&self, id: WebhookId, update: WebhookUpdate) -> StoreResult<Webhook>;
+    async fn rotate_webhook_secret(
+        &self,
+        id: WebhookId,
+        sealed_secret: Vec<u8>,
+        previous_until: DateTime<Utc>,
+    ) -> StoreResult<Webhook>;
+    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<()>;
+    async fn reposition_webhook(&self, id: WebhookId, cursor: i64) -> StoreResult<Webhook>;
+    async fn acquire_webhook_lease(
+        &self,
+        id: WebhookId,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<Webhook>>;
+    async fn release_webhook_lease(&self, id: WebhookId, owner: &str) -> StoreResult<()>;
+    async fn record_webhook_progress(
+        &self,
+        id: WebhookId,
+        owner: &str,
+        generation: i64,
+        progress: &WebhookProgress,
+    ) -> StoreResult<bool>;
+    async fn list_webhook_attempts(
+        &self,
+        id: WebhookId,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookAttempt>>;
+}
+
 /// Reads of users, groups and members.
 #[async_trait]
 pub trait Reads {
@@ -224,6 +264,8 @@ pub trait ChangeLog {
     async fn log_bounds(&self) -> StoreResult<LogBounds>;
     /// The rows of `read` and the pruning bound, from one snapshot.
     async fn read_log(&self, read: &LogRead<'_>) -> StoreResult<LogPage>;
+    /// How many rows `read` would return, counting at most `read.limit`.
+    async fn count_log(&self, read: &LogRead<'_>) -> StoreResult<i64>;
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64>;
     async fn snapshot(&self, dir: Option<DirectoryId>) -> StoreResult<(Cursor, SnapshotItems)>;
     async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64>;

@@ -19,6 +19,7 @@ pub mod lists;
 pub mod members;
 pub mod oracle;
 pub mod users;
+pub mod webhooks;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -89,6 +90,7 @@ macro_rules! conformance_suite {
         );
         $crate::conformance::conformance_suite!(@in changes $make;
             read_changes_filters,
+            count_changes_agrees_with_read_changes,
             the_log_epoch_names_its_history,
             snapshot_streams_current_state,
             snapshot_streams_a_consistent_state_with_its_cursor,
@@ -103,6 +105,12 @@ macro_rules! conformance_suite {
             sorted_lists_page_by_keyset_in_both_directions,
             removing_active_by_patch_is_stored_as_inactive,
             filters_are_evaluated_in_sql,
+        );
+        $crate::conformance::conformance_suite!(@in webhooks $make;
+            webhook_endpoints_are_created_filtered_updated_and_deleted,
+            one_owner_holds_a_webhook_lease_until_it_expires_or_is_released,
+            webhook_progress_needs_the_lease_and_the_current_generation,
+            webhook_attempts_keep_the_newest_per_endpoint,
         );
     };
     (@in $module:ident $make:path; $($case:ident),* $(,)?) => {
