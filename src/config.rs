@@ -39,6 +39,10 @@ pub enum Command {
     /// Compare a consumer's copy of a directory (JSON lines) with Roster's
     /// state digest and list what differs; exits 2 when something does.
     Verify(VerifyArgs),
+    /// Mirror a directory's users, groups and memberships into tables of
+    /// your own PostgreSQL database, exactly once per change, until stopped
+    /// (the example consumer of docs/consumers.md).
+    Mirror(MirrorArgs),
 }
 
 /// Logging.
@@ -106,6 +110,51 @@ pub struct DirectoryServiceArgs {
     /// Progress-marker interval of idle WatchChanges streams, in milliseconds.
     #[arg(long, env = "ROSTER_PROGRESS_INTERVAL_MS", default_value_t = 5000)]
     pub progress_interval_ms: u64,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Webhook delivery (docs/webhooks.md).
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Key that seals webhook signing secrets at rest: base64 of 32 random
+    /// bytes (`openssl rand -base64 32`), the same on every replica. Without
+    /// it webhooks are off (`roster serve` on SQLite keeps a generated one
+    /// in its data directory instead).
+    #[arg(long, env = "ROSTER_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// How long an endpoint's next event is retried before the endpoint is
+    /// marked failing (dead letter), in seconds.
+    #[arg(long, env = "ROSTER_WEBHOOK_RETRY_HORIZON_SECS", default_value_t = 3 * 24 * 3600)]
+    pub webhook_retry_horizon_secs: u64,
+    /// First retry delay in milliseconds (doubling, with jitter).
+    #[arg(long, env = "ROSTER_WEBHOOK_BACKOFF_BASE_MS", default_value_t = 1000)]
+    pub webhook_backoff_base_ms: u64,
+    /// Longest retry delay, in seconds.
+    #[arg(long, env = "ROSTER_WEBHOOK_BACKOFF_MAX_SECS", default_value_t = 3600)]
+    pub webhook_backoff_max_secs: u64,
+    /// Connect timeout of a webhook request, in milliseconds.
+    #[arg(
+        long,
+        env = "ROSTER_WEBHOOK_CONNECT_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub webhook_connect_timeout_ms: u64,
+    /// Timeout of a whole webhook request, in milliseconds.
+    #[arg(long, env = "ROSTER_WEBHOOK_TIMEOUT_MS", default_value_t = 15000)]
+    pub webhook_timeout_ms: u64,
+    /// How long a replica's claim on an endpoint lasts without renewal, in
+    /// seconds: after a replica dies, another takes its endpoints over
+    /// within this time.
+    #[arg(long, env = "ROSTER_WEBHOOK_LEASE_SECS", default_value_t = 60)]
+    pub webhook_lease_secs: u64,
+    /// Allow `http://` endpoints (development only).
+    #[arg(long, env = "ROSTER_WEBHOOK_ALLOW_HTTP", default_value_t = false)]
+    pub webhook_allow_http: bool,
+    /// Allow endpoints at private, loopback and link-local addresses
+    /// (in-cluster receivers); refused by default against SSRF.
+    #[arg(long, env = "ROSTER_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhook_allow_private: bool,
 }
 
 /// Mutual TLS on the directory service's gRPC port.
@@ -405,6 +454,78 @@ pub enum AdminCommand {
         #[arg(long)]
         link: Option<String>,
     },
+    /// Create a webhook endpoint; its signing secret (`whsec_…`) is printed
+    /// once.
+    CreateWebhook {
+        /// Receiver URL (https://).
+        url: String,
+        /// Only this directory's changes; omit for every directory.
+        #[arg(long)]
+        directory: Option<String>,
+        /// Only these kinds, e.g. user.deactivated,user.deleted.
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// List webhook endpoints with their delivery state and lag.
+    ListWebhooks {
+        /// Only those receiving this directory's changes.
+        #[arg(long)]
+        directory: Option<String>,
+    },
+    /// Show one webhook endpoint.
+    GetWebhook { id: String },
+    /// Change a webhook endpoint.
+    UpdateWebhook {
+        id: String,
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// true or false.
+        #[arg(long)]
+        enabled: Option<bool>,
+        /// Replace the kinds (`all` for every kind).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Option<Vec<String>>,
+    },
+    /// Delete a webhook endpoint.
+    DeleteWebhook { id: String },
+    /// Issue a new signing secret (printed once); the old one keeps signing
+    /// alongside it for the overlap.
+    RotateWebhookSecret {
+        id: String,
+        /// Seconds the old secret stays valid (default 24 h).
+        #[arg(long, default_value_t = 0)]
+        overlap_secs: i64,
+    },
+    /// Deliver again after a position (`--cursor` or `--after-revision`);
+    /// also brings a dead-lettered endpoint back.
+    ReplayWebhook {
+        id: String,
+        #[arg(
+            long,
+            conflicts_with = "after_revision",
+            required_unless_present = "after_revision"
+        )]
+        cursor: Option<String>,
+        #[arg(long)]
+        after_revision: Option<i64>,
+    },
+    /// Give up the event an endpoint is stuck on and continue after it.
+    SkipWebhookEvent { id: String },
+    /// Recent delivery attempts of an endpoint (status, latency, response).
+    WebhookAttempts {
+        id: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i32,
+    },
+    /// Send a signed test.ping to an endpoint now.
+    TestWebhook { id: String },
     /// Give the change log a new epoch, directly in the database (no
     /// directory service needed): the step after restoring a backup, before
     /// starting Roster. Every cursor issued before is then refused with
@@ -449,6 +570,25 @@ pub struct WatchArgs {
     /// when started again.
     #[arg(long, requires = "follow")]
     pub cursor_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The directory to mirror.
+    #[arg(long)]
+    pub directory: String,
+    /// The PostgreSQL database to mirror into (tables `mirror_users`,
+    /// `mirror_groups`, `mirror_memberships`, `roster_cursors`).
+    #[arg(long, env = "ROSTER_MIRROR_DATABASE_URL", hide_env_values = true)]
+    pub mirror_database_url: String,
+    /// The consumer's name: its cursor's key in `roster_cursors`.
+    #[arg(long, default_value = "mirror")]
+    pub name: String,
+    /// Take snapshots through the list RPCs instead of `initial_state`.
+    #[arg(long)]
+    pub list_then_watch: bool,
 }
 
 #[derive(Debug, Args)]

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => cli::admin::run(args).await,
             Command::Watch(args) => cli::watch::run(args).await,
             Command::Verify(args) => cli::verify::run(args).await,
+            Command::Mirror(args) => cli::mirror::run(args).await,
         };
         // Flush spans off the runtime threads.
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

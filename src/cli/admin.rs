@@ -8,6 +8,8 @@ use tonic::transport::Channel;
 
 use crate::config::{AdminArgs, AdminCommand, ClientArgs, StoreArgs};
 
+mod webhooks;
+
 /// Runs one admin command and prints its result as JSON.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let out = match args.command {
@@ -163,6 +165,7 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
         | AdminCommand::RevokePortalLinks { .. }) => {
             super::admin_portal::run(&mut admin.client, &admin.secret, command).await?
         }
+        webhook => webhooks::run(&admin, webhook).await?,
     };
     Ok(out)
 }

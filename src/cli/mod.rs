@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_portal;
+pub mod mirror;
 pub mod serve;
 pub mod verify;
 pub mod watch;

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::config::{
     ClientArgs, DirectoryArgs, DirectoryServiceArgs, GatewayArgs, GatewayHttpArgs, MetricsArgs,
-    ServeArgs, StoreArgs,
+    ServeArgs, StoreArgs, WebhookArgs,
 };
 
 /// Where the state lives, for the banner.
@@ -40,7 +40,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The gateway calls the directory service directly (the same gRPC
     // services, credential check and spans, without HTTP/2); other clients
     // use the TCP listener.
-    let directory = roster_directory::Directory::new(store, directory_config(&args.directory))?;
+    let dev_key = match &kind {
+        StoreKind::Sqlite(_) => Some(args.store.data_dir.as_path()),
+        StoreKind::Postgres => None,
+    };
+    let config = directory_config(&args.directory, dev_key)?;
+    let directory = roster_directory::Directory::new(store, config)?;
     let direct = directory.direct_service();
     let mut directory = tokio::spawn(directory.serve(grpc, wait(directory_stopped)));
     let endpoint = format!("http://{}", loopback(grpc_addr));
@@ -141,7 +146,7 @@ pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
     spawn_metrics(&args.metrics, stopped.clone()).await?;
     let config = roster_directory::DirectoryConfig {
         tls,
-        ..directory_config(&args.directory)
+        ..directory_config(&args.directory, None)?
     };
     let directory = roster_directory::Directory::new(store, config)?;
     if let Some(addr) = args.health_addr {
@@ -248,14 +253,73 @@ pub(super) async fn open_store(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Stor
     }
 }
 
-fn directory_config(args: &DirectoryServiceArgs) -> roster_directory::DirectoryConfig {
-    roster_directory::DirectoryConfig {
+/// The directory service's settings. `dev_key_dir`: where `roster serve`
+/// on SQLite keeps a generated webhook sealing key when none is given.
+fn directory_config(
+    args: &DirectoryServiceArgs,
+    dev_key_dir: Option<&std::path::Path>,
+) -> anyhow::Result<roster_directory::DirectoryConfig> {
+    Ok(roster_directory::DirectoryConfig {
         progress_interval: args.progress_interval(),
         retention_secs: args.retention_secs,
         activity_retention: std::time::Duration::from_secs(args.activity_retention_secs),
         internal_secret: args.internal_secret.clone(),
+        webhooks: webhook_config(&args.webhooks, dev_key_dir)?,
         ..Default::default()
+    })
+}
+
+fn webhook_config(
+    args: &WebhookArgs,
+    dev_key_dir: Option<&std::path::Path>,
+) -> anyhow::Result<roster_directory::webhooks::WebhookConfig> {
+    use std::time::Duration;
+    let key_text = match (&args.secret_key, dev_key_dir) {
+        (Some(text), _) => Some(text.clone()),
+        (None, Some(dir)) => Some(dev_sealing_key(dir)?),
+        (None, None) => None,
+    };
+    let sealing_key = key_text
+        .map(|text| roster_webhook::SealingKey::parse(&text))
+        .transpose()
+        .map_err(|e| anyhow!("--secret-key / ROSTER_SECRET_KEY: {e}"))?
+        .map(Arc::new);
+    if sealing_key.is_none() {
+        tracing::info!("webhooks are off: no --secret-key / ROSTER_SECRET_KEY");
     }
+    Ok(roster_directory::webhooks::WebhookConfig {
+        sealing_key,
+        retry_horizon: Duration::from_secs(args.webhook_retry_horizon_secs),
+        backoff_base: Duration::from_millis(args.webhook_backoff_base_ms.max(1)),
+        backoff_max: Duration::from_secs(args.webhook_backoff_max_secs.max(1)),
+        connect_timeout: Duration::from_millis(args.webhook_connect_timeout_ms.max(1)),
+        request_timeout: Duration::from_millis(args.webhook_timeout_ms.max(1)),
+        allow_http: args.webhook_allow_http,
+        allow_private: args.webhook_allow_private,
+        lease_ttl: Duration::from_secs(args.webhook_lease_secs.max(1)),
+        ..Default::default()
+    })
+}
+
+/// The sealing key of a single-process SQLite deployment: generated on
+/// first start into the data directory (readable by its owner only). A
+/// production deployment passes ROSTER_SECRET_KEY from its secret store
+/// instead, so the key never sits next to the data it protects.
+fn dev_sealing_key(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("webhook-sealing.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(text.trim().to_string());
+    }
+    let text = roster_webhook::SealingKey::generate_text()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())?;
+    Ok(text)
 }
 
 fn gateway_config(

@@ -39,13 +39,33 @@ async fn every_scim_request_is_recorded_without_secrets_or_bodies() {
     assert_eq!(wrong_token.status, 401);
     let read = idp.get(&format!("/Users/{id}")).await;
     assert_eq!(read.status, 200);
+    // SCIM 1.1 clients are recorded the same way.
+    let v1 = format!("{}/scim/v1/{}/Users", served.http_root(), idp.directory_id);
+    let listed = reqwest::Client::new()
+        .get(&v1)
+        .bearer_auth(&idp.token)
+        .header("user-agent", OKTA)
+        .send()
+        .await
+        .expect("SCIM 1.1 list");
+    assert_eq!(listed.status(), 200);
 
-    let entries = activity(&served, &idp.directory_id, &[], 4).await;
+    let entries = activity(&served, &idp.directory_id, &[], 5).await;
     let statuses: Vec<i64> = entries
         .iter()
         .map(|e| e["status"].as_i64().unwrap())
         .collect();
-    assert_eq!(statuses, [200, 401, 409, 201], "newest first: {entries:#?}");
+    assert_eq!(
+        statuses,
+        [200, 200, 401, 409, 201],
+        "newest first: {entries:#?}"
+    );
+    assert_eq!(
+        entries[0]["path"],
+        format!("/scim/v1/{}/Users", idp.directory_id)
+    );
+    assert_eq!(entries[0]["resource_type"], "User");
+    let entries = entries[1..].to_vec();
 
     let created = &entries[3];
     assert_eq!(created["method"], "POST");
@@ -96,9 +116,9 @@ async fn every_scim_request_is_recorded_without_secrets_or_bodies() {
     assert_eq!(statuses, [401, 409]);
     let first = app::admin(
         &served.grpc,
-        &["activity", &idp.directory_id, "--limit", "3"],
+        &["activity", &idp.directory_id, "--limit", "4"],
     );
-    assert_eq!(first["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(first["entries"].as_array().unwrap().len(), 4);
     let token = first["next_page_token"]
         .as_str()
         .expect("a full page has a next page");

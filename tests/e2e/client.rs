@@ -288,25 +288,18 @@ async fn mirror_through_random_deaths(start: Start) {
             .await
             .unwrap();
     }
-    let consumer = {
-        let mut config = roster.follow_config(&dir);
-        config.start = start;
-        let pool = pool.clone();
-        move || {
-            let (config, pool) = (config.clone(), pool.clone());
-            tokio::spawn(async move {
-                let mut mirror = PgMirror::open(pool.clone(), "mirror").await.unwrap();
-                let mut cursor = PgCursor::open(pool, "mirror")
-                    .await
-                    .unwrap()
-                    .saved_by_consumer();
-                Follower::new(config)
-                    .run(&mut mirror, &mut cursor, std::future::pending())
-                    .await
-            })
+    // The consumer is `roster mirror`, a process of its own, SIGKILLed too.
+    let consumer = |grpc: &str| {
+        let mut args: Vec<String> = ["mirror", "--endpoint", grpc, "--directory", &dir]
+            .map(str::to_owned)
+            .into();
+        args.extend(["--mirror-database-url".to_owned(), mirror_url.clone()]);
+        if start == Start::ListThenWatch {
+            args.push("--list-then-watch".to_owned());
         }
+        app::Process::spawn("mirror", &args, &[])
     };
-    let mut follower = consumer();
+    let mut follower = consumer(&roster.grpc);
     let mut users: Vec<String> = Vec::new();
     let (mut kills, mut aborts) = (0, 0);
     for step in 0..60 {
@@ -359,14 +352,12 @@ async fn mirror_through_random_deaths(start: Start) {
         }
         if rng.random_ratio(1, 6) || step % 20 == 7 {
             aborts += 1;
-            tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
-            follower.abort();
-            let _ = follower.await;
-            follower = consumer();
+            follower.kill9();
+            follower = consumer(&roster.grpc);
         }
     }
 
-    eprintln!("roster killed {kills} times, the consumer {aborts} times");
+    eprintln!("roster and the consumer SIGKILLed {kills} and {aborts} times");
     let expected = directory_state(&mut client, &dir).await;
     let mirrored =
         roster_testkit::eventually("the mirror equals the directory", CONVERGE, || async {
@@ -374,7 +365,11 @@ async fn mirror_through_random_deaths(start: Start) {
             (mirrored == expected).then_some(mirrored)
         })
         .await;
-    assert!(!follower.is_finished(), "the follower keeps running");
+    assert!(
+        follower.child.try_wait().unwrap().is_none(),
+        "roster mirror keeps running: {}",
+        follower.logs()
+    );
     // Versions too: the mirror's state digest equals Roster's.
     let mirror = PgMirror::open(pool.clone(), "mirror").await.unwrap();
     let report = verify(&mut client, &dir, &mirror.state().await.unwrap())
@@ -386,7 +381,7 @@ async fn mirror_through_random_deaths(start: Start) {
         "users were mirrored: {}",
         mirrored.0.len()
     );
-    follower.abort();
+    follower.kill9();
 }
 
 type State = (

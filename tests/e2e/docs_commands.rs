@@ -72,7 +72,7 @@ async fn run(command: &DocCommand, served: &app::Served) -> Result<(), String> {
     match sub.as_str() {
         // Long-running servers: `--help` after the flags makes clap check
         // every flag name without starting anything.
-        "serve" | "gateway" | "directory" | "migrate" => {
+        "serve" | "gateway" | "directory" | "migrate" | "mirror" => {
             let out = app::roster()
                 .args(&command.args)
                 .arg("--help")
@@ -80,7 +80,7 @@ async fn run(command: &DocCommand, served: &app::Served) -> Result<(), String> {
                 .unwrap();
             ok_or_stderr(&out).map(|_| ())
         }
-        "admin" | "watch" => {
+        "admin" | "watch" | "verify" => {
             let fixture = Fixture::new(served).await;
             let mut args = fixture.fill(&command.args)?;
             if sub == "watch" && !args.iter().any(|a| a == "--count") {
@@ -93,7 +93,12 @@ async fn run(command: &DocCommand, served: &app::Served) -> Result<(), String> {
                 _ => args.extend(["--endpoint".into(), endpoint.into()]),
             }
             let out = app::roster().args(&args).output().unwrap();
-            let stdout = ok_or_stderr(&out)?;
+            // `verify` of the fixture's empty copy finds the fixture's user
+            // missing: exit status 2, with its report.
+            let stdout = match (sub.as_str(), out.status.code()) {
+                ("verify", Some(2)) => String::from_utf8_lossy(&out.stdout).into_owned(),
+                _ => ok_or_stderr(&out)?,
+            };
             match &command.output {
                 Some(documented) => same_shape(documented, &stdout),
                 None => Ok(()),
@@ -118,6 +123,7 @@ struct Fixture {
     directory_id: String,
     token_id: String,
     credential_id: String,
+    endpoint_id: String,
 }
 
 impl Fixture {
@@ -142,10 +148,16 @@ impl Fixture {
         assert_eq!(created.status(), 201, "fixture user");
         let credential = app::admin(&endpoint, &["create-credential", "--name", "docs"]);
         let credential_id = credential["id"].as_str().expect("credential id").to_owned();
+        // Disabled, and `.invalid` never resolves (RFC 2606): a documented
+        // `test-webhook` gets a failed attempt, and nothing leaves the machine.
+        let url = "https://hooks.example.invalid/docs";
+        let webhook = app::admin(&endpoint, &["create-webhook", url, "--disabled"]);
+        let endpoint_id = webhook["id"].as_str().expect("endpoint id").to_owned();
         Fixture {
             directory_id,
             token_id,
             credential_id,
+            endpoint_id,
         }
     }
 
@@ -161,7 +173,18 @@ impl Fixture {
                         app::temp_dir("docs-data").display().to_string()
                     }
                     a if after == "--name" && a.starts_with('<') => "Example".into(),
+                    // Files a command writes or reads: never the checkout.
+                    _ if after == "--cursor-file" => app::temp_dir("docs-cursor")
+                        .join("cursor")
+                        .display()
+                        .to_string(),
+                    _ if after == "--mirror" => {
+                        let copy = app::temp_dir("docs-mirror").join("copy.jsonl");
+                        std::fs::write(&copy, "").map_err(|e| e.to_string())?;
+                        copy.display().to_string()
+                    }
                     "<credential id>" | "<credential-id>" => self.credential_id.clone(),
+                    "<endpoint id>" => self.endpoint_id.clone(),
                     "<id>" if about_credentials => self.credential_id.clone(),
                     "<directory id>" | "<directory-id>" | "<directory>" | "<dir>" | "<id>" => {
                         self.directory_id.clone()
@@ -461,6 +484,16 @@ fn roster_flags() -> BTreeSet<String> {
             "activity",
             "portal-link",
             "revoke-portal-links",
+            "create-webhook",
+            "list-webhooks",
+            "get-webhook",
+            "update-webhook",
+            "delete-webhook",
+            "rotate-webhook-secret",
+            "replay-webhook",
+            "skip-webhook-event",
+            "webhook-attempts",
+            "test-webhook",
         ]
         .iter()
         .map(|c| vec!["admin", *c]),

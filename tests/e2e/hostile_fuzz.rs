@@ -1,8 +1,11 @@
 //! A property-style HTTP fuzzer over the running gateway: a few thousand
 //! randomly generated and mutated SCIM requests (methods, paths, query
 //! strings, JSON bodies built from SCIM fragments, random bytes, PATCH
-//! operations, bulk requests, headers). Properties: no 5xx, every error is a
-//! SCIM error body, no hang, the server stays alive and logs no panic.
+//! operations, bulk requests, headers), a quarter of them in SCIM 1.1 under
+//! `/scim/v1/` (partial-resource PATCHes with `meta.attributes` and
+//! `"operation": "delete"`, 1.1 URNs and path spellings). Properties: no
+//! 5xx, every error is a SCIM error body of the request's version, no hang,
+//! the server stays alive and logs no panic.
 //!
 //! Deterministic per seed: `ROSTER_FUZZ_SEED=<n>` replays a run (the seed is
 //! printed on failure); `ROSTER_FUZZ_CASES=<n>` changes the number of requests.
@@ -312,6 +315,69 @@ fn body(rng: &mut Rng, ids: &[String]) -> Option<Vec<u8>> {
     )
 }
 
+const V1_CORE: &str = "urn:scim:schemas:core:1.0";
+const V1_ENTERPRISE: &str = "urn:scim:schemas:extension:enterprise:1.0";
+
+/// A SCIM 1.1 body: a resource or a partial one, with the 1.1 forms.
+fn v1_body(rng: &mut Rng, ids: &[String]) -> Option<Vec<u8>> {
+    let mut doc = match body(rng, ids).and_then(|b| serde_json::from_slice::<Value>(&b).ok()) {
+        Some(Value::Object(o)) => o,
+        _ => return body(rng, ids),
+    };
+    doc.remove("Operations");
+    if rng.chance(80) {
+        doc.insert("schemas".into(), json!([V1_CORE]));
+    }
+    if rng.chance(40) {
+        let names: Vec<&str> = (0..rng.below(3)).map(|_| *rng.pick(ATTRIBUTES)).collect();
+        doc.insert("meta".into(), json!({"attributes": names}));
+    }
+    if rng.chance(40) {
+        let operation = *rng.pick(&["delete", "Delete", "merge", ""]);
+        let member = json!({"value": rng.pick(ids), "operation": operation});
+        let key = *rng.pick(&["members", "emails", "addresses"]);
+        doc.insert(
+            key.into(),
+            json!([member, {"value": "a@b.c", "primary": true}]),
+        );
+    }
+    if rng.chance(20) {
+        doc.insert(
+            V1_ENTERPRISE.into(),
+            json!({"employeeNumber": scalar(rng), "manager": {"managerId": rng.pick(ids)}}),
+        );
+    }
+    let text = Value::Object(doc).to_string();
+    Some(
+        if rng.chance(15) {
+            mutate_text(rng, &text)
+        } else {
+            text
+        }
+        .into_bytes(),
+    )
+}
+
+/// A 1.1 path: the 2.0 ones, 1.1 discovery, and the `/v1` and `.json`
+/// spellings of 1.1 clients.
+fn v1_path(rng: &mut Rng, ids: &[String]) -> String {
+    let path = match rng.below(6) {
+        0 => rng
+            .pick(&[
+                "/ServiceProviderConfigs",
+                "/Schemas/Users",
+                "/Schemas/Groups",
+            ])
+            .to_string(),
+        _ => path(rng, ids),
+    };
+    match rng.below(6) {
+        0 => format!("/v1{path}"),
+        1 if !path.is_empty() => format!("{path}.json"),
+        _ => path,
+    }
+}
+
 fn path(rng: &mut Rng, ids: &[String]) -> String {
     let id = if rng.chance(70) {
         rng.pick(ids).clone()
@@ -348,10 +414,17 @@ fn path(rng: &mut Rng, ids: &[String]) -> String {
     }
 }
 
-/// One random request: `(method, path+query, headers, body)`.
-type Request = (Method, String, Vec<(&'static str, String)>, Option<Vec<u8>>);
+/// One random request: `(SCIM 1.1?, method, path+query, headers, body)`.
+type Request = (
+    bool,
+    Method,
+    String,
+    Vec<(&'static str, String)>,
+    Option<Vec<u8>>,
+);
 
 fn request(rng: &mut Rng, ids: &[String]) -> Request {
+    let v1 = rng.chance(25);
     let method = rng
         .pick(&[
             Method::GET,
@@ -365,7 +438,10 @@ fn request(rng: &mut Rng, ids: &[String]) -> Request {
             Method::PATCH,
         ])
         .clone();
-    let url = format!("{}{}", path(rng, ids), query(rng));
+    let url = match v1 {
+        true => format!("{}{}", v1_path(rng, ids), query(rng)),
+        false => format!("{}{}", path(rng, ids), query(rng)),
+    };
     let mut headers = Vec::new();
     if rng.chance(70) {
         let ct = *rng.pick(&[
@@ -390,18 +466,30 @@ fn request(rng: &mut Rng, ids: &[String]) -> Request {
     if rng.chance(5) {
         headers.push(("if-none-match", "*".to_string()));
     }
-    (method, url, headers, body(rng, ids))
+    let body = match v1 {
+        true => v1_body(rng, ids),
+        false => body(rng, ids),
+    };
+    (v1, method, url, headers, body)
 }
 
-/// The properties every answer must have; `/Me` answers 501 by design (docs/scim.md).
-fn check(got: &app::Reply, method: &Method, url: &str, seed: u64) -> Result<(), String> {
-    let what = format!("seed {seed}: {method} {}", truncated(url));
-    let me = url.starts_with("/Me") && got.status == 501;
-    if got.status >= 500 && !me {
+/// The properties every answer must have; `/Me` (2.0) and `/Bulk` (1.1)
+/// answer 501 by design (docs/scim.md).
+fn check(got: &app::Reply, v1: bool, method: &Method, url: &str, seed: u64) -> Result<(), String> {
+    let version = if v1 { "1.1" } else { "2.0" };
+    let what = format!("seed {seed}: {version} {method} {}", truncated(url));
+    let by_design = match v1 {
+        false => url.starts_with("/Me"),
+        true => url.trim_start_matches("/v1").starts_with("/Bulk"),
+    };
+    if got.status >= 500 && !(by_design && got.status == 501) {
         return Err(format!("{what}: {} {}", got.status, truncated(&got.text)));
     }
-    let scim_error =
-        got.body["schemas"][0] == ERROR_SCHEMA && got.body["status"] == *got.status.to_string();
+    let status = got.status.to_string();
+    let scim_error = match v1 {
+        false => got.body["schemas"][0] == ERROR_SCHEMA && got.body["status"] == *status,
+        true => got.body["Errors"][0]["code"] == *status && got.body.get("schemas").is_none(),
+    };
     if got.status >= 400 && !scim_error {
         return Err(format!(
             "{what}: not a SCIM error: {}",
@@ -436,13 +524,18 @@ async fn thousands_of_random_scim_requests_get_no_5xx() {
 
     let mut rng = Rng(seed);
     let requests: Vec<Request> = (0..cases).map(|_| request(&mut rng, &ids)).collect();
-    let results: Vec<Result<u16, String>> = futures::stream::iter(requests)
-        .map(|(method, url, headers, body)| {
+    let v1_cases = requests.iter().filter(|r| r.0).count();
+    let results: Vec<Result<(bool, u16), String>> = futures::stream::iter(requests)
+        .map(|(v1, method, url, headers, body)| {
             let scim = scim.clone();
             async move {
+                let base = match v1 {
+                    true => scim.base_url.replace("/scim/v2/", "/scim/v1/"),
+                    false => scim.base_url.clone(),
+                };
                 let mut req = scim
                     .http
-                    .request(method.clone(), format!("{}{url}", scim.base_url))
+                    .request(method.clone(), format!("{base}{url}"))
                     .bearer_auth(&scim.token);
                 for (name, value) in &headers {
                     req = req.header(*name, value);
@@ -460,7 +553,7 @@ async fn thousands_of_random_scim_requests_get_no_5xx() {
                         ));
                     }
                 };
-                check(&got, &method, &url, seed).map(|()| got.status)
+                check(&got, v1, &method, &url, seed).map(|()| (v1, got.status))
             }
         })
         .buffer_unordered(4)
@@ -468,13 +561,21 @@ async fn thousands_of_random_scim_requests_get_no_5xx() {
         .await;
     let accepted = results
         .iter()
-        .filter(|r| matches!(r, Ok(200..=299)))
+        .filter(|r| matches!(r, Ok((_, 200..=299))))
+        .count();
+    let accepted_v1 = results
+        .iter()
+        .filter(|r| matches!(r, Ok((true, 200..=299))))
         .count();
     let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
     // A fuzzer that only ever hits the front door proves little.
     assert!(
         accepted * 20 > cases,
         "seed {seed}: only {accepted} of {cases} requests got past validation"
+    );
+    assert!(
+        accepted_v1 * 20 > v1_cases,
+        "seed {seed}: only {accepted_v1} of {v1_cases} SCIM 1.1 requests got past validation"
     );
 
     let health = scim

@@ -20,6 +20,7 @@ mod idp_generic;
 mod idp_google;
 mod idp_jumpcloud;
 mod idp_okta;
+mod idp_okta_v1;
 mod idp_onelogin;
 mod idp_pingone;
 mod idp_rippling;

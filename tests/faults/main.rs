@@ -14,6 +14,8 @@
 //! `ROSTER_SOAK=1` runs ten times the load and five faults per test
 //! (see docs/reliability.md).
 
+mod webhooks;
+
 use roster_testkit::app;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

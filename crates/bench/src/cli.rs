@@ -35,6 +35,8 @@ pub enum Command {
     Fanout(BenchArgs),
     /// Raw one-row INSERTs straight into PostgreSQL versus Roster's onboarding rate.
     Limit(BenchArgs),
+    /// Signed webhooks to several endpoints while users are created: delivery rate and latency.
+    Webhooks(BenchArgs),
     /// Every scenario, one after the other.
     All(BenchArgs),
     /// The server under test (directory service + gateway); started by the bench itself.
@@ -53,6 +55,7 @@ impl Command {
             Self::WatchLatency(_) => "watch-latency",
             Self::Fanout(_) => "fanout",
             Self::Limit(_) => "limit",
+            Self::Webhooks(_) => "webhooks",
             Self::All(_) => "all",
             Self::Serve(_) => "__serve",
         }
@@ -143,6 +146,20 @@ pub struct BenchArgs {
     /// Fan-out: streams whose arrival times are recorded (spread evenly).
     #[arg(long, default_value_t = 100)]
     pub sample_streams: usize,
+
+    /// Webhooks: endpoints, each receiving every event.
+    #[arg(long, default_value_t = 10)]
+    pub webhook_endpoints: usize,
+    /// Webhooks: events (user creations) sent.
+    #[arg(long, default_value_t = 20_000)]
+    pub webhook_events: usize,
+    /// Webhooks: events per second the writers aim at.
+    #[arg(long, default_value_t = 1_000)]
+    pub webhook_rate: usize,
+    /// The sealing key the server under test runs with (set by the
+    /// webhooks scenario; webhooks are off without it).
+    #[arg(skip)]
+    pub webhook_key: Option<String>,
 }
 
 /// Flags of the hidden `__serve` subcommand.
@@ -169,4 +186,7 @@ pub struct ServeArgs {
     /// Records the audit trail of SCIM requests.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub activity_log: bool,
+    /// Webhook sealing key: turns webhooks on, receivers on loopback allowed.
+    #[arg(long)]
+    pub webhook_key: Option<String>,
 }

@@ -26,6 +26,7 @@ impl Env {
             args.grpc_over_tcp,
             args.server_watch_buffer,
             args.activity_log,
+            args.webhook_key.as_deref(),
         )
         .await
         {

@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         | Command::WatchLatency(args)
         | Command::Fanout(args)
         | Command::Limit(args)
+        | Command::Webhooks(args)
         | Command::All(args) => runtime.block_on(bench(name, args)),
     }
 }

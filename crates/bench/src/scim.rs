@@ -124,6 +124,35 @@ impl ScimClient {
         Ok(Created { id, responded_at })
     }
 
+    /// POST /Bulk creating one user per body of `users`; fails unless
+    /// every operation answered 201.
+    pub async fn bulk_create_users(&self, users: &[Value]) -> anyhow::Result<()> {
+        let operations: Vec<Value> = users
+            .iter()
+            .enumerate()
+            .map(|(i, data)| json!({"method": "POST", "path": "/Users", "bulkId": format!("b{i}"), "data": data}))
+            .collect();
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+            "Operations": operations,
+        });
+        let (bytes, _) = self
+            .send(Method::POST, "/Bulk", &body, &[StatusCode::OK])
+            .await?;
+        let answer: Value = serde_json::from_slice(&bytes)?;
+        let ops = answer["Operations"]
+            .as_array()
+            .context("no Operations in the BulkResponse")?;
+        let created = ops.iter().filter(|op| op["status"] == "201").count();
+        if created != users.len() {
+            bail!(
+                "POST /Bulk: {created} of {} users created: {answer}",
+                users.len()
+            );
+        }
+        Ok(())
+    }
+
     /// PATCH /Groups/{id} with a PatchOp; accepts 200 and 204.
     pub async fn patch_group(&self, id: &str, patch: &Value) -> anyhow::Result<()> {
         let path = format!("/Groups/{id}");

@@ -55,6 +55,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(buffer) = args.watch_buffer {
         directory_config.watch_buffer = buffer;
     }
+    if let Some(key) = &args.webhook_key {
+        let key = roster_webhook::SealingKey::parse(key)?;
+        directory_config.webhooks = roster_directory::webhooks::WebhookConfig {
+            sealing_key: Some(Arc::new(key)),
+            // The bench's receivers listen on loopback over plain HTTP.
+            allow_http: true,
+            allow_private: true,
+            scan_interval: Duration::from_millis(200),
+            ..Default::default()
+        };
+    }
     let directory = roster_directory::Directory::new(store, directory_config)?;
     // As in `roster serve`: the gateway calls the directory service directly.
     let direct = directory.direct_service();
@@ -116,6 +127,7 @@ impl ServerProcess {
         grpc_over_tcp: bool,
         watch_buffer: Option<usize>,
         activity_log: bool,
+        webhook_key: Option<&str>,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find the bench executable")?;
         let mut command = Command::new(exe);
@@ -129,6 +141,9 @@ impl ServerProcess {
             command.args(["--watch-buffer", &buffer.to_string()]);
         }
         command.args(["--activity-log", &activity_log.to_string()]);
+        if let Some(key) = webhook_key {
+            command.args(["--webhook-key", key]);
+        }
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -43,6 +43,12 @@ const TINY: &[&str] = &[
     "10",
     "--sample-streams",
     "2",
+    "--webhook-endpoints",
+    "2",
+    "--webhook-events",
+    "20",
+    "--webhook-rate",
+    "200",
 ];
 
 /// Runs `roster-bench <scenario>` with [`TINY`] sizes and returns its JSON report.
@@ -227,4 +233,13 @@ async fn limit() {
     let report = scenario("limit", 3).await;
     assert!(figure(&report, "onboarding_fraction_of_limit") > 0.0);
     assert!(figure(&report, "onboarding_fraction_of_user_and_change_rows") > 0.0);
+}
+
+#[tokio::test]
+async fn webhooks() {
+    // The paced writes, then every endpoint's deliveries (2 × 20).
+    let report = scenario("webhooks", 2).await;
+    assert_rows(&report, 0, 20, "paced user creations");
+    assert_rows(&report, 1, 40, "deliveries to every endpoint");
+    assert!(figure(&report, "events_per_s_to_every_endpoint") > 0.0);
 }

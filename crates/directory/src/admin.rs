@@ -33,6 +33,8 @@ use crate::mapping;
 use crate::service::directory_id;
 use crate::watch::ChangeHub;
 
+mod webhooks;
+
 /// Prefix of every bearer token secret, so leaked tokens are recognisable
 /// by secret scanners.
 pub const TOKEN_PREFIX: &str = "rst_";
@@ -44,6 +46,8 @@ const SHOWN_PREFIX_LEN: usize = 8;
 #[derive(Clone)]
 pub struct AdminApi {
     backend: Backend,
+    /// Webhook endpoint management; `None` without a sealing key.
+    webhooks: Option<Arc<webhooks::WebhookAdmin>>,
 }
 
 impl AdminApi {
@@ -51,7 +55,18 @@ impl AdminApi {
     pub fn new(store: Arc<dyn Store>, hub: Arc<ChangeHub>) -> Self {
         Self {
             backend: Backend::new(store, hub),
+            webhooks: None,
         }
+    }
+
+    /// Manages webhook endpoints with `config` (its sealing key seals their
+    /// secrets); without a key, webhook calls fail with FAILED_PRECONDITION.
+    pub fn with_webhooks(
+        mut self,
+        config: &crate::webhooks::WebhookConfig,
+    ) -> Result<Self, crate::webhooks::DeliveryError> {
+        self.webhooks = webhooks::WebhookAdmin::new(config)?.map(Arc::new);
+        Ok(self)
     }
 
     pub(crate) fn store(&self) -> &dyn Store {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use roster_store::Store;
 
 use crate::error::{ServiceError, ServiceResult};
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{Batcher, GroupPatches, UserCreates};
 use crate::watch::ChangeHub;
 
 /// The store and the hub of one server, shared by its services.
@@ -15,19 +15,32 @@ use crate::watch::ChangeHub;
 pub(crate) struct Backend {
     store: Arc<dyn Store>,
     hub: Arc<ChangeHub>,
-    groups: Arc<GroupCommit>,
+    groups: Arc<Batcher<GroupPatches>>,
+    user_creates: Arc<Batcher<UserCreates>>,
 }
 
 impl Backend {
     pub(crate) fn new(store: Arc<dyn Store>, hub: Arc<ChangeHub>) -> Self {
-        let groups = GroupCommit::new(Arc::clone(&store));
-        Self { store, hub, groups }
+        let groups = Batcher::new(GroupPatches(Arc::clone(&store)));
+        let user_creates = Batcher::new(UserCreates(Arc::clone(&store)));
+        Self {
+            store,
+            hub,
+            groups,
+            user_creates,
+        }
     }
 
     /// Group PATCHes, batched per group (group commit). Like the store,
     /// run through [`Backend::write`].
-    pub(crate) fn groups(&self) -> &Arc<GroupCommit> {
+    pub(crate) fn groups(&self) -> &Arc<Batcher<GroupPatches>> {
         &self.groups
+    }
+
+    /// User creations, batched per directory (group commit). Like the
+    /// store, run through [`Backend::write`].
+    pub(crate) fn user_creates(&self) -> &Arc<Batcher<UserCreates>> {
+        &self.user_creates
     }
 
     /// The store, for reads. Writes that append to the change log go through

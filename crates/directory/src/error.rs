@@ -63,6 +63,10 @@ pub enum ServiceError {
     /// The server is stopping; watchers should reconnect elsewhere.
     #[error("server shutting down; resume from your last cursor")]
     ShuttingDown,
+    /// The request needs something the server is not configured for (a
+    /// webhook call without a sealing key).
+    #[error("{0}")]
+    FailedPrecondition(String),
 }
 
 /// Result of handler logic.
@@ -94,6 +98,7 @@ impl From<ServiceError> for Status {
             }
             e @ ServiceError::SlowConsumer => Status::resource_exhausted(e.to_string()),
             e @ ServiceError::ShuttingDown => Status::unavailable(e.to_string()),
+            ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
         }
     }
 }

@@ -1,144 +1,211 @@
-//! Group commit of group PATCHes: concurrent PATCHes of ONE group are
-//! gathered and written in one store transaction
-//! ([`Store::update_group_batch`]), so the group's row lock is taken, and
-//! its row written, once per batch instead of once per request.
+//! Group commit: concurrent writes that share a key are gathered and written
+//! in one store transaction, so what they contend on — a group's row lock,
+//! a transaction commit (its WAL flush) — is paid once per batch instead of
+//! once per request. Two writes use it: PATCHes of ONE group
+//! ([`Store::update_group_batch`], the group's row locked and written once
+//! per batch) and user creations in one directory
+//! ([`Store::create_users`], one commit per batch).
 //!
-//! Gathering: the first PATCH of a group that finds no batch running
-//! starts a runner task for that group and queues itself; PATCHes arriving
-//! while a batch is being written queue behind it and form the next batch
-//! (at most [`MAX_BATCH`], in arrival order). Nobody waits for a batch to
-//! fill: a lone PATCH is written at once, exactly as before (it goes to
-//! [`Store::update_group`]), and under contention the batch is what
-//! arrived during the previous batch's transaction — the wait is at most
-//! one transaction, which a request used to spend waiting for the row lock
-//! anyway. Each request gets its own result once its batch committed; the
-//! store isolates failures (see [`Store::update_group_batch`]). The runner
-//! is a task of its own, so a caller that goes away cannot abandon a batch
+//! Gathering: a write of a key queues itself and, while fewer than
+//! [`BatchWrite::RUNNERS`] runner tasks serve that key, starts another;
+//! writes arriving while the runners are writing queue behind them and form
+//! the next batches (at most [`BatchWrite::MAX_BATCH`] each, in arrival order). One
+//! runner per group for PATCHes (they would wait for the same row lock),
+//! a few per directory for creations (they share no lock, only the commit). Nobody waits for a batch to fill: a
+//! lone write goes alone, exactly as without batching, and under contention
+//! the batch is what arrived during the previous batch's transaction — the
+//! wait is at most one transaction, which a request used to spend waiting
+//! for the lock or the WAL flush anyway. Each request gets its own result
+//! once its batch committed; the store isolates failures. The runner is a
+//! task of its own, so a caller that goes away cannot abandon a batch
 //! half-way.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use roster_store::{
-    DirectoryId, Group, GroupEdit, GroupId, GroupUpdateFn, Store, StoreError, StoreResult,
+    DirectoryId, Group, GroupEdit, GroupId, Store, StoreError, StoreResult, User, UserWrite,
 };
 use tokio::sync::oneshot;
+use tonic::async_trait;
 
-/// The largest batch: bounds one transaction's length and lock time.
-pub(crate) const MAX_BATCH: usize = 64;
-
-type Key = (DirectoryId, GroupId);
-
-struct Waiting {
-    edit: GroupEdit,
-    reply: oneshot::Sender<StoreResult<Group>>,
+/// One kind of write that can be batched.
+#[async_trait]
+pub(crate) trait BatchWrite: Send + Sync + 'static {
+    /// What a batch shares (a group, a directory).
+    type Key: Copy + Eq + Hash + Send + Sync + 'static;
+    type Item: Send + 'static;
+    type Done: Send + 'static;
+    /// Batches of one key written at once: 1 where they would only queue
+    /// for the same row lock, more where they contend on nothing but the
+    /// commit itself.
+    const RUNNERS: usize;
+    /// The largest batch: bounds one transaction's length and lock time.
+    const MAX_BATCH: usize;
+    /// A write that arrived alone.
+    async fn one(&self, key: Self::Key, item: Self::Item) -> StoreResult<Self::Done>;
+    /// A batch: one result per item, in order.
+    async fn many(&self, key: Self::Key, items: Vec<Self::Item>) -> Vec<StoreResult<Self::Done>>;
 }
 
-/// The per-group queues of one process.
-pub(crate) struct GroupCommit {
-    store: Arc<dyn Store>,
-    /// A key is present exactly while a runner serves that group.
-    queues: Mutex<HashMap<Key, Vec<Waiting>>>,
+type Queue<W> = Vec<(
+    <W as BatchWrite>::Item,
+    oneshot::Sender<StoreResult<<W as BatchWrite>::Done>>,
+)>;
+
+/// A key's waiting writes and how many runners serve it.
+struct Line<W: BatchWrite> {
+    waiting: Queue<W>,
+    runners: usize,
 }
 
-impl GroupCommit {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Arc<Self> {
+/// The per-key queues of one process for one kind of write.
+pub(crate) struct Batcher<W: BatchWrite> {
+    writer: W,
+    /// A key is present exactly while at least one runner serves it.
+    queues: Mutex<HashMap<W::Key, Line<W>>>,
+}
+
+impl<W: BatchWrite> Batcher<W> {
+    pub(crate) fn new(writer: W) -> Arc<Self> {
         Arc::new(Self {
-            store,
+            writer,
             queues: Mutex::new(HashMap::new()),
         })
     }
 
-    /// [`Store::update_group`], batched with the concurrent PATCHes of the
-    /// same group.
-    pub(crate) async fn update_group(
+    /// Writes `item`, batched with the concurrent writes of `key`.
+    pub(crate) async fn write(
         self: &Arc<Self>,
-        dir: DirectoryId,
-        id: GroupId,
-        if_version: Option<i64>,
-        update: GroupUpdateFn,
-    ) -> StoreResult<Group> {
+        key: W::Key,
+        item: W::Item,
+    ) -> StoreResult<W::Done> {
         let (reply, answer) = oneshot::channel();
-        let waiting = Waiting {
-            edit: GroupEdit { if_version, update },
-            reply,
-        };
         let start = {
             let mut queues = self.queues.lock().expect("group commit queues");
-            match queues.get_mut(&(dir, id)) {
-                Some(queue) => {
-                    queue.push(waiting);
-                    false
-                }
-                None => {
-                    queues.insert((dir, id), vec![waiting]);
-                    true
-                }
+            let line = queues.entry(key).or_insert_with(|| Line {
+                waiting: Vec::new(),
+                runners: 0,
+            });
+            line.waiting.push((item, reply));
+            // Another runner only while the ones running are all busy.
+            let start = line.runners < W::RUNNERS;
+            if start {
+                line.runners += 1;
             }
+            start
         };
         if start {
-            tokio::spawn(Arc::clone(self).run((dir, id)));
+            tokio::spawn(Arc::clone(self).run(key));
         }
         answer
             .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("group write abandoned".into())))
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("batched write abandoned".into())))
     }
 
-    /// Writes the group's queue batch by batch until it is empty.
-    async fn run(self: Arc<Self>, key: Key) {
+    /// Writes the key's queue batch by batch until it is empty.
+    async fn run(self: Arc<Self>, key: W::Key) {
         let mut guard = Runner {
-            commit: &self,
+            batcher: &self,
             key,
             finished: false,
         };
-        loop {
-            let batch: Vec<Waiting> = {
-                let mut queues = self.queues.lock().expect("group commit queues");
-                let Some(queue) = queues.get_mut(&key) else {
-                    break;
-                };
-                if queue.is_empty() {
-                    queues.remove(&key);
-                    break;
-                }
-                let n = queue.len().min(MAX_BATCH);
-                queue.drain(..n).collect()
-            };
-            let (dir, id) = key;
+        while let Some(batch) = self.next_batch(key) {
             if batch.len() == 1 {
-                let Waiting { edit, reply } = batch.into_iter().next().expect("one");
-                let result = self
-                    .store
-                    .update_group(dir, id, edit.if_version, edit.update)
-                    .await;
-                let _ = reply.send(result);
+                let (item, reply) = batch.into_iter().next().expect("one");
+                let _ = reply.send(self.writer.one(key, item).await);
                 continue;
             }
-            let (edits, replies): (Vec<GroupEdit>, Vec<_>) =
-                batch.into_iter().map(|w| (w.edit, w.reply)).unzip();
-            let results = self.store.update_group_batch(dir, id, edits).await;
+            let (items, replies): (Vec<W::Item>, Vec<_>) = batch.into_iter().unzip();
+            let results = self.writer.many(key, items).await;
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
         }
         guard.finished = true;
     }
+
+    /// Takes the next batch, or retires the runner when the queue is empty
+    /// (and the key with its last runner).
+    fn next_batch(&self, key: W::Key) -> Option<Queue<W>> {
+        let mut queues = self.queues.lock().expect("group commit queues");
+        let line = queues.get_mut(&key)?;
+        if line.waiting.is_empty() {
+            line.runners -= 1;
+            if line.runners == 0 {
+                queues.remove(&key);
+            }
+            return None;
+        }
+        let n = line.waiting.len().min(W::MAX_BATCH);
+        Some(line.waiting.drain(..n).collect())
+    }
 }
 
-/// Removes a runner's queue if it ends without emptying it (a panic), so
-/// the group is not left without a runner; the queued callers get an error.
-struct Runner<'a> {
-    commit: &'a GroupCommit,
-    key: Key,
+/// Retires a runner that ends without emptying its queue (a panic); the
+/// last one removes the queue, so the key is not left without a runner and
+/// the queued callers get an error.
+struct Runner<'a, W: BatchWrite> {
+    batcher: &'a Batcher<W>,
+    key: W::Key,
     finished: bool,
 }
 
-impl Drop for Runner<'_> {
+impl<W: BatchWrite> Drop for Runner<'_, W> {
     fn drop(&mut self) {
         if !self.finished
-            && let Ok(mut queues) = self.commit.queues.lock()
+            && let Ok(mut queues) = self.batcher.queues.lock()
+            && let Some(line) = queues.get_mut(&self.key)
         {
-            queues.remove(&self.key);
+            line.runners = line.runners.saturating_sub(1);
+            if line.runners == 0 {
+                queues.remove(&self.key);
+            }
         }
+    }
+}
+
+/// PATCHes of one group.
+pub(crate) struct GroupPatches(pub(crate) Arc<dyn Store>);
+
+#[async_trait]
+impl BatchWrite for GroupPatches {
+    type Key = (DirectoryId, GroupId);
+    type Item = GroupEdit;
+    type Done = Group;
+    /// The group's row lock would serialize them anyway.
+    const RUNNERS: usize = 1;
+    const MAX_BATCH: usize = 64;
+
+    async fn one(&self, (dir, id): Self::Key, edit: GroupEdit) -> StoreResult<Group> {
+        self.0
+            .update_group(dir, id, edit.if_version, edit.update)
+            .await
+    }
+
+    async fn many(&self, (dir, id): Self::Key, edits: Vec<GroupEdit>) -> Vec<StoreResult<Group>> {
+        self.0.update_group_batch(dir, id, edits).await
+    }
+}
+
+/// User creations in one directory.
+pub(crate) struct UserCreates(pub(crate) Arc<dyn Store>);
+
+#[async_trait]
+impl BatchWrite for UserCreates {
+    type Key = DirectoryId;
+    type Item = UserWrite;
+    type Done = User;
+    /// Creations lock nothing shared: a few batches commit side by side.
+    const RUNNERS: usize = 4;
+    const MAX_BATCH: usize = 128;
+
+    async fn one(&self, dir: DirectoryId, write: UserWrite) -> StoreResult<User> {
+        self.0.create_user(dir, write).await
+    }
+
+    async fn many(&self, dir: DirectoryId, writes: Vec<UserWrite>) -> Vec<StoreResult<User>> {
+        self.0.create_users(dir, writes).await
     }
 }

@@ -128,5 +128,15 @@ adapter! {
         open_portal_link(pa::OpenPortalLinkRequest) -> pa::OpenPortalLinkResponse [];
         authenticate_portal_session(pa::AuthenticatePortalSessionRequest) -> pa::AuthenticatePortalSessionResponse [];
         end_portal_session(pa::EndPortalSessionRequest) -> pa::EndPortalSessionResponse [];
+        create_webhook_endpoint(pa::CreateWebhookEndpointRequest) -> pa::CreateWebhookEndpointResponse [directory = directory_id];
+        get_webhook_endpoint(pa::GetWebhookEndpointRequest) -> pa::GetWebhookEndpointResponse [endpoint = id];
+        list_webhook_endpoints(pa::ListWebhookEndpointsRequest) -> pa::ListWebhookEndpointsResponse [directory = directory_id];
+        update_webhook_endpoint(pa::UpdateWebhookEndpointRequest) -> pa::UpdateWebhookEndpointResponse [endpoint = id];
+        delete_webhook_endpoint(pa::DeleteWebhookEndpointRequest) -> pa::DeleteWebhookEndpointResponse [endpoint = id];
+        rotate_webhook_secret(pa::RotateWebhookSecretRequest) -> pa::RotateWebhookSecretResponse [endpoint = id];
+        replay_webhook_endpoint(pa::ReplayWebhookEndpointRequest) -> pa::ReplayWebhookEndpointResponse [endpoint = id];
+        skip_webhook_event(pa::SkipWebhookEventRequest) -> pa::SkipWebhookEventResponse [endpoint = id];
+        list_webhook_attempts(pa::ListWebhookAttemptsRequest) -> pa::ListWebhookAttemptsResponse [endpoint = id];
+        send_test_webhook_event(pa::SendTestWebhookEventRequest) -> pa::SendTestWebhookEventResponse [endpoint = id];
     }
 }

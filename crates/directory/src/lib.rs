@@ -27,6 +27,7 @@ pub mod portal;
 pub mod server;
 pub mod service;
 pub mod watch;
+pub mod webhooks;
 
 pub use local::{DirectService, LocalListener, local_channel};
 pub use server::{Directory, DirectoryConfig, Error, serve};

@@ -24,6 +24,7 @@ use crate::local::ServerTls;
 use crate::local::{DirectService, LocalListener};
 use crate::service::DirectoryApi;
 use crate::watch::{ChangeHub, WatchConfig};
+use crate::webhooks::{Deliveries, WebhookConfig};
 
 /// Settings of the directory service.
 #[derive(Debug, Clone)]
@@ -56,6 +57,9 @@ pub struct DirectoryConfig {
     /// requires client certificates signed by its CA (mutual TLS); the files
     /// are re-read when they change. In-process connections stay plain.
     pub tls: Option<roster_tls::TlsFiles>,
+    /// Webhook delivery and administration (docs/webhooks.md); off without
+    /// a sealing key.
+    pub webhooks: WebhookConfig,
 }
 
 impl Default for DirectoryConfig {
@@ -72,6 +76,7 @@ impl Default for DirectoryConfig {
             internal_secret: None,
             watch_buffer: watch.buffer,
             tls: None,
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -99,6 +104,9 @@ pub enum Error {
     /// The TLS certificates could not be loaded.
     #[error("cannot load the TLS certificates: {0}")]
     Tls(#[from] roster_tls::TlsError),
+    /// Webhook delivery could not start.
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::DeliveryError),
 }
 
 /// The middleware stack of the server: gRPC metrics per method and code.
@@ -116,6 +124,8 @@ pub struct Directory {
     health: HealthCheck,
     tasks: BackgroundTasks,
     tls: Option<Arc<ServerTls>>,
+    /// Webhook delivery; `None` when webhooks are off.
+    deliveries: Option<Deliveries>,
 }
 
 impl Directory {
@@ -152,7 +162,12 @@ impl Directory {
             Arc::clone(&store),
         )));
         let directory = DirectoryApi::new(Arc::clone(&store), Arc::clone(&hub));
-        let admin = AdminApi::new(store, Arc::clone(&hub));
+        let deliveries = Deliveries::start(
+            Arc::clone(&store),
+            Arc::clone(&hub),
+            config.webhooks.clone(),
+        )?;
+        let admin = AdminApi::new(store, Arc::clone(&hub)).with_webhooks(&config.webhooks)?;
         // One set of routes behind one stack of layers, served two ways: on
         // the listeners (HTTP/2) and, in `roster serve`, called directly by
         // the gateway in the same process (`Directory::direct_service`).
@@ -180,6 +195,7 @@ impl Directory {
             health,
             tasks,
             tls,
+            deliveries,
         })
     }
 
@@ -248,6 +264,7 @@ impl Directory {
             health,
             mut tasks,
             tls,
+            deliveries,
         } = self;
         // The real status is known before the first request can ask for it.
         let first = health.report(None).await;
@@ -261,6 +278,11 @@ impl Directory {
             hub.close();
         };
         let result = router.serve_with_incoming_shutdown(incoming, signal).await;
+        // Each endpoint finishes its request in flight and releases its
+        // lease, so another replica takes over without waiting for expiry.
+        if let Some(deliveries) = deliveries {
+            deliveries.stop().await;
+        }
         drop(tasks);
         Ok(result?)
     }

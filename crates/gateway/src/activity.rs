@@ -199,10 +199,12 @@ fn complete(entry: &mut pa::Activity, response: &Response, started: Instant) {
     entry.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
 }
 
-/// The resource type and id a SCIM path names (`/scim/v2/{dir}/Users/{id}`).
+/// The resource type and id a SCIM path names (`/scim/v2/{dir}/Users/{id}`,
+/// or the same under `/scim/v1/`).
 pub fn resource_of(path: &str) -> (&'static str, &str) {
     let mut rest = path
         .strip_prefix("/scim/v2/")
+        .or_else(|| path.strip_prefix("/scim/v1/"))
         .unwrap_or_default()
         .split('/')
         .filter(|s| !s.is_empty())
@@ -212,7 +214,9 @@ pub fn resource_of(path: &str) -> (&'static str, &str) {
         Some("Groups") => "Group",
         Some("Bulk") => "Bulk",
         Some(".search") => "Search",
-        Some("ServiceProviderConfig" | "Schemas" | "ResourceTypes") => "Discovery",
+        Some("ServiceProviderConfig" | "ServiceProviderConfigs" | "Schemas" | "ResourceTypes") => {
+            "Discovery"
+        }
         Some("Me") => "Me",
         _ => "",
     };
@@ -246,6 +250,11 @@ mod tests {
         assert_eq!(resource_of(&format!("{d}/Bulk")), ("Bulk", ""));
         assert_eq!(resource_of(&format!("{d}/Schemas/x")), ("Discovery", ""));
         assert_eq!(resource_of(d), ("", ""));
+        assert_eq!(resource_of("/scim/v1/6f1c/Users/abc"), ("User", "abc"));
+        assert_eq!(
+            resource_of("/scim/v1/6f1c/ServiceProviderConfigs"),
+            ("Discovery", "")
+        );
     }
 
     #[test]

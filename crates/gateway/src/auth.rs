@@ -202,9 +202,12 @@ async fn mismatch(state: &AppState, path_directory: Option<&str>, call: &CallMet
     }
 }
 
-/// The directory id of a `/scim/v2/{directory_id}/...` path.
+/// The directory id of a `/scim/v2/{directory_id}/...` or
+/// `/scim/v1/{directory_id}/...` path.
 pub fn directory_in_path(path: &str) -> Option<&str> {
-    let rest = path.strip_prefix("/scim/v2/")?;
+    let rest = path
+        .strip_prefix("/scim/v2/")
+        .or_else(|| path.strip_prefix("/scim/v1/"))?;
     let id = rest.split('/').next()?;
     (!id.is_empty()).then_some(id)
 }

@@ -293,8 +293,17 @@ fn prepare(op: &Operation, ids: &HashMap<String, String>) -> Result<ReadyOp, Sci
     })
 }
 
+/// Most user creations of one request sent at once (see [`run`]).
+const CONCURRENT_CREATES: usize = 100;
+
 /// Runs the operations through `execute` and returns, in request order,
 /// the results of those that were processed.
+///
+/// Consecutive user creations that reference no `bulkId` do not depend on
+/// each other, so they are sent together (up to [`CONCURRENT_CREATES`], and
+/// never more than `failOnErrors` still allows to fail): the directory
+/// service then writes them in one transaction (group commit). Their
+/// results are recorded in request order, as if run one by one.
 pub async fn run<F, Fut>(request: &BulkRequest, mut execute: F) -> Vec<(usize, OpResult)>
 where
     F: FnMut(ReadyOp) -> Fut,
@@ -313,29 +322,62 @@ where
     let mut progressed = true;
     'passes: while progressed {
         progressed = false;
-        for (i, op) in ops.iter().enumerate() {
-            if results[i].is_some() {
-                continue;
-            }
-            let result = match resolution(op, i, &defined_by, &created, &results) {
-                Resolution::Wait => continue,
-                Resolution::Unresolvable(bulk_id) => OpResult::failed(&unresolved(&bulk_id)),
-                Resolution::Ready => match duplicate_bulk_id(op, i, &defined_by) {
-                    Some(e) => OpResult::failed(&e),
-                    None => match prepare(op, &created) {
-                        Ok(ready) => execute(ready).await,
-                        Err(e) => OpResult::failed(&e),
-                    },
-                },
+        let mut i = 0;
+        while i < ops.len() {
+            let budget = request
+                .fail_on_errors
+                .map_or(usize::MAX, |limit| limit - errors);
+            let together = free_creations(
+                ops,
+                i,
+                &results,
+                &defined_by,
+                budget.min(CONCURRENT_CREATES),
+            );
+            let outcomes: Vec<(usize, OpResult)> = if together > 1 {
+                let ready: Vec<_> = (i..i + together)
+                    .map(|k| (k, prepare(&ops[k], &created)))
+                    .collect();
+                let runs = ready.into_iter().map(|(k, prepared)| {
+                    let run = prepared.map(&mut execute);
+                    async move {
+                        match run {
+                            Ok(run) => (k, run.await),
+                            Err(e) => (k, OpResult::failed(&e)),
+                        }
+                    }
+                });
+                futures::future::join_all(runs).await
+            } else if results[i].is_some() {
+                Vec::new()
+            } else {
+                let op = &ops[i];
+                let result = match resolution(op, i, &defined_by, &created, &results) {
+                    Resolution::Wait => None,
+                    Resolution::Unresolvable(bulk_id) => {
+                        Some(OpResult::failed(&unresolved(&bulk_id)))
+                    }
+                    Resolution::Ready => Some(match duplicate_bulk_id(op, i, &defined_by) {
+                        Some(e) => OpResult::failed(&e),
+                        None => match prepare(op, &created) {
+                            Ok(ready) => execute(ready).await,
+                            Err(e) => OpResult::failed(&e),
+                        },
+                    }),
+                };
+                result.map(|r| (i, r)).into_iter().collect()
             };
-            progressed = true;
-            if let (Some(bulk_id), Some(id)) = (&op.bulk_id, &result.created_id) {
-                created.insert(bulk_id.clone(), id.clone());
-            }
-            errors += usize::from(result.is_error());
-            results[i] = Some(result);
-            if request.fail_on_errors.is_some_and(|limit| errors >= limit) {
-                break 'passes;
+            i += together.max(1);
+            for (k, result) in outcomes {
+                progressed = true;
+                if let (Some(bulk_id), Some(id)) = (&ops[k].bulk_id, &result.created_id) {
+                    created.insert(bulk_id.clone(), id.clone());
+                }
+                errors += usize::from(result.is_error());
+                results[k] = Some(result);
+                if request.fail_on_errors.is_some_and(|limit| errors >= limit) {
+                    break 'passes;
+                }
             }
         }
     }
@@ -356,6 +398,31 @@ where
         .enumerate()
         .filter_map(|(i, r)| r.map(|r| (i, r)))
         .collect()
+}
+
+/// How many operations from `start` on are user creations that nothing
+/// in them references (no `bulkId:` in path or data) and no earlier
+/// operation already answered, at most `cap`.
+fn free_creations(
+    ops: &[Operation],
+    start: usize,
+    results: &[Option<OpResult>],
+    defined_by: &HashMap<&str, usize>,
+    cap: usize,
+) -> usize {
+    ops[start..]
+        .iter()
+        .enumerate()
+        .take(cap)
+        .take_while(|(n, op)| {
+            let i = start + n;
+            results[i].is_none()
+                && op.method == Some(Method::Post)
+                && parse_target(&op.path).is_some_and(|t| t.kind == Kind::User && t.id.is_none())
+                && references(op).is_empty()
+                && duplicate_bulk_id(op, i, defined_by).is_none()
+        })
+        .count()
 }
 
 enum Resolution {

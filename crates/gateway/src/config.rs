@@ -105,8 +105,17 @@ impl GatewayConfig {
         self.public_url.trim_end_matches('/')
     }
 
-    /// Base URL of one directory's SCIM endpoints.
+    /// Base URL of one directory's SCIM 2.0 endpoints.
     pub fn scim_base(&self, directory_id: &str) -> String {
-        format!("{}/scim/v2/{directory_id}", self.base_url())
+        self.scim_base_in(crate::dialect::Dialect::V2, directory_id)
+    }
+
+    /// Base URL of one directory's endpoints in `dialect`.
+    pub fn scim_base_in(&self, dialect: crate::dialect::Dialect, directory_id: &str) -> String {
+        format!(
+            "{}/scim/{}/{directory_id}",
+            self.base_url(),
+            dialect.segment()
+        )
     }
 }

@@ -7,10 +7,11 @@ use roster_scim::discovery::{
     ServiceProviderOptions, resource_type, resource_types, schema, schemas, service_provider_config,
 };
 use roster_scim::error::ScimError;
-use roster_scim::list::list_response;
+use roster_scim::v1;
 use serde_json::Value;
 
 use crate::config::GatewayConfig;
+use crate::dialect::Dialect;
 use crate::handlers::{HandlerResult, ResourceId};
 use crate::resources::Ctx;
 use crate::response::scim_json;
@@ -29,26 +30,37 @@ pub fn provider_options(config: &GatewayConfig) -> ServiceProviderOptions {
     }
 }
 
-/// `GET /ServiceProviderConfig`.
+/// `GET /ServiceProviderConfig` (1.1: `/ServiceProviderConfigs`).
 pub async fn get_service_provider_config(ctx: Ctx) -> HandlerResult {
     let options = provider_options(ctx.state().config());
-    let body = service_provider_config(&options, ctx.scim_base());
+    let body = match ctx.dialect() {
+        Dialect::V2 => service_provider_config(&options, ctx.scim_base()),
+        Dialect::V1 => v1::message::service_provider_config(&options, ctx.scim_base()),
+    };
     Ok(scim_json(StatusCode::OK, &body))
 }
 
 /// `GET /Schemas`.
 pub async fn list_schemas(ctx: Ctx) -> HandlerResult {
-    listed(schemas(ctx.scim_base()))
+    let items = match ctx.dialect() {
+        Dialect::V2 => schemas(ctx.scim_base()),
+        Dialect::V1 => v1::message::schemas(ctx.scim_base()),
+    };
+    listed(&ctx, items)
 }
 
-/// `GET /Schemas/{id}`.
+/// `GET /Schemas/{id}` (1.1 clients also ask `/Schemas/Users`).
 pub async fn get_schema(ctx: Ctx, ResourceId(id): ResourceId) -> HandlerResult {
-    found(schema(ctx.scim_base(), &id), "schema", &id)
+    let item = match ctx.dialect() {
+        Dialect::V2 => schema(ctx.scim_base(), &id),
+        Dialect::V1 => v1::message::schema(ctx.scim_base(), &id),
+    };
+    found(item, "schema", &id)
 }
 
 /// `GET /ResourceTypes`.
 pub async fn list_resource_types(ctx: Ctx) -> HandlerResult {
-    listed(resource_types(ctx.scim_base()))
+    listed(&ctx, resource_types(ctx.scim_base()))
 }
 
 /// `GET /ResourceTypes/{id}`.
@@ -56,10 +68,11 @@ pub async fn get_resource_type(ctx: Ctx, ResourceId(id): ResourceId) -> HandlerR
     found(resource_type(ctx.scim_base(), &id), "resource type", &id)
 }
 
-/// Every item of a discovery endpoint, as one ListResponse page.
-fn listed(items: Vec<Value>) -> HandlerResult {
+/// Every item of a discovery endpoint, as one list response page.
+fn listed(ctx: &Ctx, items: Vec<Value>) -> HandlerResult {
     let total = items.len() as i64;
-    Ok(scim_json(StatusCode::OK, &list_response(items, total, 1)))
+    let page = ctx.dialect().list_response(items, total, 1);
+    Ok(scim_json(StatusCode::OK, &page))
 }
 
 /// One discovery item, or 404 naming `what` was not found.

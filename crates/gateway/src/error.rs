@@ -237,6 +237,9 @@ impl IntoResponse for GatewayError {
                     _ => scim.detail.clone(),
                 },
             });
+        response
+            .extensions_mut()
+            .insert(crate::dialect::ErrorMessage(scim));
         let headers = response.headers_mut();
         if matches!(self, Self::Unauthorized(_)) {
             headers.insert(

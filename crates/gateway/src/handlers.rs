@@ -8,6 +8,7 @@ use axum::response::Response;
 use roster_scim::error::ScimError;
 
 use crate::body::JsonBody;
+use crate::dialect::Dialect;
 use crate::error::GatewayError;
 use crate::etag::{IfMatch, format_etag, if_none_match_hits, parse_if_match};
 use crate::members::{Rendered, list_body, resource_body};
@@ -32,9 +33,23 @@ impl FromRequestParts<AppState> for QueryPairs {
     ) -> Result<Self, Self::Rejection> {
         let query: Result<Query<Vec<(String, String)>>, QueryRejection> =
             Query::from_request_parts(parts, state).await;
-        query
-            .map(|Query(pairs)| Self(pairs))
-            .map_err(|e| ScimError::invalid_value(format!("malformed query string: {e}")).into())
+        let Query(pairs) =
+            query.map_err(|e| ScimError::invalid_value(format!("malformed query string: {e}")))?;
+        // Filters and attribute names of another dialect become 2.0 here,
+        // before anything reads them.
+        let dialect = parts
+            .extensions
+            .get::<Dialect>()
+            .copied()
+            .unwrap_or_default();
+        let pairs = pairs
+            .into_iter()
+            .map(|(name, value)| {
+                let value = dialect.query_in(&name, value)?;
+                Ok((name, value))
+            })
+            .collect::<Result<_, ScimError>>()?;
+        Ok(Self(pairs))
     }
 }
 
@@ -91,18 +106,18 @@ fn if_match(headers: &HeaderMap) -> Option<IfMatch> {
 /// `GET /Users`, `GET /Groups`.
 pub async fn list(kind: Kind, ctx: Ctx, QueryPairs(pairs): QueryPairs) -> HandlerResult {
     let query = RawListParams::from_pairs(&pairs).validate(limits(&ctx))?;
-    list_reply(ctx.list(kind, &query).await?, query.start_index)
+    list_reply(&ctx, ctx.list(kind, &query).await?, query.start_index)
 }
 
-fn list_reply(listed: Listed, start_index: i64) -> HandlerResult {
-    let body = list_body(listed.resources, listed.total, start_index);
+fn list_reply(ctx: &Ctx, listed: Listed, start_index: i64) -> HandlerResult {
+    let body = list_body(listed.resources, listed.total, start_index, ctx.dialect());
     Ok(scim_body(StatusCode::OK, body))
 }
 
 /// `POST /Users/.search`, `POST /Groups/.search` (RFC 7644 §3.4.3).
 pub async fn search(kind: Kind, ctx: Ctx, JsonBody(body): JsonBody) -> HandlerResult {
     let query = RawListParams::from_search_request(&body)?.validate(limits(&ctx))?;
-    list_reply(ctx.list(kind, &query).await?, query.start_index)
+    list_reply(&ctx, ctx.list(kind, &query).await?, query.start_index)
 }
 
 /// `POST /.search`: users, then groups, paged as one sequence.
@@ -127,7 +142,7 @@ pub async fn search_all(ctx: Ctx, JsonBody(body): JsonBody) -> HandlerResult {
         total: users_total + groups.total,
         resources,
     };
-    list_reply(listed, query.start_index)
+    list_reply(&ctx, listed, query.start_index)
 }
 
 /// `POST /Users`, `POST /Groups`.

@@ -4,7 +4,9 @@
 //! bearer token of that directory. The gateway holds no database: it checks
 //! the token through `AdminService.AuthenticateToken`, turns each SCIM call
 //! into `DirectoryService` gRPC and renders the answer as SCIM JSON
-//! (RFC 7643 / RFC 7644). See `docs/scim.md` for the surface and its limits.
+//! (RFC 7643 / RFC 7644). SCIM 1.1 clients call `/scim/v1/{directory_id}/...`
+//! instead and reach the same handlers, translated at the edge (`dialect`).
+//! See `docs/scim.md` for the surface and its limits.
 
 pub mod activity;
 pub mod auth;
@@ -12,6 +14,7 @@ pub mod body;
 pub mod bulk;
 pub mod client;
 pub mod config;
+pub mod dialect;
 pub mod discovery;
 pub mod error;
 pub mod etag;
@@ -57,8 +60,12 @@ use crate::response::scim_json;
 /// Health-checked service name: SERVING only while its database answers.
 const DIRECTORY_SERVICE_NAME: &str = "roster.directory.v1.DirectoryService";
 
-/// Prefix of every SCIM route.
+/// Prefix of every SCIM 2.0 route.
 const SCIM: &str = "/scim/v2/{directory_id}";
+
+/// Prefix of every SCIM 1.1 route (`path::normalize_request` also maps the
+/// `…/v1/Users` and `….json` spellings of 1.1 clients onto these).
+const SCIM_V1: &str = "/scim/v1/{directory_id}";
 
 /// Serves the gateway on `listener` until `shutdown` completes, then drains
 /// in-flight requests.
@@ -131,19 +138,21 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(scim_routes(state.clone()))
         .merge(portal)
+        .merge(scim_v1_routes(state.clone()))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn(roster_telemetry::metrics::track_http))
         .layer(from_fn_with_state(state.clone(), observe::observe))
+        .layer(from_fn(dialect::mark))
         .with_state(state)
 }
 
-/// The routes of one resource type: its collection, its resources and its
-/// `.search`.
-fn resource_routes(router: Router<AppState>, kind: Kind) -> Router<AppState> {
-    let r = |path: &str| format!("{SCIM}/{}{path}", kind.endpoint());
+/// The routes of one resource type under `prefix`: its collection and its
+/// resources.
+fn resource_routes(router: Router<AppState>, prefix: &str, kind: Kind) -> Router<AppState> {
+    let r = |path: &str| format!("{prefix}/{}{path}", kind.endpoint());
     router
         .route(
             &r(""),
@@ -157,13 +166,23 @@ fn resource_routes(router: Router<AppState>, kind: Kind) -> Router<AppState> {
                 .patch(move |c: Ctx, i, q, hd, b| h::write(Write::Patch, kind, c, i, q, hd, b))
                 .delete(move |c: Ctx, i, hd| h::delete(kind, c, i, hd)),
         )
-        .route(&r("/.search"), post(move |c: Ctx, b| h::search(kind, c, b)))
+}
+
+/// A resource type's 2.0 `.search` (1.1 has none).
+fn search_route(router: Router<AppState>, kind: Kind) -> Router<AppState> {
+    let path = format!("{SCIM}/{}/.search", kind.endpoint());
+    router.route(&path, post(move |c: Ctx, b| h::search(kind, c, b)))
 }
 
 /// The `/scim/v2/{directory_id}` routes, all behind the token check.
 fn scim_routes(state: AppState) -> Router<AppState> {
     let r = |path: &str| format!("{SCIM}{path}");
-    resource_routes(resource_routes(Router::new(), Kind::User), Kind::Group)
+    let resources = resource_routes(
+        resource_routes(Router::new(), SCIM, Kind::User),
+        SCIM,
+        Kind::Group,
+    );
+    search_route(search_route(resources, Kind::User), Kind::Group)
         .route(&r("/.search"), post(h::search_all))
         .route(&r("/Bulk"), post(bulk::handle))
         .route(
@@ -180,6 +199,40 @@ fn scim_routes(state: AppState) -> Router<AppState> {
             auth::require_directory_token,
         ))
         .route_layer(from_fn_with_state(state, activity::record))
+}
+
+/// The `/scim/v1/{directory_id}` routes: the same handlers, directory
+/// calls and token check as 2.0, read and answered in 1.1
+/// (`dialect::Dialect`). 1.1 discovery is `/ServiceProviderConfigs`
+/// (the singular is accepted too) and `/Schemas`; 1.1 Bulk is not offered.
+fn scim_v1_routes(state: AppState) -> Router<AppState> {
+    let r = |path: &str| format!("{SCIM_V1}{path}");
+    let provider_config = get(discovery::get_service_provider_config);
+    resource_routes(
+        resource_routes(Router::new(), SCIM_V1, Kind::User),
+        SCIM_V1,
+        Kind::Group,
+    )
+    .route(&r("/ServiceProviderConfigs"), provider_config.clone())
+    .route(&r("/ServiceProviderConfig"), provider_config)
+    .route(&r("/Schemas"), get(discovery::list_schemas))
+    .route(&r("/Schemas/{id}"), get(discovery::get_schema))
+    .route(&r("/Bulk"), post(v1_bulk))
+    .route_layer(from_fn_with_state(
+        state.clone(),
+        auth::require_directory_token,
+    ))
+    .route_layer(from_fn_with_state(state, activity::record))
+}
+
+/// 1.1 Bulk messages are not translated; 2.0 Bulk serves the same directory.
+async fn v1_bulk() -> Result<Response, GatewayError> {
+    Err(ScimError::new(
+        501,
+        None,
+        "Bulk is not offered over SCIM 1.1; use the /scim/v2 endpoint of this directory",
+    )
+    .into())
 }
 
 /// `/healthz`: the process is up.

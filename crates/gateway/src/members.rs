@@ -15,12 +15,12 @@ use futures::SinkExt;
 use futures::channel::mpsc;
 use futures::future::BoxFuture;
 use roster_proto::directory::{Group, Member, ReadGroupResponse};
-use roster_scim::list::list_response;
 use roster_scim::patch::ResourceKind;
 use roster_scim::projection::project;
 use serde_json::{Value, json};
 use tonic::{Code, Status, Streaming};
 
+use crate::dialect::Dialect;
 use crate::query::Projection;
 use crate::render::{Kind, render_group, render_member};
 use crate::resources::apply_projection;
@@ -54,6 +54,8 @@ pub struct MemberFeed {
     pub scim_base: String,
     /// The request's attribute selection (it may select member sub-attributes).
     pub projection: Projection,
+    /// The dialect the members are written in.
+    pub dialect: Dialect,
 }
 
 impl fmt::Debug for MemberFeed {
@@ -79,13 +81,13 @@ pub fn resource_body(rendered: Rendered) -> Body {
     }
 }
 
-/// The body of a ListResponse (RFC 7644 §3.4.2).
-pub fn list_body(resources: Vec<Rendered>, total: i64, start_index: i64) -> Body {
+/// The body of a ListResponse (RFC 7644 §3.4.2) in `dialect`.
+pub fn list_body(resources: Vec<Rendered>, total: i64, start_index: i64, dialect: Dialect) -> Body {
     if resources.iter().all(|r| r.members.is_none()) {
         let bodies = resources.into_iter().map(|r| r.body).collect();
-        return Body::from(to_json(&list_response(bodies, total, start_index)));
+        return Body::from(to_json(&dialect.list_response(bodies, total, start_index)));
     }
-    let mut envelope = list_response(Vec::new(), total, start_index);
+    let mut envelope = dialect.list_response(Vec::new(), total, start_index);
     envelope["itemsPerPage"] = json!(resources.len());
     if let Some(obj) = envelope.as_object_mut() {
         obj.remove("Resources");
@@ -163,12 +165,16 @@ async fn write_group(
         source,
         scim_base,
         projection,
+        dialect,
     } = feed;
     let (head, read) = match source {
         MemberSource::Open(read) => (head, *read),
         // Rendered from its own read, so that the group and its members agree.
         MemberSource::Deferred(open) => match open.await {
-            Ok(read) => (group_head(&read.group, &scim_base, &projection), read),
+            Ok(read) => {
+                let head = group_head(&read.group, &scim_base, &projection);
+                (dialect.resource_out(head), read)
+            }
             // Deleted since it was listed: it goes out as listed.
             Err(status) if status.code() == Code::NotFound => {
                 return send(tx, to_json(&head)).await;
@@ -181,6 +187,7 @@ async fn write_group(
         comma: head.as_object().is_some_and(|o| !o.is_empty()),
         scim_base: &scim_base,
         projection: &projection,
+        dialect,
     };
     send(tx, open_object(&head, b"")).await?;
     writer.push(tx, &read.first).await?;
@@ -199,6 +206,7 @@ struct MembersWriter<'a> {
     comma: bool,
     scim_base: &'a str,
     projection: &'a Projection,
+    dialect: Dialect,
 }
 
 impl MembersWriter<'_> {
@@ -210,6 +218,10 @@ impl MembersWriter<'_> {
                 .collect(),
             self.projection,
         );
+        let rendered: Vec<Value> = rendered
+            .into_iter()
+            .map(|m| self.dialect.member_out(m))
+            .collect();
         if rendered.is_empty() {
             return Ok(());
         }

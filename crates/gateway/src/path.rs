@@ -4,6 +4,11 @@
 //! IdPs then call `…/<id>//Users` or `…/Users/`. Routing matches exact paths,
 //! so the path is tidied before routing: runs of `/` collapse to one and a
 //! trailing `/` is dropped. The query string is kept as sent.
+//!
+//! SCIM 1.1 clients also repeat the version after the base URL
+//! (`…/scim/v1/<id>/v1/Users`, the 1.1 API's versioned form) and may name
+//! the format with a suffix (`/Users/<id>.json`); under `/scim/v1/` both
+//! reach the plain route.
 
 use axum::extract::Request;
 use axum::http::Uri;
@@ -29,9 +34,43 @@ fn normalized_uri(uri: &Uri) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
+/// `path` tidied (slashes, then the 1.1 spellings), or `None` when nothing
+/// changes.
+pub fn normalized_path(path: &str) -> Option<String> {
+    let tidy = tidy_slashes(path);
+    let current = tidy.as_deref().unwrap_or(path);
+    v1_spelling(current).or(tidy)
+}
+
+/// A 1.1 path without the repeated version segment and the `.json` format
+/// suffix; `None` for other paths and plain 1.1 paths.
+fn v1_spelling(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/scim/v1/")?;
+    let mut segments: Vec<&str> = rest.split('/').collect();
+    let mut changed = false;
+    if segments
+        .get(1)
+        .is_some_and(|s| s.eq_ignore_ascii_case("v1"))
+    {
+        segments.remove(1);
+        changed = true;
+    }
+    if segments.len() > 1
+        && let Some(last) = segments.last_mut()
+        && last.len() > ".json".len()
+        && last
+            .get(last.len() - ".json".len()..)
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case(".json"))
+    {
+        *last = &last[..last.len() - ".json".len()];
+        changed = true;
+    }
+    changed.then(|| format!("/scim/v1/{}", segments.join("/")))
+}
+
 /// `path` with runs of `/` collapsed and no trailing `/` (the root stays
 /// `/`), or `None` when nothing changes.
-pub fn normalized_path(path: &str) -> Option<String> {
+fn tidy_slashes(path: &str) -> Option<String> {
     let doubled = path.contains("//");
     let trailing = path.len() > 1 && path.ends_with('/');
     if !doubled && !trailing {
@@ -69,6 +108,30 @@ mod tests {
         assert_eq!(normalized_path("//").as_deref(), Some("/"));
         assert_eq!(normalized_path("/scim/v2/d/Users"), None);
         assert_eq!(normalized_path("/"), None);
+    }
+
+    #[test]
+    fn maps_the_1_1_spellings_onto_the_plain_routes() {
+        assert_eq!(
+            normalized_path("/scim/v1/d/v1/Users").as_deref(),
+            Some("/scim/v1/d/Users")
+        );
+        assert_eq!(
+            normalized_path("/scim/v1/d//V1/Users/u1.json/").as_deref(),
+            Some("/scim/v1/d/Users/u1")
+        );
+        assert_eq!(
+            normalized_path("/scim/v1/d/Users.JSON").as_deref(),
+            Some("/scim/v1/d/Users")
+        );
+        assert_eq!(normalized_path("/scim/v1/d/Users"), None);
+        assert_eq!(normalized_path("/scim/v2/d/v1/Users"), None);
+        assert_eq!(normalized_path("/scim/v2/d/Users/u1.json"), None);
+        assert_eq!(
+            normalized_path("/scim/v1/x.json"),
+            None,
+            "not a directory's path"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use roster_scim::projection::project;
 use serde_json::Value;
 
 use crate::auth::AuthedDirectory;
+use crate::dialect::Dialect;
 use crate::error::GatewayError;
 use crate::etag::{IfMatch, format_etag};
 use crate::members::{GroupRead, MemberFeed, MemberSource, Rendered};
@@ -46,6 +47,7 @@ pub struct Ctx {
     state: AppState,
     directory: Arc<AuthedDirectory>,
     call: CallMeta,
+    dialect: Dialect,
     scim_base: String,
 }
 
@@ -66,7 +68,12 @@ impl FromRequestParts<AppState> for Ctx {
             .get::<CallMeta>()
             .cloned()
             .unwrap_or_else(CallMeta::generate);
-        Ok(Ctx::new(state.clone(), directory, call))
+        let dialect = parts
+            .extensions
+            .get::<Dialect>()
+            .copied()
+            .unwrap_or_default();
+        Ok(Ctx::new(state.clone(), directory, call).in_dialect(dialect))
     }
 }
 
@@ -98,8 +105,24 @@ impl Ctx {
             state,
             directory,
             call,
+            dialect: Dialect::V2,
             scim_base,
         }
+    }
+
+    /// The same context answering in `dialect` (whose URLs differ).
+    pub fn in_dialect(mut self, dialect: Dialect) -> Self {
+        self.scim_base = self
+            .state
+            .config()
+            .scim_base_in(dialect, &self.directory.directory_id);
+        self.dialect = dialect;
+        self
+    }
+
+    /// The dialect requests are read and answered in.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// The state.
@@ -107,7 +130,7 @@ impl Ctx {
         &self.state
     }
 
-    /// `{public_url}/scim/v2/{directory_id}`.
+    /// `{public_url}/scim/{v2|v1}/{directory_id}`.
     pub fn scim_base(&self) -> &str {
         &self.scim_base
     }
@@ -136,7 +159,7 @@ impl Ctx {
         body: &Value,
         projection: &Projection,
     ) -> Result<Outcome, GatewayError> {
-        let resource = resource_text(body)?;
+        let resource = resource_text(&*self.dialect.resource_in(kind.scim_kind(), body)?)?;
         let dir = self.dir_id();
         let mut client = self.state.directory();
         let rendered = match kind {
@@ -187,6 +210,7 @@ impl Ctx {
             Kind::Group => self.streamed_group(self.read_group(id).await?, projection),
         };
         apply_projection(&mut found.body, kind, projection);
+        found.body = self.dialect.resource_out(found.body);
         Ok(found)
     }
 
@@ -199,7 +223,7 @@ impl Ctx {
         if_match: Option<IfMatch>,
         projection: &Projection,
     ) -> Result<Outcome, GatewayError> {
-        let resource = resource_text(body)?;
+        let resource = resource_text(&*self.dialect.resource_in(kind.scim_kind(), body)?)?;
         let (dir, id, if_version) = self.target(id, if_match);
         let mut client = self.state.directory();
         let rendered = match kind {
@@ -237,7 +261,10 @@ impl Ctx {
         if_match: Option<IfMatch>,
         projection: &Projection,
     ) -> Result<Outcome, GatewayError> {
-        let patch = patch_text(body)?;
+        let Some(patch) = self.dialect.patch_in(kind.scim_kind(), body)? else {
+            return self.unchanged(kind, id, if_match, projection).await;
+        };
+        let patch = patch_text(&patch)?;
         let (dir, id, if_version) = self.target(id, if_match);
         let mut client = self.state.directory();
         match kind {
@@ -276,6 +303,40 @@ impl Ctx {
                 Ok(self.outcome(kind, StatusCode::OK, rendered, projection))
             }
         }
+    }
+
+    /// The answer of a PATCH that changes nothing: the resource as it is,
+    /// as a PATCH would answer it, after the same `If-Match` check.
+    async fn unchanged(
+        &self,
+        kind: Kind,
+        id: &str,
+        if_match: Option<IfMatch>,
+        projection: &Projection,
+    ) -> Result<Outcome, GatewayError> {
+        // Groups answer 204 as for any PATCH, so their members are not read.
+        let group_without_body = kind == Kind::Group && projection.is_default();
+        let read = match group_without_body {
+            true => Projection::without_members(),
+            false => projection.clone(),
+        };
+        let found = self.get(kind, id, &read).await?;
+        if let Some(expected) = if_match.and_then(IfMatch::if_version)
+            && expected != found.version
+        {
+            return Err(ScimError::precondition_failed("the resource has changed").into());
+        }
+        let location = json_location(&found.body);
+        Ok(Outcome {
+            status: match group_without_body {
+                true => StatusCode::NO_CONTENT,
+                false => StatusCode::OK,
+            },
+            body: (!group_without_body).then_some(found.body),
+            members: found.members,
+            etag: Some(format_etag(found.version)),
+            location,
+        })
     }
 
     /// DELETE: removes a resource — or, for users of a directory whose
@@ -368,6 +429,7 @@ impl Ctx {
         resources.truncate(usize::try_from(query.count).unwrap_or(usize::MAX));
         for r in &mut resources {
             apply_projection(&mut r.body, kind, &query.projection);
+            r.body = self.dialect.resource_out(r.body.take());
         }
         Ok(Listed { total, resources })
     }
@@ -427,6 +489,7 @@ impl Ctx {
             source,
             scim_base: self.scim_base.clone(),
             projection: projection.clone(),
+            dialect: self.dialect,
         }
     }
 
@@ -493,7 +556,7 @@ impl Ctx {
         apply_projection(&mut found.body, kind, projection);
         Outcome {
             status,
-            body: Some(found.body),
+            body: Some(self.dialect.resource_out(found.body)),
             members: found.members,
             etag: Some(format_etag(found.version)),
             location,

@@ -1,4 +1,5 @@
-//! SCIM 2.0 protocol (RFC 7643 / RFC 7644) without I/O.
+//! SCIM 2.0 protocol (RFC 7643 / RFC 7644) without I/O, and a SCIM 1.1
+//! codec ([`v1`]) that translates the older dialect onto the same model.
 //!
 //! Everything here is pure and safe on hostile input: no panics, no
 //! unbounded recursion, linear-time parsing. Strict RFC semantics live in
@@ -42,6 +43,7 @@ pub mod schema;
 mod shape;
 pub mod text;
 mod tolerance;
+pub mod v1;
 
 pub use error::{ERROR_SCHEMA, ScimError, ScimType};
 pub use schema::ResourceKind;

@@ -414,6 +414,20 @@ fn apply_path(
     path: &PatchPath,
     value: Option<&Value>,
 ) -> Result<(), ScimError> {
+    // The other resource type's core URN would otherwise qualify a
+    // top-level attribute with no definition, so no mutability check: a
+    // Group's `id` or `meta` could be written (found by the v1_codec fuzz
+    // target).
+    if let Some(urn) = path.attr.schema.as_deref()
+        && is_core_schema(urn)
+        && !urn.eq_ignore_ascii_case(kind.core_schema().id)
+    {
+        return Err(ScimError::invalid_path(format!(
+            "'{}' is not an attribute of a {}",
+            shorten(&path.attr.to_string()),
+            kind.name()
+        )));
+    }
     if let Some(urn) = is_extension_path(kind, doc, path) {
         return apply_extension_object(doc, kind, op, &urn, value);
     }

@@ -50,6 +50,7 @@ pub mod postgres;
 mod rows;
 mod snapshot_slots;
 pub mod sqlite;
+mod webhooks;
 mod write;
 
 use async_trait::async_trait;
@@ -129,8 +130,69 @@ pub trait Store: PortalStore + Send + Sync + 'static {
     /// Finds the live credential with this SHA-256 hash, with the stored hash.
     async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>>;
 
+    // --- webhook endpoints (docs/webhooks.md) ---
+    /// Creates an endpoint; `NotFound("directory")` when it names an
+    /// unknown directory.
+    async fn create_webhook(&self, new: NewWebhook) -> StoreResult<Webhook>;
+    async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook>;
+    /// The endpoints of `directory` (with the all-directories ones), or
+    /// every endpoint when `None`, oldest first.
+    async fn list_webhooks(&self, directory: Option<DirectoryId>) -> StoreResult<Vec<Webhook>>;
+    /// Changes the fields that are set and bumps the generation.
+    async fn update_webhook(&self, id: WebhookId, update: WebhookUpdate) -> StoreResult<Webhook>;
+    /// Makes `sealed_secret` the secret and keeps the current one as the
+    /// previous secret until `previous_until`; bumps the generation.
+    async fn rotate_webhook_secret(
+        &self,
+        id: WebhookId,
+        sealed_secret: Vec<u8>,
+        previous_until: DateTime<Utc>,
+    ) -> StoreResult<Webhook>;
+    /// Deletes the endpoint and its attempts.
+    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<()>;
+    /// Replay or skip: delivery continues after `cursor`, as a fresh,
+    /// active endpoint (retry state cleared); bumps the generation.
+    async fn reposition_webhook(&self, id: WebhookId, cursor: i64) -> StoreResult<Webhook>;
+    /// Takes (or, for its holder, extends) the endpoint's delivery lease
+    /// until `ttl` from now, when it is free, expired or already `owner`'s;
+    /// returns the endpoint as the lease holder must see it, or `None` when
+    /// another owner holds a live lease. One statement: two replicas racing
+    /// for it cannot both win.
+    async fn acquire_webhook_lease(
+        &self,
+        id: WebhookId,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<Webhook>>;
+    /// Gives the lease up (if `owner` holds it) so another replica may take
+    /// it without waiting for the expiry.
+    async fn release_webhook_lease(&self, id: WebhookId, owner: &str) -> StoreResult<()>;
+    /// Records the lease holder's progress (and the attempt, keeping the
+    /// newest [`WEBHOOK_ATTEMPTS_KEPT`]) in one transaction, only while
+    /// `owner` holds the lease and the endpoint is at `generation`; false
+    /// (nothing written) otherwise.
+    async fn record_webhook_progress(
+        &self,
+        id: WebhookId,
+        owner: &str,
+        generation: i64,
+        progress: &WebhookProgress,
+    ) -> StoreResult<bool>;
+    /// The newest attempts first, at most `limit`.
+    async fn list_webhook_attempts(
+        &self,
+        id: WebhookId,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookAttempt>>;
+
     // --- users ---
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User>;
+    /// Creates several users, in one transaction where the backend can:
+    /// each as [`Store::create_user`] would (its row, its `user.created`
+    /// change, its own error — a taken `userName` fails that user alone).
+    /// One result per user, in order.
+    async fn create_users(&self, dir: DirectoryId, users: Vec<UserWrite>)
+    -> Vec<StoreResult<User>>;
     async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User>;
     async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>>;
     /// Replaces the user when `if_version` (if any) matches.
@@ -255,6 +317,15 @@ pub trait Store: PortalStore + Send + Sync + 'static {
         up_to: i64,
         limit: i64,
     ) -> StoreResult<Vec<ChangeRecord>>;
+    /// How many changes with `after < revision <= up_to` pass `filter`,
+    /// counting at most `cap` (a webhook endpoint's lag in events).
+    async fn count_changes(
+        &self,
+        filter: &ChangeFilter,
+        after: i64,
+        up_to: i64,
+        cap: i64,
+    ) -> StoreResult<i64>;
     /// Advances the stable head past `after` and returns the new one: the
     /// tailer calls this when woken. Resolves holes left by in-flight or
     /// aborted transactions.

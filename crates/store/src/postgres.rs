@@ -72,6 +72,7 @@ mod rekey;
 mod snapshot;
 mod tx;
 mod users;
+mod webhooks;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -257,6 +258,14 @@ impl Backend for PgStore {
 
     async fn create_user(&self, dir: DirectoryId, write: UserWrite) -> StoreResult<User> {
         self.create_user_impl(dir, write).await
+    }
+
+    async fn create_users(
+        &self,
+        dir: DirectoryId,
+        writes: Vec<UserWrite>,
+    ) -> Vec<StoreResult<User>> {
+        self.create_users_impl(dir, writes).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

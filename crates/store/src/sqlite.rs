@@ -22,6 +22,7 @@ mod portal;
 mod rekey;
 mod tx;
 mod users;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;

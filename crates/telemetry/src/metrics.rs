@@ -66,6 +66,19 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels of webhook delivery counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `delivered`, `failed` (will retry), `gone` (410) or `dead_letter`.
+    pub outcome: String,
+}
+
+/// Labels of per-endpoint webhook gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
 /// Every metric Roster exports.
 pub struct Metrics {
     registry: Registry,
@@ -94,6 +107,15 @@ pub struct Metrics {
     /// Audit-trail entries the gateway dropped (queue full, or the directory
     /// service did not take a batch).
     pub activity_dropped: Counter,
+    /// Webhook delivery attempts by outcome.
+    pub webhook_deliveries: Family<WebhookLabels, Counter>,
+    /// Webhook request latency (to the response's status).
+    pub webhook_duration: Histogram,
+    /// Revisions between the published head and an endpoint's cursor (the
+    /// endpoints this replica delivers for).
+    pub webhook_lag: Family<EndpointLabels, Gauge>,
+    /// How long the event an endpoint is on has waited since it occurred.
+    pub webhook_lag_seconds: Family<EndpointLabels, Gauge<f64, AtomicU64>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -128,6 +150,30 @@ impl Metrics {
             "gateway_activity_dropped",
             "Audit-trail entries of SCIM requests dropped (queue full or not recorded)",
             activity_dropped.clone(),
+        );
+        let webhook_deliveries = Family::<WebhookLabels, Counter>::default();
+        let webhook_duration = latency_histogram();
+        let webhook_lag = Family::<EndpointLabels, Gauge>::default();
+        let webhook_lag_seconds = Family::<EndpointLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome",
+            webhook_deliveries.clone(),
+        );
+        registry.register(
+            "webhook_request_duration_seconds",
+            "Webhook request latency",
+            webhook_duration.clone(),
+        );
+        registry.register(
+            "webhook_lag_revisions",
+            "Published change-log head minus the endpoint's cursor",
+            webhook_lag.clone(),
+        );
+        registry.register(
+            "webhook_lag_seconds",
+            "Age of the event the endpoint is being delivered",
+            webhook_lag_seconds.clone(),
         );
         registry.register(
             "http_requests",
@@ -210,6 +256,10 @@ impl Metrics {
             auth_failures,
             auth_throttled,
             activity_dropped,
+            webhook_deliveries,
+            webhook_duration,
+            webhook_lag,
+            webhook_lag_seconds,
         }
     }
 
@@ -233,6 +283,27 @@ impl Metrics {
         set("idle", idle);
         set("in_use", size.saturating_sub(idle));
         set("max", max);
+    }
+}
+
+impl Metrics {
+    /// Counts one webhook attempt.
+    pub fn webhook_attempt(&self, outcome: &str, seconds: f64) {
+        self.webhook_deliveries
+            .get_or_create(&WebhookLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.webhook_duration.observe(seconds);
+    }
+
+    /// Sets an endpoint's lag gauges.
+    pub fn webhook_lag(&self, endpoint: &str, revisions: i64, seconds: f64) {
+        let labels = EndpointLabels {
+            endpoint: endpoint.into(),
+        };
+        self.webhook_lag.get_or_create(&labels).set(revisions);
+        self.webhook_lag_seconds.get_or_create(&labels).set(seconds);
     }
 }
 

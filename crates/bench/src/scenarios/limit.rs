@@ -73,7 +73,12 @@ impl RawRows {
     }
 }
 
-/// Runs Roster's user creation, then the raw inserts, each on a fresh database.
+/// Name of Roster's POST /Bulk measurement.
+pub const BULK_USERS: &str = "POST /Bulk (100 users/request)";
+const BULK_SIZE: usize = 100;
+
+/// Runs Roster's user creation (POST /Users, then POST /Bulk), then the raw
+/// inserts, each on a fresh database.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let mut report = Env::with(args, async |env| {
         let mut report = env.report("limit");
@@ -81,6 +86,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         Ok(report)
     })
     .await?;
+    let bulk = Env::with(args, async |env| roster_bulk_users(env, args).await).await?;
+    let bulk_users_per_s = bulk_users_rate(&bulk);
+    report.measurements.push(bulk);
 
     for rows in [RawRows::User, RawRows::UserAndChange] {
         let database = BenchDatabase::create(&args.database_url).await?;
@@ -92,17 +100,58 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     }
 
     let roster = report.measurements[0].throughput_per_s;
-    let fraction = |of: f64| (roster / of.max(1e-9) * 1000.0).round() / 1000.0;
+    let ratio = |of: f64, rate: f64| (rate / of.max(1e-9) * 1000.0).round() / 1000.0;
     let (users_only, with_change) = (
-        report.measurements[1].throughput_per_s,
         report.measurements[2].throughput_per_s,
+        report.measurements[3].throughput_per_s,
     );
-    report.figure("onboarding_fraction_of_limit", fraction(users_only));
+    report.figure("onboarding_fraction_of_limit", ratio(users_only, roster));
     report.figure(
         "onboarding_fraction_of_user_and_change_rows",
-        fraction(with_change),
+        ratio(with_change, roster),
+    );
+    report.figure("bulk_users_per_s", bulk_users_per_s);
+    report.figure(
+        "bulk_fraction_of_limit",
+        ratio(users_only, bulk_users_per_s),
     );
     Ok(report)
+}
+
+/// Users created per second by the POST /Bulk measurement (its
+/// throughput is in requests).
+fn bulk_users_rate(bulk: &Measurement) -> f64 {
+    (bulk.throughput_per_s * BULK_SIZE as f64 * 10.0).round() / 10.0
+}
+
+/// The same users as [`roster_users`], 100 per POST /Bulk request.
+async fn roster_bulk_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measurement> {
+    let (_, client) = env.directory("limit-bulk", args.concurrency).await?;
+    let requests = args.users.div_ceil(BULK_SIZE);
+    eprintln!(
+        "[{}] POST /Bulk × {requests} ({BULK_SIZE} users each) at concurrency {}",
+        crate::elapsed_tag(),
+        args.concurrency
+    );
+    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let cpu = meter.snapshot().await?;
+    let n = args.users;
+    let mut timed = load::run(requests, args.concurrency, move |r| {
+        let client = client.clone();
+        let users: Vec<_> = (r * BULK_SIZE..((r + 1) * BULK_SIZE).min(n))
+            .map(|i| crate::scim::user_body("u", i))
+            .collect();
+        async move { client.bulk_create_users(&users).await }
+    })
+    .await?;
+    let cpu = meter.per_op(&cpu, requests).await?;
+    let m = Measurement::new(
+        BULK_USERS,
+        args.concurrency,
+        &mut timed.latencies,
+        timed.elapsed,
+    );
+    Ok(m.with_cpu(cpu))
 }
 
 async fn roster_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measurement> {

@@ -7,6 +7,7 @@ pub mod limit;
 pub mod lookup;
 pub mod onboarding;
 pub mod watch;
+pub mod webhooks;
 
 use serde_json::{Value, json};
 
@@ -14,7 +15,7 @@ use crate::cli::BenchArgs;
 use crate::report::Report;
 
 /// Every scenario, in the order `all` runs them.
-pub const ALL: [&str; 7] = [
+pub const ALL: [&str; 8] = [
     "onboarding",
     "limit",
     "lookup",
@@ -22,6 +23,7 @@ pub const ALL: [&str; 7] = [
     "hot-group",
     "watch-latency",
     "fanout",
+    "webhooks",
 ];
 
 /// Runs scenario `name` (or `all`), prints its tables and returns its JSON.
@@ -43,6 +45,7 @@ async fn run_one(name: &str, args: &BenchArgs) -> anyhow::Result<Report> {
         "watch-latency" => watch::run(args).await,
         "fanout" => fanout::run(args).await,
         "limit" => limit::run(args).await,
+        "webhooks" => webhooks::run(args).await,
         other => anyhow::bail!("unknown scenario {other}"),
     }
 }

@@ -41,8 +41,8 @@ use roster_scim::filter::{parse, parse_attr_path};
 use roster_scim::patch::{GroupPatchStep, PatchRequest, apply, plan_group_patch};
 use roster_scim::resource::{MemberValue, prepare_group, prepare_user};
 use roster_store::{
-    Directory, DirectoryId, Group, GroupId, GroupOp, GroupWrite, LIST_MEMBER_BUDGET, ListQuery,
-    Sort, Store, StoreResult, User, UserId, UserWrite,
+    Directory, DirectoryId, Group, GroupEdit, GroupId, GroupOp, GroupWrite, LIST_MEMBER_BUDGET,
+    ListQuery, Sort, Store, StoreResult, User, UserId, UserWrite,
 };
 use serde_json::Value;
 
@@ -105,7 +105,8 @@ impl DirectoryApi {
     pub async fn create_user(&self, req: CreateUserRequest) -> ServiceResult<CreateUserResponse> {
         let directory = self.directory(&req.directory_id).await?;
         let write = user_write(&directory, parse_json(&req.resource)?)?;
-        let user = self.store().create_user(directory.id, write);
+        // Batched with the concurrent creations in this directory.
+        let user = self.backend.user_creates().write(directory.id, write);
         let user = self.backend.write(user).await?;
         Ok(CreateUserResponse {
             user: Some(convert::user(&user)),
@@ -283,7 +284,13 @@ impl DirectoryApi {
             Ok(self
                 .backend
                 .groups()
-                .update_group(dir, id, req.if_version, update)
+                .write(
+                    (dir, id),
+                    GroupEdit {
+                        if_version: req.if_version,
+                        update,
+                    },
+                )
                 .await?)
         })
         .await?;

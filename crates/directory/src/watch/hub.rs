@@ -83,6 +83,9 @@ pub struct ChangeHub {
     pub(super) stats: Counters,
     /// Directories read by RPC handlers; invalidated by directory events.
     directories: crate::directory_cache::DirectoryCache,
+    /// The published head, for background readers of the log (webhook
+    /// delivery) that only need to know that it moved, not the batches.
+    heads: watch::Sender<i64>,
 }
 
 /// Live counters of the fan-out, for operators and tests.
@@ -141,6 +144,7 @@ impl ChangeHub {
             shutdown: watch::channel(false).0,
             stats: Counters::default(),
             directories: Default::default(),
+            heads: watch::channel(0).0,
         })
     }
 
@@ -255,6 +259,7 @@ impl ChangeHub {
             let mut state = self.lock();
             if state.sender.receiver_count() == 0 {
                 state.head = state.head.max(up_to);
+                self.heads.send_replace(state.head);
                 return;
             }
         }
@@ -265,6 +270,7 @@ impl ChangeHub {
         state.head = state.head.max(up_to);
         // Every receiver may have left meanwhile: that is fine.
         let _ = state.sender.send(HubEvent::Batch(batch));
+        self.heads.send_replace(state.head);
     }
 
     fn publish_reset(&self) {
@@ -275,6 +281,13 @@ impl ChangeHub {
     fn set_initial_head(&self, head: i64) {
         let mut state = self.lock();
         state.head = state.head.max(head);
+        self.heads.send_replace(state.head);
+    }
+
+    /// The published head, notified whenever it moves: a reader that needs
+    /// no batches (webhook delivery) waits on this and reads the log itself.
+    pub fn head_updates(&self) -> watch::Receiver<i64> {
+        self.heads.subscribe()
     }
 
     pub(super) fn is_closed(&self) -> bool {

@@ -709,3 +709,59 @@ async fn a_directory_change_on_one_replica_reaches_the_other_replicas_cache() {
     replica_a.shutdown().await;
     replica_b.shutdown().await;
 }
+
+/// Concurrent creations in one directory are written in batches (group
+/// commit): each request still gets its own answer — a taken userName,
+/// taken before or by a request of the same batch, fails only that request
+/// with ALREADY_EXISTS — and each user created has its one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creations_each_get_their_own_answer() {
+    let mut env = Env::new("res_concurrent_creates").await;
+    let d = env.directory("creates").await;
+    env.user(&d, "taken@example.com").await;
+    // 48 requests: 40 distinct names, 4 of them twice, and 4 taken names.
+    let names: Vec<String> = (0..40)
+        .map(|i| format!("n{i}@example.com"))
+        .chain((0..4).map(|i| format!("N{i}@EXAMPLE.COM")))
+        .chain((0..4).map(|_| "Taken@example.com".to_owned()))
+        .collect();
+    let creates = names.iter().map(|name| {
+        let (mut client, d) = (env.dir.clone(), d.clone());
+        let resource = user_json(name);
+        tokio::spawn(async move {
+            client
+                .create_user(CreateUserRequest {
+                    directory_id: d,
+                    resource,
+                })
+                .await
+                .map(|r| r.into_inner().user.unwrap().user_name)
+        })
+    });
+    let results: Vec<_> = futures::future::join_all(creates)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let created: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let refused: Vec<Code> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(|s| s.code()))
+        .collect();
+    assert_eq!(created.len(), 40, "each distinct free name once");
+    assert_eq!(refused, vec![Code::AlreadyExists; 8]);
+    let users = env.list_users(&d, None).await.users;
+    assert_eq!(users.len(), 41);
+    let db = sqlx::PgPool::connect(&env.url).await.unwrap();
+    let user_created: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM changes WHERE directory_id = $1::uuid AND kind = 'user.created'",
+    )
+    .bind(&d)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        user_created, 41,
+        "one event per user, none for a refused request"
+    );
+}

@@ -426,9 +426,12 @@ async fn list_activity(
 /// One request as a table row, with its explanation.
 fn activity_row(a: &pa::Activity) -> String {
     let e = explain(a.status, &a.scim_type, &a.detail);
-    let path = a
-        .path
-        .strip_prefix(&format!("/scim/v2/{}", a.directory_id))
+    let path = ["v2", "v1"]
+        .iter()
+        .find_map(|v| {
+            a.path
+                .strip_prefix(&format!("/scim/{v}/{}", a.directory_id))
+        })
         .filter(|p| !p.is_empty())
         .unwrap_or(&a.path);
     let class = match a.status {

@@ -10,3 +10,4 @@ mod large_groups;
 mod mtls;
 mod offline;
 mod scim_api;
+mod scim_v1;

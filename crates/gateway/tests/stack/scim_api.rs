@@ -324,6 +324,69 @@ async fn group_membership_lifecycle() {
     );
 }
 
+/// Independent user creations of one Bulk request are sent together (and
+/// written in one transaction): each still gets its own answer, in request
+/// order, and `failOnErrors` still stops exactly where it should.
+#[tokio::test]
+async fn bulk_user_creations_go_together_and_answer_in_order() {
+    let stack = Stack::start("gw_bulk_together").await;
+    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    assert_eq!(
+        scim.post("/Users", &user("taken@example.com")).await.status,
+        201
+    );
+
+    let mut operations: Vec<serde_json::Value> = (0..40)
+        .map(|i| json!({"method": "POST", "path": "/Users", "bulkId": format!("u{i}"), "data": user(&format!("many{i}@example.com"))}))
+        .collect();
+    operations[7]["data"] = user("Taken@example.com");
+    operations[20]["data"] = user("MANY19@example.com");
+    let response = scim
+        .post(
+            "/Bulk",
+            &json!({"schemas": [BULK_REQUEST_SCHEMA], "Operations": operations}),
+        )
+        .await;
+    assert_eq!(response.status, 200, "{:?}", response.body);
+    let ops = response.body["Operations"].as_array().unwrap();
+    let statuses: Vec<&str> = ops.iter().map(|o| o["status"].as_str().unwrap()).collect();
+    let mut expected = vec!["201"; 40];
+    expected[7] = "409";
+    expected[20] = "409";
+    assert_eq!(statuses, expected);
+    for (i, op) in ops.iter().enumerate() {
+        assert_eq!(op["bulkId"], format!("u{i}"), "in request order");
+    }
+    let listed = scim.get("/Users?count=100").await;
+    assert_eq!(listed.body["totalResults"], 39);
+
+    // failOnErrors 2: the first error comes in a batch, the second stops
+    // the request before "after" is created.
+    let stop = scim
+        .post(
+            "/Bulk",
+            &json!({"failOnErrors": 2, "Operations": [
+                {"method": "POST", "path": "/Users", "data": user("a@example.com")},
+                {"method": "POST", "path": "/Users", "data": user("taken@example.com")},
+                {"method": "POST", "path": "/Users", "data": user("b@example.com")},
+                {"method": "POST", "path": "/Users", "data": user("B@example.com")},
+                {"method": "POST", "path": "/Users", "data": user("after@example.com")}
+            ]}),
+        )
+        .await;
+    let statuses: Vec<&str> = stop.body["Operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["201", "409", "201", "409"]);
+    let after = scim
+        .get("/Users?filter=userName%20eq%20%22after%40example.com%22")
+        .await;
+    assert_eq!(after.body["totalResults"], 0);
+}
+
 #[tokio::test]
 async fn bulk_with_references_and_fail_on_errors() {
     let stack = Stack::start("gw_bulk").await;

@@ -688,3 +688,35 @@ fn a_user_stored_before_the_type_checks_can_still_be_deactivated() {
     .unwrap_err();
     assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
 }
+
+#[test]
+fn another_resource_types_core_urn_names_nothing() {
+    use crate::schema::GROUP_SCHEMA;
+    let group = json!({"schemas": [GROUP_SCHEMA], "id": "g1", "displayName": "Ops",
+                       "meta": {"version": "W/\"1\""}});
+    for path in [
+        format!("{USER_SCHEMA}:id"),
+        format!("{USER_SCHEMA}:meta.lastModified"),
+        format!("{USER_SCHEMA}:displayName"),
+    ] {
+        let ops = PatchRequest::parse(&json!({"Operations": [
+            {"op": "add", "path": path, "value": "x"}
+        ]}))
+        .unwrap();
+        let e = apply(&group, ResourceKind::Group, &ops.operations).unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::InvalidPath), "{path}");
+    }
+    // A path-less value naming it the same way is refused too.
+    let ops = PatchRequest::parse(&json!({"Operations": [
+        {"op": "replace", "value": {format!("{USER_SCHEMA}:meta"): {}}}
+    ]}))
+    .unwrap();
+    assert!(apply(&group, ResourceKind::Group, &ops.operations).is_err());
+    // The resource's own core URN still qualifies its attributes.
+    let ops = PatchRequest::parse(&json!({"Operations": [
+        {"op": "replace", "path": format!("{GROUP_SCHEMA}:displayName"), "value": "Dev"}
+    ]}))
+    .unwrap();
+    let out = apply(&group, ResourceKind::Group, &ops.operations).unwrap();
+    assert_eq!(out["displayName"], "Dev");
+}

@@ -40,6 +40,29 @@ impl ChangeLog for PgStore {
         read_log(&mut *self.conn().await?, read).await
     }
 
+    async fn count_log(&self, read: &LogRead<'_>) -> StoreResult<i64> {
+        let kinds: Vec<&str> = read.filter.kinds.iter().map(|k| k.as_str()).collect();
+        // The two shapes of `read_log`, for the same index use.
+        let directory = match read.filter.directory_id {
+            Some(_) => "c.directory_id = $5 AND ",
+            None => "",
+        };
+        let sql = format!(
+            "SELECT count(*) FROM (SELECT 1 FROM changes c \
+               WHERE {directory}c.revision > $1 AND c.revision <= $2 \
+                 AND (cardinality($3::text[]) = 0 OR c.kind = ANY($3)) LIMIT $4) counted"
+        );
+        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(read.after)
+            .bind(read.up_to.max(read.after))
+            .bind(&kinds)
+            .bind(read.limit);
+        if let Some(dir) = read.filter.directory_id {
+            query = query.bind(dir.0);
+        }
+        query.fetch_one(&self.pool).await.map_err(map_db)
+    }
+
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
         self.advance_on(&mut *self.conn().await?, after).await
     }

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use chrono::{DateTime, Utc};
+
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::{PgConnection, Postgres, Row};
@@ -12,6 +14,7 @@ use super::PgStore;
 use super::errors::{json_error, map_db};
 use crate::error::StoreResult;
 use crate::model::*;
+use crate::write::retrying;
 
 /// Columns of a user row, as [`decode_user`] reads them.
 pub(super) const USER_COLUMNS: &str = "users.id, users.directory_id, users.user_name, users.external_id, \
@@ -47,16 +50,7 @@ impl PgStore {
         let created_at: chrono::DateTime<chrono::Utc> =
             row.try_get("created_at").map_err(map_db)?;
         self.notifier.local_commit();
-        Ok(User {
-            id,
-            directory_id: dir,
-            fields: write.fields,
-            raw: write.raw,
-            group_ids: Vec::new(),
-            version: 1,
-            created_at,
-            updated_at: created_at,
-        })
+        Ok(new_user(id, dir, write, created_at))
     }
 
     /// Creates many users in one statement (one transaction): the same rows
@@ -71,6 +65,48 @@ impl PgStore {
         users: &[UserWrite],
     ) -> StoreResult<Vec<UserId>> {
         let ids: Vec<UserId> = users.iter().map(|_| UserId::new()).collect();
+        self.insert_users(dir, &ids, users, "").await?;
+        Ok(ids)
+    }
+
+    /// [`Store::create_users`]: one statement inserts every user whose
+    /// `userName` is free (and its change); each user it
+    /// skipped for a conflict is then created alone, so it fails with
+    /// exactly the error [`Store::create_user`] gives (or succeeds, if the
+    /// conflicting user went away meanwhile).
+    ///
+    /// [`Store::create_users`]: crate::Store::create_users
+    /// [`Store::create_user`]: crate::Store::create_user
+    pub(super) async fn create_users_impl(
+        &self,
+        dir: DirectoryId,
+        writes: Vec<UserWrite>,
+    ) -> Vec<StoreResult<User>> {
+        let ids: Vec<UserId> = writes.iter().map(|_| UserId::new()).collect();
+        let at_once = || self.insert_users(dir, &ids, &writes, "ON CONFLICT DO NOTHING");
+        // Any other failure (a value one user cannot store): each meets
+        // its own fate alone.
+        let inserted = retrying(at_once).await.unwrap_or_default();
+        let mut results = Vec::with_capacity(writes.len());
+        for (write, id) in writes.into_iter().zip(ids) {
+            results.push(match inserted.get(&id.0) {
+                Some(created_at) => Ok(new_user(id, dir, write, *created_at)),
+                None => retrying(|| self.create_user_impl(dir, write.clone())).await,
+            });
+        }
+        results
+    }
+
+    /// Inserts `users` (with `ids`) and their changes in one statement;
+    /// `conflict` is the INSERT's conflict clause. Returns the creation time
+    /// of each user inserted.
+    async fn insert_users(
+        &self,
+        dir: DirectoryId,
+        ids: &[UserId],
+        users: &[UserWrite],
+        conflict: &str,
+    ) -> StoreResult<HashMap<Uuid, DateTime<Utc>>> {
         let sql = format!(
             "WITH u AS ( \
                INSERT INTO users (id, directory_id, {STORED_COLUMNS}) \
@@ -78,9 +114,9 @@ impl PgStore {
                  $5::boolean[], $6::text[], $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[], \
                  $12::text[], $13::text[], $14::jsonb[], $15::jsonb[], $16::text[]) \
                  AS i(id, {STORED_COLUMNS}) \
-               RETURNING *), \
+               {conflict} RETURNING *), \
              c AS ({}) \
-             SELECT count(*) FROM u",
+             SELECT id, created_at FROM u",
             user_created_changes("gen_random_uuid()")
         );
         let column = |f: fn(&UserWrite) -> Option<String>| users.iter().map(f).collect::<Vec<_>>();
@@ -91,7 +127,7 @@ impl PgStore {
                 .collect::<serde_json::Result<Vec<_>>>()
                 .map_err(json_error)
         };
-        sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(dir.0)
             .bind(ids.iter().map(|id| id.0).collect::<Vec<_>>())
             .bind(
@@ -118,11 +154,34 @@ impl PgStore {
                     .map(|u| roster_scim::text::fold(&u.fields.user_name))
                     .collect::<Vec<_>>(),
             )
-            .execute(self.pool())
+            .fetch_all(self.pool())
             .await
             .map_err(map_db)?;
-        self.notifier.local_commit();
-        Ok(ids)
+        if !rows.is_empty() {
+            self.notifier.local_commit();
+        }
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id").map_err(map_db)?,
+                    row.try_get("created_at").map_err(map_db)?,
+                ))
+            })
+            .collect()
+    }
+}
+
+/// A user just created from `write`.
+fn new_user(id: UserId, dir: DirectoryId, write: UserWrite, created_at: DateTime<Utc>) -> User {
+    User {
+        id,
+        directory_id: dir,
+        fields: write.fields,
+        raw: write.raw,
+        group_ids: Vec::new(),
+        version: 1,
+        created_at,
+        updated_at: created_at,
     }
 }
 

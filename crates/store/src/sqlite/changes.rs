@@ -64,6 +64,23 @@ impl ChangeLog for SqliteStore {
         })
     }
 
+    async fn count_log(&self, read: &LogRead<'_>) -> StoreResult<i64> {
+        let kinds: Vec<&str> = read.filter.kinds.iter().map(|k| k.as_str()).collect();
+        sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM changes \
+             WHERE revision > ?1 AND revision <= ?2 AND (?3 IS NULL OR directory_id = ?3) \
+               AND (?4 = '[]' OR kind IN (SELECT value FROM json_each(?4))) LIMIT ?5)",
+        )
+        .bind(read.after)
+        .bind(read.up_to)
+        .bind(read.filter.directory_id.map(|d| id_text(d.0)))
+        .bind(json_text(&kinds)?)
+        .bind(read.limit)
+        .fetch_one(&self.readers)
+        .await
+        .map_err(map_db)
+    }
+
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
         let head = self.log_bounds().await?.stable_head;
         self.observed_head.fetch_max(head, Ordering::SeqCst);

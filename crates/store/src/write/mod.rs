@@ -10,8 +10,8 @@
 //!   anything.
 //! * [`Backend`]: opening and committing write transactions (committing
 //!   appends the queued changes, taking their revisions, and wakes local
-//!   watchers). Its supertraits [`Directories`], [`Credentials`], [`Reads`]
-//!   and [`ChangeLog`] are the reads and the writes that append no change,
+//!   watchers). Its supertraits [`Directories`], [`Credentials`], [`Reads`],
+//!   [`ChangeLog`] and [`Webhooks`] are the reads and the writes that append no change,
 //!   which are backend-specific throughout; each backend implements them in
 //!   the file of the same name's job (`directories.rs`, `credentials.rs`,
 //!   `lists.rs`, `changes.rs`).
@@ -43,7 +43,7 @@ use crate::model::*;
 use crate::{MemberPages, PoolStats};
 
 pub(crate) use changes::{Change, ChangeQueue, parse_member_kind, user_field_changes};
-pub(crate) use retry::conflict;
+pub(crate) use retry::{conflict, retrying};
 
 /// Why a write loads a row. PostgreSQL locks accordingly; SQLite's single
 /// writer needs no row locks.
@@ -154,7 +154,15 @@ pub trait WriteTx: Send {
 /// the writes that append no change), grouped as the backends' files are.
 #[async_trait]
 pub trait Backend:
-    Directories + Credentials + Reads + ChangeLog + crate::portal::PortalStore + Send + Sync + 'static
+    Directories
+    + Credentials
+    + Reads
+    + ChangeLog
+    + Webhooks
+    + crate::portal::PortalStore
+    + Send
+    + Sync
+    + 'static
 {
     type Tx: WriteTx + 'static;
 
@@ -168,6 +176,20 @@ pub trait Backend:
     /// round trips.
     async fn create_user(&self, dir: DirectoryId, write: UserWrite) -> StoreResult<User> {
         users::create(self, dir, write).await
+    }
+
+    /// [`crate::Store::create_users`]. The default creates them one by one;
+    /// a backend whose commits are costly does it in one transaction.
+    async fn create_users(
+        &self,
+        dir: DirectoryId,
+        writes: Vec<UserWrite>,
+    ) -> Vec<StoreResult<User>> {
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            results.push(retrying(|| self.create_user(dir, write.clone())).await);
+        }
+        results
     }
 
     async fn ping(&self) -> StoreResult<()>;
@@ -193,6 +215,44 @@ pub trait Credentials {
     async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>>;
 }
 
+/// Webhook endpoints, their leases and attempts (no change-log rows: an
+/// endpoint is configuration, not directory data). The contract of each
+/// method is on the same-named method of [`crate::Store`].
+#[async_trait]
+pub trait Webhooks {
+    async fn create_webhook(&self, new: NewWebhook) -> StoreResult<Webhook>;
+    async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook>;
+    async fn list_webhooks(&self, directory: Option<DirectoryId>) -> StoreResult<Vec<Webhook>>;
+    async fn update_webhook(&self, id: WebhookId, update: WebhookUpdate) -> StoreResult<Webhook>;
+    async fn rotate_webhook_secret(
+        &self,
+        id: WebhookId,
+        sealed_secret: Vec<u8>,
+        previous_until: DateTime<Utc>,
+    ) -> StoreResult<Webhook>;
+    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<()>;
+    async fn reposition_webhook(&self, id: WebhookId, cursor: i64) -> StoreResult<Webhook>;
+    async fn acquire_webhook_lease(
+        &self,
+        id: WebhookId,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<Webhook>>;
+    async fn release_webhook_lease(&self, id: WebhookId, owner: &str) -> StoreResult<()>;
+    async fn record_webhook_progress(
+        &self,
+        id: WebhookId,
+        owner: &str,
+        generation: i64,
+        progress: &WebhookProgress,
+    ) -> StoreResult<bool>;
+    async fn list_webhook_attempts(
+        &self,
+        id: WebhookId,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookAttempt>>;
+}
+
 /// Reads of users, groups and members.
 #[async_trait]
 pub trait Reads {
@@ -212,6 +272,8 @@ pub trait ChangeLog {
     async fn log_bounds(&self) -> StoreResult<LogBounds>;
     /// The rows of `read` and the pruning bound, from one snapshot.
     async fn read_log(&self, read: &LogRead<'_>) -> StoreResult<LogPage>;
+    /// How many rows `read` would return, counting at most `read.limit`.
+    async fn count_log(&self, read: &LogRead<'_>) -> StoreResult<i64>;
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64>;
     async fn snapshot(&self, dir: Option<DirectoryId>) -> StoreResult<(Cursor, SnapshotItems)>;
     async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64>;

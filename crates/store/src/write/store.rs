@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::retry::retrying;
 use super::{
     Backend, ChangeLog, Credentials, Directories, LogRead, MemberPage, Reads, SnapshotItems,
-    directories, groups, users,
+    Webhooks, directories, groups, users,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
@@ -69,8 +69,72 @@ impl<B: Backend> Store for B {
         Credentials::find_credential(self, hash).await
     }
 
+    async fn create_webhook(&self, new: NewWebhook) -> StoreResult<Webhook> {
+        if let Some(dir) = new.directory_id {
+            Directories::get_directory(self, dir).await?;
+        }
+        Webhooks::create_webhook(self, new).await
+    }
+    async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
+        Webhooks::get_webhook(self, id).await
+    }
+    async fn list_webhooks(&self, dir: Option<DirectoryId>) -> StoreResult<Vec<Webhook>> {
+        Webhooks::list_webhooks(self, dir).await
+    }
+    async fn update_webhook(&self, id: WebhookId, update: WebhookUpdate) -> StoreResult<Webhook> {
+        Webhooks::update_webhook(self, id, update).await
+    }
+    async fn rotate_webhook_secret(
+        &self,
+        id: WebhookId,
+        sealed_secret: Vec<u8>,
+        previous_until: DateTime<Utc>,
+    ) -> StoreResult<Webhook> {
+        Webhooks::rotate_webhook_secret(self, id, sealed_secret, previous_until).await
+    }
+    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<()> {
+        Webhooks::delete_webhook(self, id).await
+    }
+    async fn reposition_webhook(&self, id: WebhookId, cursor: i64) -> StoreResult<Webhook> {
+        Webhooks::reposition_webhook(self, id, cursor).await
+    }
+    async fn acquire_webhook_lease(
+        &self,
+        id: WebhookId,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<Webhook>> {
+        Webhooks::acquire_webhook_lease(self, id, owner, ttl).await
+    }
+    async fn release_webhook_lease(&self, id: WebhookId, owner: &str) -> StoreResult<()> {
+        Webhooks::release_webhook_lease(self, id, owner).await
+    }
+    async fn record_webhook_progress(
+        &self,
+        id: WebhookId,
+        owner: &str,
+        generation: i64,
+        progress: &WebhookProgress,
+    ) -> StoreResult<bool> {
+        Webhooks::record_webhook_progress(self, id, owner, generation, progress).await
+    }
+    async fn list_webhook_attempts(
+        &self,
+        id: WebhookId,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookAttempt>> {
+        Webhooks::list_webhook_attempts(self, id, limit.max(0)).await
+    }
+
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User> {
         retrying(|| Backend::create_user(self, dir, user.clone())).await
+    }
+    async fn create_users(
+        &self,
+        dir: DirectoryId,
+        users: Vec<UserWrite>,
+    ) -> Vec<StoreResult<User>> {
+        Backend::create_users(self, dir, users).await
     }
     async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
         Reads::get_user(self, dir, id).await
@@ -270,6 +334,21 @@ impl<B: Backend> Store for B {
             });
         }
         Ok(page.changes)
+    }
+    async fn count_changes(
+        &self,
+        filter: &ChangeFilter,
+        after: i64,
+        up_to: i64,
+        cap: i64,
+    ) -> StoreResult<i64> {
+        let read = LogRead {
+            filter,
+            after,
+            up_to,
+            limit: cap.max(0),
+        };
+        ChangeLog::count_log(self, &read).await
     }
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
         ChangeLog::advance_stable_head(self, after).await

@@ -178,3 +178,82 @@ pub async fn concurrent_group_batches_lose_nothing_and_keep_versions_in_order(
         "events in version order"
     );
 }
+
+/// Group commit of creations: each user is created as `create_user` would
+/// create it; a taken `userName` (taken before, or earlier in the same
+/// batch, case-insensitively) fails that user alone, with `create_user`'s
+/// error. `externalId` is not unique, in a batch as alone.
+pub async fn a_user_batch_creates_each_user_alone_and_fails_only_the_taken_ones(
+    store: Arc<dyn Store>,
+) {
+    let dir = directory(&*store, "user-batch").await;
+    store
+        .create_user(dir.id, super::user("taken"))
+        .await
+        .unwrap();
+    let mut with_external = super::user("ext-a");
+    with_external.fields.external_id = Some("E1".into());
+    let mut same_external = super::user("ext-b");
+    same_external.fields.external_id = Some("E1".into());
+    let writes = vec![
+        super::user("first"),
+        super::user("TAKEN"),
+        super::user("twice"),
+        super::user("Twice"),
+        with_external,
+        same_external,
+        super::user("last"),
+    ];
+    let single_error = store
+        .create_user(dir.id, super::user("Taken"))
+        .await
+        .unwrap_err();
+    let results = store.create_users(dir.id, writes).await;
+    assert_eq!(results.len(), 7);
+    let outcome: Vec<Result<&str, String>> = results
+        .iter()
+        .map(|r| match r {
+            Ok(u) => Ok(u.fields.user_name.as_str()),
+            Err(e) => Err(e.to_string()),
+        })
+        .collect();
+    assert_eq!(outcome[0], Ok("first"));
+    assert_eq!(
+        outcome[1],
+        Err(single_error.to_string()),
+        "create_user's own error"
+    );
+    assert_eq!(outcome[2], Ok("twice"));
+    assert!(
+        matches!(results[3], Err(StoreError::Conflict(_))),
+        "{:?}",
+        outcome[3]
+    );
+    assert_eq!(outcome[4], Ok("ext-a"));
+    assert_eq!(outcome[5], Ok("ext-b"));
+    assert_eq!(outcome[6], Ok("last"));
+    for created in results.iter().flatten() {
+        assert_eq!(created.version, 1);
+        assert_eq!(&store.get_user(dir.id, created.id).await.unwrap(), created);
+    }
+    let created: Vec<String> = all_changes(&*store, Some(dir.id))
+        .await
+        .iter()
+        .filter(|c| c.kind.as_str() == "user.created")
+        .map(|c| c.resource_id.to_string())
+        .collect();
+    let mut expected: Vec<String> = results
+        .iter()
+        .flatten()
+        .map(|u| u.id.0.to_string())
+        .collect();
+    assert_eq!(
+        created.len(),
+        1 + expected.len(),
+        "one event per user created, none for the failed"
+    );
+    expected.sort();
+    let mut batch_events = created[1..].to_vec();
+    batch_events.sort();
+    assert_eq!(batch_events, expected);
+}

@@ -222,3 +222,53 @@ pub async fn snapshot_pages_through_many_rows(store: Arc<dyn Store>) {
         .count();
     assert_eq!((users, memberships), (1_200, 1_200));
 }
+
+/// Counting changes agrees with reading them, per filter, range and cap.
+pub async fn count_changes_agrees_with_read_changes(store: Arc<dyn Store>) {
+    let a = directory(&*store, "ca").await;
+    let b = directory(&*store, "cb").await;
+    for name in ["x1", "x2", "x3"] {
+        store.create_user(a.id, user(name)).await.unwrap();
+    }
+    store.create_user(b.id, user("y")).await.unwrap();
+    store.create_group(a.id, group("g")).await.unwrap();
+    let head = store.advance_stable_head(0).await.unwrap();
+    let filters = [
+        ChangeFilter::default(),
+        ChangeFilter {
+            directory_id: Some(a.id),
+            kinds: Vec::new(),
+        },
+        ChangeFilter {
+            directory_id: Some(a.id),
+            kinds: vec![ChangeKind::UserCreated],
+        },
+        ChangeFilter {
+            directory_id: None,
+            kinds: vec![ChangeKind::UserCreated, ChangeKind::GroupCreated],
+        },
+    ];
+    for filter in &filters {
+        for after in [0, 2, head] {
+            let read = store
+                .read_changes(filter, after, head, 1_000)
+                .await
+                .unwrap();
+            let counted = store
+                .count_changes(filter, after, head, 1_000)
+                .await
+                .unwrap();
+            assert_eq!(counted, read.len() as i64, "{filter:?} after {after}");
+        }
+    }
+    let capped = store
+        .count_changes(&ChangeFilter::default(), 0, head, 2)
+        .await
+        .unwrap();
+    assert_eq!(capped, 2);
+    let users_of_a = store
+        .count_changes(&filters[2], 0, head, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(users_of_a, 3);
+}

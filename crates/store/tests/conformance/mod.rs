@@ -20,6 +20,7 @@ pub mod members;
 pub mod oracle;
 pub mod portal;
 pub mod users;
+pub mod webhooks;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -39,6 +40,7 @@ macro_rules! conformance_suite {
         $crate::conformance::conformance_suite!(@in batches $make;
             a_group_batch_gives_each_edit_its_own_result_version_and_events,
             concurrent_group_batches_lose_nothing_and_keep_versions_in_order,
+            a_user_batch_creates_each_user_alone_and_fails_only_the_taken_ones,
         );
         $crate::conformance::conformance_suite!(@in contention $make;
             membership_edits_race_user_deletes_without_conflicts,
@@ -89,6 +91,7 @@ macro_rules! conformance_suite {
         );
         $crate::conformance::conformance_suite!(@in changes $make;
             read_changes_filters,
+            count_changes_agrees_with_read_changes,
             the_log_epoch_names_its_history,
             snapshot_streams_current_state,
             snapshot_streams_a_consistent_state_with_its_cursor,
@@ -107,6 +110,12 @@ macro_rules! conformance_suite {
             sorted_lists_page_by_keyset_in_both_directions,
             removing_active_by_patch_is_stored_as_inactive,
             filters_are_evaluated_in_sql,
+        );
+        $crate::conformance::conformance_suite!(@in webhooks $make;
+            webhook_endpoints_are_created_filtered_updated_and_deleted,
+            one_owner_holds_a_webhook_lease_until_it_expires_or_is_released,
+            webhook_progress_needs_the_lease_and_the_current_generation,
+            webhook_attempts_keep_the_newest_per_endpoint,
         );
     };
     (@in $module:ident $make:path; $($case:ident),* $(,)?) => {

@@ -11,13 +11,14 @@
 //!
 //! Clients: [`Scim`] (SCIM over HTTP, answers read into one [`Reply`]),
 //! [`RetryingIdp`] (an IdP connector that retries), and the `WatchChanges`
-//! readers of [`watch`].
+//! readers of [`watch`]; and a webhook receiver ([`webhooks`]).
 
 mod process;
 mod reply;
 mod scim;
 mod stack;
 pub mod watch;
+pub mod webhooks;
 
 pub use process::*;
 pub use reply::{Reply, truncated};

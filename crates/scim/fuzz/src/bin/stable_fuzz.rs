@@ -2,7 +2,7 @@
 //! same harnesses as the `cargo fuzz` targets over inputs generated from a
 //! grammar and mutated from the seed corpus, for N iterations or T seconds.
 //!
-//! Usage: `stable_fuzz <filter_parse|patch_apply> [iterations] [seed] [seconds]`
+//! Usage: `stable_fuzz <filter_parse|patch_apply|v1_codec> [iterations] [seed] [seconds]`
 //! On a panic the input is written to `crashes/` and the process exits 1.
 
 use std::panic;
@@ -87,6 +87,12 @@ const TOKENS: &[&str] = &[
     "urn:",
     "urn:ietf:params:scim:schemas:core:2.0:User:",
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:",
+    "urn:scim:schemas:core:1.0",
+    "urn:scim:schemas:core:1.0.",
+    "urn:scim:schemas:extension:enterprise:1.0",
+    "urn:scim:schemas:extension:enterprise:1.0.",
+    "urn:scim:schemas:extension:enterprise:1.0:",
+    "manager.managerId",
     "é",
     "€",
     "\u{0}",
@@ -287,6 +293,66 @@ fn patch_input(rng: &mut Rng) -> Vec<u8> {
     }
 }
 
+/// The SCIM 1.1 forms the generic generators do not produce: partial
+/// resources with `meta.attributes` and `"operation"` marks, 1.1 URNs.
+fn v1_value(rng: &mut Rng, depth: usize) -> Value {
+    const KEYS: &[&str] = &[
+        "schemas",
+        "meta",
+        "attributes",
+        "operation",
+        "userName",
+        "displayName",
+        "title",
+        "name",
+        "emails",
+        "addresses",
+        "members",
+        "groups",
+        "entitlements",
+        "x509Certificates",
+        "value",
+        "type",
+        "primary",
+        "managerId",
+        "manager",
+        "urn:scim:schemas:core:1.0",
+        "urn:scim:schemas:extension:enterprise:1.0",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+        "urn:x:y:1.0",
+    ];
+    match rng.below(if depth > 3 { 4 } else { 7 }) {
+        0 => json!(*rng.pick(&["delete", "Delete", "merge", "", "u1"])),
+        1 => json!(*rng.pick(KEYS)),
+        2 => json_value(rng, 3),
+        3 => Value::Array((0..rng.below(3)).map(|_| json!(patch_path(rng))).collect()),
+        4 => Value::Array(
+            (0..rng.below(4))
+                .map(|_| v1_value(rng, depth + 1))
+                .collect(),
+        ),
+        _ => {
+            let mut o = serde_json::Map::new();
+            for _ in 0..rng.below(5) {
+                o.insert((*rng.pick(KEYS)).to_owned(), v1_value(rng, depth + 1));
+            }
+            Value::Object(o)
+        }
+    }
+}
+
+fn v1_input(rng: &mut Rng) -> Vec<u8> {
+    match rng.below(3) {
+        // Text: a filter or attribute list, 1.1 URNs included.
+        0 => filter_input(rng),
+        1 => {
+            let body = v1_value(rng, 0).to_string();
+            mutate(rng, &body).into_bytes()
+        }
+        _ => v1_value(rng, 0).to_string().into_bytes(),
+    }
+}
+
 type Generator = fn(&mut Rng) -> Vec<u8>;
 type Harness = fn(&[u8]);
 
@@ -302,8 +368,9 @@ fn main() {
     let (generate, harness): (Generator, Harness) = match target {
         "filter_parse" => (filter_input, roster_scim_fuzz::filter_parse),
         "patch_apply" => (patch_input, roster_scim_fuzz::patch_apply),
+        "v1_codec" => (v1_input, roster_scim_fuzz::v1_codec),
         other => {
-            eprintln!("unknown target {other}; use filter_parse or patch_apply");
+            eprintln!("unknown target {other}; use filter_parse, patch_apply or v1_codec");
             std::process::exit(2);
         }
     };

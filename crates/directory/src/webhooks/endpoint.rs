@@ -1,0 +1,485 @@
+//! One endpoint's delivery, by the replica holding its lease: read the log
+//! from the endpoint's cursor, deliver each wanted event until it succeeds
+//! or is given up, record progress, repeat.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use prost::bytes::Bytes;
+use roster_store::{
+    ChangeFilter, ChangeRecord, NewWebhookAttempt, StoreError, Webhook, WebhookProgress,
+    WebhookStatus,
+};
+use roster_webhook::{SigningSecret, WebhookError, signature_header};
+
+use super::client::{Response, Signed};
+use super::{Shared, backoff, payload};
+
+/// Events read from the log per query.
+const PAGE: i64 = 100;
+
+/// Why an endpoint task ends (each is logged once, where it happens).
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("shutting down")]
+    Shutdown,
+    #[error("the lease is held by another replica")]
+    LeaseLost,
+    #[error("the endpoint was disabled, deleted or dead-lettered")]
+    NotDeliverable,
+    #[error("the endpoint answered 410 Gone; disabled")]
+    Gone,
+    #[error("retry horizon exceeded; dead letter")]
+    DeadLetter,
+    #[error("the signing secret does not open: {0}")]
+    Secret(#[from] WebhookError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The secrets an endpoint signs with right now.
+struct Secrets {
+    current: SigningSecret,
+    /// The secret before a rotation, until the end of its overlap.
+    previous: Option<(SigningSecret, DateTime<Utc>)>,
+}
+
+impl Secrets {
+    /// The current secret must open; the previous one is only a courtesy
+    /// to receivers still switching, so one that no longer opens (sealed
+    /// with a lost key, the reason to rotate) or has expired is left out.
+    fn open(shared: &Shared, hook: &Webhook) -> Result<Self, WebhookError> {
+        let context = hook.id.0.as_bytes();
+        let current = shared.key.open(&hook.sealed_secret, context)?;
+        let previous = match (&hook.sealed_previous_secret, hook.previous_secret_until) {
+            (Some(sealed), Some(until)) if until > Utc::now() => {
+                match shared.key.open(sealed, context) {
+                    Ok(secret) => Some((secret, until)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the previous signing secret does not open; signing with the current one only");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok(Self { current, previous })
+    }
+
+    fn header(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
+        let now = Utc::now();
+        let mut secrets = vec![&self.current];
+        if let Some((previous, until)) = &self.previous
+            && *until > now
+        {
+            secrets.push(previous);
+        }
+        signature_header(&secrets, msg_id, timestamp, body)
+    }
+}
+
+/// The endpoint as its lease holder sees it.
+struct Endpoint {
+    shared: Arc<Shared>,
+    hook: Webhook,
+    secrets: Secrets,
+    filter: ChangeFilter,
+    /// The log's epoch, for the cursors in payloads.
+    epoch: i64,
+    /// When the lease must be renewed (half its time-to-live).
+    renew_at: Instant,
+}
+
+/// Runs until the endpoint needs no delivery from this replica, then
+/// releases the lease (unless another replica holds it by then).
+pub(super) async fn run(shared: Arc<Shared>, hook: Webhook) {
+    let id = hook.id;
+    let stop = match Endpoint::new(Arc::clone(&shared), hook).await {
+        Ok(mut endpoint) => match endpoint.deliver_forever().await {
+            Err(stop) => stop,
+            Ok(never) => match never {},
+        },
+        Err(stop) => stop,
+    };
+    match &stop {
+        Stop::Shutdown | Stop::NotDeliverable => tracing::debug!(reason = %stop, "delivery ends"),
+        Stop::Gone | Stop::DeadLetter | Stop::LeaseLost => {
+            tracing::warn!(reason = %stop, "delivery ends")
+        }
+        Stop::Secret(_) | Stop::Store(_) => tracing::error!(reason = %stop, "delivery ends"),
+    }
+    if !matches!(stop, Stop::LeaseLost) {
+        let owner = &shared.config.replica;
+        if let Err(e) = shared.store.release_webhook_lease(id, owner).await {
+            tracing::warn!(error = %e, "cannot release the webhook lease; it expires");
+        }
+    }
+}
+
+impl Endpoint {
+    async fn new(shared: Arc<Shared>, hook: Webhook) -> Result<Self, Stop> {
+        let epoch = shared.store.log_bounds().await?.epoch;
+        let secrets = Secrets::open(&shared, &hook)?;
+        let renew_at = Instant::now() + shared.config.lease_ttl / 2;
+        Ok(Self {
+            filter: filter_of(&hook),
+            shared,
+            hook,
+            secrets,
+            epoch,
+            renew_at,
+        })
+    }
+
+    async fn deliver_forever(&mut self) -> Result<std::convert::Infallible, Stop> {
+        let mut heads = self.shared.hub.head_updates();
+        loop {
+            self.renew_if_due().await?;
+            let head = *heads.borrow_and_update();
+            if self.hook.cursor >= head {
+                self.wait_for(heads.changed()).await?;
+                continue;
+            }
+            self.refresh().await?;
+            let records = self.read(head).await?;
+            self.record_lag(head, records.first());
+            if records.is_empty() {
+                // Nothing the endpoint wants up to the head: move past it.
+                let progress = self.progress_at(head);
+                self.record(progress).await?;
+                continue;
+            }
+            for record in &records {
+                if self.deliver(record).await? == Step::Restart {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The wanted changes after the cursor, at most a page.
+    async fn read(&mut self, head: i64) -> Result<Vec<ChangeRecord>, Stop> {
+        let store = &self.shared.store;
+        match store
+            .read_changes(&self.filter, self.hook.cursor, head, PAGE)
+            .await
+        {
+            Ok(records) => Ok(records),
+            // The log was pruned past the cursor: those events are gone, so
+            // the endpoint waits for an admin to replay from what is left.
+            Err(StoreError::CursorExpired { oldest, .. }) => {
+                tracing::error!(
+                    cursor = self.hook.cursor,
+                    oldest,
+                    "change log pruned past the endpoint"
+                );
+                let progress = WebhookProgress {
+                    status: WebhookStatus::DeadLetter,
+                    ..self.progress_at(self.hook.cursor)
+                };
+                self.record(progress).await?;
+                Err(Stop::DeadLetter)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Delivers one event: attempts until one succeeds, the endpoint is
+    /// gone, or the horizon passes. Each attempt is recorded before the next.
+    /// `Restart` when an admin changed the endpoint meanwhile (a replay moves
+    /// its cursor): the caller reads again from the stored position.
+    async fn deliver(&mut self, record: &ChangeRecord) -> Result<Step, Stop> {
+        let body = Bytes::from(payload::body(
+            record,
+            self.epoch,
+            self.shared.config.max_body_bytes,
+        ));
+        let msg_id = record.event_id.to_string();
+        loop {
+            if let Some(at) = self.hook.next_attempt_at
+                && self.sleep_until(at).await?
+            {
+                return Ok(Step::Restart);
+            }
+            if self.renew_if_due().await? {
+                return Ok(Step::Restart);
+            }
+            let response = self.send(&msg_id, body.clone()).await;
+            let attempt = NewWebhookAttempt {
+                revision: record.revision,
+                event_id: msg_id.clone(),
+                status_code: response.status.map(i32::from),
+                latency_ms: i64::try_from(response.latency.as_millis()).unwrap_or(i64::MAX),
+                detail: response.detail.clone(),
+                succeeded: response.succeeded(),
+            };
+            let (progress, outcome) = self.after(&response, record.revision, attempt);
+            let latency = response.latency.as_secs_f64();
+            roster_telemetry::metrics::metrics().webhook_attempt(outcome.label(), latency);
+            if self.record(progress).await? {
+                return Ok(Step::Restart);
+            }
+            match outcome {
+                Outcome::Delivered => return Ok(Step::Done),
+                Outcome::Retry => {}
+                Outcome::Gone => return Err(Stop::Gone),
+                Outcome::DeadLetter => return Err(Stop::DeadLetter),
+            }
+        }
+    }
+
+    async fn send(&self, msg_id: &str, body: Bytes) -> Response {
+        let timestamp = Utc::now().timestamp();
+        let signature = self.secrets.header(msg_id, timestamp, &body);
+        self.shared
+            .sender
+            .send(Signed {
+                url: &self.hook.url,
+                msg_id,
+                timestamp,
+                signature,
+                body,
+            })
+            .await
+    }
+
+    /// The progress to record after an attempt, and what it means.
+    fn after(
+        &self,
+        response: &Response,
+        revision: i64,
+        attempt: NewWebhookAttempt,
+    ) -> (WebhookProgress, Outcome) {
+        if response.succeeded() {
+            let progress = WebhookProgress {
+                attempt: Some(attempt),
+                ..self.progress_at(revision)
+            };
+            return (progress, Outcome::Delivered);
+        }
+        let now = Utc::now();
+        let config = &self.shared.config;
+        let attempts = self.hook.attempts.saturating_add(1);
+        let failing_since = self.hook.failing_since.unwrap_or(now);
+        let mut progress = WebhookProgress {
+            cursor: self.hook.cursor,
+            attempts,
+            failing_since: Some(failing_since),
+            next_attempt_at: None,
+            status: WebhookStatus::Active,
+            disable: None,
+            attempt: Some(attempt),
+        };
+        if response.status == Some(410) {
+            progress.disable = Some("the endpoint answered 410 Gone".into());
+            return (progress, Outcome::Gone);
+        }
+        let horizon =
+            chrono::Duration::from_std(config.retry_horizon).unwrap_or(chrono::Duration::MAX);
+        if now - failing_since >= horizon {
+            progress.status = WebhookStatus::DeadLetter;
+            return (progress, Outcome::DeadLetter);
+        }
+        let delay = backoff::delay(
+            attempts,
+            config.backoff_base,
+            config.backoff_max,
+            rand::random::<f64>(),
+        );
+        progress.next_attempt_at =
+            Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX));
+        (progress, Outcome::Retry)
+    }
+
+    /// A clean position at `cursor`: everything up to it is done.
+    fn progress_at(&self, cursor: i64) -> WebhookProgress {
+        WebhookProgress {
+            cursor,
+            attempts: 0,
+            failing_since: None,
+            next_attempt_at: None,
+            status: WebhookStatus::Active,
+            disable: None,
+            attempt: None,
+        }
+    }
+
+    /// Writes progress while this replica holds the lease at the current
+    /// generation; otherwise re-reads the endpoint (an admin changed it:
+    /// true, nothing written) or stops (another replica took over).
+    async fn record(&mut self, progress: WebhookProgress) -> Result<bool, Stop> {
+        let owner = &self.shared.config.replica;
+        let written = self
+            .shared
+            .store
+            .record_webhook_progress(self.hook.id, owner, self.hook.generation, &progress)
+            .await?;
+        if written {
+            self.apply(progress);
+            return Ok(false);
+        }
+        self.reload().await?;
+        Ok(true)
+    }
+
+    fn apply(&mut self, p: WebhookProgress) {
+        self.hook.cursor = p.cursor;
+        self.hook.attempts = p.attempts;
+        self.hook.failing_since = p.failing_since;
+        self.hook.next_attempt_at = p.next_attempt_at;
+        self.hook.status = p.status;
+        if p.disable.is_some() {
+            self.hook.enabled = false;
+        }
+    }
+
+    /// Takes an admin's change (a rotation, an edit) into account before
+    /// the next page is sent: one read per page, so an event committed
+    /// after a rotation is signed with the new secret too.
+    async fn refresh(&mut self) -> Result<(), Stop> {
+        let stored = match self.shared.store.get_webhook(self.hook.id).await {
+            Ok(stored) => stored,
+            Err(StoreError::NotFound(_)) => return Err(Stop::NotDeliverable),
+            Err(e) => return Err(e.into()),
+        };
+        if stored.generation != self.hook.generation {
+            self.reload().await?;
+        }
+        Ok(())
+    }
+
+    /// Renews the lease and takes the endpoint as stored (a replay, an edit
+    /// or a rotation since the last look), or stops. True when an admin
+    /// changed it since this task last looked.
+    async fn reload(&mut self) -> Result<bool, Stop> {
+        let held = self
+            .shared
+            .store
+            .acquire_webhook_lease(
+                self.hook.id,
+                &self.shared.config.replica,
+                self.shared.config.lease_ttl,
+            )
+            .await;
+        let hook = match held {
+            Ok(Some(hook)) => hook,
+            Ok(None) => return Err(self.why_not_held().await),
+            Err(StoreError::NotFound(_)) => return Err(Stop::NotDeliverable),
+            Err(e) => return Err(e.into()),
+        };
+        self.renew_at = Instant::now() + self.shared.config.lease_ttl / 2;
+        if !hook.enabled || hook.status != WebhookStatus::Active {
+            return Err(Stop::NotDeliverable);
+        }
+        let changed = hook.generation != self.hook.generation;
+        if changed {
+            self.secrets = Secrets::open(&self.shared, &hook)?;
+            self.filter = filter_of(&hook);
+        }
+        self.hook = hook;
+        Ok(changed)
+    }
+
+    /// Why the lease could not be renewed: the endpoint is gone, or another
+    /// replica holds it.
+    async fn why_not_held(&self) -> Stop {
+        match self.shared.store.get_webhook(self.hook.id).await {
+            Err(StoreError::NotFound(_)) => Stop::NotDeliverable,
+            Err(e) => Stop::Store(e),
+            Ok(_) => Stop::LeaseLost,
+        }
+    }
+
+    /// Renews the lease when half its lifetime is gone; true when the
+    /// endpoint changed meanwhile.
+    async fn renew_if_due(&mut self) -> Result<bool, Stop> {
+        if self.shared.shutdown.has_changed().is_err() || *self.shared.shutdown.borrow() {
+            return Err(Stop::Shutdown);
+        }
+        if Instant::now() >= self.renew_at {
+            return self.reload().await;
+        }
+        Ok(false)
+    }
+
+    /// Waits for `event`, renewing the lease meanwhile; ends on shutdown.
+    /// True when the renewal found the endpoint changed.
+    async fn wait_for<F: std::future::Future>(&mut self, event: F) -> Result<bool, Stop> {
+        let mut shutdown = self.shared.shutdown.clone();
+        let renew = tokio::time::Instant::from_std(self.renew_at);
+        let renew_due = tokio::select! {
+            _ = event => false,
+            () = super::stopped(&mut shutdown) => return Err(Stop::Shutdown),
+            () = tokio::time::sleep_until(renew) => true,
+        };
+        if renew_due {
+            return self.renew_if_due().await;
+        }
+        Ok(false)
+    }
+
+    /// Sleeps until `at` (a retry's time), renewing the lease meanwhile;
+    /// true (at once) when the endpoint changed.
+    async fn sleep_until(&mut self, at: DateTime<Utc>) -> Result<bool, Stop> {
+        loop {
+            let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            if left.is_zero() {
+                return Ok(false);
+            }
+            if self.wait_for(tokio::time::sleep(left)).await? {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn record_lag(&self, head: i64, next: Option<&ChangeRecord>) {
+        let seconds = next.map_or(0.0, |r| {
+            (Utc::now() - r.occurred_at)
+                .to_std()
+                .unwrap_or_default()
+                .as_secs_f64()
+        });
+        roster_telemetry::metrics::metrics().webhook_lag(
+            &self.hook.id.to_string(),
+            head - self.hook.cursor,
+            seconds,
+        );
+    }
+}
+
+/// What the page loop does after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Delivered: on to the next event of the page.
+    Done,
+    /// The endpoint changed: read again from its stored position.
+    Restart,
+}
+
+/// What an attempt means for the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Delivered,
+    Retry,
+    Gone,
+    DeadLetter,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retry => "failed",
+            Self::Gone => "gone",
+            Self::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+fn filter_of(hook: &Webhook) -> ChangeFilter {
+    ChangeFilter {
+        directory_id: hook.directory_id,
+        kinds: hook.kinds.clone(),
+    }
+}
