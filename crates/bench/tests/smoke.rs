@@ -230,9 +230,12 @@ async fn fanout() {
 
 #[tokio::test]
 async fn limit() {
-    let report = scenario("limit", 3).await;
+    // POST /Users, POST /Bulk, and the two raw baselines.
+    let report = scenario("limit", 4).await;
     assert!(figure(&report, "onboarding_fraction_of_limit") > 0.0);
     assert!(figure(&report, "onboarding_fraction_of_user_and_change_rows") > 0.0);
+    assert!(figure(&report, "bulk_users_per_s") > 0.0);
+    assert!(figure(&report, "bulk_fraction_of_limit") > 0.0);
 }
 
 #[tokio::test]

@@ -12,6 +12,15 @@ use uuid::Uuid;
 
 use crate::model::{ChangeKind, DirectoryId};
 
+/// Columns of an endpoint row, as both backends' decoders read them.
+pub(crate) const COLUMNS: &str = "id, directory_id, url, kinds, description, enabled, disabled_reason, \
+     status, secret, previous_secret, previous_secret_until, cursor, attempts, failing_since, \
+     next_attempt_at, generation, lease_owner, lease_until, created_at, updated_at";
+
+/// Columns of an attempt row.
+pub(crate) const ATTEMPT_COLUMNS: &str =
+    "revision, event_id, status_code, latency_ms, detail, succeeded, attempted_at";
+
 /// Id of a webhook endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -15,15 +15,8 @@ use super::errors::map_db;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::rows;
-use crate::webhooks::{kinds_text, parse_kinds};
+use crate::webhooks::{ATTEMPT_COLUMNS, COLUMNS, kinds_text, parse_kinds};
 use crate::write::{Backend, Webhooks};
-
-const COLUMNS: &str = "id, directory_id, url, kinds, description, enabled, disabled_reason, \
-     status, secret, previous_secret, previous_secret_until, cursor, attempts, failing_since, \
-     next_attempt_at, generation, lease_owner, lease_until, created_at, updated_at";
-
-const ATTEMPT_COLUMNS: &str =
-    "revision, event_id, status_code, latency_ms, detail, succeeded, attempted_at";
 
 #[async_trait]
 impl Webhooks for SqliteStore {
