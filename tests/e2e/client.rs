@@ -98,6 +98,27 @@ async fn follows_across_a_killed_replica(
     cursor_file: &Path,
     spawn: impl Fn(&str, &str, &Path, &str) -> tokio::process::Child,
 ) -> String {
+    // A follower that stops printing fails the test with what it said,
+    // instead of holding the suite.
+    let scenario = follow_across_a_kill(roster, dir, cursor_file, spawn);
+    match tokio::time::timeout(FOLLOW_DEADLINE, scenario).await {
+        Ok(stderr) => stderr,
+        Err(_) => panic!(
+            "the follower did not finish within {FOLLOW_DEADLINE:?}; its stderr:\n{}",
+            std::fs::read_to_string(stderr_of(cursor_file)).unwrap_or_default()
+        ),
+    }
+}
+
+/// How long a follower scenario may take, kills and restarts included.
+const FOLLOW_DEADLINE: Duration = Duration::from_secs(120);
+
+async fn follow_across_a_kill(
+    roster: &mut Roster,
+    dir: &str,
+    cursor_file: &Path,
+    spawn: impl Fn(&str, &str, &Path, &str) -> tokio::process::Child,
+) -> String {
     let mut client = roster.client();
     for i in 0..3 {
         create_user(&mut client, dir, &format!("before{i}@example.com"))
@@ -142,9 +163,9 @@ async fn follows_across_a_killed_replica(
     while let Some(name) = next_user(&mut lines).await {
         user_names.push(name);
     }
-    let output = child.wait_with_output().await.unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "the follower failed: {stderr}");
+    let status = child.wait().await.unwrap();
+    let stderr = std::fs::read_to_string(stderr_of(cursor_file)).unwrap_or_default();
+    assert!(status.success(), "the follower failed: {stderr}");
     assert_eq!(
         user_names,
         [
@@ -160,12 +181,17 @@ async fn follows_across_a_killed_replica(
     stderr
 }
 
-fn piped(cmd: std::process::Command) -> tokio::process::Child {
+/// Starts a follower with its stdout piped and its stderr in a file beside
+/// its cursor file (readable even when the test gives up on it).
+fn piped(cmd: std::process::Command, cursor_file: &Path) -> tokio::process::Child {
+    let stderr = std::fs::File::create(stderr_of(cursor_file)).expect("stderr file");
     let mut cmd = tokio::process::Command::from(cmd);
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    cmd.stdout(Stdio::piped()).stderr(stderr).kill_on_drop(true);
     cmd.spawn().expect("the follower starts")
+}
+
+fn stderr_of(cursor_file: &Path) -> std::path::PathBuf {
+    cursor_file.with_extension("stderr")
 }
 
 fn roster_watch(grpc: &str, dir: &str, cursor_file: &Path, count: &str) -> tokio::process::Child {
@@ -185,7 +211,7 @@ fn roster_watch(grpc: &str, dir: &str, cursor_file: &Path, count: &str) -> tokio
         "--cursor-file",
         cursor_file.to_str().unwrap(),
     ]);
-    piped(cmd)
+    piped(cmd, cursor_file)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +278,7 @@ async fn the_python_consumer_resumes_across_a_killed_replica() {
                 .arg(cursor)
                 .arg("--stubs")
                 .arg(&stubs);
-            piped(cmd)
+            piped(cmd, cursor)
         },
     )
     .await;
