@@ -417,6 +417,30 @@ type State = (
 );
 
 async fn directory_state(client: &mut DirectoryServiceClient<Channel>, dir: &str) -> State {
+    let (users, groups) = listing(client, dir).await;
+    let members = groups
+        .iter()
+        .flat_map(|(g, members)| members.iter().map(|m| (g.id.clone(), m.id.clone())))
+        .collect();
+    (
+        users
+            .into_iter()
+            .map(|u| (u.id, u.user_name, u.active))
+            .collect(),
+        groups
+            .into_iter()
+            .map(|(g, _)| (g.id, g.display_name))
+            .collect(),
+        members,
+    )
+}
+
+/// The directory's users, and its groups with their members, through the
+/// list RPCs (one page each: the tests' directories are small).
+async fn listing(
+    client: &mut DirectoryServiceClient<Channel>,
+    dir: &str,
+) -> (Vec<User>, Vec<(Group, Vec<Member>)>) {
     let options = ListOptions {
         count: 1000,
         ..Default::default()
@@ -440,9 +464,9 @@ async fn directory_state(client: &mut DirectoryServiceClient<Channel>, dir: &str
         .unwrap()
         .into_inner()
         .groups;
-    let mut members = BTreeSet::new();
-    for g in &groups {
-        let page = client
+    let mut with_members = Vec::with_capacity(groups.len());
+    for g in groups {
+        let members = client
             .list_group_members(ListGroupMembersRequest {
                 directory_id: dir.into(),
                 group_id: g.id.clone(),
@@ -451,17 +475,11 @@ async fn directory_state(client: &mut DirectoryServiceClient<Channel>, dir: &str
             })
             .await
             .unwrap()
-            .into_inner();
-        members.extend(page.members.into_iter().map(|m| (g.id.clone(), m.id)));
+            .into_inner()
+            .members;
+        with_members.push((g, members));
     }
-    (
-        users
-            .into_iter()
-            .map(|u| (u.id, u.user_name, u.active))
-            .collect(),
-        groups.into_iter().map(|g| (g.id, g.display_name)).collect(),
-        members,
-    )
+    (users, with_members)
 }
 
 async fn mirror_state(pool: &PgPool) -> State {
@@ -606,59 +624,21 @@ fn state(items: &[Item]) -> LocalState {
 
 /// The directory as a consumer would have mirrored it.
 async fn exported_items(client: &mut DirectoryServiceClient<Channel>, dir: &str) -> Vec<Item> {
-    let options = ListOptions {
-        count: 1000,
-        ..Default::default()
-    };
-    let users = client
-        .list_users(ListUsersRequest {
-            directory_id: dir.into(),
-            options: Some(options.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .users;
-    let groups = client
-        .list_groups(ListGroupsRequest {
-            directory_id: dir.into(),
-            options: Some(options),
-            exclude_members: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .groups;
+    let (users, groups) = listing(client, dir).await;
     let version = |meta: &Option<Meta>| meta.as_ref().map(|m| m.version).unwrap();
-    let mut items: Vec<Item> = users
-        .iter()
-        .map(|u| Item {
-            kind: Kind::User,
-            id: u.id.clone(),
-            version: version(&u.meta),
-            members: vec![],
-        })
-        .collect();
-    for g in &groups {
-        let members = client
-            .list_group_members(ListGroupMembersRequest {
-                directory_id: dir.into(),
-                group_id: g.id.clone(),
-                count: 1000,
-                page_token: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .members;
-        items.push(Item {
-            kind: Kind::Group,
-            id: g.id.clone(),
-            version: version(&g.meta),
-            members: members.into_iter().map(|m| m.id).collect(),
-        });
-    }
-    items
+    let users = users.iter().map(|u| Item {
+        kind: Kind::User,
+        id: u.id.clone(),
+        version: version(&u.meta),
+        members: vec![],
+    });
+    let groups = groups.into_iter().map(|(g, members)| Item {
+        kind: Kind::Group,
+        id: g.id,
+        version: version(&g.meta),
+        members: members.into_iter().map(|m| m.id).collect(),
+    });
+    users.chain(groups).collect()
 }
 
 /// Records the snapshots a follower takes.
