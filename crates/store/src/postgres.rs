@@ -69,6 +69,7 @@ mod lists;
 mod notify;
 mod rekey;
 mod snapshot;
+mod sources;
 mod tx;
 mod users;
 mod webhooks;

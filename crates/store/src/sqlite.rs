@@ -19,6 +19,7 @@ pub(crate) mod errors;
 mod groups;
 mod lists;
 mod rekey;
+mod sources;
 mod tx;
 mod users;
 mod webhooks;
