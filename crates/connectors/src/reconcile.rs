@@ -123,7 +123,14 @@ pub fn plan(stored: &Stored, snapshot: &SourceSnapshot, policy: DeprovisionPolic
         .filter(|(ext, _)| !seen_groups.contains(ext.as_str()))
         .map(|(_, g)| g.clone())
         .collect();
-    // Stable write order (the change log's order follows it).
+    // Stable write order (the change log's order follows it), whatever
+    // order the source listed its entries in.
+    plan.create_users
+        .sort_by(|a, b| a.fields.user_name.cmp(&b.fields.user_name));
+    plan.update_users
+        .sort_by(|a, b| a.1.user_name.cmp(&b.1.user_name));
+    plan.create_groups
+        .sort_by(|a, b| a.display_name.cmp(&b.display_name));
     plan.remove_users
         .sort_by(|a, b| a.fields.user_name.cmp(&b.fields.user_name));
     plan.delete_groups
