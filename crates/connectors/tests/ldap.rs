@@ -14,6 +14,7 @@ use roster_store::*;
 use roster_webhook::SealingKey;
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 use support::slapd::{self, SUFFIX, Slapd, person, seed};
 
 struct Env {
@@ -240,4 +241,175 @@ async fn ldap_changes_arrive_as_scim_events_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ldap_changes_arrive_as_scim_events_on_sqlite() {
     ldap_changes_arrive_as_scim_events(sqlite().await).await;
+}
+
+/// A wrong base DN makes the source look empty: the safeguard stops the
+/// sync before it writes and says why; an admin's confirmation applies it.
+async fn a_wrong_base_dn_trips_the_mass_deletion_safeguard(env: Env) {
+    let store = env.store;
+    let slapd = seeded();
+    let people = format!("ou=people,{SUFFIX}");
+    let dir = pulled_directory(store.as_ref(), &slapd, &people, DeprovisionPolicy::Delete).await;
+    sync(&store, dir).await.unwrap().expect("lease");
+    let head = changes(store.as_ref(), dir, 0)
+        .await
+        .last()
+        .unwrap()
+        .revision;
+
+    configure(store.as_ref(), dir, &slapd, &format!("ou=nobody,{SUFFIX}")).await;
+    let stopped = sync(&store, dir).await;
+    assert!(
+        matches!(&stopped, Err(SyncError::NeedsConfirmation(why)) if why.contains("6 of 6")),
+        "{stopped:?}"
+    );
+    assert!(
+        changes(store.as_ref(), dir, head).await.is_empty(),
+        "nothing written"
+    );
+    let source = store.get_source(dir).await.unwrap();
+    let reason = source
+        .status
+        .needs_confirmation
+        .expect("marked as needing confirmation");
+    assert!(reason.contains("more than 20 %"), "{reason}");
+
+    // Stopped again on the next run until an admin confirms.
+    assert!(matches!(
+        sync(&store, dir).await,
+        Err(SyncError::NeedsConfirmation(_))
+    ));
+    store.schedule_sync(dir, true).await.unwrap();
+    let status = sync(&store, dir).await.unwrap().expect("lease");
+    assert_eq!(status.needs_confirmation, None);
+    let removed = changes(store.as_ref(), dir, head).await;
+    assert_eq!(
+        kinds(&removed)
+            .iter()
+            .filter(|k| **k == "user.deleted")
+            .count(),
+        6
+    );
+    assert!(
+        !store.get_source(dir).await.unwrap().confirmed,
+        "a confirmation is used once"
+    );
+}
+
+/// A user gone from the source is deactivated under the deactivate policy
+/// and, when it comes back (moved out of the base DN and back: the same
+/// entryUUID), reactivated — the same user, not a duplicate. Disabling and
+/// re-enabling in the source does the same.
+async fn a_reappearing_user_is_reactivated(env: Env) {
+    let store = env.store;
+    let slapd = seeded();
+    let people = format!("ou=people,{SUFFIX}");
+    let dir = pulled_directory(
+        store.as_ref(),
+        &slapd,
+        &people,
+        DeprovisionPolicy::Deactivate,
+    )
+    .await;
+    sync(&store, dir).await.unwrap().expect("lease");
+    let head = changes(store.as_ref(), dir, 0)
+        .await
+        .last()
+        .unwrap()
+        .revision;
+
+    slapd.modify(&format!(
+        "dn: ou=former,{SUFFIX}\nchangetype: add\nobjectClass: organizationalUnit\nou: former\n\n\
+         dn: uid=erin,{people}\nchangetype: modrdn\nnewrdn: uid=erin\ndeleteoldrdn: 1\n\
+         newsuperior: ou=former,{SUFFIX}\n\n"
+    ));
+    sync(&store, dir).await.unwrap().expect("lease");
+    slapd.modify(&format!(
+        "dn: uid=erin,ou=former,{SUFFIX}\nchangetype: modrdn\nnewrdn: uid=erin\n\
+         deleteoldrdn: 1\nnewsuperior: {people}\n\n"
+    ));
+    sync(&store, dir).await.unwrap().expect("lease");
+    let events = changes(store.as_ref(), dir, head).await;
+    assert_eq!(
+        kinds(&events),
+        [
+            "member.removed",
+            "user.deactivated",
+            "user.reactivated",
+            "member.added"
+        ]
+    );
+    assert_eq!(events[1].resource_id, events[2].resource_id);
+    let head = events.last().unwrap().revision;
+
+    slapd.modify(&format!(
+        "dn: uid=erin,{people}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n\n"
+    ));
+    sync(&store, dir).await.unwrap().expect("lease");
+    slapd.modify(&format!(
+        "dn: uid=erin,{people}\nchangetype: modify\ndelete: employeeType\n\n"
+    ));
+    sync(&store, dir).await.unwrap().expect("lease");
+    let events = changes(store.as_ref(), dir, head).await;
+    assert_eq!(kinds(&events), ["user.deactivated", "user.reactivated"]);
+}
+
+/// While one replica holds a directory's lease another does not sync it;
+/// two replicas racing write every change exactly once.
+async fn one_replica_syncs_a_directory_at_a_time(env: Env) {
+    let store = env.store;
+    let slapd = seeded();
+    let people = format!("ou=people,{SUFFIX}");
+    let dir = pulled_directory(store.as_ref(), &slapd, &people, DeprovisionPolicy::Delete).await;
+
+    let held = store
+        .acquire_sync_lease(dir, "replica-b", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    assert!(
+        sync(&store, dir).await.unwrap().is_none(),
+        "replica-a must not sync"
+    );
+    assert_eq!(
+        kinds(&changes(store.as_ref(), dir, 0).await),
+        ["directory.created"]
+    );
+    store.release_sync_lease(dir, "replica-b").await.unwrap();
+
+    let key = key();
+    let (a, b) = (options("replica-a"), options("replica-b"));
+    let (ra, rb) = tokio::join!(
+        sync_directory(&store, &key, &a, dir),
+        sync_directory(&store, &key, &b, dir)
+    );
+    let ran = [ra.unwrap(), rb.unwrap()];
+    assert!(ran.iter().any(Option::is_some));
+    let created = kinds(&changes(store.as_ref(), dir, 0).await)
+        .into_iter()
+        .filter(|k| *k == "user.created")
+        .count();
+    assert_eq!(created, 6, "each user created exactly once");
+}
+
+macro_rules! on_both_stores {
+    ($($case:ident => $pg:ident, $lite:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $pg() {
+            $case(postgres().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $lite() {
+            $case(sqlite().await).await;
+        }
+    )*};
+}
+
+on_both_stores! {
+    a_wrong_base_dn_trips_the_mass_deletion_safeguard =>
+        safeguard_on_postgres, safeguard_on_sqlite;
+    a_reappearing_user_is_reactivated =>
+        reactivation_on_postgres, reactivation_on_sqlite;
+    one_replica_syncs_a_directory_at_a_time =>
+        one_replica_on_postgres, one_replica_on_sqlite;
 }
