@@ -8,6 +8,7 @@ use tonic::transport::Channel;
 
 use crate::config::{AdminArgs, AdminCommand, ClientArgs, StoreArgs};
 
+mod sources;
 mod webhooks;
 
 /// Runs one admin command and prints its result as JSON.
@@ -160,6 +161,9 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
             json!({ "revoked": id })
         }
         AdminCommand::NewEpoch { store } => new_epoch(&store).await?,
+        command @ (AdminCommand::SetSource { .. }
+        | AdminCommand::GetSource { .. }
+        | AdminCommand::SyncNow { .. }) => sources::run(&admin, command).await?,
         webhook => webhooks::run(&admin, webhook).await?,
     };
     Ok(out)

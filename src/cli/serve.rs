@@ -239,6 +239,7 @@ fn directory_config(
         retention_secs: args.retention_secs,
         internal_secret: args.internal_secret.clone(),
         webhooks: webhook_config(&args.webhooks, dev_key_dir)?,
+        sync_poll: std::time::Duration::from_secs(args.sync_poll_secs.max(1)),
         ..Default::default()
     })
 }
