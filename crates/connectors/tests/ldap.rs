@@ -3,19 +3,17 @@
 //! directory gives; a no-change re-sync writes nothing; the mass-deletion
 //! safeguard stops a sync from a wrong base DN; one replica syncs at a time.
 
-mod support;
-
 use roster_connectors::SyncError;
 use roster_connectors::credentials;
 use roster_connectors::runner::{SyncerOptions, sync_directory};
 use roster_store::postgres::PgStore;
 use roster_store::sqlite::SqliteStore;
 use roster_store::*;
+use roster_testkit::slapd::{self, SUFFIX, Slapd, person, seed};
 use roster_webhook::SealingKey;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use support::slapd::{self, SUFFIX, Slapd, person, seed};
 
 struct Env {
     store: Arc<dyn Store>,
