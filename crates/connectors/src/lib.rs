@@ -14,6 +14,7 @@
 
 pub mod credentials;
 pub mod error;
+pub mod google;
 pub mod ldap;
 pub mod reconcile;
 pub mod runner;

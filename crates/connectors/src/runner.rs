@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::credentials;
 use crate::error::{SourceError, SyncError};
+use crate::google::{GoogleSettings, GoogleSource};
 use crate::ldap::{LdapSettings, LdapSource};
 use crate::reconcile;
 use crate::snapshot::Source;
@@ -65,10 +66,11 @@ pub fn build_source(key: &SealingKey, row: &DirectorySource) -> Result<Box<dyn S
                 secret,
             )?))
         }
-        SourceKind::Google => Err(SourceError::Settings(
-            "the Google Workspace connector is not available in this build".into(),
-        )
-        .into()),
+        SourceKind::Google => {
+            let settings: GoogleSettings = serde_json::from_value(row.settings.settings.clone())
+                .map_err(|e| SourceError::Settings(e.to_string()))?;
+            Ok(Box::new(GoogleSource::new(settings, &secret)?))
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 use chrono::Utc;
 use roster_connectors::credentials;
+use roster_connectors::google::GoogleSettings;
 use roster_connectors::ldap::LdapSettings;
 use roster_connectors::runner::{DEFAULT_INTERVAL_SECS, DEFAULT_MASS_DELETE_PERCENT};
 use roster_proto::admin as pa;
@@ -120,6 +121,12 @@ fn checked_settings(kind: SourceKind, json: &str) -> ServiceResult<serde_json::V
         let ldap: LdapSettings = serde_json::from_value(value.clone())
             .map_err(|e| ServiceError::InvalidArgument(format!("settings_json: {e}")))?;
         ldap.validate()
+            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
+    } else {
+        let google: GoogleSettings = serde_json::from_value(value.clone())
+            .map_err(|e| ServiceError::InvalidArgument(format!("settings_json: {e}")))?;
+        google
+            .validate()
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
     }
     Ok(value)

@@ -109,11 +109,11 @@ impl Sources for PgStore {
         owner: &str,
         record: &SyncRecord,
     ) -> StoreResult<bool> {
-        // A "sync now" that arrived during the run (next_run_at moved to
-        // before the run's end) is kept rather than overwritten.
+        // A "sync now" that arrived during the run (next_run_at set between
+        // the run's start and now) is kept rather than overwritten.
         let done = sqlx::query(
             "UPDATE directory_sources SET status = $3, \
-               next_run_at = CASE WHEN next_run_at IS NOT NULL AND next_run_at > $5 \
+               next_run_at = CASE WHEN next_run_at > $5 AND next_run_at <= now() \
                  THEN next_run_at ELSE $4 END, \
                confirmed = confirmed AND NOT $6, updated_at = now() \
              WHERE directory_id = $1 AND lease_owner = $2 AND lease_until >= now()",

@@ -130,7 +130,7 @@ impl Sources for SqliteStore {
         // A "sync now" that arrived during the run is kept (see PostgreSQL's).
         let done = sqlx::query(
             "UPDATE directory_sources SET status = ?3, \
-               next_run_at = CASE WHEN next_run_at IS NOT NULL AND next_run_at > ?5 \
+               next_run_at = CASE WHEN next_run_at > ?5 AND next_run_at <= ?7 \
                  THEN next_run_at ELSE ?4 END, \
                confirmed = confirmed AND NOT ?6, updated_at = ?7 \
              WHERE directory_id = ?1 AND lease_owner = ?2 AND lease_until >= ?7",

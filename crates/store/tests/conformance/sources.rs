@@ -97,6 +97,20 @@ pub async fn one_replica_holds_a_sync_lease_and_only_it_records(store: Arc<dyn S
     );
     assert!(after.next_run_at.unwrap() > Utc::now());
 
+    // The next run recorded earlier (in the future) is no "sync now": a
+    // later run replaces it.
+    let sooner = SyncRecord {
+        status: SyncStatus {
+            last_started_at: Some(Utc::now() - chrono::Duration::seconds(1)),
+            ..SyncStatus::default()
+        },
+        next_run_at: Utc::now() + chrono::Duration::seconds(60),
+        used_confirmation: false,
+    };
+    assert!(store.record_sync(dir.id, "a", &sooner).await.unwrap());
+    let next = store.get_source(dir.id).await.unwrap().next_run_at.unwrap();
+    assert!(next < Utc::now() + chrono::Duration::seconds(120), "{next}");
+
     store.release_sync_lease(dir.id, "b").await.unwrap();
     assert!(
         store
