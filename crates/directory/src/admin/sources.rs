@@ -32,7 +32,16 @@ impl AdminApi {
                 Err(e) => return Err(e.into()),
             }
         } else {
-            let key = self.webhook_admin()?.key();
+            let key = self
+                .webhook_admin()
+                .map_err(|_| {
+                    ServiceError::FailedPrecondition(
+                        "source credentials are sealed with the server's key: set \
+                         ROSTER_SECRET_KEY (docs/connectors/README.md)"
+                            .into(),
+                    )
+                })?
+                .key();
             Some(credentials::seal(key, dir, &req.credentials).map_err(|_| {
                 ServiceError::Store(StoreError::Internal("cannot seal the credentials".into()))
             })?)
