@@ -112,6 +112,11 @@ pub struct DirectoryServiceArgs {
     /// interval (docs/connectors/).
     #[arg(long, env = "ROSTER_SYNC_POLL_SECS", default_value_t = 5)]
     pub sync_poll_secs: u64,
+    /// How long a replica's lease on a directory's sync lasts without
+    /// renewal (renewed every third of it), in seconds: a replica that dies
+    /// mid-sync delays the directory's next sync by at most this long.
+    #[arg(long, env = "ROSTER_SYNC_LEASE_SECS", default_value_t = 60)]
+    pub sync_lease_secs: u64,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
 }

@@ -27,6 +27,7 @@ mod isolation;
 mod log_epoch;
 mod metrics;
 mod mtls_cli;
+mod pulled;
 mod readiness;
 mod reliability_tokens;
 mod shutdown;

@@ -41,7 +41,12 @@ pub struct SyncerOptions {
 impl Default for SyncerOptions {
     fn default() -> Self {
         Self {
-            owner: format!("replica-{}", uuid::Uuid::new_v4()),
+            // The pid makes the holder of a lease findable on a host.
+            owner: format!(
+                "pid-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            ),
             lease_ttl: Duration::from_secs(60),
             poll: Duration::from_secs(5),
             backoff_base: Duration::from_secs(30),

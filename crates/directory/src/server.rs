@@ -60,6 +60,9 @@ pub struct DirectoryConfig {
     /// How often this replica looks for pulled directories due a sync
     /// (docs/connectors/); syncs need the sealing key of `webhooks`.
     pub sync_poll: Duration,
+    /// How long a replica's sync lease lasts without renewal: a replica that
+    /// dies mid-sync blocks its directory for at most this long.
+    pub sync_lease: Duration,
 }
 
 impl Default for DirectoryConfig {
@@ -77,6 +80,7 @@ impl Default for DirectoryConfig {
             tls: None,
             webhooks: WebhookConfig::default(),
             sync_poll: Duration::from_secs(5),
+            sync_lease: Duration::from_secs(60),
         }
     }
 }
@@ -168,6 +172,7 @@ impl Directory {
         let syncer = config.webhooks.sealing_key.clone().map(|key| {
             let options = roster_connectors::runner::SyncerOptions {
                 poll: config.sync_poll,
+                lease_ttl: config.sync_lease,
                 ..Default::default()
             };
             roster_connectors::runner::Syncer::start(Arc::clone(&store), key, options)
