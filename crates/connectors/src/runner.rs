@@ -3,14 +3,14 @@
 //! reconciles, records the run's status and schedules the next run —
 //! after the interval, or sooner with exponential backoff after an error.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use roster_store::{DirectoryId, DirectorySource, SourceKind, Store, SyncRecord, SyncStatus};
 use roster_webhook::SealingKey;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::credentials;
 use crate::error::{SourceError, SyncError};
@@ -214,26 +214,32 @@ fn next_run(
 /// Syncs every due pulled directory, each in its own task, until dropped.
 pub struct Syncer {
     task: JoinHandle<()>,
+    /// The syncs in flight, aborted with the syncer (their leases expire).
+    running: Arc<Mutex<HashMap<DirectoryId, AbortHandle>>>,
 }
 
 impl Syncer {
     pub fn start(store: Arc<dyn Store>, key: Arc<SealingKey>, options: SyncerOptions) -> Self {
-        let running = Arc::new(Mutex::new(HashSet::new()));
+        let running = Arc::new(Mutex::new(HashMap::new()));
+        let in_flight = Arc::clone(&running);
         let task = tokio::spawn(async move {
             loop {
-                if let Err(error) = start_due(&store, &key, &options, &running).await {
+                if let Err(error) = start_due(&store, &key, &options, &in_flight).await {
                     tracing::warn!(%error, "cannot list the pulled directories");
                 }
                 tokio::time::sleep(options.poll).await;
             }
         });
-        Self { task }
+        Self { task, running }
     }
 }
 
 impl Drop for Syncer {
     fn drop(&mut self) {
         self.task.abort();
+        for (_, sync) in self.running.lock().expect("running set").drain() {
+            sync.abort();
+        }
     }
 }
 
@@ -241,7 +247,7 @@ async fn start_due(
     store: &Arc<dyn Store>,
     key: &Arc<SealingKey>,
     options: &SyncerOptions,
-    running: &Arc<Mutex<HashSet<DirectoryId>>>,
+    running: &Arc<Mutex<HashMap<DirectoryId, AbortHandle>>>,
 ) -> Result<(), SyncError> {
     let now = Utc::now();
     for row in store.list_sources().await? {
@@ -249,16 +255,18 @@ async fn start_due(
         let free = row.lease_until.is_none_or(|until| until < now)
             || row.lease_owner.as_deref() == Some(options.owner.as_str());
         let dir = row.directory_id;
-        if !due || !free || !running.lock().expect("running set").insert(dir) {
+        let mut in_flight = running.lock().expect("running set");
+        if !due || !free || in_flight.contains_key(&dir) {
             continue;
         }
-        let (store, key, options, running) =
+        let (store, key, options, done) =
             (store.clone(), key.clone(), options.clone(), running.clone());
-        tokio::spawn(async move {
+        let sync = tokio::spawn(async move {
             // The outcome is recorded in the directory's status.
             let _ = sync_directory(&store, &key, &options, dir).await;
-            running.lock().expect("running set").remove(&dir);
+            done.lock().expect("running set").remove(&dir);
         });
+        in_flight.insert(dir, sync.abort_handle());
     }
     Ok(())
 }
