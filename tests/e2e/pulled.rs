@@ -48,7 +48,7 @@ async fn two_replicas_sync_a_directory_once_and_survive_a_kill_mid_sync() {
         ("ROSTER_SYNC_POLL_SECS", "1"),
         ("ROSTER_SYNC_LEASE_SECS", "3"),
     ];
-    let mut replicas = vec![
+    let mut replicas = [
         app::serve_database(&url, &env),
         app::serve_database(&url, &env),
     ];
