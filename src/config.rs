@@ -110,6 +110,16 @@ pub struct DirectoryServiceArgs {
     /// Progress-marker interval of idle WatchChanges streams, in milliseconds.
     #[arg(long, env = "ROSTER_PROGRESS_INTERVAL_MS", default_value_t = 5000)]
     pub progress_interval_ms: u64,
+    /// How often this replica looks for pulled directories (Google, LDAP,
+    /// Active Directory) due a sync, in seconds; each directory has its own
+    /// interval (docs/connectors/).
+    #[arg(long, env = "ROSTER_SYNC_POLL_SECS", default_value_t = 5)]
+    pub sync_poll_secs: u64,
+    /// How long a replica's lease on a directory's sync lasts without
+    /// renewal (renewed every third of it), in seconds: a replica that dies
+    /// mid-sync delays the directory's next sync by at most this long.
+    #[arg(long, env = "ROSTER_SYNC_LEASE_SECS", default_value_t = 60)]
+    pub sync_lease_secs: u64,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
 }
@@ -526,6 +536,42 @@ pub enum AdminCommand {
     },
     /// Send a signed test.ping to an endpoint now.
     TestWebhook { id: String },
+    /// Make a directory pulled from Google Workspace, LDAP or Active
+    /// Directory, or change its source (docs/connectors/). The credentials
+    /// (bind password, service-account key JSON) are read from a file or an
+    /// environment variable, never from the command line, and are stored
+    /// sealed; omit both to keep the stored ones.
+    SetSource {
+        directory_id: String,
+        /// google, ldap or active_directory.
+        #[arg(long)]
+        kind: String,
+        /// The connector's settings as JSON, or @path to a JSON file.
+        #[arg(long, default_value = "{}")]
+        settings: String,
+        /// A file holding the credentials.
+        #[arg(long, conflicts_with = "credentials_env")]
+        credentials_file: Option<std::path::PathBuf>,
+        /// An environment variable holding the credentials.
+        #[arg(long)]
+        credentials_env: Option<String>,
+        /// Seconds between syncs (default 1800).
+        #[arg(long, default_value_t = 0)]
+        interval_secs: i64,
+        /// Stop a sync that would remove or deactivate more than this
+        /// percentage of the users (default 20).
+        #[arg(long, default_value_t = 0)]
+        mass_delete_percent: i32,
+    },
+    /// A pulled directory's source settings and last sync status.
+    GetSource { directory_id: String },
+    /// Sync a pulled directory now; `--confirm-removals` also applies the
+    /// removals the mass-deletion safeguard stopped.
+    SyncNow {
+        directory_id: String,
+        #[arg(long)]
+        confirm_removals: bool,
+    },
     /// Give the change log a new epoch, directly in the database (no
     /// directory service needed): the step after restoring a backup, before
     /// starting Roster. Every cursor issued before is then refused with

@@ -8,6 +8,7 @@ use tonic::transport::Channel;
 
 use crate::config::{AdminArgs, AdminCommand, ClientArgs, StoreArgs};
 
+mod sources;
 mod webhooks;
 
 /// Runs one admin command and prints its result as JSON.
@@ -165,6 +166,9 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
         | AdminCommand::RevokePortalLinks { .. }) => {
             super::admin_portal::run(&mut admin.client, &admin.secret, command).await?
         }
+        command @ (AdminCommand::SetSource { .. }
+        | AdminCommand::GetSource { .. }
+        | AdminCommand::SyncNow { .. }) => sources::run(&admin, command).await?,
         webhook => webhooks::run(&admin, webhook).await?,
     };
     Ok(out)

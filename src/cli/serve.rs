@@ -265,6 +265,8 @@ fn directory_config(
         activity_retention: std::time::Duration::from_secs(args.activity_retention_secs),
         internal_secret: args.internal_secret.clone(),
         webhooks: webhook_config(&args.webhooks, dev_key_dir)?,
+        sync_poll: std::time::Duration::from_secs(args.sync_poll_secs.max(1)),
+        sync_lease: std::time::Duration::from_secs(args.sync_lease_secs.max(3)),
         ..Default::default()
     })
 }

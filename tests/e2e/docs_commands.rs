@@ -494,6 +494,9 @@ fn roster_flags() -> BTreeSet<String> {
             "skip-webhook-event",
             "webhook-attempts",
             "test-webhook",
+            "set-source",
+            "get-source",
+            "sync-now",
         ]
         .iter()
         .map(|c| vec!["admin", *c]),

@@ -29,6 +29,7 @@ mod log_epoch;
 mod metrics;
 mod mtls_cli;
 mod portal_browser;
+mod pulled;
 mod readiness;
 mod reliability_tokens;
 mod shutdown;

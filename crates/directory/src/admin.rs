@@ -33,6 +33,7 @@ use crate::mapping;
 use crate::service::directory_id;
 use crate::watch::ChangeHub;
 
+mod sources;
 mod webhooks;
 
 /// Prefix of every bearer token secret, so leaked tokens are recognisable

@@ -138,5 +138,8 @@ adapter! {
         skip_webhook_event(pa::SkipWebhookEventRequest) -> pa::SkipWebhookEventResponse [endpoint = id];
         list_webhook_attempts(pa::ListWebhookAttemptsRequest) -> pa::ListWebhookAttemptsResponse [endpoint = id];
         send_test_webhook_event(pa::SendTestWebhookEventRequest) -> pa::SendTestWebhookEventResponse [endpoint = id];
+        set_directory_source(pa::SetDirectorySourceRequest) -> pa::SetDirectorySourceResponse [directory = directory_id];
+        get_directory_source(pa::GetDirectorySourceRequest) -> pa::GetDirectorySourceResponse [directory = directory_id];
+        sync_directory_now(pa::SyncDirectoryNowRequest) -> pa::SyncDirectoryNowResponse [directory = directory_id];
     }
 }

@@ -60,6 +60,12 @@ pub struct DirectoryConfig {
     /// Webhook delivery and administration (docs/webhooks.md); off without
     /// a sealing key.
     pub webhooks: WebhookConfig,
+    /// How often this replica looks for pulled directories due a sync
+    /// (docs/connectors/); syncs need the sealing key of `webhooks`.
+    pub sync_poll: Duration,
+    /// How long a replica's sync lease lasts without renewal: a replica that
+    /// dies mid-sync blocks its directory for at most this long.
+    pub sync_lease: Duration,
 }
 
 impl Default for DirectoryConfig {
@@ -77,6 +83,8 @@ impl Default for DirectoryConfig {
             watch_buffer: watch.buffer,
             tls: None,
             webhooks: WebhookConfig::default(),
+            sync_poll: Duration::from_secs(5),
+            sync_lease: Duration::from_secs(60),
         }
     }
 }
@@ -126,6 +134,9 @@ pub struct Directory {
     tls: Option<Arc<ServerTls>>,
     /// Webhook delivery; `None` when webhooks are off.
     deliveries: Option<Deliveries>,
+    /// Syncs of pulled directories; `None` without a sealing key (their
+    /// credentials cannot be opened).
+    syncer: Option<roster_connectors::runner::Syncer>,
 }
 
 impl Directory {
@@ -167,6 +178,14 @@ impl Directory {
             Arc::clone(&hub),
             config.webhooks.clone(),
         )?;
+        let syncer = config.webhooks.sealing_key.clone().map(|key| {
+            let options = roster_connectors::runner::SyncerOptions {
+                poll: config.sync_poll,
+                lease_ttl: config.sync_lease,
+                ..Default::default()
+            };
+            roster_connectors::runner::Syncer::start(Arc::clone(&store), key, options)
+        });
         let admin = AdminApi::new(store, Arc::clone(&hub)).with_webhooks(&config.webhooks)?;
         // One set of routes behind one stack of layers, served two ways: on
         // the listeners (HTTP/2) and, in `roster serve`, called directly by
@@ -196,6 +215,7 @@ impl Directory {
             tasks,
             tls,
             deliveries,
+            syncer,
         })
     }
 
@@ -265,6 +285,7 @@ impl Directory {
             mut tasks,
             tls,
             deliveries,
+            syncer,
         } = self;
         // The real status is known before the first request can ask for it.
         let first = health.report(None).await;
@@ -283,6 +304,8 @@ impl Directory {
         if let Some(deliveries) = deliveries {
             deliveries.stop().await;
         }
+        // A sync cut here leaves its lease to expire; the next one converges.
+        drop(syncer);
         drop(tasks);
         Ok(result?)
     }

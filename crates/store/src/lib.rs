@@ -49,6 +49,7 @@ pub mod portal;
 pub mod postgres;
 mod rows;
 mod snapshot_slots;
+mod sources;
 pub mod sqlite;
 mod webhooks;
 mod write;
@@ -61,6 +62,7 @@ pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use portal::PortalStore;
 pub use snapshot_slots::DEFAULT_SNAPSHOT_CONNECTIONS;
+pub use sources::*;
 
 /// How precisely a token's last use is recorded: the gateway re-checks a
 /// token every few seconds, and a write each time would put a write on the
@@ -184,6 +186,43 @@ pub trait Store: PortalStore + Send + Sync + 'static {
         id: WebhookId,
         limit: i64,
     ) -> StoreResult<Vec<WebhookAttempt>>;
+
+    // --- pulled directories (docs/connectors/) ---
+    /// Makes the directory a pulled one, or changes its settings (the
+    /// schedule, status and lease are kept); `NotFound("directory")` when
+    /// the directory does not exist.
+    async fn put_source(
+        &self,
+        dir: DirectoryId,
+        settings: SourceSettings,
+    ) -> StoreResult<DirectorySource>;
+    /// `NotFound("directory source")` for a SCIM directory.
+    async fn get_source(&self, dir: DirectoryId) -> StoreResult<DirectorySource>;
+    /// Every pulled directory.
+    async fn list_sources(&self) -> StoreResult<Vec<DirectorySource>>;
+    /// "Sync now" (`confirm`: also confirm the removals the safeguard
+    /// stopped): makes the next run due at once.
+    async fn schedule_sync(&self, dir: DirectoryId, confirm: bool) -> StoreResult<DirectorySource>;
+    /// Takes (or extends, for its holder) the directory's sync lease until
+    /// `ttl` from now when it is free, expired or already `owner`'s; `None`
+    /// when another owner holds a live lease. One statement, as
+    /// [`Store::acquire_webhook_lease`].
+    async fn acquire_sync_lease(
+        &self,
+        dir: DirectoryId,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<Option<DirectorySource>>;
+    /// Gives the lease up if `owner` holds it.
+    async fn release_sync_lease(&self, dir: DirectoryId, owner: &str) -> StoreResult<()>;
+    /// Records a run's report and the next run, only while `owner` holds
+    /// the lease; false (nothing written) otherwise.
+    async fn record_sync(
+        &self,
+        dir: DirectoryId,
+        owner: &str,
+        record: &SyncRecord,
+    ) -> StoreResult<bool>;
 
     // --- users ---
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User>;

@@ -70,6 +70,7 @@ mod notify;
 mod portal;
 mod rekey;
 mod snapshot;
+mod sources;
 mod tx;
 mod users;
 mod webhooks;

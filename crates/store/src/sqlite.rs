@@ -20,6 +20,7 @@ mod groups;
 mod lists;
 mod portal;
 mod rekey;
+mod sources;
 mod tx;
 mod users;
 mod webhooks;

@@ -34,6 +34,7 @@ use tokio::sync::OnceCell;
 #[cfg(feature = "app")]
 pub mod app;
 mod owned;
+pub mod slapd;
 pub use owned::{OwnedCluster, owned_cluster};
 
 /// The message of the panic when no PostgreSQL can be found or started.

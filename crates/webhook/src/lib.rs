@@ -222,11 +222,22 @@ impl SealingKey {
     /// endpoint id): a random nonce per sealing, so sealing the same secret
     /// twice gives different bytes.
     pub fn seal(&self, secret: &SigningSecret, context: &[u8]) -> Result<Vec<u8>, WebhookError> {
+        self.seal_bytes(&secret.0, context)
+    }
+
+    /// The secret sealed by [`SealingKey::seal`] with the same `context`.
+    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<SigningSecret, WebhookError> {
+        SigningSecret::from_bytes(self.open_bytes(sealed, context)?)
+    }
+
+    /// Seals any secret bytes (a directory source's bind password or
+    /// service-account key) in the same format, bound to `context`.
+    pub fn seal_bytes(&self, plain: &[u8], context: &[u8]) -> Result<Vec<u8>, WebhookError> {
         let mut nonce = [0u8; aead::NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| WebhookError::Random)?;
-        let mut data = secret.0.clone();
+        let mut data = plain.to_vec();
         self.0
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -241,8 +252,8 @@ impl SealingKey {
         Ok(sealed)
     }
 
-    /// The secret sealed by [`SealingKey::seal`] with the same `context`.
-    pub fn open(&self, sealed: &[u8], context: &[u8]) -> Result<SigningSecret, WebhookError> {
+    /// The bytes sealed by [`SealingKey::seal_bytes`] with the same `context`.
+    pub fn open_bytes(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, WebhookError> {
         let Some((&SEALED_V1, rest)) = sealed.split_first() else {
             return Err(WebhookError::Unsealable);
         };
@@ -257,7 +268,7 @@ impl SealingKey {
             .0
             .open_in_place(nonce, aead::Aad::from(context), &mut data)
             .map_err(|_| WebhookError::Unsealable)?;
-        SigningSecret::from_bytes(plain.to_vec())
+        Ok(plain.to_vec())
     }
 }
 

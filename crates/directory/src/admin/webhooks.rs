@@ -45,6 +45,11 @@ impl WebhookAdmin {
         }))
     }
 
+    /// The server's sealing key (also seals directory sources' credentials).
+    pub(super) fn key(&self) -> &SealingKey {
+        &self.key
+    }
+
     fn seal(&self, id: WebhookId, secret: &SigningSecret) -> ServiceResult<Vec<u8>> {
         self.key
             .seal(secret, id.0.as_bytes())
@@ -110,7 +115,7 @@ fn filter_of(hook: &Webhook) -> ChangeFilter {
 }
 
 impl AdminApi {
-    fn webhook_admin(&self) -> ServiceResult<&WebhookAdmin> {
+    pub(super) fn webhook_admin(&self) -> ServiceResult<&WebhookAdmin> {
         self.webhooks.as_deref().ok_or_else(|| {
             ServiceError::FailedPrecondition(
                 "webhooks are off: the server has no sealing key for their secrets \

@@ -40,6 +40,7 @@ use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::sources::*;
 use crate::{MemberPages, PoolStats};
 
 pub(crate) use changes::{Change, ChangeQueue, parse_member_kind, user_field_changes};
@@ -160,6 +161,7 @@ pub trait Backend:
     + ChangeLog
     + Webhooks
     + crate::portal::PortalStore
+    + Sources
     + Send
     + Sync
     + 'static
@@ -251,6 +253,34 @@ pub trait Webhooks {
         id: WebhookId,
         limit: i64,
     ) -> StoreResult<Vec<WebhookAttempt>>;
+}
+
+/// Pulled directories' settings, schedule, lease and status (no change-log
+/// rows: configuration, not directory data). The contract of each method is
+/// on the same-named method of [`crate::Store`].
+#[async_trait]
+pub trait Sources {
+    async fn put_source(
+        &self,
+        dir: DirectoryId,
+        settings: SourceSettings,
+    ) -> StoreResult<DirectorySource>;
+    async fn get_source(&self, dir: DirectoryId) -> StoreResult<DirectorySource>;
+    async fn list_sources(&self) -> StoreResult<Vec<DirectorySource>>;
+    async fn schedule_sync(&self, dir: DirectoryId, confirm: bool) -> StoreResult<DirectorySource>;
+    async fn acquire_sync_lease(
+        &self,
+        dir: DirectoryId,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<DirectorySource>>;
+    async fn release_sync_lease(&self, dir: DirectoryId, owner: &str) -> StoreResult<()>;
+    async fn record_sync(
+        &self,
+        dir: DirectoryId,
+        owner: &str,
+        record: &SyncRecord,
+    ) -> StoreResult<bool>;
 }
 
 /// Reads of users, groups and members.

@@ -10,10 +10,11 @@ use uuid::Uuid;
 use super::retry::retrying;
 use super::{
     Backend, ChangeLog, Credentials, Directories, LogRead, MemberPage, Reads, SnapshotItems,
-    Webhooks, directories, groups, users,
+    Sources, Webhooks, directories, groups, users,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::sources::*;
 use crate::{GroupEdit, GroupUpdateFn, MemberPages, PoolStats, Store, UserUpdateFn};
 
 #[async_trait]
@@ -124,6 +125,43 @@ impl<B: Backend> Store for B {
         limit: i64,
     ) -> StoreResult<Vec<WebhookAttempt>> {
         Webhooks::list_webhook_attempts(self, id, limit.max(0)).await
+    }
+
+    async fn put_source(
+        &self,
+        dir: DirectoryId,
+        settings: SourceSettings,
+    ) -> StoreResult<DirectorySource> {
+        Directories::get_directory(self, dir).await?;
+        Sources::put_source(self, dir, settings).await
+    }
+    async fn get_source(&self, dir: DirectoryId) -> StoreResult<DirectorySource> {
+        Sources::get_source(self, dir).await
+    }
+    async fn list_sources(&self) -> StoreResult<Vec<DirectorySource>> {
+        Sources::list_sources(self).await
+    }
+    async fn schedule_sync(&self, dir: DirectoryId, confirm: bool) -> StoreResult<DirectorySource> {
+        Sources::schedule_sync(self, dir, confirm).await
+    }
+    async fn acquire_sync_lease(
+        &self,
+        dir: DirectoryId,
+        owner: &str,
+        ttl: Duration,
+    ) -> StoreResult<Option<DirectorySource>> {
+        Sources::acquire_sync_lease(self, dir, owner, ttl).await
+    }
+    async fn release_sync_lease(&self, dir: DirectoryId, owner: &str) -> StoreResult<()> {
+        Sources::release_sync_lease(self, dir, owner).await
+    }
+    async fn record_sync(
+        &self,
+        dir: DirectoryId,
+        owner: &str,
+        record: &SyncRecord,
+    ) -> StoreResult<bool> {
+        Sources::record_sync(self, dir, owner, record).await
     }
 
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User> {

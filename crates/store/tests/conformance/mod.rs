@@ -19,6 +19,7 @@ pub mod lists;
 pub mod members;
 pub mod oracle;
 pub mod portal;
+pub mod sources;
 pub mod users;
 pub mod webhooks;
 
@@ -116,6 +117,10 @@ macro_rules! conformance_suite {
             one_owner_holds_a_webhook_lease_until_it_expires_or_is_released,
             webhook_progress_needs_the_lease_and_the_current_generation,
             webhook_attempts_keep_the_newest_per_endpoint,
+        );
+        $crate::conformance::conformance_suite!(@in sources $make;
+            directory_sources_are_put_read_and_scheduled,
+            one_replica_holds_a_sync_lease_and_only_it_records,
         );
     };
     (@in $module:ident $make:path; $($case:ident),* $(,)?) => {

@@ -1,0 +1,413 @@
+//! Generic LDAP against a real slapd, on PostgreSQL and SQLite: changes in
+//! the directory arrive as the same ordered change-log events a SCIM
+//! directory gives; a no-change re-sync writes nothing; the mass-deletion
+//! safeguard stops a sync from a wrong base DN; one replica syncs at a time.
+
+use roster_connectors::SyncError;
+use roster_connectors::credentials;
+use roster_connectors::runner::{SyncerOptions, sync_directory};
+use roster_store::postgres::PgStore;
+use roster_store::sqlite::SqliteStore;
+use roster_store::*;
+use roster_testkit::slapd::{self, SUFFIX, Slapd, person, seed};
+use roster_webhook::SealingKey;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Env {
+    store: Arc<dyn Store>,
+    _guard: Option<tempdir::TempDir>,
+}
+
+mod tempdir {
+    pub struct TempDir(pub std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn postgres() -> Env {
+    let url = roster_testkit::fresh_database("connectors").await;
+    let store = PgStore::connect(&url, 8).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    Env {
+        store: Arc::new(store),
+        _guard: None,
+    }
+}
+
+async fn sqlite() -> Env {
+    let dir = std::env::temp_dir().join(format!("roster-connectors-{}", uuid::Uuid::new_v4()));
+    let store = SqliteStore::open(&dir.join("roster.db"))
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    Env {
+        store: Arc::new(store),
+        _guard: Some(tempdir::TempDir(dir)),
+    }
+}
+
+fn key() -> SealingKey {
+    SealingKey::from_bytes(&[7u8; 32]).expect("key")
+}
+
+fn options(owner: &str) -> SyncerOptions {
+    SyncerOptions {
+        owner: owner.into(),
+        ..SyncerOptions::default()
+    }
+}
+
+const GROUPS: &str = "dn: cn=eng,ou=groups,dc=example,dc=com\nobjectClass: groupOfNames\ncn: eng\n\
+member: uid=alice,ou=people,dc=example,dc=com\nmember: uid=bob,ou=people,dc=example,dc=com\n\n\
+dn: cn=ops,ou=groups,dc=example,dc=com\nobjectClass: groupOfUniqueNames\ncn: ops\n\
+uniqueMember: uid=carol,ou=people,dc=example,dc=com\n\n\
+dn: cn=posix,ou=groups,dc=example,dc=com\nobjectClass: posixGroup\ncn: posix\ngidNumber: 500\n\
+memberUid: erin\n\n";
+
+fn seeded() -> Slapd {
+    let people: String = [
+        ("alice", "Alice", "Adams"),
+        ("bob", "Bob", "Brown"),
+        ("carol", "Carol", "Clark"),
+        ("dave", "Dave", "Davis"),
+        ("erin", "Erin", "Evans"),
+        ("frank", "Frank", "Ford"),
+    ]
+    .iter()
+    .map(|(uid, given, sn)| person(uid, given, sn))
+    .collect();
+    Slapd::start(&seed(&format!("{people}{GROUPS}")))
+}
+
+/// A pulled LDAP directory reading `slapd` under `users_base`.
+async fn pulled_directory(
+    store: &dyn Store,
+    slapd: &Slapd,
+    users_base: &str,
+    policy: DeprovisionPolicy,
+) -> DirectoryId {
+    let dir = store
+        .create_directory(NewDirectory {
+            name: "corp ldap".into(),
+            organization: "corp".into(),
+            provider: ProviderKind::Generic,
+            deprovision_policy: policy,
+            attribute_mappings: Vec::new(),
+        })
+        .await
+        .expect("directory");
+    configure(store, dir.id, slapd, users_base).await;
+    dir.id
+}
+
+async fn configure(store: &dyn Store, dir: DirectoryId, slapd: &Slapd, users_base: &str) {
+    configure_with(store, dir, slapd, users_base, 20).await;
+}
+
+async fn configure_with(
+    store: &dyn Store,
+    dir: DirectoryId,
+    slapd: &Slapd,
+    users_base: &str,
+    mass_delete_percent: i32,
+) {
+    let settings = json!({
+        "url": slapd.url,
+        "bind_dn": slapd::ROOT_DN,
+        "users_base_dn": users_base,
+        "groups_base_dn": format!("ou=groups,{SUFFIX}"),
+        "page_size": 2,
+        "inactive_attribute": "employeeType",
+        "inactive_values": ["disabled"],
+    });
+    store
+        .put_source(
+            dir,
+            SourceSettings {
+                kind: SourceKind::Ldap,
+                settings,
+                sealed_credentials: Some(credentials::seal(&key(), dir, slapd::ROOT_PW).unwrap()),
+                interval_secs: 900,
+                mass_delete_percent,
+            },
+        )
+        .await
+        .expect("put source");
+}
+
+async fn changes(store: &dyn Store, dir: DirectoryId, after: i64) -> Vec<ChangeRecord> {
+    let head = store.advance_stable_head(0).await.expect("advance");
+    let filter = ChangeFilter {
+        directory_id: Some(dir),
+        kinds: Vec::new(),
+    };
+    store
+        .read_changes(&filter, after, head, 1_000_000)
+        .await
+        .expect("read changes")
+}
+
+fn kinds(changes: &[ChangeRecord]) -> Vec<&'static str> {
+    changes.iter().map(|c| c.kind.as_str()).collect()
+}
+
+async fn sync(store: &Arc<dyn Store>, dir: DirectoryId) -> Result<Option<SyncStatus>, SyncError> {
+    sync_directory(store, &key(), &options("replica-a"), dir).await
+}
+
+/// The done-when scenario: add, rename, move between groups, disable,
+/// remove in slapd → the ordered events of a SCIM directory.
+async fn ldap_changes_arrive_as_scim_events(env: Env) {
+    let store = env.store;
+    let slapd = seeded();
+    let people = format!("ou=people,{SUFFIX}");
+    let dir = pulled_directory(store.as_ref(), &slapd, &people, DeprovisionPolicy::Delete).await;
+    // This scenario deactivates and removes 2 of 6 users on purpose.
+    configure_with(store.as_ref(), dir, &slapd, &people, 40).await;
+
+    let status = sync(&store, dir).await.unwrap().expect("lease");
+    assert_eq!((status.created, status.updated, status.removed), (9, 0, 0));
+    let first = changes(store.as_ref(), dir, 0).await;
+    let mut expected = vec!["directory.created"];
+    expected.extend(["user.created"; 6]);
+    expected.extend(["group.created"; 3]);
+    expected.extend(["member.added"; 4]);
+    assert_eq!(kinds(&first), expected);
+    let head = first.last().unwrap().revision;
+
+    // Nothing changed: nothing is written.
+    let status = sync(&store, dir).await.unwrap().expect("lease");
+    assert_eq!((status.created, status.updated, status.removed), (0, 0, 0));
+    assert!(changes(store.as_ref(), dir, head).await.is_empty());
+
+    slapd.modify(&format!(
+        "{}\
+         dn: uid=bob,{people}\nchangetype: modrdn\nnewrdn: uid=robert\ndeleteoldrdn: 1\n\n\
+         dn: cn=eng,ou=groups,{SUFFIX}\nchangetype: modify\n\
+         delete: member\nmember: uid=bob,{people}\nmember: uid=alice,{people}\n-\n\
+         add: member\nmember: uid=robert,{people}\n\n\
+         dn: cn=ops,ou=groups,{SUFFIX}\nchangetype: modify\n\
+         add: uniqueMember\nuniqueMember: uid=alice,{people}\n\n\
+         dn: uid=carol,{people}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n\n\
+         dn: uid=dave,{people}\nchangetype: delete\n\n",
+        person("george", "George", "Green").replace(
+            "objectClass: inetOrgPerson",
+            "changetype: add\nobjectClass: inetOrgPerson"
+        ),
+    ));
+    let status = sync(&store, dir).await.unwrap().expect("lease");
+    assert_eq!((status.created, status.updated, status.removed), (1, 2, 1));
+    let second = changes(store.as_ref(), dir, head).await;
+    assert_eq!(
+        kinds(&second),
+        [
+            "user.created",     // george
+            "user.deactivated", // carol (still listed in ops: stays a member)
+            "user.updated",     // bob, renamed robert (same entryUUID)
+            "member.removed",   // alice leaves eng
+            "member.added",     // alice joins ops
+            "user.deleted",     // dave
+        ]
+    );
+    let renamed = store
+        .list_users(
+            dir,
+            &ListQuery {
+                count: 100,
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|u| u.fields.user_name == "robert")
+        .expect("bob renamed robert, same user");
+    assert_eq!(renamed.fields.given_name.as_deref(), Some("Bob"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_changes_arrive_as_scim_events_on_postgres() {
+    ldap_changes_arrive_as_scim_events(postgres().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_changes_arrive_as_scim_events_on_sqlite() {
+    ldap_changes_arrive_as_scim_events(sqlite().await).await;
+}
+
+/// A wrong base DN makes the source look empty: the safeguard stops the
+/// sync before it writes and says why; an admin's confirmation applies it.
+async fn a_wrong_base_dn_trips_the_mass_deletion_safeguard(env: Env) {
+    let store = env.store;
+    let slapd = seeded();
+    let people = format!("ou=people,{SUFFIX}");
+    let dir = pulled_directory(store.as_ref(), &slapd, &people, DeprovisionPolicy::Delete).await;
+    sync(&store, dir).await.unwrap().expect("lease");
+    let head = changes(store.as_ref(), dir, 0)
+        .await
+        .last()
+        .unwrap()
+        .revision;
+
+    configure(store.as_ref(), dir, &slapd, &format!("ou=nobody,{SUFFIX}")).await;
+    let stopped = sync(&store, dir).await;
+    assert!(
+        matches!(&stopped, Err(SyncError::NeedsConfirmation(why)) if why.contains("6 of 6")),
+        "{stopped:?}"
+    );
+    assert!(
+        changes(store.as_ref(), dir, head).await.is_empty(),
+        "nothing written"
+    );
+    let source = store.get_source(dir).await.unwrap();
+    let reason = source
+        .status
+        .needs_confirmation
+        .expect("marked as needing confirmation");
+    assert!(reason.contains("more than 20 %"), "{reason}");
+
+    // Stopped again on the next run until an admin confirms.
+    assert!(matches!(
+        sync(&store, dir).await,
+        Err(SyncError::NeedsConfirmation(_))
+    ));
+    store.schedule_sync(dir, true).await.unwrap();
+    let status = sync(&store, dir).await.unwrap().expect("lease");
+    assert_eq!(status.needs_confirmation, None);
+    let removed = changes(store.as_ref(), dir, head).await;
+    assert_eq!(
+        kinds(&removed)
+            .iter()
+            .filter(|k| **k == "user.deleted")
+            .count(),
+        6
+    );
+    assert!(
+        !store.get_source(dir).await.unwrap().confirmed,
+        "a confirmation is used once"
+    );
+}
+
+/// A user gone from the source is deactivated under the deactivate policy
+/// and, when it comes back (moved out of the base DN and back: the same
+/// entryUUID), reactivated — the same user, not a duplicate. Disabling and
+/// re-enabling in the source does the same.
+async fn a_reappearing_user_is_reactivated(env: Env) {
+    let store = env.store;
+    let slapd = seeded();
+    let people = format!("ou=people,{SUFFIX}");
+    let dir = pulled_directory(
+        store.as_ref(),
+        &slapd,
+        &people,
+        DeprovisionPolicy::Deactivate,
+    )
+    .await;
+    sync(&store, dir).await.unwrap().expect("lease");
+    let head = changes(store.as_ref(), dir, 0)
+        .await
+        .last()
+        .unwrap()
+        .revision;
+
+    slapd.modify(&format!(
+        "dn: ou=former,{SUFFIX}\nchangetype: add\nobjectClass: organizationalUnit\nou: former\n\n\
+         dn: uid=erin,{people}\nchangetype: modrdn\nnewrdn: uid=erin\ndeleteoldrdn: 1\n\
+         newsuperior: ou=former,{SUFFIX}\n\n"
+    ));
+    sync(&store, dir).await.unwrap().expect("lease");
+    slapd.modify(&format!(
+        "dn: uid=erin,ou=former,{SUFFIX}\nchangetype: modrdn\nnewrdn: uid=erin\n\
+         deleteoldrdn: 1\nnewsuperior: {people}\n\n"
+    ));
+    sync(&store, dir).await.unwrap().expect("lease");
+    let events = changes(store.as_ref(), dir, head).await;
+    assert_eq!(
+        kinds(&events),
+        [
+            "member.removed",
+            "user.deactivated",
+            "user.reactivated",
+            "member.added"
+        ]
+    );
+    assert_eq!(events[1].resource_id, events[2].resource_id);
+    let head = events.last().unwrap().revision;
+
+    slapd.modify(&format!(
+        "dn: uid=erin,{people}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n\n"
+    ));
+    sync(&store, dir).await.unwrap().expect("lease");
+    slapd.modify(&format!(
+        "dn: uid=erin,{people}\nchangetype: modify\ndelete: employeeType\n\n"
+    ));
+    sync(&store, dir).await.unwrap().expect("lease");
+    let events = changes(store.as_ref(), dir, head).await;
+    assert_eq!(kinds(&events), ["user.deactivated", "user.reactivated"]);
+}
+
+/// While one replica holds a directory's lease another does not sync it;
+/// two replicas racing write every change exactly once.
+async fn one_replica_syncs_a_directory_at_a_time(env: Env) {
+    let store = env.store;
+    let slapd = seeded();
+    let people = format!("ou=people,{SUFFIX}");
+    let dir = pulled_directory(store.as_ref(), &slapd, &people, DeprovisionPolicy::Delete).await;
+
+    let held = store
+        .acquire_sync_lease(dir, "replica-b", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(held.is_some());
+    assert!(
+        sync(&store, dir).await.unwrap().is_none(),
+        "replica-a must not sync"
+    );
+    assert_eq!(
+        kinds(&changes(store.as_ref(), dir, 0).await),
+        ["directory.created"]
+    );
+    store.release_sync_lease(dir, "replica-b").await.unwrap();
+
+    let key = key();
+    let (a, b) = (options("replica-a"), options("replica-b"));
+    let (ra, rb) = tokio::join!(
+        sync_directory(&store, &key, &a, dir),
+        sync_directory(&store, &key, &b, dir)
+    );
+    let ran = [ra.unwrap(), rb.unwrap()];
+    assert!(ran.iter().any(Option::is_some));
+    let created = kinds(&changes(store.as_ref(), dir, 0).await)
+        .into_iter()
+        .filter(|k| *k == "user.created")
+        .count();
+    assert_eq!(created, 6, "each user created exactly once");
+}
+
+macro_rules! on_both_stores {
+    ($($case:ident => $pg:ident, $lite:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $pg() {
+            $case(postgres().await).await;
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $lite() {
+            $case(sqlite().await).await;
+        }
+    )*};
+}
+
+on_both_stores! {
+    a_wrong_base_dn_trips_the_mass_deletion_safeguard =>
+        safeguard_on_postgres, safeguard_on_sqlite;
+    a_reappearing_user_is_reactivated =>
+        reactivation_on_postgres, reactivation_on_sqlite;
+    one_replica_syncs_a_directory_at_a_time =>
+        one_replica_on_postgres, one_replica_on_sqlite;
+}
