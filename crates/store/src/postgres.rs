@@ -65,6 +65,7 @@ mod directories;
 pub(crate) mod errors;
 mod groups;
 mod head;
+mod lease;
 mod lists;
 mod notify;
 mod portal;

@@ -17,6 +17,7 @@ mod credentials;
 mod directories;
 pub(crate) mod errors;
 mod groups;
+mod lease;
 mod lists;
 mod portal;
 mod rekey;

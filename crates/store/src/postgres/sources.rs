@@ -8,6 +8,7 @@ use sqlx::postgres::PgRow;
 
 use super::PgStore;
 use super::errors::map_db;
+use super::lease::Leasable;
 use crate::error::{StoreError, StoreResult};
 use crate::model::DirectoryId;
 use crate::rows;
@@ -18,6 +19,13 @@ const COLUMNS: &str = "directory_id, kind, settings, credentials, interval_secs,
      mass_delete_percent, status, confirmed, next_run_at, lease_owner, lease_until, updated_at";
 
 const WHAT: &str = "directory source";
+
+/// Pulled directories, leased for syncing.
+const SOURCES: Leasable = Leasable {
+    table: "directory_sources",
+    key: "directory_id",
+    columns: COLUMNS,
+};
 
 #[async_trait]
 impl Sources for PgStore {
@@ -73,34 +81,11 @@ impl Sources for PgStore {
         owner: &str,
         ttl: Duration,
     ) -> StoreResult<Option<DirectorySource>> {
-        // As the webhook lease: the row lock of the UPDATE serializes racing
-        // replicas, and the loser's re-evaluated WHERE matches nothing.
-        let sql = format!(
-            "UPDATE directory_sources SET lease_owner = $2, \
-               lease_until = now() + make_interval(secs => $3) \
-             WHERE directory_id = $1 \
-               AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < now()) \
-             RETURNING {COLUMNS}"
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(dir.0)
-            .bind(owner)
-            .bind(ttl.as_secs_f64());
-        let row = query.fetch_optional(&self.pool).await.map_err(map_db)?;
-        row.as_ref().map(decode).transpose()
+        self.take_lease(&SOURCES, dir.0, owner, ttl, decode).await
     }
 
     async fn release_sync_lease(&self, dir: DirectoryId, owner: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE directory_sources SET lease_owner = NULL, lease_until = NULL \
-             WHERE directory_id = $1 AND lease_owner = $2",
-        )
-        .bind(dir.0)
-        .bind(owner)
-        .execute(&self.pool)
-        .await
-        .map_err(map_db)?;
-        Ok(())
+        self.release_lease(&SOURCES, dir.0, owner).await
     }
 
     async fn record_sync(

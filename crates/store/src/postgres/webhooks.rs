@@ -9,11 +9,19 @@ use sqlx::postgres::PgRow;
 
 use super::PgStore;
 use super::errors::map_db;
+use super::lease::Leasable;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::rows;
 use crate::webhooks::{ATTEMPT_COLUMNS, COLUMNS, kinds_text, parse_kinds};
 use crate::write::Webhooks;
+
+/// Webhook endpoints, leased for delivery.
+const ENDPOINTS: Leasable = Leasable {
+    table: "webhook_endpoints",
+    key: "id",
+    columns: COLUMNS,
+};
 
 #[async_trait]
 impl Webhooks for PgStore {
@@ -119,34 +127,11 @@ impl Webhooks for PgStore {
         owner: &str,
         ttl: Duration,
     ) -> StoreResult<Option<Webhook>> {
-        // The row lock of the UPDATE serializes racing replicas; the loser
-        // re-evaluates the WHERE clause against the winner's row and matches
-        // nothing.
-        let sql = format!(
-            "UPDATE webhook_endpoints SET lease_owner = $2, \
-               lease_until = now() + make_interval(secs => $3) \
-             WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < now()) \
-             RETURNING {COLUMNS}"
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.0)
-            .bind(owner)
-            .bind(ttl.as_secs_f64());
-        let row = query.fetch_optional(&self.pool).await.map_err(map_db)?;
-        row.as_ref().map(decode).transpose()
+        self.take_lease(&ENDPOINTS, id.0, owner, ttl, decode).await
     }
 
     async fn release_webhook_lease(&self, id: WebhookId, owner: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = NULL \
-             WHERE id = $1 AND lease_owner = $2",
-        )
-        .bind(id.0)
-        .bind(owner)
-        .execute(&self.pool)
-        .await
-        .map_err(map_db)?;
-        Ok(())
+        self.release_lease(&ENDPOINTS, id.0, owner).await
     }
 
     async fn record_webhook_progress(

@@ -11,6 +11,7 @@ use sqlx::sqlite::SqliteRow;
 use super::SqliteStore;
 use super::codec::{Col, id_text, json_text, parse_json, time_text};
 use super::errors::map_db;
+use super::lease::Leasable;
 use crate::error::{StoreError, StoreResult};
 use crate::model::DirectoryId;
 use crate::rows;
@@ -21,6 +22,13 @@ const COLUMNS: &str = "directory_id, kind, settings, credentials, interval_secs,
      mass_delete_percent, status, confirmed, next_run_at, lease_owner, lease_until, updated_at";
 
 const WHAT: &str = "directory source";
+
+/// Pulled directories, leased for syncing.
+const SOURCES: Leasable = Leasable {
+    table: "directory_sources",
+    key: "directory_id",
+    columns: COLUMNS,
+};
 
 #[async_trait]
 impl Sources for SqliteStore {
@@ -84,40 +92,11 @@ impl Sources for SqliteStore {
         owner: &str,
         ttl: Duration,
     ) -> StoreResult<Option<DirectorySource>> {
-        let mut tx = self.begin().await?;
-        let now = tx.now;
-        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let sql = format!(
-            "UPDATE directory_sources SET lease_owner = ?2, lease_until = ?3 \
-             WHERE directory_id = ?1 \
-               AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until < ?4) \
-             RETURNING {COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id_text(dir.0))
-            .bind(owner)
-            .bind(time_text(until))
-            .bind(time_text(now))
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(map_db)?;
-        let taken = row.as_ref().map(decode).transpose()?;
-        self.commit(tx).await?;
-        Ok(taken)
+        self.take_lease(&SOURCES, dir.0, owner, ttl, decode).await
     }
 
     async fn release_sync_lease(&self, dir: DirectoryId, owner: &str) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE directory_sources SET lease_owner = NULL, lease_until = NULL \
-             WHERE directory_id = ? AND lease_owner = ?",
-        )
-        .bind(id_text(dir.0))
-        .bind(owner)
-        .execute(tx.conn())
-        .await
-        .map_err(map_db)?;
-        self.commit(tx).await
+        self.release_lease(&SOURCES, dir.0, owner).await
     }
 
     async fn record_sync(

@@ -12,11 +12,19 @@ use sqlx::sqlite::SqliteRow;
 use super::SqliteStore;
 use super::codec::{Col, id_text, time_text};
 use super::errors::map_db;
+use super::lease::Leasable;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::rows;
 use crate::webhooks::{ATTEMPT_COLUMNS, COLUMNS, kinds_text, parse_kinds};
 use crate::write::{Backend, Webhooks};
+
+/// Webhook endpoints, leased for delivery.
+const ENDPOINTS: Leasable = Leasable {
+    table: "webhook_endpoints",
+    key: "id",
+    columns: COLUMNS,
+};
 
 #[async_trait]
 impl Webhooks for SqliteStore {
@@ -131,39 +139,11 @@ impl Webhooks for SqliteStore {
         owner: &str,
         ttl: Duration,
     ) -> StoreResult<Option<Webhook>> {
-        let mut tx = self.begin().await?;
-        let now = tx.now;
-        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let sql = format!(
-            "UPDATE webhook_endpoints SET lease_owner = ?2, lease_until = ?3 \
-             WHERE id = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_until < ?4) \
-             RETURNING {COLUMNS}"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id_text(id.0))
-            .bind(owner)
-            .bind(time_text(until))
-            .bind(time_text(now))
-            .fetch_optional(tx.conn())
-            .await
-            .map_err(map_db)?;
-        let taken = row.as_ref().map(decode).transpose()?;
-        self.commit(tx).await?;
-        Ok(taken)
+        self.take_lease(&ENDPOINTS, id.0, owner, ttl, decode).await
     }
 
     async fn release_webhook_lease(&self, id: WebhookId, owner: &str) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE webhook_endpoints SET lease_owner = NULL, lease_until = NULL \
-             WHERE id = ? AND lease_owner = ?",
-        )
-        .bind(id_text(id.0))
-        .bind(owner)
-        .execute(tx.conn())
-        .await
-        .map_err(map_db)?;
-        self.commit(tx).await
+        self.release_lease(&ENDPOINTS, id.0, owner).await
     }
 
     async fn record_webhook_progress(
