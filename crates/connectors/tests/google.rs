@@ -17,10 +17,13 @@ use hyper::{Request, Response};
 use roster_connectors::google::SCOPES;
 use roster_connectors::runner::{SyncerOptions, sync_directory};
 use roster_connectors::{SourceError, SyncError, credentials};
-use roster_store::sqlite::SqliteStore;
 use roster_store::*;
 use roster_webhook::SealingKey;
 use serde_json::{Value, json};
+
+#[macro_use]
+mod support;
+use support::{Env, changes, kinds};
 
 const KEY_PEM: &str = include_str!("fixtures/google-test-key.pem");
 const PUBLIC_DER: &[u8] = include_bytes!("fixtures/google-test-key.pub.der");
@@ -225,24 +228,10 @@ fn member(id: &str, kind: &str) -> Value {
     json!({"kind": "admin#directory#member", "id": id, "type": kind, "role": "MEMBER", "status": "ACTIVE"})
 }
 
-async fn changes(store: &dyn Store, dir: DirectoryId, after: i64) -> Vec<ChangeRecord> {
-    let head = store.advance_stable_head(0).await.expect("advance");
-    let filter = ChangeFilter {
-        directory_id: Some(dir),
-        kinds: Vec::new(),
-    };
-    store
-        .read_changes(&filter, after, head, 1_000_000)
-        .await
-        .expect("changes")
-}
-
-fn kinds(changes: &[ChangeRecord]) -> Vec<&'static str> {
-    changes.iter().map(|c| c.kind.as_str()).collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn google_workspace_is_pulled_and_reconciled() {
+/// The done-when scenario for Google: add, archive, suspend, remove →
+/// the ordered events of a SCIM directory; a token cached and renewed; the
+/// API's error answers.
+async fn google_workspace_is_pulled_and_reconciled(env: Env) {
     let fake = start_fake().await;
     let base = {
         let mut f = fake.lock().unwrap();
@@ -262,12 +251,7 @@ async fn google_workspace_is_pulled_and_reconciled() {
         )];
         f.base.clone()
     };
-    let tmp = std::env::temp_dir().join(format!("roster-google-{}", uuid::Uuid::new_v4()));
-    let store = SqliteStore::open(&tmp.join("roster.db"))
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store = env.store;
     let dir = store
         .create_directory(NewDirectory {
             name: "workspace".into(),
@@ -379,5 +363,9 @@ async fn google_workspace_is_pulled_and_reconciled() {
         "{refused:?}"
     );
     assert!(changes(store.as_ref(), dir, head).await.is_empty());
-    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+on_both_stores! {
+    google_workspace_is_pulled_and_reconciled =>
+        google_on_postgres, google_on_sqlite;
 }

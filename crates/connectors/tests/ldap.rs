@@ -6,8 +6,6 @@
 use roster_connectors::SyncError;
 use roster_connectors::credentials;
 use roster_connectors::runner::{SyncerOptions, sync_directory};
-use roster_store::postgres::PgStore;
-use roster_store::sqlite::SqliteStore;
 use roster_store::*;
 use roster_testkit::slapd::{self, SUFFIX, Slapd, person, seed};
 use roster_webhook::SealingKey;
@@ -15,41 +13,9 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Env {
-    store: Arc<dyn Store>,
-    _guard: Option<tempdir::TempDir>,
-}
-
-mod tempdir {
-    pub struct TempDir(pub std::path::PathBuf);
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-async fn postgres() -> Env {
-    let url = roster_testkit::fresh_database("connectors").await;
-    let store = PgStore::connect(&url, 8).await.expect("connect");
-    store.migrate().await.expect("migrate");
-    Env {
-        store: Arc::new(store),
-        _guard: None,
-    }
-}
-
-async fn sqlite() -> Env {
-    let dir = std::env::temp_dir().join(format!("roster-connectors-{}", uuid::Uuid::new_v4()));
-    let store = SqliteStore::open(&dir.join("roster.db"))
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
-    Env {
-        store: Arc::new(store),
-        _guard: Some(tempdir::TempDir(dir)),
-    }
-}
+#[macro_use]
+mod support;
+use support::{Env, changes, kinds};
 
 fn key() -> SealingKey {
     SealingKey::from_bytes(&[7u8; 32]).expect("key")
@@ -140,22 +106,6 @@ async fn configure_with(
         .expect("put source");
 }
 
-async fn changes(store: &dyn Store, dir: DirectoryId, after: i64) -> Vec<ChangeRecord> {
-    let head = store.advance_stable_head(0).await.expect("advance");
-    let filter = ChangeFilter {
-        directory_id: Some(dir),
-        kinds: Vec::new(),
-    };
-    store
-        .read_changes(&filter, after, head, 1_000_000)
-        .await
-        .expect("read changes")
-}
-
-fn kinds(changes: &[ChangeRecord]) -> Vec<&'static str> {
-    changes.iter().map(|c| c.kind.as_str()).collect()
-}
-
 async fn sync(store: &Arc<dyn Store>, dir: DirectoryId) -> Result<Option<SyncStatus>, SyncError> {
     sync_directory(store, &key(), &options("replica-a"), dir).await
 }
@@ -229,16 +179,6 @@ async fn ldap_changes_arrive_as_scim_events(env: Env) {
         .find(|u| u.fields.user_name == "robert")
         .expect("bob renamed robert, same user");
     assert_eq!(renamed.fields.given_name.as_deref(), Some("Bob"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ldap_changes_arrive_as_scim_events_on_postgres() {
-    ldap_changes_arrive_as_scim_events(postgres().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ldap_changes_arrive_as_scim_events_on_sqlite() {
-    ldap_changes_arrive_as_scim_events(sqlite().await).await;
 }
 
 /// A wrong base DN makes the source look empty: the safeguard stops the
@@ -390,20 +330,9 @@ async fn one_replica_syncs_a_directory_at_a_time(env: Env) {
     assert_eq!(created, 6, "each user created exactly once");
 }
 
-macro_rules! on_both_stores {
-    ($($case:ident => $pg:ident, $lite:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $pg() {
-            $case(postgres().await).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $lite() {
-            $case(sqlite().await).await;
-        }
-    )*};
-}
-
 on_both_stores! {
+    ldap_changes_arrive_as_scim_events =>
+        ldap_changes_arrive_as_scim_events_on_postgres, ldap_changes_arrive_as_scim_events_on_sqlite;
     a_wrong_base_dn_trips_the_mass_deletion_safeguard =>
         safeguard_on_postgres, safeguard_on_sqlite;
     a_reappearing_user_is_reactivated =>
