@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 #[macro_use]
 mod support;
-use support::{Env, changes, kinds};
+use support::{Env, changes, kinds, user_named};
 
 const KEY_PEM: &str = include_str!("fixtures/google-test-key.pem");
 const PUBLIC_DER: &[u8] = include_bytes!("fixtures/google-test-key.pub.der");
@@ -298,21 +298,7 @@ async fn google_workspace_is_pulled_and_reconciled(env: Env) {
             "member.added"
         ]
     );
-    let users = store
-        .list_users(
-            dir,
-            &ListQuery {
-                count: 10,
-                ..ListQuery::default()
-            },
-        )
-        .await
-        .unwrap()
-        .items;
-    let carol = users
-        .iter()
-        .find(|u| u.fields.user_name == "carol@example.com")
-        .unwrap();
+    let carol = user_named(store.as_ref(), dir, "carol@example.com").await;
     assert!(!carol.fields.active, "archived is inactive");
     assert_eq!(carol.fields.department.as_deref(), Some("R&D"));
     let head = first.last().unwrap().revision;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 #[macro_use]
 mod support;
-use support::{Env, changes, kinds};
+use support::{Env, changes, kinds, user_named};
 
 fn key() -> SealingKey {
     SealingKey::from_bytes(&[7u8; 32]).expect("key")
@@ -164,20 +164,7 @@ async fn ldap_changes_arrive_as_scim_events(env: Env) {
             "user.deleted",     // dave
         ]
     );
-    let renamed = store
-        .list_users(
-            dir,
-            &ListQuery {
-                count: 100,
-                ..ListQuery::default()
-            },
-        )
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|u| u.fields.user_name == "robert")
-        .expect("bob renamed robert, same user");
+    let renamed = user_named(store.as_ref(), dir, "robert").await;
     assert_eq!(renamed.fields.given_name.as_deref(), Some("Bob"));
 }
 

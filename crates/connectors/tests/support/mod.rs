@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use roster_store::postgres::PgStore;
 use roster_store::sqlite::SqliteStore;
-use roster_store::{ChangeFilter, ChangeRecord, DirectoryId, Store};
+use roster_store::{ChangeFilter, ChangeRecord, DirectoryId, ListQuery, Store, User};
 
 /// A migrated store; a SQLite one's files go when it is dropped.
 pub struct Env {
@@ -74,4 +74,18 @@ pub async fn changes(store: &dyn Store, dir: DirectoryId, after: i64) -> Vec<Cha
 
 pub fn kinds(changes: &[ChangeRecord]) -> Vec<&'static str> {
     changes.iter().map(|c| c.kind.as_str()).collect()
+}
+
+/// The stored user named `user_name` (the tests' directories are small).
+pub async fn user_named(store: &dyn Store, dir: DirectoryId, user_name: &str) -> User {
+    let query = ListQuery {
+        count: 1000,
+        ..ListQuery::default()
+    };
+    let users = store.list_users(dir, &query).await.expect("list users");
+    users
+        .items
+        .into_iter()
+        .find(|u| u.fields.user_name == user_name)
+        .unwrap_or_else(|| panic!("no user {user_name}"))
 }
