@@ -17,7 +17,7 @@ use crate::error::{SourceError, SyncError};
 use crate::google::{GoogleSettings, GoogleSource};
 use crate::ldap::{LdapSettings, LdapSource};
 use crate::reconcile;
-use crate::snapshot::Source;
+use crate::snapshot::{Mappings, Source};
 
 /// Defaults an admin gets when they set no value.
 pub const DEFAULT_INTERVAL_SECS: i64 = 30 * 60;
@@ -55,8 +55,13 @@ impl Default for SyncerOptions {
     }
 }
 
-/// Builds the source a directory reads from, opening its credentials.
-pub fn build_source(key: &SealingKey, row: &DirectorySource) -> Result<Box<dyn Source>, SyncError> {
+/// Builds the source a directory reads from, opening its credentials; the
+/// source applies the directory's attribute `mappings` to its records.
+pub fn build_source(
+    key: &SealingKey,
+    row: &DirectorySource,
+    mappings: Mappings,
+) -> Result<Box<dyn Source>, SyncError> {
     let secret = match &row.settings.sealed_credentials {
         Some(sealed) => credentials::open(key, row.directory_id, sealed)?,
         None => String::new(),
@@ -69,12 +74,13 @@ pub fn build_source(key: &SealingKey, row: &DirectorySource) -> Result<Box<dyn S
                 row.settings.kind,
                 settings,
                 secret,
+                mappings,
             )?))
         }
         SourceKind::Google => {
             let settings: GoogleSettings = serde_json::from_value(row.settings.settings.clone())
                 .map_err(|e| SourceError::Settings(e.to_string()))?;
-            Ok(Box::new(GoogleSource::new(settings, &secret)?))
+            Ok(Box::new(GoogleSource::new(settings, &secret, mappings)?))
         }
     }
 }
@@ -125,8 +131,9 @@ async fn run(
     row: &DirectorySource,
 ) -> Result<reconcile::Counts, SyncError> {
     let dir = row.directory_id;
-    let policy = store.get_directory(dir).await?.deprovision_policy;
-    let source = build_source(key, row)?;
+    let directory = store.get_directory(dir).await?;
+    let policy = directory.deprovision_policy;
+    let source = build_source(key, row, Mappings::new(directory.attribute_mappings))?;
     let snapshot = source.read().await?;
     let stored = reconcile::load(store, dir).await?;
     let plan = reconcile::plan(&stored, &snapshot, policy);

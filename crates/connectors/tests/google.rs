@@ -42,6 +42,8 @@ struct Fake {
     live_token: Option<String>,
     /// The next API call answers this (status, error reason) once.
     fail_next: Option<(u16, &'static str)>,
+    /// The query of the last `users.list` call.
+    users_query: HashMap<String, String>,
 }
 
 type Shared = Arc<Mutex<Fake>>;
@@ -136,6 +138,36 @@ fn page(items: &[Value], field: &str, q: &HashMap<String, String>, max: usize) -
     body
 }
 
+/// `users.list`'s `projection` (default `basic`: no custom fields;
+/// `custom`: the schemas named in `customFieldMask`; `full`: all), as the
+/// Directory API's discovery document defines them.
+fn projected(users: &[Value], q: &HashMap<String, String>) -> Result<Vec<Value>, &'static str> {
+    let mask: Option<Vec<&str>> = q.get("customFieldMask").map(|m| m.split(',').collect());
+    let keep = |schema: &str| match (q.get("projection").map(String::as_str), &mask) {
+        (None | Some("basic"), None) => Ok(false),
+        (Some("full"), None) => Ok(true),
+        (Some("custom"), Some(mask)) => Ok(mask.contains(&schema)),
+        _ => Err("invalid"),
+    };
+    keep("")?;
+    users
+        .iter()
+        .map(|user| {
+            let mut user = user.clone();
+            if let Some(schemas) = user["customSchemas"].as_object_mut() {
+                let mut kept = serde_json::Map::new();
+                for (name, fields) in std::mem::take(schemas) {
+                    if keep(&name)? {
+                        kept.insert(name, fields);
+                    }
+                }
+                *schemas = kept;
+            }
+            Ok(user)
+        })
+        .collect()
+}
+
 async fn handle(fake: Shared, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let q = query(&req);
@@ -176,7 +208,13 @@ async fn handle(fake: Shared, req: Request<Incoming>) -> Result<Response<Full<By
     assert!(q.get("customer").is_none_or(|c| c == "my_customer"));
     let rest = path.strip_prefix("/admin/directory/v1/").unwrap_or("");
     let answer = match rest.split('/').collect::<Vec<_>>()[..] {
-        ["users"] => page(&f.users, "users", &q, 500),
+        ["users"] => {
+            f.users_query = q.clone();
+            match projected(&f.users, &q) {
+                Ok(users) => page(&users, "users", &q, 500),
+                Err(reason) => return Ok(reply(400, google_error(400, reason))),
+            }
+        }
         ["groups"] => {
             let groups: Vec<Value> = f.groups.iter().map(|(g, _)| g.clone()).collect();
             page(&groups, "groups", &q, 200)
@@ -228,6 +266,54 @@ fn member(id: &str, kind: &str) -> Value {
     json!({"kind": "admin#directory#member", "id": id, "type": kind, "role": "MEMBER", "status": "ACTIVE"})
 }
 
+fn key() -> SealingKey {
+    SealingKey::from_bytes(&[5u8; 32]).expect("key")
+}
+
+/// A pulled Google directory reading the fake at `base`, with `mappings`;
+/// no mass-deletion safeguard (the scenarios remove on purpose).
+async fn google_directory(store: &dyn Store, base: &str, mappings: &[(&str, &str)]) -> DirectoryId {
+    let attribute_mappings = mappings
+        .iter()
+        .map(|(source, target)| AttributeMapping {
+            source: source.to_string(),
+            target: target.to_string(),
+        })
+        .collect();
+    let dir = store
+        .create_directory(NewDirectory {
+            name: "workspace".into(),
+            organization: "example".into(),
+            provider: ProviderKind::Google,
+            deprovision_policy: DeprovisionPolicy::Delete,
+            attribute_mappings,
+        })
+        .await
+        .expect("directory")
+        .id;
+    let key_json = json!({"type": "service_account", "client_email": CLIENT_EMAIL,
+        "private_key": KEY_PEM, "token_uri": format!("{base}/token")});
+    store
+        .put_source(dir, SourceSettings {
+            kind: SourceKind::Google,
+            settings: json!({"admin_email": ADMIN, "token_url": format!("{base}/token"), "api_base": base}),
+            sealed_credentials: Some(credentials::seal(&key(), dir, &key_json.to_string()).unwrap()),
+            interval_secs: 1800,
+            mass_delete_percent: 100,
+        })
+        .await
+        .expect("source");
+    dir
+}
+
+async fn sync(store: &Arc<dyn Store>, dir: DirectoryId) -> Result<Option<SyncStatus>, SyncError> {
+    let options = SyncerOptions {
+        owner: "replica-a".into(),
+        ..SyncerOptions::default()
+    };
+    sync_directory(store, &key(), &options, dir).await
+}
+
 /// The done-when scenario for Google: add, archive, suspend, remove →
 /// the ordered events of a SCIM directory; a token cached and renewed; the
 /// API's error answers.
@@ -252,38 +338,10 @@ async fn google_workspace_is_pulled_and_reconciled(env: Env) {
         f.base.clone()
     };
     let store = env.store;
-    let dir = store
-        .create_directory(NewDirectory {
-            name: "workspace".into(),
-            organization: "example".into(),
-            provider: ProviderKind::Google,
-            deprovision_policy: DeprovisionPolicy::Delete,
-            attribute_mappings: Vec::new(),
-        })
-        .await
-        .expect("directory")
-        .id;
-    let key = SealingKey::from_bytes(&[5u8; 32]).expect("key");
-    let key_json = json!({"type": "service_account", "client_email": CLIENT_EMAIL,
-        "private_key": KEY_PEM, "token_uri": format!("{base}/token")});
-    store
-        .put_source(dir, SourceSettings {
-            kind: SourceKind::Google,
-            settings: json!({"admin_email": ADMIN, "token_url": format!("{base}/token"), "api_base": base}),
-            sealed_credentials: Some(credentials::seal(&key, dir, &key_json.to_string()).unwrap()),
-            interval_secs: 1800,
-            // This scenario suspends and removes 2 of 2 active users on purpose.
-            mass_delete_percent: 100,
-        })
-        .await
-        .expect("source");
-    let options = SyncerOptions {
-        owner: "replica-a".into(),
-        ..SyncerOptions::default()
-    };
-    let sync = || sync_directory(&store, &key, &options, dir);
+    // This scenario suspends and removes 2 of 2 active users on purpose.
+    let dir = google_directory(store.as_ref(), &base, &[]).await;
 
-    let status = sync().await.expect("first sync").expect("lease");
+    let status = sync(&store, dir).await.expect("first sync").expect("lease");
     assert_eq!((status.created, status.updated, status.removed), (4, 0, 0));
     let first = changes(store.as_ref(), dir, 0).await;
     assert_eq!(
@@ -301,6 +359,13 @@ async fn google_workspace_is_pulled_and_reconciled(env: Env) {
     let carol = user_named(store.as_ref(), dir, "carol@example.com").await;
     assert!(!carol.fields.active, "archived is inactive");
     assert_eq!(carol.fields.department.as_deref(), Some("R&D"));
+    let asked = fake.lock().unwrap().users_query.clone();
+    assert_eq!(asked.get("projection").map(String::as_str), Some("basic"));
+    assert_eq!(
+        asked.get("customFieldMask"),
+        None,
+        "no custom schema mapped"
+    );
     let head = first.last().unwrap().revision;
 
     // Suspend alice, remove bob (and his membership); the token is reused.
@@ -310,7 +375,7 @@ async fn google_workspace_is_pulled_and_reconciled(env: Env) {
         f.users.remove(1);
         f.groups[0].1.remove(1);
     }
-    sync().await.expect("sync").expect("lease");
+    sync(&store, dir).await.expect("sync").expect("lease");
     let events = changes(store.as_ref(), dir, head).await;
     assert_eq!(
         kinds(&events),
@@ -321,13 +386,13 @@ async fn google_workspace_is_pulled_and_reconciled(env: Env) {
 
     // An expired token is replaced; nothing changed: nothing written.
     fake.lock().unwrap().live_token = None;
-    sync().await.expect("sync").expect("lease");
+    sync(&store, dir).await.expect("sync").expect("lease");
     assert_eq!(fake.lock().unwrap().tokens_issued, 2);
     assert!(changes(store.as_ref(), dir, head).await.is_empty());
 
     // A rate-limit answer backs off; an insufficient scope is unauthorized.
     fake.lock().unwrap().fail_next = Some((403, "userRateLimitExceeded"));
-    let limited = sync().await;
+    let limited = sync(&store, dir).await;
     assert!(
         matches!(&limited, Err(SyncError::Source(SourceError::RateLimited { reason, .. })) if reason == "userRateLimitExceeded"),
         "{limited:?}"
@@ -340,7 +405,7 @@ async fn google_workspace_is_pulled_and_reconciled(env: Env) {
         "backoff, not the interval: {wait}"
     );
     fake.lock().unwrap().fail_next = Some((403, "insufficientPermissions"));
-    let refused = sync().await;
+    let refused = sync(&store, dir).await;
     assert!(
         matches!(
             refused,
@@ -351,7 +416,65 @@ async fn google_workspace_is_pulled_and_reconciled(env: Env) {
     assert!(changes(store.as_ref(), dir, head).await.is_empty());
 }
 
+/// Custom schemas and Google's own fields reach the normalized user
+/// through the directory's attribute mappings; `users.list` asks for the
+/// mapped schemas only (`projection=custom`, `customFieldMask`).
+async fn custom_schemas_and_fields_are_mapped(env: Env) {
+    let fake = start_fake().await;
+    let base = {
+        let mut f = fake.lock().unwrap();
+        let mut ann = user("201", "ann@example.com", "Ann");
+        ann["organizations"][0]["costCenter"] = json!("CC-ORG");
+        ann["customSchemas"] = json!({
+            "EmployeeData": {"badge": "B-7", "projects": [{"type": "work", "value": "apollo"}]},
+            "Payroll": {"grade": "secret"}
+        });
+        f.users = vec![ann, user("202", "ben@example.com", "Ben")];
+        f.base.clone()
+    };
+    let store = env.store;
+    let mappings = [
+        ("customSchemas.EmployeeData.badge", "employee_number"),
+        ("customSchemas.EmployeeData.projects", "custom:project"),
+        ("organizations.costCenter", "custom:cost_center"),
+    ];
+    let dir = google_directory(store.as_ref(), &base, &mappings).await;
+
+    sync(&store, dir).await.expect("sync").expect("lease");
+    let asked = fake.lock().unwrap().users_query.clone();
+    assert_eq!(asked.get("projection").map(String::as_str), Some("custom"));
+    assert_eq!(
+        asked.get("customFieldMask").map(String::as_str),
+        Some("EmployeeData"),
+        "only the mapped schema is fetched"
+    );
+    let ann = user_named(store.as_ref(), dir, "ann@example.com").await;
+    assert_eq!(ann.fields.employee_number.as_deref(), Some("B-7"));
+    let custom = |k: &str| ann.fields.custom_attributes.get(k).cloned();
+    assert_eq!(custom("project").as_deref(), Some("apollo"));
+    assert_eq!(custom("cost_center").as_deref(), Some("CC-ORG"));
+    assert_eq!(custom("orgUnitPath").as_deref(), Some("/Engineering"));
+    assert_eq!(ann.fields.custom_attributes.len(), 3, "{:?}", ann.fields);
+    let ben = user_named(store.as_ref(), dir, "ben@example.com").await;
+    assert_eq!(ben.fields.employee_number, None, "nothing to map");
+    let head = changes(store.as_ref(), dir, 0)
+        .await
+        .last()
+        .unwrap()
+        .revision;
+
+    // A changed custom field is an update like any other.
+    fake.lock().unwrap().users[0]["customSchemas"]["EmployeeData"]["badge"] = json!("B-8");
+    sync(&store, dir).await.expect("sync").expect("lease");
+    let events = changes(store.as_ref(), dir, head).await;
+    assert_eq!(kinds(&events), ["user.updated"]);
+    let ann = user_named(store.as_ref(), dir, "ann@example.com").await;
+    assert_eq!(ann.fields.employee_number.as_deref(), Some("B-8"));
+}
+
 on_both_stores! {
     google_workspace_is_pulled_and_reconciled =>
         google_on_postgres, google_on_sqlite;
+    custom_schemas_and_fields_are_mapped =>
+        custom_schemas_on_postgres, custom_schemas_on_sqlite;
 }

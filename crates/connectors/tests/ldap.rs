@@ -317,7 +317,68 @@ async fn one_replica_syncs_a_directory_at_a_time(env: Env) {
     assert_eq!(created, 6, "each user created exactly once");
 }
 
+/// The directory's attribute mappings apply to pulled users: an LDAP
+/// attribute the connector does not map by itself (`roomNumber`) is read
+/// and lands where the mapping says.
+async fn mapped_ldap_attributes_reach_the_user(env: Env) {
+    let store = env.store;
+    let slapd = seeded();
+    let people = format!("ou=people,{SUFFIX}");
+    let dir = pulled_directory(store.as_ref(), &slapd, &people, DeprovisionPolicy::Delete).await;
+    let mapping = AttributeMapping {
+        source: "roomNumber".into(),
+        target: "custom:room".into(),
+    };
+    let update = DirectoryUpdate {
+        attribute_mappings: Some(vec![mapping]),
+        ..DirectoryUpdate::default()
+    };
+    store.update_directory(dir, update).await.expect("mappings");
+    let room = |value: &str| {
+        format!(
+            "dn: uid=alice,{people}\nchangetype: modify\nreplace: roomNumber\nroomNumber: {value}\n\n"
+        )
+    };
+    slapd.modify(&room("B-12"));
+
+    sync(&store, dir).await.unwrap().expect("lease");
+    let alice = user_named(store.as_ref(), dir, "alice").await;
+    assert_eq!(
+        alice
+            .fields
+            .custom_attributes
+            .get("room")
+            .map(String::as_str),
+        Some("B-12")
+    );
+    let bob = user_named(store.as_ref(), dir, "bob").await;
+    assert!(bob.fields.custom_attributes.is_empty(), "no roomNumber");
+    let head = changes(store.as_ref(), dir, 0)
+        .await
+        .last()
+        .unwrap()
+        .revision;
+
+    slapd.modify(&room("C-3"));
+    sync(&store, dir).await.unwrap().expect("lease");
+    assert_eq!(
+        kinds(&changes(store.as_ref(), dir, head).await),
+        ["user.updated"]
+    );
+    let alice = user_named(store.as_ref(), dir, "alice").await;
+    assert_eq!(
+        alice
+            .fields
+            .custom_attributes
+            .get("room")
+            .map(String::as_str),
+        Some("C-3")
+    );
+}
+
 on_both_stores! {
+    mapped_ldap_attributes_reach_the_user =>
+        mapping_on_postgres, mapping_on_sqlite;
     ldap_changes_arrive_as_scim_events =>
         ldap_changes_arrive_as_scim_events_on_postgres, ldap_changes_arrive_as_scim_events_on_sqlite;
     a_wrong_base_dn_trips_the_mass_deletion_safeguard =>
