@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use roster_store::{DirectoryId, DirectorySource, SourceKind, Store, SyncRecord, SyncStatus};
+use roster_telemetry::metrics::{SyncLabels, metrics};
 use roster_webhook::SealingKey;
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -106,6 +107,7 @@ pub async fn sync_directory(
     let clock = Instant::now();
     let outcome = run(store.as_ref(), key, &row).await;
     heartbeat.abort();
+    record_metrics(&row, clock.elapsed(), &outcome);
     let status = status_of(&row, started, clock.elapsed(), &outcome);
     let next = next_run(&row, &status, &outcome, options);
     let record = SyncRecord {
@@ -122,6 +124,30 @@ pub async fn sync_directory(
     }
     store.release_sync_lease(dir, owner).await?;
     outcome.map(|_| Some(status))
+}
+
+fn record_metrics(
+    row: &DirectorySource,
+    took: Duration,
+    outcome: &Result<reconcile::Counts, SyncError>,
+) {
+    let source = SyncLabels {
+        kind: row.settings.kind.as_str().into(),
+        directory: row.directory_id.to_string(),
+    };
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let (label, written) = match outcome {
+        Ok(c) => (
+            "ok",
+            Some([
+                ("created", count(c.created)),
+                ("updated", count(c.updated)),
+                ("removed", count(c.removed)),
+            ]),
+        ),
+        Err(error) => (error.cause(), None),
+    };
+    metrics().sync_run(&source, label, took.as_secs_f64(), written);
 }
 
 /// Read, diff, safeguard, write.
