@@ -29,9 +29,10 @@ pub const DEFAULT_LINK_TTL: Duration = Duration::hours(24);
 /// The longest a link may wait (Ory Polis's setup links last 3 days; a
 /// month covers a customer's slow change process without living forever).
 const MAX_LINK_TTL: Duration = Duration::days(30);
-/// How long a session lasts after its link was opened: a working day of
-/// setting up an IdP, then the admin needs a new link.
-pub const SESSION_TTL: Duration = Duration::hours(8);
+/// How long a session lasts after its link was opened unless configured
+/// (`DirectoryConfig::portal_session`): a working day of setting up an IdP,
+/// then the admin needs a new link.
+pub const DEFAULT_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
 /// Activity entries per page by default and at most.
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 500;
@@ -126,9 +127,13 @@ impl AdminApi {
         use pa::PortalLinkOutcome as O;
         let presented = hash_secret(&req.secret);
         let (session_secret, _, session_hash) = new_secret(SESSION_PREFIX);
+        // An absurd configured lifetime saturates instead of failing the link.
+        let ttl = Duration::from_std(self.portal_session()).unwrap_or(Duration::MAX);
         let session = NewPortalSession {
             hash: session_hash,
-            expires_at: Utc::now() + SESSION_TTL,
+            expires_at: Utc::now()
+                .checked_add_signed(ttl)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
         };
         let exchange = self
             .store()

@@ -146,8 +146,9 @@ impl IntoResponse for PortalError {
             Self::NoSession => (
                 StatusCode::UNAUTHORIZED,
                 "Your session has ended",
-                "<p>Portal sessions last a working day and end when you sign out. Ask the \
-                 application's administrator for a new portal link.</p>"
+                "<p>Portal sessions last a limited time (a working day unless configured \
+                 otherwise) and end when you sign out. Ask the application's administrator \
+                 for a new portal link.</p>"
                     .to_owned(),
             ),
             Self::Csrf => (

@@ -31,8 +31,8 @@ const DIRECTORY_PAGE: i32 = 50;
 pub async fn open_page(Path(secret): Path<String>) -> Response {
     let body = format!(
         "<p>This link gives you access to one directory connection: set up your identity \
-         provider, manage its tokens and see what it sends. It works once; your session then \
-         lasts a working day.</p>\
+         provider, manage its tokens and see what it sends. It works once; the session it \
+         opens ends after a set time (a working day unless configured otherwise).</p>\
          <form method=\"post\" action=\"/portal/open\">\
          <input type=\"hidden\" name=\"secret\" value=\"{}\">\
          <button type=\"submit\" id=\"open\">Open the portal</button></form>",
