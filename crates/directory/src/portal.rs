@@ -8,11 +8,12 @@
 
 use chrono::{DateTime, Duration, Utc};
 use roster_proto::admin as pa;
+use roster_proto::contract::Events;
 use roster_store::portal::{
     Activity, ActivityQuery, LinkExchange, NewActivity, NewPortalLink, NewPortalSession,
     StatusClass,
 };
-use roster_store::{DirectoryId, PortalLinkId};
+use roster_store::{ChangeKind, DirectoryId, PortalLinkId};
 use subtle::ConstantTimeEq;
 
 use crate::admin::{AdminApi, hash_secret, new_secret};
@@ -263,7 +264,23 @@ fn entry(a: &pa::Activity) -> Option<NewActivity> {
         resource_id: text(&a.resource_id),
         revision: (a.revision > 0).then_some(a.revision),
         duration_ms: a.duration_ms.max(0),
+        events: recorded_events(a),
     })
+}
+
+/// The events of a gateway's entry in the contract's text form, rebuilt
+/// through [`Events`] so that only well-formed, bounded runs are stored.
+fn recorded_events(a: &pa::Activity) -> Option<String> {
+    let mut events = Events::default();
+    // Runs that are not the change log's (an unknown kind, no revision) are
+    // not stored.
+    for run in a.events.iter().filter(|r| r.revision > 0 && r.count > 0) {
+        if let Ok(kind) = run.kind.parse::<ChangeKind>() {
+            events.push(kind.as_str(), run.revision, run.count);
+        }
+    }
+    events.omitted = a.events_omitted.max(0);
+    Some(events.encode()).filter(|text| !text.is_empty())
 }
 
 /// At most [`MAX_TEXT`] bytes, cut at a character boundary.
@@ -280,6 +297,12 @@ fn clip(s: &str) -> String {
 
 fn activity(a: &Activity) -> pa::Activity {
     let e = &a.entry;
+    // Stored by `recorded_events`, so always decodable.
+    let events = e
+        .events
+        .as_deref()
+        .and_then(Events::decode)
+        .unwrap_or_default();
     let text = |s: &Option<String>| s.clone().unwrap_or_default();
     pa::Activity {
         id: a.id,
@@ -297,6 +320,8 @@ fn activity(a: &Activity) -> pa::Activity {
         resource_id: text(&e.resource_id),
         revision: e.revision.unwrap_or(0),
         duration_ms: e.duration_ms,
+        events: events.runs,
+        events_omitted: events.omitted,
     }
 }
 

@@ -7,15 +7,15 @@ use roster_proto::admin::*;
 use roster_testkit::app::*;
 use tonic::Code;
 
-/// Creates a link for a new directory and opens it; returns the session's
-/// secret and expiry.
+/// Creates a link for a new directory, valid for five minutes, and opens
+/// it; returns the session's secret and expiry.
 async fn open_session(env: &mut Env) -> (String, prost_types::Timestamp) {
     let directory_id = env.directory("portal").await;
     let link = env
         .admin
         .create_portal_link(CreatePortalLinkRequest {
             directory_id,
-            ..Default::default()
+            expires_in_seconds: 300,
         })
         .await
         .expect("link")
@@ -51,6 +51,7 @@ async fn a_session_lasts_the_configured_lifetime() {
         ..test_config()
     };
     let mut env = Env::with_config("portal_session_life", config).await;
+    // Counted from the opening, whatever the link's own expiry (5 minutes).
     let before = chrono::Utc::now().timestamp();
     let (secret, expires) = open_session(&mut env).await;
     let after = chrono::Utc::now().timestamp();

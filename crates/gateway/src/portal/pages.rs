@@ -459,7 +459,7 @@ fn activity_row(a: &pa::Activity) -> String {
          <td data-label=\"Sent by\">{agent}</td>\
          <td data-label=\"Request\"><code>{method} {path}</code></td>\
          <td data-label=\"Status\"><span class=\"status\">{status}</span>{scim_type}</td>\
-         <td data-label=\"Resource\">{resource}</td>\
+         <td data-label=\"Resource\">{resource}{events}</td>\
          <td data-label=\"What it means\">{what}{fix}{detail}<br><small>Request id {rid} · {ms} ms</small></td></tr>",
         id = a.id,
         at = time(a.time.as_ref()),
@@ -472,10 +472,34 @@ fn activity_row(a: &pa::Activity) -> String {
         path = esc(path),
         status = a.status,
         resource = esc(&format!("{} {}", a.resource_type, a.resource_id)),
+        events = events_list(a),
         what = esc(e.what),
         rid = esc(&a.request_id),
         ms = a.duration_ms,
     )
+}
+
+/// The change-log events a request produced, as the applications that
+/// follow the directory see them: `user.created @ 1042`.
+fn events_list(a: &pa::Activity) -> String {
+    if a.events.is_empty() && a.events_omitted == 0 {
+        return String::new();
+    }
+    let mut items: String = a
+        .events
+        .iter()
+        .map(|e| {
+            let text = match e.count {
+                1 => format!("{} @ {}", e.kind, e.revision),
+                n => format!("{n} × {} @ {}–{}", e.kind, e.revision, e.revision + n - 1),
+            };
+            format!("<li><code>{}</code></li>", esc(&text))
+        })
+        .collect();
+    if a.events_omitted > 0 {
+        items.push_str(&format!("<li>and {} more</li>", a.events_omitted));
+    }
+    format!("<ul class=\"events\" aria-label=\"Events it produced\">{items}</ul>")
 }
 
 fn activity_table(id: &str, live: Option<i64>, rows: &str) -> String {
@@ -485,7 +509,7 @@ fn activity_table(id: &str, live: Option<i64>, rows: &str) -> String {
     format!(
         "<div class=\"scroll\"><table id=\"{id}\" class=\"cards\"><thead><tr><th scope=\"col\">Time</th>\
          <th scope=\"col\">Sent by</th><th scope=\"col\">Request</th><th scope=\"col\">Status</th>\
-         <th scope=\"col\">Resource</th><th scope=\"col\">What it means</th></tr></thead>\
+         <th scope=\"col\">Resource and events</th><th scope=\"col\">What it means</th></tr></thead>\
          <tbody{live}>{rows}</tbody></table></div>"
     )
 }

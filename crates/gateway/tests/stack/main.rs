@@ -5,6 +5,7 @@
 //! The flood test runs in its own binary (`tests/flood.rs`): it reads the
 //! process-wide gRPC metrics, which no other test may move meanwhile.
 
+mod activity;
 mod data_rules;
 mod large_groups;
 mod mtls;
