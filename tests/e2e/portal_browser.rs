@@ -384,12 +384,7 @@ async fn revoking_portal_links_ends_their_sessions() {
     let revoked = app::admin(&served.grpc, &["revoke-portal-links", &dir]);
     assert_eq!(revoked["revoked"], 1);
     assert_eq!(page(cookie).await, 401, "the session ended with its link");
-    let reopened = http
-        .post(format!("{root}/portal/open"))
-        .form(&[("secret", secret)])
-        .send()
-        .await
-        .expect("open again");
+    let reopened = app::post_portal_open(&http, &root, secret).await;
     assert_eq!(reopened.status(), 410);
 }
 
@@ -441,15 +436,7 @@ async fn the_portal_can_have_a_listener_of_its_own() {
 /// Opens a portal link over plain HTTP: the session cookie (`name=value`).
 async fn open_session(http: &reqwest::Client, root: &str, link: &str) -> String {
     let secret = link.rsplit('/').next().expect("secret");
-    let opened = http
-        .post(format!("{root}/portal/open"))
-        .form(&[("secret", secret)])
-        .send()
-        .await
-        .expect("open");
-    assert_eq!(opened.status(), 303);
-    let set_cookie = opened.headers()["set-cookie"].to_str().expect("cookie");
-    set_cookie.split(';').next().expect("name=value").to_owned()
+    app::open_portal_session(http, root, secret).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -508,12 +495,7 @@ async fn a_portal_session_reaches_only_its_own_directory() {
         "another directory's activity shown"
     );
     let tokens = get("/portal/tokens").await;
-    let csrf = tokens
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a CSRF field")
-        .to_owned();
+    let csrf = app::portal_csrf(&tokens);
 
     // Their token id, posted from our session, revokes nothing.
     let revoke = http

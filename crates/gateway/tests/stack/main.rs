@@ -10,5 +10,6 @@ mod data_rules;
 mod large_groups;
 mod mtls;
 mod offline;
+mod portal;
 mod scim_api;
 mod scim_v1;
