@@ -550,20 +550,7 @@ async fn a_pulled_directory_shows_its_sync_status() {
         "groups_base_dn": "ou=groups,dc=corp,dc=example",
     })
     .to_string();
-    app::admin_with_env(
-        &served.grpc,
-        &[
-            "set-source",
-            &dir,
-            "--kind",
-            "ldap",
-            "--settings",
-            &settings,
-            "--credentials-env",
-            "LDAP_BIND_PASSWORD",
-        ],
-        &[("LDAP_BIND_PASSWORD", "not-the-password")],
-    );
+    app::set_ldap_source(&served.grpc, &dir, &settings, "not-the-password", &[]);
     let grpc = served.grpc.clone();
     let source = roster_testkit::eventually("a failed sync", Duration::from_secs(60), || {
         let source = app::admin(&grpc, &["get-source", &dir]);
