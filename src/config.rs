@@ -107,6 +107,11 @@ pub struct DirectoryServiceArgs {
     /// How long the audit trail of SCIM requests is kept, in seconds.
     #[arg(long, env = "ROSTER_ACTIVITY_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
     pub activity_retention_secs: u64,
+    /// How long an admin-portal session lasts after its link was opened, in
+    /// seconds (at most 30 days); then the IT admin needs a new link.
+    #[arg(long, env = "ROSTER_PORTAL_SESSION_SECS", default_value_t = 8 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
+    pub portal_session_secs: u64,
     /// Progress-marker interval of idle WatchChanges streams, in milliseconds.
     #[arg(long, env = "ROSTER_PROGRESS_INTERVAL_MS", default_value_t = 5000)]
     pub progress_interval_ms: u64,

@@ -141,6 +141,13 @@ fn activity_json(a: &Activity) -> Value {
         "resource_id": opt(&a.resource_id),
         "duration_ms": a.duration_ms,
         "request_id": a.request_id,
+        "revision": (a.revision > 0).then_some(a.revision),
+        "events": a.events.iter().map(|e| json!({
+            "kind": e.kind,
+            "revision": e.revision,
+            "count": e.count,
+        })).collect::<Vec<_>>(),
+        "events_omitted": a.events_omitted,
     })
 }
 

@@ -263,6 +263,7 @@ fn directory_config(
         progress_interval: args.progress_interval(),
         retention_secs: args.retention_secs,
         activity_retention: std::time::Duration::from_secs(args.activity_retention_secs),
+        portal_session: std::time::Duration::from_secs(args.portal_session_secs),
         internal_secret: args.internal_secret.clone(),
         webhooks: webhook_config(&args.webhooks, dev_key_dir)?,
         sync_poll: std::time::Duration::from_secs(args.sync_poll_secs.max(1)),

@@ -64,21 +64,12 @@ async fn two_replicas_sync_a_directory_once_and_survive_a_kill_mid_sync() {
         "users_base_dn": format!("ou=people,{SUFFIX}"), "groups_base_dn": format!("ou=groups,{SUFFIX}"),
     })
     .to_string();
-    let set = app::admin_with_env(
+    let set = app::set_ldap_source(
         &grpc,
-        &[
-            "set-source",
-            &dir_text,
-            "--kind",
-            "ldap",
-            "--settings",
-            &settings,
-            "--credentials-env",
-            "LDAP_BIND_PASSWORD",
-            "--interval-secs",
-            "3600",
-        ],
-        &[("LDAP_BIND_PASSWORD", slapd::ROOT_PW)],
+        &dir_text,
+        &settings,
+        slapd::ROOT_PW,
+        &["--interval-secs", "3600"],
     );
     assert_eq!(set["has_credentials"], true);
     assert!(

@@ -27,8 +27,8 @@ impl PortalStore for SqliteStore {
             let done = sqlx::query(
                 "INSERT INTO activity (directory_id, at, request_id, method, path, status, \
                  scim_type, detail, user_agent, client_address, resource_type, resource_id, \
-                 revision, duration_ms) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
+                 revision, duration_ms, events) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 \
                  WHERE EXISTS (SELECT 1 FROM directories WHERE id = ?1)",
             )
             .bind(id_text(e.directory_id.0))
@@ -45,6 +45,7 @@ impl PortalStore for SqliteStore {
             .bind(e.resource_id.as_deref())
             .bind(e.revision)
             .bind(e.duration_ms)
+            .bind(e.events.as_deref())
             .execute(tx.conn())
             .await
             .map_err(map_db)?;
@@ -241,6 +242,7 @@ fn decode_activity(row: &SqliteRow) -> StoreResult<Activity> {
             resource_id: row.opt_text("resource_id")?,
             revision: row.try_get("revision").map_err(map_db)?,
             duration_ms: row.int("duration_ms")?,
+            events: row.opt_text("events")?,
         },
     })
 }
