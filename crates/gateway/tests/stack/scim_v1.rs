@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use reqwest::Method;
 use roster_proto::admin::DeprovisionPolicy;
 use roster_proto::directory::{Change, change};
+// A 1.1 client of the directory a `Scim` serves over 2.0.
+use roster_testkit::app::Scim11 as V1;
 use roster_testkit::app::{
     Reply, Scim, Stack, USER_SCHEMA, changes_up_to, head_revision, kind_name, user,
 };
@@ -15,62 +17,6 @@ use serde_json::{Value, json};
 const CORE_1: &str = "urn:scim:schemas:core:1.0";
 const ENTERPRISE_1: &str = "urn:scim:schemas:extension:enterprise:1.0";
 const ENTERPRISE_2: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-
-/// A 1.1 client of the directory `scim` serves over 2.0.
-#[derive(Clone)]
-struct V1(Scim);
-
-impl V1 {
-    fn of(scim: &Scim) -> V1 {
-        let base = scim.base_url.replace("/scim/v2/", "/scim/v1/");
-        V1(Scim::new(&base, &scim.token).with_content_type("application/json"))
-    }
-
-    /// Sends a request; every answer with a body must be 1.1 JSON.
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
-        self.send_with(method, path, body, &[]).await
-    }
-
-    async fn send_with(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let reply = self
-            .0
-            .try_send(method.clone(), path, body, headers)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        if !reply.text.is_empty() {
-            assert_eq!(
-                reply.header("content-type"),
-                Some("application/json; charset=utf-8"),
-                "{method} {path}: {}",
-                reply.text
-            );
-            assert!(
-                !reply.body.is_null(),
-                "{method} {path}: not JSON: {}",
-                reply.text
-            );
-        }
-        reply
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.send(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Reply {
-        self.send(Method::POST, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: &Value) -> Reply {
-        self.send(Method::PATCH, path, Some(body)).await
-    }
-}
 
 /// Panics unless `reply` is a 1.1 error with `status`: `{"Errors":
 /// [{"description", "code"}]}` and nothing of the 2.0 error.
