@@ -9,7 +9,7 @@
 
 use reqwest::Method;
 use roster_testkit::app;
-use roster_testkit::app::{Of, Reply, Scim, Scim11};
+use roster_testkit::app::{Of, Reply, Scim};
 use serde_json::{Value, json};
 
 const CORE_1: &str = "urn:scim:schemas:core:1.0";
@@ -44,7 +44,9 @@ async fn okta_over_scim_1_1_provisions_users_and_pushed_groups() {
     let (served, v2) = app::replay("okta", "delete").await;
     // Okta's 1.1 client: `User-Agent: Okta SCIM Client 1.0.0`, JSON bodies.
     let okta = Scim::new(&v2.base_url, &v2.token);
-    let idp = Scim11::of(&okta.with_headers(&[("user-agent", "Okta SCIM Client 1.0.0")]));
+    let idp = okta
+        .with_headers(&[("user-agent", "Okta SCIM Client 1.0.0")])
+        .v1();
 
     // 1. [OKTA11] Test connector: two constant requests.
     assert_1_1_list(&idp.get("/Users?startIndex=1&count=2").await, 0);
@@ -151,7 +153,7 @@ async fn okta_over_scim_1_1_provisions_users_and_pushed_groups() {
 
     served
         .watch_sequences(
-            &idp.0,
+            &v2,
             Of::User,
             &[(
                 user.as_str(),
@@ -167,7 +169,7 @@ async fn okta_over_scim_1_1_provisions_users_and_pushed_groups() {
         .await;
     served
         .watch_sequences(
-            &idp.0,
+            &v2,
             Of::Group,
             &[(
                 group.as_str(),
