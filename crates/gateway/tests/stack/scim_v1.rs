@@ -69,8 +69,7 @@ fn v2_user(user_name: &str) -> Value {
 
 #[tokio::test]
 async fn users_over_1_1_have_the_1_1_shapes() {
-    let stack = Stack::start("gw_v1_users").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_v1_users").await;
     let v1 = scim.v1();
 
     let created = v1.post("/Users", &v1_user("bjensen@example.com")).await;
@@ -180,8 +179,7 @@ async fn users_over_1_1_have_the_1_1_shapes() {
 
 #[tokio::test]
 async fn groups_over_1_1_have_1_1_members() {
-    let stack = Stack::start("gw_v1_groups").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_v1_groups").await;
     let v1 = scim.v1();
     let u1 = scim.create_user("u1@example.com").await;
     let u2 = scim.create_user("u2@example.com").await;
@@ -258,8 +256,7 @@ async fn groups_over_1_1_have_1_1_members() {
 
 #[tokio::test]
 async fn discovery_and_the_1_1_path_spellings() {
-    let stack = Stack::start("gw_v1_discovery").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_v1_discovery").await;
     let v1 = scim.v1();
 
     let config = v1.get("/ServiceProviderConfigs").await;
@@ -288,8 +285,7 @@ async fn discovery_and_the_1_1_path_spellings() {
 
 #[tokio::test]
 async fn malformed_1_1_requests_get_1_1_errors() {
-    let stack = Stack::start("gw_v1_errors").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (stack, scim) = Stack::with_directory("gw_v1_errors").await;
     let v1 = scim.v1();
     let id = v1.post("/Users", &v1_user("taken@example.com")).await.body["id"]
         .as_str()
@@ -586,8 +582,7 @@ async fn either_dialect_writes_the_same_state_and_events() {
 
 #[tokio::test]
 async fn sorting_paging_and_multi_valued_attributes_over_1_1() {
-    let stack = Stack::start("gw_v1_sorting").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (stack, scim) = Stack::with_directory("gw_v1_sorting").await;
     let v1 = scim.v1();
     for (name, number) in [
         ("a@example.com", "3"),
