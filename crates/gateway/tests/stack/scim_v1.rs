@@ -285,7 +285,7 @@ async fn discovery_and_the_1_1_path_spellings() {
 
 #[tokio::test]
 async fn malformed_1_1_requests_get_1_1_errors() {
-    let (stack, scim) = Stack::with_directory("gw_v1_errors").await;
+    let (_stack, scim) = Stack::with_directory("gw_v1_errors").await;
     let v1 = scim.v1();
     let id = v1.post("/Users", &v1_user("taken@example.com")).await.body["id"]
         .as_str()
@@ -582,7 +582,7 @@ async fn either_dialect_writes_the_same_state_and_events() {
 
 #[tokio::test]
 async fn sorting_paging_and_multi_valued_attributes_over_1_1() {
-    let (stack, scim) = Stack::with_directory("gw_v1_sorting").await;
+    let (_stack, scim) = Stack::with_directory("gw_v1_sorting").await;
     let v1 = scim.v1();
     for (name, number) in [
         ("a@example.com", "3"),
