@@ -264,15 +264,24 @@ pub struct MetricsArgs {
     pub metrics_addr: String,
 }
 
-/// `roster serve`.
+/// What every process running the directory service takes (`roster serve`
+/// and `roster directory`): its metrics port, its store and the service's
+/// settings.
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
+pub struct DirectoryProcessArgs {
     #[command(flatten)]
     pub metrics: MetricsArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
     pub directory: DirectoryServiceArgs,
+}
+
+/// `roster serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub process: DirectoryProcessArgs,
     #[command(flatten)]
     pub http: GatewayHttpArgs,
 }
@@ -307,11 +316,7 @@ pub struct GatewayArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DirectoryArgs {
     #[command(flatten)]
-    pub metrics: MetricsArgs,
-    #[command(flatten)]
-    pub store: StoreArgs,
-    #[command(flatten)]
-    pub directory: DirectoryServiceArgs,
+    pub process: DirectoryProcessArgs,
     /// Run on the embedded SQLite store in `--data-dir` when no database URL
     /// is set. A split deployment needs PostgreSQL (the gateway and every
     /// replica must see one store), so without this flag a missing
