@@ -1,7 +1,9 @@
 //! Active Directory semantics against a real Samba AD domain controller
 //! provisioned by the test (`samba-tool domain provision`, ~4 s):
 //! `objectGUID` ids in their usual text form, the `userAccountControl`
-//! disabled bit, group `member` DNs, and removals by diff. Samba listens
+//! disabled bit, group `member` DNs, removals by diff, and incremental
+//! reads by `uSNChanged` (same events as full reads; only the changed
+//! entries read; a full read on another DC or invocationID). Samba listens
 //! on the fixed port 389, so this file holds one test only.
 
 use std::path::PathBuf;
@@ -143,8 +145,110 @@ async fn changes(store: &dyn Store, dir: DirectoryId, after: i64) -> Vec<ChangeR
         .expect("changes")
 }
 
+/// What a consumer sees of an event, without the ids that differ between
+/// two directories: its kind and the changed fields.
+fn seen(changes: &[ChangeRecord]) -> Vec<(&'static str, Vec<(String, String)>)> {
+    changes
+        .iter()
+        .map(|c| {
+            let fields = c
+                .changed_fields
+                .iter()
+                .map(|f| (f.field.clone(), format!("{} → {}", f.previous, f.current)))
+                .collect();
+            (c.kind.as_str(), fields)
+        })
+        .collect()
+}
+
 fn kinds(changes: &[ChangeRecord]) -> Vec<&'static str> {
     changes.iter().map(|c| c.kind.as_str()).collect()
+}
+
+/// A directory synced from the Samba DC, with its last seen revision.
+struct Synced {
+    dir: DirectoryId,
+    head: i64,
+}
+
+struct Env {
+    store: Arc<dyn Store>,
+    key: SealingKey,
+    options: SyncerOptions,
+}
+
+impl Env {
+    async fn directory(&self, name: &str, full_sync_every: u32) -> Synced {
+        let dir = self
+            .store
+            .create_directory(NewDirectory {
+                name: name.into(),
+                organization: "corp".into(),
+                provider: ProviderKind::Generic,
+                deprovision_policy: DeprovisionPolicy::Delete,
+                attribute_mappings: Vec::new(),
+            })
+            .await
+            .expect("directory")
+            .id;
+        let sealed = credentials::seal(&self.key, dir, ADMIN_PW).unwrap();
+        self.store
+            .put_source(
+                dir,
+                SourceSettings {
+                    kind: SourceKind::ActiveDirectory,
+                    settings: json!({
+                        "url": "ldap://127.0.0.1:389",
+                        "bind_dn": "Administrator@corp.example",
+                        "users_base_dn": BASE,
+                        "groups_base_dn": BASE,
+                        "groups_filter": "(&(objectClass=group)(cn=eng))",
+                        "full_sync_every": full_sync_every,
+                    }),
+                    sealed_credentials: Some(sealed),
+                    interval_secs: 900,
+                    mass_delete_percent: 100,
+                },
+            )
+            .await
+            .expect("source");
+        Synced { dir, head: 0 }
+    }
+
+    /// One sync of `d`: its report and the events it wrote.
+    async fn sync(&self, d: &mut Synced) -> (SyncStatus, Vec<ChangeRecord>) {
+        let status = sync_directory(&self.store, &self.key, &self.options, d.dir)
+            .await
+            .expect("sync")
+            .expect("lease");
+        let events = changes(self.store.as_ref(), d.dir, d.head).await;
+        if let Some(last) = events.last() {
+            d.head = last.revision;
+        }
+        (status, events)
+    }
+
+    /// Replaces the stored AD watermark's `key` with `value`, as another
+    /// replica recording a run would.
+    async fn tamper_cursor(&self, d: &Synced, key: &str, value: serde_json::Value) {
+        let owner = "tamper";
+        let ttl = Duration::from_secs(30);
+        let row = self
+            .store
+            .acquire_sync_lease(d.dir, owner, ttl)
+            .await
+            .expect("lease")
+            .expect("free lease");
+        let mut status = row.status.clone();
+        status.cursor.as_mut().expect("a cursor")[key] = value;
+        let record = SyncRecord {
+            status,
+            next_run_at: chrono::Utc::now(),
+            used_confirmation: false,
+        };
+        assert!(self.store.record_sync(d.dir, owner, &record).await.unwrap());
+        self.store.release_sync_lease(d.dir, owner).await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,48 +272,29 @@ async fn active_directory_on_samba() {
         .await
         .expect("open");
     store.migrate().await.expect("migrate");
-    let store: Arc<dyn Store> = Arc::new(store);
-    let dir = store
-        .create_directory(NewDirectory {
-            name: "corp ad".into(),
-            organization: "corp".into(),
-            provider: ProviderKind::Generic,
-            deprovision_policy: DeprovisionPolicy::Delete,
-            attribute_mappings: Vec::new(),
-        })
-        .await
-        .expect("directory")
-        .id;
-    let key = SealingKey::from_bytes(&[3u8; 32]).expect("key");
-    store
-        .put_source(
-            dir,
-            SourceSettings {
-                kind: SourceKind::ActiveDirectory,
-                settings: json!({
-                    "url": "ldap://127.0.0.1:389",
-                    "bind_dn": "Administrator@corp.example",
-                    "users_base_dn": BASE,
-                    "groups_base_dn": BASE,
-                    "groups_filter": "(&(objectClass=group)(cn=eng))",
-                }),
-                sealed_credentials: Some(credentials::seal(&key, dir, ADMIN_PW).unwrap()),
-                interval_secs: 900,
-                mass_delete_percent: 100,
-            },
-        )
-        .await
-        .expect("source");
-    let options = SyncerOptions {
-        owner: "replica-a".into(),
-        ..SyncerOptions::default()
+    let env = Env {
+        store: Arc::new(store),
+        key: SealingKey::from_bytes(&[3u8; 32]).expect("key"),
+        options: SyncerOptions {
+            owner: "replica-a".into(),
+            ..SyncerOptions::default()
+        },
     };
-    let sync = || sync_directory(&store, &key, &options, dir);
+    // The same domain twice: `full` reads everything every time, `incr`
+    // reads by uSNChanged with a full read every 4th sync. Both must give
+    // consumers the same events.
+    let mut full = env.directory("corp ad (full)", 1).await;
+    let mut incr = env.directory("corp ad (incremental)", 4).await;
 
-    sync().await.expect("first sync").expect("lease");
-    let users = store
+    let (status, _) = env.sync(&mut full).await;
+    assert!(!status.incremental);
+    let (first, _) = env.sync(&mut incr).await;
+    assert!(!first.incremental, "no watermark yet: a full read");
+    assert_eq!(first.read, status.read);
+    let users = env
+        .store
         .list_users(
-            dir,
+            incr.dir,
             &ListQuery {
                 count: 100,
                 ..ListQuery::default()
@@ -227,25 +312,65 @@ async fn active_directory_on_samba() {
         Some(samba.guid_of("alice").as_str())
     );
     assert!(alice.fields.active);
-    let head = changes(store.as_ref(), dir, 0)
-        .await
-        .last()
-        .unwrap()
-        .revision;
 
     samba.tool(&["user", "disable", "carol"]);
-    sync().await.expect("sync").expect("lease");
-    let events = changes(store.as_ref(), dir, head).await;
+    samba.tool(&["group", "addmembers", "eng", "carol"]);
+    let (_, by_full) = env.sync(&mut full).await;
+    let (status, by_incr) = env.sync(&mut incr).await;
     assert_eq!(
-        kinds(&events),
-        ["user.deactivated"],
+        kinds(&by_full),
+        ["user.deactivated", "member.added"],
         "userAccountControl 514"
     );
-    let head = events.last().unwrap().revision;
+    assert_eq!(seen(&by_incr), seen(&by_full));
+    assert!(status.incremental);
+    assert_eq!(status.read, 2, "only carol and eng changed");
 
+    samba.tool(&["user", "create", "dave", "Passw0rd!User1", "--surname=Test"]);
+    samba.tool(&["group", "addmembers", "eng", "dave"]);
+    let (_, by_full) = env.sync(&mut full).await;
+    let (status, by_incr) = env.sync(&mut incr).await;
+    assert_eq!(kinds(&by_full), ["user.created", "member.added"]);
+    assert_eq!(seen(&by_incr), seen(&by_full));
+    assert_eq!((status.incremental, status.read), (true, 2));
+
+    // A deletion leaves only a tombstone, outside the base, and Samba
+    // removes the member link without touching the group's uSNChanged: an
+    // incremental read sees nothing; the next full read (the 4th sync
+    // after the last full one) sees it all.
     samba.tool(&["user", "delete", "bob"]);
-    sync().await.expect("sync").expect("lease");
-    let events = changes(store.as_ref(), dir, head).await;
-    assert_eq!(kinds(&events), ["member.removed", "user.deleted"]);
+    let (_, by_full) = env.sync(&mut full).await;
+    assert_eq!(kinds(&by_full), ["member.removed", "user.deleted"]);
+    let (status, by_incr) = env.sync(&mut incr).await;
+    assert_eq!((status.incremental, status.read), (true, 0));
+    assert!(by_incr.is_empty());
+    let (status, by_incr) = env.sync(&mut incr).await;
+    assert!(!status.incremental, "the periodic full read");
+    assert_eq!(status.read, first.read, "-bob +dave");
+    assert_eq!(seen(&by_incr), seen(&by_full));
+
+    // Nothing changed: an incremental read reads and writes nothing.
+    let (status, events) = env.sync(&mut incr).await;
+    assert_eq!((status.incremental, status.read), (true, 0));
+    assert!(events.is_empty());
+
+    // A restored DC (another invocationID) or another DC behind the same
+    // name: USNs from before mean nothing there, so a full read.
+    for (key, value) in [
+        (
+            "invocation_id",
+            json!("00000000-0000-0000-0000-000000000000"),
+        ),
+        ("server", json!("CN=NTDS Settings,CN=OTHER-DC")),
+    ] {
+        env.tamper_cursor(&incr, key, value).await;
+        let (status, events) = env.sync(&mut incr).await;
+        assert!(!status.incremental, "{key} changed: a full read");
+        assert_eq!(status.read, first.read);
+        assert!(
+            events.is_empty(),
+            "a full read of an unchanged domain writes nothing"
+        );
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 }
