@@ -11,12 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roster_connectors::credentials;
 use roster_connectors::runner::{SyncerOptions, sync_directory};
-use roster_store::sqlite::SqliteStore;
 use roster_store::*;
 use roster_webhook::SealingKey;
 use serde_json::json;
+
+mod common;
 
 const ADMIN_PW: &str = "Passw0rd!Roster";
 const BASE: &str = "CN=Users,DC=corp,DC=example";
@@ -179,39 +179,16 @@ struct Env {
 
 impl Env {
     async fn directory(&self, name: &str, full_sync_every: u32) -> Synced {
-        let dir = self
-            .store
-            .create_directory(NewDirectory {
-                name: name.into(),
-                organization: "corp".into(),
-                provider: ProviderKind::Generic,
-                deprovision_policy: DeprovisionPolicy::Delete,
-                attribute_mappings: Vec::new(),
-            })
-            .await
-            .expect("directory")
-            .id;
-        let sealed = credentials::seal(&self.key, dir, ADMIN_PW).unwrap();
-        self.store
-            .put_source(
-                dir,
-                SourceSettings {
-                    kind: SourceKind::ActiveDirectory,
-                    settings: json!({
-                        "url": "ldap://127.0.0.1:389",
-                        "bind_dn": "Administrator@corp.example",
-                        "users_base_dn": BASE,
-                        "groups_base_dn": BASE,
-                        "groups_filter": "(&(objectClass=group)(cn=eng))",
-                        "full_sync_every": full_sync_every,
-                    }),
-                    sealed_credentials: Some(sealed),
-                    interval_secs: 900,
-                    mass_delete_percent: 100,
-                },
-            )
-            .await
-            .expect("source");
+        let settings = json!({
+            "url": "ldap://127.0.0.1:389",
+            "bind_dn": "Administrator@corp.example",
+            "users_base_dn": BASE,
+            "groups_base_dn": BASE,
+            "groups_filter": "(&(objectClass=group)(cn=eng))",
+            "full_sync_every": full_sync_every,
+        });
+        let dir =
+            common::ad_directory(self.store.as_ref(), &self.key, name, settings, ADMIN_PW).await;
         Synced { dir, head: 0 }
     }
 
@@ -267,13 +244,9 @@ async fn active_directory_on_samba() {
     samba.tool(&["group", "add", "eng"]);
     samba.tool(&["group", "addmembers", "eng", "alice,bob"]);
 
-    let tmp = std::env::temp_dir().join(format!("roster-ad-{}", uuid::Uuid::new_v4()));
-    let store = SqliteStore::open(&tmp.join("roster.db"))
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
+    let scratch = common::sqlite("roster-ad").await;
     let env = Env {
-        store: Arc::new(store),
+        store: scratch.store.clone(),
         key: SealingKey::from_bytes(&[3u8; 32]).expect("key"),
         options: SyncerOptions {
             owner: "replica-a".into(),
@@ -372,5 +345,4 @@ async fn active_directory_on_samba() {
             "a full read of an unchanged domain writes nothing"
         );
     }
-    let _ = std::fs::remove_dir_all(&tmp);
 }
