@@ -37,6 +37,8 @@ pub enum Command {
     Limit(BenchArgs),
     /// Signed webhooks to several endpoints while users are created: delivery rate and latency.
     Webhooks(BenchArgs),
+    /// First sync of a big slapd directory into Roster, then a no-change re-sync.
+    LdapSync(BenchArgs),
     /// Every scenario, one after the other.
     All(BenchArgs),
     /// The server under test (directory service + gateway); started by the bench itself.
@@ -56,6 +58,7 @@ impl Command {
             Self::Fanout(_) => "fanout",
             Self::Limit(_) => "limit",
             Self::Webhooks(_) => "webhooks",
+            Self::LdapSync(_) => "ldap-sync",
             Self::All(_) => "all",
             Self::Serve(_) => "__serve",
         }
@@ -156,6 +159,13 @@ pub struct BenchArgs {
     /// Webhooks: events per second the writers aim at.
     #[arg(long, default_value_t = 1_000)]
     pub webhook_rate: usize,
+    /// Ldap-sync: users in the slapd directory.
+    #[arg(long, default_value_t = 100_000)]
+    pub ldap_users: usize,
+    /// Ldap-sync: groups (user i is a member of group i mod G).
+    #[arg(long, default_value_t = 1_000)]
+    pub ldap_groups: usize,
+
     /// The sealing key the server under test runs with (set by the
     /// webhooks scenario; webhooks are off without it).
     #[arg(skip)]

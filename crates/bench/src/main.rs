@@ -55,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         | Command::Fanout(args)
         | Command::Limit(args)
         | Command::Webhooks(args)
+        | Command::LdapSync(args)
         | Command::All(args) => runtime.block_on(bench(name, args)),
     }
 }

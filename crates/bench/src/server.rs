@@ -243,12 +243,18 @@ fn parse_ready(line: &str) -> anyhow::Result<(String, String)> {
 
 /// `VmRSS` of a process from `/proc/<pid>/status`, in bytes.
 pub fn rss_of(pid: u32) -> anyhow::Result<u64> {
+    memory_of(pid, "VmRSS")
+}
+
+/// A memory field (`VmRSS`, `VmHWM`: the peak RSS) of a process from
+/// `/proc/<pid>/status`, in bytes.
+pub fn memory_of(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .context("cannot read /proc status")?;
     let kib = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .context("no VmRSS in /proc status")?;
+        .with_context(|| format!("no {field} in /proc status"))?;
     Ok(kib * 1024)
 }

@@ -49,6 +49,10 @@ const TINY: &[&str] = &[
     "20",
     "--webhook-rate",
     "200",
+    "--ldap-users",
+    "50",
+    "--ldap-groups",
+    "3",
 ];
 
 /// Runs `roster-bench <scenario>` with [`TINY`] sizes and returns its JSON report.
@@ -245,4 +249,17 @@ async fn webhooks() {
     assert_rows(&report, 0, 20, "paced user creations");
     assert_rows(&report, 1, 40, "deliveries to every endpoint");
     assert!(figure(&report, "events_per_s_to_every_endpoint") > 0.0);
+}
+
+#[tokio::test]
+async fn ldap_sync() {
+    let report = scenario("ldap-sync", 2).await;
+    assert_eq!(
+        figure(&report, "first_sync_created"),
+        53.0,
+        "50 users, 3 groups"
+    );
+    assert_eq!(figure(&report, "resync_writes"), 0.0);
+    assert_eq!(figure(&report, "resync_change_log_rows"), 0.0);
+    assert!(figure(&report, "peak_rss_during_first_sync_mb") > 0.0);
 }

@@ -5,22 +5,32 @@
 //! Generic LDAP (OpenLDAP, 389-DS): ids from `entryUUID`, members from
 //! `member` (groupOfNames), `uniqueMember` (groupOfUniqueNames) and
 //! `memberUid` (posixGroup). Active Directory: ids from `objectGUID`, the
-//! `userAccountControl` disabled bit, and ranged retrieval of `member`
-//! (`member;range=0-1499`…) for groups larger than the server's MaxValRange.
+//! `userAccountControl` disabled bit, ranged retrieval of `member`
+//! (`member;range=0-1499`…) for groups larger than the server's MaxValRange,
+//! and incremental reads by `uSNChanged` (see [`AdCursor`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use roster_store::{Email, SourceKind, UserFields};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::SourceError;
-use crate::snapshot::{Mappings, Source, SourceGroup, SourceMember, SourceSnapshot, SourceUser};
+use crate::snapshot::{
+    Mappings, Source, SourceGroup, SourceMember, SourceRead, SourceSnapshot, SourceUser,
+};
 
 /// `userAccountControl` bit ACCOUNTDISABLE.
 const UAC_DISABLED: u64 = 0x2;
+
+/// LDAP_SERVER_EXTENDED_DN_OID: DN values come as
+/// `<GUID=…>;<SID=…>;CN=…`, so an incremental read knows a member's
+/// `objectGUID` without reading the member.
+const EXTENDED_DN: &str = "1.2.840.113556.1.4.529";
 
 /// The non-secret settings of an LDAP or AD source (stored as JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +58,11 @@ pub struct LdapSettings {
     pub inactive_values: Vec<String>,
     /// Seconds for connecting and for each operation.
     pub timeout_secs: u64,
+    /// Active Directory: every Nth sync reads everything (and so sees
+    /// deletions and entries that left the scope); the others read only
+    /// the entries whose `uSNChanged` passed the last watermark. 1: every
+    /// sync is a full read.
+    pub full_sync_every: u32,
 }
 
 impl Default for LdapSettings {
@@ -65,6 +80,7 @@ impl Default for LdapSettings {
             inactive_attribute: String::new(),
             inactive_values: Vec::new(),
             timeout_secs: 30,
+            full_sync_every: 48,
         }
     }
 }
@@ -80,6 +96,9 @@ impl LdapSettings {
         }
         if !(1..=10_000).contains(&self.page_size) {
             return bad("page_size must be between 1 and 10000");
+        }
+        if self.full_sync_every == 0 {
+            return bad("full_sync_every must be at least 1");
         }
         Ok(())
     }
@@ -188,12 +207,14 @@ impl LdapSource {
         base: &str,
         filter: &str,
         attrs: Vec<String>,
+        controls: Vec<RawControl>,
     ) -> Result<Vec<SearchEntry>, SourceError> {
         let adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> = vec![
             Box::new(EntriesOnly::new()),
             Box::new(PagedResults::new(self.settings.page_size)),
         ];
         let mut stream = ldap
+            .with_controls(controls)
             .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs)
             .await
             .map_err(unavailable)?;
@@ -209,11 +230,9 @@ impl LdapSource {
         }
         Ok(entries)
     }
-
     fn id_of(&self, entry: &SearchEntry) -> Option<String> {
         if self.is_ad() {
-            let guid = entry.bin_attrs.get("objectGUID")?.first()?;
-            guid_text(guid)
+            guid_text(&binary(entry, "objectGUID")?)
         } else {
             first(entry, "entryUUID").map(str::to_owned)
         }
@@ -318,55 +337,43 @@ impl LdapSource {
     }
 
     /// The values of `member` past the server's MaxValRange: AD returns
-    /// `member;range=0-1499` and the rest must be asked for range by range.
+    /// `member;range=0-1499` and the rest must be asked for range by range
+    /// (MS-ADTS 3.1.1.3.1.3.3), up to the range that ends in `*`.
     async fn ranged_members(
         &self,
         ldap: &mut Ldap,
         entry: &mut SearchEntry,
+        controls: &[RawControl],
     ) -> Result<(), SourceError> {
-        let Some(key) = entry
-            .attrs
-            .keys()
-            .find(|k| k.to_ascii_lowercase().starts_with("member;range="))
-            .cloned()
-        else {
+        let Some(key) = range_key(&entry.attrs) else {
             return Ok(());
         };
         let mut values = entry.attrs.remove(&key).unwrap_or_default();
-        let mut range_key = key;
-        while let Some(next) = next_range_start(&range_key) {
+        let mut range_key_now = key;
+        let dn = plain_dn(&entry.dn).to_string();
+        while let Some(next) = next_range_start(&range_key_now) {
             let attr = format!("member;range={next}-*");
-            let (found, _) = ldap
-                .search(&entry.dn, Scope::Base, "(objectClass=*)", vec![attr])
-                .await
-                .map_err(unavailable)?
-                .success()
-                .map_err(unavailable)?;
-            let Some(found) = found.into_iter().next().map(SearchEntry::construct) else {
+            let Some(mut found) = base_entry(ldap, &dn, vec![attr], controls).await? else {
                 break;
             };
-            let Some((k, v)) = found
-                .attrs
-                .into_iter()
-                .find(|(k, _)| k.to_ascii_lowercase().starts_with("member;range="))
-            else {
+            let Some(k) = range_key(&found.attrs) else {
                 break;
             };
-            values.extend(v);
-            range_key = k;
+            values.extend(found.attrs.remove(&k).unwrap_or_default());
+            range_key_now = k;
         }
         entry.attrs.insert("member".into(), values);
         Ok(())
     }
 
-    fn group_of(
-        &self,
+    /// Every member value of `entry` that names someone: by DN (resolved
+    /// through `by_dn`, which drops those outside the bases) or by
+    /// `memberUid`.
+    fn dn_members(
         entry: &SearchEntry,
         by_dn: &HashMap<String, SourceMember>,
         by_uid: &HashMap<String, String>,
-    ) -> Option<SourceGroup> {
-        let id = self.id_of(entry)?;
-        let display_name = first(entry, "cn")?.to_string();
+    ) -> Vec<SourceMember> {
         let mut members: Vec<SourceMember> = ["member", "uniqueMember"]
             .into_iter()
             .flat_map(|a| entry.attrs.get(a).into_iter().flatten())
@@ -382,6 +389,23 @@ impl LdapSource {
                 .flatten()
                 .filter_map(|uid| by_uid.get(uid).cloned().map(SourceMember::User)),
         );
+        members
+    }
+
+    /// The members of a group read with the extended-DN control, by GUID.
+    fn guid_members(entry: &SearchEntry) -> Vec<SourceMember> {
+        entry
+            .attrs
+            .get("member")
+            .into_iter()
+            .flatten()
+            .filter_map(|dn| extended_guid(dn).map(SourceMember::Any))
+            .collect()
+    }
+
+    fn group_of(&self, entry: &SearchEntry, mut members: Vec<SourceMember>) -> Option<SourceGroup> {
+        let id = self.id_of(entry)?;
+        let display_name = first(entry, "cn")?.to_string();
         members.sort();
         members.dedup();
         Some(SourceGroup {
@@ -390,20 +414,24 @@ impl LdapSource {
             members,
         })
     }
-}
 
-#[async_trait::async_trait]
-impl Source for LdapSource {
-    #[tracing::instrument(skip(self), fields(kind = %self.kind, url = %self.settings.url))]
-    async fn read(&self) -> Result<SourceSnapshot, SourceError> {
-        let mut ldap = self.connect().await?;
+    /// The users and groups matching the filters (each ANDed with `extra`),
+    /// groups with all their `member` values.
+    async fn entries(
+        &self,
+        ldap: &mut Ldap,
+        extra: &str,
+        controls: Vec<RawControl>,
+    ) -> Result<(Vec<SearchEntry>, Vec<SearchEntry>), SourceError> {
         let s = &self.settings;
-        let user_entries = self
+        let filter = |f: &str| format!("(&{}{extra})", parenthesized(f));
+        let users = self
             .search(
-                &mut ldap,
+                ldap,
                 &s.users_base_dn,
-                self.users_filter(),
+                &filter(self.users_filter()),
                 self.user_attrs(),
+                Vec::new(),
             )
             .await?;
         let group_attrs = [
@@ -413,29 +441,43 @@ impl Source for LdapSource {
             "uniqueMember",
             "memberUid",
         ];
-        let mut group_entries = self
+        let mut groups = self
             .search(
-                &mut ldap,
+                ldap,
                 &s.groups_base_dn,
-                self.groups_filter(),
+                &filter(self.groups_filter()),
                 group_attrs.map(str::to_owned).to_vec(),
+                controls.clone(),
             )
             .await?;
         if self.is_ad() {
-            for entry in &mut group_entries {
-                self.ranged_members(&mut ldap, entry).await?;
+            for entry in &mut groups {
+                self.ranged_members(ldap, entry, &controls).await?;
             }
         }
-        let _ = ldap.unbind().await;
+        Ok((users, groups))
+    }
 
+    fn users_of<'e>(&self, entries: &'e [SearchEntry]) -> Vec<(&'e SearchEntry, SourceUser)> {
+        entries
+            .iter()
+            .filter_map(|entry| {
+                let user = self.user_of(entry);
+                if user.is_none() {
+                    tracing::warn!(dn = %entry.dn, "user entry without an id or a user name: skipped");
+                }
+                Some((entry, user?))
+            })
+            .collect()
+    }
+
+    /// Every user and group under the bases.
+    async fn read_full(&self, ldap: &mut Ldap) -> Result<SourceSnapshot, SourceError> {
+        let (user_entries, group_entries) = self.entries(ldap, "", Vec::new()).await?;
         let mut by_dn = HashMap::new();
         let mut by_uid = HashMap::new();
         let mut users = Vec::with_capacity(user_entries.len());
-        for entry in &user_entries {
-            let Some(user) = self.user_of(entry) else {
-                tracing::warn!(dn = %entry.dn, "user entry without an id or a user name: skipped");
-                continue;
-            };
+        for (entry, user) in self.users_of(&user_entries) {
             by_dn.insert(
                 normalize_dn(&entry.dn),
                 SourceMember::User(user.external_id.clone()),
@@ -452,11 +494,246 @@ impl Source for LdapSource {
         }
         let groups = group_entries
             .iter()
-            .filter_map(|e| self.group_of(e, &by_dn, &by_uid))
+            .filter_map(|e| self.group_of(e, Self::dn_members(e, &by_dn, &by_uid)))
             .collect();
-        tracing::info!(users = users.len(), "source read");
         Ok(SourceSnapshot { users, groups })
     }
+
+    /// The users and groups whose `uSNChanged` is above `usn`; group
+    /// members by GUID (the extended-DN control), as the members
+    /// themselves are mostly not read.
+    async fn read_changes(&self, ldap: &mut Ldap, usn: u64) -> Result<SourceSnapshot, SourceError> {
+        let control = RawControl {
+            ctype: EXTENDED_DN.into(),
+            crit: true,
+            val: None,
+        };
+        let extra = format!("(uSNChanged>={})", usn.saturating_add(1));
+        let (user_entries, group_entries) = self.entries(ldap, &extra, vec![control]).await?;
+        let groups = group_entries
+            .iter()
+            .filter_map(|e| self.group_of(e, Self::guid_members(e)))
+            .collect();
+        Ok(SourceSnapshot {
+            users: self
+                .users_of(&user_entries)
+                .into_iter()
+                .map(|(_, u)| u)
+                .collect(),
+            groups,
+        })
+    }
+
+    /// The DC's identity and highest committed USN, from the rootDSE and
+    /// its NTDS Settings object.
+    async fn dc_state(&self, ldap: &mut Ldap) -> Result<DcState, SourceError> {
+        let attrs = vec!["highestCommittedUSN".into(), "dsServiceName".into()];
+        let root = base_entry(ldap, "", attrs, &[]).await?;
+        let root = root.ok_or_else(|| unavailable("the server returned no rootDSE"))?;
+        let (Some(usn), Some(server)) = (
+            first(&root, "highestCommittedUSN").and_then(|u| u.parse::<u64>().ok()),
+            first(&root, "dsServiceName"),
+        ) else {
+            return Err(unavailable(
+                "the rootDSE has no highestCommittedUSN or dsServiceName: not an Active Directory DC",
+            ));
+        };
+        let ntds = base_entry(ldap, server, vec!["invocationId".into()], &[]).await?;
+        let invocation_id = ntds
+            .as_ref()
+            .and_then(|e| binary(e, "invocationId"))
+            .and_then(|b| guid_text(&b))
+            .ok_or_else(|| unavailable(format!("no invocationId on {server}")))?;
+        Ok(DcState {
+            server: server.to_string(),
+            invocation_id,
+            usn,
+        })
+    }
+
+    /// AD: a full read, or only the changes when the previous cursor
+    /// still holds (same DC, same database, same settings, not yet time
+    /// for the periodic full read).
+    async fn read_ad(
+        &self,
+        ldap: &mut Ldap,
+        cursor: Option<&Value>,
+    ) -> Result<SourceRead, SourceError> {
+        // Read before the searches: what changes during them is above the
+        // watermark and read again next time.
+        let dc = self.dc_state(ldap).await?;
+        let previous = cursor.and_then(|c| serde_json::from_value::<AdCursor>(c.clone()).ok());
+        let resume = match previous {
+            Some(p) => match p.why_full(&dc, &self.settings) {
+                None => Some(p),
+                Some(why) => {
+                    tracing::info!(reason = why, "full read");
+                    None
+                }
+            },
+            None => None,
+        };
+        let (snapshot, since_full) = match &resume {
+            Some(p) => (self.read_changes(ldap, p.usn).await?, p.since_full + 1),
+            None => (self.read_full(ldap).await?, 0),
+        };
+        let cursor = AdCursor {
+            server: dc.server,
+            invocation_id: dc.invocation_id,
+            usn: dc.usn,
+            since_full,
+            settings: self.settings.clone(),
+        };
+        Ok(SourceRead {
+            snapshot,
+            complete: resume.is_none(),
+            cursor: serde_json::to_value(cursor).ok(),
+        })
+    }
+}
+
+/// Which DC a sync talked to, and how far its database went.
+struct DcState {
+    /// `dsServiceName`: the DC's NTDS Settings DN.
+    server: String,
+    /// The DC database's `invocationID`: it changes when the database is
+    /// restored, and USNs from before are then meaningless.
+    invocation_id: String,
+    /// `highestCommittedUSN`.
+    usn: u64,
+}
+
+/// An AD watermark. `uSNChanged` is per DC and per database, so it is
+/// valid only on the DC and `invocationID` it was read from; and only for
+/// the settings it was read with (another base DN or filter needs a full
+/// read).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdCursor {
+    pub server: String,
+    pub invocation_id: String,
+    pub usn: u64,
+    /// Incremental reads since the last full one.
+    pub since_full: u32,
+    pub settings: LdapSettings,
+}
+
+impl AdCursor {
+    /// Why the next read cannot continue from this cursor, if so.
+    fn why_full(&self, dc: &DcState, settings: &LdapSettings) -> Option<&'static str> {
+        if self.server != dc.server {
+            Some("another domain controller")
+        } else if self.invocation_id != dc.invocation_id {
+            Some("the domain controller's invocationID changed (restored database)")
+        } else if dc.usn < self.usn {
+            Some("the domain controller's highestCommittedUSN went back")
+        } else if &self.settings != settings {
+            Some("the source settings changed")
+        } else if self.since_full.saturating_add(1) >= settings.full_sync_every {
+            Some("periodic full read (full_sync_every)")
+        } else {
+            None
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for LdapSource {
+    async fn read(&self) -> Result<SourceSnapshot, SourceError> {
+        Ok(self.read_since(None).await?.snapshot)
+    }
+
+    #[tracing::instrument(skip(self, cursor), fields(kind = %self.kind, url = %self.settings.url))]
+    async fn read_since(&self, cursor: Option<&Value>) -> Result<SourceRead, SourceError> {
+        let mut ldap = self.connect().await?;
+        let read = if self.is_ad() {
+            self.read_ad(&mut ldap, cursor).await
+        } else {
+            self.read_full(&mut ldap).await.map(|snapshot| SourceRead {
+                snapshot,
+                complete: true,
+                cursor: None,
+            })
+        };
+        let _ = ldap.unbind().await;
+        let read = read?;
+        tracing::info!(
+            users = read.snapshot.users.len(),
+            groups = read.snapshot.groups.len(),
+            complete = read.complete,
+            "source read"
+        );
+        Ok(read)
+    }
+}
+
+/// The entry at `dn` itself (`""`: the rootDSE), if it exists.
+async fn base_entry(
+    ldap: &mut Ldap,
+    dn: &str,
+    attrs: Vec<String>,
+    controls: &[RawControl],
+) -> Result<Option<SearchEntry>, SourceError> {
+    let (found, _) = ldap
+        .with_controls(controls.to_vec())
+        .search(dn, Scope::Base, "(objectClass=*)", attrs)
+        .await
+        .map_err(unavailable)?
+        .success()
+        .map_err(unavailable)?;
+    Ok(found.into_iter().next().map(SearchEntry::construct))
+}
+
+/// The `member;range=…` key of a ranged answer.
+fn range_key(attrs: &HashMap<String, Vec<String>>) -> Option<String> {
+    attrs
+        .keys()
+        .find(|k| k.to_ascii_lowercase().starts_with("member;range="))
+        .cloned()
+}
+
+/// An attribute's first value as bytes, wherever `SearchEntry` put it (a
+/// binary value that happens to be valid UTF-8 lands in `attrs`), by a
+/// case-insensitive name.
+fn binary(entry: &SearchEntry, attr: &str) -> Option<Vec<u8>> {
+    let bin = entry
+        .bin_attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(attr));
+    if let Some(v) = bin.and_then(|(_, v)| v.first()) {
+        return Some(v.clone());
+    }
+    let text = entry
+        .attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(attr));
+    text.and_then(|(_, v)| v.first())
+        .map(|v| v.as_bytes().to_vec())
+}
+
+fn parenthesized(filter: &str) -> String {
+    if filter.starts_with('(') {
+        filter.to_string()
+    } else {
+        format!("({filter})")
+    }
+}
+
+/// `<GUID=…>;<SID=…>;CN=x,…` → `CN=x,…` (a plain DN is returned as is).
+fn plain_dn(dn: &str) -> &str {
+    dn.rsplit_once(">;").map_or(dn, |(_, rest)| rest)
+}
+
+/// The GUID of an extended DN (`<GUID=` 32 hex digits of the raw bytes
+/// `>;…`) in the text form of [`guid_text`].
+fn extended_guid(dn: &str) -> Option<String> {
+    let hex = dn.strip_prefix("<GUID=")?.split_once('>')?.0;
+    if hex.len() != 32 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..16)
+        .map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    guid_text(&bytes?)
 }
 
 fn first<'a>(entry: &'a SearchEntry, attr: &str) -> Option<&'a str> {
@@ -531,5 +808,16 @@ mod tests {
             Some("00112233-4455-6677-8899-aabbccddeeff")
         );
         assert_eq!(normalize_dn("uid=A, ou=People"), "uid=a,ou=people");
+        // Samba's answer for alice with the extended-DN control (no value).
+        let extended =
+            "<GUID=6e9556e2f29c3147af4d660b29d128fd>;<SID=0105>;CN=alice,CN=Users,DC=corp";
+        assert_eq!(
+            extended_guid(extended).as_deref(),
+            Some("e256956e-9cf2-4731-af4d-660b29d128fd")
+        );
+        assert_eq!(plain_dn(extended), "CN=alice,CN=Users,DC=corp");
+        assert_eq!(plain_dn("CN=bob,DC=corp"), "CN=bob,DC=corp");
+        assert_eq!(extended_guid("CN=bob,DC=corp"), None);
+        assert_eq!(parenthesized("cn=x"), "(cn=x)");
     }
 }

@@ -21,4 +21,6 @@ pub mod runner;
 pub mod snapshot;
 
 pub use error::{SourceError, SyncError};
-pub use snapshot::{Mappings, Source, SourceGroup, SourceMember, SourceSnapshot, SourceUser};
+pub use snapshot::{
+    Mappings, Source, SourceGroup, SourceMember, SourceRead, SourceSnapshot, SourceUser,
+};

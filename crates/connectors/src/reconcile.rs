@@ -85,8 +85,15 @@ pub struct Plan {
     pub delete_groups: Vec<Group>,
 }
 
-/// Compares the snapshot with the stored state.
-pub fn plan(stored: &Stored, snapshot: &SourceSnapshot, policy: DeprovisionPolicy) -> Plan {
+/// Compares the snapshot with the stored state. An incomplete snapshot
+/// (an incremental read) holds only what changed: nothing is removed for
+/// being absent from it.
+pub fn plan(
+    stored: &Stored,
+    snapshot: &SourceSnapshot,
+    complete: bool,
+    policy: DeprovisionPolicy,
+) -> Plan {
     let mut plan = Plan::default();
     let mut seen = BTreeSet::new();
     for user in &snapshot.users {
@@ -99,7 +106,7 @@ pub fn plan(stored: &Stored, snapshot: &SourceSnapshot, policy: DeprovisionPolic
             Some(_) => {}
         }
     }
-    for (ext, user) in &stored.users {
+    for (ext, user) in stored.users.iter().filter(|_| complete) {
         let gone = !seen.contains(ext.as_str());
         let already_done = policy == DeprovisionPolicy::Deactivate && !user.fields.active;
         if gone && !already_done {
@@ -120,7 +127,7 @@ pub fn plan(stored: &Stored, snapshot: &SourceSnapshot, policy: DeprovisionPolic
     plan.delete_groups = stored
         .groups
         .iter()
-        .filter(|(ext, _)| !seen_groups.contains(ext.as_str()))
+        .filter(|(ext, _)| complete && !seen_groups.contains(ext.as_str()))
         .map(|(_, g)| g.clone())
         .collect();
     // Stable write order (the change log's order follows it), whatever
@@ -266,6 +273,12 @@ async fn sync_members(
     group_ids: &HashMap<&str, Uuid>,
 ) -> Result<(), SyncError> {
     let empty = HashSet::new();
+    let as_user = |ext: &String| user_ids.get(ext.as_str()).map(|&id| (id, MemberKind::User));
+    let as_group = |ext: &String| {
+        group_ids
+            .get(ext.as_str())
+            .map(|&id| (id, MemberKind::Group))
+    };
     for group in &snapshot.groups {
         let Some(&gid) = group_ids.get(group.external_id.as_str()) else {
             continue;
@@ -274,12 +287,9 @@ async fn sync_members(
             .members
             .iter()
             .filter_map(|m| match m {
-                SourceMember::User(ext) => {
-                    user_ids.get(ext.as_str()).map(|&id| (id, MemberKind::User))
-                }
-                SourceMember::Group(ext) => group_ids
-                    .get(ext.as_str())
-                    .map(|&id| (id, MemberKind::Group)),
+                SourceMember::User(ext) => as_user(ext),
+                SourceMember::Group(ext) => as_group(ext),
+                SourceMember::Any(ext) => as_user(ext).or_else(|| as_group(ext)),
             })
             .collect();
         let have = stored.members.get(&gid).unwrap_or(&empty);

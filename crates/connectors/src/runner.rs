@@ -116,7 +116,12 @@ pub async fn sync_directory(
         used_confirmation: row.confirmed && outcome.is_ok(),
     };
     match &outcome {
-        Ok(counts) => tracing::info!(?counts, "sync done"),
+        Ok(ran) => tracing::info!(
+            counts = ?ran.counts,
+            read = ran.read,
+            incremental = ran.incremental,
+            "sync done"
+        ),
         Err(error) => tracing::warn!(%error, "sync failed"),
     }
     if !store.record_sync(dir, owner, &record).await? {
@@ -126,23 +131,19 @@ pub async fn sync_directory(
     outcome.map(|_| Some(status))
 }
 
-fn record_metrics(
-    row: &DirectorySource,
-    took: Duration,
-    outcome: &Result<reconcile::Counts, SyncError>,
-) {
+fn record_metrics(row: &DirectorySource, took: Duration, outcome: &Result<Ran, SyncError>) {
     let source = SyncLabels {
         kind: row.settings.kind.as_str().into(),
         directory: row.directory_id.to_string(),
     };
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     let (label, written) = match outcome {
-        Ok(c) => (
+        Ok(ran) => (
             "ok",
             Some([
-                ("created", count(c.created)),
-                ("updated", count(c.updated)),
-                ("removed", count(c.removed)),
+                ("created", count(ran.counts.created)),
+                ("updated", count(ran.counts.updated)),
+                ("removed", count(ran.counts.removed)),
             ]),
         ),
         Err(error) => (error.cause(), None),
@@ -150,24 +151,36 @@ fn record_metrics(
     metrics().sync_run(&source, label, took.as_secs_f64(), written);
 }
 
-/// Read, diff, safeguard, write.
-async fn run(
-    store: &dyn Store,
-    key: &SealingKey,
-    row: &DirectorySource,
-) -> Result<reconcile::Counts, SyncError> {
+/// What a successful run read and wrote.
+#[derive(Debug)]
+struct Ran {
+    counts: reconcile::Counts,
+    read: i64,
+    incremental: bool,
+    cursor: Option<serde_json::Value>,
+}
+
+/// Read (from the previous run's cursor), diff, safeguard, write.
+async fn run(store: &dyn Store, key: &SealingKey, row: &DirectorySource) -> Result<Ran, SyncError> {
     let dir = row.directory_id;
     let directory = store.get_directory(dir).await?;
     let policy = directory.deprovision_policy;
     let source = build_source(key, row, Mappings::new(directory.attribute_mappings))?;
-    let snapshot = source.read().await?;
+    let read = source.read_since(row.status.cursor.as_ref()).await?;
+    let snapshot = &read.snapshot;
     let stored = reconcile::load(store, dir).await?;
-    let plan = reconcile::plan(&stored, &snapshot, policy);
+    let plan = reconcile::plan(&stored, snapshot, read.complete, policy);
     if !row.confirmed {
         reconcile::safeguard(&stored, &plan, row.settings.mass_delete_percent)
             .map_err(SyncError::NeedsConfirmation)?;
     }
-    reconcile::apply(store, dir, policy, &stored, &snapshot, plan).await
+    let counts = reconcile::apply(store, dir, policy, &stored, snapshot, plan).await?;
+    Ok(Ran {
+        counts,
+        read: i64::try_from(snapshot.users.len() + snapshot.groups.len()).unwrap_or(i64::MAX),
+        incremental: !read.complete,
+        cursor: read.cursor,
+    })
 }
 
 /// Keeps the lease alive during a long sync (renewed at a third of its
@@ -192,19 +205,25 @@ fn status_of(
     row: &DirectorySource,
     started: chrono::DateTime<Utc>,
     took: Duration,
-    outcome: &Result<reconcile::Counts, SyncError>,
+    outcome: &Result<Ran, SyncError>,
 ) -> SyncStatus {
+    // A failed run keeps the previous cursor: the next one re-reads from
+    // there, so a change is never skipped.
     let mut status = SyncStatus {
         last_started_at: Some(started),
         last_finished_at: Some(Utc::now()),
         last_duration_ms: i64::try_from(took.as_millis()).unwrap_or(i64::MAX),
+        cursor: row.status.cursor.clone(),
         ..SyncStatus::default()
     };
     match outcome {
-        Ok(counts) => {
-            status.created = counts.created;
-            status.updated = counts.updated;
-            status.removed = counts.removed;
+        Ok(ran) => {
+            status.created = ran.counts.created;
+            status.updated = ran.counts.updated;
+            status.removed = ran.counts.removed;
+            status.read = ran.read;
+            status.incremental = ran.incremental;
+            status.cursor = ran.cursor.clone();
         }
         Err(SyncError::NeedsConfirmation(reason)) => {
             status.needs_confirmation = Some(reason.clone());
@@ -224,7 +243,7 @@ fn status_of(
 fn next_run(
     row: &DirectorySource,
     status: &SyncStatus,
-    outcome: &Result<reconcile::Counts, SyncError>,
+    outcome: &Result<Ran, SyncError>,
     options: &SyncerOptions,
 ) -> chrono::Duration {
     let interval = Duration::from_secs(u64::try_from(row.settings.interval_secs).unwrap_or(0));

@@ -22,6 +22,10 @@ pub struct SourceUser {
 pub enum SourceMember {
     User(String),
     Group(String),
+    /// Known by id only (an AD extended DN's GUID read in an incremental
+    /// sync, where the member itself may not have been read): whichever
+    /// stored or read user or group has that id.
+    Any(String),
 }
 
 /// A group as the source has it.
@@ -41,11 +45,35 @@ pub struct SourceSnapshot {
     pub groups: Vec<SourceGroup>,
 }
 
+/// What one sync read: everything, or only what changed since `cursor`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceRead {
+    pub snapshot: SourceSnapshot,
+    /// `false`: the snapshot holds only the users and groups changed since
+    /// the previous read, so absence from it does not mean removal.
+    pub complete: bool,
+    /// Where the next read starts (kept in the sync status); `None`: full.
+    pub cursor: Option<serde_json::Value>,
+}
+
 /// A directory that Roster reads (rather than one that pushes to Roster).
 #[async_trait]
 pub trait Source: Send + Sync {
     /// Reads every user and group under the configured scope.
     async fn read(&self) -> Result<SourceSnapshot, SourceError>;
+
+    /// Reads what changed since `cursor` (the previous read's), for
+    /// sources that can; the others read everything.
+    async fn read_since(
+        &self,
+        _cursor: Option<&serde_json::Value>,
+    ) -> Result<SourceRead, SourceError> {
+        Ok(SourceRead {
+            snapshot: self.read().await?,
+            complete: true,
+            cursor: None,
+        })
+    }
 }
 
 /// The directory's attribute mappings, as a source applies them to its own

@@ -84,6 +84,13 @@ pub struct SyncStatus {
     pub failures: i32,
     /// Set when the mass-deletion safeguard stopped the sync: why.
     pub needs_confirmation: Option<String>,
+    /// Users and groups the last run read from the source.
+    pub read: i64,
+    /// Whether the last run read only what changed since the previous one.
+    pub incremental: bool,
+    /// Where the source's next incremental read starts (the connector's
+    /// own JSON, e.g. AD's USN watermark); `None`: a full read.
+    pub cursor: Option<serde_json::Value>,
 }
 
 /// A pulled directory as stored.

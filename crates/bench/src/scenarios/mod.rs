@@ -3,6 +3,7 @@
 pub mod churn;
 pub mod fanout;
 pub mod hot_group;
+pub mod ldap_sync;
 pub mod limit;
 pub mod lookup;
 pub mod onboarding;
@@ -15,7 +16,7 @@ use crate::cli::BenchArgs;
 use crate::report::Report;
 
 /// Every scenario, in the order `all` runs them.
-pub const ALL: [&str; 8] = [
+pub const ALL: [&str; 9] = [
     "onboarding",
     "limit",
     "lookup",
@@ -24,6 +25,7 @@ pub const ALL: [&str; 8] = [
     "watch-latency",
     "fanout",
     "webhooks",
+    "ldap-sync",
 ];
 
 /// Runs scenario `name` (or `all`), prints its tables and returns its JSON.
@@ -46,6 +48,7 @@ async fn run_one(name: &str, args: &BenchArgs) -> anyhow::Result<Report> {
         "fanout" => fanout::run(args).await,
         "limit" => limit::run(args).await,
         "webhooks" => webhooks::run(args).await,
+        "ldap-sync" => ldap_sync::run(args).await,
         other => anyhow::bail!("unknown scenario {other}"),
     }
 }

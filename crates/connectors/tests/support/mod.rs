@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 
+use roster_connectors::credentials;
 use roster_store::postgres::PgStore;
 use roster_store::sqlite::SqliteStore;
-use roster_store::{ChangeFilter, ChangeRecord, DirectoryId, ListQuery, Store, User};
+use roster_store::*;
+use roster_webhook::SealingKey;
 
 /// A migrated store; a SQLite one's files go when it is dropped.
 pub struct Env {
@@ -88,4 +90,42 @@ pub async fn user_named(store: &dyn Store, dir: DirectoryId, user_name: &str) ->
         .into_iter()
         .find(|u| u.fields.user_name == user_name)
         .unwrap_or_else(|| panic!("no user {user_name}"))
+}
+
+/// A new directory (policy: delete) read from an Active Directory source
+/// with `settings`, its password sealed with `key`.
+pub async fn ad_directory(
+    store: &dyn Store,
+    key: &SealingKey,
+    name: &str,
+    settings: serde_json::Value,
+    password: &str,
+) -> DirectoryId {
+    let dir = store
+        .create_directory(NewDirectory {
+            name: name.into(),
+            organization: "corp".into(),
+            provider: ProviderKind::Generic,
+            deprovision_policy: DeprovisionPolicy::Delete,
+            attribute_mappings: Vec::new(),
+        })
+        .await
+        .expect("directory")
+        .id;
+    let sealed = credentials::seal(key, dir, password).expect("seal");
+    store
+        .put_source(
+            dir,
+            SourceSettings {
+                kind: SourceKind::ActiveDirectory,
+                settings,
+                sealed_credentials: Some(sealed),
+                interval_secs: 900,
+                // The scenarios remove users on purpose.
+                mass_delete_percent: 100,
+            },
+        )
+        .await
+        .expect("source");
+    dir
 }
