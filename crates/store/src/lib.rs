@@ -42,6 +42,7 @@
 
 pub mod error;
 mod filter_sql;
+mod keyed;
 mod members;
 pub mod model;
 mod page_token;

@@ -65,13 +65,11 @@ mod directories;
 pub(crate) mod errors;
 mod groups;
 mod head;
-mod lease;
 mod lists;
 mod notify;
 mod portal;
 mod rekey;
 mod snapshot;
-mod sources;
 mod tx;
 mod users;
 mod webhooks;
@@ -91,7 +89,7 @@ use crate::PoolStats;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
-use crate::write::{Backend, ChangeQueue};
+use crate::write::{Backend, ChangeQueue, Pools, ProgressWrite};
 
 /// The embedded migrations of `migrations/postgres`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -240,6 +238,12 @@ fn snapshot_pool(options: &PgConnectOptions, connections: u32) -> PgPool {
 #[async_trait]
 impl Backend for PgStore {
     type Tx = Tx;
+    type Db = Postgres;
+    const WEBHOOKS_BY_AGE: &'static str = "created_at, id";
+
+    fn pools(&self) -> Pools<'_, Postgres> {
+        Pools::one(&self.pool)
+    }
 
     async fn begin(&self) -> StoreResult<Tx> {
         Ok(Tx {
@@ -268,6 +272,10 @@ impl Backend for PgStore {
         writes: Vec<UserWrite>,
     ) -> Vec<StoreResult<User>> {
         self.create_users_impl(dir, writes).await
+    }
+
+    async fn record_webhook_progress(&self, write: ProgressWrite<'_>) -> StoreResult<bool> {
+        webhooks::record_progress(&self.pool, write).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
