@@ -88,6 +88,7 @@ use self::tx::Tx;
 use crate::PoolStats;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::portal::NewActivity;
 use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
 use crate::write::{Backend, ChangeQueue, Pools, ProgressWrite};
 
@@ -272,6 +273,10 @@ impl Backend for PgStore {
         writes: Vec<UserWrite>,
     ) -> Vec<StoreResult<User>> {
         self.create_users_impl(dir, writes).await
+    }
+
+    async fn record_activity(&self, entries: &[NewActivity]) -> StoreResult<u64> {
+        portal::record_activity(&self.pool, entries).await
     }
 
     async fn record_webhook_progress(&self, write: ProgressWrite<'_>) -> StoreResult<bool> {

@@ -18,8 +18,8 @@ pub type Stmt<DB> = Query<'static, DB, <DB as Database>::Arguments>;
 
 /// What the shared readers and statements need to know of a backend's
 /// database: how its errors read (unique violations, serialization
-/// failures …), how its SQL names a statement's parameter, and how it
-/// stores what its column types do not share (ids, times, booleans).
+/// failures …) and how it stores what the column types of the two do not
+/// share (ids, times). Both read parameters written `$n`.
 ///
 /// The supertraits say which values bind and decode without conversion; as
 /// supertraits (unlike where clauses on those types) they follow
@@ -34,17 +34,15 @@ pub trait Dialect:
     + Binds<Option<Vec<u8>>>
     + Gets<Option<String>>
     + Gets<i64>
+    + Gets<Option<i64>>
     + Gets<i32>
     + Gets<Option<i32>>
     + Gets<bool>
     + Gets<Option<Vec<u8>>>
 {
-    const FIRST_PARAM: &'static str;
     /// How an id is bound and stored (PostgreSQL `uuid`, SQLite text).
     type Id: for<'q> Encode<'q, Self> + Type<Self> + Send + 'static;
     fn map_db(error: sqlx::Error) -> StoreError;
-    /// The `n`th (1-based) statement parameter.
-    fn param(n: usize) -> String;
     fn id(id: Uuid) -> Self::Id;
     fn read_id(row: &Self::Row, column: &str) -> StoreResult<Uuid>;
     fn read_opt_id(row: &Self::Row, column: &str) -> StoreResult<Option<Uuid>>;
@@ -57,16 +55,16 @@ pub trait Dialect:
     fn later(n: usize) -> String;
     fn bind_later(query: Stmt<Self>, after: Duration, now: DateTime<Utc>) -> Stmt<Self>;
     fn rows_affected(result: &Self::QueryResult) -> u64;
+    /// How a write transaction starts.
+    const BEGIN_WRITE: &'static str;
+    /// What a `SELECT` of rows the transaction will change ends with.
+    const FOR_UPDATE: &'static str;
 }
 
 impl Dialect for sqlx::Postgres {
-    const FIRST_PARAM: &'static str = "$1";
     type Id = Uuid;
     fn map_db(error: sqlx::Error) -> StoreError {
         crate::postgres::errors::map_db(error)
-    }
-    fn param(n: usize) -> String {
-        format!("${n}")
     }
     fn id(id: Uuid) -> Uuid {
         id
@@ -95,16 +93,15 @@ impl Dialect for sqlx::Postgres {
     fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
         result.rows_affected()
     }
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    /// The row lock makes concurrent writers of the row take turns.
+    const FOR_UPDATE: &'static str = "FOR UPDATE";
 }
 
 impl Dialect for sqlx::Sqlite {
-    const FIRST_PARAM: &'static str = "?";
     type Id = String;
     fn map_db(error: sqlx::Error) -> StoreError {
         crate::sqlite::errors::map_db(error)
-    }
-    fn param(n: usize) -> String {
-        format!("?{n}")
     }
     fn id(id: Uuid) -> String {
         crate::sqlite::codec::id_text(id)
@@ -140,6 +137,12 @@ impl Dialect for sqlx::Sqlite {
     fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         result.rows_affected()
     }
+    /// Takes the write lock up front, so a transaction never has to
+    /// upgrade a read lock (which fails with SQLITE_BUSY instead of
+    /// waiting).
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    /// The single writer makes writers take turns; SQLite has no row locks.
+    const FOR_UPDATE: &'static str = "";
 }
 
 /// `T` binds as a parameter of this database's statements as it is.
@@ -171,11 +174,30 @@ where
     }
 }
 
-/// Runs an owned statement on a pool of this database.
+/// Where a statement runs: on a pool, as its own transaction, or in an
+/// open transaction.
+pub enum On<'e, DB: Database> {
+    Pool(&'e Pool<DB>),
+    Tx(&'e mut DB::Connection),
+}
+
+impl<'e, DB: Database> From<&'e Pool<DB>> for On<'e, DB> {
+    fn from(pool: &'e Pool<DB>) -> Self {
+        On::Pool(pool)
+    }
+}
+
+impl<'e, DB: Database> From<&'e mut sqlx::Transaction<'static, DB>> for On<'e, DB> {
+    fn from(tx: &'e mut sqlx::Transaction<'static, DB>) -> Self {
+        On::Tx(&mut **tx)
+    }
+}
+
+/// Runs an owned statement of this database.
 pub trait Run: Database {
-    fn fetch_all(pool: &Pool<Self>, query: Stmt<Self>) -> RunFuture<'_, Vec<Self::Row>>;
-    fn fetch_optional(pool: &Pool<Self>, query: Stmt<Self>) -> RunFuture<'_, Option<Self::Row>>;
-    fn execute(pool: &Pool<Self>, query: Stmt<Self>) -> RunFuture<'_, Self::QueryResult>;
+    fn fetch_all(on: On<'_, Self>, query: Stmt<Self>) -> RunFuture<'_, Vec<Self::Row>>;
+    fn fetch_optional(on: On<'_, Self>, query: Stmt<Self>) -> RunFuture<'_, Option<Self::Row>>;
+    fn execute(on: On<'_, Self>, query: Stmt<Self>) -> RunFuture<'_, Self::QueryResult>;
 }
 
 pub type RunFuture<'p, T> = BoxFuture<'p, Result<T, sqlx::Error>>;
@@ -185,15 +207,37 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
 {
-    fn fetch_all(pool: &Pool<Self>, query: Stmt<Self>) -> RunFuture<'_, Vec<Self::Row>> {
-        Box::pin(query.fetch_all(pool))
+    fn fetch_all(on: On<'_, Self>, query: Stmt<Self>) -> RunFuture<'_, Vec<Self::Row>> {
+        match on {
+            On::Pool(pool) => Box::pin(query.fetch_all(pool)),
+            On::Tx(conn) => Box::pin(query.fetch_all(conn)),
+        }
     }
-    fn fetch_optional(pool: &Pool<Self>, query: Stmt<Self>) -> RunFuture<'_, Option<Self::Row>> {
-        Box::pin(query.fetch_optional(pool))
+    fn fetch_optional(on: On<'_, Self>, query: Stmt<Self>) -> RunFuture<'_, Option<Self::Row>> {
+        match on {
+            On::Pool(pool) => Box::pin(query.fetch_optional(pool)),
+            On::Tx(conn) => Box::pin(query.fetch_optional(conn)),
+        }
     }
-    fn execute(pool: &Pool<Self>, query: Stmt<Self>) -> RunFuture<'_, Self::QueryResult> {
-        Box::pin(query.execute(pool))
+    fn execute(on: On<'_, Self>, query: Stmt<Self>) -> RunFuture<'_, Self::QueryResult> {
+        match on {
+            On::Pool(pool) => Box::pin(query.execute(pool)),
+            On::Tx(conn) => Box::pin(query.execute(conn)),
+        }
     }
+}
+
+/// Opens a write transaction on `writer` the backend's way
+/// ([`Dialect::BEGIN_WRITE`]).
+pub(crate) async fn begin_write<DB: Dialect>(
+    writer: &Pool<DB>,
+) -> StoreResult<sqlx::Transaction<'static, DB>> {
+    writer.begin_with(DB::BEGIN_WRITE).await.map_err(DB::map_db)
+}
+
+/// Commits a transaction opened by [`begin_write`].
+pub(crate) async fn commit<DB: Dialect>(tx: sqlx::Transaction<'static, DB>) -> StoreResult<()> {
+    tx.commit().await.map_err(DB::map_db)
 }
 
 /// One argument of a [`Sql`] statement, bound in the backend's own column
@@ -234,6 +278,7 @@ arg_from! {
     Text: Option<String> => v => v;
     Text: Option<&str> => v => v.map(str::to_owned);
     Int: i64 => v => Some(v);
+    Int: Option<i64> => v => v;
     Int32: i32 => v => Some(v);
     Int32: Option<i32> => v => v;
     Flag: bool => v => Some(v);
@@ -288,42 +333,43 @@ impl Sql {
     }
 
     /// Every row, decoded.
-    pub(crate) async fn all<DB: Dialect, T>(
+    pub(crate) async fn all<'e, DB: Dialect, T>(
         self,
-        pool: &Pool<DB>,
+        on: impl Into<On<'e, DB>>,
         decode: fn(&DB::Row) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {
-        let rows = DB::fetch_all(pool, self.query())
-            .await
-            .map_err(DB::map_db)?;
-        rows.iter().map(decode).collect()
+        let rows = DB::fetch_all(on.into(), self.query()).await;
+        rows.map_err(DB::map_db)?.iter().map(decode).collect()
     }
 
     /// The row, if there is one, decoded.
-    pub(crate) async fn optional<DB: Dialect, T>(
+    pub(crate) async fn optional<'e, DB: Dialect, T>(
         self,
-        pool: &Pool<DB>,
+        on: impl Into<On<'e, DB>>,
         decode: fn(&DB::Row) -> StoreResult<T>,
     ) -> StoreResult<Option<T>> {
-        let row = DB::fetch_optional(pool, self.query()).await;
+        let row = DB::fetch_optional(on.into(), self.query()).await;
         row.map_err(DB::map_db)?.as_ref().map(decode).transpose()
     }
 
     /// The one row, decoded, or `NotFound(what)`.
-    pub(crate) async fn one<DB: Dialect, T>(
+    pub(crate) async fn one<'e, DB: Dialect, T>(
         self,
-        pool: &Pool<DB>,
+        on: impl Into<On<'e, DB>>,
         what: &'static str,
         decode: fn(&DB::Row) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        let row = self.optional(pool, decode).await?;
+        let row = self.optional(on, decode).await?;
         row.ok_or(StoreError::NotFound(what))
     }
 
     /// Runs it; returns how many rows it changed.
-    pub(crate) async fn execute<DB: Dialect>(self, pool: &Pool<DB>) -> StoreResult<u64> {
-        let done = DB::execute(pool, self.query()).await.map_err(DB::map_db)?;
-        Ok(DB::rows_affected(&done))
+    pub(crate) async fn execute<'e, DB: Dialect>(
+        self,
+        on: impl Into<On<'e, DB>>,
+    ) -> StoreResult<u64> {
+        let done = DB::execute(on.into(), self.query()).await;
+        Ok(DB::rows_affected(&done.map_err(DB::map_db)?))
     }
 }
 
@@ -344,6 +390,9 @@ impl<DB: Dialect> Cols<'_, DB> {
         self.opt_text(name)?.ok_or_else(|| null(name))
     }
     pub(crate) fn int(&self, name: &str) -> StoreResult<i64> {
+        self.get(name)
+    }
+    pub(crate) fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
         self.get(name)
     }
     pub(crate) fn int32(&self, name: &str) -> StoreResult<i32> {
@@ -418,29 +467,20 @@ where
 /// The live (unrevoked) secret of `table` (tokens, service credentials)
 /// whose hash is `hash`, decoded from `columns`, with the hash as stored for
 /// the caller's constant-time comparison.
-pub(crate) async fn live_secret<'c, DB, T>(
-    conn: impl Executor<'c, Database = DB>,
+pub(crate) async fn live_secret<DB: Dialect, T>(
+    readers: &Pool<DB>,
     table: &str,
     columns: &str,
     hash: &[u8; 32],
     decode: impl Fn(&DB::Row) -> StoreResult<T>,
-) -> StoreResult<Option<(T, [u8; 32])>>
-where
-    DB: Dialect,
-    DB::Arguments: IntoArguments<DB>,
-    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
-    Vec<u8>: for<'r> Decode<'r, DB> + Type<DB>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-{
-    let sql = format!(
-        "SELECT {columns}, hash FROM {table} WHERE hash = {} AND revoked_at IS NULL",
-        DB::FIRST_PARAM
-    );
-    let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&hash[..]);
-    let Some(row) = query.fetch_optional(conn).await.map_err(DB::map_db)? else {
+) -> StoreResult<Option<(T, [u8; 32])>> {
+    let sql = format!("SELECT {columns}, hash FROM {table} WHERE hash = $1 AND revoked_at IS NULL");
+    let query = Sql::new(sql).bind(&hash[..]).query();
+    let row = DB::fetch_optional(readers.into(), query).await;
+    let Some(row) = row.map_err(DB::map_db)? else {
         return Ok(None);
     };
-    let hash = stored_hash(row.try_get("hash").map_err(DB::map_db)?)?;
+    let hash = stored_hash(Cols::<DB>(&row).opt_blob("hash")?.unwrap_or_default())?;
     Ok(Some((decode(&row)?, hash)))
 }
 

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 use crate::PoolStats;
 use crate::error::{StoreError, StoreResult};
+use crate::portal::NewActivity;
 use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
 use crate::write::{Backend, Pools, ProgressWrite};
 use errors::map_db;
@@ -239,6 +240,10 @@ impl Backend for SqliteStore {
             });
         }
         Ok(())
+    }
+
+    async fn record_activity(&self, entries: &[NewActivity]) -> StoreResult<u64> {
+        portal::record_activity(self, entries).await
     }
 
     async fn record_webhook_progress(&self, write: ProgressWrite<'_>) -> StoreResult<bool> {

@@ -156,9 +156,7 @@ pub trait WriteTx: Send {
 /// A store backend: write transactions for the core, plus the reads (and
 /// the writes that append no change), grouped as the backends' files are.
 #[async_trait]
-pub trait Backend:
-    Directories + Credentials + Reads + ChangeLog + crate::portal::PortalStore + Send + Sync + 'static
-{
+pub trait Backend: Directories + Credentials + Reads + ChangeLog + Send + Sync + 'static {
     type Tx: WriteTx + 'static;
     /// The database, for the statements both backends share
     /// ([`crate::rows::Sql`]: webhook endpoints, pulled directories).
@@ -204,6 +202,9 @@ pub trait Backend:
         results
     }
 
+    /// [`crate::PortalStore::record_activity`] of a non-empty batch: the
+    /// gateway's audit trail, so each backend writes it its fastest way.
+    async fn record_activity(&self, entries: &[crate::portal::NewActivity]) -> StoreResult<u64>;
     /// [`crate::Store::record_webhook_progress`]: after every delivery, so
     /// each backend writes it its fastest way.
     async fn record_webhook_progress(&self, write: ProgressWrite<'_>) -> StoreResult<bool>;
