@@ -40,6 +40,7 @@
 //! both backends share in `portal.rs`, each backend's SQL in its own
 //! `portal.rs`.
 
+mod directories;
 pub mod error;
 mod filter_sql;
 mod keyed;

@@ -61,7 +61,6 @@
 
 mod changes;
 mod credentials;
-mod directories;
 pub(crate) mod errors;
 mod groups;
 mod head;
@@ -240,7 +239,6 @@ fn snapshot_pool(options: &PgConnectOptions, connections: u32) -> PgPool {
 impl Backend for PgStore {
     type Tx = Tx;
     type Db = Postgres;
-    const WEBHOOKS_BY_AGE: &'static str = "created_at, id";
 
     fn pools(&self) -> Pools<'_, Postgres> {
         Pools::one(&self.pool)

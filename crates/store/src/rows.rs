@@ -57,6 +57,10 @@ pub trait Dialect:
     fn rows_affected(result: &Self::QueryResult) -> u64;
     /// How a write transaction starts.
     const BEGIN_WRITE: &'static str;
+    /// How the rows of a table with a creation time sort oldest first.
+    const BY_AGE: &'static str;
+    /// A JSON document column (PostgreSQL `jsonb`, SQLite text).
+    fn read_json(row: &Self::Row, column: &str) -> StoreResult<serde_json::Value>;
     /// What a `SELECT` of rows the transaction will change ends with.
     const FOR_UPDATE: &'static str;
 }
@@ -94,6 +98,10 @@ impl Dialect for sqlx::Postgres {
         result.rows_affected()
     }
     const BEGIN_WRITE: &'static str = "BEGIN";
+    const BY_AGE: &'static str = "created_at, id";
+    fn read_json(row: &sqlx::postgres::PgRow, column: &str) -> StoreResult<serde_json::Value> {
+        row.try_get(column).map_err(Self::map_db)
+    }
     /// The row lock makes concurrent writers of the row take turns.
     const FOR_UPDATE: &'static str = "FOR UPDATE";
 }
@@ -141,6 +149,13 @@ impl Dialect for sqlx::Sqlite {
     /// upgrade a read lock (which fails with SQLITE_BUSY instead of
     /// waiting).
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    /// The insertion order: two rows created in one microsecond (or across
+    /// a clock step back) still list in the order they were made.
+    const BY_AGE: &'static str = "created_seq";
+    fn read_json(row: &sqlx::sqlite::SqliteRow, column: &str) -> StoreResult<serde_json::Value> {
+        use crate::sqlite::codec::Col;
+        row.json(column)
+    }
     /// The single writer makes writers take turns; SQLite has no row locks.
     const FOR_UPDATE: &'static str = "";
 }

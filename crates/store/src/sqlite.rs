@@ -14,7 +14,6 @@
 mod changes;
 pub(crate) mod codec;
 mod credentials;
-mod directories;
 pub(crate) mod errors;
 mod groups;
 mod lists;
@@ -215,9 +214,6 @@ fn create_parent_dir(file: &Path) -> StoreResult<()> {
 impl Backend for SqliteStore {
     type Tx = Tx;
     type Db = Sqlite;
-    // The insertion order: two endpoints created in one microsecond (or
-    // across a clock step back) still list in the order they were made.
-    const WEBHOOKS_BY_AGE: &'static str = "created_seq";
 
     fn pools(&self) -> Pools<'_, Sqlite> {
         Pools {

@@ -236,7 +236,7 @@ pub(crate) async fn list<B: Backend>(b: &B, dir: Option<DirectoryId>) -> StoreRe
     let sql = format!(
         "SELECT {COLUMNS} FROM webhook_endpoints \
          WHERE $1 IS NULL OR directory_id = $1 OR directory_id IS NULL ORDER BY {}",
-        B::WEBHOOKS_BY_AGE
+        B::Db::BY_AGE
     );
     Sql::new(sql)
         .bind(dir.map(|d| d.0))

@@ -156,13 +156,11 @@ pub trait WriteTx: Send {
 /// A store backend: write transactions for the core, plus the reads (and
 /// the writes that append no change), grouped as the backends' files are.
 #[async_trait]
-pub trait Backend: Directories + Credentials + Reads + ChangeLog + Send + Sync + 'static {
+pub trait Backend: Credentials + Reads + ChangeLog + Send + Sync + 'static {
     type Tx: WriteTx + 'static;
     /// The database, for the statements both backends share
     /// ([`crate::rows::Sql`]: webhook endpoints, pulled directories).
     type Db: Dialect;
-    /// How webhook endpoints sort oldest first.
-    const WEBHOOKS_BY_AGE: &'static str;
 
     fn pools(&self) -> Pools<'_, Self::Db>;
 
