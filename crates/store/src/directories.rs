@@ -65,15 +65,15 @@ pub(crate) fn decode_directory<DB: Dialect>(row: &DB::Row) -> StoreResult<(Direc
     let mappings = DB::read_json(row, "attribute_mappings")?;
     let directory = Directory {
         id: DirectoryId(c.id("id")?),
-        name: c.text("name")?,
-        organization: c.text("organization")?,
+        name: c.get("name")?,
+        organization: c.get("organization")?,
         provider: c.parsed("provider")?,
         deprovision_policy: c.parsed("deprovision_policy")?,
         attribute_mappings: serde_json::from_value(mappings).map_err(bad_json)?,
         created_at: c.time("created_at")?,
         updated_at: c.time("updated_at")?,
     };
-    Ok((directory, c.int("version")?))
+    Ok((directory, c.get("version")?))
 }
 
 /// A token row ([`TOKEN_COLUMNS`]).
@@ -82,8 +82,8 @@ pub(crate) fn decode_token<DB: Dialect>(row: &DB::Row) -> StoreResult<Token> {
     Ok(Token {
         id: TokenId(c.id("id")?),
         directory_id: DirectoryId(c.id("directory_id")?),
-        name: c.text("name")?,
-        prefix: c.text("prefix")?,
+        name: c.get("name")?,
+        prefix: c.get("prefix")?,
         created_at: c.time("created_at")?,
         revoked_at: c.opt_time("revoked_at")?,
         last_used_at: c.opt_time("last_used_at")?,

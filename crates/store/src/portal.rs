@@ -341,22 +341,22 @@ pub(crate) const SESSION_COLUMNS: &str =
 fn decode_activity<DB: Dialect>(row: &DB::Row) -> StoreResult<Activity> {
     let c = Cols::<DB>(row);
     Ok(Activity {
-        id: c.int("id")?,
+        id: c.get("id")?,
         entry: NewActivity {
             directory_id: DirectoryId(c.id("directory_id")?),
             at: c.time("at")?,
-            request_id: c.text("request_id")?,
-            method: c.text("method")?,
-            path: c.text("path")?,
-            status: c.int32("status")?,
-            scim_type: c.opt_text("scim_type")?,
-            detail: c.opt_text("detail")?,
-            user_agent: c.opt_text("user_agent")?,
-            client_address: c.opt_text("client_address")?,
-            resource_type: c.opt_text("resource_type")?,
-            resource_id: c.opt_text("resource_id")?,
-            revision: c.opt_int("revision")?,
-            duration_ms: c.int("duration_ms")?,
+            request_id: c.get("request_id")?,
+            method: c.get("method")?,
+            path: c.get("path")?,
+            status: c.get("status")?,
+            scim_type: c.get("scim_type")?,
+            detail: c.get("detail")?,
+            user_agent: c.get("user_agent")?,
+            client_address: c.get("client_address")?,
+            resource_type: c.get("resource_type")?,
+            resource_id: c.get("resource_id")?,
+            revision: c.get("revision")?,
+            duration_ms: c.get("duration_ms")?,
         },
     })
 }
@@ -375,7 +375,9 @@ fn decode_link<DB: Dialect>(row: &DB::Row) -> StoreResult<PortalLink> {
 
 /// A link with its stored hash.
 fn decode_hashed<DB: Dialect>(row: &DB::Row) -> StoreResult<(PortalLink, [u8; 32])> {
-    let hash = Cols::<DB>(row).opt_blob("hash")?.unwrap_or_default();
+    let hash = Cols::<DB>(row)
+        .get::<Option<Vec<u8>>>("hash")?
+        .unwrap_or_default();
     Ok((decode_link::<DB>(row)?, crate::error::stored_hash(hash)?))
 }
 

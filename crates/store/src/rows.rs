@@ -32,6 +32,7 @@ pub trait Dialect:
     + Binds<Option<i32>>
     + Binds<Option<bool>>
     + Binds<Option<Vec<u8>>>
+    + Gets<String>
     + Gets<Option<String>>
     + Gets<i64>
     + Gets<Option<i64>>
@@ -392,35 +393,13 @@ impl Sql {
 pub(crate) struct Cols<'r, DB: Database>(pub &'r DB::Row);
 
 impl<DB: Dialect> Cols<'_, DB> {
-    fn get<T>(&self, name: &str) -> StoreResult<T>
+    /// A column whose type both databases decode alike (text, integers,
+    /// booleans, bytes; optional or not).
+    pub(crate) fn get<T>(&self, name: &str) -> StoreResult<T>
     where
         DB: Gets<T>,
     {
         <DB as Gets<T>>::get(self.0, name).map_err(DB::map_db)
-    }
-    pub(crate) fn opt_text(&self, name: &str) -> StoreResult<Option<String>> {
-        self.get(name)
-    }
-    pub(crate) fn text(&self, name: &str) -> StoreResult<String> {
-        self.opt_text(name)?.ok_or_else(|| null(name))
-    }
-    pub(crate) fn int(&self, name: &str) -> StoreResult<i64> {
-        self.get(name)
-    }
-    pub(crate) fn opt_int(&self, name: &str) -> StoreResult<Option<i64>> {
-        self.get(name)
-    }
-    pub(crate) fn int32(&self, name: &str) -> StoreResult<i32> {
-        self.get(name)
-    }
-    pub(crate) fn opt_int32(&self, name: &str) -> StoreResult<Option<i32>> {
-        self.get(name)
-    }
-    pub(crate) fn flag(&self, name: &str) -> StoreResult<bool> {
-        self.get(name)
-    }
-    pub(crate) fn opt_blob(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
-        self.get(name)
     }
     pub(crate) fn id(&self, name: &str) -> StoreResult<Uuid> {
         DB::read_id(self.0, name)
@@ -436,11 +415,13 @@ impl<DB: Dialect> Cols<'_, DB> {
     }
     /// A text column holding a value's stable name.
     pub(crate) fn parsed<T: std::str::FromStr<Err = String>>(&self, name: &str) -> StoreResult<T> {
-        self.text(name)?.parse().map_err(StoreError::Internal)
+        self.get::<String>(name)?
+            .parse()
+            .map_err(StoreError::Internal)
     }
     /// A text column holding JSON.
     pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> StoreResult<T> {
-        crate::sqlite::codec::parse_json(&self.text(name)?)
+        crate::sqlite::codec::parse_json(&self.get::<String>(name)?)
     }
 }
 
@@ -495,7 +476,11 @@ pub(crate) async fn live_secret<DB: Dialect, T>(
     let Some(row) = row.map_err(DB::map_db)? else {
         return Ok(None);
     };
-    let hash = stored_hash(Cols::<DB>(&row).opt_blob("hash")?.unwrap_or_default())?;
+    let hash = stored_hash(
+        Cols::<DB>(&row)
+            .get::<Option<Vec<u8>>>("hash")?
+            .unwrap_or_default(),
+    )?;
     Ok(Some((decode(&row)?, hash)))
 }
 

@@ -10,13 +10,15 @@
 //!   anything.
 //! * [`Backend`]: opening and committing write transactions (committing
 //!   appends the queued changes, taking their revisions, and wakes local
-//!   watchers). Its supertraits [`Directories`], [`Credentials`], [`Reads`]
-//!   and [`ChangeLog`] are the reads and the writes that append no change,
+//!   watchers). Its supertraits [`Credentials`], [`Reads`] and
+//!   [`ChangeLog`] are the reads and the writes that append no change,
 //!   which are backend-specific throughout; each backend implements them in
-//!   the file of the same name's job (`directories.rs`, `credentials.rs`,
-//!   `lists.rs`, `changes.rs`). The tables of webhook endpoints and pulled
-//!   directories are read and written by statements shared by both
-//!   backends (`crate::webhooks`, `crate::sources`, over `crate::rows::Sql`).
+//!   the file of the same name's job (`credentials.rs`, `lists.rs`,
+//!   `changes.rs`). [`Directories`] (in `crate::directories`), the webhook
+//!   endpoints (`crate::webhooks`), pulled directories (`crate::sources`)
+//!   and the portal's tables (`crate::portal`) are read and written by
+//!   statements shared by both backends, over `crate::rows::Sql` and the
+//!   backend's [`Pools`].
 //!
 //! [`crate::Store`] is implemented once, for every [`Backend`], in
 //! `store.rs`; what the core owns there besides the flows is the replay
