@@ -107,6 +107,11 @@ pub struct DirectoryServiceArgs {
     /// How long the audit trail of SCIM requests is kept, in seconds.
     #[arg(long, env = "ROSTER_ACTIVITY_RETENTION_SECS", default_value_t = 30 * 24 * 3600)]
     pub activity_retention_secs: u64,
+    /// How long an admin-portal session lasts after its link was opened, in
+    /// seconds (at most 30 days); then the IT admin needs a new link.
+    #[arg(long, env = "ROSTER_PORTAL_SESSION_SECS", default_value_t = 8 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
+    pub portal_session_secs: u64,
     /// Progress-marker interval of idle WatchChanges streams, in milliseconds.
     #[arg(long, env = "ROSTER_PROGRESS_INTERVAL_MS", default_value_t = 5000)]
     pub progress_interval_ms: u64,
@@ -259,15 +264,24 @@ pub struct MetricsArgs {
     pub metrics_addr: String,
 }
 
-/// `roster serve`.
+/// What every process running the directory service takes (`roster serve`
+/// and `roster directory`): its metrics port, its store and the service's
+/// settings.
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
+pub struct DirectoryProcessArgs {
     #[command(flatten)]
     pub metrics: MetricsArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
     pub directory: DirectoryServiceArgs,
+}
+
+/// `roster serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub process: DirectoryProcessArgs,
     #[command(flatten)]
     pub http: GatewayHttpArgs,
 }
@@ -302,11 +316,7 @@ pub struct GatewayArgs {
 #[derive(Debug, Clone, Args)]
 pub struct DirectoryArgs {
     #[command(flatten)]
-    pub metrics: MetricsArgs,
-    #[command(flatten)]
-    pub store: StoreArgs,
-    #[command(flatten)]
-    pub directory: DirectoryServiceArgs,
+    pub process: DirectoryProcessArgs,
     /// Run on the embedded SQLite store in `--data-dir` when no database URL
     /// is set. A split deployment needs PostgreSQL (the gateway and every
     /// replica must see one store), so without this flag a missing

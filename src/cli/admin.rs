@@ -8,6 +8,14 @@ use tonic::transport::Channel;
 
 use crate::config::{AdminArgs, AdminCommand, ClientArgs, StoreArgs};
 
+/// `admin.rpc(request)` through [`Admin::call`], as the reply's message.
+macro_rules! call {
+    ($admin:expr, $rpc:ident($req:expr)) => {
+        $admin.call($req, async |mut c, r| c.$rpc(r).await).await?
+    };
+}
+
+mod portal;
 mod sources;
 mod webhooks;
 
@@ -24,14 +32,17 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
 /// Runs a command through `AdminService`.
 async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Value> {
     let channel = super::connect(client).await?;
-    let mut admin = Admin {
+    let admin = Admin {
         client: AdminServiceClient::new(channel),
         secret: client.internal_secret.clone(),
     };
     let out = match command {
         AdminCommand::ListDirectories { organization } => {
-            let r = admin.call_list(organization.unwrap_or_default()).await?;
-            Value::Array(r.directories.iter().map(directory_json).collect())
+            let req = ListDirectoriesRequest {
+                organization: organization.unwrap_or_default(),
+            };
+            let r = call!(admin, list_directories(req));
+            list(r.directories, directory_json)
         }
         AdminCommand::CreateDirectory {
             name,
@@ -46,28 +57,18 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
                 deprovision_policy: policy(&deprovision_policy)? as i32,
                 attribute_mappings: vec![],
             };
-            let mut client = admin.client.clone();
-            let r = client
-                .create_directory(admin.request(req)?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            directory_json(&r.directory.context("no directory returned")?)
+            let r = call!(admin, create_directory(req));
+            directory_json(&returned(r.directory, "directory")?)
         }
         AdminCommand::GetDirectory { id } => {
-            let mut client = admin.client.clone();
-            let r = client
-                .get_directory(admin.request(GetDirectoryRequest { id })?)
-                .await
-                .map_err(status)?;
-            directory_json(&r.into_inner().directory.context("no directory returned")?)
+            let r = call!(admin, get_directory(GetDirectoryRequest { id }));
+            directory_json(&returned(r.directory, "directory")?)
         }
         AdminCommand::DeleteDirectory { id } => {
-            let mut client = admin.client.clone();
-            client
-                .delete_directory(admin.request(DeleteDirectoryRequest { id: id.clone() })?)
-                .await
-                .map_err(status)?;
+            call!(
+                admin,
+                delete_directory(DeleteDirectoryRequest { id: id.clone() })
+            );
             json!({ "deleted": id })
         }
         AdminCommand::MapAttribute {
@@ -76,42 +77,32 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
             target,
         } => admin.map_attribute(directory_id, source, target).await?,
         AdminCommand::CreateToken { directory_id, name } => {
-            let mut client = admin.client.clone();
-            let r = client
-                .create_token(admin.request(CreateTokenRequest { directory_id, name })?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut t = token_json(&r.token.context("no token returned")?);
-            t["secret"] = json!(r.secret);
-            t
+            let r = call!(
+                admin,
+                create_token(CreateTokenRequest { directory_id, name })
+            );
+            with_secret(token_json(&returned(r.token, "token")?), r.secret)
         }
         AdminCommand::ListTokens {
             directory_id,
             include_revoked,
         } => {
-            let mut client = admin.client.clone();
-            let r = client
-                .list_tokens(admin.request(ListTokensRequest {
-                    directory_id,
-                    include_revoked,
-                })?)
-                .await
-                .map_err(status)?;
-            Value::Array(r.into_inner().tokens.iter().map(token_json).collect())
+            let req = ListTokensRequest {
+                directory_id,
+                include_revoked,
+            };
+            let r = call!(admin, list_tokens(req));
+            list(r.tokens, token_json)
         }
         AdminCommand::RevokeToken {
             directory_id,
             token_id,
         } => {
-            let mut client = admin.client.clone();
-            client
-                .revoke_token(admin.request(RevokeTokenRequest {
-                    directory_id,
-                    token_id: token_id.clone(),
-                })?)
-                .await
-                .map_err(status)?;
+            let req = RevokeTokenRequest {
+                directory_id,
+                token_id: token_id.clone(),
+            };
+            call!(admin, revoke_token(req));
             json!({ "revoked": token_id })
         }
         AdminCommand::CreateCredential { name, scope } => {
@@ -121,51 +112,32 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
                 "admin" => CredentialScope::Admin,
                 other => return Err(anyhow!("unknown scope {other:?}: read, gateway or admin")),
             };
-            let mut client = admin.client.clone();
-            let r = client
-                .create_service_credential(admin.request(CreateServiceCredentialRequest {
-                    name,
-                    scope: scope as i32,
-                })?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut c = credential_json(&r.credential.context("no credential returned")?);
-            c["secret"] = json!(r.secret);
-            c
+            let req = CreateServiceCredentialRequest {
+                name,
+                scope: scope as i32,
+            };
+            let r = call!(admin, create_service_credential(req));
+            let credential = returned(r.credential, "credential")?;
+            with_secret(credential_json(&credential), r.secret)
         }
         AdminCommand::ListCredentials { include_revoked } => {
-            let mut client = admin.client.clone();
-            let r = client
-                .list_service_credentials(
-                    admin.request(ListServiceCredentialsRequest { include_revoked })?,
-                )
-                .await
-                .map_err(status)?;
-            Value::Array(
-                r.into_inner()
-                    .credentials
-                    .iter()
-                    .map(credential_json)
-                    .collect(),
-            )
+            let r = call!(
+                admin,
+                list_service_credentials(ListServiceCredentialsRequest { include_revoked })
+            );
+            list(r.credentials, credential_json)
         }
         AdminCommand::RevokeCredential { id } => {
-            let mut client = admin.client.clone();
-            client
-                .revoke_service_credential(
-                    admin.request(RevokeServiceCredentialRequest { id: id.clone() })?,
-                )
-                .await
-                .map_err(status)?;
+            call!(
+                admin,
+                revoke_service_credential(RevokeServiceCredentialRequest { id: id.clone() })
+            );
             json!({ "revoked": id })
         }
         AdminCommand::NewEpoch { store } => new_epoch(&store).await?,
         command @ (AdminCommand::Activity { .. }
         | AdminCommand::PortalLink { .. }
-        | AdminCommand::RevokePortalLinks { .. }) => {
-            super::admin_portal::run(&mut admin.client, &admin.secret, command).await?
-        }
+        | AdminCommand::RevokePortalLinks { .. }) => portal::run(&admin, command).await?,
         command @ (AdminCommand::SetSource { .. }
         | AdminCommand::GetSource { .. }
         | AdminCommand::SyncNow { .. }) => sources::run(&admin, command).await?,
@@ -184,44 +156,39 @@ async fn new_epoch(args: &StoreArgs) -> anyhow::Result<Value> {
     Ok(json!({ "epoch": roster_directory::cursor::epoch_text(epoch) }))
 }
 
+/// The admin client every subcommand calls through.
 struct Admin {
     client: AdminServiceClient<Channel>,
     secret: Option<String>,
 }
 
 impl Admin {
-    fn request<T>(&self, body: T) -> anyhow::Result<tonic::Request<T>> {
+    /// One `AdminService` call: the request carries the internal secret, a
+    /// refusal becomes the CLI's error text ([`status`]).
+    async fn call<Req, Resp>(
+        &self,
+        body: Req,
+        rpc: impl AsyncFnOnce(
+            AdminServiceClient<Channel>,
+            tonic::Request<Req>,
+        ) -> Result<tonic::Response<Resp>, tonic::Status>,
+    ) -> anyhow::Result<Resp> {
         let mut req = tonic::Request::new(body);
         super::authorize(&mut req, &self.secret)?;
-        Ok(req)
-    }
-
-    async fn call_list(&mut self, organization: String) -> anyhow::Result<ListDirectoriesResponse> {
-        let req = self.request(ListDirectoriesRequest { organization })?;
-        Ok(self
-            .client
-            .list_directories(req)
-            .await
-            .map_err(status)?
-            .into_inner())
+        let reply = rpc(self.client.clone(), req).await;
+        Ok(reply.map_err(status)?.into_inner())
     }
 
     /// Replaces the mapping of `source` (or adds it), keeping the others.
     async fn map_attribute(
-        &mut self,
+        &self,
         id: String,
         source: String,
         target: String,
     ) -> anyhow::Result<Value> {
-        let current = self
-            .client
-            .get_directory(self.request(GetDirectoryRequest { id: id.clone() })?)
-            .await;
-        let current = current
-            .map_err(status)?
-            .into_inner()
-            .directory
-            .context("no directory returned")?;
+        let req = GetDirectoryRequest { id: id.clone() };
+        let current = call!(self, get_directory(req));
+        let current = returned(current.directory, "directory")?;
         let mut mappings: Vec<AttributeMapping> = current
             .attribute_mappings
             .into_iter()
@@ -234,15 +201,32 @@ impl Admin {
             replace_attribute_mappings: true,
             ..Default::default()
         };
-        let r = self
-            .client
-            .update_directory(self.request(req)?)
-            .await
-            .map_err(status)?;
-        Ok(directory_json(
-            &r.into_inner().directory.context("no directory returned")?,
-        ))
+        let r = call!(self, update_directory(req));
+        Ok(directory_json(&returned(r.directory, "directory")?))
     }
+}
+
+/// A message field of a reply (prost makes each one optional), which the
+/// service always sets.
+fn returned<T>(field: Option<T>, what: &str) -> anyhow::Result<T> {
+    field.with_context(|| format!("no {what} returned"))
+}
+
+/// The object printed for a created credential, with its secret (shown
+/// this once).
+fn with_secret(mut object: Value, secret: String) -> Value {
+    object["secret"] = json!(secret);
+    object
+}
+
+/// The items of a list reply as a JSON array.
+fn list<T>(items: Vec<T>, to_json: fn(&T) -> Value) -> Value {
+    Value::Array(items.iter().map(to_json).collect())
+}
+
+/// A timestamp as RFC 3339 text, or null.
+fn time<T: ToString>(t: &Option<T>) -> Option<String> {
+    t.as_ref().map(ToString::to_string)
 }
 
 fn status(s: tonic::Status) -> anyhow::Error {

@@ -1,7 +1,6 @@
 //! Subcommand implementations.
 
 pub mod admin;
-pub mod admin_portal;
 pub mod mirror;
 pub mod serve;
 pub mod verify;

@@ -27,24 +27,28 @@ pub(super) enum StoreKind {
 /// `roster serve`: both halves in one process, talking gRPC over an
 /// in-process pipe.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (store, kind) = open_store(&args.store).await?;
-    let grpc = bind(args.directory.grpc_addr, "--grpc-addr / ROSTER_GRPC_ADDR").await?;
+    let (store, kind) = open_store(&args.process.store).await?;
+    let grpc = bind(
+        args.process.directory.grpc_addr,
+        "--grpc-addr / ROSTER_GRPC_ADDR",
+    )
+    .await?;
     let http = bind(args.http.http_addr, "--http-addr / ROSTER_HTTP_ADDR").await?;
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
     let public_url = args.http.public_url(http_addr);
     let (stop_directory, directory_stopped) = shutdown_channel();
     let (stop_gateway, gateway_stopped) = shutdown_channel();
-    let metrics = spawn_metrics(&args.metrics, directory_stopped.clone()).await?;
+    let metrics = spawn_metrics(&args.process.metrics, directory_stopped.clone()).await?;
 
     // The gateway calls the directory service directly (the same gRPC
     // services, credential check and spans, without HTTP/2); other clients
     // use the TCP listener.
     let dev_key = match &kind {
-        StoreKind::Sqlite(_) => Some(args.store.data_dir.as_path()),
+        StoreKind::Sqlite(_) => Some(args.process.store.data_dir.as_path()),
         StoreKind::Postgres => None,
     };
-    let config = directory_config(&args.directory, dev_key)?;
+    let config = directory_config(&args.process.directory, dev_key)?;
     let directory = roster_directory::Directory::new(store, config)?;
     let direct = directory.direct_service();
     let mut directory = tokio::spawn(directory.serve(grpc, wait(directory_stopped)));
@@ -54,7 +58,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             &args.http,
             &public_url,
             &endpoint,
-            args.directory.internal_secret.clone(),
+            args.process.directory.internal_secret.clone(),
         ),
         direct,
     )?;
@@ -66,7 +70,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let client = ClientArgs {
         endpoint,
-        internal_secret: args.directory.internal_secret.clone(),
+        internal_secret: args.process.directory.internal_secret.clone(),
         tls: Default::default(),
     };
     print_banner(&client, &public_url, grpc_addr, metrics, &kind).await?;
@@ -131,22 +135,26 @@ async fn spawn_portal(
 
 /// `roster directory`.
 pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
-    if args.store.database_url.is_none() && !args.allow_sqlite {
+    if args.process.store.database_url.is_none() && !args.allow_sqlite {
         return Err(anyhow!(
             "`roster directory` needs PostgreSQL: set DATABASE_URL or --database-url (the embedded \
              SQLite store is for `roster serve`; pass --allow-sqlite to run a lone directory service on it)"
         ));
     }
     let tls = args.tls.files()?;
-    let (store, _) = open_store(&args.store).await?;
-    let grpc = bind(args.directory.grpc_addr, "--grpc-addr / ROSTER_GRPC_ADDR").await?;
+    let (store, _) = open_store(&args.process.store).await?;
+    let grpc = bind(
+        args.process.directory.grpc_addr,
+        "--grpc-addr / ROSTER_GRPC_ADDR",
+    )
+    .await?;
     let mutual_tls = tls.is_some();
     tracing::info!(addr = %grpc.local_addr()?, mutual_tls, "directory service listening");
     let (stop, stopped) = shutdown_channel();
-    spawn_metrics(&args.metrics, stopped.clone()).await?;
+    spawn_metrics(&args.process.metrics, stopped.clone()).await?;
     let config = roster_directory::DirectoryConfig {
         tls,
-        ..directory_config(&args.directory, None)?
+        ..directory_config(&args.process.directory, None)?
     };
     let directory = roster_directory::Directory::new(store, config)?;
     if let Some(addr) = args.health_addr {
@@ -263,6 +271,7 @@ fn directory_config(
         progress_interval: args.progress_interval(),
         retention_secs: args.retention_secs,
         activity_retention: std::time::Duration::from_secs(args.activity_retention_secs),
+        portal_session: std::time::Duration::from_secs(args.portal_session_secs),
         internal_secret: args.internal_secret.clone(),
         webhooks: webhook_config(&args.webhooks, dev_key_dir)?,
         sync_poll: std::time::Duration::from_secs(args.sync_poll_secs.max(1)),

@@ -304,15 +304,17 @@ fn body(rng: &mut Rng, ids: &[String]) -> Option<Vec<u8>> {
         }
         _ => resource(rng, ids),
     };
-    let text = doc.to_string();
-    Some(
-        if rng.chance(20) {
-            mutate_text(rng, &text)
-        } else {
-            text
-        }
-        .into_bytes(),
-    )
+    Some(sometimes_mutated(rng, 20, doc.to_string()))
+}
+
+/// `text` as bytes, mutated by [`mutate_text`] in `percent`% of the cases.
+fn sometimes_mutated(rng: &mut Rng, percent: usize, text: String) -> Vec<u8> {
+    if rng.chance(percent) {
+        mutate_text(rng, &text)
+    } else {
+        text
+    }
+    .into_bytes()
 }
 
 const V1_CORE: &str = "urn:scim:schemas:core:1.0";
@@ -347,15 +349,7 @@ fn v1_body(rng: &mut Rng, ids: &[String]) -> Option<Vec<u8>> {
             json!({"employeeNumber": scalar(rng), "manager": {"managerId": rng.pick(ids)}}),
         );
     }
-    let text = Value::Object(doc).to_string();
-    Some(
-        if rng.chance(15) {
-            mutate_text(rng, &text)
-        } else {
-            text
-        }
-        .into_bytes(),
-    )
+    Some(sometimes_mutated(rng, 15, Value::Object(doc).to_string()))
 }
 
 /// A 1.1 path: the 2.0 ones, 1.1 discovery, and the `/v1` and `.json`

@@ -14,43 +14,6 @@ use serde_json::{Value, json};
 
 const CORE_1: &str = "urn:scim:schemas:core:1.0";
 
-/// Okta's 1.1 client: `User-Agent: Okta SCIM Client 1.0.0`, JSON bodies.
-struct Okta11(Scim);
-
-impl Okta11 {
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
-        let reply = self
-            .0
-            .try_send(method.clone(), path, body, &[])
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        if !reply.text.is_empty() {
-            assert_eq!(
-                reply.header("content-type"),
-                Some("application/json; charset=utf-8"),
-                "{method} {path}"
-            );
-        }
-        reply
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.send(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Reply {
-        self.send(Method::POST, path, Some(body)).await
-    }
-
-    async fn put(&self, path: &str, body: &Value) -> Reply {
-        self.send(Method::PUT, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: &Value) -> Reply {
-        self.send(Method::PATCH, path, Some(body)).await
-    }
-}
-
 /// [OKTA11] "Create the User": the body Okta posts.
 fn okta_user(user_name: &str, okta_id: &str) -> Value {
     json!({
@@ -79,12 +42,11 @@ fn assert_1_1_list(reply: &Reply, total: i64) {
 #[tokio::test(flavor = "multi_thread")]
 async fn okta_over_scim_1_1_provisions_users_and_pushed_groups() {
     let (served, v2) = app::replay("okta", "delete").await;
-    let base = v2.base_url.replace("/scim/v2/", "/scim/v1/");
-    let idp = Okta11(
-        Scim::new(&base, &v2.token)
-            .with_headers(&[("user-agent", "Okta SCIM Client 1.0.0")])
-            .with_content_type("application/json"),
-    );
+    // Okta's 1.1 client: `User-Agent: Okta SCIM Client 1.0.0`, JSON bodies.
+    let okta = Scim::new(&v2.base_url, &v2.token);
+    let idp = okta
+        .with_headers(&[("user-agent", "Okta SCIM Client 1.0.0")])
+        .v1();
 
     // 1. [OKTA11] Test connector: two constant requests.
     assert_1_1_list(&idp.get("/Users?startIndex=1&count=2").await, 0);
@@ -191,7 +153,7 @@ async fn okta_over_scim_1_1_provisions_users_and_pushed_groups() {
 
     served
         .watch_sequences(
-            &idp.0,
+            &v2,
             Of::User,
             &[(
                 user.as_str(),
@@ -207,7 +169,7 @@ async fn okta_over_scim_1_1_provisions_users_and_pushed_groups() {
         .await;
     served
         .watch_sequences(
-            &idp.0,
+            &v2,
             Of::Group,
             &[(
                 group.as_str(),

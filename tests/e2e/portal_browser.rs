@@ -239,6 +239,23 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     );
     assert!(text.contains(OKTA));
     assert!(!text.contains(&token), "no secret in activity");
+    // The events each request produced, with the revisions `roster admin
+    // activity` reports: the creation's `user.created`, none for the 409.
+    let listed = app::admin(&served.grpc, &["activity", &dir, "--outcome", "success"]);
+    let creation = listed["entries"]
+        .as_array()
+        .and_then(|entries| entries.iter().find(|e| e["status"] == 201))
+        .expect("the creation in roster admin activity");
+    assert_eq!(creation["events"][0]["kind"], "user.created", "{creation}");
+    let revision = creation["events"][0]["revision"]
+        .as_i64()
+        .expect("revision");
+    assert_eq!(creation["revision"], revision);
+    assert!(
+        text.contains(&format!("user.created @ {revision}")),
+        "{text}"
+    );
+    assert_eq!(browser.count("#activity ul.events li").await, 1);
     shot_of(&browser, "05-activity").await;
     // Readable on a phone: the same page at 390 px.
     browser.resize(390, 844).await;
@@ -384,12 +401,7 @@ async fn revoking_portal_links_ends_their_sessions() {
     let revoked = app::admin(&served.grpc, &["revoke-portal-links", &dir]);
     assert_eq!(revoked["revoked"], 1);
     assert_eq!(page(cookie).await, 401, "the session ended with its link");
-    let reopened = http
-        .post(format!("{root}/portal/open"))
-        .form(&[("secret", secret)])
-        .send()
-        .await
-        .expect("open again");
+    let reopened = app::post_portal_open(&http, &root, secret).await;
     assert_eq!(reopened.status(), 410);
 }
 
@@ -441,15 +453,7 @@ async fn the_portal_can_have_a_listener_of_its_own() {
 /// Opens a portal link over plain HTTP: the session cookie (`name=value`).
 async fn open_session(http: &reqwest::Client, root: &str, link: &str) -> String {
     let secret = link.rsplit('/').next().expect("secret");
-    let opened = http
-        .post(format!("{root}/portal/open"))
-        .form(&[("secret", secret)])
-        .send()
-        .await
-        .expect("open");
-    assert_eq!(opened.status(), 303);
-    let set_cookie = opened.headers()["set-cookie"].to_str().expect("cookie");
-    set_cookie.split(';').next().expect("name=value").to_owned()
+    app::open_portal_session(http, root, secret).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -508,12 +512,7 @@ async fn a_portal_session_reaches_only_its_own_directory() {
         "another directory's activity shown"
     );
     let tokens = get("/portal/tokens").await;
-    let csrf = tokens
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("a CSRF field")
-        .to_owned();
+    let csrf = app::portal_csrf(&tokens);
 
     // Their token id, posted from our session, revokes nothing.
     let revoke = http
@@ -529,4 +528,52 @@ async fn a_portal_session_reaches_only_its_own_directory() {
         200,
         "their token still works"
     );
+}
+
+/// A directory Roster pulls from LDAP: the portal shows its sync status —
+/// here a real failure, the LDAP server unreachable — and no token pages.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pulled_directory_shows_its_sync_status() {
+    let key = roster_webhook::SealingKey::generate_text().expect("key");
+    let served = app::serve_postgres_with(
+        "portal_sync",
+        &[("ROSTER_SECRET_KEY", &key), ("ROSTER_SYNC_POLL_SECS", "1")],
+    )
+    .await;
+    let created = app::admin(&served.grpc, &["create-directory", "--name", "Corp LDAP"]);
+    let dir = created["id"].as_str().expect("directory id").to_owned();
+    // Nothing listens on this port: the sync fails, as a wrong URL would.
+    let settings = serde_json::json!({
+        "url": format!("ldap://127.0.0.1:{}", app::free_port()),
+        "bind_dn": "cn=roster,dc=corp,dc=example",
+        "users_base_dn": "ou=people,dc=corp,dc=example",
+        "groups_base_dn": "ou=groups,dc=corp,dc=example",
+    })
+    .to_string();
+    app::set_ldap_source(&served.grpc, &dir, &settings, "not-the-password", &[]);
+    let grpc = served.grpc.clone();
+    let source = roster_testkit::eventually("a failed sync", Duration::from_secs(60), || {
+        let source = app::admin(&grpc, &["get-source", &dir]);
+        async move { (source["status"]["failures"].as_i64() >= Some(1)).then_some(source) }
+    })
+    .await;
+    let error = source["status"]["last_error"].as_str().expect("last error");
+    assert!(!error.is_empty(), "{source}");
+
+    let browser = Browser::start().await;
+    browser.go(&portal_link(&served, &dir)).await;
+    browser.find("#open").await.click_to_load().await;
+    assert!(browser.text().await.contains("no token to paste"));
+    browser
+        .go(&format!("{}/portal/sync", served.http_root()))
+        .await;
+    let text = browser.text().await;
+    assert!(text.contains("The last run failed"), "{text}");
+    assert!(text.contains(error), "{error:?} not in {text}");
+    let nav = browser.find("nav").await.text().await;
+    assert!(
+        nav.contains("Sync status") && !nav.contains("Tokens"),
+        "{nav}"
+    );
+    shot_of(&browser, "11-sync-status").await;
 }

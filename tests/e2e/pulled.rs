@@ -3,7 +3,8 @@
 //! directory pulled; the two replicas never sync it at once (each user is
 //! created exactly once), and when the replica holding the sync lease is
 //! killed in the middle of writing, the other takes over after the lease
-//! expires and the directory converges with nothing lost or duplicated.
+//! expires and the directory converges with nothing lost or duplicated; the
+//! survivor's metrics endpoint shows the sync.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -63,21 +64,12 @@ async fn two_replicas_sync_a_directory_once_and_survive_a_kill_mid_sync() {
         "users_base_dn": format!("ou=people,{SUFFIX}"), "groups_base_dn": format!("ou=groups,{SUFFIX}"),
     })
     .to_string();
-    let set = app::admin_with_env(
+    let set = app::set_ldap_source(
         &grpc,
-        &[
-            "set-source",
-            &dir_text,
-            "--kind",
-            "ldap",
-            "--settings",
-            &settings,
-            "--credentials-env",
-            "LDAP_BIND_PASSWORD",
-            "--interval-secs",
-            "3600",
-        ],
-        &[("LDAP_BIND_PASSWORD", slapd::ROOT_PW)],
+        &dir_text,
+        &settings,
+        slapd::ROOT_PW,
+        &["--interval-secs", "3600"],
     );
     assert_eq!(set["has_credentials"], true);
     assert!(
@@ -144,4 +136,33 @@ async fn two_replicas_sync_a_directory_once_and_survive_a_kill_mid_sync() {
     let shown = app::admin(&survivor.grpc, &["get-source", &dir_text]);
     assert_eq!(shown["status"]["last_error"], "");
     assert_eq!(shown["kind"], "ldap");
+
+    // The survivor's metrics endpoint counts the run that finished the
+    // sync, what it wrote, how long it took and when it succeeded.
+    let url = survivor.metrics_url.clone().expect("a metrics address");
+    let scraped = reqwest::get(url)
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let source = format!(r#"kind="ldap",directory="{dir_text}""#);
+    let sample = |name: &str, labels: &str| -> f64 {
+        let prefix = format!("{name}{{{labels}}} ");
+        scraped
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{scraped}"))
+    };
+    let ok = format!(r#"{source},outcome="ok""#);
+    assert!(sample("roster_sync_runs_total", &ok) >= 1.0);
+    let created = format!(r#"{source},change="created""#);
+    assert!(sample("roster_sync_changes_total", &created) >= 1.0);
+    assert!(sample("roster_sync_duration_seconds_count", &source) >= 1.0);
+    let last = sample("roster_sync_last_success_timestamp_seconds", &source);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!((now - 600.0..=now).contains(&last), "{last} vs {now}");
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::cpu::CpuPerOp;
 use crate::db::PgSettings;
+use crate::load::Timed;
 
 /// p50/p99/max of a set of samples. Every sample is kept and sorted, so the
 /// percentiles are exact (nearest-rank), not bucketed.
@@ -87,6 +88,11 @@ impl Measurement {
             total_secs: (secs * 1000.0).round() / 1000.0,
             cpu_per_op: None,
         }
+    }
+
+    /// A measurement of a timed run of operations (see [`crate::load::run`]).
+    pub fn of<T>(name: impl Into<String>, concurrency: usize, timed: &mut Timed<T>) -> Self {
+        Self::new(name, concurrency, &mut timed.latencies, timed.elapsed)
     }
 
     /// The same, with the CPU each party spent per operation.

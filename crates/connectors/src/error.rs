@@ -41,3 +41,18 @@ pub enum SyncError {
     #[error("the source credentials do not open with the server's secret key")]
     Credentials,
 }
+
+impl SyncError {
+    /// The outcome label of a failed run in the sync metrics.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            Self::Source(SourceError::Settings(_)) => "source_settings",
+            Self::Source(SourceError::Unauthorized(_)) => "source_unauthorized",
+            Self::Source(SourceError::Unavailable(_)) => "source_unavailable",
+            Self::Source(SourceError::RateLimited { .. }) => "source_rate_limited",
+            Self::Store(_) => "store",
+            Self::NeedsConfirmation(_) => "needs_confirmation",
+            Self::Credentials => "credentials",
+        }
+    }
+}

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
 use crate::error::SourceError;
-use crate::snapshot::{Source, SourceGroup, SourceMember, SourceSnapshot, SourceUser};
+use crate::snapshot::{Mappings, Source, SourceGroup, SourceMember, SourceSnapshot, SourceUser};
 
 /// The read-only Directory API scopes the delegation must grant.
 pub const SCOPES: &str = "https://www.googleapis.com/auth/admin.directory.user.readonly \
@@ -92,6 +92,7 @@ pub struct GoogleSource {
     client_email: String,
     key: RsaKeyPair,
     http: reqwest::Client,
+    mappings: Mappings,
 }
 
 impl std::fmt::Debug for GoogleSource {
@@ -103,8 +104,13 @@ impl std::fmt::Debug for GoogleSource {
 }
 
 impl GoogleSource {
-    /// `key_json`: the service account's JSON key file.
-    pub fn new(settings: GoogleSettings, key_json: &str) -> Result<Self, SourceError> {
+    /// `key_json`: the service account's JSON key file; `mappings`: the
+    /// directory's, applied to each User resource.
+    pub fn new(
+        settings: GoogleSettings,
+        key_json: &str,
+        mappings: Mappings,
+    ) -> Result<Self, SourceError> {
         settings.validate()?;
         let bad = |what: &str| SourceError::Settings(format!("service-account key: {what}"));
         let key: ServiceAccountKey =
@@ -121,6 +127,7 @@ impl GoogleSource {
             client_email: key.client_email,
             key: pair,
             http,
+            mappings,
         })
     }
 
@@ -264,7 +271,27 @@ impl GoogleSource {
         ))
     }
 
-    fn user_of(value: &Value) -> Option<SourceUser> {
+    /// The custom schemas the mappings read (`customSchemas.<schema>.…`):
+    /// `users.list` returns those only with `projection=custom` and the
+    /// schema named in `customFieldMask` (or with `projection=full`, every
+    /// schema — more than Roster needs).
+    fn custom_schemas(&self) -> Vec<String> {
+        let mut schemas: Vec<String> = self
+            .mappings
+            .sources()
+            .filter_map(|path| match path.names()[..] {
+                [top, schema, ..] if top.eq_ignore_ascii_case("customSchemas") => {
+                    Some(schema.to_string())
+                }
+                _ => None,
+            })
+            .collect();
+        schemas.sort();
+        schemas.dedup();
+        schemas
+    }
+
+    fn user_of(&self, value: &Value) -> Option<SourceUser> {
         let id = value["id"].as_str()?.to_string();
         let primary = value["primaryEmail"].as_str()?.to_string();
         let text = |v: &Value| v.as_str().map(str::to_owned);
@@ -293,7 +320,7 @@ impl GoogleSource {
         if let Some(unit) = value["orgUnitPath"].as_str() {
             custom.insert("orgUnitPath".to_string(), unit.to_string());
         }
-        let fields = UserFields {
+        let mut fields = UserFields {
             user_name: primary,
             external_id: Some(id.clone()),
             active: !inactive,
@@ -306,6 +333,7 @@ impl GoogleSource {
             custom_attributes: custom,
             ..UserFields::default()
         };
+        self.mappings.apply(value, &mut fields);
         Some(SourceUser {
             external_id: id,
             fields,
@@ -318,18 +346,15 @@ impl Source for GoogleSource {
     #[tracing::instrument(skip(self), fields(client = %self.client_email))]
     async fn read(&self) -> Result<SourceSnapshot, SourceError> {
         let customer = self.settings.customer.as_str();
-        let users = self
-            .list(
-                "users",
-                &[
-                    ("customer", customer),
-                    ("maxResults", USERS_PAGE),
-                    ("projection", "full"),
-                ],
-                "users",
-            )
-            .await?;
-        let users: Vec<SourceUser> = users.iter().filter_map(Self::user_of).collect();
+        let mut query = vec![("customer", customer), ("maxResults", USERS_PAGE)];
+        let mask = self.custom_schemas().join(",");
+        if mask.is_empty() {
+            query.push(("projection", "basic"));
+        } else {
+            query.extend([("projection", "custom"), ("customFieldMask", &mask)]);
+        }
+        let users = self.list("users", &query, "users").await?;
+        let users: Vec<SourceUser> = users.iter().filter_map(|u| self.user_of(u)).collect();
         let groups = self
             .list(
                 "groups",

@@ -17,7 +17,7 @@ use roster_store::{Email, SourceKind, UserFields};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SourceError;
-use crate::snapshot::{Source, SourceGroup, SourceMember, SourceSnapshot, SourceUser};
+use crate::snapshot::{Mappings, Source, SourceGroup, SourceMember, SourceSnapshot, SourceUser};
 
 /// `userAccountControl` bit ACCOUNTDISABLE.
 const UAC_DISABLED: u64 = 0x2;
@@ -90,6 +90,7 @@ pub struct LdapSource {
     kind: SourceKind,
     settings: LdapSettings,
     password: String,
+    mappings: Mappings,
 }
 
 impl std::fmt::Debug for LdapSource {
@@ -106,12 +107,14 @@ impl LdapSource {
         kind: SourceKind,
         settings: LdapSettings,
         password: String,
+        mappings: Mappings,
     ) -> Result<Self, SourceError> {
         settings.validate()?;
         Ok(Self {
             kind,
             settings,
             password,
+            mappings,
         })
     }
 
@@ -237,7 +240,7 @@ impl LdapSource {
         } else {
             "departmentNumber"
         };
-        let fields = UserFields {
+        let mut fields = UserFields {
             user_name,
             external_id: Some(id.clone()),
             active: self.active(entry),
@@ -250,6 +253,12 @@ impl LdapSource {
             employee_number: text("employeeNumber"),
             ..UserFields::default()
         };
+        if !self.mappings.is_empty() {
+            // The entry as `{attribute: [values]}`: mapping paths are
+            // attribute names (matched case-insensitively).
+            let record = serde_json::to_value(&entry.attrs).unwrap_or_default();
+            self.mappings.apply(&record, &mut fields);
+        }
         Some(SourceUser {
             external_id: id,
             fields,
@@ -298,6 +307,13 @@ impl LdapSource {
         if !self.settings.inactive_attribute.is_empty() {
             attrs.push(self.settings.inactive_attribute.clone());
         }
+        // The attributes the directory's mappings read.
+        attrs.extend(
+            self.mappings
+                .sources()
+                .filter(|p| p.is_plain())
+                .map(|p| p.names()[0].to_string()),
+        );
         attrs
     }
 

@@ -21,4 +21,4 @@ pub mod runner;
 pub mod snapshot;
 
 pub use error::{SourceError, SyncError};
-pub use snapshot::{Source, SourceGroup, SourceMember, SourceSnapshot, SourceUser};
+pub use snapshot::{Mappings, Source, SourceGroup, SourceMember, SourceSnapshot, SourceUser};

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use roster_store::{DirectoryId, DirectorySource, SourceKind, Store, SyncRecord, SyncStatus};
+use roster_telemetry::metrics::{SyncLabels, metrics};
 use roster_webhook::SealingKey;
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -17,7 +18,7 @@ use crate::error::{SourceError, SyncError};
 use crate::google::{GoogleSettings, GoogleSource};
 use crate::ldap::{LdapSettings, LdapSource};
 use crate::reconcile;
-use crate::snapshot::Source;
+use crate::snapshot::{Mappings, Source};
 
 /// Defaults an admin gets when they set no value.
 pub const DEFAULT_INTERVAL_SECS: i64 = 30 * 60;
@@ -55,8 +56,13 @@ impl Default for SyncerOptions {
     }
 }
 
-/// Builds the source a directory reads from, opening its credentials.
-pub fn build_source(key: &SealingKey, row: &DirectorySource) -> Result<Box<dyn Source>, SyncError> {
+/// Builds the source a directory reads from, opening its credentials; the
+/// source applies the directory's attribute `mappings` to its records.
+pub fn build_source(
+    key: &SealingKey,
+    row: &DirectorySource,
+    mappings: Mappings,
+) -> Result<Box<dyn Source>, SyncError> {
     let secret = match &row.settings.sealed_credentials {
         Some(sealed) => credentials::open(key, row.directory_id, sealed)?,
         None => String::new(),
@@ -69,12 +75,13 @@ pub fn build_source(key: &SealingKey, row: &DirectorySource) -> Result<Box<dyn S
                 row.settings.kind,
                 settings,
                 secret,
+                mappings,
             )?))
         }
         SourceKind::Google => {
             let settings: GoogleSettings = serde_json::from_value(row.settings.settings.clone())
                 .map_err(|e| SourceError::Settings(e.to_string()))?;
-            Ok(Box::new(GoogleSource::new(settings, &secret)?))
+            Ok(Box::new(GoogleSource::new(settings, &secret, mappings)?))
         }
     }
 }
@@ -100,6 +107,7 @@ pub async fn sync_directory(
     let clock = Instant::now();
     let outcome = run(store.as_ref(), key, &row).await;
     heartbeat.abort();
+    record_metrics(&row, clock.elapsed(), &outcome);
     let status = status_of(&row, started, clock.elapsed(), &outcome);
     let next = next_run(&row, &status, &outcome, options);
     let record = SyncRecord {
@@ -118,6 +126,30 @@ pub async fn sync_directory(
     outcome.map(|_| Some(status))
 }
 
+fn record_metrics(
+    row: &DirectorySource,
+    took: Duration,
+    outcome: &Result<reconcile::Counts, SyncError>,
+) {
+    let source = SyncLabels {
+        kind: row.settings.kind.as_str().into(),
+        directory: row.directory_id.to_string(),
+    };
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let (label, written) = match outcome {
+        Ok(c) => (
+            "ok",
+            Some([
+                ("created", count(c.created)),
+                ("updated", count(c.updated)),
+                ("removed", count(c.removed)),
+            ]),
+        ),
+        Err(error) => (error.cause(), None),
+    };
+    metrics().sync_run(&source, label, took.as_secs_f64(), written);
+}
+
 /// Read, diff, safeguard, write.
 async fn run(
     store: &dyn Store,
@@ -125,8 +157,9 @@ async fn run(
     row: &DirectorySource,
 ) -> Result<reconcile::Counts, SyncError> {
     let dir = row.directory_id;
-    let policy = store.get_directory(dir).await?.deprovision_policy;
-    let source = build_source(key, row)?;
+    let directory = store.get_directory(dir).await?;
+    let policy = directory.deprovision_policy;
+    let source = build_source(key, row, Mappings::new(directory.attribute_mappings))?;
     let snapshot = source.read().await?;
     let stored = reconcile::load(store, dir).await?;
     let plan = reconcile::plan(&stored, &snapshot, policy);

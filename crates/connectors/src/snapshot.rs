@@ -3,7 +3,9 @@
 //! becomes the stored `externalId`.
 
 use async_trait::async_trait;
-use roster_store::UserFields;
+use roster_scim::mapping::{self, SourcePath};
+use roster_store::{AttributeMapping, UserFields};
+use serde_json::Value;
 
 use crate::error::SourceError;
 
@@ -44,4 +46,37 @@ pub struct SourceSnapshot {
 pub trait Source: Send + Sync {
     /// Reads every user and group under the configured scope.
     async fn read(&self) -> Result<SourceSnapshot, SourceError>;
+}
+
+/// The directory's attribute mappings, as a source applies them to its own
+/// records (Google's User resource, an LDAP entry's attributes): the same
+/// mechanism, paths and targets as for a SCIM directory
+/// (`roster admin map-attribute`).
+#[derive(Debug, Clone, Default)]
+pub struct Mappings(Vec<AttributeMapping>);
+
+impl Mappings {
+    pub fn new(mappings: Vec<AttributeMapping>) -> Self {
+        Self(mappings)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The source paths that parse (the others are skipped when applied).
+    pub fn sources(&self) -> impl Iterator<Item = SourcePath> + '_ {
+        self.0
+            .iter()
+            .filter_map(|m| mapping::source_path(&m.source).ok())
+    }
+
+    /// Copies the mapped values of `record` onto `fields`.
+    pub fn apply(&self, record: &Value, fields: &mut UserFields) {
+        let pairs = self
+            .0
+            .iter()
+            .map(|m| (m.source.as_str(), m.target.as_str()));
+        mapping::apply(pairs, record, fields);
+    }
 }

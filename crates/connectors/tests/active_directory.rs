@@ -1,20 +1,25 @@
 //! Active Directory semantics against a real Samba AD domain controller
-//! provisioned by the test (`samba-tool domain provision`, ~4 s):
+//! provisioned by the test (`samba-tool domain provision`, ~4 s), synced
+//! into a PostgreSQL and a SQLite store:
 //! `objectGUID` ids in their usual text form, the `userAccountControl`
 //! disabled bit, group `member` DNs, and removals by diff. Samba listens
 //! on the fixed port 389, so this file holds one test only.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roster_connectors::credentials;
 use roster_connectors::runner::{SyncerOptions, sync_directory};
-use roster_store::sqlite::SqliteStore;
 use roster_store::*;
 use roster_webhook::SealingKey;
 use serde_json::json;
+
+// One test, not one per backend (Samba holds a fixed port): the macro
+// that stamps per-backend tests is not used here.
+#[allow(unused_macros)]
+mod support;
+use support::{changes, kinds, user_named};
 
 const ADMIN_PW: &str = "Passw0rd!Roster";
 const BASE: &str = "CN=Users,DC=corp,DC=example";
@@ -131,22 +136,6 @@ impl Drop for Samba {
     }
 }
 
-async fn changes(store: &dyn Store, dir: DirectoryId, after: i64) -> Vec<ChangeRecord> {
-    let head = store.advance_stable_head(0).await.expect("advance");
-    let filter = ChangeFilter {
-        directory_id: Some(dir),
-        kinds: Vec::new(),
-    };
-    store
-        .read_changes(&filter, after, head, 1_000_000)
-        .await
-        .expect("changes")
-}
-
-fn kinds(changes: &[ChangeRecord]) -> Vec<&'static str> {
-    changes.iter().map(|c| c.kind.as_str()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_directory_on_samba() {
     let samba = Samba::start();
@@ -163,12 +152,56 @@ async fn active_directory_on_samba() {
     samba.tool(&["group", "add", "eng"]);
     samba.tool(&["group", "addmembers", "eng", "alice,bob"]);
 
-    let tmp = std::env::temp_dir().join(format!("roster-ad-{}", uuid::Uuid::new_v4()));
-    let store = SqliteStore::open(&tmp.join("roster.db"))
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
-    let store: Arc<dyn Store> = Arc::new(store);
+    // Samba holds the fixed port 389, so one server serves both stores:
+    // every step is synced into a PostgreSQL and a SQLite store.
+    let envs = [support::postgres().await, support::sqlite().await];
+    let key = SealingKey::from_bytes(&[3u8; 32]).expect("key");
+    let mut dirs = Vec::new();
+    for env in &envs {
+        dirs.push(pulled_directory(env.store.as_ref(), &key).await);
+    }
+    let options = SyncerOptions {
+        owner: "replica-a".into(),
+        ..SyncerOptions::default()
+    };
+    let mut heads = vec![0; envs.len()];
+    // Syncs each store and returns, per store, the kinds written.
+    let mut sync = async || {
+        let mut written = Vec::new();
+        for ((env, dir), head) in envs.iter().zip(&dirs).zip(heads.iter_mut()) {
+            sync_directory(&env.store, &key, &options, *dir)
+                .await
+                .expect("sync")
+                .expect("lease");
+            let events = changes(env.store.as_ref(), *dir, *head).await;
+            *head = events.last().map_or(*head, |e| e.revision);
+            written.push(kinds(&events));
+        }
+        written
+    };
+
+    sync().await;
+    for (env, dir) in envs.iter().zip(&dirs) {
+        let alice = user_named(env.store.as_ref(), *dir, "alice@corp.example").await;
+        assert_eq!(
+            alice.fields.external_id.as_deref(),
+            Some(samba.guid_of("alice").as_str())
+        );
+        assert!(alice.fields.active);
+    }
+
+    samba.tool(&["user", "disable", "carol"]);
+    for written in sync().await {
+        assert_eq!(written, ["user.deactivated"], "userAccountControl 514");
+    }
+
+    samba.tool(&["user", "delete", "bob"]);
+    for written in sync().await {
+        assert_eq!(written, ["member.removed", "user.deleted"]);
+    }
+}
+
+async fn pulled_directory(store: &dyn Store, key: &SealingKey) -> DirectoryId {
     let dir = store
         .create_directory(NewDirectory {
             name: "corp ad".into(),
@@ -180,7 +213,6 @@ async fn active_directory_on_samba() {
         .await
         .expect("directory")
         .id;
-    let key = SealingKey::from_bytes(&[3u8; 32]).expect("key");
     store
         .put_source(
             dir,
@@ -193,59 +225,12 @@ async fn active_directory_on_samba() {
                     "groups_base_dn": BASE,
                     "groups_filter": "(&(objectClass=group)(cn=eng))",
                 }),
-                sealed_credentials: Some(credentials::seal(&key, dir, ADMIN_PW).unwrap()),
+                sealed_credentials: Some(credentials::seal(key, dir, ADMIN_PW).unwrap()),
                 interval_secs: 900,
                 mass_delete_percent: 100,
             },
         )
         .await
         .expect("source");
-    let options = SyncerOptions {
-        owner: "replica-a".into(),
-        ..SyncerOptions::default()
-    };
-    let sync = || sync_directory(&store, &key, &options, dir);
-
-    sync().await.expect("first sync").expect("lease");
-    let users = store
-        .list_users(
-            dir,
-            &ListQuery {
-                count: 100,
-                ..ListQuery::default()
-            },
-        )
-        .await
-        .unwrap()
-        .items;
-    let alice = users
-        .iter()
-        .find(|u| u.fields.user_name == "alice@corp.example")
-        .expect("alice, by userPrincipalName");
-    assert_eq!(
-        alice.fields.external_id.as_deref(),
-        Some(samba.guid_of("alice").as_str())
-    );
-    assert!(alice.fields.active);
-    let head = changes(store.as_ref(), dir, 0)
-        .await
-        .last()
-        .unwrap()
-        .revision;
-
-    samba.tool(&["user", "disable", "carol"]);
-    sync().await.expect("sync").expect("lease");
-    let events = changes(store.as_ref(), dir, head).await;
-    assert_eq!(
-        kinds(&events),
-        ["user.deactivated"],
-        "userAccountControl 514"
-    );
-    let head = events.last().unwrap().revision;
-
-    samba.tool(&["user", "delete", "bob"]);
-    sync().await.expect("sync").expect("lease");
-    let events = changes(store.as_ref(), dir, head).await;
-    assert_eq!(kinds(&events), ["member.removed", "user.deleted"]);
-    let _ = std::fs::remove_dir_all(&tmp);
+    dir
 }

@@ -6,8 +6,6 @@
 use roster_connectors::SyncError;
 use roster_connectors::credentials;
 use roster_connectors::runner::{SyncerOptions, sync_directory};
-use roster_store::postgres::PgStore;
-use roster_store::sqlite::SqliteStore;
 use roster_store::*;
 use roster_testkit::slapd::{self, SUFFIX, Slapd, person, seed};
 use roster_webhook::SealingKey;
@@ -15,41 +13,9 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Env {
-    store: Arc<dyn Store>,
-    _guard: Option<tempdir::TempDir>,
-}
-
-mod tempdir {
-    pub struct TempDir(pub std::path::PathBuf);
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-async fn postgres() -> Env {
-    let url = roster_testkit::fresh_database("connectors").await;
-    let store = PgStore::connect(&url, 8).await.expect("connect");
-    store.migrate().await.expect("migrate");
-    Env {
-        store: Arc::new(store),
-        _guard: None,
-    }
-}
-
-async fn sqlite() -> Env {
-    let dir = std::env::temp_dir().join(format!("roster-connectors-{}", uuid::Uuid::new_v4()));
-    let store = SqliteStore::open(&dir.join("roster.db"))
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
-    Env {
-        store: Arc::new(store),
-        _guard: Some(tempdir::TempDir(dir)),
-    }
-}
+#[macro_use]
+mod support;
+use support::{Env, changes, kinds, user_named};
 
 fn key() -> SealingKey {
     SealingKey::from_bytes(&[7u8; 32]).expect("key")
@@ -140,22 +106,6 @@ async fn configure_with(
         .expect("put source");
 }
 
-async fn changes(store: &dyn Store, dir: DirectoryId, after: i64) -> Vec<ChangeRecord> {
-    let head = store.advance_stable_head(0).await.expect("advance");
-    let filter = ChangeFilter {
-        directory_id: Some(dir),
-        kinds: Vec::new(),
-    };
-    store
-        .read_changes(&filter, after, head, 1_000_000)
-        .await
-        .expect("read changes")
-}
-
-fn kinds(changes: &[ChangeRecord]) -> Vec<&'static str> {
-    changes.iter().map(|c| c.kind.as_str()).collect()
-}
-
 async fn sync(store: &Arc<dyn Store>, dir: DirectoryId) -> Result<Option<SyncStatus>, SyncError> {
     sync_directory(store, &key(), &options("replica-a"), dir).await
 }
@@ -214,31 +164,8 @@ async fn ldap_changes_arrive_as_scim_events(env: Env) {
             "user.deleted",     // dave
         ]
     );
-    let renamed = store
-        .list_users(
-            dir,
-            &ListQuery {
-                count: 100,
-                ..ListQuery::default()
-            },
-        )
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|u| u.fields.user_name == "robert")
-        .expect("bob renamed robert, same user");
+    let renamed = user_named(store.as_ref(), dir, "robert").await;
     assert_eq!(renamed.fields.given_name.as_deref(), Some("Bob"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ldap_changes_arrive_as_scim_events_on_postgres() {
-    ldap_changes_arrive_as_scim_events(postgres().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ldap_changes_arrive_as_scim_events_on_sqlite() {
-    ldap_changes_arrive_as_scim_events(sqlite().await).await;
 }
 
 /// A wrong base DN makes the source look empty: the safeguard stops the
@@ -390,20 +317,58 @@ async fn one_replica_syncs_a_directory_at_a_time(env: Env) {
     assert_eq!(created, 6, "each user created exactly once");
 }
 
-macro_rules! on_both_stores {
-    ($($case:ident => $pg:ident, $lite:ident;)*) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $pg() {
-            $case(postgres().await).await;
-        }
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $lite() {
-            $case(sqlite().await).await;
-        }
-    )*};
+/// The directory's attribute mappings apply to pulled users: an LDAP
+/// attribute the connector does not map by itself (`roomNumber`) is read
+/// and lands where the mapping says.
+async fn mapped_ldap_attributes_reach_the_user(env: Env) {
+    let store = env.store;
+    let slapd = seeded();
+    let people = format!("ou=people,{SUFFIX}");
+    let dir = pulled_directory(store.as_ref(), &slapd, &people, DeprovisionPolicy::Delete).await;
+    let mapping = AttributeMapping {
+        source: "roomNumber".into(),
+        target: "custom:room".into(),
+    };
+    let update = DirectoryUpdate {
+        attribute_mappings: Some(vec![mapping]),
+        ..DirectoryUpdate::default()
+    };
+    store.update_directory(dir, update).await.expect("mappings");
+    let room = |value: &str| {
+        format!(
+            "dn: uid=alice,{people}\nchangetype: modify\nreplace: roomNumber\nroomNumber: {value}\n\n"
+        )
+    };
+    slapd.modify(&room("B-12"));
+
+    let room_of_alice = async || {
+        let alice = user_named(store.as_ref(), dir, "alice").await;
+        alice.fields.custom_attributes.get("room").cloned()
+    };
+    sync(&store, dir).await.unwrap().expect("lease");
+    assert_eq!(room_of_alice().await.as_deref(), Some("B-12"));
+    let bob = user_named(store.as_ref(), dir, "bob").await;
+    assert!(bob.fields.custom_attributes.is_empty(), "no roomNumber");
+    let head = changes(store.as_ref(), dir, 0)
+        .await
+        .last()
+        .unwrap()
+        .revision;
+
+    slapd.modify(&room("C-3"));
+    sync(&store, dir).await.unwrap().expect("lease");
+    assert_eq!(
+        kinds(&changes(store.as_ref(), dir, head).await),
+        ["user.updated"]
+    );
+    assert_eq!(room_of_alice().await.as_deref(), Some("C-3"));
 }
 
 on_both_stores! {
+    mapped_ldap_attributes_reach_the_user =>
+        mapping_on_postgres, mapping_on_sqlite;
+    ldap_changes_arrive_as_scim_events =>
+        ldap_changes_arrive_as_scim_events_on_postgres, ldap_changes_arrive_as_scim_events_on_sqlite;
     a_wrong_base_dn_trips_the_mass_deletion_safeguard =>
         safeguard_on_postgres, safeguard_on_sqlite;
     a_reappearing_user_is_reactivated =>

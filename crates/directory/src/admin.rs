@@ -49,6 +49,8 @@ pub struct AdminApi {
     backend: Backend,
     /// Webhook endpoint management; `None` without a sealing key.
     webhooks: Option<Arc<webhooks::WebhookAdmin>>,
+    /// How long a portal session lasts after its link was opened.
+    portal_session: std::time::Duration,
 }
 
 impl AdminApi {
@@ -57,6 +59,7 @@ impl AdminApi {
         Self {
             backend: Backend::new(store, hub),
             webhooks: None,
+            portal_session: crate::portal::DEFAULT_SESSION_TTL,
         }
     }
 
@@ -68,6 +71,16 @@ impl AdminApi {
     ) -> Result<Self, crate::webhooks::DeliveryError> {
         self.webhooks = webhooks::WebhookAdmin::new(config)?.map(Arc::new);
         Ok(self)
+    }
+
+    /// Portal sessions last `ttl` after their link was opened.
+    pub fn with_portal_session(mut self, ttl: std::time::Duration) -> Self {
+        self.portal_session = ttl;
+        self
+    }
+
+    pub(crate) fn portal_session(&self) -> std::time::Duration {
+        self.portal_session
     }
 
     pub(crate) fn store(&self) -> &dyn Store {

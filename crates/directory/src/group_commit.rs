@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
+use roster_store::produced::{self, Produced};
 use roster_store::{
     DirectoryId, Group, GroupEdit, GroupId, Store, StoreError, StoreResult, User, UserWrite,
 };
@@ -47,12 +48,17 @@ pub(crate) trait BatchWrite: Send + Sync + 'static {
     async fn one(&self, key: Self::Key, item: Self::Item) -> StoreResult<Self::Done>;
     /// A batch: one result per item, in order.
     async fn many(&self, key: Self::Key, items: Vec<Self::Item>) -> Vec<StoreResult<Self::Done>>;
+    /// Whether a change-log row of a batch's commit belongs to the item
+    /// that produced `done`.
+    fn produced(done: &Self::Done, row: &Produced) -> bool;
 }
 
-type Queue<W> = Vec<(
-    <W as BatchWrite>::Item,
-    oneshot::Sender<StoreResult<<W as BatchWrite>::Done>>,
-)>;
+/// A write's result, with the change-log rows its commit appended (the
+/// runner commits on the caller's behalf, in its own task, so it hands the
+/// rows back for the caller's `produced::collect`).
+type Answer<W> = (StoreResult<<W as BatchWrite>::Done>, Vec<Produced>);
+
+type Queue<W> = Vec<(<W as BatchWrite>::Item, oneshot::Sender<Answer<W>>)>;
 
 /// A key's waiting writes and how many runners serve it.
 struct Line<W: BatchWrite> {
@@ -99,9 +105,12 @@ impl<W: BatchWrite> Batcher<W> {
         if start {
             tokio::spawn(Arc::clone(self).run(key));
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("batched write abandoned".into())))
+        let (result, produced) = answer.await.unwrap_or_else(|_| {
+            let abandoned = StoreError::Unavailable("batched write abandoned".into());
+            (Err(abandoned), Vec::new())
+        });
+        produced::report(produced);
+        result
     }
 
     /// Writes the key's queue batch by batch until it is empty.
@@ -114,13 +123,21 @@ impl<W: BatchWrite> Batcher<W> {
         while let Some(batch) = self.next_batch(key) {
             if batch.len() == 1 {
                 let (item, reply) = batch.into_iter().next().expect("one");
-                let _ = reply.send(self.writer.one(key, item).await);
+                let _ = reply.send(produced::collect(self.writer.one(key, item)).await);
                 continue;
             }
             let (items, replies): (Vec<W::Item>, Vec<_>) = batch.into_iter().unzip();
-            let results = self.writer.many(key, items).await;
+            let (results, rows) = produced::collect(self.writer.many(key, items)).await;
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
+                let own = match &result {
+                    Ok(done) => rows
+                        .iter()
+                        .filter(|r| W::produced(done, r))
+                        .copied()
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                let _ = reply.send((result, own));
             }
         }
         guard.finished = true;
@@ -187,6 +204,11 @@ impl BatchWrite for GroupPatches {
     async fn many(&self, (dir, id): Self::Key, edits: Vec<GroupEdit>) -> Vec<StoreResult<Group>> {
         self.0.update_group_batch(dir, id, edits).await
     }
+
+    /// Each edit of a batch gets its own version, and its rows carry it.
+    fn produced(done: &Group, row: &Produced) -> bool {
+        row.resource_id == done.id.0 && row.version == done.version
+    }
 }
 
 /// User creations in one directory.
@@ -207,5 +229,9 @@ impl BatchWrite for UserCreates {
 
     async fn many(&self, dir: DirectoryId, writes: Vec<UserWrite>) -> Vec<StoreResult<User>> {
         self.0.create_users(dir, writes).await
+    }
+
+    fn produced(done: &User, row: &Produced) -> bool {
+        row.resource_id == done.id.0
     }
 }

@@ -8,8 +8,10 @@ use futures::TryStreamExt;
 use futures::stream::MapErr;
 use roster_proto::admin as pa;
 use roster_proto::admin::admin_service_server::{AdminService, AdminServiceServer};
+use roster_proto::contract::{EVENTS_METADATA, Events};
 use roster_proto::directory as pd;
 use roster_proto::directory::directory_service_server::{DirectoryService, DirectoryServiceServer};
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::admin::AdminApi;
@@ -34,8 +36,22 @@ pub fn admin_server(api: AdminApi) -> AdminServiceServer<Grpc<AdminApi>> {
 /// A server-streaming reply: the service's stream with its errors encoded.
 pub type StatusStream<S> = MapErr<S, fn(ServiceError) -> Status>;
 
+/// A unary reply, carrying the change-log events the call committed
+/// (`EVENTS_METADATA`) for the gateway's audit trail.
 async fn unary<T>(call: impl Future<Output = ServiceResult<T>>) -> Result<Response<T>, Status> {
-    Ok(Response::new(call.await?))
+    let (reply, mut produced) = roster_store::produced::collect(call).await;
+    let mut response = Response::new(reply?);
+    if !produced.is_empty() {
+        produced.sort_by_key(|p| p.revision);
+        let mut events = Events::default();
+        for p in &produced {
+            events.push(p.kind.as_str(), p.revision, 1);
+        }
+        if let Ok(value) = MetadataValue::try_from(events.encode()) {
+            response.metadata_mut().insert(EVENTS_METADATA, value);
+        }
+    }
+    Ok(response)
 }
 
 async fn streaming<S>(

@@ -8,11 +8,12 @@
 
 use chrono::{DateTime, Duration, Utc};
 use roster_proto::admin as pa;
+use roster_proto::contract::Events;
 use roster_store::portal::{
     Activity, ActivityQuery, LinkExchange, NewActivity, NewPortalLink, NewPortalSession,
     StatusClass,
 };
-use roster_store::{DirectoryId, PortalLinkId};
+use roster_store::{ChangeKind, DirectoryId, PortalLinkId};
 use subtle::ConstantTimeEq;
 
 use crate::admin::{AdminApi, hash_secret, new_secret};
@@ -29,9 +30,10 @@ pub const DEFAULT_LINK_TTL: Duration = Duration::hours(24);
 /// The longest a link may wait (Ory Polis's setup links last 3 days; a
 /// month covers a customer's slow change process without living forever).
 const MAX_LINK_TTL: Duration = Duration::days(30);
-/// How long a session lasts after its link was opened: a working day of
-/// setting up an IdP, then the admin needs a new link.
-pub const SESSION_TTL: Duration = Duration::hours(8);
+/// How long a session lasts after its link was opened unless configured
+/// (`DirectoryConfig::portal_session`): a working day of setting up an IdP,
+/// then the admin needs a new link.
+pub const DEFAULT_SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
 /// Activity entries per page by default and at most.
 const DEFAULT_PAGE: i64 = 50;
 const MAX_PAGE: i64 = 500;
@@ -126,9 +128,13 @@ impl AdminApi {
         use pa::PortalLinkOutcome as O;
         let presented = hash_secret(&req.secret);
         let (session_secret, _, session_hash) = new_secret(SESSION_PREFIX);
+        // An absurd configured lifetime saturates instead of failing the link.
+        let ttl = Duration::from_std(self.portal_session()).unwrap_or(Duration::MAX);
         let session = NewPortalSession {
             hash: session_hash,
-            expires_at: Utc::now() + SESSION_TTL,
+            expires_at: Utc::now()
+                .checked_add_signed(ttl)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
         };
         let exchange = self
             .store()
@@ -258,7 +264,23 @@ fn entry(a: &pa::Activity) -> Option<NewActivity> {
         resource_id: text(&a.resource_id),
         revision: (a.revision > 0).then_some(a.revision),
         duration_ms: a.duration_ms.max(0),
+        events: recorded_events(a),
     })
+}
+
+/// The events of a gateway's entry in the contract's text form, rebuilt
+/// through [`Events`] so that only well-formed, bounded runs are stored.
+fn recorded_events(a: &pa::Activity) -> Option<String> {
+    let mut events = Events::default();
+    // Runs that are not the change log's (an unknown kind, no revision) are
+    // not stored.
+    for run in a.events.iter().filter(|r| r.revision > 0 && r.count > 0) {
+        if let Ok(kind) = run.kind.parse::<ChangeKind>() {
+            events.push(kind.as_str(), run.revision, run.count);
+        }
+    }
+    events.omitted = a.events_omitted.max(0);
+    Some(events.encode()).filter(|text| !text.is_empty())
 }
 
 /// At most [`MAX_TEXT`] bytes, cut at a character boundary.
@@ -275,6 +297,12 @@ fn clip(s: &str) -> String {
 
 fn activity(a: &Activity) -> pa::Activity {
     let e = &a.entry;
+    // Stored by `recorded_events`, so always decodable.
+    let events = e
+        .events
+        .as_deref()
+        .and_then(Events::decode)
+        .unwrap_or_default();
     let text = |s: &Option<String>| s.clone().unwrap_or_default();
     pa::Activity {
         id: a.id,
@@ -292,6 +320,8 @@ fn activity(a: &Activity) -> pa::Activity {
         resource_id: text(&e.resource_id),
         revision: e.revision.unwrap_or(0),
         duration_ms: e.duration_ms,
+        events: events.runs,
+        events_omitted: events.omitted,
     }
 }
 

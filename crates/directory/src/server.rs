@@ -42,6 +42,9 @@ pub struct DirectoryConfig {
     /// How long the audit trail of SCIM requests is kept (docs/portal.md);
     /// pruned as often as the change log.
     pub activity_retention: Duration,
+    /// How long an admin-portal session lasts after its link was opened
+    /// (docs/portal.md).
+    pub portal_session: Duration,
     /// The change tailer re-checks the log at least this often, even when no
     /// notification arrives (a lost notification, an aborted transaction).
     pub poll_interval: Duration,
@@ -77,6 +80,7 @@ impl Default for DirectoryConfig {
             retention_secs: 7 * 24 * 3600,
             prune_interval: Duration::from_secs(60),
             activity_retention: Duration::from_secs(30 * 24 * 3600),
+            portal_session: crate::portal::DEFAULT_SESSION_TTL,
             poll_interval: watch.poll_interval,
             health_interval: Duration::from_secs(5),
             internal_secret: None,
@@ -186,7 +190,9 @@ impl Directory {
             };
             roster_connectors::runner::Syncer::start(Arc::clone(&store), key, options)
         });
-        let admin = AdminApi::new(store, Arc::clone(&hub)).with_webhooks(&config.webhooks)?;
+        let admin = AdminApi::new(store, Arc::clone(&hub))
+            .with_webhooks(&config.webhooks)?
+            .with_portal_session(config.portal_session);
         // One set of routes behind one stack of layers, served two ways: on
         // the listeners (HTTP/2) and, in `roster serve`, called directly by
         // the gateway in the same process (`Directory::direct_service`).

@@ -4,7 +4,9 @@
 //! What is recorded: time, method, path (no query string), status,
 //! `scimType` and detail of an error (for a 401, the reason code, never the
 //! credential), user agent, client address, the resource type and id, and
-//! the duration. Never a body or a header value other than the user agent.
+//! the duration, and the change-log events the request's writes committed
+//! (which the directory service returns with each write's reply). Never a
+//! body or a header value other than the user agent.
 //!
 //! The cost is bounded on both sides: a request only pushes its entry onto a
 //! bounded queue (when the queue is full the entry is dropped and counted,
@@ -12,8 +14,8 @@
 //! entries, gathered for at most 200 ms) as one batch, one insert, at a time. Entries still queued when the process
 //! stops are lost.
 
-use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -21,6 +23,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use roster_proto::admin as pa;
+use roster_proto::contract::{EVENTS_METADATA, Events};
 use tokio::sync::mpsc;
 
 use crate::auth::directory_in_path;
@@ -52,6 +55,34 @@ pub struct ErrorNote {
     pub scim_type: Option<&'static str>,
     /// The SCIM detail; for a 401, the reason code (`unknown_or_revoked_token`).
     pub detail: String,
+}
+
+/// The change-log events a SCIM request's writes committed, gathered from
+/// the replies of its calls (`EVENTS_METADATA`; a Bulk request makes many).
+/// The middleware puts one in the request's extensions; the resource
+/// operations note each write's reply into it.
+#[derive(Debug, Clone, Default)]
+pub struct RequestEvents(Arc<Mutex<Events>>);
+
+impl RequestEvents {
+    /// Adds the events a reply's metadata carries.
+    pub fn note(&self, metadata: &tonic::metadata::MetadataMap) {
+        let Some(events) = metadata
+            .get(EVENTS_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Events::decode)
+        else {
+            return;
+        };
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(events);
+    }
+
+    fn take(&self) -> Events {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 /// The sending side of the audit trail, held in the gateway's state.
@@ -144,8 +175,15 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     };
     let started = Instant::now();
     let mut entry = request_entry(&state, &request);
+    let mut request = request;
+    let events = RequestEvents::default();
+    request.extensions_mut().insert(events.clone());
     let response = next.run(request).await;
     complete(&mut entry, &response, started);
+    let events = events.take();
+    entry.revision = events.newest();
+    entry.events = events.runs;
+    entry.events_omitted = events.omitted;
     log.push(entry);
     response
 }

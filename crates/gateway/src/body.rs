@@ -21,25 +21,23 @@ pub struct JsonBody(pub Value);
 #[derive(Debug)]
 pub struct BulkBody(pub Value);
 
-impl FromRequest<AppState> for JsonBody {
-    type Rejection = GatewayError;
+/// Each body is JSON read by [`read_json`] up to its own limit of the
+/// gateway's configuration.
+macro_rules! json_bodies {
+    ($($body:ident => $limit:ident),*) => {
+        $(
+            impl FromRequest<AppState> for $body {
+                type Rejection = GatewayError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        read_json(req, state.config().max_body_bytes)
-            .await
-            .map(Self)
-    }
+                async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+                    read_json(req, state.config().$limit).await.map(Self)
+                }
+            }
+        )*
+    };
 }
 
-impl FromRequest<AppState> for BulkBody {
-    type Rejection = GatewayError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        read_json(req, state.config().bulk_max_payload_bytes)
-            .await
-            .map(Self)
-    }
-}
+json_bodies!(JsonBody => max_body_bytes, BulkBody => bulk_max_payload_bytes);
 
 async fn read_json(req: Request, limit: usize) -> Result<Value, GatewayError> {
     check_content_type(req.headers())?;

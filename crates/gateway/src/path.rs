@@ -92,46 +92,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn collapses_doubled_and_trailing_slashes() {
-        assert_eq!(
-            normalized_path("/scim/v2/d//Users").as_deref(),
-            Some("/scim/v2/d/Users")
-        );
-        assert_eq!(
-            normalized_path("/scim/v2/d/Users/").as_deref(),
-            Some("/scim/v2/d/Users")
-        );
-        assert_eq!(
-            normalized_path("/scim/v2/d/").as_deref(),
-            Some("/scim/v2/d")
-        );
-        assert_eq!(normalized_path("//").as_deref(), Some("/"));
-        assert_eq!(normalized_path("/scim/v2/d/Users"), None);
-        assert_eq!(normalized_path("/"), None);
-    }
-
-    #[test]
-    fn maps_the_1_1_spellings_onto_the_plain_routes() {
-        assert_eq!(
-            normalized_path("/scim/v1/d/v1/Users").as_deref(),
-            Some("/scim/v1/d/Users")
-        );
-        assert_eq!(
-            normalized_path("/scim/v1/d//V1/Users/u1.json/").as_deref(),
-            Some("/scim/v1/d/Users/u1")
-        );
-        assert_eq!(
-            normalized_path("/scim/v1/d/Users.JSON").as_deref(),
-            Some("/scim/v1/d/Users")
-        );
-        assert_eq!(normalized_path("/scim/v1/d/Users"), None);
-        assert_eq!(normalized_path("/scim/v2/d/v1/Users"), None);
-        assert_eq!(normalized_path("/scim/v2/d/Users/u1.json"), None);
-        assert_eq!(
-            normalized_path("/scim/v1/x.json"),
-            None,
-            "not a directory's path"
-        );
+    fn collapses_slashes_and_maps_the_1_1_spellings_onto_the_plain_routes() {
+        // (path, what it normalizes to; `None`: already normal)
+        let cases = [
+            // Doubled and trailing slashes.
+            ("/scim/v2/d//Users", Some("/scim/v2/d/Users")),
+            ("/scim/v2/d/Users/", Some("/scim/v2/d/Users")),
+            ("/scim/v2/d/", Some("/scim/v2/d")),
+            ("//", Some("/")),
+            ("/scim/v2/d/Users", None),
+            ("/", None),
+            // SCIM 1.1's `/v1/` prefix and `.json` suffix, under /scim/v1 only.
+            ("/scim/v1/d/v1/Users", Some("/scim/v1/d/Users")),
+            ("/scim/v1/d//V1/Users/u1.json/", Some("/scim/v1/d/Users/u1")),
+            ("/scim/v1/d/Users.JSON", Some("/scim/v1/d/Users")),
+            ("/scim/v1/d/Users", None),
+            ("/scim/v2/d/v1/Users", None),
+            ("/scim/v2/d/Users/u1.json", None),
+            // Not a directory's path.
+            ("/scim/v1/x.json", None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(normalized_path(path).as_deref(), expected, "{path}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@ use roster_scim::error::ScimError;
 use roster_scim::projection::project;
 use serde_json::Value;
 
+use crate::activity::RequestEvents;
 use crate::auth::AuthedDirectory;
 use crate::dialect::Dialect;
 use crate::error::GatewayError;
@@ -49,6 +50,8 @@ pub struct Ctx {
     call: CallMeta,
     dialect: Dialect,
     scim_base: String,
+    /// Where the audit trail gathers this request's events, when recorded.
+    events: Option<RequestEvents>,
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -73,7 +76,9 @@ impl FromRequestParts<AppState> for Ctx {
             .get::<Dialect>()
             .copied()
             .unwrap_or_default();
-        Ok(Ctx::new(state.clone(), directory, call).in_dialect(dialect))
+        let mut ctx = Ctx::new(state.clone(), directory, call).in_dialect(dialect);
+        ctx.events = parts.extensions.get::<RequestEvents>().cloned();
+        Ok(ctx)
     }
 }
 
@@ -107,6 +112,7 @@ impl Ctx {
             call,
             dialect: Dialect::V2,
             scim_base,
+            events: None,
         }
     }
 
@@ -152,6 +158,14 @@ impl Ctx {
         self.state.grpc(message, &self.call)
     }
 
+    /// A write's reply, its events noted for the audit trail.
+    fn written<T>(&self, reply: tonic::Response<T>) -> T {
+        if let Some(events) = &self.events {
+            events.note(reply.metadata());
+        }
+        reply.into_inner()
+    }
+
     /// POST: creates a resource; 201 with the resource.
     pub async fn create(
         &self,
@@ -168,14 +182,14 @@ impl Ctx {
                     directory_id: dir,
                     resource,
                 });
-                self.user_found(client.create_user(req).await?.into_inner().user)?
+                self.user_found(self.written(client.create_user(req).await?).user)?
             }
             Kind::Group => {
                 let req = self.grpc(CreateGroupRequest {
                     directory_id: dir,
                     resource,
                 });
-                let group = client.create_group(req).await?.into_inner().group;
+                let group = self.written(client.create_group(req).await?).group;
                 self.written_group(group, projection).await?
             }
         };
@@ -234,7 +248,7 @@ impl Ctx {
                     resource,
                     if_version,
                 });
-                self.user_found(client.replace_user(req).await?.into_inner().user)?
+                self.user_found(self.written(client.replace_user(req).await?).user)?
             }
             Kind::Group => {
                 let req = self.grpc(ReplaceGroupRequest {
@@ -243,7 +257,7 @@ impl Ctx {
                     resource,
                     if_version,
                 });
-                let group = client.replace_group(req).await?.into_inner().group;
+                let group = self.written(client.replace_group(req).await?).group;
                 self.written_group(group, projection).await?
             }
         };
@@ -275,7 +289,7 @@ impl Ctx {
                     patch,
                     if_version,
                 });
-                let rendered = self.user_found(client.patch_user(req).await?.into_inner().user)?;
+                let rendered = self.user_found(self.written(client.patch_user(req).await?).user)?;
                 Ok(self.outcome(kind, StatusCode::OK, rendered, projection))
             }
             Kind::Group => {
@@ -288,7 +302,7 @@ impl Ctx {
                     if_version,
                     exclude_members: true,
                 });
-                let group = client.patch_group(req).await?.into_inner().group;
+                let group = self.written(client.patch_group(req).await?).group;
                 if projection.is_default() {
                     let written = self.group_found(group)?;
                     return Ok(Outcome {
@@ -358,7 +372,7 @@ impl Ctx {
                     patch,
                     if_version,
                 });
-                client.patch_user(req).await?;
+                self.written(client.patch_user(req).await?);
             }
             Kind::User => {
                 let req = self.grpc(DeleteUserRequest {
@@ -366,7 +380,7 @@ impl Ctx {
                     id,
                     if_version,
                 });
-                client.delete_user(req).await?;
+                self.written(client.delete_user(req).await?);
             }
             Kind::Group => {
                 let req = self.grpc(DeleteGroupRequest {
@@ -374,7 +388,7 @@ impl Ctx {
                     id,
                     if_version,
                 });
-                client.delete_group(req).await?;
+                self.written(client.delete_group(req).await?);
             }
         }
         Ok(Outcome {

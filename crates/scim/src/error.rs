@@ -108,6 +108,18 @@ pub struct ScimError {
     pub detail: String,
 }
 
+/// The 400 constructors: one per `scimType` of RFC 7644 §3.12, all alike.
+macro_rules! bad_requests {
+    ($($name:ident => $scim_type:ident;)*) => {
+        $(
+            #[doc = concat!("400 with [`ScimType::", stringify!($scim_type), "`].")]
+            pub fn $name(detail: impl Into<String>) -> Self {
+                Self::bad_request(ScimType::$scim_type, detail)
+            }
+        )*
+    };
+}
+
 impl ScimError {
     /// A new error with an explicit status and type.
     pub fn new(status: u16, scim_type: Option<ScimType>, detail: impl Into<String>) -> Self {
@@ -122,44 +134,19 @@ impl ScimError {
         Self::new(400, Some(scim_type), detail)
     }
 
-    /// 400 `invalidFilter`.
-    pub fn invalid_filter(detail: impl Into<String>) -> Self {
-        Self::bad_request(ScimType::InvalidFilter, detail)
-    }
-
-    /// 400 `invalidSyntax`.
-    pub fn invalid_syntax(detail: impl Into<String>) -> Self {
-        Self::bad_request(ScimType::InvalidSyntax, detail)
-    }
-
-    /// 400 `invalidPath`.
-    pub fn invalid_path(detail: impl Into<String>) -> Self {
-        Self::bad_request(ScimType::InvalidPath, detail)
-    }
-
-    /// 400 `noTarget`.
-    pub fn no_target(detail: impl Into<String>) -> Self {
-        Self::bad_request(ScimType::NoTarget, detail)
-    }
-
-    /// 400 `invalidValue`.
-    pub fn invalid_value(detail: impl Into<String>) -> Self {
-        Self::bad_request(ScimType::InvalidValue, detail)
-    }
-
-    /// 400 `mutability`.
-    pub fn mutability(detail: impl Into<String>) -> Self {
-        Self::bad_request(ScimType::Mutability, detail)
+    bad_requests! {
+        invalid_filter => InvalidFilter;
+        invalid_syntax => InvalidSyntax;
+        invalid_path => InvalidPath;
+        no_target => NoTarget;
+        invalid_value => InvalidValue;
+        mutability => Mutability;
+        too_many => TooMany;
     }
 
     /// 409 `uniqueness`.
     pub fn uniqueness(detail: impl Into<String>) -> Self {
         Self::new(409, Some(ScimType::Uniqueness), detail)
-    }
-
-    /// 400 `tooMany`.
-    pub fn too_many(detail: impl Into<String>) -> Self {
-        Self::bad_request(ScimType::TooMany, detail)
     }
 
     /// 404 without `scimType`.

@@ -35,6 +35,7 @@ pub mod error;
 pub mod filter;
 mod json;
 pub mod list;
+pub mod mapping;
 pub mod patch;
 pub mod path;
 pub mod projection;

@@ -296,15 +296,7 @@ proptest! {
     fn long_chains_stay_shallow(n in 1usize..3000) {
         let src = vec!["a pr"; n].join(" and ");
         let f = filter::parse(&src).expect("parses");
-        fn depth(f: &Filter) -> usize {
-            match f {
-                Filter::And(l, r) | Filter::Or(l, r) => 1 + depth(l).max(depth(r)),
-                Filter::Not(i) => 1 + depth(i),
-                Filter::ValuePath { filter, .. } => 1 + depth(filter),
-                _ => 1,
-            }
-        }
-        prop_assert!(depth(&f) <= (usize::BITS - n.leading_zeros()) as usize + 1);
+        prop_assert!(f.depth() <= (usize::BITS - n.leading_zeros()) as usize + 1);
         prop_assert_eq!(f.to_string(), src);
     }
 

@@ -52,6 +52,7 @@ pub mod model;
 mod page_token;
 pub mod portal;
 pub mod postgres;
+pub mod produced;
 mod rows;
 mod snapshot_slots;
 mod sources;

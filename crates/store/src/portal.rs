@@ -34,8 +34,12 @@ pub struct NewActivity {
     /// `User`, `Group`, `Bulk`, … when the request names a resource type.
     pub resource_type: Option<String>,
     pub resource_id: Option<String>,
-    /// The change-log revision the request produced, when known.
+    /// The newest change-log revision the request produced, when it
+    /// produced any.
     pub revision: Option<i64>,
+    /// Every change-log event it produced, in the wire contract's text form
+    /// (`roster_proto::contract::events`); the store keeps it as it is.
+    pub events: Option<String>,
     pub duration_ms: i64,
 }
 
@@ -328,7 +332,7 @@ pub(crate) fn refusal(link: &PortalLink, now: DateTime<Utc>) -> Option<LinkExcha
 /// Columns of an activity row, in the order both backends select them.
 pub(crate) const ACTIVITY_COLUMNS: &str = "id, directory_id, at, request_id, method, path, \
      status, scim_type, detail, user_agent, client_address, resource_type, resource_id, \
-     revision, duration_ms";
+     revision, duration_ms, events";
 
 /// Columns of a portal link row.
 pub(crate) const LINK_COLUMNS: &str =
@@ -357,6 +361,7 @@ fn decode_activity<DB: Dialect>(row: &DB::Row) -> StoreResult<Activity> {
             resource_id: c.get("resource_id")?,
             revision: c.get("revision")?,
             duration_ms: c.get("duration_ms")?,
+            events: c.get("events")?,
         },
     })
 }

@@ -253,11 +253,12 @@ impl Backend for PgStore {
 
     async fn commit(&self, mut tx: Tx) -> StoreResult<()> {
         let changes = tx.changes.take();
-        changes::insert_changes(&mut tx.tx, &changes).await?;
+        let produced = changes::insert_changes(&mut tx.tx, &changes).await?;
         tx.tx.commit().await.map_err(map_db)?;
         if !changes.is_empty() {
             self.notifier.local_commit();
         }
+        crate::produced::report(produced);
         Ok(())
     }
 

@@ -33,6 +33,8 @@ use tokio::sync::OnceCell;
 
 #[cfg(feature = "app")]
 pub mod app;
+#[cfg(feature = "google")]
+pub mod google;
 mod owned;
 pub mod slapd;
 pub use owned::{OwnedCluster, owned_cluster};

@@ -5,12 +5,11 @@ use anyhow::{Context, anyhow};
 use roster_proto::admin::*;
 use serde_json::{Value, json};
 
-use super::{Admin, enum_suffix, status};
+use super::{Admin, enum_suffix, returned, time};
 use crate::config::AdminCommand;
 
 /// Runs a source command; any other command is a bug of the caller.
 pub(super) async fn run(admin: &Admin, command: AdminCommand) -> anyhow::Result<Value> {
-    let mut client = admin.client.clone();
     let source = match command {
         AdminCommand::SetSource {
             directory_id,
@@ -29,13 +28,14 @@ pub(super) async fn run(admin: &Admin, command: AdminCommand) -> anyhow::Result<
                 interval_seconds: interval_secs,
                 mass_delete_percent,
             };
-            let r = client.set_directory_source(admin.request(req)?).await;
-            r.map_err(status)?.into_inner().source
+            call!(admin, set_directory_source(req)).source
         }
         AdminCommand::GetSource { directory_id } => {
-            let req = GetDirectorySourceRequest { directory_id };
-            let r = client.get_directory_source(admin.request(req)?).await;
-            r.map_err(status)?.into_inner().source
+            call!(
+                admin,
+                get_directory_source(GetDirectorySourceRequest { directory_id })
+            )
+            .source
         }
         AdminCommand::SyncNow {
             directory_id,
@@ -45,12 +45,11 @@ pub(super) async fn run(admin: &Admin, command: AdminCommand) -> anyhow::Result<
                 directory_id,
                 confirm_removals,
             };
-            let r = client.sync_directory_now(admin.request(req)?).await;
-            r.map_err(status)?.into_inner().source
+            call!(admin, sync_directory_now(req)).source
         }
         other => return Err(anyhow!("not a directory source command: {other:?}")),
     };
-    Ok(source_json(&source.context("no source returned")?))
+    Ok(source_json(&returned(source, "source")?))
 }
 
 fn source_kind(name: &str) -> anyhow::Result<SourceKind> {
@@ -76,10 +75,6 @@ fn credentials(file: Option<std::path::PathBuf>, env: Option<String>) -> anyhow:
         (None, Some(var)) => std::env::var(&var).with_context(|| format!("${var} is not set")),
         (None, None) => Ok(String::new()),
     }
-}
-
-fn time<T: ToString>(t: &Option<T>) -> Option<String> {
-    t.as_ref().map(ToString::to_string)
 }
 
 fn source_json(s: &DirectorySource) -> Value {

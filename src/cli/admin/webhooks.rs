@@ -1,16 +1,15 @@
 //! `roster admin …-webhook…`: webhook endpoints through `AdminService`.
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use roster_proto::admin::replay_webhook_endpoint_request::From as ReplayFrom;
 use roster_proto::admin::*;
 use serde_json::{Value, json};
 
-use super::{Admin, enum_suffix, status};
+use super::{Admin, enum_suffix, list, returned, time, with_secret};
 use crate::config::AdminCommand;
 
 /// Runs a webhook command; any other command is a bug of the caller.
 pub(super) async fn run(admin: &Admin, command: AdminCommand) -> anyhow::Result<Value> {
-    let mut client = admin.client.clone();
     let out = match command {
         AdminCommand::CreateWebhook {
             url,
@@ -26,31 +25,22 @@ pub(super) async fn run(admin: &Admin, command: AdminCommand) -> anyhow::Result<
                 description,
                 disabled,
             };
-            let r = client
-                .create_webhook_endpoint(admin.request(req)?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut e = endpoint_json(&r.endpoint.context("no endpoint returned")?);
-            e["secret"] = json!(r.secret);
-            e
+            let r = call!(admin, create_webhook_endpoint(req));
+            with_secret(endpoint(r.endpoint)?, r.secret)
         }
         AdminCommand::ListWebhooks { directory } => {
             let req = ListWebhookEndpointsRequest {
                 directory_id: directory.unwrap_or_default(),
             };
-            let r = client
-                .list_webhook_endpoints(admin.request(req)?)
-                .await
-                .map_err(status)?;
-            Value::Array(r.into_inner().endpoints.iter().map(endpoint_json).collect())
+            let r = call!(admin, list_webhook_endpoints(req));
+            list(r.endpoints, endpoint_json)
         }
         AdminCommand::GetWebhook { id } => {
-            let r = client
-                .get_webhook_endpoint(admin.request(GetWebhookEndpointRequest { id })?)
-                .await
-                .map_err(status)?;
-            endpoint_json(&r.into_inner().endpoint.context("no endpoint returned")?)
+            let r = call!(
+                admin,
+                get_webhook_endpoint(GetWebhookEndpointRequest { id })
+            );
+            endpoint(r.endpoint)?
         }
         AdminCommand::UpdateWebhook {
             id,
@@ -74,18 +64,14 @@ pub(super) async fn run(admin: &Admin, command: AdminCommand) -> anyhow::Result<
                 kinds,
                 set_kinds,
             };
-            let r = client
-                .update_webhook_endpoint(admin.request(req)?)
-                .await
-                .map_err(status)?;
-            endpoint_json(&r.into_inner().endpoint.context("no endpoint returned")?)
+            let r = call!(admin, update_webhook_endpoint(req));
+            endpoint(r.endpoint)?
         }
         AdminCommand::DeleteWebhook { id } => {
-            let req = DeleteWebhookEndpointRequest { id: id.clone() };
-            client
-                .delete_webhook_endpoint(admin.request(req)?)
-                .await
-                .map_err(status)?;
+            call!(
+                admin,
+                delete_webhook_endpoint(DeleteWebhookEndpointRequest { id: id.clone() })
+            );
             json!({ "deleted": id })
         }
         AdminCommand::RotateWebhookSecret { id, overlap_secs } => {
@@ -93,14 +79,8 @@ pub(super) async fn run(admin: &Admin, command: AdminCommand) -> anyhow::Result<
                 id,
                 overlap_seconds: overlap_secs,
             };
-            let r = client
-                .rotate_webhook_secret(admin.request(req)?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut e = endpoint_json(&r.endpoint.context("no endpoint returned")?);
-            e["secret"] = json!(r.secret);
-            e
+            let r = call!(admin, rotate_webhook_secret(req));
+            with_secret(endpoint(r.endpoint)?, r.secret)
         }
         AdminCommand::ReplayWebhook {
             id,
@@ -116,45 +96,37 @@ pub(super) async fn run(admin: &Admin, command: AdminCommand) -> anyhow::Result<
                 id,
                 from: Some(from),
             };
-            let r = client
-                .replay_webhook_endpoint(admin.request(req)?)
-                .await
-                .map_err(status)?;
-            endpoint_json(&r.into_inner().endpoint.context("no endpoint returned")?)
+            let r = call!(admin, replay_webhook_endpoint(req));
+            endpoint(r.endpoint)?
         }
         AdminCommand::SkipWebhookEvent { id } => {
-            let r = client
-                .skip_webhook_event(admin.request(SkipWebhookEventRequest { id })?)
-                .await
-                .map_err(status)?
-                .into_inner();
-            let mut e = endpoint_json(&r.endpoint.context("no endpoint returned")?);
+            let r = call!(admin, skip_webhook_event(SkipWebhookEventRequest { id }));
+            let mut e = endpoint(r.endpoint)?;
             e["skipped_revision"] = json!(r.skipped_revision);
             e
         }
         AdminCommand::WebhookAttempts { id, limit } => {
-            let req = ListWebhookAttemptsRequest { id, limit };
-            let r = client
-                .list_webhook_attempts(admin.request(req)?)
-                .await
-                .map_err(status)?;
-            Value::Array(r.into_inner().attempts.iter().map(attempt_json).collect())
+            let r = call!(
+                admin,
+                list_webhook_attempts(ListWebhookAttemptsRequest { id, limit })
+            );
+            list(r.attempts, attempt_json)
         }
         AdminCommand::TestWebhook { id } => {
-            let r = client
-                .send_test_webhook_event(admin.request(SendTestWebhookEventRequest { id })?)
-                .await
-                .map_err(status)?;
-            attempt_json(&r.into_inner().attempt.context("no attempt returned")?)
+            let r = call!(
+                admin,
+                send_test_webhook_event(SendTestWebhookEventRequest { id })
+            );
+            attempt_json(&returned(r.attempt, "attempt")?)
         }
         other => return Err(anyhow!("not a webhook command: {other:?}")),
     };
     Ok(out)
 }
 
-/// A timestamp as RFC 3339 text, or null.
-fn time<T: ToString>(t: &Option<T>) -> Option<String> {
-    t.as_ref().map(ToString::to_string)
+/// The endpoint a reply carries, as JSON.
+fn endpoint(field: Option<WebhookEndpoint>) -> anyhow::Result<Value> {
+    Ok(endpoint_json(&returned(field, "endpoint")?))
 }
 
 fn endpoint_json(e: &WebhookEndpoint) -> Value {

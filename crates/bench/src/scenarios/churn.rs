@@ -88,10 +88,5 @@ async fn churn(
         }
     })
     .await?;
-    Ok(Measurement::new(
-        label,
-        args.concurrency,
-        &mut timed.latencies,
-        timed.elapsed,
-    ))
+    Ok(Measurement::of(label, args.concurrency, &mut timed))
 }

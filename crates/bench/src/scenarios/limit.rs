@@ -145,12 +145,7 @@ async fn roster_bulk_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measur
     })
     .await?;
     let cpu = meter.per_op(&cpu, requests).await?;
-    let m = Measurement::new(
-        BULK_USERS,
-        args.concurrency,
-        &mut timed.latencies,
-        timed.elapsed,
-    );
+    let m = Measurement::of(BULK_USERS, args.concurrency, &mut timed);
     Ok(m.with_cpu(cpu))
 }
 
@@ -160,12 +155,7 @@ async fn roster_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measurement
     let cpu = meter.snapshot().await?;
     let mut users = create_users(&client, "u", args.users, args.concurrency).await?;
     let cpu = meter.per_op(&cpu, args.users).await?;
-    let m = Measurement::new(
-        POST_USERS,
-        args.concurrency,
-        &mut users.latencies,
-        users.elapsed,
-    );
+    let m = Measurement::of(POST_USERS, args.concurrency, &mut users);
     Ok(m.with_cpu(cpu))
 }
 
@@ -201,12 +191,7 @@ async fn raw_inserts(url: &str, args: &BenchArgs, rows: RawRows) -> anyhow::Resu
     // The pool is still open here, so its backends' CPU is counted.
     let cpu = meter.per_op(&cpu, args.users).await?;
     pool.close().await;
-    let m = Measurement::new(
-        rows.label(),
-        args.concurrency,
-        &mut timed.latencies,
-        timed.elapsed,
-    );
+    let m = Measurement::of(rows.label(), args.concurrency, &mut timed);
     Ok(m.with_cpu(cpu))
 }
 

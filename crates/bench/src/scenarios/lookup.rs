@@ -141,12 +141,9 @@ async fn one_directory(env: &Env, args: &BenchArgs, report: &mut Report) -> anyh
     let mut seeded = seeder.users(&dir, PREFIX, 0..args.lookup_users).await?;
     analyze_users(&env.database.url).await?;
     let label = format!("seed {} users (Store API)", args.lookup_users);
-    report.measurements.push(Measurement::new(
-        label,
-        args.seed_concurrency,
-        &mut seeded.latencies,
-        seeded.elapsed,
-    ));
+    report
+        .measurements
+        .push(Measurement::of(label, args.seed_concurrency, &mut seeded));
     let clients = Arc::new(vec![(dir.parse()?, client, args.lookup_users)]);
     let layout = format!("{} users, 1 directory", args.lookup_users);
     measure_all(env, &layout, clients, args, report).await
@@ -291,7 +288,7 @@ async fn measure_raw(
     // The pool is still open here, so its backends' CPU is counted.
     let cpu = meter.per_op(&cpu, lookups).await?;
     pool.close().await;
-    Ok(Measurement::new(label, concurrency, &mut timed.latencies, timed.elapsed).with_cpu(cpu))
+    Ok(Measurement::of(label, concurrency, &mut timed).with_cpu(cpu))
 }
 
 /// `lookups` searches with `probe`, each for a random seeded user of a
@@ -331,7 +328,7 @@ async fn measure(
     })
     .await?;
     let cpu = meter.per_op(&cpu, lookups).await?;
-    Ok(Measurement::new(label, concurrency, &mut timed.latencies, timed.elapsed).with_cpu(cpu))
+    Ok(Measurement::of(label, concurrency, &mut timed).with_cpu(cpu))
 }
 
 #[cfg(test)]

@@ -28,28 +28,22 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let cpu = meter.snapshot().await?;
     let mut users = create_users(&client, "u", args.users, c).await?;
     let cpu = meter.per_op(&cpu, args.users).await?;
-    let m = Measurement::new(POST_USERS, c, &mut users.latencies, users.elapsed);
+    let m = Measurement::of(POST_USERS, c, &mut users);
     report.measurements.push(m.with_cpu(cpu));
     let user_ids: Vec<String> = users.results.into_iter().map(|u| u.id).collect();
 
     let mut groups = create_groups(&client, args.groups, c).await?;
-    report.measurements.push(Measurement::new(
-        "POST /Groups",
-        c,
-        &mut groups.latencies,
-        groups.elapsed,
-    ));
+    report
+        .measurements
+        .push(Measurement::of("POST /Groups", c, &mut groups));
     let group_ids: Vec<String> = groups.results.into_iter().map(|g| g.id).collect();
 
     let batches = membership_batches(&user_ids, &group_ids, args.patch_batch);
     let mut patches = add_members(&client, batches, c).await?;
     let name = format!("PATCH /Groups (add {} members)", args.patch_batch);
-    report.measurements.push(Measurement::new(
-        name,
-        c,
-        &mut patches.latencies,
-        patches.elapsed,
-    ));
+    report
+        .measurements
+        .push(Measurement::of(name, c, &mut patches));
 
     let total = users.elapsed + groups.elapsed + patches.elapsed;
     report.figure(

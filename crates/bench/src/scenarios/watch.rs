@@ -36,12 +36,9 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let consumer = tokio::spawn(async move { collect_arrivals(&mut stream, n, true).await });
 
     let mut users = create_users(&client, "w", n, args.concurrency).await?;
-    report.measurements.push(Measurement::new(
-        POST_USERS,
-        args.concurrency,
-        &mut users.latencies,
-        users.elapsed,
-    ));
+    report
+        .measurements
+        .push(Measurement::of(POST_USERS, args.concurrency, &mut users));
     let arrivals = tokio::time::timeout(DRAIN_DEADLINE, consumer)
         .await
         .with_context(|| {

@@ -125,6 +125,11 @@ impl AdminApi {
         })
     }
 
+    /// The endpoint a request names; NOT_FOUND when there is none.
+    async fn hook(&self, id: &str) -> ServiceResult<Webhook> {
+        Ok(self.store().get_webhook(webhook_id(id)?).await?)
+    }
+
     /// An endpoint as the API shows it: its state, position and lag (the
     /// age of the next event it wants, read from the log).
     async fn endpoint(&self, hook: &Webhook) -> ServiceResult<pa::WebhookEndpoint> {
@@ -208,9 +213,9 @@ impl AdminApi {
         &self,
         req: pa::GetWebhookEndpointRequest,
     ) -> ServiceResult<pa::GetWebhookEndpointResponse> {
-        let hook = self.store().get_webhook(webhook_id(&req.id)?).await?;
+        let endpoint = self.endpoint(&self.hook(&req.id).await?).await?;
         Ok(pa::GetWebhookEndpointResponse {
-            endpoint: Some(self.endpoint(&hook).await?),
+            endpoint: Some(endpoint),
         })
     }
 
@@ -343,8 +348,8 @@ impl AdminApi {
         &self,
         req: pa::SkipWebhookEventRequest,
     ) -> ServiceResult<pa::SkipWebhookEventResponse> {
-        let id = webhook_id(&req.id)?;
-        let hook = self.store().get_webhook(id).await?;
+        let hook = self.hook(&req.id).await?;
+        let id = hook.id;
         let head = self.store().log_bounds().await?.stable_head;
         let next = self
             .store()
@@ -368,9 +373,8 @@ impl AdminApi {
         &self,
         req: pa::ListWebhookAttemptsRequest,
     ) -> ServiceResult<pa::ListWebhookAttemptsResponse> {
-        let id = webhook_id(&req.id)?;
         // Unknown endpoints are NOT_FOUND, not an empty list.
-        self.store().get_webhook(id).await?;
+        let id = self.hook(&req.id).await?.id;
         let limit = match req.limit {
             n if n <= 0 => DEFAULT_ATTEMPTS,
             n => i64::from(n).min(roster_store::WEBHOOK_ATTEMPTS_KEPT),
@@ -386,7 +390,7 @@ impl AdminApi {
         req: pa::SendTestWebhookEventRequest,
     ) -> ServiceResult<pa::SendTestWebhookEventResponse> {
         let admin = self.webhook_admin()?;
-        let hook = self.store().get_webhook(webhook_id(&req.id)?).await?;
+        let hook = self.hook(&req.id).await?;
         let secret = admin
             .key
             .open(&hook.sealed_secret, hook.id.0.as_bytes())

@@ -4,6 +4,7 @@
 
 mod admin;
 mod credentials;
+mod portal;
 mod resources;
 mod snapshot_cap;
 mod watch;

@@ -17,6 +17,8 @@ use roster_webhook::SealingKey;
 use tonic::Code;
 use tonic::transport::Channel;
 
+mod parity;
+
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn config() -> DirectoryConfig {

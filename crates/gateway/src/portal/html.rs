@@ -20,14 +20,25 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-/// The portal's sections, in the navigation's order: (path, label).
-pub const SECTIONS: [(&str, &str); 6] = [
-    ("/portal", "Set up"),
-    ("/portal/tokens", "Tokens"),
-    ("/portal/test", "Test the connection"),
-    ("/portal/activity", "Activity"),
-    ("/portal/directory", "Users and groups"),
-    ("/portal/mappings", "Attribute mapping"),
+/// Which directories a section is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum For {
+    All,
+    /// Directories an IdP pushes SCIM to.
+    Pushed,
+    /// Directories Roster pulls (LDAP, Active Directory, Google).
+    Pulled,
+}
+
+/// The portal's sections, in the navigation's order: (path, label, for).
+const SECTIONS: [(&str, &str, For); 7] = [
+    ("/portal", "Set up", For::All),
+    ("/portal/tokens", "Tokens", For::Pushed),
+    ("/portal/test", "Test the connection", For::Pushed),
+    ("/portal/sync", "Sync status", For::Pulled),
+    ("/portal/activity", "Activity", For::All),
+    ("/portal/directory", "Users and groups", For::All),
+    ("/portal/mappings", "Attribute mapping", For::All),
 ];
 
 /// What the header shows of the signed-in session.
@@ -38,6 +49,8 @@ pub struct Chrome<'a> {
     pub current: &'a str,
     /// The session's CSRF token, for the sign-out form.
     pub csrf: &'a str,
+    /// Whether Roster pulls the directory (no tokens, a sync status).
+    pub pulled: bool,
 }
 
 /// A complete page: head (own stylesheet and script only), skip link,
@@ -74,8 +87,13 @@ fn header(page: &mut String, chrome: &Chrome<'_>) {
          <nav aria-label=\"Portal\"><ul>",
         esc(chrome.directory)
     );
-    for (path, label) in SECTIONS {
-        let current = if path == chrome.current {
+    let shown = if chrome.pulled {
+        For::Pulled
+    } else {
+        For::Pushed
+    };
+    for (path, label, _) in SECTIONS.iter().filter(|s| s.2 == For::All || s.2 == shown) {
+        let current = if *path == chrome.current {
             " aria-current=\"page\""
         } else {
             ""

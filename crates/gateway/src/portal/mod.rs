@@ -20,6 +20,7 @@ mod explain;
 mod html;
 mod pages;
 mod providers;
+mod sync;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
@@ -60,6 +61,7 @@ pub fn routes() -> Router<AppState> {
         .route("/portal/tokens/revoke", post(pages::revoke_token))
         .route("/portal/test", get(pages::test))
         .route("/portal/test/rows", get(pages::test_rows))
+        .route("/portal/sync", get(sync::sync))
         .route("/portal/activity", get(pages::activity))
         .route("/portal/directory", get(pages::directory))
         .route(
@@ -146,8 +148,9 @@ impl IntoResponse for PortalError {
             Self::NoSession => (
                 StatusCode::UNAUTHORIZED,
                 "Your session has ended",
-                "<p>Portal sessions last a working day and end when you sign out. Ask the \
-                 application's administrator for a new portal link.</p>"
+                "<p>Portal sessions last a limited time (a working day unless configured \
+                 otherwise) and end when you sign out. Ask the application's administrator \
+                 for a new portal link.</p>"
                     .to_owned(),
             ),
             Self::Csrf => (

@@ -31,8 +31,8 @@ const DIRECTORY_PAGE: i32 = 50;
 pub async fn open_page(Path(secret): Path<String>) -> Response {
     let body = format!(
         "<p>This link gives you access to one directory connection: set up your identity \
-         provider, manage its tokens and see what it sends. It works once; your session then \
-         lasts a working day.</p>\
+         provider, manage its tokens and see what it sends. It works once; the session it \
+         opens ends after a set time (a working day unless configured otherwise).</p>\
          <form method=\"post\" action=\"/portal/open\">\
          <input type=\"hidden\" name=\"secret\" value=\"{}\">\
          <button type=\"submit\" id=\"open\">Open the portal</button></form>",
@@ -129,28 +129,62 @@ pub async fn sign_out(session: Session, Form(form): Form<CsrfForm>) -> PageResul
 
 // ---------------------------------------------------------------- shared
 
-async fn load_directory(session: &Session) -> Result<pa::Directory, PortalError> {
-    let request = session.grpc(pa::GetDirectoryRequest {
-        id: session.directory_id.clone(),
-    });
-    let reply = session.state().admin().get_directory(request).await?;
-    reply
-        .into_inner()
-        .directory
-        .ok_or_else(|| PortalError::Invalid("the directory no longer exists".into()))
+/// The session's directory, and its source when Roster pulls it (LDAP,
+/// Active Directory, Google Workspace) instead of receiving SCIM.
+pub(super) struct Dir {
+    pub info: pa::Directory,
+    pub source: Option<pa::DirectorySource>,
 }
 
-fn page(
+pub(super) async fn load_directory(session: &Session) -> Result<Dir, PortalError> {
+    let directory = session.grpc(pa::GetDirectoryRequest {
+        id: session.directory_id.clone(),
+    });
+    let source = session.grpc(pa::GetDirectorySourceRequest {
+        directory_id: session.directory_id.clone(),
+    });
+    let (mut admin, mut sources) = (session.state().admin(), session.state().admin());
+    let (directory, source) = tokio::join!(
+        admin.get_directory(directory),
+        sources.get_directory_source(source)
+    );
+    let info = directory?
+        .into_inner()
+        .directory
+        .ok_or_else(|| PortalError::Invalid("the directory no longer exists".into()))?;
+    let source = match source {
+        Ok(reply) => reply.into_inner().source,
+        // A directory without a source receives SCIM from its IdP.
+        Err(status) if status.code() == tonic::Code::NotFound => None,
+        Err(status) => return Err(status.into()),
+    };
+    Ok(Dir { info, source })
+}
+
+/// Refuses the SCIM-only pages (tokens, the connection test) for a pulled
+/// directory: no IdP sends it anything.
+fn scim_only(dir: &Dir) -> Result<(), PortalError> {
+    match &dir.source {
+        Some(source) => Err(PortalError::Invalid(format!(
+            "this directory is pulled from {} by Roster: it has no SCIM tokens and no              connection to test; see its sync status instead",
+            super::sync::source_name(source.kind)
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn page(
     session: &Session,
-    dir: &pa::Directory,
+    dir: &Dir,
     current: &str,
     title: &str,
     body: &str,
 ) -> Response {
     let chrome = Chrome {
-        directory: &dir.name,
+        directory: &dir.info.name,
         current,
         csrf: &session.csrf,
+        pulled: dir.source.is_some(),
     };
     Html(layout(title, Some(&chrome), body)).into_response()
 }
@@ -160,7 +194,11 @@ fn page(
 /// `GET /portal`: choose the provider, follow its steps, copy the URL.
 pub async fn setup(session: Session) -> PageResult {
     let dir = load_directory(&session).await?;
-    let provider = Provider::of(dir.provider);
+    if let Some(source) = &dir.source {
+        let body = super::sync::pulled_setup(source);
+        return Ok(page(&session, &dir, "/portal", "Your directory", &body));
+    }
+    let provider = Provider::of(dir.info.provider);
     let scim_url = session.state().config().scim_base(&session.directory_id);
     let mut body = String::new();
     let _ = write!(
@@ -171,7 +209,7 @@ pub async fn setup(session: Session) -> PageResult {
         csrf = csrf_field(&session.csrf)
     );
     for p in &PROVIDERS {
-        let checked = if p.kind as i32 == dir.provider {
+        let checked = if p.kind as i32 == dir.info.provider {
             " checked"
         } else {
             ""
@@ -249,6 +287,7 @@ pub async fn tokens(session: Session, Query(query): Query<TokensQuery>) -> PageR
 
 async fn tokens_page(session: &Session, top: &str) -> PageResult {
     let dir = load_directory(session).await?;
+    scim_only(&dir)?;
     let request = session.grpc(pa::ListTokensRequest {
         directory_id: session.directory_id.clone(),
         include_revoked: false,
@@ -337,6 +376,7 @@ pub async fn create_token(session: Session, Form(form): Form<NameForm>) -> PageR
 }
 
 async fn new_token(session: &Session, name: String, replaces: Option<&str>) -> PageResult {
+    scim_only(&load_directory(session).await?)?;
     let request = session.grpc(pa::CreateTokenRequest {
         directory_id: session.directory_id.clone(),
         name,
@@ -397,6 +437,7 @@ pub async fn rotate_token(session: Session, Form(form): Form<TokenForm>) -> Page
 /// `POST /portal/tokens/revoke`.
 pub async fn revoke_token(session: Session, Form(form): Form<TokenForm>) -> PageResult {
     session.check_csrf(&form.csrf)?;
+    scim_only(&load_directory(&session).await?)?;
     let request = session.grpc(pa::RevokeTokenRequest {
         directory_id: session.directory_id.clone(),
         token_id: form.token_id,
@@ -459,7 +500,7 @@ fn activity_row(a: &pa::Activity) -> String {
          <td data-label=\"Sent by\">{agent}</td>\
          <td data-label=\"Request\"><code>{method} {path}</code></td>\
          <td data-label=\"Status\"><span class=\"status\">{status}</span>{scim_type}</td>\
-         <td data-label=\"Resource\">{resource}</td>\
+         <td data-label=\"Resource\">{resource}{events}</td>\
          <td data-label=\"What it means\">{what}{fix}{detail}<br><small>Request id {rid} · {ms} ms</small></td></tr>",
         id = a.id,
         at = time(a.time.as_ref()),
@@ -472,10 +513,34 @@ fn activity_row(a: &pa::Activity) -> String {
         path = esc(path),
         status = a.status,
         resource = esc(&format!("{} {}", a.resource_type, a.resource_id)),
+        events = events_list(a),
         what = esc(e.what),
         rid = esc(&a.request_id),
         ms = a.duration_ms,
     )
+}
+
+/// The change-log events a request produced, as the applications that
+/// follow the directory see them: `user.created @ 1042`.
+fn events_list(a: &pa::Activity) -> String {
+    if a.events.is_empty() && a.events_omitted == 0 {
+        return String::new();
+    }
+    let mut items: String = a
+        .events
+        .iter()
+        .map(|e| {
+            let text = match e.count {
+                1 => format!("{} @ {}", e.kind, e.revision),
+                n => format!("{n} × {} @ {}–{}", e.kind, e.revision, e.revision + n - 1),
+            };
+            format!("<li><code>{}</code></li>", esc(&text))
+        })
+        .collect();
+    if a.events_omitted > 0 {
+        items.push_str(&format!("<li>and {} more</li>", a.events_omitted));
+    }
+    format!("<ul class=\"events\" aria-label=\"Events it produced\">{items}</ul>")
 }
 
 fn activity_table(id: &str, live: Option<i64>, rows: &str) -> String {
@@ -485,7 +550,7 @@ fn activity_table(id: &str, live: Option<i64>, rows: &str) -> String {
     format!(
         "<div class=\"scroll\"><table id=\"{id}\" class=\"cards\"><thead><tr><th scope=\"col\">Time</th>\
          <th scope=\"col\">Sent by</th><th scope=\"col\">Request</th><th scope=\"col\">Status</th>\
-         <th scope=\"col\">Resource</th><th scope=\"col\">What it means</th></tr></thead>\
+         <th scope=\"col\">Resource and events</th><th scope=\"col\">What it means</th></tr></thead>\
          <tbody{live}>{rows}</tbody></table></div>"
     )
 }
@@ -585,7 +650,8 @@ fn filter_form(query: &ActivityQuery) -> String {
 /// as they arrive.
 pub async fn test(session: Session) -> PageResult {
     let dir = load_directory(&session).await?;
-    let provider = Provider::of(dir.provider);
+    scim_only(&dir)?;
+    let provider = Provider::of(dir.info.provider);
     let reply = list_activity(
         &session,
         pa::ListActivityRequest {
@@ -775,14 +841,14 @@ pub async fn mappings(session: Session) -> PageResult {
          <code>employee_number</code>, …) or kept as a custom attribute \
          (<code>custom:&lt;key&gt;</code>). Changes apply to requests received from now on.</p>",
     );
-    if dir.attribute_mappings.is_empty() {
+    if dir.info.attribute_mappings.is_empty() {
         body.push_str("<p id=\"no-mappings\">No mapping yet.</p>");
     } else {
         body.push_str(
             "<table id=\"mapping-list\"><thead><tr><th scope=\"col\">IdP attribute</th>\
              <th scope=\"col\">Becomes</th><th scope=\"col\">Actions</th></tr></thead><tbody>",
         );
-        for m in &dir.attribute_mappings {
+        for m in &dir.info.attribute_mappings {
             let _ = write!(
                 body,
                 "<tr><td><code>{source}</code></td><td><code>{target}</code></td><td>\
@@ -844,6 +910,7 @@ pub async fn remove_mapping(session: Session, Form(form): Form<MappingForm>) -> 
 async fn edit_mappings(session: &Session, source: &str, target: Option<String>) -> PageResult {
     let dir = load_directory(session).await?;
     let mut mappings: Vec<pa::AttributeMapping> = dir
+        .info
         .attribute_mappings
         .into_iter()
         .filter(|m| !m.source.eq_ignore_ascii_case(source))

@@ -3,7 +3,6 @@
 //! characters, `active` removal and Entra ID's matching queries. The store
 //! conformance suite checks the store-level parts on both backends.
 
-use roster_proto::admin::DeprovisionPolicy;
 use roster_testkit::app;
 use roster_testkit::app::{
     ENTERPRISE_USER_SCHEMA, ERROR_SCHEMA, GROUP_SCHEMA, SEARCH_REQUEST_SCHEMA, USER_SCHEMA,
@@ -53,8 +52,7 @@ fn assert_scim_error(r: &Reply, status: u16, scim_type: &str, what: &str) {
 
 #[tokio::test]
 async fn datetime_filters_compare_at_the_rendered_precision() {
-    let stack = Stack::start("gw_dt_precision").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_dt_precision").await;
     let id = scim.create_user("precise@example.com").await;
     let got = scim.get(&format!("/Users/{id}")).await;
     let modified = got.body["meta"]["lastModified"]
@@ -87,8 +85,7 @@ async fn datetime_filters_compare_at_the_rendered_precision() {
 
 #[tokio::test]
 async fn values_of_the_wrong_json_type_are_rejected_and_never_stored() {
-    let stack = Stack::start("gw_types").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_types").await;
     let with = |key: &str, value: Value| {
         let mut body = user("typed@example.com");
         body[key] = value;
@@ -161,8 +158,7 @@ async fn values_of_the_wrong_json_type_are_rejected_and_never_stored() {
 
 #[tokio::test]
 async fn undefined_extensions_are_kept_verbatim() {
-    let stack = Stack::start("gw_ext").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_ext").await;
     let urn = "urn:example:params:scim:schemas:extension:acme:2.0:User";
     let mut body = user("ext@example.com");
     body["schemas"] = json!([USER_SCHEMA, urn]);
@@ -197,8 +193,7 @@ async fn undefined_extensions_are_kept_verbatim() {
 
 #[tokio::test]
 async fn nul_characters_are_rejected_before_the_database() {
-    let stack = Stack::start("gw_nul").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_nul").await;
     let id = scim.create_user("nul@example.com").await;
     for filter in [
         "userName eq \"a\u{0}b\"",
@@ -235,8 +230,7 @@ async fn nul_characters_are_rejected_before_the_database() {
 
 #[tokio::test]
 async fn a_filter_beyond_the_bind_parameter_limit_is_a_400() {
-    let stack = Stack::start("gw_bindlimit").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_bindlimit").await;
     scim.create_user("bind@example.com").await;
     // Above PostgreSQL's 65,535 bind parameters (a term on an attribute
     // without a column binds its JSON path and its value), below the 1 MiB
@@ -258,8 +252,7 @@ async fn a_filter_beyond_the_bind_parameter_limit_is_a_400() {
 
 #[tokio::test]
 async fn removing_active_deactivates_the_user() {
-    let stack = Stack::start("gw_rm_active").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_rm_active").await;
     let id = scim.create_user("rm-active@example.com").await;
     let r = scim
         .patch_ops(
@@ -276,8 +269,7 @@ async fn removing_active_deactivates_the_user() {
 
 #[tokio::test]
 async fn entra_id_matching_queries_find_the_user() {
-    let stack = Stack::start("gw_entra_match").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_entra_match").await;
     let ent = ENTERPRISE_USER_SCHEMA;
     let mut body = user("jdoe@contoso.com");
     body["emails"] = json!([

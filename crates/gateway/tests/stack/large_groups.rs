@@ -6,7 +6,6 @@ use roster_testkit::app::{GROUP_SCHEMA, USER_SCHEMA};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use roster_proto::admin::DeprovisionPolicy;
 use roster_store::{
     DirectoryId, GroupWrite, MemberKind, MemberRef, Store, UserFields, UserId, UserWrite,
 };
@@ -109,8 +108,7 @@ fn assert_all_members(resp: &Reply, expected: &BTreeSet<String>, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_of_150_000_members_is_read_and_written_over_scim() {
-    let stack = Stack::start("gw_large_group").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (stack, scim) = Stack::with_directory("gw_large_group").await;
     // Reading 30 MB of JSON takes a while in debug builds on a busy machine.
     let scim = scim.with_http(
         reqwest::Client::builder()

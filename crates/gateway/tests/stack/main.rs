@@ -5,9 +5,11 @@
 //! The flood test runs in its own binary (`tests/flood.rs`): it reads the
 //! process-wide gRPC metrics, which no other test may move meanwhile.
 
+mod activity;
 mod data_rules;
 mod large_groups;
 mod mtls;
 mod offline;
+mod portal;
 mod scim_api;
 mod scim_v1;

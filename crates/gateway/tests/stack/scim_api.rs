@@ -11,17 +11,14 @@ use serde_json::json;
 
 #[tokio::test]
 async fn user_provisioning_lifecycle() {
-    let stack = Stack::start("gw_users").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_users").await;
 
     // The IdP's probe before creating: nothing matches.
     let probe = scim
         .get("/Users?filter=userName%20eq%20%22alice%40example.com%22")
         .await;
     assert_eq!(probe.status, 200, "{:?}", probe.body);
-    assert_eq!(probe.body["totalResults"], 0);
-    assert_eq!(probe.body["startIndex"], 1);
-    assert_eq!(probe.body["itemsPerPage"], 0);
+    assert_eq!(probe.paging(), [Some(0), Some(0), Some(1)]);
     assert!(probe.resources().is_empty());
 
     // Create.
@@ -130,8 +127,7 @@ async fn user_provisioning_lifecycle() {
 
 #[tokio::test]
 async fn lists_filter_page_sort_and_project() {
-    let stack = Stack::start("gw_lists").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_lists").await;
     for name in ["carol", "alice", "bob", "bert", "dave"] {
         scim.create_user(&format!("{name}@example.com")).await;
     }
@@ -218,8 +214,7 @@ async fn lists_filter_page_sort_and_project() {
 
 #[tokio::test]
 async fn group_membership_lifecycle() {
-    let stack = Stack::start("gw_groups").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_groups").await;
     let u1 = scim.create_user("u1@example.com").await;
     let u2 = scim.create_user("u2@example.com").await;
     let u3 = scim.create_user("u3@example.com").await;
@@ -329,8 +324,7 @@ async fn group_membership_lifecycle() {
 /// order, and `failOnErrors` still stops exactly where it should.
 #[tokio::test]
 async fn bulk_user_creations_go_together_and_answer_in_order() {
-    let stack = Stack::start("gw_bulk_together").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_bulk_together").await;
     assert_eq!(
         scim.post("/Users", &user("taken@example.com")).await.status,
         201
@@ -374,12 +368,7 @@ async fn bulk_user_creations_go_together_and_answer_in_order() {
             ]}),
         )
         .await;
-    let statuses: Vec<&str> = stop.body["Operations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["status"].as_str().unwrap())
-        .collect();
+    let statuses = stop.texts("Operations", "status");
     assert_eq!(statuses, ["201", "409", "201", "409"]);
     let after = scim
         .get("/Users?filter=userName%20eq%20%22after%40example.com%22")
@@ -389,8 +378,7 @@ async fn bulk_user_creations_go_together_and_answer_in_order() {
 
 #[tokio::test]
 async fn bulk_with_references_and_fail_on_errors() {
-    let stack = Stack::start("gw_bulk").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_bulk").await;
 
     // The group is listed first but references the user created after it.
     let request = json!({
@@ -466,8 +454,7 @@ async fn bulk_with_references_and_fail_on_errors() {
 
 #[tokio::test]
 async fn discovery_endpoints() {
-    let stack = Stack::start("gw_discovery").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_discovery").await;
 
     let spc = scim.get("/ServiceProviderConfig").await;
     assert_eq!(spc.status, 200, "{:?}", spc.body);
@@ -592,8 +579,7 @@ async fn authentication_failures_and_revocation() {
 
 #[tokio::test]
 async fn conditional_requests() {
-    let stack = Stack::start("gw_etag").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_etag").await;
     let id = scim.create_user("etag@example.com").await;
     let path = format!("/Users/{id}");
     let v1 = scim.get(&path).await.header("etag").unwrap().to_owned();
@@ -752,8 +738,7 @@ async fn every_change_appears_in_order_on_watch_changes() {
     use roster_proto::directory::watch_changes_request::Start;
     use roster_testkit::app::{next_change, watch};
 
-    let stack = Stack::start("gw_watch").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (stack, scim) = Stack::with_directory("gw_watch").await;
     let id = scim.create_user("watched@example.com").await;
     let path = format!("/Users/{id}");
     scim.patch_ops(
@@ -833,8 +818,7 @@ async fn ready_when_the_directory_service_serves_and_request_ids_echo() {
 
 #[tokio::test]
 async fn base_urls_pasted_with_trailing_or_doubled_slashes_work() {
-    let stack = Stack::start("gw_slashes").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+    let (_stack, scim) = Stack::with_directory("gw_slashes").await;
     let id = scim.create_user("slash@example.com").await;
 
     // `$BASE/` pasted into an IdP gives `$BASE//Users`.

@@ -16,62 +16,6 @@ const CORE_1: &str = "urn:scim:schemas:core:1.0";
 const ENTERPRISE_1: &str = "urn:scim:schemas:extension:enterprise:1.0";
 const ENTERPRISE_2: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
-/// A 1.1 client of the directory `scim` serves over 2.0.
-#[derive(Clone)]
-struct V1(Scim);
-
-impl V1 {
-    fn of(scim: &Scim) -> V1 {
-        let base = scim.base_url.replace("/scim/v2/", "/scim/v1/");
-        V1(Scim::new(&base, &scim.token).with_content_type("application/json"))
-    }
-
-    /// Sends a request; every answer with a body must be 1.1 JSON.
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
-        self.send_with(method, path, body, &[]).await
-    }
-
-    async fn send_with(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
-    ) -> Reply {
-        let reply = self
-            .0
-            .try_send(method.clone(), path, body, headers)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        if !reply.text.is_empty() {
-            assert_eq!(
-                reply.header("content-type"),
-                Some("application/json; charset=utf-8"),
-                "{method} {path}: {}",
-                reply.text
-            );
-            assert!(
-                !reply.body.is_null(),
-                "{method} {path}: not JSON: {}",
-                reply.text
-            );
-        }
-        reply
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.send(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Reply {
-        self.send(Method::POST, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: &Value) -> Reply {
-        self.send(Method::PATCH, path, Some(body)).await
-    }
-}
-
 /// Panics unless `reply` is a 1.1 error with `status`: `{"Errors":
 /// [{"description", "code"}]}` and nothing of the 2.0 error.
 fn assert_v1_error(reply: &Reply, status: u16, what: &str) {
@@ -125,14 +69,13 @@ fn v2_user(user_name: &str) -> Value {
 
 #[tokio::test]
 async fn users_over_1_1_have_the_1_1_shapes() {
-    let stack = Stack::start("gw_v1_users").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
-    let v1 = V1::of(&scim);
+    let (_stack, scim) = Stack::with_directory("gw_v1_users").await;
+    let v1 = scim.v1();
 
     let created = v1.post("/Users", &v1_user("bjensen@example.com")).await;
     assert_eq!(created.status, 201, "{}", created.text);
     let id = created.body["id"].as_str().unwrap().to_owned();
-    let location = format!("{}/Users/{id}", v1.0.base_url);
+    let location = format!("{}/Users/{id}", v1.base_url);
     assert!(location.contains("/scim/v1/"));
     assert_eq!(created.header("location"), Some(location.as_str()));
     assert_eq!(created.body["schemas"], json!([CORE_1, ENTERPRISE_1]));
@@ -163,9 +106,7 @@ async fn users_over_1_1_have_the_1_1_shapes() {
         .await;
     assert_eq!(listed.status, 200, "{}", listed.text);
     assert_eq!(listed.body["schemas"], json!([CORE_1]));
-    assert_eq!(listed.body["totalResults"], 1);
-    assert_eq!(listed.body["itemsPerPage"], 1);
-    assert_eq!(listed.body["startIndex"], 1);
+    assert_eq!(listed.paging(), [Some(1), Some(1), Some(1)]);
     assert_eq!(listed.body["Resources"][0]["id"], id.as_str());
     assert_eq!(
         listed.body["Resources"][0]["schemas"],
@@ -214,12 +155,8 @@ async fn users_over_1_1_have_the_1_1_shapes() {
     // PUT replaces; a stale If-Match is 412 in the 1.1 shape.
     let stale = created.header("etag").unwrap().to_owned();
     let put = v1
-        .send_with(
-            Method::PUT,
-            &format!("/Users/{id}"),
-            Some(&v1_user("bjensen@example.com")),
-            &[("if-match", &stale)],
-        )
+        .with_header("if-match", &stale)
+        .put(&format!("/Users/{id}"), &v1_user("bjensen@example.com"))
         .await;
     assert_v1_error(&put, 412, "stale If-Match");
     let put = v1
@@ -242,9 +179,8 @@ async fn users_over_1_1_have_the_1_1_shapes() {
 
 #[tokio::test]
 async fn groups_over_1_1_have_1_1_members() {
-    let stack = Stack::start("gw_v1_groups").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
-    let v1 = V1::of(&scim);
+    let (_stack, scim) = Stack::with_directory("gw_v1_groups").await;
+    let v1 = scim.v1();
     let u1 = scim.create_user("u1@example.com").await;
     let u2 = scim.create_user("u2@example.com").await;
     let u3 = scim.create_user("u3@example.com").await;
@@ -320,9 +256,8 @@ async fn groups_over_1_1_have_1_1_members() {
 
 #[tokio::test]
 async fn discovery_and_the_1_1_path_spellings() {
-    let stack = Stack::start("gw_v1_discovery").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
-    let v1 = V1::of(&scim);
+    let (_stack, scim) = Stack::with_directory("gw_v1_discovery").await;
+    let v1 = scim.v1();
 
     let config = v1.get("/ServiceProviderConfigs").await;
     assert_eq!(config.status, 200, "{}", config.text);
@@ -350,9 +285,8 @@ async fn discovery_and_the_1_1_path_spellings() {
 
 #[tokio::test]
 async fn malformed_1_1_requests_get_1_1_errors() {
-    let stack = Stack::start("gw_v1_errors").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
-    let v1 = V1::of(&scim);
+    let (_stack, scim) = Stack::with_directory("gw_v1_errors").await;
+    let v1 = scim.v1();
     let id = v1.post("/Users", &v1_user("taken@example.com")).await.body["id"]
         .as_str()
         .unwrap()
@@ -363,13 +297,13 @@ async fn malformed_1_1_requests_get_1_1_errors() {
         let v1 = v1.clone();
         let user = user.clone();
         async move {
-            let response =
-                v1.0.request(Method::PATCH, &user)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
+            let response = v1
+                .request(Method::PATCH, &user)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             Reply::read(response).await.unwrap()
         }
     };
@@ -498,12 +432,8 @@ async fn malformed_1_1_requests_get_1_1_errors() {
     assert_eq!(same.header("etag"), before.header("etag"));
     assert_eq!(same.body, before.body);
     let stale = v1
-        .send_with(
-            Method::PATCH,
-            &user,
-            Some(&nothing),
-            &[("if-match", "W/\"999\"")],
-        )
+        .with_header("if-match", "W/\"999\"")
+        .patch(&user, &nothing)
         .await;
     assert_v1_error(&stale, 412, "stale If-Match on a no-op PATCH");
     assert_v1_error(
@@ -513,16 +443,16 @@ async fn malformed_1_1_requests_get_1_1_errors() {
     );
 
     // Authentication failures are 1.1 errors too, with their header.
-    let anonymous = V1(Scim::new(&v1.0.base_url, "rst_not-a-token"));
+    let anonymous = Scim::new(&v1.base_url, "rst_not-a-token").v1();
     let denied = anonymous.get("/Users").await;
     assert_v1_error(&denied, 401, "bad token");
     assert!(denied.header("www-authenticate").is_some());
-    let unknown_directory = V1(Scim::new(
-        &v1.0
-            .base_url
+    let unknown_directory = Scim::new(
+        &v1.base_url
             .replace(&scim.directory_id, "00000000-0000-0000-0000-000000000000"),
         &scim.token,
-    ));
+    )
+    .v1();
     assert_v1_error(
         &unknown_directory.get("/Users").await,
         401,
@@ -578,7 +508,7 @@ fn comparable(change: &Change) -> Value {
 /// back over 2.0 and from the change stream.
 async fn write_in(stack: &Stack, create_v1: bool, patch_v1: bool) -> (Value, Vec<Value>) {
     let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
-    let v1 = V1::of(&scim);
+    let v1 = scim.v1();
     let name = "mixed@example.com";
     let id = match create_v1 {
         true => v1.post("/Users", &v1_user(name)).await,
@@ -652,9 +582,8 @@ async fn either_dialect_writes_the_same_state_and_events() {
 
 #[tokio::test]
 async fn sorting_paging_and_multi_valued_attributes_over_1_1() {
-    let stack = Stack::start("gw_v1_sorting").await;
-    let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
-    let v1 = V1::of(&scim);
+    let (_stack, scim) = Stack::with_directory("gw_v1_sorting").await;
+    let v1 = scim.v1();
     for (name, number) in [
         ("a@example.com", "3"),
         ("b@example.com", "1"),
@@ -668,9 +597,7 @@ async fn sorting_paging_and_multi_valued_attributes_over_1_1() {
         .get("/Users?sortBy=urn:scim:schemas:extension:enterprise:1.0.employeeNumber&sortOrder=descending&startIndex=2&count=1")
         .await;
     assert_eq!(sorted.status, 200, "{}", sorted.text);
-    assert_eq!(sorted.body["totalResults"], 3);
-    assert_eq!(sorted.body["startIndex"], 2);
-    assert_eq!(sorted.body["itemsPerPage"], 1);
+    assert_eq!(sorted.paging(), [Some(3), Some(1), Some(2)]);
     // Descending by employeeNumber: a (3), c (2), b (1); the second is c.
     assert_eq!(sorted.body["Resources"][0]["userName"], "c@example.com");
 
@@ -688,12 +615,7 @@ async fn sorting_paging_and_multi_valued_attributes_over_1_1() {
     let by_name = v1
         .get("/Users?filter=userName%20sw%20%22d%22%20or%20userName%20sw%20%22e%22%20or%20userName%20sw%20%22f%22&sortBy=displayName")
         .await;
-    let names: Vec<&str> = by_name.body["Resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| u["displayName"].as_str().unwrap())
-        .collect();
+    let names = by_name.texts("Resources", "displayName");
     assert_eq!(names, ["alpha", "Beta", "gamma"], "{}", by_name.text);
 
     // entitlements and x509Certificates: the same attributes in both
@@ -755,7 +677,7 @@ fn comparable_group_change(change: &Change, names: &HashMap<String, String>) -> 
 /// out, a new name), each step in the dialect given; its events.
 async fn group_written_in(stack: &Stack, create_v1: bool, patch_v1: bool) -> Vec<Value> {
     let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
-    let v1 = V1::of(&scim);
+    let v1 = scim.v1();
     let mut names = HashMap::new();
     let mut ids = Vec::new();
     for name in ["u1@example.com", "u2@example.com", "u3@example.com"] {

@@ -178,6 +178,18 @@ fn write_json_string(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
 }
 
 impl Filter {
+    /// How many nodes deep the tree goes (a leaf is 1). Parsed `and`/`or`
+    /// chains are balanced, so this grows with the log of their length:
+    /// what keeps evaluating and dropping a long filter off the stack's limit.
+    pub fn depth(&self) -> usize {
+        match self {
+            Filter::And(l, r) | Filter::Or(l, r) => 1 + l.depth().max(r.depth()),
+            Filter::Not(inner) => 1 + inner.depth(),
+            Filter::ValuePath { filter, .. } => 1 + filter.depth(),
+            Filter::Compare { .. } | Filter::Present(_) => 1,
+        }
+    }
+
     /// Whether this node is `and`/`or`, which needs parentheses when nested
     /// to keep the exact tree shape on re-parse.
     fn is_binary(&self) -> bool {

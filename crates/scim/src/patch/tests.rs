@@ -39,6 +39,13 @@ fn fails(ops: Value) -> ScimError {
     }
 }
 
+/// Asserts that each PATCH of `cases` fails with `scim_type`.
+fn each_fails_with<const N: usize>(scim_type: ScimType, cases: [Value; N]) {
+    for ops in cases {
+        assert_eq!(fails(ops.clone()).scim_type, Some(scim_type), "{ops}");
+    }
+}
+
 // ---- RFC 7644 §3.5.2.1 (add) ----
 
 #[test]
@@ -296,34 +303,28 @@ fn names_are_case_insensitive() {
 
 #[test]
 fn read_only_attributes_are_mutability_errors() {
-    for ops in [
-        json!([{"op": "replace", "path": "id", "value": "other"}]),
-        json!([{"op": "replace", "path": "meta.version", "value": "W/\"9\""}]),
-        json!([{"op": "remove", "path": "meta"}]),
-        json!([{"op": "add", "path": "groups", "value": [{"value": "g"}]}]),
-        json!([{"op": "replace", "value": {"id": "other"}}]),
-    ] {
-        assert_eq!(
-            fails(ops.clone()).scim_type,
-            Some(ScimType::Mutability),
-            "{ops}"
-        );
-    }
+    each_fails_with(
+        ScimType::Mutability,
+        [
+            json!([{"op": "replace", "path": "id", "value": "other"}]),
+            json!([{"op": "replace", "path": "meta.version", "value": "W/\"9\""}]),
+            json!([{"op": "remove", "path": "meta"}]),
+            json!([{"op": "add", "path": "groups", "value": [{"value": "g"}]}]),
+            json!([{"op": "replace", "value": {"id": "other"}}]),
+        ],
+    );
 }
 
 #[test]
 fn user_name_cannot_be_removed() {
-    for ops in [
-        json!([{"op": "remove", "path": "userName"}]),
-        json!([{"op": "replace", "path": "userName", "value": ""}]),
-        json!([{"op": "replace", "value": {"userName": null}}]),
-    ] {
-        assert_eq!(
-            fails(ops.clone()).scim_type,
-            Some(ScimType::InvalidValue),
-            "{ops}"
-        );
-    }
+    each_fails_with(
+        ScimType::InvalidValue,
+        [
+            json!([{"op": "remove", "path": "userName"}]),
+            json!([{"op": "replace", "path": "userName", "value": ""}]),
+            json!([{"op": "replace", "value": {"userName": null}}]),
+        ],
+    );
 }
 
 #[test]

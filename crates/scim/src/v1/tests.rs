@@ -444,21 +444,11 @@ fn messages_have_the_1_1_shapes() {
     assert_eq!(all.len(), 3);
     let user = schema("https://h/scim/v1/d", "urn:scim:schemas:core:1.0:user").unwrap();
     assert_eq!(user["endpoint"], "/Users");
-    let emails = user["attributes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "emails")
-        .unwrap();
+    let emails = attribute(&user, "emails");
     assert_eq!(emails["multiValuedAttributeChildName"], "email");
     assert_eq!(emails["schema"], CORE_SCHEMA);
     let enterprise = schema("https://h/scim/v1/d", ENTERPRISE_SCHEMA).unwrap();
-    let manager = enterprise["attributes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "manager")
-        .unwrap();
+    let manager = attribute(&enterprise, "manager");
     let subs: Vec<&str> = manager["subAttributes"]
         .as_array()
         .unwrap()
@@ -467,13 +457,7 @@ fn messages_have_the_1_1_shapes() {
         .collect();
     assert_eq!(subs, ["managerId", "displayName"]);
     let groups = schema("https://h/scim/v1/d", "groups").unwrap();
-    let member_subs = groups["attributes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "members")
-        .unwrap()["subAttributes"]
-        .to_string();
+    let member_subs = attribute(&groups, "members")["subAttributes"].to_string();
     assert!(!member_subs.contains("$ref"), "{member_subs}");
 }
 
@@ -492,4 +476,13 @@ fn only_whole_names_are_1_1_urns() {
             .map_err(|_| ()),
         Ok(r#"userName eq "b""#.to_owned())
     );
+}
+
+/// The attribute `name` of a 1.1 schema document.
+fn attribute<'a>(schema: &'a Value, name: &str) -> &'a Value {
+    let attributes = schema["attributes"].as_array().expect("attributes");
+    attributes
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no attribute {name} in {schema}"))
 }

@@ -13,6 +13,7 @@ use super::errors::{json_error, map_db};
 use super::head::Observation;
 use crate::error::{StoreError, StoreResult};
 use crate::model::{ChangeRecord, Cursor, DirectoryId, LogBounds};
+use crate::produced::Produced;
 use crate::write::{Change, ChangeLog, LogPage, LogRead, SnapshotItems};
 
 /// How many revisions one stable-head query reads at most.
@@ -106,9 +107,15 @@ impl ChangeLog for PgStore {
 /// `pg_current_xact_id()` in the WHERE clause runs before the `nextval`
 /// calls of the projection and makes sure the transaction has an xid before
 /// it takes a revision (fact 1 of `head.rs`), even if it wrote nothing else.
-pub(crate) async fn insert_changes(conn: &mut PgConnection, changes: &[Change]) -> StoreResult<()> {
+///
+/// Returns the rows appended, for [`crate::produced::report`] once the
+/// transaction committed.
+pub(crate) async fn insert_changes(
+    conn: &mut PgConnection,
+    changes: &[Change],
+) -> StoreResult<Vec<Produced>> {
     if changes.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut directory_ids = Vec::with_capacity(changes.len());
     let mut kinds = Vec::with_capacity(changes.len());
@@ -132,7 +139,8 @@ pub(crate) async fn insert_changes(conn: &mut PgConnection, changes: &[Change]) 
          FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::bigint[], $6::jsonb[], $7::jsonb[]) \
               WITH ORDINALITY AS c(event_id, directory_id, kind, resource_id, version, payload, changed_fields, ord) \
          WHERE pg_current_xact_id() IS NOT NULL \
-         ORDER BY c.ord",
+         ORDER BY c.ord \
+         RETURNING kind, resource_id, version, revision",
     )
     .bind(&event_ids)
     .bind(&directory_ids)
@@ -141,10 +149,23 @@ pub(crate) async fn insert_changes(conn: &mut PgConnection, changes: &[Change]) 
     .bind(&versions)
     .bind(&payloads)
     .bind(&fields)
-    .execute(conn)
+    .fetch_all(conn)
     .await
-    .map_err(map_db)?;
-    Ok(())
+    .map_err(map_db)?
+    .iter()
+    .map(produced)
+    .collect()
+}
+
+/// A row of `RETURNING kind, resource_id, version, revision`.
+pub(super) fn produced(row: &PgRow) -> StoreResult<Produced> {
+    let kind: String = row.try_get("kind").map_err(map_db)?;
+    Ok(Produced {
+        kind: kind.parse().map_err(StoreError::Internal)?,
+        resource_id: row.try_get("resource_id").map_err(map_db)?,
+        version: row.try_get("version").map_err(map_db)?,
+        revision: row.try_get("revision").map_err(map_db)?,
+    })
 }
 
 /// Reads what the stable head needs, in one statement (so one snapshot).

@@ -19,15 +19,15 @@ pub(super) async fn record_activity(pool: &PgPool, entries: &[NewActivity]) -> S
     // SCIM request.
     let sql = "INSERT INTO activity (directory_id, at, request_id, method, path, status, \
              scim_type, detail, user_agent, client_address, resource_type, resource_id, \
-             revision, duration_ms) \
+             revision, duration_ms, events) \
              SELECT t.directory_id, t.at, t.request_id, t.method, t.path, t.status, t.scim_type, \
              t.detail, t.user_agent, t.client_address, t.resource_type, t.resource_id, \
-             t.revision, t.duration_ms \
+             t.revision, t.duration_ms, t.events \
              FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
              $6::int4[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-             $12::text[], $13::int8[], $14::int8[]) WITH ORDINALITY AS t(directory_id, at, \
-             request_id, method, path, status, scim_type, detail, user_agent, client_address, \
-             resource_type, resource_id, revision, duration_ms, ord) \
+             $12::text[], $13::int8[], $14::int8[], $15::text[]) WITH ORDINALITY AS t(directory_id, \
+             at, request_id, method, path, status, scim_type, detail, user_agent, client_address, \
+             resource_type, resource_id, revision, duration_ms, events, ord) \
              WHERE EXISTS (SELECT 1 FROM directories d WHERE d.id = t.directory_id) \
              ORDER BY t.ord";
     let done = sqlx::query(sql)
@@ -55,6 +55,7 @@ pub(super) async fn record_activity(pool: &PgPool, entries: &[NewActivity]) -> S
                 .collect::<Vec<Option<i64>>>(),
         )
         .bind(entries.iter().map(|e| e.duration_ms).collect::<Vec<i64>>())
+        .bind(column(|e| e.events.clone()))
         .execute(pool)
         .await
         .map_err(map_db)?;

@@ -50,6 +50,7 @@ impl PgStore {
         let created_at: chrono::DateTime<chrono::Utc> =
             row.try_get("created_at").map_err(map_db)?;
         self.notifier.local_commit();
+        crate::produced::report([super::changes::produced(&row)?]);
         Ok(new_user(id, dir, write, created_at))
     }
 
@@ -116,7 +117,7 @@ impl PgStore {
                  AS i(id, {STORED_COLUMNS}) \
                {conflict} RETURNING *), \
              c AS ({}) \
-             SELECT id, created_at FROM u",
+             SELECT u.id, u.created_at, c.* FROM u JOIN c ON c.resource_id = u.id",
             user_created_changes("gen_random_uuid()")
         );
         let column = |f: fn(&UserWrite) -> Option<String>| users.iter().map(f).collect::<Vec<_>>();
@@ -160,6 +161,11 @@ impl PgStore {
         if !rows.is_empty() {
             self.notifier.local_commit();
         }
+        crate::produced::report(
+            rows.iter()
+                .map(super::changes::produced)
+                .collect::<StoreResult<Vec<_>>>()?,
+        );
         rows.iter()
             .map(|row| {
                 Ok((
@@ -194,7 +200,7 @@ static CREATE_USER: LazyLock<String> = LazyLock::new(|| {
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
            RETURNING *), \
          c AS ({}) \
-         SELECT created_at FROM u",
+         SELECT u.created_at, c.* FROM u, c",
         user_created_changes("$17")
     )
 });
@@ -205,7 +211,8 @@ pub(super) const STORED_COLUMNS: &str = "user_name, external_id, active, display
 
 /// The statement appending a `user.created` change for every row of the CTE
 /// `u` (users just inserted); `event_id` is the SQL of each event's id. The
-/// payload (the serialized [`User`]) is built from the row in SQL.
+/// payload (the serialized [`User`]) is built from the row in SQL. Returns
+/// what [`super::changes::produced`] reads.
 fn user_created_changes(event_id: &str) -> String {
     format!(
         "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
@@ -217,7 +224,8 @@ fn user_created_changes(event_id: &str) -> String {
                   'employee_number', u.employee_number, 'custom_attributes', u.custom_attributes, \
                   'raw', u.raw, 'group_ids', '[]'::jsonb, 'version', u.version, \
                   'created_at', u.created_at, 'updated_at', u.updated_at) \
-         FROM u WHERE pg_current_xact_id() IS NOT NULL"
+         FROM u WHERE pg_current_xact_id() IS NOT NULL \
+         RETURNING kind, resource_id, version, revision"
     )
 }
 

@@ -20,8 +20,8 @@ pub(super) async fn record_activity(
         let done = sqlx::query(
             "INSERT INTO activity (directory_id, at, request_id, method, path, status, \
                  scim_type, detail, user_agent, client_address, resource_type, resource_id, \
-                 revision, duration_ms) \
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14 \
+                 revision, duration_ms, events) \
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15 \
                  WHERE EXISTS (SELECT 1 FROM directories WHERE id = ?1)",
         )
         .bind(id_text(e.directory_id.0))
@@ -38,6 +38,7 @@ pub(super) async fn record_activity(
         .bind(e.resource_id.as_deref())
         .bind(e.revision)
         .bind(e.duration_ms)
+        .bind(e.events.as_deref())
         .execute(tx.conn())
         .await
         .map_err(map_db)?;

@@ -16,6 +16,7 @@ use super::users::load_user;
 use crate::directories::load_directory;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::produced::Produced;
 use crate::write::{ChangeQueue, Lock, WriteTx, parse_member_kind};
 
 /// An open write transaction and its queued changes.
@@ -48,12 +49,15 @@ impl Tx {
     /// statements before `COMMIT`: with one writer at a time this makes them
     /// dense and in commit order.
     pub(super) async fn commit(mut self) -> StoreResult<Option<i64>> {
-        let head = self.append_changes().await?;
+        let mut produced = Vec::new();
+        let head = self.append_changes(&mut produced).await?;
         self.tx.commit().await.map_err(map_db)?;
+        crate::produced::report(produced);
         Ok(head)
     }
 
-    async fn append_changes(&mut self) -> StoreResult<Option<i64>> {
+    /// Appends the queued changes, noting each row in `produced`.
+    async fn append_changes(&mut self, produced: &mut Vec<Produced>) -> StoreResult<Option<i64>> {
         let changes = self.changes.take();
         if changes.is_empty() {
             return Ok(None);
@@ -67,6 +71,12 @@ impl Tx {
                 .map_err(map_db)?;
         let occurred_at = time_text(self.now);
         for (revision, change) in (head - count + 1..).zip(changes) {
+            produced.push(Produced {
+                kind: change.kind,
+                resource_id: change.resource_id,
+                version: change.version,
+                revision,
+            });
             sqlx::query(
                 "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, \
                  occurred_at, payload, changed_fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

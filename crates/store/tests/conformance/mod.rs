@@ -101,6 +101,7 @@ macro_rules! conformance_suite {
         $crate::conformance::conformance_suite!(@in portal $make;
             activity_is_recorded_listed_filtered_paged_and_pruned,
             portal_links_open_once_and_sessions_are_revocable,
+            committed_writes_report_the_events_they_produced,
         );
         $crate::conformance::conformance_suite!(@in data_rules $make;
             user_name_is_unique_under_unicode_normalization_and_case,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, SubsecRound, Utc};
 use roster_store::portal::*;
+use roster_store::produced::{Produced, collect};
 use roster_store::*;
 
 use super::directory;
@@ -23,6 +24,7 @@ fn entry(dir: DirectoryId, status: i32, resource: &str, at: chrono::DateTime<Utc
         resource_type: Some(resource.into()),
         resource_id: None,
         revision: (status < 400).then_some(42),
+        events: (status < 400).then(|| "user.created:41,member.added:42".into()),
         duration_ms: 3,
     }
 }
@@ -233,4 +235,78 @@ pub async fn portal_links_open_once_and_sessions_are_revocable(store: Arc<dyn St
         matches!(missing, Err(StoreError::NotFound(_))),
         "{missing:?}"
     );
+}
+
+/// The change-log rows of `dir` after revision `after`, as a committed
+/// write reports them.
+async fn logged(store: &dyn Store, dir: DirectoryId, after: i64) -> Vec<Produced> {
+    super::all_changes(store, Some(dir))
+        .await
+        .into_iter()
+        .filter(|c| c.revision > after)
+        .map(|c| Produced {
+            kind: c.kind,
+            resource_id: c.resource_id,
+            version: c.version,
+            revision: c.revision,
+        })
+        .collect()
+}
+
+/// What the audit trail records as the events of a request: every commit
+/// made inside `produced::collect` reports the rows it appended — a
+/// creation, a membership change of two members, a batch of creations —
+/// and a failed write reports nothing.
+pub async fn committed_writes_report_the_events_they_produced(store: Arc<dyn Store>) {
+    use super::{group, member, user};
+    let dir = directory(&*store, "produced").await.id;
+    let head = |rows: &[Produced]| rows.iter().map(|r| r.revision).max().unwrap_or(0);
+    let before = head(&logged(&*store, dir, 0).await);
+
+    let (ann, rows) = collect(store.create_user(dir, user("ann"))).await;
+    let ann = ann.expect("ann");
+    assert_eq!(rows, logged(&*store, dir, before).await);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].kind, rows[0].resource_id),
+        (ChangeKind::UserCreated, ann.id.0)
+    );
+
+    // Outside `collect` nobody hears of the rows.
+    let bob = store.create_user(dir, user("bob")).await.expect("bob");
+    let eng = store.create_group(dir, group("eng")).await.expect("eng");
+    let before = head(&logged(&*store, dir, 0).await);
+
+    let (added, mut rows) =
+        collect(store.add_members(dir, eng.id, &[member(&ann), member(&bob)])).await;
+    rows.sort_by_key(|r| r.revision);
+    let (count, version) = added.expect("members added");
+    assert_eq!(count, 2);
+    assert_eq!(rows, logged(&*store, dir, before).await);
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(
+            (row.kind, row.resource_id, row.version),
+            (ChangeKind::MemberAdded, eng.id.0, version)
+        );
+    }
+
+    let before = head(&rows);
+    let (taken, rows) = collect(store.create_user(dir, user("ann"))).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    assert!(rows.is_empty(), "a failed write produced {rows:?}");
+    assert!(logged(&*store, dir, before).await.is_empty());
+
+    let (batch, mut rows) = collect(store.create_users(dir, vec![user("cy"), user("di")])).await;
+    rows.sort_by_key(|r| r.revision);
+    let ids: Vec<_> = batch
+        .into_iter()
+        .map(|u| u.expect("created").id.0)
+        .collect();
+    assert_eq!(rows, logged(&*store, dir, before).await);
+    let mut created: Vec<_> = rows.iter().map(|r| r.resource_id).collect();
+    created.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(created, expected);
 }

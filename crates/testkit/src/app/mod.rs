@@ -13,6 +13,7 @@
 //! [`RetryingIdp`] (an IdP connector that retries), and the `WatchChanges`
 //! readers of [`watch`]; and a webhook receiver ([`webhooks`]).
 
+mod portal;
 mod process;
 mod reply;
 mod scim;
@@ -20,6 +21,7 @@ mod stack;
 pub mod watch;
 pub mod webhooks;
 
+pub use portal::*;
 pub use process::*;
 pub use reply::{Reply, truncated};
 pub use scim::*;

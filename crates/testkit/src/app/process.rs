@@ -87,6 +87,30 @@ pub fn admin_with_env(grpc: &str, args: &[&str], env: &[(&str, &str)]) -> Value 
     serde_json::from_slice(&out).expect("admin JSON")
 }
 
+/// `roster admin set-source <directory> --kind ldap` with `settings` (JSON)
+/// and the bind password passed the way the docs say (an environment
+/// variable, never the command line), plus `extra` arguments.
+pub fn set_ldap_source(
+    grpc: &str,
+    directory: &str,
+    settings: &str,
+    password: &str,
+    extra: &[&str],
+) -> Value {
+    let mut args = vec![
+        "set-source",
+        directory,
+        "--kind",
+        "ldap",
+        "--settings",
+        settings,
+        "--credentials-env",
+        "LDAP_BIND_PASSWORD",
+    ];
+    args.extend_from_slice(extra);
+    admin_with_env(grpc, &args, &[("LDAP_BIND_PASSWORD", password)])
+}
+
 /// A directory named `name` and a token for it, created through `roster
 /// admin` at `grpc`: `(directory id, token secret)`.
 pub fn create_directory(grpc: &str, name: &str, env: &[(&str, &str)]) -> (String, String) {

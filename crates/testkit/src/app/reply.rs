@@ -98,6 +98,20 @@ impl Reply {
             .unwrap_or_default()
     }
 
+    /// The text at `key` of each element of the array `list` (e.g. every
+    /// bulk operation's `status`); panics where one is missing or not text.
+    pub fn texts(&self, list: &str, key: &str) -> Vec<String> {
+        let items = self.body[list].as_array();
+        let items = items.unwrap_or_else(|| panic!("no array {list}: {}", self.text));
+        items
+            .iter()
+            .map(|item| match item[key].as_str() {
+                Some(text) => text.to_owned(),
+                None => panic!("{list}[].{key} is not text: {item}"),
+            })
+            .collect()
+    }
+
     /// `totalResults`, `itemsPerPage` and `startIndex` of a ListResponse.
     pub fn paging(&self) -> [Option<i64>; 3] {
         ["totalResults", "itemsPerPage", "startIndex"].map(|key| self.body[key].as_i64())

@@ -35,6 +35,8 @@ pub struct Scim {
     pub token_id: String,
     headers: Vec<(String, String)>,
     content_type: String,
+    /// Speaks SCIM 1.1 ([`Scim::v1`]): answers must be 1.1's plain JSON.
+    v1: bool,
 }
 
 impl Scim {
@@ -48,6 +50,19 @@ impl Scim {
             token_id: String::new(),
             headers: Vec::new(),
             content_type: "application/scim+json".to_string(),
+            v1: false,
+        }
+    }
+
+    /// The same directory, token and headers over SCIM 1.1
+    /// (`/scim/v1/{directory_id}`), sending plain `application/json` as 1.1
+    /// IdPs do; every answer with a body must then be 1.1's JSON.
+    pub fn v1(&self) -> Scim {
+        Scim {
+            base_url: self.base_url.replace("/scim/v2/", "/scim/v1/"),
+            content_type: "application/json".to_string(),
+            v1: true,
+            ..self.clone()
         }
     }
 
@@ -123,13 +138,27 @@ impl Scim {
     }
 
     /// Like [`Scim::try_send`] but panics on a transport error or timeout,
-    /// and on an answer that is not SCIM JSON.
+    /// and on an answer that is not SCIM JSON (of 1.1 over [`Scim::v1`]).
     pub async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Reply {
         let reply = self
             .try_send(method.clone(), path, body, &[])
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        reply.assert_scim_json();
+        if !self.v1 {
+            reply.assert_scim_json();
+        } else if !reply.text.is_empty() {
+            assert_eq!(
+                reply.header("content-type"),
+                Some("application/json; charset=utf-8"),
+                "{method} {path}: {}",
+                reply.text
+            );
+            assert!(
+                !reply.body.is_null(),
+                "{method} {path}: not JSON: {}",
+                reply.text
+            );
+        }
         reply
     }
 

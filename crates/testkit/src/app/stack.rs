@@ -491,6 +491,15 @@ impl Stack {
         Self::start_with(prefix, |_| {}).await
     }
 
+    /// Starts everything with one directory (deleting on deprovision) and
+    /// a SCIM client of it: where most gateway tests begin. Keep the stack
+    /// alive for as long as the client is used.
+    pub async fn with_directory(prefix: &str) -> (Stack, Scim) {
+        let stack = Self::start(prefix).await;
+        let scim = stack.directory_with_token(DeprovisionPolicy::Delete).await;
+        (stack, scim)
+    }
+
     /// Starts everything, letting the test adjust the gateway configuration.
     pub async fn start_with(prefix: &str, configure: impl FnOnce(&mut GatewayConfig)) -> Stack {
         let (store, _) = pg_store(prefix).await;

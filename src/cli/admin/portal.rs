@@ -2,19 +2,14 @@
 //! trail and the admin portal's links (docs/portal.md).
 
 use anyhow::{Context, anyhow};
-use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::admin::*;
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
+use super::{Admin, returned};
 use crate::config::AdminCommand;
 
 /// Runs one of the portal's admin commands.
-pub async fn run(
-    client: &mut AdminServiceClient<Channel>,
-    secret: &Option<String>,
-    command: AdminCommand,
-) -> anyhow::Result<Value> {
+pub(super) async fn run(admin: &Admin, command: AdminCommand) -> anyhow::Result<Value> {
     match command {
         AdminCommand::Activity {
             directory_id,
@@ -31,11 +26,7 @@ pub async fn run(
                 page_token: page_token.unwrap_or_default(),
                 after_id: 0,
             };
-            let r = client
-                .list_activity(request(req, secret)?)
-                .await
-                .map_err(failed)?
-                .into_inner();
+            let r = call!(admin, list_activity(req));
             Ok(json!({
                 "entries": r.entries.iter().map(activity_json).collect::<Vec<_>>(),
                 "next_page_token": r.next_page_token,
@@ -50,12 +41,8 @@ pub async fn run(
                 directory_id,
                 expires_in_seconds: parse_duration(&expires)?,
             };
-            let r = client
-                .create_portal_link(request(req, secret)?)
-                .await
-                .map_err(failed)?
-                .into_inner();
-            let link = r.link.context("no link returned")?;
+            let r = call!(admin, create_portal_link(req));
+            let link = returned(r.link, "link")?;
             let base = public_url.as_deref().unwrap_or("http://127.0.0.1:8080");
             Ok(json!({
                 "id": link.id,
@@ -69,25 +56,11 @@ pub async fn run(
                 directory_id,
                 link_id: link.unwrap_or_default(),
             };
-            let r = client
-                .revoke_portal_links(request(req, secret)?)
-                .await
-                .map_err(failed)?
-                .into_inner();
+            let r = call!(admin, revoke_portal_links(req));
             Ok(json!({ "revoked": r.revoked }))
         }
         other => Err(anyhow!("not a portal command: {other:?}")),
     }
-}
-
-fn request<T>(body: T, secret: &Option<String>) -> anyhow::Result<tonic::Request<T>> {
-    let mut req = tonic::Request::new(body);
-    super::authorize(&mut req, secret)?;
-    Ok(req)
-}
-
-fn failed(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{:?}: {}", s.code(), s.message())
 }
 
 fn activity_outcome(name: Option<&str>) -> anyhow::Result<ActivityOutcome> {
@@ -106,7 +79,7 @@ fn activity_outcome(name: Option<&str>) -> anyhow::Result<ActivityOutcome> {
 }
 
 /// `90s`, `15m`, `24h`, `3d` (or bare seconds) in seconds.
-pub fn parse_duration(text: &str) -> anyhow::Result<i64> {
+fn parse_duration(text: &str) -> anyhow::Result<i64> {
     let text = text.trim();
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
@@ -141,6 +114,13 @@ fn activity_json(a: &Activity) -> Value {
         "resource_id": opt(&a.resource_id),
         "duration_ms": a.duration_ms,
         "request_id": a.request_id,
+        "revision": (a.revision > 0).then_some(a.revision),
+        "events": a.events.iter().map(|e| json!({
+            "kind": e.kind,
+            "revision": e.revision,
+            "count": e.count,
+        })).collect::<Vec<_>>(),
+        "events_omitted": a.events_omitted,
     })
 }
 
