@@ -26,22 +26,27 @@
 //! head, NOTIFY and snapshot connections ([`postgres`]), SQLite's single
 //! writer ([`sqlite`]). Both have the same files for the same jobs:
 //! `tx.rs` (the primitives), `lists.rs` (reads of users, groups and
-//! members), `changes.rs` (the change log), `directories.rs`,
-//! `credentials.rs`, `errors.rs` (database errors to [`StoreError`]).
-//! What the two backends' readers share is written once too: `rows.rs`
-//! (run a read and decode its rows, the one row that must exist, a live
-//! secret found by its hash, a statement streamed in pages from one
-//! snapshot, ping, over a `Dialect` implemented for both databases),
-//! `members.rs` (a group's members, paged or streamed) and `page_token.rs`
-//! (the keyset page token of a SCIM list).
+//! members), `changes.rs` (the change log), `credentials.rs`, `errors.rs`
+//! (database errors to [`StoreError`]), and `webhooks.rs` and `portal.rs`
+//! for the two writes each does its fastest way (a webhook's delivery
+//! progress, a batch of the audit trail).
 //!
-//! The admin portal's state (the audit trail of SCIM requests, portal links
-//! and sessions) is the [`PortalStore`] supertrait: its model and the rules
-//! both backends share in `portal.rs`, each backend's SQL in its own
-//! `portal.rs`.
+//! What needs no backend of its own is written once: `rows.rs` (statements
+//! with `$n` parameters, which both databases read, and their arguments
+//! bound in each backend's column types — `Sql`; typed columns — `Cols`;
+//! a live secret found by its hash, a statement streamed in pages from one
+//! snapshot, ping; all over a `Dialect` implemented for both databases),
+//! `directories.rs` (directories and tokens), `webhooks.rs` (endpoints and
+//! attempts), `sources.rs` (pulled directories), `keyed.rs` (a row by its
+//! key, and its lease), `portal.rs` (the [`PortalStore`] supertrait: the
+//! audit trail, portal links and sessions), `members.rs` (a group's
+//! members, paged or streamed) and `page_token.rs` (the keyset page token
+//! of a SCIM list).
 
+mod directories;
 pub mod error;
 mod filter_sql;
+mod keyed;
 mod members;
 pub mod model;
 mod page_token;

@@ -35,10 +35,7 @@ where
     for<'a> &'a str: ColumnIndex<DB::Row>,
 {
     let sql = format!(
-        "{MEMBERS_SELECT} WHERE m.group_id = {} AND m.member_id > {} ORDER BY m.member_id LIMIT {}",
-        DB::param(1),
-        DB::param(2),
-        DB::param(3),
+        "{MEMBERS_SELECT} WHERE m.group_id = $1 AND m.member_id > $2 ORDER BY m.member_id LIMIT $3"
     );
     let query = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(DB::id(group.0))
@@ -64,10 +61,7 @@ where
     String: for<'r> Decode<'r, DB> + Type<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
 {
-    let sql = format!(
-        "{MEMBERS_SELECT} WHERE m.group_id = {} ORDER BY m.member_id",
-        DB::param(1)
-    );
+    let sql = format!("{MEMBERS_SELECT} WHERE m.group_id = $1 ORDER BY m.member_id");
     let query: Query<'static, DB, DB::Arguments> =
         sqlx::query(sqlx::AssertSqlSafe(sql)).bind(DB::id(group.0));
     rows::pages(tx, query, page_size, decode::<DB>)

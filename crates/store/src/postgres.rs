@@ -61,17 +61,14 @@
 
 mod changes;
 mod credentials;
-mod directories;
 pub(crate) mod errors;
 mod groups;
 mod head;
-mod lease;
 mod lists;
 mod notify;
 mod portal;
 mod rekey;
 mod snapshot;
-mod sources;
 mod tx;
 mod users;
 mod webhooks;
@@ -90,8 +87,9 @@ use self::tx::Tx;
 use crate::PoolStats;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::portal::NewActivity;
 use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
-use crate::write::{Backend, ChangeQueue};
+use crate::write::{Backend, ChangeQueue, Pools, ProgressWrite};
 
 /// The embedded migrations of `migrations/postgres`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -240,6 +238,11 @@ fn snapshot_pool(options: &PgConnectOptions, connections: u32) -> PgPool {
 #[async_trait]
 impl Backend for PgStore {
     type Tx = Tx;
+    type Db = Postgres;
+
+    fn pools(&self) -> Pools<'_, Postgres> {
+        Pools::one(&self.pool)
+    }
 
     async fn begin(&self) -> StoreResult<Tx> {
         Ok(Tx {
@@ -269,6 +272,14 @@ impl Backend for PgStore {
         writes: Vec<UserWrite>,
     ) -> Vec<StoreResult<User>> {
         self.create_users_impl(dir, writes).await
+    }
+
+    async fn record_activity(&self, entries: &[NewActivity]) -> StoreResult<u64> {
+        portal::record_activity(&self.pool, entries).await
+    }
+
+    async fn record_webhook_progress(&self, write: ProgressWrite<'_>) -> StoreResult<bool> {
+        webhooks::record_progress(&self.pool, write).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -9,7 +9,12 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::error::StoreResult;
+use crate::keyed::Keyed;
 use crate::model::DirectoryId;
+use crate::rows::{Arg, Cols, Dialect, Sql};
+use crate::sqlite::codec::json_text;
+use crate::write::Backend;
 
 /// Where a directory's data comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -116,4 +121,115 @@ pub struct SyncRecord {
     pub next_run_at: DateTime<Utc>,
     /// Whether the run used the admin's confirmation (it is then cleared).
     pub used_confirmation: bool,
+}
+
+const COLUMNS: &str = "directory_id, kind, settings, credentials, interval_secs, \
+     mass_delete_percent, status, confirmed, next_run_at, lease_owner, lease_until, updated_at";
+
+const WHAT: &str = "directory source";
+
+/// Pulled directories, leased for syncing.
+pub(crate) const SOURCES: Keyed = Keyed {
+    table: "directory_sources",
+    key: "directory_id",
+    columns: COLUMNS,
+    what: WHAT,
+};
+
+// The statements of both backends (SQLite runs them on its single writer).
+
+pub(crate) async fn put<B: Backend>(
+    b: &B,
+    dir: DirectoryId,
+    s: SourceSettings,
+) -> StoreResult<DirectorySource> {
+    let sql = format!(
+        "INSERT INTO directory_sources (directory_id, kind, settings, credentials, \
+           interval_secs, mass_delete_percent, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, {now}) \
+         ON CONFLICT (directory_id) DO UPDATE SET kind = $2, settings = $3, \
+           credentials = $4, interval_secs = $5, mass_delete_percent = $6, updated_at = {now} \
+         RETURNING {COLUMNS}",
+        now = B::Db::later(7),
+    );
+    Sql::new(sql)
+        .bind(dir.0)
+        .bind(s.kind.as_str())
+        .bind(json_text(&s.settings)?)
+        .bind(s.sealed_credentials)
+        .bind(s.interval_secs)
+        .bind(s.mass_delete_percent)
+        .bind(Arg::NOW)
+        .one(b.writer(), WHAT, decode::<B::Db>)
+        .await
+}
+
+pub(crate) async fn list<B: Backend>(b: &B) -> StoreResult<Vec<DirectorySource>> {
+    let sql = format!("SELECT {COLUMNS} FROM directory_sources ORDER BY directory_id");
+    Sql::new(sql).all(b.readers(), decode::<B::Db>).await
+}
+
+pub(crate) async fn schedule<B: Backend>(
+    b: &B,
+    dir: DirectoryId,
+    confirm: bool,
+) -> StoreResult<DirectorySource> {
+    let sql = format!(
+        "UPDATE directory_sources SET next_run_at = {now}, confirmed = confirmed OR $2, \
+           updated_at = {now} \
+         WHERE directory_id = $1 RETURNING {COLUMNS}",
+        now = B::Db::later(3),
+    );
+    let schedule = Sql::new(sql).bind(dir.0).bind(confirm).bind(Arg::NOW);
+    schedule.one(b.writer(), WHAT, decode::<B::Db>).await
+}
+
+pub(crate) async fn record<B: Backend>(
+    b: &B,
+    dir: DirectoryId,
+    owner: &str,
+    record: &SyncRecord,
+) -> StoreResult<bool> {
+    // A "sync now" that arrived during the run (next_run_at set between
+    // the run's start and now) is kept rather than overwritten.
+    let sql = format!(
+        "UPDATE directory_sources SET status = $3, \
+           next_run_at = CASE WHEN next_run_at > $5 AND next_run_at <= {now} \
+             THEN next_run_at ELSE $4 END, \
+           confirmed = confirmed AND NOT $6, updated_at = {now} \
+         WHERE directory_id = $1 AND lease_owner = $2 AND lease_until >= {now}",
+        now = B::Db::later(7),
+    );
+    let done = Sql::new(sql)
+        .bind(dir.0)
+        .bind(owner)
+        .bind(json_text(&record.status)?)
+        .bind(record.next_run_at)
+        .bind(record.status.last_started_at)
+        .bind(record.used_confirmation)
+        .bind(Arg::NOW)
+        .execute(b.writer())
+        .await?;
+    Ok(done == 1)
+}
+
+/// A row ([`COLUMNS`]) of either backend.
+pub(crate) fn decode<DB: Dialect>(row: &DB::Row) -> StoreResult<DirectorySource> {
+    let c = Cols::<DB>(row);
+    Ok(DirectorySource {
+        directory_id: DirectoryId(c.id("directory_id")?),
+        settings: SourceSettings {
+            kind: c.parsed("kind")?,
+            settings: c.json("settings")?,
+            sealed_credentials: c.get("credentials")?,
+            interval_secs: c.get("interval_secs")?,
+            mass_delete_percent: c.get("mass_delete_percent")?,
+        },
+        status: c.json("status")?,
+        confirmed: c.get("confirmed")?,
+        next_run_at: c.opt_time("next_run_at")?,
+        lease_owner: c.get("lease_owner")?,
+        lease_until: c.opt_time("lease_until")?,
+        updated_at: c.time("updated_at")?,
+    })
 }

@@ -14,14 +14,11 @@
 mod changes;
 pub(crate) mod codec;
 mod credentials;
-mod directories;
 pub(crate) mod errors;
 mod groups;
-mod lease;
 mod lists;
 mod portal;
 mod rekey;
-mod sources;
 mod tx;
 mod users;
 mod webhooks;
@@ -40,8 +37,9 @@ use tokio::sync::watch;
 
 use crate::PoolStats;
 use crate::error::{StoreError, StoreResult};
+use crate::portal::NewActivity;
 use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
-use crate::write::Backend;
+use crate::write::{Backend, Pools, ProgressWrite};
 use errors::map_db;
 use tx::Tx;
 
@@ -215,6 +213,14 @@ fn create_parent_dir(file: &Path) -> StoreResult<()> {
 #[async_trait]
 impl Backend for SqliteStore {
     type Tx = Tx;
+    type Db = Sqlite;
+
+    fn pools(&self) -> Pools<'_, Sqlite> {
+        Pools {
+            readers: &self.readers,
+            writer: &self.writer,
+        }
+    }
 
     async fn begin(&self) -> StoreResult<Tx> {
         Tx::begin(&self.writer).await
@@ -230,6 +236,14 @@ impl Backend for SqliteStore {
             });
         }
         Ok(())
+    }
+
+    async fn record_activity(&self, entries: &[NewActivity]) -> StoreResult<u64> {
+        portal::record_activity(self, entries).await
+    }
+
+    async fn record_webhook_progress(&self, write: ProgressWrite<'_>) -> StoreResult<bool> {
+        webhooks::record_progress(self, write).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

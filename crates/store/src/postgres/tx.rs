@@ -9,12 +9,12 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::directories::{
-    DIRECTORY_COLUMNS, TOKEN_COLUMNS, decode_directory, decode_token, load_directory,
-};
 use super::errors::{json_error, map_db};
 use super::groups::{GROUP_COLUMNS, decode_group, load_group};
 use super::users::{STORED_COLUMNS, USER_COLUMNS, bind_columns, decode_user, load_user};
+use crate::directories::{
+    DIRECTORY_COLUMNS, TOKEN_COLUMNS, decode_directory, decode_token, load_directory,
+};
 use crate::error::StoreResult;
 use crate::model::*;
 use crate::write::{ChangeQueue, Lock, WriteTx, parse_member_kind};
@@ -48,7 +48,7 @@ impl WriteTx for Tx {
     }
 
     async fn load_directory(&mut self, id: DirectoryId) -> StoreResult<(Directory, i64)> {
-        load_directory(self.conn(), id, true).await
+        load_directory(&mut self.tx, id, true).await
     }
 
     async fn insert_directory(&mut self, new: NewDirectory) -> StoreResult<Directory> {
@@ -67,7 +67,7 @@ impl WriteTx for Tx {
             .fetch_one(self.conn())
             .await
             .map_err(map_db)?;
-        Ok(decode_directory(&row)?.0)
+        Ok(decode_directory::<Postgres>(&row)?.0)
     }
 
     async fn update_directory(&mut self, new: &Directory) -> StoreResult<(Directory, i64)> {
@@ -85,7 +85,7 @@ impl WriteTx for Tx {
             .fetch_one(self.conn())
             .await
             .map_err(map_db)?;
-        decode_directory(&row)
+        decode_directory::<Postgres>(&row)
     }
 
     /// Users, groups and tokens go with the row (ON DELETE CASCADE); the
@@ -135,7 +135,7 @@ impl WriteTx for Tx {
             .fetch_one(self.conn())
             .await
             .map_err(map_db)?;
-        decode_token(&row)
+        decode_token::<Postgres>(&row)
     }
 
     async fn revoke_token(&mut self, dir: DirectoryId, id: TokenId) -> StoreResult<bool> {

@@ -10,10 +10,10 @@ use sqlx::{Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 use super::codec::{fold_key, id_text, json_text, now, parse_id, reject_nul, time_text};
-use super::directories::load_directory;
 use super::errors::map_db;
 use super::groups::load_group;
 use super::users::load_user;
+use crate::directories::load_directory;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::produced::Produced;
@@ -122,7 +122,7 @@ impl WriteTx for Tx {
     }
 
     async fn load_directory(&mut self, id: DirectoryId) -> StoreResult<(Directory, i64)> {
-        load_directory(self.conn(), id).await
+        load_directory(&mut self.tx, id, false).await
     }
 
     async fn insert_directory(&mut self, new: NewDirectory) -> StoreResult<Directory> {

@@ -5,7 +5,7 @@
 const MAX_LIVE_TOKENS: i64 = 2;
 
 use super::changes::directory_field_changes;
-use super::{Backend, Change, WriteTx};
+use super::{Backend, Change, Directories, WriteTx};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 

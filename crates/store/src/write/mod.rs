@@ -10,11 +10,15 @@
 //!   anything.
 //! * [`Backend`]: opening and committing write transactions (committing
 //!   appends the queued changes, taking their revisions, and wakes local
-//!   watchers). Its supertraits [`Directories`], [`Credentials`], [`Reads`],
-//!   [`ChangeLog`] and [`Webhooks`] are the reads and the writes that append no change,
+//!   watchers). Its supertraits [`Credentials`], [`Reads`] and
+//!   [`ChangeLog`] are the reads and the writes that append no change,
 //!   which are backend-specific throughout; each backend implements them in
-//!   the file of the same name's job (`directories.rs`, `credentials.rs`,
-//!   `lists.rs`, `changes.rs`).
+//!   the file of the same name's job (`credentials.rs`, `lists.rs`,
+//!   `changes.rs`). [`Directories`] (in `crate::directories`), the webhook
+//!   endpoints (`crate::webhooks`), pulled directories (`crate::sources`)
+//!   and the portal's tables (`crate::portal`) are read and written by
+//!   statements shared by both backends, over `crate::rows::Sql` and the
+//!   backend's [`Pools`].
 //!
 //! [`crate::Store`] is implemented once, for every [`Backend`], in
 //! `store.rs`; what the core owns there besides the flows is the replay
@@ -40,7 +44,7 @@ use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::sources::*;
+use crate::rows::Dialect;
 use crate::{MemberPages, PoolStats};
 
 pub(crate) use changes::{Change, ChangeQueue, parse_member_kind, user_field_changes};
@@ -154,19 +158,23 @@ pub trait WriteTx: Send {
 /// A store backend: write transactions for the core, plus the reads (and
 /// the writes that append no change), grouped as the backends' files are.
 #[async_trait]
-pub trait Backend:
-    Directories
-    + Credentials
-    + Reads
-    + ChangeLog
-    + Webhooks
-    + crate::portal::PortalStore
-    + Sources
-    + Send
-    + Sync
-    + 'static
-{
+pub trait Backend: Credentials + Reads + ChangeLog + Send + Sync + 'static {
     type Tx: WriteTx + 'static;
+    /// The database, for the statements both backends share
+    /// ([`crate::rows::Sql`]: webhook endpoints, pulled directories).
+    type Db: Dialect;
+
+    fn pools(&self) -> Pools<'_, Self::Db>;
+
+    /// Where reads run.
+    fn readers(&self) -> &sqlx::Pool<Self::Db> {
+        self.pools().readers
+    }
+    /// Where a write of one statement that appends no change runs, as its
+    /// own transaction.
+    fn writer(&self) -> &sqlx::Pool<Self::Db> {
+        self.pools().writer
+    }
 
     async fn begin(&self) -> StoreResult<Self::Tx>;
     /// Appends the queued changes (taking their revisions last, after every
@@ -194,8 +202,43 @@ pub trait Backend:
         results
     }
 
+    /// [`crate::PortalStore::record_activity`] of a non-empty batch: the
+    /// gateway's audit trail, so each backend writes it its fastest way.
+    async fn record_activity(&self, entries: &[crate::portal::NewActivity]) -> StoreResult<u64>;
+    /// [`crate::Store::record_webhook_progress`]: after every delivery, so
+    /// each backend writes it its fastest way.
+    async fn record_webhook_progress(&self, write: ProgressWrite<'_>) -> StoreResult<bool>;
+
     async fn ping(&self) -> StoreResult<()>;
     fn pool_stats(&self) -> Option<PoolStats>;
+}
+
+/// The lease holder's progress at an endpoint, written only while `owner`
+/// holds its lease and it is at `generation`.
+pub struct ProgressWrite<'a> {
+    pub id: WebhookId,
+    pub owner: &'a str,
+    pub generation: i64,
+    pub progress: &'a WebhookProgress,
+}
+
+/// The connection pools of a backend.
+pub struct Pools<'a, DB: sqlx::Database> {
+    /// Where reads run.
+    pub readers: &'a sqlx::Pool<DB>,
+    /// Where a write of one statement that appends no change runs, as its
+    /// own transaction: PostgreSQL's pool, SQLite's single writer.
+    pub writer: &'a sqlx::Pool<DB>,
+}
+
+impl<'a, DB: sqlx::Database> Pools<'a, DB> {
+    /// Reads and writes on the same pool.
+    pub fn one(pool: &'a sqlx::Pool<DB>) -> Self {
+        Pools {
+            readers: pool,
+            writer: pool,
+        }
+    }
 }
 
 /// Directory and bearer-token reads.
@@ -215,72 +258,6 @@ pub trait Credentials {
     async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>>;
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()>;
     async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>>;
-}
-
-/// Webhook endpoints, their leases and attempts (no change-log rows: an
-/// endpoint is configuration, not directory data). The contract of each
-/// method is on the same-named method of [`crate::Store`].
-#[async_trait]
-pub trait Webhooks {
-    async fn create_webhook(&self, new: NewWebhook) -> StoreResult<Webhook>;
-    async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook>;
-    async fn list_webhooks(&self, directory: Option<DirectoryId>) -> StoreResult<Vec<Webhook>>;
-    async fn update_webhook(&self, id: WebhookId, update: WebhookUpdate) -> StoreResult<Webhook>;
-    async fn rotate_webhook_secret(
-        &self,
-        id: WebhookId,
-        sealed_secret: Vec<u8>,
-        previous_until: DateTime<Utc>,
-    ) -> StoreResult<Webhook>;
-    async fn delete_webhook(&self, id: WebhookId) -> StoreResult<()>;
-    async fn reposition_webhook(&self, id: WebhookId, cursor: i64) -> StoreResult<Webhook>;
-    async fn acquire_webhook_lease(
-        &self,
-        id: WebhookId,
-        owner: &str,
-        ttl: Duration,
-    ) -> StoreResult<Option<Webhook>>;
-    async fn release_webhook_lease(&self, id: WebhookId, owner: &str) -> StoreResult<()>;
-    async fn record_webhook_progress(
-        &self,
-        id: WebhookId,
-        owner: &str,
-        generation: i64,
-        progress: &WebhookProgress,
-    ) -> StoreResult<bool>;
-    async fn list_webhook_attempts(
-        &self,
-        id: WebhookId,
-        limit: i64,
-    ) -> StoreResult<Vec<WebhookAttempt>>;
-}
-
-/// Pulled directories' settings, schedule, lease and status (no change-log
-/// rows: configuration, not directory data). The contract of each method is
-/// on the same-named method of [`crate::Store`].
-#[async_trait]
-pub trait Sources {
-    async fn put_source(
-        &self,
-        dir: DirectoryId,
-        settings: SourceSettings,
-    ) -> StoreResult<DirectorySource>;
-    async fn get_source(&self, dir: DirectoryId) -> StoreResult<DirectorySource>;
-    async fn list_sources(&self) -> StoreResult<Vec<DirectorySource>>;
-    async fn schedule_sync(&self, dir: DirectoryId, confirm: bool) -> StoreResult<DirectorySource>;
-    async fn acquire_sync_lease(
-        &self,
-        dir: DirectoryId,
-        owner: &str,
-        ttl: Duration,
-    ) -> StoreResult<Option<DirectorySource>>;
-    async fn release_sync_lease(&self, dir: DirectoryId, owner: &str) -> StoreResult<()>;
-    async fn record_sync(
-        &self,
-        dir: DirectoryId,
-        owner: &str,
-        record: &SyncRecord,
-    ) -> StoreResult<bool>;
 }
 
 /// Reads of users, groups and members.

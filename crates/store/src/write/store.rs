@@ -9,12 +9,13 @@ use uuid::Uuid;
 
 use super::retry::retrying;
 use super::{
-    Backend, ChangeLog, Credentials, Directories, LogRead, MemberPage, Reads, SnapshotItems,
-    Sources, Webhooks, directories, groups, users,
+    Backend, ChangeLog, Credentials, Directories, LogRead, MemberPage, ProgressWrite, Reads,
+    SnapshotItems, directories, groups, users,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::sources::*;
+use crate::sources::{self, DirectorySource, SourceSettings, SyncRecord};
+use crate::webhooks;
 use crate::{GroupEdit, GroupUpdateFn, MemberPages, PoolStats, Store, UserUpdateFn};
 
 #[async_trait]
@@ -74,16 +75,18 @@ impl<B: Backend> Store for B {
         if let Some(dir) = new.directory_id {
             Directories::get_directory(self, dir).await?;
         }
-        Webhooks::create_webhook(self, new).await
+        webhooks::create(self, new).await
     }
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
-        Webhooks::get_webhook(self, id).await
+        webhooks::ENDPOINTS
+            .get(self.readers(), id.0, webhooks::decode::<B::Db>)
+            .await
     }
     async fn list_webhooks(&self, dir: Option<DirectoryId>) -> StoreResult<Vec<Webhook>> {
-        Webhooks::list_webhooks(self, dir).await
+        webhooks::list(self, dir).await
     }
     async fn update_webhook(&self, id: WebhookId, update: WebhookUpdate) -> StoreResult<Webhook> {
-        Webhooks::update_webhook(self, id, update).await
+        webhooks::update(self, id, update).await
     }
     async fn rotate_webhook_secret(
         &self,
@@ -91,13 +94,13 @@ impl<B: Backend> Store for B {
         sealed_secret: Vec<u8>,
         previous_until: DateTime<Utc>,
     ) -> StoreResult<Webhook> {
-        Webhooks::rotate_webhook_secret(self, id, sealed_secret, previous_until).await
+        webhooks::rotate_secret(self, id, sealed_secret, previous_until).await
     }
     async fn delete_webhook(&self, id: WebhookId) -> StoreResult<()> {
-        Webhooks::delete_webhook(self, id).await
+        webhooks::delete(self, id).await
     }
     async fn reposition_webhook(&self, id: WebhookId, cursor: i64) -> StoreResult<Webhook> {
-        Webhooks::reposition_webhook(self, id, cursor).await
+        webhooks::reposition(self, id, cursor).await
     }
     async fn acquire_webhook_lease(
         &self,
@@ -105,10 +108,15 @@ impl<B: Backend> Store for B {
         owner: &str,
         ttl: Duration,
     ) -> StoreResult<Option<Webhook>> {
-        Webhooks::acquire_webhook_lease(self, id, owner, ttl).await
+        let endpoints = &webhooks::ENDPOINTS;
+        endpoints
+            .take(self.writer(), id.0, owner, ttl, webhooks::decode::<B::Db>)
+            .await
     }
     async fn release_webhook_lease(&self, id: WebhookId, owner: &str) -> StoreResult<()> {
-        Webhooks::release_webhook_lease(self, id, owner).await
+        webhooks::ENDPOINTS
+            .release(self.writer(), id.0, owner)
+            .await
     }
     async fn record_webhook_progress(
         &self,
@@ -117,14 +125,20 @@ impl<B: Backend> Store for B {
         generation: i64,
         progress: &WebhookProgress,
     ) -> StoreResult<bool> {
-        Webhooks::record_webhook_progress(self, id, owner, generation, progress).await
+        let write = ProgressWrite {
+            id,
+            owner,
+            generation,
+            progress,
+        };
+        Backend::record_webhook_progress(self, write).await
     }
     async fn list_webhook_attempts(
         &self,
         id: WebhookId,
         limit: i64,
     ) -> StoreResult<Vec<WebhookAttempt>> {
-        Webhooks::list_webhook_attempts(self, id, limit.max(0)).await
+        webhooks::attempts(self, id, limit.max(0)).await
     }
 
     async fn put_source(
@@ -133,16 +147,18 @@ impl<B: Backend> Store for B {
         settings: SourceSettings,
     ) -> StoreResult<DirectorySource> {
         Directories::get_directory(self, dir).await?;
-        Sources::put_source(self, dir, settings).await
+        sources::put(self, dir, settings).await
     }
     async fn get_source(&self, dir: DirectoryId) -> StoreResult<DirectorySource> {
-        Sources::get_source(self, dir).await
+        sources::SOURCES
+            .get(self.readers(), dir.0, sources::decode::<B::Db>)
+            .await
     }
     async fn list_sources(&self) -> StoreResult<Vec<DirectorySource>> {
-        Sources::list_sources(self).await
+        sources::list(self).await
     }
     async fn schedule_sync(&self, dir: DirectoryId, confirm: bool) -> StoreResult<DirectorySource> {
-        Sources::schedule_sync(self, dir, confirm).await
+        sources::schedule(self, dir, confirm).await
     }
     async fn acquire_sync_lease(
         &self,
@@ -150,10 +166,13 @@ impl<B: Backend> Store for B {
         owner: &str,
         ttl: Duration,
     ) -> StoreResult<Option<DirectorySource>> {
-        Sources::acquire_sync_lease(self, dir, owner, ttl).await
+        let leased = &sources::SOURCES;
+        leased
+            .take(self.writer(), dir.0, owner, ttl, sources::decode::<B::Db>)
+            .await
     }
     async fn release_sync_lease(&self, dir: DirectoryId, owner: &str) -> StoreResult<()> {
-        Sources::release_sync_lease(self, dir, owner).await
+        sources::SOURCES.release(self.writer(), dir.0, owner).await
     }
     async fn record_sync(
         &self,
@@ -161,7 +180,7 @@ impl<B: Backend> Store for B {
         owner: &str,
         record: &SyncRecord,
     ) -> StoreResult<bool> {
-        Sources::record_sync(self, dir, owner, record).await
+        sources::record(self, dir, owner, record).await
     }
 
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User> {

@@ -58,22 +58,10 @@ pub async fn one_replica_holds_a_sync_lease_and_only_it_records(store: Arc<dyn S
     store.schedule_sync(dir.id, true).await.unwrap();
     let ttl = Duration::from_secs(60);
 
-    let held = store.acquire_sync_lease(dir.id, "a", ttl).await.unwrap();
+    let held = sync_lease(&*store, dir.id, "a", ttl).await;
     assert_eq!(held.unwrap().lease_owner.as_deref(), Some("a"));
-    assert!(
-        store
-            .acquire_sync_lease(dir.id, "b", ttl)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        store
-            .acquire_sync_lease(dir.id, "a", ttl)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(sync_lease(&*store, dir.id, "b", ttl).await.is_none());
+    assert!(sync_lease(&*store, dir.id, "a", ttl).await.is_some());
 
     // The run starts after the "sync now" above (a second of margin for
     // clock differences between the test and the database).
@@ -112,34 +100,17 @@ pub async fn one_replica_holds_a_sync_lease_and_only_it_records(store: Arc<dyn S
     assert!(next < Utc::now() + chrono::Duration::seconds(120), "{next}");
 
     store.release_sync_lease(dir.id, "b").await.unwrap();
-    assert!(
-        store
-            .acquire_sync_lease(dir.id, "b", ttl)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(sync_lease(&*store, dir.id, "b", ttl).await.is_none());
     store.release_sync_lease(dir.id, "a").await.unwrap();
-    assert!(
-        store
-            .acquire_sync_lease(dir.id, "b", ttl)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(sync_lease(&*store, dir.id, "b", ttl).await.is_some());
     assert!(!store.record_sync(dir.id, "a", &record).await.unwrap());
 
     // An expired lease is free for anyone.
     let short = Duration::from_millis(1);
-    store.acquire_sync_lease(dir.id, "b", short).await.unwrap();
+    sync_lease(&*store, dir.id, "b", short).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        if store
-            .acquire_sync_lease(dir.id, "c", ttl)
-            .await
-            .unwrap()
-            .is_some()
-        {
+        if sync_lease(&*store, dir.id, "c", ttl).await.is_some() {
             break;
         }
         assert!(
@@ -148,4 +119,14 @@ pub async fn one_replica_holds_a_sync_lease_and_only_it_records(store: Arc<dyn S
         );
         tokio::task::yield_now().await;
     }
+}
+
+/// The directory's sync lease for `owner`, if it gets it.
+async fn sync_lease(
+    store: &dyn Store,
+    id: DirectoryId,
+    owner: &str,
+    ttl: Duration,
+) -> Option<DirectorySource> {
+    store.acquire_sync_lease(id, owner, ttl).await.unwrap()
 }

@@ -135,28 +135,16 @@ pub async fn one_owner_holds_a_webhook_lease_until_it_expires_or_is_released(
         .await
         .unwrap();
     let long = Duration::from_secs(60);
-    let held = store
-        .acquire_webhook_lease(hook.id, "replica-1", long)
+    let held = lease(&*store, hook.id, "replica-1", long)
         .await
-        .unwrap()
         .expect("a free lease is taken");
     assert_eq!(held.lease_owner.as_deref(), Some("replica-1"));
     assert!(
-        store
-            .acquire_webhook_lease(hook.id, "replica-2", long)
-            .await
-            .unwrap()
-            .is_none(),
+        lease(&*store, hook.id, "replica-2", long).await.is_none(),
         "a live lease of another owner is refused"
     );
     // The holder extends its own lease.
-    assert!(
-        store
-            .acquire_webhook_lease(hook.id, "replica-1", long)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(lease(&*store, hook.id, "replica-1", long).await.is_some());
 
     // Many contenders at once: exactly one wins a released lease.
     store
@@ -166,10 +154,8 @@ pub async fn one_owner_holds_a_webhook_lease_until_it_expires_or_is_released(
     let contenders = (0..8).map(|i| {
         let store = Arc::clone(&store);
         tokio::spawn(async move {
-            store
-                .acquire_webhook_lease(hook.id, &format!("contender-{i}"), long)
+            lease(&*store, hook.id, &format!("contender-{i}"), long)
                 .await
-                .unwrap()
                 .is_some()
         })
     });
@@ -184,17 +170,12 @@ pub async fn one_owner_holds_a_webhook_lease_until_it_expires_or_is_released(
         .create_webhook(new_endpoint(None, "https://y.example", 0))
         .await
         .unwrap();
-    store
-        .acquire_webhook_lease(crashed.id, "crashed", Duration::from_millis(1))
+    lease(&*store, crashed.id, "crashed", Duration::from_millis(1))
         .await
-        .unwrap()
         .expect("taken");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let taken = store
-            .acquire_webhook_lease(crashed.id, "survivor", long)
-            .await
-            .unwrap();
+        let taken = lease(&*store, crashed.id, "survivor", long).await;
         if let Some(t) = taken {
             assert_eq!(t.lease_owner.as_deref(), Some("survivor"));
             break;
@@ -210,11 +191,7 @@ pub async fn webhook_progress_needs_the_lease_and_the_current_generation(store: 
         .await
         .unwrap();
     let ttl = Duration::from_secs(60);
-    let held = store
-        .acquire_webhook_lease(hook.id, "w1", ttl)
-        .await
-        .unwrap()
-        .expect("lease");
+    let held = lease(&*store, hook.id, "w1", ttl).await.expect("lease");
     let g = held.generation;
     assert!(
         !store
@@ -309,11 +286,7 @@ pub async fn webhook_attempts_keep_the_newest_per_endpoint(store: Arc<dyn Store>
         .unwrap();
     let ttl = Duration::from_secs(60);
     for hook in [&one, &two] {
-        store
-            .acquire_webhook_lease(hook.id, "w", ttl)
-            .await
-            .unwrap()
-            .expect("lease");
+        lease(&*store, hook.id, "w", ttl).await.expect("lease");
     }
     // Interleaved, so a bound on ids alone would cut one endpoint short.
     let total = WEBHOOK_ATTEMPTS_KEPT + 20;
@@ -338,4 +311,9 @@ pub async fn webhook_attempts_keep_the_newest_per_endpoint(store: Arc<dyn Store>
     }
     let few = store.list_webhook_attempts(one.id, 3).await.unwrap();
     assert_eq!(few.len(), 3);
+}
+
+/// The endpoint's delivery lease for `owner`, if it gets it.
+async fn lease(store: &dyn Store, id: WebhookId, owner: &str, ttl: Duration) -> Option<Webhook> {
+    store.acquire_webhook_lease(id, owner, ttl).await.unwrap()
 }
