@@ -175,7 +175,7 @@ fn scalar(rng: &mut Rng) -> Value {
     match rng.below(8) {
         0 => json!(null),
         1 => json!(rng.chance(50)),
-        2 => json!(rng.next() as i64),
+        2 => json!(rng.next_u64() as i64),
         3 => json!(1.5e300),
         4 => json!(format!("fuzz{}@example.com", rng.below(50))),
         5 => json!(""),
@@ -276,7 +276,7 @@ fn body(rng: &mut Rng, ids: &[String]) -> Option<Vec<u8>> {
         0 => return None,
         1 => {
             let n = rng.below(200);
-            return Some((0..n).map(|_| rng.next() as u8).collect());
+            return Some((0..n).map(|_| rng.next_u64() as u8).collect());
         }
         2 => patch(rng, ids),
         3 => bulk(rng, ids),

@@ -37,7 +37,7 @@ fn mutate(rng: &mut Rng, input: &str) -> String {
         match rng.below(5) {
             0 if !bytes.is_empty() => {
                 let i = rng.below(bytes.len());
-                bytes[i] = rng.next() as u8;
+                bytes[i] = rng.next_u64() as u8;
             }
             1 if at < bytes.len() => {
                 let end = (at + rng.below(8)).min(bytes.len());
