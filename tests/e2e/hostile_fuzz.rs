@@ -20,29 +20,10 @@ use roster_testkit::app::{
 use roster_testkit::app::{ERROR_SCHEMA, Reply, truncated};
 use serde_json::{Value, json};
 
-/// A small deterministic PRNG (xorshift64*), so a failing run can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
+#[allow(dead_code)] // each includer takes what it needs
+#[path = "../../crates/scim/fuzz/src/generate.rs"]
+mod generate;
+use generate::Rng;
 
 const ATTRIBUTES: &[&str] = &[
     "userName",
@@ -194,7 +175,7 @@ fn scalar(rng: &mut Rng) -> Value {
     match rng.below(8) {
         0 => json!(null),
         1 => json!(rng.chance(50)),
-        2 => json!(rng.next() as i64),
+        2 => json!(rng.next_u64() as i64),
         3 => json!(1.5e300),
         4 => json!(format!("fuzz{}@example.com", rng.below(50))),
         5 => json!(""),
@@ -295,7 +276,7 @@ fn body(rng: &mut Rng, ids: &[String]) -> Option<Vec<u8>> {
         0 => return None,
         1 => {
             let n = rng.below(200);
-            return Some((0..n).map(|_| rng.next() as u8).collect());
+            return Some((0..n).map(|_| rng.next_u64() as u8).collect());
         }
         2 => patch(rng, ids),
         3 => bulk(rng, ids),

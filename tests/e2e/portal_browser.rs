@@ -90,6 +90,12 @@ async fn page_shows(browser: &Browser, reload: Option<&str>, needle: &str) {
     .await;
 }
 
+/// Asserts that the element `selector` finds shows `needle` now.
+async fn element_shows(browser: &Browser, selector: &str, needle: &str) {
+    let text = browser.text_of(selector).await;
+    assert!(text.contains(needle), "{selector}: {text}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     let served = app::serve_postgres("portal_browser").await;
@@ -115,7 +121,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
         "Connect your directory · Directory sync"
     );
     shot_of(&browser, "01-open-link").await;
-    browser.find("#open").await.click_to_load().await;
+    browser.click_to_load("#open").await;
     assert_eq!(browser.url().await, format!("{root}/portal"));
     let cookie = browser.cookie("roster_portal").await;
     assert_eq!(cookie["httpOnly"], true, "{cookie}");
@@ -140,7 +146,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
 
     // Choose Okta: its steps from docs/idp/okta.md appear.
     browser.find("#provider-okta").await.click().await;
-    browser.find("#save-provider").await.click_to_load().await;
+    browser.click_to_load("#save-provider").await;
     let text = browser.text().await;
     assert!(text.contains("3. Steps in Okta"), "{text}");
     assert!(text.contains("SCIM connector base URL"));
@@ -148,7 +154,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     shot_of(&browser, "02-setup-okta").await;
 
     // The SCIM base URL, with a copy button the script reveals.
-    let scim_url = browser.find("#scim-url").await.text().await;
+    let scim_url = browser.text_of("#scim-url").await;
     assert_eq!(scim_url, format!("{root}/scim/v2/{dir}"));
     let copy = browser.find("button[data-copy=\"scim-url\"]").await;
     copy.click().await;
@@ -168,13 +174,9 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
 
     // Create a token: shown once.
     browser.go(&format!("{root}/portal/tokens")).await;
-    browser
-        .find("#token-name")
-        .await
-        .type_text("okta-prod")
-        .await;
-    browser.find("#create-token").await.click_to_load().await;
-    let token = browser.find("#new-token").await.text().await;
+    browser.type_into("#token-name", "okta-prod").await;
+    browser.click_to_load("#create-token").await;
+    let token = browser.text_of("#new-token").await;
     assert!(token.starts_with("rst_"), "{token}");
     assert!(browser.text().await.contains("shown only once"));
     shot_of(&browser, "03-token-created").await;
@@ -186,33 +188,21 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
 
     // Test the connection: the IdP's requests appear live (the script polls).
     browser.go(&format!("{root}/portal/test")).await;
-    assert!(
-        browser
-            .find("#live-status")
-            .await
-            .text()
-            .await
-            .contains("Watching")
-    );
+    element_shows(&browser, "#live-status", "Watching").await;
     let bearer = format!("Bearer {token}");
-    let created = scim(
-        &scim_url,
-        &bearer,
-        reqwest::Method::POST,
-        "/Users",
-        Some(&user("jdoe@acme.example")),
-    )
-    .await;
-    assert_eq!(created, 201);
-    let duplicate = scim(
-        &scim_url,
-        &bearer,
-        reqwest::Method::POST,
-        "/Users",
-        Some(&user("jdoe@acme.example")),
-    )
-    .await;
-    assert_eq!(duplicate, 409);
+    // Created, then refused as a duplicate: a success and a failure to show.
+    for expected in [201, 409] {
+        let jdoe = user("jdoe@acme.example");
+        let status = scim(
+            &scim_url,
+            &bearer,
+            reqwest::Method::POST,
+            "/Users",
+            Some(&jdoe),
+        )
+        .await;
+        assert_eq!(status, expected);
+    }
     let doubled = format!("Bearer Bearer {token}");
     assert_eq!(
         scim(&scim_url, &doubled, reqwest::Method::GET, "/Users", None).await,
@@ -222,7 +212,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
         (browser.count("#live-activity tbody tr").await >= 3).then_some(())
     })
     .await;
-    let live = browser.find("#live-activity").await.text().await;
+    let live = browser.text_of("#live-activity").await;
     assert!(
         live.contains("POST /Users") && live.contains("201"),
         "{live}"
@@ -266,61 +256,36 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
         .await
         .click()
         .await;
-    browser
-        .find("form.filters button")
-        .await
-        .click_to_load()
-        .await;
+    browser.click_to_load("form.filters button").await;
     let failures = browser.count("#activity tbody tr").await;
     assert_eq!(failures, 2, "{}", browser.text().await);
 
     // The users the IdP provisioned.
     browser.go(&format!("{root}/portal/directory")).await;
-    assert!(
-        browser
-            .find("#user-list")
-            .await
-            .text()
-            .await
-            .contains("jdoe@acme.example")
-    );
+    element_shows(&browser, "#user-list", "jdoe@acme.example").await;
     shot_of(&browser, "06-users-and-groups").await;
 
     // Attribute mapping.
     browser.go(&format!("{root}/portal/mappings")).await;
     browser
-        .find("#source")
-        .await
-        .type_text("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter")
+        .type_into(
+            "#source",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:costCenter",
+        )
         .await;
+    browser.type_into("#target", "custom:cost_center").await;
     browser
-        .find("#target")
-        .await
-        .type_text("custom:cost_center")
+        .click_to_load("form[action=\"/portal/mappings\"] button")
         .await;
-    browser
-        .find("form[action=\"/portal/mappings\"] button")
-        .await
-        .click_to_load()
-        .await;
-    assert!(
-        browser
-            .find("#mapping-list")
-            .await
-            .text()
-            .await
-            .contains("custom:cost_center")
-    );
+    element_shows(&browser, "#mapping-list", "custom:cost_center").await;
     shot_of(&browser, "07-attribute-mapping").await;
 
     // Rotate: a second live token; the IdP switches; revoke the old one.
     browser.go(&format!("{root}/portal/tokens")).await;
     browser
-        .find("button[aria-label=\"Rotate okta-prod\"]")
-        .await
-        .click_to_load()
+        .click_to_load("button[aria-label=\"Rotate okta-prod\"]")
         .await;
-    let rotated = browser.find("#new-token").await.text().await;
+    let rotated = browser.text_of("#new-token").await;
     assert!(rotated.starts_with("rst_") && rotated != token);
     assert_eq!(browser.count("#tokens tbody tr").await, 2);
     shot_of(&browser, "08-token-rotated").await;
@@ -330,9 +295,7 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
         200
     );
     browser
-        .find("button[aria-label=\"Revoke okta-prod\"]")
-        .await
-        .click_to_load()
+        .click_to_load("button[aria-label=\"Revoke okta-prod\"]")
         .await;
     assert!(browser.text().await.contains("Token revoked"));
     assert_eq!(browser.count("#tokens tbody tr").await, 1);
@@ -367,12 +330,12 @@ async fn an_it_admin_connects_okta_alone_and_sees_what_happened() {
     assert_eq!(forged.status(), 403);
 
     // Signing out ends the session; the link stays used.
-    browser.find(".signout button").await.click_to_load().await;
+    browser.click_to_load(".signout button").await;
     assert!(browser.text().await.contains("You are signed out"));
     browser.go(&format!("{root}/portal")).await;
     assert!(browser.text().await.contains("Your session has ended"));
     browser.go(&link).await;
-    browser.find("#open").await.click_to_load().await;
+    browser.click_to_load("#open").await;
     assert!(browser.text().await.contains("This link was already used"));
     shot_of(&browser, "10-link-already-used").await;
     browser.quit().await;
@@ -562,7 +525,7 @@ async fn a_pulled_directory_shows_its_sync_status() {
 
     let browser = Browser::start().await;
     browser.go(&portal_link(&served, &dir)).await;
-    browser.find("#open").await.click_to_load().await;
+    browser.click_to_load("#open").await;
     assert!(browser.text().await.contains("no token to paste"));
     browser
         .go(&format!("{}/portal/sync", served.http_root()))
@@ -570,7 +533,7 @@ async fn a_pulled_directory_shows_its_sync_status() {
     let text = browser.text().await;
     assert!(text.contains("The last run failed"), "{text}");
     assert!(text.contains(error), "{error:?} not in {text}");
-    let nav = browser.find("nav").await.text().await;
+    let nav = browser.text_of("nav").await;
     assert!(
         nav.contains("Sync status") && !nav.contains("Tokens"),
         "{nav}"

@@ -204,6 +204,22 @@ impl Browser {
         .await;
     }
 
+    /// The text of the element `selector` finds.
+    pub async fn text_of(&self, selector: &str) -> String {
+        self.find(selector).await.text().await
+    }
+
+    /// Types `text` into the element `selector` finds.
+    pub async fn type_into(&self, selector: &str, text: &str) {
+        self.find(selector).await.type_text(text).await;
+    }
+
+    /// Clicks the element `selector` finds, which loads another page, and
+    /// waits for that page.
+    pub async fn click_to_load(&self, selector: &str) {
+        self.find(selector).await.click_to_load().await;
+    }
+
     /// How many elements match `selector`.
     pub async fn count(&self, selector: &str) -> usize {
         let found = self

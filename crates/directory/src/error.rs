@@ -237,52 +237,65 @@ mod tests {
             .map(str::to_string)
     }
 
+    fn status(error: StoreError) -> Status {
+        Status::from(ServiceError::Store(error))
+    }
+
+    /// The gRPC code of each store error, and the SCIM status (and scimType,
+    /// where it has one) that the gateway answers with.
     #[test]
-    fn conflicts_are_already_exists_with_uniqueness() {
-        let s = Status::from(ServiceError::Store(StoreError::Conflict(
-            "userName taken".into(),
-        )));
-        assert_eq!(s.code(), Code::AlreadyExists);
-        assert_eq!(meta(&s, SCIM_TYPE_KEY).as_deref(), Some("uniqueness"));
-        assert_eq!(meta(&s, SCIM_STATUS_KEY).as_deref(), Some("409"));
+    fn store_errors_carry_their_code_and_scim_metadata() {
+        let cases = [
+            (
+                StoreError::Conflict("userName taken".into()),
+                Code::AlreadyExists,
+                Some("uniqueness"),
+                "409",
+            ),
+            (
+                StoreError::Rejected(Box::new(ScimError::no_target("no such path"))),
+                Code::InvalidArgument,
+                Some("noTarget"),
+                "400",
+            ),
+            (
+                StoreError::VersionMismatch {
+                    expected: 1,
+                    actual: 2,
+                },
+                Code::FailedPrecondition,
+                None,
+                "412",
+            ),
+        ];
+        for (error, code, scim_type, scim_status) in cases {
+            let what = error.to_string();
+            let s = status(error);
+            let scim = (meta(&s, SCIM_TYPE_KEY), meta(&s, SCIM_STATUS_KEY));
+            assert_eq!(s.code(), code, "{what}");
+            assert_eq!(
+                (scim.0.as_deref(), scim.1.as_deref()),
+                (scim_type, Some(scim_status)),
+                "{what}"
+            );
+        }
     }
 
     #[test]
     fn internal_errors_hide_their_detail() {
-        let s = Status::from(ServiceError::Store(StoreError::Internal(
-            "password=hunter2".into(),
-        )));
+        let s = status(StoreError::Internal("password=hunter2".into()));
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("hunter2"));
     }
 
     #[test]
-    fn rejected_scim_errors_keep_their_type_and_status() {
-        let rejected = StoreError::Rejected(Box::new(ScimError::no_target("no such path")));
-        let s = Status::from(ServiceError::Store(rejected));
-        assert_eq!(s.code(), Code::InvalidArgument);
-        assert_eq!(meta(&s, SCIM_TYPE_KEY).as_deref(), Some("noTarget"));
-        assert_eq!(meta(&s, SCIM_STATUS_KEY).as_deref(), Some("400"));
-    }
-
-    #[test]
     fn expired_cursors_carry_the_oldest_valid_cursor() {
-        let s = Status::from(ServiceError::Store(StoreError::CursorExpired {
+        let s = status(StoreError::CursorExpired {
             requested: 3,
             oldest: 10,
-        }));
+        });
         assert_eq!(s.code(), Code::OutOfRange);
         assert_eq!(meta(&s, OLDEST_CURSOR_KEY).as_deref(), Some("r10"));
         assert!(s.message().contains("r10"));
-    }
-
-    #[test]
-    fn version_mismatch_is_failed_precondition() {
-        let s = Status::from(ServiceError::Store(StoreError::VersionMismatch {
-            expected: 1,
-            actual: 2,
-        }));
-        assert_eq!(s.code(), Code::FailedPrecondition);
-        assert_eq!(meta(&s, SCIM_STATUS_KEY).as_deref(), Some("412"));
     }
 }

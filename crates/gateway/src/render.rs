@@ -272,14 +272,20 @@ mod tests {
         assert!(v["meta"].get("x").is_none());
     }
 
+    /// An active user with no meta and no groups; `raw` as stored (may be empty).
+    fn active_user(id: &str, user_name: &str, raw: &str) -> User {
+        User {
+            id: id.into(),
+            user_name: user_name.into(),
+            active: true,
+            raw: raw.into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn renders_user_without_raw() {
-        let user = User {
-            id: "u2".into(),
-            user_name: "bob".into(),
-            active: true,
-            ..Default::default()
-        };
+        let user = active_user("u2", "bob", "");
         let v = render_user(&user, BASE);
         assert_eq!(v["userName"], "bob");
         assert_eq!(v["active"], true);
@@ -290,13 +296,7 @@ mod tests {
 
     #[test]
     fn active_and_user_name_come_from_the_normalized_state() {
-        let user = User {
-            id: "u3".into(),
-            user_name: "5".into(),
-            active: true,
-            raw: r#"{"userName":5}"#.into(),
-            ..Default::default()
-        };
+        let user = active_user("u3", "5", r#"{"userName":5}"#);
         let rendered = render_user(&user, BASE);
         assert_eq!(rendered["active"], true);
         assert_eq!(rendered["userName"], "5");

@@ -7,6 +7,11 @@ use roster_scim::filter::{self, AttrPath, CompValue, CompareOp, Filter};
 use roster_scim::patch::{PatchRequest, ResourceKind, apply, plan_group_patch};
 use serde_json::{Value, json};
 
+#[allow(dead_code)] // each includer takes what it needs
+#[path = "../fuzz/src/generate.rs"]
+mod generate;
+use generate::{FILTER_TOKENS, JSON_KEYS, PATCH_PATHS};
+
 const URNS: &[&str] = &[
     "urn:ietf:params:scim:schemas:core:2.0:User",
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
@@ -104,37 +109,7 @@ fn any_filter() -> impl Strategy<Value = Filter> {
 
 /// Random text built from filter tokens, to reach deep parser states.
 fn token_soup() -> impl Strategy<Value = String> {
-    let token = prop::sample::select(vec![
-        "(",
-        ")",
-        "[",
-        "]",
-        ".",
-        " ",
-        "not",
-        "and",
-        "or",
-        "pr",
-        "eq",
-        "co",
-        "gt",
-        "userName",
-        "emails",
-        "type",
-        "\"x\"",
-        "\"\\u00e9\"",
-        "\"\\",
-        "1",
-        "-2.5e3",
-        "true",
-        "null",
-        ":",
-        "urn:a:b:c",
-        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
-        "\u{e9}",
-        "\"",
-        "$ref",
-    ]);
+    let token = prop::sample::select(FILTER_TOKENS);
     prop::collection::vec(token, 0..40).prop_map(|t| t.concat())
 }
 
@@ -169,21 +144,7 @@ fn json_value() -> impl Strategy<Value = Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
             prop::collection::btree_map(
-                prop::sample::select(vec![
-                    "value",
-                    "type",
-                    "display",
-                    "primary",
-                    "active",
-                    "title",
-                    "name.familyName",
-                    "id",
-                    "members",
-                    "userName",
-                    "emails[type eq \"work\"].value",
-                    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
-                ])
-                .prop_map(str::to_owned),
+                prop::sample::select(JSON_KEYS).prop_map(str::to_owned),
                 inner,
                 0..3
             )
@@ -195,29 +156,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 fn patch_op() -> impl Strategy<Value = Value> {
     let op = prop::sample::select(vec!["add", "Replace", "REMOVE", "remove", "merge"]);
     let path = prop::option::of(prop_oneof![
-        prop::sample::select(vec![
-            "title",
-            "active",
-            "name",
-            "name.givenName",
-            "emails",
-            "emails[type eq \"work\"]",
-            "emails[type eq \"work\"].value",
-            "emails[value co \"x\" or primary eq true].type",
-            "members",
-            "members[value eq \"g\"]",
-            "id",
-            "meta",
-            "userName",
-            "groups",
-            "",
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
-            "urn:x:y:attr",
-            "emails[",
-            "x[y eq 1].z",
-        ])
-        .prop_map(str::to_owned),
+        prop::sample::select(PATCH_PATHS).prop_map(str::to_owned),
         token_soup(),
     ]);
     (op, path, prop::option::of(json_value())).prop_map(|(op, path, value)| {

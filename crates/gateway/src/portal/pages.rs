@@ -288,17 +288,7 @@ pub async fn tokens(session: Session, Query(query): Query<TokensQuery>) -> PageR
 async fn tokens_page(session: &Session, top: &str) -> PageResult {
     let dir = load_directory(session).await?;
     scim_only(&dir)?;
-    let request = session.grpc(pa::ListTokensRequest {
-        directory_id: session.directory_id.clone(),
-        include_revoked: false,
-    });
-    let tokens = session
-        .state()
-        .admin()
-        .list_tokens(request)
-        .await?
-        .into_inner()
-        .tokens;
+    let tokens = live_tokens(session).await?;
     let mut body = top.to_owned();
     body.push_str(
         "<p>Your identity provider authenticates with a token. A connection holds at most two \
@@ -316,6 +306,16 @@ async fn tokens_page(session: &Session, top: &str) -> PageResult {
         csrf_field(&session.csrf)
     );
     Ok(page(session, &dir, "/portal/tokens", "Tokens", &body))
+}
+
+/// The directory's tokens that are not revoked.
+async fn live_tokens(session: &Session) -> Result<Vec<pa::Token>, PortalError> {
+    let request = session.grpc(pa::ListTokensRequest {
+        directory_id: session.directory_id.clone(),
+        include_revoked: false,
+    });
+    let reply = session.state().admin().list_tokens(request).await?;
+    Ok(reply.into_inner().tokens)
 }
 
 fn token_table(session: &Session, tokens: &[pa::Token]) -> String {
@@ -414,17 +414,7 @@ pub struct TokenForm {
 /// `POST /portal/tokens/rotate`: a second token, named after the first.
 pub async fn rotate_token(session: Session, Form(form): Form<TokenForm>) -> PageResult {
     session.check_csrf(&form.csrf)?;
-    let request = session.grpc(pa::ListTokensRequest {
-        directory_id: session.directory_id.clone(),
-        include_revoked: false,
-    });
-    let tokens = session
-        .state()
-        .admin()
-        .list_tokens(request)
-        .await?
-        .into_inner()
-        .tokens;
+    let tokens = live_tokens(&session).await?;
     let old = tokens
         .iter()
         .find(|t| t.id == form.token_id)
@@ -746,26 +736,14 @@ pub async fn directory_view(session: &Session, query: &DirectoryQuery) -> PageRe
         .into_inner();
     let mut body = format!("<h2 id=\"users\">Users ({})</h2>", users.total_results);
     body.push_str(&users_table(&users.users));
-    if !users.next_page_token.is_empty() {
-        let _ = write!(
-            body,
-            "<p><a href=\"/portal/directory?users_page={}#users\">More users</a></p>",
-            esc(&users.next_page_token)
-        );
-    }
+    more_link(&mut body, "users", &users.next_page_token);
     let _ = write!(
         body,
         "<h2 id=\"groups\">Groups ({})</h2>",
         groups.total_results
     );
     body.push_str(&groups_table(&groups.groups));
-    if !groups.next_page_token.is_empty() {
-        let _ = write!(
-            body,
-            "<p><a href=\"/portal/directory?groups_page={}#groups\">More groups</a></p>",
-            esc(&groups.next_page_token)
-        );
-    }
+    more_link(&mut body, "groups", &groups.next_page_token);
     Ok(page(
         session,
         &dir,
@@ -778,6 +756,17 @@ pub async fn directory_view(session: &Session, query: &DirectoryQuery) -> PageRe
 /// `GET /portal/directory`.
 pub async fn directory(session: Session, Query(query): Query<DirectoryQuery>) -> PageResult {
     directory_view(&session, &query).await
+}
+
+/// The link to the next page of the directory page's `users` or `groups`.
+fn more_link(body: &mut String, list: &str, next_page_token: &str) {
+    if !next_page_token.is_empty() {
+        let _ = write!(
+            body,
+            "<p><a href=\"/portal/directory?{list}_page={}#{list}\">More {list}</a></p>",
+            esc(next_page_token)
+        );
+    }
 }
 
 fn users_table(users: &[pd::User]) -> String {
@@ -929,4 +918,21 @@ async fn edit_mappings(session: &Session, source: &str, target: Option<String>) 
     });
     session.state().admin().update_directory(request).await?;
     Ok(Redirect::to("/portal/mappings").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_links_name_their_list_and_escape_the_token() {
+        let mut body = String::new();
+        more_link(&mut body, "users", "");
+        assert_eq!(body, "", "the last page has no link");
+        more_link(&mut body, "groups", "a&b");
+        assert_eq!(
+            body,
+            "<p><a href=\"/portal/directory?groups_page=a&amp;b#groups\">More groups</a></p>"
+        );
+    }
 }

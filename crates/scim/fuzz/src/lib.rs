@@ -1,6 +1,8 @@
 //! The fuzz harnesses, shared by the `cargo fuzz` targets and the stable
 //! driver. Each one panics only when an invariant is broken.
 
+pub mod generate;
+
 use roster_scim::filter::{matches, parse, parse_attr_path};
 use roster_scim::patch::{PatchRequest, ResourceKind, apply, plan_group_patch};
 use roster_scim::path::parse_patch_path;

@@ -187,6 +187,15 @@ impl Scim {
         self.patch(path, &patch_op(operations)).await
     }
 
+    /// The body of a `PATCH path` with a PatchOp of `operations`, which
+    /// must answer 200.
+    pub async fn patch_ok(&self, path: &str, operations: Value) -> Value {
+        self.patch_ops(path, operations)
+            .await
+            .expect(200, path)
+            .body
+    }
+
     /// `DELETE path`.
     pub async fn delete(&self, path: &str) -> Reply {
         self.send(Method::DELETE, path, None).await

@@ -10,95 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// xorshift64*: tiny, deterministic, good enough to drive mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
-
-const TOKENS: &[&str] = &[
-    "(",
-    ")",
-    "[",
-    "]",
-    ".",
-    " ",
-    "  ",
-    "not",
-    "not (",
-    "and",
-    "or",
-    "pr",
-    "eq",
-    "ne",
-    "co",
-    "sw",
-    "ew",
-    "gt",
-    "ge",
-    "lt",
-    "le",
-    "EQ",
-    "And",
-    "userName",
-    "emails",
-    "type",
-    "value",
-    "primary",
-    "meta.lastModified",
-    "name.familyName",
-    "members",
-    "$ref",
-    "x-count",
-    "\"work\"",
-    "\"\"",
-    "\"\\u00e9\\n\"",
-    "\"\\\"\"",
-    "\"\\",
-    "\"",
-    "\\",
-    "1",
-    "-0",
-    "2.5e3",
-    "1e999",
-    "01",
-    "true",
-    "false",
-    "null",
-    ":",
-    "urn:",
-    "urn:ietf:params:scim:schemas:core:2.0:User:",
-    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:",
-    "urn:scim:schemas:core:1.0",
-    "urn:scim:schemas:core:1.0.",
-    "urn:scim:schemas:extension:enterprise:1.0",
-    "urn:scim:schemas:extension:enterprise:1.0.",
-    "urn:scim:schemas:extension:enterprise:1.0:",
-    "manager.managerId",
-    "é",
-    "€",
-    "\u{0}",
-    "\t",
-    "#",
-];
+use roster_scim_fuzz::generate::{FILTER_TOKENS, JSON_KEYS, PATCH_PATHS, Rng};
 
 const SEEDS: &[&str] = &[
     r#"userName eq "bjensen""#,
@@ -115,7 +27,7 @@ const SEEDS: &[&str] = &[
 
 fn token_soup(rng: &mut Rng) -> String {
     let n = rng.below(60);
-    (0..n).map(|_| *rng.pick(TOKENS)).collect()
+    (0..n).map(|_| *rng.pick(FILTER_TOKENS)).collect()
 }
 
 fn mutate(rng: &mut Rng, input: &str) -> String {
@@ -125,14 +37,14 @@ fn mutate(rng: &mut Rng, input: &str) -> String {
         match rng.below(5) {
             0 if !bytes.is_empty() => {
                 let i = rng.below(bytes.len());
-                bytes[i] = rng.next() as u8;
+                bytes[i] = rng.next_u64() as u8;
             }
             1 if at < bytes.len() => {
                 let end = (at + rng.below(8)).min(bytes.len());
                 bytes.drain(at..end);
             }
             2 => {
-                let t = rng.pick(TOKENS).as_bytes().to_vec();
+                let t = rng.pick(FILTER_TOKENS).as_bytes().to_vec();
                 bytes.splice(at..at, t);
             }
             3 if !bytes.is_empty() => {
@@ -189,29 +101,12 @@ fn json_value(rng: &mut Rng, depth: usize) -> Value {
         4 => json!(token_soup(rng)),
         5 => json!(*rng.pick(&["u1", "u2", "bjensen", "a@b.c"])),
         6 | 7 => {
-            let keys = [
-                "value",
-                "type",
-                "display",
-                "primary",
-                "active",
-                "title",
-                "name.familyName",
-                "id",
-                "members",
-                "userName",
-                "displayName",
-                "schemas",
-                "meta",
-                "emails",
-                "emails[type eq \"work\"].value",
-                "$ref",
-                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
-                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager",
-            ];
             let mut o = serde_json::Map::new();
             for _ in 0..rng.below(4) {
-                o.insert((*rng.pick(&keys)).to_owned(), json_value(rng, depth + 1));
+                o.insert(
+                    (*rng.pick(JSON_KEYS)).to_owned(),
+                    json_value(rng, depth + 1),
+                );
             }
             Value::Object(o)
         }
@@ -224,38 +119,13 @@ fn json_value(rng: &mut Rng, depth: usize) -> Value {
 }
 
 fn patch_path(rng: &mut Rng) -> String {
-    const PATHS: &[&str] = &[
-        "title",
-        "active",
-        "name",
-        "name.givenName",
-        "emails",
-        "emails[type eq \"work\"]",
-        "emails[type eq \"work\"].value",
-        "emails[value co \"x\" or primary eq true].type",
-        "members",
-        "members[value eq \"u1\"]",
-        "members[value eq \"u1\" or value eq \"u2\"]",
-        "members[display eq \"x\"]",
-        "id",
-        "meta",
-        "meta.version",
-        "userName",
-        "displayName",
-        "groups",
-        "",
-        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
-        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
-        "urn:x:y:attr",
-        "x-count",
-    ];
     match rng.below(4) {
         0 => token_soup(rng),
         1 => {
-            let p = rng.pick(PATHS).to_string();
+            let p = rng.pick(PATCH_PATHS).to_string();
             mutate(rng, &p)
         }
-        _ => rng.pick(PATHS).to_string(),
+        _ => rng.pick(PATCH_PATHS).to_string(),
     }
 }
 
