@@ -225,6 +225,32 @@ impl PgStore {
     fn known_head(&self) -> i64 {
         self.head.lock().unwrap_or_else(|p| p.into_inner()).head()
     }
+
+    /// Revisions this process just committed: the head walks over them
+    /// without a query (see `head.rs`), and local waiters are woken.
+    fn committed(&self, revisions: &[i64]) {
+        if revisions.is_empty() {
+            return;
+        }
+        self.head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .committed_locally(revisions);
+        self.notifier.local_commit();
+    }
+
+    /// The head, when this process's own commits moved it (past `after`)
+    /// since the last call and no other process may have committed since
+    /// the database was last looked at: then nothing needs the stable-head
+    /// query. Any hole left above it (another process's revision, an
+    /// aborted one) is looked for in the database by the next call that
+    /// finds no local progress.
+    fn locally_advanced(&self, after: i64) -> Option<i64> {
+        let mut state = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let moved = state.take_local_progress();
+        let head = state.head();
+        (moved && head > after && !self.notifier.foreign_pending()).then_some(head)
+    }
 }
 
 /// The snapshot connections, opened on demand: a slot is taken before a
@@ -250,11 +276,9 @@ impl Backend for PgStore {
 
     async fn commit(&self, mut tx: Tx) -> StoreResult<()> {
         let changes = tx.changes.take();
-        changes::insert_changes(&mut tx.tx, &changes).await?;
+        let revisions = changes::insert_changes(&mut tx.tx, &changes).await?;
         tx.tx.commit().await.map_err(map_db)?;
-        if !changes.is_empty() {
-            self.notifier.local_commit();
-        }
+        self.committed(&revisions);
         Ok(())
     }
 

@@ -64,6 +64,10 @@ impl ChangeLog for PgStore {
     }
 
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
+        if let Some(head) = self.locally_advanced(after) {
+            return Ok(head);
+        }
+        self.notifier.take_foreign();
         self.advance_on(&mut *self.conn().await?, after).await
     }
 
@@ -106,9 +110,13 @@ impl ChangeLog for PgStore {
 /// `pg_current_xact_id()` in the WHERE clause runs before the `nextval`
 /// calls of the projection and makes sure the transaction has an xid before
 /// it takes a revision (fact 1 of `head.rs`), even if it wrote nothing else.
-pub(crate) async fn insert_changes(conn: &mut PgConnection, changes: &[Change]) -> StoreResult<()> {
+/// Returns the revisions taken, which are this process's once it commits.
+pub(crate) async fn insert_changes(
+    conn: &mut PgConnection,
+    changes: &[Change],
+) -> StoreResult<Vec<i64>> {
     if changes.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let mut directory_ids = Vec::with_capacity(changes.len());
     let mut kinds = Vec::with_capacity(changes.len());
@@ -125,14 +133,15 @@ pub(crate) async fn insert_changes(conn: &mut PgConnection, changes: &[Change]) 
         fields.push(serde_json::to_value(&c.changed_fields).map_err(json_error)?);
     }
     let event_ids: Vec<Uuid> = changes.iter().map(|_| Uuid::new_v4()).collect();
-    sqlx::query(
+    sqlx::query_scalar(
         "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload, changed_fields) \
          SELECT nextval('change_revision'), c.event_id, c.directory_id, c.kind, c.resource_id, c.version, \
                 c.payload, c.changed_fields \
          FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::bigint[], $6::jsonb[], $7::jsonb[]) \
               WITH ORDINALITY AS c(event_id, directory_id, kind, resource_id, version, payload, changed_fields, ord) \
          WHERE pg_current_xact_id() IS NOT NULL \
-         ORDER BY c.ord",
+         ORDER BY c.ord \
+         RETURNING revision",
     )
     .bind(&event_ids)
     .bind(&directory_ids)
@@ -141,10 +150,9 @@ pub(crate) async fn insert_changes(conn: &mut PgConnection, changes: &[Change]) 
     .bind(&versions)
     .bind(&payloads)
     .bind(&fields)
-    .execute(conn)
+    .fetch_all(conn)
     .await
-    .map_err(map_db)?;
-    Ok(())
+    .map_err(map_db)
 }
 
 /// Reads what the stable head needs, in one statement (so one snapshot).

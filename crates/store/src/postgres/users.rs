@@ -49,7 +49,7 @@ impl PgStore {
             .map_err(map_db)?;
         let created_at: chrono::DateTime<chrono::Utc> =
             row.try_get("created_at").map_err(map_db)?;
-        self.notifier.local_commit();
+        self.committed(&[row.try_get("revision").map_err(map_db)?]);
         Ok(new_user(id, dir, write, created_at))
     }
 
@@ -116,7 +116,7 @@ impl PgStore {
                  AS i(id, {STORED_COLUMNS}) \
                {conflict} RETURNING *), \
              c AS ({}) \
-             SELECT id, created_at FROM u",
+             SELECT u.id, u.created_at, c.revision FROM u JOIN c ON c.resource_id = u.id",
             user_created_changes("gen_random_uuid()")
         );
         let column = |f: fn(&UserWrite) -> Option<String>| users.iter().map(f).collect::<Vec<_>>();
@@ -157,9 +157,11 @@ impl PgStore {
             .fetch_all(self.pool())
             .await
             .map_err(map_db)?;
-        if !rows.is_empty() {
-            self.notifier.local_commit();
-        }
+        let revisions = rows
+            .iter()
+            .map(|row| row.try_get("revision").map_err(map_db))
+            .collect::<StoreResult<Vec<i64>>>()?;
+        self.committed(&revisions);
         rows.iter()
             .map(|row| {
                 Ok((
@@ -194,7 +196,7 @@ static CREATE_USER: LazyLock<String> = LazyLock::new(|| {
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
            RETURNING *), \
          c AS ({}) \
-         SELECT created_at FROM u",
+         SELECT u.created_at, c.revision FROM u, c",
         user_created_changes("$17")
     )
 });
@@ -205,7 +207,8 @@ pub(super) const STORED_COLUMNS: &str = "user_name, external_id, active, display
 
 /// The statement appending a `user.created` change for every row of the CTE
 /// `u` (users just inserted); `event_id` is the SQL of each event's id. The
-/// payload (the serialized [`User`]) is built from the row in SQL.
+/// payload (the serialized [`User`]) is built from the row in SQL. Returns
+/// each change's user id and revision.
 fn user_created_changes(event_id: &str) -> String {
     format!(
         "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
@@ -217,7 +220,8 @@ fn user_created_changes(event_id: &str) -> String {
                   'employee_number', u.employee_number, 'custom_attributes', u.custom_attributes, \
                   'raw', u.raw, 'group_ids', '[]'::jsonb, 'version', u.version, \
                   'created_at', u.created_at, 'updated_at', u.updated_at) \
-         FROM u WHERE pg_current_xact_id() IS NOT NULL"
+         FROM u WHERE pg_current_xact_id() IS NOT NULL \
+         RETURNING resource_id, revision"
     )
 }
 
