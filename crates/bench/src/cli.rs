@@ -88,6 +88,11 @@ pub struct BenchArgs {
     /// instead of calling it directly in its process, as `roster serve` does.
     #[arg(long)]
     pub grpc_over_tcp: bool,
+    /// The server under test as two processes, a gateway calling a directory
+    /// service over loopback TCP, as `roster gateway` + `roster directory`
+    /// (CPU and RSS are the sum of both).
+    #[arg(long)]
+    pub split_processes: bool,
     /// Messages buffered per WatchChanges stream in the server under test
     /// (default: the directory service's own).
     #[arg(long)]
@@ -190,6 +195,12 @@ pub struct ServeArgs {
     /// The gateway calls the directory service over loopback TCP.
     #[arg(long)]
     pub grpc_over_tcp: bool,
+    /// Which half of the server this process runs.
+    #[arg(long, value_enum, default_value_t = Role::Both)]
+    pub role: Role,
+    /// The directory service the gateway calls (`--role gateway`).
+    #[arg(long)]
+    pub directory_endpoint: Option<String>,
     /// Messages buffered per watch stream (default: the service's own).
     #[arg(long)]
     pub watch_buffer: Option<usize>,
@@ -199,4 +210,15 @@ pub struct ServeArgs {
     /// Webhook sealing key: turns webhooks on, receivers on loopback allowed.
     #[arg(long)]
     pub webhook_key: Option<String>,
+}
+
+/// What one `__serve` process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// The directory service and the gateway, as `roster serve`.
+    Both,
+    /// The directory service alone, as `roster directory`.
+    Directory,
+    /// The gateway alone, as `roster gateway`.
+    Gateway,
 }

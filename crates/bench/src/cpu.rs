@@ -41,13 +41,14 @@ pub struct CpuPerOp {
 /// Measures the CPU of the bench itself, process `server` and the
 /// PostgreSQL backends connected to the database at `url`.
 pub struct CpuMeter {
-    server: Option<u32>,
+    server: Vec<u32>,
     url: String,
 }
 
 impl CpuMeter {
-    /// A meter for `server` (none when no server process takes part) and the database at `url`.
-    pub fn new(server: Option<u32>, url: &str) -> Self {
+    /// A meter for the `server` processes (none when no server takes part)
+    /// and the database at `url`.
+    pub fn new(server: Vec<u32>, url: &str) -> Self {
         Self {
             server,
             url: url.to_owned(),
@@ -59,7 +60,7 @@ impl CpuMeter {
         let backends = backend_pids(&self.url).await?;
         Ok(CpuSnapshot {
             client: process_cpu(std::process::id()).unwrap_or_default(),
-            server: self.server.and_then(process_cpu).unwrap_or_default(),
+            server: self.server.iter().filter_map(|&p| process_cpu(p)).sum(),
             backends: backends
                 .into_iter()
                 .filter_map(|pid| Some((pid, process_cpu(pid)?)))

@@ -27,6 +27,7 @@ impl Env {
             args.server_watch_buffer,
             args.activity_log,
             args.webhook_key.as_deref(),
+            args.split_processes,
         )
         .await
         {

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-use crate::cli::ServeArgs;
+use crate::cli::{Role, ServeArgs};
 
 /// First word of the line the child prints once it accepts requests.
 const READY: &str = "READY";
@@ -32,6 +32,31 @@ const START_DEADLINE: Duration = Duration::from_secs(120);
 /// closed (the parent died or dropped its handle) so no server outlives
 /// its bench.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let http = listen(args.http_addr).context("cannot bind the HTTP address")?;
+    if args.role == Role::Gateway {
+        let endpoint = args
+            .directory_endpoint
+            .context("--role gateway needs --directory-endpoint")?;
+        let config = roster_gateway::GatewayConfig {
+            public_url: format!("http://{}", http.local_addr()?),
+            directory_endpoint: endpoint.clone(),
+            activity_log: args.activity_log,
+            ..Default::default()
+        };
+        let state = roster_gateway::AppState::new(config)?;
+        let addr = http.local_addr()?;
+        let gateway = tokio::spawn(roster_gateway::serve_state(
+            state,
+            http,
+            std::future::pending(),
+        ));
+        let grpc = endpoint.trim_start_matches("http://");
+        println!("{READY} http={addr} grpc={grpc}");
+        return tokio::select! {
+            r = gateway => bail!("gateway stopped: {:?}", r?.err()),
+            () = stdin_closed() => Ok(()),
+        };
+    }
     let store =
         roster_store::postgres::PgStore::connect(&args.database_url, args.db_max_connections)
             .await
@@ -42,7 +67,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("cannot migrate: {e}"))?;
     let store: Arc<dyn Store> = Arc::new(store);
     let grpc = listen(args.grpc_addr).context("cannot bind the gRPC address")?;
-    let http = listen(args.http_addr).context("cannot bind the HTTP address")?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let endpoint = format!("http://{grpc_addr}");
     let gateway_config = roster_gateway::GatewayConfig {
@@ -70,6 +94,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // As in `roster serve`: the gateway calls the directory service directly.
     let direct = directory.direct_service();
     let directory = tokio::spawn(directory.serve(grpc, std::future::pending()));
+    if args.role == Role::Directory {
+        drop(http);
+        println!("{READY} http=- grpc={grpc_addr}");
+        return tokio::select! {
+            r = directory => bail!("directory service stopped: {:?}", r?.err()),
+            () = stdin_closed() => Ok(()),
+        };
+    }
     let state = if args.grpc_over_tcp {
         roster_gateway::AppState::new(gateway_config)?
     } else {
@@ -110,9 +142,10 @@ async fn stdin_closed() {
     }
 }
 
-/// Parent side: a running server process and where it listens.
+/// Parent side: the running server process (two with `--split-processes`:
+/// the directory service, then the gateway) and where it listens.
 pub struct ServerProcess {
-    child: Child,
+    children: Vec<Child>,
     /// Gateway root, e.g. `http://127.0.0.1:41234`.
     pub http_root: String,
     /// Directory service endpoint, e.g. `http://127.0.0.1:41235`.
@@ -120,7 +153,9 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `<this executable> __serve` on `database_url` and waits until it listens.
+    /// Starts `<this executable> __serve` on `database_url` (with `split`,
+    /// one for the directory service and one for the gateway) and waits
+    /// until it listens.
     pub async fn start(
         database_url: &str,
         db_connections: u32,
@@ -128,50 +163,53 @@ impl ServerProcess {
         watch_buffer: Option<usize>,
         activity_log: bool,
         webhook_key: Option<&str>,
+        split: bool,
     ) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("cannot find the bench executable")?;
-        let mut command = Command::new(exe);
-        command
-            .args(["__serve", "--database-url", database_url])
-            .args(["--db-max-connections", &db_connections.to_string()]);
+        let mut command = vec!["--database-url".to_owned(), database_url.to_owned()];
+        command.extend(["--db-max-connections".into(), db_connections.to_string()]);
         if grpc_over_tcp {
-            command.arg("--grpc-over-tcp");
+            command.push("--grpc-over-tcp".into());
         }
         if let Some(buffer) = watch_buffer {
-            command.args(["--watch-buffer", &buffer.to_string()]);
+            command.extend(["--watch-buffer".into(), buffer.to_string()]);
         }
-        command.args(["--activity-log", &activity_log.to_string()]);
+        command.extend(["--activity-log".into(), activity_log.to_string()]);
         if let Some(key) = webhook_key {
-            command.args(["--webhook-key", key]);
+            command.extend(["--webhook-key".into(), key.to_owned()]);
         }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start the server process")?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let line = tokio::time::timeout(START_DEADLINE, first_ready_line(stdout))
-            .await
-            .map_err(|_| anyhow!("the server process did not start within {START_DEADLINE:?}"))??;
-        let (http, grpc) = parse_ready(&line)?;
+        if !split {
+            let (child, http, grpc) = spawn_serve(&command).await?;
+            return Ok(Self {
+                children: vec![child],
+                http_root: format!("http://{http}"),
+                grpc_endpoint: format!("http://{grpc}"),
+            });
+        }
+        let mut directory = command.clone();
+        directory.extend(["--role".into(), "directory".into()]);
+        let (directory, _, grpc) = spawn_serve(&directory).await?;
+        let grpc_endpoint = format!("http://{grpc}");
+        command.extend(["--role".into(), "gateway".into()]);
+        command.extend(["--directory-endpoint".into(), grpc_endpoint.clone()]);
+        let (gateway, http, _) = spawn_serve(&command).await?;
         Ok(Self {
-            child,
+            children: vec![directory, gateway],
             http_root: format!("http://{http}"),
-            grpc_endpoint: format!("http://{grpc}"),
+            grpc_endpoint,
         })
     }
 
-    /// Resident set size of the server process, in bytes (`VmRSS`).
+    /// Resident set size of the server (both processes when split), in bytes (`VmRSS`).
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
-        let pid = self.child.id().context("the server process has exited")?;
-        rss_of(pid)
+        self.children
+            .iter()
+            .map(|c| rss_of(c.id().context("the server process has exited")?))
+            .sum()
     }
 
-    /// Process id of the server.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+    /// Process ids of the server.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().filter_map(Child::id).collect()
     }
 
     /// A gRPC channel to the directory service.
@@ -209,16 +247,39 @@ impl ServerProcess {
         Ok((id, token.secret))
     }
 
-    /// Stops the server and waits for it to exit.
+    /// Stops the server (the gateway first) and waits for it to exit.
     pub async fn stop(mut self) {
-        drop(self.child.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
+        while let Some(mut child) = self.children.pop() {
+            drop(child.stdin.take());
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
         }
     }
+}
+
+/// Starts `<this executable> __serve <args>`; returns it and the HTTP and
+/// gRPC addresses its ready line names.
+async fn spawn_serve(args: &[String]) -> anyhow::Result<(Child, String, String)> {
+    let exe = std::env::current_exe().context("cannot find the bench executable")?;
+    let mut child = Command::new(exe)
+        .arg("__serve")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the server process")?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let line = tokio::time::timeout(START_DEADLINE, first_ready_line(stdout))
+        .await
+        .map_err(|_| anyhow!("the server process did not start within {START_DEADLINE:?}"))??;
+    let (http, grpc) = parse_ready(&line)?;
+    Ok((child, http, grpc))
 }
 
 async fn first_ready_line(stdout: tokio::process::ChildStdout) -> anyhow::Result<String> {

@@ -85,6 +85,7 @@ use self::errors::map_db;
 use self::head::HeadState;
 use self::tx::Tx;
 use crate::PoolStats;
+use crate::produced::Produced;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::portal::NewActivity;
@@ -223,6 +224,35 @@ impl PgStore {
     fn known_head(&self) -> i64 {
         self.head.lock().unwrap_or_else(|p| p.into_inner()).head()
     }
+
+    /// Change rows this process just committed: the head walks over their
+    /// revisions without a query (see `head.rs`), local waiters are woken,
+    /// and the request that wrote them learns them (`crate::produced`).
+    fn committed(&self, produced: &[Produced]) {
+        if produced.is_empty() {
+            return;
+        }
+        let revisions: Vec<i64> = produced.iter().map(|p| p.revision).collect();
+        self.head
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .committed_locally(&revisions);
+        self.notifier.local_commit();
+        crate::produced::report(produced.to_vec());
+    }
+
+    /// The head, when this process's own commits moved it (past `after`)
+    /// since the last call and no other process may have committed since
+    /// the database was last looked at: then nothing needs the stable-head
+    /// query. Any hole left above it (another process's revision, an
+    /// aborted one) is looked for in the database by the next call that
+    /// finds no local progress.
+    fn locally_advanced(&self, after: i64) -> Option<i64> {
+        let mut state = self.head.lock().unwrap_or_else(|p| p.into_inner());
+        let moved = state.take_local_progress();
+        let head = state.head();
+        (moved && head > after && !self.notifier.foreign_pending()).then_some(head)
+    }
 }
 
 /// The snapshot connections, opened on demand: a slot is taken before a
@@ -255,10 +285,7 @@ impl Backend for PgStore {
         let changes = tx.changes.take();
         let produced = changes::insert_changes(&mut tx.tx, &changes).await?;
         tx.tx.commit().await.map_err(map_db)?;
-        if !changes.is_empty() {
-            self.notifier.local_commit();
-        }
-        crate::produced::report(produced);
+        self.committed(&produced);
         Ok(())
     }
 

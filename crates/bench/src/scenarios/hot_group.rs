@@ -39,7 +39,7 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let (members, newcomers) = users.split_at(initial);
     let group = seeder.group(&dir, "h", 0, members).await?;
     let newcomers: Arc<Vec<String>> = Arc::new(newcomers.iter().map(Uuid::to_string).collect());
-    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
     let mut rows = Vec::new();
     for (add, label) in [(true, ADD), (false, REMOVE)] {
         let start = meter.snapshot().await?;

@@ -133,7 +133,7 @@ async fn roster_bulk_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measur
         crate::elapsed_tag(),
         args.concurrency
     );
-    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
     let cpu = meter.snapshot().await?;
     let n = args.users;
     let mut timed = load::run(requests, args.concurrency, move |r| {
@@ -151,7 +151,7 @@ async fn roster_bulk_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measur
 
 async fn roster_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measurement> {
     let (_, client) = env.directory("limit", args.concurrency).await?;
-    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
     let cpu = meter.snapshot().await?;
     let mut users = create_users(&client, "u", args.users, args.concurrency).await?;
     let cpu = meter.per_op(&cpu, args.users).await?;
@@ -185,7 +185,7 @@ async fn raw_inserts(url: &str, args: &BenchArgs, rows: RawRows) -> anyhow::Resu
         args.users,
         args.concurrency
     );
-    let meter = CpuMeter::new(None, url);
+    let meter = CpuMeter::new(Vec::new(), url);
     let cpu = meter.snapshot().await?;
     let mut timed = insert_rows(pool.clone(), dir.id.0, args.users, args.concurrency, rows).await?;
     // The pool is still open here, so its backends' CPU is counted.

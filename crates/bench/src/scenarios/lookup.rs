@@ -263,7 +263,7 @@ async fn measure_raw(
             .fetch_optional(&pool)
     });
     futures::future::try_join_all(warm).await?;
-    let meter = CpuMeter::new(None, &env.database.url);
+    let meter = CpuMeter::new(Vec::new(), &env.database.url);
     let cpu = meter.snapshot().await?;
     let shared = Arc::new(pool.clone());
     let mut timed = load::run(lookups, concurrency, move |_| {
@@ -305,7 +305,7 @@ async fn measure(
         "[{}] {label} × {lookups} at concurrency {concurrency}",
         crate::elapsed_tag()
     );
-    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
     let cpu = meter.snapshot().await?;
     let mut timed = load::run(lookups, concurrency, move |_| {
         let clients = Arc::clone(&clients);

@@ -24,7 +24,7 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let (_, client) = env.directory("onboarding", args.concurrency).await?;
     let c = args.concurrency;
 
-    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
     let cpu = meter.snapshot().await?;
     let mut users = create_users(&client, "u", args.users, c).await?;
     let cpu = meter.per_op(&cpu, args.users).await?;

@@ -65,7 +65,7 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
         crate::elapsed_tag(),
         args.webhook_rate
     );
-    let meter = CpuMeter::new(env.server.pid(), &env.database.url);
+    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
     let cpu = meter.snapshot().await?;
     let started = Instant::now();
     let paced = paced_users(&client, n, args.webhook_rate.max(1), args.concurrency).await?;

@@ -65,6 +65,10 @@ impl ChangeLog for PgStore {
     }
 
     async fn advance_stable_head(&self, after: i64) -> StoreResult<i64> {
+        if let Some(head) = self.locally_advanced(after) {
+            return Ok(head);
+        }
+        self.notifier.take_foreign();
         self.advance_on(&mut *self.conn().await?, after).await
     }
 

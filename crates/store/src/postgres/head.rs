@@ -49,12 +49,24 @@
 //! one) or will never exist, and the head may jump to M. A barrier is never
 //! resolved by the observation that created it. Between barriers, the head
 //! also walks over revisions present consecutively (they are committed).
+//!
+//! The process's own commits need no observation: a revision whose
+//! transaction's COMMIT returned here is committed (and visible to every
+//! snapshot taken afterwards), so the head walks over consecutive revisions
+//! this process committed as soon as they are reported
+//! ([`HeadState::committed_locally`]). Only a hole in them (a revision of
+//! another process, a transaction still committing, an aborted one) needs
+//! the observations above.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 
 /// At most this many barriers are remembered; more are dropped (they only
 /// speed things up: a later call records a new one).
 const MAX_BARRIERS: usize = 32;
+
+/// At most this many local commits above the head are remembered; more are
+/// forgotten (the observations still find them in the log).
+const MAX_LOCAL: usize = 100_000;
 
 /// What one query saw, all in one snapshot.
 #[derive(Debug, Clone, Default)]
@@ -99,6 +111,11 @@ pub(crate) struct HeadState {
     barriers: VecDeque<Barrier>,
     /// The highest committed revision an observation saw.
     newest: i64,
+    /// Revisions above the head committed by this process.
+    local: BTreeSet<i64>,
+    /// Whether local commits moved the head since the last
+    /// [`HeadState::take_local_progress`].
+    local_progress: bool,
 }
 
 impl HeadState {
@@ -149,9 +166,53 @@ impl HeadState {
             xids.dedup();
             self.push_barrier(Barrier { up_to: max, xids });
         }
+        self.walk_local();
         let head = self.head;
         self.barriers.retain(|b| b.up_to > head);
         self.head
+    }
+
+    /// Records revisions whose transaction this process committed (its
+    /// COMMIT returned) and returns the new head.
+    pub fn committed_locally(&mut self, revisions: &[i64]) -> i64 {
+        for &r in revisions {
+            self.newest = self.newest.max(r);
+            if r > self.head && self.local.len() < MAX_LOCAL {
+                self.local.insert(r);
+            }
+        }
+        let before = self.head;
+        self.walk_local();
+        let head = self.head;
+        self.local_progress |= head > before;
+        self.barriers.retain(|b| b.up_to > head);
+        head
+    }
+
+    /// Whether local commits moved the head since the last call.
+    pub fn take_local_progress(&mut self) -> bool {
+        std::mem::take(&mut self.local_progress)
+    }
+
+    /// Whether local commits wait above a hole at the head.
+    #[cfg(test)]
+    pub fn local_pending(&self) -> bool {
+        !self.local.is_empty()
+    }
+
+    /// Walks the head over consecutive local commits and forgets those at
+    /// or below it.
+    fn walk_local(&mut self) {
+        while let Some(&first) = self.local.first() {
+            if first <= self.head {
+                self.local.pop_first();
+            } else if first == self.head + 1 {
+                self.local.pop_first();
+                self.head = first;
+            } else {
+                break;
+            }
+        }
     }
 
     fn push_barrier(&mut self, barrier: Barrier) {
@@ -251,6 +312,35 @@ mod tests {
         let mut s = HeadState::default();
         assert_eq!(s.observe(&obs(100, &[50], &[1, 2, 3])), 3);
         assert_eq!(s.observe(&obs(90, &[80], &[1])), 3);
+    }
+
+    #[test]
+    fn local_commits_move_the_head_without_an_observation() {
+        let mut s = HeadState::default();
+        assert_eq!(s.observe(&obs(100, &[], &[1, 2])), 2);
+        // 4 committed here first: 3 may still be committing elsewhere.
+        assert_eq!(s.committed_locally(&[4]), 2);
+        assert!(s.local_pending());
+        assert!(!s.take_local_progress());
+        assert_eq!(s.committed_locally(&[3, 5]), 5);
+        assert!(!s.local_pending());
+        assert_eq!(s.newest(), 5);
+        assert!(s.take_local_progress());
+        assert!(!s.take_local_progress());
+    }
+
+    #[test]
+    fn an_observation_fills_the_hole_below_local_commits() {
+        let mut s = HeadState::default();
+        // Revision 1 is another process's; 2 and 3 are ours.
+        assert_eq!(s.committed_locally(&[2, 3]), 0);
+        assert_eq!(s.observe(&obs(100, &[], &[1, 2, 3])), 3);
+        assert!(!s.local_pending());
+        // An aborted revision (4): the barrier, not the local commits, skips it.
+        assert_eq!(s.committed_locally(&[5]), 3);
+        assert_eq!(s.observe(&obs(110, &[105], &[5])), 3);
+        assert_eq!(s.observe(&obs(120, &[], &[5])), 5);
+        assert!(!s.local_pending());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Waking waiters: LISTEN on `roster_changes` (other replicas' commits) and
 //! direct wake-ups for commits made through this process.
 
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
@@ -28,6 +29,10 @@ pub(crate) struct Notifier {
     origin: String,
     /// Dropping the store drops this sender, which stops the listener task.
     listener: Mutex<Option<oneshot::Sender<()>>>,
+    /// Set when another process may have committed (its notification came,
+    /// or the LISTEN connection was (re)established and may have missed
+    /// some): the next head advance must look at the database.
+    foreign: Arc<AtomicBool>,
 }
 
 impl Notifier {
@@ -38,7 +43,19 @@ impl Notifier {
             options,
             origin: uuid::Uuid::new_v4().simple().to_string(),
             listener: Mutex::new(None),
+            foreign: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// Whether another process may have committed since the last
+    /// [`Notifier::take_foreign`].
+    pub fn foreign_pending(&self) -> bool {
+        self.foreign.load(Ordering::Acquire)
+    }
+
+    /// Clears the foreign flag before the database is looked at; returns it.
+    pub fn take_foreign(&self) -> bool {
+        self.foreign.swap(false, Ordering::AcqRel)
     }
 
     /// The payload to send with `NOTIFY`.
@@ -77,7 +94,10 @@ impl Notifier {
         tokio::spawn(listen(
             self.options.clone(),
             self.origin.clone(),
-            self.epoch.clone(),
+            Wake {
+                epoch: self.epoch.clone(),
+                foreign: Arc::clone(&self.foreign),
+            },
             stop_rx,
         ));
     }
@@ -89,18 +109,18 @@ impl Notifier {
 async fn listen(
     options: PgConnectOptions,
     origin: String,
-    epoch: watch::Sender<u64>,
+    wake: Wake,
     mut stop: oneshot::Receiver<()>,
 ) {
     loop {
         let session = async {
             let mut listener = connect(&options).await?;
             listener.listen(CHANNEL).await?;
-            epoch.send_modify(|e| *e += 1);
+            wake.foreign();
             loop {
                 match listener.try_recv().await? {
                     Some(n) if n.payload() == origin => {}
-                    Some(_) => epoch.send_modify(|e| *e += 1),
+                    Some(_) => wake.foreign(),
                     None => return Ok::<(), sqlx::Error>(()),
                 }
             }
@@ -111,13 +131,28 @@ async fn listen(
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "LISTEN connection failed; watchers fall back to polling");
                 }
-                epoch.send_modify(|e| *e += 1);
+                wake.foreign();
             }
         }
         tokio::select! {
             _ = &mut stop => return,
             _ = tokio::time::sleep(RECONNECT_DELAY) => {}
         }
+    }
+}
+
+/// What the listener task wakes: the waiters, and the flag telling the
+/// next head advance that another process may have committed.
+struct Wake {
+    epoch: watch::Sender<u64>,
+    foreign: Arc<AtomicBool>,
+}
+
+impl Wake {
+    fn foreign(&self) {
+        // The flag first: a waiter woken by the epoch must see it.
+        self.foreign.store(true, Ordering::Release);
+        self.epoch.send_modify(|e| *e += 1);
     }
 }
 

@@ -322,12 +322,20 @@ impl WriteTx for Tx {
             if ids.is_empty() {
                 continue;
             }
+            // The directory is compared with `IS NOT DISTINCT FROM`, which no
+            // index serves: the rows are found by primary key alone. With
+            // `directory_id = $1` the planner may AND in a scan of a
+            // `(directory_id, …)` index, reading every row of the directory
+            // for each batch of adds (a generic plan whose per-directory
+            // estimate is small, or statistics from before a bulk load).
             let sql = match kind {
                 MemberKind::User => {
-                    "SELECT id FROM users WHERE directory_id = $1 AND id = ANY($2) ORDER BY id FOR KEY SHARE"
+                    "SELECT id FROM users WHERE id = ANY($2) AND directory_id IS NOT DISTINCT FROM $1 \
+                     ORDER BY id FOR KEY SHARE"
                 }
                 MemberKind::Group => {
-                    "SELECT id FROM groups WHERE directory_id = $1 AND id = ANY($2) ORDER BY id FOR KEY SHARE"
+                    "SELECT id FROM groups WHERE id = ANY($2) AND directory_id IS NOT DISTINCT FROM $1 \
+                     ORDER BY id FOR KEY SHARE"
                 }
             };
             let rows: Vec<Uuid> = sqlx::query_scalar(sql)

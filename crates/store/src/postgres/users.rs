@@ -49,8 +49,8 @@ impl PgStore {
             .map_err(map_db)?;
         let created_at: chrono::DateTime<chrono::Utc> =
             row.try_get("created_at").map_err(map_db)?;
-        self.notifier.local_commit();
-        crate::produced::report([super::changes::produced(&row)?]);
+        let produced = super::changes::produced(&row)?;
+        self.committed(std::slice::from_ref(&produced));
         Ok(new_user(id, dir, write, created_at))
     }
 
@@ -158,14 +158,11 @@ impl PgStore {
             .fetch_all(self.pool())
             .await
             .map_err(map_db)?;
-        if !rows.is_empty() {
-            self.notifier.local_commit();
-        }
-        crate::produced::report(
-            rows.iter()
-                .map(super::changes::produced)
-                .collect::<StoreResult<Vec<_>>>()?,
-        );
+        let produced = rows
+            .iter()
+            .map(super::changes::produced)
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.committed(&produced);
         rows.iter()
             .map(|row| {
                 Ok((
