@@ -155,6 +155,16 @@ pub struct WebhookProgress {
     pub attempt: Option<NewWebhookAttempt>,
 }
 
+/// One endpoint's progress in a batch written at once
+/// ([`crate::Store::record_webhooks_progress`]).
+#[derive(Debug, Clone)]
+pub struct EndpointProgress {
+    pub id: WebhookId,
+    /// The generation the lease holder delivered under.
+    pub generation: i64,
+    pub progress: WebhookProgress,
+}
+
 /// One delivery attempt, as recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewWebhookAttempt {

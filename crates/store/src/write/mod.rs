@@ -248,11 +248,34 @@ pub trait Webhooks {
         generation: i64,
         progress: &WebhookProgress,
     ) -> StoreResult<bool>;
+    /// [`crate::Store::record_webhooks_progress`]. The default records them
+    /// one by one; a backend whose statements are costly does it in one.
+    async fn record_webhooks_progress(
+        &self,
+        owner: &str,
+        batch: &[EndpointProgress],
+    ) -> Vec<StoreResult<bool>> {
+        each_progress(self, owner, batch).await
+    }
     async fn list_webhook_attempts(
         &self,
         id: WebhookId,
         limit: i64,
     ) -> StoreResult<Vec<WebhookAttempt>>;
+}
+
+/// Records each endpoint's progress in a statement of its own.
+pub(crate) async fn each_progress<W: Webhooks + Sync + ?Sized>(
+    store: &W,
+    owner: &str,
+    batch: &[EndpointProgress],
+) -> Vec<StoreResult<bool>> {
+    let mut results = Vec::with_capacity(batch.len());
+    for e in batch {
+        let written = store.record_webhook_progress(e.id, owner, e.generation, &e.progress);
+        results.push(written.await);
+    }
+    results
 }
 
 /// Pulled directories' settings, schedule, lease and status (no change-log

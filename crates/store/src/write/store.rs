@@ -119,6 +119,13 @@ impl<B: Backend> Store for B {
     ) -> StoreResult<bool> {
         Webhooks::record_webhook_progress(self, id, owner, generation, progress).await
     }
+    async fn record_webhooks_progress(
+        &self,
+        owner: &str,
+        batch: &[EndpointProgress],
+    ) -> Vec<StoreResult<bool>> {
+        Webhooks::record_webhooks_progress(self, owner, batch).await
+    }
     async fn list_webhook_attempts(
         &self,
         id: WebhookId,
