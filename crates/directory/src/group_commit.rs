@@ -236,10 +236,12 @@ impl BatchWrite for WebhookProgressWrites {
     const RUNNERS: usize = 2;
     const MAX_BATCH: usize = 256;
 
+    /// Alone, still through the batch statement: it prunes only when asked.
     async fn one(&self, (): (), e: EndpointProgress) -> StoreResult<bool> {
-        self.store
-            .record_webhook_progress(e.id, &self.owner, e.generation, &e.progress)
-            .await
+        let mut results = self.many((), vec![e]).await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Internal("no progress result".into())))
     }
 
     async fn many(&self, (): (), batch: Vec<EndpointProgress>) -> Vec<StoreResult<bool>> {

@@ -17,6 +17,10 @@ use super::client::{Response, Signed};
 use super::pages::Page;
 use super::{Shared, backoff};
 
+/// Attempts recorded between two prunings of an endpoint's old attempts:
+/// the attempts table holds at most this many beyond the newest kept.
+const PRUNE_EVERY: u32 = 32;
+
 /// Events delivered per page (between two looks at the stored endpoint).
 const PAGE: usize = 100;
 
@@ -90,6 +94,10 @@ struct Endpoint {
     epoch: i64,
     /// When the lease must be renewed (half its time-to-live).
     renew_at: Instant,
+    /// Attempts recorded since the store last pruned the endpoint's old
+    /// ones (starts full: the first attempt of a lease prunes, so a
+    /// replica restarting often cannot grow the table).
+    unpruned: u32,
 }
 
 /// Runs until the endpoint needs no delivery from this replica, then
@@ -130,6 +138,7 @@ impl Endpoint {
             secrets,
             epoch,
             renew_at,
+            unpruned: PRUNE_EVERY,
         })
     }
 
@@ -307,13 +316,20 @@ impl Endpoint {
     /// generation; otherwise re-reads the endpoint (an admin changed it:
     /// true, nothing written) or stops (another replica took over).
     async fn record(&mut self, progress: WebhookProgress) -> Result<bool, Stop> {
+        let prune = progress.attempt.is_some() && self.unpruned >= PRUNE_EVERY;
         let write = EndpointProgress {
             id: self.hook.id,
             generation: self.hook.generation,
             progress: progress.clone(),
+            prune,
         };
         let written = self.shared.progress.write((), write).await?;
         if written {
+            if prune {
+                self.unpruned = 0;
+            } else if progress.attempt.is_some() {
+                self.unpruned += 1;
+            }
             self.apply(progress);
             return Ok(false);
         }

@@ -177,8 +177,8 @@ impl Webhooks for PgStore {
         owner: &str,
         batch: &[EndpointProgress],
     ) -> Vec<StoreResult<bool>> {
-        if batch.len() < 2 {
-            return each_progress(self, owner, batch).await;
+        if batch.is_empty() {
+            return Vec::new();
         }
         match self.progress_at_once(owner, batch).await {
             Ok(written) => batch
@@ -249,7 +249,8 @@ impl PgStore {
             .bind(of_attempt(batch, |a| a.latency_ms))
             .bind(of_attempt(batch, |a| a.detail.as_str()))
             .bind(of_attempt(batch, |a| a.succeeded))
-            .bind(WEBHOOK_ATTEMPTS_KEPT - 1);
+            .bind(WEBHOOK_ATTEMPTS_KEPT - 1)
+            .bind(batch.iter().map(|e| e.prune).collect::<Vec<_>>());
         let rows = query.fetch_all(&self.pool).await.map_err(map_db)?;
         rows.iter()
             .map(|row| row.try_get::<uuid::Uuid, _>(0).map_err(map_db))
@@ -292,16 +293,17 @@ SELECT count(*) FROM progressed";
 
 /// [`RECORD_PROGRESS`] for several endpoints (each at most once), every
 /// column an array of one entry per endpoint (`$1` is the owner): one
-/// round trip, one transaction and one plan for all of them. The pruning
-/// finds each endpoint's oldest kept attempt once (`kept`), not per row.
+/// round trip, one transaction and one plan for all of them. The pruning,
+/// only for the endpoints that ask for it (`prune`), finds each one's
+/// oldest kept attempt once (`kept`), not per row.
 const RECORD_PROGRESS_BATCH: &str = "\
 WITH settings AS (SELECT set_config('synchronous_commit', 'off', true)), \
 input AS ( \
   SELECT * FROM unnest($2::uuid[], $3::int8[], $4::int8[], $5::int4[], $6::timestamptz[], \
     $7::timestamptz[], $8::text[], $9::text[], $10::bool[], $11::int8[], $12::text[], \
-    $13::int4[], $14::int8[], $15::text[], $16::bool[]) \
+    $13::int4[], $14::int8[], $15::text[], $16::bool[], $18::bool[]) \
   AS i(id, generation, cursor, attempts, failing_since, next_attempt_at, status, disable, \
-    has_attempt, revision, event_id, status_code, latency_ms, detail, succeeded)), \
+    has_attempt, revision, event_id, status_code, latency_ms, detail, succeeded, prune)), \
 progressed AS ( \
   UPDATE webhook_endpoints e SET cursor = i.cursor, attempts = i.attempts, \
     failing_since = i.failing_since, next_attempt_at = i.next_attempt_at, status = i.status, \
@@ -320,7 +322,7 @@ attempt AS ( \
 kept AS ( \
   SELECT a.endpoint_id, (SELECT id FROM webhook_attempts o WHERE o.endpoint_id = a.endpoint_id \
                          ORDER BY id DESC OFFSET $17 LIMIT 1) AS oldest \
-  FROM attempt a), \
+  FROM attempt a JOIN input i ON i.id = a.endpoint_id WHERE i.prune), \
 pruned AS ( \
   DELETE FROM webhook_attempts w USING kept k \
   WHERE w.endpoint_id = k.endpoint_id AND w.id <= k.oldest) \

@@ -131,7 +131,9 @@ impl<B: Backend> Store for B {
         id: WebhookId,
         limit: i64,
     ) -> StoreResult<Vec<WebhookAttempt>> {
-        Webhooks::list_webhook_attempts(self, id, limit.max(0)).await
+        // Batched progress prunes only now and then: more may be stored.
+        let limit = limit.clamp(0, WEBHOOK_ATTEMPTS_KEPT);
+        Webhooks::list_webhook_attempts(self, id, limit).await
     }
 
     async fn put_source(

@@ -317,6 +317,7 @@ pub async fn webhook_attempts_keep_the_newest_per_endpoint(store: Arc<dyn Store>
     }
     // Interleaved, so a bound on ids alone would cut one endpoint short;
     // every other revision written as a batch of both endpoints.
+    // Listings show the newest KEPT whether a batch pruned or not.
     let total = WEBHOOK_ATTEMPTS_KEPT + 20;
     for revision in 1..=total {
         if revision % 2 == 0 {
@@ -326,6 +327,8 @@ pub async fn webhook_attempts_keep_the_newest_per_endpoint(store: Arc<dyn Store>
                     id: hook.id,
                     generation: 1,
                     progress: success(revision),
+                    // Some batches leave the pruning to a later one.
+                    prune: revision % 4 == 0,
                 })
                 .collect();
             let written = store.record_webhooks_progress("w", &batch).await;
@@ -395,6 +398,7 @@ pub async fn batched_webhook_progress_is_guarded_per_endpoint(store: Arc<dyn Sto
         id: hook.id,
         generation,
         progress,
+        prune: true,
     };
     let batch = [
         item(gone, gone.generation, answered_gone),
