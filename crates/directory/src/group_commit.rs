@@ -1,10 +1,12 @@
 //! Group commit: concurrent writes that share a key are gathered and written
 //! in one store transaction, so what they contend on — a group's row lock,
 //! a transaction commit (its WAL flush) — is paid once per batch instead of
-//! once per request. Two writes use it: PATCHes of ONE group
+//! once per request. Three writes use it: PATCHes of ONE group
 //! ([`Store::update_group_batch`], the group's row locked and written once
-//! per batch) and user creations in one directory
-//! ([`Store::create_users`], one commit per batch).
+//! per batch), user creations in one directory
+//! ([`Store::create_users`], one commit per batch) and the progress of the
+//! webhook endpoints this replica delivers for
+//! ([`Store::record_webhooks_progress`], one statement per batch).
 //!
 //! Gathering: a write of a key queues itself and, while fewer than
 //! [`BatchWrite::RUNNERS`] runner tasks serve that key, starts another;
@@ -26,7 +28,8 @@ use std::sync::{Arc, Mutex};
 
 use roster_store::produced::{self, Produced};
 use roster_store::{
-    DirectoryId, Group, GroupEdit, GroupId, Store, StoreError, StoreResult, User, UserWrite,
+    DirectoryId, EndpointProgress, Group, GroupEdit, GroupId, Store, StoreError, StoreResult, User,
+    UserWrite,
 };
 use tokio::sync::oneshot;
 use tonic::async_trait;
@@ -233,5 +236,47 @@ impl BatchWrite for UserCreates {
 
     fn produced(done: &User, row: &Produced) -> bool {
         row.resource_id == done.id.0
+    }
+}
+
+/// The progress of the webhook endpoints one replica delivers for, after
+/// each attempt. Every endpoint has at most one write in flight (it sends
+/// its next event only once this one is stored), so a batch holds each
+/// endpoint once and is what finished a request while the previous batch
+/// was written.
+pub(crate) struct WebhookProgressWrites {
+    pub(crate) store: Arc<dyn Store>,
+    /// The lease owner: this replica.
+    pub(crate) owner: String,
+}
+
+#[async_trait]
+impl BatchWrite for WebhookProgressWrites {
+    /// One replica, one lease owner: every endpoint's writes go together.
+    type Key = ();
+    type Item = EndpointProgress;
+    /// Whether it was written (the lease and the generation still held).
+    type Done = bool;
+    /// The endpoints' rows share no lock: two statements may overlap, so
+    /// a batch never waits for more than one other batch's statement.
+    const RUNNERS: usize = 2;
+    const MAX_BATCH: usize = 256;
+
+    /// Alone, still through the batch statement: it prunes only when asked.
+    async fn one(&self, (): (), e: EndpointProgress) -> StoreResult<bool> {
+        let mut results = self.many((), vec![e]).await;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Internal("no progress result".into())))
+    }
+
+    async fn many(&self, (): (), batch: Vec<EndpointProgress>) -> Vec<StoreResult<bool>> {
+        self.store
+            .record_webhooks_progress(&self.owner, &batch)
+            .await
+    }
+    /// Progress appends no change-log rows.
+    fn produced(_: &bool, _: &Produced) -> bool {
+        false
     }
 }

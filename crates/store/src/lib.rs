@@ -186,6 +186,16 @@ pub trait Store: PortalStore + Send + Sync + 'static {
         generation: i64,
         progress: &WebhookProgress,
     ) -> StoreResult<bool>;
+    /// [`Store::record_webhook_progress`] of several endpoints (each at
+    /// most once) held by `owner`: one result per item, in order, each as
+    /// that call would give it. Delivery gathers the progress of every
+    /// endpoint that finished a request at the same moment, so the store
+    /// pays one statement for them.
+    async fn record_webhooks_progress(
+        &self,
+        owner: &str,
+        batch: &[EndpointProgress],
+    ) -> Vec<StoreResult<bool>>;
     /// The newest attempts first, at most `limit`.
     async fn list_webhook_attempts(
         &self,

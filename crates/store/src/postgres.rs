@@ -85,10 +85,10 @@ use self::errors::map_db;
 use self::head::HeadState;
 use self::tx::Tx;
 use crate::PoolStats;
-use crate::produced::Produced;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 use crate::portal::NewActivity;
+use crate::produced::Produced;
 use crate::snapshot_slots::{DEFAULT_SNAPSHOT_CONNECTIONS, SnapshotSlots};
 use crate::write::{Backend, ChangeQueue, Pools, ProgressWrite};
 
@@ -307,6 +307,28 @@ impl Backend for PgStore {
 
     async fn record_webhook_progress(&self, write: ProgressWrite<'_>) -> StoreResult<bool> {
         webhooks::record_progress(&self.pool, write).await
+    }
+
+    async fn record_webhooks_progress(
+        &self,
+        owner: &str,
+        batch: &[EndpointProgress],
+    ) -> Vec<StoreResult<bool>> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        match webhooks::progress_at_once(&self.pool, owner, batch).await {
+            Ok(written) => batch
+                .iter()
+                .map(|e| Ok(written.contains(&e.id.0)))
+                .collect(),
+            // A value one endpoint cannot store fails the statement: each
+            // then meets its own fate alone.
+            Err(e) => {
+                tracing::debug!(error = %e, "batched webhook progress failed; one by one");
+                crate::write::each_progress(self, owner, batch).await
+            }
+        }
     }
 
     async fn ping(&self) -> StoreResult<()> {

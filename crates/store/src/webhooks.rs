@@ -159,6 +159,22 @@ pub struct WebhookProgress {
     pub attempt: Option<NewWebhookAttempt>,
 }
 
+/// One endpoint's progress in a batch written at once
+/// ([`crate::Store::record_webhooks_progress`]).
+#[derive(Debug, Clone)]
+pub struct EndpointProgress {
+    pub id: WebhookId,
+    /// The generation the lease holder delivered under.
+    pub generation: i64,
+    pub progress: WebhookProgress,
+    /// Also drop the endpoint's attempts beyond the newest
+    /// [`WEBHOOK_ATTEMPTS_KEPT`]. Finding them reads that many index
+    /// entries, the costliest part of a progress write, so delivery asks
+    /// for it only every few attempts; listings never show more than the
+    /// newest [`WEBHOOK_ATTEMPTS_KEPT`] anyway.
+    pub prune: bool,
+}
+
 /// One delivery attempt, as recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewWebhookAttempt {

@@ -8,16 +8,21 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use prost::bytes::Bytes;
 use roster_store::{
-    ChangeFilter, ChangeRecord, NewWebhookAttempt, StoreError, Webhook, WebhookProgress,
-    WebhookStatus,
+    ChangeFilter, ChangeRecord, EndpointProgress, NewWebhookAttempt, StoreError, Webhook,
+    WebhookProgress, WebhookStatus,
 };
 use roster_webhook::{SigningSecret, WebhookError, signature_header};
 
 use super::client::{Response, Signed};
-use super::{Shared, backoff, payload};
+use super::pages::Page;
+use super::{Shared, backoff};
 
-/// Events read from the log per query.
-const PAGE: i64 = 100;
+/// Attempts recorded between two prunings of an endpoint's old attempts:
+/// the attempts table holds at most this many beyond the newest kept.
+const PRUNE_EVERY: u32 = 32;
+
+/// Events delivered per page (between two looks at the stored endpoint).
+const PAGE: usize = 100;
 
 /// Why an endpoint task ends (each is logged once, where it happens).
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +94,10 @@ struct Endpoint {
     epoch: i64,
     /// When the lease must be renewed (half its time-to-live).
     renew_at: Instant,
+    /// Attempts recorded since the store last pruned the endpoint's old
+    /// ones (starts full: the first attempt of a lease prunes, so a
+    /// replica restarting often cannot grow the table).
+    unpruned: u32,
 }
 
 /// Runs until the endpoint needs no delivery from this replica, then
@@ -129,6 +138,7 @@ impl Endpoint {
             secrets,
             epoch,
             renew_at,
+            unpruned: PRUNE_EVERY,
         })
     }
 
@@ -142,15 +152,15 @@ impl Endpoint {
                 continue;
             }
             self.refresh().await?;
-            let records = self.read(head).await?;
-            self.record_lag(head, records.first());
-            if records.is_empty() {
-                // Nothing the endpoint wants up to the head: move past it.
-                let progress = self.progress_at(head);
+            let page = self.read(head).await?;
+            self.record_lag(head, page.first());
+            if page.is_empty() {
+                // Nothing the endpoint wants as far as the page goes: move past it.
+                let progress = self.progress_at(page.covered);
                 self.record(progress).await?;
                 continue;
             }
-            for record in &records {
+            for record in page.records() {
                 if self.deliver(record).await? == Step::Restart {
                     break;
                 }
@@ -159,13 +169,14 @@ impl Endpoint {
     }
 
     /// The wanted changes after the cursor, at most a page.
-    async fn read(&mut self, head: i64) -> Result<Vec<ChangeRecord>, Stop> {
-        let store = &self.shared.store;
-        match store
-            .read_changes(&self.filter, self.hook.cursor, head, PAGE)
-            .await
-        {
-            Ok(records) => Ok(records),
+    async fn read(&mut self, head: i64) -> Result<Page, Stop> {
+        let (store, position) = (self.shared.store.as_ref(), (self.epoch, &self.filter));
+        let read = self
+            .shared
+            .pages
+            .read(store, position, self.hook.cursor, head, PAGE);
+        match read.await {
+            Ok(page) => Ok(page),
             // The log was pruned past the cursor: those events are gone, so
             // the endpoint waits for an admin to replay from what is left.
             Err(StoreError::CursorExpired { oldest, .. }) => {
@@ -190,11 +201,7 @@ impl Endpoint {
     /// `Restart` when an admin changed the endpoint meanwhile (a replay moves
     /// its cursor): the caller reads again from the stored position.
     async fn deliver(&mut self, record: &ChangeRecord) -> Result<Step, Stop> {
-        let body = Bytes::from(payload::body(
-            record,
-            self.epoch,
-            self.shared.config.max_body_bytes,
-        ));
+        let body = self.shared.bodies.of(record, self.epoch);
         let msg_id = record.event_id.to_string();
         loop {
             if let Some(at) = self.hook.next_attempt_at
@@ -309,13 +316,20 @@ impl Endpoint {
     /// generation; otherwise re-reads the endpoint (an admin changed it:
     /// true, nothing written) or stops (another replica took over).
     async fn record(&mut self, progress: WebhookProgress) -> Result<bool, Stop> {
-        let owner = &self.shared.config.replica;
-        let written = self
-            .shared
-            .store
-            .record_webhook_progress(self.hook.id, owner, self.hook.generation, &progress)
-            .await?;
+        let prune = progress.attempt.is_some() && self.unpruned >= PRUNE_EVERY;
+        let write = EndpointProgress {
+            id: self.hook.id,
+            generation: self.hook.generation,
+            progress: progress.clone(),
+            prune,
+        };
+        let written = self.shared.progress.write((), write).await?;
         if written {
+            if prune {
+                self.unpruned = 0;
+            } else if progress.attempt.is_some() {
+                self.unpruned += 1;
+            }
             self.apply(progress);
             return Ok(false);
         }

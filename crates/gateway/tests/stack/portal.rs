@@ -84,6 +84,7 @@ async fn a_pulled_directory_shows_its_sync_status_and_no_tokens() {
         last_error: Some("LDAP bind failed: invalid credentials (49)".into()),
         failures: 2,
         needs_confirmation: Some("the sync would remove 9 of 10 users (over 20 %)".into()),
+        ..SyncStatus::default()
     };
     let record = SyncRecord {
         status,

@@ -209,6 +209,16 @@ pub trait Backend: Credentials + Reads + ChangeLog + Send + Sync + 'static {
     /// each backend writes it its fastest way.
     async fn record_webhook_progress(&self, write: ProgressWrite<'_>) -> StoreResult<bool>;
 
+    /// [`crate::Store::record_webhooks_progress`]. The default records them
+    /// one by one; a backend whose statements are costly does it in one.
+    async fn record_webhooks_progress(
+        &self,
+        owner: &str,
+        batch: &[EndpointProgress],
+    ) -> Vec<StoreResult<bool>> {
+        each_progress(self, owner, batch).await
+    }
+
     async fn ping(&self) -> StoreResult<()>;
     fn pool_stats(&self) -> Option<PoolStats>;
 }
@@ -220,6 +230,25 @@ pub struct ProgressWrite<'a> {
     pub owner: &'a str,
     pub generation: i64,
     pub progress: &'a WebhookProgress,
+}
+
+/// Records each endpoint's progress in a statement of its own.
+pub(crate) async fn each_progress<B: Backend + ?Sized>(
+    backend: &B,
+    owner: &str,
+    batch: &[EndpointProgress],
+) -> Vec<StoreResult<bool>> {
+    let mut results = Vec::with_capacity(batch.len());
+    for e in batch {
+        let write = ProgressWrite {
+            id: e.id,
+            owner,
+            generation: e.generation,
+            progress: &e.progress,
+        };
+        results.push(backend.record_webhook_progress(write).await);
+    }
+    results
 }
 
 /// The connection pools of a backend.

@@ -133,12 +133,20 @@ impl<B: Backend> Store for B {
         };
         Backend::record_webhook_progress(self, write).await
     }
+    async fn record_webhooks_progress(
+        &self,
+        owner: &str,
+        batch: &[EndpointProgress],
+    ) -> Vec<StoreResult<bool>> {
+        Backend::record_webhooks_progress(self, owner, batch).await
+    }
     async fn list_webhook_attempts(
         &self,
         id: WebhookId,
         limit: i64,
     ) -> StoreResult<Vec<WebhookAttempt>> {
-        webhooks::attempts(self, id, limit.max(0)).await
+        // Batched progress prunes only now and then: more may be stored.
+        webhooks::attempts(self, id, limit.clamp(0, WEBHOOK_ATTEMPTS_KEPT)).await
     }
 
     async fn put_source(

@@ -118,6 +118,7 @@ macro_rules! conformance_suite {
             one_owner_holds_a_webhook_lease_until_it_expires_or_is_released,
             webhook_progress_needs_the_lease_and_the_current_generation,
             webhook_attempts_keep_the_newest_per_endpoint,
+            batched_webhook_progress_is_guarded_per_endpoint,
         );
         $crate::conformance::conformance_suite!(@in sources $make;
             directory_sources_are_put_read_and_scheduled,

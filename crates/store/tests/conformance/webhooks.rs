@@ -288,9 +288,29 @@ pub async fn webhook_attempts_keep_the_newest_per_endpoint(store: Arc<dyn Store>
     for hook in [&one, &two] {
         lease(&*store, hook.id, "w", ttl).await.expect("lease");
     }
-    // Interleaved, so a bound on ids alone would cut one endpoint short.
+    // Interleaved, so a bound on ids alone would cut one endpoint short;
+    // every other revision written as a batch of both endpoints.
+    // Listings show the newest KEPT whether a batch pruned or not.
     let total = WEBHOOK_ATTEMPTS_KEPT + 20;
     for revision in 1..=total {
+        if revision % 2 == 0 {
+            let batch: Vec<EndpointProgress> = [&one, &two]
+                .iter()
+                .map(|hook| EndpointProgress {
+                    id: hook.id,
+                    generation: 1,
+                    progress: success(revision),
+                    // Some batches leave the pruning to a later one.
+                    prune: revision % 4 == 0,
+                })
+                .collect();
+            let written = store.record_webhooks_progress("w", &batch).await;
+            assert_eq!(
+                written.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+                [true, true]
+            );
+            continue;
+        }
         for hook in [&one, &two] {
             let ok = store
                 .record_webhook_progress(hook.id, "w", 1, &success(revision))
@@ -316,4 +336,93 @@ pub async fn webhook_attempts_keep_the_newest_per_endpoint(store: Arc<dyn Store>
 /// The endpoint's delivery lease for `owner`, if it gets it.
 async fn lease(store: &dyn Store, id: WebhookId, owner: &str, ttl: Duration) -> Option<Webhook> {
     store.acquire_webhook_lease(id, owner, ttl).await.unwrap()
+}
+
+pub async fn batched_webhook_progress_is_guarded_per_endpoint(store: Arc<dyn Store>) {
+    let ttl = Duration::from_secs(60);
+    let mut hooks = Vec::new();
+    for (url, owner) in [
+        ("https://gone.example", "w"),
+        ("https://ok.example", "w"),
+        ("https://stale.example", "w"),
+        ("https://elsewhere.example", "other"),
+    ] {
+        let hook = store
+            .create_webhook(new_endpoint(None, url, 0))
+            .await
+            .unwrap();
+        store
+            .acquire_webhook_lease(hook.id, owner, ttl)
+            .await
+            .unwrap()
+            .expect("lease");
+        hooks.push(hook);
+    }
+    let [gone, ok, stale, elsewhere] = &hooks[..] else {
+        unreachable!()
+    };
+    let answered_gone = WebhookProgress {
+        attempts: 1,
+        failing_since: Some(Utc::now()),
+        disable: Some("410 Gone".into()),
+        attempt: Some(NewWebhookAttempt {
+            status_code: Some(410),
+            succeeded: false,
+            ..success(1).attempt.unwrap()
+        }),
+        ..success(0)
+    };
+    let item = |hook: &Webhook, generation: i64, progress: WebhookProgress| EndpointProgress {
+        id: hook.id,
+        generation,
+        progress,
+        prune: true,
+    };
+    let batch = [
+        item(gone, gone.generation, answered_gone),
+        item(ok, ok.generation, success(4)),
+        item(stale, stale.generation + 1, success(4)),
+        item(elsewhere, elsewhere.generation, success(4)),
+    ];
+    let written: Vec<bool> = store
+        .record_webhooks_progress("w", &batch)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(written, [true, true, false, false], "each guarded alone");
+
+    let off = store.get_webhook(gone.id).await.unwrap();
+    assert_eq!(
+        (
+            off.enabled,
+            off.disabled_reason.as_deref(),
+            off.attempts,
+            off.cursor
+        ),
+        (false, Some("410 Gone"), 1, 0)
+    );
+    let attempts = store.list_webhook_attempts(gone.id, 10).await.unwrap();
+    assert_eq!(
+        attempts
+            .iter()
+            .map(|a| (a.attempt.status_code, a.attempt.succeeded))
+            .collect::<Vec<_>>(),
+        [(Some(410), false)]
+    );
+    assert_eq!(store.get_webhook(ok.id).await.unwrap().cursor, 4);
+    assert_eq!(
+        store.list_webhook_attempts(ok.id, 10).await.unwrap().len(),
+        1
+    );
+    for untouched in [stale, elsewhere] {
+        assert_eq!(store.get_webhook(untouched.id).await.unwrap().cursor, 0);
+        assert!(
+            store
+                .list_webhook_attempts(untouched.id, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
 }

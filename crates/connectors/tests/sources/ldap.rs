@@ -13,9 +13,8 @@ use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[macro_use]
-mod support;
-use support::{Env, changes, kinds, user_named};
+use crate::support;
+use crate::support::{Env, changes, kinds, user_named};
 
 fn key() -> SealingKey {
     SealingKey::from_bytes(&[7u8; 32]).expect("key")

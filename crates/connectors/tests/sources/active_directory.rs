@@ -17,11 +17,8 @@ use roster_store::*;
 use roster_webhook::SealingKey;
 use serde_json::json;
 
-// One test, not one per backend (Samba holds a fixed port): the macro
-// that stamps per-backend tests is not used here.
-#[allow(unused_macros)]
-mod support;
-use support::{changes, kinds, user_named};
+use crate::support;
+use crate::support::{changes, kinds, user_named};
 
 const ADMIN_PW: &str = "Passw0rd!Roster";
 const BASE: &str = "CN=Users,DC=corp,DC=example";

@@ -18,8 +18,7 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
-#[allow(unused_macros)]
-mod support;
+use crate::support;
 
 /// Windows' default MaxValRange.
 const MAX_VAL_RANGE: usize = 1500;

@@ -15,9 +15,8 @@ use roster_testkit::google::{self as fake_google, member, user};
 use roster_webhook::SealingKey;
 use serde_json::json;
 
-#[macro_use]
-mod support;
-use support::{Env, changes, kinds, user_named};
+use crate::support;
+use crate::support::{Env, changes, kinds, user_named};
 
 fn key() -> SealingKey {
     SealingKey::from_bytes(&[5u8; 32]).expect("key")

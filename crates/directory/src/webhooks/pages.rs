@@ -1,0 +1,214 @@
+//! The change log as the endpoints of this replica read it: one read per
+//! page for all the endpoints of a directory, whatever their kinds, each
+//! endpoint taking from it what its filter wants. Endpoints that keep up
+//! sit at nearly the same cursor, so ten endpoints of a directory cost one
+//! query per page, not ten.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use roster_store::{ChangeFilter, ChangeRecord, DirectoryId, Store, StoreResult};
+
+/// Changes read per query: a page of every endpoint's (their filters may
+/// each want only part of it).
+const READ: i64 = 256;
+/// Ranges kept, newest last: enough for the endpoints of a few busy
+/// directories; an endpoint further behind reads its own.
+const KEPT: usize = 32;
+
+/// Every change of `directory` (or of all, for `None`) in `(after, up_to]`
+/// of the log of `epoch`.
+struct Segment {
+    epoch: i64,
+    directory: Option<DirectoryId>,
+    after: i64,
+    up_to: i64,
+    records: Vec<ChangeRecord>,
+}
+
+/// What one endpoint reads: the changes it wants after its cursor, and how
+/// far the log is covered by them (past the last change when the rest up
+/// to there is unwanted).
+pub(super) struct Page {
+    segment: Arc<Segment>,
+    picked: Vec<usize>,
+    pub(super) covered: i64,
+}
+
+impl Page {
+    pub(super) fn records(&self) -> impl Iterator<Item = &ChangeRecord> {
+        self.picked.iter().map(|&i| &self.segment.records[i])
+    }
+
+    pub(super) fn first(&self) -> Option<&ChangeRecord> {
+        self.records().next()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.picked.is_empty()
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Pages {
+    recent: Mutex<VecDeque<Arc<Segment>>>,
+}
+
+impl Pages {
+    /// At most `limit` changes passing `filter` with `after < revision <=
+    /// head` (`head` a published, stable head), from a range already read
+    /// for any endpoint of the directory, or read now for all of them.
+    pub(super) async fn read(
+        &self,
+        store: &dyn Store,
+        (epoch, filter): (i64, &ChangeFilter),
+        after: i64,
+        head: i64,
+        limit: usize,
+    ) -> StoreResult<Page> {
+        let directory = filter.directory_id;
+        let segment = match self.find(epoch, directory, after) {
+            Some(found) => found,
+            None => self.load(store, (epoch, directory), after, head).await?,
+        };
+        Ok(pick(segment, filter, after, limit.max(1)))
+    }
+
+    fn find(&self, epoch: i64, directory: Option<DirectoryId>, after: i64) -> Option<Arc<Segment>> {
+        self.lock()
+            .iter()
+            .rev()
+            .find(|s| {
+                s.epoch == epoch && s.directory == directory && s.after <= after && after < s.up_to
+            })
+            .cloned()
+    }
+
+    async fn load(
+        &self,
+        store: &dyn Store,
+        (epoch, directory): (i64, Option<DirectoryId>),
+        after: i64,
+        head: i64,
+    ) -> StoreResult<Arc<Segment>> {
+        let every_kind = ChangeFilter {
+            directory_id: directory,
+            kinds: Vec::new(),
+        };
+        let records = store.read_changes(&every_kind, after, head, READ).await?;
+        // A full read covers the log only up to its last change.
+        let up_to = match records.last() {
+            Some(last) if records.len() as i64 >= READ => last.revision,
+            _ => head,
+        };
+        let segment = Arc::new(Segment {
+            epoch,
+            directory,
+            after,
+            up_to,
+            records,
+        });
+        let mut recent = self.lock();
+        recent.push_back(Arc::clone(&segment));
+        while recent.len() > KEPT {
+            recent.pop_front();
+        }
+        Ok(segment)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Segment>>> {
+        // Immutable ranges: a panic elsewhere cannot leave them inconsistent.
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The wanted changes after `after`, at most `limit`.
+fn pick(segment: Arc<Segment>, filter: &ChangeFilter, after: i64, limit: usize) -> Page {
+    let mut picked: Vec<usize> = Vec::new();
+    let mut covered = segment.up_to;
+    for (i, r) in segment.records.iter().enumerate() {
+        if r.revision <= after || !filter.matches(r) {
+            continue;
+        }
+        if picked.len() == limit {
+            // The page is full: the log is covered up to its last change.
+            covered = segment.records[picked[limit - 1]].revision;
+            break;
+        }
+        picked.push(i);
+    }
+    Page {
+        segment,
+        picked,
+        covered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use roster_store::ChangeKind;
+
+    use super::*;
+
+    fn record(revision: i64, directory: DirectoryId, kind: ChangeKind) -> ChangeRecord {
+        ChangeRecord {
+            revision,
+            event_id: uuid::Uuid::new_v4(),
+            directory_id: directory,
+            kind,
+            resource_id: uuid::Uuid::new_v4(),
+            version: 1,
+            occurred_at: chrono::Utc::now(),
+            payload: serde_json::json!({}),
+            changed_fields: Vec::new(),
+        }
+    }
+
+    /// Revisions 11..=15 of (10, 20], users and groups taking turns.
+    fn segment(directory: DirectoryId) -> Arc<Segment> {
+        let kind = |r: i64| match r % 2 {
+            1 => ChangeKind::UserCreated,
+            _ => ChangeKind::GroupCreated,
+        };
+        Arc::new(Segment {
+            epoch: 1,
+            directory: Some(directory),
+            after: 10,
+            up_to: 20,
+            records: (11..=15).map(|r| record(r, directory, kind(r))).collect(),
+        })
+    }
+
+    fn revisions(page: &Page) -> (Vec<i64>, i64) {
+        (page.records().map(|r| r.revision).collect(), page.covered)
+    }
+
+    #[test]
+    fn each_endpoint_takes_what_it_wants_after_its_cursor() {
+        let dir = DirectoryId::new();
+        let users = ChangeFilter {
+            directory_id: Some(dir),
+            kinds: vec![ChangeKind::UserCreated],
+        };
+        let every = ChangeFilter {
+            directory_id: Some(dir),
+            kinds: Vec::new(),
+        };
+        // The rest of the range is unwanted: covered to its end.
+        assert_eq!(
+            revisions(&pick(segment(dir), &users, 11, 10)),
+            (vec![13, 15], 20)
+        );
+        // A full page covers the log only up to its last change.
+        assert_eq!(
+            revisions(&pick(segment(dir), &users, 11, 1)),
+            (vec![13], 13)
+        );
+        assert_eq!(
+            revisions(&pick(segment(dir), &every, 12, 2)),
+            (vec![13, 14], 14)
+        );
+        // Nothing wanted after the cursor: move to the end of the range.
+        assert_eq!(revisions(&pick(segment(dir), &users, 15, 10)), (vec![], 20));
+    }
+}
