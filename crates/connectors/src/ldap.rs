@@ -906,7 +906,7 @@ mod tests {
         let missing = dir.join("missing.pem");
         for (file, why) in [(&missing, "No such file"), (&not_pem, "no PEM certificate")] {
             let file = file.to_str().unwrap();
-            let err = tls_config(file).err().expect("refused");
+            let err = tls_config(file).expect_err("refused");
             assert!(
                 matches!(&err, SourceError::Settings(m) if m.contains(file) && m.contains(why)),
                 "{err}"
