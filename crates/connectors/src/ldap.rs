@@ -10,12 +10,16 @@
 //! and incremental reads by `uSNChanged` (see [`AdCursor`]).
 
 use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
 use roster_store::{Email, SourceKind, UserFields};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::{ClientConfig, RootCertStore};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -40,6 +44,10 @@ pub struct LdapSettings {
     pub url: String,
     /// Upgrade an `ldap://` connection with StartTLS before binding.
     pub starttls: bool,
+    /// A PEM file of CA certificates trusted, in addition to the system
+    /// roots, for the server's certificate (`ldaps://` or StartTLS). Read at
+    /// every connection, so a replaced file takes effect at the next sync.
+    pub ca_file: String,
     pub bind_dn: String,
     pub users_base_dn: String,
     /// Empty: the kind's default.
@@ -70,6 +78,7 @@ impl Default for LdapSettings {
         Self {
             url: String::new(),
             starttls: false,
+            ca_file: String::new(),
             bind_dn: String::new(),
             users_base_dn: String::new(),
             users_filter: String::new(),
@@ -99,6 +108,10 @@ impl LdapSettings {
         }
         if self.full_sync_every == 0 {
             return bad("full_sync_every must be at least 1");
+        }
+        let tls = self.url.starts_with("ldaps://") || self.starttls;
+        if !self.ca_file.is_empty() && !tls {
+            return bad("ca_file needs an ldaps:// url or starttls");
         }
         Ok(())
     }
@@ -177,12 +190,15 @@ impl LdapSource {
 
     async fn connect(&self) -> Result<Ldap, SourceError> {
         let timeout = Duration::from_secs(self.settings.timeout_secs.max(1));
-        let conn_settings = LdapConnSettings::new()
+        let mut conn_settings = LdapConnSettings::new()
             .set_conn_timeout(timeout)
             .set_starttls(self.settings.starttls);
+        if !self.settings.ca_file.is_empty() {
+            conn_settings = conn_settings.set_config(tls_config(&self.settings.ca_file)?);
+        }
         let (conn, mut ldap) = LdapConnAsync::with_settings(conn_settings, &self.settings.url)
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| self.connect_error(e))?;
         ldap3::drive!(conn);
         ldap.with_timeout(timeout);
         let bound = ldap
@@ -198,6 +214,29 @@ impl LdapSource {
         }
         bound.success().map_err(unavailable)?;
         Ok(ldap)
+    }
+
+    /// A refused certificate says so, and what to set: rustls' own words
+    /// ("invalid peer certificate: UnknownIssuer") do not name the setting.
+    fn connect_error(&self, e: ldap3::LdapError) -> SourceError {
+        let rejected = match &e {
+            ldap3::LdapError::Io { source } => source
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .is_some_and(|tls| matches!(tls, rustls::Error::InvalidCertificate(_))),
+            _ => false,
+        };
+        if !rejected {
+            return unavailable(e);
+        }
+        let trusted = match self.settings.ca_file.as_str() {
+            "" => "the system roots (set ca_file to the CA that signs it)".to_string(),
+            file => format!("the system roots and ca_file {file:?}"),
+        };
+        SourceError::Unavailable(format!(
+            "TLS to {}: the server's certificate is not trusted by {trusted}: {e}",
+            self.settings.url
+        ))
     }
 
     /// Every entry under `base` matching `filter`, in pages.
@@ -744,6 +783,41 @@ fn first<'a>(entry: &'a SearchEntry, attr: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// The system roots, read once per process (as ldap3 does for its default).
+static SYSTEM_ROOTS: LazyLock<RootCertStore> = LazyLock::new(|| {
+    let mut roots = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!(%error, "reading the system CA certificates");
+    }
+    roots.add_parsable_certificates(found.certs);
+    roots
+});
+
+/// The system roots plus the CA certificates of `ca_file`.
+fn tls_config(ca_file: &str) -> Result<Arc<ClientConfig>, SourceError> {
+    let bad = |why: String| SourceError::Settings(format!("ca_file {ca_file:?}: {why}"));
+    let pem = std::fs::read(ca_file).map_err(|e| bad(e.to_string()))?;
+    let mut roots = SYSTEM_ROOTS.clone();
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.map_err(|e| bad(e.to_string()))?)
+            .map_err(|e| bad(e.to_string()))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(bad("no PEM certificate in it".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 fn unavailable(e: impl std::fmt::Display) -> SourceError {
     SourceError::Unavailable(e.to_string())
 }
@@ -819,5 +893,38 @@ mod tests {
         assert_eq!(plain_dn("CN=bob,DC=corp"), "CN=bob,DC=corp");
         assert_eq!(extended_guid("CN=bob,DC=corp"), None);
         assert_eq!(parenthesized("cn=x"), "(cn=x)");
+    }
+
+    /// A `ca_file` that cannot work is a settings error naming the file,
+    /// as is one on a connection that never uses TLS.
+    #[test]
+    fn unusable_ca_files_are_settings_errors() {
+        let dir = std::env::temp_dir().join(format!("roster-ca-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        let missing = dir.join("missing.pem");
+        for (file, why) in [(&missing, "No such file"), (&not_pem, "no PEM certificate")] {
+            let file = file.to_str().unwrap();
+            let err = tls_config(file).expect_err("refused");
+            assert!(
+                matches!(&err, SourceError::Settings(m) if m.contains(file) && m.contains(why)),
+                "{err}"
+            );
+        }
+        let plain = LdapSettings {
+            url: "ldap://ldap.example:389".into(),
+            users_base_dn: "ou=people".into(),
+            groups_base_dn: "ou=groups".into(),
+            ca_file: not_pem.to_str().unwrap().into(),
+            ..LdapSettings::default()
+        };
+        assert!(matches!(plain.validate(), Err(SourceError::Settings(m)) if m.contains("ca_file")));
+        let starttls = LdapSettings {
+            starttls: true,
+            ..plain
+        };
+        assert!(starttls.validate().is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -17,7 +17,16 @@ const NO_SLAPD: &str = "slapd not found: install the Debian packages `slapd` and
 
 pub struct Slapd {
     dir: PathBuf,
+    /// `ldap://127.0.0.1:<port>` (StartTLS too when started with TLS).
     pub url: String,
+    /// `ldaps://127.0.0.1:<port>`, when started with [`Slapd::start_tls`].
+    pub ldaps_url: Option<String>,
+}
+
+/// The server certificate and key (PEM) slapd presents over TLS.
+pub struct ServerCert<'a> {
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
 }
 
 fn find(binary: &str) -> String {
@@ -38,6 +47,16 @@ fn free_port() -> u16 {
 impl Slapd {
     /// Starts slapd with `seed` (LDIF under [`SUFFIX`]) loaded.
     pub fn start(seed: &str) -> Slapd {
+        Self::start_with(seed, None)
+    }
+
+    /// As [`Slapd::start`], also serving TLS with `cert`: StartTLS on
+    /// [`Slapd::url`] and LDAPS on [`Slapd::ldaps_url`].
+    pub fn start_tls(seed: &str, cert: &ServerCert<'_>) -> Slapd {
+        Self::start_with(seed, Some(cert))
+    }
+
+    fn start_with(seed: &str, cert: Option<&ServerCert<'_>>) -> Slapd {
         let dir = std::env::temp_dir().join(format!("roster-slapd-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(dir.join("db")).expect("slapd dir");
         let conf = format!(
@@ -57,6 +76,20 @@ impl Slapd {
              directory {dir}/db\n",
             dir = dir.display()
         );
+        let tls = match cert {
+            Some(cert) => {
+                std::fs::write(dir.join("server.crt"), cert.cert_pem).expect("server.crt");
+                std::fs::write(dir.join("server.key"), cert.key_pem).expect("server.key");
+                format!(
+                    "TLSCertificateFile {dir}/server.crt\n\
+                     TLSCertificateKeyFile {dir}/server.key\n",
+                    dir = dir.display()
+                )
+            }
+            None => String::new(),
+        };
+        // Global directives (TLS) go before the first `database`.
+        let conf = conf.replacen("database mdb\n", &format!("{tls}database mdb\n"), 1);
         std::fs::write(dir.join("slapd.conf"), conf).expect("slapd.conf");
         std::fs::write(dir.join("seed.ldif"), seed).expect("seed.ldif");
         let conf = dir.join("slapd.conf");
@@ -71,16 +104,29 @@ impl Slapd {
         assert!(status.success(), "slapadd failed");
         let port = free_port();
         let url = format!("ldap://127.0.0.1:{port}");
+        let ldaps = cert.map(|_| free_port());
+        let ldaps_url = ldaps.map(|port| format!("ldaps://127.0.0.1:{port}"));
+        let listeners: Vec<String> = [Some(&url), ldaps_url.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|url| format!("{url}/"))
+            .collect();
         let status = Command::new(find("slapd"))
             .arg("-f")
             .arg(&conf)
             .arg("-h")
-            .arg(format!("{url}/"))
+            .arg(listeners.join(" "))
             .status()
             .expect(NO_SLAPD);
         assert!(status.success(), "slapd did not start");
-        let slapd = Slapd { dir, url };
-        slapd.wait_until_accepting(port);
+        let slapd = Slapd {
+            dir,
+            url,
+            ldaps_url,
+        };
+        for port in [Some(port), ldaps].into_iter().flatten() {
+            slapd.wait_until_accepting(port);
+        }
         slapd
     }
 

@@ -3,11 +3,13 @@
 //! directory gives; a no-change re-sync writes nothing; the mass-deletion
 //! safeguard stops a sync from a wrong base DN; one replica syncs at a time.
 
+use roster_connectors::SourceError;
 use roster_connectors::SyncError;
 use roster_connectors::credentials;
 use roster_connectors::runner::{SyncerOptions, sync_directory};
 use roster_store::*;
-use roster_testkit::slapd::{self, SUFFIX, Slapd, person, seed};
+use roster_testkit::slapd::{self, SUFFIX, ServerCert, Slapd, person, seed};
+use roster_tls::testing::Ca;
 use roster_webhook::SealingKey;
 use serde_json::json;
 use std::sync::Arc;
@@ -81,7 +83,13 @@ async fn configure_with(
     users_base: &str,
     mass_delete_percent: i32,
 ) {
-    let settings = json!({
+    let settings = settings(slapd, users_base);
+    put_settings(store, dir, settings, mass_delete_percent).await;
+}
+
+/// The settings reading `slapd` over plain `ldap://`.
+fn settings(slapd: &Slapd, users_base: &str) -> serde_json::Value {
+    json!({
         "url": slapd.url,
         "bind_dn": slapd::ROOT_DN,
         "users_base_dn": users_base,
@@ -89,7 +97,15 @@ async fn configure_with(
         "page_size": 2,
         "inactive_attribute": "employeeType",
         "inactive_values": ["disabled"],
-    });
+    })
+}
+
+async fn put_settings(
+    store: &dyn Store,
+    dir: DirectoryId,
+    settings: serde_json::Value,
+    mass_delete_percent: i32,
+) {
     store
         .put_source(
             dir,
@@ -363,7 +379,90 @@ async fn mapped_ldap_attributes_reach_the_user(env: Env) {
     assert_eq!(room_of_alice().await.as_deref(), Some("C-3"));
 }
 
+/// How a TLS case reaches the server.
+#[derive(Clone, Copy, Debug)]
+enum Tls {
+    Ldaps,
+    StartTls,
+}
+
+/// Syncs a new directory reading `slapd` over `tls`, trusting `ca_file`.
+async fn sync_over(
+    store: &Arc<dyn Store>,
+    slapd: &Slapd,
+    tls: Tls,
+    ca_file: Option<&str>,
+) -> (DirectoryId, Result<Option<SyncStatus>, SyncError>) {
+    let people = format!("ou=people,{SUFFIX}");
+    let dir = pulled_directory(store.as_ref(), slapd, &people, DeprovisionPolicy::Delete).await;
+    let mut settings = settings(slapd, &people);
+    match tls {
+        Tls::Ldaps => settings["url"] = json!(slapd.ldaps_url.as_deref().unwrap()),
+        Tls::StartTls => settings["starttls"] = json!(true),
+    }
+    if let Some(ca_file) = ca_file {
+        settings["ca_file"] = json!(ca_file);
+    }
+    put_settings(store.as_ref(), dir, settings, 20).await;
+    (dir, sync(store, dir).await)
+}
+
+/// A sync over LDAPS or StartTLS from a slapd whose certificate a test CA
+/// signs: with that CA as `ca_file` it reads the directory; without it the
+/// certificate is untrusted, the sync fails before reading, says why in the
+/// directory's status, and writes nothing.
+async fn tls_syncs_trust_only_the_given_ca(env: Env) {
+    let store = env.store;
+    let ca = Ca::new("roster test LDAP CA");
+    let leaf = ca.leaf(&["127.0.0.1", "localhost"]);
+    let cert = ServerCert {
+        cert_pem: &leaf.cert_pem,
+        key_pem: &leaf.key_pem,
+    };
+    let people: String = [("alice", "Alice", "Adams"), ("bob", "Bob", "Brown")]
+        .iter()
+        .map(|(uid, given, sn)| person(uid, given, sn))
+        .collect();
+    let slapd = Slapd::start_tls(&seed(&people), &cert);
+    let ca_dir = std::env::temp_dir().join(format!("roster-ldap-ca-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let ca_file = ca_dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let ca_file = ca_file.to_str().unwrap();
+
+    for tls in [Tls::Ldaps, Tls::StartTls] {
+        let (dir, trusted) = sync_over(&store, &slapd, tls, Some(ca_file)).await;
+        let status = trusted.unwrap().expect("lease");
+        assert_eq!(status.created, 2, "{tls:?}");
+        assert_eq!(
+            kinds(&changes(store.as_ref(), dir, 0).await),
+            ["directory.created", "user.created", "user.created"],
+            "{tls:?}"
+        );
+
+        let (dir, untrusted) = sync_over(&store, &slapd, tls, None).await;
+        let Err(SyncError::Source(SourceError::Unavailable(why))) = &untrusted else {
+            panic!("{tls:?}: {untrusted:?}");
+        };
+        assert!(
+            why.contains("certificate is not trusted") && why.contains("set ca_file"),
+            "{tls:?}: {why}"
+        );
+        let status = store.get_source(dir).await.unwrap().status;
+        let last_error = status.last_error.expect("the status says why");
+        assert!(last_error.contains("not trusted"), "{tls:?}: {last_error}");
+        assert_eq!(
+            kinds(&changes(store.as_ref(), dir, 0).await),
+            ["directory.created"],
+            "{tls:?}: nothing written"
+        );
+    }
+    std::fs::remove_dir_all(&ca_dir).unwrap();
+}
+
 on_both_stores! {
+    tls_syncs_trust_only_the_given_ca =>
+        tls_on_postgres, tls_on_sqlite;
     mapped_ldap_attributes_reach_the_user =>
         mapping_on_postgres, mapping_on_sqlite;
     ldap_changes_arrive_as_scim_events =>
