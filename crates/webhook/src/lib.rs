@@ -241,7 +241,9 @@ impl SealingKey {
     /// only), all in the `ROSTER_SECRET_KEY` form.
     pub fn parse_ring<S: AsRef<str>>(current: &str, previous: &[S]) -> Result<Self, WebhookError> {
         let mut ring = Self::parse(current)?;
-        for text in previous {
+        // An empty entry (`ROSTER_SECRET_KEY_PREVIOUS=` left set, a
+        // trailing comma) is no key rather than a malformed one.
+        for text in previous.iter().filter(|t| !t.as_ref().trim().is_empty()) {
             ring = ring.with_previous(Self::parse(text.as_ref())?);
         }
         Ok(ring)
@@ -497,7 +499,8 @@ mod tests {
         let mut under_a_v1 = vec![SEALED_V1];
         under_a_v1.extend_from_slice(&under_a[1 + KEY_ID_LEN..]);
         let under_b = ring(&b, &[&a]).seal_bytes(b"pw", b"ctx").expect("seal");
-        let (a_alone, b_and_a, b_alone) = (ring(&a, &[]), ring(&b, &[&a]), ring(&b, &[]));
+        // Empty previous entries (a variable left set but empty) are no keys.
+        let (a_alone, b_and_a, b_alone) = (ring(&a, &[]), ring(&b, &[&a]), ring(&b, &["", " "]));
         // (ring, value, whether the ring re-seals it, or that it does not open)
         let cases: [(&SealingKey, &[u8], Result<bool, WebhookError>); 9] = [
             (&a_alone, &under_a, Ok(false)),
