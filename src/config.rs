@@ -138,6 +138,17 @@ pub struct WebhookArgs {
     /// in its data directory instead).
     #[arg(long, env = "ROSTER_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// Previous sealing keys during a rotation, comma-separated: values they
+    /// sealed still open, new values are sealed with `--secret-key` only.
+    /// Drop them once `roster admin reseal` reports nothing left
+    /// (docs/operations.md).
+    #[arg(
+        long,
+        env = "ROSTER_SECRET_KEY_PREVIOUS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub secret_key_previous: Vec<String>,
     /// How long an endpoint's next event is retried before the endpoint is
     /// marked failing (dead letter), in seconds.
     #[arg(long, env = "ROSTER_WEBHOOK_RETRY_HORIZON_SECS", default_value_t = 3 * 24 * 3600)]
@@ -582,6 +593,12 @@ pub enum AdminCommand {
         #[arg(long)]
         confirm_removals: bool,
     },
+    /// After a rotation of the sealing key: seal again under the current
+    /// `ROSTER_SECRET_KEY` every stored secret (sources' credentials,
+    /// webhook signing secrets) a key of `ROSTER_SECRET_KEY_PREVIOUS`
+    /// sealed. Once it reports `resealed` 0 and no `unopenable`, the
+    /// previous keys can be removed (docs/operations.md).
+    Reseal,
     /// Give the change log a new epoch, directly in the database (no
     /// directory service needed): the step after restoring a backup, before
     /// starting Roster. Every cursor issued before is then refused with

@@ -135,6 +135,14 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
             json!({ "revoked": id })
         }
         AdminCommand::NewEpoch { store } => new_epoch(&store).await?,
+        AdminCommand::Reseal => {
+            let r = call!(admin, reseal_secrets(ResealSecretsRequest {}));
+            json!({
+                "resealed": r.resealed,
+                "current": r.current,
+                "unopenable": r.unopenable,
+            })
+        }
         command @ (AdminCommand::Activity { .. }
         | AdminCommand::PortalLink { .. }
         | AdminCommand::RevokePortalLinks { .. }) => portal::run(&admin, command).await?,

@@ -291,9 +291,11 @@ fn webhook_config(
         (None, None) => None,
     };
     let sealing_key = key_text
-        .map(|text| roster_webhook::SealingKey::parse(&text))
+        .map(|text| roster_webhook::SealingKey::parse_ring(&text, &args.secret_key_previous))
         .transpose()
-        .map_err(|e| anyhow!("--secret-key / ROSTER_SECRET_KEY: {e}"))?
+        .map_err(|e| {
+            anyhow!("--secret-key / ROSTER_SECRET_KEY or ROSTER_SECRET_KEY_PREVIOUS: {e}")
+        })?
         .map(Arc::new);
     if sealing_key.is_none() {
         tracing::info!("webhooks are off: no --secret-key / ROSTER_SECRET_KEY");

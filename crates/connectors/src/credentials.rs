@@ -9,7 +9,7 @@ use crate::error::SyncError;
 
 /// Sealing context: the directory id, under a label distinct from the
 /// webhook endpoints' (whose context is the bare endpoint id).
-fn context(dir: DirectoryId) -> Vec<u8> {
+pub fn context(dir: DirectoryId) -> Vec<u8> {
     format!("directory-source:{dir}").into_bytes()
 }
 

@@ -38,7 +38,10 @@ pub enum SyncError {
     #[error("{0}")]
     NeedsConfirmation(String),
     /// The sealed credentials do not open (another key, or corrupted).
-    #[error("the source credentials do not open with the server's secret key")]
+    #[error(
+        "the source credentials open with no key of ROSTER_SECRET_KEY / \
+         ROSTER_SECRET_KEY_PREVIOUS (a previous key dropped before `roster admin reseal`?)"
+    )]
     Credentials,
 }
 

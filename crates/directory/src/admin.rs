@@ -33,6 +33,7 @@ use crate::mapping;
 use crate::service::directory_id;
 use crate::watch::ChangeHub;
 
+mod reseal;
 mod sources;
 mod webhooks;
 

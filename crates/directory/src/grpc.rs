@@ -157,5 +157,6 @@ adapter! {
         set_directory_source(pa::SetDirectorySourceRequest) -> pa::SetDirectorySourceResponse [directory = directory_id];
         get_directory_source(pa::GetDirectorySourceRequest) -> pa::GetDirectorySourceResponse [directory = directory_id];
         sync_directory_now(pa::SyncDirectoryNowRequest) -> pa::SyncDirectoryNowResponse [directory = directory_id];
+        reseal_secrets(pa::ResealSecretsRequest) -> pa::ResealSecretsResponse [];
     }
 }

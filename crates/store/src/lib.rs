@@ -54,6 +54,7 @@ pub mod portal;
 pub mod postgres;
 pub mod produced;
 mod rows;
+mod sealed;
 mod snapshot_slots;
 mod sources;
 pub mod sqlite;
@@ -67,6 +68,7 @@ use futures::stream::BoxStream;
 pub use error::{StoreError, StoreResult};
 pub use model::*;
 pub use portal::PortalStore;
+pub use sealed::SealedSecret;
 pub use snapshot_slots::DEFAULT_SNAPSHOT_CONNECTIONS;
 pub use sources::*;
 
@@ -239,6 +241,11 @@ pub trait Store: PortalStore + Send + Sync + 'static {
         owner: &str,
         record: &SyncRecord,
     ) -> StoreResult<bool>;
+
+    // --- sealing key rotation (docs/operations.md) ---
+    /// Replaces the sealed `secret` by `new` if it still is `old`; whether
+    /// it was replaced.
+    async fn reseal(&self, secret: SealedSecret, old: &[u8], new: Vec<u8>) -> StoreResult<bool>;
 
     // --- users ---
     async fn create_user(&self, dir: DirectoryId, user: UserWrite) -> StoreResult<User>;

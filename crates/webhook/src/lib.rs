@@ -10,11 +10,14 @@
 //!   (two during a rotation).
 //! - Secrets are stored sealed with ChaCha20-Poly1305 under a server key,
 //!   with the endpoint's id as associated data, so a sealed secret copied to
-//!   another row does not open.
+//!   another row does not open. The server key is a ring: the current key
+//!   seals, previous keys (a rotation in progress) still open, and a sealed
+//!   value names the key that sealed it (docs/operations.md, "Rotating").
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ring::aead::{self, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use ring::digest;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -29,9 +32,13 @@ pub const HEADER_SIGNATURE: &str = "webhook-signature";
 const SECRET_LEN: usize = 32;
 /// Bytes of a sealing key.
 pub const SEALING_KEY_LEN: usize = 32;
-/// First byte of a sealed value: lets a later format (another algorithm,
-/// key rotation) be told apart from this one.
+/// First byte of a sealed value. Format 1 (before key rotation) is
+/// `1 || nonce || ciphertext+tag`; format 2 adds the sealing key's id after
+/// the version byte so a ring of keys opens it without trial.
 const SEALED_V1: u8 = 1;
+const SEALED_V2: u8 = 2;
+/// Bytes of a key id in a format-2 sealed value.
+const KEY_ID_LEN: usize = 4;
 
 /// What can go wrong with secrets and signatures.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -40,7 +47,10 @@ pub enum WebhookError {
     MalformedSecret,
     #[error("the sealing key must be base64 of exactly 32 bytes")]
     MalformedSealingKey,
-    #[error("the sealed secret does not open with this key (wrong key, or another endpoint's)")]
+    #[error(
+        "the sealed secret opens with no key of the ring (wrong ROSTER_SECRET_KEY, a previous key \
+         missing from ROSTER_SECRET_KEY_PREVIOUS, or another row's value)"
+    )]
     Unsealable,
     #[error("the system random generator failed")]
     Random,
@@ -181,12 +191,23 @@ pub fn verify(
     }
 }
 
-/// The server key signing secrets are sealed with at rest.
-pub struct SealingKey(LessSafeKey);
+/// One key of the ring: its id is the first bytes of SHA-256 of the key,
+/// enough to pick the key without trial and useless for guessing it.
+struct RingKey {
+    id: [u8; KEY_ID_LEN],
+    key: LessSafeKey,
+}
+
+/// The server key ring secrets are sealed with at rest: the current key,
+/// which seals, and previous keys (a rotation in progress), which only open.
+pub struct SealingKey {
+    /// `keys[0]` is the current key.
+    keys: Vec<RingKey>,
+}
 
 impl std::fmt::Debug for SealingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SealingKey(..)")
+        write!(f, "SealingKey(.., {} previous)", self.keys.len() - 1)
     }
 }
 
@@ -198,7 +219,14 @@ impl SealingKey {
         }
         let key = UnboundKey::new(&CHACHA20_POLY1305, bytes)
             .map_err(|_| WebhookError::MalformedSealingKey)?;
-        Ok(Self(LessSafeKey::new(key)))
+        let mut id = [0u8; KEY_ID_LEN];
+        id.copy_from_slice(&digest::digest(&digest::SHA256, bytes).as_ref()[..KEY_ID_LEN]);
+        Ok(Self {
+            keys: vec![RingKey {
+                id,
+                key: LessSafeKey::new(key),
+            }],
+        })
     }
 
     /// A key from base64 of its 32 bytes (the `ROSTER_SECRET_KEY` form).
@@ -207,6 +235,28 @@ impl SealingKey {
             .decode(text.trim())
             .map_err(|_| WebhookError::MalformedSealingKey)?;
         Self::from_bytes(&bytes)
+    }
+
+    /// The ring of `current` (seals and opens) and `previous` keys (open
+    /// only), all in the `ROSTER_SECRET_KEY` form.
+    pub fn parse_ring<S: AsRef<str>>(current: &str, previous: &[S]) -> Result<Self, WebhookError> {
+        let mut ring = Self::parse(current)?;
+        // An empty entry (`ROSTER_SECRET_KEY_PREVIOUS=` left set, a
+        // trailing comma) is no key rather than a malformed one.
+        for text in previous.iter().filter(|t| !t.as_ref().trim().is_empty()) {
+            ring = ring.with_previous(Self::parse(text.as_ref())?);
+        }
+        Ok(ring)
+    }
+
+    /// This ring, also opening what `previous` (all of its keys) sealed.
+    pub fn with_previous(mut self, previous: SealingKey) -> Self {
+        for key in previous.keys {
+            if self.keys.iter().all(|k| k.id != key.id) {
+                self.keys.push(key);
+            }
+        }
+        self
     }
 
     /// A new random key, as base64 (for `roster serve`'s first start).
@@ -218,9 +268,7 @@ impl SealingKey {
         Ok(STANDARD.encode(bytes))
     }
 
-    /// `version || nonce || ciphertext+tag`, bound to `context` (the
-    /// endpoint id): a random nonce per sealing, so sealing the same secret
-    /// twice gives different bytes.
+    /// Seals under the current key, bound to `context` (the endpoint id).
     pub fn seal(&self, secret: &SigningSecret, context: &[u8]) -> Result<Vec<u8>, WebhookError> {
         self.seal_bytes(&secret.0, context)
     }
@@ -231,44 +279,81 @@ impl SealingKey {
     }
 
     /// Seals any secret bytes (a directory source's bind password or
-    /// service-account key) in the same format, bound to `context`.
+    /// service-account key) as `2 || key id || nonce || ciphertext+tag`
+    /// under the current key, bound to `context`: a random nonce per
+    /// sealing, so sealing the same secret twice gives different bytes.
     pub fn seal_bytes(&self, plain: &[u8], context: &[u8]) -> Result<Vec<u8>, WebhookError> {
+        let current = &self.keys[0];
         let mut nonce = [0u8; aead::NONCE_LEN];
         SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| WebhookError::Random)?;
         let mut data = plain.to_vec();
-        self.0
+        current
+            .key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 aead::Aad::from(context),
                 &mut data,
             )
             .map_err(|_| WebhookError::Unsealable)?;
-        let mut sealed = Vec::with_capacity(1 + nonce.len() + data.len());
-        sealed.push(SEALED_V1);
+        let mut sealed = Vec::with_capacity(1 + KEY_ID_LEN + nonce.len() + data.len());
+        sealed.push(SEALED_V2);
+        sealed.extend_from_slice(&current.id);
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&data);
         Ok(sealed)
     }
 
-    /// The bytes sealed by [`SealingKey::seal_bytes`] with the same `context`.
+    /// The bytes sealed by [`SealingKey::seal_bytes`] with the same
+    /// `context`, under any key of the ring.
     pub fn open_bytes(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, WebhookError> {
-        let Some((&SEALED_V1, rest)) = sealed.split_first() else {
-            return Err(WebhookError::Unsealable);
+        self.open_sealed(sealed, context).map(|(plain, _)| plain)
+    }
+
+    /// `sealed` sealed again under the current key when a previous key of
+    /// the ring sealed it, `None` when the current key did: what `roster
+    /// admin reseal` writes back before a previous key is dropped.
+    /// `Unsealable` when no key of the ring opens it.
+    pub fn reseal(&self, sealed: &[u8], context: &[u8]) -> Result<Option<Vec<u8>>, WebhookError> {
+        match self.open_sealed(sealed, context)? {
+            (_, true) => Ok(None),
+            (plain, false) => self.seal_bytes(&plain, context).map(Some),
+        }
+    }
+
+    /// The plain bytes and whether the current key opened them. A value
+    /// names its key (format 2); one sealed before keys were named (format
+    /// 1) is tried with every key of the ring.
+    fn open_sealed(&self, sealed: &[u8], context: &[u8]) -> Result<(Vec<u8>, bool), WebhookError> {
+        let (candidates, body): (Vec<usize>, &[u8]) = match sealed.split_first() {
+            Some((&SEALED_V1, rest)) => ((0..self.keys.len()).collect(), rest),
+            Some((&SEALED_V2, rest)) if rest.len() >= KEY_ID_LEN => {
+                let (id, body) = rest.split_at(KEY_ID_LEN);
+                let named = (0..self.keys.len())
+                    .filter(|&i| self.keys[i].id == id)
+                    .collect();
+                (named, body)
+            }
+            _ => return Err(WebhookError::Unsealable),
         };
-        if rest.len() < aead::NONCE_LEN {
+        if body.len() < aead::NONCE_LEN {
             return Err(WebhookError::Unsealable);
         }
-        let (nonce, ciphertext) = rest.split_at(aead::NONCE_LEN);
-        let nonce =
-            Nonce::try_assume_unique_for_key(nonce).map_err(|_| WebhookError::Unsealable)?;
-        let mut data = ciphertext.to_vec();
-        let plain = self
-            .0
-            .open_in_place(nonce, aead::Aad::from(context), &mut data)
-            .map_err(|_| WebhookError::Unsealable)?;
-        Ok(plain.to_vec())
+        let (nonce, ciphertext) = body.split_at(aead::NONCE_LEN);
+        for i in candidates {
+            let nonce =
+                Nonce::try_assume_unique_for_key(nonce).map_err(|_| WebhookError::Unsealable)?;
+            let mut data = ciphertext.to_vec();
+            if let Ok(plain) =
+                self.keys[i]
+                    .key
+                    .open_in_place(nonce, aead::Aad::from(context), &mut data)
+            {
+                return Ok((plain.to_vec(), i == 0));
+            }
+        }
+        Err(WebhookError::Unsealable)
     }
 }
 
@@ -398,5 +483,50 @@ mod tests {
             SealingKey::parse("c2hvcnQ=").map(|_| ()),
             Err(WebhookError::MalformedSealingKey)
         );
+    }
+
+    /// Who opens what in a rotation from key A to key B: values sealed
+    /// under A in both formats (format 1, before keys were named, is tried
+    /// with every key), under B, and the verdict of each key ring.
+    #[test]
+    fn a_ring_opens_with_previous_keys_and_seals_with_the_current_one() {
+        let a = SealingKey::generate_text().expect("a");
+        let b = SealingKey::generate_text().expect("b");
+        let ring = |current: &str, previous: &[&str]| {
+            SealingKey::parse_ring(current, previous).expect("ring")
+        };
+        let under_a = ring(&a, &[]).seal_bytes(b"pw", b"ctx").expect("seal");
+        let mut under_a_v1 = vec![SEALED_V1];
+        under_a_v1.extend_from_slice(&under_a[1 + KEY_ID_LEN..]);
+        let under_b = ring(&b, &[&a]).seal_bytes(b"pw", b"ctx").expect("seal");
+        // Empty previous entries (a variable left set but empty) are no keys.
+        let (a_alone, b_and_a, b_alone) = (ring(&a, &[]), ring(&b, &[&a]), ring(&b, &["", " "]));
+        // (ring, value, whether the ring re-seals it, or that it does not open)
+        let cases: [(&SealingKey, &[u8], Result<bool, WebhookError>); 9] = [
+            (&a_alone, &under_a, Ok(false)),
+            (&a_alone, &under_a_v1, Ok(false)),
+            (&a_alone, &under_b, Err(WebhookError::Unsealable)),
+            (&b_and_a, &under_a, Ok(true)),
+            (&b_and_a, &under_a_v1, Ok(true)),
+            (&b_and_a, &under_b, Ok(false)),
+            (&b_alone, &under_a, Err(WebhookError::Unsealable)),
+            (&b_alone, &under_a_v1, Err(WebhookError::Unsealable)),
+            (&b_alone, &under_b, Ok(false)),
+        ];
+        for (i, (key, sealed, stale)) in cases.into_iter().enumerate() {
+            let resealed = key.reseal(sealed, b"ctx");
+            assert_eq!(resealed.map(|r| r.is_some()), stale, "case {i}");
+            let opened = key.open_bytes(sealed, b"ctx");
+            assert_eq!(opened, stale.map(|_| b"pw".to_vec()), "case {i}");
+            if let Ok(Some(fresh)) = key.reseal(sealed, b"ctx") {
+                assert_eq!(b_alone.open_bytes(&fresh, b"ctx"), Ok(b"pw".to_vec()));
+            }
+            // No key opens a value bound to another context.
+            assert_eq!(
+                key.open_bytes(sealed, b"other"),
+                Err(WebhookError::Unsealable),
+                "case {i}"
+            );
+        }
     }
 }

@@ -11,7 +11,7 @@ use roster_store::{
     ChangeFilter, ChangeKind, DirectoryId, NewWebhook, Webhook, WebhookAttempt, WebhookId,
     WebhookStatus, WebhookUpdate,
 };
-use roster_webhook::{SealingKey, SigningSecret, signature_header};
+use roster_webhook::{SealingKey, SigningSecret, WebhookError, signature_header};
 
 use super::AdminApi;
 use crate::convert::timestamp;
@@ -68,6 +68,12 @@ fn internal(e: &dyn std::fmt::Display) -> ServiceError {
     ServiceError::Store(roster_store::StoreError::Internal(
         "webhook secret handling failed".into(),
     ))
+}
+
+/// A stored secret that no key of the ring opens is a deployment fault
+/// (a key dropped too early, a wrong key), not an internal error: said as such.
+fn unopenable(e: WebhookError) -> ServiceError {
+    ServiceError::FailedPrecondition(e.to_string())
 }
 
 fn new_secret() -> ServiceResult<SigningSecret> {
@@ -394,7 +400,7 @@ impl AdminApi {
         let secret = admin
             .key
             .open(&hook.sealed_secret, hook.id.0.as_bytes())
-            .map_err(|e| internal(&e))?;
+            .map_err(unopenable)?;
         let now = Utc::now();
         let msg_id = format!("test_{}", uuid::Uuid::new_v4());
         let body = payload::test_body(&hook.id.to_string(), now);

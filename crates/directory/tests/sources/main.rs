@@ -21,16 +21,25 @@ mod parity;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn config() -> DirectoryConfig {
-    let text = SealingKey::generate_text().expect("key");
+/// A server sealing with `current` and also opening with `previous`
+/// (`ROSTER_SECRET_KEY`, `ROSTER_SECRET_KEY_PREVIOUS`).
+fn keyed(current: &str, previous: &[&str]) -> DirectoryConfig {
+    let ring = SealingKey::parse_ring(current, previous).expect("key ring");
     DirectoryConfig {
         webhooks: WebhookConfig {
-            sealing_key: Some(Arc::new(SealingKey::parse(&text).expect("parse key"))),
+            sealing_key: Some(Arc::new(ring)),
             ..WebhookConfig::default()
         },
         sync_poll: Duration::from_millis(50),
+        // A restart can cut a run between its report and its lease's
+        // release (the next run then waits for the lease to expire).
+        sync_lease: Duration::from_secs(3),
         ..test_config()
     }
+}
+
+fn config() -> DirectoryConfig {
+    keyed(&SealingKey::generate_text().expect("key"), &[])
 }
 
 fn seeded() -> Slapd {
@@ -176,3 +185,91 @@ async fn pulled_directory_through_admin_service(backend: Backend) {
 }
 
 on_both_backends!(pulled_directory_through_admin_service);
+
+/// "Sync now", then the status of that run (the first to finish after it).
+async fn run_sync(admin: &AdminServiceClient<Channel>, dir: &str) -> DirectorySyncStatus {
+    let before = source(&mut admin.clone(), dir)
+        .await
+        .status
+        .expect("status");
+    let req = SyncDirectoryNowRequest {
+        directory_id: dir.into(),
+        confirm_removals: false,
+    };
+    admin
+        .clone()
+        .sync_directory_now(req)
+        .await
+        .expect("sync now");
+    let done = wait_for(admin, dir, "the requested sync", |s| {
+        s.last_finished_at != before.last_finished_at
+    })
+    .await;
+    done.status.expect("status")
+}
+
+async fn sealed_credentials(env: &Env, dir: &str) -> Vec<u8> {
+    let source = env.store.get_source(dir.parse().unwrap()).await.unwrap();
+    source.settings.sealed_credentials.expect("sealed")
+}
+
+/// Adds a person to the source and syncs: a good run reads exactly that
+/// one new person, proof that the bind with the stored password succeeded.
+async fn add_and_sync(slapd: &Slapd, env: &Env, dir: &str, uid: &str) -> DirectorySyncStatus {
+    let entry = person(uid, uid, "New");
+    let (dn, attributes) = entry.split_once('\n').expect("dn line");
+    slapd.modify(&format!("{dn}\nchangetype: add\n{attributes}"));
+    run_sync(&env.admin, dir).await
+}
+
+/// Rotating the server key (docs/operations.md): credentials sealed under
+/// key A still open after a restart with B current and A previous;
+/// `ResealSecrets` seals them under B, after which B alone opens them; under
+/// an unrelated key alone the sync fails saying which setting to fix and
+/// the stored value is left as it was, so the right key brings it back.
+async fn credentials_survive_a_key_rotation(backend: Backend) {
+    let slapd = seeded();
+    let [a, b, wrong] = [(); 3].map(|()| SealingKey::generate_text().expect("key"));
+    let people = format!("ou=people,{SUFFIX}");
+    let mut env = Env::on_with_config(backend, "keyrot", keyed(&a, &[])).await;
+    let dir = env.directory("corp").await;
+    let set = ldap_request(&dir, &slapd, &people, slapd::ROOT_PW);
+    env.admin
+        .set_directory_source(set)
+        .await
+        .expect("set source");
+    wait_for(&env.admin, &dir, "sync under A", |s| s.created == 6).await;
+    let under_a = sealed_credentials(&env, &dir).await;
+    let good = |status: DirectorySyncStatus| {
+        assert_eq!((status.last_error.as_str(), status.created), ("", 1));
+    };
+
+    let env = env.restart(keyed(&b, &[&a])).await;
+    good(add_and_sync(&slapd, &env, &dir, "fay").await);
+    assert_eq!(env.reseal().await, (1, 0, vec![]));
+    assert_eq!(env.reseal().await, (0, 1, vec![]), "nothing left under A");
+    let under_b = sealed_credentials(&env, &dir).await;
+    assert_ne!(under_b, under_a);
+
+    let env = env.restart(keyed(&b, &[])).await;
+    good(add_and_sync(&slapd, &env, &dir, "gus").await);
+
+    let env = env.restart(keyed(&wrong, &[])).await;
+    let status = run_sync(&env.admin, &dir).await;
+    assert!(
+        status.last_error.contains("ROSTER_SECRET_KEY_PREVIOUS"),
+        "{}",
+        status.last_error
+    );
+    assert_eq!(env.reseal().await, (0, 0, vec![format!("source {dir}")]));
+    assert_eq!(
+        sealed_credentials(&env, &dir).await,
+        under_b,
+        "left as it was"
+    );
+
+    let env = env.restart(keyed(&b, &[])).await;
+    good(add_and_sync(&slapd, &env, &dir, "hal").await);
+}
+
+on_both_backends!(credentials_survive_a_key_rotation);

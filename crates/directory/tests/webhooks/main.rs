@@ -12,6 +12,7 @@ use roster_directory::webhooks::WebhookConfig;
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::admin::replay_webhook_endpoint_request::From as ReplayFrom;
 use roster_proto::admin::*;
+use roster_store::WebhookId;
 use roster_testkit::app::webhooks::{Answer, Received, Receiver, verify_spec};
 use roster_testkit::app::*;
 use roster_testkit::{eventually, on_both_backends};
@@ -24,6 +25,14 @@ const DEADLINE: Duration = Duration::from_secs(30);
 fn sealing_key() -> Arc<SealingKey> {
     let text = SealingKey::generate_text().expect("key");
     Arc::new(SealingKey::parse(&text).expect("parse key"))
+}
+
+/// [`config`] with the key ring `current` + `previous`
+/// (`ROSTER_SECRET_KEY`, `ROSTER_SECRET_KEY_PREVIOUS`).
+fn keyed(current: &str, previous: &[&str]) -> DirectoryConfig {
+    config(&Arc::new(
+        SealingKey::parse_ring(current, previous).expect("key ring"),
+    ))
 }
 
 /// Fast retries and a receiver on loopback over plain HTTP.
@@ -606,3 +615,67 @@ async fn rotating_after_a_lost_sealing_key_resumes_delivery() {
     assert_eq!(delivered[0].signature.split(' ').count(), 1);
     assert!(verify_spec(&rotated.secret, &delivered[0]));
 }
+
+/// The endpoint's sealed secrets as stored: current and previous.
+async fn stored_secrets(env: &Env, id: &str) -> (Vec<u8>, Option<Vec<u8>>) {
+    let hook = env.store.get_webhook(WebhookId(id.parse().unwrap())).await;
+    let hook = hook.expect("stored endpoint");
+    (hook.sealed_secret, hook.sealed_previous_secret)
+}
+
+/// Rotating the server's sealing key (docs/operations.md): the signing
+/// secrets sealed under key A (the current one and, after a signing-secret
+/// rotation, the previous one) still sign after a restart with B current and
+/// A previous; `ResealSecrets` seals both under B, after which B alone signs
+/// with both; under an unrelated key alone nothing is signed, the test event
+/// says which setting to fix, the stored secrets are left as they were, and
+/// the right key delivers what waited, in order.
+async fn deliveries_survive_a_sealing_key_rotation(backend: Backend) {
+    let [a, b, wrong] = [(); 3].map(|()| SealingKey::generate_text().expect("key"));
+    let mut env = Env::on_with_config(backend, "hooks_keyrot", keyed(&a, &[])).await;
+    let acme = env.directory("acme").await;
+    let receiver = Receiver::answering(200).await;
+    let (hook, first) = create_endpoint(&mut env.admin, &acme, &receiver.url, &[]).await;
+    let rotate = RotateWebhookSecretRequest {
+        id: hook.id.clone(),
+        overlap_seconds: 3600,
+    };
+    let second = env.admin.rotate_webhook_secret(rotate).await.unwrap();
+    let second = second.into_inner().secret;
+    env.user(&acme, "u0").await;
+    accepted(&receiver, 1).await;
+    let both_sign = |r: &Received| verify_spec(&first, r) && verify_spec(&second, r);
+
+    let mut env = env.restart(keyed(&b, &[&a])).await;
+    env.user(&acme, "u1").await;
+    assert!(both_sign(&accepted(&receiver, 2).await[1]));
+    assert_eq!(env.reseal().await, (2, 0, vec![]));
+    assert_eq!(env.reseal().await, (0, 2, vec![]), "nothing left under A");
+    let under_b = stored_secrets(&env, &hook.id).await;
+
+    let mut env = env.restart(keyed(&b, &[])).await;
+    env.user(&acme, "u2").await;
+    assert!(both_sign(&accepted(&receiver, 3).await[2]));
+
+    let mut env = env.restart(keyed(&wrong, &[])).await;
+    let test = SendTestWebhookEventRequest {
+        id: hook.id.clone(),
+    };
+    let refused = env.admin.send_test_webhook_event(test).await;
+    let refused = refused.expect_err("no key opens the secret");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("ROSTER_SECRET_KEY_PREVIOUS"));
+    let webhook = format!("webhook {}", hook.id);
+    let lost = vec![format!("{webhook} (previous secret)"), webhook];
+    assert_eq!(env.reseal().await, (0, 0, lost));
+    env.user(&acme, "u3").await;
+    assert_eq!(stored_secrets(&env, &hook.id).await, under_b);
+
+    let env = env.restart(keyed(&b, &[])).await;
+    let got = accepted(&receiver, 4).await;
+    assert_eq!(names(&got), ["u0", "u1", "u2", "u3"]);
+    assert!(got.iter().all(both_sign));
+    drop(env);
+}
+
+on_both_backends!(deliveries_survive_a_sealing_key_rotation);

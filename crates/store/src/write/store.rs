@@ -14,6 +14,7 @@ use super::{
 };
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
+use crate::sealed::{self, SealedSecret};
 use crate::sources::{self, DirectorySource, SourceSettings, SyncRecord};
 use crate::webhooks;
 use crate::{GroupEdit, GroupUpdateFn, MemberPages, PoolStats, Store, UserUpdateFn};
@@ -164,6 +165,9 @@ impl<B: Backend> Store for B {
     }
     async fn list_sources(&self) -> StoreResult<Vec<DirectorySource>> {
         sources::list(self).await
+    }
+    async fn reseal(&self, secret: SealedSecret, old: &[u8], new: Vec<u8>) -> StoreResult<bool> {
+        sealed::reseal(self, secret, old, new).await
     }
     async fn schedule_sync(&self, dir: DirectoryId, confirm: bool) -> StoreResult<DirectorySource> {
         sources::schedule(self, dir, confirm).await

@@ -8,7 +8,7 @@ use roster_gateway::{AppState, GatewayConfig};
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::admin::{
     AttributeMapping, CreateDirectoryRequest, CreateTokenRequest, DeprovisionPolicy, ProviderKind,
-    UpdateDirectoryRequest,
+    ResealSecretsRequest, UpdateDirectoryRequest,
 };
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::{
@@ -242,6 +242,21 @@ impl Env {
             dir,
             admin,
         }
+    }
+
+    /// This server stopped and a new one with `config` started over the
+    /// same store: a restart with new settings (a rotated key).
+    pub async fn restart(self, config: DirectoryConfig) -> Env {
+        self.server.shutdown().await;
+        Self::over(self.store, self.url, config).await
+    }
+
+    /// `ResealSecrets` after a key rotation: (resealed, current, unopenable).
+    pub async fn reseal(&self) -> (i32, i32, Vec<String>) {
+        let req = ResealSecretsRequest {};
+        let r = self.admin.clone().reseal_secrets(req).await;
+        let r = r.expect("ResealSecrets").into_inner();
+        (r.resealed, r.current, r.unopenable)
     }
 
     /// Creates a directory and returns its id.
