@@ -1,7 +1,7 @@
 //! `roster watch`: tails `WatchChanges` as JSON lines, one per message.
 
 use anyhow::anyhow;
-use roster_proto::directory::change::Resource;
+use roster_directory::webhooks::payload;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::watch_changes_request::Start;
 use roster_proto::directory::watch_changes_response::Payload;
@@ -120,43 +120,11 @@ fn change_json(c: &Change) -> Value {
         "resource_id": c.resource_id,
         "version": c.version,
         "occurred_at": c.occurred_at.as_ref().map(ToString::to_string),
-        "resource": c.resource.as_ref().map(resource_json),
-        "changed_fields": c.changed_fields.iter().map(|f| json!({
-            "field": f.field, "previous": parse(&f.previous), "current": parse(&f.current),
-        })).collect::<Vec<_>>(),
+        "resource": c.resource.as_ref().map(payload::resource_json),
+        "changed_fields": payload::changed_fields_json(c),
         "tombstone": c.tombstone,
         "synthetic": c.synthetic,
     })
-}
-
-fn resource_json(r: &Resource) -> Value {
-    match r {
-        Resource::User(u) => json!({
-            "type": "user", "id": u.id, "user_name": u.user_name, "external_id": u.external_id,
-            "display_name": u.display_name, "given_name": u.given_name, "family_name": u.family_name,
-            "emails": u.emails.iter().map(|e| json!({"value": e.value, "type": e.r#type, "primary": e.primary})).collect::<Vec<_>>(),
-            "active": u.active, "title": u.title, "department": u.department, "manager_id": u.manager_id,
-            "employee_number": u.employee_number, "group_ids": u.group_ids, "custom_attributes": u.custom_attributes,
-            "raw": parse(&u.raw), "version": u.meta.as_ref().map(|m| m.version),
-        }),
-        Resource::Group(g) => json!({
-            "type": "group", "id": g.id, "display_name": g.display_name, "external_id": g.external_id,
-            "member_count": g.member_count, "raw": parse(&g.raw), "version": g.meta.as_ref().map(|m| m.version),
-        }),
-        Resource::Membership(m) => json!({
-            "type": "membership", "group_id": m.group_id, "member_id": m.member_id,
-            "member_type": if m.member_type == MemberType::Group as i32 { "group" } else { "user" },
-        }),
-        Resource::Directory(d) => json!({ "type": "directory", "id": d.id, "name": d.name }),
-    }
-}
-
-/// JSON-encoded strings from the proto; anything unparsable is shown as a string.
-fn parse(s: &str) -> Value {
-    if s.is_empty() {
-        return Value::Null;
-    }
-    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()))
 }
 
 #[cfg(test)]

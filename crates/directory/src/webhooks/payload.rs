@@ -61,9 +61,7 @@ fn envelope(record: &ChangeRecord, change: &Change, epoch: i64) -> Value {
             "revision": record.revision,
             "cursor": cursor::encode(&position),
             "resource": change.resource.as_ref().map(resource_json),
-            "changed_fields": change.changed_fields.iter().map(|f| json!({
-                "field": f.field, "previous": parse(&f.previous), "current": parse(&f.current),
-            })).collect::<Vec<_>>(),
+            "changed_fields": changed_fields_json(change),
             "tombstone": change.tombstone,
         },
     })
@@ -83,8 +81,9 @@ fn resource_type(change: &Change) -> &'static str {
     }
 }
 
-/// The resource in the field names of the proto (as `roster watch` prints).
-fn resource_json(r: &Resource) -> Value {
+/// The resource in the field names of the proto: what a webhook carries
+/// and what `roster watch --json` prints.
+pub fn resource_json(r: &Resource) -> Value {
     match r {
         Resource::User(u) => json!({
             "type": "user", "id": u.id, "user_name": u.user_name, "external_id": u.external_id,
@@ -106,6 +105,14 @@ fn resource_json(r: &Resource) -> Value {
         }),
         Resource::Directory(d) => json!({ "type": "directory", "id": d.id, "name": d.name }),
     }
+}
+
+/// The changed fields, their values as JSON (webhooks and `roster watch --json`).
+pub fn changed_fields_json(change: &Change) -> Value {
+    let fields = change.changed_fields.iter().map(|f| {
+        json!({ "field": f.field, "previous": parse(&f.previous), "current": parse(&f.current) })
+    });
+    Value::Array(fields.collect())
 }
 
 /// JSON-encoded strings of the proto as JSON; anything else as a string.
