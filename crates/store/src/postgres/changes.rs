@@ -16,6 +16,24 @@ use crate::model::{ChangeRecord, Cursor, DirectoryId, LogBounds};
 use crate::produced::Produced;
 use crate::write::{Change, ChangeLog, LogPage, LogRead, SnapshotItems};
 
+/// Binds what [`range_where`] names, and `$4` the page's limit (a macro:
+/// `query` and `query_scalar` are different types with the same `bind`).
+macro_rules! bind_range {
+    ($query:expr, $read:expr) => {{
+        let read = $read;
+        let kinds: Vec<&str> = read.filter.kinds.iter().map(|k| k.as_str()).collect();
+        let query = $query
+            .bind(read.after)
+            .bind(read.up_to.max(read.after))
+            .bind(kinds)
+            .bind(read.limit);
+        match read.filter.directory_id {
+            Some(dir) => query.bind(dir.0),
+            None => query,
+        }
+    }};
+}
+
 /// How many revisions one stable-head query reads at most.
 pub(crate) const HEAD_BATCH: i64 = 10_000;
 
@@ -42,25 +60,12 @@ impl ChangeLog for PgStore {
     }
 
     async fn count_log(&self, read: &LogRead<'_>) -> StoreResult<i64> {
-        let kinds: Vec<&str> = read.filter.kinds.iter().map(|k| k.as_str()).collect();
-        // The two shapes of `read_log`, for the same index use.
-        let directory = match read.filter.directory_id {
-            Some(_) => "c.directory_id = $5 AND ",
-            None => "",
-        };
+        // The same range as `read_log`, for the same index use.
         let sql = format!(
-            "SELECT count(*) FROM (SELECT 1 FROM changes c \
-               WHERE {directory}c.revision > $1 AND c.revision <= $2 \
-                 AND (cardinality($3::text[]) = 0 OR c.kind = ANY($3)) LIMIT $4) counted"
+            "SELECT count(*) FROM (SELECT 1 FROM changes c WHERE {} LIMIT $4) counted",
+            range_where(read)
         );
-        let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(read.after)
-            .bind(read.up_to.max(read.after))
-            .bind(&kinds)
-            .bind(read.limit);
-        if let Some(dir) = read.filter.directory_id {
-            query = query.bind(dir.0);
-        }
+        let query = bind_range!(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)), read);
         query.fetch_one(&self.pool).await.map_err(map_db)
     }
 
@@ -291,34 +296,36 @@ pub(crate) async fn renew_epoch(conn: &mut PgConnection) -> StoreResult<i64> {
     .map_err(map_db)
 }
 
+/// The rows of a change-log read: `$1` after, `$2` up to, `$3` kinds
+/// (empty: all), `$5` the directory when there is one (bound by
+/// [`bind_range!`]). `directory_id = $5 OR $5 IS NULL` would keep the
+/// planner from the (directory_id, revision) index, so the two shapes are
+/// spelled out.
+fn range_where(read: &LogRead<'_>) -> &'static str {
+    match read.filter.directory_id {
+        Some(_) => {
+            "c.directory_id = $5 AND c.revision > $1 AND c.revision <= $2 \
+             AND (cardinality($3::text[]) = 0 OR c.kind = ANY($3))"
+        }
+        None => {
+            "c.revision > $1 AND c.revision <= $2 AND (cardinality($3::text[]) = 0 OR c.kind = ANY($3))"
+        }
+    }
+}
+
 /// The rows of `read` and the pruning bound, in one statement: both come
 /// from one snapshot, and pruning deletes rows and raises the bound in one
 /// transaction, so a bound at or below `read.after` proves that no row of
 /// the range was missing.
 async fn read_log(conn: &mut PgConnection, read: &LogRead<'_>) -> StoreResult<LogPage> {
-    let kinds: Vec<&str> = read.filter.kinds.iter().map(|k| k.as_str()).collect();
-    // `directory_id = $1 OR $1 IS NULL` would keep the planner from the
-    // (directory_id, revision) index; the two shapes are spelled out.
-    let directory = match read.filter.directory_id {
-        Some(_) => "c.directory_id = $5 AND ",
-        None => "",
-    };
     let sql = format!(
         "SELECT s.pruned_through, c.* FROM change_log_state s LEFT JOIN LATERAL ( \
            SELECT c.revision, c.event_id, c.directory_id, c.kind, c.resource_id, c.version, c.occurred_at, \
                   c.payload, c.changed_fields FROM changes c \
-           WHERE {directory}c.revision > $1 AND c.revision <= $2 \
-             AND (cardinality($3::text[]) = 0 OR c.kind = ANY($3)) \
-           ORDER BY c.revision LIMIT $4) c ON true"
+           WHERE {} ORDER BY c.revision LIMIT $4) c ON true",
+        range_where(read)
     );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(read.after)
-        .bind(read.up_to.max(read.after))
-        .bind(&kinds)
-        .bind(read.limit);
-    if let Some(dir) = read.filter.directory_id {
-        query = query.bind(dir.0);
-    }
+    let query = bind_range!(sqlx::query(sqlx::AssertSqlSafe(sql)), read);
     let rows = query.fetch_all(conn).await.map_err(map_db)?;
     let pruned_through: i64 = match rows.first() {
         Some(row) => row.try_get("pruned_through").map_err(map_db)?,
