@@ -141,6 +141,11 @@ pub struct BenchArgs {
     /// Churn: single-member PATCHes per group; hot-group: adds (and removes).
     #[arg(long, default_value_t = 2_000)]
     pub churn_ops: usize,
+    /// Hot-group: users in the directory at least (the group's members, the
+    /// newcomers, then users in no group), so that runs with different
+    /// group sizes can use directories of the same size.
+    #[arg(long, default_value_t = 0)]
+    pub hot_group_directory_users: usize,
 
     /// Fan-out: concurrent WatchChanges streams.
     #[arg(long, default_value_t = 10_000)]

@@ -30,13 +30,17 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let seeder = Seeder::connect(&env.database.url, args.seed_concurrency).await?;
     let initial = args.small_group_size;
     let ops = args.churn_ops;
+    // Users outside the group and the newcomers pad the directory to
+    // `--hot-group-directory-users`, so two group sizes can be compared
+    // in directories of one size: only the group's size differs.
+    let seeded = (initial + ops).max(args.hot_group_directory_users);
     eprintln!(
-        "[{}] seeding {} users and the group ({initial} members)",
+        "[{}] seeding {seeded} users and the group ({initial} members)",
         crate::elapsed_tag(),
-        initial + ops
     );
-    let users = seeder.users(&dir, "h", 0..initial + ops).await?.results;
-    let (members, newcomers) = users.split_at(initial);
+    let users = seeder.users(&dir, "h", 0..seeded).await?.results;
+    let (members, rest) = users.split_at(initial);
+    let newcomers = &rest[..ops];
     let group = seeder.group(&dir, "h", 0, members).await?;
     let newcomers: Arc<Vec<String>> = Arc::new(newcomers.iter().map(Uuid::to_string).collect());
     let meter = CpuMeter::new(env.server.pids(), &env.database.url);
