@@ -222,9 +222,7 @@ on_both_backends!(a_pruned_cursor_is_out_of_range_with_the_oldest_valid_cursor);
 async fn a_pruned_cursor_is_out_of_range_with_the_oldest_valid_cursor(backend: Backend) {
     let mut env = Env::on(backend, "watch_pruned").await;
     let d = env.directory("pruned").await;
-    for i in 0..3 {
-        env.user(&d, &format!("u{i}@example.com")).await;
-    }
+    env.users(&d, "u", 3).await;
     let pruned_through = env.store.prune_changes(0).await.expect("pruning");
     assert!(
         pruned_through > 1,
@@ -452,10 +450,7 @@ async fn out_of_order_commits_are_delivered_in_revision_order() {
     let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
 
     let (slow_tx, early_revision, early_event) = hold_revision(&env.url, &d).await;
-    let mut later = Vec::new();
-    for i in 0..3 {
-        later.push(env.user(&d, &format!("later{i}@example.com")).await);
-    }
+    let later = env.users(&d, "later", 3).await;
     // Longer than the 1 s fallback poll: the tailer has re-read the log
     // meanwhile, and must still hold the later commits back.
     let held = messages_during(&mut stream, Duration::from_millis(1500)).await;
