@@ -61,7 +61,12 @@ async fn user_crud_round_trips_normalized_fields() {
     assert_eq!(stale.code(), Code::FailedPrecondition);
     assert_eq!(meta(&stale, SCIM_STATUS_KEY).as_deref(), Some("412"));
 
-    env.delete_user(&d, &created.id).await.unwrap();
+    let delete = DeleteUserRequest {
+        directory_id: d.clone(),
+        id: created.id.clone(),
+        if_version: None,
+    };
+    succeeded(env.dir.delete_user(delete).await);
     let gone = env.get_user(&d, &created.id).await.unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
     assert_eq!(meta(&gone, SCIM_STATUS_KEY).as_deref(), Some("404"));
@@ -200,7 +205,14 @@ async fn group_crud_with_members_and_patch() {
         {"op": "add", "path": "members", "value": [{"value": b.id}]},
         {"op": "remove", "path": format!("members[value eq \"{}\"]", a.id)}
     ]));
-    let patched = env.patch_group(&d, &g.id, &patch).await.unwrap();
+    let req = PatchGroupRequest {
+        directory_id: d.clone(),
+        id: g.id.clone(),
+        patch: patch.to_string(),
+        if_version: None,
+        exclude_members: false,
+    };
+    let patched = succeeded(env.dir.patch_group(req).await).group.unwrap();
     assert_eq!(patched.display_name, "Engineering");
     let ids: Vec<_> = patched.members.iter().map(|m| m.id.clone()).collect();
     assert_eq!(ids, vec![b.id.clone()]);
@@ -228,7 +240,12 @@ async fn group_crud_with_members_and_patch() {
         assert_eq!(replaced.group.unwrap().member_count, member_count);
     }
 
-    env.delete_group(&d, &g.id).await.unwrap();
+    let delete = DeleteGroupRequest {
+        directory_id: d.clone(),
+        id: g.id.clone(),
+        if_version: None,
+    };
+    succeeded(env.dir.delete_group(delete).await);
     let gone = env.get_group(&d, &g.id, true).await;
     assert_eq!(failure_code(gone), Code::NotFound);
 }

@@ -12,10 +12,9 @@ use roster_proto::admin::{
 };
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::{
-    AddGroupMembersRequest, CreateGroupRequest, CreateUserRequest, DeleteGroupRequest,
-    DeleteUserRequest, GetGroupRequest, GetUserRequest, Group, ListGroupMembersRequest,
-    ListGroupMembersResponse, ListOptions, ListUsersRequest, ListUsersResponse, MemberRef,
-    PatchGroupRequest, PatchUserRequest, User,
+    AddGroupMembersRequest, CreateGroupRequest, CreateUserRequest, GetGroupRequest, GetUserRequest,
+    Group, ListGroupMembersRequest, ListGroupMembersResponse, ListOptions, ListUsersRequest,
+    ListUsersResponse, MemberRef, PatchUserRequest, User,
 };
 use roster_store::Store;
 use roster_store::postgres::PgStore;
@@ -218,6 +217,14 @@ impl Env {
         Self::on_with_config(backend, prefix, test_config()).await
     }
 
+    /// [`Env::on`] with a directory named `name` in it, and its id: how
+    /// most tests start.
+    pub async fn on_with_directory(backend: Backend, prefix: &str, name: &str) -> (Env, String) {
+        let mut env = Self::on(backend, prefix).await;
+        let directory = env.directory(name).await;
+        (env, directory)
+    }
+
     /// A fresh store of `backend` and a server over it with `config`.
     pub async fn on_with_config(backend: Backend, prefix: &str, config: DirectoryConfig) -> Env {
         match backend {
@@ -367,16 +374,6 @@ impl Env {
         Ok(reply.user.expect("user"))
     }
 
-    /// `DeleteUser`, whatever the version.
-    pub async fn delete_user(&mut self, directory_id: &str, id: &str) -> Result<(), tonic::Status> {
-        let req = DeleteUserRequest {
-            directory_id: directory_id.into(),
-            id: id.into(),
-            if_version: None,
-        };
-        self.dir.delete_user(req).await.map(|_| ())
-    }
-
     /// `GetGroup`, with its members unless `exclude_members`.
     pub async fn get_group(
         &mut self,
@@ -391,39 +388,6 @@ impl Env {
         };
         let reply = self.dir.get_group(req).await?.into_inner();
         Ok(reply.group.expect("group"))
-    }
-
-    /// `PatchGroup` with the PatchOp `patch`, whatever the version; the
-    /// group answered with its members.
-    pub async fn patch_group(
-        &mut self,
-        directory_id: &str,
-        id: &str,
-        patch: &Value,
-    ) -> Result<Group, tonic::Status> {
-        let req = PatchGroupRequest {
-            directory_id: directory_id.into(),
-            id: id.into(),
-            patch: patch.to_string(),
-            if_version: None,
-            exclude_members: false,
-        };
-        let reply = self.dir.patch_group(req).await?.into_inner();
-        Ok(reply.group.expect("group"))
-    }
-
-    /// `DeleteGroup`, whatever the version.
-    pub async fn delete_group(
-        &mut self,
-        directory_id: &str,
-        id: &str,
-    ) -> Result<(), tonic::Status> {
-        let req = DeleteGroupRequest {
-            directory_id: directory_id.into(),
-            id: id.into(),
-            if_version: None,
-        };
-        self.dir.delete_group(req).await.map(|_| ())
     }
 
     /// `AddGroupMembers`: how many of `members` were added.
