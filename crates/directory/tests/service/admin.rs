@@ -65,6 +65,7 @@ async fn directories_can_be_created_listed_updated_and_deleted() {
     );
 }
 
+/// DeleteDirectory of `id`, which must succeed.
 async fn delete_directory(env: &mut Env, id: &str) {
     let req = DeleteDirectoryRequest { id: id.into() };
     succeeded(env.admin.delete_directory(req).await);

@@ -347,13 +347,8 @@ impl Env {
             directory_id: directory_id.into(),
             id: id.into(),
         };
-        Ok(self
-            .dir
-            .get_user(req)
-            .await?
-            .into_inner()
-            .user
-            .expect("user"))
+        let reply = self.dir.get_user(req).await?.into_inner();
+        Ok(reply.user.expect("user"))
     }
 
     /// `PatchUser` with the PatchOp `patch`.

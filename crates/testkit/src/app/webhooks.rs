@@ -133,8 +133,11 @@ impl Receiver {
     /// whatever the answer.
     pub fn requests_for(&self, user_name: &str) -> usize {
         let state = self.state.lock().unwrap();
-        let of_user = state.requests.iter().filter(|r| r.user_name() == user_name);
-        of_user.count()
+        state
+            .requests
+            .iter()
+            .filter(|r| r.user_name() == user_name)
+            .count()
     }
 
     /// Waits until `n` requests were accepted (failing after `deadline`)
