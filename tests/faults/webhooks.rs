@@ -13,13 +13,6 @@ use roster_testkit::app::{
     connect, create_directory_named, create_user, free_port, spawn_directory, wait_for_grpc,
 };
 
-fn user_name(r: &roster_testkit::app::webhooks::Received) -> String {
-    r.json["data"]["resource"]["user_name"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_mid_webhook_delivery_loses_nothing() {
     let url = roster_testkit::fresh_database("fault_webhooks").await;
@@ -40,7 +33,7 @@ async fn kill_9_mid_webhook_delivery_loses_nothing() {
     let mut admin = AdminServiceClient::new(channel.clone());
     let mut dir_client = DirectoryServiceClient::new(channel);
     let dir = create_directory_named(&mut admin, "acme").await;
-    let receiver = Receiver::start(Box::new(|r, times| match (user_name(r).as_str(), times) {
+    let receiver = Receiver::start(Box::new(|r, times| match (r.user_name(), times) {
         ("u3", 0) => Answer::Hang,
         _ => Answer::Status(200),
     }))
@@ -58,27 +51,24 @@ async fn kill_9_mid_webhook_delivery_loses_nothing() {
     for name in &names {
         create_user(&mut dir_client, &dir, name).await;
     }
-    roster_testkit::eventually("u3 in flight", Duration::from_secs(30), || async {
-        receiver
-            .requests()
-            .iter()
-            .any(|r| user_name(r) == "u3")
-            .then_some(())
-    })
-    .await;
+    receiver
+        .wait_requests_for("u3", 1, Duration::from_secs(30))
+        .await;
     first.kill9();
 
     let second_grpc = format!("127.0.0.1:{}", free_port());
     let _second = spawn_directory(&url, port_of(&second_grpc), &env);
-    roster_testkit::eventually("every event accepted", Duration::from_secs(60), || async {
-        (receiver.accepted_count() >= names.len()).then_some(())
-    })
-    .await;
-    let accepted: Vec<String> = receiver.accepted().iter().map(user_name).collect();
+    let accepted = receiver
+        .wait_accepted(names.len(), Duration::from_secs(60))
+        .await;
+    let accepted: Vec<&str> = accepted.iter().map(|r| r.user_name()).collect();
     assert_eq!(accepted, names, "every event once accepted, in order");
+    assert_eq!(
+        receiver.requests_for("u3"),
+        2,
+        "only the in-flight event is sent twice"
+    );
     let all = receiver.requests();
-    let u3 = all.iter().filter(|r| user_name(r) == "u3").count();
-    assert_eq!(u3, 2, "only the in-flight event is sent twice");
     assert!(all.iter().all(|r| verify_spec(&created.secret, r)));
 }
 

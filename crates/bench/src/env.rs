@@ -2,6 +2,7 @@
 //! process, and the PostgreSQL settings to report.
 
 use crate::cli::BenchArgs;
+use crate::cpu::CpuMeter;
 use crate::db::{BenchDatabase, PgSettings};
 use crate::report::Report;
 use crate::scim::ScimClient;
@@ -66,6 +67,11 @@ impl Env {
     /// An empty report carrying this environment's settings.
     pub fn report(&self, scenario: &str) -> Report {
         Report::new(scenario, self.settings.clone())
+    }
+
+    /// A meter of the CPU the server's processes and the database use.
+    pub fn cpu_meter(&self) -> CpuMeter {
+        CpuMeter::new(self.server.pids(), &self.database.url)
     }
 
     /// Creates a directory and a SCIM client for it.

@@ -146,6 +146,13 @@ fn figure(report: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("figure {key} missing: {}", report["figures"]))
 }
 
+/// Every figure named in `keys` is there and above zero.
+fn assert_positive(report: &Value, keys: &[&str]) {
+    for key in keys {
+        assert!(figure(report, key) > 0.0, "{key}");
+    }
+}
+
 #[tokio::test]
 async fn onboarding() {
     let report = scenario("onboarding", 3).await;
@@ -204,8 +211,10 @@ async fn churn() {
             .unwrap()
             .contains("group of 20")
     );
-    assert!(figure(&report, "big_vs_small_p99_ratio") > 0.0);
-    assert!(figure(&report, "big_vs_small_throughput_ratio") > 0.0);
+    assert_positive(
+        &report,
+        &["big_vs_small_p99_ratio", "big_vs_small_throughput_ratio"],
+    );
 }
 
 #[tokio::test]
@@ -236,10 +245,15 @@ async fn fanout() {
 async fn limit() {
     // POST /Users, POST /Bulk, and the two raw baselines.
     let report = scenario("limit", 4).await;
-    assert!(figure(&report, "onboarding_fraction_of_limit") > 0.0);
-    assert!(figure(&report, "onboarding_fraction_of_user_and_change_rows") > 0.0);
-    assert!(figure(&report, "bulk_users_per_s") > 0.0);
-    assert!(figure(&report, "bulk_fraction_of_limit") > 0.0);
+    assert_positive(
+        &report,
+        &[
+            "onboarding_fraction_of_limit",
+            "onboarding_fraction_of_user_and_change_rows",
+            "bulk_users_per_s",
+            "bulk_fraction_of_limit",
+        ],
+    );
 }
 
 #[tokio::test]

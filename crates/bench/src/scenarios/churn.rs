@@ -16,12 +16,8 @@ use crate::seed::Seeder;
 /// Users added and removed by the churn (never members at the start).
 const SPARE_USERS: usize = 256;
 
-/// Runs the scenario on a fresh environment.
-pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    Env::with(args, async |env| measure(env, args).await).await
-}
-
-async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
+/// Measures the scenario on `env`, a fresh environment.
+pub async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let mut report = env.report("churn");
     let (dir, client) = env.directory("churn", args.concurrency).await?;
     let seeder = Seeder::connect(&env.database.url, args.seed_concurrency).await?;

@@ -32,12 +32,8 @@ type Watch = Streaming<WatchChangesResponse>;
 /// until the RSS is read.
 type Reader = JoinHandle<anyhow::Result<(HashMap<String, Instant>, Watch)>>;
 
-/// Runs the scenario on a fresh environment.
-pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    Env::with(args, async |env| measure(env, args).await).await
-}
-
-async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
+/// Measures the scenario on `env`, a fresh environment.
+pub async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let mut report = env.report("fanout");
     let (dir, client) = env.directory("fanout", args.concurrency).await?;
     create_users(&client, "warm", WARM_UP_WRITES, args.concurrency).await?;

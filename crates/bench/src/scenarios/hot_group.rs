@@ -8,7 +8,6 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::cli::BenchArgs;
-use crate::cpu::CpuMeter;
 use crate::env::Env;
 use crate::load;
 use crate::report::{Measurement, Report};
@@ -19,12 +18,8 @@ use crate::seed::Seeder;
 pub const ADD: &str = "PATCH add 1 member, one group";
 pub const REMOVE: &str = "PATCH remove 1 member, one group";
 
-/// Runs the scenario on a fresh environment.
-pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    Env::with(args, async |env| measure(env, args).await).await
-}
-
-async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
+/// Measures the scenario on `env`, a fresh environment.
+pub async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let mut report = env.report("hot-group");
     let (dir, client) = env.directory("hot", args.concurrency).await?;
     let seeder = Seeder::connect(&env.database.url, args.seed_concurrency).await?;
@@ -43,7 +38,7 @@ async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let newcomers = &rest[..ops];
     let group = seeder.group(&dir, "h", 0, members).await?;
     let newcomers: Arc<Vec<String>> = Arc::new(newcomers.iter().map(Uuid::to_string).collect());
-    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
+    let meter = env.cpu_meter();
     let mut rows = Vec::new();
     for (add, label) in [(true, ADD), (false, REMOVE)] {
         let start = meter.snapshot().await?;

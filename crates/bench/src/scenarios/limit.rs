@@ -133,7 +133,7 @@ async fn roster_bulk_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measur
         crate::elapsed_tag(),
         args.concurrency
     );
-    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
+    let meter = env.cpu_meter();
     let cpu = meter.snapshot().await?;
     let n = args.users;
     let mut timed = load::run(requests, args.concurrency, move |r| {
@@ -151,7 +151,7 @@ async fn roster_bulk_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measur
 
 async fn roster_users(env: &Env, args: &BenchArgs) -> anyhow::Result<Measurement> {
     let (_, client) = env.directory("limit", args.concurrency).await?;
-    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
+    let meter = env.cpu_meter();
     let cpu = meter.snapshot().await?;
     let mut users = create_users(&client, "u", args.users, args.concurrency).await?;
     let cpu = meter.per_op(&cpu, args.users).await?;

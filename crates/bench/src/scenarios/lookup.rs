@@ -305,7 +305,7 @@ async fn measure(
         "[{}] {label} × {lookups} at concurrency {concurrency}",
         crate::elapsed_tag()
     );
-    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
+    let meter = env.cpu_meter();
     let cpu = meter.snapshot().await?;
     let mut timed = load::run(lookups, concurrency, move |_| {
         let clients = Arc::clone(&clients);

@@ -13,6 +13,7 @@ pub mod webhooks;
 use serde_json::{Value, json};
 
 use crate::cli::BenchArgs;
+use crate::env::Env;
 use crate::report::Report;
 
 /// Every scenario, in the order `all` runs them.
@@ -40,17 +41,26 @@ pub async fn run(name: &str, args: &BenchArgs) -> anyhow::Result<Value> {
 
 async fn run_one(name: &str, args: &BenchArgs) -> anyhow::Result<Report> {
     match name {
-        "onboarding" => onboarding::run(args).await,
+        "onboarding" => on_fresh_env(args, onboarding::measure).await,
         "lookup" => lookup::run(args).await,
-        "churn" => churn::run(args).await,
-        "hot-group" => hot_group::run(args).await,
+        "churn" => on_fresh_env(args, churn::measure).await,
+        "hot-group" => on_fresh_env(args, hot_group::measure).await,
         "watch-latency" => watch::run(args).await,
-        "fanout" => fanout::run(args).await,
+        "fanout" => on_fresh_env(args, fanout::measure).await,
         "limit" => limit::run(args).await,
         "webhooks" => webhooks::run(args).await,
         "ldap-sync" => ldap_sync::run(args).await,
         other => anyhow::bail!("unknown scenario {other}"),
     }
+}
+
+/// Measures a scenario that needs one environment, started for it and
+/// torn down after.
+async fn on_fresh_env(
+    args: &BenchArgs,
+    measure: impl AsyncFnOnce(&Env, &BenchArgs) -> anyhow::Result<Report>,
+) -> anyhow::Result<Report> {
+    Env::with(args, async |env| measure(env, args).await).await
 }
 
 /// Runs every scenario; prints Roster's onboarding rate as a fraction of

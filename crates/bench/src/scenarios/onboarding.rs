@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use crate::cli::BenchArgs;
-use crate::cpu::CpuMeter;
 use crate::env::Env;
 use crate::load::{self, Timed};
 use crate::report::{Measurement, Report};
@@ -14,17 +13,13 @@ use crate::scim::{Created, ScimClient, group_body, members_patch, user_body};
 /// Name of the user-creation row; `limit` and `all` compare against it.
 pub const POST_USERS: &str = "POST /Users";
 
-/// Runs the scenario on a fresh environment.
-pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
-    Env::with(args, async |env| measure(env, args).await).await
-}
-
-async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
+/// Measures the scenario on `env`, a fresh environment.
+pub async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let mut report = env.report("onboarding");
     let (_, client) = env.directory("onboarding", args.concurrency).await?;
     let c = args.concurrency;
 
-    let meter = CpuMeter::new(env.server.pids(), &env.database.url);
+    let meter = env.cpu_meter();
     let cpu = meter.snapshot().await?;
     let mut users = create_users(&client, "u", args.users, c).await?;
     let cpu = meter.per_op(&cpu, args.users).await?;

@@ -16,7 +16,7 @@ use roster_webhook::SealingKey;
 use serde_json::json;
 
 use crate::support;
-use crate::support::{Env, changes, kinds, user_named};
+use crate::support::{Env, changes, head_revision, kinds, user_named};
 
 fn key() -> SealingKey {
     SealingKey::from_bytes(&[5u8; 32]).expect("key")
@@ -212,11 +212,7 @@ async fn custom_schemas_and_fields_are_mapped(env: Env) {
     assert_eq!(ann.fields.custom_attributes.len(), 3, "{:?}", ann.fields);
     let ben = user_named(store.as_ref(), dir, "ben@example.com").await;
     assert_eq!(ben.fields.employee_number, None, "nothing to map");
-    let head = changes(store.as_ref(), dir, 0)
-        .await
-        .last()
-        .unwrap()
-        .revision;
+    let head = head_revision(store.as_ref(), dir).await;
 
     // A changed custom field is an update like any other.
     fake.lock().unwrap().users[0]["customSchemas"]["EmployeeData"]["badge"] = json!("B-8");

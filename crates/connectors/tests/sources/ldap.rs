@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support;
-use crate::support::{Env, changes, kinds, user_named};
+use crate::support::{Env, changes, head_revision, kinds, user_named};
 
 fn key() -> SealingKey {
     SealingKey::from_bytes(&[7u8; 32]).expect("key")
@@ -191,11 +191,7 @@ async fn a_wrong_base_dn_trips_the_mass_deletion_safeguard(env: Env) {
     let people = format!("ou=people,{SUFFIX}");
     let dir = pulled_directory(store.as_ref(), &slapd, &people, DeprovisionPolicy::Delete).await;
     sync(&store, dir).await.unwrap().expect("lease");
-    let head = changes(store.as_ref(), dir, 0)
-        .await
-        .last()
-        .unwrap()
-        .revision;
+    let head = head_revision(store.as_ref(), dir).await;
 
     configure(store.as_ref(), dir, &slapd, &format!("ou=nobody,{SUFFIX}")).await;
     let stopped = sync(&store, dir).await;
@@ -252,11 +248,7 @@ async fn a_reappearing_user_is_reactivated(env: Env) {
     )
     .await;
     sync(&store, dir).await.unwrap().expect("lease");
-    let head = changes(store.as_ref(), dir, 0)
-        .await
-        .last()
-        .unwrap()
-        .revision;
+    let head = head_revision(store.as_ref(), dir).await;
 
     slapd.modify(&format!(
         "dn: ou=former,{SUFFIX}\nchangetype: add\nobjectClass: organizationalUnit\nou: former\n\n\
@@ -364,11 +356,7 @@ async fn mapped_ldap_attributes_reach_the_user(env: Env) {
     assert_eq!(room_of_alice().await.as_deref(), Some("B-12"));
     let bob = user_named(store.as_ref(), dir, "bob").await;
     assert!(bob.fields.custom_attributes.is_empty(), "no roomNumber");
-    let head = changes(store.as_ref(), dir, 0)
-        .await
-        .last()
-        .unwrap()
-        .revision;
+    let head = head_revision(store.as_ref(), dir).await;
 
     slapd.modify(&room("C-3"));
     sync(&store, dir).await.unwrap().expect("lease");

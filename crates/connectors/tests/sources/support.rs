@@ -74,6 +74,13 @@ pub async fn changes(store: &dyn Store, dir: DirectoryId, after: i64) -> Vec<Cha
         .expect("read changes")
 }
 
+/// The revision of the directory's last change: where the next sync's
+/// changes start.
+pub async fn head_revision(store: &dyn Store, dir: DirectoryId) -> i64 {
+    let all = changes(store, dir, 0).await;
+    all.last().expect("the directory has changes").revision
+}
+
 pub fn kinds(changes: &[ChangeRecord]) -> Vec<&'static str> {
     changes.iter().map(|c| c.kind.as_str()).collect()
 }

@@ -10,18 +10,14 @@ use tonic::Code;
 async fn directories_can_be_created_listed_updated_and_deleted() {
     let mut env = Env::new("admin_dirs").await;
     let id = env.directory("first").await;
-    let other = env
-        .admin
-        .create_directory(CreateDirectoryRequest {
-            name: "second".into(),
-            organization: "globex".into(),
-            provider: ProviderKind::Entra as i32,
-            deprovision_policy: DeprovisionPolicy::Deactivate as i32,
-            attribute_mappings: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    let create = CreateDirectoryRequest {
+        name: "second".into(),
+        organization: "globex".into(),
+        provider: ProviderKind::Entra as i32,
+        deprovision_policy: DeprovisionPolicy::Deactivate as i32,
+        attribute_mappings: vec![],
+    };
+    let other = succeeded(env.admin.create_directory(create).await)
         .directory
         .unwrap();
     assert_eq!(other.provider, ProviderKind::Entra as i32);
@@ -30,31 +26,19 @@ async fn directories_can_be_created_listed_updated_and_deleted() {
         DeprovisionPolicy::Deactivate as i32
     );
 
-    let globex = env
-        .admin
-        .list_directories(ListDirectoriesRequest {
-            organization: "globex".into(),
-        })
-        .await
-        .unwrap();
-    let ids: Vec<_> = globex
-        .into_inner()
-        .directories
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
+    let of_globex = ListDirectoriesRequest {
+        organization: "globex".into(),
+    };
+    let globex = succeeded(env.admin.list_directories(of_globex).await).directories;
+    let ids: Vec<_> = globex.into_iter().map(|d| d.id).collect();
     assert_eq!(ids, vec![other.id.clone()]);
 
-    let updated = env
-        .admin
-        .update_directory(UpdateDirectoryRequest {
-            id: id.clone(),
-            name: Some("renamed".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    let rename = UpdateDirectoryRequest {
+        id: id.clone(),
+        name: Some("renamed".into()),
+        ..Default::default()
+    };
+    let updated = succeeded(env.admin.update_directory(rename).await)
         .directory
         .unwrap();
     assert_eq!(
@@ -73,18 +57,38 @@ async fn directories_can_be_created_listed_updated_and_deleted() {
         Code::InvalidArgument
     );
 
-    env.admin
-        .delete_directory(DeleteDirectoryRequest { id: id.clone() })
-        .await
-        .unwrap();
+    delete_directory(&mut env, &id).await;
+    let get = GetDirectoryRequest { id: id.clone() };
     assert_eq!(
-        failure_code(
-            env.admin
-                .get_directory(GetDirectoryRequest { id: id.clone() })
-                .await
-        ),
+        failure_code(env.admin.get_directory(get).await),
         Code::NotFound
     );
+}
+
+/// DeleteDirectory of `id`, which must succeed.
+async fn delete_directory(env: &mut Env, id: &str) {
+    let req = DeleteDirectoryRequest { id: id.into() };
+    succeeded(env.admin.delete_directory(req).await);
+}
+
+/// AuthenticateToken of `secret`.
+async fn authenticate(
+    env: &mut Env,
+    secret: &str,
+) -> Result<tonic::Response<AuthenticateTokenResponse>, tonic::Status> {
+    let req = AuthenticateTokenRequest {
+        secret: secret.into(),
+    };
+    env.admin.authenticate_token(req).await
+}
+
+/// The tokens of directory `d`, the revoked ones too if `include_revoked`.
+async fn tokens(env: &mut Env, d: &str, include_revoked: bool) -> Vec<Token> {
+    let req = ListTokensRequest {
+        directory_id: d.into(),
+        include_revoked,
+    };
+    succeeded(env.admin.list_tokens(req).await).tokens
 }
 
 #[tokio::test]
@@ -95,122 +99,53 @@ async fn tokens_authenticate_until_revoked_and_two_may_be_live() {
         directory_id: d.clone(),
         name: name.into(),
     };
-    let first = env
-        .admin
-        .create_token(create("okta"))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = succeeded(env.admin.create_token(create("okta")).await);
     let token = first.token.clone().unwrap();
     assert!(first.secret.starts_with("rst_") && first.secret.len() == 47);
     assert_eq!(token.prefix, first.secret[..8]);
 
-    let auth = env
-        .admin
-        .authenticate_token(AuthenticateTokenRequest {
-            secret: first.secret.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let auth = succeeded(authenticate(&mut env, &first.secret).await);
     assert_eq!(
         (auth.directory_id.as_str(), auth.token_id.as_str()),
         (d.as_str(), token.id.as_str())
     );
     assert_eq!(auth.directory.unwrap().id, d);
 
-    let wrong = AuthenticateTokenRequest {
-        secret: format!("{}x", first.secret),
-    };
-    assert_eq!(
-        failure_code(env.admin.authenticate_token(wrong).await),
-        Code::Unauthenticated
-    );
-    let empty = AuthenticateTokenRequest {
-        secret: String::new(),
-    };
-    assert_eq!(
-        failure_code(env.admin.authenticate_token(empty).await),
-        Code::Unauthenticated
-    );
+    let wrong = authenticate(&mut env, &format!("{}x", first.secret)).await;
+    assert_eq!(failure_code(wrong), Code::Unauthenticated);
+    let empty = authenticate(&mut env, "").await;
+    assert_eq!(failure_code(empty), Code::Unauthenticated);
 
     // Rotation: a second live token is fine, a third is not.
-    let second = env
-        .admin
-        .create_token(create("rotation"))
-        .await
-        .unwrap()
-        .into_inner();
+    let second = succeeded(env.admin.create_token(create("rotation")).await);
     let third = env
         .admin
         .create_token(create("too many"))
         .await
         .unwrap_err();
     assert_eq!(third.code(), Code::ResourceExhausted, "{third:?}");
+    assert_eq!(tokens(&mut env, &d, false).await.len(), 2);
 
-    let listed = env
-        .admin
-        .list_tokens(ListTokensRequest {
-            directory_id: d.clone(),
-            include_revoked: false,
-        })
-        .await
-        .unwrap();
-    assert_eq!(listed.into_inner().tokens.len(), 2);
-
-    env.admin
-        .revoke_token(RevokeTokenRequest {
-            directory_id: d.clone(),
-            token_id: token.id.clone(),
-        })
-        .await
-        .unwrap();
-    let revoked = env
-        .admin
-        .authenticate_token(AuthenticateTokenRequest {
-            secret: first.secret.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(revoked.code(), Code::Unauthenticated);
-    let still = env
-        .admin
-        .authenticate_token(AuthenticateTokenRequest {
-            secret: second.secret.clone(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(still.into_inner().directory_id, d);
+    let revoke = RevokeTokenRequest {
+        directory_id: d.clone(),
+        token_id: token.id.clone(),
+    };
+    succeeded(env.admin.revoke_token(revoke).await);
+    let revoked = authenticate(&mut env, &first.secret).await;
+    assert_eq!(failure_code(revoked), Code::Unauthenticated);
+    let still = succeeded(authenticate(&mut env, &second.secret).await);
+    assert_eq!(still.directory_id, d);
 
     // With one revoked, a new token fits again.
-    env.admin.create_token(create("third")).await.unwrap();
-    let all = env
-        .admin
-        .list_tokens(ListTokensRequest {
-            directory_id: d.clone(),
-            include_revoked: true,
-        })
-        .await
-        .unwrap();
-    let all = all.into_inner().tokens;
+    succeeded(env.admin.create_token(create("third")).await);
+    let all = tokens(&mut env, &d, true).await;
     assert_eq!(all.len(), 3);
     assert_eq!(all.iter().filter(|t| t.revoked_at.is_some()).count(), 1);
 
     // Deleting the directory revokes its tokens.
-    env.admin
-        .delete_directory(DeleteDirectoryRequest { id: d.clone() })
-        .await
-        .unwrap();
-    assert_eq!(
-        failure_code(
-            env.admin
-                .authenticate_token(AuthenticateTokenRequest {
-                    secret: second.secret,
-                })
-                .await
-        ),
-        Code::Unauthenticated
-    );
+    delete_directory(&mut env, &d).await;
+    let after = authenticate(&mut env, &second.secret).await;
+    assert_eq!(failure_code(after), Code::Unauthenticated);
 }
 
 #[tokio::test]

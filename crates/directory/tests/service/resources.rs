@@ -32,15 +32,8 @@ async fn user_crud_round_trips_normalized_fields() {
     let raw: serde_json::Value = serde_json::from_str(&created.raw).unwrap();
     assert_eq!(raw["userName"], "ada@example.com");
 
-    let got = env
-        .dir
-        .get_user(GetUserRequest {
-            directory_id: d.clone(),
-            id: created.id.clone(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(got.into_inner().user.unwrap().id, created.id);
+    let got = env.get_user(&d, &created.id).await.unwrap();
+    assert_eq!(got.id, created.id);
 
     let replacement = json!({
         "schemas": [USER_SCHEMA],
@@ -54,12 +47,7 @@ async fn user_crud_round_trips_normalized_fields() {
         resource: replacement.to_string(),
         if_version: Some(1),
     };
-    let replaced = env
-        .dir
-        .replace_user(replace.clone())
-        .await
-        .unwrap()
-        .into_inner()
+    let replaced = succeeded(env.dir.replace_user(replace.clone()).await)
         .user
         .unwrap();
     assert_eq!(
@@ -73,22 +61,13 @@ async fn user_crud_round_trips_normalized_fields() {
     assert_eq!(stale.code(), Code::FailedPrecondition);
     assert_eq!(meta(&stale, SCIM_STATUS_KEY).as_deref(), Some("412"));
 
-    env.dir
-        .delete_user(DeleteUserRequest {
-            directory_id: d.clone(),
-            id: created.id.clone(),
-            if_version: None,
-        })
-        .await
-        .unwrap();
-    let gone = env
-        .dir
-        .get_user(GetUserRequest {
-            directory_id: d.clone(),
-            id: created.id.clone(),
-        })
-        .await
-        .unwrap_err();
+    let delete = DeleteUserRequest {
+        directory_id: d.clone(),
+        id: created.id.clone(),
+        if_version: None,
+    };
+    succeeded(env.dir.delete_user(delete).await);
+    let gone = env.get_user(&d, &created.id).await.unwrap_err();
     assert_eq!(gone.code(), Code::NotFound);
     assert_eq!(meta(&gone, SCIM_STATUS_KEY).as_deref(), Some("404"));
 }
@@ -98,11 +77,10 @@ async fn duplicate_user_names_are_already_exists_with_uniqueness() {
     let mut env = Env::new("res_user_dup").await;
     let d = env.directory("dups").await;
     env.user(&d, "dup@example.com").await;
-    let req = CreateUserRequest {
-        directory_id: d.clone(),
-        resource: user_json("DUP@example.com"),
-    };
-    let status = env.dir.create_user(req).await.unwrap_err();
+    let status = env
+        .create_user(&d, user_json("DUP@example.com"))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::AlreadyExists);
     assert_eq!(meta(&status, SCIM_TYPE_KEY).as_deref(), Some("uniqueness"));
     assert_eq!(meta(&status, SCIM_STATUS_KEY).as_deref(), Some("409"));
@@ -121,11 +99,7 @@ async fn bad_input_is_a_typed_error_never_internal() {
         ),
     ];
     for (resource, code) in cases {
-        let req = CreateUserRequest {
-            directory_id: d.clone(),
-            resource: resource.into(),
-        };
-        let status = env.dir.create_user(req).await.unwrap_err();
+        let status = env.create_user(&d, resource.into()).await.unwrap_err();
         assert_eq!(status.code(), code, "{resource}: {status:?}");
         assert_eq!(
             meta(&status, SCIM_STATUS_KEY).as_deref(),
@@ -147,22 +121,11 @@ async fn bad_input_is_a_typed_error_never_internal() {
         Some("invalidFilter")
     );
 
-    let unknown = GetUserRequest {
-        directory_id: d.clone(),
-        id: "not-a-uuid".into(),
-    };
-    assert_eq!(
-        failure_code(env.dir.get_user(unknown).await),
-        Code::NotFound
-    );
-    let unknown_dir = CreateUserRequest {
-        directory_id: uuid::Uuid::new_v4().to_string(),
-        resource: user_json("x@y.z"),
-    };
-    assert_eq!(
-        failure_code(env.dir.create_user(unknown_dir).await),
-        Code::NotFound
-    );
+    let unknown = env.get_user(&d, "not-a-uuid").await;
+    assert_eq!(failure_code(unknown), Code::NotFound);
+    let unknown_dir = uuid::Uuid::new_v4().to_string();
+    let created = env.create_user(&unknown_dir, user_json("x@y.z")).await;
+    assert_eq!(failure_code(created), Code::NotFound);
 }
 
 #[tokio::test]
@@ -174,32 +137,14 @@ async fn patch_user_applies_scim_operations_atomically() {
         {"op": "replace", "path": "active", "value": false},
         {"op": "add", "path": "title", "value": "Rear Admiral"}
     ]));
-    let patched = env
-        .dir
-        .patch_user(PatchUserRequest {
-            directory_id: d.clone(),
-            id: u.id.clone(),
-            patch: patch.to_string(),
-            if_version: Some(1),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let patched = env.patch_user(&d, &u.id, &patch, Some(1)).await.unwrap();
     assert!(!patched.active);
     assert_eq!(patched.title, "Rear Admiral");
     assert_eq!(patched.user_name, "grace@example.com");
 
     let bad_path = patch_op(json!([{"op": "replace", "path": "emails[type eq", "value": "x"}]));
     let status = env
-        .dir
-        .patch_user(PatchUserRequest {
-            directory_id: d.clone(),
-            id: u.id.clone(),
-            patch: bad_path.to_string(),
-            if_version: None,
-        })
+        .patch_user(&d, &u.id, &bad_path, None)
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -209,15 +154,8 @@ async fn patch_user_applies_scim_operations_atomically() {
     );
 
     // The rejected PATCH changed nothing.
-    let after = env
-        .dir
-        .get_user(GetUserRequest {
-            directory_id: d.clone(),
-            id: u.id.clone(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(after.into_inner().user.unwrap().meta.unwrap().version, 2);
+    let after = env.get_user(&d, &u.id).await.unwrap();
+    assert_eq!(after.meta.unwrap().version, 2);
 }
 
 #[tokio::test]
@@ -237,17 +175,7 @@ async fn attribute_mappings_fill_fields_and_custom_attributes() {
         "nickName": "Mappy",
         enterprise: {"costCenter": "CC-42"}
     });
-    let u = env
-        .dir
-        .create_user(CreateUserRequest {
-            directory_id: d.clone(),
-            resource: resource.to_string(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .user
-        .unwrap();
+    let u = env.create_user(&d, resource.to_string()).await.unwrap();
     assert_eq!(
         u.custom_attributes.get("cost_center").map(String::as_str),
         Some("CC-42")
@@ -264,18 +192,7 @@ async fn group_crud_with_members_and_patch() {
     let g = env.group(&d, "Eng", &[&a.id]).await;
     assert_eq!((g.display_name.as_str(), g.member_count), ("Eng", 1));
 
-    let got = env
-        .dir
-        .get_group(GetGroupRequest {
-            directory_id: d.clone(),
-            id: g.id.clone(),
-            exclude_members: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
+    let got = env.get_group(&d, &g.id, false).await.unwrap();
     assert_eq!(got.members.len(), 1);
     assert_eq!(
         (got.members[0].id.as_str(), got.members[0].r#type),
@@ -288,33 +205,24 @@ async fn group_crud_with_members_and_patch() {
         {"op": "add", "path": "members", "value": [{"value": b.id}]},
         {"op": "remove", "path": format!("members[value eq \"{}\"]", a.id)}
     ]));
-    let patched = env
-        .dir
-        .patch_group(PatchGroupRequest {
-            directory_id: d.clone(),
-            id: g.id.clone(),
-            patch: patch.to_string(),
-            if_version: None,
-            exclude_members: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
+    let req = PatchGroupRequest {
+        directory_id: d.clone(),
+        id: g.id.clone(),
+        patch: patch.to_string(),
+        if_version: None,
+        exclude_members: false,
+    };
+    let patched = succeeded(env.dir.patch_group(req).await).group.unwrap();
     assert_eq!(patched.display_name, "Engineering");
     let ids: Vec<_> = patched.members.iter().map(|m| m.id.clone()).collect();
     assert_eq!(ids, vec![b.id.clone()]);
 
     // Duplicate display names are a uniqueness conflict.
-    let dup = env
-        .dir
-        .create_group(CreateGroupRequest {
-            directory_id: d.clone(),
-            resource: group_json("engineering", &[]),
-        })
-        .await
-        .unwrap_err();
+    let req = CreateGroupRequest {
+        directory_id: d.clone(),
+        resource: group_json("engineering", &[]),
+    };
+    let dup = env.dir.create_group(req).await.unwrap_err();
     assert_eq!(dup.code(), Code::AlreadyExists);
     assert_eq!(meta(&dup, SCIM_TYPE_KEY).as_deref(), Some("uniqueness"));
 
@@ -332,26 +240,14 @@ async fn group_crud_with_members_and_patch() {
         assert_eq!(replaced.group.unwrap().member_count, member_count);
     }
 
-    env.dir
-        .delete_group(DeleteGroupRequest {
-            directory_id: d.clone(),
-            id: g.id.clone(),
-            if_version: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        failure_code(
-            env.dir
-                .get_group(GetGroupRequest {
-                    directory_id: d.clone(),
-                    id: g.id.clone(),
-                    exclude_members: true,
-                })
-                .await
-        ),
-        Code::NotFound
-    );
+    let delete = DeleteGroupRequest {
+        directory_id: d.clone(),
+        id: g.id.clone(),
+        if_version: None,
+    };
+    succeeded(env.dir.delete_group(delete).await);
+    let gone = env.get_group(&d, &g.id, true).await;
+    assert_eq!(failure_code(gone), Code::NotFound);
 }
 
 #[tokio::test]
@@ -361,16 +257,8 @@ async fn nested_groups_without_a_type_are_resolved() {
     let child = env.group(&d, "child", &[]).await;
     let parent = env.group(&d, "parent", &[&child.id]).await;
     let members = env
-        .dir
-        .list_group_members(ListGroupMembersRequest {
-            directory_id: d.clone(),
-            group_id: parent.id.clone(),
-            count: 0,
-            page_token: String::new(),
-        })
+        .group_members(&d, &parent.id, 0, String::new())
         .await
-        .unwrap()
-        .into_inner()
         .members;
     assert_eq!(members.len(), 1);
     assert_eq!(
@@ -379,14 +267,11 @@ async fn nested_groups_without_a_type_are_resolved() {
     );
 
     let unknown = uuid::Uuid::new_v4().to_string();
-    let status = env
-        .dir
-        .create_group(CreateGroupRequest {
-            directory_id: d.clone(),
-            resource: group_json("ghosts", &[&unknown]),
-        })
-        .await
-        .unwrap_err();
+    let req = CreateGroupRequest {
+        directory_id: d.clone(),
+        resource: group_json("ghosts", &[&unknown]),
+    };
+    let status = env.dir.create_group(req).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
 }
 
@@ -394,10 +279,7 @@ async fn nested_groups_without_a_type_are_resolved() {
 async fn member_rpcs_are_idempotent_and_paginate() {
     let mut env = Env::new("res_members").await;
     let d = env.directory("members").await;
-    let mut users = Vec::new();
-    for i in 0..5 {
-        users.push(env.user(&d, &format!("m{i}@example.com")).await);
-    }
+    let users = env.users(&d, "m", 5).await;
     let g = env.group(&d, "team", &[]).await;
     let refs: Vec<MemberRef> = users
         .iter()
@@ -406,56 +288,24 @@ async fn member_rpcs_are_idempotent_and_paginate() {
             r#type: MemberType::User as i32,
         })
         .collect();
-    let add = |members: Vec<MemberRef>| AddGroupMembersRequest {
-        directory_id: d.clone(),
-        group_id: g.id.clone(),
-        members,
-    };
-
-    let first = env
-        .dir
-        .add_group_members(add(refs.clone()))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(first.added, 5);
-    let again = env
-        .dir
-        .add_group_members(add(refs.clone()))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(again.added, 0, "re-adding present members is a no-op");
+    assert_eq!(env.add_members(&d, &g.id, refs.clone()).await, 5);
+    assert_eq!(
+        env.add_members(&d, &g.id, refs).await,
+        0,
+        "re-adding present members is a no-op"
+    );
 
     // Untyped members are resolved too.
     let untyped = vec![MemberRef {
         id: users[0].id.clone(),
         r#type: MemberType::Unspecified as i32,
     }];
-    assert_eq!(
-        env.dir
-            .add_group_members(add(untyped))
-            .await
-            .unwrap()
-            .into_inner()
-            .added,
-        0
-    );
+    assert_eq!(env.add_members(&d, &g.id, untyped).await, 0);
 
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let page = env
-            .dir
-            .list_group_members(ListGroupMembersRequest {
-                directory_id: d.clone(),
-                group_id: g.id.clone(),
-                count: 2,
-                page_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let page = env.group_members(&d, &g.id, 2, token).await;
         assert!(page.members.len() <= 2);
         seen.extend(page.members.into_iter().map(|m| m.id));
         if page.next_page_token.is_empty() {
@@ -472,20 +322,16 @@ async fn member_rpcs_are_idempotent_and_paginate() {
         group_id: g.id.clone(),
         member_ids: ids,
     };
-    let removed = env
-        .dir
-        .remove_group_members(remove(vec![users[0].id.clone(), "not-a-uuid".into()]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(removed.removed, 1);
-    let again = env
-        .dir
-        .remove_group_members(remove(vec![users[0].id.clone()]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(again.removed, 0, "removing an absent member is a no-op");
+    let first = users[0].id.clone();
+    let both = vec![first.clone(), "not-a-uuid".into()];
+    let removed = env.dir.remove_group_members(remove(both)).await;
+    assert_eq!(succeeded(removed).removed, 1);
+    let again = env.dir.remove_group_members(remove(vec![first])).await;
+    assert_eq!(
+        succeeded(again).removed,
+        0,
+        "removing an absent member is a no-op"
+    );
 }
 
 #[tokio::test]
@@ -561,10 +407,12 @@ async fn list_users_filters_sorts_and_pages() {
 async fn concurrent_member_changes_lose_nothing() {
     let mut env = Env::new("res_concurrent_members").await;
     let d = env.directory("concurrent").await;
-    let mut users = Vec::new();
-    for i in 0..20 {
-        users.push(env.user(&d, &format!("c{i}@example.com")).await.id);
-    }
+    let users: Vec<String> = env
+        .users(&d, "c", 20)
+        .await
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
     let g = env.group(&d, "crowd", &[]).await;
 
     // Half through AddGroupMembers, half through SCIM PATCH, all at once.
@@ -602,19 +450,7 @@ async fn concurrent_member_changes_lose_nothing() {
     for result in futures::future::join_all(adds).await {
         result.unwrap().unwrap();
     }
-    let get = GetGroupRequest {
-        directory_id: d.clone(),
-        id: g.id.clone(),
-        exclude_members: false,
-    };
-    let full = env
-        .dir
-        .get_group(get.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
+    let full = env.get_group(&d, &g.id, false).await.unwrap();
     assert_eq!(full.member_count, 20);
     assert_eq!(full.members.len(), 20);
 
@@ -638,14 +474,7 @@ async fn concurrent_member_changes_lose_nothing() {
         .map(|r| r.unwrap().unwrap())
         .sum();
     assert_eq!(removed, 10);
-    let after = env
-        .dir
-        .get_group(get)
-        .await
-        .unwrap()
-        .into_inner()
-        .group
-        .unwrap();
+    let after = env.get_group(&d, &g.id, false).await.unwrap();
     assert_eq!(after.member_count, 10);
     let mut left: Vec<_> = after.members.into_iter().map(|m| m.id).collect();
     left.sort();

@@ -19,15 +19,13 @@ use roster_testkit::on_both_backends;
 
 on_both_backends!(from_now_delivers_later_changes_in_order_with_cursors);
 async fn from_now_delivers_later_changes_in_order_with_cursors(backend: Backend) {
-    let mut env = Env::on(backend, "watch_from_now").await;
-    let d = env.directory("from-now").await;
+    let (mut env, d) = Env::on_with_directory(backend, "watch_from_now", "from-now").await;
     let before = env.user(&d, "before@example.com").await;
     let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
     let a = env.user(&d, "a@example.com").await;
     let b = env.user(&d, "b@example.com").await;
 
-    let (m1, c1) = next_change(&mut stream).await;
-    let (m2, c2) = next_change(&mut stream).await;
+    let [(m1, c1), (m2, c2)] = next_changes(&mut stream).await;
     assert_eq!(
         (kind(&c1), c1.resource_id.as_str()),
         (ChangeKind::UserCreated, a.id.as_str())
@@ -53,13 +51,11 @@ async fn from_now_delivers_later_changes_in_order_with_cursors(backend: Backend)
 
 on_both_backends!(resuming_from_a_cursor_has_no_gap_and_no_duplicate);
 async fn resuming_from_a_cursor_has_no_gap_and_no_duplicate(backend: Backend) {
-    let mut env = Env::on(backend, "watch_resume").await;
-    let d = env.directory("resume").await;
+    let (mut env, d) = Env::on_with_directory(backend, "watch_resume", "resume").await;
     let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
     let u1 = env.user(&d, "u1@example.com").await;
     let u2 = env.user(&d, "u2@example.com").await;
-    let (m1, c1) = next_change(&mut stream).await;
-    let (_, c2) = next_change(&mut stream).await;
+    let [(m1, c1), (_, c2)] = next_changes(&mut stream).await;
     assert_eq!(
         (c1.resource_id.as_str(), c2.resource_id.as_str()),
         (u1.id.as_str(), u2.id.as_str())
@@ -68,8 +64,7 @@ async fn resuming_from_a_cursor_has_no_gap_and_no_duplicate(backend: Backend) {
 
     let u3 = env.user(&d, "u3@example.com").await;
     let mut resumed = watch(&mut env.dir, &d, &[], Start::AfterCursor(m1.cursor.clone())).await;
-    let (_, r1) = next_change(&mut resumed).await;
-    let (_, r2) = next_change(&mut resumed).await;
+    let [(_, r1), (_, r2)] = next_changes(&mut resumed).await;
     assert_eq!(
         r1.resource_id, u2.id,
         "the first change after the cursor comes next"
@@ -86,8 +81,7 @@ async fn resuming_from_a_cursor_has_no_gap_and_no_duplicate(backend: Backend) {
 
 on_both_backends!(list_then_watch_is_exact);
 async fn list_then_watch_is_exact(backend: Backend) {
-    let mut env = Env::on(backend, "watch_list_then").await;
-    let d = env.directory("list-then-watch").await;
+    let (mut env, d) = Env::on_with_directory(backend, "watch_list_then", "list-then-watch").await;
     env.user(&d, "listed@example.com").await;
     let list = env.list_users(&d, Some(ListOptions::default())).await;
     assert_eq!(list.users.len(), 1);
@@ -108,14 +102,12 @@ async fn list_then_watch_is_exact(backend: Backend) {
     );
 
     let mut by_revision = watch(&mut env.dir, &d, &[], Start::AfterRevision(list.revision)).await;
-    let (_, c) = next_change(&mut by_revision).await;
-    assert_eq!(c.resource_id, after_list.id);
+    assert_next_change_of(&mut by_revision, &after_list.id).await;
 }
 
 on_both_backends!(initial_state_then_synced_then_live_changes);
 async fn initial_state_then_synced_then_live_changes(backend: Backend) {
-    let mut env = Env::on(backend, "watch_initial").await;
-    let d = env.directory("initial").await;
+    let (mut env, d) = Env::on_with_directory(backend, "watch_initial", "initial").await;
     let other = env.directory("other").await;
     let u1 = env.user(&d, "u1@example.com").await;
     let u2 = env.user(&d, "u2@example.com").await;
@@ -181,14 +173,12 @@ async fn initial_state_then_synced_then_live_changes(backend: Backend) {
 
     // The SYNCED cursor resumes right after the snapshot.
     let mut resumed = watch(&mut env.dir, &d, &[], Start::AfterCursor(synced.cursor)).await;
-    let (_, c) = next_change(&mut resumed).await;
-    assert_eq!(c.resource_id, live.id);
+    assert_next_change_of(&mut resumed, &live.id).await;
 }
 
 on_both_backends!(progress_markers_advance_past_filtered_out_events);
 async fn progress_markers_advance_past_filtered_out_events(backend: Backend) {
-    let mut env = Env::on(backend, "watch_progress").await;
-    let d = env.directory("progress").await;
+    let (mut env, d) = Env::on_with_directory(backend, "watch_progress", "progress").await;
     let mut stream = watch(
         &mut env.dir,
         &d,
@@ -214,17 +204,13 @@ async fn progress_markers_advance_past_filtered_out_events(backend: Backend) {
     // Resuming from the marker does not replay the hidden change either.
     let mut all_kinds = watch(&mut env.dir, &d, &[], Start::AfterCursor(progressed.cursor)).await;
     let later = env.user(&d, "later@example.com").await;
-    let (_, c) = next_change(&mut all_kinds).await;
-    assert_eq!(c.resource_id, later.id);
+    assert_next_change_of(&mut all_kinds, &later.id).await;
 }
 
 on_both_backends!(a_pruned_cursor_is_out_of_range_with_the_oldest_valid_cursor);
 async fn a_pruned_cursor_is_out_of_range_with_the_oldest_valid_cursor(backend: Backend) {
-    let mut env = Env::on(backend, "watch_pruned").await;
-    let d = env.directory("pruned").await;
-    for i in 0..3 {
-        env.user(&d, &format!("u{i}@example.com")).await;
-    }
+    let (mut env, d) = Env::on_with_directory(backend, "watch_pruned", "pruned").await;
+    env.users(&d, "u", 3).await;
     let pruned_through = env.store.prune_changes(0).await.expect("pruning");
     assert!(
         pruned_through > 1,
@@ -254,14 +240,12 @@ async fn a_pruned_cursor_is_out_of_range_with_the_oldest_valid_cursor(backend: B
     // The oldest valid cursor is accepted and delivers what follows.
     let mut stream = watch(&mut env.dir, &d, &[], Start::AfterCursor(oldest)).await;
     let next = env.user(&d, "next@example.com").await;
-    let (_, c) = next_change(&mut stream).await;
-    assert_eq!(c.resource_id, next.id);
+    assert_next_change_of(&mut stream, &next.id).await;
 }
 
 on_both_backends!(malformed_watch_requests_are_invalid_arguments);
 async fn malformed_watch_requests_are_invalid_arguments(backend: Backend) {
-    let mut env = Env::on(backend, "watch_invalid").await;
-    let d = env.directory("invalid").await;
+    let (mut env, d) = Env::on_with_directory(backend, "watch_invalid", "invalid").await;
     for start in [
         Start::AfterCursor("garbage".into()),
         Start::AfterRevision(-5),
@@ -298,14 +282,17 @@ async fn refused(env: &mut Env, directory: &str, start: Start) -> tonic::Status 
         .expect_err("the watch must be refused")
 }
 
+/// The cursor a watch issues with a change: the creation of a user in `d`.
+async fn an_issued_cursor(env: &mut Env, d: &str) -> String {
+    let mut stream = watch(&mut env.dir, d, &[], Start::FromNow(())).await;
+    env.user(d, "issued@example.com").await;
+    next_change(&mut stream).await.0.cursor
+}
+
 on_both_backends!(a_position_beyond_the_log_is_out_of_range);
 async fn a_position_beyond_the_log_is_out_of_range(backend: Backend) {
-    let mut env = Env::on(backend, "watch_future").await;
-    let d = env.directory("future").await;
-    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
-    env.user(&d, "u@example.com").await;
-    let (m, _) = next_change(&mut stream).await;
-    let issued = cursor::decode(&m.cursor).unwrap();
+    let (mut env, d) = Env::on_with_directory(backend, "watch_future", "future").await;
+    let issued = cursor::decode(&an_issued_cursor(&mut env, &d).await).unwrap();
     assert!(issued.epoch.is_some(), "issued cursors carry the epoch");
     let newest = env.store.log_bounds().await.unwrap().allocated_head;
 
@@ -341,25 +328,20 @@ async fn a_position_beyond_the_log_is_out_of_range(backend: Backend) {
         let newest = env.store.log_bounds().await.unwrap().allocated_head;
         let mut resumed = watch(&mut env.dir, &d, &[], start(newest)).await;
         let later = env.user(&d, &format!("later{i}@example.com")).await;
-        let (_, c) = next_change(&mut resumed).await;
-        assert_eq!(c.resource_id, later.id);
+        assert_next_change_of(&mut resumed, &later.id).await;
     }
 }
 
 on_both_backends!(a_cursor_from_before_a_restore_is_out_of_range);
 async fn a_cursor_from_before_a_restore_is_out_of_range(backend: Backend) {
-    let mut env = Env::on(backend, "watch_restore").await;
-    let d = env.directory("restore").await;
-    let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
-    env.user(&d, "before@example.com").await;
-    let (m, _) = next_change(&mut stream).await;
-    drop(stream);
+    let (mut env, d) = Env::on_with_directory(backend, "watch_restore", "restore").await;
+    let issued = an_issued_cursor(&mut env, &d).await;
     let list = env.list_users(&d, Some(ListOptions::default())).await;
 
     // The restore step: the log gets a new epoch. Both cursors' revisions
     // are still in range; they name the old history.
     env.store.renew_log_epoch().await.unwrap();
-    for old in [m.cursor, list.cursor] {
+    for old in [issued, list.cursor] {
         let status = refused(&mut env, &d, Start::AfterCursor(old.clone())).await;
         assert_eq!(status.code(), tonic::Code::OutOfRange, "{old}: {status:?}");
         assert!(status.message().contains("history"), "{}", status.message());
@@ -376,8 +358,7 @@ async fn a_cursor_from_before_a_restore_is_out_of_range(backend: Backend) {
     drop(fresh);
     let after = env.user(&d, "after@example.com").await;
     let mut resumed = watch(&mut env.dir, &d, &[], Start::AfterCursor(synced.cursor)).await;
-    let (_, c) = next_change(&mut resumed).await;
-    assert_eq!(c.resource_id, after.id);
+    assert_next_change_of(&mut resumed, &after.id).await;
 }
 
 #[tokio::test]
@@ -447,15 +428,12 @@ async fn hold_revision(
 
 #[tokio::test]
 async fn out_of_order_commits_are_delivered_in_revision_order() {
-    let mut env = Env::new("watch_out_of_order").await;
-    let d = env.directory("out-of-order").await;
+    let (mut env, d) =
+        Env::on_with_directory(Backend::Postgres, "watch_out_of_order", "out-of-order").await;
     let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
 
     let (slow_tx, early_revision, early_event) = hold_revision(&env.url, &d).await;
-    let mut later = Vec::new();
-    for i in 0..3 {
-        later.push(env.user(&d, &format!("later{i}@example.com")).await);
-    }
+    let later = env.users(&d, "later", 3).await;
     // Longer than the 1 s fallback poll: the tailer has re-read the log
     // meanwhile, and must still hold the later commits back.
     let held = messages_during(&mut stream, Duration::from_millis(1500)).await;
@@ -487,8 +465,7 @@ async fn out_of_order_commits_are_delivered_in_revision_order() {
 
 #[tokio::test]
 async fn an_aborted_revision_is_skipped() {
-    let mut env = Env::new("watch_aborted").await;
-    let d = env.directory("aborted").await;
+    let (mut env, d) = Env::on_with_directory(Backend::Postgres, "watch_aborted", "aborted").await;
     let mut stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
 
     let (slow_tx, aborted_revision, _) = hold_revision(&env.url, &d).await;
@@ -683,8 +660,7 @@ async fn a_consumer_that_stops_reading_is_cut_off_and_resumes_without_loss(backe
 
 on_both_backends!(a_watcher_ends_when_its_client_goes_away);
 async fn a_watcher_ends_when_its_client_goes_away(backend: Backend) {
-    let mut env = Env::on(backend, "watch_disconnect").await;
-    let d = env.directory("disconnect").await;
+    let (mut env, d) = Env::on_with_directory(backend, "watch_disconnect", "disconnect").await;
     let stream = watch(&mut env.dir, &d, &[], Start::FromNow(())).await;
     let hub = env.server.hub.clone();
     let open = |n: usize| {
@@ -701,8 +677,7 @@ async fn a_watcher_ends_when_its_client_goes_away(backend: Backend) {
 
 on_both_backends!(lifecycle_events_carry_changed_fields_and_tombstones);
 async fn lifecycle_events_carry_changed_fields_and_tombstones(backend: Backend) {
-    let mut env = Env::on(backend, "watch_lifecycle").await;
-    let d = env.directory("lifecycle").await;
+    let (mut env, d) = Env::on_with_directory(backend, "watch_lifecycle", "lifecycle").await;
     let u = env.user(&d, "life@example.com").await;
     let group = serde_json::json!({
         "schemas": [GROUP_SCHEMA],
@@ -758,8 +733,8 @@ async fn lifecycle_events_carry_changed_fields_and_tombstones(backend: Backend) 
 
 #[tokio::test]
 async fn list_then_watch_is_exact_across_an_out_of_order_commit() {
-    let mut env = Env::new("watch_list_out_of_order").await;
-    let d = env.directory("list-ooo").await;
+    let (mut env, d) =
+        Env::on_with_directory(Backend::Postgres, "watch_list_out_of_order", "list-ooo").await;
     let (slow_tx, early_revision, early_event) = hold_revision(&env.url, &d).await;
     // Committed with a later revision while the early one is still open:
     // the list sees this user, the stable head cannot pass the hole.
@@ -800,8 +775,7 @@ async fn list_then_watch_is_exact_across_an_out_of_order_commit() {
 
 on_both_backends!(a_deleted_directory_can_still_be_resumed_to_its_tombstone);
 async fn a_deleted_directory_can_still_be_resumed_to_its_tombstone(backend: Backend) {
-    let mut env = Env::on(backend, "watch_deleted_dir").await;
-    let d = env.directory("doomed").await;
+    let (mut env, d) = Env::on_with_directory(backend, "watch_deleted_dir", "doomed").await;
     let list = env.list_users(&d, None).await;
     env.admin
         .delete_directory(roster_proto::admin::DeleteDirectoryRequest { id: d.clone() })

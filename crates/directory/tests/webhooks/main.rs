@@ -85,24 +85,20 @@ async fn endpoint(admin: &mut AdminServiceClient<Channel>, id: &str) -> WebhookE
         .expect("endpoint")
 }
 
-fn user_name(r: &Received) -> String {
-    r.json["data"]["resource"]["user_name"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+/// RotateWebhookSecret with an hour's overlap of the old and new secrets.
+async fn rotate_secret(
+    admin: &mut AdminServiceClient<Channel>,
+    id: &str,
+) -> RotateWebhookSecretResponse {
+    let req = RotateWebhookSecretRequest {
+        id: id.into(),
+        overlap_seconds: 3600,
+    };
+    succeeded(admin.rotate_webhook_secret(req).await)
 }
 
 fn names(requests: &[Received]) -> Vec<String> {
-    requests.iter().map(user_name).collect()
-}
-
-/// Waits until the receiver accepted `n` requests.
-async fn accepted(receiver: &Receiver, n: usize) -> Vec<Received> {
-    eventually(&format!("{n} accepted deliveries"), DEADLINE, || async {
-        (receiver.accepted_count() >= n).then_some(())
-    })
-    .await;
-    receiver.accepted()
+    requests.iter().map(|r| r.user_name().to_owned()).collect()
 }
 
 /// Every request for an event arrives before any request for a later one.
@@ -120,7 +116,7 @@ async fn deliveries_arrive_in_order_through_failures(backend: Backend) {
     let key = sealing_key();
     let mut env = Env::on_with_config(backend, "hooks_order", config(&key)).await;
     let dir = env.directory("acme").await;
-    let receiver = Receiver::start(Box::new(|r, times| match (user_name(r).as_str(), times) {
+    let receiver = Receiver::start(Box::new(|r, times| match (r.user_name(), times) {
         ("u03", 0 | 1) => Answer::Status(500),
         ("u05", 0) => Answer::Drop,
         ("u07", 0) => Answer::Hang,
@@ -133,7 +129,7 @@ async fn deliveries_arrive_in_order_through_failures(backend: Backend) {
         env.user(&dir, name).await;
     }
 
-    let delivered = accepted(&receiver, expected.len()).await;
+    let delivered = receiver.wait_accepted(expected.len(), DEADLINE).await;
     assert_eq!(names(&delivered), expected, "each event once, in order");
     let all = receiver.requests();
     assert_in_log_order(&all);
@@ -145,16 +141,11 @@ async fn deliveries_arrive_in_order_through_failures(backend: Backend) {
         assert_eq!(r.json["data"]["directory_id"].as_str(), Some(dir.as_str()));
     }
 
-    let attempts = env
-        .admin
-        .list_webhook_attempts(ListWebhookAttemptsRequest {
-            id: hook.id.clone(),
-            limit: 100,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .attempts;
+    let req = ListWebhookAttemptsRequest {
+        id: hook.id.clone(),
+        limit: 100,
+    };
+    let attempts = succeeded(env.admin.list_webhook_attempts(req).await).attempts;
     let failed: Vec<i32> = attempts
         .iter()
         .filter(|a| !a.succeeded)
@@ -247,19 +238,18 @@ async fn dead_letter_then_skip_and_replay(backend: Backend) {
     assert_eq!(dead.lag_events, 3, "u0, u1 and u2 wait");
     let tried = receiver.requests();
     assert!(tried.len() >= 2, "retried within the horizon");
-    assert!(tried.iter().all(|r| user_name(r) == "u0"), "never past u0");
+    assert!(tried.iter().all(|r| r.user_name() == "u0"), "never past u0");
 
     receiver.set_script(Box::new(|_, _| Answer::Status(200)));
-    let skipped = env
-        .admin
-        .skip_webhook_event(SkipWebhookEventRequest {
-            id: hook.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let req = SkipWebhookEventRequest {
+        id: hook.id.clone(),
+    };
+    let skipped = succeeded(env.admin.skip_webhook_event(req).await);
     assert!(skipped.skipped_revision > hook.cursor_revision);
-    assert_eq!(names(&accepted(&receiver, 2).await), ["u1", "u2"]);
+    assert_eq!(
+        names(&receiver.wait_accepted(2, DEADLINE).await),
+        ["u1", "u2"]
+    );
 
     env.admin
         .replay_webhook_endpoint(ReplayWebhookEndpointRequest {
@@ -268,7 +258,7 @@ async fn dead_letter_then_skip_and_replay(backend: Backend) {
         })
         .await
         .unwrap();
-    let again = accepted(&receiver, 5).await;
+    let again = receiver.wait_accepted(5, DEADLINE).await;
     assert_eq!(names(&again), ["u1", "u2", "u0", "u1", "u2"]);
     assert_in_log_order(&again[2..]);
 }
@@ -285,7 +275,7 @@ async fn a_replica_killed_mid_delivery_loses_nothing() {
     let mut admin = first.admin().await;
     let mut dir_client = first.directory().await;
     let dir = create_directory_named(&mut admin, "acme").await;
-    let receiver = Receiver::start(Box::new(|r, times| match (user_name(r).as_str(), times) {
+    let receiver = Receiver::start(Box::new(|r, times| match (r.user_name(), times) {
         ("u2", 0) => Answer::Hang,
         _ => Answer::Status(200),
     }))
@@ -295,23 +285,19 @@ async fn a_replica_killed_mid_delivery_loses_nothing() {
     for i in 0..5 {
         create_user(&mut dir_client, &dir, &format!("u{i}")).await;
     }
-    eventually("u2 in flight", DEADLINE, || async {
-        receiver
-            .requests()
-            .iter()
-            .any(|r| user_name(r) == "u2")
-            .then_some(())
-    })
-    .await;
+    receiver.wait_requests_for("u2", 1, DEADLINE).await;
     drop(first);
 
     let second = Server::start(replica_store(&url).await, config(&key)).await;
-    let delivered = accepted(&receiver, 5).await;
+    let delivered = receiver.wait_accepted(5, DEADLINE).await;
     assert_eq!(names(&delivered), ["u0", "u1", "u2", "u3", "u4"]);
     let all = receiver.requests();
     assert_in_log_order(&all);
-    let u2 = all.iter().filter(|r| user_name(r) == "u2").count();
-    assert_eq!(u2, 2, "only the in-flight event is sent twice");
+    assert_eq!(
+        receiver.requests_for("u2"),
+        2,
+        "only the in-flight event is sent twice"
+    );
     assert!(all.iter().all(|r| verify_spec(&secret, r)));
     let mut admin = second.admin().await;
     assert_eq!(endpoint(&mut admin, &hook.id).await.attempts, 0);
@@ -334,7 +320,7 @@ async fn two_replicas_deliver_each_event_once() {
     for name in &expected {
         create_user(&mut dir_client, &dir, name).await;
     }
-    let delivered = accepted(&receiver, expected.len()).await;
+    let delivered = receiver.wait_accepted(expected.len(), DEADLINE).await;
     assert_eq!(names(&delivered), expected);
     assert_eq!(receiver.requests().len(), expected.len(), "no duplicates");
     let store = replica_store(&url).await;
@@ -359,22 +345,14 @@ async fn endpoints_filter_rotate_and_test(backend: Backend) {
     env.user(&acme, "not-a-group").await;
     env.group(&globex, "other directory", &[]).await;
     env.group(&acme, "engineering", &[]).await;
-    let first = accepted(&receiver, 1).await;
+    let first = receiver.wait_accepted(1, DEADLINE).await;
     assert_eq!(first[0].kind(), "group.created");
     assert_eq!(
         first[0].json["data"]["resource"]["display_name"].as_str(),
         Some("engineering")
     );
 
-    let rotated = env
-        .admin
-        .rotate_webhook_secret(RotateWebhookSecretRequest {
-            id: groups_only.id.clone(),
-            overlap_seconds: 3600,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let rotated = rotate_secret(&mut env.admin, &groups_only.id).await;
     assert_ne!(rotated.secret, secret);
     assert!(
         rotated
@@ -384,19 +362,15 @@ async fn endpoints_filter_rotate_and_test(backend: Backend) {
             .is_some()
     );
     env.group(&acme, "sales", &[]).await;
-    let second = accepted(&receiver, 2).await;
+    let second = receiver.wait_accepted(2, DEADLINE).await;
     let during = &second[1];
     assert_eq!(during.signature.split(' ').count(), 2);
     assert!(verify_spec(&secret, during) && verify_spec(&rotated.secret, during));
 
-    let test = env
-        .admin
-        .send_test_webhook_event(SendTestWebhookEventRequest {
-            id: groups_only.id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    let req = SendTestWebhookEventRequest {
+        id: groups_only.id.clone(),
+    };
+    let test = succeeded(env.admin.send_test_webhook_event(req).await)
         .attempt
         .unwrap();
     assert!(test.succeeded && test.status_code == 200);
@@ -407,27 +381,18 @@ async fn endpoints_filter_rotate_and_test(backend: Backend) {
         .expect("test event received");
     assert!(verify_spec(&rotated.secret, &ping));
 
-    let listed = env
-        .admin
-        .list_webhook_endpoints(ListWebhookEndpointsRequest {
-            directory_id: globex.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .endpoints;
+    let req = ListWebhookEndpointsRequest {
+        directory_id: globex.clone(),
+    };
+    let listed = succeeded(env.admin.list_webhook_endpoints(req).await).endpoints;
     assert!(listed.is_empty(), "acme's endpoint is not globex's");
-    let updated = env
-        .admin
-        .update_webhook_endpoint(UpdateWebhookEndpointRequest {
-            id: groups_only.id.clone(),
-            enabled: Some(false),
-            description: Some("paused".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
+    let req = UpdateWebhookEndpointRequest {
+        id: groups_only.id.clone(),
+        enabled: Some(false),
+        description: Some("paused".into()),
+        ..Default::default()
+    };
+    let updated = succeeded(env.admin.update_webhook_endpoint(req).await)
         .endpoint
         .unwrap();
     assert_eq!(
@@ -494,7 +459,7 @@ async fn a_replay_during_retries_restarts_from_the_new_position(backend: Backend
     let key = sealing_key();
     let mut env = Env::on_with_config(backend, "hooks_replay", config(&key)).await;
     let dir = env.directory("acme").await;
-    let receiver = Receiver::start(Box::new(|r, _| match user_name(r).as_str() {
+    let receiver = Receiver::start(Box::new(|r, _| match r.user_name() {
         "u1" => Answer::Status(500),
         _ => Answer::Status(200),
     }))
@@ -503,15 +468,7 @@ async fn a_replay_during_retries_restarts_from_the_new_position(backend: Backend
     for name in ["u0", "u1", "u2"] {
         env.user(&dir, name).await;
     }
-    eventually("u1 retried", DEADLINE, || async {
-        let tries = receiver
-            .requests()
-            .iter()
-            .filter(|r| user_name(r) == "u1")
-            .count();
-        (tries >= 3).then_some(())
-    })
-    .await;
+    receiver.wait_requests_for("u1", 3, DEADLINE).await;
     env.admin
         .replay_webhook_endpoint(ReplayWebhookEndpointRequest {
             id: hook.id.clone(),
@@ -519,9 +476,12 @@ async fn a_replay_during_retries_restarts_from_the_new_position(backend: Backend
         })
         .await
         .unwrap();
-    assert_eq!(names(&accepted(&receiver, 2).await), ["u0", "u0"]);
+    assert_eq!(
+        names(&receiver.wait_accepted(2, DEADLINE).await),
+        ["u0", "u0"]
+    );
     receiver.set_script(Box::new(|_, _| Answer::Status(200)));
-    let delivered = accepted(&receiver, 4).await;
+    let delivered = receiver.wait_accepted(4, DEADLINE).await;
     assert_eq!(names(&delivered), ["u0", "u0", "u1", "u2"]);
 }
 on_both_backends!(a_replay_during_retries_restarts_from_the_new_position);
@@ -554,14 +514,10 @@ async fn ten_thousand_changes_arrive_in_order_through_failures() {
     let total = 100 + 100 + 100 * 100;
 
     let started = std::time::Instant::now();
-    eventually(
-        "10,200 accepted deliveries",
-        Duration::from_secs(600),
-        || async { (receiver.accepted_count() >= total).then_some(()) },
-    )
-    .await;
+    let delivered = receiver
+        .wait_accepted(total, Duration::from_secs(600))
+        .await;
     eprintln!("delivered {total} events in {:?}", started.elapsed());
-    let delivered = receiver.accepted();
     let revisions: Vec<i64> = delivered.iter().map(Received::revision).collect();
     let first = hook.cursor_revision + 1;
     let expected: Vec<i64> = (first..first + total as i64).collect();
@@ -602,15 +558,8 @@ async fn rotating_after_a_lost_sealing_key_resumes_delivery() {
     let mut admin = new.admin().await;
     let mut dir_client = new.directory().await;
     create_user(&mut dir_client, &dir, "u0").await;
-    let rotated = admin
-        .rotate_webhook_secret(RotateWebhookSecretRequest {
-            id: hook.id.clone(),
-            overlap_seconds: 3600,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let delivered = accepted(&receiver, 1).await;
+    let rotated = rotate_secret(&mut admin, &hook.id).await;
+    let delivered = receiver.wait_accepted(1, DEADLINE).await;
     assert_eq!(names(&delivered), ["u0"]);
     assert_eq!(delivered[0].signature.split(' ').count(), 1);
     assert!(verify_spec(&rotated.secret, &delivered[0]));
@@ -643,19 +592,19 @@ async fn deliveries_survive_a_sealing_key_rotation(backend: Backend) {
     let second = env.admin.rotate_webhook_secret(rotate).await.unwrap();
     let second = second.into_inner().secret;
     env.user(&acme, "u0").await;
-    accepted(&receiver, 1).await;
+    receiver.wait_accepted(1, DEADLINE).await;
     let both_sign = |r: &Received| verify_spec(&first, r) && verify_spec(&second, r);
 
     let mut env = env.restart(keyed(&b, &[&a])).await;
     env.user(&acme, "u1").await;
-    assert!(both_sign(&accepted(&receiver, 2).await[1]));
+    assert!(both_sign(&receiver.wait_accepted(2, DEADLINE).await[1]));
     assert_eq!(env.reseal().await, (2, 0, vec![]));
     assert_eq!(env.reseal().await, (0, 2, vec![]), "nothing left under A");
     let under_b = stored_secrets(&env, &hook.id).await;
 
     let mut env = env.restart(keyed(&b, &[])).await;
     env.user(&acme, "u2").await;
-    assert!(both_sign(&accepted(&receiver, 3).await[2]));
+    assert!(both_sign(&receiver.wait_accepted(3, DEADLINE).await[2]));
 
     let mut env = env.restart(keyed(&wrong, &[])).await;
     let test = SendTestWebhookEventRequest {
@@ -672,7 +621,7 @@ async fn deliveries_survive_a_sealing_key_rotation(backend: Backend) {
     assert_eq!(stored_secrets(&env, &hook.id).await, under_b);
 
     let env = env.restart(keyed(&b, &[])).await;
-    let got = accepted(&receiver, 4).await;
+    let got = receiver.wait_accepted(4, DEADLINE).await;
     assert_eq!(names(&got), ["u0", "u1", "u2", "u3"]);
     assert!(got.iter().all(both_sign));
     drop(env);

@@ -56,59 +56,60 @@ fn every_rfc_example_parses_and_round_trips() {
 
 #[test]
 fn rfc_examples_parse_to_the_expected_trees() {
-    assert_eq!(
-        p(r#"userName eq "bjensen""#),
-        cmp(AttrPath::new("userName"), CompareOp::Eq, s("bjensen"))
-    );
-    assert_eq!(
-        p(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName sw "J""#),
-        cmp(
-            AttrPath {
-                schema: Some("urn:ietf:params:scim:schemas:core:2.0:User".into()),
-                name: "userName".into(),
-                sub_attr: None
-            },
-            CompareOp::Sw,
-            s("J")
-        )
-    );
-    assert_eq!(
-        p(r#"userType eq "Employee" and (emails.type eq "work")"#),
-        and(
-            cmp(AttrPath::new("userType"), CompareOp::Eq, s("Employee")),
-            cmp(
-                AttrPath::with_sub("emails", "type"),
-                CompareOp::Eq,
-                s("work")
-            )
-        )
-    );
-    assert_eq!(
-        p(
-            r#"userType ne "Employee" and not (emails co "example.com" or emails.value co "example.org")"#
+    let user_name = AttrPath {
+        schema: Some("urn:ietf:params:scim:schemas:core:2.0:User".into()),
+        name: "userName".into(),
+        sub_attr: None,
+    };
+    let employee = |op| cmp(AttrPath::new("userType"), op, s("Employee"));
+    let cases = [
+        (
+            r#"userName eq "bjensen""#,
+            cmp(AttrPath::new("userName"), CompareOp::Eq, s("bjensen")),
         ),
-        and(
-            cmp(AttrPath::new("userType"), CompareOp::Ne, s("Employee")),
-            Filter::Not(Box::new(or(
-                cmp(AttrPath::new("emails"), CompareOp::Co, s("example.com")),
+        (
+            r#"urn:ietf:params:scim:schemas:core:2.0:User:userName sw "J""#,
+            cmp(user_name, CompareOp::Sw, s("J")),
+        ),
+        (
+            r#"userType eq "Employee" and (emails.type eq "work")"#,
+            and(
+                employee(CompareOp::Eq),
                 cmp(
-                    AttrPath::with_sub("emails", "value"),
-                    CompareOp::Co,
-                    s("example.org")
-                )
-            )))
-        )
-    );
-    assert_eq!(
-        p(r#"emails[type eq "work" and value co "@example.com"]"#),
-        Filter::ValuePath {
-            attr: AttrPath::new("emails"),
-            filter: Box::new(and(
-                cmp(AttrPath::new("type"), CompareOp::Eq, s("work")),
-                cmp(AttrPath::new("value"), CompareOp::Co, s("@example.com"))
-            ))
-        }
-    );
+                    AttrPath::with_sub("emails", "type"),
+                    CompareOp::Eq,
+                    s("work"),
+                ),
+            ),
+        ),
+        (
+            r#"userType ne "Employee" and not (emails co "example.com" or emails.value co "example.org")"#,
+            and(
+                employee(CompareOp::Ne),
+                Filter::Not(Box::new(or(
+                    cmp(AttrPath::new("emails"), CompareOp::Co, s("example.com")),
+                    cmp(
+                        AttrPath::with_sub("emails", "value"),
+                        CompareOp::Co,
+                        s("example.org"),
+                    ),
+                ))),
+            ),
+        ),
+        (
+            r#"emails[type eq "work" and value co "@example.com"]"#,
+            Filter::ValuePath {
+                attr: AttrPath::new("emails"),
+                filter: Box::new(and(
+                    cmp(AttrPath::new("type"), CompareOp::Eq, s("work")),
+                    cmp(AttrPath::new("value"), CompareOp::Co, s("@example.com")),
+                )),
+            },
+        ),
+    ];
+    for (src, expected) in cases {
+        assert_eq!(p(src), expected, "{src}");
+    }
 }
 
 #[test]

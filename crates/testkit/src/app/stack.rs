@@ -12,13 +12,14 @@ use roster_proto::admin::{
 };
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
 use roster_proto::directory::{
-    CreateGroupRequest, CreateUserRequest, Group, ListOptions, ListUsersRequest, ListUsersResponse,
-    User,
+    AddGroupMembersRequest, CreateGroupRequest, CreateUserRequest, GetGroupRequest, GetUserRequest,
+    Group, ListGroupMembersRequest, ListGroupMembersResponse, ListOptions, ListUsersRequest,
+    ListUsersResponse, MemberRef, PatchUserRequest, User,
 };
 use roster_store::Store;
 use roster_store::postgres::PgStore;
 use roster_store::sqlite::SqliteStore;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -216,6 +217,14 @@ impl Env {
         Self::on_with_config(backend, prefix, test_config()).await
     }
 
+    /// [`Env::on`] with a directory named `name` in it, and its id: how
+    /// most tests start.
+    pub async fn on_with_directory(backend: Backend, prefix: &str, name: &str) -> (Env, String) {
+        let mut env = Self::on(backend, prefix).await;
+        let directory = env.directory(name).await;
+        (env, directory)
+    }
+
     /// A fresh store of `backend` and a server over it with `config`.
     pub async fn on_with_config(backend: Backend, prefix: &str, config: DirectoryConfig) -> Env {
         match backend {
@@ -269,6 +278,17 @@ impl Env {
         create_user(&mut self.dir, directory_id, user_name).await
     }
 
+    /// Creates the users `{prefix}{i}@example.com` for `i` in `0..n`, in
+    /// that order, and returns them.
+    pub async fn users(&mut self, directory_id: &str, prefix: &str, n: usize) -> Vec<User> {
+        let mut users = Vec::with_capacity(n);
+        for i in 0..n {
+            let user_name = format!("{prefix}{i}@example.com");
+            users.push(self.user(directory_id, &user_name).await);
+        }
+        users
+    }
+
     /// Creates a group named `name` with the members `members` and returns it.
     pub async fn group(&mut self, directory_id: &str, name: &str, members: &[&str]) -> Group {
         create_group(&mut self.dir, directory_id, group_json(name, members)).await
@@ -278,6 +298,12 @@ impl Env {
 /// The status code of a gRPC call that must fail.
 pub fn failure_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> tonic::Code {
     result.expect_err("the call must fail").code()
+}
+
+/// The reply of a gRPC call that must succeed.
+#[track_caller]
+pub fn succeeded<T>(result: Result<tonic::Response<T>, tonic::Status>) -> T {
+    result.expect("the call must succeed").into_inner()
 }
 
 impl Env {
@@ -296,6 +322,102 @@ impl Env {
             .await
             .expect("ListUsers")
             .into_inner()
+    }
+
+    // DirectoryService calls answering the resource, or the call's status
+    // for the tests of failures.
+
+    /// `CreateUser` of the SCIM resource `resource` (JSON text).
+    pub async fn create_user(
+        &mut self,
+        directory_id: &str,
+        resource: String,
+    ) -> Result<User, tonic::Status> {
+        let req = CreateUserRequest {
+            directory_id: directory_id.into(),
+            resource,
+        };
+        let reply = self.dir.create_user(req).await?.into_inner();
+        Ok(reply.user.expect("user"))
+    }
+
+    /// `GetUser`.
+    pub async fn get_user(&mut self, directory_id: &str, id: &str) -> Result<User, tonic::Status> {
+        let req = GetUserRequest {
+            directory_id: directory_id.into(),
+            id: id.into(),
+        };
+        let reply = self.dir.get_user(req).await?.into_inner();
+        Ok(reply.user.expect("user"))
+    }
+
+    /// `PatchUser` with the PatchOp `patch`.
+    pub async fn patch_user(
+        &mut self,
+        directory_id: &str,
+        id: &str,
+        patch: &Value,
+        if_version: Option<i64>,
+    ) -> Result<User, tonic::Status> {
+        let req = PatchUserRequest {
+            directory_id: directory_id.into(),
+            id: id.into(),
+            patch: patch.to_string(),
+            if_version,
+        };
+        let reply = self.dir.patch_user(req).await?.into_inner();
+        Ok(reply.user.expect("user"))
+    }
+
+    /// `GetGroup`, with its members unless `exclude_members`.
+    pub async fn get_group(
+        &mut self,
+        directory_id: &str,
+        id: &str,
+        exclude_members: bool,
+    ) -> Result<Group, tonic::Status> {
+        let req = GetGroupRequest {
+            directory_id: directory_id.into(),
+            id: id.into(),
+            exclude_members,
+        };
+        let reply = self.dir.get_group(req).await?.into_inner();
+        Ok(reply.group.expect("group"))
+    }
+
+    /// `AddGroupMembers`: how many of `members` were added.
+    pub async fn add_members(
+        &mut self,
+        directory_id: &str,
+        group_id: &str,
+        members: Vec<MemberRef>,
+    ) -> i64 {
+        let req = AddGroupMembersRequest {
+            directory_id: directory_id.into(),
+            group_id: group_id.into(),
+            members,
+        };
+        let reply = self.dir.add_group_members(req).await;
+        reply.expect("AddGroupMembers").into_inner().added
+    }
+
+    /// `ListGroupMembers`: the page of at most `count` members after
+    /// `page_token` (0 and "": the first page of the default size).
+    pub async fn group_members(
+        &mut self,
+        directory_id: &str,
+        group_id: &str,
+        count: i32,
+        page_token: String,
+    ) -> ListGroupMembersResponse {
+        let req = ListGroupMembersRequest {
+            directory_id: directory_id.into(),
+            group_id: group_id.into(),
+            count,
+            page_token,
+        };
+        let reply = self.dir.list_group_members(req).await;
+        reply.expect("ListGroupMembers").into_inner()
     }
 }
 

@@ -460,6 +460,24 @@ pub async fn next_change(
     .expect("no change in time")
 }
 
+/// The next `N` changes and their messages, each within [`PROMPTLY`].
+pub async fn next_changes<const N: usize>(
+    stream: &mut Streaming<WatchChangesResponse>,
+) -> [(WatchChangesResponse, Change); N] {
+    let mut changes = Vec::with_capacity(N);
+    for _ in 0..N {
+        changes.push(next_change(stream).await);
+    }
+    changes.try_into().expect("N changes")
+}
+
+/// Waits for the next change on `stream` and asserts it is one of
+/// resource `id`.
+pub async fn assert_next_change_of(stream: &mut Streaming<WatchChangesResponse>, id: &str) {
+    let (_, change) = next_change(stream).await;
+    assert_eq!(change.resource_id, id, "the next change's resource");
+}
+
 /// Collects every message that arrives within `window`; the stream must
 /// stay open meanwhile.
 pub async fn messages_during(

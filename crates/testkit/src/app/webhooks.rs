@@ -52,6 +52,12 @@ impl Received {
     pub fn kind(&self) -> &str {
         self.json["type"].as_str().unwrap_or("")
     }
+    /// The `user_name` of a user event's resource ("" for other events).
+    pub fn user_name(&self) -> &str {
+        self.json["data"]["resource"]["user_name"]
+            .as_str()
+            .unwrap_or("")
+    }
 }
 
 /// Decides the answer to a request: gets the request and how many times
@@ -121,6 +127,38 @@ impl Receiver {
             .into_iter()
             .filter(Received::accepted)
             .collect()
+    }
+
+    /// How many requests for the events of user `user_name` arrived,
+    /// whatever the answer.
+    pub fn requests_for(&self, user_name: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        state
+            .requests
+            .iter()
+            .filter(|r| r.user_name() == user_name)
+            .count()
+    }
+
+    /// Waits until `n` requests were accepted (failing after `deadline`)
+    /// and returns the accepted requests.
+    pub async fn wait_accepted(&self, n: usize, deadline: Duration) -> Vec<Received> {
+        let what = format!("{n} accepted deliveries");
+        crate::eventually(&what, deadline, || async {
+            (self.accepted_count() >= n).then_some(())
+        })
+        .await;
+        self.accepted()
+    }
+
+    /// Waits until `n` requests for user `user_name`'s events arrived
+    /// (failing after `deadline`): one is in flight, or was retried.
+    pub async fn wait_requests_for(&self, user_name: &str, n: usize, deadline: Duration) {
+        let what = format!("{n} requests for {user_name}");
+        crate::eventually(&what, deadline, || async {
+            (self.requests_for(user_name) >= n).then_some(())
+        })
+        .await;
     }
 }
 
