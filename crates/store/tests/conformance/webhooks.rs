@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use roster_store::*;
 
-use super::directory;
+use super::{assert_not_found, directory};
 
 fn new_endpoint(dir: Option<DirectoryId>, url: &str, cursor: i64) -> NewWebhook {
     NewWebhook {
@@ -121,10 +121,7 @@ pub async fn webhook_endpoints_are_created_filtered_updated_and_deleted(store: A
         store.get_webhook(of_a.id).await,
         Err(StoreError::NotFound("webhook endpoint"))
     ));
-    assert!(matches!(
-        store.delete_webhook(of_a.id).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_not_found(store.delete_webhook(of_a.id).await);
 }
 
 pub async fn one_owner_holds_a_webhook_lease_until_it_expires_or_is_released(
