@@ -2,17 +2,14 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
-use super::codec::{Col, id_text, time_text};
+use super::codec::{id_text, time_text};
 use super::errors::map_db;
+use crate::credentials;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::rows;
 use crate::write::{Backend, Credentials};
-
-const COLUMNS: &str = "id, name, scope, prefix, created_at, revoked_at";
 
 #[async_trait]
 impl Credentials for SqliteStore {
@@ -44,12 +41,7 @@ impl Credentials for SqliteStore {
     }
 
     async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM service_credentials WHERE (? OR revoked_at IS NULL) \
-             ORDER BY created_seq"
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(include_revoked);
-        rows::all(query, &self.readers, decode).await
+        credentials::list(self, include_revoked).await
     }
 
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
@@ -71,17 +63,6 @@ impl Credentials for SqliteStore {
     }
 
     async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
-        rows::live_secret(&self.readers, "service_credentials", COLUMNS, &hash, decode).await
+        credentials::find(self, hash).await
     }
-}
-
-fn decode(row: &SqliteRow) -> StoreResult<Credential> {
-    Ok(Credential {
-        id: CredentialId(row.id("id")?),
-        name: row.text("name")?,
-        scope: row.parsed("scope")?,
-        prefix: row.text("prefix")?,
-        created_at: row.time("created_at")?,
-        revoked_at: row.opt_time("revoked_at")?,
-    })
 }
