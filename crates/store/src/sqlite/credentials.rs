@@ -5,7 +5,6 @@ use chrono::Utc;
 
 use super::SqliteStore;
 use super::codec::{id_text, time_text};
-use super::errors::map_db;
 use crate::credentials;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
@@ -23,19 +22,19 @@ impl Credentials for SqliteStore {
             revoked_at: None,
         };
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO service_credentials (id, name, scope, prefix, hash, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+        tx.execute(
+            sqlx::query(
+                "INSERT INTO service_credentials (id, name, scope, prefix, hash, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id_text(credential.id.0))
+            .bind(&credential.name)
+            .bind(credential.scope.as_str())
+            .bind(&credential.prefix)
+            .bind(&new.hash[..])
+            .bind(time_text(credential.created_at)),
         )
-        .bind(id_text(credential.id.0))
-        .bind(&credential.name)
-        .bind(credential.scope.as_str())
-        .bind(&credential.prefix)
-        .bind(&new.hash[..])
-        .bind(time_text(credential.created_at))
-        .execute(tx.conn())
-        .await
-        .map_err(map_db)?;
+        .await?;
         self.commit(tx).await?;
         Ok(credential)
     }
@@ -46,16 +45,11 @@ impl Credentials for SqliteStore {
 
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let found = sqlx::query(
+        let revoke = sqlx::query(
             "UPDATE service_credentials SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-        )
-        .bind(time_text(tx.now))
-        .bind(id_text(id.0))
-        .execute(tx.conn())
-        .await
-        .map_err(map_db)?
-        .rows_affected();
-        if found == 0 {
+        );
+        let query = revoke.bind(time_text(tx.now)).bind(id_text(id.0));
+        if tx.changed(query).await? == 0 {
             return Err(StoreError::NotFound("credential"));
         }
         self.commit(tx).await?;
