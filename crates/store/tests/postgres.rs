@@ -310,6 +310,13 @@ async fn list_cursors_stay_exact_under_concurrent_writes() {
     }
 }
 
+/// A number the server keeps about the database at `url`, read on a
+/// connection of its own (not one of the store's).
+async fn statistic(url: &str, sql: &'static str) -> i64 {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+}
+
 /// The contention cases of the conformance suite pass on PostgreSQL even
 /// if some of their transactions deadlock (the store replays them); this
 /// asks the server whether any did. With one lock order, none may.
@@ -326,26 +333,17 @@ async fn membership_and_delete_races_deadlock_nowhere() {
     store.pool().close().await;
     // A backend flushes its statistics before it leaves pg_stat_activity.
     roster_testkit::eventually("the store's sessions to end", DEADLINE, || {
-        let url = url.clone();
-        async move {
-            let mut conn = PgConnection::connect(&url).await.unwrap();
-            let others: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            )
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-            (others == 0).then_some(())
-        }
+        let others = statistic(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+        async move { (others.await == 0).then_some(()) }
     })
     .await;
-    let mut conn = PgConnection::connect(&url).await.unwrap();
-    let deadlocks: i64 = sqlx::query_scalar(
+    let deadlocks = statistic(
+        &url,
         "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(deadlocks, 0, "deadlocks detected by PostgreSQL");
+    );
+    assert_eq!(deadlocks.await, 0, "deadlocks detected by PostgreSQL");
 }
