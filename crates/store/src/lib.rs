@@ -43,6 +43,7 @@
 //! members, paged or streamed) and `page_token.rs` (the keyset page token
 //! of a SCIM list).
 
+mod credentials;
 mod directories;
 pub mod error;
 mod filter_sql;

@@ -44,6 +44,36 @@ macro_rules! id_type {
     };
 }
 
+/// For an enum of unit variants kept in the database by name: `ALL`,
+/// `as_str` (the name) and `FromStr` (the name in any case; otherwise the
+/// error `$error` makes of the text `$s`).
+macro_rules! stored_names {
+    ($name:ident, |$s:ident| $error:expr; $($variant:ident => $text:literal),+ $(,)?) => {
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: [$name; [$($text),+].len()] = [$(Self::$variant),+];
+
+            /// The stable name stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str($s: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|v| v.as_str().eq_ignore_ascii_case($s))
+                    .ok_or_else(|| $error)
+            }
+        }
+    };
+}
+pub(crate) use stored_names;
+
 id_type!(
     /// Id of a directory (one customer's IdP connection).
     DirectoryId
@@ -86,29 +116,11 @@ pub enum CredentialScope {
     Admin,
 }
 
-impl CredentialScope {
-    /// The stable lowercase name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Gateway => "gateway",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-impl FromStr for CredentialScope {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "read" => Ok(Self::Read),
-            "gateway" => Ok(Self::Gateway),
-            "admin" => Ok(Self::Admin),
-            _ => Err(format!(
-                "unknown credential scope {s:?} (read, gateway or admin)"
-            )),
-        }
-    }
+stored_names! {
+    CredentialScope, |s| format!("unknown credential scope {s:?} (read, gateway or admin)");
+    Read => "read",
+    Gateway => "gateway",
+    Admin => "admin",
 }
 
 /// A service credential, without its secret.
@@ -146,42 +158,16 @@ pub enum ProviderKind {
     Rippling,
 }
 
-impl ProviderKind {
-    /// Every provider kind, for CLIs and validation.
-    pub const ALL: [ProviderKind; 8] = [
-        Self::Generic,
-        Self::Okta,
-        Self::Entra,
-        Self::Onelogin,
-        Self::Jumpcloud,
-        Self::Google,
-        Self::Pingone,
-        Self::Rippling,
-    ];
-
-    /// The stable lowercase name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Generic => "generic",
-            Self::Okta => "okta",
-            Self::Entra => "entra",
-            Self::Onelogin => "onelogin",
-            Self::Jumpcloud => "jumpcloud",
-            Self::Google => "google",
-            Self::Pingone => "pingone",
-            Self::Rippling => "rippling",
-        }
-    }
-}
-
-impl FromStr for ProviderKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown provider kind {s:?}"))
-    }
+stored_names! {
+    ProviderKind, |s| format!("unknown provider kind {s:?}");
+    Generic => "generic",
+    Okta => "okta",
+    Entra => "entra",
+    Onelogin => "onelogin",
+    Jumpcloud => "jumpcloud",
+    Google => "google",
+    Pingone => "pingone",
+    Rippling => "rippling",
 }
 
 /// What a SCIM DELETE of a user does in a directory.
@@ -193,25 +179,10 @@ pub enum DeprovisionPolicy {
     Deactivate,
 }
 
-impl DeprovisionPolicy {
-    /// The stable lowercase name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Delete => "delete",
-            Self::Deactivate => "deactivate",
-        }
-    }
-}
-
-impl FromStr for DeprovisionPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "delete" => Ok(Self::Delete),
-            "deactivate" => Ok(Self::Deactivate),
-            _ => Err(format!("unknown deprovision policy {s:?}")),
-        }
-    }
+stored_names! {
+    DeprovisionPolicy, |s| format!("unknown deprovision policy {s:?}");
+    Delete => "delete",
+    Deactivate => "deactivate",
 }
 
 /// Maps an IdP attribute path onto a normalized field or `custom:<key>`.
@@ -637,6 +608,22 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn stored_names_parse_in_any_case_and_name_the_unknown() {
+        for kind in ProviderKind::ALL {
+            assert_eq!(kind.as_str().to_uppercase().parse(), Ok(kind));
+        }
+        assert_eq!("Gateway".parse(), Ok(CredentialScope::Gateway));
+        assert_eq!(
+            "root".parse::<CredentialScope>(),
+            Err(r#"unknown credential scope "root" (read, gateway or admin)"#.to_string())
+        );
+        assert_eq!(
+            DeprovisionPolicy::ALL,
+            [DeprovisionPolicy::Delete, DeprovisionPolicy::Deactivate]
+        );
     }
 
     #[test]

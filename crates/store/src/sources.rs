@@ -4,14 +4,13 @@
 //! `roster-connectors`; the store keeps what must survive a crash.
 
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreResult;
 use crate::keyed::Keyed;
-use crate::model::DirectoryId;
+use crate::model::{DirectoryId, stored_names};
 use crate::rows::{Arg, Cols, Dialect, Sql};
 use crate::sqlite::codec::json_text;
 use crate::write::Backend;
@@ -28,32 +27,16 @@ pub enum SourceKind {
     ActiveDirectory,
 }
 
-impl SourceKind {
-    pub const ALL: [SourceKind; 3] = [Self::Google, Self::Ldap, Self::ActiveDirectory];
-
-    /// The stable name stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Google => "google",
-            Self::Ldap => "ldap",
-            Self::ActiveDirectory => "active_directory",
-        }
-    }
+stored_names! {
+    SourceKind, |s| format!("unknown source kind {s:?}");
+    Google => "google",
+    Ldap => "ldap",
+    ActiveDirectory => "active_directory",
 }
 
 impl fmt::Display for SourceKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SourceKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| format!("unknown source kind {s:?}"))
     }
 }
 

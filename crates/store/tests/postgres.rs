@@ -80,6 +80,13 @@ async fn head_reaches(store: &PgStore, at_least: i64) -> i64 {
     .await
 }
 
+/// The revisions of the changes after `after` up to `up_to` a reader gets.
+async fn revisions(store: &PgStore, after: i64, up_to: i64) -> Vec<i64> {
+    let every = ChangeFilter::default();
+    let changes = store.read_changes(&every, after, up_to, 100).await.unwrap();
+    changes.iter().map(|c| c.revision).collect()
+}
+
 #[tokio::test]
 async fn stable_head_waits_for_out_of_order_commits_and_skips_aborted_holes() {
     let (store, url) = store_and_url().await;
@@ -95,22 +102,11 @@ async fn stable_head_waits_for_out_of_order_commits_and_skips_aborted_holes() {
     for _ in 0..3 {
         // B's revision is visible, but A may still commit below it.
         assert_eq!(store.advance_stable_head(0).await.unwrap(), ra - 1);
-        let visible = store
-            .read_changes(&ChangeFilter::default(), base, ra - 1, 100)
-            .await
-            .unwrap();
-        assert!(visible.is_empty());
+        assert!(revisions(&store, base, ra - 1).await.is_empty());
     }
     finish(&mut a, true).await;
     assert_eq!(head_reaches(&store, rb).await, rb);
-    let delivered = store
-        .read_changes(&ChangeFilter::default(), base, rb, 100)
-        .await
-        .unwrap();
-    assert_eq!(
-        delivered.iter().map(|c| c.revision).collect::<Vec<_>>(),
-        vec![ra, rb]
-    );
+    assert_eq!(revisions(&store, base, rb).await, vec![ra, rb]);
 
     // C takes a revision and will abort; D commits after it.
     let (mut c, mut d) = (raw(&store).await, raw(&store).await);
@@ -121,14 +117,7 @@ async fn stable_head_waits_for_out_of_order_commits_and_skips_aborted_holes() {
     finish(&mut c, false).await;
     // The hole left by C is permanent: the head moves past it.
     assert_eq!(head_reaches(&store, rd).await, rd);
-    let delivered = store
-        .read_changes(&ChangeFilter::default(), rb, rd, 100)
-        .await
-        .unwrap();
-    assert_eq!(
-        delivered.iter().map(|c| c.revision).collect::<Vec<_>>(),
-        vec![rd]
-    );
+    assert_eq!(revisions(&store, rb, rd).await, vec![rd]);
     // A second store (another replica) computes the same head from scratch.
     let replica = PgStore::connect(&url, 2).await.unwrap();
     assert_eq!(head_reaches(&replica, rd).await, rd);
@@ -321,6 +310,13 @@ async fn list_cursors_stay_exact_under_concurrent_writes() {
     }
 }
 
+/// A number the server keeps about the database at `url`, read on a
+/// connection of its own (not one of the store's).
+async fn statistic(url: &str, sql: &'static str) -> i64 {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+}
+
 /// The contention cases of the conformance suite pass on PostgreSQL even
 /// if some of their transactions deadlock (the store replays them); this
 /// asks the server whether any did. With one lock order, none may.
@@ -337,26 +333,17 @@ async fn membership_and_delete_races_deadlock_nowhere() {
     store.pool().close().await;
     // A backend flushes its statistics before it leaves pg_stat_activity.
     roster_testkit::eventually("the store's sessions to end", DEADLINE, || {
-        let url = url.clone();
-        async move {
-            let mut conn = PgConnection::connect(&url).await.unwrap();
-            let others: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
-            )
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-            (others == 0).then_some(())
-        }
+        let others = statistic(
+            &url,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        );
+        async move { (others.await == 0).then_some(()) }
     })
     .await;
-    let mut conn = PgConnection::connect(&url).await.unwrap();
-    let deadlocks: i64 = sqlx::query_scalar(
+    let deadlocks = statistic(
+        &url,
         "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
-    assert_eq!(deadlocks, 0, "deadlocks detected by PostgreSQL");
+    );
+    assert_eq!(deadlocks.await, 0, "deadlocks detected by PostgreSQL");
 }

@@ -44,7 +44,8 @@ pub(crate) enum ResourceTable {
 }
 
 impl ResourceTable {
-    fn name(self) -> &'static str {
+    /// The table's name in SQL.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Users => "users",
             Self::Groups => "groups",

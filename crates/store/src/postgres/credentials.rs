@@ -1,24 +1,21 @@
 //! Service credentials: scoped secrets of internal gRPC callers.
 
 use async_trait::async_trait;
-use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::Postgres;
 
 use super::PgStore;
 use super::errors::map_db;
+use crate::credentials::{self, CREDENTIAL_COLUMNS, decode_credential};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::rows;
 use crate::write::Credentials;
-
-const COLUMNS: &str = "id, name, scope, prefix, created_at, revoked_at";
 
 #[async_trait]
 impl Credentials for PgStore {
     async fn create_credential(&self, new: NewCredential) -> StoreResult<Credential> {
         let sql = format!(
             "INSERT INTO service_credentials (id, name, scope, prefix, hash) \
-             VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5) RETURNING {CREDENTIAL_COLUMNS}"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(CredentialId::new().0)
@@ -29,16 +26,11 @@ impl Credentials for PgStore {
             .fetch_one(&self.pool)
             .await
             .map_err(map_db)?;
-        decode(&row)
+        decode_credential::<Postgres>(&row)
     }
 
     async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM service_credentials WHERE ($1 OR revoked_at IS NULL) \
-             ORDER BY created_at, id"
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(include_revoked);
-        rows::all(query, &self.pool, decode).await
+        credentials::list(self, include_revoked).await
     }
 
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
@@ -54,18 +46,6 @@ impl Credentials for PgStore {
     }
 
     async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
-        rows::live_secret(&self.pool, "service_credentials", COLUMNS, &hash, decode).await
+        credentials::find(self, hash).await
     }
-}
-
-fn decode(row: &PgRow) -> StoreResult<Credential> {
-    let scope: String = row.try_get("scope").map_err(map_db)?;
-    Ok(Credential {
-        id: CredentialId(row.try_get("id").map_err(map_db)?),
-        name: row.try_get("name").map_err(map_db)?,
-        scope: scope.parse().map_err(StoreError::Internal)?,
-        prefix: row.try_get("prefix").map_err(map_db)?,
-        created_at: row.try_get("created_at").map_err(map_db)?,
-        revoked_at: row.try_get("revoked_at").map_err(map_db)?,
-    })
 }

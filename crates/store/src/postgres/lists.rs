@@ -162,10 +162,7 @@ fn build(
     dir: DirectoryId,
     query: &ListQuery,
 ) -> StoreResult<ListSql> {
-    let name = match table {
-        ResourceTable::Users => "users",
-        ResourceTable::Groups => "groups",
-    };
+    let name = table.name();
     let mut args = vec![SqlArg::Text(dir.0.to_string())];
     let mut where_sql = format!("{name}.directory_id = $1::text::uuid");
     if let Some(filter) = &query.filter {
@@ -199,10 +196,7 @@ async fn run(
     sql: &ListSql,
     query: &ListQuery,
 ) -> StoreResult<(Vec<PgRow>, i64, Option<String>)> {
-    let name = match sql.table {
-        ResourceTable::Users => "users",
-        ResourceTable::Groups => "groups",
-    };
+    let name = sql.table.name();
     let mut args = sql.args.clone();
     let mut where_sql = sql.where_sql.clone();
     let token = query

@@ -6,7 +6,8 @@
 //! writes (`crate::snapshot_slots`).
 
 use futures::stream::{self, BoxStream, StreamExt};
-use sqlx::{Postgres, Transaction};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -61,10 +62,12 @@ async fn stream_all(
     out: &Items,
 ) -> StoreResult<()> {
     let dir = dir.map(|d| d.0);
-    if !stream_users(&mut tx, dir, out).await? {
+    let users = ("users", USER_COLUMNS);
+    if !stream_in_creation_order(&mut tx, users, dir, out, user_items).await? {
         return Ok(());
     }
-    if !stream_groups(&mut tx, dir, out).await? {
+    let groups = ("groups", GROUP_COLUMNS);
+    if !stream_in_creation_order(&mut tx, groups, dir, out, group_items).await? {
         return Ok(());
     }
     stream_memberships(&mut tx, dir, out).await?;
@@ -81,14 +84,19 @@ async fn send_all(out: &Items, items: Vec<SnapshotItem>) -> bool {
     true
 }
 
-async fn stream_users(
+/// Streams `table` (users or groups) of `dir` in creation order, [`CHUNK`]
+/// rows per query, each chunk's rows made into items by `items`. Returns
+/// false when the consumer went away.
+async fn stream_in_creation_order(
     tx: &mut Transaction<'static, Postgres>,
+    (table, columns): (&str, &str),
     dir: Option<Uuid>,
     out: &Items,
+    mut items: impl AsyncFnMut(&mut PgConnection, &[PgRow]) -> StoreResult<Vec<SnapshotItem>>,
 ) -> StoreResult<bool> {
     let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE ($1::uuid IS NULL OR users.directory_id = $1) \
-         AND users.created_seq > $2 ORDER BY users.created_seq LIMIT $3"
+        "SELECT {columns} FROM {table} WHERE ($1::uuid IS NULL OR {table}.directory_id = $1) \
+         AND {table}.created_seq > $2 ORDER BY {table}.created_seq LIMIT $3"
     );
     let mut after = 0i64;
     loop {
@@ -103,47 +111,28 @@ async fn stream_users(
             return Ok(true);
         };
         after = last.try_get("created_seq").map_err(map_db)?;
-        let mut users = rows
-            .iter()
-            .map(decode_user)
-            .collect::<StoreResult<Vec<_>>>()?;
-        attach_group_ids(tx, &mut users).await?;
-        if !send_all(out, users.into_iter().map(SnapshotItem::User).collect()).await {
+        let chunk = items(tx, &rows).await?;
+        if !send_all(out, chunk).await {
             return Ok(false);
         }
     }
 }
 
-async fn stream_groups(
-    tx: &mut Transaction<'static, Postgres>,
-    dir: Option<Uuid>,
-    out: &Items,
-) -> StoreResult<bool> {
-    let sql = format!(
-        "SELECT {GROUP_COLUMNS} FROM groups WHERE ($1::uuid IS NULL OR groups.directory_id = $1) \
-         AND groups.created_seq > $2 ORDER BY groups.created_seq LIMIT $3"
-    );
-    let mut after = 0i64;
-    loop {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(dir)
-            .bind(after)
-            .bind(CHUNK)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(map_db)?;
-        let Some(last) = rows.last() else {
-            return Ok(true);
-        };
-        after = last.try_get("created_seq").map_err(map_db)?;
-        let groups = rows
-            .iter()
-            .map(decode_group)
-            .collect::<StoreResult<Vec<_>>>()?;
-        if !send_all(out, groups.into_iter().map(SnapshotItem::Group).collect()).await {
-            return Ok(false);
-        }
-    }
+/// A chunk of user rows as items, each user with its groups.
+async fn user_items(conn: &mut PgConnection, rows: &[PgRow]) -> StoreResult<Vec<SnapshotItem>> {
+    let mut users = rows
+        .iter()
+        .map(decode_user)
+        .collect::<StoreResult<Vec<_>>>()?;
+    attach_group_ids(conn, &mut users).await?;
+    Ok(users.into_iter().map(SnapshotItem::User).collect())
+}
+
+/// A chunk of group rows as items (their members follow as memberships).
+async fn group_items(_: &mut PgConnection, rows: &[PgRow]) -> StoreResult<Vec<SnapshotItem>> {
+    rows.iter()
+        .map(|row| decode_group(row).map(SnapshotItem::Group))
+        .collect()
 }
 
 async fn stream_memberships(

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -29,7 +30,20 @@ impl Tx {
     pub(super) fn conn(&mut self) -> &mut PgConnection {
         &mut self.tx
     }
+
+    /// Runs a statement that changes rows and returns nothing.
+    async fn execute(&mut self, query: Query<'_>) -> StoreResult<()> {
+        query.execute(self.conn()).await.map_err(map_db)?;
+        Ok(())
+    }
+
+    /// Runs a statement that returns exactly one row.
+    async fn returning(&mut self, query: Query<'_>) -> StoreResult<PgRow> {
+        query.fetch_one(self.conn()).await.map_err(map_db)
+    }
 }
+
+type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
 /// The row lock a write takes on what it loads. `FOR NO KEY UPDATE` does
 /// not block `FOR KEY SHARE` (taken by memberships that reference the
@@ -57,16 +71,14 @@ impl WriteTx for Tx {
             "INSERT INTO directories (id, name, organization, provider, deprovision_policy, attribute_mappings) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING {DIRECTORY_COLUMNS}"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(DirectoryId::new().0)
             .bind(&new.name)
             .bind(&new.organization)
             .bind(new.provider.as_str())
             .bind(new.deprovision_policy.as_str())
-            .bind(mappings)
-            .fetch_one(self.conn())
-            .await
-            .map_err(map_db)?;
+            .bind(mappings);
+        let row = self.returning(query).await?;
         Ok(decode_directory::<Postgres>(&row)?.0)
     }
 
@@ -75,39 +87,27 @@ impl WriteTx for Tx {
             "UPDATE directories SET name = $2, organization = $3, provider = $4, deprovision_policy = $5, \
              attribute_mappings = $6, version = version + 1, updated_at = now() WHERE id = $1 RETURNING {DIRECTORY_COLUMNS}"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(new.id.0)
             .bind(&new.name)
             .bind(&new.organization)
             .bind(new.provider.as_str())
             .bind(new.deprovision_policy.as_str())
-            .bind(serde_json::to_value(&new.attribute_mappings).map_err(json_error)?)
-            .fetch_one(self.conn())
-            .await
-            .map_err(map_db)?;
+            .bind(serde_json::to_value(&new.attribute_mappings).map_err(json_error)?);
+        let row = self.returning(query).await?;
         decode_directory::<Postgres>(&row)
     }
 
     /// Users, groups and tokens go with the row (ON DELETE CASCADE); the
     /// tokens are revoked first and the memberships deleted explicitly.
     async fn delete_directory(&mut self, id: DirectoryId) -> StoreResult<()> {
-        sqlx::query(
+        for sql in [
             "UPDATE tokens SET revoked_at = now() WHERE directory_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(id.0)
-        .execute(self.conn())
-        .await
-        .map_err(map_db)?;
-        sqlx::query("DELETE FROM memberships WHERE directory_id = $1")
-            .bind(id.0)
-            .execute(self.conn())
-            .await
-            .map_err(map_db)?;
-        sqlx::query("DELETE FROM directories WHERE id = $1")
-            .bind(id.0)
-            .execute(self.conn())
-            .await
-            .map_err(map_db)?;
+            "DELETE FROM memberships WHERE directory_id = $1",
+            "DELETE FROM directories WHERE id = $1",
+        ] {
+            self.execute(sqlx::query(sql).bind(id.0)).await?;
+        }
         Ok(())
     }
 
@@ -126,15 +126,13 @@ impl WriteTx for Tx {
             "INSERT INTO tokens (id, directory_id, name, prefix, hash) VALUES ($1, $2, $3, $4, $5) \
              RETURNING {TOKEN_COLUMNS}"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(TokenId::new().0)
             .bind(new.directory_id.0)
             .bind(&new.name)
             .bind(&new.prefix)
-            .bind(&new.hash[..])
-            .fetch_one(self.conn())
-            .await
-            .map_err(map_db)?;
+            .bind(&new.hash[..]);
+        let row = self.returning(query).await?;
         decode_token::<Postgres>(&row)
     }
 
@@ -157,17 +155,11 @@ impl WriteTx for Tx {
         at: DateTime<Utc>,
         since: DateTime<Utc>,
     ) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE tokens SET last_used_at = $2 WHERE id = $1 \
              AND (last_used_at IS NULL OR last_used_at < $3)",
-        )
-        .bind(id.0)
-        .bind(at)
-        .bind(since)
-        .execute(self.conn())
-        .await
-        .map_err(map_db)?;
-        Ok(())
+        );
+        self.execute(query.bind(id.0).bind(at).bind(since)).await
     }
 
     async fn load_user(&mut self, dir: DirectoryId, id: UserId, lock: Lock) -> StoreResult<User> {
@@ -183,10 +175,7 @@ impl WriteTx for Tx {
         let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(UserId::new().0)
             .bind(dir.0);
-        let row = bind_columns(query, &write)?
-            .fetch_one(self.conn())
-            .await
-            .map_err(map_db)?;
+        let row = self.returning(bind_columns(query, &write)?).await?;
         decode_user(&row)
     }
 
@@ -198,20 +187,13 @@ impl WriteTx for Tx {
              WHERE id = $1 RETURNING {USER_COLUMNS}"
         );
         let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(old.id.0);
-        let row = bind_columns(query, &write)?
-            .fetch_one(self.conn())
-            .await
-            .map_err(map_db)?;
+        let row = self.returning(bind_columns(query, &write)?).await?;
         decode_user(&row)
     }
 
     async fn delete_user(&mut self, id: UserId) -> StoreResult<()> {
-        sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id.0)
-            .execute(self.conn())
+        self.execute(sqlx::query("DELETE FROM users WHERE id = $1").bind(id.0))
             .await
-            .map_err(map_db)?;
-        Ok(())
     }
 
     async fn load_group(
@@ -230,15 +212,13 @@ impl WriteTx for Tx {
             "INSERT INTO groups (id, directory_id, display_name, external_id, raw) VALUES ($1, $2, $3, $4, $5) \
              RETURNING {GROUP_COLUMNS}"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(GroupId::new().0)
             .bind(dir.0)
             .bind(&write.display_name)
             .bind(&write.external_id)
-            .bind(&write.raw)
-            .fetch_one(self.conn())
-            .await
-            .map_err(map_db)?;
+            .bind(&write.raw);
+        let row = self.returning(query).await?;
         decode_group(&row)
     }
 
@@ -254,26 +234,20 @@ impl WriteTx for Tx {
             "UPDATE groups SET display_name = $2, external_id = $3, raw = $4, member_count = member_count + $5, \
              version = $6, updated_at = now() WHERE id = $1 RETURNING {GROUP_COLUMNS}"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(group.id.0)
             .bind(&group.display_name)
             .bind(&group.external_id)
             .bind(&group.raw)
             .bind(count_delta)
-            .bind(version)
-            .fetch_one(self.conn())
-            .await
-            .map_err(map_db)?;
+            .bind(version);
+        let row = self.returning(query).await?;
         decode_group(&row)
     }
 
     async fn delete_group(&mut self, id: GroupId) -> StoreResult<()> {
-        sqlx::query("DELETE FROM groups WHERE id = $1")
-            .bind(id.0)
-            .execute(self.conn())
+        self.execute(sqlx::query("DELETE FROM groups WHERE id = $1").bind(id.0))
             .await
-            .map_err(map_db)?;
-        Ok(())
     }
 
     async fn bump_groups(&mut self, groups: &[Uuid], delta: i64) -> StoreResult<Vec<(Uuid, i64)>> {

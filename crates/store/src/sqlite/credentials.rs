@@ -2,17 +2,13 @@
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
-use super::codec::{Col, id_text, time_text};
-use super::errors::map_db;
+use super::codec::{id_text, time_text};
+use crate::credentials;
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
-use crate::rows;
 use crate::write::{Backend, Credentials};
-
-const COLUMNS: &str = "id, name, scope, prefix, created_at, revoked_at";
 
 #[async_trait]
 impl Credentials for SqliteStore {
@@ -26,44 +22,34 @@ impl Credentials for SqliteStore {
             revoked_at: None,
         };
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO service_credentials (id, name, scope, prefix, hash, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+        tx.execute(
+            sqlx::query(
+                "INSERT INTO service_credentials (id, name, scope, prefix, hash, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id_text(credential.id.0))
+            .bind(&credential.name)
+            .bind(credential.scope.as_str())
+            .bind(&credential.prefix)
+            .bind(&new.hash[..])
+            .bind(time_text(credential.created_at)),
         )
-        .bind(id_text(credential.id.0))
-        .bind(&credential.name)
-        .bind(credential.scope.as_str())
-        .bind(&credential.prefix)
-        .bind(&new.hash[..])
-        .bind(time_text(credential.created_at))
-        .execute(tx.conn())
-        .await
-        .map_err(map_db)?;
+        .await?;
         self.commit(tx).await?;
         Ok(credential)
     }
 
     async fn list_credentials(&self, include_revoked: bool) -> StoreResult<Vec<Credential>> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM service_credentials WHERE (? OR revoked_at IS NULL) \
-             ORDER BY created_seq"
-        );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(include_revoked);
-        rows::all(query, &self.readers, decode).await
+        credentials::list(self, include_revoked).await
     }
 
     async fn revoke_credential(&self, id: CredentialId) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let found = sqlx::query(
+        let revoke = sqlx::query(
             "UPDATE service_credentials SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?",
-        )
-        .bind(time_text(tx.now))
-        .bind(id_text(id.0))
-        .execute(tx.conn())
-        .await
-        .map_err(map_db)?
-        .rows_affected();
-        if found == 0 {
+        );
+        let query = revoke.bind(time_text(tx.now)).bind(id_text(id.0));
+        if tx.changed(query).await? == 0 {
             return Err(StoreError::NotFound("credential"));
         }
         self.commit(tx).await?;
@@ -71,17 +57,6 @@ impl Credentials for SqliteStore {
     }
 
     async fn find_credential(&self, hash: [u8; 32]) -> StoreResult<Option<(Credential, [u8; 32])>> {
-        rows::live_secret(&self.readers, "service_credentials", COLUMNS, &hash, decode).await
+        credentials::find(self, hash).await
     }
-}
-
-fn decode(row: &SqliteRow) -> StoreResult<Credential> {
-    Ok(Credential {
-        id: CredentialId(row.id("id")?),
-        name: row.text("name")?,
-        scope: row.parsed("scope")?,
-        prefix: row.text("prefix")?,
-        created_at: row.time("created_at")?,
-        revoked_at: row.opt_time("revoked_at")?,
-    })
 }

@@ -25,33 +25,11 @@ use crate::model::*;
 use crate::page_token::{PageToken, malformed};
 use crate::write::{GroupRead, MemberPage, Reads};
 
-/// The listable tables.
-#[derive(Debug, Clone, Copy)]
-enum Table {
-    Users,
-    Groups,
-}
-
-impl Table {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Users => "users",
-            Self::Groups => "groups",
-        }
-    }
-
-    fn resource(self) -> ResourceTable {
-        match self {
-            Self::Users => ResourceTable::Users,
-            Self::Groups => ResourceTable::Groups,
-        }
-    }
-
-    fn columns(self) -> &'static str {
-        match self {
-            Self::Users => USER_COLUMNS,
-            Self::Groups => GROUP_COLUMNS,
-        }
+/// The columns a page of `table` selects.
+fn columns(table: ResourceTable) -> &'static str {
+    match table {
+        ResourceTable::Users => USER_COLUMNS,
+        ResourceTable::Groups => GROUP_COLUMNS,
     }
 }
 
@@ -63,6 +41,23 @@ struct RawPage {
     cursor: Cursor,
 }
 
+impl RawPage {
+    /// The rows, each decoded by `decode`.
+    fn decode<T>(&self, decode: fn(&SqliteRow) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+        self.rows.iter().map(decode).collect()
+    }
+
+    /// The page of `items`, the rows as decoded and completed.
+    fn with<T>(self, items: Vec<T>) -> Page<T> {
+        Page {
+            items,
+            total: self.total,
+            next_page_token: self.next_page_token,
+            cursor: Some(self.cursor),
+        }
+    }
+}
+
 #[async_trait]
 impl Reads for SqliteStore {
     async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
@@ -71,19 +66,10 @@ impl Reads for SqliteStore {
 
     async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>> {
         let mut tx = self.read_tx().await?;
-        let page = read_page(&mut tx, Table::Users, dir, query).await?;
-        let mut users = page
-            .rows
-            .iter()
-            .map(decode_user)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let page = read_page(&mut tx, ResourceTable::Users, dir, query).await?;
+        let mut users = page.decode(decode_user)?;
         attach_group_ids(&mut tx, &mut users).await?;
-        Ok(Page {
-            items: users,
-            total: page.total,
-            next_page_token: page.next_page_token,
-            cursor: Some(page.cursor),
-        })
+        Ok(page.with(users))
     }
 
     async fn get_group(&self, dir: DirectoryId, id: GroupId, members: bool) -> StoreResult<Group> {
@@ -112,30 +98,21 @@ impl Reads for SqliteStore {
 
     async fn list_groups(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<Group>> {
         let mut tx = self.read_tx().await?;
-        let page = read_page(&mut tx, Table::Groups, dir, query).await?;
-        let mut groups = page
-            .rows
-            .iter()
-            .map(decode_group)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let page = read_page(&mut tx, ResourceTable::Groups, dir, query).await?;
+        let mut groups = page.decode(decode_group)?;
         if query.include_members {
             let ids = groups_within_member_budget(&groups);
             for group in groups.iter_mut().filter(|g| ids.contains(&g.id.0)) {
                 group.members = Some(members::page(&mut *tx, group.id, None, i64::MAX).await?);
             }
         }
-        Ok(Page {
-            items: groups,
-            total: page.total,
-            next_page_token: page.next_page_token,
-            cursor: Some(page.cursor),
-        })
+        Ok(page.with(groups))
     }
 }
 
 async fn read_page(
     tx: &mut Transaction<'static, Sqlite>,
-    table: Table,
+    table: ResourceTable,
     dir: DirectoryId,
     query: &ListQuery,
 ) -> StoreResult<RawPage> {
@@ -168,7 +145,7 @@ async fn read_page(
 
 /// The SQL of one list query: the filter and the sort key, translated once.
 struct ListPlan {
-    table: Table,
+    table: ResourceTable,
     /// `directory_id = ?1 [AND (filter)]`.
     condition: String,
     sort: Option<(SortKey, bool)>,
@@ -177,17 +154,17 @@ struct ListPlan {
 }
 
 impl ListPlan {
-    fn new(table: Table, dir: DirectoryId, query: &ListQuery) -> StoreResult<Self> {
+    fn new(table: ResourceTable, dir: DirectoryId, query: &ListQuery) -> StoreResult<Self> {
         let name = table.name();
         let mut args = vec![SqlArg::Text(id_text(dir.0))];
         let mut condition = format!("{name}.directory_id = ?1");
         if let Some(filter) = &query.filter {
-            let sql = filter_sql::to_sql(filter, table.resource(), Dialect::Sqlite, &mut args)?;
+            let sql = filter_sql::to_sql(filter, table, Dialect::Sqlite, &mut args)?;
             condition = format!("{condition} AND COALESCE({sql}, FALSE)");
         }
         let sort = match &query.sort {
             Some(sort) => Some((
-                filter_sql::sort_sql(&sort.path, table.resource(), Dialect::Sqlite, &mut args)?,
+                filter_sql::sort_sql(&sort.path, table, Dialect::Sqlite, &mut args)?,
                 sort.descending,
             )),
             None => None,
@@ -248,7 +225,7 @@ impl ListPlan {
         let sql = format!(
             "SELECT {columns}, {name}.created_seq AS seq, {key} AS sort_key FROM {name} WHERE {condition} \
              ORDER BY {order} LIMIT ?{limit} OFFSET ?{offset_arg}",
-            columns = self.table.columns(),
+            columns = columns(self.table),
             limit = n + 1,
             offset_arg = n + 2,
         );

@@ -109,9 +109,14 @@ impl Tx {
     }
 
     /// Runs a statement that changes rows and returns nothing.
-    async fn execute(&mut self, query: Query<'_>) -> StoreResult<()> {
-        query.execute(&mut *self.tx).await.map_err(map_db)?;
-        Ok(())
+    pub(super) async fn execute(&mut self, query: Query<'_>) -> StoreResult<()> {
+        self.changed(query).await.map(drop)
+    }
+
+    /// Runs a statement; returns how many rows it changed.
+    pub(super) async fn changed(&mut self, query: Query<'_>) -> StoreResult<u64> {
+        let done = query.execute(&mut *self.tx).await.map_err(map_db)?;
+        Ok(done.rows_affected())
     }
 }
 
@@ -222,17 +227,12 @@ impl WriteTx for Tx {
     }
 
     async fn revoke_token(&mut self, dir: DirectoryId, id: TokenId) -> StoreResult<bool> {
-        let now = time_text(self.now);
-        let found = sqlx::query(
+        let revoke = sqlx::query(
             "UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? AND directory_id = ?",
-        )
-        .bind(now)
-        .bind(id_text(id.0))
-        .bind(id_text(dir.0))
-        .execute(self.conn())
-        .await
-        .map_err(map_db)?;
-        Ok(found.rows_affected() > 0)
+        );
+        let now = time_text(self.now);
+        let query = revoke.bind(now).bind(id_text(id.0)).bind(id_text(dir.0));
+        Ok(self.changed(query).await? > 0)
     }
 
     async fn touch_token(
@@ -241,17 +241,16 @@ impl WriteTx for Tx {
         at: DateTime<Utc>,
         since: DateTime<Utc>,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE tokens SET last_used_at = ? WHERE id = ? \
-             AND (last_used_at IS NULL OR last_used_at < ?)",
+        self.execute(
+            sqlx::query(
+                "UPDATE tokens SET last_used_at = ? WHERE id = ? \
+                 AND (last_used_at IS NULL OR last_used_at < ?)",
+            )
+            .bind(time_text(at))
+            .bind(id_text(id.0))
+            .bind(time_text(since)),
         )
-        .bind(time_text(at))
-        .bind(id_text(id.0))
-        .bind(time_text(since))
-        .execute(self.conn())
         .await
-        .map_err(map_db)?;
-        Ok(())
     }
 
     async fn load_user(&mut self, dir: DirectoryId, id: UserId, _: Lock) -> StoreResult<User> {
@@ -434,19 +433,15 @@ impl WriteTx for Tx {
     ) -> StoreResult<HashSet<Uuid>> {
         let mut inserted = HashSet::new();
         for member in members {
-            let rows = sqlx::query(
+            let query = sqlx::query(
                 "INSERT INTO memberships (group_id, member_id, member_kind, directory_id) VALUES (?, ?, ?, ?) \
                  ON CONFLICT (group_id, member_id) DO NOTHING",
             )
             .bind(id_text(group.0))
             .bind(id_text(member.id))
             .bind(member.kind.as_str())
-            .bind(id_text(dir.0))
-            .execute(self.conn())
-            .await
-            .map_err(map_db)?
-            .rows_affected();
-            if rows == 1 {
+            .bind(id_text(dir.0));
+            if self.changed(query).await? == 1 {
                 inserted.insert(member.id);
             }
         }
@@ -504,7 +499,7 @@ impl WriteTx for Tx {
     }
 }
 
-type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+pub(super) type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
 
 /// Binds a user's stored columns, `user_name` through `raw` and then
 /// `version`, in the order the INSERT and UPDATE statements name them. The

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use roster_store::*;
 
-use super::{all_changes, directory, group, group_with, kinds, member, query, user, users};
+use super::{
+    add, all_changes, directory, group, group_with, kinds, member, query, user, user_in_group,
+    users,
+};
 
 pub async fn read_changes_filters(store: Arc<dyn Store>) {
     let a = directory(&*store, "ra").await;
@@ -110,12 +113,7 @@ pub async fn the_log_epoch_names_its_history(store: Arc<dyn Store>) {
 pub async fn snapshot_streams_current_state(store: Arc<dyn Store>) {
     let dir = directory(&*store, "snap").await;
     let other = directory(&*store, "snap-other").await;
-    let u = store.create_user(dir.id, user("u")).await.unwrap();
-    let g = store.create_group(dir.id, group("g")).await.unwrap();
-    store
-        .add_members(dir.id, g.id, &[member(&u)])
-        .await
-        .unwrap();
+    let (u, g) = user_in_group(&*store, dir.id).await;
     store
         .create_user(other.id, user("elsewhere"))
         .await
@@ -209,7 +207,7 @@ pub async fn snapshot_pages_through_many_rows(store: Arc<dyn Store>) {
         .iter()
         .map(member)
         .collect();
-    store.add_members(d.id, g.id, &members).await.unwrap();
+    add(&*store, d.id, g.id, &members).await;
     let (_, items) = store.snapshot(Some(d.id)).await.unwrap();
     let items: Vec<SnapshotItem> = items.try_collect().await.unwrap();
     let users = items

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::{StreamExt, TryStreamExt};
 use roster_store::*;
 
-use super::{directory, group, member, member_group, user};
+use super::{add, assert_not_found, directory, group, member, member_group, user, users};
 
 /// Four groups named `{prefix}0` to `{prefix}3`, the groups both races edit.
 async fn four_groups(store: &dyn Store, dir: DirectoryId, prefix: &str) -> Vec<Group> {
@@ -31,58 +31,22 @@ const RACES_AT_ONCE: usize = 2;
 pub async fn membership_edits_race_user_deletes_without_conflicts(store: Arc<dyn Store>) {
     let dir = directory(&*store, "race").await;
     let groups = four_groups(&*store, dir.id, "g").await;
-    let mut users = Vec::new();
-    for i in 0..RACED_USERS {
-        let u = store
-            .create_user(dir.id, user(&format!("racer{i}")))
-            .await
-            .unwrap();
+    let users = users(&*store, dir.id, "racer", RACED_USERS).await;
+    for (i, u) in users.iter().enumerate() {
         for g in &groups[i % 2..i % 2 + 2] {
-            store
-                .add_members(dir.id, g.id, &[member(&u)])
-                .await
-                .unwrap();
+            add(&*store, dir.id, g.id, &[member(u)]).await;
         }
-        users.push(u);
     }
     let group_ids: Vec<GroupId> = groups.iter().map(|g| g.id).collect();
-    let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(users.iter().enumerate())
-        .map(|(i, u)| race_one_user(store.clone(), dir.id, &group_ids, i, u))
-        .buffer_unordered(RACES_AT_ONCE)
-        .collect()
-        .await;
-    let conflicts: Vec<&Outcome> = outcomes
-        .iter()
-        .flatten()
-        .filter(|o| matches!(o, Outcome::Failed(_)))
-        .collect();
-    assert!(
-        conflicts.is_empty(),
-        "{} calls failed: {conflicts:?}",
-        conflicts.len()
-    );
+    race_without_failures(users.iter().enumerate(), |(i, u)| {
+        race_one_user(store.clone(), dir.id, &group_ids, i, u)
+    })
+    .await;
 
     let deleted: HashSet<uuid::Uuid> = users.iter().map(|u| u.id.0).collect();
-    for g in &groups {
-        let got = store.get_group(dir.id, g.id, true).await.unwrap();
-        let members = got.members.unwrap();
-        assert!(
-            members.iter().all(|m| !deleted.contains(&m.id)),
-            "group {} keeps members of deleted users: {members:?}",
-            got.display_name
-        );
-        assert_eq!(
-            got.member_count,
-            members.len() as i64,
-            "member_count of {}",
-            got.display_name
-        );
-    }
+    assert_groups_keep_none_of(&*store, &groups, &deleted).await;
     for u in &users {
-        assert!(matches!(
-            store.get_user(dir.id, u.id).await,
-            Err(StoreError::NotFound(_))
-        ));
+        assert_not_found(store.get_user(dir.id, u.id).await);
     }
 }
 
@@ -105,6 +69,53 @@ impl<T> From<StoreResult<T>> for Outcome {
             Err(StoreError::NotFound(_)) => Outcome::Gone,
             Err(e) => Outcome::Failed(e.to_string()),
         }
+    }
+}
+
+/// Runs `race` on each item, [`RACES_AT_ONCE`] at a time: none of the
+/// raced calls may fail.
+async fn race_without_failures<T, F>(items: impl Iterator<Item = T>, race: impl FnMut(T) -> F)
+where
+    F: Future<Output = Vec<Outcome>>,
+{
+    let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(items)
+        .map(race)
+        .buffer_unordered(RACES_AT_ONCE)
+        .collect()
+        .await;
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .flatten()
+        .filter(|o| matches!(o, Outcome::Failed(_)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} calls failed: {failed:?}",
+        failed.len()
+    );
+}
+
+/// Each of `groups` as stored lists no member of `gone`, and counts the
+/// members it lists.
+async fn assert_groups_keep_none_of(
+    store: &dyn Store,
+    groups: &[Group],
+    gone: &HashSet<uuid::Uuid>,
+) {
+    for g in groups {
+        let got = store.get_group(g.directory_id, g.id, true).await.unwrap();
+        let members = got.members.unwrap();
+        assert!(
+            members.iter().all(|m| !gone.contains(&m.id)),
+            "group {} keeps deleted members: {members:?}",
+            got.display_name
+        );
+        assert_eq!(
+            got.member_count,
+            members.len() as i64,
+            "member_count of {}",
+            got.display_name
+        );
     }
 }
 
@@ -200,77 +211,44 @@ pub async fn nested_group_deletes_race_user_deletes_without_conflicts(store: Arc
     let dir = directory(&*store, "nested").await;
     let parents = four_groups(&*store, dir.id, "parent").await;
     let mut children = Vec::new();
-    for i in 0..RACED_CHILDREN {
-        let u = store
-            .create_user(dir.id, user(&format!("nested{i}")))
-            .await
-            .unwrap();
+    for (i, u) in users(&*store, dir.id, "nested", RACED_CHILDREN)
+        .await
+        .into_iter()
+        .enumerate()
+    {
         let c = store
             .create_group(dir.id, group(&format!("child{i}")))
             .await
             .unwrap();
-        store
-            .add_members(dir.id, c.id, &[member(&u)])
-            .await
-            .unwrap();
+        add(&*store, dir.id, c.id, &[member(&u)]).await;
         let as_member = member_group(&c);
         for p in [&parents[i % 4], &parents[(i + 1) % 4]] {
-            store.add_members(dir.id, p.id, &[as_member]).await.unwrap();
+            add(&*store, dir.id, p.id, &[as_member]).await;
         }
-        store
-            .add_members(dir.id, parents[i % 4].id, &[member(&u)])
-            .await
-            .unwrap();
+        add(&*store, dir.id, parents[i % 4].id, &[member(&u)]).await;
         children.push((c, u));
     }
     let parent_ids: Vec<GroupId> = parents.iter().map(|g| g.id).collect();
-    let outcomes: Vec<Vec<Outcome>> = futures::stream::iter(children.iter().enumerate())
-        .map(|(i, (c, u))| {
-            let (store, parents) = (store.clone(), &parent_ids);
-            async move {
-                let child = member_group(c);
-                let (m, children) = (member(u), [child]);
-                let add: GroupUpdateFn = Box::new(move |_| Ok(vec![GroupOp::AddMembers(vec![m])]));
-                let (a, b, p, d) = tokio::join!(
-                    store.delete_group(dir.id, c.id, None),
-                    store.delete_user(dir.id, u.id, None),
-                    store.update_group(dir.id, parents[i % 4], None, add),
-                    store.add_members(dir.id, parents[(i + 2) % 4], &children),
-                );
-                vec![a.into(), b.into(), p.into(), d.into()]
-            }
-        })
-        .buffer_unordered(RACES_AT_ONCE)
-        .collect()
-        .await;
-    let failed: Vec<&Outcome> = outcomes
-        .iter()
-        .flatten()
-        .filter(|o| matches!(o, Outcome::Failed(_)))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} calls failed: {failed:?}",
-        failed.len()
-    );
+    race_without_failures(children.iter().enumerate(), |(i, (c, u))| {
+        let (store, parents) = (store.clone(), &parent_ids);
+        async move {
+            let child = member_group(c);
+            let (m, children) = (member(u), [child]);
+            let add: GroupUpdateFn = Box::new(move |_| Ok(vec![GroupOp::AddMembers(vec![m])]));
+            let (a, b, p, d) = tokio::join!(
+                store.delete_group(dir.id, c.id, None),
+                store.delete_user(dir.id, u.id, None),
+                store.update_group(dir.id, parents[i % 4], None, add),
+                store.add_members(dir.id, parents[(i + 2) % 4], &children),
+            );
+            vec![a.into(), b.into(), p.into(), d.into()]
+        }
+    })
+    .await;
 
     let gone: HashSet<uuid::Uuid> = children
         .iter()
         .flat_map(|(c, u)| [c.id.0, u.id.0])
         .collect();
-    for p in &parents {
-        let got = store.get_group(dir.id, p.id, true).await.unwrap();
-        let members = got.members.unwrap();
-        assert!(
-            members.iter().all(|m| !gone.contains(&m.id)),
-            "{} keeps deleted members: {members:?}",
-            got.display_name
-        );
-        assert_eq!(
-            got.member_count,
-            members.len() as i64,
-            "member_count of {}",
-            got.display_name
-        );
-    }
+    assert_groups_keep_none_of(&*store, &parents, &gone).await;
 }

@@ -32,6 +32,12 @@ fn expect_conflict(result: StoreResult<User>, what: &str) {
     }
 }
 
+/// The ids of the users of `dir` that `filter` matches, in list order.
+async fn matching_users(store: &dyn Store, dir: DirectoryId, filter: &str) -> Vec<UserId> {
+    let page = store.list_users(dir, &query(Some(filter))).await.unwrap();
+    page.items.iter().map(|u| u.id).collect()
+}
+
 pub async fn user_name_is_unique_under_unicode_normalization_and_case(store: Arc<dyn Store>) {
     let d = directory(&*store, "unicode").await;
     let nfc = "Jos\u{e9}.Z\u{f6}e@example.com";
@@ -69,9 +75,7 @@ pub async fn user_name_is_unique_under_unicode_normalization_and_case(store: Arc
         "userName co \"ZO\u{308}E@\"".to_string(),
         "userName ew \"\u{f6}e@example.com\"".to_string(),
     ] {
-        let found = store.list_users(d.id, &query(Some(&f))).await.unwrap();
-        let ids: Vec<UserId> = found.items.iter().map(|u| u.id).collect();
-        assert_eq!(ids, [jose.id], "{f}");
+        assert_eq!(matching_users(&*store, d.id, &f).await, [jose.id], "{f}");
     }
     // The name is stored as the client sent it.
     assert_eq!(
@@ -182,9 +186,7 @@ pub async fn entra_matching_filters_find_the_user(store: Arc<dyn Store>) {
         format!(r#"{ent}:employeeNumber eq "701984""#),
     ];
     for f in &matching {
-        let page = store.list_users(d.id, &query(Some(f))).await.unwrap();
-        let ids: Vec<UserId> = page.items.iter().map(|u| u.id).collect();
-        assert_eq!(ids, [jdoe.id], "{f}");
+        assert_eq!(matching_users(&*store, d.id, f).await, [jdoe.id], "{f}");
     }
     for f in [
         r#"emails[type eq "home"].value eq "jdoe@contoso.com""#,
@@ -496,14 +498,8 @@ pub async fn removing_active_by_patch_is_stored_as_inactive(store: Arc<dyn Store
     let read = store.get_user(d.id, u.id).await.unwrap();
     assert!(!read.fields.active);
     assert_eq!(read.raw["active"], false);
-    let inactive = store
-        .list_users(d.id, &query(Some("active eq false")))
-        .await
-        .unwrap();
-    assert_eq!(
-        inactive.items.iter().map(|u| u.id).collect::<Vec<_>>(),
-        [u.id]
-    );
+    let inactive = matching_users(&*store, d.id, "active eq false").await;
+    assert_eq!(inactive, [u.id]);
 }
 
 /// General filter semantics evaluated in SQL (was SQLite-only).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use roster_store::*;
 use serde_json::json;
 
-use super::{all_changes, directory, group, kinds, member, user};
+use super::{all_changes, assert_not_found, changed, directory, kinds, user, user_in_group};
 
 pub async fn directories_crud_and_events(store: Arc<dyn Store>) {
     let a = directory(&*store, "a").await;
@@ -37,12 +37,10 @@ pub async fn directories_crud_and_events(store: Arc<dyn Store>) {
 
     let changes = all_changes(&*store, Some(a.id)).await;
     assert_eq!(kinds(&changes), ["directory.created", "directory.updated"]);
-    let fields: BTreeSet<&str> = changes[1]
-        .changed_fields
-        .iter()
-        .map(|f| f.field.as_str())
-        .collect();
-    assert_eq!(fields, BTreeSet::from(["name", "deprovision_policy"]));
+    assert_eq!(
+        changed(&changes[1]),
+        BTreeSet::from(["name", "deprovision_policy"])
+    );
     let name = changes[1]
         .changed_fields
         .iter()
@@ -53,20 +51,22 @@ pub async fn directories_crud_and_events(store: Arc<dyn Store>) {
         (json!("a"), json!("renamed"))
     );
 
-    assert!(matches!(
-        store.get_directory(DirectoryId::new()).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_not_found(store.get_directory(DirectoryId::new()).await);
+}
+
+/// Token `n` of `dir`: its hash is `[n; 32]`.
+fn new_token(dir: DirectoryId, n: u8) -> NewToken {
+    NewToken {
+        directory_id: dir,
+        name: format!("token {n}"),
+        prefix: format!("rst_{n}"),
+        hash: [n; 32],
+    }
 }
 
 pub async fn token_limit_revoke_and_lookup(store: Arc<dyn Store>) {
     let dir = directory(&*store, "t").await;
-    let new = |n: u8| NewToken {
-        directory_id: dir.id,
-        name: format!("token {n}"),
-        prefix: format!("rst_{n}"),
-        hash: [n; 32],
-    };
+    let new = |n: u8| new_token(dir.id, n);
     let t1 = store.create_token(new(1)).await.unwrap();
     let t2 = store.create_token(new(2)).await.unwrap();
     assert!(matches!(
@@ -122,15 +122,7 @@ pub async fn token_limit_revoke_and_lookup(store: Arc<dyn Store>) {
 
 pub async fn token_last_use_is_recorded_to_the_minute(store: Arc<dyn Store>) {
     let dir = directory(&*store, "used").await;
-    let token = store
-        .create_token(NewToken {
-            directory_id: dir.id,
-            name: "idp".into(),
-            prefix: "rst_used".into(),
-            hash: [3; 32],
-        })
-        .await
-        .unwrap();
+    let token = store.create_token(new_token(dir.id, 3)).await.unwrap();
     assert_eq!(token.last_used_at, None, "a new token was never used");
     let last_used = |store: Arc<dyn Store>| async move {
         let (found, _) = store.find_token([3; 32]).await.unwrap().unwrap();
@@ -205,42 +197,20 @@ pub async fn service_credentials_are_scoped_listed_and_revoked(store: Arc<dyn St
         all.iter()
             .any(|c| c.id == reader.id && c.revoked_at.is_some())
     );
-    assert!(matches!(
-        store.revoke_credential(CredentialId::new()).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_not_found(store.revoke_credential(CredentialId::new()).await);
 }
 
 pub async fn directory_delete_removes_everything(store: Arc<dyn Store>) {
     let dir = directory(&*store, "ddel").await;
     let other = directory(&*store, "survivor").await;
-    let u = store.create_user(dir.id, user("u")).await.unwrap();
-    let g = store.create_group(dir.id, group("g")).await.unwrap();
-    store
-        .add_members(dir.id, g.id, &[member(&u)])
-        .await
-        .unwrap();
-    store
-        .create_token(NewToken {
-            directory_id: dir.id,
-            name: "t".into(),
-            prefix: "p".into(),
-            hash: [7; 32],
-        })
-        .await
-        .unwrap();
+    let (u, _) = user_in_group(&*store, dir.id).await;
+    store.create_token(new_token(dir.id, 7)).await.unwrap();
     let survivor = store.create_user(other.id, user("u")).await.unwrap();
     let before = all_changes(&*store, Some(dir.id)).await.len();
 
     store.delete_directory(dir.id).await.unwrap();
-    assert!(matches!(
-        store.get_directory(dir.id).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        store.get_user(dir.id, u.id).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_not_found(store.get_directory(dir.id).await);
+    assert_not_found(store.get_user(dir.id, u.id).await);
     assert!(store.find_token([7; 32]).await.unwrap().is_none());
     assert_eq!(
         store.get_user(other.id, survivor.id).await.unwrap(),
@@ -248,10 +218,7 @@ pub async fn directory_delete_removes_everything(store: Arc<dyn Store>) {
     );
     let changes = all_changes(&*store, Some(dir.id)).await;
     assert_eq!(kinds(&changes[before..]), ["directory.deleted"]);
-    assert!(matches!(
-        store.create_user(dir.id, user("late")).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_not_found(store.create_user(dir.id, user("late")).await);
 }
 
 pub async fn directories_are_created_updated_listed_and_deleted_with_events(store: Arc<dyn Store>) {
@@ -289,14 +256,8 @@ pub async fn directories_are_created_updated_listed_and_deleted_with_events(stor
         store.get_directory(d.id).await,
         Err(StoreError::NotFound("directory"))
     ));
-    assert!(matches!(
-        store.get_user(d.id, u.id).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        store.delete_directory(d.id).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_not_found(store.get_user(d.id, u.id).await);
+    assert_not_found(store.delete_directory(d.id).await);
 
     let changes = all_changes(&*store, Some(d.id)).await;
     assert_eq!(

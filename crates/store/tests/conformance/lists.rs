@@ -146,49 +146,25 @@ pub async fn list_sorting(store: Arc<dyn Store>) {
         });
         q
     };
-    let names = |page: Page<User>| {
-        page.items
-            .into_iter()
-            .map(|u| u.fields.user_name)
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        names(
-            store
-                .list_users(dir.id, &sorted("userName", false))
-                .await
-                .unwrap()
-        ),
-        ["a", "b", "c"]
-    );
-    assert_eq!(
-        names(
-            store
-                .list_users(dir.id, &sorted("USERNAME", true))
-                .await
-                .unwrap()
-        ),
-        ["c", "b", "a"]
-    );
-    // Case-insensitive; a missing title sorts first ascending.
-    assert_eq!(
-        names(
-            store
-                .list_users(dir.id, &sorted("title", false))
-                .await
-                .unwrap()
-        ),
-        ["a", "c", "b"]
-    );
-    assert_eq!(
-        names(
-            store
-                .list_users(dir.id, &sorted("meta.created", true))
-                .await
-                .unwrap()
-        ),
-        ["c", "a", "b"]
-    );
+    // Paths and values compare case-insensitively ("alpha" before "Zed"); a
+    // missing title sorts first ascending.
+    let cases = [
+        ("userName", false, ["a", "b", "c"]),
+        ("USERNAME", true, ["c", "b", "a"]),
+        ("title", false, ["a", "c", "b"]),
+        ("meta.created", true, ["c", "a", "b"]),
+    ];
+    for (path, descending, expected) in cases {
+        let page = store
+            .list_users(dir.id, &sorted(path, descending))
+            .await
+            .unwrap();
+        let names: Vec<String> = page.items.into_iter().map(|u| u.fields.user_name).collect();
+        assert_eq!(
+            names, expected,
+            "sorted by {path}, descending: {descending}"
+        );
+    }
 }
 
 pub async fn list_cursor_is_exact(store: Arc<dyn Store>) {

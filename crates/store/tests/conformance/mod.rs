@@ -24,6 +24,7 @@ pub mod users;
 pub mod webhooks;
 
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use roster_store::*;
@@ -198,6 +199,63 @@ pub fn member(user: &User) -> MemberRef {
         id: user.id.0,
         kind: MemberKind::User,
     }
+}
+
+/// Adds `members` to `group`, which must succeed: (added, the group's new
+/// version).
+pub async fn add(
+    store: &dyn Store,
+    dir: DirectoryId,
+    group: GroupId,
+    members: &[MemberRef],
+) -> (i64, i64) {
+    store
+        .add_members(dir, group, members)
+        .await
+        .expect("add members")
+}
+
+/// The groups `user` is a member of, as `get_user` reads them.
+pub async fn group_ids(store: &dyn Store, dir: DirectoryId, user: UserId) -> Vec<GroupId> {
+    store.get_user(dir, user).await.expect("get user").group_ids
+}
+
+/// A user `u` and a group `g` of `dir`, `u` added to `g`.
+pub async fn user_in_group(store: &dyn Store, dir: DirectoryId) -> (User, Group) {
+    let u = store
+        .create_user(dir, user("u"))
+        .await
+        .expect("create user");
+    let g = store
+        .create_group(dir, group("g"))
+        .await
+        .expect("create group");
+    add(store, dir, g.id, &[member(&u)]).await;
+    (u, g)
+}
+
+/// The stored member count of `group`.
+pub async fn member_count(store: &dyn Store, dir: DirectoryId, group: GroupId) -> i64 {
+    let got = store.get_group(dir, group, false).await.expect("get group");
+    got.member_count
+}
+
+/// The names of the fields `change` lists as changed.
+pub fn changed(change: &ChangeRecord) -> BTreeSet<&str> {
+    change
+        .changed_fields
+        .iter()
+        .map(|f| f.field.as_str())
+        .collect()
+}
+
+/// Fails unless `result` is `NotFound`.
+#[track_caller]
+pub fn assert_not_found<T: std::fmt::Debug>(result: StoreResult<T>) {
+    assert!(
+        matches!(result, Err(StoreError::NotFound(_))),
+        "expected NotFound: {result:?}"
+    );
 }
 
 /// `count` users of `dir` named `{prefix}0`, `{prefix}1`, ..., created one

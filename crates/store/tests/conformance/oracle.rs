@@ -233,12 +233,7 @@ pub async fn check_filters_against_evaluator(store: &dyn Store) {
 
     let mut failures = Vec::new();
     for text in user_filters(&users[0], &team) {
-        let f = filter(&text);
-        let expected: BTreeSet<UserId> = users
-            .iter()
-            .filter(|u| roster_scim::filter::matches_kind(&f, &user_json(u), ResourceKind::User))
-            .map(|u| u.id)
-            .collect();
+        let expected = evaluated(&text, &users, ResourceKind::User, user_json, |u| u.id);
         match store.list_users(dir.id, &query(Some(&text))).await {
             Ok(page) => {
                 let got: BTreeSet<UserId> = page.items.iter().map(|u| u.id).collect();
@@ -265,12 +260,7 @@ pub async fn check_filters_against_evaluator(store: &dyn Store) {
         r#"members[type eq "User"]"#.to_string(),
     ];
     for text in group_filters {
-        let f = filter(&text);
-        let expected: BTreeSet<GroupId> = groups
-            .iter()
-            .filter(|g| roster_scim::filter::matches_kind(&f, &group_json(g), ResourceKind::Group))
-            .map(|g| g.id)
-            .collect();
+        let expected = evaluated(&text, &groups, ResourceKind::Group, group_json, |g| g.id);
         match store.list_groups(dir.id, &query(Some(&text))).await {
             Ok(page) => {
                 let got: BTreeSet<GroupId> = page.items.iter().map(|g| g.id).collect();
@@ -286,6 +276,23 @@ pub async fn check_filters_against_evaluator(store: &dyn Store) {
         "SQL and evaluator disagree:\n{}",
         failures.join("\n")
     );
+}
+
+/// The ids of the `items` that the SCIM crate's evaluator finds `text`
+/// matches, the answer SQL must agree with.
+fn evaluated<T, I: Ord>(
+    text: &str,
+    items: &[T],
+    kind: ResourceKind,
+    json: fn(&T) -> Value,
+    id: fn(&T) -> I,
+) -> BTreeSet<I> {
+    let f = filter(text);
+    items
+        .iter()
+        .filter(|item| roster_scim::filter::matches_kind(&f, &json(item), kind))
+        .map(id)
+        .collect()
 }
 
 fn names(users: &[User], ids: &BTreeSet<UserId>) -> String {

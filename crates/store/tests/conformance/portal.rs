@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, SubsecRound, Utc};
+use chrono::{DateTime, Duration, SubsecRound, Utc};
 use roster_store::portal::*;
 use roster_store::produced::{Produced, collect};
 use roster_store::*;
@@ -40,6 +40,11 @@ fn query(dir: DirectoryId) -> ActivityQuery {
     }
 }
 
+/// The statuses of `listed`, in list order.
+fn statuses(listed: &[Activity]) -> Vec<i32> {
+    listed.iter().map(|x| x.entry.status).collect()
+}
+
 pub async fn activity_is_recorded_listed_filtered_paged_and_pruned(store: Arc<dyn Store>) {
     let a = directory(&*store, "audited").await;
     let b = directory(&*store, "other").await;
@@ -57,9 +62,8 @@ pub async fn activity_is_recorded_listed_filtered_paged_and_pruned(store: Arc<dy
     assert_eq!(store.record_activity(&entries).await.unwrap(), 5);
 
     let all = store.list_activity(&query(a.id)).await.unwrap();
-    let statuses: Vec<i32> = all.iter().map(|x| x.entry.status).collect();
     assert_eq!(
-        statuses,
+        statuses(&all),
         [503, 200, 409, 201],
         "newest first, one directory"
     );
@@ -71,10 +75,7 @@ pub async fn activity_is_recorded_listed_filtered_paged_and_pruned(store: Arc<dy
         ..query(a.id)
     };
     let found = store.list_activity(&failures).await.unwrap();
-    assert_eq!(
-        found.iter().map(|x| x.entry.status).collect::<Vec<_>>(),
-        [503, 409]
-    );
+    assert_eq!(statuses(&found), [503, 409]);
     let client = ActivityQuery {
         status: Some(StatusClass::ClientError),
         resource_type: Some("User".into()),
@@ -97,20 +98,13 @@ pub async fn activity_is_recorded_listed_filtered_paged_and_pruned(store: Arc<dy
         ..query(a.id)
     };
     let rest = store.list_activity(&next).await.unwrap();
-    assert_eq!(
-        rest.iter().map(|x| x.entry.status).collect::<Vec<_>>(),
-        [409, 201]
-    );
+    assert_eq!(statuses(&rest), [409, 201]);
     let live = ActivityQuery {
         after: Some(all[2].id),
         ..query(a.id)
     };
     let newer = store.list_activity(&live).await.unwrap();
-    assert_eq!(
-        newer.iter().map(|x| x.entry.status).collect::<Vec<_>>(),
-        [200, 503],
-        "oldest first"
-    );
+    assert_eq!(statuses(&newer), [200, 503], "oldest first");
 
     let pruned = store
         .prune_activity(now - Duration::days(30))
@@ -130,40 +124,45 @@ fn session(hash: u8, hours: i64) -> NewPortalSession {
     }
 }
 
+/// Link `hash` of `dir`: its hash is `[hash; 32]`.
+fn new_link(dir: DirectoryId, hash: u8, expires_at: DateTime<Utc>) -> NewPortalLink {
+    NewPortalLink {
+        directory_id: dir,
+        hash: [hash; 32],
+        expires_at,
+    }
+}
+
+/// Opens link `link` at `now` into a four-hour session `session_hash`.
+async fn open(store: &dyn Store, link: u8, session_hash: u8, now: DateTime<Utc>) -> LinkExchange {
+    let session = session(session_hash, 4);
+    store
+        .open_portal_link([link; 32], session, now)
+        .await
+        .unwrap()
+}
+
 pub async fn portal_links_open_once_and_sessions_are_revocable(store: Arc<dyn Store>) {
     let dir = directory(&*store, "portal").await;
     let in_a_day = Utc::now() + Duration::hours(24);
     let link = store
-        .create_portal_link(NewPortalLink {
-            directory_id: dir.id,
-            hash: [1; 32],
-            expires_at: in_a_day,
-        })
+        .create_portal_link(new_link(dir.id, 1, in_a_day))
         .await
         .unwrap();
     assert_eq!(link.directory_id, dir.id);
     assert_eq!(link.used_at, None);
 
     let now = Utc::now();
-    let opened = store
-        .open_portal_link([1; 32], session(11, 4), now)
-        .await
-        .unwrap();
+    let opened = open(&*store, 1, 11, now).await;
     let LinkExchange::Opened(s, stored) = opened else {
         panic!("a live link opens: {opened:?}");
     };
     assert_eq!(stored, [1; 32]);
     assert_eq!((s.directory_id, s.link_id), (dir.id, link.id));
-    let again = store
-        .open_portal_link([1; 32], session(12, 4), now)
-        .await
-        .unwrap();
+    let again = open(&*store, 1, 12, now).await;
     assert_eq!(again, LinkExchange::AlreadyUsed);
     assert_eq!(store.find_portal_session([12; 32]).await.unwrap(), None);
-    let unknown = store
-        .open_portal_link([9; 32], session(13, 4), now)
-        .await
-        .unwrap();
+    let unknown = open(&*store, 9, 13, now).await;
     assert_eq!(unknown, LinkExchange::Unknown);
 
     let (found, hash) = store.find_portal_session([11; 32]).await.unwrap().unwrap();
@@ -171,17 +170,10 @@ pub async fn portal_links_open_once_and_sessions_are_revocable(store: Arc<dyn St
 
     // Expired links stay closed.
     store
-        .create_portal_link(NewPortalLink {
-            directory_id: dir.id,
-            hash: [2; 32],
-            expires_at: now - Duration::seconds(1),
-        })
+        .create_portal_link(new_link(dir.id, 2, now - Duration::seconds(1)))
         .await
         .unwrap();
-    let late = store
-        .open_portal_link([2; 32], session(14, 4), now)
-        .await
-        .unwrap();
+    let late = open(&*store, 2, 14, now).await;
     assert_eq!(late, LinkExchange::Expired);
 
     // Signing out ends one session.
@@ -190,17 +182,10 @@ pub async fn portal_links_open_once_and_sessions_are_revocable(store: Arc<dyn St
 
     // Revoking a link closes it and every session opened with it.
     let third = store
-        .create_portal_link(NewPortalLink {
-            directory_id: dir.id,
-            hash: [3; 32],
-            expires_at: in_a_day,
-        })
+        .create_portal_link(new_link(dir.id, 3, in_a_day))
         .await
         .unwrap();
-    let opened = store
-        .open_portal_link([3; 32], session(15, 4), now)
-        .await
-        .unwrap();
+    let opened = open(&*store, 3, 15, now).await;
     assert!(matches!(opened, LinkExchange::Opened(..)));
     assert!(store.find_portal_session([15; 32]).await.unwrap().is_some());
     let revoked = store
@@ -210,26 +195,15 @@ pub async fn portal_links_open_once_and_sessions_are_revocable(store: Arc<dyn St
     assert_eq!(revoked, 1);
     assert_eq!(store.find_portal_session([15; 32]).await.unwrap(), None);
     store
-        .create_portal_link(NewPortalLink {
-            directory_id: dir.id,
-            hash: [4; 32],
-            expires_at: in_a_day,
-        })
+        .create_portal_link(new_link(dir.id, 4, in_a_day))
         .await
         .unwrap();
     assert_eq!(store.revoke_portal_links(dir.id, None).await.unwrap(), 4);
-    let closed = store
-        .open_portal_link([4; 32], session(16, 4), now)
-        .await
-        .unwrap();
+    let closed = open(&*store, 4, 16, now).await;
     assert_eq!(closed, LinkExchange::Revoked);
 
     let missing = store
-        .create_portal_link(NewPortalLink {
-            directory_id: DirectoryId::new(),
-            hash: [5; 32],
-            expires_at: in_a_day,
-        })
+        .create_portal_link(new_link(DirectoryId::new(), 5, in_a_day))
         .await;
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),

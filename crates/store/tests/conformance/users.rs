@@ -6,7 +6,9 @@ use std::sync::Arc;
 use roster_store::*;
 use serde_json::json;
 
-use super::{all_changes, directory, group, kinds, member, member_group, user};
+use super::{
+    all_changes, assert_not_found, changed, directory, group, kinds, member, member_group, user,
+};
 
 pub async fn user_crud_versions_and_events(store: Arc<dyn Store>) {
     let dir = directory(&*store, "u").await;
@@ -15,10 +17,7 @@ pub async fn user_crud_versions_and_events(store: Arc<dyn Store>) {
     assert_eq!(created.fields.user_name, "alice");
     assert_eq!(store.get_user(dir.id, created.id).await.unwrap(), created);
     let other_dir = directory(&*store, "other").await;
-    assert!(matches!(
-        store.get_user(other_dir.id, created.id).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_not_found(store.get_user(other_dir.id, created.id).await);
 
     let mut write = user("alice");
     write.fields.title = Some("Engineer".into());
@@ -51,10 +50,7 @@ pub async fn user_crud_versions_and_events(store: Arc<dyn Store>) {
         .delete_user(dir.id, created.id, Some(4))
         .await
         .unwrap();
-    assert!(matches!(
-        store.get_user(dir.id, created.id).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_not_found(store.get_user(dir.id, created.id).await);
 
     let changes = all_changes(&*store, Some(dir.id)).await;
     assert_eq!(
@@ -89,12 +85,10 @@ pub async fn user_crud_versions_and_events(store: Arc<dyn Store>) {
         ("title", &json!(null), &json!("Engineer"))
     );
     // A deactivation lists every changed field, not just `active`.
-    let fields: BTreeSet<&str> = changes[3]
-        .changed_fields
-        .iter()
-        .map(|f| f.field.as_str())
-        .collect();
-    assert_eq!(fields, BTreeSet::from(["active", "display_name"]));
+    assert_eq!(
+        changed(&changes[3]),
+        BTreeSet::from(["active", "display_name"])
+    );
     // The creation's payload is the user as created (both backends build it
     // their own way: it must still decode to the same user).
     let born: User = serde_json::from_value(changes[1].payload.clone()).unwrap();
@@ -348,10 +342,7 @@ pub async fn resources_of_other_directories_are_not_found(store: Arc<dyn Store>)
         store.get_group(other.id, g.id, true).await,
         Err(StoreError::NotFound("group"))
     ));
-    assert!(matches!(
-        store.delete_user(other.id, u.id, None).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_not_found(store.delete_user(other.id, u.id, None).await);
     assert!(matches!(
         store.create_user(DirectoryId::new(), user("x")).await,
         Err(StoreError::NotFound("directory"))

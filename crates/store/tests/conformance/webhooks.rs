@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use roster_store::*;
 
-use super::directory;
+use super::{assert_not_found, directory};
 
 fn new_endpoint(dir: Option<DirectoryId>, url: &str, cursor: i64) -> NewWebhook {
     NewWebhook {
@@ -20,6 +20,12 @@ fn new_endpoint(dir: Option<DirectoryId>, url: &str, cursor: i64) -> NewWebhook 
         sealed_secret: vec![1, 2, 3],
         cursor,
     }
+}
+
+/// Creates [`new_endpoint`], which must succeed.
+async fn endpoint(store: &dyn Store, dir: Option<DirectoryId>, url: &str, cursor: i64) -> Webhook {
+    let new = new_endpoint(dir, url, cursor);
+    store.create_webhook(new).await.expect("create webhook")
 }
 
 fn success(revision: i64) -> WebhookProgress {
@@ -44,18 +50,9 @@ fn success(revision: i64) -> WebhookProgress {
 pub async fn webhook_endpoints_are_created_filtered_updated_and_deleted(store: Arc<dyn Store>) {
     let a = directory(store.as_ref(), "a").await;
     let b = directory(store.as_ref(), "b").await;
-    let of_a = store
-        .create_webhook(new_endpoint(Some(a.id), "https://a.example/hook", 7))
-        .await
-        .unwrap();
-    let of_b = store
-        .create_webhook(new_endpoint(Some(b.id), "https://b.example/hook", 0))
-        .await
-        .unwrap();
-    let of_all = store
-        .create_webhook(new_endpoint(None, "https://all.example/hook", 0))
-        .await
-        .unwrap();
+    let of_a = endpoint(&*store, Some(a.id), "https://a.example/hook", 7).await;
+    let of_b = endpoint(&*store, Some(b.id), "https://b.example/hook", 0).await;
+    let of_all = endpoint(&*store, None, "https://all.example/hook", 0).await;
     assert_eq!(
         (of_a.cursor, of_a.status, of_a.enabled, of_a.generation),
         (7, WebhookStatus::Active, true, 1)
@@ -121,19 +118,13 @@ pub async fn webhook_endpoints_are_created_filtered_updated_and_deleted(store: A
         store.get_webhook(of_a.id).await,
         Err(StoreError::NotFound("webhook endpoint"))
     ));
-    assert!(matches!(
-        store.delete_webhook(of_a.id).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert_not_found(store.delete_webhook(of_a.id).await);
 }
 
 pub async fn one_owner_holds_a_webhook_lease_until_it_expires_or_is_released(
     store: Arc<dyn Store>,
 ) {
-    let hook = store
-        .create_webhook(new_endpoint(None, "https://x.example", 0))
-        .await
-        .unwrap();
+    let hook = endpoint(&*store, None, "https://x.example", 0).await;
     let long = Duration::from_secs(60);
     let held = lease(&*store, hook.id, "replica-1", long)
         .await
@@ -166,10 +157,7 @@ pub async fn one_owner_holds_a_webhook_lease_until_it_expires_or_is_released(
     assert_eq!(winners, 1);
 
     // An expired lease (a crashed holder) is taken over.
-    let crashed = store
-        .create_webhook(new_endpoint(None, "https://y.example", 0))
-        .await
-        .unwrap();
+    let crashed = endpoint(&*store, None, "https://y.example", 0).await;
     lease(&*store, crashed.id, "crashed", Duration::from_millis(1))
         .await
         .expect("taken");
@@ -186,10 +174,7 @@ pub async fn one_owner_holds_a_webhook_lease_until_it_expires_or_is_released(
 }
 
 pub async fn webhook_progress_needs_the_lease_and_the_current_generation(store: Arc<dyn Store>) {
-    let hook = store
-        .create_webhook(new_endpoint(None, "https://x.example", 0))
-        .await
-        .unwrap();
+    let hook = endpoint(&*store, None, "https://x.example", 0).await;
     let ttl = Duration::from_secs(60);
     let held = lease(&*store, hook.id, "w1", ttl).await.expect("lease");
     let g = held.generation;
@@ -276,14 +261,8 @@ pub async fn webhook_progress_needs_the_lease_and_the_current_generation(store: 
 }
 
 pub async fn webhook_attempts_keep_the_newest_per_endpoint(store: Arc<dyn Store>) {
-    let one = store
-        .create_webhook(new_endpoint(None, "https://one.example", 0))
-        .await
-        .unwrap();
-    let two = store
-        .create_webhook(new_endpoint(None, "https://two.example", 0))
-        .await
-        .unwrap();
+    let one = endpoint(&*store, None, "https://one.example", 0).await;
+    let two = endpoint(&*store, None, "https://two.example", 0).await;
     let ttl = Duration::from_secs(60);
     for hook in [&one, &two] {
         lease(&*store, hook.id, "w", ttl).await.expect("lease");
@@ -347,10 +326,7 @@ pub async fn batched_webhook_progress_is_guarded_per_endpoint(store: Arc<dyn Sto
         ("https://stale.example", "w"),
         ("https://elsewhere.example", "other"),
     ] {
-        let hook = store
-            .create_webhook(new_endpoint(None, url, 0))
-            .await
-            .unwrap();
+        let hook = endpoint(&*store, None, url, 0).await;
         store
             .acquire_webhook_lease(hook.id, owner, ttl)
             .await
