@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 
 use futures::Stream;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, DuplexStream, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -53,12 +53,38 @@ pub fn local_channel() -> (Channel, LocalListener) {
     (channel, LocalListener { pipes: rx })
 }
 
-/// A connection the server accepted: a TCP socket or an in-process pipe.
 /// The directory service's TLS configuration, following its files.
 pub(crate) type ServerTls = roster_tls::Reloading<roster_tls::ServerConfig>;
 
+/// Bytes of one connection's writes gathered before they reach the socket.
+/// h2 holds a frame of up to 16 KiB in its own buffer; one more such frame
+/// fits here, so a typical reply (headers, message, trailers) is one write.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// A connection the server accepted (a TCP socket, with or without TLS, or
+/// an in-process pipe), its writes gathered until h2 flushes them.
+///
+/// Why: h2 copies a DATA frame into its write buffer only below a threshold
+/// — 256 bytes when the transport says it supports vectored writes, 1 KiB
+/// when it does not — and sends a larger payload by reference, flushing
+/// before it can take the next frame. A unary reply's message is usually
+/// above 256 bytes, so its trailers left in a second `writev`: two syscalls
+/// on this side and often a second wake-up and read on the caller's
+/// (docs/performance.md, "The gRPC hop of split processes"). Reporting no
+/// vectored writes raises the threshold to 1 KiB, and the buffer gathers
+/// what h2 writes between two flushes into one write. h2 flushes after every
+/// batch of frames, so nothing waits here beyond that.
 #[derive(Debug)]
-pub(crate) enum Conn {
+pub(crate) struct Conn(BufWriter<Io>);
+
+impl Conn {
+    fn new(io: Io) -> Self {
+        Self(BufWriter::with_capacity(WRITE_BUFFER, io))
+    }
+}
+
+#[derive(Debug)]
+enum Io {
     Tcp(TcpStream),
     Tls(Box<roster_tls::ServerTlsStream<TcpStream>>),
     Local(DuplexStream),
@@ -68,10 +94,10 @@ impl Connected for Conn {
     type ConnectInfo = Option<TcpConnectInfo>;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        match self {
-            Conn::Tcp(tcp) => Some(tcp.connect_info()),
-            Conn::Tls(tls) => Some(tls.get_ref().0.connect_info()),
-            Conn::Local(_) => None,
+        match self.0.get_ref() {
+            Io::Tcp(tcp) => Some(tcp.connect_info()),
+            Io::Tls(tls) => Some(tls.get_ref().0.connect_info()),
+            Io::Local(_) => None,
         }
     }
 }
@@ -82,11 +108,7 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Local(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
     }
 }
 
@@ -96,46 +118,63 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Local(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(
+    /// `false` on purpose, whatever the socket supports: see [`Conn`].
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Local(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Local(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
+}
 
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Tcp(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
-            Conn::Local(s) => s.is_write_vectored(),
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Local(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
-            Conn::Local(s) => Pin::new(s).poll_flush(cx),
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+            Io::Local(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Local(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Local(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
@@ -150,13 +189,13 @@ pub(crate) fn incoming(
     use futures::StreamExt;
     let tcp = match tls {
         Some(tls) => roster_tls::incoming(tcp, tls)
-            .map(|r| r.map(|s| Conn::Tls(Box::new(s))))
+            .map(|r| r.map(|s| Conn::new(Io::Tls(Box::new(s)))))
             .boxed(),
-        None => tcp.map(|r| r.map(Conn::Tcp)).boxed(),
+        None => tcp.map(|r| r.map(|s| Conn::new(Io::Tcp(s)))).boxed(),
     };
     let local = match local {
         Some(l) => tokio_stream::wrappers::UnboundedReceiverStream::new(l.pipes)
-            .map(|pipe| Ok(Conn::Local(pipe)))
+            .map(|pipe| Ok(Conn::new(Io::Local(pipe))))
             .boxed(),
         None => futures::stream::empty().boxed(),
     };
@@ -207,4 +246,33 @@ where
         }
     };
     tower::util::BoxCloneSyncService::new(tower::service_fn(call))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// What h2 writes between two flushes reaches the peer as one piece, and
+    /// all of it by the flush; h2 is told to copy small frames (see [`Conn`]).
+    #[tokio::test]
+    async fn writes_are_gathered_until_the_flush() {
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let mut conn = Conn::new(Io::Local(near));
+        assert!(!conn.is_write_vectored());
+        conn.write_all(b"headers+message").await.unwrap();
+        conn.write_all(b"|trailers").await.unwrap();
+        let mut buf = [0u8; 64];
+        // The pipe holds only what was really written: nothing yet.
+        let early = futures::FutureExt::now_or_never(far.read(&mut buf));
+        assert!(early.is_none(), "nothing is sent before the flush");
+        conn.flush().await.unwrap();
+        let n = far.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"headers+message|trailers");
+
+        far.write_all(b"request").await.unwrap();
+        let n = conn.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"request", "reads pass through");
+    }
 }
