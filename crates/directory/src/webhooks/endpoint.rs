@@ -14,6 +14,7 @@ use roster_store::{
 use roster_webhook::{SigningSecret, WebhookError, signature_header};
 
 use super::client::{Response, Signed};
+use super::in_flight;
 use super::pages::Page;
 use super::{Shared, backoff};
 
@@ -212,6 +213,7 @@ impl Endpoint {
             if self.renew_if_due().await? {
                 return Ok(Step::Restart);
             }
+            let request = self.shared.in_flight.start();
             let response = self.send(&msg_id, body.clone()).await;
             let attempt = NewWebhookAttempt {
                 revision: record.revision,
@@ -224,7 +226,7 @@ impl Endpoint {
             let (progress, outcome) = self.after(&response, record.revision, attempt);
             let latency = response.latency.as_secs_f64();
             roster_telemetry::metrics::metrics().webhook_attempt(outcome.label(), latency);
-            if self.record(progress).await? {
+            if self.record_after(progress, request).await? {
                 return Ok(Step::Restart);
             }
             match outcome {
@@ -316,6 +318,24 @@ impl Endpoint {
     /// generation; otherwise re-reads the endpoint (an admin changed it:
     /// true, nothing written) or stops (another replica took over).
     async fn record(&mut self, progress: WebhookProgress) -> Result<bool, Stop> {
+        self.record_written(progress, None).await
+    }
+
+    /// [`Self::record`] after `request`, which counts as in flight until its
+    /// progress is queued (the batch it joins waits for the others).
+    async fn record_after(
+        &mut self,
+        progress: WebhookProgress,
+        request: in_flight::Request,
+    ) -> Result<bool, Stop> {
+        self.record_written(progress, Some(request)).await
+    }
+
+    async fn record_written(
+        &mut self,
+        progress: WebhookProgress,
+        request: Option<in_flight::Request>,
+    ) -> Result<bool, Stop> {
         let prune = progress.attempt.is_some() && self.unpruned >= PRUNE_EVERY;
         let write = EndpointProgress {
             id: self.hook.id,
@@ -323,7 +343,9 @@ impl Endpoint {
             progress: progress.clone(),
             prune,
         };
-        let written = self.shared.progress.write((), write).await?;
+        let queued = self.shared.progress.enqueue((), write);
+        drop(request);
+        let written = queued.await?;
         if written {
             if prune {
                 self.unpruned = 0;
