@@ -93,16 +93,17 @@ impl<W: BatchWrite> Batcher<W> {
         key: W::Key,
         item: W::Item,
     ) -> StoreResult<W::Done> {
-        self.enqueue(key, item).await
+        self.enqueue(key, item, || {}).await
     }
 
-    /// Queues `item` at once (before the first poll of the returned
-    /// future, so a caller can tell a [`BatchWrite::gather`] that its write
-    /// is in the queue) and resolves to its result.
+    /// Queues `item` at once, calls `queued` (before a runner is started, so
+    /// that what a [`BatchWrite::gather`] waits for is already settled when
+    /// the runner looks) and returns a future of its result.
     pub(crate) fn enqueue(
         self: &Arc<Self>,
         key: W::Key,
         item: W::Item,
+        queued: impl FnOnce(),
     ) -> impl std::future::Future<Output = StoreResult<W::Done>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let start = {
@@ -119,6 +120,7 @@ impl<W: BatchWrite> Batcher<W> {
             }
             start
         };
+        queued();
         if start {
             tokio::spawn(Arc::clone(self).run(key));
         }

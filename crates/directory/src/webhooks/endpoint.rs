@@ -350,8 +350,12 @@ impl Endpoint {
             progress: progress.clone(),
             prune,
         };
-        let queued = self.shared.progress.enqueue((), write);
-        drop(request);
+        // The request stops counting as in flight once its progress is
+        // queued, before a runner may look at the count.
+        let queued = self
+            .shared
+            .progress
+            .enqueue((), write, move || drop(request));
         let written = queued.await?;
         if written {
             if prune {
