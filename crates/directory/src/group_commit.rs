@@ -47,6 +47,9 @@ pub(crate) trait BatchWrite: Send + Sync + 'static {
     const RUNNERS: usize;
     /// The largest batch: bounds one transaction's length and lock time.
     const MAX_BATCH: usize;
+    /// Waits, before a batch is taken, for writes known to be coming
+    /// (none by default: a batch is what arrived meanwhile).
+    async fn gather(&self) {}
     /// A write that arrived alone.
     async fn one(&self, key: Self::Key, item: Self::Item) -> StoreResult<Self::Done>;
     /// A batch: one result per item, in order.
@@ -90,6 +93,18 @@ impl<W: BatchWrite> Batcher<W> {
         key: W::Key,
         item: W::Item,
     ) -> StoreResult<W::Done> {
+        self.enqueue(key, item, || {}).await
+    }
+
+    /// Queues `item` at once, calls `queued` (before a runner is started, so
+    /// that what a [`BatchWrite::gather`] waits for is already settled when
+    /// the runner looks) and returns a future of its result.
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        key: W::Key,
+        item: W::Item,
+        queued: impl FnOnce(),
+    ) -> impl std::future::Future<Output = StoreResult<W::Done>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queues = self.queues.lock().expect("group commit queues");
@@ -105,15 +120,18 @@ impl<W: BatchWrite> Batcher<W> {
             }
             start
         };
+        queued();
         if start {
             tokio::spawn(Arc::clone(self).run(key));
         }
-        let (result, produced) = answer.await.unwrap_or_else(|_| {
-            let abandoned = StoreError::Unavailable("batched write abandoned".into());
-            (Err(abandoned), Vec::new())
-        });
-        produced::report(produced);
-        result
+        async move {
+            let (result, produced) = answer.await.unwrap_or_else(|_| {
+                let abandoned = StoreError::Unavailable("batched write abandoned".into());
+                (Err(abandoned), Vec::new())
+            });
+            produced::report(produced);
+            result
+        }
     }
 
     /// Writes the key's queue batch by batch until it is empty.
@@ -123,7 +141,11 @@ impl<W: BatchWrite> Batcher<W> {
             key,
             finished: false,
         };
-        while let Some(batch) = self.next_batch(key) {
+        loop {
+            self.writer.gather().await;
+            let Some(batch) = self.next_batch(key) else {
+                break;
+            };
             if batch.len() == 1 {
                 let (item, reply) = batch.into_iter().next().expect("one");
                 let _ = reply.send(produced::collect(self.writer.one(key, item)).await);
@@ -242,12 +264,15 @@ impl BatchWrite for UserCreates {
 /// The progress of the webhook endpoints one replica delivers for, after
 /// each attempt. Every endpoint has at most one write in flight (it sends
 /// its next event only once this one is stored), so a batch holds each
-/// endpoint once and is what finished a request while the previous batch
-/// was written.
+/// endpoint once: what finished a request while the previous batch was
+/// written, and the answers that arrive while the batch waits (briefly)
+/// for the requests still in flight.
 pub(crate) struct WebhookProgressWrites {
     pub(crate) store: Arc<dyn Store>,
     /// The lease owner: this replica.
     pub(crate) owner: String,
+    /// The endpoints' requests still waiting for an answer.
+    pub(crate) in_flight: Arc<crate::webhooks::in_flight::InFlight>,
 }
 
 #[async_trait]
@@ -261,6 +286,12 @@ impl BatchWrite for WebhookProgressWrites {
     /// a batch never waits for more than one other batch's statement.
     const RUNNERS: usize = 2;
     const MAX_BATCH: usize = 256;
+
+    /// Endpoints that keep up answer together: their progress goes in the
+    /// batch of their round, not in two or three statements.
+    async fn gather(&self) {
+        self.in_flight.settled().await;
+    }
 
     /// Alone, still through the batch statement: it prunes only when asked.
     async fn one(&self, (): (), e: EndpointProgress) -> StoreResult<bool> {

@@ -37,6 +37,10 @@ pub struct WebhookConfig {
     pub max_body_bytes: usize,
     /// Bytes of a response body kept with an attempt.
     pub response_prefix_bytes: usize,
+    /// How long a progress write may wait for the answers of the other
+    /// endpoints' requests in flight, so that they are committed in one
+    /// statement (`in_flight.rs`). Zero: never waits.
+    pub progress_linger: Duration,
     /// Names this replica's leases.
     pub replica: String,
 }
@@ -57,6 +61,7 @@ impl Default for WebhookConfig {
             rotation_overlap: Duration::from_secs(24 * 3600),
             max_body_bytes: 256 * 1024,
             response_prefix_bytes: 256,
+            progress_linger: Duration::from_millis(1),
             replica: format!("replica-{}", uuid::Uuid::new_v4()),
         }
     }

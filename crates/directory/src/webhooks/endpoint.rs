@@ -14,6 +14,7 @@ use roster_store::{
 use roster_webhook::{SigningSecret, WebhookError, signature_header};
 
 use super::client::{Response, Signed};
+use super::in_flight;
 use super::pages::Page;
 use super::{Shared, backoff};
 
@@ -151,8 +152,12 @@ impl Endpoint {
                 self.wait_for(heads.changed()).await?;
                 continue;
             }
-            self.refresh().await?;
-            let page = self.read(head).await?;
+            let Some(page) = self.read(head).await? else {
+                continue;
+            };
+            if self.refresh(&page).await? {
+                continue;
+            }
             self.record_lag(head, page.first());
             if page.is_empty() {
                 // Nothing the endpoint wants as far as the page goes: move past it.
@@ -168,15 +173,16 @@ impl Endpoint {
         }
     }
 
-    /// The wanted changes after the cursor, at most a page.
-    async fn read(&mut self, head: i64) -> Result<Page, Stop> {
+    /// The wanted changes after the cursor, at most a page; `None` when an
+    /// admin changed the endpoint meanwhile (read again from its position).
+    async fn read(&mut self, head: i64) -> Result<Option<Page>, Stop> {
         let (store, position) = (self.shared.store.as_ref(), (self.epoch, &self.filter));
         let read = self
             .shared
             .pages
             .read(store, position, self.hook.cursor, head, PAGE);
         match read.await {
-            Ok(page) => Ok(page),
+            Ok(page) => Ok(Some(page)),
             // The log was pruned past the cursor: those events are gone, so
             // the endpoint waits for an admin to replay from what is left.
             Err(StoreError::CursorExpired { oldest, .. }) => {
@@ -189,7 +195,9 @@ impl Endpoint {
                     status: WebhookStatus::DeadLetter,
                     ..self.progress_at(self.hook.cursor)
                 };
-                self.record(progress).await?;
+                if self.record(progress).await? {
+                    return Ok(None);
+                }
                 Err(Stop::DeadLetter)
             }
             Err(e) => Err(e.into()),
@@ -212,6 +220,7 @@ impl Endpoint {
             if self.renew_if_due().await? {
                 return Ok(Step::Restart);
             }
+            let request = self.shared.in_flight.start();
             let response = self.send(&msg_id, body.clone()).await;
             let attempt = NewWebhookAttempt {
                 revision: record.revision,
@@ -224,7 +233,7 @@ impl Endpoint {
             let (progress, outcome) = self.after(&response, record.revision, attempt);
             let latency = response.latency.as_secs_f64();
             roster_telemetry::metrics::metrics().webhook_attempt(outcome.label(), latency);
-            if self.record(progress).await? {
+            if self.record_after(progress, request).await? {
                 return Ok(Step::Restart);
             }
             match outcome {
@@ -316,6 +325,24 @@ impl Endpoint {
     /// generation; otherwise re-reads the endpoint (an admin changed it:
     /// true, nothing written) or stops (another replica took over).
     async fn record(&mut self, progress: WebhookProgress) -> Result<bool, Stop> {
+        self.record_written(progress, None).await
+    }
+
+    /// [`Self::record`] after `request`, which counts as in flight until its
+    /// progress is queued (the batch it joins waits for the others).
+    async fn record_after(
+        &mut self,
+        progress: WebhookProgress,
+        request: in_flight::Request,
+    ) -> Result<bool, Stop> {
+        self.record_written(progress, Some(request)).await
+    }
+
+    async fn record_written(
+        &mut self,
+        progress: WebhookProgress,
+        request: Option<in_flight::Request>,
+    ) -> Result<bool, Stop> {
         let prune = progress.attempt.is_some() && self.unpruned >= PRUNE_EVERY;
         let write = EndpointProgress {
             id: self.hook.id,
@@ -323,7 +350,13 @@ impl Endpoint {
             progress: progress.clone(),
             prune,
         };
-        let written = self.shared.progress.write((), write).await?;
+        // The request stops counting as in flight once its progress is
+        // queued, before a runner may look at the count.
+        let queued = self
+            .shared
+            .progress
+            .enqueue((), write, move || drop(request));
+        let written = queued.await?;
         if written {
             if prune {
                 self.unpruned = 0;
@@ -348,19 +381,27 @@ impl Endpoint {
         }
     }
 
-    /// Takes an admin's change (a rotation, an edit) into account before
-    /// the next page is sent: one read per page, so an event committed
-    /// after a rotation is signed with the new secret too.
-    async fn refresh(&mut self) -> Result<(), Stop> {
-        let stored = match self.shared.store.get_webhook(self.hook.id).await {
-            Ok(stored) => stored,
-            Err(StoreError::NotFound(_)) => return Err(Stop::NotDeliverable),
-            Err(e) => return Err(e.into()),
+    /// Takes an admin's change (a rotation, an edit, a replay) into account
+    /// before `page` is sent: the page carries the endpoints' generations as
+    /// stored after its changes were committed, so an event committed after
+    /// a rotation is signed with the new secret too. True when the endpoint
+    /// changed: the page is stale, read again from the stored cursor.
+    async fn refresh(&mut self, page: &Page) -> Result<bool, Stop> {
+        let stored = match page.generation_of(self.hook.id) {
+            Some(generation) => generation,
+            // Not in the page's list (created or deleted since): ask.
+            None => match self.shared.store.get_webhook(self.hook.id).await {
+                Ok(stored) => stored.generation,
+                Err(StoreError::NotFound(_)) => return Err(Stop::NotDeliverable),
+                Err(e) => return Err(e.into()),
+            },
         };
-        if stored.generation != self.hook.generation {
-            self.reload().await?;
+        // Generations only grow: an older one is a page read before this
+        // task's last look at the endpoint.
+        if stored > self.hook.generation {
+            return self.reload().await;
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Renews the lease and takes the endpoint as stored (a replay, an edit

@@ -13,7 +13,8 @@
 //!   generation, so a crash redelivers at most the event in flight and an
 //!   admin's replay is never overwritten. The progress writes of all the
 //!   endpoints that finished a request at the same moment go in one
-//!   statement (group commit); each page of the log is read once for all
+//!   statement (group commit), which waits up to `progress_linger` for the
+//!   answers still in flight; each page of the log is read once for all
 //!   the endpoints of a directory and each event's body encoded once.
 //! - Nothing here runs in a SCIM request: a slow receiver never slows an
 //!   identity provider down.
@@ -23,6 +24,7 @@ mod bodies;
 pub mod client;
 mod config;
 mod endpoint;
+pub(crate) mod in_flight;
 mod pages;
 pub mod payload;
 
@@ -57,6 +59,8 @@ pub(crate) struct Shared {
     /// Gathers the progress writes of every endpoint of this replica that
     /// finished a request at the same moment into one statement.
     progress: Arc<Batcher<WebhookProgressWrites>>,
+    /// The requests in flight, which a progress batch waits for.
+    in_flight: Arc<in_flight::InFlight>,
     bodies: bodies::Bodies,
     pages: pages::Pages,
     shutdown: watch::Receiver<bool>,
@@ -84,15 +88,18 @@ impl Deliveries {
         };
         let config = Arc::new(config);
         let (stop, shutdown) = watch::channel(false);
+        let in_flight = Arc::new(in_flight::InFlight::new(config.progress_linger));
         let progress = Batcher::new(WebhookProgressWrites {
             store: Arc::clone(&store),
             owner: config.replica.clone(),
+            in_flight: Arc::clone(&in_flight),
         });
         let shared = Arc::new(Shared {
             store,
             hub,
             sender: client::Sender::new(Arc::clone(&config))?,
             progress,
+            in_flight,
             bodies: bodies::Bodies::new(config.max_body_bytes),
             pages: pages::Pages::default(),
             config,

@@ -2,12 +2,19 @@
 //! page for all the endpoints of a directory, whatever their kinds, each
 //! endpoint taking from it what its filter wants. Endpoints that keep up
 //! sit at nearly the same cursor, so ten endpoints of a directory cost one
-//! query per page, not ten.
+//! query per page, not ten: a read is made by one endpoint at a time, and
+//! the others that missed meanwhile take its range.
+//!
+//! With the range, the read takes the endpoints' generations as stored
+//! after it: an admin's change (a rotation, an edit, a replay) committed
+//! before any change of the range is seen there, so an endpoint learns of
+//! it before it sends such a change — one read for all the endpoints
+//! instead of one per endpoint and page.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use roster_store::{ChangeFilter, ChangeRecord, DirectoryId, Store, StoreResult};
+use roster_store::{ChangeFilter, ChangeRecord, DirectoryId, Store, StoreResult, WebhookId};
 
 /// Changes read per query: a page of every endpoint's (their filters may
 /// each want only part of it).
@@ -24,6 +31,9 @@ struct Segment {
     after: i64,
     up_to: i64,
     records: Vec<ChangeRecord>,
+    /// The generation of every endpoint of the directory, read after the
+    /// records.
+    generations: HashMap<WebhookId, i64>,
 }
 
 /// What one endpoint reads: the changes it wants after its cursor, and how
@@ -47,11 +57,20 @@ impl Page {
     pub(super) fn is_empty(&self) -> bool {
         self.picked.is_empty()
     }
+
+    /// The endpoint's generation as stored after the page's changes were
+    /// committed (`None`: it did not exist then, or was deleted).
+    pub(super) fn generation_of(&self, id: WebhookId) -> Option<i64> {
+        self.segment.generations.get(&id).copied()
+    }
 }
 
 #[derive(Default)]
 pub(super) struct Pages {
     recent: Mutex<VecDeque<Arc<Segment>>>,
+    /// Held while a range is read, so that the endpoints missing the same
+    /// range at once read it once.
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl Pages {
@@ -69,7 +88,13 @@ impl Pages {
         let directory = filter.directory_id;
         let segment = match self.find(epoch, directory, after) {
             Some(found) => found,
-            None => self.load(store, (epoch, directory), after, head).await?,
+            None => {
+                let _loading = self.loading.lock().await;
+                match self.find(epoch, directory, after) {
+                    Some(found) => found,
+                    None => self.load(store, (epoch, directory), after, head).await?,
+                }
+            }
         };
         Ok(pick(segment, filter, after, limit.max(1)))
     }
@@ -96,6 +121,12 @@ impl Pages {
             kinds: Vec::new(),
         };
         let records = store.read_changes(&every_kind, after, head, READ).await?;
+        let generations = store
+            .list_webhooks(directory)
+            .await?
+            .into_iter()
+            .map(|hook| (hook.id, hook.generation))
+            .collect();
         // A full read covers the log only up to its last change.
         let up_to = match records.last() {
             Some(last) if records.len() as i64 >= READ => last.revision,
@@ -107,6 +138,7 @@ impl Pages {
             after,
             up_to,
             records,
+            generations,
         });
         let mut recent = self.lock();
         recent.push_back(Arc::clone(&segment));
@@ -176,6 +208,7 @@ mod tests {
             after: 10,
             up_to: 20,
             records: (11..=15).map(|r| record(r, directory, kind(r))).collect(),
+            generations: HashMap::new(),
         })
     }
 
