@@ -67,6 +67,7 @@ mod head;
 mod lists;
 mod notify;
 mod portal;
+mod recent;
 mod rekey;
 mod snapshot;
 mod tx;
@@ -83,6 +84,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 
 use self::errors::map_db;
 use self::head::HeadState;
+use self::recent::RecentChanges;
 use self::tx::Tx;
 use crate::PoolStats;
 use crate::error::{StoreError, StoreResult};
@@ -108,6 +110,8 @@ pub struct PgStore {
     snapshots: PgPool,
     snapshot_slots: SnapshotSlots,
     head: Arc<Mutex<HeadState>>,
+    /// This process's latest committed change rows, for the tailer.
+    recent: Arc<Mutex<RecentChanges>>,
     notifier: Arc<notify::Notifier>,
 }
 
@@ -139,6 +143,7 @@ impl PgStore {
             snapshot_slots: SnapshotSlots::new(DEFAULT_SNAPSHOT_CONNECTIONS),
             pool,
             head: Arc::new(Mutex::new(HeadState::default())),
+            recent: Arc::new(Mutex::new(RecentChanges::default())),
             notifier: Arc::new(notify::Notifier::new(options)),
         })
     }
@@ -225,20 +230,30 @@ impl PgStore {
         self.head.lock().unwrap_or_else(|p| p.into_inner()).head()
     }
 
-    /// Change rows this process just committed: the head walks over their
-    /// revisions without a query (see `head.rs`), local waiters are woken,
-    /// and the request that wrote them learns them (`crate::produced`).
-    fn committed(&self, produced: &[Produced]) {
-        if produced.is_empty() {
+    /// Change rows this process just committed: they are kept for the
+    /// tailer (`recent.rs`), the head walks over their revisions without a
+    /// query (see `head.rs`), local waiters are woken, and the request that
+    /// wrote them learns them (`crate::produced`). The rows are kept before
+    /// the head moves, so a tailer that sees the new head finds them.
+    fn committed(&self, rows: Vec<ChangeRecord>) {
+        if rows.is_empty() {
             return;
         }
+        let produced: Vec<Produced> = rows.iter().map(changes::produced).collect();
         let revisions: Vec<i64> = produced.iter().map(|p| p.revision).collect();
+        self.recent().committed(rows);
         self.head
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .committed_locally(&revisions);
         self.notifier.local_commit();
-        crate::produced::report(produced.to_vec());
+        crate::produced::report(produced);
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentChanges> {
+        // Plain rows by revision: a panic elsewhere cannot leave them
+        // inconsistent.
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The head, when this process's own commits moved it (past `after`)
@@ -283,9 +298,9 @@ impl Backend for PgStore {
 
     async fn commit(&self, mut tx: Tx) -> StoreResult<()> {
         let changes = tx.changes.take();
-        let produced = changes::insert_changes(&mut tx.tx, &changes).await?;
+        let rows = changes::insert_changes(&mut tx.tx, &changes).await?;
         tx.tx.commit().await.map_err(map_db)?;
-        self.committed(&produced);
+        self.committed(rows);
         Ok(())
     }
 
