@@ -181,8 +181,7 @@ pub(crate) async fn insert_changes(
 /// What a statement appending change rows returns: each row as stored
 /// (read by [`decode_change`]), so that the process that commits it has
 /// the row without reading it back.
-pub(super) const RETURNED: &str =
-    "revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, changed_fields";
+pub(super) const RETURNED: &str = "revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, changed_fields";
 
 /// What the request that wrote `row` learns of it.
 pub(super) fn produced(row: &ChangeRecord) -> Produced {

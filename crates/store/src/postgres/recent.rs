@@ -76,7 +76,12 @@ impl RecentChanges {
         if is_everything(read.filter) {
             let rest = self.rows.split_off(&(last + 1));
             let taken = std::mem::replace(&mut self.rows, rest);
-            Some(taken.into_values().filter(|r| r.revision > read.after).collect())
+            Some(
+                taken
+                    .into_values()
+                    .filter(|r| r.revision > read.after)
+                    .collect(),
+            )
         } else {
             Some(matching.iter().map(|r| self.rows[r].clone()).collect())
         }
@@ -182,7 +187,10 @@ mod tests {
         assert_eq!(recent.kept(), [3, 4]);
         let all = ChangeFilter::default();
         assert!(recent.read(&read(&all, 1, 4, 500)).is_none());
-        assert_eq!(revisions(&recent.read(&read(&all, 2, 4, 500)).expect("kept")), [3, 4]);
+        assert_eq!(
+            revisions(&recent.read(&read(&all, 2, 4, 500)).expect("kept")),
+            [3, 4]
+        );
         // A row at or below the bound is never kept.
         recent.committed([row(2, dir, ChangeKind::UserCreated)]);
         assert!(recent.kept().is_empty());
