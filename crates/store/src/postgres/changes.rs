@@ -83,6 +83,9 @@ impl ChangeLog for PgStore {
         if let Some(head) = self.locally_advanced(after) {
             return Ok(head);
         }
+        if self.await_local_writes() {
+            return Ok(self.known_head());
+        }
         self.notifier.take_foreign();
         self.advance_on(&mut *self.conn().await?, after).await
     }
@@ -110,6 +113,11 @@ impl ChangeLog for PgStore {
     async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {
         self.notifier.wait(timeout).await;
         Ok(())
+    }
+
+    /// [`PgStore::committed`] wakes the local waiters.
+    fn wakes_on_commit(&self) -> bool {
+        true
     }
 
     async fn notify_changes(&self) -> StoreResult<()> {

@@ -39,6 +39,7 @@ impl PgStore {
         write: UserWrite,
     ) -> StoreResult<User> {
         let id = UserId::new();
+        let taking = self.taking_revisions();
         let query = sqlx::query(sqlx::AssertSqlSafe(CREATE_USER.as_str()))
             .bind(id.0)
             .bind(dir.0);
@@ -51,6 +52,7 @@ impl PgStore {
             row.try_get("created_at").map_err(map_db)?;
         let change = super::changes::decode_change(&row)?;
         self.committed(vec![change]);
+        taking.committed();
         Ok(new_user(id, dir, write, created_at))
     }
 
@@ -128,6 +130,7 @@ impl PgStore {
                 .collect::<serde_json::Result<Vec<_>>>()
                 .map_err(json_error)
         };
+        let taking = self.taking_revisions();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(dir.0)
             .bind(ids.iter().map(|id| id.0).collect::<Vec<_>>())
@@ -163,6 +166,7 @@ impl PgStore {
             .map(super::changes::decode_change)
             .collect::<StoreResult<Vec<_>>>()?;
         self.committed(changes);
+        taking.committed();
         rows.iter()
             .map(|row| {
                 Ok((
