@@ -382,7 +382,9 @@ impl Backend for PgStore {
         let rows = changes::insert_changes(&mut tx.tx, &changes).await?;
         tx.tx.commit().await.map_err(map_db)?;
         self.committed(rows);
-        taking.map(TakingRevisions::committed);
+        if let Some(taking) = taking {
+            taking.committed();
+        }
         Ok(())
     }
 
