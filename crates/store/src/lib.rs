@@ -423,6 +423,14 @@ pub trait Store: PortalStore + Send + Sync + 'static {
     async fn wait_for_changes(&self, timeout: std::time::Duration) -> StoreResult<()>;
     /// Tells other processes that changes were committed (debounced by the caller).
     async fn notify_changes(&self) -> StoreResult<()>;
+    /// Whether every commit of a change through this store wakes
+    /// [`Store::wait_for_changes`] in this process by itself, so that a
+    /// writer need not wake its tailer again (a second wake-up after the
+    /// commit was already published only costs the tailer a useless look
+    /// at the database).
+    fn wakes_on_commit(&self) -> bool {
+        false
+    }
     /// Whether the database answers.
     async fn ping(&self) -> StoreResult<()>;
     /// Connection-pool usage, for metrics; `None` when the backend has no pool to report.

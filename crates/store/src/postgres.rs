@@ -67,14 +67,16 @@ mod head;
 mod lists;
 mod notify;
 mod portal;
+mod recent;
 mod rekey;
 mod snapshot;
 mod tx;
 mod users;
 mod webhooks;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
@@ -83,6 +85,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 
 use self::errors::map_db;
 use self::head::HeadState;
+use self::recent::RecentChanges;
 use self::tx::Tx;
 use crate::PoolStats;
 use crate::error::{StoreError, StoreResult};
@@ -94,6 +97,11 @@ use crate::write::{Backend, ChangeQueue, Pools, ProgressWrite};
 
 /// The embedded migrations of `migrations/postgres`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// How long the stable head may wait for this process's writes in flight
+/// (instead of asking the database) to fill a hole below its own commits;
+/// past that the hole is looked for in the database as before.
+const LOCAL_HOLE_PATIENCE: Duration = Duration::from_millis(5);
 
 /// Advisory lock key held while migrating, so only one replica migrates.
 const MIGRATION_LOCK: i64 = 0x526f_7374_6572_4d67; // "RosterMg"
@@ -108,6 +116,12 @@ pub struct PgStore {
     snapshots: PgPool,
     snapshot_slots: SnapshotSlots,
     head: Arc<Mutex<HeadState>>,
+    /// This process's latest committed change rows, for the tailer.
+    recent: Arc<Mutex<RecentChanges>>,
+    /// Writes of this process that may hold revisions not yet committed.
+    taking: Arc<AtomicUsize>,
+    /// Since when the head has waited at a hole for local writes in flight.
+    hole_since: Arc<Mutex<Option<(i64, Instant)>>>,
     notifier: Arc<notify::Notifier>,
 }
 
@@ -139,6 +153,9 @@ impl PgStore {
             snapshot_slots: SnapshotSlots::new(DEFAULT_SNAPSHOT_CONNECTIONS),
             pool,
             head: Arc::new(Mutex::new(HeadState::default())),
+            recent: Arc::new(Mutex::new(RecentChanges::default())),
+            taking: Arc::new(AtomicUsize::new(0)),
+            hole_since: Arc::new(Mutex::new(None)),
             notifier: Arc::new(notify::Notifier::new(options)),
         })
     }
@@ -225,20 +242,72 @@ impl PgStore {
         self.head.lock().unwrap_or_else(|p| p.into_inner()).head()
     }
 
-    /// Change rows this process just committed: the head walks over their
-    /// revisions without a query (see `head.rs`), local waiters are woken,
-    /// and the request that wrote them learns them (`crate::produced`).
-    fn committed(&self, produced: &[Produced]) {
-        if produced.is_empty() {
+    /// Change rows this process just committed: they are kept for the
+    /// tailer (`recent.rs`), the head walks over their revisions without a
+    /// query (see `head.rs`), local waiters are woken, and the request that
+    /// wrote them learns them (`crate::produced`). The rows are kept before
+    /// the head moves, so a tailer that sees the new head finds them.
+    fn committed(&self, rows: Vec<ChangeRecord>) {
+        if rows.is_empty() {
             return;
         }
+        let produced: Vec<Produced> = rows.iter().map(changes::produced).collect();
         let revisions: Vec<i64> = produced.iter().map(|p| p.revision).collect();
+        self.recent().committed(rows);
         self.head
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .committed_locally(&revisions);
         self.notifier.local_commit();
-        crate::produced::report(produced.to_vec());
+        crate::produced::report(produced);
+    }
+
+    /// Marks a write that takes revisions as in flight until the returned
+    /// guard drops: after its commit (whose rows [`PgStore::committed`]
+    /// reported), or its failure, or its cancellation.
+    fn taking_revisions(&self) -> TakingRevisions {
+        self.taking.fetch_add(1, Ordering::AcqRel);
+        TakingRevisions {
+            taking: Arc::clone(&self.taking),
+            notifier: Arc::clone(&self.notifier),
+            committed: false,
+        }
+    }
+
+    /// Whether the head should wait for this process's writes in flight
+    /// rather than ask the database: local commits wait above a hole at the
+    /// head, no other process is known to have committed, and a local
+    /// write that may hold the hole's revisions is still running — it
+    /// wakes the tailer when it ends, and then its commit moves the head
+    /// with no query at all. An observation now could not resolve the hole
+    /// while that write runs; it would only delay the next step. A hole that
+    /// stays longer than [`LOCAL_HOLE_PATIENCE`] (an aborted revision, one of
+    /// another process not yet announced) is observed as before.
+    fn await_local_writes(&self) -> bool {
+        let head = {
+            let state = self.head.lock().unwrap_or_else(|p| p.into_inner());
+            if !state.local_pending() {
+                return false;
+            }
+            state.head()
+        };
+        if self.notifier.foreign_pending() || self.taking.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let mut since = self.hole_since.lock().unwrap_or_else(|p| p.into_inner());
+        match *since {
+            Some((at, start)) if at == head => start.elapsed() < LOCAL_HOLE_PATIENCE,
+            _ => {
+                *since = Some((head, Instant::now()));
+                true
+            }
+        }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentChanges> {
+        // Plain rows by revision: a panic elsewhere cannot leave them
+        // inconsistent.
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The head, when this process's own commits moved it (past `after`)
@@ -252,6 +321,32 @@ impl PgStore {
         let moved = state.take_local_progress();
         let head = state.head();
         (moved && head > after && !self.notifier.foreign_pending()).then_some(head)
+    }
+}
+
+/// A write that may hold revisions not yet committed (see
+/// [`PgStore::taking_revisions`]); its end wakes the tailer, which may
+/// have been waiting for it to fill a hole.
+struct TakingRevisions {
+    taking: Arc<AtomicUsize>,
+    notifier: Arc<notify::Notifier>,
+    /// Set once the write's rows went to [`PgStore::committed`], which
+    /// woke the waiters already.
+    committed: bool,
+}
+
+impl TakingRevisions {
+    fn committed(mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for TakingRevisions {
+    fn drop(&mut self) {
+        self.taking.fetch_sub(1, Ordering::AcqRel);
+        if !self.committed {
+            self.notifier.local_commit();
+        }
     }
 }
 
@@ -283,9 +378,13 @@ impl Backend for PgStore {
 
     async fn commit(&self, mut tx: Tx) -> StoreResult<()> {
         let changes = tx.changes.take();
-        let produced = changes::insert_changes(&mut tx.tx, &changes).await?;
+        let taking = (!changes.is_empty()).then(|| self.taking_revisions());
+        let rows = changes::insert_changes(&mut tx.tx, &changes).await?;
         tx.tx.commit().await.map_err(map_db)?;
-        self.committed(&produced);
+        self.committed(rows);
+        if let Some(taking) = taking {
+            taking.committed();
+        }
         Ok(())
     }
 

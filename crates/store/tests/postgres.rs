@@ -347,3 +347,62 @@ async fn membership_and_delete_races_deadlock_nowhere() {
     );
     assert_eq!(deadlocks.await, 0, "deadlocks detected by PostgreSQL");
 }
+
+/// The process that commits change rows hands them to its own log reads
+/// (the change tailer's) without reading them back: exactly the rows the
+/// database holds, every column, for each way a write appends them.
+#[tokio::test]
+async fn the_rows_a_process_committed_read_back_as_the_database_has_them() {
+    let (store, url) = store_and_url().await;
+    let dir = conformance::directory(&store, "recent").await;
+    let alone = store
+        .create_user(dir.id, conformance::user("alone"))
+        .await
+        .unwrap();
+    let batch = store
+        .create_users(
+            dir.id,
+            vec![conformance::user("first"), conformance::user("second")],
+        )
+        .await;
+    assert!(batch.iter().all(Result::is_ok), "{batch:?}");
+    store
+        .create_group(
+            dir.id,
+            conformance::group_with("team", vec![conformance::member(&alone)]),
+        )
+        .await
+        .unwrap();
+    store.delete_user(dir.id, alone.id, None).await.unwrap();
+
+    let head = store.advance_stable_head(0).await.unwrap();
+    let all = ChangeFilter::default();
+    // Another replica has no rows of its own: it reads the database.
+    let replica = PgStore::connect(&url, 2).await.unwrap();
+    let stored = replica.read_changes(&all, 0, head, 1000).await.unwrap();
+    assert!(stored.len() >= 7, "{} rows", stored.len());
+    assert_eq!(stored.last().map(|c| c.revision), Some(head));
+
+    // Gone from the database behind the store's back, the rows still come
+    // back from the process that committed them: the read never reached it.
+    sqlx::query("DELETE FROM changes")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let filtered = ChangeFilter {
+        directory_id: Some(dir.id),
+        kinds: vec![roster_store::ChangeKind::UserCreated],
+    };
+    let created = store.read_changes(&filtered, 0, head, 1000).await.unwrap();
+    let expected: Vec<_> = stored
+        .iter()
+        .filter(|c| filtered.matches(c))
+        .cloned()
+        .collect();
+    assert_eq!(created.len(), 3);
+    assert_eq!(created, expected);
+    assert_eq!(
+        store.read_changes(&all, 0, head, 1000).await.unwrap(),
+        stored
+    );
+}

@@ -201,9 +201,14 @@ impl ChangeHub {
     /// one write path: wakes the local tailer at once and (debounced) the
     /// other replicas.
     pub fn local_write(&self) {
-        // notify_one stores a permit when nobody waits, so a write that lands
-        // while the tailer is busy still wakes it once afterwards.
-        self.tailer_wake.notify_one();
+        // A store that wakes its waiters on commit already did, before this
+        // write's caller got its answer; a second wake-up would only send
+        // the tailer to the database for nothing.
+        if !self.store.wakes_on_commit() {
+            // notify_one stores a permit when nobody waits, so a write that
+            // lands while the tailer is busy still wakes it once afterwards.
+            self.tailer_wake.notify_one();
+        }
         self.peer_wake.notify_one();
     }
 

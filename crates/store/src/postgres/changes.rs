@@ -56,7 +56,17 @@ impl ChangeLog for PgStore {
     }
 
     async fn read_log(&self, read: &LogRead<'_>) -> StoreResult<LogPage> {
-        read_log(&mut *self.conn().await?, read).await
+        if let Some(changes) = self.recent().read(read) {
+            // Every revision of the range is a row this process committed
+            // (`recent.rs`): no row is missing, so no pruning bound is needed.
+            return Ok(LogPage {
+                pruned_through: 0,
+                changes,
+            });
+        }
+        let page = read_log(&mut *self.conn().await?, read).await?;
+        self.recent().pruned(page.pruned_through);
+        Ok(page)
     }
 
     async fn count_log(&self, read: &LogRead<'_>) -> StoreResult<i64> {
@@ -73,6 +83,9 @@ impl ChangeLog for PgStore {
         if let Some(head) = self.locally_advanced(after) {
             return Ok(head);
         }
+        if self.await_local_writes() {
+            return Ok(self.known_head());
+        }
         self.notifier.take_foreign();
         self.advance_on(&mut *self.conn().await?, after).await
     }
@@ -84,7 +97,9 @@ impl ChangeLog for PgStore {
     async fn prune_changes(&self, keep_secs: i64) -> StoreResult<i64> {
         let mut conn = self.conn().await?;
         let head = self.advance_on(&mut conn, 0).await?;
-        prune(&mut conn, keep_secs.max(0), head).await
+        let pruned = prune(&mut conn, keep_secs.max(0), head).await?;
+        self.recent().pruned(pruned);
+        Ok(pruned)
     }
 
     async fn renew_log_epoch(&self) -> StoreResult<i64> {
@@ -98,6 +113,11 @@ impl ChangeLog for PgStore {
     async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()> {
         self.notifier.wait(timeout).await;
         Ok(())
+    }
+
+    /// [`PgStore::committed`] wakes the local waiters.
+    fn wakes_on_commit(&self) -> bool {
+        true
     }
 
     async fn notify_changes(&self) -> StoreResult<()> {
@@ -117,12 +137,12 @@ impl ChangeLog for PgStore {
 /// calls of the projection and makes sure the transaction has an xid before
 /// it takes a revision (fact 1 of `head.rs`), even if it wrote nothing else.
 ///
-/// Returns the rows appended, for [`crate::produced::report`] once the
+/// Returns the rows appended, as stored, for [`PgStore::committed`] once the
 /// transaction committed.
 pub(crate) async fn insert_changes(
     conn: &mut PgConnection,
     changes: &[Change],
-) -> StoreResult<Vec<Produced>> {
+) -> StoreResult<Vec<ChangeRecord>> {
     if changes.is_empty() {
         return Ok(Vec::new());
     }
@@ -141,7 +161,7 @@ pub(crate) async fn insert_changes(
         fields.push(serde_json::to_value(&c.changed_fields).map_err(json_error)?);
     }
     let event_ids: Vec<Uuid> = changes.iter().map(|_| Uuid::new_v4()).collect();
-    sqlx::query(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload, changed_fields) \
          SELECT nextval('change_revision'), c.event_id, c.directory_id, c.kind, c.resource_id, c.version, \
                 c.payload, c.changed_fields \
@@ -149,8 +169,8 @@ pub(crate) async fn insert_changes(
               WITH ORDINALITY AS c(event_id, directory_id, kind, resource_id, version, payload, changed_fields, ord) \
          WHERE pg_current_xact_id() IS NOT NULL \
          ORDER BY c.ord \
-         RETURNING kind, resource_id, version, revision",
-    )
+         RETURNING {RETURNED}"
+    )))
     .bind(&event_ids)
     .bind(&directory_ids)
     .bind(&kinds)
@@ -162,19 +182,23 @@ pub(crate) async fn insert_changes(
     .await
     .map_err(map_db)?
     .iter()
-    .map(produced)
+    .map(decode_change)
     .collect()
 }
 
-/// A row of `RETURNING kind, resource_id, version, revision`.
-pub(super) fn produced(row: &PgRow) -> StoreResult<Produced> {
-    let kind: String = row.try_get("kind").map_err(map_db)?;
-    Ok(Produced {
-        kind: kind.parse().map_err(StoreError::Internal)?,
-        resource_id: row.try_get("resource_id").map_err(map_db)?,
-        version: row.try_get("version").map_err(map_db)?,
-        revision: row.try_get("revision").map_err(map_db)?,
-    })
+/// What a statement appending change rows returns: each row as stored
+/// (read by [`decode_change`]), so that the process that commits it has
+/// the row without reading it back.
+pub(super) const RETURNED: &str = "revision, event_id, directory_id, kind, resource_id, version, occurred_at, payload, changed_fields";
+
+/// What the request that wrote `row` learns of it.
+pub(super) fn produced(row: &ChangeRecord) -> Produced {
+    Produced {
+        kind: row.kind,
+        resource_id: row.resource_id,
+        version: row.version,
+        revision: row.revision,
+    }
 }
 
 /// Reads what the stable head needs, in one statement (so one snapshot).
@@ -342,7 +366,7 @@ async fn read_log(conn: &mut PgConnection, read: &LogRead<'_>) -> StoreResult<Lo
     })
 }
 
-fn decode_change(row: &PgRow) -> StoreResult<ChangeRecord> {
+pub(super) fn decode_change(row: &PgRow) -> StoreResult<ChangeRecord> {
     let kind: String = row.try_get("kind").map_err(map_db)?;
     let fields: serde_json::Value = row.try_get("changed_fields").map_err(map_db)?;
     Ok(ChangeRecord {

@@ -195,7 +195,6 @@ impl HeadState {
     }
 
     /// Whether local commits wait above a hole at the head.
-    #[cfg(test)]
     pub fn local_pending(&self) -> bool {
         !self.local.is_empty()
     }

@@ -39,6 +39,7 @@ impl PgStore {
         write: UserWrite,
     ) -> StoreResult<User> {
         let id = UserId::new();
+        let taking = self.taking_revisions();
         let query = sqlx::query(sqlx::AssertSqlSafe(CREATE_USER.as_str()))
             .bind(id.0)
             .bind(dir.0);
@@ -49,8 +50,9 @@ impl PgStore {
             .map_err(map_db)?;
         let created_at: chrono::DateTime<chrono::Utc> =
             row.try_get("created_at").map_err(map_db)?;
-        let produced = super::changes::produced(&row)?;
-        self.committed(std::slice::from_ref(&produced));
+        let change = super::changes::decode_change(&row)?;
+        self.committed(vec![change]);
+        taking.committed();
         Ok(new_user(id, dir, write, created_at))
     }
 
@@ -128,6 +130,7 @@ impl PgStore {
                 .collect::<serde_json::Result<Vec<_>>>()
                 .map_err(json_error)
         };
+        let taking = self.taking_revisions();
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(dir.0)
             .bind(ids.iter().map(|id| id.0).collect::<Vec<_>>())
@@ -158,11 +161,12 @@ impl PgStore {
             .fetch_all(self.pool())
             .await
             .map_err(map_db)?;
-        let produced = rows
+        let changes = rows
             .iter()
-            .map(super::changes::produced)
+            .map(super::changes::decode_change)
             .collect::<StoreResult<Vec<_>>>()?;
-        self.committed(&produced);
+        self.committed(changes);
+        taking.committed();
         rows.iter()
             .map(|row| {
                 Ok((
@@ -209,7 +213,7 @@ pub(super) const STORED_COLUMNS: &str = "user_name, external_id, active, display
 /// The statement appending a `user.created` change for every row of the CTE
 /// `u` (users just inserted); `event_id` is the SQL of each event's id. The
 /// payload (the serialized [`User`]) is built from the row in SQL. Returns
-/// what [`super::changes::produced`] reads.
+/// each change row as stored ([`super::changes::RETURNED`]).
 fn user_created_changes(event_id: &str) -> String {
     format!(
         "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload) \
@@ -222,7 +226,8 @@ fn user_created_changes(event_id: &str) -> String {
                   'raw', u.raw, 'group_ids', '[]'::jsonb, 'version', u.version, \
                   'created_at', u.created_at, 'updated_at', u.updated_at) \
          FROM u WHERE pg_current_xact_id() IS NOT NULL \
-         RETURNING kind, resource_id, version, revision"
+         RETURNING {}",
+        super::changes::RETURNED
     )
 }
 

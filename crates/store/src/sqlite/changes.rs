@@ -162,6 +162,11 @@ impl ChangeLog for SqliteStore {
         Some(*self.heads.borrow())
     }
 
+    /// Every commit publishes the new head, which `wait_for_changes` waits for.
+    fn wakes_on_commit(&self) -> bool {
+        true
+    }
+
     /// A no-op: the only process on the file already wakes its watchers on
     /// commit.
     async fn notify_changes(&self) -> StoreResult<()> {

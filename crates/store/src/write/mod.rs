@@ -317,6 +317,10 @@ pub trait ChangeLog {
     fn newest_committed(&self) -> Option<i64>;
     async fn wait_for_changes(&self, timeout: Duration) -> StoreResult<()>;
     async fn notify_changes(&self) -> StoreResult<()>;
+    /// See [`crate::Store::wakes_on_commit`].
+    fn wakes_on_commit(&self) -> bool {
+        false
+    }
 }
 
 /// A group and a stream of its member pages, read in one snapshot.

@@ -440,6 +440,9 @@ impl<B: Backend> Store for B {
     async fn notify_changes(&self) -> StoreResult<()> {
         ChangeLog::notify_changes(self).await
     }
+    fn wakes_on_commit(&self) -> bool {
+        ChangeLog::wakes_on_commit(self)
+    }
     async fn ping(&self) -> StoreResult<()> {
         Backend::ping(self).await
     }
