@@ -88,16 +88,8 @@ impl SqlDialect for Postgres {
         format!("SELECT jsonb_path_query({raw}, {p}::jsonpath) AS j")
     }
 
-    fn email_element(&self) -> Scalar {
-        self.json_element(false)
-    }
-
     fn email_primary(&self) -> &'static str {
         "((el.j ->> 'primary')::boolean)"
-    }
-
-    fn email_field(&self, field: &str) -> String {
-        format!("(el.j ->> '{field}')")
     }
 
     fn json_element(&self, case_exact: bool) -> Scalar {
@@ -116,10 +108,6 @@ impl SqlDialect for Postgres {
 
     fn json_element_text(&self) -> &'static str {
         "(el.j #>> '{}')"
-    }
-
-    fn primary_email_first(&self) -> &'static str {
-        " ORDER BY COALESCE((el.j ->> 'primary')::boolean, FALSE) DESC"
     }
 }
 

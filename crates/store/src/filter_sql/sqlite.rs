@@ -88,7 +88,8 @@ impl SqlDialect for Sqlite {
     }
 
     /// The leaf values under `keys` (arrays unwrapped at each step), as rows
-    /// `(v, t)` = (SQL value, JSON type).
+    /// `(value, type)` = (SQL value, JSON type): the columns of `json_each`,
+    /// so these rows and the `emails` rows are read alike.
     fn json_values(&self, raw: &str, keys: &[String], bind: Bind<'_>) -> String {
         // Wrap a non-array value in an array so json_each yields it once.
         let as_array = |doc: &str, path: &str| {
@@ -114,31 +115,23 @@ impl SqlDialect for Sqlite {
         }
         let last = format!("s{}", keys.len() - 1);
         format!(
-            "SELECT {last}.value AS v, {last}.type AS t FROM {from} WHERE {last}.type IS NOT NULL"
+            "SELECT {last}.value AS value, {last}.type AS type FROM {from} WHERE {last}.type IS NOT NULL"
         )
-    }
-
-    fn email_element(&self) -> Scalar {
-        Scalar::json("el.value", "el.type", false)
     }
 
     fn email_primary(&self) -> &'static str {
         "(json_extract(el.value, '$.primary') = 1)"
     }
 
-    fn email_field(&self, field: &str) -> String {
-        format!("json_extract(el.value, '$.{field}')")
-    }
-
     fn json_element(&self, case_exact: bool) -> Scalar {
-        Scalar::json("el.v", "el.t", case_exact)
+        Scalar::json("el.value", "el.type", case_exact)
     }
 
     fn json_member(&self, key: &str) -> Scalar {
         let key = key.replace('\'', "''").replace('"', "");
         Scalar::json(
-            format!("json_extract(el.v, '$.\"{key}\"')"),
-            format!("json_type(el.v, '$.\"{key}\"')"),
+            format!("json_extract(el.value, '$.\"{key}\"')"),
+            format!("json_type(el.value, '$.\"{key}\"')"),
             false,
         )
     }
@@ -148,10 +141,6 @@ impl SqlDialect for Sqlite {
     }
 
     fn json_element_text(&self) -> &'static str {
-        "el.v"
-    }
-
-    fn primary_email_first(&self) -> &'static str {
-        " ORDER BY COALESCE(json_extract(el.value, '$.primary'), 0) DESC"
+        "el.value"
     }
 }

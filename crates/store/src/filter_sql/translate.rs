@@ -126,12 +126,8 @@ pub(super) trait SqlDialect {
     fn emails_from(&self, emails: &str) -> String;
     /// A `SELECT` of the JSON values under `keys` in the document `raw`.
     fn json_values(&self, raw: &str, keys: &[String], bind: Bind<'_>) -> String;
-    /// An email element itself (for `pr`).
-    fn email_element(&self) -> Scalar;
-    /// An email element's `primary`, as a boolean.
+    /// An email element's `primary`, as a boolean (NULL when absent).
     fn email_primary(&self) -> &'static str;
-    /// An email element's text field `field`.
-    fn email_field(&self, field: &str) -> String;
     /// A JSON element itself.
     fn json_element(&self, case_exact: bool) -> Scalar;
     /// The member `key` of a JSON element.
@@ -140,8 +136,19 @@ pub(super) trait SqlDialect {
     fn sort_text(&self, expr: &str) -> String;
     /// A JSON element as text, for sorting.
     fn json_element_text(&self) -> &'static str;
+    /// An email element itself (for `pr`): the `emails` rows are the
+    /// dialect's JSON elements.
+    fn email_element(&self) -> Scalar {
+        self.json_element(false)
+    }
+    /// An email element's text field `field`.
+    fn email_field(&self, field: &str) -> String {
+        self.json_text(&self.json_member(field).expr)
+    }
     /// Orders email elements primary first.
-    fn primary_email_first(&self) -> &'static str;
+    fn primary_email_first(&self) -> String {
+        format!(" ORDER BY COALESCE({}, FALSE) DESC", self.email_primary())
+    }
 }
 
 enum Operand {
@@ -722,7 +729,7 @@ impl Translator<'_> {
                 // Multi-valued: sort by the primary value (RFC 7644 §3.4.2.3).
                 let order = match set.kind {
                     ElementKind::Emails => self.sql.primary_email_first(),
-                    _ => " ORDER BY 1",
+                    _ => " ORDER BY 1".into(),
                 };
                 let first = format!(
                     "(SELECT {} FROM {} WHERE {}{order} LIMIT 1)",
