@@ -1,7 +1,8 @@
 //! One hot group: `--concurrency` connections each PATCH-adding one member
 //! (a different user per request) to the SAME group, `--churn-ops` times,
 //! then removing them again the same way. Every request contends for the
-//! one group row (issue #15: ≥ 2,000 adds/s, p99 < 50 ms at 16 connections).
+//! one group row (target: ≥ 2,000 adds/s, p99 < 50 ms at 16 connections;
+//! docs/performance.md).
 
 use std::sync::Arc;
 
