@@ -59,8 +59,9 @@ pub(super) fn encoded_change(record: &ChangeRecord) -> Bytes {
 #[derive(Debug, Clone)]
 pub(super) enum HubEvent {
     Batch(Arc<Batch>),
-    /// The tailer may have missed rows (pruned under it): every watcher must
-    /// re-read from the database, which detects an expired position.
+    /// The head moved without a batch (the tailer's start, or rows pruned
+    /// under it): every watcher must re-read from the database, which also
+    /// detects an expired position.
     Reset,
 }
 
@@ -283,10 +284,19 @@ impl ChangeHub {
         let _ = self.lock().sender.send(HubEvent::Reset);
     }
 
+    /// Moves the head without a batch (the tailer's start, a pruned log).
+    /// A watcher that subscribed below the new head would wait for a batch
+    /// that never covers the rows it skips — at start-up, writes committed
+    /// before the tailer's first look — so it is told to re-read from the
+    /// database, as after a lag.
     fn set_initial_head(&self, head: i64) {
         let mut state = self.lock();
+        let skipped = head > state.head;
         state.head = state.head.max(head);
         self.heads.send_replace(state.head);
+        if skipped && state.sender.receiver_count() > 0 {
+            let _ = state.sender.send(HubEvent::Reset);
+        }
     }
 
     /// The published head, notified whenever it moves: a reader that needs
