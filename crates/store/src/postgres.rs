@@ -72,6 +72,7 @@ mod rekey;
 mod snapshot;
 mod tx;
 mod users;
+mod warm;
 mod webhooks;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -81,7 +82,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 
 use self::errors::map_db;
 use self::head::HeadState;
@@ -110,6 +111,8 @@ const MIGRATION_LOCK: i64 = 0x526f_7374_6572_4d67; // "RosterMg"
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Connections of the pool kept between one-statement reads (`warm.rs`).
+    warm: Arc<warm::WarmConnections>,
     /// Connections of initial-state snapshots, which hold a REPEATABLE READ
     /// transaction as long as their consumer reads: apart from `pool`, so
     /// they can never starve writes (see `snapshot_slots`).
@@ -145,10 +148,23 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every connection it hands out (a round trip before
+            // each transaction); only one idle long enough for the server to
+            // have gone away meanwhile is worth it (as in `warm.rs`).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= warm::ALIVE_BYPASS {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options.clone())
             .await
             .map_err(map_db)?;
         Ok(PgStore {
+            warm: Arc::new(warm::WarmConnections::new(max_connections.max(1))),
             snapshots: snapshot_pool(&options, DEFAULT_SNAPSHOT_CONNECTIONS),
             snapshot_slots: SnapshotSlots::new(DEFAULT_SNAPSHOT_CONNECTIONS),
             pool,
@@ -193,6 +209,13 @@ impl PgStore {
         result?;
         unlock.map_err(map_db)?;
         Ok(())
+    }
+
+    /// Closes the pool once every connection is back: the ones parked
+    /// between reads first.
+    pub async fn close(&self) {
+        self.warm.release_all();
+        self.pool.close().await;
     }
 
     /// The underlying pool (for tests and tools; all SQL stays in this crate).
@@ -436,6 +459,12 @@ impl Backend for PgStore {
 
     fn pool_stats(&self) -> Option<PoolStats> {
         let max = self.pool.options().get_max_connections();
-        Some(PoolStats::of(&[&self.pool], max))
+        let stats = PoolStats::of(&[&self.pool], max);
+        // Parked between reads: lent by the pool, idle all the same.
+        let parked = u32::try_from(self.warm.parked()).unwrap_or(u32::MAX);
+        Some(PoolStats {
+            idle: stats.idle.saturating_add(parked),
+            ..stats
+        })
     }
 }

@@ -330,7 +330,7 @@ async fn membership_and_delete_races_deadlock_nowhere() {
         store.clone(),
     )
     .await;
-    store.pool().close().await;
+    store.close().await;
     // A backend flushes its statistics before it leaves pg_stat_activity.
     roster_testkit::eventually("the store's sessions to end", DEADLINE, || {
         let others = statistic(

@@ -13,8 +13,9 @@ use uuid::Uuid;
 use super::errors::map_db;
 use super::groups::{GROUP_COLUMNS, MEMBER_PAGE, decode_group, load_group, members_of_groups};
 use super::users::{USER_COLUMNS, decode_user, load_user};
+use super::warm::Warm;
 use super::{PgStore, changes};
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::filter_sql::{
     Dialect, ResourceTable, SortKey, SortType, SqlArg, sort_fingerprint, sort_sql, to_sql,
 };
@@ -41,7 +42,10 @@ pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, 
 #[async_trait]
 impl Reads for PgStore {
     async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
-        load_user(&mut *self.conn().await?, dir, id, "").await
+        let mut conn = self.warm.take(&self.pool).await?;
+        let user = load_user(&mut conn, dir, id, "").await;
+        park_after(conn, &user);
+        user
     }
 
     async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>> {
@@ -66,7 +70,10 @@ impl Reads for PgStore {
 
     async fn get_group(&self, dir: DirectoryId, id: GroupId, members: bool) -> StoreResult<Group> {
         if !members {
-            return load_group(&mut *self.conn().await?, dir, id, "").await;
+            let mut conn = self.warm.take(&self.pool).await?;
+            let group = load_group(&mut conn, dir, id, "").await;
+            park_after(conn, &group);
+            return group;
         }
         let (mut group, pages) = self.read_group(dir, id, MEMBER_PAGE).await?;
         group.members = Some(pages.try_concat().await?);
@@ -128,8 +135,9 @@ impl PgStore {
     /// describes.
     async fn read_page(&self, sql: &ListSql, query: &ListQuery) -> StoreResult<PageRows> {
         if query.omit_cursor {
-            let mut conn = self.conn().await?;
+            let mut conn = self.warm.take(&self.pool).await?;
             let (rows, total, next) = run(&mut conn, sql, query).await?;
+            conn.park();
             return Ok((rows, total, next, None));
         }
         let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await.map_err(map_db)?;
@@ -150,6 +158,15 @@ impl PgStore {
             also_seen,
             epoch: Some(epoch),
         })
+    }
+}
+
+/// Parks `conn` when its statements completed: with a result, or with an
+/// answer that nothing matched. Any other error drops it to the pool,
+/// which checks it.
+fn park_after<T>(conn: Warm<'_>, result: &StoreResult<T>) {
+    if matches!(result, Ok(_) | Err(StoreError::NotFound(_))) {
+        conn.park();
     }
 }
 
@@ -229,32 +246,33 @@ async fn run(
     let limit_n = args.len();
     args.push(SqlArg::Text(offset.to_string()));
     let offset_n = args.len();
-    // The total rides along, in the page's snapshot. A page that is not
-    // full already proves it (offset + its rows), so `count(*)` over the
-    // filter runs only for a full page or after a page token (whose keyset
-    // hides the rows before it): an uncorrelated subquery is an InitPlan,
-    // which PostgreSQL evaluates only when the CASE reaches it. An `eq`
-    // lookup therefore probes its index once, not twice.
-    let count_all = format!("(SELECT count(*) FROM {name} WHERE {})", sql.where_sql);
-    let total = match token {
-        Some(_) => count_all,
-        None => format!(
-            "CASE WHEN (SELECT count(*) FROM page) < ${limit_n}::text::bigint \
-             THEN ${offset_n}::text::bigint + (SELECT count(*) FROM page) ELSE {count_all} END"
-        ),
+    let page = PageSql {
+        select: format!("{}{}{key_select}", sql.columns, extra_columns(sql.table)),
+        name,
+        where_sql: &where_sql,
+        order: &order,
+        limit_n,
+        offset_n,
     };
-    let page_sql = format!(
-        "WITH page AS (SELECT {}{}{key_select} FROM {name} WHERE {where_sql} ORDER BY {order} \
-         LIMIT ${limit_n}::text::bigint OFFSET ${offset_n}::text::bigint) \
-         SELECT page.*, {total} AS total_count FROM page ORDER BY {outer_order}",
-        sql.columns,
-        extra_columns(sql.table),
-    );
+    // A search's first page usually holds every match, and then its rows
+    // alone prove the total: a plain SELECT, like a hand-written lookup,
+    // with a separate count only when the page is full (or empty past the
+    // start). Other lists page through many rows, so their total rides
+    // along in the page's statement instead of costing a second one.
+    let plain = token.is_none() && query.filter.is_some();
+    let page_sql = match plain {
+        true => page.plain(),
+        false => page.with_total(sql, &outer_order, token.is_some()),
+    };
     let mut rows = bind_all(sqlx::query(sqlx::AssertSqlSafe(page_sql)), &args)
         .fetch_all(&mut *conn)
         .await
         .map_err(map_db)?;
+    let seen = offset + rows.len() as i64;
     let total = match rows.first() {
+        Some(_) if plain && rows.len() as i64 <= count => seen,
+        // Counted apart, perhaps in a later snapshot: never fewer than seen.
+        Some(_) if plain => count_matches(conn, sql, name).await?.max(seen),
         Some(row) => row.try_get("total_count").map_err(map_db)?,
         // Past the end, or nothing matches: only a separate count can tell.
         None if offset > 0 || token.is_some() => count_matches(conn, sql, name).await?,
@@ -267,6 +285,59 @@ async fn run(
         _ => None,
     };
     Ok((rows, total, next))
+}
+
+/// One page's statement, in the two shapes [`run`] chooses from.
+struct PageSql<'a> {
+    select: String,
+    name: &'a str,
+    where_sql: &'a str,
+    order: &'a str,
+    limit_n: usize,
+    offset_n: usize,
+}
+
+impl PageSql<'_> {
+    fn plain(&self) -> String {
+        let Self {
+            select,
+            name,
+            where_sql,
+            order,
+            limit_n,
+            offset_n,
+        } = self;
+        format!(
+            "SELECT {select} FROM {name} WHERE {where_sql} ORDER BY {order} \
+             LIMIT ${limit_n}::text::bigint OFFSET ${offset_n}::text::bigint"
+        )
+    }
+
+    /// The page as a CTE and the total beside each row. A page that is not
+    /// full already proves the total (offset + its rows), so `count(*)` over
+    /// the filter runs only for a full page or after a page token (whose
+    /// keyset hides the rows before it): an uncorrelated subquery is an
+    /// InitPlan, which PostgreSQL evaluates only when the CASE reaches it.
+    fn with_total(&self, sql: &ListSql, outer_order: &str, after_token: bool) -> String {
+        let Self {
+            name,
+            limit_n,
+            offset_n,
+            ..
+        } = self;
+        let count_all = format!("(SELECT count(*) FROM {name} WHERE {})", sql.where_sql);
+        let total = match after_token {
+            true => count_all,
+            false => format!(
+                "CASE WHEN (SELECT count(*) FROM page) < ${limit_n}::text::bigint \
+                 THEN ${offset_n}::text::bigint + (SELECT count(*) FROM page) ELSE {count_all} END"
+            ),
+        };
+        format!(
+            "WITH page AS ({}) SELECT page.*, {total} AS total_count FROM page ORDER BY {outer_order}",
+            self.plain()
+        )
+    }
 }
 
 /// Columns a page selects besides the resource's own: a user's groups, so

@@ -55,6 +55,25 @@ pub async fn list_offset_pagination_and_totals(store: Arc<dyn Store>) {
     let page = store.list_users(dir.id, &q).await.unwrap();
     assert_eq!((page.total, page.items.len()), (6, 0));
 
+    // A search: its total from a page that is not full, from a count when
+    // the page is full, and past the end, with and without a cursor.
+    for omit_cursor in [false, true] {
+        for (start, count, rows) in [
+            (1, 10, 6),
+            (2, 10, 5),
+            (1, 3, 3),
+            (4, 3, 3),
+            (5, 3, 2),
+            (9, 3, 0),
+        ] {
+            let mut q = query(Some(r#"userName sw "p" and not (userName eq "p3")"#));
+            (q.start_index, q.count, q.omit_cursor) = (start, count, omit_cursor);
+            let page = store.list_users(dir.id, &q).await.unwrap();
+            let case = format!("start {start}, count {count}, omit_cursor {omit_cursor}");
+            assert_eq!((page.total, page.items.len()), (6, rows), "{case}");
+        }
+    }
+
     let groups = store.list_groups(dir.id, &query(None)).await.unwrap();
     assert_eq!((groups.total, groups.items.len()), (0, 0));
 }
