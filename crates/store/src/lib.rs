@@ -149,6 +149,14 @@ pub trait Store: PortalStore + Send + Sync + 'static {
     /// The endpoints of `directory` (with the all-directories ones), or
     /// every endpoint when `None`, oldest first.
     async fn list_webhooks(&self, directory: Option<DirectoryId>) -> StoreResult<Vec<Webhook>>;
+    /// The generation of each endpoint [`Store::list_webhooks`] would
+    /// return, from the endpoints' configuration alone: what delivery reads
+    /// after each range of the change log to see an admin's change, without
+    /// touching the rows every delivery writes.
+    async fn webhook_generations(
+        &self,
+        directory: Option<DirectoryId>,
+    ) -> StoreResult<Vec<(WebhookId, i64)>>;
     /// Changes the fields that are set and bumps the generation.
     async fn update_webhook(&self, id: WebhookId, update: WebhookUpdate) -> StoreResult<Webhook>;
     /// Makes `sealed_secret` the secret and keeps the current one as the
@@ -167,8 +175,8 @@ pub trait Store: PortalStore + Send + Sync + 'static {
     /// Takes (or, for its holder, extends) the endpoint's delivery lease
     /// until `ttl` from now, when it is free, expired or already `owner`'s;
     /// returns the endpoint as the lease holder must see it, or `None` when
-    /// another owner holds a live lease. One statement: two replicas racing
-    /// for it cannot both win.
+    /// another owner holds a live lease. One UPDATE takes it: two replicas
+    /// racing for it cannot both win.
     async fn acquire_webhook_lease(
         &self,
         id: WebhookId,
