@@ -36,8 +36,8 @@
 //! bound in each backend's column types — `Sql`; typed columns — `Cols`;
 //! a live secret found by its hash, a statement streamed in pages from one
 //! snapshot, ping; all over a `Dialect` implemented for both databases),
-//! `directories.rs` (directories and tokens), `webhooks.rs` (endpoints and
-//! attempts), `sources.rs` (pulled directories), `keyed.rs` (a row by its
+//! `directories.rs` (directories and tokens), `webhooks.rs` (endpoints — their configuration and their delivery state,
+//! two rows — the delivery lease, and attempts), `sources.rs` (pulled directories), `keyed.rs` (a row by its
 //! key, and its lease), `portal.rs` (the [`PortalStore`] supertrait: the
 //! audit trail, portal links and sessions), `members.rs` (a group's
 //! members, paged or streamed) and `page_token.rs` (the keyset page token
