@@ -1,6 +1,7 @@
-//! Rows of a table keyed by one column (webhook endpoints, pulled
-//! directories): read one, and lease one, the lease being the one replica
-//! that may work for the row until it runs out.
+//! Rows of a table keyed by one column (pulled directories): read one, and
+//! lease one, the lease being the one replica that may work for the row
+//! until it runs out. (Webhook endpoints keep their lease on their delivery
+//! state row instead: `webhooks.rs`.)
 
 use std::time::Duration;
 

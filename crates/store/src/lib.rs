@@ -36,8 +36,8 @@
 //! bound in each backend's column types — `Sql`; typed columns — `Cols`;
 //! a live secret found by its hash, a statement streamed in pages from one
 //! snapshot, ping; all over a `Dialect` implemented for both databases),
-//! `directories.rs` (directories and tokens), `webhooks.rs` (endpoints and
-//! attempts), `sources.rs` (pulled directories), `keyed.rs` (a row by its
+//! `directories.rs` (directories and tokens), `webhooks.rs` (endpoints — their configuration and their delivery state,
+//! two rows — the delivery lease, and attempts), `sources.rs` (pulled directories), `keyed.rs` (a row by its
 //! key, and its lease), `portal.rs` (the [`PortalStore`] supertrait: the
 //! audit trail, portal links and sessions), `members.rs` (a group's
 //! members, paged or streamed) and `page_token.rs` (the keyset page token
@@ -149,6 +149,14 @@ pub trait Store: PortalStore + Send + Sync + 'static {
     /// The endpoints of `directory` (with the all-directories ones), or
     /// every endpoint when `None`, oldest first.
     async fn list_webhooks(&self, directory: Option<DirectoryId>) -> StoreResult<Vec<Webhook>>;
+    /// The generation of each endpoint [`Store::list_webhooks`] would
+    /// return, from the endpoints' configuration alone: what delivery reads
+    /// after each range of the change log to see an admin's change, without
+    /// touching the rows every delivery writes.
+    async fn webhook_generations(
+        &self,
+        directory: Option<DirectoryId>,
+    ) -> StoreResult<Vec<(WebhookId, i64)>>;
     /// Changes the fields that are set and bumps the generation.
     async fn update_webhook(&self, id: WebhookId, update: WebhookUpdate) -> StoreResult<Webhook>;
     /// Makes `sealed_secret` the secret and keeps the current one as the
@@ -167,8 +175,8 @@ pub trait Store: PortalStore + Send + Sync + 'static {
     /// Takes (or, for its holder, extends) the endpoint's delivery lease
     /// until `ttl` from now, when it is free, expired or already `owner`'s;
     /// returns the endpoint as the lease holder must see it, or `None` when
-    /// another owner holds a live lease. One statement: two replicas racing
-    /// for it cannot both win.
+    /// another owner holds a live lease. One UPDATE takes it: two replicas
+    /// racing for it cannot both win.
     async fn acquire_webhook_lease(
         &self,
         id: WebhookId,

@@ -118,6 +118,10 @@ pub struct PgStore {
     /// they can never starve writes (see `snapshot_slots`).
     snapshots: PgPool,
     snapshot_slots: SnapshotSlots,
+    /// Connections of webhook progress writes, apart from `pool`: their
+    /// commits do not wait for the WAL flush, and they plan by primary key
+    /// (`postgres/webhooks.rs`, `progress_pool`).
+    progress: PgPool,
     head: Arc<Mutex<HeadState>>,
     /// This process's latest committed change rows, for the tailer.
     recent: Arc<Mutex<RecentChanges>>,
@@ -167,6 +171,7 @@ impl PgStore {
             warm: Arc::new(warm::WarmConnections::new(max_connections.max(1))),
             snapshots: snapshot_pool(&options, DEFAULT_SNAPSHOT_CONNECTIONS),
             snapshot_slots: SnapshotSlots::new(DEFAULT_SNAPSHOT_CONNECTIONS),
+            progress: webhooks::progress_pool(&options),
             pool,
             head: Arc::new(Mutex::new(HeadState::default())),
             recent: Arc::new(Mutex::new(RecentChanges::default())),
@@ -211,11 +216,21 @@ impl PgStore {
         Ok(())
     }
 
-    /// Closes the pool once every connection is back: the ones parked
+    /// Closes the pools once every connection is back: the ones parked
     /// between reads first.
     pub async fn close(&self) {
         self.warm.release_all();
         self.pool.close().await;
+        self.snapshots.close().await;
+        self.progress.close().await;
+    }
+
+    /// The generic plan of the batched webhook progress statement on a
+    /// progress connection, as `EXPLAIN` prints it (for tests: it must find
+    /// the delivery state rows by primary key).
+    #[doc(hidden)]
+    pub async fn webhook_progress_plan(&self) -> StoreResult<String> {
+        webhooks::batch_generic_plan(&self.progress).await
     }
 
     /// The underlying pool (for tests and tools; all SQL stays in this crate).
@@ -428,7 +443,7 @@ impl Backend for PgStore {
     }
 
     async fn record_webhook_progress(&self, write: ProgressWrite<'_>) -> StoreResult<bool> {
-        webhooks::record_progress(&self.pool, write).await
+        webhooks::record_progress(&self.progress, write).await
     }
 
     async fn record_webhooks_progress(
@@ -439,18 +454,50 @@ impl Backend for PgStore {
         if batch.is_empty() {
             return Vec::new();
         }
-        match webhooks::progress_at_once(&self.pool, owner, batch).await {
-            Ok(written) => batch
-                .iter()
-                .map(|e| Ok(written.contains(&e.id.0)))
-                .collect(),
-            // A value one endpoint cannot store fails the statement: each
-            // then meets its own fate alone.
-            Err(e) => {
-                tracing::debug!(error = %e, "batched webhook progress failed; one by one");
-                crate::write::each_progress(self, owner, batch).await
+        if batch.iter().all(|e| e.progress.disable.is_none()) {
+            return match webhooks::progress_at_once(&self.progress, owner, batch).await {
+                Ok(ids) => batch.iter().map(|e| Ok(ids.contains(&e.id.0))).collect(),
+                // A value one endpoint cannot store fails the statement:
+                // each then meets its own fate alone.
+                Err(e) => {
+                    tracing::debug!(error = %e, "batched webhook progress failed; one by one");
+                    crate::write::each_progress(self, owner, batch).await
+                }
+            };
+        }
+        // An endpoint turned off (410 Gone) changes its configuration row
+        // too: alone, in a transaction of its own (rare).
+        let (alone, together): (Vec<usize>, Vec<usize>) =
+            (0..batch.len()).partition(|&i| batch[i].progress.disable.is_some());
+        let mut results: Vec<Option<StoreResult<bool>>> = (0..batch.len()).map(|_| None).collect();
+        if !together.is_empty() {
+            let written: Vec<EndpointProgress> =
+                together.iter().map(|&i| batch[i].clone()).collect();
+            match webhooks::progress_at_once(&self.progress, owner, &written).await {
+                Ok(ids) => {
+                    for &i in &together {
+                        results[i] = Some(Ok(ids.contains(&batch[i].id.0)));
+                    }
+                }
+                // A value one endpoint cannot store fails the statement:
+                // each then meets its own fate alone.
+                Err(e) => {
+                    tracing::debug!(error = %e, "batched webhook progress failed; one by one");
+                    let each = crate::write::each_progress(self, owner, &written).await;
+                    for (&i, result) in together.iter().zip(each) {
+                        results[i] = Some(result);
+                    }
+                }
             }
         }
+        if !alone.is_empty() {
+            let written: Vec<EndpointProgress> = alone.iter().map(|&i| batch[i].clone()).collect();
+            let each = crate::write::each_progress(self, owner, &written).await;
+            for (&i, result) in alone.iter().zip(each) {
+                results[i] = Some(result);
+            }
+        }
+        results.into_iter().flatten().collect()
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -11,15 +11,27 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
-use crate::keyed::Keyed;
 use crate::model::{ChangeKind, DirectoryId};
-use crate::rows::{Arg, Cols, Dialect, Sql};
+use crate::rows::{Arg, Cols, Dialect, On, Sql, begin_write, commit};
 use crate::write::Backend;
 
-/// Columns of an endpoint row, as [`decode`] reads them.
-pub(crate) const COLUMNS: &str = "id, directory_id, url, kinds, description, enabled, disabled_reason, \
-     status, secret, previous_secret, previous_secret_until, cursor, attempts, failing_since, \
-     next_attempt_at, generation, lease_owner, lease_until, created_at, updated_at";
+/// Columns of an endpoint as [`decode`] reads them, from [`FROM`]: its
+/// configuration (`e`) and its delivery state (`p`).
+pub(crate) const COLUMNS: &str = "e.id AS id, e.directory_id AS directory_id, e.url AS url, \
+     e.kinds AS kinds, e.description AS description, e.enabled AS enabled, \
+     e.disabled_reason AS disabled_reason, p.status AS status, e.secret AS secret, \
+     e.previous_secret AS previous_secret, e.previous_secret_until AS previous_secret_until, \
+     p.cursor AS cursor, p.attempts AS attempts, p.failing_since AS failing_since, \
+     p.next_attempt_at AS next_attempt_at, e.generation AS generation, \
+     p.lease_owner AS lease_owner, p.lease_until AS lease_until, e.created_at AS created_at, \
+     e.updated_at AS updated_at, p.updated_at AS progressed_at";
+
+/// An endpoint is two rows: its configuration in `webhook_endpoints`
+/// (read by lists and generation checks, written by admins) and its
+/// delivery state in `webhook_progress` (written after every delivery, by
+/// primary key only), so that the readers of the one never share the
+/// pages of the other's updates (docs/performance.md, sixth session).
+const FROM: &str = "webhook_endpoints e JOIN webhook_progress p ON p.endpoint_id = e.id";
 
 /// Columns of an attempt row.
 pub(crate) const ATTEMPT_COLUMNS: &str =
@@ -214,27 +226,20 @@ pub(crate) fn parse_kinds(text: &str) -> Result<Vec<ChangeKind>, String> {
         .collect()
 }
 
-/// Webhook endpoints, leased for delivery.
-pub(crate) const ENDPOINTS: Keyed = Keyed {
-    table: "webhook_endpoints",
-    key: "id",
-    columns: COLUMNS,
-    what: WHAT,
-};
-
 const WHAT: &str = "webhook endpoint";
 
 // The statements of both backends (SQLite runs them on its single writer).
 // Recording progress is each backend's own: see `Backend::record_webhook_progress`.
 
 pub(crate) async fn create<B: Backend>(b: &B, new: NewWebhook) -> StoreResult<Webhook> {
-    let sql = format!(
+    let mut tx = begin_write(b.writer()).await?;
+    let endpoint = format!(
         "INSERT INTO webhook_endpoints (id, directory_id, url, kinds, description, enabled, \
-           secret, cursor, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {now}, {now}) RETURNING {COLUMNS}",
-        now = B::Db::later(9),
+           secret, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, {now}, {now})",
+        now = B::Db::later(8),
     );
-    Sql::new(sql)
+    Sql::new(endpoint)
         .bind(new.id.0)
         .bind(new.directory_id.map(|d| d.0))
         .bind(new.url)
@@ -242,21 +247,57 @@ pub(crate) async fn create<B: Backend>(b: &B, new: NewWebhook) -> StoreResult<We
         .bind(new.description)
         .bind(new.enabled)
         .bind(new.sealed_secret)
-        .bind(new.cursor)
         .bind(Arg::NOW)
-        .one(b.writer(), WHAT, decode::<B::Db>)
-        .await
+        .execute(&mut tx)
+        .await?;
+    let progress = format!(
+        "INSERT INTO webhook_progress (endpoint_id, generation, cursor, updated_at) \
+         VALUES ($1, 1, $2, {})",
+        B::Db::later(3),
+    );
+    let progress = Sql::new(progress).bind(new.id.0).bind(new.cursor);
+    progress.bind(Arg::NOW).execute(&mut tx).await?;
+    let created = get_on(&mut tx, new.id).await?;
+    commit(tx).await?;
+    Ok(created)
+}
+
+pub(crate) async fn get<B: Backend>(b: &B, id: WebhookId) -> StoreResult<Webhook> {
+    get_on(b.readers(), id).await
+}
+
+async fn get_on<'e, DB: Dialect>(on: impl Into<On<'e, DB>>, id: WebhookId) -> StoreResult<Webhook> {
+    let sql = format!("SELECT {COLUMNS} FROM {FROM} WHERE e.id = $1");
+    Sql::new(sql).bind(id.0).one(on, WHAT, decode::<DB>).await
 }
 
 pub(crate) async fn list<B: Backend>(b: &B, dir: Option<DirectoryId>) -> StoreResult<Vec<Webhook>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM webhook_endpoints \
-         WHERE $1 IS NULL OR directory_id = $1 OR directory_id IS NULL ORDER BY {}",
+        "SELECT {COLUMNS} FROM {FROM} \
+         WHERE $1 IS NULL OR e.directory_id = $1 OR e.directory_id IS NULL ORDER BY {}",
         B::Db::BY_AGE
     );
     Sql::new(sql)
         .bind(dir.map(|d| d.0))
         .all(b.readers(), decode::<B::Db>)
+        .await
+}
+
+/// The generation of each endpoint [`list`] would return, read from the
+/// configuration rows alone (none of the delivery state's pages).
+pub(crate) async fn generations<B: Backend>(
+    b: &B,
+    dir: Option<DirectoryId>,
+) -> StoreResult<Vec<(WebhookId, i64)>> {
+    let sql = "SELECT id, generation FROM webhook_endpoints \
+         WHERE $1 IS NULL OR directory_id = $1 OR directory_id IS NULL";
+    fn row<DB: Dialect>(row: &DB::Row) -> StoreResult<(WebhookId, i64)> {
+        let c = Cols::<DB>(row);
+        Ok((WebhookId(c.id("id")?), c.get("generation")?))
+    }
+    Sql::new(sql)
+        .bind(dir.map(|d| d.0))
+        .all(b.readers(), row::<B::Db>)
         .await
 }
 
@@ -275,7 +316,7 @@ pub(crate) async fn update<B: Backend>(
         u.description.into(),
         u.enabled.into(),
     ];
-    admin_change(b, id, set, args).await
+    admin_change(b, id, (set, args), ("", [])).await
 }
 
 pub(crate) async fn rotate_secret<B: Backend>(
@@ -285,15 +326,23 @@ pub(crate) async fn rotate_secret<B: Backend>(
     previous_until: DateTime<Utc>,
 ) -> StoreResult<Webhook> {
     let set = "previous_secret = secret, secret = $2, previous_secret_until = $3";
-    admin_change(b, id, set, [sealed_secret.into(), previous_until.into()]).await
+    let args = [sealed_secret.into(), previous_until.into()];
+    admin_change(b, id, (set, args), ("", [])).await
 }
 
+/// Deletes the endpoint, its delivery state (by cascade, first: its row
+/// lock waits for a progress write in flight, whose attempt the next
+/// statement then sees) and its attempts (PostgreSQL keeps no foreign key
+/// from them, which would lock the endpoint at every attempt).
 pub(crate) async fn delete<B: Backend>(b: &B, id: WebhookId) -> StoreResult<()> {
+    let mut tx = begin_write(b.writer()).await?;
     let delete = Sql::new("DELETE FROM webhook_endpoints WHERE id = $1").bind(id.0);
-    match delete.execute(b.writer()).await? {
-        0 => Err(StoreError::NotFound(WHAT)),
-        _ => Ok(()),
+    if delete.execute(&mut tx).await? == 0 {
+        return Err(StoreError::NotFound(WHAT));
     }
+    let attempts = Sql::new("DELETE FROM webhook_attempts WHERE endpoint_id = $1").bind(id.0);
+    attempts.execute(&mut tx).await?;
+    commit(tx).await
 }
 
 /// Replay or skip: a fresh, active endpoint from `cursor`.
@@ -302,28 +351,98 @@ pub(crate) async fn reposition<B: Backend>(
     id: WebhookId,
     cursor: i64,
 ) -> StoreResult<Webhook> {
-    let set = "cursor = $2, status = 'active', attempts = 0, failing_since = NULL, \
+    let progress = ", cursor = $3, status = 'active', attempts = 0, failing_since = NULL, \
          next_attempt_at = NULL";
-    admin_change(b, id, set, [cursor.into()]).await
+    admin_change(b, id, ("", []), (progress, [cursor.into()])).await
 }
 
-/// An admin's change of an endpoint: `set` (its parameters from `$2` on
-/// are `args`), with the generation bumped, so that the lease holder's
-/// progress, recorded at the old generation, can no longer overwrite it.
-async fn admin_change<B: Backend, const N: usize>(
+/// An admin's change of an endpoint, in one transaction: `endpoint` (SQL
+/// assignments whose parameters from `$2` on are its args; empty for none)
+/// on the configuration row, with the generation bumped, then the delivery
+/// state row takes the new generation (`$2`) and `progress` (assignments
+/// starting with a comma, parameters from `$3` on). The lease holder's
+/// progress, guarded by the old generation on the delivery state row, can
+/// no longer overwrite it. The configuration row is locked first, as every
+/// writer of both rows does.
+async fn admin_change<B: Backend, const N: usize, const M: usize>(
     b: &B,
     id: WebhookId,
-    set: &str,
-    args: [Arg; N],
+    (endpoint, endpoint_args): (&str, [Arg; N]),
+    (progress, progress_args): (&str, [Arg; M]),
 ) -> StoreResult<Webhook> {
+    let comma = if endpoint.is_empty() { "" } else { ", " };
     let sql = format!(
-        "UPDATE webhook_endpoints SET {set}, generation = generation + 1, updated_at = {} \
-         WHERE id = $1 RETURNING {COLUMNS}",
+        "UPDATE webhook_endpoints SET {endpoint}{comma}generation = generation + 1, \
+           updated_at = {} \
+         WHERE id = $1 RETURNING generation",
         B::Db::later(N + 2)
     );
-    let change = args.into_iter().fold(Sql::new(sql).bind(id.0), Sql::bind);
-    let change = change.bind(Arg::NOW);
-    change.one(b.writer(), WHAT, decode::<B::Db>).await
+    let change = endpoint_args
+        .into_iter()
+        .fold(Sql::new(sql).bind(id.0), Sql::bind);
+    let mut tx = begin_write(b.writer()).await?;
+    fn generation<DB: Dialect>(row: &DB::Row) -> StoreResult<i64> {
+        Cols::<DB>(row).get("generation")
+    }
+    let generation = change
+        .bind(Arg::NOW)
+        .one(&mut tx, WHAT, generation::<B::Db>)
+        .await?;
+    let sql =
+        format!("UPDATE webhook_progress SET generation = $2{progress} WHERE endpoint_id = $1");
+    let change = progress_args
+        .into_iter()
+        .fold(Sql::new(sql).bind(id.0).bind(generation), Sql::bind);
+    change.execute(&mut tx).await?;
+    let changed = get_on(&mut tx, id).await?;
+    commit(tx).await?;
+    Ok(changed)
+}
+
+/// Takes (or renews) the delivery lease of endpoint `id` for `owner` for
+/// `ttl` if it is free, expired or already `owner`'s: one UPDATE of the
+/// delivery state row (on PostgreSQL its row lock serializes racing
+/// replicas; SQLite's single writer runs one at a time), then the endpoint
+/// as it stands.
+pub(crate) async fn take_lease<B: Backend>(
+    b: &B,
+    id: WebhookId,
+    owner: &str,
+    ttl: std::time::Duration,
+) -> StoreResult<Option<Webhook>> {
+    let sql = format!(
+        "UPDATE webhook_progress SET lease_owner = $2, lease_until = {until} \
+         WHERE endpoint_id = $1 \
+           AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < {now})",
+        until = B::Db::later(3),
+        now = B::Db::later(4),
+    );
+    let take = Sql::new(sql).bind(id.0).bind(owner).bind(Arg::Later(ttl));
+    if take.bind(Arg::NOW).execute(b.writer()).await? == 0 {
+        return Ok(None);
+    }
+    match get_on(b.writer(), id).await {
+        Ok(hook) => Ok(Some(hook)),
+        // Deleted since: not taken.
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives the lease of endpoint `id` back, if `owner` still holds it.
+pub(crate) async fn release_lease<B: Backend>(
+    b: &B,
+    id: WebhookId,
+    owner: &str,
+) -> StoreResult<()> {
+    let sql = "UPDATE webhook_progress SET lease_owner = NULL, lease_until = NULL \
+         WHERE endpoint_id = $1 AND lease_owner = $2";
+    Sql::new(sql)
+        .bind(id.0)
+        .bind(owner)
+        .execute(b.writer())
+        .await?;
+    Ok(())
 }
 
 pub(crate) async fn attempts<B: Backend>(
@@ -362,7 +481,8 @@ pub(crate) fn decode<DB: Dialect>(row: &DB::Row) -> StoreResult<Webhook> {
         lease_owner: c.get("lease_owner")?,
         lease_until: c.opt_time("lease_until")?,
         created_at: c.time("created_at")?,
-        updated_at: c.time("updated_at")?,
+        // The later of the last admin change and the last progress.
+        updated_at: c.time("updated_at")?.max(c.time("progressed_at")?),
     })
 }
 

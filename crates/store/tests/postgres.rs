@@ -406,3 +406,37 @@ async fn the_rows_a_process_committed_read_back_as_the_database_has_them() {
         stored
     );
 }
+
+/// Webhook progress is written after every delivery, by a statement each
+/// progress connection prepares once and then runs from its cached generic
+/// plan. On a table of a page or two the planner would scan the delivery
+/// state rows whole (and keep that plan however the table grows); on the
+/// progress connections it finds them by primary key.
+#[tokio::test]
+async fn the_webhook_progress_batch_finds_its_rows_by_primary_key() {
+    use roster_store::{NewWebhook, WebhookId};
+    let store = store().await;
+    for i in 0..10 {
+        let new = NewWebhook {
+            id: WebhookId::new(),
+            directory_id: None,
+            url: format!("https://{i}.example/hook"),
+            kinds: Vec::new(),
+            description: String::new(),
+            enabled: true,
+            sealed_secret: vec![1],
+            cursor: 0,
+        };
+        store.create_webhook(new).await.expect("create webhook");
+    }
+    let plan = store.webhook_progress_plan().await.expect("plan");
+    assert!(
+        plan.contains("Index Scan using webhook_progress_pkey on webhook_progress"),
+        "{plan}"
+    );
+    assert!(!plan.contains("Seq Scan on webhook_progress"), "{plan}");
+    // The pruning's search for the 100th newest attempt runs in its own
+    // materialized CTE, only for the endpoints that asked for pruning
+    // (inlined, a plan without hash joins ran it for every attempt).
+    assert!(plan.contains("CTE kept"), "{plan}");
+}

@@ -122,10 +122,9 @@ impl Pages {
         };
         let records = store.read_changes(&every_kind, after, head, READ).await?;
         let generations = store
-            .list_webhooks(directory)
+            .webhook_generations(directory)
             .await?
             .into_iter()
-            .map(|hook| (hook.id, hook.generation))
             .collect();
         // A full read covers the log only up to its last change.
         let up_to = match records.last() {

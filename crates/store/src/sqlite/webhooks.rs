@@ -8,7 +8,8 @@ use crate::model::*;
 use crate::write::{Backend, ProgressWrite};
 
 /// Records the lease holder's progress ([`crate::Store::record_webhook_progress`]):
-/// the guarded UPDATE, then the attempt, in one turn of the single writer.
+/// the guarded UPDATE of the delivery state, the configuration when the
+/// endpoint is turned off, then the attempt, in one turn of the single writer.
 pub(super) async fn record_progress(
     store: &SqliteStore,
     of: ProgressWrite<'_>,
@@ -17,11 +18,9 @@ pub(super) async fn record_progress(
     let mut tx = store.begin().await?;
     let now = time_text(tx.now);
     let updated = sqlx::query(
-        "UPDATE webhook_endpoints SET cursor = ?4, attempts = ?5, failing_since = ?6, \
-               next_attempt_at = ?7, status = ?8, \
-               enabled = CASE WHEN ?9 IS NULL THEN enabled ELSE 0 END, \
-               disabled_reason = COALESCE(?9, disabled_reason), updated_at = ?10 \
-             WHERE id = ?1 AND lease_owner = ?2 AND generation = ?3",
+        "UPDATE webhook_progress SET cursor = ?4, attempts = ?5, failing_since = ?6, \
+               next_attempt_at = ?7, status = ?8, updated_at = ?9 \
+             WHERE endpoint_id = ?1 AND lease_owner = ?2 AND generation = ?3",
     )
     .bind(id_text(of.id.0))
     .bind(of.owner)
@@ -31,7 +30,6 @@ pub(super) async fn record_progress(
     .bind(p.failing_since.map(time_text))
     .bind(p.next_attempt_at.map(time_text))
     .bind(p.status.as_str())
-    .bind(p.disable.as_deref())
     .bind(&now)
     .execute(tx.conn())
     .await
@@ -39,6 +37,18 @@ pub(super) async fn record_progress(
     .rows_affected();
     if updated == 0 {
         return Ok(false);
+    }
+    if let Some(reason) = &p.disable {
+        sqlx::query(
+            "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?2, updated_at = ?3 \
+             WHERE id = ?1",
+        )
+        .bind(id_text(of.id.0))
+        .bind(reason)
+        .bind(&now)
+        .execute(tx.conn())
+        .await
+        .map_err(map_db)?;
     }
     if let Some(a) = &p.attempt {
         insert_attempt(tx.conn(), of.id, a, &now).await?;

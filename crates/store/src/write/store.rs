@@ -79,12 +79,16 @@ impl<B: Backend> Store for B {
         webhooks::create(self, new).await
     }
     async fn get_webhook(&self, id: WebhookId) -> StoreResult<Webhook> {
-        webhooks::ENDPOINTS
-            .get(self.readers(), id.0, webhooks::decode::<B::Db>)
-            .await
+        webhooks::get(self, id).await
     }
     async fn list_webhooks(&self, dir: Option<DirectoryId>) -> StoreResult<Vec<Webhook>> {
         webhooks::list(self, dir).await
+    }
+    async fn webhook_generations(
+        &self,
+        dir: Option<DirectoryId>,
+    ) -> StoreResult<Vec<(WebhookId, i64)>> {
+        webhooks::generations(self, dir).await
     }
     async fn update_webhook(&self, id: WebhookId, update: WebhookUpdate) -> StoreResult<Webhook> {
         webhooks::update(self, id, update).await
@@ -109,15 +113,10 @@ impl<B: Backend> Store for B {
         owner: &str,
         ttl: Duration,
     ) -> StoreResult<Option<Webhook>> {
-        let endpoints = &webhooks::ENDPOINTS;
-        endpoints
-            .take(self.writer(), id.0, owner, ttl, webhooks::decode::<B::Db>)
-            .await
+        webhooks::take_lease(self, id, owner, ttl).await
     }
     async fn release_webhook_lease(&self, id: WebhookId, owner: &str) -> StoreResult<()> {
-        webhooks::ENDPOINTS
-            .release(self.writer(), id.0, owner)
-            .await
+        webhooks::release_lease(self, id, owner).await
     }
     async fn record_webhook_progress(
         &self,

@@ -113,7 +113,44 @@ pub async fn webhook_endpoints_are_created_filtered_updated_and_deleted(store: A
     assert!(rotated.previous_secret_until.is_some());
     assert_eq!(rotated.generation, 3);
 
+    // The generations delivery reads after each range of the log: those of
+    // the endpoints `list_webhooks` returns, as every admin change left them.
+    let mut generations = store.webhook_generations(Some(a.id)).await.unwrap();
+    generations.sort();
+    let mut expected = vec![(of_a.id, 3), (of_all.id, 1)];
+    expected.sort();
+    assert_eq!(generations, expected);
+    assert_eq!(store.webhook_generations(None).await.unwrap().len(), 3);
+
+    // Deleting an endpoint deletes its attempts too.
+    let ttl = Duration::from_secs(60);
+    let held = lease(&*store, of_a.id, "w", ttl).await.expect("lease");
+    assert!(
+        store
+            .record_webhook_progress(of_a.id, "w", held.generation, &success(9))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .list_webhook_attempts(of_a.id, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     store.delete_webhook(of_a.id).await.unwrap();
+    assert!(
+        store
+            .list_webhook_attempts(of_a.id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        lease(&*store, of_a.id, "w", ttl).await.is_none(),
+        "no lease of a deleted endpoint"
+    );
     assert!(matches!(
         store.get_webhook(of_a.id).await,
         Err(StoreError::NotFound("webhook endpoint"))
