@@ -122,6 +122,8 @@ pub struct PgStore {
     /// commits do not wait for the WAL flush, and they plan by primary key
     /// (`postgres/webhooks.rs`, `progress_pool`).
     progress: PgPool,
+    /// The progress connections kept between batches.
+    progress_warm: Arc<warm::WarmConnections>,
     head: Arc<Mutex<HeadState>>,
     /// This process's latest committed change rows, for the tailer.
     recent: Arc<Mutex<RecentChanges>>,
@@ -172,6 +174,9 @@ impl PgStore {
             snapshots: snapshot_pool(&options, DEFAULT_SNAPSHOT_CONNECTIONS),
             snapshot_slots: SnapshotSlots::new(DEFAULT_SNAPSHOT_CONNECTIONS),
             progress: webhooks::progress_pool(&options),
+            progress_warm: Arc::new(warm::WarmConnections::dedicated(
+                webhooks::PROGRESS_CONNECTIONS,
+            )),
             pool,
             head: Arc::new(Mutex::new(HeadState::default())),
             recent: Arc::new(Mutex::new(RecentChanges::default())),
@@ -220,6 +225,7 @@ impl PgStore {
     /// between reads first.
     pub async fn close(&self) {
         self.warm.release_all();
+        self.progress_warm.release_all();
         self.pool.close().await;
         self.snapshots.close().await;
         self.progress.close().await;
@@ -231,6 +237,21 @@ impl PgStore {
     #[doc(hidden)]
     pub async fn webhook_progress_plan(&self) -> StoreResult<String> {
         webhooks::batch_generic_plan(&self.progress).await
+    }
+
+    /// One batch of webhook progress on a progress connection, kept out of
+    /// its pool between batches (`warm.rs`).
+    async fn progress_batch(
+        &self,
+        owner: &str,
+        batch: &[EndpointProgress],
+    ) -> StoreResult<std::collections::HashSet<uuid::Uuid>> {
+        let mut conn = self.progress_warm.take(&self.progress).await?;
+        let written = webhooks::progress_at_once(&mut conn, owner, batch).await;
+        if written.is_ok() {
+            conn.park();
+        }
+        written
     }
 
     /// The underlying pool (for tests and tools; all SQL stays in this crate).
@@ -455,7 +476,7 @@ impl Backend for PgStore {
             return Vec::new();
         }
         if batch.iter().all(|e| e.progress.disable.is_none()) {
-            return match webhooks::progress_at_once(&self.progress, owner, batch).await {
+            return match self.progress_batch(owner, batch).await {
                 Ok(ids) => batch.iter().map(|e| Ok(ids.contains(&e.id.0))).collect(),
                 // A value one endpoint cannot store fails the statement:
                 // each then meets its own fate alone.
@@ -473,7 +494,7 @@ impl Backend for PgStore {
         if !together.is_empty() {
             let written: Vec<EndpointProgress> =
                 together.iter().map(|&i| batch[i].clone()).collect();
-            match webhooks::progress_at_once(&self.progress, owner, &written).await {
+            match self.progress_batch(owner, &written).await {
                 Ok(ids) => {
                     for &i in &together {
                         results[i] = Some(Ok(ids.contains(&batch[i].id.0)));

@@ -49,6 +49,14 @@ impl WarmConnections {
         }
     }
 
+    /// Parks up to all `connections` of a pool that serves nothing else.
+    pub(super) fn dedicated(connections: u32) -> Self {
+        Self {
+            cap: connections as usize,
+            ..Self::new(0)
+        }
+    }
+
     /// The most recently parked connection (alive, or pinged when parked
     /// for long), else one from the pool.
     pub(super) async fn take<'a>(&'a self, pool: &PgPool) -> StoreResult<Warm<'a>> {

@@ -1,7 +1,7 @@
 //! Webhook delivery progress: PostgreSQL's own way to record it.
 
-use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Row};
 
 use super::errors::map_db;
 use crate::error::StoreResult;
@@ -118,7 +118,7 @@ pub(super) fn progress_pool(options: &PgConnectOptions) -> PgPool {
 }
 
 /// Progress connections: the batch runners of delivery (two) write at once.
-const PROGRESS_CONNECTIONS: u32 = 2;
+pub(super) const PROGRESS_CONNECTIONS: u32 = 2;
 
 /// The lease holder's progress, in one statement (on a progress
 /// connection: no WAL flush waited for, see [`progress_pool`]):
@@ -147,7 +147,7 @@ SELECT count(*) FROM progressed";
 
 /// [`RECORD_PROGRESS_BATCH`]: the ids of the endpoints written.
 pub(super) async fn progress_at_once(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     owner: &str,
     batch: &[EndpointProgress],
 ) -> StoreResult<std::collections::HashSet<uuid::Uuid>> {
@@ -186,7 +186,7 @@ pub(super) async fn progress_at_once(
         .bind(of_attempt(batch, |a| a.succeeded))
         .bind(WEBHOOK_ATTEMPTS_KEPT - 1)
         .bind(batch.iter().map(|e| e.prune).collect::<Vec<_>>());
-    let rows = query.fetch_all(pool).await.map_err(map_db)?;
+    let rows = query.fetch_all(conn).await.map_err(map_db)?;
     rows.iter()
         .map(|row| row.try_get::<uuid::Uuid, _>(0).map_err(map_db))
         .collect()
