@@ -170,27 +170,24 @@ async fn onboarding() {
 
 #[tokio::test]
 async fn lookup() {
-    // Seeding plus four filters at concurrency 1 and 4, and at 4 the raw
-    // baseline after each `eq` filter, for each of the two layouts.
-    let report = scenario("lookup", 22).await;
+    // Seeding plus four filters at concurrency 1 and 4, and at 4 the two
+    // raw baselines (pooled, held) after each `eq` filter, for each of the
+    // two layouts.
+    let report = scenario("lookup", 26).await;
     let m = &report["measurements"];
     assert_eq!(m[0]["n"], 50);
-    assert_eq!(m[11]["n"], 60);
+    assert_eq!(m[13]["n"], 60);
     assert_eq!((&m[1]["n"], &m[1]["concurrency"]), (&20.into(), &1.into()));
     assert_eq!((&m[5]["n"], &m[5]["concurrency"]), (&20.into(), &4.into()));
-    assert_eq!((&m[6]["n"], &m[6]["concurrency"]), (&20.into(), &4.into()));
-    assert!(
-        m[6]["name"]
-            .as_str()
-            .unwrap()
-            .starts_with("raw SELECT userName eq")
-    );
-    assert!(
-        m[8]["name"]
-            .as_str()
-            .unwrap()
-            .starts_with("raw SELECT externalId eq")
-    );
+    for (i, name) in [
+        (6, "raw SELECT userName eq (pooled)"),
+        (7, "raw SELECT userName eq (held)"),
+        (9, "raw SELECT externalId eq (pooled)"),
+        (10, "raw SELECT externalId eq (held)"),
+    ] {
+        assert_eq!((&m[i]["n"], &m[i]["concurrency"]), (&20.into(), &4.into()));
+        assert!(m[i]["name"].as_str().unwrap().starts_with(name), "{i}");
+    }
     let fractions = report["figures"]
         .as_object()
         .unwrap()
@@ -198,7 +195,7 @@ async fn lookup() {
         .filter(|(k, _)| k.starts_with("lookup_fraction_of_raw"))
         .map(|(_, v)| v.as_f64().unwrap())
         .collect::<Vec<_>>();
-    assert_eq!(fractions.len(), 4);
+    assert_eq!(fractions.len(), 8);
     assert!(fractions.iter().all(|f| *f > 0.0));
 }
 

@@ -217,25 +217,50 @@ async fn measure_all(
             if concurrency != args.concurrency {
                 continue;
             }
-            let label = format!("raw SELECT {} @ {layout}", probe.label());
-            let raw = measure_raw(env, probe, sql, &label, Arc::clone(&clients), args).await?;
-            let fraction = (roster / raw.throughput_per_s.max(1e-9) * 1000.0).round() / 1000.0;
-            report.measurements.push(raw);
-            let key = format!(
-                "lookup_fraction_of_raw {} @ {layout}, C={concurrency}",
-                probe.label()
-            );
-            eprintln!("[{}] {key}: {fraction}", crate::elapsed_tag());
-            report.figure(&key, fraction);
+            for (connections, figure) in RAW_CONNECTIONS {
+                let label = format!("raw SELECT {} ({connections}) @ {layout}", probe.label());
+                let clients = Arc::clone(&clients);
+                let raw = measure_raw(env, probe, sql, &label, clients, args, connections).await?;
+                let fraction = (roster / raw.throughput_per_s.max(1e-9) * 1000.0).round() / 1000.0;
+                report.measurements.push(raw);
+                let key = format!("{figure} {} @ {layout}, C={concurrency}", probe.label());
+                eprintln!("[{}] {key}: {fraction}", crate::elapsed_tag());
+                report.figure(&key, fraction);
+            }
         }
     }
     Ok(())
 }
 
+/// How the raw baseline holds its connections, and the figure of Roster's
+/// rate over it. `pooled`: a default sqlx pool, which pings a connection
+/// when it hands it out and when it takes it back (three round trips per
+/// lookup); `held`: the same connections, kept by the workers between
+/// lookups (one round trip: the floor of an indexed select).
+const RAW_CONNECTIONS: [(RawConnections, &str); 2] = [
+    (RawConnections::Pooled, "lookup_fraction_of_raw"),
+    (RawConnections::Held, "lookup_fraction_of_raw_held"),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RawConnections {
+    Pooled,
+    Held,
+}
+
+impl std::fmt::Display for RawConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Pooled => "pooled",
+            Self::Held => "held",
+        })
+    }
+}
+
 /// The raw baseline of `probe`: `--lookups` indexed `SELECT`s of random
-/// seeded users from `--concurrency` connections of one pool (statements
-/// prepared once per connection, as sqlx does by default); every lookup
-/// must find its user.
+/// seeded users from `--concurrency` connections (statements prepared once
+/// per connection, as sqlx does by default), `pooled` or `held`; every
+/// lookup must find its user.
 async fn measure_raw(
     env: &Env,
     probe: Probe,
@@ -243,6 +268,7 @@ async fn measure_raw(
     label: &str,
     clients: Arc<Vec<Seeded>>,
     args: &BenchArgs,
+    connections: RawConnections,
 ) -> anyhow::Result<Measurement> {
     let (lookups, concurrency) = (args.lookups, args.concurrency);
     eprintln!(
@@ -263,30 +289,47 @@ async fn measure_raw(
             .fetch_optional(&pool)
     });
     futures::future::try_join_all(warm).await?;
+    // Held: every connection taken out of the pool for the whole run; a
+    // lookup takes one, and puts it back when its row has arrived.
+    let held = match connections {
+        RawConnections::Pooled => Vec::new(),
+        RawConnections::Held => {
+            let taken = (0..concurrency).map(|_| pool.acquire());
+            futures::future::try_join_all(taken).await?
+        }
+    };
+    let held = Arc::new(std::sync::Mutex::new(held));
     let meter = CpuMeter::new(Vec::new(), &env.database.url);
     let cpu = meter.snapshot().await?;
     let shared = Arc::new(pool.clone());
+    let kept = Arc::clone(&held);
     let mut timed = load::run(lookups, concurrency, move |_| {
-        let (clients, pool) = (Arc::clone(&clients), Arc::clone(&shared));
+        let (clients, pool, held) = (Arc::clone(&clients), Arc::clone(&shared), Arc::clone(&kept));
         async move {
             let (dir, i) = {
                 let mut rng = rand::rng();
                 let (dir, _, users) = &clients[rng.random_range(0..clients.len())];
                 (*dir, rng.random_range(0..*users))
             };
-            let row = sqlx::query(sql)
-                .bind(dir)
-                .bind(probe.raw_key(i))
-                .fetch_optional(&*pool)
-                .await?;
+            let query = sqlx::query(sql).bind(dir).bind(probe.raw_key(i));
+            let taken = held.lock().unwrap().pop();
+            let row = match taken {
+                Some(mut conn) => {
+                    let row = query.fetch_optional(&mut *conn).await?;
+                    held.lock().unwrap().push(conn);
+                    row
+                }
+                None => query.fetch_optional(&*pool).await?,
+            };
             let found: Option<Uuid> = row.map(|r| r.try_get("id")).transpose()?;
             ensure!(found.is_some(), "{sql} found no user {i}");
             Ok(())
         }
     })
     .await?;
-    // The pool is still open here, so its backends' CPU is counted.
+    // The connections are still open here, so their backends' CPU is counted.
     let cpu = meter.per_op(&cpu, lookups).await?;
+    held.lock().unwrap().clear();
     pool.close().await;
     Ok(Measurement::of(label, concurrency, &mut timed).with_cpu(cpu))
 }
