@@ -23,8 +23,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway and the directory service in one process (the gateway
-    /// calls the directory service over an in-process gRPC channel). Without a database URL, state goes to an embedded
-    /// SQLite file; on first start a directory and a token are created.
+    /// calls the directory service's gRPC routes directly, without HTTP/2).
+    /// Without a database URL, state goes to an embedded SQLite file; on
+    /// first start a directory and a token are created.
     Serve(ServeArgs),
     /// Run only the SCIM gateway (HTTP), calling a directory service.
     Gateway(GatewayArgs),
