@@ -65,6 +65,7 @@ pub(crate) mod errors;
 mod groups;
 mod head;
 mod lists;
+mod lookups;
 mod notify;
 mod portal;
 mod recent;
@@ -122,6 +123,8 @@ pub struct PgStore {
     /// commits do not wait for the WAL flush, and they plan by primary key
     /// (`postgres/webhooks.rs`, `progress_pool`).
     progress: PgPool,
+    /// Connections of keyed lookups, planned once per statement (`lookups.rs`).
+    lookups: Arc<lookups::Lookups>,
     /// The progress connections kept between batches.
     progress_warm: Arc<warm::WarmConnections>,
     head: Arc<Mutex<HeadState>>,
@@ -171,6 +174,7 @@ impl PgStore {
             .map_err(map_db)?;
         Ok(PgStore {
             warm: Arc::new(warm::WarmConnections::new(max_connections.max(1))),
+            lookups: Arc::new(lookups::Lookups::new(&options, max_connections.max(1))),
             snapshots: snapshot_pool(&options, DEFAULT_SNAPSHOT_CONNECTIONS),
             snapshot_slots: SnapshotSlots::new(DEFAULT_SNAPSHOT_CONNECTIONS),
             progress: webhooks::progress_pool(&options),
@@ -226,6 +230,7 @@ impl PgStore {
     pub async fn close(&self) {
         self.warm.release_all();
         self.progress_warm.release_all();
+        self.lookups.close().await;
         self.pool.close().await;
         self.snapshots.close().await;
         self.progress.close().await;

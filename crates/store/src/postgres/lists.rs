@@ -22,6 +22,7 @@ use crate::filter_sql::{
 use crate::model::*;
 use crate::page_token::PageToken;
 use crate::write::{GroupRead, MemberPage, Reads};
+use roster_scim::filter::{CompareOp, Filter};
 
 /// The parts of a list statement shared by the count and the page queries.
 struct ListSql {
@@ -42,7 +43,7 @@ pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, 
 #[async_trait]
 impl Reads for PgStore {
     async fn get_user(&self, dir: DirectoryId, id: UserId) -> StoreResult<User> {
-        let mut conn = self.warm.take(&self.pool).await?;
+        let mut conn = self.lookups.take().await?;
         let user = load_user(&mut conn, dir, id, "").await;
         park_after(conn, &user);
         user
@@ -135,7 +136,10 @@ impl PgStore {
     /// describes.
     async fn read_page(&self, sql: &ListSql, query: &ListQuery) -> StoreResult<PageRows> {
         if query.omit_cursor {
-            let mut conn = self.warm.take(&self.pool).await?;
+            let mut conn = match keyed_lookup(query) {
+                true => self.lookups.take().await?,
+                false => self.warm.take(&self.pool).await?,
+            };
             let (rows, total, next) = run(&mut conn, sql, query).await?;
             conn.park();
             return Ok((rows, total, next, None));
@@ -159,6 +163,30 @@ impl PgStore {
             epoch: Some(epoch),
         })
     }
+}
+
+/// A first page found by `eq` on a key an IdP looks users up by (`id`,
+/// `userName`, `externalId`), alone or joined by `and`: its plan is an index
+/// probe whatever the values, so it runs on the lookup connections, which
+/// plan a prepared statement once (`super::lookups`).
+fn keyed_lookup(query: &ListQuery) -> bool {
+    fn keyed(filter: &Filter) -> bool {
+        match filter {
+            Filter::Compare {
+                path,
+                op: CompareOp::Eq,
+                ..
+            } => {
+                path.sub_attr.is_none()
+                    && ["id", "userName", "externalId"]
+                        .iter()
+                        .any(|key| path.name.eq_ignore_ascii_case(key))
+            }
+            Filter::And(a, b) => keyed(a) && keyed(b),
+            _ => false,
+        }
+    }
+    query.page_token.is_none() && query.filter.as_ref().is_some_and(keyed)
 }
 
 /// Parks `conn` when its statements completed: with a result, or with an
@@ -439,4 +467,40 @@ pub(super) fn bind_all<'q>(
         };
     }
     query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn search(filter: &str) -> ListQuery {
+        ListQuery {
+            filter: Some(roster_scim::filter::parse(filter).unwrap()),
+            ..ListQuery::default()
+        }
+    }
+
+    #[test]
+    fn only_eq_on_lookup_keys_counts_as_a_keyed_lookup() {
+        for keyed in [
+            r#"userName eq "a""#,
+            r#"externalId eq "x""#,
+            r#"USERNAME eq "a" and id eq "b""#,
+        ] {
+            assert!(keyed_lookup(&search(keyed)), "{keyed}");
+        }
+        for not_keyed in [
+            r#"userName sw "a""#,
+            r#"userName eq "a" or externalId eq "x""#,
+            r#"emails.value eq "a@example.com""#,
+            r#"active eq true"#,
+            r#"not (userName eq "a")"#,
+        ] {
+            assert!(!keyed_lookup(&search(not_keyed)), "{not_keyed}");
+        }
+        let mut after_token = search(r#"userName eq "a""#);
+        after_token.page_token = Some("t".into());
+        assert!(!keyed_lookup(&after_token));
+        assert!(!keyed_lookup(&ListQuery::default()));
+    }
 }
