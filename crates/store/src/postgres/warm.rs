@@ -12,15 +12,16 @@
 //! [`PARKED_AT_MOST`] goes back to the pool, whose lifetime rules apply.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgPool;
 use sqlx::{Connection, PgConnection, Postgres};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::errors::map_db;
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 
 /// A connection used this recently is taken as alive without a ping.
 pub(super) const ALIVE_BYPASS: Duration = Duration::from_millis(500);
@@ -32,6 +33,10 @@ pub(super) struct WarmConnections {
     parked: Mutex<Vec<Parked>>,
     cap: usize,
     bypass: Duration,
+    /// For a pool of its own: one permit per connection, so a read waits
+    /// for a connection that is parked or in use, not for the pool (which
+    /// would never see a parked connection come back).
+    permits: Option<Arc<Semaphore>>,
 }
 
 struct Parked {
@@ -46,6 +51,7 @@ impl WarmConnections {
             parked: Mutex::new(Vec::new()),
             cap: (pool_size / 2) as usize,
             bypass: ALIVE_BYPASS,
+            permits: None,
         }
     }
 
@@ -53,6 +59,7 @@ impl WarmConnections {
     pub(super) fn dedicated(connections: u32) -> Self {
         Self {
             cap: connections as usize,
+            permits: Some(Arc::new(Semaphore::new(connections as usize))),
             ..Self::new(0)
         }
     }
@@ -60,16 +67,26 @@ impl WarmConnections {
     /// The most recently parked connection (alive, or pinged when parked
     /// for long), else one from the pool.
     pub(super) async fn take<'a>(&'a self, pool: &PgPool) -> StoreResult<Warm<'a>> {
+        let permit = match &self.permits {
+            Some(permits) => Some(
+                Arc::clone(permits)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| StoreError::Unavailable("lookup connections closed".into()))?,
+            ),
+            None => None,
+        };
         while let Some(Parked { mut conn, since }) = self.pop() {
             let idle = since.elapsed();
             if idle >= PARKED_AT_MOST {
                 continue; // dropped: back to the pool, which checks it
             }
             if idle < self.bypass || conn.ping().await.is_ok() {
-                return Ok(self.warm(conn));
+                return Ok(self.warm(conn, permit));
             }
         }
-        Ok(self.warm(pool.acquire().await.map_err(map_db)?))
+        let conn = pool.acquire().await.map_err(map_db)?;
+        Ok(self.warm(conn, permit))
     }
 
     /// Hands every parked connection back to the pool (before closing it:
@@ -83,10 +100,15 @@ impl WarmConnections {
         self.parked.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
-    fn warm(&self, conn: PoolConnection<Postgres>) -> Warm<'_> {
+    fn warm(
+        &self,
+        conn: PoolConnection<Postgres>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Warm<'_> {
         Warm {
             conn: Some(conn),
             home: self,
+            _permit: permit,
         }
     }
 
@@ -102,6 +124,9 @@ impl WarmConnections {
 pub(super) struct Warm<'a> {
     conn: Option<PoolConnection<Postgres>>,
     home: &'a WarmConnections,
+    /// Released when this is dropped, after the connection is parked or
+    /// back in the pool (fields drop in order).
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Warm<'_> {
@@ -178,6 +203,28 @@ mod tests {
             pid,
             "the parked backend served the next read"
         );
+    }
+
+    #[tokio::test]
+    async fn more_reads_than_connections_of_a_dedicated_pool_wait_for_a_parked_one() {
+        let pool = pool(2).await;
+        let warm = Arc::new(WarmConnections::dedicated(2));
+        let reads = (0..8).map(|_| {
+            let (warm, pool) = (Arc::clone(&warm), pool.clone());
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    let mut conn = warm.take(&pool).await.unwrap();
+                    backend_pid(&mut conn).await;
+                    conn.park();
+                }
+            })
+        });
+        let all = futures::future::try_join_all(reads);
+        tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .expect("no read waits for the pool while connections are parked")
+            .unwrap();
+        assert_eq!(warm.parked(), 2);
     }
 
     #[tokio::test]
