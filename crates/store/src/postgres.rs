@@ -259,6 +259,23 @@ impl PgStore {
         written
     }
 
+    /// [`Self::progress_batch`], each endpoint's result; a value one endpoint
+    /// cannot store fails the statement, and each then meets its own fate
+    /// alone.
+    async fn progress_batch_or_each(
+        &self,
+        owner: &str,
+        batch: &[EndpointProgress],
+    ) -> Vec<StoreResult<bool>> {
+        match self.progress_batch(owner, batch).await {
+            Ok(ids) => batch.iter().map(|e| Ok(ids.contains(&e.id.0))).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "batched webhook progress failed; one by one");
+                crate::write::each_progress(self, owner, batch).await
+            }
+        }
+    }
+
     /// The underlying pool (for tests and tools; all SQL stays in this crate).
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -481,15 +498,7 @@ impl Backend for PgStore {
             return Vec::new();
         }
         if batch.iter().all(|e| e.progress.disable.is_none()) {
-            return match self.progress_batch(owner, batch).await {
-                Ok(ids) => batch.iter().map(|e| Ok(ids.contains(&e.id.0))).collect(),
-                // A value one endpoint cannot store fails the statement:
-                // each then meets its own fate alone.
-                Err(e) => {
-                    tracing::debug!(error = %e, "batched webhook progress failed; one by one");
-                    crate::write::each_progress(self, owner, batch).await
-                }
-            };
+            return self.progress_batch_or_each(owner, batch).await;
         }
         // An endpoint turned off (410 Gone) changes its configuration row
         // too: alone, in a transaction of its own (rare).
@@ -499,21 +508,9 @@ impl Backend for PgStore {
         if !together.is_empty() {
             let written: Vec<EndpointProgress> =
                 together.iter().map(|&i| batch[i].clone()).collect();
-            match self.progress_batch(owner, &written).await {
-                Ok(ids) => {
-                    for &i in &together {
-                        results[i] = Some(Ok(ids.contains(&batch[i].id.0)));
-                    }
-                }
-                // A value one endpoint cannot store fails the statement:
-                // each then meets its own fate alone.
-                Err(e) => {
-                    tracing::debug!(error = %e, "batched webhook progress failed; one by one");
-                    let each = crate::write::each_progress(self, owner, &written).await;
-                    for (&i, result) in together.iter().zip(each) {
-                        results[i] = Some(result);
-                    }
-                }
+            let each = self.progress_batch_or_each(owner, &written).await;
+            for (&i, result) in together.iter().zip(each) {
+                results[i] = Some(result);
             }
         }
         if !alone.is_empty() {
