@@ -440,3 +440,51 @@ async fn the_webhook_progress_batch_finds_its_rows_by_primary_key() {
     // (inlined, a plan without hash joins ran it for every attempt).
     assert!(plan.contains("CTE kept"), "{plan}");
 }
+
+/// Every user read carries the user's group ids, in `group_id` order. With
+/// enough memberships for the planner to prefer an index, that is one
+/// index-only scan of `memberships_member_groups`, already in order: no
+/// bitmap heap scan and no sort per user row (migration 0500).
+#[tokio::test]
+async fn a_users_groups_are_read_in_order_from_one_index() {
+    let store = store().await;
+    let dir = conformance::directory(&store, "groups-of-a-user").await;
+    let user = store
+        .create_user(dir.id, conformance::user("member"))
+        .await
+        .unwrap();
+    for i in 0..40 {
+        let group = conformance::group_with(&format!("team-{i}"), vec![conformance::member(&user)]);
+        store.create_group(dir.id, group).await.unwrap();
+    }
+    // Other members, so that the user's rows are a small part of the table.
+    sqlx::query(
+        "INSERT INTO memberships (directory_id, group_id, member_id, member_kind) \
+         SELECT g.directory_id, g.id, gen_random_uuid(), 'user' \
+         FROM groups g, generate_series(1, 200)",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query("VACUUM ANALYZE memberships")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT m.group_id FROM memberships m \
+         WHERE m.member_id = $1 AND m.member_kind = 'user' ORDER BY m.group_id",
+    )
+    .bind(user.id.0)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("Index Only Scan using memberships_member_groups"),
+        "{plan}"
+    );
+    assert!(!plan.contains("Sort"), "{plan}");
+    let read = store.get_user(dir.id, user.id).await.unwrap();
+    assert_eq!(read.group_ids.len(), 40);
+    assert!(read.group_ids.windows(2).all(|w| w[0] <= w[1]));
+}
