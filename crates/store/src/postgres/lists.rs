@@ -189,6 +189,28 @@ fn keyed_lookup(query: &ListQuery) -> bool {
     query.page_token.is_none() && query.filter.as_ref().is_some_and(keyed)
 }
 
+/// Whether `filter` matches at most one row of `table`: an `eq` on a
+/// unique key (`id`; a user's `userName`), alone or in an `and`. Such a
+/// page needs no `ORDER BY`, whose sort node PostgreSQL would set up for
+/// each execution of the statement all the same.
+fn at_most_one_row(filter: &Filter, table: ResourceTable) -> bool {
+    match filter {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            ..
+        } => {
+            let unique: &[&str] = match table {
+                ResourceTable::Users => &["id", "userName"],
+                ResourceTable::Groups => &["id"],
+            };
+            path.sub_attr.is_none() && unique.iter().any(|key| path.name.eq_ignore_ascii_case(key))
+        }
+        Filter::And(a, b) => at_most_one_row(a, table) || at_most_one_row(b, table),
+        _ => false,
+    }
+}
+
 /// Parks `conn` when its statements completed: with a result, or with an
 /// answer that nothing matched. Any other error drops it to the pool,
 /// which checks it.
@@ -274,11 +296,15 @@ async fn run(
     let limit_n = args.len();
     args.push(SqlArg::Text(offset.to_string()));
     let offset_n = args.len();
+    let one_row = query
+        .filter
+        .as_ref()
+        .is_some_and(|f| at_most_one_row(f, sql.table));
     let page = PageSql {
         select: format!("{}{}{key_select}", sql.columns, extra_columns(sql.table)),
         name,
         where_sql: &where_sql,
-        order: &order,
+        order: (!one_row).then_some(order.as_str()),
         limit_n,
         offset_n,
     };
@@ -320,7 +346,8 @@ struct PageSql<'a> {
     select: String,
     name: &'a str,
     where_sql: &'a str,
-    order: &'a str,
+    /// None when the filter matches at most one row.
+    order: Option<&'a str>,
     limit_n: usize,
     offset_n: usize,
 }
@@ -335,8 +362,9 @@ impl PageSql<'_> {
             limit_n,
             offset_n,
         } = self;
+        let order_by = order.map(|o| format!(" ORDER BY {o}")).unwrap_or_default();
         format!(
-            "SELECT {select} FROM {name} WHERE {where_sql} ORDER BY {order} \
+            "SELECT {select} FROM {name} WHERE {where_sql}{order_by} \
              LIMIT ${limit_n}::text::bigint OFFSET ${offset_n}::text::bigint"
         )
     }
@@ -502,5 +530,24 @@ mod tests {
         after_token.page_token = Some("t".into());
         assert!(!keyed_lookup(&after_token));
         assert!(!keyed_lookup(&ListQuery::default()));
+    }
+
+    #[test]
+    fn an_eq_on_a_unique_key_matches_at_most_one_row() {
+        let one = |f: &str, t| at_most_one_row(search(f).filter.as_ref().unwrap(), t);
+        assert!(one(r#"userName eq "a""#, ResourceTable::Users));
+        assert!(one(r#"id eq "b""#, ResourceTable::Groups));
+        assert!(one(
+            r#"externalId eq "x" and USERNAME eq "a""#,
+            ResourceTable::Users
+        ));
+        assert!(!one(r#"externalId eq "x""#, ResourceTable::Users));
+        assert!(!one(r#"userName eq "a""#, ResourceTable::Groups));
+        assert!(!one(
+            r#"userName eq "a" or id eq "b""#,
+            ResourceTable::Users
+        ));
+        assert!(!one(r#"name.givenName eq "a""#, ResourceTable::Users));
+        assert!(!one(r#"userName sw "a""#, ResourceTable::Users));
     }
 }
