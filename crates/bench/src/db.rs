@@ -4,6 +4,33 @@ use anyhow::Context;
 pub use roster_testkit::redact;
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use std::sync::Mutex;
+
+/// The databases this process created and has not dropped or kept yet, by
+/// server URL and name: what [`drop_live_databases`] drops when the bench is
+/// interrupted, so that an aborted run leaves nothing behind.
+static LIVE: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<(String, String)>> {
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Drops every database this process created and still holds (the bench
+/// calls it when interrupted, or when a scenario panicked); returns their
+/// names.
+pub async fn drop_live_databases() -> Vec<String> {
+    let live = std::mem::take(&mut *live());
+    let mut dropped = Vec::new();
+    for (server_url, name) in live {
+        if roster_testkit::drop_database(&server_url, &name)
+            .await
+            .is_ok()
+        {
+            dropped.push(name);
+        }
+    }
+    dropped
+}
 
 /// A database `roster_bench_<uuid8>` created for one scenario.
 pub struct BenchDatabase {
@@ -21,6 +48,7 @@ impl BenchDatabase {
         let url = roster_testkit::create_database(server_url, &name)
             .await
             .with_context(|| format!("cannot create database {name} at {}", redact(server_url)))?;
+        live().push((server_url.to_owned(), name.clone()));
         Ok(Self {
             server_url: server_url.to_owned(),
             name,
@@ -32,7 +60,19 @@ impl BenchDatabase {
     pub async fn drop_database(self) -> anyhow::Result<()> {
         roster_testkit::drop_database(&self.server_url, &self.name)
             .await
-            .with_context(|| format!("cannot drop database {}", self.name))
+            .with_context(|| format!("cannot drop database {}", self.name))?;
+        self.forget();
+        Ok(())
+    }
+
+    /// Leaves the database in place (`--keep-database`): an interrupted
+    /// bench no longer drops it.
+    pub fn keep(self) {
+        self.forget();
+    }
+
+    fn forget(&self) {
+        live().retain(|(url, name)| !(url == &self.server_url && name == &self.name));
     }
 }
 

@@ -94,6 +94,7 @@ impl Env {
                 self.database.name,
                 crate::db::redact(&self.database.url)
             );
+            self.database.keep();
             return Ok(());
         }
         self.database.drop_database().await

@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use clap::Parser;
+use futures::FutureExt;
 
 use crate::cli::{BenchArgs, Cli, Command};
 
@@ -65,6 +66,37 @@ async fn bench(name: &str, args: BenchArgs) -> anyhow::Result<()> {
         .json
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("target/bench/{name}.json")));
-    let output = scenarios::run(name, &args).await?;
+    // Whatever ends the scenario (an error, a panic, SIGINT or SIGTERM), the
+    // databases it created are dropped below; they would otherwise stay on
+    // the server (the server processes die with the bench, `kill_on_drop`).
+    let scenario = std::panic::AssertUnwindSafe(scenarios::run(name, &args)).catch_unwind();
+    let outcome = tokio::select! {
+        finished = scenario => finished.map_err(|_| anyhow::anyhow!("the scenario panicked")),
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+    };
+    let output = match outcome {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) | Err(e) => {
+            for name in db::drop_live_databases().await {
+                eprintln!("dropped database {name}");
+            }
+            return Err(e);
+        }
+    };
     report::write_json(&json, &output)
+}
+
+/// Resolves with the signal's name on SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }

@@ -40,6 +40,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     let result = measure(&database, &slapd, args, seeded).await;
     if args.keep_database {
         eprintln!("kept database {}", database.name);
+        database.keep();
     } else {
         database.drop_database().await?;
     }

@@ -93,7 +93,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
     for rows in [RawRows::User, RawRows::UserAndChange] {
         let database = BenchDatabase::create(&args.database_url).await?;
         let raw = raw_inserts(&database.url, args, rows).await;
-        if !args.keep_database {
+        if args.keep_database {
+            database.keep();
+        } else {
             database.drop_database().await?;
         }
         report.measurements.push(raw?);
