@@ -172,21 +172,24 @@ impl PgStore {
 fn keyed_lookup(query: &ListQuery) -> bool {
     fn keyed(filter: &Filter) -> bool {
         match filter {
-            Filter::Compare {
-                path,
-                op: CompareOp::Eq,
-                ..
-            } => {
-                path.sub_attr.is_none()
-                    && ["id", "userName", "externalId"]
-                        .iter()
-                        .any(|key| path.name.eq_ignore_ascii_case(key))
-            }
             Filter::And(a, b) => keyed(a) && keyed(b),
-            _ => false,
+            _ => eq_on_one_of(filter, &["id", "userName", "externalId"]),
         }
     }
     query.page_token.is_none() && query.filter.as_ref().is_some_and(keyed)
+}
+
+/// Whether `filter` is one `eq` comparison of a top-level attribute named
+/// in `keys` (case-insensitively, as SCIM attribute names are).
+fn eq_on_one_of(filter: &Filter, keys: &[&str]) -> bool {
+    match filter {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            ..
+        } => path.sub_attr.is_none() && keys.iter().any(|key| path.name.eq_ignore_ascii_case(key)),
+        _ => false,
+    }
 }
 
 /// Whether `filter` matches at most one row of `table`: an `eq` on a
@@ -194,20 +197,13 @@ fn keyed_lookup(query: &ListQuery) -> bool {
 /// page needs no `ORDER BY`, whose sort node PostgreSQL would set up for
 /// each execution of the statement all the same.
 fn at_most_one_row(filter: &Filter, table: ResourceTable) -> bool {
+    let unique: &[&str] = match table {
+        ResourceTable::Users => &["id", "userName"],
+        ResourceTable::Groups => &["id"],
+    };
     match filter {
-        Filter::Compare {
-            path,
-            op: CompareOp::Eq,
-            ..
-        } => {
-            let unique: &[&str] = match table {
-                ResourceTable::Users => &["id", "userName"],
-                ResourceTable::Groups => &["id"],
-            };
-            path.sub_attr.is_none() && unique.iter().any(|key| path.name.eq_ignore_ascii_case(key))
-        }
         Filter::And(a, b) => at_most_one_row(a, table) || at_most_one_row(b, table),
-        _ => false,
+        _ => eq_on_one_of(filter, unique),
     }
 }
 
