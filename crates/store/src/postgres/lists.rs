@@ -140,8 +140,9 @@ impl PgStore {
                 true => self.lookups.take().await?,
                 false => self.warm.take(&self.pool).await?,
             };
-            let (rows, total, next) = run(&mut conn, sql, query).await?;
-            conn.park();
+            let page = run(&mut conn, sql, query).await;
+            park_after(conn, &page);
+            let (rows, total, next) = page?;
             return Ok((rows, total, next, None));
         }
         let mut tx = self.pool.begin_with(BEGIN_SNAPSHOT).await.map_err(map_db)?;
