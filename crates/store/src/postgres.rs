@@ -60,6 +60,7 @@
 //! writes made through this very process wake local waiters directly.
 
 mod changes;
+mod coalesce;
 mod credentials;
 pub(crate) mod errors;
 mod groups;
@@ -125,6 +126,8 @@ pub struct PgStore {
     progress: PgPool,
     /// Connections of keyed lookups, planned once per statement (`lookups.rs`).
     lookups: Arc<lookups::Lookups>,
+    /// Keyed searches waiting for a lookup connection, run together.
+    coalescer: Arc<coalesce::Coalescer>,
     /// The progress connections kept between batches.
     progress_warm: Arc<warm::WarmConnections>,
     head: Arc<Mutex<HeadState>>,
@@ -172,9 +175,11 @@ impl PgStore {
             .connect_with(options.clone())
             .await
             .map_err(map_db)?;
+        let lookups = Arc::new(lookups::Lookups::new(&options, max_connections.max(1)));
         Ok(PgStore {
             warm: Arc::new(warm::WarmConnections::new(max_connections.max(1))),
-            lookups: Arc::new(lookups::Lookups::new(&options, max_connections.max(1))),
+            coalescer: Arc::new(coalesce::Coalescer::new(Arc::clone(&lookups))),
+            lookups,
             snapshots: snapshot_pool(&options, DEFAULT_SNAPSHOT_CONNECTIONS),
             snapshot_slots: SnapshotSlots::new(DEFAULT_SNAPSHOT_CONNECTIONS),
             progress: webhooks::progress_pool(&options),

@@ -14,7 +14,7 @@ use super::errors::map_db;
 use super::groups::{GROUP_COLUMNS, MEMBER_PAGE, decode_group, load_group, members_of_groups};
 use super::users::{USER_COLUMNS, decode_user, load_user};
 use super::warm::Warm;
-use super::{PgStore, changes};
+use super::{PgStore, changes, coalesce};
 use crate::error::{StoreError, StoreResult};
 use crate::filter_sql::{
     Dialect, ResourceTable, SortKey, SortType, SqlArg, sort_fingerprint, sort_sql, to_sql,
@@ -50,8 +50,17 @@ impl Reads for PgStore {
     }
 
     async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>> {
-        let sql = build(ResourceTable::Users, USER_COLUMNS, dir, query)?;
-        let (rows, total, next, cursor) = self.read_page(&sql, query).await?;
+        let (rows, total, next, cursor) = match self.coalesced_search(dir, query).await? {
+            // The page holds every match (see `coalesced_search`).
+            Some(rows) => {
+                let total = rows.len() as i64;
+                (rows, total, None, None)
+            }
+            None => {
+                let sql = build(ResourceTable::Users, USER_COLUMNS, dir, query)?;
+                self.read_page(&sql, query).await?
+            }
+        };
         let users = rows
             .iter()
             .map(|row| {
@@ -130,6 +139,21 @@ impl Reads for PgStore {
 }
 
 impl PgStore {
+    /// The rows of a keyed search answered with others in one statement
+    /// (`coalesce.rs`), when it is one and its page holds every match (so
+    /// the rows are the total); else `None`, for the ordinary path.
+    async fn coalesced_search(
+        &self,
+        dir: DirectoryId,
+        query: &ListQuery,
+    ) -> StoreResult<Option<Vec<PgRow>>> {
+        let Some((column, key, limit)) = coalesce::batchable(query) else {
+            return Ok(None);
+        };
+        let rows = self.coalescer.search(column, dir, key, limit).await;
+        Ok(rows.filter(|rows| (rows.len() as i64) < limit))
+    }
+
     /// Reads one page. Without a cursor the page is one statement outside
     /// any explicit transaction (one round trip, one snapshot); with one, it
     /// runs in the REPEATABLE READ transaction whose snapshot the cursor
@@ -395,15 +419,16 @@ impl PageSql<'_> {
 
 /// Columns a page selects besides the resource's own: a user's groups, so
 /// that they come in the same statement.
-fn extra_columns(table: ResourceTable) -> &'static str {
+fn extra_columns(table: ResourceTable) -> String {
     match table {
-        ResourceTable::Users => {
-            ", ARRAY(SELECT m.group_id FROM memberships m \
-               WHERE m.member_id = users.id AND m.member_kind = 'user' ORDER BY m.group_id) AS group_ids"
-        }
-        ResourceTable::Groups => "",
+        ResourceTable::Users => format!(", {USER_GROUP_IDS}"),
+        ResourceTable::Groups => String::new(),
     }
 }
+
+/// A user row's groups, as a column (`group_ids`) of a statement over `users`.
+pub(super) const USER_GROUP_IDS: &str = "ARRAY(SELECT m.group_id FROM memberships m \
+     WHERE m.member_id = users.id AND m.member_kind = 'user' ORDER BY m.group_id) AS group_ids";
 
 /// Every match of the filter.
 async fn count_matches(conn: &mut PgConnection, sql: &ListSql, name: &str) -> StoreResult<i64> {

@@ -25,6 +25,7 @@ pub(super) const MAX: u32 = 4;
 pub(super) struct Lookups {
     pool: PgPool,
     warm: WarmConnections,
+    size: usize,
 }
 
 impl Lookups {
@@ -41,7 +42,13 @@ impl Lookups {
         Self {
             pool,
             warm: WarmConnections::dedicated(size),
+            size: size as usize,
         }
+    }
+
+    /// How many lookup connections there are at most.
+    pub(super) fn size(&self) -> usize {
+        self.size
     }
 
     pub(super) async fn take(&self) -> StoreResult<Warm<'_>> {
