@@ -496,4 +496,46 @@ mod tests {
             "{statements} statements for {answered} searches"
         );
     }
+
+    /// Each key of an `externalId` batch is one index range scan already
+    /// in creation order: no sort node per key.
+    #[tokio::test]
+    async fn an_external_id_probe_needs_no_sort() {
+        let url = roster_testkit::fresh_database("coalesce_plan").await;
+        let store = PgStore::connect(&url, 8).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let dir = store
+            .create_directory(NewDirectory {
+                name: "plan".into(),
+                organization: "org-plan".into(),
+                provider: ProviderKind::Okta,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for i in 0..300 {
+            let external_id = format!("e-{}", i % 100);
+            store
+                .create_user(dir.id, user(&format!("u-{i}"), Some(&external_id)))
+                .await
+                .unwrap();
+        }
+        sqlx::query("ANALYZE users")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN {}",
+            KeyColumn::ExternalId.statement()
+        )))
+        .bind(vec![dir.id.0, dir.id.0])
+        .bind(vec!["e-1", "e-2"])
+        .bind(vec![11_i64, 11])
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("users_external_id_created"), "{plan}");
+        assert!(!plan.contains("Sort Key: users.created_seq"), "{plan}");
+    }
 }
