@@ -50,7 +50,15 @@ impl CallMeta {
 }
 
 fn new_request_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    random_hex(rand::random::<u128>(), 32)
+}
+
+/// `bits` as `digits` lowercase hex digits, never all zeros (W3C Trace
+/// Context forbids zero ids). The bits come from the thread's CSPRNG, not
+/// `Uuid::new_v4`, which asks the kernel for each id: three `getrandom`
+/// calls per request.
+fn random_hex(bits: u128, digits: usize) -> String {
+    format!("{:0digits$x}", bits.max(1))
 }
 
 fn acceptable_request_id(id: &str) -> bool {
@@ -60,10 +68,10 @@ fn acceptable_request_id(id: &str) -> bool {
 /// A `traceparent` for the gateway's own span: a child of `incoming` when
 /// that is a valid version-00 header, else the root of a new trace.
 pub fn child_traceparent(incoming: Option<&str>) -> String {
-    let span_id = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    let span_id = random_hex(u128::from(rand::random::<u64>()), 16);
     match incoming.and_then(parse_traceparent) {
         Some((trace_id, flags)) => format!("00-{trace_id}-{span_id}-{flags}"),
-        None => format!("00-{}-{span_id}-01", uuid::Uuid::new_v4().simple()),
+        None => format!("00-{}-{span_id}-01", random_hex(rand::random(), 32)),
     }
 }
 
@@ -188,5 +196,14 @@ mod tests {
         assert!(!acceptable_request_id("has space"));
         assert!(!acceptable_request_id(&"x".repeat(129)));
         assert_eq!(new_request_id().len(), 32);
+        assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn random_ids_have_their_width_and_are_never_zero() {
+        assert_eq!(random_hex(0, 16), "0000000000000001");
+        assert_eq!(random_hex(0xab, 32), format!("{:0>32}", "ab"));
+        assert_eq!(random_hex(u128::from(u64::MAX), 16), "ffffffffffffffff");
+        assert!(parse_traceparent(&child_traceparent(None)).is_some());
     }
 }
