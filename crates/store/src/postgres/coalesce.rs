@@ -37,10 +37,10 @@ use crate::model::{DirectoryId, ListQuery};
 /// Searches one statement answers at most.
 const MAX_BATCH: usize = 16;
 
-/// Lanes per lookup connection: half of them, so that `get_user` keeps the
-/// others and batches grow under load (with as many lanes as connections,
-/// the bench's searches cost PostgreSQL 10–30 % more CPU each and ran no
-/// faster: docs/performance.md).
+/// Lanes for so many lookup connections: half of them, so that `get_user`
+/// keeps the others and batches grow under load (with a lane per
+/// connection the bench's searches cost PostgreSQL more CPU each and ran
+/// no faster: docs/performance.md, "eighth session").
 fn lanes(connections: usize) -> usize {
     (connections / 2).max(1)
 }
