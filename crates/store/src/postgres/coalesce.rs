@@ -408,34 +408,39 @@ mod tests {
         users.iter().map(|u| u.fields.user_name.as_str()).collect()
     }
 
+    /// A migrated store on a fresh database, with one directory per name.
+    async fn store_with(prefix: &str, names: &[&str]) -> (PgStore, Vec<DirectoryId>) {
+        let url = roster_testkit::fresh_database(prefix).await;
+        let store = PgStore::connect(&url, 8).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let mut dirs = Vec::new();
+        for name in names {
+            let directory = NewDirectory {
+                name: (*name).into(),
+                organization: format!("org-{name}"),
+                provider: ProviderKind::Okta,
+                ..Default::default()
+            };
+            dirs.push(store.create_directory(directory).await.unwrap().id);
+        }
+        (store, dirs)
+    }
+
     /// Searches sent together in two directories — hits, misses, a key
     /// shared by several users, one with more matches than its page — are
     /// answered by fewer statements than searches, each with exactly what
     /// it would find alone.
     #[tokio::test]
     async fn searches_sent_together_share_statements_and_each_gets_its_own_rows() {
-        let url = roster_testkit::fresh_database("coalesce").await;
-        let store = PgStore::connect(&url, 8).await.expect("connect");
-        store.migrate().await.expect("migrate");
-        let mut dirs = Vec::new();
-        for name in ["a", "b"] {
-            let dir = store
-                .create_directory(NewDirectory {
-                    name: name.into(),
-                    organization: format!("org-{name}"),
-                    provider: ProviderKind::Okta,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+        let (store, dirs) = store_with("coalesce", &["a", "b"]).await;
+        for (dir, name) in dirs.iter().zip(["a", "b"]) {
             for i in 0..20 {
                 let shared = (i % 5 == 0).then_some("shared");
                 store
-                    .create_user(dir.id, user(&format!("{name}-user-{i}"), shared))
+                    .create_user(*dir, user(&format!("{name}-user-{i}"), shared))
                     .await
                     .unwrap();
             }
-            dirs.push(dir.id);
         }
         let mut searches = Vec::new();
         for (d, dir) in dirs.iter().enumerate() {
@@ -501,22 +506,12 @@ mod tests {
     /// in creation order: no sort node per key.
     #[tokio::test]
     async fn an_external_id_probe_needs_no_sort() {
-        let url = roster_testkit::fresh_database("coalesce_plan").await;
-        let store = PgStore::connect(&url, 8).await.expect("connect");
-        store.migrate().await.expect("migrate");
-        let dir = store
-            .create_directory(NewDirectory {
-                name: "plan".into(),
-                organization: "org-plan".into(),
-                provider: ProviderKind::Okta,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let (store, dirs) = store_with("coalesce_plan", &["plan"]).await;
+        let dir = dirs[0];
         for i in 0..300 {
             let external_id = format!("e-{}", i % 100);
             store
-                .create_user(dir.id, user(&format!("u-{i}"), Some(&external_id)))
+                .create_user(dir, user(&format!("u-{i}"), Some(&external_id)))
                 .await
                 .unwrap();
         }
@@ -528,7 +523,7 @@ mod tests {
             "EXPLAIN {}",
             KeyColumn::ExternalId.statement()
         )))
-        .bind(vec![dir.id.0, dir.id.0])
+        .bind(vec![dir.0, dir.0])
         .bind(vec!["e-1", "e-2"])
         .bind(vec![11_i64, 11])
         .fetch_all(store.pool())
