@@ -100,17 +100,13 @@ pub(super) fn batchable(query: &ListQuery) -> Option<(KeyColumn, String, i64)> {
         && query.sort.is_none()
         && query.start_index <= 1
         && query.count >= 1;
-    if !plain {
+    let filter = query.filter.as_ref()?;
+    // The cheap test first: most filters are not a lone `eq` on a key.
+    if !plain || !super::lists::eq_on_one_of(filter, &["userName", "externalId"]) {
         return None;
     }
     let mut args = Vec::new();
-    let sql = to_sql(
-        query.filter.as_ref()?,
-        ResourceTable::Users,
-        Dialect::Postgres,
-        &mut args,
-    )
-    .ok()?;
+    let sql = to_sql(filter, ResourceTable::Users, Dialect::Postgres, &mut args).ok()?;
     let column = [KeyColumn::UserName, KeyColumn::ExternalId]
         .into_iter()
         .find(|c| c.translated() == sql)?;

@@ -50,7 +50,7 @@ impl Reads for PgStore {
     }
 
     async fn list_users(&self, dir: DirectoryId, query: &ListQuery) -> StoreResult<Page<User>> {
-        let (rows, total, next, cursor) = match self.coalesced_search(dir, query).await? {
+        let (rows, total, next, cursor) = match self.coalesced_search(dir, query).await {
             // The page holds every match (see `coalesced_search`).
             Some(rows) => {
                 let total = rows.len() as i64;
@@ -142,16 +142,10 @@ impl PgStore {
     /// The rows of a keyed search answered with others in one statement
     /// (`coalesce.rs`), when it is one and its page holds every match (so
     /// the rows are the total); else `None`, for the ordinary path.
-    async fn coalesced_search(
-        &self,
-        dir: DirectoryId,
-        query: &ListQuery,
-    ) -> StoreResult<Option<Vec<PgRow>>> {
-        let Some((column, key, limit)) = coalesce::batchable(query) else {
-            return Ok(None);
-        };
-        let rows = self.coalescer.search(column, dir, key, limit).await;
-        Ok(rows.filter(|rows| (rows.len() as i64) < limit))
+    async fn coalesced_search(&self, dir: DirectoryId, query: &ListQuery) -> Option<Vec<PgRow>> {
+        let (column, key, limit) = coalesce::batchable(query)?;
+        let rows = self.coalescer.search(column, dir, key, limit).await?;
+        ((rows.len() as i64) < limit).then_some(rows)
     }
 
     /// Reads one page. Without a cursor the page is one statement outside
@@ -206,7 +200,7 @@ fn keyed_lookup(query: &ListQuery) -> bool {
 
 /// Whether `filter` is one `eq` comparison of a top-level attribute named
 /// in `keys` (case-insensitively, as SCIM attribute names are).
-fn eq_on_one_of(filter: &Filter, keys: &[&str]) -> bool {
+pub(super) fn eq_on_one_of(filter: &Filter, keys: &[&str]) -> bool {
     match filter {
         Filter::Compare {
             path,
