@@ -214,7 +214,7 @@ impl Coalescer {
                 None => self.lookups.take().await,
             };
             conn = match taken {
-                Ok(taken) => run((&self.statements, &self.answered), taken, batch).await,
+                Ok(taken) => self.run(taken, batch).await,
                 Err(error) => {
                     tracing::debug!(%error, "no lookup connection; the searches run alone");
                     answer_alone(batch);
@@ -222,6 +222,36 @@ impl Coalescer {
                 }
             };
         }
+    }
+
+    /// Runs `batch`, one statement per key column in it, and answers every
+    /// search; gives the connection back only if every statement completed.
+    async fn run<'a>(&self, mut conn: Warm<'a>, batch: Vec<Pending>) -> Option<Warm<'a>> {
+        let (user_names, external_ids): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|p| p.column == KeyColumn::UserName);
+        let mut healthy = true;
+        for part in [user_names, external_ids] {
+            if part.is_empty() {
+                continue;
+            }
+            match rows_of(&mut conn, &part).await {
+                Ok(rows) => {
+                    self.statements.fetch_add(1, Ordering::Relaxed);
+                    self.answered
+                        .fetch_add(part.len() as u64, Ordering::Relaxed);
+                    for (pending, rows) in part.into_iter().zip(rows) {
+                        let _ = pending.reply.send(Some(rows));
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "batched search failed; its searches run alone");
+                    healthy = false;
+                    answer_alone(part);
+                }
+            }
+        }
+        healthy.then_some(conn)
     }
 
     /// The oldest searches, at most [`MAX_BATCH`]; when there are none the
@@ -257,39 +287,6 @@ fn answer_alone(batch: Vec<Pending>) {
     for pending in batch {
         let _ = pending.reply.send(None);
     }
-}
-
-/// Runs `batch`, one statement per key column in it, and answers every
-/// search; gives the connection back only if every statement completed.
-async fn run<'a>(
-    counts: (&AtomicU64, &AtomicU64),
-    mut conn: Warm<'a>,
-    batch: Vec<Pending>,
-) -> Option<Warm<'a>> {
-    let (user_names, external_ids): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .partition(|p| p.column == KeyColumn::UserName);
-    let mut healthy = true;
-    for part in [user_names, external_ids] {
-        if part.is_empty() {
-            continue;
-        }
-        match rows_of(&mut conn, &part).await {
-            Ok(rows) => {
-                counts.0.fetch_add(1, Ordering::Relaxed);
-                counts.1.fetch_add(part.len() as u64, Ordering::Relaxed);
-                for (pending, rows) in part.into_iter().zip(rows) {
-                    let _ = pending.reply.send(Some(rows));
-                }
-            }
-            Err(error) => {
-                tracing::debug!(%error, "batched search failed; its searches run alone");
-                healthy = false;
-                answer_alone(part);
-            }
-        }
-    }
-    healthy.then_some(conn)
 }
 
 /// The rows of each search of `part` (all of one column), in its order.
