@@ -165,8 +165,9 @@ impl Endpoint {
                 self.record(progress).await?;
                 continue;
             }
-            for record in page.records() {
-                if self.deliver(record).await? == Step::Restart {
+            let max_bytes = self.shared.config.max_body_bytes;
+            for (record, body) in page.deliveries(max_bytes) {
+                if self.deliver(record, body).await? == Step::Restart {
                     break;
                 }
             }
@@ -208,8 +209,7 @@ impl Endpoint {
     /// gone, or the horizon passes. Each attempt is recorded before the next.
     /// `Restart` when an admin changed the endpoint meanwhile (a replay moves
     /// its cursor): the caller reads again from the stored position.
-    async fn deliver(&mut self, record: &ChangeRecord) -> Result<Step, Stop> {
-        let body = self.shared.bodies.of(record, self.epoch);
+    async fn deliver(&mut self, record: &ChangeRecord, body: Bytes) -> Result<Step, Stop> {
         let msg_id = record.event_id.to_string();
         loop {
             if let Some(at) = self.hook.next_attempt_at

@@ -20,7 +20,6 @@
 //!   identity provider down.
 
 mod backoff;
-mod bodies;
 pub mod client;
 mod config;
 mod endpoint;
@@ -61,7 +60,6 @@ pub(crate) struct Shared {
     progress: Arc<Batcher<WebhookProgressWrites>>,
     /// The requests in flight, which a progress batch waits for.
     in_flight: Arc<in_flight::InFlight>,
-    bodies: bodies::Bodies,
     pages: pages::Pages,
     shutdown: watch::Receiver<bool>,
 }
@@ -100,7 +98,6 @@ impl Deliveries {
             sender: client::Sender::new(Arc::clone(&config))?,
             progress,
             in_flight,
-            bodies: bodies::Bodies::new(config.max_body_bytes),
             pages: pages::Pages::default(),
             config,
             key,

@@ -12,9 +12,12 @@
 //! instead of one per endpoint and page.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use prost::bytes::Bytes;
 use roster_store::{ChangeFilter, ChangeRecord, DirectoryId, Store, StoreResult, WebhookId};
+
+use super::payload;
 
 /// Changes read per query: a page of every endpoint's (their filters may
 /// each want only part of it).
@@ -31,9 +34,34 @@ struct Segment {
     after: i64,
     up_to: i64,
     records: Vec<ChangeRecord>,
+    /// Each record's request body, encoded by the first endpoint that sends
+    /// it: endpoints of a directory send the same bytes (only the signature
+    /// is theirs), and encoding a change costs more than signing it.
+    /// Endpoints that keep up reach an event together; one encodes, the
+    /// others wait the few microseconds instead of encoding it again.
+    bodies: Vec<OnceLock<Bytes>>,
     /// The generation of every endpoint of the directory, read after the
     /// records.
     generations: HashMap<WebhookId, i64>,
+}
+
+impl Segment {
+    fn new(
+        (epoch, directory): (i64, Option<DirectoryId>),
+        (after, up_to): (i64, i64),
+        records: Vec<ChangeRecord>,
+        generations: HashMap<WebhookId, i64>,
+    ) -> Self {
+        Self {
+            epoch,
+            directory,
+            after,
+            up_to,
+            bodies: records.iter().map(|_| OnceLock::new()).collect(),
+            records,
+            generations,
+        }
+    }
 }
 
 /// What one endpoint reads: the changes it wants after its cursor, and how
@@ -48,6 +76,21 @@ pub(super) struct Page {
 impl Page {
     pub(super) fn records(&self) -> impl Iterator<Item = &ChangeRecord> {
         self.picked.iter().map(|&i| &self.segment.records[i])
+    }
+
+    /// The picked changes with the body each is sent as (at most
+    /// `max_bytes`, see [`payload::body`]).
+    pub(super) fn deliveries(
+        &self,
+        max_bytes: usize,
+    ) -> impl Iterator<Item = (&ChangeRecord, Bytes)> {
+        let segment = &self.segment;
+        self.picked.iter().map(move |&i| {
+            let record = &segment.records[i];
+            let body = segment.bodies[i]
+                .get_or_init(|| Bytes::from(payload::body(record, segment.epoch, max_bytes)));
+            (record, body.clone())
+        })
     }
 
     pub(super) fn first(&self) -> Option<&ChangeRecord> {
@@ -131,14 +174,12 @@ impl Pages {
             Some(last) if records.len() as i64 >= READ => last.revision,
             _ => head,
         };
-        let segment = Arc::new(Segment {
-            epoch,
-            directory,
-            after,
-            up_to,
+        let segment = Arc::new(Segment::new(
+            (epoch, directory),
+            (after, up_to),
             records,
             generations,
-        });
+        ));
         let mut recent = self.lock();
         recent.push_back(Arc::clone(&segment));
         while recent.len() > KEPT {
@@ -201,14 +242,12 @@ mod tests {
             1 => ChangeKind::UserCreated,
             _ => ChangeKind::GroupCreated,
         };
-        Arc::new(Segment {
-            epoch: 1,
-            directory: Some(directory),
-            after: 10,
-            up_to: 20,
-            records: (11..=15).map(|r| record(r, directory, kind(r))).collect(),
-            generations: HashMap::new(),
-        })
+        Arc::new(Segment::new(
+            (1, Some(directory)),
+            (10, 20),
+            (11..=15).map(|r| record(r, directory, kind(r))).collect(),
+            HashMap::new(),
+        ))
     }
 
     fn revisions(page: &Page) -> (Vec<i64>, i64) {
@@ -242,5 +281,27 @@ mod tests {
         );
         // Nothing wanted after the cursor: move to the end of the range.
         assert_eq!(revisions(&pick(segment(dir), &users, 15, 10)), (vec![], 20));
+    }
+
+    #[test]
+    fn endpoints_share_each_body() {
+        let dir = DirectoryId::new();
+        let every = ChangeFilter {
+            directory_id: Some(dir),
+            kinds: Vec::new(),
+        };
+        let segment = segment(dir);
+        let bodies = |after: i64| -> Vec<Bytes> {
+            pick(Arc::clone(&segment), &every, after, 10)
+                .deliveries(4096)
+                .map(|(_, body)| body)
+                .collect()
+        };
+        let (first, second) = (bodies(10), bodies(12));
+        assert_eq!((first.len(), second.len()), (5, 3));
+        // Revision 13 for both endpoints: one encoding, not an equal copy.
+        assert_eq!(first[2].as_ptr(), second[0].as_ptr());
+        let body: serde_json::Value = serde_json::from_slice(&second[0]).unwrap();
+        assert_eq!(body["data"]["revision"], 13);
     }
 }
