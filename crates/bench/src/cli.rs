@@ -101,6 +101,13 @@ pub struct BenchArgs {
     /// requests (docs/portal.md); `false` measures its cost.
     #[arg(long, env = "ROSTER_ACTIVITY_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub activity_log: bool,
+    /// The server's log filter, as `roster serve --log` (default `info`, its
+    /// default: one access-log line per request, text on stderr, which the
+    /// bench reads and drops, as a container runtime would collect it;
+    /// other lines are shown). `off` logs nothing, as the bench did before
+    /// 2026-12-06 (ninth session).
+    #[arg(long, default_value = "info")]
+    pub server_log: String,
 
     /// Onboarding, watch-latency and limit: users to create.
     #[arg(long, default_value_t = 75_000)]
@@ -215,6 +222,9 @@ pub struct ServeArgs {
     /// Webhook sealing key: turns webhooks on, receivers on loopback allowed.
     #[arg(long)]
     pub webhook_key: Option<String>,
+    /// Log filter (as `roster serve --log`); none installs no subscriber.
+    #[arg(long)]
+    pub log: Option<String>,
 }
 
 /// What one `__serve` process runs.

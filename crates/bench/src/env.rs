@@ -21,16 +21,7 @@ impl Env {
     pub async fn start(args: &BenchArgs) -> anyhow::Result<Self> {
         let database = BenchDatabase::create(&args.database_url).await?;
         let settings = PgSettings::read(&database.url).await?;
-        let server = match ServerProcess::start(
-            &database.url,
-            args.server_db_connections,
-            args.grpc_over_tcp,
-            args.server_watch_buffer,
-            args.activity_log,
-            args.webhook_key.as_deref(),
-            args.split_processes,
-        )
-        .await
+        let server = match ServerProcess::start(&database.url, args).await
         {
             Ok(s) => s,
             Err(e) => {

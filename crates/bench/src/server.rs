@@ -21,7 +21,10 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
-use crate::cli::{Role, ServeArgs};
+use crate::cli::{BenchArgs, Role, ServeArgs};
+
+/// The tracing target of the gateway's access log.
+const ACCESS_LOG_TARGET: &str = "roster_gateway::access";
 
 /// First word of the line the child prints once it accepts requests.
 const READY: &str = "READY";
@@ -32,6 +35,15 @@ const START_DEADLINE: Duration = Duration::from_secs(120);
 /// closed (the parent died or dropped its handle) so no server outlives
 /// its bench.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // As `roster serve` logs by default: text on stderr.
+    let _telemetry = match &args.log {
+        Some(filter) => Some(roster_telemetry::init(
+            roster_telemetry::LogFormat::Text,
+            filter,
+            "roster",
+        )?),
+        None => None,
+    };
     let http = listen(args.http_addr).context("cannot bind the HTTP address")?;
     if args.role == Role::Gateway {
         let endpoint = args
@@ -156,28 +168,26 @@ impl ServerProcess {
     /// Starts `<this executable> __serve` on `database_url` (with `split`,
     /// one for the directory service and one for the gateway) and waits
     /// until it listens.
-    pub async fn start(
-        database_url: &str,
-        db_connections: u32,
-        grpc_over_tcp: bool,
-        watch_buffer: Option<usize>,
-        activity_log: bool,
-        webhook_key: Option<&str>,
-        split: bool,
-    ) -> anyhow::Result<Self> {
+    pub async fn start(database_url: &str, args: &BenchArgs) -> anyhow::Result<Self> {
         let mut command = vec!["--database-url".to_owned(), database_url.to_owned()];
-        command.extend(["--db-max-connections".into(), db_connections.to_string()]);
-        if grpc_over_tcp {
+        command.extend([
+            "--db-max-connections".into(),
+            args.server_db_connections.to_string(),
+        ]);
+        if args.grpc_over_tcp {
             command.push("--grpc-over-tcp".into());
         }
-        if let Some(buffer) = watch_buffer {
+        if let Some(buffer) = args.server_watch_buffer {
             command.extend(["--watch-buffer".into(), buffer.to_string()]);
         }
-        command.extend(["--activity-log".into(), activity_log.to_string()]);
-        if let Some(key) = webhook_key {
-            command.extend(["--webhook-key".into(), key.to_owned()]);
+        command.extend(["--activity-log".into(), args.activity_log.to_string()]);
+        if let Some(key) = &args.webhook_key {
+            command.extend(["--webhook-key".into(), key.clone()]);
         }
-        if !split {
+        if args.server_log != "off" {
+            command.extend(["--log".into(), args.server_log.clone()]);
+        }
+        if !args.split_processes {
             let (child, http, grpc) = spawn_serve(&command).await?;
             return Ok(Self {
                 children: vec![child],
@@ -270,16 +280,29 @@ async fn spawn_serve(args: &[String]) -> anyhow::Result<(Child, String, String)>
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .context("cannot start the server process")?;
+    let stderr = child.stderr.take().context("server stderr")?;
+    tokio::spawn(show_all_but_access_log(stderr));
     let stdout = child.stdout.take().context("server stdout")?;
     let line = tokio::time::timeout(START_DEADLINE, first_ready_line(stdout))
         .await
         .map_err(|_| anyhow!("the server process did not start within {START_DEADLINE:?}"))??;
     let (http, grpc) = parse_ready(&line)?;
     Ok((child, http, grpc))
+}
+
+/// Reads the server's log as a container runtime would, and shows every
+/// line but the access log's (one per request).
+async fn show_all_but_access_log(stderr: tokio::process::ChildStderr) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if !line.contains(ACCESS_LOG_TARGET) {
+            eprintln!("{line}");
+        }
+    }
 }
 
 async fn first_ready_line(stdout: tokio::process::ChildStdout) -> anyhow::Result<String> {

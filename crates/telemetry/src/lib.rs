@@ -75,8 +75,13 @@ pub fn init(
             .with_tracer(p.tracer("roster"))
             .boxed()
     });
+    let ansi = colours(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let fmt_layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -94,6 +99,13 @@ pub fn init(
         .map_err(|e| TelemetryError::Install(e.to_string()))?;
     propagation::install();
     Ok(Telemetry { provider })
+}
+
+/// Whether text logs carry ANSI colours: only on a terminal, and not when
+/// `NO_COLOR` is set (<https://no-color.org>). Logs collected from a pipe
+/// (a container's stderr, systemd's journal) stay plain text.
+fn colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// An OTLP/gRPC span exporter when the standard `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -120,4 +132,17 @@ fn otlp_provider(service_name: &str) -> Result<Option<SdkTracerProvider>, Teleme
         .with_resource(resource)
         .build();
     Ok(Some(provider))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colours;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, None));
+        assert!(!colours(false, None), "a pipe gets plain text");
+        assert!(!colours(true, Some("1".as_ref())));
+        assert!(colours(true, Some("".as_ref())), "an empty NO_COLOR is unset");
+    }
 }
