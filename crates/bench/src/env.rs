@@ -21,8 +21,7 @@ impl Env {
     pub async fn start(args: &BenchArgs) -> anyhow::Result<Self> {
         let database = BenchDatabase::create(&args.database_url).await?;
         let settings = PgSettings::read(&database.url).await?;
-        let server = match ServerProcess::start(&database.url, args).await
-        {
+        let server = match ServerProcess::start(&database.url, args).await {
             Ok(s) => s,
             Err(e) => {
                 let _ = database.drop_database().await;

@@ -143,6 +143,9 @@ mod tests {
         assert!(colours(true, None));
         assert!(!colours(false, None), "a pipe gets plain text");
         assert!(!colours(true, Some("1".as_ref())));
-        assert!(colours(true, Some("".as_ref())), "an empty NO_COLOR is unset");
+        assert!(
+            colours(true, Some("".as_ref())),
+            "an empty NO_COLOR is unset"
+        );
     }
 }
