@@ -224,7 +224,16 @@ mod tests {
             .await
             .expect("no read waits for the pool while connections are parked")
             .unwrap();
-        assert_eq!(warm.parked(), 2);
+        // Every connection the reads used is parked, none went back to the
+        // pool. Whether the pool opened one or two depends on timing: reads
+        // that never overlap while nothing is parked share one.
+        assert!(
+            (1..=2).contains(&pool.size()),
+            "{} connections",
+            pool.size()
+        );
+        assert_eq!(warm.parked(), pool.size() as usize);
+        assert_eq!(pool.num_idle(), 0);
     }
 
     #[tokio::test]
