@@ -235,6 +235,12 @@ impl Coalescer {
             if part.is_empty() {
                 continue;
             }
+            // After a failure the connection is not trusted with another
+            // statement: the rest run alone, on connections of their own.
+            if !healthy {
+                answer_alone(part);
+                continue;
+            }
             match rows_of(&mut conn, &part).await {
                 Ok(rows) => {
                     self.statements.fetch_add(1, Ordering::Relaxed);
