@@ -18,6 +18,7 @@ use crate::convert::timestamp;
 use crate::cursor;
 use crate::error::{ServiceError, ServiceResult, parse_id};
 use crate::webhooks::client::{self, Sender, Signed};
+use crate::webhooks::connection::{Connection, Target};
 use crate::webhooks::{DeliveryError, WebhookConfig, payload};
 
 /// Attempts listed when the request names no limit.
@@ -405,15 +406,21 @@ impl AdminApi {
         let msg_id = format!("test_{}", uuid::Uuid::new_v4());
         let body = payload::test_body(&hook.id.to_string(), now);
         let signature = signature_header(&[&secret], &msg_id, now.timestamp(), &body);
+        // A connection of its own: the test is answered the way a
+        // delivery to a new endpoint would be.
+        let target = Target::parse(&hook.url, &admin.config);
         let response = admin
             .sender
-            .send(Signed {
-                url: &hook.url,
-                msg_id: &msg_id,
-                timestamp: now.timestamp(),
-                signature,
-                body: body.into(),
-            })
+            .send(
+                &mut Connection::default(),
+                &target,
+                Signed {
+                    msg_id: &msg_id,
+                    timestamp: now.timestamp(),
+                    signature,
+                    body: body.into(),
+                },
+            )
             .await;
         Ok(pa::SendTestWebhookEventResponse {
             attempt: Some(pa::WebhookAttempt {

@@ -1,14 +1,17 @@
 //! The HTTP side of a delivery: which URLs may be called, and one signed
 //! POST with timeouts, no redirects and no private addresses.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use http_body_util::Full;
+use hyper::header;
+use prost::bytes::Bytes;
 use roster_webhook::{HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 
 use super::WebhookConfig;
+use super::connection::{Connection, Connector, Target};
 
 /// Why a URL is refused as a webhook endpoint.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -27,8 +30,8 @@ pub enum UrlError {
 
 /// Checks a URL before it is stored and before each request: the scheme,
 /// and an address written in it. Names are checked when they resolve.
-pub fn check_url(url: &str, config: &WebhookConfig) -> Result<reqwest::Url, UrlError> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| UrlError::Malformed(e.to_string()))?;
+pub fn check_url(url: &str, config: &WebhookConfig) -> Result<url::Url, UrlError> {
+    let parsed = url::Url::parse(url).map_err(|e| UrlError::Malformed(e.to_string()))?;
     match parsed.scheme() {
         "https" => {}
         "http" if config.allow_http => {}
@@ -82,32 +85,6 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// Resolves names with the system resolver and drops every private
-/// address (unless allowed), so a public name pointing inside the network
-/// is refused when it is called, not only when it is configured.
-struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .filter(|a| allow_private || !is_private(a.ip()))
-                .collect();
-            if found.is_empty() {
-                let refused = format!("{host} resolves to no allowed (public) address");
-                return Err(refused.into());
-            }
-            let addrs: Addrs = Box::new(found.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
 /// The outcome of one request.
 #[derive(Debug)]
 pub struct Response {
@@ -126,83 +103,95 @@ impl Response {
 
 /// One signed request, ready to send.
 pub struct Signed<'a> {
-    pub url: &'a str,
     pub msg_id: &'a str,
     pub timestamp: i64,
     pub signature: String,
-    pub body: prost::bytes::Bytes,
+    pub body: Bytes,
 }
 
-/// Sends webhook requests.
-#[derive(Clone)]
+/// Sends webhook requests: HTTP/1.1, no redirects followed, no proxy, no
+/// private addresses (unless allowed), timeouts on connecting and on the
+/// whole request.
 pub struct Sender {
-    client: reqwest::Client,
+    connector: Connector,
     config: Arc<WebhookConfig>,
 }
 
 impl Sender {
-    pub fn new(config: Arc<WebhookConfig>) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy from the environment would connect to addresses the
-            // resolver below refuses.
-            .no_proxy()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .dns_resolver(Arc::new(GuardedResolver {
-                allow_private: config.allow_private,
-            }))
-            .user_agent(concat!("Roster-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { client, config })
+    /// Trusts the public web PKI (Mozilla's roots), as browsers do.
+    pub fn new(config: Arc<WebhookConfig>) -> Result<Self, rustls::Error> {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        Self::with_roots(config, roots)
     }
 
-    /// POSTs the request. Every failure is an outcome (no status), never an
-    /// error: the delivery loop decides what it means.
-    pub async fn send(&self, req: Signed<'_>) -> Response {
+    /// Trusts `roots` only.
+    pub(crate) fn with_roots(
+        config: Arc<WebhookConfig>,
+        roots: rustls::RootCertStore,
+    ) -> Result<Self, rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            connector: Connector::new(&config, Arc::new(tls)),
+            config,
+        })
+    }
+
+    /// POSTs the request on `connection` (opening one if needed). Every
+    /// failure is an outcome (no status), never an error: the delivery loop
+    /// decides what it means.
+    pub async fn send(
+        &self,
+        connection: &mut Connection,
+        target: &Result<Target, UrlError>,
+        req: Signed<'_>,
+    ) -> Response {
         let started = Instant::now();
-        let url = match check_url(req.url, &self.config) {
-            Ok(url) => url,
+        let target = match target {
+            Ok(target) => target,
             Err(e) => return failed(started, e.to_string()),
         };
-        let sent = self
-            .client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(HEADER_ID, req.msg_id)
-            .header(HEADER_TIMESTAMP, req.timestamp.to_string())
-            .header(HEADER_SIGNATURE, req.signature)
-            .body(req.body)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => return failed(started, transport_error(&e)),
+        let request = match request(target, req) {
+            Ok(request) => request,
+            Err(e) => return failed(started, format!("request: {e}")),
         };
-        let status = response.status().as_u16();
-        let detail = self.prefix(response).await;
-        Response {
-            status: Some(status),
-            latency: started.elapsed(),
-            detail,
-        }
-    }
-
-    /// The body's first bytes: read only that far, so a receiver that
-    /// streams a huge answer costs nothing.
-    async fn prefix(&self, mut response: reqwest::Response) -> String {
         let limit = self.config.response_prefix_bytes;
-        let mut kept = Vec::new();
-        while kept.len() < limit {
-            match response.chunk().await {
-                Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
-            }
+        let sent = connection.send(&self.connector, target, request, limit);
+        let timeout = self.config.request_timeout;
+        match tokio::time::timeout(timeout, sent).await {
+            Ok(Ok(answer)) => Response {
+                status: Some(answer.status),
+                latency: started.elapsed(),
+                detail: String::from_utf8_lossy(&answer.prefix).into_owned(),
+            },
+            Ok(Err(e)) => failed(started, e.to_string()),
+            Err(_) => failed(started, format!("timeout: no answer within {timeout:?}")),
         }
-        kept.truncate(limit);
-        String::from_utf8_lossy(&kept).into_owned()
     }
 }
+
+/// The request `req` makes to `target`.
+fn request(
+    target: &Target,
+    req: Signed<'_>,
+) -> Result<hyper::Request<Full<Bytes>>, hyper::http::Error> {
+    hyper::Request::post(target.path().clone())
+        .header(header::HOST, target.authority().clone())
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::USER_AGENT, USER_AGENT)
+        .header(HEADER_ID, req.msg_id)
+        .header(HEADER_TIMESTAMP, req.timestamp)
+        .header(HEADER_SIGNATURE, req.signature)
+        .body(Full::new(req.body))
+}
+
+const USER_AGENT: &str = concat!("Roster-Webhooks/", env!("CARGO_PKG_VERSION"));
 
 fn failed(started: Instant, detail: String) -> Response {
     Response {
@@ -210,26 +199,6 @@ fn failed(started: Instant, detail: String) -> Response {
         latency: started.elapsed(),
         detail,
     }
-}
-
-/// A transport error with its cause chain (reqwest's own message alone
-/// says only "error sending request").
-fn transport_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "request"
-    };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

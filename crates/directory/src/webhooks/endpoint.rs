@@ -13,7 +13,8 @@ use roster_store::{
 };
 use roster_webhook::{SigningSecret, WebhookError, signature_header};
 
-use super::client::{Response, Signed};
+use super::client::{Response, Signed, UrlError};
+use super::connection::{Connection, Target};
 use super::in_flight;
 use super::pages::Page;
 use super::{Shared, backoff};
@@ -91,6 +92,10 @@ struct Endpoint {
     hook: Webhook,
     secrets: Secrets,
     filter: ChangeFilter,
+    /// Where requests go (a URL that no longer passes the checks fails
+    /// each attempt, as a receiver that is down would).
+    target: Result<Target, UrlError>,
+    connection: Connection,
     /// The log's epoch, for the cursors in payloads.
     epoch: i64,
     /// When the lease must be renewed (half its time-to-live).
@@ -134,6 +139,8 @@ impl Endpoint {
         let renew_at = Instant::now() + shared.config.lease_ttl / 2;
         Ok(Self {
             filter: filter_of(&hook),
+            target: Target::parse(&hook.url, &shared.config),
+            connection: Connection::default(),
             shared,
             hook,
             secrets,
@@ -245,18 +252,19 @@ impl Endpoint {
         }
     }
 
-    async fn send(&self, msg_id: &str, body: Bytes) -> Response {
+    async fn send(&mut self, msg_id: &str, body: Bytes) -> Response {
         let timestamp = Utc::now().timestamp();
         let signature = self.secrets.header(msg_id, timestamp, &body);
-        self.shared
+        let request = Signed {
+            msg_id,
+            timestamp,
+            signature,
+            body,
+        };
+        let shared = &self.shared;
+        shared
             .sender
-            .send(Signed {
-                url: &self.hook.url,
-                msg_id,
-                timestamp,
-                signature,
-                body,
-            })
+            .send(&mut self.connection, &self.target, request)
             .await
     }
 
@@ -431,6 +439,7 @@ impl Endpoint {
         if changed {
             self.secrets = Secrets::open(&self.shared, &hook)?;
             self.filter = filter_of(&hook);
+            self.target = Target::parse(&hook.url, &self.shared.config);
         }
         self.hook = hook;
         Ok(changed)

@@ -22,6 +22,7 @@
 mod backoff;
 pub mod client;
 mod config;
+pub mod connection;
 mod endpoint;
 pub(crate) mod in_flight;
 mod pages;
@@ -45,7 +46,7 @@ use crate::watch::ChangeHub;
 #[derive(Debug, thiserror::Error)]
 pub enum DeliveryError {
     #[error("cannot build the webhook HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] rustls::Error),
 }
 
 /// What every endpoint task of a process shares.
