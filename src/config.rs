@@ -182,6 +182,11 @@ pub struct WebhookArgs {
     /// (in-cluster receivers); refused by default against SSRF.
     #[arg(long, env = "ROSTER_WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
     pub webhook_allow_private: bool,
+    /// CA certificate(s) (PEM) trusted for `https://` webhook receivers
+    /// besides the public roots: in-cluster receivers whose certificates
+    /// come from a private CA. Read at start.
+    #[arg(long, env = "ROSTER_WEBHOOK_CA")]
+    pub webhook_ca: Option<PathBuf>,
 }
 
 /// Mutual TLS on the directory service's gRPC port.

@@ -300,6 +300,11 @@ fn webhook_config(
     if sealing_key.is_none() {
         tracing::info!("webhooks are off: no --secret-key / ROSTER_SECRET_KEY");
     }
+    let extra_roots = match &args.webhook_ca {
+        Some(path) => roster_tls::read_certificates(path)
+            .map_err(|e| anyhow!("--webhook-ca / ROSTER_WEBHOOK_CA: {e}"))?,
+        None => Vec::new(),
+    };
     Ok(roster_directory::webhooks::WebhookConfig {
         sealing_key,
         retry_horizon: Duration::from_secs(args.webhook_retry_horizon_secs),
@@ -309,6 +314,7 @@ fn webhook_config(
         request_timeout: Duration::from_millis(args.webhook_timeout_ms.max(1)),
         allow_http: args.webhook_allow_http,
         allow_private: args.webhook_allow_private,
+        extra_roots,
         lease_ttl: Duration::from_secs(args.webhook_lease_secs.max(1)),
         ..Default::default()
     })

@@ -141,3 +141,37 @@ fn a_lone_directory_service_needs_postgresql() {
         "`roster directory` needs PostgreSQL",
     );
 }
+
+#[test]
+fn unreadable_or_empty_webhook_ca() {
+    let data = app::temp_dir("webhook_ca");
+    let empty = data.join("empty.crt");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(&empty, "").unwrap();
+    let serve = |ca: &str| {
+        let data = data.to_str().unwrap().to_owned();
+        [
+            "serve",
+            "--data-dir",
+            &data,
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "off",
+            "--webhook-ca",
+            ca,
+        ]
+        .map(str::to_owned)
+    };
+    let args = serve("/nonexistent/ca.crt");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_fails(
+        &args,
+        "--webhook-ca / ROSTER_WEBHOOK_CA: cannot read /nonexistent/ca.crt",
+    );
+    let args = serve(empty.to_str().unwrap());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_fails(&args, "no CERTIFICATE block");
+}

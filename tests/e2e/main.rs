@@ -36,3 +36,4 @@ mod shutdown;
 mod traces;
 mod walkthrough;
 mod webdriver;
+mod webhook_ca;

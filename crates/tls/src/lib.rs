@@ -148,6 +148,12 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
+/// The certificates of a PEM file (one or more `CERTIFICATE` blocks), e.g.
+/// a private CA bundle to trust.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    certificates(path, &read(path)?, "CA certificate")
+}
+
 fn certificates(
     path: &Path,
     pem: &[u8],

@@ -118,19 +118,19 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Trusts the public web PKI (Mozilla's roots), as browsers do.
+    /// Trusts the public web PKI (Mozilla's roots), as browsers do, and the
+    /// configured extra roots.
     pub fn new(config: Arc<WebhookConfig>) -> Result<Self, rustls::Error> {
-        let roots = rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore {
             roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
         };
-        Self::with_roots(config, roots)
-    }
-
-    /// Trusts `roots` only.
-    pub(crate) fn with_roots(
-        config: Arc<WebhookConfig>,
-        roots: rustls::RootCertStore,
-    ) -> Result<Self, rustls::Error> {
+        let (added, ignored) = roots.add_parsable_certificates(config.extra_roots.iter().cloned());
+        if ignored > 0 {
+            return Err(rustls::Error::General(format!(
+                "{ignored} of {} extra webhook CA certificates cannot be used as roots",
+                added + ignored
+            )));
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?

@@ -26,6 +26,9 @@ pub struct WebhookConfig {
     /// Receivers at private, loopback and link-local addresses (in-cluster
     /// receivers; off by default against SSRF).
     pub allow_private: bool,
+    /// CA certificates trusted for `https://` receivers besides Mozilla's
+    /// roots (in-cluster receivers with certificates of a private CA).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// A replica that stops renewing its lease loses the endpoint after this.
     pub lease_ttl: Duration,
     /// How often a replica looks for endpoints nobody delivers for.
@@ -56,6 +59,7 @@ impl Default for WebhookConfig {
             request_timeout: Duration::from_secs(15),
             allow_http: false,
             allow_private: false,
+            extra_roots: Vec::new(),
             lease_ttl: Duration::from_secs(60),
             scan_interval: Duration::from_secs(2),
             rotation_overlap: Duration::from_secs(24 * 3600),

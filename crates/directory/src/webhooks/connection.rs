@@ -647,17 +647,14 @@ mod tests {
             .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let receiver = Receiver::start(Script::KeepAlive, Some(acceptor)).await;
+        let url = format!("https://localhost:{}/hook", receiver.port);
+        let ca_der = CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap();
         let config = Arc::new(WebhookConfig {
             allow_private: true,
+            extra_roots: vec![ca_der],
             ..WebhookConfig::default()
         });
-        let url = format!("https://localhost:{}/hook", receiver.port);
-
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).unwrap())
-            .unwrap();
-        let trusting = Sender::with_roots(Arc::clone(&config), roots).unwrap();
+        let trusting = Sender::new(Arc::clone(&config)).unwrap();
         let mut connection = Connection::default();
         for _ in 0..2 {
             let answer = post(&trusting, &mut connection, &url, &config).await;
@@ -666,6 +663,10 @@ mod tests {
         assert_eq!(receiver.counts(), (1, 2));
 
         // The public roots do not know the test CA.
+        let config = Arc::new(WebhookConfig {
+            extra_roots: Vec::new(),
+            ..(*config).clone()
+        });
         let public = Sender::new(Arc::clone(&config)).unwrap();
         let answer = post(&public, &mut Connection::default(), &url, &config).await;
         assert_eq!(answer.status, None);
