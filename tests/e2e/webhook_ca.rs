@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::admin::{CreateWebhookEndpointRequest, SendTestWebhookEventRequest};
+use roster_testkit::app::webhooks::{Reply, serve_http1};
 use roster_testkit::app::{
     connect, create_directory_named, free_port, spawn_directory, wait_for_grpc,
 };
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// An https receiver on loopback answering 204 to every request; its port.
@@ -32,41 +32,16 @@ async fn tls_receiver(leaf: &roster_tls::testing::Leaf) -> u16 {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 if let Ok(tls) = acceptor.accept(tcp).await {
-                    answer_204(tls).await;
+                    serve_http1(tls, || Reply {
+                        response: b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
+                        close: false,
+                    })
+                    .await;
                 }
             });
         }
     });
     port
-}
-
-async fn answer_204<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: S) {
-    let mut stream = BufReader::new(stream);
-    loop {
-        let (mut line, mut length) = (String::new(), 0);
-        loop {
-            line.clear();
-            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        if stream.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        let answer = b"HTTP/1.1 204 No Content\r\n\r\n";
-        if stream.write_all(answer).await.is_err() || stream.flush().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Sends a test event to an https endpoint on `receiver_port` through a

@@ -12,7 +12,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -22,9 +21,9 @@ use hyper::http::uri::PathAndQuery;
 use hyper::http::{HeaderValue, Uri};
 use hyper_util::rt::TokioIo;
 use prost::bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 use super::client::{UrlError, check_url, is_private};
 use super::config::WebhookConfig;
@@ -146,9 +145,9 @@ impl Connector {
                 .connect(name, tcp)
                 .await
                 .map_err(|e| ConnectError::Tls(target.host.clone(), e))?;
-            Stream::Tls(Box::new(tls))
+            Either::Right(Box::new(tls))
         } else {
-            Stream::Plain(tcp)
+            Either::Left(tcp)
         };
         let (sender, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -350,77 +349,17 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Plain TCP or TLS over it.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(s) => s.is_write_vectored(),
-            Self::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
+/// Plain TCP, or TLS over it.
+type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use roster_testkit::app::webhooks::{Reply, serve_http1};
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::io::{AsyncRead, AsyncWrite};
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
@@ -495,28 +434,9 @@ mod tests {
         script: Script,
         requests: Arc<AtomicUsize>,
     ) {
-        let mut stream = BufReader::new(stream);
-        loop {
-            let mut length = 0;
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                if line == "\r\n" {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; length];
-            stream.read_exact(&mut body).await.unwrap();
+        serve_http1(stream, || {
             requests.fetch_add(1, Ordering::SeqCst);
-            let answer = match script {
+            let response = match script {
                 Script::KeepAlive | Script::CloseAfter => {
                     "HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\n\r\nok".to_owned()
                 }
@@ -529,13 +449,13 @@ mod tests {
                     "x".repeat(1000)
                 ),
             };
-            stream.write_all(answer.as_bytes()).await.unwrap();
-            stream.flush().await.unwrap();
-            if matches!(script, Script::CloseAfter | Script::CloseHeader) {
-                let _ = stream.shutdown().await;
-                return;
+            let close = matches!(script, Script::CloseAfter | Script::CloseHeader);
+            Reply {
+                response: response.into_bytes(),
+                close,
             }
-        }
+        })
+        .await;
     }
 
     fn config(allow_private: bool) -> Arc<WebhookConfig> {

@@ -262,3 +262,53 @@ pub fn verify_spec(secret: &str, r: &Received) -> bool {
         .filter_map(|s| s.strip_prefix("v1,"))
         .any(|s| s == expected)
 }
+
+/// What [`serve_http1`] does after reading a request.
+pub struct Reply {
+    /// The whole response, status line to body.
+    pub response: Vec<u8>,
+    /// Close the connection after it (unasked, as an idle timeout does).
+    pub close: bool,
+}
+
+/// A minimal HTTP/1.1 server on one accepted connection (plain or TLS),
+/// for tests that need what a full server does not give: an exact response,
+/// a close nobody asked for. Reads each request (head, then a
+/// `Content-Length` body) and writes `reply()`'s answer, until the peer
+/// closes or a reply says to.
+pub async fn serve_http1<S>(stream: S, mut reply: impl FnMut() -> Reply)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let mut stream = BufReader::new(stream);
+    loop {
+        let (mut line, mut length) = (String::new(), 0);
+        loop {
+            line.clear();
+            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let Reply { response, close } = reply();
+        if stream.write_all(&response).await.is_err() || stream.flush().await.is_err() {
+            return;
+        }
+        if close {
+            let _ = stream.shutdown().await;
+            return;
+        }
+    }
+}
