@@ -199,6 +199,8 @@ struct Live {
 #[derive(Default)]
 pub struct Connection {
     live: Option<Live>,
+    /// [`IDLE_REUSE`] unless a test shortens it.
+    idle_limit: Option<Duration>,
 }
 
 /// What a request got: the status and the body's first bytes.
@@ -247,13 +249,32 @@ impl Connection {
         answered.map_err(|f| f.error)
     }
 
+    /// Resolves once the open connection has been idle for [`IDLE_REUSE`],
+    /// and closes it; never while none is open. An endpoint waiting for
+    /// events awaits this too, so an idle endpoint holds no socket (also
+    /// none that the receiver closed and nobody read) for longer than that.
+    pub async fn idle_end(&mut self) {
+        let Some(live) = &self.live else {
+            return std::future::pending().await;
+        };
+        let deadline = live.idle_since + self.idle_limit();
+        tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)).await;
+        self.live = None;
+    }
+
+    fn idle_limit(&self) -> Duration {
+        self.idle_limit.unwrap_or(IDLE_REUSE)
+    }
+
     /// The open connection if it can carry a request to `target`.
     fn reusable(&mut self, target: &Target) -> Option<Live> {
         let mut live = self.live.take()?;
-        if !live.target.same_server(target) || live.idle_since.elapsed() > IDLE_REUSE {
+        if !live.target.same_server(target) || live.idle_since.elapsed() > self.idle_limit() {
             return None;
         }
-        // Reads what arrived while nobody polled: a close ends the driver.
+        // Lets hyper read what arrived while nobody polled: a connection
+        // it finds broken is not reused (one the receiver merely closed
+        // fails the request as unsent, which `send` sends again).
         if let Some(driver) = live.driver.as_mut()
             && driver.as_mut().now_or_never().is_some()
         {
@@ -522,6 +543,27 @@ mod tests {
             assert_eq!(statuses, [Some(202); 3], "{:?}", answers);
             assert_eq!(counts, (3, 3));
         }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_the_idle_limit() {
+        let mut connection = Connection {
+            idle_limit: Some(Duration::from_millis(50)),
+            ..Connection::default()
+        };
+        assert!(connection.idle_end().now_or_never().is_none(), "none open");
+        let mut receiver = Receiver::start(Script::KeepAlive, None).await;
+        let config = config(true);
+        let sender = Sender::new(Arc::clone(&config)).unwrap();
+        let url = format!("http://127.0.0.1:{}/hook", receiver.port);
+        let answer = post(&sender, &mut connection, &url, &config).await;
+        assert_eq!(answer.status, Some(202));
+        assert!(connection.live.is_some(), "kept after the answer");
+        connection.idle_end().await;
+        assert!(connection.live.is_none());
+        // The receiver sees the connection closed.
+        receiver.closed.recv().await;
+        assert_eq!(receiver.counts(), (1, 1));
     }
 
     #[tokio::test]

@@ -468,7 +468,8 @@ impl Endpoint {
     }
 
     /// Waits for `event`, renewing the lease meanwhile; ends on shutdown.
-    /// True when the renewal found the endpoint changed.
+    /// True when the renewal found the endpoint changed. Also returns (false)
+    /// when the idle connection ended: the caller waits again without it.
     async fn wait_for<F: std::future::Future>(&mut self, event: F) -> Result<bool, Stop> {
         let mut shutdown = self.shared.shutdown.clone();
         let renew = tokio::time::Instant::from_std(self.renew_at);
@@ -476,6 +477,7 @@ impl Endpoint {
             _ = event => false,
             () = super::stopped(&mut shutdown) => return Err(Stop::Shutdown),
             () = tokio::time::sleep_until(renew) => true,
+            () = self.connection.idle_end() => false,
         };
         if renew_due {
             return self.renew_if_due().await;
