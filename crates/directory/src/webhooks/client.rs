@@ -28,8 +28,9 @@ pub enum UrlError {
     Credentials,
 }
 
-/// Checks a URL before it is stored and before each request: the scheme,
-/// and an address written in it. Names are checked when they resolve.
+/// Checks a URL before it is stored and whenever an endpoint's delivery
+/// takes it up ([`Target::parse`]): the scheme, and an address written in
+/// it. Names are checked when a connection resolves them.
 pub fn check_url(url: &str, config: &WebhookConfig) -> Result<url::Url, UrlError> {
     let parsed = url::Url::parse(url).map_err(|e| UrlError::Malformed(e.to_string()))?;
     match parsed.scheme() {
