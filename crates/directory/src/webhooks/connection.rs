@@ -249,7 +249,7 @@ impl Connection {
         answered.map_err(|f| f.error)
     }
 
-    /// Resolves once the open connection has been idle for [`IDLE_REUSE`],
+    /// Resolves once the open connection has been idle for `IDLE_REUSE`,
     /// and closes it; never while none is open. An endpoint waiting for
     /// events awaits this too, so an idle endpoint holds no socket (also
     /// none that the receiver closed and nobody read) for longer than that.
