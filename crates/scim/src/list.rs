@@ -147,13 +147,15 @@ fn compare_values(a: &Value, b: &Value, case_exact: bool, date_time: bool) -> Or
 /// assert_eq!(page["Resources"][0]["id"], "1");
 /// ```
 pub fn list_response(resources: Vec<Value>, total_results: i64, start_index: i64) -> Value {
-    json!({
+    let mut page = json!({
         "schemas": [LIST_RESPONSE_SCHEMA],
         "totalResults": total_results,
         "startIndex": start_index,
         "itemsPerPage": resources.len(),
-        "Resources": resources,
-    })
+    });
+    // Moved in, not through `json!`, which would serialize a deep copy.
+    page["Resources"] = Value::Array(resources);
+    page
 }
 
 #[cfg(test)]

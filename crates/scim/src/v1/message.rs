@@ -31,13 +31,15 @@ pub fn error_body(error: &ScimError) -> Value {
 /// assert_eq!((page["totalResults"].as_i64(), page["itemsPerPage"].as_i64()), (Some(7), Some(1)));
 /// ```
 pub fn list_response(resources: Vec<Value>, total_results: i64, start_index: i64) -> Value {
-    json!({
+    let mut page = json!({
         "schemas": [CORE_SCHEMA],
         "totalResults": total_results,
         "itemsPerPage": resources.len(),
         "startIndex": start_index,
-        "Resources": resources,
-    })
+    });
+    // Moved in, not through `json!`, which would serialize a deep copy.
+    page["Resources"] = Value::Array(resources);
+    page
 }
 
 /// The 1.1 `/ServiceProviderConfigs` document. Bulk is not offered over
