@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
+use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Row};
 use uuid::Uuid;
 
@@ -315,8 +316,9 @@ pub(super) async fn attach_group_ids(
 
 /// Decodes a row selected with [`USER_COLUMNS`] (without group ids).
 pub(super) fn decode_user(row: &PgRow) -> StoreResult<User> {
-    let emails: serde_json::Value = row.try_get("emails").map_err(map_db)?;
-    let custom: serde_json::Value = row.try_get("custom_attributes").map_err(map_db)?;
+    // Decoded straight into their types, not through a `serde_json::Value`.
+    let Json(emails) = row.try_get("emails").map_err(map_db)?;
+    let Json(custom_attributes) = row.try_get("custom_attributes").map_err(map_db)?;
     Ok(User {
         id: UserId(row.try_get("id").map_err(map_db)?),
         directory_id: DirectoryId(row.try_get("directory_id").map_err(map_db)?),
@@ -327,12 +329,12 @@ pub(super) fn decode_user(row: &PgRow) -> StoreResult<User> {
             display_name: row.try_get("display_name").map_err(map_db)?,
             given_name: row.try_get("given_name").map_err(map_db)?,
             family_name: row.try_get("family_name").map_err(map_db)?,
-            emails: serde_json::from_value(emails).map_err(json_error)?,
+            emails,
             title: row.try_get("title").map_err(map_db)?,
             department: row.try_get("department").map_err(map_db)?,
             manager_id: row.try_get("manager_id").map_err(map_db)?,
             employee_number: row.try_get("employee_number").map_err(map_db)?,
-            custom_attributes: serde_json::from_value(custom).map_err(json_error)?,
+            custom_attributes,
         },
         raw: row.try_get("raw").map_err(map_db)?,
         group_ids: Vec::new(),
