@@ -10,11 +10,13 @@ use clap::Parser;
 
 use config::{Cli, Command};
 
-/// mimalloc rather than glibc malloc: a SCIM call allocates many small JSON
+/// jemalloc rather than glibc malloc: a SCIM call allocates many small JSON
 /// and protobuf values, and glibc's malloc/free were ~19% of the server's
-/// CPU under write load (docs/performance.md).
+/// CPU under write load. mimalloc, used before, cost more than jemalloc on
+/// lookups and webhook deliveries: its fast path reads each block it hands
+/// out, often last touched on the other core (docs/performance.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -27,7 +27,7 @@ use crate::cli::{BenchArgs, Cli, Command};
 /// The allocator of the `roster` binary, so that `__serve` runs as
 /// `roster serve` does.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 static STARTED: OnceLock<Instant> = OnceLock::new();
 
