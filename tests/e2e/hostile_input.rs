@@ -85,6 +85,15 @@ impl Case {
         self
     }
 
+    /// `n` extra header fields (hyper refuses a request with more than 100).
+    fn padded_headers(mut self, n: usize) -> Self {
+        for i in 0..n {
+            let name: &'static str = Box::leak(format!("x-pad-{i}").into_boxed_str());
+            self.headers.push((name, HeaderValue::from(i)));
+        }
+        self
+    }
+
     fn auth(mut self, values: Vec<HeaderValue>) -> Self {
         self.auth = Auth::Raw(values);
         self
@@ -322,6 +331,9 @@ fn header_cases(token: &str) -> Vec<Case> {
         Case::new("token with a NUL-like escape", Method::GET, "/Users")
             .auth(vec![HeaderValue::from_static("Bearer rst_%00")])
             .status(401),
+        Case::new("120 header fields", Method::GET, "/Users")
+            .padded_headers(120)
+            .status(431),
         Case::new("text/plain body", Method::POST, "/Users")
             .json(&json!({"schemas": [USER_SCHEMA], "userName": "plain@example.com"}))
             .header("content-type", HeaderValue::from_static("text/plain"))
@@ -734,4 +746,41 @@ async fn absurd_but_numeric_paging_is_clamped() {
         assert_eq!(returned, items, "{query}: {}", got.text);
     }
     assert!(!served.logs().contains("panicked"));
+}
+
+/// A URI past hyper's 64 KiB limit is refused before routing (no HTTP
+/// client library even sends one, hence the raw socket), and still gets a
+/// SCIM error body with its 414.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_uri_too_long_for_http_gets_a_scim_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let served = app::serve_postgres("hostile_uri").await;
+    let token = served.token.clone().expect("token");
+    let url = reqwest::Url::parse(&served.base_url).expect("base url");
+    let filter = encode(&format!("userName eq \"{}\"", "a".repeat(70_000)));
+    let request = format!(
+        "GET {}/Users?filter={filter} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+        url.path(),
+        url.authority()
+    );
+    let mut socket = tokio::net::TcpStream::connect(url.socket_addrs(|| None).expect("addr")[0])
+        .await
+        .expect("connect");
+    socket.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(REQUEST_TIMEOUT, socket.read_to_end(&mut answer))
+        .await
+        .expect("an answer, then the connection closed")
+        .expect("read");
+    let answer = String::from_utf8(answer).expect("text");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 414 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/scim+json"),
+        "{head}"
+    );
+    let body: Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(body["schemas"][0], ERROR_SCHEMA, "{body}");
+    assert_eq!(body["status"], "414", "{body}");
 }

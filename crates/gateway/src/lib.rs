@@ -32,6 +32,7 @@ pub mod response;
 pub mod state;
 pub mod token_cache;
 pub mod upstream;
+pub mod wire_errors;
 
 use std::future::Future;
 
@@ -86,8 +87,11 @@ pub async fn serve_state(
 ) -> Result<(), StartError> {
     // Small responses must not wait for Nagle's algorithm (the directory
     // service's gRPC listener showed a 40 ms stall per call without it).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
+    // Requests hyper refuses before routing still get a SCIM error body
+    // (inside `tap_io`, whose listeners give axum the peer address).
+    let listener = wire_errors::WithErrorBodies(listener);
+    let listener = axum::serve::ListenerExt::tap_io(listener, |io| {
+        let _ = io.get_ref().set_nodelay(true);
     });
     // Paths are normalized before routing (a layer on the Router would run
     // after the route was chosen); the peer address feeds the limits applied

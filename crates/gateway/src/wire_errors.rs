@@ -1,0 +1,284 @@
+//! SCIM error bodies for the requests hyper refuses before Roster sees them.
+//!
+//! hyper answers a request it cannot parse itself — a URI longer than 64 KiB
+//! (414), more header fields or bytes than it buffers (431), a malformed
+//! request line or header (400) — with an empty body, then closes the
+//! connection. SCIM clients are promised an Error message (RFC 7644 §3.12)
+//! on every failure, so each connection's writer recognises those answers —
+//! a 4xx or 5xx head with `content-length: 0`, `connection: close` and no
+//! `content-type`, which no response of Roster's own has — and sends the same
+//! status with a SCIM error body instead.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::serve::Listener;
+use roster_scim::error::ERROR_SCHEMA;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A listener whose connections get [`ErrorBodies`].
+pub struct WithErrorBodies<L>(pub L);
+
+impl<L: Listener> Listener for WithErrorBodies<L> {
+    type Io = ErrorBodies<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = self.0.accept().await;
+        (ErrorBodies::new(io), addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// A connection whose bodiless error answers from hyper get a SCIM body.
+pub struct ErrorBodies<Io> {
+    io: Io,
+    /// The answer being written in place of one of hyper's, and how many
+    /// of hyper's bytes it stands for.
+    replacing: Option<Replacement>,
+}
+
+struct Replacement {
+    bytes: Vec<u8>,
+    written: usize,
+    stands_for: usize,
+}
+
+impl<Io> ErrorBodies<Io> {
+    /// Wraps `io`.
+    pub fn new(io: Io) -> Self {
+        Self {
+            io,
+            replacing: None,
+        }
+    }
+
+    /// The wrapped connection.
+    pub fn get_ref(&self) -> &Io {
+        &self.io
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> ErrorBodies<Io> {
+    /// Writes the rest of the replacement; then hyper's write is done.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(r) = self.replacing.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        while r.written < r.bytes.len() {
+            match ready!(Pin::new(&mut self.io).poll_write(cx, &r.bytes[r.written..])) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => r.written += n,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        let done = r.stands_for;
+        self.replacing = None;
+        Poll::Ready(Ok(done))
+    }
+}
+
+impl<Io: AsyncRead + Unpin> AsyncRead for ErrorBodies<Io> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<Io: AsyncWrite + Unpin> AsyncWrite for ErrorBodies<Io> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.replacing.is_none() {
+            match with_scim_body(buf) {
+                Some(bytes) => {
+                    self.replacing = Some(Replacement {
+                        bytes,
+                        written: 0,
+                        stands_for: buf.len(),
+                    })
+                }
+                None => return Pin::new(&mut self.io).poll_write(cx, buf),
+            }
+        }
+        self.poll_replacement(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // hyper writes a head it answers with by itself as the only buffer.
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next())
+            && (self.replacing.is_some() || with_scim_body(only).is_some())
+        {
+            return self.poll_write(cx, only);
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// `written` with a SCIM error body when it is exactly one of hyper's own
+/// error answers: a whole 4xx/5xx head, `content-length: 0`, `connection:
+/// close`, no `content-type`.
+fn with_scim_body(written: &[u8]) -> Option<Vec<u8>> {
+    if !(written.starts_with(b"HTTP/1.1 4") || written.starts_with(b"HTTP/1.1 5")) {
+        return None;
+    }
+    let head = std::str::from_utf8(written.strip_suffix(b"\r\n\r\n")?).ok()?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next()?;
+    let status: u16 = status_line.get(9..12)?.parse().ok()?;
+    let (mut empty, mut closes, mut kept) = (false, false, Vec::new());
+    for line in lines {
+        let lower = line.to_ascii_lowercase();
+        match lower.as_str() {
+            "content-length: 0" => empty = true,
+            "connection: close" => {
+                closes = true;
+                kept.push(line);
+            }
+            l if l.starts_with("content-type:") || l.starts_with("transfer-encoding:") => {
+                return None;
+            }
+            _ => kept.push(line),
+        }
+    }
+    if !(empty && closes) {
+        return None;
+    }
+    let body = serde_json::json!({
+        "schemas": [ERROR_SCHEMA],
+        "status": status.to_string(),
+        "detail": detail(status),
+    })
+    .to_string();
+    let mut out = format!(
+        "{status_line}\r\ncontent-type: application/scim+json; charset=utf-8\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for line in kept {
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    Some(out.into_bytes())
+}
+
+fn detail(status: u16) -> &'static str {
+    match status {
+        414 => {
+            "the request URI is longer than 64 KiB; send a long filter in the body of \
+             POST .../Users/.search (RFC 7644 §3.4.3)"
+        }
+        431 => "the request has more header fields, or larger ones, than the server accepts",
+        505 => "the HTTP version is not supported",
+        _ => "the request is not valid HTTP/1.1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const HYPER_414: &[u8] = b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\ndate: Mon, 07 Dec 2026 05:10:28 GMT\r\n\r\n";
+
+    fn body_of(answer: &[u8]) -> (String, serde_json::Value) {
+        let text = String::from_utf8(answer.to_vec()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len(), "{text}");
+        (head.to_owned(), serde_json::from_str(body).unwrap())
+    }
+
+    #[test]
+    fn hypers_own_error_answers_get_a_scim_body() {
+        for (status, line) in [
+            (414, "HTTP/1.1 414 URI Too Long"),
+            (431, "HTTP/1.1 431 Request Header Fields Too Large"),
+            (400, "HTTP/1.1 400 Bad Request"),
+        ] {
+            let head = format!("{line}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+            let (new_head, body) = body_of(&with_scim_body(head.as_bytes()).unwrap());
+            assert!(new_head.starts_with(line), "{new_head}");
+            assert!(new_head.contains("connection: close"), "{new_head}");
+            assert!(new_head.contains("content-type: application/scim+json"));
+            assert_eq!(body["schemas"][0], ERROR_SCHEMA);
+            assert_eq!(body["status"], status.to_string());
+            assert!(body["detail"].as_str().unwrap().len() > 10);
+        }
+    }
+
+    #[test]
+    fn rosters_own_answers_pass_unchanged() {
+        for written in [
+            // A SCIM error of Roster's own: a content type and a body.
+            &b"HTTP/1.1 404 Not Found\r\ncontent-type: application/scim+json\r\ncontent-length: 90\r\n\r\n"[..],
+            // A bodiless answer that keeps the connection.
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            // A head with its body in the same write.
+            b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\nx",
+            b"{\"HTTP/1.1 400\"}",
+        ] {
+            assert_eq!(with_scim_body(written), None, "{written:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_connection_carries_the_replacement_whole() {
+        let (near, mut far) = tokio::io::duplex(16);
+        let mut wrapped = ErrorBodies::new(near);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        wrapped
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        wrapped.write_all(HYPER_414).await.unwrap();
+        wrapped.shutdown().await.unwrap();
+        drop(wrapped);
+        let got = reader.await.unwrap();
+        let first = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        assert!(got.starts_with(first));
+        let (head, body) = body_of(&got[first.len()..]);
+        assert!(head.starts_with("HTTP/1.1 414 URI Too Long"), "{head}");
+        assert_eq!(body["status"], "414");
+    }
+}
