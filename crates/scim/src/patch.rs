@@ -510,11 +510,15 @@ fn container_mut<'a>(
     slot.as_object_mut()
 }
 
-/// Key to write `name` under: the existing key in any case, else `name`.
+/// Key to write `name` under: the existing key in any case, else the
+/// schemas' spelling of it (a PATCH to `DisplayName` of a group without one
+/// stores `displayName`, which clients read by its exact name), else `name`.
 fn slot_key(obj: &Map<String, Value>, name: &str) -> String {
-    key_ci(obj, name)
-        .cloned()
-        .unwrap_or_else(|| name.to_owned())
+    key_ci(obj, name).cloned().unwrap_or_else(|| {
+        crate::schema::canonical_spelling(name)
+            .unwrap_or(name)
+            .to_owned()
+    })
 }
 
 fn apply_plain(

@@ -644,6 +644,26 @@ impl ResourceKind {
     }
 }
 
+/// The schemas' own spelling of an attribute or sub-attribute name that
+/// any of them defines (`DISPLAYNAME` → `displayName`). Every name is
+/// spelled the same in every schema that has it, so no context is needed.
+pub fn canonical_spelling(name: &str) -> Option<&'static str> {
+    fn search(defs: &'static [AttributeDef], name: &str) -> Option<&'static str> {
+        defs.iter().find_map(|d| {
+            if d.name.eq_ignore_ascii_case(name) {
+                Some(d.name)
+            } else {
+                search(d.sub_attributes, name)
+            }
+        })
+    }
+    search(COMMON_ATTRIBUTES, name).or_else(|| {
+        ALL_SCHEMAS
+            .iter()
+            .find_map(|schema| search(schema.attributes, name))
+    })
+}
+
 /// The attribute list a (possibly URN-qualified) top-level name lives in.
 pub fn attributes_for(kind: ResourceKind, schema: Option<&str>) -> Option<&'static [AttributeDef]> {
     let Some(urn) = schema else {

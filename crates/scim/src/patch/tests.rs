@@ -53,7 +53,8 @@ fn rfc_add_without_path() {
     let out = ok(json!([{"op": "add", "value": {
         "emails": [{"value": "babs@jensen.org", "type": "home"}, {"value": "b@new.org", "type": "other"}],
         "nickname": "Babs"}}]));
-    assert_eq!(out["nickname"], "Babs");
+    // The RFC's example spells it `nickname`; stored as the schema spells it.
+    assert_eq!(out["nickName"], "Babs", "{out}");
     let emails = out["emails"].as_array().unwrap();
     assert_eq!(
         emails.len(),
@@ -210,7 +211,7 @@ fn rfc_replace_without_path() {
                    {"value": "babs@jensen.org", "type": "home"}],
         "nickname": "Babs"}}]));
     assert_eq!(out["emails"].as_array().unwrap().len(), 2);
-    assert_eq!(out["nickname"], "Babs");
+    assert_eq!(out["nickName"], "Babs", "{out}");
 }
 
 #[test]
@@ -720,4 +721,34 @@ fn another_resource_types_core_urn_names_nothing() {
     .unwrap();
     let out = apply(&group, ResourceKind::Group, &ops.operations).unwrap();
     assert_eq!(out["displayName"], "Dev");
+}
+
+/// Found by `stable_fuzz patch_apply`: a group's `displayName` removed and
+/// added back as `dIsplayName` was stored under that spelling, so clients
+/// reading `displayName` by its exact name lost it.
+#[test]
+fn new_attributes_take_the_schemas_spelling() {
+    let group = json!({"schemas": [crate::schema::GROUP_SCHEMA], "id": ID, "displayName": "Eng"});
+    let ops = req(json!([
+        {"op": "remove", "path": "displayName"},
+        {"op": "add", "path": "dIsplayName", "value": "Platform"},
+    ]));
+    let out = apply(&group, ResourceKind::Group, &ops.operations).unwrap();
+    assert_eq!(out["displayName"], "Platform", "{out}");
+    assert!(out.get("dIsplayName").is_none(), "{out}");
+
+    let out = ok(json!([
+        {"op": "add", "path": "NICKNAME", "value": "Babs"},
+        {"op": "add", "path": "NAME.MIDDLENAME", "value": "Jane"},
+        {"op": "add", "path": "x-custom", "value": 1},
+    ]));
+    assert_eq!(out["nickName"], "Babs", "{out}");
+    assert_eq!(out["name"]["middleName"], "Jane", "{out}");
+    assert_eq!(
+        out["x-custom"], 1,
+        "unknown names keep their spelling: {out}"
+    );
+    // An existing key keeps the spelling it has.
+    let out = ok(json!([{"op": "replace", "path": "USERNAME", "value": "b"}]));
+    assert_eq!(out["userName"], "b", "{out}");
 }
