@@ -110,6 +110,8 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for ErrorBodies<Io> {
                 None => return Pin::new(&mut self.io).poll_write(cx, buf),
             }
         }
+        // Until the replacement is out, every write (hyper retries the one
+        // that was pending) only advances it.
         self.poll_replacement(cx)
     }
 
@@ -118,12 +120,20 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for ErrorBodies<Io> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.replacing.is_some() {
+            return self.poll_replacement(cx);
+        }
         // hyper writes a head it answers with by itself as the only buffer.
         let mut filled = bufs.iter().filter(|b| !b.is_empty());
         if let (Some(only), None) = (filled.next(), filled.next())
-            && (self.replacing.is_some() || with_scim_body(only).is_some())
+            && let Some(bytes) = with_scim_body(only)
         {
-            return self.poll_write(cx, only);
+            self.replacing = Some(Replacement {
+                bytes,
+                written: 0,
+                stands_for: only.len(),
+            });
+            return self.poll_replacement(cx);
         }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
@@ -280,5 +290,26 @@ mod tests {
         let (head, body) = body_of(&got[first.len()..]);
         assert!(head.starts_with("HTTP/1.1 414 URI Too Long"), "{head}");
         assert_eq!(body["status"], "414");
+    }
+
+    #[tokio::test]
+    async fn a_vectored_write_is_replaced_too() {
+        let (near, mut far) = tokio::io::duplex(16);
+        let mut wrapped = ErrorBodies::new(near);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let n = wrapped
+            .write_vectored(&[io::IoSlice::new(&[]), io::IoSlice::new(HYPER_414)])
+            .await
+            .unwrap();
+        assert_eq!(n, HYPER_414.len(), "hyper's bytes count as written");
+        wrapped.shutdown().await.unwrap();
+        drop(wrapped);
+        let (head, body) = body_of(&reader.await.unwrap());
+        assert!(head.starts_with("HTTP/1.1 414 URI Too Long"), "{head}");
+        assert_eq!(body["schemas"][0], ERROR_SCHEMA);
     }
 }
