@@ -182,13 +182,21 @@ struct Split {
 }
 
 impl Split {
+    /// Starts both processes, each on a port from `free_port`. Such a port
+    /// is released before the child binds it, so a process of a test running
+    /// alongside can take it first — and would then answer in this one's
+    /// place — hence a child that could not bind is started again elsewhere.
     async fn start(prefix: &str) -> Self {
         let database_url = roster_testkit::fresh_database(prefix).await;
-        let grpc_port = free_port();
-        let http_port = free_port();
-        let directory = spawn_directory(&database_url, grpc_port, &[]);
+        let (grpc_port, directory) = on_a_free_port(DIRECTORY_LISTENING, |port| {
+            spawn_directory(&database_url, port, &[])
+        })
+        .await;
         wait_for_grpc(&format!("127.0.0.1:{grpc_port}")).await;
-        let gateway = spawn_gateway(grpc_port, http_port, &[]);
+        let (http_port, gateway) = on_a_free_port(GATEWAY_LISTENING, |port| {
+            spawn_gateway(grpc_port, port, &[])
+        })
+        .await;
         wait_for_http(&format!("http://127.0.0.1:{http_port}")).await;
         Self {
             database_url,
@@ -209,13 +217,19 @@ impl Split {
 
     async fn restart_directory(&mut self) {
         self.directory.kill9();
-        self.directory = spawn_directory(&self.database_url, self.grpc_port, &[]);
+        let directory = spawn_directory(&self.database_url, self.grpc_port, &[]);
+        self.directory = listening(directory, DIRECTORY_LISTENING)
+            .await
+            .unwrap_or_else(|log| panic!("the restarted directory service lost its port:\n{log}"));
         wait_for_grpc(&self.grpc()).await;
     }
 
     async fn restart_gateway(&mut self) {
         self.gateway.kill9();
-        self.gateway = spawn_gateway(self.grpc_port, self.http_port, &[]);
+        let gateway = spawn_gateway(self.grpc_port, self.http_port, &[]);
+        self.gateway = listening(gateway, GATEWAY_LISTENING)
+            .await
+            .unwrap_or_else(|log| panic!("the restarted gateway lost its port:\n{log}"));
         wait_for_http(&format!("http://127.0.0.1:{}", self.http_port)).await;
     }
 
@@ -223,6 +237,45 @@ impl Split {
         for p in [&self.directory, &self.gateway] {
             assert!(!p.logs().contains("panicked"), "a panic:\n{}", p.logs());
         }
+    }
+}
+
+/// What `roster directory` and `roster gateway` log once they hold their port.
+const DIRECTORY_LISTENING: &str = "directory service listening";
+const GATEWAY_LISTENING: &str = "gateway listening";
+
+/// `spawn(port)` on ports from `free_port` until one process logs `marker`
+/// (a few tries: a process that exits for another reason would exit again).
+async fn on_a_free_port(marker: &str, spawn: impl Fn(u16) -> Process) -> (u16, Process) {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        match listening(spawn(port), marker).await {
+            Ok(process) => return (port, process),
+            Err(log) => last = log,
+        }
+    }
+    panic!("no process logged {marker:?} on any of 5 ports; the last one's log:\n{last}");
+}
+
+/// `process` once it logged `marker`, or its log when it exited first (its
+/// port was taken).
+async fn listening(mut process: Process, marker: &str) -> Result<Process, String> {
+    let started = std::time::Instant::now();
+    loop {
+        if process.logs().contains(marker) {
+            return Ok(process);
+        }
+        if process.child.try_wait().expect("child status").is_some() {
+            return Err(process.logs());
+        }
+        assert!(
+            started.elapsed() < CONVERGE,
+            "no {marker:?} in {CONVERGE:?}; log:\n{}",
+            process.logs()
+        );
+        // Polls a file the child appends to; nothing to wait on instead.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 
