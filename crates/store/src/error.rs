@@ -59,10 +59,14 @@ pub(crate) fn stored_hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
 /// (pool, connection, driver): both backends treat these alike.
 pub(crate) fn client_error(error: &sqlx::Error) -> StoreError {
     match error {
+        // `Protocol`: a server that is starting or stopping can answer a new
+        // connection with bytes the protocol does not allow (seen during a
+        // PostgreSQL restart: "unexpected response from SSLRequest: 0x00").
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::WorkerCrashed => {
             tracing::warn!(error = %error, "database unavailable");
             StoreError::Unavailable("database unavailable".into())

@@ -76,6 +76,14 @@ mod tests {
     }
 
     #[test]
+    fn a_garbled_connection_start_is_unavailable() {
+        let e = map_db(sqlx::Error::Protocol(
+            "unexpected response from SSLRequest: 0x00".into(),
+        ));
+        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    }
+
+    #[test]
     fn pool_timeouts_are_unavailable_but_not_replayed() {
         let e = map_db(sqlx::Error::PoolTimedOut);
         assert!(matches!(e, StoreError::Unavailable(_)));
