@@ -268,15 +268,24 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn the_connection_carries_the_replacement_whole() {
+    /// A wrapped end of a 16-byte pipe (writes take several polls) and
+    /// everything the other end reads until it closes.
+    fn wrapped_pipe() -> (
+        ErrorBodies<tokio::io::DuplexStream>,
+        tokio::task::JoinHandle<Vec<u8>>,
+    ) {
         let (near, mut far) = tokio::io::duplex(16);
-        let mut wrapped = ErrorBodies::new(near);
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
             far.read_to_end(&mut got).await.unwrap();
             got
         });
+        (ErrorBodies::new(near), reader)
+    }
+
+    #[tokio::test]
+    async fn the_connection_carries_the_replacement_whole() {
+        let (mut wrapped, reader) = wrapped_pipe();
         wrapped
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
             .await
@@ -294,13 +303,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_vectored_write_is_replaced_too() {
-        let (near, mut far) = tokio::io::duplex(16);
-        let mut wrapped = ErrorBodies::new(near);
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            far.read_to_end(&mut got).await.unwrap();
-            got
-        });
+        let (mut wrapped, reader) = wrapped_pipe();
         let n = wrapped
             .write_vectored(&[io::IoSlice::new(&[]), io::IoSlice::new(HYPER_414)])
             .await
