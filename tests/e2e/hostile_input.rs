@@ -546,7 +546,7 @@ async fn send(scim: &Scim, case: &Case, request_id: &str) -> Result<Reply, Strin
     let response = tokio::time::timeout(REQUEST_TIMEOUT, request.send())
         .await
         .unwrap_or_else(|_| panic!("{}: no answer within {REQUEST_TIMEOUT:?}", case.name))
-        .map_err(|e| format!("{}: {}", case.name, e.without_url()))?;
+        .map_err(|e| format!("{}: {:?}", case.name, e.without_url()))?;
     Reply::read(response)
         .await
         .map_err(|e| format!("{}: reading the answer: {e}", case.name))
@@ -573,20 +573,32 @@ fn strip_ansi(text: &str) -> String {
 /// For a body the server refused before reading it all: the connection may
 /// close under the client's feet (RFC 9112 §9.6 lets the server close), so the
 /// server's own access log must show it answered `status` to `request_id`.
-async fn answered_in_log(served: &app::Served, request_id: &str, status: u16) -> bool {
+/// The answer names what the log held instead, for the failure message.
+async fn answered_in_log(
+    served: &app::Served,
+    request_id: &str,
+    status: u16,
+) -> Result<(), String> {
     let needle = format!("request_id={request_id}");
-    let line = roster_testkit::eventually(
-        "the access log line",
-        std::time::Duration::from_secs(10),
-        || async {
-            strip_ansi(&served.logs())
-                .lines()
-                .find(|l| l.contains(&needle) && l.contains("roster_gateway::access"))
-                .map(str::to_string)
-        },
-    )
-    .await;
-    line.contains(&format!("status={status}"))
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let logs = strip_ansi(&served.logs());
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&needle) && l.contains("roster_gateway::access"));
+        match line {
+            Some(l) if l.contains(&format!("status={status}")) => return Ok(()),
+            Some(l) => return Err(format!("the server logged {l}")),
+            None if tokio::time::Instant::now() >= deadline => {
+                let tail: Vec<&str> = logs.lines().rev().take(5).collect();
+                return Err(format!(
+                    "the server logged no answer to {request_id}; its last lines:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
+            }
+            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
 }
 
 fn check(case: &Case, got: &Reply) {
@@ -675,8 +687,8 @@ async fn hostile_requests_get_4xx_scim_errors_and_change_nothing() {
         let got = match (send(&scim, case, &request_id).await, case.expect) {
             (Ok(got), _) => got,
             (Err(e), Expect::Status(status @ 413)) => {
-                if !answered_in_log(&served, &request_id, status).await {
-                    failures.push(format!("{e}, and the server did not log a {status}"));
+                if let Err(log) = answered_in_log(&served, &request_id, status).await {
+                    failures.push(format!("{e}, and {log}"));
                 }
                 continue;
             }
@@ -783,4 +795,67 @@ async fn a_uri_too_long_for_http_gets_a_scim_error() {
     let body: Value = serde_json::from_str(body).expect("a JSON body");
     assert_eq!(body["schemas"][0], ERROR_SCHEMA, "{body}");
     assert_eq!(body["status"], "414", "{body}");
+}
+
+/// A request answered before its body was read (here a 401 to a POST whose
+/// body is still on its way) is answered with `Connection: close`, so the
+/// client does not send its next request on a connection the server is
+/// about to close (a lost POST cannot be retried).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_before_the_body_is_read_says_the_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let served = app::serve_postgres("hostile_unread").await;
+    let url = reqwest::Url::parse(&served.base_url).expect("base url");
+    let head = format!(
+        "POST {}/Users HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer not-a-token\r\nContent-Type: application/scim+json\r\nContent-Length: 300000\r\n\r\n",
+        url.path(),
+        url.authority()
+    );
+    let mut socket = tokio::net::TcpStream::connect(url.socket_addrs(|| None).expect("addr")[0])
+        .await
+        .expect("connect");
+    socket.write_all(head.as_bytes()).await.expect("send head");
+    socket
+        .write_all(&[b' '; 1000])
+        .await
+        .expect("send part of the body");
+    let mut answer = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        while !whole_answer(&answer) {
+            let n = socket.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before a whole answer: {answer:?}");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, read)
+        .await
+        .expect("an answer");
+    let answer = String::from_utf8(answer).expect("text");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nconnection: close"),
+        "{head}"
+    );
+    let body: Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(body["schemas"][0], ERROR_SCHEMA, "{body}");
+}
+
+/// Whether `answer` holds a whole HTTP/1.1 head and the body its
+/// `content-length` announces.
+fn whole_answer(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    body.len() >= length
 }

@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod error;
 pub mod etag;
 pub mod handlers;
+pub mod keep_alive;
 mod lru;
 pub mod members;
 pub mod observe;
@@ -121,6 +122,7 @@ pub async fn serve_portal(
         .fallback(not_found_page)
         .layer(from_fn(roster_telemetry::metrics::track_http))
         .layer(from_fn_with_state(state.clone(), observe::observe))
+        .layer(from_fn(keep_alive::close_if_body_unread))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -150,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn(roster_telemetry::metrics::track_http))
         .layer(from_fn_with_state(state.clone(), observe::observe))
         .layer(from_fn(dialect::mark))
+        .layer(from_fn(keep_alive::close_if_body_unread))
         .with_state(state)
 }
 
