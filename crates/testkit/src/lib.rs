@@ -325,11 +325,40 @@ fn find_server_binaries() -> Option<PathBuf> {
     versions.pop().map(|(_, dir)| dir)
 }
 
-fn free_port() -> u16 {
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a process that
+/// must be told its port (or come back on it after a restart).
+///
+/// Nothing holds the port until the process binds it, so the port is drawn
+/// at random from *below* the kernel's ephemeral range: a port from
+/// `bind(":0")` would be one the kernel hands out next to every outgoing
+/// connection and every other `:0` listener of the tests running alongside,
+/// and a test once reached another test's server that had taken its
+/// released port. Below that range only other `free_port` callers compete.
+pub fn free_port() -> u16 {
+    let (low, high) = below_ephemeral_range();
+    let span = u128::from(high - low);
+    for _ in 0..200 {
+        let offset = uuid::Uuid::new_v4().as_u128() % span;
+        let port = low + u16::try_from(offset).expect("offset below the span");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("cannot find a free TCP port on 127.0.0.1")
+}
+
+/// `[low, high)`: up to 12,000 ports just below the kernel's ephemeral port
+/// range (Linux default 32768–60999) and above the well-known ones.
+fn below_ephemeral_range() -> (u16, u16) {
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = ephemeral_start.max(2048);
+    (high.saturating_sub(12_000).max(1024), high)
 }
 
 fn is_root() -> bool {
@@ -398,6 +427,19 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_come_from_below_the_ephemeral_range_and_are_bindable() {
+        let (low, high) = below_ephemeral_range();
+        assert!(1024 <= low && low < high, "{low}..{high}");
+        let ports: Vec<u16> = (0..20).map(|_| free_port()).collect();
+        for &port in &ports {
+            assert!((low..high).contains(&port), "{port} not in {low}..{high}");
+            TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+        }
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 1, "always the same port: {ports:?}");
+    }
 
     #[test]
     fn database_names_are_safe_identifiers() {

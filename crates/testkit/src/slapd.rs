@@ -2,8 +2,8 @@
 //! PostgreSQL): its own config, database directory and port, seeded
 //! offline with `slapadd`, stopped by its pid when dropped.
 
+use crate::free_port;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,11 +37,6 @@ fn find(binary: &str) -> String {
         }
     }
     panic!("{NO_SLAPD}");
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
 }
 
 impl Slapd {

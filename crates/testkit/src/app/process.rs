@@ -1,5 +1,5 @@
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -51,14 +51,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released), for a process
-/// that must come back on the same port after a restart.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+pub use crate::free_port;
 
 /// `http://host:port` for a gRPC address given with or without its scheme.
 fn endpoint(grpc: &str) -> String {
