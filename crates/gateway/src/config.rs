@@ -33,6 +33,10 @@ pub struct GatewayConfig {
     pub bulk_max_payload_bytes: usize,
     /// Time allowed for one request, gRPC calls included.
     pub request_timeout: Duration,
+    /// Time an HTTP/1 connection may take to send a whole request head,
+    /// counted from when the gateway starts waiting for one: ends
+    /// connections idle for that long and clients that send a head slowly.
+    pub idle_timeout: Duration,
     /// Sustained requests per second allowed per directory; 0 disables
     /// rate limiting.
     pub rate_limit_per_directory: u32,
@@ -83,6 +87,7 @@ impl Default for GatewayConfig {
             bulk_max_operations: 1000,
             bulk_max_payload_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
             rate_limit_per_directory: 0,
             rate_limit_burst: 0,
             auth_cache_ttl: Duration::from_secs(5),

@@ -20,6 +20,7 @@ pub mod error;
 pub mod etag;
 pub mod handlers;
 pub mod keep_alive;
+pub mod listen;
 mod lru;
 pub mod members;
 pub mod observe;
@@ -38,7 +39,6 @@ pub mod wire_errors;
 use std::future::Future;
 
 use axum::Router;
-use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::Response;
@@ -89,7 +89,7 @@ pub async fn serve_state(
     // Small responses must not wait for Nagle's algorithm (the directory
     // service's gRPC listener showed a 40 ms stall per call without it).
     // Requests hyper refuses before routing still get a SCIM error body
-    // (inside `tap_io`, whose listeners give axum the peer address).
+    // (inside `tap_io`, which still hands out the peer address).
     let listener = wire_errors::WithErrorBodies(listener);
     let listener = axum::serve::ListenerExt::tap_io(listener, |io| {
         let _ = io.get_ref().set_nodelay(true);
@@ -97,16 +97,12 @@ pub async fn serve_state(
     // Paths are normalized before routing (a layer on the Router would run
     // after the route was chosen); the peer address feeds the limits applied
     // before authentication.
+    let idle_timeout = state.config().idle_timeout;
     let app = tower::Layer::layer(
         &tower::util::MapRequestLayer::new(path::normalize_request),
         router(state),
     );
-    let app = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<
-        std::net::SocketAddr,
-    >(app);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    listen::serve(listener, app, idle_timeout, shutdown).await;
     Ok(())
 }
 
@@ -123,10 +119,8 @@ pub async fn serve_portal(
         .layer(from_fn(roster_telemetry::metrics::track_http))
         .layer(from_fn_with_state(state.clone(), observe::observe))
         .layer(from_fn(keep_alive::close_if_body_unread))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        .with_state(state.clone());
+    listen::serve(listener, app, state.config().idle_timeout, shutdown).await;
     Ok(())
 }
 

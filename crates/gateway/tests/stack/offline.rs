@@ -128,3 +128,38 @@ async fn unresolvable_directory_endpoint_starts_and_answers_503() {
     assert_eq!(reply.status, 503);
     assert!(reply.header("retry-after").is_some());
 }
+
+/// A connection that never completes a request head (a slow-loris client)
+/// or stays idle after its last answer is closed after `idle_timeout`
+/// rather than held for ever.
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = GatewayConfig {
+        idle_timeout: Duration::from_millis(500),
+        ..offline_config(Duration::from_secs(10)).await
+    };
+    let gw = Gateway::start(config).await;
+    let addr: SocketAddr = gw.root.trim_start_matches("http://").parse().unwrap();
+
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: roster\r\n")
+        .await
+        .unwrap();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: roster\r\n\r\n")
+        .await
+        .unwrap();
+
+    let read_all = |mut socket: tokio::net::TcpStream| async move {
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), socket.read_to_end(&mut answer))
+            .await
+            .expect("the gateway closed the connection")
+            .expect("read");
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let (slow, idle) = tokio::join!(read_all(slow), read_all(idle));
+    assert_eq!(slow, "", "a half-sent head gets no answer");
+    assert!(idle.starts_with("HTTP/1.1 200 "), "{idle}");
+}
