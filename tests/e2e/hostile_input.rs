@@ -167,6 +167,12 @@ fn json_cases(user_id: &str) -> Vec<Case> {
         Case::new("invalid UTF-8 body", Method::POST, "/Users")
             .body(b"{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"\xff\xfe\xfd\"}".to_vec())
             .scim_type("invalidSyntax"),
+        Case::new("userName twice, in two cases", Method::POST, "/Users")
+            .body(format!(r#"{{"schemas":["{USER_SCHEMA}"],"userName":"twice@example.com","USERNAME":"alice@example.com"}}"#))
+            .scim_type("invalidSyntax"),
+        Case::new("a sub-attribute twice, in two cases", Method::POST, "/Users")
+            .json(&json!({"schemas": [USER_SCHEMA], "userName": "sub@example.com", "name": {"givenName": "A", "GIVENNAME": "B"}}))
+            .scim_type("invalidSyntax"),
         Case::new("NUL in userName", Method::POST, "/Users")
             .json(&json!({"schemas": [USER_SCHEMA], "userName": "nul\u{0}byte@example.com"})),
         Case::new("lone surrogate escape", Method::POST, "/Users")
@@ -384,6 +390,9 @@ fn patch_cases(user_id: &str, group_id: &str) -> Vec<Case> {
     let group = format!("/Groups/{group_id}");
     let op = |op: Value| patch_op(json!([op]));
     vec![
+        Case::new("PATCH value naming userName twice", Method::PATCH, &user)
+            .json(&op(json!({"op": "replace", "value": {"userName": "x@example.com", "UserName": "y@example.com"}})))
+            .scim_type("invalidSyntax"),
         Case::new("PATCH path with an open bracket", Method::PATCH, &user)
             .json(&op(json!({"op": "replace", "path": "emails[type eq", "value": "x"})))
             .scim_type("invalidPath"),

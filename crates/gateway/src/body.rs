@@ -103,7 +103,8 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ScimError> {
 }
 
 /// Parses a JSON document, rejecting empty bodies, invalid UTF-8, syntax
-/// errors and nesting deeper than [`MAX_JSON_DEPTH`] as `invalidSyntax`.
+/// errors, nesting deeper than [`MAX_JSON_DEPTH`] and an object naming one
+/// attribute twice in different cases as `invalidSyntax`.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ScimError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ScimError::invalid_syntax(
@@ -111,8 +112,10 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ScimError> {
         ));
     }
     check_depth(bytes)?;
-    serde_json::from_slice(bytes)
-        .map_err(|e| ScimError::invalid_syntax(format!("request body is not valid JSON: {e}")))
+    let value = serde_json::from_slice(bytes)
+        .map_err(|e| ScimError::invalid_syntax(format!("request body is not valid JSON: {e}")))?;
+    roster_scim::check_member_names(&value)?;
+    Ok(value)
 }
 
 /// Scans the raw bytes for nesting depth before serde_json recurses into

@@ -522,8 +522,10 @@ fn has_key(value: &Value, key: &str) -> bool {
 }
 
 fn parse_json(text: &str) -> ServiceResult<Value> {
-    serde_json::from_str(text)
-        .map_err(|e| ScimError::invalid_syntax(format!("malformed JSON: {e}")).into())
+    let value = serde_json::from_str(text)
+        .map_err(|e| ScimError::invalid_syntax(format!("malformed JSON: {e}")))?;
+    roster_scim::check_member_names(&value)?;
+    Ok(value)
 }
 
 pub(crate) fn directory_id(id: &str) -> ServiceResult<DirectoryId> {
