@@ -173,6 +173,10 @@ fn json_cases(user_id: &str) -> Vec<Case> {
         Case::new("a sub-attribute twice, in two cases", Method::POST, "/Users")
             .json(&json!({"schemas": [USER_SCHEMA], "userName": "sub@example.com", "name": {"givenName": "A", "GIVENNAME": "B"}}))
             .scim_type("invalidSyntax"),
+        Case::new("a gzip-compressed body", Method::POST, "/Users")
+            .body(vec![0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03])
+            .header("content-encoding", HeaderValue::from_static("gzip"))
+            .status(415),
         Case::new("NUL in userName", Method::POST, "/Users")
             .json(&json!({"schemas": [USER_SCHEMA], "userName": "nul\u{0}byte@example.com"})),
         Case::new("lone surrogate escape", Method::POST, "/Users")

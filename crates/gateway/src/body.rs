@@ -41,6 +41,7 @@ json_bodies!(JsonBody => max_body_bytes, BulkBody => bulk_max_payload_bytes);
 
 async fn read_json(req: Request, limit: usize) -> Result<Value, GatewayError> {
     check_content_type(req.headers())?;
+    check_content_encoding(req.headers())?;
     if declared_length(req.headers()).is_some_and(|len| len > limit as u64) {
         return Err(too_large(limit).into());
     }
@@ -83,6 +84,28 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), ScimError> {
             scim_type: None,
             detail: "Content-Type must be application/scim+json or application/json".to_owned(),
         })
+    }
+}
+
+/// Rejects a compressed body with 415 (RFC 9110 §8.4.1): read as JSON it
+/// would only be "not valid JSON", which hides the cause.
+pub fn check_content_encoding(headers: &HeaderMap) -> Result<(), ScimError> {
+    let codings = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"));
+    match codings.map(str::to_owned).collect::<Vec<_>>().as_slice() {
+        [] => Ok(()),
+        coded => Err(ScimError {
+            status: 415,
+            scim_type: None,
+            detail: format!(
+                "Content-Encoding {} is not supported: send the body uncompressed",
+                coded.join(", ")
+            ),
+        }),
     }
 }
 
@@ -207,5 +230,24 @@ mod tests {
         }
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
         assert_eq!(check_content_type(&h).unwrap_err().status, 415);
+    }
+
+    #[test]
+    fn compressed_bodies_are_415_and_identity_is_fine() {
+        let mut h = HeaderMap::new();
+        assert!(check_content_encoding(&h).is_ok());
+        h.insert(header::CONTENT_ENCODING, "identity".parse().unwrap());
+        assert!(check_content_encoding(&h).is_ok());
+        h.insert(header::CONTENT_ENCODING, "gzip".parse().unwrap());
+        let err = check_content_encoding(&h).unwrap_err();
+        assert_eq!(err.status, 415);
+        assert!(err.detail.contains("gzip"), "{}", err.detail);
+        h.insert(header::CONTENT_ENCODING, "identity, br".parse().unwrap());
+        assert!(
+            check_content_encoding(&h)
+                .unwrap_err()
+                .detail
+                .contains("br")
+        );
     }
 }
