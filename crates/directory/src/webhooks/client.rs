@@ -58,11 +58,13 @@ pub fn check_url(url: &str, config: &WebhookConfig) -> Result<url::Url, UrlError
 
 /// Addresses a receiver on the public internet never has: private,
 /// loopback, link-local (cloud metadata services), shared, unspecified,
-/// multicast and broadcast ranges.
+/// multicast, broadcast and reserved ranges, and IPv6 addresses that embed
+/// an IPv4 address (mapped, compatible, NAT64, 6to4) judged by that address,
+/// since a NAT64 or 6to4 gateway would carry the request to it.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
+            let [a, b, c, _] = v4.octets();
             v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
@@ -70,19 +72,51 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_multicast()
                 || a == 0
+                || a >= 240
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || matches!((a, b, c), (192, 0, 2) | (198, 51, 100) | (203, 0, 113))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_private(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001)
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0])
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for: IPv4-mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`, deprecated), NAT64's
+/// well-known prefix (`64:ff9b::a.b.c.d`, RFC 6052) and 6to4
+/// (`2002:aabb:ccdd::`, RFC 3056).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let from = |hi: u16, lo: u16| {
+        let [a, b] = hi.to_be_bytes();
+        let [c, d] = lo.to_be_bytes();
+        std::net::Ipv4Addr::new(a, b, c, d)
+    };
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    match s {
+        // `::` and `::1` are IPv6's own unspecified and loopback addresses.
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
+        [0, 0, 0, 0, 0, 0, hi, lo] => Some(from(hi, lo)),
+        [0x0064, 0xff9b, 0, 0, 0, 0, hi, lo] => Some(from(hi, lo)),
+        [0x2002, hi, lo, ..] => Some(from(hi, lo)),
+        _ => None,
     }
 }
 
@@ -245,6 +279,18 @@ mod tests {
             "https://[::ffff:192.168.1.1]/",
             "https://100.64.0.1/",
             "https://0.0.0.0/",
+            "https://[::127.0.0.1]/",
+            "https://[64:ff9b::a9fe:a9fe]/",
+            "https://[64:ff9b:1::1]/",
+            "https://[2002:0a00:0001::1]/",
+            "https://[fec0::1]/",
+            "https://[2001:db8::1]/",
+            "https://192.0.0.8/",
+            "https://198.18.0.1/",
+            "https://240.0.0.1/",
+            "https://0177.0.0.1/",
+            "https://0x7f000001/",
+            "https://2130706433/",
         ] {
             assert!(
                 matches!(check_url(url, &strict), Err(UrlError::PrivateAddress(_))),
@@ -252,6 +298,10 @@ mod tests {
             );
         }
         assert!(check_url("https://8.8.8.8/", &strict).is_ok());
+        // Public addresses behind the embedding prefixes stay reachable.
+        assert!(check_url("https://[64:ff9b::808:808]/", &strict).is_ok());
+        assert!(check_url("https://[2002:0808:0808::1]/", &strict).is_ok());
+        assert!(check_url("https://[2606:4700::1111]/", &strict).is_ok());
         assert!(check_url("https://127.0.0.1/", &config(false, true)).is_ok());
     }
 }
