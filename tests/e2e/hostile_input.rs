@@ -170,6 +170,9 @@ fn json_cases(user_id: &str) -> Vec<Case> {
         Case::new("userName twice, in two cases", Method::POST, "/Users")
             .body(format!(r#"{{"schemas":["{USER_SCHEMA}"],"userName":"twice@example.com","USERNAME":"alice@example.com"}}"#))
             .scim_type("invalidSyntax"),
+        Case::new("userName twice, in one case", Method::POST, "/Users")
+            .body(format!(r#"{{"schemas":["{USER_SCHEMA}"],"userName":"once@example.com","userName":"alice@example.com"}}"#))
+            .scim_type("invalidSyntax"),
         Case::new("a sub-attribute twice, in two cases", Method::POST, "/Users")
             .json(&json!({"schemas": [USER_SCHEMA], "userName": "sub@example.com", "name": {"givenName": "A", "GIVENNAME": "B"}}))
             .scim_type("invalidSyntax"),

@@ -127,7 +127,7 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ScimError> {
 
 /// Parses a JSON document, rejecting empty bodies, invalid UTF-8, syntax
 /// errors, nesting deeper than [`MAX_JSON_DEPTH`] and an object naming one
-/// attribute twice in different cases as `invalidSyntax`.
+/// attribute twice (in any case) as `invalidSyntax`.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ScimError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ScimError::invalid_syntax(
@@ -135,10 +135,11 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ScimError> {
         ));
     }
     check_depth(bytes)?;
-    let value = serde_json::from_slice(bytes)
-        .map_err(|e| ScimError::invalid_syntax(format!("request body is not valid JSON: {e}")))?;
-    roster_scim::check_member_names(&value)?;
-    Ok(value)
+    roster_scim::from_slice_unique(bytes).map_err(|e| match e.is_data() {
+        // Valid JSON that names one attribute twice.
+        true => ScimError::invalid_syntax(format!("request body: {e}")),
+        false => ScimError::invalid_syntax(format!("request body is not valid JSON: {e}")),
+    })
 }
 
 /// Scans the raw bytes for nesting depth before serde_json recurses into

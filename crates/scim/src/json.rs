@@ -74,113 +74,177 @@ pub(crate) fn values_at<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Val
     out
 }
 
-/// The first member name `value` gives twice in one object when case is
-/// ignored, with where: `(path, first spelling, second spelling)`.
+/// Parses a JSON document in which no object names a member twice, in the
+/// same case or another: `{"userName": "a", "userName": "b"}` and
+/// `{"userName": "a", "USERNAME": "b"}` are errors.
 ///
-/// Attribute names and schema URNs are case-insensitive (RFC 7643 §2.1), so
-/// `{"userName": "a", "USERNAME": "b"}` names one attribute twice and means
-/// nothing definite; stored as sent, one spelling would be read by some
-/// code paths and the other by others.
-pub fn case_insensitive_duplicate(value: &Value) -> Option<(String, String, String)> {
-    duplicate_below(value, "")
+/// Attribute names and schema URNs are case-insensitive (RFC 7643 §2.1) and
+/// RFC 8259 leaves a repeated name's meaning to the parser, so such a
+/// document means nothing definite: serde_json alone keeps the last value
+/// of an exact repeat, and stored as sent a case variant would be read by
+/// some code paths and not others. A repeat is a data error
+/// ([`serde_json::Error::is_data`]) naming both spellings.
+pub fn from_slice_unique(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde::de::DeserializeSeed::deserialize(Unique, &mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
 }
 
-/// [`case_insensitive_duplicate`] as the `400 invalidSyntax` a request
-/// carrying one gets.
-pub fn check_member_names(value: &Value) -> Result<(), crate::ScimError> {
-    let Some((at, first, second)) = case_insensitive_duplicate(value) else {
-        return Ok(());
-    };
-    let place = if at.is_empty() {
-        String::new()
-    } else {
-        format!(" in \"{at}\"")
-    };
-    Err(crate::ScimError::invalid_syntax(format!(
-        "\"{first}\" and \"{second}\"{place} name one attribute twice (attribute names are case-insensitive)"
-    )))
+/// Builds a `Value` as serde_json's own visitor does, refusing repeats.
+#[derive(Clone, Copy)]
+struct Unique;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Unique {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
 }
 
-fn duplicate_below(value: &Value, at: &str) -> Option<(String, String, String)> {
-    match value {
-        Value::Object(obj) => {
-            if let Some((first, second)) = duplicate_key(obj) {
-                return Some((at.to_owned(), first.to_owned(), second.to_owned()));
-            }
-            obj.iter().find_map(|(key, member)| {
-                let path = if at.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{at}.{key}")
-                };
-                duplicate_below(member, &path)
-            })
+impl<'de> serde::de::Visitor<'de> for Unique {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            items.push(item);
         }
-        Value::Array(items) => items.iter().find_map(|item| duplicate_below(item, at)),
-        _ => None,
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = Map::new();
+        let mut folded = FoldedKeys::default();
+        while let Some(key) = map.next_key::<String>()? {
+            if let Some(first) = folded.repeat_of(&obj, &key) {
+                return Err(serde::de::Error::custom(format!(
+                    "\"{first}\" and \"{key}\" name one attribute twice \
+                     (attribute names are case-insensitive)"
+                )));
+            }
+            let value = map.next_value_seed(self)?;
+            obj.insert(key, value);
+        }
+        Ok(Value::Object(obj))
     }
 }
 
-/// Two keys of `obj` equal ignoring ASCII case (a few keys are compared
-/// pairwise; many are sorted, so a hostile object stays linearithmic).
-fn duplicate_key(obj: &Map<String, Value>) -> Option<(&str, &str)> {
-    if obj.len() <= 16 {
-        let keys: Vec<&String> = obj.keys().collect();
-        return keys.iter().enumerate().find_map(|(i, a)| {
-            keys[i + 1..]
-                .iter()
-                .find(|b| a.eq_ignore_ascii_case(b))
-                .map(|b| (a.as_str(), b.as_str()))
-        });
+/// The keys of an object being read, compared ignoring ASCII case: a few
+/// are scanned, many are kept folded in a set, so a hostile object with
+/// thousands of members stays linear.
+#[derive(Default)]
+struct FoldedKeys(std::collections::HashMap<String, String>);
+
+impl FoldedKeys {
+    /// The earlier spelling of `key`, if `obj` already has it; records `key`.
+    fn repeat_of(&mut self, obj: &Map<String, Value>, key: &str) -> Option<String> {
+        const SCAN: usize = 16;
+        if obj.len() < SCAN {
+            return obj.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned();
+        }
+        if self.0.is_empty() {
+            self.0 = obj
+                .keys()
+                .map(|k| (k.to_ascii_lowercase(), k.clone()))
+                .collect();
+        }
+        match self.0.entry(key.to_ascii_lowercase()) {
+            std::collections::hash_map::Entry::Occupied(first) => Some(first.get().clone()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(key.to_owned());
+                None
+            }
+        }
     }
-    let mut folded: Vec<(String, &str)> = obj
-        .keys()
-        .map(|k| (k.to_ascii_lowercase(), k.as_str()))
-        .collect();
-    folded.sort_unstable();
-    folded
-        .windows(2)
-        .find(|w| w[0].0 == w[1].0)
-        .map(|w| (w[0].1, w[1].1))
 }
 
 #[cfg(test)]
-mod duplicate_tests {
+mod unique_tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn finds_a_name_given_twice_in_any_case_at_any_depth() {
-        let top = json!({"userName": "a", "USERNAME": "b"});
-        let (at, a, b) = case_insensitive_duplicate(&top).expect("duplicate");
-        assert_eq!(at, "");
-        assert!(a.eq_ignore_ascii_case("username") && b.eq_ignore_ascii_case("username") && a != b);
-        let nested = json!({"emails": [{"value": "x"}, {"value": "y", "Value": "z"}]});
-        assert_eq!(
-            case_insensitive_duplicate(&nested).expect("duplicate").0,
-            "emails"
-        );
-        let urn = json!({"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": "a"},
-                         "URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER": {"department": "b"}});
-        assert!(case_insensitive_duplicate(&urn).is_some());
+    fn repeat(text: &str) -> String {
+        let err = from_slice_unique(text.as_bytes()).expect_err("a repeated name");
+        assert!(err.is_data(), "{err}");
+        err.to_string()
     }
 
     #[test]
-    fn many_keys_are_checked_too() {
-        let mut obj: Map<String, Value> = (0..1000).map(|i| (format!("k{i}"), json!(i))).collect();
-        assert_eq!(
-            case_insensitive_duplicate(&Value::Object(obj.clone())),
-            None
+    fn a_name_given_twice_in_any_case_at_any_depth_is_an_error() {
+        let msg = repeat(r#"{"userName": "a", "USERNAME": "b"}"#);
+        assert!(
+            msg.contains("userName") && msg.contains("USERNAME"),
+            "{msg}"
         );
-        obj.insert("K999".into(), json!(0));
-        let (_, a, b) = case_insensitive_duplicate(&Value::Object(obj)).expect("duplicate");
-        assert!(a.eq_ignore_ascii_case("k999") && b.eq_ignore_ascii_case("k999"));
+        assert!(repeat(r#"{"userName": "a", "userName": "b"}"#).contains("userName"));
+        repeat(r#"{"emails": [{"value": "x"}, {"value": "y", "Value": "z"}]}"#);
+        repeat(r#"{"name": {"givenName": "a", "GIVENNAME": "b"}}"#);
+        repeat(concat!(
+            r#"{"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {},"#,
+            r#" "URN:IETF:PARAMS:SCIM:SCHEMAS:EXTENSION:ENTERPRISE:2.0:USER": {}}"#
+        ));
     }
 
     #[test]
-    fn distinct_names_and_equal_values_are_fine() {
-        let doc = json!({"userName": "a", "name": {"givenName": "a", "familyName": "a"},
-                         "emails": [{"value": "a", "type": "work"}, {"value": "a", "type": "home"}]});
-        assert_eq!(case_insensitive_duplicate(&doc), None);
+    fn many_members_are_checked_too() {
+        let members: Vec<String> = (0..1000).map(|i| format!(r#""k{i}": {i}"#)).collect();
+        let text = format!("{{{}}}", members.join(","));
+        assert_eq!(
+            from_slice_unique(text.as_bytes())
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .len(),
+            1000
+        );
+        let text = format!("{{{}, \"K999\": 0}}", members.join(","));
+        assert!(repeat(&text).contains("K999"));
+    }
+
+    #[test]
+    fn documents_read_as_serde_json_reads_them() {
+        let text = r#"{"userName": "a", "n": [1, -2, 3.5, 18446744073709551615, null, true],
+                       "name": {"givenName": "a", "familyName": "a"},
+                       "emails": [{"value": "a", "type": "work"}, {"value": "a", "type": "home"}]}"#;
+        let strict = from_slice_unique(text.as_bytes()).unwrap();
+        assert_eq!(strict, serde_json::from_str::<Value>(text).unwrap());
+        assert_eq!(strict["n"][3], json!(u64::MAX));
+        let syntax = from_slice_unique(b"{\"a\": }").unwrap_err();
+        assert!(syntax.is_syntax(), "{syntax}");
+        assert!(from_slice_unique(b"{} {}").is_err(), "trailing data");
     }
 }

@@ -47,5 +47,5 @@ mod tolerance;
 pub mod v1;
 
 pub use error::{ERROR_SCHEMA, ScimError, ScimType};
-pub use json::{case_insensitive_duplicate, check_member_names};
+pub use json::from_slice_unique;
 pub use schema::ResourceKind;

@@ -522,10 +522,8 @@ fn has_key(value: &Value, key: &str) -> bool {
 }
 
 fn parse_json(text: &str) -> ServiceResult<Value> {
-    let value = serde_json::from_str(text)
-        .map_err(|e| ScimError::invalid_syntax(format!("malformed JSON: {e}")))?;
-    roster_scim::check_member_names(&value)?;
-    Ok(value)
+    roster_scim::from_slice_unique(text.as_bytes())
+        .map_err(|e| ScimError::invalid_syntax(format!("malformed JSON: {e}")).into())
 }
 
 pub(crate) fn directory_id(id: &str) -> ServiceResult<DirectoryId> {
