@@ -137,3 +137,18 @@ fn v1_text(text: &str) {
     }
     let _ = v1::names::names_to_v2(text);
 }
+
+/// The JSON reader that refuses repeated member names: no panic on any
+/// input, and it agrees with serde_json wherever no name repeats — the same
+/// `Value` when it accepts, and a repeat (a data error) only for documents
+/// serde_json reads, a syntax error only for those it refuses.
+pub fn json_unique(data: &[u8]) {
+    let plain = serde_json::from_slice::<Value>(data);
+    match (roster_scim::from_slice_unique(data), plain) {
+        (Ok(strict), Ok(plain)) => assert_eq!(strict, plain, "read differently"),
+        (Ok(strict), Err(e)) => panic!("accepted {strict} that serde_json refuses: {e}"),
+        (Err(e), Ok(_)) => assert!(e.is_data(), "refused valid JSON for {e}"),
+        // A repeat before the syntax error is found first: either error is right.
+        (Err(_), Err(_)) => {}
+    }
+}

@@ -2,7 +2,7 @@
 //! same harnesses as the `cargo fuzz` targets over inputs generated from a
 //! grammar and mutated from the seed corpus, for N iterations or T seconds.
 //!
-//! Usage: `stable_fuzz <filter_parse|patch_apply|v1_codec> [iterations] [seed] [seconds]`
+//! Usage: `stable_fuzz <filter_parse|patch_apply|v1_codec|json_unique> [iterations] [seed] [seconds]`
 //! On a panic the input is written to `crashes/` and the process exits 1.
 
 use std::panic;
@@ -223,6 +223,46 @@ fn v1_input(rng: &mut Rng) -> Vec<u8> {
     }
 }
 
+/// JSON text whose objects often repeat a name, in the same case or
+/// another (built as text: a `Value` cannot hold a repeat), sometimes mutated.
+fn json_input(rng: &mut Rng) -> Vec<u8> {
+    let text = json_text(rng, 0);
+    if rng.below(3) == 0 {
+        mutate(rng, &text).into_bytes()
+    } else {
+        text.into_bytes()
+    }
+}
+
+fn json_text(rng: &mut Rng, depth: usize) -> String {
+    const NAMES: &[&str] = &[
+        "userName", "USERNAME", "username", "value", "Value", "a", "é", "",
+    ];
+    match if depth > 3 {
+        rng.below(3)
+    } else {
+        rng.below(5)
+    } {
+        0 => rng
+            .pick(&["null", "true", "-0", "1e308", "18446744073709551616", "0.5"])
+            .to_string(),
+        1 => format!("{:?}", rng.pick(NAMES)),
+        2 => rng.next_u64().to_string(),
+        3 => {
+            let items: Vec<String> = (0..rng.below(4))
+                .map(|_| json_text(rng, depth + 1))
+                .collect();
+            format!("[{}]", items.join(","))
+        }
+        _ => {
+            let members: Vec<String> = (0..rng.below(6))
+                .map(|_| format!("{:?}:{}", rng.pick(NAMES), json_text(rng, depth + 1)))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        }
+    }
+}
+
 type Generator = fn(&mut Rng) -> Vec<u8>;
 type Harness = fn(&[u8]);
 
@@ -239,8 +279,11 @@ fn main() {
         "filter_parse" => (filter_input, roster_scim_fuzz::filter_parse),
         "patch_apply" => (patch_input, roster_scim_fuzz::patch_apply),
         "v1_codec" => (v1_input, roster_scim_fuzz::v1_codec),
+        "json_unique" => (json_input, roster_scim_fuzz::json_unique),
         other => {
-            eprintln!("unknown target {other}; use filter_parse, patch_apply or v1_codec");
+            eprintln!(
+                "unknown target {other}; use filter_parse, patch_apply, v1_codec or json_unique"
+            );
             std::process::exit(2);
         }
     };
