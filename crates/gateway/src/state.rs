@@ -32,9 +32,6 @@ pub enum StartError {
     /// The internal secret cannot travel in a gRPC header.
     #[error("the internal secret contains characters not allowed in a header")]
     InvalidSecret,
-    /// Serving HTTP failed.
-    #[error("HTTP server error: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 /// State shared by every request; cheap to clone.
