@@ -19,16 +19,19 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Version, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
 
-/// Middleware: marks the response `Connection: close` when the handler left
-/// part of an HTTP/1.x request body unread.
-pub async fn close_if_body_unread(request: Request, next: Next) -> Response {
+/// Whether a request's body was read to its end; part of the outermost
+/// middleware (`observe`), so that it costs no layer of its own.
+pub struct BodyWatch(Option<Arc<AtomicBool>>);
+
+/// `request` with its body watched. Nothing is watched for HTTP/2 (whose
+/// streams end on their own) or a request without a body.
+pub fn watch_body(request: Request) -> (Request, BodyWatch) {
     let http1 = matches!(request.version(), Version::HTTP_10 | Version::HTTP_11);
     if !http1 || request.body().is_end_stream() {
-        return next.run(request).await;
+        return (request, BodyWatch(None));
     }
     let read_to_end = Arc::new(AtomicBool::new(false));
     let request = request.map(|body| {
@@ -37,13 +40,22 @@ pub async fn close_if_body_unread(request: Request, next: Next) -> Response {
             read_to_end: read_to_end.clone(),
         })
     });
-    let mut response = next.run(request).await;
-    if !read_to_end.load(Ordering::Acquire) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    (request, BodyWatch(Some(read_to_end)))
+}
+
+impl BodyWatch {
+    /// Marks `response` `Connection: close` when the body was left unread.
+    pub fn close_if_unread(&self, response: &mut Response) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|read| !read.load(Ordering::Acquire))
+        {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
     }
-    response
 }
 
 /// A request body that records whether it was read to its end.
@@ -85,9 +97,17 @@ impl HttpBody for Tracked {
 mod tests {
     use super::*;
     use axum::Router;
-    use axum::middleware::from_fn;
+    use axum::middleware::{Next, from_fn};
     use axum::routing::post;
     use tower::ServiceExt;
+
+    /// What `observe` does with the watch.
+    async fn watched(request: Request, next: Next) -> Response {
+        let (request, body) = watch_body(request);
+        let mut response = next.run(request).await;
+        body.close_if_unread(&mut response);
+        response
+    }
 
     fn app() -> Router {
         Router::new()
@@ -96,7 +116,7 @@ mod tests {
                 post(|body: Bytes| async move { body.len().to_string() }),
             )
             .route("/ignore", post(|| async { "not read" }))
-            .layer(from_fn(close_if_body_unread))
+            .layer(from_fn(watched))
     }
 
     async fn connection_header(path: &str, body: &'static str) -> Option<String> {

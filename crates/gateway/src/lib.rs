@@ -118,7 +118,6 @@ pub async fn serve_portal(
         .fallback(not_found_page)
         .layer(from_fn(roster_telemetry::metrics::track_http))
         .layer(from_fn_with_state(state.clone(), observe::observe))
-        .layer(from_fn(keep_alive::close_if_body_unread))
         .with_state(state.clone());
     listen::serve(listener, app, state.config().idle_timeout, shutdown).await;
     Ok(())
@@ -146,7 +145,6 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn(roster_telemetry::metrics::track_http))
         .layer(from_fn_with_state(state.clone(), observe::observe))
         .layer(from_fn(dialect::mark))
-        .layer(from_fn(keep_alive::close_if_body_unread))
         .with_state(state)
 }
 

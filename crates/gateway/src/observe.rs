@@ -98,10 +98,12 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
 }
 
 /// Outermost middleware: assigns ids, opens the request span, enforces the
-/// request timeout and writes one access-log line. The Authorization header
+/// request timeout, says `Connection: close` when the body was left unread
+/// (`keep_alive`) and writes one access-log line. The Authorization header
 /// is never recorded.
-pub async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let (mut request, body) = crate::keep_alive::watch_body(request);
     let call = CallMeta::from_request(&request);
     let method = request.method().clone();
     let route = request
@@ -137,6 +139,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     if let Ok(v) = HeaderValue::from_str(&call.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    body.close_if_unread(&mut response);
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.record("status", status);
