@@ -791,25 +791,20 @@ async fn a_uri_too_long_for_http_gets_a_scim_error() {
         url.path(),
         url.authority()
     );
-    let mut socket = tokio::net::TcpStream::connect(url.socket_addrs(|| None).expect("addr")[0])
-        .await
-        .expect("connect");
+    let mut socket = raw_connection(&url).await;
     socket.write_all(request.as_bytes()).await.expect("send");
     let mut answer = Vec::new();
     tokio::time::timeout(REQUEST_TIMEOUT, socket.read_to_end(&mut answer))
         .await
         .expect("an answer, then the connection closed")
         .expect("read");
-    let answer = String::from_utf8(answer).expect("text");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    let (head, body) = head_and_scim_error(&answer);
     assert!(head.starts_with("HTTP/1.1 414 "), "{head}");
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: application/scim+json"),
         "{head}"
     );
-    let body: Value = serde_json::from_str(body).expect("a JSON body");
-    assert_eq!(body["schemas"][0], ERROR_SCHEMA, "{body}");
     assert_eq!(body["status"], "414", "{body}");
 }
 
@@ -827,9 +822,7 @@ async fn an_answer_before_the_body_is_read_says_the_connection_closes() {
         url.path(),
         url.authority()
     );
-    let mut socket = tokio::net::TcpStream::connect(url.socket_addrs(|| None).expect("addr")[0])
-        .await
-        .expect("connect");
+    let mut socket = raw_connection(&url).await;
     socket.write_all(head.as_bytes()).await.expect("send head");
     socket
         .write_all(&[b' '; 1000])
@@ -847,15 +840,28 @@ async fn an_answer_before_the_body_is_read_says_the_connection_closes() {
     tokio::time::timeout(REQUEST_TIMEOUT, read)
         .await
         .expect("an answer");
-    let answer = String::from_utf8(answer).expect("text");
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    let (head, _scim_error) = head_and_scim_error(&answer);
     assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
     assert!(
         head.to_ascii_lowercase().contains("\r\nconnection: close"),
         "{head}"
     );
+}
+
+/// A TCP connection to the gateway of `url`, for requests no HTTP client
+/// library sends.
+async fn raw_connection(url: &reqwest::Url) -> tokio::net::TcpStream {
+    let addr = url.socket_addrs(|| None).expect("addr")[0];
+    tokio::net::TcpStream::connect(addr).await.expect("connect")
+}
+
+/// The head of a raw HTTP answer and its body, which must be a SCIM error.
+fn head_and_scim_error(answer: &[u8]) -> (String, Value) {
+    let answer = std::str::from_utf8(answer).expect("text");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
     let body: Value = serde_json::from_str(body).expect("a JSON body");
     assert_eq!(body["schemas"][0], ERROR_SCHEMA, "{body}");
+    (head.to_owned(), body)
 }
 
 /// Whether `answer` holds a whole HTTP/1.1 head and the body its
