@@ -41,16 +41,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_gateway, gateway_stopped) = shutdown_channel();
     let metrics = spawn_metrics(&args.process.metrics, directory_stopped.clone()).await?;
 
-    // The gateway calls the directory service directly (the same gRPC
-    // services, credential check and spans, without HTTP/2); other clients
-    // use the TCP listener.
+    // The gateway calls the directory service in this process: users and
+    // groups through the service's own gRPC trait (no encoding), admin and
+    // health through the same routes and credential check as the listener,
+    // without HTTP/2; other clients use the TCP listener.
     let dev_key = match &kind {
         StoreKind::Sqlite(_) => Some(args.process.store.data_dir.as_path()),
         StoreKind::Postgres => None,
     };
     let config = directory_config(&args.process.directory, dev_key)?;
     let directory = roster_directory::Directory::new(store, config)?;
-    let direct = directory.direct_service();
+    let (direct, in_process) = (directory.direct_service(), directory.in_process());
     let mut directory = tokio::spawn(directory.serve(grpc, wait(directory_stopped)));
     let endpoint = format!("http://{}", loopback(grpc_addr));
     let state = roster_gateway::AppState::with_direct(
@@ -61,6 +62,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.process.directory.internal_secret.clone(),
         ),
         direct,
+        in_process,
     )?;
     spawn_portal(&args.http, &state, gateway_stopped.clone()).await?;
     let mut gateway = tokio::spawn(roster_gateway::serve_state(

@@ -104,7 +104,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let directory = roster_directory::Directory::new(store, directory_config)?;
     // As in `roster serve`: the gateway calls the directory service directly.
-    let direct = directory.direct_service();
+    let (direct, in_process) = (directory.direct_service(), directory.in_process());
     let directory = tokio::spawn(directory.serve(grpc, std::future::pending()));
     if args.role == Role::Directory {
         drop(http);
@@ -117,7 +117,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = if args.grpc_over_tcp {
         roster_gateway::AppState::new(gateway_config)?
     } else {
-        roster_gateway::AppState::with_direct(gateway_config, direct)?
+        roster_gateway::AppState::with_direct(gateway_config, direct, in_process)?
     };
     let gateway = tokio::spawn(roster_gateway::serve_state(
         state,

@@ -20,6 +20,7 @@ pub mod directory_cache;
 pub mod error;
 mod group_commit;
 pub mod grpc;
+pub mod in_process;
 mod lag;
 pub mod local;
 pub mod mapping;
@@ -29,5 +30,6 @@ pub mod service;
 pub mod watch;
 pub mod webhooks;
 
+pub use in_process::InProcess;
 pub use local::{DirectService, LocalListener, local_channel};
 pub use server::{Directory, DirectoryConfig, Error, serve};

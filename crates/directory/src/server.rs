@@ -132,6 +132,7 @@ type Layers = tower::layer::util::Stack<
 pub struct Directory {
     router: Router<Layers>,
     direct: DirectService,
+    in_process: crate::InProcess,
     hub: Arc<ChangeHub>,
     health: HealthCheck,
     tasks: BackgroundTasks,
@@ -177,6 +178,7 @@ impl Directory {
             Arc::clone(&store),
         )));
         let directory = DirectoryApi::new(Arc::clone(&store), Arc::clone(&hub));
+        let in_process = crate::InProcess(crate::grpc::Grpc(directory.clone()));
         let deliveries = Deliveries::start(
             Arc::clone(&store),
             Arc::clone(&hub),
@@ -216,6 +218,7 @@ impl Directory {
         Ok(Self {
             router,
             direct,
+            in_process,
             hub,
             health,
             tasks,
@@ -259,6 +262,13 @@ impl Directory {
         self.direct.clone()
     }
 
+    /// `DirectoryService` for the gateway in this process, called through
+    /// its trait with no encoding at all (see [`crate::InProcess`]); the
+    /// admin and health services stay behind [`Directory::direct_service`].
+    pub fn in_process(&self) -> Arc<roster_proto::directory::DynDirectoryService> {
+        Arc::new(self.in_process.clone())
+    }
+
     /// The change fan-out of this server (counters, tests).
     pub fn hub(&self) -> Arc<ChangeHub> {
         Arc::clone(&self.hub)
@@ -286,6 +296,7 @@ impl Directory {
         let Self {
             router,
             direct: _,
+            in_process: _,
             hub,
             health,
             mut tasks,
@@ -352,19 +363,19 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// when the gateway sends one. Nothing else from the headers is logged, so
 /// no credential ends up in a log line.
 fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
-    let request_id = request
-        .headers()
+    call_span(request.uri().path(), request.headers())
+}
+
+/// The span of a call to `path` carrying `headers` (over the wire or in
+/// this process: [`crate::InProcess`]).
+pub(crate) fn call_span(path: &str, headers: &tonic::codegen::http::HeaderMap) -> tracing::Span {
+    let request_id = headers
         .get(roster_proto::contract::REQUEST_ID_METADATA)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let span = tracing::info_span!(
-        "grpc",
-        path = %request.uri().path(),
-        request_id,
-        trace_id = tracing::field::Empty
-    );
+    let span = tracing::info_span!("grpc", path, request_id, trace_id = tracing::field::Empty);
     // Continue the caller's trace (the gateway sends `traceparent`).
-    roster_telemetry::propagation::adopt_parent(&span, request.headers());
+    roster_telemetry::propagation::adopt_parent(&span, headers);
     span
 }
 

@@ -28,6 +28,7 @@ pub mod path;
 pub mod portal;
 pub mod query;
 pub mod ratelimit;
+pub mod remote;
 pub mod render;
 pub mod resources;
 pub mod response;

@@ -12,13 +12,15 @@ use std::fmt;
 
 use axum::body::{Body, Bytes};
 use futures::SinkExt;
+use futures::TryStreamExt as _;
 use futures::channel::mpsc;
 use futures::future::BoxFuture;
 use roster_proto::directory::{Group, Member, ReadGroupResponse};
 use roster_scim::patch::ResourceKind;
 use roster_scim::projection::project;
 use serde_json::{Value, json};
-use tonic::{Code, Status, Streaming};
+use tonic::codegen::BoxStream;
+use tonic::{Code, Status};
 
 use crate::dialect::Dialect;
 use crate::query::Projection;
@@ -33,7 +35,7 @@ pub struct GroupRead {
     /// Members already received.
     pub first: Vec<Member>,
     /// The remaining messages.
-    pub rest: Streaming<ReadGroupResponse>,
+    pub rest: BoxStream<ReadGroupResponse>,
 }
 
 /// Where a rendered group's members come from.
@@ -192,7 +194,7 @@ async fn write_group(
     send(tx, open_object(&head, b"")).await?;
     writer.push(tx, &read.first).await?;
     let mut rest = read.rest;
-    while let Some(message) = rest.message().await.map_err(Stop::Failed)? {
+    while let Some(message) = rest.try_next().await.map_err(Stop::Failed)? {
         writer.push(tx, &message.members).await?;
     }
     send(tx, writer.close()).await

@@ -175,7 +175,7 @@ impl Ctx {
     ) -> Result<Outcome, GatewayError> {
         let resource = resource_text(&*self.dialect.resource_in(kind.scim_kind(), body)?)?;
         let dir = self.dir_id();
-        let mut client = self.state.directory();
+        let client = self.state.directory();
         let rendered = match kind {
             Kind::User => {
                 let req = self.grpc(CreateUserRequest {
@@ -204,7 +204,7 @@ impl Ctx {
         projection: &Projection,
     ) -> Result<Found, GatewayError> {
         let dir = self.dir_id();
-        let mut client = self.state.directory();
+        let client = self.state.directory();
         let mut found = match kind {
             Kind::User => {
                 let req = self.grpc(GetUserRequest {
@@ -239,7 +239,7 @@ impl Ctx {
     ) -> Result<Outcome, GatewayError> {
         let resource = resource_text(&*self.dialect.resource_in(kind.scim_kind(), body)?)?;
         let (dir, id, if_version) = self.target(id, if_match);
-        let mut client = self.state.directory();
+        let client = self.state.directory();
         let rendered = match kind {
             Kind::User => {
                 let req = self.grpc(ReplaceUserRequest {
@@ -280,7 +280,7 @@ impl Ctx {
         };
         let patch = patch_text(&patch)?;
         let (dir, id, if_version) = self.target(id, if_match);
-        let mut client = self.state.directory();
+        let client = self.state.directory();
         match kind {
             Kind::User => {
                 let req = self.grpc(PatchUserRequest {
@@ -362,7 +362,7 @@ impl Ctx {
         if_match: Option<IfMatch>,
     ) -> Result<Outcome, GatewayError> {
         let (dir, id, if_version) = self.target(id, if_match);
-        let mut client = self.state.directory();
+        let client = self.state.directory();
         match kind {
             Kind::User if self.directory.deprovision_policy == DeprovisionPolicy::Deactivate => {
                 let patch = roster_proto::contract::DEACTIVATE_PATCH.to_owned();
@@ -404,7 +404,7 @@ impl Ctx {
     pub async fn list(&self, kind: Kind, query: &ListQuery) -> Result<Listed, GatewayError> {
         let options = list_options(query);
         let dir = self.dir_id();
-        let mut client = self.state.directory();
+        let client = self.state.directory();
         let (mut resources, total) = match kind {
             Kind::User => {
                 let req = self.grpc(ListUsersRequest {
@@ -475,8 +475,7 @@ impl Ctx {
             id: id.to_owned(),
         });
         let mut rest = self.state.directory().read_group(req).await?.into_inner();
-        let first = rest
-            .message()
+        let first = futures::TryStreamExt::try_next(&mut rest)
             .await?
             .ok_or_else(|| tonic::Status::internal("ReadGroup ended before the group"))?;
         let group = first

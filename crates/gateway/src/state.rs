@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use roster_proto::admin::admin_service_client::AdminServiceClient;
-use roster_proto::directory::directory_service_client::DirectoryServiceClient;
+use roster_proto::directory::DynDirectoryService;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
@@ -12,6 +12,7 @@ use crate::activity::ActivityLog;
 use crate::config::GatewayConfig;
 use crate::observe::CallMeta;
 use crate::ratelimit::{AuthLimits, RateLimiter};
+use crate::remote::RemoteDirectory;
 use crate::token_cache::TokenCache;
 use crate::upstream::{self, DirectService, Dns, Resolve, Upstream};
 
@@ -40,7 +41,7 @@ pub struct AppState(Arc<Inner>);
 
 pub(crate) struct Inner {
     config: GatewayConfig,
-    directory: DirectoryServiceClient<Upstream>,
+    directory: Arc<DynDirectoryService>,
     admin: AdminServiceClient<Upstream>,
     health: HealthClient<Upstream>,
     internal_auth: Option<AsciiMetadataValue>,
@@ -70,18 +71,30 @@ impl AppState {
     /// Builds the state over an existing channel to the directory service
     /// (e.g. an in-process one); `directory_endpoint` is then not used.
     pub fn with_channel(config: GatewayConfig, channel: Channel) -> Result<Self, StartError> {
-        Self::with_upstream(config, Upstream::Channel(channel))
+        let upstream = Upstream::Channel(channel);
+        let directory = Arc::new(RemoteDirectory::new(upstream.clone()));
+        Self::with_upstream(config, upstream, directory)
     }
 
     /// Builds the state over the directory service itself, in this process
-    /// (`roster serve`): every call goes straight to `service`, through the
-    /// directory service's credential check, without HTTP/2.
-    pub fn with_direct(config: GatewayConfig, service: DirectService) -> Result<Self, StartError> {
+    /// (`roster serve`): `directory` is `DirectoryService` called through its
+    /// trait (no encoding at all); the admin and health calls go straight to
+    /// `service`, through the directory service's credential check, without
+    /// HTTP/2.
+    pub fn with_direct(
+        config: GatewayConfig,
+        service: DirectService,
+        directory: Arc<DynDirectoryService>,
+    ) -> Result<Self, StartError> {
         let timeout = config.request_timeout;
-        Self::with_upstream(config, Upstream::Direct { service, timeout })
+        Self::with_upstream(config, Upstream::Direct { service, timeout }, directory)
     }
 
-    fn with_upstream(config: GatewayConfig, channel: Upstream) -> Result<Self, StartError> {
+    fn with_upstream(
+        config: GatewayConfig,
+        channel: Upstream,
+        directory: Arc<DynDirectoryService>,
+    ) -> Result<Self, StartError> {
         let internal_auth = config
             .internal_secret
             .as_ref()
@@ -99,7 +112,7 @@ impl AppState {
             _ => (None, None),
         };
         let state = Self(Arc::new(Inner {
-            directory: DirectoryServiceClient::new(channel.clone()),
+            directory,
             admin: AdminServiceClient::new(channel.clone()),
             health: HealthClient::new(channel),
             internal_auth,
@@ -129,9 +142,10 @@ impl AppState {
         &self.0.config
     }
 
-    /// A DirectoryService client on the shared channel.
-    pub fn directory(&self) -> DirectoryServiceClient<Upstream> {
-        self.0.directory.clone()
+    /// The directory service: in this process or a client of the shared
+    /// channel.
+    pub fn directory(&self) -> &DynDirectoryService {
+        &*self.0.directory
     }
 
     /// An AdminService client on the shared channel.

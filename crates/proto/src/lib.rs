@@ -17,6 +17,15 @@ pub mod directory {
     // The server trait, whose `WatchChanges` answers with frames.
     include!(concat!(env!("OUT_DIR"), "/server/roster.directory.v1.rs"));
     pub use crate::frame::{WatchChangesFrame, encode_change, watch_changes_frame};
+
+    /// `DirectoryService` behind a pointer, its streams boxed: what the
+    /// gateway calls, whether the directory service runs in its own process
+    /// (`roster serve`: the service itself) or elsewhere (a tonic client
+    /// wearing the same trait). One contract, two implementations.
+    pub type DynDirectoryService = dyn directory_service_server::DirectoryService<
+            ReadGroupStream = tonic::codegen::BoxStream<ReadGroupResponse>,
+            WatchChangesStream = tonic::codegen::BoxStream<WatchChangesFrame>,
+        >;
 }
 
 /// `roster.admin.v1`.

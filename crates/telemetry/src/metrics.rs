@@ -516,21 +516,32 @@ where
                     .unwrap_or("OK"),
                 Err(_) => "TRANSPORT_ERROR",
             };
-            let m = metrics();
-            m.grpc_duration
-                .get_or_create(&MethodLabels {
-                    method: method.clone(),
-                })
-                .observe(started.elapsed().as_secs_f64());
-            m.grpc_requests
-                .get_or_create(&GrpcLabels {
-                    method,
-                    code: code.into(),
-                })
-                .inc();
+            record(method, code, started);
             result
         })
     }
+}
+
+/// Records one gRPC call that did not come through [`GrpcMetricsLayer`]
+/// (the directory service called in the gateway's process): the same
+/// series, `method` being the call's path (`/package.Service/Method`).
+pub fn record_grpc_call(method: &str, code: tonic::Code, started: Instant) {
+    record(method.to_owned(), code_name(code), started);
+}
+
+fn record(method: String, code: &'static str, started: Instant) {
+    let m = metrics();
+    m.grpc_duration
+        .get_or_create(&MethodLabels {
+            method: method.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    m.grpc_requests
+        .get_or_create(&GrpcLabels {
+            method,
+            code: code.into(),
+        })
+        .inc();
 }
 
 fn code_name(code: tonic::Code) -> &'static str {

@@ -718,7 +718,7 @@ fn list_options(page_token: &str) -> Option<pd::ListOptions> {
 /// `GET /portal/directory`: the users and groups the IdP provisioned.
 pub async fn directory_view(session: &Session, query: &DirectoryQuery) -> PageResult {
     let dir = load_directory(session).await?;
-    let mut client = session.state().directory();
+    let client = session.state().directory();
     let users = client
         .list_users(session.grpc(pd::ListUsersRequest {
             directory_id: session.directory_id.clone(),
