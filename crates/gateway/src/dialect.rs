@@ -7,9 +7,7 @@
 use std::borrow::Cow;
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use roster_scim::ResourceKind;
 use roster_scim::error::ScimError;
@@ -126,14 +124,11 @@ impl Dialect {
 /// Media type of 1.1 bodies: `application/scim+json` came with 2.0.
 const V1_CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
-/// Outermost middleware: tells every extractor and handler the request's
-/// dialect, and renders every error answered under `/scim/v1/` — by a
-/// handler, the token check, a limit, the timeout or the 404/405
-/// fallbacks — as a 1.1 error, with its status and headers unchanged.
-pub async fn mark(mut request: Request, next: Next) -> Response {
-    let dialect = Dialect::of_path(request.uri().path());
-    request.extensions_mut().insert(dialect);
-    let mut response = next.run(request).await;
+/// Renders every error answered under `/scim/v1/` — by a handler, the
+/// token check, a limit, the timeout or the 404/405 fallbacks — as a 1.1
+/// error, with its status and headers unchanged (`observe` calls it on
+/// every response, having told the extractors and handlers the dialect).
+pub fn answer_in(dialect: Dialect, mut response: Response) -> Response {
     if dialect == Dialect::V2 {
         return response;
     }

@@ -41,7 +41,7 @@ use std::future::Future;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::Response;
 use axum::routing::{get, post};
 use roster_scim::error::ScimError;
@@ -117,7 +117,6 @@ pub async fn serve_portal(
 ) -> Result<(), StartError> {
     let app = portal::routes()
         .fallback(not_found_page)
-        .layer(from_fn(roster_telemetry::metrics::track_http))
         .layer(from_fn_with_state(state.clone(), observe::observe))
         .with_state(state.clone());
     listen::serve(listener, app, state.config().idle_timeout, shutdown).await;
@@ -143,9 +142,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(from_fn(roster_telemetry::metrics::track_http))
         .layer(from_fn_with_state(state.clone(), observe::observe))
-        .layer(from_fn(dialect::mark))
         .with_state(state)
 }
 

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::{Instrument, field};
 
 use crate::auth::directory_in_path;
+use crate::dialect::Dialect;
 use crate::error::GatewayError;
 use crate::state::AppState;
 
@@ -97,13 +98,19 @@ fn parse_traceparent(value: &str) -> Option<(&str, &str)> {
     valid.then_some((trace_id, flags))
 }
 
-/// Outermost middleware: assigns ids, opens the request span, enforces the
-/// request timeout, says `Connection: close` when the body was left unread
-/// (`keep_alive`) and writes one access-log line. The Authorization header
-/// is never recorded.
+/// The one middleware around every route: marks the request's SCIM dialect
+/// for the extractors and handlers, assigns ids, opens the request span,
+/// enforces the request timeout, says `Connection: close` when the body was
+/// left unread (`keep_alive`), counts the request in the HTTP metrics,
+/// writes one access-log line and renders errors in the request's dialect
+/// (`dialect::answer_in`). One layer instead of one each: every layer boxes
+/// its future and clones the routes it wraps, on every request. The
+/// Authorization header is never recorded.
 pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let (mut request, body) = crate::keep_alive::watch_body(request);
+    let dialect = Dialect::of_path(request.uri().path());
+    request.extensions_mut().insert(dialect);
     let call = CallMeta::from_request(&request);
     let method = request.method().clone();
     let route = request
@@ -148,7 +155,8 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     // status and latency included (text logs print them before the target,
     // JSON logs under "span"); repeating them doubled every line.
     span.in_scope(|| tracing::info!(target: "roster_gateway::access", "request"));
-    response
+    roster_telemetry::metrics::record_http(method.as_str(), &route, status, started);
+    crate::dialect::answer_in(dialect, response)
 }
 
 #[cfg(test)]

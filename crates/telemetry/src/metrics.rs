@@ -1,7 +1,7 @@
 //! Prometheus metrics of a Roster process, served on their own port.
 //!
 //! One process-wide registry (metrics are process state by nature); the
-//! gateway records HTTP metrics through [`track_http`], the directory service
+//! gateway records HTTP metrics through [`record_http`], the directory service
 //! records gRPC metrics through [`GrpcMetricsLayer`] and sets the gauges.
 
 use std::future::Future;
@@ -11,9 +11,7 @@ use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -441,31 +439,24 @@ async fn render_handler() -> impl IntoResponse {
     )
 }
 
-/// axum middleware recording request counts and latency by route template.
-pub async fn track_http(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
-    let started = Instant::now();
-    let response = next.run(req).await;
+/// Records one HTTP request: its count by method, route template and status,
+/// and its latency by method and route (the gateway's `observe` middleware
+/// calls it for every request it answered).
+pub fn record_http(method: &str, route: &str, status: u16, started: Instant) {
     let m = metrics();
     m.http_duration
         .get_or_create(&RouteLabels {
-            method: method.clone(),
-            route: route.clone(),
+            method: method.to_owned(),
+            route: route.to_owned(),
         })
         .observe(started.elapsed().as_secs_f64());
     m.http_requests
         .get_or_create(&HttpLabels {
-            method,
-            route,
-            status: response.status().as_u16(),
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
         })
         .inc();
-    response
 }
 
 /// Tower layer for a tonic server recording gRPC counts and latency.
