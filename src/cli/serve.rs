@@ -367,6 +367,11 @@ fn gateway_config(
     }
 }
 
+/// How long a metrics connection may wait for a request head: longer than
+/// Prometheus's default scrape interval (1 min), so kept connections serve
+/// the next scrape.
+const METRICS_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(75);
+
 /// Serves Prometheus metrics on their own port unless disabled with `off`.
 async fn spawn_metrics(
     args: &MetricsArgs,
@@ -384,11 +389,14 @@ async fn spawn_metrics(
     let listener = bind(addr, "--metrics-addr / ROSTER_METRICS_ADDR").await?;
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "metrics listening");
-    tokio::spawn(async move {
-        if let Err(e) = roster_telemetry::metrics::serve(listener, wait(stopped)).await {
-            tracing::error!(error = %e, "metrics endpoint stopped");
-        }
-    });
+    // The gateway's accept loop: connection timeouts apply here too (a
+    // scraper that opens a connection and sends nothing is dropped).
+    tokio::spawn(roster_gateway::listen::serve(
+        listener,
+        roster_telemetry::metrics::router(),
+        METRICS_IDLE_TIMEOUT,
+        wait(stopped),
+    ));
     Ok(Some(bound))
 }
 

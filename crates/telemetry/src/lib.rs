@@ -4,8 +4,8 @@
 //!   ids) and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an OTLP exporter.
 //! - [`propagation`] carries the W3C trace context from the gateway to the
 //!   directory service in gRPC metadata, so one trace spans both.
-//! - [`metrics`] is the Prometheus registry; [`metrics::serve`] exposes it on
-//!   its own port.
+//! - [`metrics`] is the Prometheus registry; [`metrics::router`] serves it
+//!   (on its own port, through the gateway's accept loop).
 
 pub mod metrics;
 pub mod propagation;

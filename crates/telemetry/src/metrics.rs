@@ -418,15 +418,9 @@ pub fn metrics() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = axum::Router::new().route("/metrics", axum::routing::get(render_handler));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+/// `GET /metrics`, for the process's metrics listener.
+pub fn router() -> axum::Router {
+    axum::Router::new().route("/metrics", axum::routing::get(render_handler))
 }
 
 async fn render_handler() -> impl IntoResponse {
