@@ -373,7 +373,12 @@ pub(crate) fn call_span(path: &str, headers: &tonic::codegen::http::HeaderMap) -
         .get(roster_proto::contract::REQUEST_ID_METADATA)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let span = tracing::info_span!("grpc", path, request_id, trace_id = tracing::field::Empty);
+    let span = tracing::info_span!(
+        "grpc",
+        path = %path,
+        request_id,
+        trace_id = tracing::field::Empty
+    );
     // Continue the caller's trace (the gateway sends `traceparent`).
     roster_telemetry::propagation::adopt_parent(&span, headers);
     span
