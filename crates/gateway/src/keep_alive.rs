@@ -10,11 +10,18 @@
 //! the IdP as a transport error. So every response to a request whose body
 //! was not read to its end says `Connection: close` (RFC 9112 §9.6), and the
 //! client opens a new connection for its next request.
+//!
+//! Every other HTTP/1.1 response says how long the connection may stay idle
+//! (`Keep-Alive: timeout=N`, RFC 2068 §19.7.1, read by Apache HttpClient,
+//! Node's undici, Python's urllib3 pools and others): a few seconds less than
+//! the gateway's idle timeout, so that such a client retires the connection
+//! before the gateway closes it, instead of racing the close with a request.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -22,16 +29,28 @@ use axum::http::{HeaderValue, Version, header};
 use axum::response::Response;
 use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
 
+/// Seconds announced below the idle timeout, for the client's clock starting
+/// after the gateway's (it starts when the response was written).
+const ANNOUNCED_MARGIN: Duration = Duration::from_secs(5);
+
 /// Whether a request's body was read to its end; part of the outermost
 /// middleware (`observe`), so that it costs no layer of its own.
-pub struct BodyWatch(Option<Arc<AtomicBool>>);
+pub struct BodyWatch {
+    read_to_end: Option<Arc<AtomicBool>>,
+    http11: bool,
+}
 
 /// `request` with its body watched. Nothing is watched for HTTP/2 (whose
 /// streams end on their own) or a request without a body.
 pub fn watch_body(request: Request) -> (Request, BodyWatch) {
-    let http1 = matches!(request.version(), Version::HTTP_10 | Version::HTTP_11);
+    let http11 = request.version() == Version::HTTP_11;
+    let http1 = http11 || request.version() == Version::HTTP_10;
     if !http1 || request.body().is_end_stream() {
-        return (request, BodyWatch(None));
+        let watch = BodyWatch {
+            read_to_end: None,
+            http11,
+        };
+        return (request, watch);
     }
     let read_to_end = Arc::new(AtomicBool::new(false));
     let request = request.map(|body| {
@@ -40,23 +59,39 @@ pub fn watch_body(request: Request) -> (Request, BodyWatch) {
             read_to_end: read_to_end.clone(),
         })
     });
-    (request, BodyWatch(Some(read_to_end)))
+    let watch = BodyWatch {
+        read_to_end: Some(read_to_end),
+        http11,
+    };
+    (request, watch)
 }
 
 impl BodyWatch {
-    /// Marks `response` `Connection: close` when the body was left unread.
-    pub fn close_if_unread(&self, response: &mut Response) {
-        if self
-            .0
+    /// Marks `response` `Connection: close` when the body was left unread;
+    /// otherwise, on HTTP/1.1, announces how long the connection may idle
+    /// (the gateway closes it after `idle_timeout`).
+    pub fn finish(&self, response: &mut Response, idle_timeout: Duration) {
+        let unread = self
+            .read_to_end
             .as_ref()
-            .is_some_and(|read| !read.load(Ordering::Acquire))
-        {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            .is_some_and(|read| !read.load(Ordering::Acquire));
+        let headers = response.headers_mut();
+        if unread {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        } else if self.http11 && !headers.contains_key(header::CONNECTION) {
+            let secs = idle_timeout
+                .saturating_sub(ANNOUNCED_MARGIN)
+                .as_secs()
+                .max(1);
+            if let Ok(value) = HeaderValue::from_str(&format!("timeout={secs}")) {
+                headers.insert(KEEP_ALIVE, value);
+            }
         }
     }
 }
+
+/// The `Keep-Alive` response header.
+const KEEP_ALIVE: header::HeaderName = header::HeaderName::from_static("keep-alive");
 
 /// A request body that records whether it was read to its end.
 struct Tracked {
@@ -105,7 +140,7 @@ mod tests {
     async fn watched(request: Request, next: Next) -> Response {
         let (request, body) = watch_body(request);
         let mut response = next.run(request).await;
-        body.close_if_unread(&mut response);
+        body.finish(&mut response, Duration::from_secs(75));
         response
     }
 
@@ -119,33 +154,62 @@ mod tests {
             .layer(from_fn(watched))
     }
 
-    async fn connection_header(path: &str, body: &'static str) -> Option<String> {
+    /// The `Connection` and `Keep-Alive` headers of the answer.
+    async fn connection_headers(
+        version: Version,
+        path: &str,
+        body: &'static str,
+    ) -> (Option<String>, Option<String>) {
         let request = Request::post(path)
-            .version(Version::HTTP_11)
+            .version(version)
             .body(Body::from(body))
             .expect("request");
         let response = app().oneshot(request).await.expect("response");
-        response
-            .headers()
-            .get(header::CONNECTION)
-            .map(|v| v.to_str().expect("ascii").to_owned())
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().expect("ascii").to_owned())
+        };
+        (header("connection"), header("keep-alive"))
+    }
+
+    const KEPT: (Option<String>, Option<String>) = (None, None);
+
+    fn kept_for(secs: u64) -> (Option<String>, Option<String>) {
+        (None, Some(format!("timeout={secs}")))
     }
 
     #[tokio::test]
     async fn an_unread_body_closes_the_connection() {
         assert_eq!(
-            connection_header("/ignore", "{\"a\":1}").await.as_deref(),
-            Some("close")
+            connection_headers(Version::HTTP_11, "/ignore", "{\"a\":1}").await,
+            (Some("close".to_owned()), None)
         );
     }
 
     #[tokio::test]
-    async fn a_body_read_to_its_end_keeps_the_connection() {
-        assert_eq!(connection_header("/read", "{\"a\":1}").await, None);
+    async fn a_body_read_to_its_end_keeps_the_connection_and_says_for_how_long() {
+        assert_eq!(
+            connection_headers(Version::HTTP_11, "/read", "{\"a\":1}").await,
+            kept_for(70)
+        );
     }
 
     #[tokio::test]
     async fn no_body_keeps_the_connection() {
-        assert_eq!(connection_header("/ignore", "").await, None);
+        assert_eq!(
+            connection_headers(Version::HTTP_11, "/ignore", "").await,
+            kept_for(70)
+        );
+    }
+
+    #[tokio::test]
+    async fn http2_and_http10_get_no_connection_headers() {
+        // HTTP/2 forbids connection-specific fields; HTTP/1.0 keeps a
+        // connection only when the client asked, which hyper answers itself.
+        for version in [Version::HTTP_2, Version::HTTP_10] {
+            assert_eq!(connection_headers(version, "/read", "{}").await, KEPT);
+        }
     }
 }

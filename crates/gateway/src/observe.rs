@@ -135,6 +135,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     roster_telemetry::propagation::adopt_parent(&span, request.headers());
     request.extensions_mut().insert(call.clone());
     let timeout = state.config().request_timeout;
+    let idle_timeout = state.config().idle_timeout;
     let mut response = async move {
         match tokio::time::timeout(timeout, next.run(request)).await {
             Ok(response) => response,
@@ -146,7 +147,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     if let Ok(v) = HeaderValue::from_str(&call.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
-    body.close_if_unread(&mut response);
+    body.finish(&mut response, idle_timeout);
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.record("status", status);
