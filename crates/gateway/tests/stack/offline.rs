@@ -162,4 +162,11 @@ async fn slow_and_idle_connections_are_closed_after_the_idle_timeout() {
     let (slow, idle) = tokio::join!(read_all(slow), read_all(idle));
     assert_eq!(slow, "", "a half-sent head gets no answer");
     assert!(idle.starts_with("HTTP/1.1 200 "), "{idle}");
+    // The answer told the client how long it may keep the connection: the
+    // idle timeout less a margin, at least a second.
+    assert!(
+        idle.to_ascii_lowercase()
+            .contains("\r\nkeep-alive: timeout=1\r\n"),
+        "{idle}"
+    );
 }
