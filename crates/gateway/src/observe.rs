@@ -137,7 +137,7 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let timeout = state.config().request_timeout;
     let idle_timeout = state.config().idle_timeout;
     let mut response = async move {
-        match tokio::time::timeout(timeout, next.run(request)).await {
+        match tokio::time::timeout(timeout, answer_panics(next.run(request))).await {
             Ok(response) => response,
             Err(_) => GatewayError::Timeout.into_response(),
         }
@@ -160,9 +160,46 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     crate::dialect::answer_in(dialect, response)
 }
 
+/// `answer`, or a 500 SCIM error if it panics: a bug below (in a handler, or
+/// in the directory service called in this process) costs the one request
+/// an error body, not the client its connection without an answer.
+async fn answer_panics(answer: impl Future<Output = Response>) -> Response {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(answer).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            GatewayError::Internal(format!("request handler panicked: {what}")).into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panic_below_is_a_scim_500() {
+        let response = answer_panics(async { panic!("a bug") }).await;
+        assert_eq!(response.status(), 500);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body["schemas"][0],
+            "urn:ietf:params:scim:api:messages:2.0:Error"
+        );
+        assert_eq!(body["detail"], "internal server error", "no detail leaks");
+
+        let fine =
+            answer_panics(async { axum::http::StatusCode::NO_CONTENT.into_response() }).await;
+        assert_eq!(fine.status(), 204);
+    }
 
     #[test]
     fn continues_valid_traces() {
