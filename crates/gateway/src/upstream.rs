@@ -419,6 +419,8 @@ pub type DirectService = tower::util::BoxCloneSyncService<
 /// request carries the same metadata (request id, trace context, the
 /// internal credential, which the directory service checks in both cases)
 /// and the same protobuf messages; only HTTP/2 is left out of the direct one.
+/// `DirectoryService` goes through here only as [`crate::remote::RemoteDirectory`]
+/// (`roster gateway`); in `roster serve` it is called through its trait.
 #[derive(Clone)]
 pub enum Upstream {
     /// tonic over HTTP/2: TCP (optionally mutual TLS) or an in-process pipe.
