@@ -778,26 +778,13 @@ async fn absurd_but_numeric_paging_is_clamped() {
 
 /// A URI past hyper's 64 KiB limit is refused before routing (no HTTP
 /// client library even sends one, hence the raw socket), and still gets a
-/// SCIM error body with its 414.
+/// SCIM error body with its 414 — in SCIM 1.1's form under `/scim/v1/`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_uri_too_long_for_http_gets_a_scim_error() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let served = app::serve_postgres("hostile_uri").await;
-    let token = served.token.clone().expect("token");
     let url = reqwest::Url::parse(&served.base_url).expect("base url");
-    let filter = encode(&format!("userName eq \"{}\"", "a".repeat(70_000)));
-    let request = format!(
-        "GET {}/Users?filter={filter} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
-        url.path(),
-        url.authority()
-    );
-    let mut socket = raw_connection(&url).await;
-    socket.write_all(request.as_bytes()).await.expect("send");
-    let mut answer = Vec::new();
-    tokio::time::timeout(REQUEST_TIMEOUT, socket.read_to_end(&mut answer))
-        .await
-        .expect("an answer, then the connection closed")
-        .expect("read");
+    let token = served.token.clone().expect("token");
+    let answer = too_long_a_uri(&url, url.path(), &token).await;
     let (head, body) = head_and_scim_error(&answer);
     assert!(head.starts_with("HTTP/1.1 414 "), "{head}");
     assert!(
@@ -806,6 +793,37 @@ async fn a_uri_too_long_for_http_gets_a_scim_error() {
         "{head}"
     );
     assert_eq!(body["status"], "414", "{body}");
+
+    let v1 = url.path().replacen("/scim/v2/", "/scim/v1/", 1);
+    let answer = too_long_a_uri(&url, &v1, &token).await;
+    let answer = String::from_utf8(answer).expect("text");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 414 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let body: Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(body["Errors"][0]["code"], "414", "{body}");
+}
+
+/// What the gateway answers to a GET of `{path}/Users` with a 70 kB filter.
+async fn too_long_a_uri(url: &reqwest::Url, path: &str, token: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let filter = encode(&format!("userName eq \"{}\"", "a".repeat(70_000)));
+    let request = format!(
+        "GET {path}/Users?filter={filter} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+        url.authority()
+    );
+    let mut socket = raw_connection(url).await;
+    socket.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(REQUEST_TIMEOUT, socket.read_to_end(&mut answer))
+        .await
+        .expect("an answer, then the connection closed")
+        .expect("read");
+    answer
 }
 
 /// A request answered before its body was read (here a 401 to a POST whose

@@ -7,14 +7,16 @@
 //! on every failure, so each connection's writer recognises those answers —
 //! a 4xx or 5xx head with `content-length: 0`, `connection: close` and no
 //! `content-type`, which no response of Roster's own has — and sends the same
-//! status with a SCIM error body instead.
+//! status with a SCIM error body instead: a 1.1 body (`{"Errors": [...]}`)
+//! when the last request line the connection read named a `/scim/v1/` path,
+//! a 2.0 one otherwise.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use axum::serve::Listener;
-use roster_scim::error::ERROR_SCHEMA;
+use roster_scim::error::ScimError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A listener whose connections get [`ErrorBodies`].
@@ -37,6 +39,9 @@ impl<L: Listener> Listener for WithErrorBodies<L> {
 /// A connection whose bodiless error answers from hyper get a SCIM body.
 pub struct ErrorBodies<Io> {
     io: Io,
+    /// Whether the last read that began with a request line named a SCIM
+    /// 1.1 path (a request hyper refuses is the last one it reads).
+    v1: bool,
     /// The answer being written in place of one of hyper's, and how many
     /// of hyper's bytes it stands for.
     replacing: Option<Replacement>,
@@ -53,6 +58,7 @@ impl<Io> ErrorBodies<Io> {
     pub fn new(io: Io) -> Self {
         Self {
             io,
+            v1: false,
             replacing: None,
         }
     }
@@ -88,8 +94,28 @@ impl<Io: AsyncRead + Unpin> AsyncRead for ErrorBodies<Io> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if let Some(v1) = names_v1_path(&buf.filled()[before..]) {
+            self.v1 = v1;
+        }
+        read
     }
+}
+
+/// Whether `read` begins with a request line (`METHOD /path`), and if so
+/// whether its path is a SCIM 1.1 one.
+fn names_v1_path(read: &[u8]) -> Option<bool> {
+    let method_end = read.iter().take(16).position(|&b| b == b' ')?;
+    let method = &read[..method_end];
+    if method.is_empty() || !method.iter().all(u8::is_ascii_uppercase) {
+        return None;
+    }
+    let target = &read[method_end + 1..];
+    target
+        .first()
+        .filter(|&&b| b == b'/')
+        .map(|_| target.starts_with(b"/scim/v1/"))
 }
 
 impl<Io: AsyncWrite + Unpin> AsyncWrite for ErrorBodies<Io> {
@@ -99,7 +125,7 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for ErrorBodies<Io> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         if self.replacing.is_none() {
-            match with_scim_body(buf) {
+            match with_scim_body(buf, self.v1) {
                 Some(bytes) => {
                     self.replacing = Some(Replacement {
                         bytes,
@@ -126,7 +152,7 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for ErrorBodies<Io> {
         // hyper writes a head it answers with by itself as the only buffer.
         let mut filled = bufs.iter().filter(|b| !b.is_empty());
         if let (Some(only), None) = (filled.next(), filled.next())
-            && let Some(bytes) = with_scim_body(only)
+            && let Some(bytes) = with_scim_body(only, self.v1)
         {
             self.replacing = Some(Replacement {
                 bytes,
@@ -155,8 +181,8 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for ErrorBodies<Io> {
 
 /// `written` with a SCIM error body when it is exactly one of hyper's own
 /// error answers: a whole 4xx/5xx head, `content-length: 0`, `connection:
-/// close`, no `content-type`.
-fn with_scim_body(written: &[u8]) -> Option<Vec<u8>> {
+/// close`, no `content-type`. `v1`: in SCIM 1.1's form.
+fn with_scim_body(written: &[u8], v1: bool) -> Option<Vec<u8>> {
     if !(written.starts_with(b"HTTP/1.1 4") || written.starts_with(b"HTTP/1.1 5")) {
         return None;
     }
@@ -182,14 +208,21 @@ fn with_scim_body(written: &[u8]) -> Option<Vec<u8>> {
     if !(empty && closes) {
         return None;
     }
-    let body = serde_json::json!({
-        "schemas": [ERROR_SCHEMA],
-        "status": status.to_string(),
-        "detail": detail(status),
-    })
-    .to_string();
+    let error = ScimError {
+        status,
+        scim_type: None,
+        detail: detail(status).to_owned(),
+    };
+    let (body, content_type) = match v1 {
+        false => (error.to_json(), "application/scim+json; charset=utf-8"),
+        true => (
+            roster_scim::v1::message::error_body(&error),
+            "application/json; charset=utf-8",
+        ),
+    };
+    let body = body.to_string();
     let mut out = format!(
-        "{status_line}\r\ncontent-type: application/scim+json; charset=utf-8\r\ncontent-length: {}\r\n",
+        "{status_line}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
         body.len()
     );
     for line in kept {
@@ -216,6 +249,7 @@ fn detail(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roster_scim::error::ERROR_SCHEMA;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const HYPER_414: &[u8] = b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\ndate: Mon, 07 Dec 2026 05:10:28 GMT\r\n\r\n";
@@ -241,7 +275,7 @@ mod tests {
             (400, "HTTP/1.1 400 Bad Request"),
         ] {
             let head = format!("{line}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
-            let (new_head, body) = body_of(&with_scim_body(head.as_bytes()).unwrap());
+            let (new_head, body) = body_of(&with_scim_body(head.as_bytes(), false).unwrap());
             assert!(new_head.starts_with(line), "{new_head}");
             assert!(new_head.contains("connection: close"), "{new_head}");
             assert!(new_head.contains("content-type: application/scim+json"));
@@ -264,7 +298,7 @@ mod tests {
             b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\nx",
             b"{\"HTTP/1.1 400\"}",
         ] {
-            assert_eq!(with_scim_body(written), None, "{written:?}");
+            assert_eq!(with_scim_body(written, false), None, "{written:?}");
         }
     }
 
@@ -314,5 +348,49 @@ mod tests {
         let (head, body) = body_of(&reader.await.unwrap());
         assert!(head.starts_with("HTTP/1.1 414 URI Too Long"), "{head}");
         assert_eq!(body["schemas"][0], ERROR_SCHEMA);
+    }
+
+    #[test]
+    fn request_lines_say_which_dialect_the_connection_speaks() {
+        let of = |read: &[u8]| names_v1_path(read);
+        assert_eq!(of(b"GET /scim/v1/d/Users HTTP/1.1\r\n"), Some(true));
+        assert_eq!(of(b"PATCH /scim/v1/d/Groups/1 HTTP/1.1"), Some(true));
+        assert_eq!(of(b"GET /scim/v2/d/Users HTTP/1.1\r\n"), Some(false));
+        assert_eq!(of(b"POST /healthz HTTP/1.1"), Some(false));
+        // Not a request line: a body, a continuation, garbage.
+        for other in [
+            &b"{\"userName\":\"GET /scim/v1/\"}"[..],
+            b"x-long: a b",
+            b"",
+            b"GET",
+        ] {
+            assert_eq!(of(other), None, "{other:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_scim_1_1_request_gets_a_1_1_error_body() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut wrapped = ErrorBodies::new(near);
+        far.write_all(b"GET /scim/v1/d/Users?filter=")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = wrapped.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        wrapped.write_all(HYPER_414).await.unwrap();
+        wrapped.shutdown().await.unwrap();
+        drop(wrapped);
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).await.unwrap();
+        let (head, body) = body_of(&got);
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert_eq!(body["Errors"][0]["code"], "414");
+        assert!(
+            body["Errors"][0]["description"]
+                .as_str()
+                .unwrap()
+                .contains("64 KiB")
+        );
     }
 }
