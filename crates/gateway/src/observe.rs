@@ -3,10 +3,10 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use tracing::{Instrument, field};
+use tracing::{Instrument, Span, field};
 
 use crate::auth::directory_in_path;
 use crate::dialect::Dialect;
@@ -110,32 +110,16 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let started = Instant::now();
     let (mut request, body) = crate::keep_alive::watch_body(request);
     let dialect = Dialect::of_path(request.uri().path());
-    request.extensions_mut().insert(dialect);
     let call = CallMeta::from_request(&request);
-    let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let directory_id = directory_in_path(request.uri().path())
-        .unwrap_or("")
-        .to_owned();
-    let span = tracing::info_span!(
-        "http_request",
-        %method,
-        route = %route,
-        directory_id = %directory_id,
-        request_id = %call.request_id,
-        trace_id = field::Empty,
-        status = field::Empty,
-        latency_ms = field::Empty,
-    );
-    // With OpenTelemetry installed the span continues the caller's trace and
-    // is what travels to the directory service; CallMeta covers the rest.
-    roster_telemetry::propagation::adopt_parent(&span, request.headers());
+    let method = request.method().clone();
+    let span = request_span(&request, &method, &route, &call);
+    request.extensions_mut().insert(dialect);
     request.extensions_mut().insert(call.clone());
     let timeout = state.config().request_timeout;
-    let idle_timeout = state.config().idle_timeout;
     let mut response = async move {
         match tokio::time::timeout(timeout, answer_panics(next.run(request))).await {
             Ok(response) => response,
@@ -147,17 +131,40 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     if let Ok(v) = HeaderValue::from_str(&call.request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
-    body.finish(&mut response, idle_timeout);
+    body.finish(&mut response, state.config().idle_timeout);
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.record("status", status);
-    span.record("latency_ms", latency_ms);
-    // The line names no field itself: the span around it carries them all,
-    // status and latency included (text logs print them before the target,
-    // JSON logs under "span"); repeating them doubled every line.
-    span.in_scope(|| tracing::info!(target: "roster_gateway::access", "request"));
+    log_access(&span, status, started);
     roster_telemetry::metrics::record_http(method.as_str(), &route, status, started);
     crate::dialect::answer_in(dialect, response)
+}
+
+/// The request's span. With OpenTelemetry installed it continues the
+/// caller's trace and is what travels to the directory service; `CallMeta`
+/// covers the rest.
+fn request_span(request: &Request, method: &Method, route: &str, call: &CallMeta) -> Span {
+    let directory_id = directory_in_path(request.uri().path()).unwrap_or("");
+    let span = tracing::info_span!(
+        "http_request",
+        %method,
+        route = %route,
+        directory_id = %directory_id,
+        request_id = %call.request_id,
+        trace_id = field::Empty,
+        status = field::Empty,
+        latency_ms = field::Empty,
+    );
+    roster_telemetry::propagation::adopt_parent(&span, request.headers());
+    span
+}
+
+/// Writes the access-log line of the request `span` belongs to. The line
+/// names no field itself: the span around it carries them all, status and
+/// latency included (text logs print them before the target, JSON logs
+/// under "span"); repeating them doubled every line.
+fn log_access(span: &Span, status: u16, started: Instant) {
+    span.record("status", status);
+    span.record("latency_ms", started.elapsed().as_secs_f64() * 1000.0);
+    span.in_scope(|| tracing::info!(target: "roster_gateway::access", "request"));
 }
 
 /// `answer`, or a 500 SCIM error if it panics: a bug below (in a handler, or
