@@ -69,6 +69,14 @@ pub struct DirectoryConfig {
     /// How long a replica's sync lease lasts without renewal: a replica that
     /// dies mid-sync blocks its directory for at most this long.
     pub sync_lease: Duration,
+    /// The listener pings each HTTP/2 connection this often, and closes one
+    /// whose peer has not answered a ping within `keepalive_timeout`: a
+    /// consumer whose machine vanished without closing its connection (no
+    /// FIN) would otherwise keep its `WatchChanges` stream until TCP gives up
+    /// on the progress messages, ~15 minutes with Linux's defaults.
+    pub keepalive_interval: Duration,
+    /// See `keepalive_interval`.
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for DirectoryConfig {
@@ -89,6 +97,8 @@ impl Default for DirectoryConfig {
             webhooks: WebhookConfig::default(),
             sync_poll: Duration::from_secs(5),
             sync_lease: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -211,6 +221,8 @@ impl Directory {
             request_span,
         );
         let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(config.keepalive_interval))
+            .http2_keepalive_timeout(Some(config.keepalive_timeout))
             .trace_fn(request_span)
             .layer(GrpcMetricsLayer)
             .layer(auth)

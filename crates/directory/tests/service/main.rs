@@ -4,6 +4,7 @@
 
 mod admin;
 mod credentials;
+mod keepalive;
 mod portal;
 mod resources;
 mod snapshot_cap;
