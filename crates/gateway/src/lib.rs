@@ -25,6 +25,7 @@ mod lru;
 pub mod members;
 pub mod observe;
 pub mod path;
+pub mod pool;
 pub mod portal;
 pub mod query;
 pub mod ratelimit;
@@ -81,7 +82,7 @@ pub async fn serve(
 }
 
 /// [`serve`] with a state built by the caller (e.g. with
-/// [`AppState::with_channel`]).
+/// [`AppState::with_direct`]).
 pub async fn serve_state(
     state: AppState,
     listener: TcpListener,

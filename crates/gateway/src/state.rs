@@ -5,7 +5,6 @@ use std::sync::Arc;
 use roster_proto::admin::admin_service_client::AdminServiceClient;
 use roster_proto::directory::DynDirectoryService;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
-use tonic::transport::Channel;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::activity::ActivityLog;
@@ -64,14 +63,7 @@ impl AppState {
         config: GatewayConfig,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Self, StartError> {
-        let channel = upstream::balanced_channel(&config, resolver)?;
-        Self::with_channel(config, channel)
-    }
-
-    /// Builds the state over an existing channel to the directory service
-    /// (e.g. an in-process one); `directory_endpoint` is then not used.
-    pub fn with_channel(config: GatewayConfig, channel: Channel) -> Result<Self, StartError> {
-        let upstream = Upstream::Channel(channel);
+        let upstream = Upstream::Pool(upstream::balanced_pool(&config, resolver)?);
         let directory = Arc::new(RemoteDirectory::new(upstream.clone()));
         Self::with_upstream(config, upstream, directory)
     }

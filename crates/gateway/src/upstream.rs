@@ -1,13 +1,13 @@
-//! The gateway's channel to the directory service: one connection per
-//! resolved address of the endpoint's host, balanced, following DNS.
+//! The gateway's connections to the directory service: one per resolved
+//! address of the endpoint's host, balanced, following DNS.
 //!
-//! tonic resolves a host name once per connection, so a single channel to a
-//! headless Service sticks to one pod, and pods added later get no traffic.
+//! A host name resolved once per connection would stick a gateway to one
+//! pod of a headless Service, and pods added later would get no traffic.
 //! Here a background task re-resolves the host every `directory_refresh` and
-//! feeds the differences to tonic's balance channel. When resolution fails or
-//! returns nothing the last known set stays; before anything was ever
-//! resolved the channel holds the endpoint as configured, so calls fail fast
-//! (503) instead of waiting for an address.
+//! applies the differences to the connection pool ([`crate::pool`]). When
+//! resolution fails or returns nothing the last known set stays; before
+//! anything was ever resolved the pool dials the endpoint as configured, so
+//! calls fail fast (503) instead of waiting for an address.
 
 use std::collections::HashSet;
 use std::io;
@@ -16,16 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use roster_tls::{Pem, Reloading, TlsError, TlsFiles};
-use tokio::sync::mpsc::Sender;
-use tonic::transport::channel::Change;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
+use http::Uri;
+use roster_tls::{ClientConfig, Pem, Reloading, TlsError, TlsFiles};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use crate::config::GatewayConfig;
+use crate::pool::{self, Dial, Pool, PoolConfig, WeakPool};
 use crate::state::StartError;
-
-/// Pending changes the balancer may buffer.
-const CHANGE_BUFFER: usize = 64;
 
 /// Turns the endpoint's host and port into the addresses to connect to.
 /// The gateway uses [`Dns`]; tests inject their own.
@@ -52,16 +49,7 @@ impl Resolve for Dns {
     }
 }
 
-/// What the balancer knows a connection by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Key {
-    /// The endpoint as configured (tonic resolves it when connecting); only
-    /// present while no address is known.
-    Configured,
-    Addr(SocketAddr),
-}
-
-/// The configured endpoint, split into what resolution needs.
+/// The configured endpoint, split into what resolution and dialling need.
 struct Target {
     uri: Uri,
     host: String,
@@ -88,23 +76,15 @@ impl Target {
         };
         Ok(Self { uri, host, port })
     }
-
-    /// The URI of one resolved address, with the configured scheme.
-    fn uri_of(&self, addr: SocketAddr) -> Uri {
-        let scheme = self.uri.scheme_str().unwrap_or("http");
-        format!("{scheme}://{addr}")
-            .parse()
-            .expect("a scheme and a socket address form a URI")
-    }
 }
 
-/// Builds the balanced, DNS-following channel and starts its resolver task
-/// (must run inside a Tokio runtime). The task ends when the channel is
-/// dropped.
-pub fn balanced_channel(
+/// Builds the balanced, DNS-following connection pool and starts its
+/// resolver task (must run inside a Tokio runtime). The task ends once the
+/// pool is dropped.
+pub fn balanced_pool(
     config: &GatewayConfig,
     resolver: Arc<dyn Resolve>,
-) -> Result<Channel, StartError> {
+) -> Result<Pool, StartError> {
     let target = Target::parse(&config.directory_endpoint)?;
     let https = target.uri.scheme_str() == Some("https");
     if https != config.directory_tls.is_some() {
@@ -116,46 +96,51 @@ pub fn balanced_channel(
         });
     }
     let tls = match &config.directory_tls {
-        Some(files) => Some(client_tls(files.clone(), &target.host)?),
+        Some(files) => Some(client_tls(files.clone())?),
         None => None,
     };
-    let template = Template::new(&target, tls);
-    let (channel, changes) = Channel::balance_channel(CHANGE_BUFFER);
-    changes
-        .try_send(Change::Insert(
-            Key::Configured,
-            template.endpoint(target.uri.clone()),
-        ))
-        .expect("a new balance channel has room for one change");
+    let invalid = |reason: &str| StartError::InvalidEndpoint {
+        endpoint: config.directory_endpoint.clone(),
+        reason: reason.to_owned(),
+    };
+    let pool = Pool::new(PoolConfig {
+        scheme: target
+            .uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| invalid("no scheme"))?,
+        authority: target
+            .uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| invalid("no host"))?,
+        host: target.host.clone(),
+        port: target.port,
+        tls,
+        ping_interval: pool::PING_INTERVAL,
+        ping_timeout: pool::PING_TIMEOUT,
+    });
     let follower = Follower {
         target,
-        template,
+        pool: pool.downgrade(),
         resolver,
-        changes,
         known: HashSet::new(),
         failing: false,
     };
     tokio::spawn(follower.run(config.directory_refresh));
-    Ok(channel)
+    Ok(pool)
 }
 
-/// The gateway's side of mutual TLS, following its files. Every address
-/// is verified against the endpoint's host name, not its IP.
-fn client_tls(files: TlsFiles, host: &str) -> Result<Reloading<ClientTlsConfig>, TlsError> {
-    let host = host.to_owned();
-    Reloading::load(files, move |pem: &Pem| {
-        let config = tls_config(pem, &host);
-        // tonic checks the pieces only when an endpoint takes them: do it
-        // now, so bad files fail at start (or are skipped on reload).
-        Channel::builder(Uri::from_static("https://check.invalid"))
-            .tls_config(config.clone())
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(config)
-    })
+/// The gateway's side of mutual TLS, following its files. The server's
+/// certificate is verified against the endpoint's host name, whichever
+/// address was dialled.
+fn client_tls(files: TlsFiles) -> Result<Reloading<ClientConfig>, TlsError> {
+    Reloading::load(files, roster_tls::client_config)
 }
 
-/// A client configuration presenting `pem`'s certificate and accepting a
-/// server certificate for `host` signed by `pem`'s CA.
+/// A tonic client configuration presenting `pem`'s certificate and
+/// accepting a server certificate for `host` signed by `pem`'s CA (`roster
+/// admin`'s channel to the directory service).
 pub fn tls_config(pem: &Pem, host: &str) -> ClientTlsConfig {
     ClientTlsConfig::new()
         .domain_name(host)
@@ -163,53 +148,13 @@ pub fn tls_config(pem: &Pem, host: &str) -> ClientTlsConfig {
         .identity(Identity::from_pem(&pem.cert_pem, &pem.key_pem))
 }
 
-/// The settings every connection to the directory service shares.
-struct Template {
-    origin: Uri,
-    tls: Option<Reloading<ClientTlsConfig>>,
-}
-
-impl Template {
-    fn new(target: &Target, tls: Option<Reloading<ClientTlsConfig>>) -> Self {
-        Self {
-            origin: target.uri.clone(),
-            tls,
-        }
-    }
-
-    fn endpoint(&self, uri: Uri) -> Endpoint {
-        // Requests keep the configured authority whichever pod they reach.
-        let endpoint = Channel::builder(uri)
-            .origin(self.origin.clone())
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let Some(tls) = &self.tls else {
-            return endpoint;
-        };
-        // Checked when loaded; should it fail anyway, the https endpoint
-        // without TLS refuses to connect (503), it never goes plain.
-        endpoint
-            .clone()
-            .tls_config(tls.get().as_ref().clone())
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot apply the directory TLS configuration");
-                endpoint
-            })
-    }
-
-    /// Whether the TLS files changed (and were reloaded) since the last look.
-    fn tls_rotated(&self) -> bool {
-        self.tls.as_ref().is_some_and(|tls| tls.reload())
-    }
-}
-
 /// The resolver task's state.
 struct Follower {
     target: Target,
-    template: Template,
+    pool: WeakPool,
     resolver: Arc<dyn Resolve>,
-    changes: Sender<Change<Key, Endpoint>>,
-    /// The addresses the balancer holds; empty while it holds `Configured`.
+    /// The addresses the pool holds; empty while it dials the host as
+    /// configured.
     known: HashSet<SocketAddr>,
     /// Whether the last resolution failed (to log only the transitions).
     failing: bool,
@@ -217,22 +162,18 @@ struct Follower {
 
 impl Follower {
     async fn run(mut self, every: Duration) {
-        loop {
-            if self.refresh().await.is_err() {
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                () = self.changes.closed() => return,
-            }
+        while self.refresh().await.is_ok() {
+            tokio::time::sleep(every).await;
         }
     }
 
-    /// Resolves once and applies the difference; `Err` when the channel is gone.
+    /// Resolves once and applies the difference; `Err` when the pool is gone.
     async fn refresh(&mut self) -> Result<(), Closed> {
-        if self.template.tls_rotated() {
-            self.reconnect_all().await?;
+        let pool = self.pool.upgrade().ok_or(Closed)?;
+        if pool.tls_rotated() {
+            pool.redial_all();
         }
+        drop(pool);
         let resolved = self
             .resolver
             .resolve(&self.target.host, self.target.port)
@@ -240,7 +181,7 @@ impl Follower {
         match resolved {
             Ok(addrs) if !addrs.is_empty() => {
                 self.failing = false;
-                self.apply(addrs.into_iter().collect()).await
+                self.apply(addrs.into_iter().collect())
             }
             Ok(_) => {
                 self.report("it resolved to no address");
@@ -264,55 +205,31 @@ impl Follower {
         self.failing = true;
     }
 
-    /// Inserts the new addresses before removing anything, so the balancer
-    /// is never left empty.
-    async fn apply(&mut self, addrs: HashSet<SocketAddr>) -> Result<(), Closed> {
+    /// Inserts the new addresses before removing anything, so the pool is
+    /// never left empty.
+    fn apply(&mut self, addrs: HashSet<SocketAddr>) -> Result<(), Closed> {
         if addrs == self.known {
             return Ok(());
         }
+        let pool = self.pool.upgrade().ok_or(Closed)?;
         let added: Vec<_> = addrs.difference(&self.known).copied().collect();
         let removed: Vec<_> = self.known.difference(&addrs).copied().collect();
         for addr in &added {
-            let endpoint = self.template.endpoint(self.target.uri_of(*addr));
-            self.send(Change::Insert(Key::Addr(*addr), endpoint))
-                .await?;
+            pool.insert(Dial::Addr(*addr));
         }
         if self.known.is_empty() {
-            self.send(Change::Remove(Key::Configured)).await?;
+            pool.remove(&Dial::Host);
         }
         for addr in &removed {
-            self.send(Change::Remove(Key::Addr(*addr))).await?;
+            pool.remove(&Dial::Addr(*addr));
         }
         tracing::info!(?added, ?removed, "directory service addresses changed");
         self.known = addrs;
         Ok(())
     }
-
-    /// Replaces every connection (new ones present the rotated certificate);
-    /// the balancer swaps each one once its replacement is ready.
-    async fn reconnect_all(&mut self) -> Result<(), Closed> {
-        let keys: Vec<Key> = if self.known.is_empty() {
-            vec![Key::Configured]
-        } else {
-            self.known.iter().copied().map(Key::Addr).collect()
-        };
-        for key in keys {
-            let uri = match &key {
-                Key::Configured => self.target.uri.clone(),
-                Key::Addr(addr) => self.target.uri_of(*addr),
-            };
-            let endpoint = self.template.endpoint(uri);
-            self.send(Change::Insert(key, endpoint)).await?;
-        }
-        Ok(())
-    }
-
-    async fn send(&self, change: Change<Key, Endpoint>) -> Result<(), Closed> {
-        self.changes.send(change).await.map_err(|_| Closed)
-    }
 }
 
-/// The balance channel was dropped.
+/// The pool was dropped.
 struct Closed;
 
 #[cfg(test)]
@@ -325,10 +242,6 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port), ("roster-directory", 50051));
         let t = Target::parse("http://[::1]:7").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 7));
-        assert_eq!(
-            t.uri_of("[::1]:7".parse().unwrap()).to_string(),
-            "http://[::1]:7/"
-        );
         let t = Target::parse("https://dir.example").unwrap();
         assert_eq!(t.port, 443);
         assert!(Target::parse("not a uri").is_err());
@@ -345,14 +258,11 @@ mod tests {
         }
     }
 
-    /// The changes sent so far, as (inserted?, key).
-    fn drain(rx: &mut tokio::sync::mpsc::Receiver<Change<Key, Endpoint>>) -> Vec<(bool, Key)> {
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|c| match c {
-                Change::Insert(k, _) => (true, k),
-                Change::Remove(k) => (false, k),
-            })
-            .collect()
+    /// The pool's members, sorted.
+    fn members(pool: &Pool) -> Vec<Dial> {
+        let mut members = pool.members();
+        members.sort_by_key(|d| format!("{d:?}"));
+        members
     }
 
     #[tokio::test]
@@ -368,38 +278,52 @@ mod tests {
             Ok(vec![]),
             Ok(vec![b]),
         ]));
-        let (changes, mut rx) = tokio::sync::mpsc::channel(16);
-        let target = Target::parse("http://dir:1").unwrap();
+        let config = GatewayConfig {
+            directory_endpoint: "http://dir:1".into(),
+            ..Default::default()
+        };
+        let pool = Pool::new(PoolConfig {
+            scheme: http::uri::Scheme::HTTP,
+            authority: "dir:1".parse().unwrap(),
+            host: "dir".into(),
+            port: 1,
+            tls: None,
+            ping_interval: pool::PING_INTERVAL,
+            ping_timeout: pool::PING_TIMEOUT,
+        });
         let mut follower = Follower {
-            template: Template::new(&target, None),
-            target,
+            target: Target::parse(&config.directory_endpoint).unwrap(),
+            pool: pool.downgrade(),
             resolver: Arc::new(script),
-            changes,
             known: HashSet::new(),
             failing: false,
         };
         let mut step = async || {
             assert!(follower.refresh().await.is_ok());
-            let mut sent = drain(&mut rx);
-            sent.sort_by_key(|(_, k)| format!("{k:?}"));
-            sent
+            members(&pool)
         };
         assert_eq!(
             step().await,
-            vec![],
+            vec![Dial::Host],
             "nothing known: the configured endpoint stays"
+        );
+        assert_eq!(step().await, vec![Dial::Addr(a), Dial::Addr(b)]);
+        assert_eq!(
+            step().await,
+            vec![Dial::Addr(a), Dial::Addr(b)],
+            "a failure keeps the set"
         );
         assert_eq!(
             step().await,
-            vec![
-                (true, Key::Addr(a)),
-                (true, Key::Addr(b)),
-                (false, Key::Configured)
-            ]
+            vec![Dial::Addr(a), Dial::Addr(b)],
+            "an empty answer keeps the set"
         );
-        assert_eq!(step().await, vec![], "a failure keeps the set");
-        assert_eq!(step().await, vec![], "an empty answer keeps the set");
-        assert_eq!(step().await, vec![(false, Key::Addr(a))]);
+        assert_eq!(step().await, vec![Dial::Addr(b)]);
+        drop(pool);
+        assert!(
+            follower.refresh().await.is_err(),
+            "the task ends with the pool"
+        );
     }
 }
 
@@ -423,8 +347,8 @@ pub type DirectService = tower::util::BoxCloneSyncService<
 /// (`roster gateway`); in `roster serve` it is called through its trait.
 #[derive(Clone)]
 pub enum Upstream {
-    /// tonic over HTTP/2: TCP (optionally mutual TLS) or an in-process pipe.
-    Channel(Channel),
+    /// HTTP/2 over TCP (optionally mutual TLS) to the directory service's pods.
+    Pool(Pool),
     /// A direct call; `timeout` bounds the time to the response's head, as
     /// the tonic server does with the request's `grpc-timeout`.
     Direct {
@@ -445,17 +369,14 @@ impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Upstre
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
         match self {
-            Self::Channel(channel) => tower::Service::poll_ready(channel, cx).map_err(Into::into),
+            Self::Pool(pool) => tower::Service::poll_ready(pool, cx),
             Self::Direct { service, .. } => service.poll_ready(cx),
         }
     }
 
     fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
         match self {
-            Self::Channel(channel) => {
-                let call = tower::Service::call(channel, request);
-                Box::pin(async move { call.await.map_err(Into::into) })
-            }
+            Self::Pool(pool) => Box::pin(pool.clone().send(request)),
             Self::Direct { service, timeout } => {
                 let (call, timeout) = (service.call(request), *timeout);
                 Box::pin(async move {

@@ -28,7 +28,8 @@ use tokio_rustls::TlsAcceptor;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use rustls::ServerConfig;
+pub use rustls::{ClientConfig, ServerConfig};
+pub use tokio_rustls::client::TlsStream as ClientTlsStream;
 pub use tokio_rustls::server::TlsStream as ServerTlsStream;
 
 /// A TLS handshake that takes longer than this is abandoned.
@@ -259,6 +260,41 @@ pub fn server_config(pem: &Pem) -> Result<ServerConfig, TlsError> {
         .map_err(|e| TlsError::Config(e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// The gateway's side: its certificate presented to the directory service,
+/// whose certificate must chain to the CA. HTTP/2 only (ALPN `h2`).
+pub fn client_config(pem: &Pem) -> Result<ClientConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in &pem.roots {
+        roots
+            .add(ca.clone())
+            .map_err(|e| TlsError::Config(format!("unusable CA certificate: {e}")))?;
+    }
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(pem.chain.clone(), pem.key.clone_key())
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Opens TLS over `tcp` to `server_name` (checked against the directory
+/// service's certificate) within the handshake timeout.
+pub async fn connect(
+    config: Arc<ClientConfig>,
+    server_name: &str,
+    tcp: TcpStream,
+) -> io::Result<ClientTlsStream<TcpStream>> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
 /// A server configuration that follows its files.

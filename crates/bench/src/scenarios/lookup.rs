@@ -15,10 +15,14 @@
 
 use std::sync::Arc;
 
-use anyhow::ensure;
+use anyhow::{Context as _, ensure};
 use rand::Rng;
+use roster_gateway::pool::{self, Pool, PoolConfig};
 use sqlx::Row;
 use sqlx::postgres::PgPoolOptions;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use uuid::Uuid;
 
 use crate::cli::BenchArgs;
@@ -146,7 +150,11 @@ async fn one_directory(env: &Env, args: &BenchArgs, report: &mut Report) -> anyh
         .push(Measurement::of(label, args.seed_concurrency, &mut seeded));
     let clients = Arc::new(vec![(dir.parse()?, client, args.lookup_users)]);
     let layout = format!("{} users, 1 directory", args.lookup_users);
-    measure_all(env, &layout, clients, args, report).await
+    measure_all(env, &layout, clients, args, report).await?;
+    if args.split_processes || args.grpc_over_tcp {
+        measure_grpc_floor(env, args, report).await?;
+    }
+    Ok(())
 }
 
 async fn many_directories(env: &Env, args: &BenchArgs, report: &mut Report) -> anyhow::Result<()> {
@@ -336,6 +344,60 @@ async fn measure_raw(
     held.lock().unwrap().clear();
     pool.close().await;
     Ok(Measurement::of(label, concurrency, &mut timed).with_cpu(cpu))
+}
+
+/// The floor of the gateway → directory hop (split processes, or gRPC
+/// over TCP): `grpc.health.v1.Health/Check`, which reads one map entry, sent
+/// by the bench through the gateway's connection pool straight to the
+/// directory service at 1 and `--concurrency`
+/// calls in flight. What one such call costs the server side and the client
+/// side is what any call through the hop costs on top of its own work.
+async fn measure_grpc_floor(
+    env: &Env,
+    args: &BenchArgs,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    // The gateway's own client (`roster_gateway::pool`), so the client
+    // side's CPU is what the gateway pays.
+    let endpoint: http::Uri = env.server.grpc_endpoint.parse()?;
+    let channel = Pool::new(PoolConfig {
+        scheme: http::uri::Scheme::HTTP,
+        authority: endpoint.authority().context("no authority")?.clone(),
+        host: endpoint.host().context("no host")?.to_owned(),
+        port: endpoint.port_u16().context("no port")?,
+        tls: None,
+        ping_interval: pool::PING_INTERVAL,
+        ping_timeout: pool::PING_TIMEOUT,
+    });
+    let mut levels = vec![1, args.concurrency];
+    levels.dedup();
+    for concurrency in levels {
+        let label = "gRPC Health/Check to the directory service (the hop's floor)";
+        eprintln!(
+            "[{}] {label} × {} at concurrency {concurrency}",
+            crate::elapsed_tag(),
+            args.lookups
+        );
+        let meter = env.cpu_meter();
+        let cpu = meter.snapshot().await?;
+        let channel = channel.clone();
+        let mut timed = load::run(args.lookups, concurrency, move |_| {
+            let mut health = HealthClient::new(channel.clone());
+            async move {
+                let answer = health.check(HealthCheckRequest::default()).await?;
+                ensure!(
+                    answer.into_inner().status() == ServingStatus::Serving,
+                    "the directory service is not serving"
+                );
+                Ok(())
+            }
+        })
+        .await?;
+        let cpu = meter.per_op(&cpu, args.lookups).await?;
+        let m = Measurement::of(label, concurrency, &mut timed).with_cpu(cpu);
+        report.measurements.push(m);
+    }
+    Ok(())
 }
 
 /// `lookups` searches with `probe`, each for a random seeded user of a

@@ -10,6 +10,7 @@ mod data_rules;
 mod large_groups;
 mod mtls;
 mod offline;
+mod pool;
 mod portal;
 mod scim_api;
 mod scim_v1;

@@ -1,0 +1,120 @@
+//! The gateway's connections to the directory service
+//! (`roster_gateway::pool`) against real HTTP/2 servers over loopback TCP:
+//! the directory service itself beside an address nothing listens on, a
+//! server that accepts and then never answers, and one that refuses a
+//! stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use roster_directory::DirectoryConfig;
+use roster_gateway::pool::{Dial, PING_INTERVAL, PING_TIMEOUT, Pool, PoolConfig};
+use roster_testkit::app::{Server, loopback, sqlite_store};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+
+fn config(addr: SocketAddr) -> PoolConfig {
+    PoolConfig {
+        scheme: http::uri::Scheme::HTTP,
+        authority: addr.to_string().parse().unwrap(),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        tls: None,
+        ping_interval: PING_INTERVAL,
+        ping_timeout: PING_TIMEOUT,
+    }
+}
+
+async fn check(pool: &Pool) -> Result<ServingStatus, tonic::Status> {
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let response = HealthClient::new(pool.clone()).check(request).await?;
+    Ok(response.into_inner().status())
+}
+
+#[tokio::test]
+async fn every_call_reaches_the_live_member_when_another_is_dead() {
+    let server = Server::start(sqlite_store("pool").await, DirectoryConfig::default()).await;
+    let (refusing, dead) = loopback().await;
+    drop(refusing);
+    let pool = Pool::new(config(server.addr));
+    pool.insert(Dial::Addr(dead));
+    pool.insert(Dial::Addr(server.addr));
+    pool.remove(&Dial::Host);
+    for call in 0..20 {
+        let status = check(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("call {call}: {e}"));
+        assert_eq!(status, ServingStatus::Serving, "call {call}");
+    }
+}
+
+#[tokio::test]
+async fn a_call_to_a_server_gone_silent_fails_once_its_pings_go_unanswered() {
+    let (listener, addr) = loopback().await;
+    // Accepts, reads everything, answers nothing (not even SETTINGS).
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut sink = vec![0; 16 * 1024];
+        while socket.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    });
+    let pool = Pool::new(PoolConfig {
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(300),
+        ..config(addr)
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(20), check(&pool))
+        .await
+        .expect("the call ends instead of hanging");
+    assert!(answer.is_err(), "{answer:?}");
+}
+
+/// Refuses the first stream (REFUSED_STREAM, RFC 9113 §8.7: not processed)
+/// and answers every later one SERVING; counts the streams.
+async fn refuse_once(listener: TcpListener, streams: Arc<AtomicUsize>) {
+    let (socket, _) = listener.accept().await.unwrap();
+    let mut connection = h2::server::handshake(socket).await.unwrap();
+    while let Some(Ok((_, mut respond))) = connection.accept().await {
+        if streams.fetch_add(1, Ordering::SeqCst) == 0 {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
+            continue;
+        }
+        let head = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let mut body = respond.send_response(head, false).unwrap();
+        let message = prost::Message::encode_to_vec(&HealthCheckResponse {
+            status: ServingStatus::Serving as i32,
+        });
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(&message);
+        body.send_data(Bytes::from(frame), false).unwrap();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        body.send_trailers(trailers).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_sent_again() {
+    let (listener, addr) = loopback().await;
+    let streams = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(refuse_once(listener, Arc::clone(&streams)));
+    let pool = Pool::new(config(addr));
+    let status = check(&pool).await.expect("answered on the second stream");
+    assert_eq!(status, ServingStatus::Serving);
+    assert_eq!(
+        streams.load(Ordering::SeqCst),
+        2,
+        "refused once, then answered"
+    );
+}
