@@ -93,6 +93,12 @@ pub struct BenchArgs {
     /// (CPU and RSS are the sum of both).
     #[arg(long)]
     pub split_processes: bool,
+    /// Tokio worker threads of each server process (`TOKIO_WORKER_THREADS`
+    /// in its environment; default: one per CPU, as tokio sizes itself, which
+    /// in a Kubernetes pod is its CPU limit). With `--split-processes`, `1`
+    /// models two pods of one CPU each sharing this machine's two.
+    #[arg(long)]
+    pub server_worker_threads: Option<usize>,
     /// Messages buffered per WatchChanges stream in the server under test
     /// (default: the directory service's own).
     #[arg(long)]

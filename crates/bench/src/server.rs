@@ -187,8 +187,9 @@ impl ServerProcess {
         if args.server_log != "off" {
             command.extend(["--log".into(), args.server_log.clone()]);
         }
+        let workers = args.server_worker_threads;
         if !args.split_processes {
-            let (child, http, grpc) = spawn_serve(&command).await?;
+            let (child, http, grpc) = spawn_serve(&command, workers).await?;
             return Ok(Self {
                 children: vec![child],
                 http_root: format!("http://{http}"),
@@ -197,11 +198,11 @@ impl ServerProcess {
         }
         let mut directory = command.clone();
         directory.extend(["--role".into(), "directory".into()]);
-        let (directory, _, grpc) = spawn_serve(&directory).await?;
+        let (directory, _, grpc) = spawn_serve(&directory, workers).await?;
         let grpc_endpoint = format!("http://{grpc}");
         command.extend(["--role".into(), "gateway".into()]);
         command.extend(["--directory-endpoint".into(), grpc_endpoint.clone()]);
-        let (gateway, http, _) = spawn_serve(&command).await?;
+        let (gateway, http, _) = spawn_serve(&command, workers).await?;
         Ok(Self {
             children: vec![directory, gateway],
             http_root: format!("http://{http}"),
@@ -271,11 +272,19 @@ impl ServerProcess {
     }
 }
 
-/// Starts `<this executable> __serve <args>`; returns it and the HTTP and
-/// gRPC addresses its ready line names.
-async fn spawn_serve(args: &[String]) -> anyhow::Result<(Child, String, String)> {
+/// Starts `<this executable> __serve <args>` (with `workers` tokio worker
+/// threads, if given); returns it and the HTTP and gRPC addresses its ready
+/// line names.
+async fn spawn_serve(
+    args: &[String],
+    workers: Option<usize>,
+) -> anyhow::Result<(Child, String, String)> {
     let exe = std::env::current_exe().context("cannot find the bench executable")?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if let Some(workers) = workers {
+        command.env("TOKIO_WORKER_THREADS", workers.to_string());
+    }
+    let mut child = command
         .arg("__serve")
         .args(args)
         .stdin(Stdio::piped())
