@@ -24,8 +24,8 @@ pub(super) enum StoreKind {
     Sqlite(std::path::PathBuf),
 }
 
-/// `roster serve`: both halves in one process, talking gRPC over an
-/// in-process pipe.
+/// `roster serve`: both halves in one process; the gateway calls the
+/// directory service through its generated trait, without the wire.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let (store, kind) = open_store(&args.process.store).await?;
     let grpc = bind(

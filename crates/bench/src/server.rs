@@ -2,9 +2,9 @@
 //! are its own: the bench re-executes itself with the hidden `__serve`
 //! subcommand, which wires the directory service and the gateway exactly as
 //! `roster serve` does (see `src/cli/serve.rs` of the root package): the
-//! gateway reaches the directory service over an in-process pipe, or with
-//! `--grpc-over-tcp` over loopback TCP, as separate `roster gateway` and
-//! `roster directory` processes would.
+//! gateway calls the directory service in its process, or with
+//! `--grpc-over-tcp` over loopback TCP, as a `roster gateway` calls a
+//! `roster directory`; `--split-processes` runs those two as two processes.
 
 use std::process::Stdio;
 use std::sync::Arc;

@@ -31,5 +31,5 @@ pub mod watch;
 pub mod webhooks;
 
 pub use in_process::InProcess;
-pub use local::{DirectService, LocalListener, local_channel};
+pub use local::DirectService;
 pub use server::{Directory, DirectoryConfig, Error, serve};

@@ -1,10 +1,8 @@
-//! In-process gRPC connections, for `roster serve`: when the gateway and the
-//! directory service share a process, their HTTP/2 connection runs over an
-//! in-memory pipe instead of loopback TCP. Everything above the socket is
-//! unchanged — the same tonic server with its layers, interceptors and
-//! graceful shutdown, the same client `Channel` — only the kernel's TCP
-//! path is gone, which was the largest single cost of a call
-//! (docs/performance.md, "The gRPC hop").
+//! The two ways in to the directory service's routes besides tonic's own
+//! accept loop: the connections its listener accepts ([`Conn`], writes
+//! gathered until h2 flushes), and the routes called in the process as one
+//! tower service ([`DirectService`], `roster serve`'s admin and health
+//! calls).
 
 use std::io;
 use std::pin::Pin;
@@ -12,46 +10,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, BufWriter, DuplexStream, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tonic::transport::server::{Connected, TcpConnectInfo};
-use tonic::transport::{Channel, Endpoint, Uri};
-
-/// Bytes buffered in each direction of a pipe (a writer waits beyond it,
-/// as on a socket with a full send buffer).
-const PIPE_BUFFER: usize = 256 * 1024;
-
-/// The server's end: pipes opened by [`local_channel`]'s clients, to be
-/// served next to the TCP listener (see `Directory::serve_with_local`).
-#[derive(Debug)]
-pub struct LocalListener {
-    pipes: mpsc::UnboundedReceiver<DuplexStream>,
-}
-
-/// A lazily connecting client channel and the listener that receives its
-/// connections. When the listener is dropped (the server stopped), calls
-/// fail with `UNAVAILABLE`, as on a refused TCP connection.
-pub fn local_channel() -> (Channel, LocalListener) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let connect = tower::service_fn(move |_: Uri| {
-        let tx = tx.clone();
-        async move {
-            let (client, server) = tokio::io::duplex(PIPE_BUFFER);
-            tx.send(server).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::ConnectionRefused,
-                    "directory service stopped",
-                )
-            })?;
-            Ok::<_, io::Error>(TokioIo::new(client))
-        }
-    });
-    // The URI only names the authority of the HTTP/2 requests.
-    let channel = Endpoint::from_static("http://roster.local").connect_with_connector_lazy(connect);
-    (channel, LocalListener { pipes: rx })
-}
 
 /// The directory service's TLS configuration, following its files.
 pub(crate) type ServerTls = roster_tls::Reloading<roster_tls::ServerConfig>;
@@ -61,8 +22,8 @@ pub(crate) type ServerTls = roster_tls::Reloading<roster_tls::ServerConfig>;
 /// fits here, so a typical reply (headers, message, trailers) is one write.
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// A connection the server accepted (a TCP socket, with or without TLS, or
-/// an in-process pipe), its writes gathered until h2 flushes them.
+/// A connection the server accepted (a TCP socket, with or without TLS),
+/// its writes gathered until h2 flushes them.
 ///
 /// Why: h2 copies a DATA frame into its write buffer only below a threshold
 /// — 256 bytes when the transport says it supports vectored writes, 1 KiB
@@ -87,17 +48,15 @@ impl Conn {
 enum Io {
     Tcp(TcpStream),
     Tls(Box<roster_tls::ServerTlsStream<TcpStream>>),
-    Local(DuplexStream),
 }
 
 impl Connected for Conn {
-    type ConnectInfo = Option<TcpConnectInfo>;
+    type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         match self.0.get_ref() {
-            Io::Tcp(tcp) => Some(tcp.connect_info()),
-            Io::Tls(tls) => Some(tls.get_ref().0.connect_info()),
-            Io::Local(_) => None,
+            Io::Tcp(tcp) => tcp.connect_info(),
+            Io::Tls(tls) => tls.get_ref().0.connect_info(),
         }
     }
 }
@@ -144,7 +103,6 @@ impl AsyncRead for Io {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Local(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -158,7 +116,6 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Local(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -166,7 +123,6 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_flush(cx),
             Io::Tls(s) => Pin::new(s).poll_flush(cx),
-            Io::Local(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -174,32 +130,23 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Local(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
 
-/// TCP connections (over TLS when configured) and local pipes as one
-/// stream of accepted connections.
+/// TCP connections (over TLS when configured) as a stream of accepted
+/// connections.
 pub(crate) fn incoming(
     tcp: impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
     tls: Option<Arc<ServerTls>>,
-    local: Option<LocalListener>,
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
     use futures::StreamExt;
-    let tcp = match tls {
+    match tls {
         Some(tls) => roster_tls::incoming(tcp, tls)
             .map(|r| r.map(|s| Conn::new(Io::Tls(Box::new(s)))))
             .boxed(),
         None => tcp.map(|r| r.map(|s| Conn::new(Io::Tcp(s)))).boxed(),
-    };
-    let local = match local {
-        Some(l) => tokio_stream::wrappers::UnboundedReceiverStream::new(l.pipes)
-            .map(|pipe| Ok(Conn::new(Io::Local(pipe))))
-            .boxed(),
-        None => futures::stream::empty().boxed(),
-    };
-    futures::stream::select(tcp, local)
+    }
 }
 
 /// A gRPC service called in the process: HTTP requests with tonic bodies in,
@@ -258,18 +205,26 @@ mod tests {
     /// all of it by the flush; h2 is told to copy small frames (see [`Conn`]).
     #[tokio::test]
     async fn writes_are_gathered_until_the_flush() {
-        let (near, mut far) = tokio::io::duplex(64 * 1024);
-        let mut conn = Conn::new(Io::Local(near));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut far = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (near, _) = listener.accept().await.unwrap();
+        let mut conn = Conn::new(Io::Tcp(near));
         assert!(!conn.is_write_vectored());
         conn.write_all(b"headers+message").await.unwrap();
         conn.write_all(b"|trailers").await.unwrap();
         let mut buf = [0u8; 64];
-        // The pipe holds only what was really written: nothing yet.
+        // The socket holds only what was really written: nothing yet.
         let early = futures::FutureExt::now_or_never(far.read(&mut buf));
         assert!(early.is_none(), "nothing is sent before the flush");
         conn.flush().await.unwrap();
-        let n = far.read(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"headers+message|trailers");
+        let mut got = Vec::new();
+        while got.len() < b"headers+message|trailers".len() {
+            let n = far.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"headers+message|trailers");
 
         far.write_all(b"request").await.unwrap();
         let n = conn.read(&mut buf).await.unwrap();

@@ -20,8 +20,8 @@ use tonic_health::server::HealthReporter;
 use crate::admin::AdminApi;
 use crate::credentials::{InternalAuth, InternalAuthLayer};
 use crate::grpc::{self, Grpc};
+use crate::local::DirectService;
 use crate::local::ServerTls;
-use crate::local::{DirectService, LocalListener};
 use crate::service::DirectoryApi;
 use crate::watch::{ChangeHub, WatchConfig};
 use crate::webhooks::{Deliveries, WebhookConfig};
@@ -294,17 +294,6 @@ impl Directory {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), Error> {
-        self.serve_with_local(listener, None, shutdown).await
-    }
-
-    /// [`Directory::serve`], also serving the in-process connections of
-    /// `local` (see [`crate::local::local_channel`]).
-    pub async fn serve_with_local(
-        self,
-        listener: TcpListener,
-        local: Option<LocalListener>,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<(), Error> {
         let Self {
             router,
             direct: _,
@@ -322,7 +311,7 @@ impl Directory {
         // Without TCP_NODELAY a response's last HTTP/2 frames wait for the
         // client's delayed ACK: 40 ms per call (docs/performance.md).
         let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let incoming = crate::local::incoming(tcp, tls, local);
+        let incoming = crate::local::incoming(tcp, tls);
         let signal = async move {
             shutdown.await;
             hub.close();
