@@ -53,8 +53,7 @@ impl Call {
         let result = match self.deadline {
             Some(deadline) => tokio::time::timeout(deadline, call)
                 .await
-                // What tonic's server answers when a call's deadline passes.
-                .unwrap_or_else(|_| Err(Status::cancelled("Timeout expired"))),
+                .unwrap_or_else(|_| Err(roster_proto::contract::deadline_exceeded())),
             None => call.await,
         };
         let code = result
@@ -205,7 +204,7 @@ mod tests {
         let never = std::future::pending::<Result<(), Status>>();
         let status = call.run(never).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Cancelled);
-        assert_eq!(status.message(), "Timeout expired");
+        assert_eq!(status.message(), "Timeout expired", "tonic's own words");
 
         let ok = Call::begin(path, Request::new(()).metadata());
         assert_eq!(ok.run(async { Ok(7) }).await.unwrap(), 7);

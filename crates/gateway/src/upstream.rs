@@ -382,8 +382,7 @@ impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Upstre
                 Box::pin(async move {
                     match tokio::time::timeout(timeout, call).await {
                         Ok(result) => result,
-                        // What tonic's server answers when a call's deadline passes.
-                        Err(_) => Ok(tonic::Status::cancelled("Timeout expired").into_http()),
+                        Err(_) => Ok(roster_proto::contract::deadline_exceeded().into_http()),
                     }
                 })
             }
