@@ -152,16 +152,35 @@ impl Pool {
 
     /// Sends `request` and returns the response whose body streams from the
     /// connection. Errors are tonic's to turn into a status: a failed dial
-    /// is UNAVAILABLE, an `h2` error the code tonic gives it.
+    /// is UNAVAILABLE, an `h2` error the code tonic gives it. A request the
+    /// server never processed is sent once more.
     pub async fn send(
         self,
         request: Request<tonic::body::Body>,
     ) -> Result<Response<tonic::body::Body>, BoxError> {
+        let outgoing = Outgoing::collect(request, &self.0).await?;
+        match self.0.attempt(&outgoing).await {
+            Err(Attempt::Unprocessed(_)) => self.0.attempt(&outgoing).await,
+            answer => answer,
+        }
+        .map_err(Attempt::into_error)
+    }
+}
+
+/// A request ready to be sent, as often as needed.
+struct Outgoing {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Outgoing {
+    async fn collect(request: Request<tonic::body::Body>, pool: &Inner) -> Result<Self, BoxError> {
         let (parts, body) = request.into_parts();
         // Every call the gateway makes sends one message (unary or
         // server-streaming): collecting it lets HEADERS and DATA leave together.
         let body = body.collect().await?.to_bytes();
-        let uri = self.0.absolute(&parts.uri)?;
         let mut headers = parts.headers;
         headers
             .entry(USER_AGENT)
@@ -169,32 +188,36 @@ impl Pool {
                 "roster-gateway/",
                 env!("CARGO_PKG_VERSION")
             )));
-        let mut retried = false;
-        loop {
-            let (member, conn) = self.0.pick().await?;
-            let mut head = Request::new(());
-            *head.method_mut() = parts.method.clone();
-            *head.uri_mut() = uri.clone();
-            *head.version_mut() = http::Version::HTTP_2;
-            *head.headers_mut() = headers.clone();
-            let error = match conn.start(head, body.clone()) {
-                Ok(response) => match response.await {
-                    Ok(response) => return Ok(response.map(|s| tonic::body::Body::new(Recv(s)))),
-                    Err(e) if never_processed(&e) => e,
-                    Err(e) => return Err(e.into()),
-                },
-                // Refused before the stream opened: the connection is gone.
-                Err(e) => e,
-            };
-            // A refused stream leaves its connection as it was; anything
-            // else refused here means the connection takes no more streams.
-            if !error.is_reset() {
-                member.retire(&conn);
-            }
-            if retried {
-                return Err(error.into());
-            }
-            retried = true;
+        Ok(Self {
+            method: parts.method,
+            uri: pool.absolute(&parts.uri)?,
+            headers,
+            body,
+        })
+    }
+
+    fn head(&self) -> Request<()> {
+        let mut head = Request::new(());
+        *head.method_mut() = self.method.clone();
+        *head.uri_mut() = self.uri.clone();
+        *head.version_mut() = http::Version::HTTP_2;
+        *head.headers_mut() = self.headers.clone();
+        head
+    }
+}
+
+/// Why one attempt at a call failed.
+enum Attempt {
+    /// The server never processed the request: it may be sent again.
+    Unprocessed(h2::Error),
+    Failed(BoxError),
+}
+
+impl Attempt {
+    fn into_error(self) -> BoxError {
+        match self {
+            Self::Unprocessed(e) => e.into(),
+            Self::Failed(e) => e,
         }
     }
 }
@@ -241,6 +264,29 @@ impl Inner {
         parts.authority = Some(self.config.authority.clone());
         parts.path_and_query = uri.path_and_query().cloned();
         Ok(Uri::from_parts(parts)?)
+    }
+
+    /// Sends `outgoing` on a connection of the pool.
+    async fn attempt(
+        self: &Arc<Self>,
+        outgoing: &Outgoing,
+    ) -> Result<Response<tonic::body::Body>, Attempt> {
+        let (member, conn) = self.pick().await.map_err(Attempt::Failed)?;
+        let unprocessed = match conn.start(outgoing.head(), outgoing.body.clone()) {
+            Ok(response) => match response.await {
+                Ok(response) => return Ok(response.map(|s| tonic::body::Body::new(Recv(s)))),
+                Err(e) if never_processed(&e) => e,
+                Err(e) => return Err(Attempt::Failed(e.into())),
+            },
+            // Refused before the stream opened: the connection is gone.
+            Err(e) => e,
+        };
+        // A refused stream leaves its connection as it was; anything else
+        // refused here means the connection takes no more streams.
+        if !unprocessed.is_reset() {
+            member.retire(&conn);
+        }
+        Err(Attempt::Unprocessed(unprocessed))
     }
 
     /// The member whose turn it is if its connection is up, else the next
