@@ -243,21 +243,15 @@ impl<T> Reloading<T> {
 /// required and verified against the CA.
 pub fn server_config(pem: &Pem) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    for ca in &pem.roots {
-        roots
-            .add(ca.clone())
-            .map_err(|e| TlsError::Config(format!("unusable CA certificate: {e}")))?;
-    }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let verifier = WebPkiClientVerifier::builder_with_provider(trusted(pem)?, provider.clone())
         .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(config_error)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(config_error)?
         .with_client_cert_verifier(verifier)
         .with_single_cert(pem.chain.clone(), pem.key.clone_key())
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(config_error)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -266,20 +260,29 @@ pub fn server_config(pem: &Pem) -> Result<ServerConfig, TlsError> {
 /// whose certificate must chain to the CA. HTTP/2 only (ALPN `h2`).
 pub fn client_config(pem: &Pem) -> Result<ClientConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_root_certificates(trusted(pem)?)
+        .with_client_auth_cert(pem.chain.clone(), pem.key.clone_key())
+        .map_err(config_error)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The CA certificates of `pem`, as what the peer must chain to.
+fn trusted(pem: &Pem) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for ca in &pem.roots {
         roots
             .add(ca.clone())
             .map_err(|e| TlsError::Config(format!("unusable CA certificate: {e}")))?;
     }
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(pem.chain.clone(), pem.key.clone_key())
-        .map_err(|e| TlsError::Config(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok(Arc::new(roots))
+}
+
+fn config_error(e: impl std::fmt::Display) -> TlsError {
+    TlsError::Config(e.to_string())
 }
 
 /// Opens TLS over `tcp` to `server_name` (checked against the directory
