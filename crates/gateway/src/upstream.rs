@@ -232,6 +232,69 @@ impl Follower {
 /// The pool was dropped.
 struct Closed;
 
+/// The directory service called in the gateway's own process (`roster
+/// serve`): one tower service taking gRPC requests as HTTP requests with
+/// tonic bodies, with no connection in between. Produced by
+/// `roster_directory::Directory::direct_service` (the same routes behind the
+/// same credential check, metrics and request span as its listeners).
+pub type DirectService = tower::util::BoxCloneSyncService<
+    tonic::codegen::http::Request<tonic::body::Body>,
+    tonic::codegen::http::Response<tonic::body::Body>,
+    tonic::codegen::StdError,
+>;
+
+/// What the gateway's gRPC clients call: the connection pool to the
+/// directory service's pods, or the service itself in the same process. Either way the
+/// request carries the same metadata (request id, trace context, the
+/// internal credential, which the directory service checks in both cases)
+/// and the same protobuf messages; only HTTP/2 is left out of the direct one.
+/// `DirectoryService` goes through here only as [`crate::remote::RemoteDirectory`]
+/// (`roster gateway`); in `roster serve` it is called through its trait.
+#[derive(Clone)]
+pub enum Upstream {
+    /// HTTP/2 over TCP (optionally mutual TLS) to the directory service's pods.
+    Pool(Pool),
+    /// A direct call; `timeout` bounds the time to the response's head, as
+    /// the tonic server does with the request's `grpc-timeout`.
+    Direct {
+        /// The directory service.
+        service: DirectService,
+        /// The per-call deadline.
+        timeout: Duration,
+    },
+}
+
+impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Upstream {
+    type Response = tonic::codegen::http::Response<tonic::body::Body>;
+    type Error = tonic::codegen::StdError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self {
+            Self::Pool(pool) => tower::Service::poll_ready(pool, cx),
+            Self::Direct { service, .. } => service.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        match self {
+            Self::Pool(pool) => Box::pin(pool.clone().send(request)),
+            Self::Direct { service, timeout } => {
+                let (call, timeout) = (service.call(request), *timeout);
+                Box::pin(async move {
+                    match tokio::time::timeout(timeout, call).await {
+                        Ok(result) => result,
+                        Err(_) => Ok(roster_proto::contract::deadline_exceeded().into_http()),
+                    }
+                })
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,68 +387,5 @@ mod tests {
             follower.refresh().await.is_err(),
             "the task ends with the pool"
         );
-    }
-}
-
-/// The directory service called in the gateway's own process (`roster
-/// serve`): one tower service taking gRPC requests as HTTP requests with
-/// tonic bodies, with no connection in between. Produced by
-/// `roster_directory::Directory::direct_service` (the same routes behind the
-/// same credential check, metrics and request span as its listeners).
-pub type DirectService = tower::util::BoxCloneSyncService<
-    tonic::codegen::http::Request<tonic::body::Body>,
-    tonic::codegen::http::Response<tonic::body::Body>,
-    tonic::codegen::StdError,
->;
-
-/// What the gateway's gRPC clients call: a channel to the directory
-/// service's pods, or the service itself in the same process. Either way the
-/// request carries the same metadata (request id, trace context, the
-/// internal credential, which the directory service checks in both cases)
-/// and the same protobuf messages; only HTTP/2 is left out of the direct one.
-/// `DirectoryService` goes through here only as [`crate::remote::RemoteDirectory`]
-/// (`roster gateway`); in `roster serve` it is called through its trait.
-#[derive(Clone)]
-pub enum Upstream {
-    /// HTTP/2 over TCP (optionally mutual TLS) to the directory service's pods.
-    Pool(Pool),
-    /// A direct call; `timeout` bounds the time to the response's head, as
-    /// the tonic server does with the request's `grpc-timeout`.
-    Direct {
-        /// The directory service.
-        service: DirectService,
-        /// The per-call deadline.
-        timeout: Duration,
-    },
-}
-
-impl tower::Service<tonic::codegen::http::Request<tonic::body::Body>> for Upstream {
-    type Response = tonic::codegen::http::Response<tonic::body::Body>;
-    type Error = tonic::codegen::StdError;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        match self {
-            Self::Pool(pool) => tower::Service::poll_ready(pool, cx),
-            Self::Direct { service, .. } => service.poll_ready(cx),
-        }
-    }
-
-    fn call(&mut self, request: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
-        match self {
-            Self::Pool(pool) => Box::pin(pool.clone().send(request)),
-            Self::Direct { service, timeout } => {
-                let (call, timeout) = (service.call(request), *timeout);
-                Box::pin(async move {
-                    match tokio::time::timeout(timeout, call).await {
-                        Ok(result) => result,
-                        Err(_) => Ok(roster_proto::contract::deadline_exceeded().into_http()),
-                    }
-                })
-            }
-        }
     }
 }
