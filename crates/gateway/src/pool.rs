@@ -160,7 +160,10 @@ impl Pool {
     ) -> Result<Response<tonic::body::Body>, BoxError> {
         let outgoing = Outgoing::collect(request, &self.0).await?;
         match self.0.attempt(&outgoing).await {
-            Err(Attempt::Unprocessed(_)) => self.0.attempt(&outgoing).await,
+            Err(Attempt::Unprocessed(_)) => {
+                roster_telemetry::metrics::metrics().directory_resent.inc();
+                self.0.attempt(&outgoing).await
+            }
             answer => answer,
         }
         .map_err(Attempt::into_error)
@@ -457,6 +460,13 @@ impl Member {
     }
 
     fn settle(&self, outcome: &Result<Conn, Arc<str>>) {
+        let label = if outcome.is_ok() { "ok" } else { "failed" };
+        roster_telemetry::metrics::metrics()
+            .directory_dials
+            .get_or_create(&roster_telemetry::metrics::OutcomeLabels {
+                outcome: label.into(),
+            })
+            .inc();
         let mut slot = self.slot();
         match outcome {
             Ok(conn) => *slot = Slot::Up(conn.clone()),

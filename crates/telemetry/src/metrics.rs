@@ -64,6 +64,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels of counters by outcome alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `ok` or `failed`.
+    pub outcome: String,
+}
+
 /// Labels of webhook delivery counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
@@ -131,6 +138,12 @@ pub struct Metrics {
     /// Audit-trail entries the gateway dropped (queue full, or the directory
     /// service did not take a batch).
     pub activity_dropped: Counter,
+    /// Connections the gateway opened to the directory service, by outcome
+    /// (`ok`, `failed`).
+    pub directory_dials: Family<OutcomeLabels, Counter>,
+    /// Gateway calls sent a second time because the directory service had
+    /// not processed them (GOAWAY, REFUSED_STREAM).
+    pub directory_resent: Counter,
     /// Webhook delivery attempts by outcome.
     pub webhook_deliveries: Family<WebhookLabels, Counter>,
     /// Webhook request latency (to the response's status).
@@ -186,6 +199,18 @@ impl Metrics {
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         let auth_throttled = Family::<ReasonLabels, Counter>::default();
         let activity_dropped = Counter::default();
+        let directory_dials = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "gateway_directory_dials",
+            "Connections the gateway opened to the directory service, by outcome",
+            directory_dials.clone(),
+        );
+        let directory_resent = Counter::default();
+        registry.register(
+            "gateway_directory_resent",
+            "Gateway calls sent again because the directory service had not processed them",
+            directory_resent.clone(),
+        );
         registry.register(
             "gateway_activity_dropped",
             "Audit-trail entries of SCIM requests dropped (queue full or not recorded)",
@@ -322,6 +347,8 @@ impl Metrics {
             auth_failures,
             auth_throttled,
             activity_dropped,
+            directory_dials,
+            directory_resent,
             webhook_deliveries,
             webhook_duration,
             webhook_lag,

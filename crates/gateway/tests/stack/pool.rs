@@ -48,12 +48,24 @@ async fn every_call_reaches_the_live_member_when_another_is_dead() {
     pool.insert(Dial::Addr(dead));
     pool.insert(Dial::Addr(server.addr));
     pool.remove(&Dial::Host);
+    let dials = |outcome: &str| {
+        let labels = roster_telemetry::metrics::OutcomeLabels {
+            outcome: outcome.into(),
+        };
+        let family = &roster_telemetry::metrics::metrics().directory_dials;
+        family.get_or_create(&labels).get()
+    };
+    let failed = dials("failed");
     for call in 0..20 {
         let status = check(&pool)
             .await
             .unwrap_or_else(|e| panic!("call {call}: {e}"));
         assert_eq!(status, ServingStatus::Serving, "call {call}");
     }
+    assert!(
+        dials("failed") > failed,
+        "the dead member's dial is counted"
+    );
 }
 
 #[tokio::test]
@@ -110,6 +122,8 @@ async fn a_refused_stream_is_sent_again() {
     let streams = Arc::new(AtomicUsize::new(0));
     tokio::spawn(refuse_once(listener, Arc::clone(&streams)));
     let pool = Pool::new(config(addr));
+    let resent = || roster_telemetry::metrics::metrics().directory_resent.get();
+    let before = resent();
     let status = check(&pool).await.expect("answered on the second stream");
     assert_eq!(status, ServingStatus::Serving);
     assert_eq!(
@@ -117,4 +131,5 @@ async fn a_refused_stream_is_sent_again() {
         2,
         "refused once, then answered"
     );
+    assert!(resent() > before, "the second sending is counted");
 }
