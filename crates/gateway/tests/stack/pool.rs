@@ -98,22 +98,57 @@ async fn refuse_once(listener: TcpListener, streams: Arc<AtomicUsize>) {
             respond.send_reset(h2::Reason::REFUSED_STREAM);
             continue;
         }
-        let head = http::Response::builder()
-            .header("content-type", "application/grpc")
-            .body(())
-            .unwrap();
-        let mut body = respond.send_response(head, false).unwrap();
-        let message = prost::Message::encode_to_vec(&HealthCheckResponse {
-            status: ServingStatus::Serving as i32,
-        });
-        let mut frame = vec![0u8];
-        frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
-        frame.extend_from_slice(&message);
-        body.send_data(Bytes::from(frame), false).unwrap();
-        let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-        body.send_trailers(trailers).unwrap();
+        answer_serving(respond);
     }
+}
+
+/// Closes its first connection with GOAWAY having processed nothing, as a
+/// pod leaving on SIGTERM does, then answers SERVING on the next one;
+/// counts the connections.
+async fn go_away_once(listener: TcpListener, connections: Arc<AtomicUsize>) {
+    let (socket, _) = listener.accept().await.unwrap();
+    connections.fetch_add(1, Ordering::SeqCst);
+    let mut leaving = h2::server::handshake(socket).await.unwrap();
+    leaving.abrupt_shutdown(h2::Reason::NO_ERROR);
+    while let Some(Ok(_)) = leaving.accept().await {}
+    let (socket, _) = listener.accept().await.unwrap();
+    connections.fetch_add(1, Ordering::SeqCst);
+    let mut connection = h2::server::handshake(socket).await.unwrap();
+    while let Some(Ok((_, respond))) = connection.accept().await {
+        answer_serving(respond);
+    }
+}
+
+/// A gRPC answer to `grpc.health.v1.Health/Check`: SERVING.
+fn answer_serving(mut respond: h2::server::SendResponse<Bytes>) {
+    let head = http::Response::builder()
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let mut body = respond.send_response(head, false).unwrap();
+    let message = prost::Message::encode_to_vec(&HealthCheckResponse {
+        status: ServingStatus::Serving as i32,
+    });
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&message);
+    body.send_data(Bytes::from(frame), false).unwrap();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    body.send_trailers(trailers).unwrap();
+}
+
+#[tokio::test]
+async fn a_call_refused_by_a_leaving_server_is_sent_on_a_new_connection() {
+    let (listener, addr) = loopback().await;
+    let connections = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(go_away_once(listener, Arc::clone(&connections)));
+    let pool = Pool::new(config(addr));
+    let status = check(&pool)
+        .await
+        .expect("answered on the second connection");
+    assert_eq!(status, ServingStatus::Serving);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
