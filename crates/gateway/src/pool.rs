@@ -4,22 +4,23 @@
 //!
 //! Why not tonic's balance channel: a call through it crosses a buffer task
 //! in front of the balancer, hyper's dispatch queue into the connection task
-//! and a response task hyper spawns per request; on a busy host each crossing
-//! is a thread wake-up, and the hop cost the split deployment half of `roster
-//! serve`'s throughput (docs/performance.md). Here the caller opens the
-//! stream itself (h2 keeps the connection's state under a lock), puts the
-//! request's HEADERS and DATA in h2's send buffer together, and is woken by
-//! the connection task when the response arrives.
+//! and a response task hyper spawns per request, and each crossing can be a
+//! thread wake-up (without them a lone call costs the split deployment 15 %
+//! less CPU; docs/performance.md, fourteenth session). Here the caller
+//! opens the stream itself (h2 keeps the connection's state under a lock),
+//! puts the request's HEADERS and DATA in h2's send buffer together, and is
+//! woken by the connection task when the response arrives.
 //!
 //! The pool holds one connection per member (an address the endpoint's host
 //! resolves to, or the endpoint as configured before any was resolved;
 //! `upstream.rs` keeps the set current) and hands calls round robin to the
 //! members whose connection is up. A member found down is redialled in the
 //! background when its turn comes, at most once per [`REDIAL_AFTER`]; when no
-//! member is up, the call waits for its member's dial (bounded by
-//! [`CONNECT_TIMEOUT`]) and fails with UNAVAILABLE if it fails. A request
-//! the server never saw (the connection had closed or sent GOAWAY before the
-//! stream opened, or the server refused the stream) is sent once more.
+//! member is up, the call waits for whichever member's dial succeeds first
+//! (bounded by [`CONNECT_TIMEOUT`]) and fails with UNAVAILABLE if none does.
+//! A request the server never saw (the connection had closed or sent GOAWAY
+//! before the stream opened, or the server refused the stream) is sent once
+//! more.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
