@@ -304,15 +304,13 @@ impl Inner {
                 return Err(unavailable("no directory service address is known"));
             }
             let start = self.turn.fetch_add(1, Ordering::Relaxed) % count;
-            let turn = &members[start];
-            if let Some(conn) = turn.up() {
-                return Ok((Arc::clone(turn), conn));
-            }
-            turn.dial_if_due(self);
-            let others = members.iter().cycle().skip(start + 1).take(count - 1);
-            for other in others {
-                if let Some(conn) = other.up() {
-                    return Ok((Arc::clone(other), conn));
+            let in_turn = members.iter().cycle().skip(start).take(count);
+            for (place, member) in in_turn.enumerate() {
+                if let Some(conn) = member.up() {
+                    return Ok((Arc::clone(member), conn));
+                }
+                if place == 0 {
+                    member.dial_if_due(self);
                 }
             }
             members
