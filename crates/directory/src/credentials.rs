@@ -63,7 +63,7 @@ const GATEWAY_ADMIN_RPCS: [&str; 5] = [
 ];
 
 fn directory_scope(method: &str) -> CredentialScope {
-    let reads = ["Get", "List", "Read", "Watch"];
+    let reads = ["Get", "List", "Read", "Watch", "BatchList"];
     if reads.iter().any(|r| method.starts_with(r)) {
         CredentialScope::Read
     } else {
@@ -233,6 +233,7 @@ mod tests {
         let admin = |m: &str| required_scope(&format!("/roster.admin.v1.AdminService/{m}"));
         assert_eq!(dir("WatchChanges"), Some(CredentialScope::Read));
         assert_eq!(dir("ListUsers"), Some(CredentialScope::Read));
+        assert_eq!(dir("BatchListUsers"), Some(CredentialScope::Read));
         assert_eq!(dir("GetGroup"), Some(CredentialScope::Read));
         assert_eq!(dir("ReadGroup"), Some(CredentialScope::Read));
         assert_eq!(dir("CreateUser"), Some(CredentialScope::Gateway));

@@ -74,9 +74,11 @@ macro_rules! adapter {
         $( streams {
             $( $srpc:ident($sreq:ty) -> $assoc:ident = $stream:ty [$($sfield:ident = $sfrom:ident),*]; )*
         } )?
+        $( others { $($other:item)* } )?
     ) => {
         #[tonic::async_trait]
         impl $trait for Grpc<$service> {
+            $($($other)*)?
             $(
                 #[tracing::instrument(skip_all, fields($($field = %request.get_ref().$from),*))]
                 async fn $rpc(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
@@ -120,6 +122,16 @@ adapter! {
     streams {
         read_group(pd::ReadGroupRequest) -> ReadGroupStream = ReadGroupStream [directory = directory_id, id = id];
         watch_changes(pd::WatchChangesRequest) -> WatchChangesStream = WatchStream [directory = directory_id];
+    }
+    others {
+        async fn batch_list_users(
+            &self,
+            request: Request<pd::BatchListUsersRequest>,
+        ) -> Result<Response<pd::BatchListUsersResponse>, Status> {
+            let calls = request.into_inner().calls;
+            let results = crate::InProcess(self.clone()).list_each(calls).await?;
+            Ok(Response::new(pd::BatchListUsersResponse { results }))
+        }
     }
 }
 

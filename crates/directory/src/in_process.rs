@@ -25,6 +25,39 @@ use crate::service::DirectoryApi;
 #[derive(Clone)]
 pub struct InProcess(pub(crate) Grpc<DirectoryApi>);
 
+impl InProcess {
+    /// `BatchListUsers`' calls, each as a `ListUsers` of its own (its span,
+    /// deadline and metrics, from its own metadata), run together so that
+    /// the store gathers their keyed searches into one statement.
+    pub(crate) async fn list_each(
+        &self,
+        calls: Vec<pd::BatchedListUsers>,
+    ) -> Result<Vec<pd::BatchedListUsersResult>, Status> {
+        use pd::batched_list_users_result::Result as Outcome;
+        if calls.len() > roster_proto::batch::MAX_CALLS {
+            return Err(Status::invalid_argument(format!(
+                "a batch carries at most {} calls",
+                roster_proto::batch::MAX_CALLS
+            )));
+        }
+        let each = calls.into_iter().map(|call| {
+            let metadata = roster_proto::batch::from_map(call.metadata);
+            let request = call.request.unwrap_or_default();
+            let request = Request::from_parts(metadata, tonic::Extensions::default(), request);
+            async move {
+                let result = match self.list_users(request).await {
+                    Ok(response) => Outcome::Response(response.into_inner()),
+                    Err(status) => Outcome::Status(roster_proto::batch::status_to_wire(&status)),
+                };
+                pd::BatchedListUsersResult {
+                    result: Some(result),
+                }
+            }
+        });
+        Ok(futures::future::join_all(each).await)
+    }
+}
+
 /// One call's span, start and deadline.
 struct Call {
     path: &'static str,
@@ -141,6 +174,7 @@ in_process! {
         create_user(pd::CreateUserRequest) -> pd::CreateUserResponse = "CreateUser";
         get_user(pd::GetUserRequest) -> pd::GetUserResponse = "GetUser";
         list_users(pd::ListUsersRequest) -> pd::ListUsersResponse = "ListUsers";
+        batch_list_users(pd::BatchListUsersRequest) -> pd::BatchListUsersResponse = "BatchListUsers";
         replace_user(pd::ReplaceUserRequest) -> pd::ReplaceUserResponse = "ReplaceUser";
         patch_user(pd::PatchUserRequest) -> pd::PatchUserResponse = "PatchUser";
         delete_user(pd::DeleteUserRequest) -> pd::DeleteUserResponse = "DeleteUser";

@@ -21,6 +21,7 @@ pub mod etag;
 pub mod handlers;
 pub mod keep_alive;
 pub mod listen;
+pub mod lookups;
 mod lru;
 pub mod members;
 pub mod observe;

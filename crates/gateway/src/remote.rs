@@ -11,16 +11,29 @@ use roster_proto::directory::{WatchChangesFrame, encode_change, watch_changes_fr
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
+use crate::lookups::{LookupCounts, Lookups, is_keyed_lookup};
 use crate::upstream::Upstream;
 
-/// See the module docs.
+/// See the module docs. Keyed lookups are gathered ([`Lookups`]).
 #[derive(Clone)]
-pub struct RemoteDirectory(DirectoryServiceClient<Upstream>);
+pub struct RemoteDirectory {
+    client: DirectoryServiceClient<Upstream>,
+    lookups: Arc<Lookups>,
+}
 
 impl RemoteDirectory {
     /// Calls go out on `upstream`.
     pub fn new(upstream: Upstream) -> Self {
-        Self(DirectoryServiceClient::new(upstream))
+        let client = DirectoryServiceClient::new(upstream);
+        let lookups = Lookups::new(client.clone());
+        Self { client, lookups }
+    }
+
+    /// How many keyed lookups went out gathered, in how many calls.
+    pub fn lookup_counts(&self) -> LookupCounts {
+        self.lookups.counts()
     }
 }
 
@@ -31,9 +44,20 @@ macro_rules! forward {
         impl DirectoryService for RemoteDirectory {
             $(
                 async fn $rpc(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
-                    self.0.clone().$rpc(request).await
+                    self.client.clone().$rpc(request).await
                 }
             )*
+
+            async fn list_users(
+                &self,
+                request: Request<pd::ListUsersRequest>,
+            ) -> Result<Response<pd::ListUsersResponse>, Status> {
+                if is_keyed_lookup(request.get_ref()) {
+                    self.lookups.list_users(request).await
+                } else {
+                    self.client.clone().list_users(request).await
+                }
+            }
 
             type ReadGroupStream = BoxStream<pd::ReadGroupResponse>;
 
@@ -41,7 +65,7 @@ macro_rules! forward {
                 &self,
                 request: Request<pd::ReadGroupRequest>,
             ) -> Result<Response<Self::ReadGroupStream>, Status> {
-                let response = self.0.clone().read_group(request).await?;
+                let response = self.client.clone().read_group(request).await?;
                 Ok(response.map(StreamExt::boxed))
             }
 
@@ -51,7 +75,7 @@ macro_rules! forward {
                 &self,
                 request: Request<pd::WatchChangesRequest>,
             ) -> Result<Response<Self::WatchChangesStream>, Status> {
-                let response = self.0.clone().watch_changes(request).await?;
+                let response = self.client.clone().watch_changes(request).await?;
                 Ok(response.map(|stream| stream.map_ok(frame_of).boxed()))
             }
         }
@@ -61,7 +85,7 @@ macro_rules! forward {
 forward! {
     create_user(pd::CreateUserRequest) -> pd::CreateUserResponse;
     get_user(pd::GetUserRequest) -> pd::GetUserResponse;
-    list_users(pd::ListUsersRequest) -> pd::ListUsersResponse;
+    batch_list_users(pd::BatchListUsersRequest) -> pd::BatchListUsersResponse;
     replace_user(pd::ReplaceUserRequest) -> pd::ReplaceUserResponse;
     patch_user(pd::PatchUserRequest) -> pd::PatchUserResponse;
     delete_user(pd::DeleteUserRequest) -> pd::DeleteUserResponse;

@@ -34,6 +34,7 @@ pub mod admin {
     include!(concat!(env!("OUT_DIR"), "/server/roster.admin.v1.rs"));
 }
 
+pub mod batch;
 pub mod contract;
 mod frame;
 pub mod internal_auth;

@@ -144,6 +144,10 @@ pub struct Metrics {
     /// Gateway calls sent a second time because the directory service had
     /// not processed them (GOAWAY, REFUSED_STREAM).
     pub directory_resent: Counter,
+    /// `BatchListUsers` calls the gateway sent (keyed lookups gathered).
+    pub directory_lookup_batches: Counter,
+    /// Keyed lookups those calls carried.
+    pub directory_batched_lookups: Counter,
     /// Webhook delivery attempts by outcome.
     pub webhook_deliveries: Family<WebhookLabels, Counter>,
     /// Webhook request latency (to the response's status).
@@ -210,6 +214,18 @@ impl Metrics {
             "gateway_directory_resent",
             "Gateway calls sent again because the directory service had not processed them",
             directory_resent.clone(),
+        );
+        let directory_lookup_batches = Counter::default();
+        registry.register(
+            "gateway_directory_lookup_batches",
+            "BatchListUsers calls the gateway sent, each carrying keyed lookups that arrived together",
+            directory_lookup_batches.clone(),
+        );
+        let directory_batched_lookups = Counter::default();
+        registry.register(
+            "gateway_directory_batched_lookups",
+            "Keyed lookups the gateway sent inside BatchListUsers calls",
+            directory_batched_lookups.clone(),
         );
         registry.register(
             "gateway_activity_dropped",
@@ -349,6 +365,8 @@ impl Metrics {
             activity_dropped,
             directory_dials,
             directory_resent,
+            directory_lookup_batches,
+            directory_batched_lookups,
             webhook_deliveries,
             webhook_duration,
             webhook_lag,

@@ -8,6 +8,7 @@
 mod activity;
 mod data_rules;
 mod large_groups;
+mod lookups;
 mod mtls;
 mod offline;
 mod pool;

@@ -1,0 +1,150 @@
+//! Keyed lookups from the gateway to a directory service in another process
+//! (`roster_gateway::lookups`): those that arrive together travel in one
+//! `BatchListUsers` call over real HTTP/2 to the real directory service on
+//! PostgreSQL, and each comes back with its own answer or its own error.
+
+use std::net::SocketAddr;
+
+use futures::future::join_all;
+use roster_gateway::lookups::LookupCounts;
+use roster_gateway::pool::{PING_INTERVAL, PING_TIMEOUT, Pool, PoolConfig};
+use roster_gateway::remote::RemoteDirectory;
+use roster_gateway::upstream::Upstream;
+use roster_proto::directory as pd;
+use roster_proto::directory::directory_service_server::DirectoryService;
+use roster_testkit::app::Stack;
+
+fn remote(addr: SocketAddr) -> RemoteDirectory {
+    RemoteDirectory::new(Upstream::Pool(Pool::new(PoolConfig {
+        scheme: http::uri::Scheme::HTTP,
+        authority: addr.to_string().parse().unwrap(),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        tls: None,
+        ping_interval: PING_INTERVAL,
+        ping_timeout: PING_TIMEOUT,
+    })))
+}
+
+fn lookup(
+    directory_id: &str,
+    filter: &str,
+    request_id: &str,
+) -> tonic::Request<pd::ListUsersRequest> {
+    let mut request = tonic::Request::new(pd::ListUsersRequest {
+        directory_id: directory_id.into(),
+        options: Some(pd::ListOptions {
+            filter: filter.into(),
+            count: 1,
+            omit_cursor: true,
+            ..Default::default()
+        }),
+    });
+    request
+        .metadata_mut()
+        .insert("x-request-id", request_id.parse().unwrap());
+    request
+}
+
+fn user_names(
+    reply: &Result<tonic::Response<pd::ListUsersResponse>, tonic::Status>,
+) -> Vec<String> {
+    let response = reply.as_ref().expect("the lookup succeeds");
+    response
+        .get_ref()
+        .users
+        .iter()
+        .map(|u| u.user_name.clone())
+        .collect()
+}
+
+/// `#[tokio::test]` runs on one thread: every lookup below is queued before
+/// the first lane runs, so the lane takes them all in one call.
+#[tokio::test]
+async fn lookups_that_arrive_together_share_one_call_and_each_gets_its_answer() {
+    let (stack, scim) = Stack::with_directory("gw_lookups").await;
+    let names: Vec<String> = (0..6).map(|i| format!("batched{i}@example.com")).collect();
+    for name in &names {
+        scim.create_user(name).await;
+    }
+    let directory = remote(stack.server.addr);
+    let dir = scim.directory_id.as_str();
+
+    let mut requests: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| lookup(dir, &format!("userName eq \"{name}\""), &format!("r{i}")))
+        .collect();
+    requests.push(lookup(dir, r#"userName eq "nobody@example.com""#, "r-none"));
+    requests.push(lookup(
+        "not-a-directory",
+        r#"userName eq "batched0@example.com""#,
+        "r-missing-directory",
+    ));
+    requests.push(lookup(
+        dir,
+        r#"userName eq "batched1@example.com""#,
+        "r-again",
+    ));
+    let n = requests.len() as u64;
+    let replies = join_all(requests.into_iter().map(|r| directory.list_users(r))).await;
+
+    assert_eq!(
+        directory.lookup_counts(),
+        LookupCounts {
+            batches: 1,
+            batched: n
+        },
+        "one BatchListUsers call carried every lookup"
+    );
+    for (name, reply) in names.iter().zip(&replies) {
+        assert_eq!(user_names(reply), vec![name.clone()]);
+    }
+    let [none, missing, again] = &replies[names.len()..] else {
+        panic!("three more replies");
+    };
+    assert!(user_names(none).is_empty());
+    let status = missing
+        .as_ref()
+        .expect_err("a directory that cannot exist is an error");
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get("roster-scim-status")
+            .map(|v| v.to_str().unwrap()),
+        Some("404"),
+        "the SCIM error travels with the status: {status:?}"
+    );
+    assert_eq!(user_names(again), vec!["batched1@example.com".to_string()]);
+}
+
+/// A lookup alone, and a search that is not a keyed lookup, go as plain
+/// `ListUsers` calls: nothing waits for company.
+#[tokio::test]
+async fn a_lone_lookup_and_other_searches_go_alone() {
+    let (stack, scim) = Stack::with_directory("gw_lookups_alone").await;
+    scim.create_user("alone@example.com").await;
+    let directory = remote(stack.server.addr);
+    let dir = scim.directory_id.as_str();
+
+    let one = directory
+        .list_users(lookup(dir, r#"userName eq "alone@example.com""#, "r1"))
+        .await;
+    assert_eq!(user_names(&one), vec!["alone@example.com".to_string()]);
+    let searches = join_all(
+        ["co", "sw"]
+            .map(|op| directory.list_users(lookup(dir, &format!("userName {op} \"alone\""), op))),
+    )
+    .await;
+    for reply in &searches {
+        assert_eq!(user_names(reply), vec!["alone@example.com".to_string()]);
+    }
+    assert_eq!(
+        directory.lookup_counts(),
+        LookupCounts {
+            batches: 0,
+            batched: 0
+        }
+    );
+}
