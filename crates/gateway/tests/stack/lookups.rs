@@ -6,13 +6,15 @@
 use std::net::SocketAddr;
 
 use futures::future::join_all;
+use roster_directory::{Directory, DirectoryConfig};
 use roster_gateway::lookups::LookupCounts;
 use roster_gateway::pool::{PING_INTERVAL, PING_TIMEOUT, Pool, PoolConfig};
 use roster_gateway::remote::RemoteDirectory;
 use roster_gateway::upstream::Upstream;
 use roster_proto::directory as pd;
 use roster_proto::directory::directory_service_server::DirectoryService;
-use roster_testkit::app::Stack;
+use roster_store::{NewDirectory, Store, UserFields, UserWrite};
+use roster_testkit::app::{Stack, USER_SCHEMA, sqlite_store};
 
 fn remote(addr: SocketAddr) -> RemoteDirectory {
     RemoteDirectory::new(Upstream::Pool(Pool::new(PoolConfig {
@@ -147,4 +149,103 @@ async fn a_lone_lookup_and_other_searches_go_alone() {
             batched: 0
         }
     );
+}
+
+/// A directory service without `BatchListUsers` (an older version during a
+/// rolling upgrade: the real service's routes, with that method answered
+/// UNIMPLEMENTED as a router that never heard of it answers) makes the
+/// batch's lookups go alone, each answered; the lookups after it go alone
+/// without trying a batch again.
+#[tokio::test]
+async fn an_older_directory_service_without_batches_still_answers_every_lookup() {
+    let store = sqlite_store("gw_lookups_old").await;
+    let dir = store
+        .create_directory(NewDirectory {
+            name: "Old".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .id;
+    for i in 0..3 {
+        let name = format!("old{i}@example.com");
+        let user = UserWrite {
+            fields: UserFields {
+                user_name: name.clone(),
+                active: true,
+                ..Default::default()
+            },
+            raw: serde_json::json!({ "schemas": [USER_SCHEMA], "userName": name }),
+        };
+        store.create_user(dir, user).await.unwrap();
+    }
+    let server = Directory::new(store, DirectoryConfig::default()).unwrap();
+    let addr = serve_without_batches(server.direct_service()).await;
+    let scim_less = remote(addr);
+    let dir = dir.to_string();
+
+    let round = || {
+        join_all((0..3).map(|i| {
+            scim_less.list_users(lookup(
+                &dir,
+                &format!("userName eq \"old{i}@example.com\""),
+                "r",
+            ))
+        }))
+    };
+    for (i, reply) in round().await.iter().enumerate() {
+        assert_eq!(user_names(reply), vec![format!("old{i}@example.com")]);
+    }
+    assert_eq!(
+        scim_less.lookup_counts(),
+        LookupCounts {
+            batches: 1,
+            batched: 3
+        },
+        "one batch was tried"
+    );
+    for (i, reply) in round().await.iter().enumerate() {
+        assert_eq!(user_names(reply), vec![format!("old{i}@example.com")]);
+    }
+    assert_eq!(
+        scim_less.lookup_counts(),
+        LookupCounts {
+            batches: 1,
+            batched: 3
+        },
+        "no batch is tried again at once"
+    );
+}
+
+/// Serves `service` over HTTP/2 on a loopback port, answering
+/// `BatchListUsers` UNIMPLEMENTED as a server built before it would.
+async fn serve_without_batches(service: roster_directory::DirectService) -> SocketAddr {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tower::ServiceExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let service = service.clone();
+            let call =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let service = service.clone();
+                    async move {
+                        if request.uri().path().ends_with("/BatchListUsers") {
+                            let status = tonic::Status::unimplemented("");
+                            return Ok(status.into_http::<tonic::body::Body>());
+                        }
+                        service.oneshot(request.map(tonic::body::Body::new)).await
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), call),
+            );
+        }
+    });
+    addr
 }
