@@ -3,6 +3,8 @@
 //! each method forwards its request to a tonic client over [`Upstream`], so
 //! the gateway's code holds one `DynDirectoryService` whichever it is.
 
+use std::sync::Arc;
+
 use futures::{StreamExt, TryStreamExt as _};
 use roster_proto::directory as pd;
 use roster_proto::directory::directory_service_client::DirectoryServiceClient;
@@ -10,8 +12,6 @@ use roster_proto::directory::directory_service_server::DirectoryService;
 use roster_proto::directory::{WatchChangesFrame, encode_change, watch_changes_frame};
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
-
-use std::sync::Arc;
 
 use crate::lookups::{LookupCounts, Lookups, is_keyed_lookup};
 use crate::upstream::Upstream;

@@ -181,12 +181,12 @@ async fn an_older_directory_service_without_batches_still_answers_every_lookup()
     }
     let server = Directory::new(store, DirectoryConfig::default()).unwrap();
     let addr = serve_without_batches(server.direct_service()).await;
-    let scim_less = remote(addr);
+    let older = remote(addr);
     let dir = dir.to_string();
 
     let round = || {
         join_all((0..3).map(|i| {
-            scim_less.list_users(lookup(
+            older.list_users(lookup(
                 &dir,
                 &format!("userName eq \"old{i}@example.com\""),
                 "r",
@@ -197,7 +197,7 @@ async fn an_older_directory_service_without_batches_still_answers_every_lookup()
         assert_eq!(user_names(reply), vec![format!("old{i}@example.com")]);
     }
     assert_eq!(
-        scim_less.lookup_counts(),
+        older.lookup_counts(),
         LookupCounts {
             batches: 1,
             batched: 3
@@ -208,7 +208,7 @@ async fn an_older_directory_service_without_batches_still_answers_every_lookup()
         assert_eq!(user_names(reply), vec![format!("old{i}@example.com")]);
     }
     assert_eq!(
-        scim_less.lookup_counts(),
+        older.lookup_counts(),
         LookupCounts {
             batches: 1,
             batched: 3
