@@ -19,7 +19,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-fn config(addr: SocketAddr) -> PoolConfig {
+/// A pool of plain HTTP/2 connections to `addr`, default pings.
+pub(crate) fn config(addr: SocketAddr) -> PoolConfig {
     PoolConfig {
         scheme: http::uri::Scheme::HTTP,
         authority: addr.to_string().parse().unwrap(),
