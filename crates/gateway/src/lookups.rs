@@ -34,6 +34,12 @@ const LANES: usize = 2;
 /// long before a batch is tried again.
 const UNSUPPORTED_FOR: Duration = Duration::from_secs(30);
 
+/// The largest `BatchListUsers` answer taken (tonic's default is 4 MiB, as
+/// for each lookup alone). A batch whose answer is larger still — many
+/// users sharing an `externalId`, large resources — is sent again call by
+/// call, so a lookup never fails for the company it kept.
+const BATCH_ANSWER_LIMIT: usize = 16 * 1024 * 1024;
+
 type Reply = Result<Response<pd::ListUsersResponse>, Status>;
 
 /// One waiting lookup.
@@ -45,6 +51,8 @@ struct Pending {
 /// See the module docs.
 pub(crate) struct Lookups {
     client: DirectoryServiceClient<Upstream>,
+    /// `client` taking answers up to [`BATCH_ANSWER_LIMIT`].
+    batch_client: DirectoryServiceClient<Upstream>,
     state: Mutex<State>,
     /// Milliseconds since `epoch` until which batches are not tried.
     unsupported_until: AtomicU64,
@@ -72,6 +80,7 @@ struct State {
 impl Lookups {
     pub(crate) fn new(client: DirectoryServiceClient<Upstream>) -> Arc<Self> {
         Arc::new(Self {
+            batch_client: client.clone().max_decoding_message_size(BATCH_ANSWER_LIMIT),
             client,
             state: Mutex::default(),
             unsupported_until: AtomicU64::new(0),
@@ -157,11 +166,21 @@ impl Lookups {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.batched
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        match self.client.clone().batch_list_users(request).await {
+        match self.batch_client.clone().batch_list_users(request).await {
             Ok(response) => answer(batch, response.into_inner().results),
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 self.unsupported();
                 tracing::info!("the directory service has no BatchListUsers; lookups go alone");
+                futures::future::join_all(batch.into_iter().map(|p| self.alone(p))).await;
+            }
+            // tonic's "decoded message length too large" (either side).
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+                ) =>
+            {
+                tracing::debug!(%status, "a batch's answer was too large; its lookups go alone");
                 futures::future::join_all(batch.into_iter().map(|p| self.alone(p))).await;
             }
             Err(status) => {

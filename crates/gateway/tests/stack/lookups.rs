@@ -143,6 +143,61 @@ async fn a_lone_lookup_and_other_searches_go_alone() {
     );
 }
 
+/// Users sharing an `externalId` and large resources: nine lookups' answers
+/// together exceed what one batch answer may hold (16 MiB), though each
+/// alone fits in a message: the batch is sent again call by call, and every
+/// lookup gets its ten users.
+#[tokio::test]
+async fn a_batch_whose_answer_is_too_large_is_answered_call_by_call() {
+    let (stack, scim) = Stack::with_directory("gw_lookups_large").await;
+    let dir_id = roster_store::DirectoryId(scim.directory_id.parse().unwrap());
+    let padding = "x".repeat(200 * 1024);
+    let writes: Vec<UserWrite> = (0..10)
+        .map(|i| {
+            let name = format!("large{i}@example.com");
+            UserWrite {
+                fields: UserFields {
+                    user_name: name.clone(),
+                    external_id: Some("shared".into()),
+                    active: true,
+                    ..Default::default()
+                },
+                raw: serde_json::json!({
+                    "schemas": [USER_SCHEMA],
+                    "userName": name,
+                    "externalId": "shared",
+                    "nickName": padding,
+                }),
+            }
+        })
+        .collect();
+    stack.store.import_users(dir_id, &writes).await.unwrap();
+    let directory = remote(stack.server.addr);
+    let dir = scim.directory_id.as_str();
+
+    let replies = join_all((0..9).map(|i| {
+        let mut request = lookup(dir, r#"externalId eq "shared""#, &format!("r{i}"));
+        request.get_mut().options.as_mut().unwrap().count = 100;
+        directory.list_users(request)
+    }))
+    .await;
+    for reply in &replies {
+        assert_eq!(
+            user_names(reply).len(),
+            10,
+            "each lookup finds the ten users"
+        );
+    }
+    assert_eq!(
+        directory.lookup_counts(),
+        LookupCounts {
+            batches: 1,
+            batched: 9
+        },
+        "the batch was tried once"
+    );
+}
+
 /// A directory service without `BatchListUsers` (an older version during a
 /// rolling upgrade: the real service's routes, with that method answered
 /// UNIMPLEMENTED as a router that never heard of it answers) makes the
