@@ -141,15 +141,13 @@ impl Lookups {
         }
     }
 
-    async fn send(&self, mut batch: Vec<Pending>) {
+    async fn send(&self, batch: Vec<Pending>) {
         if batch.len() == 1 || !self.batches_supported() {
-            let alone = batch.drain(..).map(|p| self.alone(p));
-            futures::future::join_all(alone).await;
-            return;
+            return self.each_alone(batch).await;
         }
         let head = batch[0].request.metadata().clone();
         let calls = batch
-            .iter_mut()
+            .iter()
             .map(|p| pd::BatchedListUsers {
                 metadata: batch::to_map(p.request.metadata(), &["authorization"]),
                 request: Some(p.request.get_ref().clone()),
@@ -171,7 +169,7 @@ impl Lookups {
             Err(status) if status.code() == tonic::Code::Unimplemented => {
                 self.unsupported();
                 tracing::info!("the directory service has no BatchListUsers; lookups go alone");
-                futures::future::join_all(batch.into_iter().map(|p| self.alone(p))).await;
+                self.each_alone(batch).await;
             }
             // tonic's "decoded message length too large" (either side).
             Err(status)
@@ -181,7 +179,7 @@ impl Lookups {
                 ) =>
             {
                 tracing::debug!(%status, "a batch's answer was too large; its lookups go alone");
-                futures::future::join_all(batch.into_iter().map(|p| self.alone(p))).await;
+                self.each_alone(batch).await;
             }
             Err(status) => {
                 for p in batch {
@@ -189,6 +187,11 @@ impl Lookups {
                 }
             }
         }
+    }
+
+    /// Sends each lookup of `batch` as its own `ListUsers`, all at once.
+    async fn each_alone(&self, batch: Vec<Pending>) {
+        futures::future::join_all(batch.into_iter().map(|p| self.alone(p))).await;
     }
 
     async fn alone(&self, pending: Pending) {
