@@ -9,11 +9,14 @@
 //! ([`Store::record_webhooks_progress`], one statement per batch).
 //!
 //! Gathering: a write of a key queues itself and, while fewer than
-//! [`BatchWrite::RUNNERS`] runner tasks serve that key, starts another;
-//! writes arriving while the runners are writing queue behind them and form
-//! the next batches (at most [`BatchWrite::MAX_BATCH`] each, in arrival order). One
-//! runner per group for PATCHes (they would wait for the same row lock),
-//! a few per directory for creations (they share no lock, only the commit). Nobody waits for a batch to fill: a
+//! [`BatchWrite::RUNNERS`] runner tasks serve that key (and, beyond the
+//! first, at least [`BatchWrite::EXTRA_RUNNER_BACKLOG`] writes wait), starts
+//! another; writes arriving while the runners are writing queue behind them
+//! and form the next batches (at most [`BatchWrite::MAX_BATCH`] each, in
+//! arrival order). One runner per group for PATCHes (they would wait for
+//! the same row lock); for creations one per directory, up to four while
+//! more than a whole batch waits (they share no lock, only the commit, but
+//! overlapping commits delay the directory's watchers). Nobody waits for a batch to fill: a
 //! lone write goes alone, exactly as without batching, and under contention
 //! the batch is what arrived during the previous batch's transaction — the
 //! wait is at most one transaction, which a request used to spend waiting
@@ -45,6 +48,10 @@ pub(crate) trait BatchWrite: Send + Sync + 'static {
     /// for the same row lock, more where they contend on nothing but the
     /// commit itself.
     const RUNNERS: usize;
+    /// Writes that must be waiting before a runner beyond the first starts
+    /// (and below which such a runner retires): 1 where overlapping
+    /// batches cost nothing, more where they do.
+    const EXTRA_RUNNER_BACKLOG: usize = 1;
     /// The largest batch: bounds one transaction's length and lock time.
     const MAX_BATCH: usize;
     /// Waits, before a batch is taken, for writes known to be coming
@@ -113,8 +120,10 @@ impl<W: BatchWrite> Batcher<W> {
                 runners: 0,
             });
             line.waiting.push((item, reply));
-            // Another runner only while the ones running are all busy.
-            let start = line.runners < W::RUNNERS;
+            // Another runner only while the ones running are all busy, and
+            // beyond the first only for a backlog worth it.
+            let start = line.runners == 0
+                || (line.runners < W::RUNNERS && line.waiting.len() >= W::EXTRA_RUNNER_BACKLOG);
             if start {
                 line.runners += 1;
             }
@@ -173,7 +182,10 @@ impl<W: BatchWrite> Batcher<W> {
     fn next_batch(&self, key: W::Key) -> Option<Queue<W>> {
         let mut queues = self.queues.lock().expect("group commit queues");
         let line = queues.get_mut(&key)?;
-        if line.waiting.is_empty() {
+        // An extra runner leaves once the backlog that started it is gone:
+        // the others take what still waits.
+        let extra_idle = line.runners > 1 && line.waiting.len() < W::EXTRA_RUNNER_BACKLOG;
+        if line.waiting.is_empty() || extra_idle {
             line.runners -= 1;
             if line.runners == 0 {
                 queues.remove(&key);
@@ -244,8 +256,15 @@ impl BatchWrite for UserCreates {
     type Key = DirectoryId;
     type Item = UserWrite;
     type Done = User;
-    /// Creations lock nothing shared: a few batches commit side by side.
+    /// Creations lock nothing shared: a few batches can commit side by
+    /// side, which pays when the backlog is more than one batch (POST
+    /// /Bulk, many importers)...
     const RUNNERS: usize = 4;
+    /// ...but not for less: one runner already takes everything waiting,
+    /// and overlapping commits of one directory hold its watchers back (a
+    /// batch's events wait for every older revision's commit) and only
+    /// add PostgreSQL backends competing for the cores.
+    const EXTRA_RUNNER_BACKLOG: usize = Self::MAX_BATCH;
     const MAX_BATCH: usize = 128;
 
     async fn one(&self, dir: DirectoryId, write: UserWrite) -> StoreResult<User> {
@@ -309,5 +328,82 @@ impl BatchWrite for WebhookProgressWrites {
     /// Progress appends no change-log rows.
     fn produced(_: &bool, _: &Produced) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::Semaphore;
+
+    /// Answers each item with itself once the test lets a write through,
+    /// counting the writes in flight at once.
+    struct Gated {
+        gate: Arc<Semaphore>,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
+    }
+
+    impl Gated {
+        async fn pass<T>(&self, answer: T) -> T {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            self.gate.acquire().await.expect("gate").forget();
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            answer
+        }
+    }
+
+    #[async_trait]
+    impl BatchWrite for Arc<Gated> {
+        type Key = ();
+        type Item = u32;
+        type Done = u32;
+        const RUNNERS: usize = 4;
+        const EXTRA_RUNNER_BACKLOG: usize = 3;
+        const MAX_BATCH: usize = 3;
+
+        async fn one(&self, (): (), item: u32) -> StoreResult<u32> {
+            self.pass(Ok(item)).await
+        }
+        async fn many(&self, (): (), items: Vec<u32>) -> Vec<StoreResult<u32>> {
+            self.pass(items.into_iter().map(Ok).collect()).await
+        }
+        fn produced(_: &u32, _: &Produced) -> bool {
+            false
+        }
+    }
+
+    fn runners(batcher: &Batcher<Arc<Gated>>) -> usize {
+        let queues = batcher.queues.lock().unwrap();
+        queues.get(&()).map_or(0, |line| line.runners)
+    }
+
+    #[tokio::test]
+    async fn a_runner_beyond_the_first_starts_only_for_a_full_backlog() {
+        let gated = Arc::new(Gated {
+            gate: Arc::new(Semaphore::new(0)),
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
+        });
+        let batcher = Batcher::new(Arc::clone(&gated));
+        let mut answers = vec![tokio::spawn(batcher.enqueue((), 0, || {}))];
+        while gated.in_flight.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The first runner holds write 0; two more wait, short of the backlog.
+        answers.extend((1..=2).map(|i| tokio::spawn(batcher.enqueue((), i, || {}))));
+        assert_eq!(runners(&batcher), 1);
+        // A third waiting write makes a backlog: a second runner starts.
+        answers.push(tokio::spawn(batcher.enqueue((), 3, || {})));
+        assert_eq!(runners(&batcher), 2);
+        answers.extend((4..=6).map(|i| tokio::spawn(batcher.enqueue((), i, || {}))));
+        gated.gate.add_permits(100);
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.await.unwrap().unwrap(), i as u32);
+        }
+        assert!(gated.most_in_flight.load(Ordering::SeqCst) <= 3);
+        assert_eq!(runners(&batcher), 0, "every runner retired");
     }
 }
