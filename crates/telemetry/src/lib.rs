@@ -7,6 +7,7 @@
 //! - [`metrics`] is the Prometheus registry; [`metrics::router`] serves it
 //!   (on its own port, through the gateway's accept loop).
 
+pub mod log_writer;
 pub mod metrics;
 pub mod propagation;
 
@@ -35,20 +36,22 @@ pub enum TelemetryError {
     Otlp(String, String),
     #[error("cannot install the logger: {0}")]
     Install(String),
+    #[error("cannot start the log writer thread: {0}")]
+    Logs(std::io::Error),
 }
 
-/// Flushes and stops trace export when dropped (call [`Telemetry::shutdown`]
-/// explicitly in async code to avoid blocking a runtime thread).
+/// Flushes the logs and stops trace export when dropped (call
+/// [`Telemetry::shutdown`] explicitly in async code to avoid blocking a
+/// runtime thread).
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    logs: log_writer::LogWriter,
 }
 
 impl Telemetry {
-    /// Flushes pending spans and stops the exporter.
-    pub fn shutdown(mut self) {
-        if let Some(p) = self.provider.take() {
-            let _ = p.shutdown();
-        }
+    /// Flushes pending spans and log lines and stops the exporter.
+    pub fn shutdown(self) {
+        drop(self);
     }
 }
 
@@ -57,6 +60,7 @@ impl Drop for Telemetry {
         if let Some(p) = self.provider.take() {
             let _ = p.shutdown();
         }
+        self.logs.flush();
     }
 }
 
@@ -79,16 +83,17 @@ pub fn init(
         std::io::IsTerminal::is_terminal(&std::io::stderr()),
         std::env::var_os("NO_COLOR").as_deref(),
     );
+    let logs = log_writer::LogWriter::spawn(std::io::stderr()).map_err(TelemetryError::Logs)?;
     let fmt_layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
-            .with_writer(std::io::stderr)
+            .with_writer(logs.clone())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(logs.clone())
             .boxed(),
     };
     tracing_subscriber::registry()
@@ -98,7 +103,7 @@ pub fn init(
         .try_init()
         .map_err(|e| TelemetryError::Install(e.to_string()))?;
     propagation::install();
-    Ok(Telemetry { provider })
+    Ok(Telemetry { provider, logs })
 }
 
 /// Whether text logs carry ANSI colours: only on a terminal, and not when
