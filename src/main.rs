@@ -58,6 +58,9 @@ fn main() -> ExitCode {
 
 /// Bad configuration ends with one clear sentence, not a backtrace.
 fn fail(e: anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<cli::verify::Drift>().is_some() {
+        return ExitCode::from(cli::verify::Drift::EXIT_STATUS);
+    }
     eprintln!("roster: {e:#}");
     ExitCode::FAILURE
 }

@@ -11,8 +11,23 @@ use serde_json::{Value, json};
 
 use crate::config::VerifyArgs;
 
-/// Exit status when the copy differs (1 is any other failure).
-const DRIFT: i32 = 2;
+/// The copy differs from the directory (the report is on stdout): exit
+/// status 2, where 1 is any other failure. Returned rather than exiting
+/// here, so that the process flushes its logs on the way out.
+#[derive(Debug)]
+pub struct Drift;
+
+impl Drift {
+    pub const EXIT_STATUS: u8 = 2;
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the mirror differs from the directory")
+    }
+}
+
+impl std::error::Error for Drift {}
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let local = read_mirror(&args)?;
@@ -40,7 +55,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     });
     println!("{out}");
     if !report.differences.is_empty() {
-        std::process::exit(DRIFT);
+        return Err(Drift.into());
     }
     Ok(())
 }
