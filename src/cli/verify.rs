@@ -14,20 +14,13 @@ use crate::config::VerifyArgs;
 /// The copy differs from the directory (the report is on stdout): exit
 /// status 2, where 1 is any other failure. Returned rather than exiting
 /// here, so that the process flushes its logs on the way out.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the mirror differs from the directory")]
 pub struct Drift;
 
 impl Drift {
     pub const EXIT_STATUS: u8 = 2;
 }
-
-impl std::fmt::Display for Drift {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the mirror differs from the directory")
-    }
-}
-
-impl std::error::Error for Drift {}
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let local = read_mirror(&args)?;
