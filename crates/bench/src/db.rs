@@ -65,6 +65,16 @@ impl BenchDatabase {
         Ok(())
     }
 
+    /// The newest revision of the change log (0 when it is empty).
+    pub async fn newest_revision(&self) -> anyhow::Result<i64> {
+        let mut conn = PgConnection::connect(&self.url).await?;
+        let newest: i64 = sqlx::query_scalar("SELECT COALESCE(max(revision), 0) FROM changes")
+            .fetch_one(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        Ok(newest)
+    }
+
     /// Leaves the database in place (`--keep-database`): an interrupted
     /// bench no longer drops it.
     pub fn keep(self) {

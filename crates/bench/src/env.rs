@@ -1,12 +1,23 @@
 //! One scenario's world: its own database, the server under test in its own
 //! process, and the PostgreSQL settings to report.
 
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use roster_proto::directory::WatchChangesRequest;
+use roster_proto::directory::directory_service_client::DirectoryServiceClient;
+use roster_proto::directory::watch_changes_request::Start;
+
 use crate::cli::BenchArgs;
 use crate::cpu::CpuMeter;
 use crate::db::{BenchDatabase, PgSettings};
 use crate::report::Report;
 use crate::scim::ScimClient;
 use crate::server::ServerProcess;
+
+/// How long [`Env::settle`] waits for the server to publish what was seeded.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A fresh database with a running server on it.
 pub struct Env {
@@ -52,6 +63,43 @@ impl Env {
         let result = work(&env).await;
         env.finish().await?;
         result
+    }
+
+    /// Waits until the server has published every change committed so far.
+    ///
+    /// Seeding writes through the bench's own store, so the server's change
+    /// hub reads those changes back from the log as another replica's
+    /// writes; a scenario measured while it does would be charged for that
+    /// catch-up (in production a server publishes its own writes from their
+    /// commits). A watch from just before the newest revision gets its
+    /// first event once the hub has published that far.
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        let newest = self.database.newest_revision().await?;
+        if newest == 0 {
+            return Ok(());
+        }
+        let mut client = DirectoryServiceClient::new(self.server.channel().await?);
+        let request = WatchChangesRequest {
+            directory_id: String::new(),
+            kinds: Vec::new(),
+            start: Some(Start::AfterRevision(newest - 1)),
+        };
+        let mut stream = client
+            .watch_changes(request)
+            .await
+            .context("cannot open WatchChanges")?
+            .into_inner();
+        let caught_up = async {
+            while let Some(message) = stream.next().await {
+                if message?.revision >= newest {
+                    return Ok(());
+                }
+            }
+            bail!("the watch stream ended before revision {newest}")
+        };
+        tokio::time::timeout(SETTLE_TIMEOUT, caught_up)
+            .await
+            .with_context(|| format!("revision {newest} not published within {SETTLE_TIMEOUT:?}"))?
     }
 
     /// An empty report carrying this environment's settings.

@@ -36,6 +36,7 @@ pub async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let small = seeder
         .group(&dir, "c", 1, &members[..args.small_group_size])
         .await?;
+    env.settle().await?;
     let spares: Arc<Vec<String>> = Arc::new(spares.iter().map(Uuid::to_string).collect());
 
     // Small first, then big, then small again: a drift of the machine shows

@@ -38,6 +38,7 @@ pub async fn measure(env: &Env, args: &BenchArgs) -> anyhow::Result<Report> {
     let (members, rest) = users.split_at(initial);
     let newcomers = &rest[..ops];
     let group = seeder.group(&dir, "h", 0, members).await?;
+    env.settle().await?;
     let newcomers: Arc<Vec<String>> = Arc::new(newcomers.iter().map(Uuid::to_string).collect());
     let meter = env.cpu_meter();
     let mut rows = Vec::new();

@@ -144,6 +144,7 @@ async fn one_directory(env: &Env, args: &BenchArgs, report: &mut Report) -> anyh
     );
     let mut seeded = seeder.users(&dir, PREFIX, 0..args.lookup_users).await?;
     analyze_users(&env.database.url).await?;
+    env.settle().await?;
     let label = format!("seed {} users (Store API)", args.lookup_users);
     report
         .measurements
@@ -183,6 +184,7 @@ async fn many_directories(env: &Env, args: &BenchArgs, report: &mut Report) -> a
         elapsed += seeded.elapsed;
         clients.push((dir.parse()?, client, args.users_per_directory));
     }
+    env.settle().await?;
     let label = format!(
         "seed {} × {} users (Store API)",
         args.directories, args.users_per_directory
