@@ -81,6 +81,12 @@ pub struct StoreArgs {
     /// (initial-state snapshots have their own, below; LISTEN takes one more).
     #[arg(long, env = "ROSTER_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+    /// PostgreSQL connections of that pool opened at start-up, before the
+    /// service listens (default: all of them; 0: on demand). The first
+    /// burst of requests after a start or a rollout then does not wait for
+    /// new connections (a backend each, and a TLS handshake where offered).
+    #[arg(long, env = "ROSTER_DB_WARM_CONNECTIONS")]
+    pub db_warm_connections: Option<u32>,
     /// Initial-state snapshots open at once (each holds its own database
     /// connection while its watcher reads; both stores); one more is
     /// answered RESOURCE_EXHAUSTED with a retry hint.

@@ -156,7 +156,11 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
 
 /// `roster admin new-epoch`: renews the change log's epoch in the database.
 async fn new_epoch(args: &StoreArgs) -> anyhow::Result<Value> {
-    let (store, _) = super::serve::open_store(args).await?;
+    let args = StoreArgs {
+        db_warm_connections: Some(0),
+        ..args.clone()
+    };
+    let (store, _) = super::serve::open_store(&args).await?;
     let epoch = store
         .renew_log_epoch()
         .await

@@ -172,6 +172,7 @@ pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
 pub async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
     let args = StoreArgs {
         migrate: true,
+        db_warm_connections: Some(0),
         ..args
     };
     let (_, kind) = open_store(&args).await?;
@@ -241,6 +242,12 @@ pub(super) async fn open_store(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Stor
                     .migrate()
                     .await
                     .map_err(|e| anyhow!("cannot migrate PostgreSQL at {shown}: {e}"))?;
+            }
+            let warm = args.db_warm_connections.unwrap_or(args.db_max_connections);
+            // Fewer open connections only slow the first requests: not a
+            // reason to refuse to start.
+            if let Err(error) = store.warm_up(warm).await {
+                tracing::warn!(%error, connections = warm, "cannot open the pool's connections at start-up");
             }
             Ok((Arc::new(store), StoreKind::Postgres))
         }

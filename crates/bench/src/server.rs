@@ -77,6 +77,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .migrate()
         .await
         .map_err(|e| anyhow!("cannot migrate: {e}"))?;
+    store
+        .warm_up(args.db_max_connections)
+        .await
+        .map_err(|e| anyhow!("cannot open the pool's connections: {e}"))?;
     let store: Arc<dyn Store> = Arc::new(store);
     let grpc = listen(args.grpc_addr).context("cannot bind the gRPC address")?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);

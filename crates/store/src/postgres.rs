@@ -195,6 +195,21 @@ impl PgStore {
         })
     }
 
+    /// Opens `connections` of the pool now (at most its size) and leaves
+    /// them idle, so that the first burst of requests after start-up does
+    /// not wait for new connections: each is a PostgreSQL backend to start
+    /// and, where the server offers TLS, a handshake, and a burst of them
+    /// at once stalls every request behind them. Unused ones close after
+    /// the pool's idle timeout, as any other.
+    pub async fn warm_up(&self, connections: u32) -> StoreResult<()> {
+        let wanted = connections.min(self.pool.options().get_max_connections());
+        let opened = futures::future::try_join_all((0..wanted).map(|_| self.pool.acquire()))
+            .await
+            .map_err(map_db)?;
+        drop(opened);
+        Ok(())
+    }
+
     /// Caps concurrent initial-state snapshots at `connections` (at least
     /// one), each on its own connection outside the main pool. Call before
     /// the store is shared: clones made earlier keep the old cap.

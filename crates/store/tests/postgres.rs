@@ -488,3 +488,19 @@ async fn a_users_groups_are_read_in_order_from_one_index() {
     assert_eq!(read.group_ids.len(), 40);
     assert!(read.group_ids.windows(2).all(|w| w[0] <= w[1]));
 }
+
+/// `warm_up` leaves that many connections open (never more than the pool
+/// may hold), so the first requests after a start find them ready.
+#[tokio::test]
+async fn warm_up_opens_connections_up_to_the_pool_size() {
+    let (cold, url) = store_and_url().await;
+    let before = cold.pool().size();
+    assert!(before < 4, "a new pool opens one connection, not {before}");
+    cold.warm_up(4).await.unwrap();
+    // At least four: the connection migrations used may still be on its
+    // way back to the pool when the four are taken.
+    assert!(cold.pool().size() >= 4, "{} open", cold.pool().size());
+    let small = PgStore::connect(&url, 3).await.unwrap();
+    small.warm_up(10).await.unwrap();
+    assert_eq!(small.pool().size(), 3, "capped at the pool's size");
+}

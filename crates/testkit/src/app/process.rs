@@ -38,6 +38,9 @@ pub fn roster() -> Command {
     let mut cmd = Command::new(roster_binary());
     // The embedded default must not pick up the CI's PostgreSQL.
     cmd.env_remove("DATABASE_URL");
+    // Servers of tests running side by side would otherwise each open a
+    // whole pool at start-up, more than PostgreSQL's 100 connections allow.
+    cmd.env("ROSTER_DB_WARM_CONNECTIONS", "2");
     cmd
 }
 
