@@ -196,18 +196,22 @@ impl PgStore {
     }
 
     /// Opens `connections` of the pool now (at most its size) and leaves
-    /// them idle, so that the first burst of requests after start-up does
-    /// not wait for new connections: each is a PostgreSQL backend to start
-    /// and, where the server offers TLS, a handshake, and a burst of them
-    /// at once stalls every request behind them. Unused ones close after
-    /// the pool's idle timeout, as any other.
+    /// them idle, and with any, every keyed-lookup connection, so that the
+    /// first burst of requests after start-up does not wait for new
+    /// connections: each is a PostgreSQL backend to start and, where the
+    /// server offers TLS, a handshake, and a burst of them at once stalls
+    /// every request behind them. Unused ones close after the pool's idle
+    /// timeout, as any other.
     pub async fn warm_up(&self, connections: u32) -> StoreResult<()> {
+        if connections == 0 {
+            return Ok(());
+        }
         let wanted = connections.min(self.pool.options().get_max_connections());
         let opened = futures::future::try_join_all((0..wanted).map(|_| self.pool.acquire()))
             .await
             .map_err(map_db)?;
         drop(opened);
-        Ok(())
+        self.lookups.warm_up().await
     }
 
     /// Caps concurrent initial-state snapshots at `connections` (at least

@@ -55,6 +55,16 @@ impl Lookups {
         self.warm.take(&self.pool).await
     }
 
+    /// Opens every lookup connection now and parks it (see
+    /// [`crate::postgres::PgStore::warm_up`]).
+    pub(super) async fn warm_up(&self) -> StoreResult<()> {
+        let taken = futures::future::try_join_all((0..self.size).map(|_| self.take())).await?;
+        for conn in taken {
+            conn.park();
+        }
+        Ok(())
+    }
+
     pub(super) async fn close(&self) {
         self.warm.release_all();
         self.pool.close().await;
@@ -79,5 +89,16 @@ mod tests {
         assert_eq!(lookups.warm.parked(), 1);
         lookups.close().await;
         assert_eq!(lookups.warm.parked(), 0);
+    }
+
+    #[tokio::test]
+    async fn warming_up_opens_and_parks_every_lookup_connection() {
+        let url = std::env::var("DATABASE_URL").expect("DATABASE_URL for the PostgreSQL tests");
+        let lookups = Lookups::new(&url.parse().unwrap(), 12);
+        assert_eq!(lookups.size(), 3);
+        lookups.warm_up().await.unwrap();
+        assert_eq!(lookups.warm.parked(), 3);
+        assert_eq!(lookups.pool.size(), 3);
+        lookups.close().await;
     }
 }
