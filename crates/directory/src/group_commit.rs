@@ -34,6 +34,7 @@ use roster_store::{
     DirectoryId, EndpointProgress, Group, GroupEdit, GroupId, Store, StoreError, StoreResult, User,
     UserWrite,
 };
+use roster_telemetry::metrics::{Histogram, WriterLabels};
 use tokio::sync::oneshot;
 use tonic::async_trait;
 
@@ -44,6 +45,8 @@ pub(crate) trait BatchWrite: Send + Sync + 'static {
     type Key: Copy + Eq + Hash + Send + Sync + 'static;
     type Item: Send + 'static;
     type Done: Send + 'static;
+    /// The writer's label in `roster_write_batch_size`.
+    const NAME: &'static str;
     /// Batches of one key written at once: 1 where they would only queue
     /// for the same row lock, more where they contend on nothing but the
     /// commit itself.
@@ -82,14 +85,23 @@ struct Line<W: BatchWrite> {
 /// The per-key queues of one process for one kind of write.
 pub(crate) struct Batcher<W: BatchWrite> {
     writer: W,
+    /// This writer's series of `roster_write_batch_size`.
+    batch_sizes: Histogram,
     /// A key is present exactly while at least one runner serves it.
     queues: Mutex<HashMap<W::Key, Line<W>>>,
 }
 
 impl<W: BatchWrite> Batcher<W> {
     pub(crate) fn new(writer: W) -> Arc<Self> {
+        let batch_sizes = roster_telemetry::metrics::metrics()
+            .write_batch_size
+            .get_or_create(&WriterLabels {
+                writer: W::NAME.into(),
+            })
+            .clone();
         Arc::new(Self {
             writer,
+            batch_sizes,
             queues: Mutex::new(HashMap::new()),
         })
     }
@@ -155,6 +167,7 @@ impl<W: BatchWrite> Batcher<W> {
             let Some(batch) = self.next_batch(key) else {
                 break;
             };
+            self.batch_sizes.observe(batch.len() as f64);
             if batch.len() == 1 {
                 let (item, reply) = batch.into_iter().next().expect("one");
                 let _ = reply.send(produced::collect(self.writer.one(key, item)).await);
@@ -228,6 +241,7 @@ impl BatchWrite for GroupPatches {
     type Key = (DirectoryId, GroupId);
     type Item = GroupEdit;
     type Done = Group;
+    const NAME: &'static str = "group_patches";
     /// The group's row lock would serialize them anyway.
     const RUNNERS: usize = 1;
     const MAX_BATCH: usize = 64;
@@ -256,6 +270,7 @@ impl BatchWrite for UserCreates {
     type Key = DirectoryId;
     type Item = UserWrite;
     type Done = User;
+    const NAME: &'static str = "user_creates";
     /// Creations lock nothing shared: a few batches can commit side by
     /// side, which pays when the backlog is more than one batch (POST
     /// /Bulk, many importers)...
@@ -301,6 +316,7 @@ impl BatchWrite for WebhookProgressWrites {
     type Item = EndpointProgress;
     /// Whether it was written (the lease and the generation still held).
     type Done = bool;
+    const NAME: &'static str = "webhook_progress";
     /// The endpoints' rows share no lock: two statements may overlap, so
     /// a batch never waits for more than one other batch's statement.
     const RUNNERS: usize = 2;
@@ -360,6 +376,7 @@ mod tests {
         type Key = ();
         type Item = u32;
         type Done = u32;
+        const NAME: &'static str = "test_gated";
         const RUNNERS: usize = 4;
         const EXTRA_RUNNER_BACKLOG: usize = 3;
         const MAX_BATCH: usize = 3;
@@ -405,5 +422,16 @@ mod tests {
         }
         assert!(gated.most_in_flight.load(Ordering::SeqCst) <= 3);
         assert_eq!(runners(&batcher), 0, "every runner retired");
+        // Every write was in exactly one observed batch, of at most three.
+        let series = |name: &str| {
+            let rendered = roster_telemetry::metrics::metrics().render();
+            let prefix = format!("roster_write_batch_size_{name}{{writer=\"test_gated\"}} ");
+            rendered
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .map(|v| v.parse::<f64>().unwrap())
+        };
+        assert_eq!(series("sum"), Some(7.0), "writes in batches");
+        assert!(series("count").unwrap() >= 3.0, "batches of at most three");
     }
 }

@@ -16,7 +16,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+pub use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// Labels of HTTP request metrics.
@@ -62,6 +62,13 @@ pub struct PoolLabels {
 pub struct ReasonLabels {
     /// Why (`unknown_or_revoked_token`, `per_address`, …).
     pub reason: String,
+}
+
+/// Labels of the directory service's batched writers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriterLabels {
+    /// `group_patches`, `user_creates` or `webhook_progress`.
+    pub writer: String,
 }
 
 /// Labels of counters by outcome alone.
@@ -129,6 +136,8 @@ pub struct Metrics {
     pub head_lag_seconds: Gauge<f64, AtomicU64>,
     /// Database pool connections by state.
     pub db_pool: Family<PoolLabels, Gauge>,
+    /// Writes per transaction of the directory service's group commit.
+    pub write_batch_size: Family<WriterLabels, Histogram>,
     /// Requests rejected by the per-directory rate limit.
     pub rate_limited: Counter,
     /// Gateway requests answered 401, by reason.
@@ -171,6 +180,13 @@ fn latency_histogram() -> Histogram {
     // 0.5 ms … ~16 s
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.0005, 2.0, 16,
+    ))
+}
+
+/// A group-commit batch holds 1 to 128 writes.
+fn batch_size_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        1.0, 2.0, 8,
     ))
 }
 
@@ -231,6 +247,14 @@ impl Metrics {
             "gateway_activity_dropped",
             "Audit-trail entries of SCIM requests dropped (queue full or not recorded)",
             activity_dropped.clone(),
+        );
+        let write_batch_size = Family::<WriterLabels, Histogram>::new_with_constructor(
+            batch_size_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "write_batch_size",
+            "Writes per transaction of the directory service's group commit, by writer",
+            write_batch_size.clone(),
         );
         let webhook_deliveries = Family::<WebhookLabels, Counter>::default();
         let webhook_duration = latency_histogram();
@@ -359,6 +383,7 @@ impl Metrics {
             head_lag,
             head_lag_seconds,
             db_pool,
+            write_batch_size,
             rate_limited,
             auth_failures,
             auth_throttled,
