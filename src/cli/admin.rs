@@ -156,11 +156,7 @@ async fn remote(client: &ClientArgs, command: AdminCommand) -> anyhow::Result<Va
 
 /// `roster admin new-epoch`: renews the change log's epoch in the database.
 async fn new_epoch(args: &StoreArgs) -> anyhow::Result<Value> {
-    let args = StoreArgs {
-        db_warm_connections: Some(0),
-        ..args.clone()
-    };
-    let (store, _) = super::serve::open_store(&args).await?;
+    let (store, _) = super::serve::open_store(args, super::serve::Use::Once).await?;
     let epoch = store
         .renew_log_epoch()
         .await

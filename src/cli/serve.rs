@@ -27,7 +27,7 @@ pub(super) enum StoreKind {
 /// `roster serve`: both halves in one process; the gateway calls the
 /// directory service through its generated trait, without the wire.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let (store, kind) = open_store(&args.process.store).await?;
+    let (store, kind) = open_store(&args.process.store, Use::Serve).await?;
     let grpc = bind(
         args.process.directory.grpc_addr,
         "--grpc-addr / ROSTER_GRPC_ADDR",
@@ -144,7 +144,7 @@ pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
         ));
     }
     let tls = args.tls.files()?;
-    let (store, _) = open_store(&args.process.store).await?;
+    let (store, _) = open_store(&args.process.store, Use::Serve).await?;
     let grpc = bind(
         args.process.directory.grpc_addr,
         "--grpc-addr / ROSTER_GRPC_ADDR",
@@ -172,10 +172,9 @@ pub async fn directory(args: DirectoryArgs) -> anyhow::Result<()> {
 pub async fn migrate(args: StoreArgs) -> anyhow::Result<()> {
     let args = StoreArgs {
         migrate: true,
-        db_warm_connections: Some(0),
         ..args
     };
-    let (_, kind) = open_store(&args).await?;
+    let (_, kind) = open_store(&args, Use::Once).await?;
     match kind {
         StoreKind::Postgres => println!("PostgreSQL schema is up to date."),
         StoreKind::Sqlite(path) => println!("SQLite schema at {} is up to date.", path.display()),
@@ -223,8 +222,21 @@ fn finished<E: std::fmt::Display>(
         .map_err(|e| anyhow!("{what} stopped: {e}"))
 }
 
+/// What a store is opened for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Use {
+    /// Requests from start-up on: PostgreSQL's pool is opened first
+    /// (`--db-warm-connections`).
+    Serve,
+    /// One command's few statements.
+    Once,
+}
+
 /// Opens PostgreSQL when a URL is given, else the embedded SQLite file.
-pub(super) async fn open_store(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Store>, StoreKind)> {
+pub(super) async fn open_store(
+    args: &StoreArgs,
+    usage: Use,
+) -> anyhow::Result<(Arc<dyn Store>, StoreKind)> {
     match &args.database_url {
         Some(url) => {
             let shown = redact(url);
@@ -246,7 +258,9 @@ pub(super) async fn open_store(args: &StoreArgs) -> anyhow::Result<(Arc<dyn Stor
             let warm = args.db_warm_connections.unwrap_or(args.db_max_connections);
             // Fewer open connections only slow the first requests: not a
             // reason to refuse to start.
-            if let Err(error) = store.warm_up(warm).await {
+            if usage == Use::Serve
+                && let Err(error) = store.warm_up(warm).await
+            {
                 tracing::warn!(%error, connections = warm, "cannot open the pool's connections at start-up");
             }
             Ok((Arc::new(store), StoreKind::Postgres))
