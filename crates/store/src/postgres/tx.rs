@@ -18,7 +18,9 @@ use crate::directories::{
 };
 use crate::error::StoreResult;
 use crate::model::*;
-use crate::write::{ChangeQueue, Lock, WriteTx, parse_member_kind};
+use crate::write::{
+    Added, ChangeQueue, Lock, WriteTx, add_memberships_in_steps, parse_member_kind,
+};
 
 /// An open write transaction and its queued changes.
 pub struct Tx {
@@ -347,6 +349,73 @@ impl WriteTx for Tx {
         Ok(inserted.into_iter().collect())
     }
 
+    /// One statement when every member is of one kind: the members are
+    /// locked (`FOR KEY SHARE`, in id order, as `lock_members`) before the
+    /// insert can see which adds are complete, since the insert reads the
+    /// set of incomplete adds, which reads every locked row.
+    async fn add_memberships(
+        &mut self,
+        dir: DirectoryId,
+        group: GroupId,
+        adds: &[&[MemberRef]],
+    ) -> StoreResult<Added> {
+        let Some(kind) = one_kind(adds) else {
+            return add_memberships_in_steps(self, dir, group, adds).await;
+        };
+        let table = match kind {
+            MemberKind::User => "users",
+            MemberKind::Group => "groups",
+        };
+        let (mut ids, mut add_numbers) = (Vec::new(), Vec::new());
+        for (number, add) in (0i32..).zip(adds) {
+            for member in add.iter() {
+                ids.push(member.id);
+                add_numbers.push(number);
+            }
+        }
+        let rows: Vec<(Uuid, bool, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH req AS ( \
+                 SELECT r.id, r.add_number, r.ord \
+                 FROM unnest($3::uuid[], $4::int4[]) WITH ORDINALITY AS r(id, add_number, ord)), \
+             locked AS MATERIALIZED ( \
+                 SELECT t.id FROM {table} t WHERE t.id = ANY($3) \
+                 AND t.directory_id IS NOT DISTINCT FROM $1 ORDER BY t.id FOR KEY SHARE), \
+             incomplete AS ( \
+                 SELECT DISTINCT req.add_number FROM req \
+                 WHERE NOT EXISTS (SELECT 1 FROM locked WHERE locked.id = req.id)), \
+             inserted AS ( \
+                 INSERT INTO memberships (directory_id, group_id, member_id, member_kind) \
+                 SELECT $1, $2, req.id, $5 FROM req \
+                 WHERE req.add_number NOT IN (SELECT add_number FROM incomplete) ORDER BY req.ord \
+                 ON CONFLICT (group_id, member_id) DO NOTHING RETURNING member_id) \
+             SELECT req.id, locked.id IS NOT NULL, inserted.member_id IS NOT NULL \
+             FROM req LEFT JOIN locked ON locked.id = req.id \
+             LEFT JOIN inserted ON inserted.member_id = req.id"
+        )))
+        .bind(dir.0)
+        .bind(group.0)
+        .bind(&ids)
+        .bind(&add_numbers)
+        .bind(kind.as_str())
+        .fetch_all(self.conn())
+        .await
+        .map_err(map_db)?;
+        let mut found = HashSet::new();
+        let mut inserted = HashSet::new();
+        for (id, was_found, was_inserted) in rows {
+            if was_found {
+                found.insert((kind, id));
+            }
+            if was_inserted {
+                inserted.insert(id);
+            }
+        }
+        Ok(Added {
+            unknown: Added::unknown_of(adds, &found),
+            inserted,
+        })
+    }
+
     async fn delete_memberships(
         &mut self,
         group: GroupId,
@@ -404,4 +473,11 @@ impl WriteTx for Tx {
         .await
         .map_err(map_db)
     }
+}
+
+/// The kind of every member of `adds`, when they are of one kind.
+fn one_kind(adds: &[&[MemberRef]]) -> Option<MemberKind> {
+    let mut members = adds.iter().flat_map(|add| add.iter());
+    let kind = members.next()?.kind;
+    members.all(|m| m.kind == kind).then_some(kind)
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 use super::changes::{group_attribute_changes, merge_changes};
-use super::{Backend, Change, Lock, WriteTx, check_version, retry};
+use super::{Added, Backend, Change, Lock, WriteTx, check_version, retry};
 use crate::error::{StoreError, StoreResult};
 use crate::model::*;
 
@@ -206,6 +206,14 @@ where
     Ok(Batched::Done(results))
 }
 
+fn unknown_member(m: MemberRef) -> StoreError {
+    StoreError::Invalid(format!(
+        "no {} with id {} in this directory",
+        m.kind.as_str(),
+        m.id
+    ))
+}
+
 /// A batch's group as its edits left it, and their results so far.
 struct BatchState {
     current: Group,
@@ -323,42 +331,32 @@ impl MemberRun {
         edits: Vec<(usize, MemberOp)>,
     ) -> StoreResult<()> {
         let (dir, group) = (state.current.directory_id, state.current.id);
-        let adds: Vec<MemberRef> = edits
+        let adds: Vec<&[MemberRef]> = edits
             .iter()
-            .flat_map(|(_, op)| match op {
-                MemberOp::Add(members) => members.as_slice(),
-                MemberOp::Remove(_) => &[],
+            .filter_map(|(_, op)| match op {
+                MemberOp::Add(members) => Some(members.as_slice()),
+                MemberOp::Remove(_) => None,
             })
-            .copied()
             .collect();
-        let found = match adds.is_empty() {
-            true => HashSet::new(),
-            false => tx.lock_members(dir, &adds).await?,
+        let Added { unknown, inserted } = match adds.is_empty() {
+            true => Added::default(),
+            false => tx.add_memberships(dir, group, &adds).await?,
         };
-        let mut valid = Vec::with_capacity(adds.len());
+        let mut unknown = unknown.into_iter();
         let mut removes = Vec::new();
         let mut edits_ok = Vec::with_capacity(edits.len());
         for (pos, op) in edits {
             match &op {
-                MemberOp::Add(members) => {
-                    if let Some(m) = members.iter().find(|m| !found.contains(&(m.kind, m.id))) {
-                        state.results[pos] = Some(Err(StoreError::Invalid(format!(
-                            "no {} with id {} in this directory",
-                            m.kind.as_str(),
-                            m.id
-                        ))));
+                MemberOp::Add(_) => {
+                    if let Some(m) = unknown.next().flatten() {
+                        state.results[pos] = Some(Err(unknown_member(m)));
                         continue;
                     }
-                    valid.extend_from_slice(members);
                 }
                 MemberOp::Remove(ids) => removes.extend_from_slice(ids),
             }
             edits_ok.push((pos, op));
         }
-        let inserted = match valid.is_empty() {
-            true => HashSet::new(),
-            false => tx.insert_memberships(dir, group, &valid).await?,
-        };
         let removed: HashMap<Uuid, MemberKind> = match removes.is_empty() {
             true => HashMap::new(),
             false => tx
@@ -557,13 +555,17 @@ impl GroupEditor {
         self.touched = true;
     }
 
+    /// Adds `members` (all or none), locking each against deletion.
     async fn add<T: WriteTx>(&mut self, tx: &mut T, members: &[MemberRef]) -> StoreResult<()> {
-        let members = self.resolve(tx, members).await?;
+        let members = self.unique_members(members)?;
         if members.is_empty() {
             return Ok(());
         }
         let (dir, group) = (self.group.directory_id, self.group.id);
-        let inserted = tx.insert_memberships(dir, group, &members).await?;
+        let Added { unknown, inserted } = tx.add_memberships(dir, group, &[&members]).await?;
+        if let Some(m) = unknown.into_iter().flatten().next() {
+            return Err(unknown_member(m));
+        }
         for member in members.into_iter().filter(|m| inserted.contains(&m.id)) {
             self.member_event(tx, ChangeKind::MemberAdded, member)?;
             self.count_delta += 1;
@@ -618,14 +620,8 @@ impl GroupEditor {
         self.add(tx, &wanted).await
     }
 
-    /// Deduplicates `members` and checks that each is a user or group of
-    /// the directory (and not the group itself), locking each so it cannot
-    /// be deleted before this transaction ends.
-    async fn resolve<T: WriteTx>(
-        &self,
-        tx: &mut T,
-        members: &[MemberRef],
-    ) -> StoreResult<Vec<MemberRef>> {
+    /// Deduplicates `members`, refusing the group itself.
+    fn unique_members(&self, members: &[MemberRef]) -> StoreResult<Vec<MemberRef>> {
         let mut seen = HashSet::new();
         let unique: Vec<MemberRef> = members
             .iter()
@@ -640,16 +636,24 @@ impl GroupEditor {
                 "a group cannot be a member of itself".into(),
             ));
         }
+        Ok(unique)
+    }
+
+    /// [`Self::unique_members`], each checked to be a user or group of the
+    /// directory and locked so it cannot be deleted before this transaction
+    /// ends.
+    async fn resolve<T: WriteTx>(
+        &self,
+        tx: &mut T,
+        members: &[MemberRef],
+    ) -> StoreResult<Vec<MemberRef>> {
+        let unique = self.unique_members(members)?;
         if unique.is_empty() {
             return Ok(unique);
         }
         let found = tx.lock_members(self.group.directory_id, &unique).await?;
         if let Some(missing) = unique.iter().find(|m| !found.contains(&(m.kind, m.id))) {
-            return Err(StoreError::Invalid(format!(
-                "no {} with id {} in this directory",
-                missing.kind.as_str(),
-                missing.id
-            )));
+            return Err(unknown_member(*missing));
         }
         Ok(unique)
     }

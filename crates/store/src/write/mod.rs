@@ -142,6 +142,19 @@ pub trait WriteTx: Send {
         group: GroupId,
         members: &[MemberRef],
     ) -> StoreResult<HashSet<Uuid>>;
+    /// Adds the members of each of `adds` to `group`, each add all or
+    /// nothing: locks the named members as [`WriteTx::lock_members`] does
+    /// and inserts the memberships of every add whose members are all users
+    /// or groups of `dir`. One statement on PostgreSQL when the members are
+    /// of one kind; the two primitives otherwise.
+    async fn add_memberships(
+        &mut self,
+        dir: DirectoryId,
+        group: GroupId,
+        adds: &[&[MemberRef]],
+    ) -> StoreResult<Added> {
+        add_memberships_in_steps(self, dir, group, adds).await
+    }
     /// Deletes the named memberships of `group` (`None`: all); returns
     /// those deleted, in no particular order.
     async fn delete_memberships(
@@ -153,6 +166,61 @@ pub trait WriteTx: Send {
     async fn leave_groups(&mut self, member: Uuid) -> StoreResult<Vec<(Uuid, MemberKind)>>;
     /// The member ids of `group`, ascending.
     async fn member_ids(&mut self, group: GroupId) -> StoreResult<Vec<Uuid>>;
+}
+
+/// What [`WriteTx::add_memberships`] did.
+#[derive(Debug, Default)]
+pub struct Added {
+    /// Per add, in order, its first member that is no user or group of the
+    /// directory (the add inserted nothing), or `None`.
+    pub unknown: Vec<Option<MemberRef>>,
+    /// The members inserted (not those that were members already).
+    pub inserted: HashSet<Uuid>,
+}
+
+impl Added {
+    /// `unknown` from the members found, in the order of `adds`.
+    pub(crate) fn unknown_of(
+        adds: &[&[MemberRef]],
+        found: &HashSet<(MemberKind, Uuid)>,
+    ) -> Vec<Option<MemberRef>> {
+        adds.iter()
+            .map(|add| {
+                add.iter()
+                    .find(|m| !found.contains(&(m.kind, m.id)))
+                    .copied()
+            })
+            .collect()
+    }
+}
+
+/// [`WriteTx::add_memberships`] as two statements: lock, then insert.
+pub(crate) async fn add_memberships_in_steps<T: WriteTx + ?Sized>(
+    tx: &mut T,
+    dir: DirectoryId,
+    group: GroupId,
+    adds: &[&[MemberRef]],
+) -> StoreResult<Added> {
+    let all: Vec<MemberRef> = adds.iter().flat_map(|add| add.iter().copied()).collect();
+    if all.is_empty() {
+        return Ok(Added {
+            unknown: vec![None; adds.len()],
+            inserted: HashSet::new(),
+        });
+    }
+    let found = tx.lock_members(dir, &all).await?;
+    let unknown = Added::unknown_of(adds, &found);
+    let valid: Vec<MemberRef> = adds
+        .iter()
+        .zip(&unknown)
+        .filter(|(_, unknown)| unknown.is_none())
+        .flat_map(|(add, _)| add.iter().copied())
+        .collect();
+    let inserted = match valid.is_empty() {
+        true => HashSet::new(),
+        false => tx.insert_memberships(dir, group, &valid).await?,
+    };
+    Ok(Added { unknown, inserted })
 }
 
 /// A store backend: write transactions for the core, plus the reads (and

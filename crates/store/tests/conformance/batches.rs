@@ -136,6 +136,50 @@ pub async fn a_group_batch_gives_each_edit_its_own_result_version_and_events(
     assert!(changes.windows(2).all(|w| w[0].revision < w[1].revision));
 }
 
+/// Adds batched together are each all or nothing: one naming an unknown
+/// member adds none of its members, and the adds beside it are written.
+pub async fn a_batched_add_naming_an_unknown_member_adds_none_of_its_members(
+    store: Arc<dyn Store>,
+) {
+    let dir = directory(&*store, "partial").await;
+    let u = users(&*store, dir.id, "p", 4).await;
+    let g = store.create_group(dir.id, group("g")).await.unwrap();
+    let stranger = MemberRef {
+        id: uuid::Uuid::new_v4(),
+        kind: MemberKind::User,
+    };
+    let (a, b, c, d) = (member(&u[0]), member(&u[1]), member(&u[2]), member(&u[3]));
+    let adds = |members: Vec<MemberRef>| {
+        edit(None, move |_| {
+            Ok(vec![GroupOp::AddMembers(members.clone())])
+        })
+    };
+    let edits = vec![adds(vec![a]), adds(vec![b, stranger, c]), adds(vec![d])];
+    let results = store.update_group_batch(dir.id, g.id, edits).await;
+    assert_eq!(results[0].as_ref().unwrap().version, 2);
+    let error = results[1].as_ref().unwrap_err();
+    assert!(
+        matches!(error, StoreError::Invalid(m) if m.contains(&stranger.id.to_string())),
+        "{error:?}"
+    );
+    assert_eq!(results[2].as_ref().unwrap().version, 3);
+    let stored = store.get_group(dir.id, g.id, true).await.unwrap();
+    let mut ids: Vec<uuid::Uuid> = stored.members.unwrap().iter().map(|m| m.id).collect();
+    ids.sort();
+    let mut want = vec![a.id, d.id];
+    want.sort();
+    assert_eq!(ids, want, "b and c came with the unknown member");
+    assert_eq!((stored.version, stored.member_count), (3, 2));
+
+    // Alone, the same add fails whole too.
+    let alone = store
+        .update_group_batch(dir.id, g.id, vec![adds(vec![b, stranger])])
+        .await;
+    assert!(matches!(alone[0], Err(StoreError::Invalid(_))));
+    let stored = store.get_group(dir.id, g.id, false).await.unwrap();
+    assert_eq!((stored.version, stored.member_count), (3, 2));
+}
+
 pub async fn concurrent_group_batches_lose_nothing_and_keep_versions_in_order(
     store: Arc<dyn Store>,
 ) {

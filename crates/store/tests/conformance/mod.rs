@@ -41,6 +41,7 @@ macro_rules! conformance_suite {
     ($make:path) => {
         $crate::conformance::conformance_suite!(@in batches $make;
             a_group_batch_gives_each_edit_its_own_result_version_and_events,
+            a_batched_add_naming_an_unknown_member_adds_none_of_its_members,
             concurrent_group_batches_lose_nothing_and_keep_versions_in_order,
             a_user_batch_creates_each_user_alone_and_fails_only_the_taken_ones,
         );
