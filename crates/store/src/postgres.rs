@@ -478,13 +478,16 @@ impl Backend for PgStore {
         Ok(Tx {
             tx: self.pool.begin().await.map_err(map_db)?,
             changes: ChangeQueue::default(),
+            now: None,
+            group_bump: None,
         })
     }
 
     async fn commit(&self, mut tx: Tx) -> StoreResult<()> {
         let changes = tx.changes.take();
         let taking = (!changes.is_empty()).then(|| self.taking_revisions());
-        let rows = changes::insert_changes(&mut tx.tx, &changes).await?;
+        let bump = tx.group_bump.take();
+        let rows = changes::insert_changes(&mut tx.tx, &changes, bump.as_ref()).await?;
         tx.tx.commit().await.map_err(map_db)?;
         self.committed(rows);
         if let Some(taking) = taking {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::PgStore;
 use super::errors::{json_error, map_db};
 use super::head::Observation;
+use super::tx::GroupBump;
 use crate::error::{StoreError, StoreResult};
 use crate::model::{ChangeRecord, Cursor, DirectoryId, LogBounds};
 use crate::produced::Produced;
@@ -137,13 +138,30 @@ impl ChangeLog for PgStore {
 /// calls of the projection and makes sure the transaction has an xid before
 /// it takes a revision (fact 1 of `head.rs`), even if it wrote nothing else.
 ///
+/// `bump`, a group write deferred to the commit (`Tx::group_bump`), goes
+/// in the same statement: the group's row lock is held already, so it takes
+/// no lock after the revisions, and the batch saves a round trip.
+///
 /// Returns the rows appended, as stored, for [`PgStore::committed`] once the
 /// transaction committed.
 pub(crate) async fn insert_changes(
     conn: &mut PgConnection,
     changes: &[Change],
+    bump: Option<&GroupBump>,
 ) -> StoreResult<Vec<ChangeRecord>> {
     if changes.is_empty() {
+        if let Some(bump) = bump {
+            sqlx::query(
+                "UPDATE groups SET member_count = member_count + $1, version = $2, \
+                 updated_at = now() WHERE id = $3",
+            )
+            .bind(bump.count_delta)
+            .bind(bump.version)
+            .bind(bump.id)
+            .execute(conn)
+            .await
+            .map_err(map_db)?;
+        }
         return Ok(Vec::new());
     }
     let mut directory_ids = Vec::with_capacity(changes.len());
@@ -161,8 +179,15 @@ pub(crate) async fn insert_changes(
         fields.push(serde_json::to_value(&c.changed_fields).map_err(json_error)?);
     }
     let event_ids: Vec<Uuid> = changes.iter().map(|_| Uuid::new_v4()).collect();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload, changed_fields) \
+    let with_bump = match bump {
+        Some(_) => {
+            "WITH bumped AS (UPDATE groups SET member_count = member_count + $8, \
+                    version = $9, updated_at = now() WHERE id = $10) "
+        }
+        None => "",
+    };
+    let query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{with_bump}INSERT INTO changes (revision, event_id, directory_id, kind, resource_id, version, payload, changed_fields) \
          SELECT nextval('change_revision'), c.event_id, c.directory_id, c.kind, c.resource_id, c.version, \
                 c.payload, c.changed_fields \
          FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::bigint[], $6::jsonb[], $7::jsonb[]) \
@@ -177,13 +202,21 @@ pub(crate) async fn insert_changes(
     .bind(&resource_ids)
     .bind(&versions)
     .bind(&payloads)
-    .bind(&fields)
-    .fetch_all(conn)
-    .await
-    .map_err(map_db)?
-    .iter()
-    .map(decode_change)
-    .collect()
+    .bind(&fields);
+    let query = match bump {
+        Some(bump) => query
+            .bind(bump.count_delta)
+            .bind(bump.version)
+            .bind(bump.id),
+        None => query,
+    };
+    query
+        .fetch_all(conn)
+        .await
+        .map_err(map_db)?
+        .iter()
+        .map(decode_change)
+        .collect()
 }
 
 /// What a statement appending change rows returns: each row as stored

@@ -192,10 +192,10 @@ where
             member_count: state.current.member_count - state.unwritten_delta,
             ..state.current.clone()
         };
-        let stored = tx
-            .update_group(&as_stored, state.unwritten_delta, as_stored.version)
+        let at = tx
+            .finish_group(&as_stored, state.unwritten_delta, as_stored.version)
             .await?;
-        state.stamp(stored.updated_at);
+        state.stamp(at);
     }
     backend.commit(tx).await?;
     let results = state

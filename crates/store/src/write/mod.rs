@@ -115,6 +115,22 @@ pub trait WriteTx: Send {
         count_delta: i64,
         version: i64,
     ) -> StoreResult<Group>;
+    /// The last write of `group` in this transaction when only its member
+    /// count and version changed since it was stored: adds `count_delta`
+    /// and sets `version`; returns the `updated_at` it stores. A backend
+    /// may defer it to the commit; nothing may read or write the group row
+    /// after it.
+    async fn finish_group(
+        &mut self,
+        group: &Group,
+        count_delta: i64,
+        version: i64,
+    ) -> StoreResult<DateTime<Utc>> {
+        Ok(self
+            .update_group(group, count_delta, version)
+            .await?
+            .updated_at)
+    }
     async fn delete_group(&mut self, id: GroupId) -> StoreResult<()>;
     /// Adds `delta` to the member count of each of `groups` and bumps their
     /// versions; returns the new versions.

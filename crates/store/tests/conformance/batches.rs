@@ -170,6 +170,11 @@ pub async fn a_batched_add_naming_an_unknown_member_adds_none_of_its_members(
     want.sort();
     assert_eq!(ids, want, "b and c came with the unknown member");
     assert_eq!((stored.version, stored.member_count), (3, 2));
+    assert_eq!(
+        results[2].as_ref().unwrap().updated_at,
+        stored.updated_at,
+        "the last edit's result carries the time stored"
+    );
 
     // Alone, the same add fails whole too.
     let alone = store
