@@ -33,9 +33,14 @@
 //!    deleting a user first locks every group holding it, deleting a group
 //!    those and itself);
 //! 2. then member rows: `FOR KEY SHARE` on the users and groups being added
-//!    (`lock_members`), or `FOR UPDATE` on the user or group being
-//!    deleted, which waits for every add that already holds its key share;
-//! 3. then membership rows, and last the change rows (the revisions).
+//!    (`lock_members`, or the locking part of `add_memberships`' one
+//!    statement, which reads every locked row before its insert can run),
+//!    or `FOR UPDATE` on the user or group being deleted, which waits for
+//!    every add that already holds its key share;
+//! 3. then membership rows, and last the change rows (the revisions). A
+//!    group write deferred to the commit (`finish_group`) goes in the change
+//!    rows' statement: its row lock is held since step 1, so it waits for
+//!    nothing after the revisions are taken.
 //!
 //! A deletion reads the groups holding its member before it can lock the
 //! member, so an add committed in between would be a group it does not
