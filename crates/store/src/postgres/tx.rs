@@ -403,7 +403,8 @@ impl WriteTx for Tx {
     /// One statement when every member is of one kind: the members are
     /// locked (`FOR KEY SHARE`, in id order, as `lock_members`) before the
     /// insert can see which adds are complete, since the insert reads the
-    /// set of incomplete adds, which reads every locked row.
+    /// set of incomplete adds, which reads every locked row. The directory
+    /// is compared as in `lock_members`, for the same reason.
     async fn add_memberships(
         &mut self,
         dir: DirectoryId,

@@ -87,8 +87,9 @@ pub(super) enum Batched {
 ///
 /// Consecutive edits that only add or only remove members (one operation,
 /// no If-Match) touching pairwise different members are written together:
-/// one statement locks all their new members, one inserts, one deletes —
-/// their effects commute, so this is the same as applying them one by one;
+/// their new members are locked and inserted together
+/// ([`WriteTx::add_memberships`], one statement on PostgreSQL), one
+/// statement deletes — their effects commute, so this is the same as applying them one by one;
 /// their plans see the attributes as of the run's start (member edits do
 /// not change attributes) but may see an older version and member count.
 ///
@@ -206,6 +207,8 @@ where
     Ok(Batched::Done(results))
 }
 
+/// The error of an add naming `m`, which is no user or group of the
+/// directory.
 fn unknown_member(m: MemberRef) -> StoreError {
     StoreError::Invalid(format!(
         "no {} with id {} in this directory",
@@ -304,8 +307,8 @@ impl MemberRun {
         self.edits.push((pos, op));
     }
 
-    /// Writes the run (lock the added members, insert, delete: one
-    /// statement each), then queues each edit's events in order under its
+    /// Writes the run (lock and insert the added members, delete the
+    /// removed ones), then queues each edit's events in order under its
     /// own version. `Some` when a statement failed (blamed on the run's
     /// first edit).
     async fn flush<T: WriteTx>(
