@@ -38,7 +38,7 @@
 //!    or `FOR UPDATE` on the user or group being deleted, which waits for
 //!    every add that already holds its key share;
 //! 3. then membership rows, and last the change rows (the revisions). A
-//!    group write deferred to the commit (`finish_group`) goes in the change
+//!    group write deferred to the commit (`defer_group_write`) goes in the change
 //!    rows' statement: its row lock is held since step 1, so it waits for
 //!    nothing after the revisions are taken.
 //!

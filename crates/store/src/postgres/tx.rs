@@ -30,7 +30,7 @@ pub struct Tx {
     /// a statement reported it.
     pub(super) now: Option<DateTime<Utc>>,
     /// A group's last count and version change, written by the commit's
-    /// change-log statement ([`WriteTx::finish_group`]).
+    /// change-log statement ([`WriteTx::defer_group_write`]).
     pub(super) group_bump: Option<GroupBump>,
 }
 
@@ -211,7 +211,8 @@ impl WriteTx for Tx {
             .await
     }
 
-    /// Also learns the transaction's `now()` for [`WriteTx::finish_group`].
+    /// Also learns the transaction's `now()` for
+    /// [`WriteTx::defer_group_write`].
     async fn load_group(
         &mut self,
         dir: DirectoryId,
@@ -236,26 +237,19 @@ impl WriteTx for Tx {
     /// Deferred to the commit, whose change-log statement writes it, when
     /// the transaction's `now()` is known (the time `updated_at = now()`
     /// will store): one round trip less for every batch of member edits.
-    async fn finish_group(
+    fn defer_group_write(
         &mut self,
         group: &Group,
         count_delta: i64,
         version: i64,
-    ) -> StoreResult<DateTime<Utc>> {
-        match self.now {
-            Some(now) if self.group_bump.is_none() => {
-                self.group_bump = Some(GroupBump {
-                    id: group.id.0,
-                    count_delta,
-                    version,
-                });
-                Ok(now)
-            }
-            _ => Ok(self
-                .update_group(group, count_delta, version)
-                .await?
-                .updated_at),
-        }
+    ) -> Option<DateTime<Utc>> {
+        let now = self.now.filter(|_| self.group_bump.is_none())?;
+        self.group_bump = Some(GroupBump {
+            id: group.id.0,
+            count_delta,
+            version,
+        });
+        Some(now)
     }
 
     /// The foreign key checks the directory (a violation is

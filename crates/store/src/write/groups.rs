@@ -193,9 +193,15 @@ where
             member_count: state.current.member_count - state.unwritten_delta,
             ..state.current.clone()
         };
-        let at = tx
-            .finish_group(&as_stored, state.unwritten_delta, as_stored.version)
-            .await?;
+        let (delta, version) = (state.unwritten_delta, as_stored.version);
+        let at = match tx.defer_group_write(&as_stored, delta, version) {
+            Some(at) => at,
+            None => {
+                tx.update_group(&as_stored, delta, version)
+                    .await?
+                    .updated_at
+            }
+        };
         state.stamp(at);
     }
     backend.commit(tx).await?;

@@ -115,21 +115,19 @@ pub trait WriteTx: Send {
         count_delta: i64,
         version: i64,
     ) -> StoreResult<Group>;
-    /// The last write of `group` in this transaction when only its member
-    /// count and version changed since it was stored: adds `count_delta`
-    /// and sets `version`; returns the `updated_at` it stores. A backend
-    /// may defer it to the commit; nothing may read or write the group row
-    /// after it.
-    async fn finish_group(
+    /// Hands the last write of `group` in this transaction (only its
+    /// member count and version changed since it was stored: adds
+    /// `count_delta`, sets `version`) to the commit, when the backend can
+    /// write it there; returns the `updated_at` it will store, or `None`
+    /// when it must be written now ([`WriteTx::update_group`]). Nothing may
+    /// read or write the group row once it is handed over.
+    fn defer_group_write(
         &mut self,
-        group: &Group,
-        count_delta: i64,
-        version: i64,
-    ) -> StoreResult<DateTime<Utc>> {
-        Ok(self
-            .update_group(group, count_delta, version)
-            .await?
-            .updated_at)
+        _group: &Group,
+        _count_delta: i64,
+        _version: i64,
+    ) -> Option<DateTime<Utc>> {
+        None
     }
     async fn delete_group(&mut self, id: GroupId) -> StoreResult<()>;
     /// Adds `delta` to the member count of each of `groups` and bumps their
