@@ -89,7 +89,8 @@ pub(super) enum Batched {
 /// no If-Match) touching pairwise different members are written together:
 /// their new members are locked and inserted together
 /// ([`WriteTx::add_memberships`], one statement on PostgreSQL), one
-/// statement deletes — their effects commute, so this is the same as applying them one by one;
+/// statement deletes — their effects commute, so this is the same as
+/// applying them one by one;
 /// their plans see the attributes as of the run's start (member edits do
 /// not change attributes) but may see an older version and member count.
 ///
@@ -575,6 +576,31 @@ impl GroupEditor {
         if let Some(m) = unknown.into_iter().flatten().next() {
             return Err(unknown_member(m));
         }
+        self.added(tx, members, &inserted)
+    }
+
+    /// Inserts the memberships of `members`, already resolved (and locked)
+    /// by [`Self::resolve`].
+    async fn insert_resolved<T: WriteTx>(
+        &mut self,
+        tx: &mut T,
+        members: Vec<MemberRef>,
+    ) -> StoreResult<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let (dir, group) = (self.group.directory_id, self.group.id);
+        let inserted = tx.insert_memberships(dir, group, &members).await?;
+        self.added(tx, members, &inserted)
+    }
+
+    /// Queues `member.added` for those of `members` that were `inserted`.
+    fn added<T: WriteTx>(
+        &mut self,
+        tx: &mut T,
+        members: Vec<MemberRef>,
+        inserted: &HashSet<Uuid>,
+    ) -> StoreResult<()> {
         for member in members.into_iter().filter(|m| inserted.contains(&m.id)) {
             self.member_event(tx, ChangeKind::MemberAdded, member)?;
             self.count_delta += 1;
@@ -626,7 +652,9 @@ impl GroupEditor {
             .filter(|id| !wanted_ids.contains(id))
             .collect();
         self.remove(tx, Some(&gone)).await?;
-        self.add(tx, &wanted).await
+        // Resolved and locked above (before the membership rows, as the lock
+        // order wants): inserted without locking them again.
+        self.insert_resolved(tx, wanted).await
     }
 
     /// Deduplicates `members`, refusing the group itself.
