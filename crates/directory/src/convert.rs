@@ -57,7 +57,7 @@ pub fn user(u: &m::User) -> pd::User {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-        raw: json_text(&u.raw),
+        raw: u.raw.text().to_owned(),
         meta: meta(u.created_at, u.updated_at, u.version),
     }
 }
@@ -71,7 +71,7 @@ pub fn group(g: &m::Group) -> pd::Group {
         display_name: g.display_name.clone(),
         member_count: g.member_count,
         members: g.members.iter().flatten().map(member).collect(),
-        raw: json_text(&g.raw),
+        raw: g.raw.text().to_owned(),
         meta: meta(g.created_at, g.updated_at, g.version),
         members_omitted: false,
     }

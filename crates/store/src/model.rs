@@ -258,6 +258,69 @@ pub struct UserWrite {
     pub raw: serde_json::Value,
 }
 
+/// A stored SCIM document (a resource's `raw`) as JSON text, as the
+/// database returned it. Reads pass the text on (the gateway renders from
+/// it), so a lookup parses the document once, in the gateway, instead of
+/// also into a `serde_json::Value` in the store and back to text for the
+/// reply; the writes that edit it parse it ([`Document::to_value`]).
+/// Equal when the JSON values are equal, whatever the spacing.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Document(pub(crate) Box<serde_json::value::RawValue>);
+
+impl Document {
+    /// `value` as a document.
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        // Writing a `Value` out as JSON text cannot fail (its keys are strings).
+        serde_json::value::to_raw_value(value).map_or_else(|_| Self::empty(), Self)
+    }
+
+    /// JSON text as a document, if it is JSON.
+    pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text).map(Self)
+    }
+
+    /// `{}`.
+    pub fn empty() -> Self {
+        Self::from_text("{}".to_owned())
+            .unwrap_or_else(|_| Self(serde_json::value::RawValue::NULL.to_owned()))
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The document parsed (always JSON: both constructors check it).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.text()).unwrap_or_default()
+    }
+}
+
+impl From<serde_json::Value> for Document {
+    fn from(value: serde_json::Value) -> Self {
+        Self::from_value(&value)
+    }
+}
+
+impl PartialEq for Document {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text() || self.to_value() == other.to_value()
+    }
+}
+
+impl PartialEq<serde_json::Value> for Document {
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        self.to_value() == *other
+    }
+}
+
+impl fmt::Debug for Document {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
@@ -265,7 +328,7 @@ pub struct User {
     pub directory_id: DirectoryId,
     #[serde(flatten)]
     pub fields: UserFields,
-    pub raw: serde_json::Value,
+    pub raw: Document,
     pub group_ids: Vec<GroupId>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -322,7 +385,7 @@ pub struct Group {
     pub directory_id: DirectoryId,
     pub display_name: String,
     pub external_id: Option<String>,
-    pub raw: serde_json::Value,
+    pub raw: Document,
     pub member_count: i64,
     /// Loaded only when asked for.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -601,13 +664,33 @@ mod tests {
             directory_id: DirectoryId::new(),
             display_name: String::new(),
             external_id: None,
-            raw: serde_json::Value::Null,
+            raw: Document::empty(),
             member_count,
             members: None,
             version: 1,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn documents_are_equal_by_value_and_pass_through_payloads_as_json() {
+        let spaced = Document::from_text(r#"{"b": [1, 2], "a": "x"}"#.into()).unwrap();
+        let value = serde_json::json!({"a": "x", "b": [1, 2]});
+        let compact = Document::from_value(&value);
+        assert_eq!(compact.text(), r#"{"a":"x","b":[1,2]}"#);
+        assert_eq!(spaced, compact);
+        assert_eq!(spaced, value);
+        assert_ne!(spaced, Document::empty());
+        assert_eq!(Document::empty().text(), "{}");
+        assert!(Document::from_text("{\"a\":".into()).is_err());
+        // A change payload holds the document as JSON, not as a string.
+        let mut group = group_of(0);
+        group.raw = spaced;
+        let payload = serde_json::to_value(&group).unwrap();
+        assert_eq!(payload["raw"], value);
+        let back: Group = serde_json::from_value(payload).unwrap();
+        assert_eq!(back, group);
     }
 
     #[test]

@@ -67,6 +67,7 @@
 mod changes;
 mod coalesce;
 mod credentials;
+mod document;
 pub(crate) mod errors;
 mod groups;
 mod head;

@@ -250,7 +250,7 @@ fn change_payload(
         id: roster_store::UserId(id),
         directory_id: roster_store::DirectoryId(dir),
         fields: write.fields.clone(),
-        raw: write.raw.clone(),
+        raw: roster_store::Document::from_value(&write.raw),
         group_ids: Vec::new(),
         version: 1,
         created_at: now,

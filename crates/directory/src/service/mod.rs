@@ -506,8 +506,8 @@ fn user_write(directory: &Directory, resource: Value) -> ServiceResult<UserWrite
 }
 
 /// The stored JSON with its `id`, as a PATCH target (paths may name `id`).
-fn with_id(raw: &Value, id: &str) -> Value {
-    let mut document = raw.clone();
+fn with_id(raw: &roster_store::Document, id: &str) -> Value {
+    let mut document = raw.to_value();
     if let Some(object) = document.as_object_mut() {
         object.insert("id".into(), Value::String(id.to_string()));
     }

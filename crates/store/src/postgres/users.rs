@@ -185,7 +185,7 @@ fn new_user(id: UserId, dir: DirectoryId, write: UserWrite, created_at: DateTime
         id,
         directory_id: dir,
         fields: write.fields,
-        raw: write.raw,
+        raw: Document::from_value(&write.raw),
         group_ids: Vec::new(),
         version: 1,
         created_at,

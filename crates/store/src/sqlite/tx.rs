@@ -265,7 +265,7 @@ impl WriteTx for Tx {
             id: UserId::new(),
             directory_id: dir,
             fields: write.fields,
-            raw: write.raw,
+            raw: Document::from_value(&write.raw),
             group_ids: Vec::new(),
             version: 1,
             created_at: self.now,
@@ -289,7 +289,7 @@ impl WriteTx for Tx {
         reject_nul(&write.raw)?;
         let user = User {
             fields: write.fields,
-            raw: write.raw,
+            raw: Document::from_value(&write.raw),
             version: old.version + 1,
             updated_at: self.now,
             ..old.clone()
@@ -321,7 +321,7 @@ impl WriteTx for Tx {
             directory_id: dir,
             display_name: write.display_name.clone(),
             external_id: write.external_id.clone(),
-            raw: write.raw.clone(),
+            raw: Document::from_value(&write.raw),
             member_count: 0,
             members: None,
             version: 1,

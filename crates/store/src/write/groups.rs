@@ -551,7 +551,7 @@ impl GroupEditor {
         raw: serde_json::Value,
     ) {
         let changed = group_attribute_changes(&self.group, &display_name, &external_id);
-        if changed.is_empty() && raw == self.group.raw {
+        if changed.is_empty() && self.group.raw == raw {
             return;
         }
         let position = tx.changes().queued();
@@ -561,7 +561,7 @@ impl GroupEditor {
         merge_changes(all, changed);
         self.group.display_name = display_name;
         self.group.external_id = external_id;
-        self.group.raw = raw;
+        self.group.raw = Document::from_value(&raw);
         self.touched = true;
     }
 

@@ -487,7 +487,8 @@ pub async fn removing_active_by_patch_is_stored_as_inactive(store: Arc<dyn Store
     .unwrap()
     .operations;
     let update: UserUpdateFn = Box::new(move |old: &User| {
-        let raw = roster_scim::patch::apply(&old.raw, roster_scim::ResourceKind::User, &ops)?;
+        let raw =
+            roster_scim::patch::apply(&old.raw.to_value(), roster_scim::ResourceKind::User, &ops)?;
         let n = roster_scim::resource::normalize_user(&raw)?;
         let mut fields = old.fields.clone();
         fields.active = n.active;
@@ -497,7 +498,7 @@ pub async fn removing_active_by_patch_is_stored_as_inactive(store: Arc<dyn Store
     assert!(!updated.fields.active);
     let read = store.get_user(d.id, u.id).await.unwrap();
     assert!(!read.fields.active);
-    assert_eq!(read.raw["active"], false);
+    assert_eq!(read.raw.to_value()["active"], false);
     let inactive = matching_users(&*store, d.id, "active eq false").await;
     assert_eq!(inactive, [u.id]);
 }

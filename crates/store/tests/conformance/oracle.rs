@@ -75,7 +75,7 @@ fn fields_of(raw: &Value) -> UserFields {
 
 /// The SCIM JSON the evaluator sees: the stored JSON plus id, meta, groups.
 fn user_json(u: &User) -> Value {
-    let mut v = u.raw.clone();
+    let mut v = u.raw.to_value();
     v["schemas"] = json!(["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE]);
     v["id"] = json!(u.id.to_string());
     v["meta"] = json!({
@@ -95,7 +95,7 @@ fn user_json(u: &User) -> Value {
 }
 
 fn group_json(g: &Group) -> Value {
-    let mut v = g.raw.clone();
+    let mut v = g.raw.to_value();
     v["id"] = json!(g.id.to_string());
     v["displayName"] = json!(g.display_name);
     if let Some(e) = &g.external_id {

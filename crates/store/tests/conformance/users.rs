@@ -198,7 +198,7 @@ pub async fn rejected_patch_leaves_state_unchanged(store: Arc<dyn Store>) {
             Box::new(|old| {
                 let mut w = UserWrite {
                     fields: old.fields.clone(),
-                    raw: old.raw.clone(),
+                    raw: old.raw.to_value(),
                 };
                 w.fields.title = Some("Boss".into());
                 w.raw["title"] = json!("Boss");
@@ -272,7 +272,7 @@ pub async fn users_round_trip_and_updates_bump_versions_with_field_changes(store
                 fields.active = false;
                 Ok(UserWrite {
                     fields,
-                    raw: u.raw.clone(),
+                    raw: u.raw.to_value(),
                 })
             }),
         )
