@@ -4,7 +4,7 @@
 use serde_json::value::RawValue;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef};
+use sqlx::postgres::{PgArgumentBuffer, PgHasArrayType, PgTypeInfo, PgValueRef};
 use sqlx::types::Json;
 use sqlx::{Decode, Encode, Postgres, Type};
 
@@ -17,6 +17,12 @@ impl Type<Postgres> for Document {
 
     fn compatible(ty: &PgTypeInfo) -> bool {
         <Json<&RawValue> as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl PgHasArrayType for Document {
+    fn array_type_info() -> PgTypeInfo {
+        <Json<&RawValue> as PgHasArrayType>::array_type_info()
     }
 }
 

@@ -15,7 +15,9 @@ pub struct Change {
     pub kind: ChangeKind,
     pub resource_id: Uuid,
     pub version: i64,
-    pub payload: serde_json::Value,
+    /// The resource as JSON text: written once, never parsed on the way to
+    /// the change row.
+    pub payload: Document,
     pub changed_fields: Vec<FieldChange>,
 }
 
@@ -33,7 +35,7 @@ impl Change {
             kind,
             resource_id,
             version,
-            payload: to_json(payload)?,
+            payload: to_document(payload)?,
             changed_fields,
         })
     }
@@ -125,7 +127,17 @@ impl ChangeQueue {
     }
 }
 
-/// Serializes a value into a JSON value (payloads, field diffs).
+/// Serializes a value into JSON text (payloads).
+fn to_document<T: Serialize>(value: &T) -> StoreResult<Document> {
+    serde_json::value::to_raw_value(value)
+        .map(Document)
+        .map_err(|e| {
+            tracing::error!(error = %e, "a value does not encode as JSON");
+            StoreError::Internal("cannot encode JSON".into())
+        })
+}
+
+/// Serializes a value into a JSON value (field diffs).
 pub(crate) fn to_json<T: Serialize>(value: &T) -> StoreResult<serde_json::Value> {
     serde_json::to_value(value).map_err(|e| {
         tracing::error!(error = %e, "a value does not encode as JSON");
