@@ -297,12 +297,6 @@ impl Document {
     }
 }
 
-impl From<serde_json::Value> for Document {
-    fn from(value: serde_json::Value) -> Self {
-        Self::from_value(&value)
-    }
-}
-
 impl PartialEq for Document {
     fn eq(&self, other: &Self) -> bool {
         self.text() == other.text() || self.to_value() == other.to_value()

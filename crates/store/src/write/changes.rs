@@ -131,18 +131,17 @@ impl ChangeQueue {
 fn to_document<T: Serialize>(value: &T) -> StoreResult<Document> {
     serde_json::value::to_raw_value(value)
         .map(Document)
-        .map_err(|e| {
-            tracing::error!(error = %e, "a value does not encode as JSON");
-            StoreError::Internal("cannot encode JSON".into())
-        })
+        .map_err(encode_error)
 }
 
 /// Serializes a value into a JSON value (field diffs).
 pub(crate) fn to_json<T: Serialize>(value: &T) -> StoreResult<serde_json::Value> {
-    serde_json::to_value(value).map_err(|e| {
-        tracing::error!(error = %e, "a value does not encode as JSON");
-        StoreError::Internal("cannot encode JSON".into())
-    })
+    serde_json::to_value(value).map_err(encode_error)
+}
+
+fn encode_error(e: serde_json::Error) -> StoreError {
+    tracing::error!(error = %e, "a value does not encode as JSON");
+    StoreError::Internal("cannot encode JSON".into())
 }
 
 /// The member kind stored as text in `memberships.member_kind`.
